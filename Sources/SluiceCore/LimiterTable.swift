@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The in-memory limiter table: every key's state, sharded and lock-striped.
+///
+/// A stable hash of (tenant, key) picks one of a power-of-two number of shards, each with its own
+/// lock, so every limit of a multi-limit rule lives under one lock and is decided atomically.
+/// Within the shard each limit's state is stored under the fingerprint of (tenant, key, limit).
+/// Memory is bounded: recovered entries are reclaimed a few at a time as checks arrive, and a full
+/// shard evicts its least recently used entry.
+public final class LimiterTable: Sendable {
+    @usableFromInline let shards: [Shard]
+    @usableFromInline let shardMask: Int
+    /// The most entries the table keeps (spread evenly over the shards).
+    public let maxEntries: Int
+
+    /// A shard count scaled to the machine: 16 per core, a power of two, 16 ... 4096.
+    public static var defaultShardCount: Int {
+        let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        return min(4096, max(16, (cores * 16).nextPowerOfTwo))
+    }
+
+    /// Creates an empty table.
+    ///
+    /// - Parameters:
+    ///   - shardCount: rounded up to a power of two; `nil` uses ``defaultShardCount``.
+    ///   - maxEntries: the most entries kept before the least recently used are evicted.
+    ///   - seed: mixes index positions against hash flooding; random unless a test fixes it.
+    public init(shardCount: Int? = nil, maxEntries: Int = 5_000_000, seed: UInt64 = .random(in: .min ... .max)) {
+        let count = max(1, shardCount ?? Self.defaultShardCount).nextPowerOfTwo
+        let bits = count.trailingZeroBitCount
+        let perShard = (max(1, maxEntries) + count - 1) / count
+        shards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits) }
+        shardMask = count - 1
+        self.maxEntries = perShard * count
+    }
+
+    /// The number of shards.
+    public var shardCount: Int { shards.count }
+
+    @inlinable
+    func shard(for key: Fingerprint) -> Shard {
+        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]
+    }
+
+    /// Decides `hits` for `key` (see ``Fingerprint/of(tenant:key:)``) against one limit.
+    ///
+    /// - Parameters:
+    ///   - hits: the cost; 0 peeks without consuming.
+    ///   - now: nanoseconds since the Unix epoch.
+    ///   - multiplier: scales the limit and burst for this check (reputation, tiers, load).
+    /// - Complexity: O(1) expected.
+    @inlinable
+    public func check(key: Fingerprint, limit: BoundLimit, hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
+        withUnsafePointer(to: limit) { pointer in
+            check(key: key, limits: UnsafeBufferPointer(start: pointer, count: 1), hits: hits, now: now,
+                  multiplier: multiplier)
+        }
+    }
+
+    /// Decides `hits` for `key` against all of `limits` atomically: allowed only if every limit
+    /// allows, and then every limit consumes; otherwise none does. The decision is the tightest.
+    ///
+    /// - Complexity: O(`limits.count`) expected.
+    @inlinable
+    public func check(key: Fingerprint, limits: [BoundLimit], hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
+        limits.withUnsafeBufferPointer {
+            check(key: key, limits: $0, hits: hits, now: now, multiplier: multiplier)
+        }
+    }
+
+    @usableFromInline
+    func check(key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double) -> Decision {
+        let shard = shard(for: key)
+        return shard.lock.withLock {
+            shard.check(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier)
+        }
+    }
+
+    /// Returns a concurrency lease early.
+    ///
+    /// - Returns: whether the lease was live.
+    /// - Complexity: O(leases held by the key).
+    public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
+        let shard = shard(for: key)
+        return shard.lock.withLock { shard.release(key: key, limit: limit, leaseID: leaseID, now: now) }
+    }
+
+    /// Counters summed over all shards (each shard read under its lock, one after another).
+    public func statistics() -> TableStatistics {
+        var total = TableStatistics(shards: shards.count, maxEntries: maxEntries)
+        for shard in shards {
+            shard.lock.withLock {
+                total.entries += shard.count
+                total.checks &+= shard.checks
+                total.allowed &+= shard.allowed
+                total.denied &+= shard.denied
+                total.evictions &+= shard.evictions
+                total.reclaimed &+= shard.reclaimed
+                total.allocatedBytes += shard.allocatedBytes
+            }
+        }
+        return total
+    }
+}
+
+/// A snapshot of the table's counters.
+public struct TableStatistics: Sendable, Hashable {
+    /// Shards in the table.
+    public var shards: Int
+    /// The most entries the table keeps.
+    public var maxEntries: Int
+    /// Entries held now.
+    public var entries = 0
+    /// Checks decided since start.
+    public var checks: UInt64 = 0
+    /// Checks allowed.
+    public var allowed: UInt64 = 0
+    /// Checks denied.
+    public var denied: UInt64 = 0
+    /// Entries evicted because their shard was full.
+    public var evictions: UInt64 = 0
+    /// Fully recovered entries forgotten.
+    public var reclaimed: UInt64 = 0
+    /// Bytes the shards have allocated for entries and index.
+    public var allocatedBytes = 0
+}
+
+extension Int {
+    /// The smallest power of two at or above `self` (1 for values below 1).
+    @inlinable
+    public var nextPowerOfTwo: Int {
+        guard self > 1 else { return 1 }
+        return 1 << (Int.bitWidth - (self - 1).leadingZeroBitCount)
+    }
+}

@@ -1,0 +1,112 @@
+/// A 128-bit hash that is the same in every process, on every machine, in every version.
+///
+/// Swift's `Hasher` is seeded per process, so it cannot name state that outlives the process or is
+/// shared between daemons. This is a small multiply-fold hash (two independent 64-bit lanes) over
+/// length-prefixed fields: fast for short keys and well mixed, but not cryptographic, so table
+/// positions derived from it are re-mixed with a per-table random seed against hash flooding.
+public struct StableHasher: Sendable {
+    @usableFromInline var a: UInt64 = 0x243F_6A88_85A3_08D3
+    @usableFromInline var b: UInt64 = 0x1319_8A2E_0370_7344
+
+    /// A hasher in its initial state.
+    @inlinable public init() {}
+
+    @inlinable @inline(__always)
+    static func fold(_ x: UInt64, _ y: UInt64) -> UInt64 {
+        let (high, low) = x.multipliedFullWidth(by: y)
+        return high ^ low
+    }
+
+    @inlinable @inline(__always)
+    mutating func mix(_ word: UInt64) {
+        a = Self.fold(a ^ word, 0xA076_1D64_78BD_642F)
+        b = Self.fold(b ^ (word &+ 0xE703_7ED1_A0B4_28DB), 0x8EBC_6AF0_9C88_C6E3)
+    }
+
+    /// Adds a 64-bit value.
+    @inlinable public mutating func combine(_ value: UInt64) { mix(value) }
+
+    /// Adds bytes, prefixed by their length so that ("ab", "c") and ("a", "bc") differ.
+    @inlinable
+    public mutating func combine(bytes: UnsafeRawBufferPointer) {
+        mix(UInt64(bytes.count) | 0x5100_0000_0000_0000)
+        var offset = 0
+        let count = bytes.count
+        while offset + 8 <= count {
+            mix(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)))
+            offset += 8
+        }
+        if offset < count {
+            var tail: UInt64 = 0
+            var shift: UInt64 = 0
+            while offset < count {
+                tail |= UInt64(bytes[offset]) << shift
+                shift += 8
+                offset += 1
+            }
+            mix(tail)
+        }
+    }
+
+    /// Adds a string's UTF-8 bytes, length-prefixed.
+    @inlinable
+    public mutating func combine(_ string: String) {
+        var string = string
+        string.withUTF8 { combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    @inlinable @inline(__always)
+    static func finalMix(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 33)) &* 0xFF51_AFD7_ED55_8CCD
+        z = (z ^ (z >> 33)) &* 0xC4CE_B9FE_1A85_EC53
+        return z ^ (z >> 33)
+    }
+
+    /// The 128-bit result.
+    @inlinable
+    public func finalize() -> Fingerprint {
+        Fingerprint(high: Self.finalMix(a ^ (b >> 29)), low: Self.finalMix(b ^ (a << 31) ^ 0x9E37_79B9_7F4A_7C15))
+    }
+}
+
+/// A 128-bit stable identity of (tenant, key) or of (tenant, key, limit).
+public struct Fingerprint: Sendable, Hashable, CustomStringConvertible {
+    /// The high 64 bits.
+    public var high: UInt64
+    /// The low 64 bits.
+    public var low: UInt64
+
+    /// Creates a fingerprint from its halves.
+    @inlinable public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// This fingerprint extended with a limit's identity.
+    @inlinable
+    public func combined(with limitIdentity: UInt64) -> Fingerprint {
+        var hasher = StableHasher()
+        hasher.combine(high)
+        hasher.combine(low)
+        hasher.combine(limitIdentity)
+        return hasher.finalize()
+    }
+
+    /// 32 hex digits.
+    public var description: String {
+        let h = String(high, radix: 16), l = String(low, radix: 16)
+        return String(repeating: "0", count: 16 - h.count) + h + String(repeating: "0", count: 16 - l.count) + l
+    }
+}
+
+extension Fingerprint {
+    /// The identity of a counted key: a tenant and a key.
+    @inlinable
+    public static func of(tenant: String, key: String) -> Fingerprint {
+        var hasher = StableHasher()
+        hasher.combine(tenant)
+        hasher.combine(key)
+        return hasher.finalize()
+    }
+}
