@@ -274,17 +274,24 @@ final class Shard: @unchecked Sendable {
                 .evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
             if decision.allowed {
                 allowed &+= 1
-                if hits > 0 { store(next, at: entry, fingerprint: fingerprint, spec: spec) }
+                if hits > 0 {
+                    store(next, at: entry, fingerprint: fingerprint, spec: spec)
+                    return decision
+                }
             } else {
                 denied &+= 1
             }
+            // A key being denied is in use: evicting it would hand its caller a fresh limit.
+            if let entry { touch(entry) }
             return decision
         }
         var result: Decision? = nil
         for (position, limit) in limits.enumerated() {
             let spec = limit.spec.scaled(by: multiplier)
             let fingerprint = key.combined(with: limit.identity)
-            var (decision, _) = state(at: find(fingerprint), for: spec, now: now)
+            let entry = find(fingerprint)
+            if let entry { touch(entry) }
+            var (decision, _) = state(at: entry, for: spec, now: now)
                 .evaluate(hits: hits, now: now, spec: spec)
             decision.limitIndex = UInt32(position)
             result = Self.tighter(result, decision)

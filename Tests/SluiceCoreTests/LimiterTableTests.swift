@@ -1,0 +1,185 @@
+import Foundation
+import Testing
+import SluiceTestKit
+@testable import SluiceCore
+
+private let second: Int64 = 1_000_000_000
+private let start: Int64 = 1_767_225_600_000_000_000
+
+@Suite("LimiterTable")
+struct LimiterTableTests {
+    @Test("keys, tenants and limits are counted separately")
+    func isolation() throws {
+        let table = LimiterTable(shardCount: 4, maxEntries: 1_000)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 1, period: second))
+        let other = BoundLimit.inline(try LimitSpec(limit: 1, period: 2 * second))
+        #expect(table.check(key: .of(tenant: "", key: "a"), limit: limit, hits: 1, now: start).allowed)
+        #expect(!table.check(key: .of(tenant: "", key: "a"), limit: limit, hits: 1, now: start).allowed)
+        #expect(table.check(key: .of(tenant: "", key: "b"), limit: limit, hits: 1, now: start).allowed)
+        #expect(table.check(key: .of(tenant: "t2", key: "a"), limit: limit, hits: 1, now: start).allowed)
+        #expect(table.check(key: .of(tenant: "", key: "a"), limit: other, hits: 1, now: start).allowed)
+        // ("ab","c") and ("a","bc") must not share state.
+        #expect(Fingerprint.of(tenant: "ab", key: "c") != Fingerprint.of(tenant: "a", key: "bc"))
+        #expect(table.statistics().entries == 4)
+    }
+
+    @Test("the stable hash does not change between versions")
+    func stableHash() {
+        // Pinned: persisted and shared state will be named by these values. If this fails, the
+        // hash changed and every stored key would be orphaned.
+        #expect(Fingerprint.of(tenant: "acme", key: "login:203.0.113.7").description == "b106c6ee80164fe498457ce8613b18de")
+        #expect(Fingerprint.of(tenant: "", key: "").description == "0e5ead493587870fdebaa584981dea88")
+        #expect(Fingerprint.of(tenant: "", key: "user:42") != Fingerprint.of(tenant: "", key: "user:43"))
+    }
+
+    @Test("several limits on one key: all allow and all consume, or none does")
+    func multiLimitAtomic() throws {
+        let table = LimiterTable(shardCount: 2, maxEntries: 1_000)
+        let burst = BoundLimit.rule("r", index: 0, spec: try LimitSpec(limit: 10, period: second, burst: 3))
+        let daily = BoundLimit.rule("r", index: 1, spec: try LimitSpec(limit: 5, period: 86_400 * second))
+        let key = Fingerprint.of(tenant: "", key: "k")
+        for i in 0..<3 {
+            let d = table.check(key: key, limits: [burst, daily], hits: 1, now: start)
+            #expect(d.allowed)
+            #expect(d.limitIndex == 0, "the burst limit is the tightest (\(i))")
+        }
+        // Burst exhausted: denied by limit 0, and the daily limit must not have been consumed.
+        let denied = table.check(key: key, limits: [burst, daily], hits: 1, now: start)
+        #expect(!denied.allowed)
+        #expect(denied.limitIndex == 0)
+        #expect(denied.retryAfter == second / 10)
+        let peekDaily = table.check(key: key, limit: daily, hits: 0, now: start)
+        #expect(peekDaily.remaining == 2)
+        // Two more pass after the burst refills; then the daily limit denies for ~a day.
+        #expect(table.check(key: key, limits: [burst, daily], hits: 1, now: start + second).allowed)
+        #expect(table.check(key: key, limits: [burst, daily], hits: 1, now: start + second).allowed)
+        let daySpent = table.check(key: key, limits: [burst, daily], hits: 1, now: start + 2 * second)
+        #expect(!daySpent.allowed)
+        #expect(daySpent.limitIndex == 1)
+        #expect(daySpent.retryAfter > 3_600 * second)
+        #expect(table.check(key: key, limit: burst, hits: 0, now: start + 2 * second).remaining == 3,
+                "the denied check consumed nothing from the burst limit")
+    }
+
+    @Test("several threads hammering shared keys lose no update")
+    func concurrentExactCounts() async throws {
+        let table = LimiterTable(shardCount: 8, maxEntries: 100_000)
+        let spec = try LimitSpec(limit: 1_000, period: 3_600 * second, algorithm: .fixedWindow)
+        let limit = BoundLimit.inline(spec)
+        let keys = (0..<16).map { Fingerprint.of(tenant: "", key: "k\($0)") }
+        let allowedCounts = await withTaskGroup(of: Int.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    var allowed = 0
+                    for i in 0..<4_000 {
+                        let key = keys[(i + worker) % keys.count]
+                        if table.check(key: key, limit: limit, hits: 1, now: start).allowed { allowed += 1 }
+                    }
+                    return allowed
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        // 32,000 attempts over 16 keys of 1,000 each: exactly 16,000 pass.
+        #expect(allowedCounts == 16_000)
+        let stats = table.statistics()
+        #expect(stats.checks == 32_000)
+        #expect(stats.allowed == 16_000)
+        #expect(stats.denied == 16_000)
+    }
+
+    @Test("a full table evicts the least recently used entry and counts it")
+    func lruEviction() throws {
+        let table = LimiterTable(shardCount: 1, maxEntries: 100)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 1, period: 3_600 * second))
+        for i in 0..<100 { _ = table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 1, now: start) }
+        // Touch k0 so that k1 becomes the least recently used.
+        _ = table.check(key: .of(tenant: "", key: "k0"), limit: limit, hits: 1, now: start)
+        _ = table.check(key: .of(tenant: "", key: "new"), limit: limit, hits: 1, now: start)
+        let stats = table.statistics()
+        #expect(stats.entries == 100)
+        #expect(stats.evictions == 1)
+        #expect(!table.check(key: .of(tenant: "", key: "k0"), limit: limit, hits: 1, now: start).allowed, "k0 kept")
+        #expect(table.check(key: .of(tenant: "", key: "k1"), limit: limit, hits: 1, now: start).allowed, "k1 evicted")
+    }
+
+    @Test("fully recovered entries are reclaimed as checks arrive")
+    func reclamation() throws {
+        let table = LimiterTable(shardCount: 1, maxEntries: 10_000)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 10, period: second))
+        for i in 0..<1_000 { _ = table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 1, now: start) }
+        #expect(table.statistics().entries == 1_000)
+        // A second later every entry has recovered; 600 checks on one key sweep 1,200 slots.
+        for _ in 0..<600 { _ = table.check(key: .of(tenant: "", key: "hot"), limit: limit, hits: 0, now: start + 2 * second) }
+        let stats = table.statistics()
+        #expect(stats.entries == 0)
+        #expect(stats.reclaimed == 1_000)
+    }
+
+    @Test("the index survives heavy churn: every decision matches a per-key model while entries are reclaimed and evicted",
+          arguments: [10_000, 150])
+    func churnKeepsIndexConsistent(maxEntries: Int) throws {
+        let table = LimiterTable(shardCount: 2, maxEntries: maxEntries)
+        let spec = try LimitSpec(limit: 3, period: second)
+        let limit = BoundLimit.inline(spec)
+        var random = SeededGenerator(seed: 42)
+        var now = start
+        var models: [Int: LeakyBucketModel] = [:]
+        var mismatches = 0
+        for _ in 0..<30_000 {
+            now += Int64.random(in: 0...5_000_000, using: &random)
+            let k = Int.random(in: 0..<300, using: &random)
+            let allowed = table.check(key: .of(tenant: "", key: "k\(k)"), limit: limit, hits: 1, now: now).allowed
+            var model = models[k] ?? LeakyBucketModel(spec)
+            let expected = model.check(hits: 1, now: now).allowed
+            models[k] = model
+            // An evicted key forgets its state, so only the large table must match exactly.
+            if allowed != expected { mismatches += 1 }
+        }
+        if maxEntries >= 300 { #expect(mismatches == 0) } else { #expect(mismatches > 0, "eviction forgets state") }
+        let stats = table.statistics()
+        #expect(stats.entries <= min(300, table.maxEntries))
+        #expect(stats.reclaimed > 0)
+        if maxEntries < 300 { #expect(stats.evictions > 0) } else { #expect(stats.evictions == 0) }
+    }
+
+    @Test("leases are released through the table")
+    func releaseThroughTable() throws {
+        let table = LimiterTable(shardCount: 2, maxEntries: 100)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 1, period: 60 * second, algorithm: .concurrency))
+        let key = Fingerprint.of(tenant: "", key: "job")
+        let first = table.check(key: key, limit: limit, hits: 1, now: start)
+        #expect(first.allowed)
+        #expect(first.leaseID != 0)
+        #expect(!table.check(key: key, limit: limit, hits: 1, now: start).allowed)
+        #expect(table.release(key: key, limit: limit, leaseID: first.leaseID, now: start + second))
+        #expect(!table.release(key: key, limit: limit, leaseID: first.leaseID, now: start + second))
+        let second = table.check(key: key, limit: limit, hits: 1, now: start + second)
+        #expect(second.allowed)
+        #expect(second.leaseID != first.leaseID)
+    }
+
+    @Test("the event tap drops and counts when full, never blocks")
+    func eventTap() {
+        let tap = EventTap<Int>(capacity: 3)
+        #expect(tap.offer(1) && tap.offer(2) && tap.offer(3))
+        #expect(!tap.offer(4))
+        #expect(tap.dropped == 1)
+        #expect(tap.drain() == [1, 2, 3])
+        #expect(tap.offer(5))
+        #expect(tap.drain(limit: 10) == [5])
+        #expect(tap.offered == 5)
+    }
+
+    @Test("a multiplier scales the limit for one check")
+    func multiplier() throws {
+        let table = LimiterTable(shardCount: 1, maxEntries: 100)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 4, period: 60 * second, algorithm: .fixedWindow))
+        let key = Fingerprint.of(tenant: "", key: "vip")
+        for _ in 0..<8 { #expect(table.check(key: key, limit: limit, hits: 1, now: start, multiplier: 2).allowed) }
+        let denied = table.check(key: key, limit: limit, hits: 1, now: start, multiplier: 2)
+        #expect(!denied.allowed)
+        #expect(denied.limit == 8)
+        #expect(!table.check(key: key, limit: limit, hits: 1, now: start, multiplier: 0.5).allowed)
+    }
+}
