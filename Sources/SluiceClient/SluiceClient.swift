@@ -1,0 +1,169 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SluiceProto
+import SluiceWire
+
+/// A connection to a Sluice daemon. Requests may be sent from many tasks at once: they are
+/// pipelined on the one connection and each caller gets its own answer.
+public final class SluiceClient: Sendable {
+    let channel: any Channel
+    let nextID = NIOLockedValueBox<UInt64>(0)
+
+    init(channel: any Channel) { self.channel = channel }
+
+    /// Connects to `endpoint`.
+    ///
+    /// - Parameters:
+    ///   - maximumFrameBytes: the largest response accepted.
+    ///   - timeout: how long the connection may take.
+    /// - Throws: the connection error (refused, no such socket, timed out).
+    public static func connect(
+        to endpoint: Endpoint,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        maximumFrameBytes: Int = 16 << 20,
+        timeout: TimeAmount = .seconds(5)
+    ) async throws -> SluiceClient {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maximumFrameBytes)))
+                    try channel.pipeline.syncOperations.addHandler(ClientHandler())
+                }
+            }
+        let channel: any Channel
+        switch endpoint {
+        case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+        case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
+        }
+        return SluiceClient(channel: channel)
+    }
+
+    func assignID(_ request: inout WireRequest) {
+        if request.id == 0 { request.id = nextID.withLockedValue { $0 += 1; return $0 } }
+    }
+
+    /// Sends one request and waits for its response. A zero `id` is replaced by a fresh one.
+    ///
+    /// - Throws: ``ClientError`` when the connection closes first or the answer does not match.
+    public func send(_ request: WireRequest) async throws -> WireResponse {
+        var request = request
+        assignID(&request)
+        let promise = channel.eventLoop.makePromise(of: WireResponse.self)
+        channel.writeAndFlush(PendingRequest(request: request, promise: promise), promise: nil)
+        return try await promise.futureResult.get()
+    }
+
+    /// Sends `requests` back to back in one flush (pipelining) and returns their responses in order.
+    public func send(pipelined requests: [WireRequest]) async throws -> [WireResponse] {
+        var futures: [EventLoopFuture<WireResponse>] = []
+        futures.reserveCapacity(requests.count)
+        for var request in requests {
+            assignID(&request)
+            let promise = channel.eventLoop.makePromise(of: WireResponse.self)
+            futures.append(promise.futureResult)
+            channel.write(PendingRequest(request: request, promise: promise), promise: nil)
+        }
+        channel.flush()
+        var responses: [WireResponse] = []
+        responses.reserveCapacity(futures.count)
+        for future in futures { responses.append(try await future.get()) }
+        return responses
+    }
+
+    /// Writes raw bytes, exactly as given (for tests and tools that probe the daemon).
+    public func writeRaw(_ bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(RawBytes(bytes: bytes)).get()
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    /// A future that completes when the connection closes (from either side).
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+}
+
+/// Why a request got no answer.
+public enum ClientError: Error, Equatable, Sendable {
+    /// The connection closed before the answer arrived.
+    case connectionClosed
+    /// An answer arrived whose id matched no request in flight.
+    case unexpectedResponse(id: UInt64)
+    /// An answer did not decode.
+    case malformedResponse
+}
+
+struct PendingRequest {
+    var request: WireRequest
+    var promise: EventLoopPromise<WireResponse>
+}
+
+struct RawBytes {
+    var bytes: [UInt8]
+}
+
+/// Matches responses to requests in order; fails whatever is in flight when the connection ends.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Any
+    typealias OutboundOut = ByteBuffer
+
+    var inFlight = CircularBuffer<(id: UInt64, promise: EventLoopPromise<WireResponse>)>()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let item = unwrapOutboundIn(data)
+        if let raw = item as? RawBytes {
+            context.write(wrapOutboundOut(ByteBuffer(bytes: raw.bytes)), promise: promise)
+            return
+        }
+        guard let pending = item as? PendingRequest else {
+            promise?.fail(ClientError.malformedResponse)
+            return
+        }
+        do {
+            let bytes: [UInt8] = try pending.request.serializedBytes()
+            var buffer = context.channel.allocator.buffer(capacity: bytes.count + 4)
+            buffer.writeFrame(bytes)
+            inFlight.append((pending.request.id, pending.promise))
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        } catch {
+            pending.promise.fail(error)
+            promise?.fail(error)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard let response = try? WireResponse(serializedBytes: frame.readableBytesSpan) else {
+            failAll(ClientError.malformedResponse)
+            context.close(promise: nil)
+            return
+        }
+        // The daemon answers in order; an error about an unreadable frame may carry id 0.
+        guard let first = inFlight.first, first.id == response.id || response.id == 0 else {
+            failAll(ClientError.unexpectedResponse(id: response.id))
+            context.close(promise: nil)
+            return
+        }
+        inFlight.removeFirst().promise.succeed(response)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(ClientError.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(error)
+        context.close(promise: nil)
+    }
+
+    func failAll(_ error: any Error) {
+        while let pending = inFlight.popFirst() { pending.promise.fail(error) }
+    }
+}

@@ -1,0 +1,103 @@
+import SluiceCore
+
+/// Everything `sluiced` is configured with: immutable, validated once at load.
+public struct Configuration: Sendable {
+    /// Where time comes from.
+    public enum ClockMode: String, Sendable, Hashable {
+        /// The daemon's monotonic clock, anchored to the wall clock at start.
+        case monotonic
+        /// Each check's `now_ms` (for replays and deterministic tests).
+        case request
+    }
+
+    /// A Unix socket listener.
+    public struct UnixListener: Sendable, Hashable {
+        /// The socket path.
+        public var path: String
+        /// The file mode set on the socket (default 0660).
+        public var mode: UInt16 = 0o660
+        /// Creates a listener.
+        public init(path: String, mode: UInt16 = 0o660) {
+            self.path = path
+            self.mode = mode
+        }
+    }
+
+    /// A TCP listener.
+    public struct TCPListener: Sendable, Hashable, CustomStringConvertible {
+        /// The address to bind (default 127.0.0.1: never the whole network unless asked).
+        public var host: String
+        /// The port; 0 picks a free one.
+        public var port: Int
+        /// Creates a listener.
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+        /// `HOST:PORT`.
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// A named rule: one or more limits decided together.
+    public struct Rule: Sendable {
+        /// The rule's name.
+        public var name: String
+        /// Its limits, bound to the rule's name.
+        public var limits: [BoundLimit]
+    }
+
+    /// A tenant and its own rules (which shadow global rules of the same name).
+    public struct Tenant: Sendable {
+        /// The tenant's name.
+        public var name: String
+        /// Its rules.
+        public var rules: [String: Rule]
+    }
+
+    /// Unix socket listeners.
+    public var unixListeners: [UnixListener] = [UnixListener(path: "/tmp/sluice.sock")]
+    /// TCP listeners.
+    public var tcpListeners: [TCPListener] = [TCPListener(host: "127.0.0.1", port: 7420)]
+    /// The largest frame body accepted, in bytes.
+    public var maxFrameBytes = 1 << 20
+    /// Connections served at once; more are answered `CODE_OVERLOADED` and closed.
+    public var maxConnections = 10_000
+    /// Checks in one request.
+    public var maxBatch = 1_000
+    /// Bytes in a tenant, key, subject or rule name.
+    public var maxKeyBytes = 4_096
+    /// Event-loop threads; 0 means one per core.
+    public var threads = 0
+    /// Where time comes from.
+    public var clock = ClockMode.monotonic
+    /// Table shards; 0 means 16 per core.
+    public var shards = 0
+    /// Entries kept before the least recently used are evicted.
+    public var maxEntries = 5_000_000
+    /// The algorithm of inline limits and rules that name none.
+    public var defaultAlgorithm = Algorithm.gcra
+    /// When true, only declared tenants (and the default one) are served.
+    public var strictTenants = false
+    /// Rules every tenant can use.
+    public var rules: [String: Rule] = [:]
+    /// Declared tenants.
+    public var tenants: [String: Tenant] = [:]
+    /// Where the configuration came from ("embedded default" or a path).
+    public var source = "embedded default"
+
+    /// The built-in defaults (what the embedded default file also says).
+    public init() {}
+
+    /// The rule `name` as seen by `tenant`: the tenant's own first, then the global one.
+    @inlinable
+    public func rule(_ name: String, tenant: String) -> Rule? {
+        if !tenant.isEmpty, let own = tenants[tenant]?.rules[name] { return own }
+        return rules[name]
+    }
+
+    /// Whether `tenant` may be served.
+    @inlinable
+    public func knows(tenant: String) -> Bool {
+        tenant.isEmpty || !strictTenants || tenants[tenant] != nil
+    }
+}

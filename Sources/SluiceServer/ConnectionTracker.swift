@@ -1,0 +1,56 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Tracks open connections across every listener so shutdown can drain them.
+///
+/// NIOExtras' ServerQuiescingHelper collects the children of a single server channel and fails
+/// a promise from its deinit; the daemon has several listeners and outlives its event loops, so
+/// it keeps this small registry instead.
+final class ConnectionTracker: Sendable {
+    struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var draining = false
+    }
+
+    let state = NIOLockedValueBox(State())
+
+    /// Registers `channel`; returns false (and registers nothing) once draining has begun.
+    func add(_ channel: any Channel) -> Bool {
+        let id = ObjectIdentifier(channel)
+        let added = state.withLockedValue { state -> Bool in
+            guard !state.draining else { return false }
+            state.channels[id] = channel
+            return true
+        }
+        if added {
+            channel.closeFuture.whenComplete { _ in
+                _ = self.state.withLockedValue { $0.channels.removeValue(forKey: id) }
+            }
+        }
+        return added
+    }
+
+    /// Asks every open connection to answer what it has read and close, waits up to `deadline`
+    /// for them, then closes whatever is left.
+    func drain(deadline: TimeAmount) async {
+        let channels = state.withLockedValue { state in
+            state.draining = true
+            return Array(state.channels.values)
+        }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        let waitAll = Task {
+            for channel in channels { try? await channel.closeFuture.get() }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: .nanoseconds(deadline.nanoseconds))
+            for channel in channels { try? await channel.close() }
+        }
+        await waitAll.value
+        timer.cancel()
+    }
+
+    /// Connections open now.
+    var count: Int { state.withLockedValue { $0.channels.count } }
+}

@@ -1,0 +1,50 @@
+/// The configuration `sluiced` runs with when given no file. `sluiced --print-default-config`
+/// prints it, as a starting point for your own.
+public enum DefaultConfiguration {
+    /// The embedded default configuration file.
+    public static let yaml = """
+    # Sluice configuration. Every key is optional; these are the defaults.
+    # Durations: an integer of milliseconds, or a number with ms, s, m, h or d (e.g. 500ms, 1m, 1d).
+
+    listen:
+      # Unix sockets: the fastest way in from the same machine.
+      unix:
+        - path: /tmp/sluice.sock
+          mode: "0660"          # owner and group may connect
+      # TCP: loopback only unless you say otherwise.
+      tcp:
+        - 127.0.0.1:7420
+
+    server:
+      max_frame_bytes: 1048576  # larger frames are refused and the connection closed
+      max_connections: 10000    # more are answered CODE_OVERLOADED and closed
+      max_batch: 1000           # checks in one request
+      max_key_bytes: 4096       # bytes in a tenant, key, subject or rule name
+      threads: 0                # event-loop threads; 0 = one per core
+      clock: monotonic          # or "request": time comes from each check's now_ms
+
+    table:
+      shards: 0                 # 0 = 16 per core (a power of two)
+      max_entries: 5000000      # beyond this the least recently used keys are evicted
+
+    defaults:
+      algorithm: gcra           # gcra, token_bucket, sliding_window, fixed_window, concurrency
+
+    # Tenants: when strict, a check naming an undeclared tenant gets CODE_UNKNOWN_TENANT.
+    strict_tenants: false
+
+    # Rules, by name, usable by every tenant. A rule has one limit, or several under `limits`
+    # that are decided together (allowed only if all allow).
+    rules:
+      # Example: 10 per second with bursts of 20, and at most 10,000 a day.
+      default:
+        limits:
+          - { limit: 10, period: 1s, burst: 20 }
+          - { limit: 10000, period: 1d }
+
+    # tenants:
+    #   acme:
+    #     rules:
+    #       login: { limit: 5, period: 1m, algorithm: sliding_window }
+    """
+}

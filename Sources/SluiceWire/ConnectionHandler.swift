@@ -1,0 +1,110 @@
+import Logging
+import NIOCore
+import SluiceProto
+import SwiftProtobuf
+
+/// Serves one connection: decodes each frame into a request, asks the processor, writes the
+/// response. Responses go out in request order; they are flushed once per read burst, so
+/// pipelined requests share system calls.
+///
+/// A frame that does not decode is answered with `CODE_MALFORMED_MESSAGE` (and the request's id
+/// when it could be read) and the connection stays open. A length prefix above the maximum is
+/// answered with `CODE_FRAME_TOO_LARGE` and the connection is closed: the stream cannot be framed
+/// any more. On a quiesce event (shutdown) the handler answers what it has read and closes.
+public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    let processor: any RequestProcessor
+    let logger: Logger
+    var decodingOptions = BinaryDecodingOptions()
+    var unflushed = false
+    var closing = false
+
+    /// A handler answering through `processor`.
+    public init(processor: any RequestProcessor, logger: Logger) {
+        self.processor = processor
+        self.logger = logger
+        decodingOptions.discardUnknownFields = true
+        decodingOptions.messageDepthLimit = 16
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        let frame = unwrapInboundIn(data)
+        let response: WireResponse
+        do {
+            let request = try WireRequest(serializedBytes: frame.readableBytesSpan, options: decodingOptions)
+            response = processor.process(request)
+        } catch {
+            processor.recordMalformed()
+            let id = RequestIDScanner.id(in: frame) ?? 0
+            response = .error(id: id, .malformedMessage, "frame of \(frame.readableBytes) bytes is not a valid sluice.v1.Request")
+        }
+        write(response, context: context)
+    }
+
+    func write(_ response: WireResponse, context: ChannelHandlerContext) {
+        let bytes: [UInt8]
+        do {
+            bytes = try response.serializedBytes()
+        } catch {
+            // Only reachable for a message with unset required fields; proto3 has none.
+            logger.error("could not encode a response", metadata: ["error": "\(error)"])
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count + 4)
+        buffer.writeFrame(bytes)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        unflushed = true
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // Backpressure: a client that pipelines without reading stops being read from until
+        // its answers drain, so one connection cannot grow the daemon's memory without bound.
+        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        if context.channel.isWritable { context.read() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case FramingError.frameTooLarge(let length, let maximum) = error {
+            processor.recordMalformed()
+            write(.error(id: 0, .frameTooLarge, "frame length \(length) exceeds the maximum of \(maximum) bytes; closing the connection"),
+                  context: context)
+            logger.debug("closing connection: frame too large", metadata: ["frame.length": "\(length)"])
+        } else if error is ByteToMessageDecoderError {
+            processor.recordMalformed()
+        } else {
+            logger.debug("closing connection", metadata: ["error": "\(error)"])
+        }
+        closeAfterWrites(context: context)
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            closeAfterWrites(context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Closes once everything written so far has reached the socket (an empty write completes
+    /// after all writes before it).
+    func closeAfterWrites(context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        unflushed = false
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

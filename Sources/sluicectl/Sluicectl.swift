@@ -1,0 +1,247 @@
+import ArgumentParser
+import Foundation
+import SluiceClient
+import SluiceProto
+import SwiftProtobuf
+
+@main
+struct Sluicectl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluicectl",
+        abstract: "Talk to a running sluiced.",
+        discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
+        subcommands: [Ping.self, Check.self, Release.self, Stats.self]
+    )
+}
+
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: [.short, .long], help: "unix:PATH, a socket path, or HOST:PORT (default: $SLUICE_ENDPOINT or unix:/tmp/sluice.sock).")
+    var endpoint: String?
+
+    @Option(name: .long, help: "Seconds to wait for the daemon.")
+    var timeout: Double = 5
+
+    func connect() async throws -> SluiceClient {
+        let text = endpoint ?? ProcessInfo.processInfo.environment["SLUICE_ENDPOINT"] ?? "unix:/tmp/sluice.sock"
+        let target: Endpoint
+        do {
+            target = try Endpoint(parsing: text)
+        } catch {
+            throw Failure("--endpoint: \(error)")
+        }
+        do {
+            return try await SluiceClient.connect(to: target, timeout: .milliseconds(Int64(timeout * 1_000)))
+        } catch {
+            throw Failure("cannot connect to \(target): \(error)")
+        }
+    }
+
+    func send(_ request: WireRequest) async throws -> WireResponse {
+        let client = try await connect()
+        defer { Task { await client.close() } }
+        let response = try await withThrowingTaskGroup(of: WireResponse.self) { group in
+            group.addTask { try await client.send(request) }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int64(timeout * 1_000)))
+                throw Failure("no answer within \(timeout) s")
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
+        }
+        if case .error(let error) = response.body {
+            throw Failure("\(error.code) (\(error.code.rawValue)): \(error.message)")
+        }
+        return response
+    }
+}
+
+/// An error printed as one line, exit status 2.
+struct Failure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension AsyncParsableCommand {
+    static func reportFailures(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let failure as Failure {
+            FileHandle.standardError.write(Data("sluicectl: \(failure.description)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+func printJSON(_ message: some SwiftProtobuf.Message) throws {
+    var options = JSONEncodingOptions()
+    options.alwaysPrintInt64sAsNumbers = true
+    options.preserveProtoFieldNames = true
+    print(try message.jsonString(options: options))
+}
+
+struct Ping: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers, and how fast.")
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        try await Self.reportFailures {
+            var request = WireRequest()
+            request.ping = Sluice_V1_PingRequest()
+            let start = ContinuousClock.now
+            _ = try await connection.send(request)
+            let elapsed = ContinuousClock.now - start
+            print("pong in \(elapsed.formatted(.units(allowed: [.milliseconds, .microseconds], width: .abbreviated)))")
+        }
+    }
+}
+
+struct LimitOptions: ParsableArguments {
+    @Option(name: .long, help: "A configured rule's name.")
+    var rule: String?
+
+    @Option(name: .long, help: "An inline limit: units per period.")
+    var limit: UInt64?
+
+    @Option(name: .long, help: "The inline limit's period: 500ms, 1s, 1m, 1h, 1d (default 1s).")
+    var period: String = "1s"
+
+    @Option(name: .long, help: "The inline limit's burst (default: the limit).")
+    var burst: UInt64 = 0
+
+    @Option(name: .long, help: "gcra, token_bucket, sliding_window, fixed_window or concurrency.")
+    var algorithm: String?
+
+    static func milliseconds(_ text: String) throws -> UInt64 {
+        let units: [(String, UInt64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            if let value = UInt64(text.dropLast(suffix.count)) { return value * scale }
+        }
+        guard let value = UInt64(text) else { throw Failure("--period: expected 500ms, 1s, 1m, 1h or 1d, got '\(text)'") }
+        return value
+    }
+
+    func apply(rule: inout String?, inline: inout Sluice_V1_Limit?) throws {
+        switch (self.rule, limit) {
+        case (let name?, nil):
+            rule = name
+        case (nil, let count?):
+            var wire = Sluice_V1_Limit(limit: count, periodMs: try Self.milliseconds(period), burst: burst)
+            if let algorithm {
+                let names = ["gcra": Sluice_V1_Algorithm.gcra, "token_bucket": .tokenBucket,
+                             "sliding_window": .slidingWindow, "fixed_window": .fixedWindow, "concurrency": .concurrency]
+                guard let value = names[algorithm] else {
+                    throw Failure("--algorithm: expected one of \(names.keys.sorted().joined(separator: ", "))")
+                }
+                wire.algorithm = value
+            }
+            inline = wire
+        default:
+            throw Failure("give either --rule NAME or --limit N [--period 1s]")
+        }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ask whether KEY may spend HITS now, and print the verdict.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The key the limit counts against.") var key: String
+    @OptionGroup var limitOptions: LimitOptions
+    @Option(name: .long, help: "The tenant (default: the default tenant).") var tenant: String = ""
+    @Option(name: .long, help: "The subject (default: the key).") var subject: String = ""
+    @Option(name: .long, help: "The cost; 0 peeks without consuming.") var hits: UInt64 = 1
+    @Option(name: .long, help: "Milliseconds since the epoch (daemons run with --clock request).") var nowMs: UInt64 = 0
+    @Option(name: .long, help: "Send the check this many times in one batch.") var count: Int = 1
+    @Flag(name: .long, help: "Print the verdicts as JSON.") var json = false
+
+    func run() async throws {
+        var allowed = true
+        try await Self.reportFailures {
+            var check = WireCheck()
+            check.tenant = tenant
+            check.key = key
+            check.subject = subject
+            check.hits = hits
+            check.nowMs = nowMs
+            var rule: String?
+            var inline: Sluice_V1_Limit?
+            try limitOptions.apply(rule: &rule, inline: &inline)
+            if let rule { check.rule = rule }
+            if let inline { check.limit = inline }
+            var request = WireRequest()
+            request.check.checks = Array(repeating: check, count: max(1, count))
+            let response = try await connection.send(request)
+            for verdict in response.check.verdicts {
+                allowed = verdict.allowed
+                if json {
+                    try printJSON(verdict)
+                } else {
+                    var line = "\(verdict.allowed ? "allowed" : "denied ") limit=\(verdict.limit) remaining=\(verdict.remaining)"
+                    line += " reset_after=\(verdict.resetAfterMs)ms retry_after=\(verdict.retryAfterMs)ms"
+                    if !verdict.rule.isEmpty { line += " rule=\(verdict.rule)" }
+                    line += " algorithm=\(verdict.algorithm)"
+                    if verdict.leaseID != 0 { line += " lease=\(verdict.leaseID)" }
+                    if !verdict.allowed { line += " reason=\(verdict.reason)" }
+                    print(line)
+                }
+            }
+        }
+        if !allowed { throw ExitCode(1) }
+    }
+}
+
+struct Release: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Return a concurrency lease early.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The key the lease was acquired for.") var key: String
+    @Argument(help: "The lease id printed by check.") var leaseID: UInt64
+    @OptionGroup var limitOptions: LimitOptions
+    @Option(name: .long, help: "The tenant.") var tenant: String = ""
+
+    func run() async throws {
+        var released = false
+        try await Self.reportFailures {
+            var release = Sluice_V1_ReleaseRequest()
+            release.tenant = tenant
+            release.key = key
+            release.leaseID = leaseID
+            var rule: String?
+            var inline: Sluice_V1_Limit?
+            try limitOptions.apply(rule: &rule, inline: &inline)
+            if let rule { release.rule = rule }
+            if let inline { release.limit = inline }
+            var request = WireRequest()
+            request.release = release
+            released = try await connection.send(request).release.released
+            print(released ? "released" : "not held (already released, expired, or never granted)")
+        }
+        if !released { throw ExitCode(1) }
+    }
+}
+
+struct Stats: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the daemon's counters.")
+    @OptionGroup var connection: ConnectionOptions
+    @Flag(name: .long, help: "Print as JSON.") var json = false
+
+    func run() async throws {
+        try await Self.reportFailures {
+            var request = WireRequest()
+            request.stats = Sluice_V1_StatsRequest()
+            let stats = try await connection.send(request).stats
+            if json {
+                try printJSON(stats)
+                return
+            }
+            let rows: [(String, String)] = [
+                ("version", stats.version), ("uptime", "\(stats.uptimeMs / 1_000) s"), ("clock", stats.clock),
+                ("checks", "\(stats.checks)"), ("allowed", "\(stats.allowed)"), ("denied", "\(stats.denied)"),
+                ("entries", "\(stats.entries) of \(stats.maxEntries)"), ("evictions", "\(stats.evictions)"),
+                ("reclaimed", "\(stats.reclaimed)"), ("shards", "\(stats.shards)"),
+                ("connections", "\(stats.connectionsOpen) open, \(stats.connectionsTotal) since start"),
+                ("requests", "\(stats.requests)"), ("errors", "\(stats.errors)"),
+            ]
+            for (name, value) in rows { print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + value) }
+        }
+    }
+}

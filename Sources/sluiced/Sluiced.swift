@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SluiceCore
+import SluiceServer
+
+@main
+struct Sluiced: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluiced",
+        abstract: "The Sluice rate-limiting daemon.",
+        discussion: """
+        With no --config, runs the embedded default configuration (see --print-default-config):
+        a Unix socket at /tmp/sluice.sock (mode 0660) and TCP on 127.0.0.1:7420.
+        --unix and --tcp replace the configured listeners; give either or both, as often as needed.
+        SIGINT or SIGTERM: stop accepting, answer what is in flight, exit 0.
+        """,
+        version: SluiceVersion.current
+    )
+
+    @Option(name: .long, help: "A YAML configuration file.")
+    var config: String?
+
+    @Option(name: .customLong("unix"), help: "Listen on this Unix socket path (repeatable; replaces configured listeners).")
+    var unixPaths: [String] = []
+
+    @Option(name: .customLong("tcp"), help: "Listen on HOST:PORT (repeatable; replaces configured listeners).")
+    var tcpAddresses: [String] = []
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .long, help: "monotonic (default) or request (time from each check's now_ms).")
+    var clock: String?
+
+    @Flag(name: .long, help: "Print the embedded default configuration and exit.")
+    var printDefaultConfig = false
+
+    @Flag(name: .long, help: "Validate the configuration and exit.")
+    var checkConfig = false
+
+    func run() async throws {
+        if printDefaultConfig {
+            FileHandle.standardOutput.write(Data((DefaultConfiguration.yaml + "\n").utf8))
+            return
+        }
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "sluiced")
+        let configuration: Configuration
+        do {
+            configuration = try resolvedConfiguration()
+        } catch {
+            FileHandle.standardError.write(Data("sluiced: \(error.message)\n".utf8))
+            throw ExitCode(2)
+        }
+        if checkConfig {
+            FileHandle.standardOutput.write(Data("\(configuration.source): ok (\(configuration.rules.count) rules, \(configuration.tenants.count) tenants)\n".utf8))
+            return
+        }
+        let service = SluiceService(configuration: configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        do {
+            try await group.run()
+        } catch let error as SluiceError {
+            logger.critical("cannot start", metadata: ["error.code": "\(error.code)", "error.message": "\(error.message)"])
+            throw ExitCode(1)
+        }
+    }
+
+    func resolvedConfiguration() throws(SluiceError) -> Configuration {
+        var configuration: Configuration
+        if let config {
+            configuration = try ConfigurationLoader.load(file: config)
+        } else {
+            configuration = try ConfigurationLoader.embeddedDefault()
+        }
+        if !unixPaths.isEmpty || !tcpAddresses.isEmpty {
+            configuration.unixListeners = unixPaths.map { .init(path: $0) }
+            configuration.tcpListeners = []
+            for text in tcpAddresses {
+                guard let listener = ConfigurationLoader.parseHostPort(text) else {
+                    throw SluiceError(.invalidArgument, "--tcp expects HOST:PORT such as 127.0.0.1:7420, got '\(text)'")
+                }
+                configuration.tcpListeners.append(listener)
+            }
+        }
+        if let clock {
+            guard let mode = Configuration.ClockMode(rawValue: clock) else {
+                throw SluiceError(.invalidArgument, "--clock expects monotonic or request, got '\(clock)'")
+            }
+            configuration.clock = mode
+        }
+        return configuration
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
