@@ -20,17 +20,23 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var decodingOptions = BinaryDecodingOptions()
     var unflushed = false
     var closing = false
+    var draining = false
+    var readSinceLastLook = false
+    /// How long a draining connection must be quiet before it is closed.
+    let quietPeriod: TimeAmount
 
     /// A handler answering through `processor`.
-    public init(processor: any RequestProcessor, logger: Logger) {
+    public init(processor: any RequestProcessor, logger: Logger, quietPeriod: TimeAmount = .milliseconds(50)) {
         self.processor = processor
         self.logger = logger
+        self.quietPeriod = quietPeriod
         decodingOptions.discardUnknownFields = true
         decodingOptions.messageDepthLimit = 16
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
+        readSinceLastLook = true
         let frame = unwrapInboundIn(data)
         let response: WireResponse
         do {
@@ -91,10 +97,28 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            closeAfterWrites(context: context)
+            // Shutdown: keep answering what the client already sent (it may still be in the
+            // socket buffer) and close once the connection has been quiet for `quietPeriod`.
+            guard !draining else { return }
+            draining = true
+            readSinceLastLook = false
+            scheduleQuietCheck(context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    func scheduleQuietCheck(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: quietPeriod) {
+            let (handler, context) = loopBound.value
+            if handler.readSinceLastLook {
+                handler.readSinceLastLook = false
+                handler.scheduleQuietCheck(context: context)
+            } else {
+                handler.closeAfterWrites(context: context)
+            }
+        }
     }
 
     /// Closes once everything written so far has reached the socket (an empty write completes

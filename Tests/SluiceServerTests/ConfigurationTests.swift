@@ -1,0 +1,98 @@
+import Foundation
+import SluiceCore
+import Testing
+@testable import SluiceServer
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    func failure(_ yaml: String) -> String {
+        do {
+            _ = try ConfigurationLoader.parse(yaml, source: "sluice.yaml")
+            return "no error"
+        } catch {
+            #expect(error.code == .invalidConfiguration)
+            return error.message
+        }
+    }
+
+    @Test("the embedded default parses and matches the documented defaults")
+    func embeddedDefault() throws {
+        let configuration = try ConfigurationLoader.embeddedDefault()
+        #expect(configuration.unixListeners == [.init(path: "/tmp/sluice.sock", mode: 0o660)])
+        #expect(configuration.tcpListeners == [.init(host: "127.0.0.1", port: 7420)])
+        #expect(configuration.maxFrameBytes == 1 << 20)
+        #expect(configuration.maxBatch == 1_000)
+        #expect(configuration.clock == .monotonic)
+        #expect(configuration.defaultAlgorithm == .gcra)
+        #expect(configuration.rules["default"]?.limits.count == 2)
+        #expect(configuration.rules["default"]?.limits[1].spec.period == 86_400_000_000_000)
+        // An empty file means every default.
+        let empty = try ConfigurationLoader.parse("", source: "empty.yaml")
+        #expect(empty.maxEntries == 5_000_000)
+    }
+
+    @Test("a full file is read: listeners, limits, tenants, durations, per-limit algorithms")
+    func fullFile() throws {
+        let configuration = try ConfigurationLoader.parse("""
+        listen:
+          unix: [ /run/a.sock, { path: /run/b.sock, mode: "0600" } ]
+          tcp: [ "0.0.0.0:9000", "[::1]:9001" ]
+        server: { max_frame_bytes: 4096, max_connections: 10, max_batch: 5, max_key_bytes: 64, threads: 1, clock: request }
+        table: { shards: 64, max_entries: 1_000 }
+        defaults: { algorithm: token_bucket }
+        strict_tenants: true
+        rules:
+          api: { limit: 100, period: 1m }
+          mixed:
+            algorithm: sliding_window
+            limits:
+              - { limit: 10, period: 500ms }
+              - { limit: 1000, period: 1h, algorithm: fixed_window }
+              - { limit: 3, period: 2000 }
+        tenants:
+          acme: { rules: { api: { limit: 5, period: 1s, burst: 10 } } }
+        """, source: "full.yaml")
+        #expect(configuration.unixListeners.map(\.path) == ["/run/a.sock", "/run/b.sock"])
+        #expect(configuration.unixListeners[1].mode == 0o600)
+        #expect(configuration.tcpListeners == [.init(host: "0.0.0.0", port: 9000), .init(host: "::1", port: 9001)])
+        #expect(configuration.maxFrameBytes == 4096 && configuration.maxBatch == 5 && configuration.clock == .request)
+        #expect(configuration.shards == 64 && configuration.maxEntries == 1_000)
+        #expect(configuration.rules["api"]?.limits[0].spec.algorithm == .tokenBucket, "defaults.algorithm applies")
+        let mixed = try #require(configuration.rules["mixed"])
+        #expect(mixed.limits.map(\.spec.algorithm) == [.slidingWindow, .fixedWindow, .slidingWindow])
+        #expect(mixed.limits.map(\.spec.period) == [500_000_000, 3_600_000_000_000, 2_000_000_000])
+        #expect(configuration.rule("api", tenant: "acme")?.limits[0].spec.burst == 10)
+        #expect(configuration.rule("api", tenant: "other")?.limits[0].spec.limit == 100)
+        #expect(configuration.knows(tenant: "acme") && configuration.knows(tenant: "") && !configuration.knows(tenant: "x"))
+    }
+
+    @Test("errors name the file, line, key path and what was expected")
+    func errorMessages() {
+        #expect(failure("rules:\n  login:\n    limit: 5\n    perod: 1m\n") ==
+                "sluice.yaml:4:5: rules.login.perod: unknown key; expected one of algorithm, burst, limit, limits, period")
+        #expect(failure("rules:\n  login: { limit: 5, period: 1x }\n").contains("rules.login.period: expected a duration"))
+        #expect(failure("rules:\n  login: { limit: 0, period: 1s }\n").contains("rules.login.limit: expected a whole number from 1"))
+        #expect(failure("rules:\n  login: { period: 1s }\n").contains("rules.login.limit: required"))
+        #expect(failure("rules:\n  login: { limit: 1, period: 1s, algorithm: leaky }\n").contains("expected one of gcra, token_bucket"))
+        #expect(failure("rules:\n  r: { limit: 1, period: 1s, limits: [] }\n").contains("not both"))
+        #expect(failure("server: { max_batch: -1 }\n").contains("server.max_batch"))
+        #expect(failure("server: { clock: wall }\n").contains("expected monotonic or request"))
+        #expect(failure("listen: { tcp: [ nonsense ] }\n").contains("listen.tcp[0]: expected HOST:PORT"))
+        #expect(failure("listen: { unix: [ { path: /a, mode: \"999\" } ] }\n").contains("octal file mode"))
+        #expect(failure("tabel: {}\n").contains("tabel: unknown key"))
+        #expect(failure("rules: [1, 2]\n").contains("rules: expected a mapping"))
+        #expect(failure("rules: {\n").contains("not valid YAML"))
+        #expect(failure("rules:\n  r: { limit: 1, period: 0ms }\n").contains("expected a duration"))
+        #expect(failure("rules:\n  r: { limit: 1, period: 500 }\n").contains("period must be between 1 ms") == false)
+    }
+
+    @Test("a missing file is reported with its path")
+    func missingFile() {
+        #expect(throws: SluiceError.self) { try ConfigurationLoader.load(file: "/nonexistent/sluice.yaml") }
+        do {
+            _ = try ConfigurationLoader.load(file: "/nonexistent/sluice.yaml")
+        } catch {
+            #expect(error.message.hasPrefix("/nonexistent/sluice.yaml: cannot read the file"))
+        }
+    }
+}
