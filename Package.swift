@@ -76,7 +76,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // In-process table benchmark (an executable: package-benchmark lives in Benchmarks/).
+        // In-process table benchmark: decisions per second and bytes per key.
+        .executableTarget(
+            name: "sluice-table-bench",
+            dependencies: ["SluiceCore"],
+            path: "Benchmarks/TableBenchmark"
+        ),
         .target(
             name: "SluiceTestKit",
             dependencies: ["SluiceCore"],

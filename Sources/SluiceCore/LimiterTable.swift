@@ -13,8 +13,12 @@ import Darwin
 /// Within the shard each limit's state is stored under the fingerprint of (tenant, key, limit).
 /// Memory is bounded: recovered entries are reclaimed a few at a time as checks arrive, and a full
 /// shard evicts its least recently used entry.
-public final class LimiterTable: Sendable {
-    @usableFromInline let shards: [Shard]
+// @unchecked: `shards` is written once in init and only read after; each shard guards itself with its lock.
+public final class LimiterTable: @unchecked Sendable {
+    /// Unretained references: the table owns `ownedShards`, and going through `Unmanaged` keeps
+    /// two threads from contending on a shard object's reference count on every check.
+    @usableFromInline let shards: UnsafeMutablePointer<Unmanaged<Shard>>
+    let ownedShards: [Shard]
     @usableFromInline let shardMask: Int
     /// The most entries the table keeps (spread evenly over the shards).
     public let maxEntries: Int
@@ -35,17 +39,28 @@ public final class LimiterTable: Sendable {
         let count = max(1, shardCount ?? Self.defaultShardCount).nextPowerOfTwo
         let bits = count.trailingZeroBitCount
         let perShard = (max(1, maxEntries) + count - 1) / count
-        shards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits) }
+        ownedShards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits) }
+        shards = .allocate(capacity: count)
+        shards.initialize(from: ownedShards.map { Unmanaged.passUnretained($0) }, count: count)
         shardMask = count - 1
         self.maxEntries = perShard * count
     }
 
-    /// The number of shards.
-    public var shardCount: Int { shards.count }
+    deinit {
+        shards.deinitialize(count: ownedShards.count)
+        shards.deallocate()
+    }
 
-    @inlinable
-    func shard(for key: Fingerprint) -> Shard {
-        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]
+    /// The number of shards.
+    public var shardCount: Int { ownedShards.count }
+
+    @inlinable @inline(__always)
+    func withShard<T>(for key: Fingerprint, _ body: (Shard) -> T) -> T {
+        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]._withUnsafeGuaranteedRef { shard in
+            shard.lock()
+            defer { shard.unlock() }
+            return body(shard)
+        }
     }
 
     /// Decides `hits` for `key` (see ``Fingerprint/of(tenant:key:)``) against one limit.
@@ -76,10 +91,7 @@ public final class LimiterTable: Sendable {
 
     @usableFromInline
     func check(key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double) -> Decision {
-        let shard = shard(for: key)
-        return shard.lock.withLock {
-            shard.check(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier)
-        }
+        withShard(for: key) { $0.check(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier) }
     }
 
     /// Returns a concurrency lease early.
@@ -87,15 +99,16 @@ public final class LimiterTable: Sendable {
     /// - Returns: whether the lease was live.
     /// - Complexity: O(leases held by the key).
     public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
-        let shard = shard(for: key)
-        return shard.lock.withLock { shard.release(key: key, limit: limit, leaseID: leaseID, now: now) }
+        withShard(for: key) { $0.release(key: key, limit: limit, leaseID: leaseID, now: now) }
     }
 
     /// Counters summed over all shards (each shard read under its lock, one after another).
     public func statistics() -> TableStatistics {
-        var total = TableStatistics(shards: shards.count, maxEntries: maxEntries)
-        for shard in shards {
-            shard.lock.withLock {
+        var total = TableStatistics(shards: ownedShards.count, maxEntries: maxEntries)
+        for shard in ownedShards {
+            shard.lock()
+            defer { shard.unlock() }
+            do {
                 total.entries += shard.count
                 total.checks &+= shard.checks
                 total.allowed &+= shard.allowed

@@ -88,19 +88,24 @@ struct LimiterTableTests {
         #expect(stats.denied == 16_000)
     }
 
-    @Test("a full table evicts the least recently used entry and counts it")
-    func lruEviction() throws {
+    @Test("a full table evicts entries not used lately (CLOCK), never the working set, and counts it")
+    func clockEviction() throws {
         let table = LimiterTable(shardCount: 1, maxEntries: 100)
         let limit = BoundLimit.inline(try LimitSpec(limit: 1, period: 3_600 * second))
-        for i in 0..<100 { _ = table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 1, now: start) }
-        // Touch k0 so that k1 becomes the least recently used.
-        _ = table.check(key: .of(tenant: "", key: "k0"), limit: limit, hits: 1, now: start)
-        _ = table.check(key: .of(tenant: "", key: "new"), limit: limit, hits: 1, now: start)
+        func check(_ key: String) -> Bool { table.check(key: .of(tenant: "", key: key), limit: limit, hits: 1, now: start).allowed }
+        for i in 0..<100 { #expect(check("cold\(i)")) }
+        for i in 0..<20 { #expect(check("hot\(i)")) }
+        // Stream 300 new keys through the full table; between two of them every hot key is
+        // checked again (and denied: being denied is use too).
+        for i in 0..<300 {
+            for h in 0..<20 { #expect(!check("hot\(h)"), "hot\(h) kept its state at round \(i)") }
+            #expect(check("new\(i)"))
+        }
         let stats = table.statistics()
         #expect(stats.entries == 100)
-        #expect(stats.evictions == 1)
-        #expect(!table.check(key: .of(tenant: "", key: "k0"), limit: limit, hits: 1, now: start).allowed, "k0 kept")
-        #expect(table.check(key: .of(tenant: "", key: "k1"), limit: limit, hits: 1, now: start).allowed, "k1 evicted")
+        #expect(stats.evictions == 320)
+        for h in 0..<20 { #expect(!check("hot\(h)")) }
+        #expect(check("cold0"), "a cold key was evicted and starts afresh")
     }
 
     @Test("fully recovered entries are reclaimed as checks arrive")
@@ -109,8 +114,9 @@ struct LimiterTableTests {
         let limit = BoundLimit.inline(try LimitSpec(limit: 10, period: second))
         for i in 0..<1_000 { _ = table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 1, now: start) }
         #expect(table.statistics().entries == 1_000)
-        // A second later every entry has recovered; 600 checks on one key sweep 1,200 slots.
-        for _ in 0..<600 { _ = table.check(key: .of(tenant: "", key: "hot"), limit: limit, hits: 0, now: start + 2 * second) }
+        // A second later every entry has recovered; the hand sweeps one slot per check on
+        // average, so 3,000 checks on one key pass over every slot.
+        for _ in 0..<3_000 { _ = table.check(key: .of(tenant: "", key: "hot"), limit: limit, hits: 0, now: start + 2 * second) }
         let stats = table.statistics()
         #expect(stats.entries == 0)
         #expect(stats.reclaimed == 1_000)
