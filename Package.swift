@@ -19,10 +19,12 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
+        // A prefetch hint, which Swift cannot express.
+        .target(name: "CSluiceSupport"),
         // Algorithms, the sharded table, stable hashing. No I/O, no clock reads.
         .target(
             name: "SluiceCore",
-            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+            dependencies: ["CSluiceSupport", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
         // Generated messages (checked in) and their mapping to Core types.
         .target(

@@ -54,7 +54,7 @@ public final class LimiterTable: @unchecked Sendable {
     /// The number of shards.
     public var shardCount: Int { ownedShards.count }
 
-    @inlinable @inline(__always)
+    @inline(__always)
     func withShard<T>(for key: Fingerprint, _ body: (Shard) -> T) -> T {
         shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]._withUnsafeGuaranteedRef { shard in
             shard.lock()
@@ -70,7 +70,7 @@ public final class LimiterTable: @unchecked Sendable {
     ///   - now: nanoseconds since the Unix epoch.
     ///   - multiplier: scales the limit and burst for this check (reputation, tiers, load).
     /// - Complexity: O(1) expected.
-    @inlinable
+    @inline(__always)
     public func check(key: Fingerprint, limit: BoundLimit, hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
         withUnsafePointer(to: limit) { pointer in
             check(key: key, limits: UnsafeBufferPointer(start: pointer, count: 1), hits: hits, now: now,
@@ -82,16 +82,24 @@ public final class LimiterTable: @unchecked Sendable {
     /// allows, and then every limit consumes; otherwise none does. The decision is the tightest.
     ///
     /// - Complexity: O(`limits.count`) expected.
-    @inlinable
     public func check(key: Fingerprint, limits: [BoundLimit], hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
         limits.withUnsafeBufferPointer {
             check(key: key, limits: $0, hits: hits, now: now, multiplier: multiplier)
         }
     }
 
-    @usableFromInline
     func check(key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double) -> Decision {
         withShard(for: key) { $0.check(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier) }
+    }
+
+    /// Starts loading, without locking, the memory a later check of `limit` for `key` will touch.
+    ///
+    /// A batch that prefetches a few checks ahead overlaps their cache misses; each check alone
+    /// waits for its own. Purely a hint: it changes nothing and never faults.
+    public func prefetch(key: Fingerprint, limit: BoundLimit) {
+        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]._withUnsafeGuaranteedRef {
+            $0.prefetch(key.combined(with: limit.identity))
+        }
     }
 
     /// Returns a concurrency lease early.
