@@ -19,6 +19,12 @@ struct TableBenchmark {
         return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 
+    /// Human-readable lines go to standard error when --json puts the figures on standard output.
+    nonisolated(unsafe) static var jsonMode = false
+    static func log(_ line: String) {
+        if jsonMode { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+    }
+
     static func residentBytes() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
         let fields = text.split(separator: " ")
@@ -113,6 +119,7 @@ struct TableBenchmark {
 
     static func main() throws {
         let options = parse()
+        jsonMode = options.json
         var results: [String: Double] = [:]
         // A realistic limit: most keys stay in the table for the whole run (1,000 per hour).
         let limit = BoundLimit.inline(try LimitSpec(limit: 1_000, period: 3_600_000_000_000, algorithm: .gcra))
@@ -121,12 +128,12 @@ struct TableBenchmark {
             hasher.combine(UInt64(i))
             return hasher.finalize()
         }
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; keys: \(options.keys); \(options.seconds) s per run")
-        print("decisions per second (uniform random keys, GCRA, table pre-filled):")
+        log("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; keys: \(options.keys); \(options.seconds) s per run")
+        log("decisions per second (uniform random keys, GCRA, table pre-filled):")
         let table = LimiterTable(shardCount: options.shards, maxEntries: options.keys * 2)
         for i in 0..<keys.count { _ = table.check(key: keys[i], limit: limit, hits: 1, now: 1_767_225_600_000_000_000) }
         for prefetch in [0, 8] {
-            print(prefetch == 0 ? "  one check at a time (a request with one check):"
+            log(prefetch == 0 ? "  one check at a time (a request with one check):"
                                 : "  a batch, prefetching 8 checks ahead (how the daemon decides a batch):")
             for threads in [1, 2] {
                 for readClock in [true, false] {
@@ -134,7 +141,7 @@ struct TableBenchmark {
                                           readClockEachDecision: readClock, prefetchDistance: prefetch)
                     let name = "decisions_per_s.prefetch_\(prefetch).threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"
                     results[name] = rate
-                    print("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per decision" : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
+                    log("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per decision" : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
                 }
             }
         }
@@ -145,9 +152,9 @@ struct TableBenchmark {
         for _ in 0..<20 { for s in strings { sink &+= Fingerprint.of(tenant: "", key: s).low } }
         let hashRate = Double(strings.count * 20) / (Double(monotonicNanoseconds() - hashStart) / 1e9)
         results["fingerprints_per_s"] = hashRate
-        print("  fingerprint of (tenant, key) alone: \(String(format: "%.2f", hashRate / 1e6)) M/s (sink \(sink & 1))")
+        log("  fingerprint of (tenant, key) alone: \(String(format: "%.2f", hashRate / 1e6)) M/s (sink \(sink & 1))")
 
-        print("memory (GCRA, one limit per key):")
+        log("memory (GCRA, one limit per key):")
         for count in options.memoryKeys {
             let before = residentBytes()
             let table = LimiterTable(shardCount: options.shards, maxEntries: count * 2)
@@ -163,7 +170,7 @@ struct TableBenchmark {
             let allocated = Double(stats.allocatedBytes) / Double(count)
             results["bytes_per_key_rss.\(count)"] = rss
             results["bytes_per_key_allocated.\(count)"] = allocated
-            print("  \(count) keys: \(String(format: "%.1f", rss)) bytes/key resident, \(String(format: "%.1f", allocated)) allocated (entries \(stats.entries))")
+            log("  \(count) keys: \(String(format: "%.1f", rss)) bytes/key resident, \(String(format: "%.1f", allocated)) allocated (entries \(stats.entries))")
         }
         if options.json, let data = try? JSONSerialization.data(withJSONObject: results, options: [.sortedKeys, .prettyPrinted]) {
             print(String(decoding: data, as: UTF8.self))
