@@ -117,6 +117,49 @@ struct TableBenchmark {
         return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
     }
 
+    /// Decisions/s when checks arrive in batches of `size`, decided with `check(batch:into:)`.
+    static func batchThroughput(table: LimiterTable, keyCount: Int, limit: BoundLimit, threads: Int, seconds: Double,
+                                size: Int, readClockEachBatch: Bool) -> Double {
+        let deadline = monotonicNanoseconds() + Int64(seconds * 1e9)
+        // One padded slot per worker, each written by its own thread only.
+        nonisolated(unsafe) let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads * 16)
+        counts.initialize(repeating: 0, count: threads * 16)
+        defer { counts.deallocate() }
+        let group = DispatchGroup()
+        let start = monotonicNanoseconds()
+        for worker in 0..<threads {
+            group.enter()
+            Thread {
+                var random = UInt64(0x9E37_79B9_7F4A_7C15) &* UInt64(worker + 7)
+                var batch = [BatchCheck](repeating: BatchCheck(key: Fingerprint(high: 0, low: 0), limits: .single(limit), hits: 1, now: 0), count: size)
+                var decisions = [Decision](repeating: .blocked(), count: size)
+                var now = 1_767_225_600_000_000_000 &+ monotonicNanoseconds()
+                var done = 0
+                while monotonicNanoseconds() < deadline {
+                    for _ in 0..<16 {
+                        if readClockEachBatch { now = 1_767_225_600_000_000_000 &+ monotonicNanoseconds() }
+                        for i in 0..<size {
+                            random ^= random << 13; random ^= random >> 7; random ^= random << 17
+                            var hasher = StableHasher()
+                            hasher.combine(random.multipliedFullWidth(by: UInt64(keyCount)).high)
+                            batch[i].key = hasher.finalize()
+                            batch[i].now = now
+                        }
+                        batch.withUnsafeBufferPointer { items in
+                            decisions.withUnsafeMutableBufferPointer { table.check(batch: items, into: $0) }
+                        }
+                        done += size
+                    }
+                }
+                counts[worker * 16] = done
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
+    }
+
     static func main() throws {
         let options = parse()
         jsonMode = options.json
@@ -143,6 +186,15 @@ struct TableBenchmark {
                     results[name] = rate
                     log("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per decision" : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
                 }
+            }
+        }
+        log("  batches of 100 checks, each shard locked once per batch (check(batch:into:)):")
+        for threads in [1, 2] {
+            for readClock in [true, false] {
+                let rate = batchThroughput(table: table, keyCount: keys.count, limit: limit, threads: threads,
+                                           seconds: options.seconds, size: 100, readClockEachBatch: readClock)
+                results["decisions_per_s.batch_100.threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"] = rate
+                log("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per batch   " : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
             }
         }
         // Hashing the strings is part of every real check: measure it apart.

@@ -59,17 +59,11 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     /// A check resolved and validated, ready for the table.
     struct Resolved {
-        var key: Fingerprint
-        var limits: Limits
+        var item: BatchCheck
         var rule: String
-        var hits: UInt64
-        var now: Int64
     }
 
-    enum Limits {
-        case single(BoundLimit)
-        case rule([BoundLimit])
-    }
+    typealias Limits = BatchCheck.Limits
 
     func requestNow(_ nowMs: UInt64, field: String, index: Int) -> Result<Int64, WireError> {
         guard nowMs > 0 else {
@@ -133,7 +127,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         switch resolveLimits(tenant: check.tenant, source: check.limitSource, index: index) {
         case .success(let (limits, rule)):
-            return .success(Resolved(key: .of(tenant: check.tenant, key: check.key), limits: limits, rule: rule, hits: hits, now: now))
+            return .success(Resolved(item: BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits,
+                                                      hits: hits, now: now), rule: rule))
         case .failure(let error):
             return .failure(error)
         }
@@ -158,46 +153,53 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                 return response
             }
         }
-        var answer = Sluice_V1_CheckResponse()
-        answer.verdicts.reserveCapacity(resolved.count)
-        // Start loading the table slots of the next few checks while this one is decided, so a
-        // batch's cache misses overlap instead of queueing (docs/BENCHMARKS.md).
-        let prefetchDistance = 8
-        if resolved.count > 1 {
-            for item in resolved.prefix(prefetchDistance) { prefetch(item) }
-        }
-        for (index, item) in resolved.enumerated() {
-            if resolved.count > index + prefetchDistance { prefetch(resolved[index + prefetchDistance]) }
-            let check = checks[index]
-            let adjustment = policy?.adjustment(tenant: check.tenant, subject: check.subject.isEmpty ? check.key : check.subject, now: item.now) ?? .none
-            let decision: Decision
-            if let blockedFor = adjustment.blockedFor {
-                decision = .blocked(retryAfter: blockedFor)
-            } else {
-                switch item.limits {
-                case .single(let limit):
-                    decision = table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: adjustment.multiplier)
-                case .rule(let limits):
-                    decision = table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: adjustment.multiplier)
+        var blocks: [Int64?] = []
+        if let policy {
+            blocks = Array(repeating: nil, count: resolved.count)
+            for index in resolved.indices {
+                let check = checks[index]
+                let adjustment = policy.adjustment(tenant: check.tenant, subject: check.subject.isEmpty ? check.key : check.subject,
+                                                   now: resolved[index].item.now)
+                resolved[index].item.multiplier = adjustment.multiplier
+                if let blockedFor = adjustment.blockedFor {
+                    resolved[index].item.skip = true
+                    blocks[index] = blockedFor
                 }
             }
-            if let events {
-                events.offer(CheckEvent(tenant: check.tenant, key: check.key, subject: check.subject.isEmpty ? check.key : check.subject,
-                                        rule: item.rule, hits: item.hits, allowed: decision.allowed, reason: decision.reason, now: item.now))
+        }
+        var decisions: [Decision]
+        if resolved.count == 1, !resolved[0].item.skip {
+            let item = resolved[0].item
+            switch item.limits {
+            case .single(let limit):
+                decisions = [table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)]
+            case .rule(let limits):
+                decisions = [table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)]
             }
-            answer.verdicts.append(WireVerdict(decision, rule: item.rule))
+        } else {
+            // Grouped by shard, one lock per shard, slots prefetched ahead (docs/BENCHMARKS.md).
+            decisions = Array(repeating: .blocked(), count: resolved.count)
+            let items = resolved.map(\.item)
+            items.withUnsafeBufferPointer { items in
+                decisions.withUnsafeMutableBufferPointer { table.check(batch: items, into: $0) }
+            }
+        }
+        var answer = Sluice_V1_CheckResponse()
+        answer.verdicts.reserveCapacity(resolved.count)
+        for index in resolved.indices {
+            let decision = blocks.isEmpty ? decisions[index] : blocks[index].map { .blocked(retryAfter: $0) } ?? decisions[index]
+            if let events {
+                let check = checks[index]
+                let item = resolved[index].item
+                events.offer(CheckEvent(tenant: check.tenant, key: check.key, subject: check.subject.isEmpty ? check.key : check.subject,
+                                        rule: resolved[index].rule, hits: item.hits, allowed: decision.allowed,
+                                        reason: decision.reason, now: item.now))
+            }
+            answer.verdicts.append(WireVerdict(decision, rule: resolved[index].rule))
         }
         var response = WireResponse()
         response.check = answer
         return response
-    }
-
-    @inline(__always)
-    func prefetch(_ item: Resolved) {
-        switch item.limits {
-        case .single(let limit): table.prefetch(key: item.key, limit: limit)
-        case .rule(let limits): for limit in limits { table.prefetch(key: item.key, limit: limit) }
-        }
     }
 
     func answer(_ release: Sluice_V1_ReleaseRequest, id: UInt64) -> WireResponse {
