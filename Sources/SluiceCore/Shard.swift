@@ -80,8 +80,7 @@ final class Shard: @unchecked Sendable {
         self.shardIndex = UInt64(shardIndex)
         self.shardBits = UInt64(shardBits)
         capacity = Self.initialCapacity
-        slots = .allocate(capacity: capacity)
-        slots.initialize(repeating: .empty, count: capacity)
+        slots = Self.allocateSlots(capacity)
         prefetchBase.store(UInt(bitPattern: slots), ordering: .relaxed)
         prefetchCapacity.store(capacity, ordering: .relaxed)
     }
@@ -100,7 +99,48 @@ final class Shard: @unchecked Sendable {
     }
 
     deinit {
+        Self.freeSlots(slots, capacity)
+    }
+
+    /// Slot arrays of 1 MiB and more are mapped on their own, rounded to 2 MiB and advised to use
+    /// transparent huge pages: a lookup in a large table then costs a cache miss but rarely a TLB
+    /// miss (a page walk, which in a VM is itself several misses). Unmapping on growth returns the
+    /// memory at once, which malloc'd blocks of this size would not.
+    static let hugePage = 2 << 20
+    static let mapThreshold = 1 << 20
+
+    static func mappedBytes(_ capacity: Int) -> Int? {
+        let bytes = capacity * MemoryLayout<Entry>.stride
+        guard bytes >= mapThreshold else { return nil }
+        return (bytes + hugePage - 1) / hugePage * hugePage
+    }
+
+    static func allocateSlots(_ capacity: Int) -> UnsafeMutablePointer<Entry> {
+        let slots: UnsafeMutablePointer<Entry>
+        #if os(Linux)
+        if let bytes = mappedBytes(capacity),
+           let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED {
+            _ = madvise(raw, bytes, MADV_HUGEPAGE)
+            slots = raw.bindMemory(to: Entry.self, capacity: capacity)
+        } else {
+            slots = .allocate(capacity: capacity)
+        }
+        #else
+        slots = .allocate(capacity: capacity)
+        #endif
+        slots.initialize(repeating: .empty, count: capacity)
+        return slots
+    }
+
+    static func freeSlots(_ slots: UnsafeMutablePointer<Entry>, _ capacity: Int) {
         slots.deinitialize(count: capacity)
+        #if os(Linux)
+        if let bytes = mappedBytes(capacity) {
+            // Mapped by allocateSlots unless mmap failed there; a failed munmap means the block
+            // came from the fallback allocation.
+            if munmap(UnsafeMutableRawPointer(slots), bytes) == 0 { return }
+        }
+        #endif
         slots.deallocate()
     }
 
@@ -129,7 +169,7 @@ final class Shard: @unchecked Sendable {
     func unlock() { spin.store(false, ordering: .releasing) }
 
     /// Bytes this shard has allocated for its slots.
-    var allocatedBytes: Int { capacity * MemoryLayout<Entry>.stride }
+    var allocatedBytes: Int { Self.mappedBytes(capacity) ?? capacity * MemoryLayout<Entry>.stride }
 
     // MARK: slots
 
@@ -184,13 +224,11 @@ final class Shard: @unchecked Sendable {
         let old = slots
         let oldCapacity = capacity
         capacity = oldCapacity + oldCapacity / 2
-        slots = .allocate(capacity: capacity)
-        slots.initialize(repeating: .empty, count: capacity)
+        slots = Self.allocateSlots(capacity)
         for position in 0..<oldCapacity where old[position].isOccupied {
             place(old[position])
         }
-        old.deinitialize(count: oldCapacity)
-        old.deallocate()
+        Self.freeSlots(old, oldCapacity)
     }
 
     /// Evicts one entry by CLOCK: the first the hand finds without its referenced bit.
