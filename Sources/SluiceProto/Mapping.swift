@@ -85,3 +85,22 @@ extension Sluice_V1_Limit {
 
 /// A wire error can be thrown and carried in a `Result` until it is written back.
 extension Sluice_V1_Error: Error {}
+
+extension Sluice_V1_Error.Code {
+    /// The stable name from the .proto file, e.g. `CODE_UNKNOWN_RULE`.
+    public var name: String {
+        switch self {
+        case .unspecified: "CODE_UNSPECIFIED"
+        case .invalidArgument: "CODE_INVALID_ARGUMENT"
+        case .unknownRule: "CODE_UNKNOWN_RULE"
+        case .unknownTenant: "CODE_UNKNOWN_TENANT"
+        case .frameTooLarge: "CODE_FRAME_TOO_LARGE"
+        case .malformedMessage: "CODE_MALFORMED_MESSAGE"
+        case .overloaded: "CODE_OVERLOADED"
+        case .internal: "CODE_INTERNAL"
+        case .unsupported: "CODE_UNSUPPORTED"
+        case .shuttingDown: "CODE_SHUTTING_DOWN"
+        case .UNRECOGNIZED(let value): "CODE_\(value)"
+        }
+    }
+}

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import SluiceClient
 import SluiceProto
-import SwiftProtobuf
 
 @main
 struct Sluicectl: AsyncParsableCommand {
@@ -50,7 +49,7 @@ struct ConnectionOptions: ParsableArguments {
             return first
         }
         if case .error(let error) = response.body {
-            throw Failure("\(error.code) (\(error.code.rawValue)): \(error.message)")
+            throw Failure("\(error.code.name): \(error.message)")
         }
         return response
     }
@@ -73,11 +72,55 @@ extension AsyncParsableCommand {
     }
 }
 
-func printJSON(_ message: some SwiftProtobuf.Message) throws {
-    var options = JSONEncodingOptions()
-    options.alwaysPrintInt64sAsNumbers = true
-    options.preserveProtoFieldNames = true
-    print(try message.jsonString(options: options))
+/// Prints one JSON object per line with every field present (proto3 JSON would drop false and 0,
+/// and a script should not have to know that a missing "allowed" means false).
+func printJSON(_ object: [String: Any]) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+extension Sluice_V1_Algorithm {
+    /// The configuration file's name for the algorithm.
+    var name: String {
+        switch self {
+        case .gcra: "gcra"
+        case .tokenBucket: "token_bucket"
+        case .slidingWindow: "sliding_window"
+        case .fixedWindow: "fixed_window"
+        case .concurrency: "concurrency"
+        case .unspecified, .UNRECOGNIZED: "unspecified"
+        }
+    }
+}
+
+extension Sluice_V1_Reason {
+    var name: String {
+        switch self {
+        case .withinLimit: "within_limit"
+        case .overLimit: "over_limit"
+        case .exceedsCapacity: "exceeds_capacity"
+        case .blocked: "blocked"
+        case .unspecified, .UNRECOGNIZED: "unspecified"
+        }
+    }
+}
+
+extension Sluice_V1_Verdict {
+    var jsonObject: [String: Any] {
+        ["allowed": allowed, "limit": limit, "remaining": remaining, "reset_after_ms": resetAfterMs,
+         "retry_after_ms": retryAfterMs, "rule": rule, "algorithm": algorithm.name, "lease_id": leaseID,
+         "reason": reason.name, "limit_index": limitIndex]
+    }
+}
+
+extension Sluice_V1_StatsResponse {
+    var jsonObject: [String: Any] {
+        ["version": version, "uptime_ms": uptimeMs, "clock": clock, "checks": checks, "allowed": allowed,
+         "denied": denied, "entries": entries, "max_entries": maxEntries, "evictions": evictions,
+         "reclaimed": reclaimed, "shards": shards, "connections_open": connectionsOpen,
+         "connections_total": connectionsTotal, "requests": requests, "errors": errors,
+         "events_dropped": eventsDropped]
+    }
 }
 
 struct Ping: AsyncParsableCommand {
@@ -174,14 +217,14 @@ struct Check: AsyncParsableCommand {
             for verdict in response.check.verdicts {
                 allowed = verdict.allowed
                 if json {
-                    try printJSON(verdict)
+                    try printJSON(verdict.jsonObject)
                 } else {
                     var line = "\(verdict.allowed ? "allowed" : "denied ") limit=\(verdict.limit) remaining=\(verdict.remaining)"
                     line += " reset_after=\(verdict.resetAfterMs)ms retry_after=\(verdict.retryAfterMs)ms"
                     if !verdict.rule.isEmpty { line += " rule=\(verdict.rule)" }
-                    line += " algorithm=\(verdict.algorithm)"
+                    line += " algorithm=\(verdict.algorithm.name)"
                     if verdict.leaseID != 0 { line += " lease=\(verdict.leaseID)" }
-                    if !verdict.allowed { line += " reason=\(verdict.reason)" }
+                    if !verdict.allowed { line += " reason=\(verdict.reason.name)" }
                     print(line)
                 }
             }
@@ -230,7 +273,7 @@ struct Stats: AsyncParsableCommand {
             request.stats = Sluice_V1_StatsRequest()
             let stats = try await connection.send(request).stats
             if json {
-                try printJSON(stats)
+                try printJSON(stats.jsonObject)
                 return
             }
             let rows: [(String, String)] = [
