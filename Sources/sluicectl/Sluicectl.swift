@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SluiceClient
+import SluiceCore
 import SluiceProto
 
 @main
@@ -81,16 +82,7 @@ func printJSON(_ object: [String: Any]) throws {
 
 extension Sluice_V1_Algorithm {
     /// The configuration file's name for the algorithm.
-    var name: String {
-        switch self {
-        case .gcra: "gcra"
-        case .tokenBucket: "token_bucket"
-        case .slidingWindow: "sliding_window"
-        case .fixedWindow: "fixed_window"
-        case .concurrency: "concurrency"
-        case .unspecified, .UNRECOGNIZED: "unspecified"
-        }
-    }
+    var name: String { core?.description ?? "unspecified" }
 }
 
 extension Sluice_V1_Reason {
@@ -171,12 +163,10 @@ struct LimitOptions: ParsableArguments {
         case (nil, let count?):
             var wire = Sluice_V1_Limit(limit: count, periodMs: try Self.milliseconds(period), burst: burst)
             if let algorithm {
-                let names = ["gcra": Sluice_V1_Algorithm.gcra, "token_bucket": .tokenBucket,
-                             "sliding_window": .slidingWindow, "fixed_window": .fixedWindow, "concurrency": .concurrency]
-                guard let value = names[algorithm] else {
-                    throw Failure("--algorithm: expected one of \(names.keys.sorted().joined(separator: ", "))")
+                guard let value = Algorithm(name: algorithm) else {
+                    throw Failure("--algorithm: expected one of \(Algorithm.allCases.map(\.description).joined(separator: ", "))")
                 }
-                wire.algorithm = value
+                wire.algorithm = Sluice_V1_Algorithm(value)
             }
             inline = wire
         default:
