@@ -123,6 +123,7 @@ public final class LimiterTable: @unchecked Sendable {
                 total.denied &+= shard.denied
                 total.evictions &+= shard.evictions
                 total.reclaimed &+= shard.reclaimed
+                total.shrinks &+= shard.shrinks
                 total.allocatedBytes += shard.allocatedBytes
             }
         }
@@ -148,7 +149,9 @@ public struct TableStatistics: Sendable, Hashable {
     public var evictions: UInt64 = 0
     /// Fully recovered entries forgotten.
     public var reclaimed: UInt64 = 0
-    /// Bytes the shards have allocated for entries and index.
+    /// Times a shard rebuilt itself smaller after most of its entries were reclaimed.
+    public var shrinks: UInt64 = 0
+    /// Bytes the shards have allocated for their slots.
     public var allocatedBytes = 0
 }
 

@@ -73,6 +73,7 @@ final class Shard: @unchecked Sendable {
     var denied: UInt64 = 0
     var evictions: UInt64 = 0
     var reclaimed: UInt64 = 0
+    var shrinks: UInt64 = 0
 
     init(maxEntries: Int, seed: UInt64, shardIndex: Int, shardBits: Int) {
         self.maxEntries = max(1, maxEntries)
@@ -220,10 +221,13 @@ final class Shard: @unchecked Sendable {
         slots[position] = entry
     }
 
-    func grow() {
+    func grow() { resize(to: capacity + capacity / 2) }
+
+    /// Rebuilds the slots at `newCapacity` (which must hold every entry below the maximum load).
+    func resize(to newCapacity: Int) {
         let old = slots
         let oldCapacity = capacity
-        capacity = oldCapacity + oldCapacity / 2
+        capacity = newCapacity
         slots = Self.allocateSlots(capacity)
         for position in 0..<oldCapacity where old[position].isOccupied {
             place(old[position])
@@ -231,20 +235,30 @@ final class Shard: @unchecked Sendable {
         Self.freeSlots(old, oldCapacity)
     }
 
+    /// Moves the hand one slot down, wrapping from 0 to the top.
+    ///
+    /// The hand walks *down* because removal shifts the rest of a probe run back towards lower
+    /// slots: walking down, the entries above the hand were already visited, so reclaiming a run
+    /// of expired entries moves nothing. Walking up, each removal shifted the whole remaining
+    /// run into the hand's slot, which was quadratic in the run's length.
+    @inline(__always)
+    func advanceHand() { hand = hand <= 0 ? capacity - 1 : hand - 1 }
+
     /// Evicts one entry by CLOCK: the first the hand finds without its referenced bit.
     func evictOne() {
         for _ in 0...(2 * capacity) {
-            if hand >= capacity { hand = 0 }
+            if hand >= capacity { hand = capacity - 1 }
             if slots[hand].isOccupied {
                 if slots[hand].flags & Entry.referenced != 0 {
                     slots[hand].flags &= ~Entry.referenced
                 } else {
                     remove(at: hand)
+                    advanceHand()
                     evictions &+= 1
                     return
                 }
             }
-            hand += 1
+            advanceHand()
         }
     }
 
@@ -265,6 +279,11 @@ final class Shard: @unchecked Sendable {
         guard sweepCountdown <= 0 else { return }
         sweepCountdown = Self.sweepBurst
         sweep(now: now, budget: Self.sweepBurst)
+        // After a spike, give the memory back: below a fifth full, rebuild at about half full.
+        if count * 5 < capacity, capacity > 4 * Self.initialCapacity {
+            resize(to: max(Self.initialCapacity, count * 2))
+            shrinks &+= 1
+        }
     }
 
     /// Forgets up to `budget` entries that are fully recovered at `now`, advancing the hand.
@@ -272,13 +291,13 @@ final class Shard: @unchecked Sendable {
         guard count > 0 else { return }
         let seconds = now <= 0 ? 0 : UInt64(now / 1_000_000_000)
         for _ in 0..<budget {
-            if hand >= capacity { hand = 0 }
+            if hand >= capacity { hand = capacity - 1 }
             if slots[hand].isOccupied, UInt64(slots[hand].expiry) <= seconds {
+                // Whatever shifts into this slot comes from above: visited already.
                 remove(at: hand)
                 reclaimed &+= 1
-            } else {
-                hand += 1
             }
+            advanceHand()
         }
     }
 

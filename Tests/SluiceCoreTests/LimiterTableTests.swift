@@ -149,6 +149,25 @@ struct LimiterTableTests {
         if maxEntries < 300 { #expect(stats.evictions > 0) } else { #expect(stats.evictions == 0) }
     }
 
+    @Test("after a spike the table gives its memory back as keys recover")
+    func shrinksAfterSpike() throws {
+        let table = LimiterTable(shardCount: 1, maxEntries: 1_000_000)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 10, period: second))
+        for i in 0..<20_000 { _ = table.check(key: .of(tenant: "", key: "spike\(i)"), limit: limit, hits: 1, now: start) }
+        let peak = table.statistics().allocatedBytes
+        #expect(peak >= 20_000 * 48)
+        // Everything recovers; a trickle of checks on ten keys sweeps the spike away.
+        for i in 0..<80_000 { _ = table.check(key: .of(tenant: "", key: "k\(i % 10)"), limit: limit, hits: 1, now: start + 2 * second) }
+        let after = table.statistics()
+        #expect(after.entries == 10)
+        #expect(after.shrinks >= 1 && after.shrinks < 20, "shrank \(after.shrinks) times")
+        #expect(after.allocatedBytes * 50 < peak, "memory fell from \(peak) to \(after.allocatedBytes) bytes")
+        for i in 0..<10 {
+            #expect(table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 0, now: start + 2 * second).remaining < 10,
+                    "live keys kept their state through the shrink")
+        }
+    }
+
     @Test("leases are released through the table")
     func releaseThroughTable() throws {
         let table = LimiterTable(shardCount: 2, maxEntries: 100)

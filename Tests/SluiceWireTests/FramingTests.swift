@@ -35,10 +35,21 @@ func ping(id: UInt64, payload: [UInt8] = [1, 2, 3]) -> WireRequest {
 import struct Foundation.Data
 
 @Suite("Framing")
-struct FramingTests {
+final class FramingTests {
+    /// Every channel a test made, finished on teardown so their pipelines are released.
+    var channels: [EmbeddedChannel] = []
+
+    deinit {
+        for channel in channels {
+            channel.embeddedEventLoop.run()
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+        }
+    }
+
     func makeChannel(maximum: Int = 1 << 20) throws -> (EmbeddedChannel, EchoProcessor) {
         let processor = EchoProcessor()
         let channel = EmbeddedChannel()
+        channels.append(channel)
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maximum)))
         try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test")))
         // An embedded channel is inactive until connected; connect it so closing is observable.
