@@ -61,6 +61,8 @@ extension Int64 {
     /// Nanoseconds to whole milliseconds, rounded up (a client told to wait 0.2 ms waits 1 ms).
     @inlinable
     public var ceilingMilliseconds: UInt64 {
-        self <= 0 ? 0 : UInt64((self + 999_999) / 1_000_000)
+        if self <= 0 { return 0 }
+        let (whole, part) = quotientAndRemainder(dividingBy: 1_000_000)
+        return UInt64(whole) + (part == 0 ? 0 : 1)
     }
 }

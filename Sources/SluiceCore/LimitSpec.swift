@@ -40,12 +40,12 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
         self.burst = burst == 0 ? limit : burst
         self.algorithm = algorithm
         guard tolerance < Self.maximumTolerance else {
-            throw SluiceError(.invalidLimit, "burst \(self.burst) spans more than 70 years of the limit's rate")
+            throw SluiceError(.invalidLimit, "burst \(self.burst) spans more than 36 years of the limit's rate")
         }
     }
 
     /// The largest GCRA tolerance kept exact; larger ones (only reachable through a multiplier) are clamped.
-    public static let maximumTolerance: Int64 = 1 << 61
+    public static let maximumTolerance: Int64 = 1 << 60
 
     /// GCRA's tolerance: `emissionInterval × burst`, saturated at ``maximumTolerance``.
     @inlinable

@@ -65,13 +65,17 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     typealias Limits = BatchCheck.Limits
 
+    static let maximumNowMs: UInt64 = 7_258_118_399_999
+
     func requestNow(_ nowMs: UInt64, field: String, index: Int) -> Result<Int64, WireError> {
         guard nowMs > 0 else {
             return .failure(WireError(.invalidArgument, "\(field) is required when the daemon runs with --clock request",
                                       checkIndex: Int32(index)))
         }
-        guard nowMs < UInt64(Int64.max / 1_000_000) else {
-            return .failure(WireError(.invalidArgument, "\(field) \(nowMs) is out of range", checkIndex: Int32(index)))
+        // Nanoseconds since the epoch fit Int64 until 2262; capping at 2200 keeps any time plus
+        // any period (10 years) or GCRA tolerance (36 years) inside it.
+        guard nowMs <= Self.maximumNowMs else {
+            return .failure(WireError(.invalidArgument, "\(field) \(nowMs) is after the year 2199", checkIndex: Int32(index)))
         }
         return .success(Int64(nowMs) * 1_000_000)
     }
