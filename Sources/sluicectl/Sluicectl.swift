@@ -116,17 +116,29 @@ extension Sluice_V1_StatsResponse {
 }
 
 struct Ping: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers, and how fast.")
+    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers, and how fast (round trips on one connection).")
     @OptionGroup var connection: ConnectionOptions
+    @Option(name: .long, help: "How many pings.") var count: Int = 5
 
     func run() async throws {
         try await Self.reportFailures {
+            let client = try await connection.connect()
+            defer { Task { await client.close() } }
             var request = WireRequest()
             request.ping = Sluice_V1_PingRequest()
-            let start = ContinuousClock.now
-            _ = try await connection.send(request)
-            let elapsed = ContinuousClock.now - start
-            print("pong in \(elapsed.formatted(.units(allowed: [.milliseconds, .microseconds], width: .abbreviated)))")
+            var times: [Duration] = []
+            for _ in 0..<max(1, count) {
+                let start = ContinuousClock.now
+                let response = try await client.send(request)
+                guard case .ping = response.body else { throw Failure("unexpected answer to ping: \(response)") }
+                times.append(ContinuousClock.now - start)
+            }
+            func micros(_ d: Duration) -> String {
+                let us = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+                return us >= 1_000 ? String(format: "%.2f ms", us / 1_000) : String(format: "%.0f µs", us)
+            }
+            let sorted = times.sorted()
+            print("pong: \(times.count) round trips, min \(micros(sorted[0])), median \(micros(sorted[sorted.count / 2])), max \(micros(sorted[sorted.count - 1]))")
         }
     }
 }
