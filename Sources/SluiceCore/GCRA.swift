@@ -19,7 +19,8 @@ public struct GCRAState: Sendable, Hashable {
         let tolerance = spec.tolerance
         let base = max(tat, now)
         let usedBefore = base &- now
-        let remainingBefore = tolerance > usedBefore ? UInt64((tolerance &- usedBefore) / interval) : 0
+        // Only the paths that report it pay for this division.
+        var remainingBefore: UInt64 { tolerance > usedBefore ? UInt64((tolerance &- usedBefore) / interval) : 0 }
         if hits == 0 {
             let allowAt = base &+ interval &- tolerance
             let allowed = allowAt <= now

@@ -11,6 +11,11 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
     public var burst: UInt64
     /// The algorithm that enforces this limit.
     public var algorithm: Algorithm
+    /// GCRA's emission interval `period / limit` in nanoseconds, rounded down, at least 1.
+    /// Stored because a 64-bit division per decision is measurable on the hot path.
+    public private(set) var emissionInterval: Int64
+    /// GCRA's tolerance `emissionInterval × burst`, saturated at ``maximumTolerance``.
+    public private(set) var tolerance: Int64
 
     /// The largest period accepted: about 10 years, far from any overflow in the arithmetic.
     public static let maximumPeriod: Int64 = 10 * 366 * 86_400 * 1_000_000_000
@@ -39,6 +44,7 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
         self.period = period
         self.burst = burst == 0 ? limit : burst
         self.algorithm = algorithm
+        (emissionInterval, tolerance) = Self.gcraTerms(limit: limit, period: period, burst: self.burst)
         guard tolerance < Self.maximumTolerance else {
             throw SluiceError(.invalidLimit, "burst \(self.burst) spans more than 36 years of the limit's rate")
         }
@@ -47,30 +53,25 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
     /// The largest GCRA tolerance kept exact; larger ones (only reachable through a multiplier) are clamped.
     public static let maximumTolerance: Int64 = 1 << 60
 
-    /// GCRA's tolerance: `emissionInterval × burst`, saturated at ``maximumTolerance``.
-    @inlinable
-    public var tolerance: Int64 {
-        let (product, overflow) = emissionInterval.multipliedReportingOverflow(by: Int64(burst))
-        return overflow || product > Self.maximumTolerance ? Self.maximumTolerance : product
+    @usableFromInline
+    static func gcraTerms(limit: UInt64, period: Int64, burst: UInt64) -> (interval: Int64, tolerance: Int64) {
+        let interval = max(1, period / Int64(limit))
+        let (product, overflow) = interval.multipliedReportingOverflow(by: Int64(burst))
+        return (interval, overflow || product > maximumTolerance ? maximumTolerance : product)
     }
-
-    /// GCRA's emission interval: `period / limit`, rounded down to the nanosecond (at least 1 ns).
-    @inlinable
-    public var emissionInterval: Int64 { max(1, period / Int64(limit)) }
 
     /// This limit with `limit` and `burst` scaled by `multiplier` (rounded down, at least 1).
     ///
     /// Concurrency limits scale their lease count; the period never changes.
-    @inlinable
     public func scaled(by multiplier: Double) -> LimitSpec {
         guard multiplier != 1, multiplier.isFinite, multiplier > 0 else { return self }
         var copy = self
         copy.limit = Self.scale(limit, multiplier)
         copy.burst = Self.scale(burst, multiplier)
+        (copy.emissionInterval, copy.tolerance) = Self.gcraTerms(limit: copy.limit, period: period, burst: copy.burst)
         return copy
     }
 
-    @usableFromInline
     static func scale(_ value: UInt64, _ multiplier: Double) -> UInt64 {
         let scaled = (Double(value) * multiplier).rounded(.down)
         if scaled < 1 { return 1 }

@@ -1,13 +1,25 @@
-/// The state one limit keeps for one key: one case per algorithm.
+/// A concurrency entry's slot summary: when its last live lease expires. The leases themselves
+/// are a ``LeaseSet`` kept beside the table's slots.
+public struct LeaseSummary: Sendable, Hashable {
+    /// The latest expiry of the key's leases (`.min` for none).
+    public var latestExpiry: Int64
+    /// A summary.
+    @inlinable public init(latestExpiry: Int64) { self.latestExpiry = latestExpiry }
+}
+
+/// The state one limit keeps for one key, as stored in the table's slots: one case per algorithm.
 ///
 /// An enum rather than an existential so the table stores states inline and the hot path
-/// dispatches with a switch.
+/// dispatches with a switch. It holds plain data only (no references), so copying a slot is a
+/// memory copy: with a lease array in the concurrency case every copy of every entry went through
+/// reference counting, about 15 runtime calls per decision (measured with callgrind).
 public enum LimiterState: Sendable, Hashable {
     case gcra(GCRAState)
     case tokenBucket(TokenBucketState)
     case slidingWindow(SlidingWindowState)
     case fixedWindow(FixedWindowState)
-    case concurrency(LeaseSet)
+    /// Concurrency is decided with the key's ``LeaseSet``; the slot keeps this summary.
+    case concurrency(LeaseSummary)
 
     /// The state of a key never seen (or fully recovered) for `spec`.
     @inlinable
@@ -17,7 +29,7 @@ public enum LimiterState: Sendable, Hashable {
         case .tokenBucket: .tokenBucket(.full(spec, now: now))
         case .slidingWindow: .slidingWindow(SlidingWindowState())
         case .fixedWindow: .fixedWindow(FixedWindowState())
-        case .concurrency: .concurrency(LeaseSet())
+        case .concurrency: .concurrency(LeaseSummary(latestExpiry: .min))
         }
     }
 
@@ -31,11 +43,13 @@ public enum LimiterState: Sendable, Hashable {
         }
     }
 
-    /// Evaluates `hits` at `now` against `spec` without mutating.
+    /// Evaluates `hits` at `now` against `spec` without mutating (rate algorithms).
     ///
+    /// Concurrency needs the key's ``LeaseSet`` (``LeaseSet/evaluate(hits:now:spec:leaseID:)``); for
+    /// a `.concurrency` state this answers a capacity denial rather than guess.
     /// - Returns: the decision and the state to store if the check is committed.
     @inlinable
-    public func evaluate(hits: UInt64, now: Int64, spec: LimitSpec, leaseID: UInt64 = 0) -> (Decision, LimiterState) {
+    public func evaluate(hits: UInt64, now: Int64, spec: LimitSpec) -> (Decision, LimiterState) {
         switch self {
         case .gcra(let s):
             let (d, n) = s.evaluate(hits: hits, now: now, spec: spec)
@@ -49,9 +63,9 @@ public enum LimiterState: Sendable, Hashable {
         case .fixedWindow(let s):
             let (d, n) = s.evaluate(hits: hits, now: now, spec: spec)
             return (d, .fixedWindow(n))
-        case .concurrency(let s):
-            let (d, n) = s.evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
-            return (d, .concurrency(n))
+        case .concurrency:
+            return (Decision(allowed: false, limit: spec.limit, remaining: 0, resetAfter: 0, retryAfter: 0,
+                             reason: .exceedsCapacity, algorithm: .concurrency), self)
         }
     }
 
@@ -63,7 +77,7 @@ public enum LimiterState: Sendable, Hashable {
         case .tokenBucket(let s): s.recoveredAt(spec)
         case .slidingWindow(let s): s.recoveredAt(period: spec.period)
         case .fixedWindow(let s): s.recoveredAt(spec)
-        case .concurrency(let s): s.recoveredAt
+        case .concurrency(let s): s.latestExpiry
         }
     }
 }

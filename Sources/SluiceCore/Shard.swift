@@ -68,6 +68,10 @@ final class Shard: @unchecked Sendable {
     var sweepCountdown = 0
     var leaseCounter: UInt64 = 0
 
+    /// The lease lists of concurrency entries, by fingerprint; their slots hold a plain summary
+    /// so that slots stay plain data (see ``LimiterState``).
+    var leaseSets: [Fingerprint: LeaseSet] = [:]
+
     var checks: UInt64 = 0
     var allowed: UInt64 = 0
     var denied: UInt64 = 0
@@ -197,6 +201,9 @@ final class Shard: @unchecked Sendable {
 
     /// Empties slot `position`, shifting later members of its probe run back (no tombstones).
     func remove(at position: Int) {
+        if case .concurrency = slots[position].state {
+            leaseSets.removeValue(forKey: Fingerprint(high: slots[position].high, low: slots[position].low))
+        }
         var hole = position
         var probe = position
         while true {
@@ -335,6 +342,39 @@ final class Shard: @unchecked Sendable {
         }
     }
 
+    /// Evaluates one limit for `fingerprint`; with `commit`, an allowed check consumes.
+    /// Either way an existing entry is marked used: a key being denied is in use, and evicting
+    /// it would hand its caller a fresh limit.
+    @inline(__always)
+    func decide(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64, commit: Bool) -> Decision {
+        let position = find(fingerprint)
+        if spec.algorithm == .concurrency {
+            return decideLeases(fingerprint, at: position, spec: spec, hits: hits, now: now, commit: commit)
+        }
+        let (decision, next) = state(at: position, for: spec, now: now).evaluate(hits: hits, now: now, spec: spec)
+        if commit, decision.allowed, hits > 0 {
+            store(next, at: position, fingerprint: fingerprint, spec: spec)
+        } else if let position {
+            slots[position].flags |= Entry.referenced
+        }
+        return decision
+    }
+
+    func decideLeases(_ fingerprint: Fingerprint, at position: Int?, spec: LimitSpec, hits: UInt64, now: Int64,
+                      commit: Bool) -> Decision {
+        var leases = LeaseSet()
+        if let position, case .concurrency = slots[position].state { leases = leaseSets[fingerprint] ?? LeaseSet() }
+        let leaseID = commit && hits > 0 ? nextLeaseID() : 0
+        let (decision, next) = leases.evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
+        if commit, decision.allowed, hits > 0 {
+            leaseSets[fingerprint] = next
+            store(.concurrency(LeaseSummary(latestExpiry: next.recoveredAt)), at: position, fingerprint: fingerprint, spec: spec)
+        } else if let position {
+            slots[position].flags |= Entry.referenced
+        }
+        return decision
+    }
+
     /// Decides `hits` for `key` against every limit in `limits`: allowed only if all allow, and
     /// then all consume; otherwise none does.
     func check(
@@ -343,32 +383,15 @@ final class Shard: @unchecked Sendable {
         sweep(now: now)
         checks &+= 1
         if limits.count == 1 {
-            let spec = limits[0].spec.scaled(by: multiplier)
-            let fingerprint = key.combined(with: limits[0].identity)
-            let position = find(fingerprint)
-            let leaseID = spec.algorithm == .concurrency && hits > 0 ? nextLeaseID() : 0
-            let (decision, next) = state(at: position, for: spec, now: now)
-                .evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
-            if decision.allowed {
-                allowed &+= 1
-                if hits > 0 {
-                    store(next, at: position, fingerprint: fingerprint, spec: spec)
-                    return decision
-                }
-            } else {
-                denied &+= 1
-            }
-            // A key being denied is in use: evicting it would hand its caller a fresh limit.
-            if let position { slots[position].flags |= Entry.referenced }
+            let decision = decide(key.combined(with: limits[0].identity), spec: limits[0].spec.scaled(by: multiplier),
+                                  hits: hits, now: now, commit: true)
+            if decision.allowed { allowed &+= 1 } else { denied &+= 1 }
             return decision
         }
         var result: Decision? = nil
         for (index, limit) in limits.enumerated() {
-            let spec = limit.spec.scaled(by: multiplier)
-            let fingerprint = key.combined(with: limit.identity)
-            let position = find(fingerprint)
-            if let position { slots[position].flags |= Entry.referenced }
-            var (decision, _) = state(at: position, for: spec, now: now).evaluate(hits: hits, now: now, spec: spec)
+            var decision = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
+                                  hits: hits, now: now, commit: false)
             decision.limitIndex = UInt32(index)
             result = Self.tighter(result, decision)
         }
@@ -384,14 +407,9 @@ final class Shard: @unchecked Sendable {
         guard hits > 0 else { return decision }
         // Every limit allows: commit each. Evaluation is deterministic, so this repeats pass one.
         for limit in limits {
-            let spec = limit.spec.scaled(by: multiplier)
-            let fingerprint = key.combined(with: limit.identity)
-            let position = find(fingerprint)
-            let leaseID = spec.algorithm == .concurrency ? nextLeaseID() : 0
-            let (committed, next) = state(at: position, for: spec, now: now)
-                .evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
+            let committed = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
+                                   hits: hits, now: now, commit: true)
             if committed.leaseID != 0, decision.leaseID == 0 { decision.leaseID = committed.leaseID }
-            store(next, at: position, fingerprint: fingerprint, spec: spec)
         }
         return decision
     }
@@ -418,10 +436,11 @@ final class Shard: @unchecked Sendable {
     /// Returns lease `leaseID` of `limit` for `key` early.
     func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
         let fingerprint = key.combined(with: limit.identity)
-        guard let position = find(fingerprint), case .concurrency(var leases) = slots[position].state else { return false }
-        slots[position].state = .gcra(GCRAState()) // drop the reference so the release mutates in place
+        guard let position = find(fingerprint), case .concurrency = slots[position].state,
+              var leases = leaseSets[fingerprint] else { return false }
         let released = leases.release(leaseID, now: now)
-        let state = LimiterState.concurrency(leases)
+        leaseSets[fingerprint] = leases
+        let state = LimiterState.concurrency(LeaseSummary(latestExpiry: leases.recoveredAt))
         slots[position].state = state
         slots[position].expiry = Self.expiry(state, limit.spec)
         slots[position].flags |= Entry.referenced

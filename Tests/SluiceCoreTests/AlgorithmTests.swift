@@ -12,7 +12,7 @@ struct AlgorithmTests {
     @Test("from empty exactly burst single hits pass; the next waits period/limit", arguments: bucketAlgorithms)
     func burstThenSpacing(algorithm: Algorithm) throws {
         let spec = try LimitSpec(limit: 10, period: second, burst: 20, algorithm: algorithm)
-        var state = LimiterState.fresh(spec, now: start)
+        var state = AnyState.fresh(spec, now: start)
         for i in 0..<20 {
             let (decision, next) = state.evaluate(hits: 1, now: start, spec: spec)
             #expect(decision.allowed, "hit \(i) should pass")
@@ -33,7 +33,7 @@ struct AlgorithmTests {
     @Test("a check larger than what is left is denied and consumes nothing", arguments: Algorithm.allCases)
     func partialConsumesNothing(algorithm: Algorithm) throws {
         let spec = try LimitSpec(limit: 5, period: 60 * second, algorithm: algorithm)
-        var state = LimiterState.fresh(spec, now: start)
+        var state = AnyState.fresh(spec, now: start)
         let (first, afterThree) = state.evaluate(hits: 3, now: start, spec: spec, leaseID: 1)
         #expect(first.allowed)
         state = afterThree
@@ -49,7 +49,7 @@ struct AlgorithmTests {
     @Test("hits above capacity are denied as such, with no retry", arguments: Algorithm.allCases)
     func exceedsCapacity(algorithm: Algorithm) throws {
         let spec = try LimitSpec(limit: 5, period: second, algorithm: algorithm)
-        let (decision, _) = LimiterState.fresh(spec, now: start).evaluate(hits: 6, now: start, spec: spec)
+        let (decision, _) = AnyState.fresh(spec, now: start).evaluate(hits: 6, now: start, spec: spec)
         #expect(!decision.allowed)
         #expect(decision.reason == .exceedsCapacity)
         #expect(decision.retryAfter == 0)
@@ -59,7 +59,7 @@ struct AlgorithmTests {
     @Test("hits 0 peeks and never consumes", arguments: Algorithm.allCases)
     func peek(algorithm: Algorithm) throws {
         let spec = try LimitSpec(limit: 2, period: second, algorithm: algorithm)
-        var state = LimiterState.fresh(spec, now: start)
+        var state = AnyState.fresh(spec, now: start)
         for _ in 0..<5 {
             let (decision, next) = state.evaluate(hits: 0, now: start, spec: spec)
             #expect(decision.allowed)
@@ -78,7 +78,7 @@ struct AlgorithmTests {
     func fixedWindowBoundary() throws {
         let spec = try LimitSpec(limit: 3, period: 60 * second, algorithm: .fixedWindow)
         let t = start + 59 * second // one second before a minute boundary
-        var state = LimiterState.fresh(spec, now: t)
+        var state = AnyState.fresh(spec, now: t)
         for _ in 0..<3 { state = state.evaluate(hits: 1, now: t, spec: spec).1 }
         let (denied, _) = state.evaluate(hits: 1, now: t, spec: spec)
         #expect(!denied.allowed)
@@ -92,7 +92,7 @@ struct AlgorithmTests {
     @Test("sliding window weighs the previous window by its overlap")
     func slidingWeights() throws {
         let spec = try LimitSpec(limit: 10, period: 10 * second, algorithm: .slidingWindow)
-        var state = LimiterState.fresh(spec, now: start)
+        var state = AnyState.fresh(spec, now: start)
         for _ in 0..<10 { state = state.evaluate(hits: 1, now: start, spec: spec).1 }
         // A quarter into the next window, 75 % of the previous 10 still count: 7.5 → 2 fit.
         let quarter = start + 12_500_000_000
@@ -156,7 +156,7 @@ struct AlgorithmTests {
             case .fixedWindow: WindowLogModel(spec, sliding: false)
             case .concurrency: LeaseModel(spec: spec)
             }
-            var state = LimiterState.fresh(spec, now: start)
+            var state = AnyState.fresh(spec, now: start)
             var now = start + Int64.random(in: 0...spec.period, using: &random)
             for step in 0..<200 {
                 let hits = UInt64.random(in: 0...(spec.burst + 1), using: &random)
