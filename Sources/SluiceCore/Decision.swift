@@ -14,8 +14,8 @@ public enum DecisionReason: UInt8, Sendable, Hashable {
 ///
 /// Times are nanoseconds.
 public struct Decision: Sendable, Hashable {
-    /// Whether the hits were (or, for a peek, would be) allowed.
-    public var allowed: Bool
+    // Declared widest first so the struct packs into 48 bytes: it is copied through every layer
+    // of a check.
     /// The effective limit that decided.
     public var limit: UInt64
     /// Units left after this check.
@@ -24,14 +24,16 @@ public struct Decision: Sendable, Hashable {
     public var resetAfter: Int64
     /// Nanoseconds until the same check could be allowed; 0 when allowed.
     public var retryAfter: Int64
-    /// Why.
-    public var reason: DecisionReason
     /// The lease granted by an allowed concurrency check, else 0.
     public var leaseID: UInt64
-    /// The algorithm of the deciding limit.
-    public var algorithm: Algorithm
     /// Which of a rule's limits decided (0 for a single limit).
     public var limitIndex: UInt32
+    /// Whether the hits were (or, for a peek, would be) allowed.
+    public var allowed: Bool
+    /// Why.
+    public var reason: DecisionReason
+    /// The algorithm of the deciding limit.
+    public var algorithm: Algorithm
 
     /// Creates a decision.
     @inlinable

@@ -63,8 +63,13 @@ public struct LimitSpec: Sendable, Hashable, CustomStringConvertible {
     /// This limit with `limit` and `burst` scaled by `multiplier` (rounded down, at least 1).
     ///
     /// Concurrency limits scale their lease count; the period never changes.
+    @inline(__always)
     public func scaled(by multiplier: Double) -> LimitSpec {
-        guard multiplier != 1, multiplier.isFinite, multiplier > 0 else { return self }
+        multiplier == 1 ? self : rescaled(by: multiplier)
+    }
+
+    func rescaled(by multiplier: Double) -> LimitSpec {
+        guard multiplier.isFinite, multiplier > 0 else { return self }
         var copy = self
         copy.limit = Self.scale(limit, multiplier)
         copy.burst = Self.scale(burst, multiplier)

@@ -311,7 +311,11 @@ final class Shard: @unchecked Sendable {
     /// Whole seconds since the epoch at which `state` is recovered, rounded up.
     @inline(__always)
     static func expiry(_ state: LimiterState, _ spec: LimitSpec) -> UInt32 {
-        let recoveredAt = state.recoveredAt(spec)
+        expiry(seconds: state.recoveredAt(spec))
+    }
+
+    @inline(__always)
+    static func expiry(seconds recoveredAt: Int64) -> UInt32 {
         if recoveredAt <= 0 { return 0 }
         let seconds = recoveredAt / 1_000_000_000 + (recoveredAt % 1_000_000_000 == 0 ? 0 : 1)
         return seconds >= Int64(UInt32.max) ? .max : UInt32(seconds)
@@ -350,6 +354,16 @@ final class Shard: @unchecked Sendable {
         let position = find(fingerprint)
         if spec.algorithm == .concurrency {
             return decideLeases(fingerprint, at: position, spec: spec, hits: hits, now: now, commit: commit)
+        }
+        // GCRA, the default, in place: no enum round trip for the common case.
+        if spec.algorithm == .gcra, let position, case .gcra(let gcra) = slots[position].state {
+            let (decision, next) = gcra.evaluate(hits: hits, now: now, spec: spec)
+            if commit, decision.allowed, hits > 0 {
+                slots[position].state = .gcra(next)
+                slots[position].expiry = Self.expiry(seconds: next.tat)
+            }
+            slots[position].flags |= Entry.referenced
+            return decision
         }
         let (decision, next) = state(at: position, for: spec, now: now).evaluate(hits: hits, now: now, spec: spec)
         if commit, decision.allowed, hits > 0 {

@@ -84,13 +84,14 @@ public struct Fingerprint: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// This fingerprint extended with a limit's identity.
-    @inlinable
+    ///
+    /// Both inputs are already well-mixed hashes, so one bijective mix per half is enough: two
+    /// pairs collide only if both halves do. A full rehash cost 85 instructions per check
+    /// (callgrind); this costs about 15. Stable: stored state will be named by it.
+    @inlinable @inline(__always)
     public func combined(with limitIdentity: UInt64) -> Fingerprint {
-        var hasher = StableHasher()
-        hasher.combine(high)
-        hasher.combine(low)
-        hasher.combine(limitIdentity)
-        return hasher.finalize()
+        Fingerprint(high: StableHasher.finalMix(high ^ limitIdentity),
+                    low: StableHasher.finalMix(low &+ limitIdentity &* 0x9E37_79B9_7F4A_7C15))
     }
 
     /// 32 hex digits.

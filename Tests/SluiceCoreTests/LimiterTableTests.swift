@@ -30,6 +30,7 @@ struct LimiterTableTests {
         #expect(Fingerprint.of(tenant: "acme", key: "login:203.0.113.7").description == "b106c6ee80164fe498457ce8613b18de")
         #expect(Fingerprint.of(tenant: "", key: "").description == "0e5ead493587870fdebaa584981dea88")
         #expect(Fingerprint.of(tenant: "", key: "user:42") != Fingerprint.of(tenant: "", key: "user:43"))
+        #expect(Fingerprint.of(tenant: "acme", key: "login:203.0.113.7").combined(with: 42).description == "e3a29da6f135ce7f80cd7d51abe06595")
     }
 
     @Test("several limits on one key: all allow and all consume, or none does")
