@@ -70,9 +70,12 @@ public final class LimiterTable: @unchecked Sendable {
     ///   - now: nanoseconds since the Unix epoch.
     ///   - multiplier: scales the limit and burst for this check (reputation, tiers, load).
     /// - Complexity: O(1) expected.
-    @inline(__always)
     public func check(key: Fingerprint, limit: BoundLimit, hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
-        withUnsafePointer(to: limit) { pointer in
+        if limit.spec.algorithm == .gcra, multiplier == 1 {
+            let fingerprint = key.combined(with: limit.identity)
+            return withShard(for: key) { $0.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now) }
+        }
+        return withUnsafePointer(to: limit) { pointer in
             check(key: key, limits: UnsafeBufferPointer(start: pointer, count: 1), hits: hits, now: now,
                   multiplier: multiplier)
         }
