@@ -56,14 +56,14 @@ extension LimiterTable {
             }
             var groups = UnsafeMutableBufferPointer(rebasing: order[0..<used])
             groups.sort()
-            // Prefetch `distance` positions ahead along the shard-sorted order (across group
-            // boundaries), and hold each shard's lock for its whole group.
-            let distance = 8
-            func prefetch(_ position: Int) {
+            // Phase one: a short loop that starts loading every slot the batch will touch. Its
+            // iterations are a few dozen instructions, so many cache misses are in flight at once;
+            // by phase two most slots are in cache.
+            for position in 0..<used {
                 let index = Int(groups[position] & 0xFFFF_FFFF)
                 shards[Int(groups[position] >> 32)]._withUnsafeGuaranteedRef { $0.prefetch(batch[index]) }
             }
-            for position in 0..<min(used, distance) { prefetch(position) }
+            // Phase two: decide, holding each shard's lock for its whole group.
             var start = 0
             while start < used {
                 let shardIndex = Int(groups[start] >> 32)
@@ -73,10 +73,12 @@ extension LimiterTable {
                     shard.lock()
                     defer { shard.unlock() }
                     for position in start..<end {
-                        if position + distance < used { prefetch(position + distance) }
                         let index = Int(groups[position] & 0xFFFF_FFFF)
                         let item = batch[index]
                         switch item.limits {
+                        case .single(let limit) where limit.spec.algorithm == .gcra && item.multiplier == 1:
+                            decisions[index] = shard.checkGCRA(item.key.combined(with: limit.identity), spec: limit.spec,
+                                                               hits: item.hits, now: item.now)
                         case .single(let limit):
                             decisions[index] = withUnsafePointer(to: limit) {
                                 shard.check(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits,
