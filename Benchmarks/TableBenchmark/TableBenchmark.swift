@@ -57,9 +57,9 @@ struct TableBenchmark {
         return options
     }
 
-    /// Runs `threads` workers for `seconds`, each deciding random keys; returns decisions/s.
-    static func throughput(table: LimiterTable, keys: [Fingerprint], limit: BoundLimit, threads: Int,
-                           seconds: Double, readClockEachDecision: Bool, prefetchDistance: Int = 0) -> Double {
+    /// Runs `body(worker, deadline)` on `threads` threads until `seconds` pass; each returns how
+    /// many decisions it made. Returns decisions per second over all threads.
+    static func runWorkers(threads: Int, seconds: Double, _ body: @escaping @Sendable (Int, Int64) -> Int) -> Double {
         let deadline = monotonicNanoseconds() + Int64(seconds * 1e9)
         // One padded slot per worker, each written by its own thread only.
         nonisolated(unsafe) let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads * 16)
@@ -69,7 +69,20 @@ struct TableBenchmark {
         let start = monotonicNanoseconds()
         for worker in 0..<threads {
             group.enter()
-            let thread = Thread {
+            Thread {
+                counts[worker * 16] = body(worker, deadline)
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
+        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
+    }
+
+    /// Runs `threads` workers for `seconds`, each deciding random keys; returns decisions/s.
+    static func throughput(table: LimiterTable, keys: [Fingerprint], limit: BoundLimit, threads: Int,
+                           seconds: Double, readClockEachDecision: Bool, prefetchDistance: Int = 0) -> Double {
+        runWorkers(threads: threads, seconds: seconds) { worker, deadline in
                 var random = UInt64(0x9E37_79B9_7F4A_7C15) &* UInt64(worker + 1)
                 var done = 0
                 var now = 1_767_225_600_000_000_000 &+ monotonicNanoseconds()
@@ -107,29 +120,14 @@ struct TableBenchmark {
                         if monotonicNanoseconds() >= deadline { break }
                     }
                 }
-                counts[worker * 16] = done
-                group.leave()
-            }
-            thread.start()
+                return done
         }
-        group.wait()
-        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
-        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
     }
 
     /// Decisions/s when checks arrive in batches of `size`, decided with `check(batch:into:)`.
     static func batchThroughput(table: LimiterTable, keyCount: Int, limit: BoundLimit, threads: Int, seconds: Double,
                                 size: Int, readClockEachBatch: Bool) -> Double {
-        let deadline = monotonicNanoseconds() + Int64(seconds * 1e9)
-        // One padded slot per worker, each written by its own thread only.
-        nonisolated(unsafe) let counts = UnsafeMutablePointer<Int>.allocate(capacity: threads * 16)
-        counts.initialize(repeating: 0, count: threads * 16)
-        defer { counts.deallocate() }
-        let group = DispatchGroup()
-        let start = monotonicNanoseconds()
-        for worker in 0..<threads {
-            group.enter()
-            Thread {
+        runWorkers(threads: threads, seconds: seconds) { worker, deadline in
                 var random = UInt64(0x9E37_79B9_7F4A_7C15) &* UInt64(worker + 7)
                 var batch = [BatchCheck](repeating: BatchCheck(key: Fingerprint(high: 0, low: 0), limits: .single(limit), hits: 1, now: 0), count: size)
                 var decisions = [Decision](repeating: .blocked(), count: size)
@@ -151,13 +149,8 @@ struct TableBenchmark {
                         done += size
                     }
                 }
-                counts[worker * 16] = done
-                group.leave()
-            }.start()
+                return done
         }
-        group.wait()
-        let elapsed = Double(monotonicNanoseconds() - start) / 1e9
-        return Double((0..<threads).reduce(0) { $0 + counts[$1 * 16] }) / elapsed
     }
 
     static func main() throws {
