@@ -16,6 +16,10 @@ cc -O2 -o "$out/gcra_table" Benchmarks/c-baseline/gcra_table.c
 
 for round in $(seq 1 "$rounds"); do
   "$out/gcra_table" 1000000 "$seconds" 2>/dev/null > "$out/c.$round"
+  # The yardstick on both cores at once (two processes), for the two-thread comparison.
+  "$out/gcra_table" 1000000 "$seconds" 2>/dev/null > "$out/c2a.$round" &
+  "$out/gcra_table" 1000000 "$seconds" 2>/dev/null > "$out/c2b.$round"
+  wait
   memory=""
   [ "$round" = 1 ] && memory="1000000,10000000" || memory="1000"
   .build/release/sluice-table-bench --seconds "$seconds" --memory-keys "$memory" --json \
@@ -30,6 +34,12 @@ rows = {}
 for r in range(1, rounds + 1):
     for line in open(os.path.join(out, f"c.{r}")):
         k, v = line.split(); rows.setdefault(k, []).append(float(v))
+    pair = {}
+    for name in (f"c2a.{r}", f"c2b.{r}"):
+        for line in open(os.path.join(out, name)):
+            k, v = line.split()
+            if "decisions" in k: pair[k] = pair.get(k, 0) + float(v)
+    for k, v in pair.items(): rows.setdefault(k.replace("c_baseline.", "c_baseline_two_cores."), []).append(v)
     for k, v in json.load(open(os.path.join(out, f"swift.{r}.json"))).items():
         rows.setdefault(k, []).append(float(v))
     c_each, c_cached = rows["c_baseline.decisions_per_s.clock_each"][-1], rows["c_baseline.decisions_per_s.clock_cached"][-1]
@@ -38,7 +48,8 @@ for r in range(1, rounds + 1):
             key = f"decisions_per_s.prefetch_{p}.threads_1.{clock}"
             rows.setdefault(f"ratio_to_c.prefetch_{p}.threads_1.{clock}", []).append(rows[key][-1] / base)
             key2 = f"decisions_per_s.prefetch_{p}.threads_2.{clock}"
-            rows.setdefault(f"ratio_to_c_per_core.prefetch_{p}.threads_2.{clock}", []).append(rows[key2][-1] / 2 / base)
+            base2 = rows[f"c_baseline_two_cores.decisions_per_s.{clock}"][-1]
+            rows.setdefault(f"ratio_to_c_two_cores.prefetch_{p}.threads_2.{clock}", []).append(rows[key2][-1] / base2)
 width = max(len(k) for k in rows)
 for k in sorted(rows):
     v = statistics.median(rows[k])
