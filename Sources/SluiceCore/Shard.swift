@@ -390,7 +390,7 @@ final class Shard: @unchecked Sendable {
     }
 
     /// One GCRA limit, no multiplier: the default and by far the most common check, decided with
-    /// scalars and without the generic machinery (322 -> see docs/BENCHMARKS.md instructions).
+    /// scalars and without the generic machinery (instruction counts in docs/BENCHMARKS.md).
     /// Same decisions as `check(key:limits:...)`; the reference-model and batch tests cover it.
     @inline(__always)
     func checkGCRA(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64) -> Decision {
@@ -398,10 +398,10 @@ final class Shard: @unchecked Sendable {
         checks &+= 1
         guard hits > 0, hits <= spec.burst, let position = find(fingerprint),
               case .gcra(let state) = slots[position].state else {
-            // Peeks, capacity denials and new keys take the general path (without re-counting).
-            checks &-= 1
-            sweepCountdown += 1
-            return decideCounted(fingerprint, spec: spec, hits: hits, now: now)
+            // Peeks, capacity denials and new keys take the general path.
+            let decision = decide(fingerprint, spec: spec, hits: hits, now: now, commit: true)
+            if decision.allowed { allowed &+= 1 } else { denied &+= 1 }
+            return decision
         }
         let interval = spec.emissionInterval, tolerance = spec.tolerance
         let base = max(state.tat, now)
@@ -421,15 +421,6 @@ final class Shard: @unchecked Sendable {
         let used = newTat &- now
         return Decision(allowed: true, limit: spec.limit, remaining: UInt64((tolerance &- used) / interval),
                         resetAfter: used, retryAfter: 0, reason: .withinLimit, algorithm: .gcra)
-    }
-
-    /// `check` for one limit.
-    func decideCounted(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64) -> Decision {
-        sweep(now: now)
-        checks &+= 1
-        let decision = decide(fingerprint, spec: spec, hits: hits, now: now, commit: true)
-        if decision.allowed { allowed &+= 1 } else { denied &+= 1 }
-        return decision
     }
 
     /// Decides `hits` for `key` against every limit in `limits`: allowed only if all allow, and

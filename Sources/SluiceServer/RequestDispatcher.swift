@@ -57,12 +57,6 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         return response
     }
 
-    /// A check resolved and validated, ready for the table.
-    struct Resolved {
-        var item: BatchCheck
-        var rule: String
-    }
-
     typealias Limits = BatchCheck.Limits
 
     static let maximumNowMs: UInt64 = 7_258_118_399_999
@@ -107,7 +101,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
-    func resolve(_ check: WireCheck, index: Int, batchNow: Int64) -> Result<Resolved, WireError> {
+    /// A check validated and ready for the table, with the name of the rule that decides it ("" inline).
+    func resolve(_ check: WireCheck, index: Int, batchNow: Int64) -> Result<(BatchCheck, String), WireError> {
         let maxBytes = configuration.maxKeyBytes
         guard !check.key.isEmpty else {
             return .failure(WireError(.invalidArgument, "key must not be empty", checkIndex: Int32(index)))
@@ -131,8 +126,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         switch resolveLimits(tenant: check.tenant, source: check.limitSource, index: index) {
         case .success(let (limits, rule)):
-            return .success(Resolved(item: BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits,
-                                                      hits: hits, now: now), rule: rule))
+            return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now), rule))
         case .failure(let error):
             return .failure(error)
         }
@@ -146,11 +140,16 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         let batchNow = configuration.clock == .monotonic ? time.now() : 0
         // Validate the whole batch before deciding any of it: an invalid check consumes nothing.
-        var resolved: [Resolved] = []
-        resolved.reserveCapacity(checks.count)
+        // `items` is the batch the table decides; `rules` names each check's rule for its verdict.
+        var items: [BatchCheck] = []
+        var rules: [String] = []
+        items.reserveCapacity(checks.count)
+        rules.reserveCapacity(checks.count)
         for (index, check) in checks.enumerated() {
             switch resolve(check, index: index, batchNow: batchNow) {
-            case .success(let item): resolved.append(item)
+            case .success(let (item, rule)):
+                items.append(item)
+                rules.append(rule)
             case .failure(let error):
                 var response = WireResponse()
                 response.error = error
@@ -159,21 +158,21 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         var blocks: [Int64?] = []
         if let policy {
-            blocks = Array(repeating: nil, count: resolved.count)
-            for index in resolved.indices {
+            blocks = Array(repeating: nil, count: items.count)
+            for index in items.indices {
                 let check = checks[index]
                 let adjustment = policy.adjustment(tenant: check.tenant, subject: check.subject.isEmpty ? check.key : check.subject,
-                                                   now: resolved[index].item.now)
-                resolved[index].item.multiplier = adjustment.multiplier
+                                                   now: items[index].now)
+                items[index].multiplier = adjustment.multiplier
                 if let blockedFor = adjustment.blockedFor {
-                    resolved[index].item.skip = true
+                    items[index].skip = true
                     blocks[index] = blockedFor
                 }
             }
         }
         var decisions: [Decision]
-        if resolved.count == 1, !resolved[0].item.skip {
-            let item = resolved[0].item
+        if items.count == 1, !items[0].skip {
+            let item = items[0]
             switch item.limits {
             case .single(let limit):
                 decisions = [table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)]
@@ -181,25 +180,23 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                 decisions = [table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)]
             }
         } else {
-            // Grouped by shard, one lock per shard, slots prefetched ahead (docs/BENCHMARKS.md).
-            decisions = Array(repeating: .blocked(), count: resolved.count)
-            let items = resolved.map(\.item)
+            // Grouped by shard, one lock per shard, slots prefetched first (docs/BENCHMARKS.md).
+            decisions = Array(repeating: .blocked(), count: items.count)
             items.withUnsafeBufferPointer { items in
                 decisions.withUnsafeMutableBufferPointer { table.check(batch: items, into: $0) }
             }
         }
         var answer = Sluice_V1_CheckResponse()
-        answer.verdicts.reserveCapacity(resolved.count)
-        for index in resolved.indices {
+        answer.verdicts.reserveCapacity(items.count)
+        for index in items.indices {
             let decision = blocks.isEmpty ? decisions[index] : blocks[index].map { .blocked(retryAfter: $0) } ?? decisions[index]
             if let events {
                 let check = checks[index]
-                let item = resolved[index].item
                 events.offer(CheckEvent(tenant: check.tenant, key: check.key, subject: check.subject.isEmpty ? check.key : check.subject,
-                                        rule: resolved[index].rule, hits: item.hits, allowed: decision.allowed,
-                                        reason: decision.reason, now: item.now))
+                                        rule: rules[index], hits: items[index].hits, allowed: decision.allowed,
+                                        reason: decision.reason, now: items[index].now))
             }
-            answer.verdicts.append(WireVerdict(decision, rule: resolved[index].rule))
+            answer.verdicts.append(WireVerdict(decision, rule: rules[index]))
         }
         var response = WireResponse()
         response.check = answer
