@@ -1,6 +1,7 @@
 // In-process benchmark of the limiter table: decisions per second and bytes per key.
 //
 //   swift run -c release sluice-table-bench [--keys 1000000] [--seconds 3] [--memory-keys 1000000,10000000]
+//                                    [--only batch_100.threads_1]   (only the figures whose name contains it)
 //
 // Figures go to docs/BENCHMARKS.md with the command, the machine and the date. This is a
 // benchmark, not a test: it asserts nothing and is never run by the test suite.
@@ -37,6 +38,8 @@ struct TableBenchmark {
         var memoryKeys = [1_000_000, 10_000_000]
         var json = false
         var shards: Int? = nil
+        /// Runs only the throughput figures whose name contains this (for profiling one mode).
+        var only: String? = nil
     }
 
     static func parse() -> Options {
@@ -49,6 +52,7 @@ struct TableBenchmark {
             case "--memory-keys": options.memoryKeys = (arguments.next() ?? "").split(separator: ",").compactMap { Int($0) }
             case "--json": options.json = true
             case "--shards": options.shards = Int(arguments.next() ?? "")
+            case "--only": options.only = arguments.next()
             default:
                 FileHandle.standardError.write(Data("unknown argument \(argument)\n".utf8))
                 exit(2)
@@ -173,9 +177,10 @@ struct TableBenchmark {
                                 : "  a batch, prefetching 8 checks ahead (how the daemon decides a batch):")
             for threads in [1, 2] {
                 for readClock in [true, false] {
+                    let name = "decisions_per_s.prefetch_\(prefetch).threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"
+                    if let only = options.only, !name.contains(only) { continue }
                     let rate = throughput(table: table, keys: keys, limit: limit, threads: threads, seconds: options.seconds,
                                           readClockEachDecision: readClock, prefetchDistance: prefetch)
-                    let name = "decisions_per_s.prefetch_\(prefetch).threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"
                     results[name] = rate
                     log("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per decision" : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
                 }
@@ -184,9 +189,11 @@ struct TableBenchmark {
         log("  batches of 100 checks, each shard locked once per batch (check(batch:into:)):")
         for threads in [1, 2] {
             for readClock in [true, false] {
+                let name = "decisions_per_s.batch_100.threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"
+                if let only = options.only, !name.contains(only) { continue }
                 let rate = batchThroughput(table: table, keyCount: keys.count, limit: limit, threads: threads,
                                            seconds: options.seconds, size: 100, readClockEachBatch: readClock)
-                results["decisions_per_s.batch_100.threads_\(threads).\(readClock ? "clock_each" : "clock_cached")"] = rate
+                results[name] = rate
                 log("    \(threads) thread\(threads == 1 ? " " : "s"), clock \(readClock ? "read per batch   " : "cached           "): \(String(format: "%8.2f", rate / 1e6)) M/s")
             }
         }

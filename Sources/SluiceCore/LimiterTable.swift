@@ -54,9 +54,13 @@ public final class LimiterTable: @unchecked Sendable {
     /// The number of shards.
     public var shardCount: Int { ownedShards.count }
 
+    /// The shard that holds every limit of `key`.
+    @inline(__always)
+    func shardIndex(_ key: Fingerprint) -> Int { Int(truncatingIfNeeded: key.high >> 7) & shardMask }
+
     @inline(__always)
     func withShard<T>(for key: Fingerprint, _ body: (Shard) -> T) -> T {
-        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]._withUnsafeGuaranteedRef { shard in
+        shards[shardIndex(key)]._withUnsafeGuaranteedRef { shard in
             shard.lock()
             defer { shard.unlock() }
             return body(shard)
@@ -73,7 +77,12 @@ public final class LimiterTable: @unchecked Sendable {
     public func check(key: Fingerprint, limit: BoundLimit, hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
         if limit.spec.algorithm == .gcra, multiplier == 1 {
             let fingerprint = key.combined(with: limit.identity)
-            return withShard(for: key) { $0.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now) }
+            return shards[shardIndex(key)]._withUnsafeGuaranteedRef { shard in
+                shard.prefetch(fingerprint)
+                shard.lock()
+                defer { shard.unlock() }
+                return shard.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now)
+            }
         }
         return withUnsafePointer(to: limit) { pointer in
             check(key: key, limits: UnsafeBufferPointer(start: pointer, count: 1), hits: hits, now: now,
@@ -100,7 +109,7 @@ public final class LimiterTable: @unchecked Sendable {
     /// A batch that prefetches a few checks ahead overlaps their cache misses; each check alone
     /// waits for its own. Purely a hint: it changes nothing and never faults.
     public func prefetch(key: Fingerprint, limit: BoundLimit) {
-        shards[Int(truncatingIfNeeded: key.high >> 7) & shardMask]._withUnsafeGuaranteedRef {
+        shards[shardIndex(key)]._withUnsafeGuaranteedRef {
             $0.prefetch(key.combined(with: limit.identity))
         }
     }

@@ -4,9 +4,10 @@ import SluiceTestKit
 
 @Suite("Batches")
 struct BatchTests {
+    /// 8 and 256 shards group a batch by counting sort, 1,024 by comparison sort.
     @Test("a batch decides exactly as one check at a time: same verdicts, same lease ids, same state after",
-          arguments: [1, 7, 100, 1_000])
-    func batchEqualsSequential(size: Int) throws {
+          arguments: [1, 7, 100, 1_000], [8, 256, 1_024])
+    func batchEqualsSequential(size: Int, shards: Int) throws {
         let second: Int64 = 1_000_000_000
         let limits: [BatchCheck.Limits] = [
             .single(.inline(try LimitSpec(limit: 3, period: second))),
@@ -16,13 +17,13 @@ struct BatchTests {
                    .rule("r", index: 1, spec: try LimitSpec(limit: 6, period: 60 * second, algorithm: .fixedWindow))]),
         ]
         var random = SeededGenerator(seed: UInt64(size))
-        let sequential = LimiterTable(shardCount: 8, maxEntries: 10_000, seed: 1)
-        let batched = LimiterTable(shardCount: 8, maxEntries: 10_000, seed: 1)
+        let sequential = LimiterTable(shardCount: shards, maxEntries: 10_000 * shards, seed: 1)
+        let batched = LimiterTable(shardCount: shards, maxEntries: 10_000 * shards, seed: 1)
         var now: Int64 = 1_767_225_600_000_000_000
         for round in 0..<30 {
             now += Int64.random(in: 0...(2 * second), using: &random)
             let batch = (0..<size).map { _ in
-                BatchCheck(key: .of(tenant: "", key: "k\(Int.random(in: 0..<40, using: &random))"),
+                BatchCheck(key: .of(tenant: "", key: "k\(Int.random(in: 0..<(5 * shards), using: &random))"),
                            limits: limits[Int.random(in: 0..<limits.count, using: &random)],
                            hits: UInt64.random(in: 0...2, using: &random), now: now,
                            skip: Int.random(in: 0..<20, using: &random) == 0)
