@@ -120,7 +120,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             case .failure(let error): return .failure(error)
             }
         }
-        let hits = check.hasHits ? check.hits : 1
+        let hits = check.hitsPresence == nil ? 1 : check.hits
         guard hits <= LimitSpec.maximumLimit else {
             return .failure(WireError(.invalidArgument, "hits \(hits) is above \(LimitSpec.maximumLimit)", checkIndex: Int32(index)))
         }

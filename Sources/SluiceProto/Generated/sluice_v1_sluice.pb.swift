@@ -330,14 +330,18 @@ public nonisolated struct Sluice_V1_Check: Sendable {
   public var subject: String = String()
 
   /// The cost. Unset means 1; an explicit 0 peeks: it reports the state without consuming.
+  /// A one-field oneof rather than proto3 `optional` (the same bytes on the wire): every protobuf
+  /// implementation can tell "unset" from 0 through a oneof, including protobuf-c 1.4, which
+  /// predates proto3 `optional`.
+  public var hitsPresence: Sluice_V1_Check.OneOf_HitsPresence? = nil
+
   public var hits: UInt64 {
-    get {_hits ?? 0}
-    set {_hits = newValue}
+    get {
+      if case .hits(let v)? = hitsPresence {return v}
+      return 0
+    }
+    set {hitsPresence = .hits(newValue)}
   }
-  /// Returns true if `hits` has been explicitly set.
-  public var hasHits: Bool {self._hits != nil}
-  /// Clears the value of `hits`. Subsequent reads from it will return its default value.
-  public mutating func clearHits() {self._hits = nil}
 
   /// Milliseconds since the Unix epoch. Read only when the daemon runs with `--clock request`.
   public var nowMs: UInt64 = 0
@@ -364,6 +368,15 @@ public nonisolated struct Sluice_V1_Check: Sendable {
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
+  /// The cost. Unset means 1; an explicit 0 peeks: it reports the state without consuming.
+  /// A one-field oneof rather than proto3 `optional` (the same bytes on the wire): every protobuf
+  /// implementation can tell "unset" from 0 through a oneof, including protobuf-c 1.4, which
+  /// predates proto3 `optional`.
+  public nonisolated enum OneOf_HitsPresence: Equatable, Sendable {
+    case hits(UInt64)
+
+  }
+
   public nonisolated enum OneOf_LimitSource: Equatable, Sendable {
     /// The name of a configured rule (the tenant's rules first, then the global ones).
     case rule(String)
@@ -373,8 +386,6 @@ public nonisolated struct Sluice_V1_Check: Sendable {
   }
 
   public init() {}
-
-  fileprivate var _hits: UInt64? = nil
 }
 
 public nonisolated struct Sluice_V1_Verdict: Sendable {
@@ -1048,7 +1059,14 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.key) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.subject) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self._hits) }()
+      case 4: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.hitsPresence != nil {try decoder.handleConflictingOneOf()}
+          self.hitsPresence = .hits(v)
+        }
+      }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.nowMs) }()
       case 6: try {
         var v: String?
@@ -1090,7 +1108,7 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.subject.isEmpty {
       try visitor.visitSingularStringField(value: self.subject, fieldNumber: 3)
     }
-    try { if let v = self._hits {
+    try { if case .hits(let v)? = self.hitsPresence {
       try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
     } }()
     if self.nowMs != 0 {
@@ -1114,7 +1132,7 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.tenant != rhs.tenant {return false}
     if lhs.key != rhs.key {return false}
     if lhs.subject != rhs.subject {return false}
-    if lhs._hits != rhs._hits {return false}
+    if lhs.hitsPresence != rhs.hitsPresence {return false}
     if lhs.nowMs != rhs.nowMs {return false}
     if lhs.limitSource != rhs.limitSource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
