@@ -1,0 +1,194 @@
+/*
+ * libsluice: the C client of the Sluice rate-limiting daemon.
+ *
+ *   sluice_error error;
+ *   sluice_client *client = sluice_connect("unix:/tmp/sluice.sock", 1000, &error);
+ *   if (!client) { fprintf(stderr, "%s\n", error.message); return 1; }
+ *   sluice_check check = { .key = "login:203.0.113.7", .rule = "default" };
+ *   sluice_verdict verdict;
+ *   if (sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK && !verdict.allowed)
+ *       printf("retry in %llu ms\n", (unsigned long long)verdict.retry_after_ms);
+ *   sluice_close(client);
+ *
+ * Errors. Every call returns a status: SLUICE_OK (0); a positive number, which is the daemon's
+ * own error code (the numbers of sluice.v1.Error.Code: SLUICE_UNKNOWN_RULE, ...); or a negative
+ * number for what went wrong on this side (SLUICE_E_IO, SLUICE_E_TIMEOUT, ...). When a call
+ * takes a `sluice_error *` (NULL is allowed) it fills it with the code and a sentence. No call
+ * aborts, exits or prints; a closed, broken or lying connection is an error code, never a crash.
+ *
+ * Broken connections. When the connection breaks or times out, the client closes it and the
+ * call returns SLUICE_E_IO or SLUICE_E_TIMEOUT. Requests that were in flight are lost: the daemon
+ * may or may not have counted them, and their answers can no longer be collected. The next call
+ * connects again (with the connect timeout) before doing its work; if that fails it returns
+ * SLUICE_E_CONNECT and the one after tries again.
+ *
+ * Threads. A client is one connection with one ordered stream of answers, and is NOT safe to
+ * share between threads without a lock of your own around every call. Use one client per thread
+ * (connections are cheap for the daemon), or pipeline on one client from one thread.
+ *
+ * Memory. The library allocates only inside a client (buffers that grow to the largest frame
+ * used) and frees everything in sluice_close. Strings passed in are copied before the call
+ * returns; verdicts are written into memory the caller owns.
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLUICE_VERSION "0.1.0"
+
+/* The largest batch the daemon accepts in one request. */
+#define SLUICE_MAX_BATCH 1000
+
+typedef enum sluice_status {
+    SLUICE_OK = 0,
+
+    /* The daemon's error codes (sluice.v1.Error.Code); see docs/PROTOCOL.md. */
+    SLUICE_INVALID_ARGUMENT = 1,
+    SLUICE_UNKNOWN_RULE = 2,
+    SLUICE_UNKNOWN_TENANT = 3,
+    SLUICE_FRAME_TOO_LARGE = 4,
+    SLUICE_MALFORMED_MESSAGE = 5,
+    SLUICE_OVERLOADED = 6,
+    SLUICE_INTERNAL = 7,
+    SLUICE_UNSUPPORTED = 8,
+    SLUICE_SHUTTING_DOWN = 9,
+
+    /* This library's own. */
+    SLUICE_E_ARGUMENT = -1, /* a bad argument to a call of this library */
+    SLUICE_E_CONNECT = -2,  /* could not connect (or reconnect) to the endpoint */
+    SLUICE_E_TIMEOUT = -3,  /* no progress within the timeout; the connection was closed */
+    SLUICE_E_IO = -4,       /* the connection broke; it was closed and the next call reconnects */
+    SLUICE_E_PROTOCOL = -5, /* the daemon's answer could not be understood; the connection was closed */
+    SLUICE_E_NOMEM = -6,    /* out of memory */
+    SLUICE_E_STATE = -7     /* the call does not fit the client's state (collect with nothing pending, a too small buffer) */
+} sluice_status;
+
+typedef struct sluice_error {
+    int code;          /* a sluice_status */
+    int check_index;   /* for a daemon error about one check of a batch, its index; otherwise -1 */
+    char message[256]; /* one sentence, NUL-terminated */
+} sluice_error;
+
+typedef enum sluice_algorithm {
+    SLUICE_ALGORITHM_DEFAULT = 0, /* the rule's, or the daemon's default (GCRA) for an inline limit */
+    SLUICE_ALGORITHM_GCRA = 1,
+    SLUICE_ALGORITHM_TOKEN_BUCKET = 2,
+    SLUICE_ALGORITHM_SLIDING_WINDOW = 3,
+    SLUICE_ALGORITHM_FIXED_WINDOW = 4,
+    SLUICE_ALGORITHM_CONCURRENCY = 5
+} sluice_algorithm;
+
+typedef enum sluice_reason {
+    SLUICE_REASON_UNSPECIFIED = 0,
+    SLUICE_REASON_WITHIN_LIMIT = 1,
+    SLUICE_REASON_OVER_LIMIT = 2,
+    SLUICE_REASON_EXCEEDS_CAPACITY = 3, /* the hits exceed the whole limit: waiting will not help */
+    SLUICE_REASON_BLOCKED = 4
+} sluice_reason;
+
+/*
+ * One check. Zero-initialise it and set what you need: `key`, and either `rule` or an inline
+ * limit (`limit` and `period_ms`, optionally `burst` and `algorithm`).
+ */
+typedef struct sluice_check {
+    const char *tenant;  /* NULL or "" is the default tenant */
+    const char *key;     /* the identity the limit counts against; required */
+    const char *subject; /* the caller reputation and tiers apply to; NULL or "" means `key` */
+    const char *rule;    /* a configured rule; NULL or "" to use the inline limit below */
+    uint64_t limit;      /* inline limit: units per period (leases, for concurrency) */
+    uint64_t period_ms;  /* inline limit: the period (a lease's lifetime, for concurrency) */
+    uint64_t burst;      /* inline limit: 0 means `limit` */
+    sluice_algorithm algorithm;
+    uint64_t hits;       /* the cost; 0 means 1 unless `peek` */
+    bool peek;           /* ask without consuming (sends hits = 0) */
+    uint64_t now_ms;     /* the time, read only by a daemon started with --clock request */
+} sluice_check;
+
+typedef struct sluice_verdict {
+    bool allowed;
+    uint64_t limit;          /* the effective limit that decided */
+    uint64_t remaining;      /* units left after this check */
+    uint64_t reset_after_ms; /* until the limit is fully recovered */
+    uint64_t retry_after_ms; /* until the same check could pass; 0 when allowed */
+    uint64_t lease_id;       /* an allowed concurrency check's lease, for sluice_release */
+    uint32_t limit_index;    /* which of a rule's limits decided */
+    sluice_algorithm algorithm;
+    sluice_reason reason;
+    char rule[128];          /* the rule that decided ("" for an inline limit); truncated if longer */
+} sluice_verdict;
+
+typedef struct sluice_client sluice_client;
+
+/*
+ * Connects to `endpoint`: "unix:PATH", a path containing '/', "HOST:PORT" or "[IPv6]:PORT".
+ * `timeout_ms` bounds the connect and, afterwards, each wait for the daemon within a call
+ * (0 or less: 5000 ms). Returns NULL with `error` filled on failure.
+ */
+sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error);
+
+/* Closes the connection and frees the client. NULL is fine. */
+void sluice_close(sluice_client *client);
+
+/* Changes the timeout used for connects and waits. */
+void sluice_set_timeout(sluice_client *client, int timeout_ms);
+
+/* Whether the client holds an open connection now (it reconnects on the next call if not). */
+bool sluice_connected(const sluice_client *client);
+
+/* A round trip to the daemon. */
+int sluice_ping(sluice_client *client, sluice_error *error);
+
+/* Decides one check. */
+int sluice_check_one(sluice_client *client, const sluice_check *check, sluice_verdict *verdict, sluice_error *error);
+
+/*
+ * Decides `count` checks (1 ... SLUICE_MAX_BATCH) in one round trip; verdict i answers check i.
+ * A daemon error (say, an unknown rule in check 3) fails the whole batch: nothing is consumed,
+ * and error->check_index names the check.
+ */
+int sluice_check_batch(sluice_client *client, const sluice_check *checks, size_t count, sluice_verdict *verdicts,
+                       sluice_error *error);
+
+/*
+ * Returns concurrency lease `lease_id` early. `check` names the tenant, key and rule or inline
+ * limit the lease was granted under (its hits, peek and subject are ignored). `released` (may be
+ * NULL) says whether the lease was still held.
+ */
+int sluice_release(sluice_client *client, const sluice_check *check, uint64_t lease_id, bool *released,
+                   sluice_error *error);
+
+/*
+ * Pipelining: submit many requests, then collect their answers in the order submitted.
+ *
+ * sluice_submit encodes a batch of `count` checks (1 ... SLUICE_MAX_BATCH) and queues it; it
+ * writes to the socket only when a lot is queued. `request_id` (may be NULL) receives its id.
+ * sluice_flush sends everything queued. sluice_collect sends what is queued, then waits for the
+ * answer to the oldest request not yet collected: it writes its id to `request_id` (may be NULL),
+ * its verdicts to `verdicts` (room for `capacity`) and their number to `count`. A daemon error for
+ * that one request is returned as its code, and the next collect goes on with the next request.
+ * While a flush waits to write, it also reads answers, so a long pipeline cannot deadlock.
+ */
+int sluice_submit(sluice_client *client, const sluice_check *checks, size_t count, uint64_t *request_id,
+                  sluice_error *error);
+int sluice_flush(sluice_client *client, sluice_error *error);
+int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *verdicts, size_t capacity,
+                   size_t *count, sluice_error *error);
+
+/* Requests submitted and not yet collected. */
+size_t sluice_pending(const sluice_client *client);
+
+/* A stable name for a status: "ok", "unknown_rule", "io", ... */
+const char *sluice_status_name(int status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

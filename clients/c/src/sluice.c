@@ -1,0 +1,677 @@
+/*
+ * libsluice: the C client of Sluice. See include/sluice.h for the API and its contract.
+ *
+ * One nonblocking socket per client; every wait is a poll() bounded by the client's timeout.
+ * Requests are encoded with protobuf-c into a write buffer; answers are read into a read buffer
+ * and decoded one frame (4-byte big-endian length, then a sluice.v1.Response) at a time.
+ */
+#define _GNU_SOURCE
+#include "sluice.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sluice/v1/sluice.pb-c.h"
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+/* The largest answer this client accepts: a batch of 1,000 verdicts is far below it. */
+#define MAX_RESPONSE_FRAME (16u << 20)
+/* A submit writes to the socket once this much is queued. */
+#define SUBMIT_FLUSH_BYTES (64u << 10)
+#define DEFAULT_TIMEOUT_MS 5000
+
+enum request_kind { KIND_CHECK, KIND_PING, KIND_RELEASE };
+
+typedef struct pending_request {
+    uint64_t id;
+    uint32_t kind;
+    uint32_t count; /* checks in a check request */
+} pending_request;
+
+struct sluice_client {
+    char *endpoint;
+    int fd;
+    int timeout_ms;
+    uint64_t next_id;
+
+    uint8_t *wbuf;
+    size_t wlen, wpos, wcap;
+    uint8_t *rbuf;
+    size_t rlen, rpos, rcap;
+
+    pending_request *pending;
+    size_t phead, pcount, pcap;
+
+    Sluice__V1__Check *checks;
+    Sluice__V1__Check **check_ptrs;
+    Sluice__V1__Limit *limits;
+    size_t scratch_cap;
+};
+
+/* MARK: errors */
+
+static int set_error(sluice_error *error, int code, int check_index, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int set_error(sluice_error *error, int code, int check_index, const char *format, ...) {
+    if (error) {
+        error->code = code;
+        error->check_index = check_index;
+        va_list args;
+        va_start(args, format);
+        vsnprintf(error->message, sizeof error->message, format, args);
+        va_end(args);
+    }
+    return code;
+}
+
+static void clear_error(sluice_error *error) {
+    if (error) {
+        error->code = SLUICE_OK;
+        error->check_index = -1;
+        error->message[0] = '\0';
+    }
+}
+
+const char *sluice_status_name(int status) {
+    switch (status) {
+    case SLUICE_OK: return "ok";
+    case SLUICE_INVALID_ARGUMENT: return "invalid_argument";
+    case SLUICE_UNKNOWN_RULE: return "unknown_rule";
+    case SLUICE_UNKNOWN_TENANT: return "unknown_tenant";
+    case SLUICE_FRAME_TOO_LARGE: return "frame_too_large";
+    case SLUICE_MALFORMED_MESSAGE: return "malformed_message";
+    case SLUICE_OVERLOADED: return "overloaded";
+    case SLUICE_INTERNAL: return "internal";
+    case SLUICE_UNSUPPORTED: return "unsupported";
+    case SLUICE_SHUTTING_DOWN: return "shutting_down";
+    case SLUICE_E_ARGUMENT: return "argument";
+    case SLUICE_E_CONNECT: return "connect";
+    case SLUICE_E_TIMEOUT: return "timeout";
+    case SLUICE_E_IO: return "io";
+    case SLUICE_E_PROTOCOL: return "protocol";
+    case SLUICE_E_NOMEM: return "nomem";
+    case SLUICE_E_STATE: return "state";
+    default: return status > 0 ? "daemon_error" : "unknown";
+    }
+}
+
+/* Closes the connection and forgets everything in flight; the next call reconnects. */
+static void drop_connection(sluice_client *client) {
+    if (client->fd >= 0) close(client->fd);
+    client->fd = -1;
+    client->wlen = client->wpos = 0;
+    client->rlen = client->rpos = 0;
+    client->phead = client->pcount = 0;
+}
+
+/* Drops the connection and reports why. */
+static int fail(sluice_client *client, sluice_error *error, int code, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(sluice_client *client, sluice_error *error, int code, const char *format, ...) {
+    drop_connection(client);
+    if (error) {
+        error->code = code;
+        error->check_index = -1;
+        va_list args;
+        va_start(args, format);
+        vsnprintf(error->message, sizeof error->message, format, args);
+        va_end(args);
+    }
+    return code;
+}
+
+/* MARK: connecting */
+
+static int wait_for(int fd, short events, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = events};
+    for (;;) {
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n; /* 0: timed out */
+        return p.revents;
+    }
+}
+
+static int set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/* Connects `fd` (already nonblocking) to `address` within `timeout_ms`; 0 or an errno. */
+static int connect_within(int fd, const struct sockaddr *address, socklen_t length, int timeout_ms) {
+    if (connect(fd, address, length) == 0) return 0;
+    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) return errno;
+    int events = wait_for(fd, POLLOUT, timeout_ms);
+    if (events == 0) return ETIMEDOUT;
+    if (events < 0) return errno;
+    int problem = 0;
+    socklen_t size = sizeof problem;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &problem, &size) != 0) return errno;
+    return problem;
+}
+
+static int open_connection(sluice_client *client, sluice_error *error) {
+    const char *endpoint = client->endpoint;
+    int timeout = client->timeout_ms;
+    bool is_unix = strncmp(endpoint, "unix:", 5) == 0 || strchr(endpoint, '/') != NULL;
+    if (is_unix) {
+        const char *path = strncmp(endpoint, "unix:", 5) == 0 ? endpoint + 5 : endpoint;
+        struct sockaddr_un address = {.sun_family = AF_UNIX};
+        if (path[0] == '\0' || strlen(path) >= sizeof address.sun_path)
+            return set_error(error, SLUICE_E_ARGUMENT, -1, "the socket path \"%s\" is empty or longer than %zu bytes",
+                             path, sizeof address.sun_path - 1);
+        memcpy(address.sun_path, path, strlen(path) + 1);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || set_nonblocking(fd) != 0) {
+            if (fd >= 0) close(fd);
+            return set_error(error, SLUICE_E_CONNECT, -1, "cannot create a socket: %s", strerror(errno));
+        }
+        int problem = connect_within(fd, (struct sockaddr *)&address, sizeof address, timeout);
+        if (problem != 0) {
+            close(fd);
+            return set_error(error, problem == ETIMEDOUT ? SLUICE_E_TIMEOUT : SLUICE_E_CONNECT, -1,
+                             "cannot connect to unix:%s: %s", path, strerror(problem));
+        }
+        client->fd = fd;
+        return SLUICE_OK;
+    }
+
+    /* HOST:PORT or [IPv6]:PORT */
+    char host[256];
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon || colon == endpoint || colon[1] == '\0')
+        return set_error(error, SLUICE_E_ARGUMENT, -1,
+                         "endpoint \"%s\" is neither unix:PATH, a path, HOST:PORT nor [IPv6]:PORT", endpoint);
+    size_t host_length = (size_t)(colon - endpoint);
+    const char *host_start = endpoint;
+    if (endpoint[0] == '[' && host_length >= 2 && endpoint[host_length - 1] == ']') {
+        host_start++;
+        host_length -= 2;
+    }
+    if (host_length == 0 || host_length >= sizeof host)
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "endpoint \"%s\" has an empty or too long host", endpoint);
+    memcpy(host, host_start, host_length);
+    host[host_length] = '\0';
+    const char *port = colon + 1;
+    char *end = NULL;
+    long port_number = strtol(port, &end, 10);
+    if (*end != '\0' || port_number < 1 || port_number > 65535)
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "endpoint \"%s\" has no valid port (1-65535)", endpoint);
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *addresses = NULL;
+    int lookup = getaddrinfo(host, port, &hints, &addresses);
+    if (lookup != 0)
+        return set_error(error, SLUICE_E_CONNECT, -1, "cannot resolve \"%s\": %s", host, gai_strerror(lookup));
+    int problem = ENOENT;
+    for (struct addrinfo *a = addresses; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) { problem = errno; continue; }
+        if (set_nonblocking(fd) != 0) { problem = errno; close(fd); continue; }
+        problem = connect_within(fd, a->ai_addr, a->ai_addrlen, timeout);
+        if (problem == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            client->fd = fd;
+            break;
+        }
+        close(fd);
+    }
+    freeaddrinfo(addresses);
+    if (client->fd < 0)
+        return set_error(error, problem == ETIMEDOUT ? SLUICE_E_TIMEOUT : SLUICE_E_CONNECT, -1,
+                         "cannot connect to %s: %s", endpoint, strerror(problem));
+    return SLUICE_OK;
+}
+
+static int ensure_connected(sluice_client *client, sluice_error *error) {
+    if (client->fd >= 0) return SLUICE_OK;
+    return open_connection(client, error);
+}
+
+sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error) {
+    clear_error(error);
+    if (!endpoint || endpoint[0] == '\0') {
+        set_error(error, SLUICE_E_ARGUMENT, -1, "no endpoint given");
+        return NULL;
+    }
+    sluice_client *client = calloc(1, sizeof *client);
+    if (!client || !(client->endpoint = strdup(endpoint))) {
+        free(client);
+        set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
+        return NULL;
+    }
+    client->fd = -1;
+    client->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    client->next_id = 1;
+    if (open_connection(client, error) != SLUICE_OK) {
+        sluice_close(client);
+        return NULL;
+    }
+    return client;
+}
+
+void sluice_close(sluice_client *client) {
+    if (!client) return;
+    drop_connection(client);
+    free(client->endpoint);
+    free(client->wbuf);
+    free(client->rbuf);
+    free(client->pending);
+    free(client->checks);
+    free(client->check_ptrs);
+    free(client->limits);
+    free(client);
+}
+
+void sluice_set_timeout(sluice_client *client, int timeout_ms) {
+    if (client) client->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
+bool sluice_connected(const sluice_client *client) { return client && client->fd >= 0; }
+
+size_t sluice_pending(const sluice_client *client) { return client ? client->pcount : 0; }
+
+/* MARK: buffers */
+
+static bool reserve(uint8_t **buffer, size_t *capacity, size_t needed) {
+    if (needed <= *capacity) return true;
+    size_t grown = *capacity ? *capacity : 4096;
+    while (grown < needed) grown *= 2;
+    uint8_t *bigger = realloc(*buffer, grown);
+    if (!bigger) return false;
+    *buffer = bigger;
+    *capacity = grown;
+    return true;
+}
+
+static bool push_pending(sluice_client *client, pending_request request) {
+    if (client->pcount == client->pcap) {
+        size_t grown = client->pcap ? client->pcap * 2 : 64;
+        pending_request *bigger = malloc(grown * sizeof *bigger);
+        if (!bigger) return false;
+        for (size_t i = 0; i < client->pcount; i++)
+            bigger[i] = client->pending[(client->phead + i) % client->pcap];
+        free(client->pending);
+        client->pending = bigger;
+        client->pcap = grown;
+        client->phead = 0;
+    }
+    client->pending[(client->phead + client->pcount) % client->pcap] = request;
+    client->pcount++;
+    return true;
+}
+
+/* Reads whatever the socket has into the read buffer. 1: read some; 0: nothing now; <0: failed. */
+static int read_available(sluice_client *client, sluice_error *error) {
+    if (client->rpos > 0 && client->rpos == client->rlen) client->rpos = client->rlen = 0;
+    if (client->rcap - client->rlen < 4096) {
+        if (client->rpos > 0) {
+            memmove(client->rbuf, client->rbuf + client->rpos, client->rlen - client->rpos);
+            client->rlen -= client->rpos;
+            client->rpos = 0;
+        }
+        if (!reserve(&client->rbuf, &client->rcap, client->rlen + 65536))
+            return fail(client, error, SLUICE_E_NOMEM, "out of memory for the read buffer");
+    }
+    for (;;) {
+        ssize_t n = recv(client->fd, client->rbuf + client->rlen, client->rcap - client->rlen, 0);
+        if (n > 0) {
+            client->rlen += (size_t)n;
+            return 1;
+        }
+        if (n == 0) return fail(client, error, SLUICE_E_IO, "the daemon closed the connection");
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return fail(client, error, SLUICE_E_IO, "reading from the daemon failed: %s", strerror(errno));
+    }
+}
+
+/* Sends everything queued; while the socket is full it also reads, so neither side can stall. */
+static int flush_out(sluice_client *client, sluice_error *error) {
+    while (client->wpos < client->wlen) {
+        ssize_t n = send(client->fd, client->wbuf + client->wpos, client->wlen - client->wpos, MSG_NOSIGNAL);
+        if (n > 0) {
+            client->wpos += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return fail(client, error, SLUICE_E_IO, "writing to the daemon failed: %s", strerror(errno));
+        int events = wait_for(client->fd, POLLOUT | POLLIN, client->timeout_ms);
+        if (events == 0)
+            return fail(client, error, SLUICE_E_TIMEOUT, "the daemon took no data for %d ms", client->timeout_ms);
+        if (events < 0) return fail(client, error, SLUICE_E_IO, "poll failed: %s", strerror(errno));
+        if (events & POLLIN) {
+            int status = read_available(client, error);
+            if (status < 0) return status;
+        } else if (events & (POLLERR | POLLHUP | POLLNVAL)) {
+            return fail(client, error, SLUICE_E_IO, "the connection to the daemon broke");
+        }
+    }
+    client->wpos = client->wlen = 0;
+    return SLUICE_OK;
+}
+
+/* Waits for one whole frame; points payload and length at it inside the read buffer. */
+static int read_frame(sluice_client *client, const uint8_t **payload, size_t *length, sluice_error *error) {
+    for (;;) {
+        size_t have = client->rlen - client->rpos;
+        if (have >= 4) {
+            const uint8_t *p = client->rbuf + client->rpos;
+            uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+            if (n > MAX_RESPONSE_FRAME)
+                return fail(client, error, SLUICE_E_PROTOCOL, "the daemon sent a frame of %u bytes, more than %u",
+                            n, MAX_RESPONSE_FRAME);
+            if (have >= 4 + (size_t)n) {
+                *payload = p + 4;
+                *length = n;
+                client->rpos += 4 + (size_t)n;
+                return SLUICE_OK;
+            }
+            if (!reserve(&client->rbuf, &client->rcap, client->rpos + 4 + (size_t)n))
+                return fail(client, error, SLUICE_E_NOMEM, "out of memory for a %u-byte frame", n);
+        }
+        int status = read_available(client, error);
+        if (status < 0) return status;
+        if (status == 0) {
+            int events = wait_for(client->fd, POLLIN, client->timeout_ms);
+            if (events == 0)
+                return fail(client, error, SLUICE_E_TIMEOUT, "no answer from the daemon within %d ms", client->timeout_ms);
+            if (events < 0) return fail(client, error, SLUICE_E_IO, "poll failed: %s", strerror(errno));
+        }
+    }
+}
+
+/* MARK: encoding */
+
+static char *text(const char *s) { return s ? (char *)s : (char *)protobuf_c_empty_string; }
+
+static bool reserve_scratch(sluice_client *client, size_t count) {
+    if (count <= client->scratch_cap) return true;
+    Sluice__V1__Check *checks = realloc(client->checks, count * sizeof *checks);
+    if (checks) client->checks = checks;
+    Sluice__V1__Check **pointers = realloc(client->check_ptrs, count * sizeof *pointers);
+    if (pointers) client->check_ptrs = pointers;
+    Sluice__V1__Limit *limits = realloc(client->limits, count * sizeof *limits);
+    if (limits) client->limits = limits;
+    if (!checks || !pointers || !limits) return false;
+    client->scratch_cap = count;
+    return true;
+}
+
+static void fill_limit_source(const sluice_check *in, Sluice__V1__Limit *limit, int *source_case, char **rule,
+                              Sluice__V1__Limit **limit_field, int rule_case, int limit_case) {
+    if (in->rule && in->rule[0]) {
+        *source_case = rule_case;
+        *rule = (char *)in->rule;
+    } else {
+        sluice__v1__limit__init(limit);
+        limit->limit = in->limit;
+        limit->period_ms = in->period_ms;
+        limit->burst = in->burst;
+        limit->algorithm = (Sluice__V1__Algorithm)in->algorithm;
+        *source_case = limit_case;
+        *limit_field = limit;
+    }
+}
+
+static void fill_check(const sluice_check *in, Sluice__V1__Check *out, Sluice__V1__Limit *limit) {
+    sluice__v1__check__init(out);
+    out->tenant = text(in->tenant);
+    out->key = text(in->key);
+    out->subject = text(in->subject);
+    out->now_ms = in->now_ms;
+    if (in->peek) {
+        out->hits_presence_case = SLUICE__V1__CHECK__HITS_PRESENCE_HITS;
+        out->hits = 0;
+    } else if (in->hits > 1) {
+        out->hits_presence_case = SLUICE__V1__CHECK__HITS_PRESENCE_HITS;
+        out->hits = in->hits;
+    } /* otherwise hits stays unset, which means one hit */
+    int source = 0;
+    fill_limit_source(in, limit, &source, &out->rule, &out->limit, SLUICE__V1__CHECK__LIMIT_SOURCE_RULE,
+                      SLUICE__V1__CHECK__LIMIT_SOURCE_LIMIT);
+    out->limit_source_case = (Sluice__V1__Check__LimitSourceCase)source;
+}
+
+/* Frames `request` onto the write buffer and records it as pending. */
+static int queue_request(sluice_client *client, Sluice__V1__Request *request, uint32_t kind, uint32_t count,
+                         sluice_error *error) {
+    size_t size = sluice__v1__request__get_packed_size(request);
+    if (size > UINT32_MAX)
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "the request encodes to %zu bytes, too large for a frame", size);
+    if (client->wpos == client->wlen) client->wpos = client->wlen = 0;
+    if (!reserve(&client->wbuf, &client->wcap, client->wlen + 4 + size))
+        return set_error(error, SLUICE_E_NOMEM, -1, "out of memory for a %zu-byte request", size);
+    uint8_t *p = client->wbuf + client->wlen;
+    p[0] = (uint8_t)(size >> 24);
+    p[1] = (uint8_t)(size >> 16);
+    p[2] = (uint8_t)(size >> 8);
+    p[3] = (uint8_t)size;
+    sluice__v1__request__pack(request, p + 4);
+    if (!push_pending(client, (pending_request){.id = request->id, .kind = kind, .count = count}))
+        return set_error(error, SLUICE_E_NOMEM, -1, "out of memory for the pending list");
+    client->wlen += 4 + size;
+    return SLUICE_OK;
+}
+
+static int queue_checks(sluice_client *client, const sluice_check *checks, size_t count, uint64_t *request_id,
+                        sluice_error *error) {
+    if (!checks || count == 0 || count > SLUICE_MAX_BATCH)
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "a batch holds 1 to %d checks, got %zu", SLUICE_MAX_BATCH,
+                         checks ? count : 0);
+    if (!reserve_scratch(client, count)) return set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        fill_check(&checks[i], &client->checks[i], &client->limits[i]);
+        client->check_ptrs[i] = &client->checks[i];
+    }
+    Sluice__V1__CheckRequest body = SLUICE__V1__CHECK_REQUEST__INIT;
+    body.n_checks = count;
+    body.checks = client->check_ptrs;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_CHECK;
+    request.check = &body;
+    int status = queue_request(client, &request, KIND_CHECK, (uint32_t)count, error);
+    if (status == SLUICE_OK && request_id) *request_id = request.id;
+    return status;
+}
+
+/* MARK: answers */
+
+static void copy_verdict(const Sluice__V1__Verdict *in, sluice_verdict *out) {
+    out->allowed = in->allowed;
+    out->limit = in->limit;
+    out->remaining = in->remaining;
+    out->reset_after_ms = in->reset_after_ms;
+    out->retry_after_ms = in->retry_after_ms;
+    out->lease_id = in->lease_id;
+    out->limit_index = in->limit_index;
+    out->algorithm = (sluice_algorithm)in->algorithm;
+    out->reason = (sluice_reason)in->reason;
+    snprintf(out->rule, sizeof out->rule, "%s", in->rule ? in->rule : "");
+}
+
+/*
+ * Reads the answer to the oldest pending request. On SLUICE_OK *response holds it (free it with
+ * sluice__v1__response__free_unpacked) and *request its bookkeeping; a daemon error is returned as
+ * its code with the response already freed.
+ */
+static int next_response(sluice_client *client, Sluice__V1__Response **response, pending_request *request,
+                         sluice_error *error) {
+    if (client->pcount == 0)
+        return set_error(error, SLUICE_E_STATE, -1, "no request is waiting for an answer");
+    int status = flush_out(client, error);
+    if (status != SLUICE_OK) return status;
+    const uint8_t *payload = NULL;
+    size_t length = 0;
+    status = read_frame(client, &payload, &length, error);
+    if (status != SLUICE_OK) return status;
+    Sluice__V1__Response *answer = sluice__v1__response__unpack(NULL, length, payload);
+    if (!answer) return fail(client, error, SLUICE_E_PROTOCOL, "the daemon's answer is not a valid sluice.v1.Response");
+    *request = client->pending[client->phead];
+    client->phead = (client->phead + 1) % client->pcap;
+    client->pcount--;
+    if (answer->id != request->id) {
+        /* An error with id 0 is the daemon refusing the connection (overloaded, shutting down). */
+        if (answer->id == 0 && answer->body_case == SLUICE__V1__RESPONSE__BODY_ERROR && answer->error) {
+            int code = answer->error->code > 0 ? (int)answer->error->code : SLUICE_E_PROTOCOL;
+            fail(client, error, code, "the daemon refused the connection: %s",
+                 answer->error->message ? answer->error->message : "");
+            sluice__v1__response__free_unpacked(answer, NULL);
+            return code;
+        }
+        unsigned long long got = (unsigned long long)answer->id, want = (unsigned long long)request->id;
+        sluice__v1__response__free_unpacked(answer, NULL);
+        return fail(client, error, SLUICE_E_PROTOCOL, "the answer for request %llu arrived where %llu was expected", got,
+                    want);
+    }
+    if (answer->body_case == SLUICE__V1__RESPONSE__BODY_ERROR && answer->error) {
+        int code = answer->error->code > 0 ? (int)answer->error->code : SLUICE_INTERNAL;
+        /* check_index is -1 unless the error is about one check of a batch. */
+        set_error(error, code, answer->error->check_index, "%s",
+                  answer->error->message ? answer->error->message : "the daemon reported an error");
+        sluice__v1__response__free_unpacked(answer, NULL);
+        return code;
+    }
+    *response = answer;
+    return SLUICE_OK;
+}
+
+static int collect_checks(sluice_client *client, uint64_t *request_id, sluice_verdict *verdicts, size_t capacity,
+                          size_t *count, sluice_error *error) {
+    if (client->pcount == 0)
+        return set_error(error, SLUICE_E_STATE, -1, "no request is waiting for an answer");
+    pending_request head = client->pending[client->phead];
+    if (head.kind == KIND_CHECK && (!verdicts || capacity < head.count))
+        return set_error(error, SLUICE_E_STATE, -1, "the next answer holds %u verdicts; room was given for %zu",
+                         head.count, verdicts ? capacity : 0);
+    Sluice__V1__Response *response = NULL;
+    pending_request request;
+    if (request_id) *request_id = head.id;
+    if (count) *count = 0;
+    int status = next_response(client, &response, &request, error);
+    if (status != SLUICE_OK) return status;
+    int result = SLUICE_OK;
+    if (request.kind != KIND_CHECK || response->body_case != SLUICE__V1__RESPONSE__BODY_CHECK || !response->check ||
+        response->check->n_verdicts != request.count) {
+        sluice__v1__response__free_unpacked(response, NULL);
+        return fail(client, error, SLUICE_E_PROTOCOL, "the daemon's answer to request %llu is not the %u verdicts asked for",
+                    (unsigned long long)request.id, request.count);
+    }
+    for (size_t i = 0; i < response->check->n_verdicts; i++) copy_verdict(response->check->verdicts[i], &verdicts[i]);
+    if (count) *count = response->check->n_verdicts;
+    sluice__v1__response__free_unpacked(response, NULL);
+    return result;
+}
+
+/* MARK: the calls */
+
+static int begin_call(sluice_client *client, sluice_error *error, bool synchronous) {
+    clear_error(error);
+    if (!client) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client given");
+    if (synchronous && client->pcount > 0)
+        return set_error(error, SLUICE_E_STATE, -1, "%zu pipelined answers are still to be collected", client->pcount);
+    return ensure_connected(client, error);
+}
+
+int sluice_ping(sluice_client *client, sluice_error *error) {
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    Sluice__V1__PingRequest ping = SLUICE__V1__PING_REQUEST__INIT;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_PING;
+    request.ping = &ping;
+    if ((status = queue_request(client, &request, KIND_PING, 0, error)) != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    if ((status = next_response(client, &response, &pending, error)) != SLUICE_OK) return status;
+    bool ok = response->body_case == SLUICE__V1__RESPONSE__BODY_PING;
+    sluice__v1__response__free_unpacked(response, NULL);
+    return ok ? SLUICE_OK : fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered a ping with something else");
+}
+
+int sluice_check_batch(sluice_client *client, const sluice_check *checks, size_t count, sluice_verdict *verdicts,
+                       sluice_error *error) {
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    if (!verdicts) return set_error(error, SLUICE_E_ARGUMENT, -1, "no room given for the verdicts");
+    if ((status = queue_checks(client, checks, count, NULL, error)) != SLUICE_OK) return status;
+    return collect_checks(client, NULL, verdicts, count, NULL, error);
+}
+
+int sluice_check_one(sluice_client *client, const sluice_check *check, sluice_verdict *verdict, sluice_error *error) {
+    return sluice_check_batch(client, check, 1, verdict, error);
+}
+
+int sluice_release(sluice_client *client, const sluice_check *check, uint64_t lease_id, bool *released,
+                   sluice_error *error) {
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    if (!check) return set_error(error, SLUICE_E_ARGUMENT, -1, "no check given to name the lease's key and limit");
+    Sluice__V1__ReleaseRequest body = SLUICE__V1__RELEASE_REQUEST__INIT;
+    Sluice__V1__Limit limit;
+    body.tenant = text(check->tenant);
+    body.key = text(check->key);
+    body.lease_id = lease_id;
+    body.now_ms = check->now_ms;
+    int source = 0;
+    fill_limit_source(check, &limit, &source, &body.rule, &body.limit, SLUICE__V1__RELEASE_REQUEST__LIMIT_SOURCE_RULE,
+                      SLUICE__V1__RELEASE_REQUEST__LIMIT_SOURCE_LIMIT);
+    body.limit_source_case = (Sluice__V1__ReleaseRequest__LimitSourceCase)source;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_RELEASE;
+    request.release = &body;
+    if ((status = queue_request(client, &request, KIND_RELEASE, 0, error)) != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    if ((status = next_response(client, &response, &pending, error)) != SLUICE_OK) return status;
+    bool ok = response->body_case == SLUICE__V1__RESPONSE__BODY_RELEASE && response->release;
+    if (ok && released) *released = response->release->released;
+    sluice__v1__response__free_unpacked(response, NULL);
+    return ok ? SLUICE_OK : fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered a release with something else");
+}
+
+int sluice_submit(sluice_client *client, const sluice_check *checks, size_t count, uint64_t *request_id,
+                  sluice_error *error) {
+    int status = begin_call(client, error, false);
+    if (status != SLUICE_OK) return status;
+    if ((status = queue_checks(client, checks, count, request_id, error)) != SLUICE_OK) return status;
+    if (client->wlen - client->wpos >= SUBMIT_FLUSH_BYTES) return flush_out(client, error);
+    return SLUICE_OK;
+}
+
+int sluice_flush(sluice_client *client, sluice_error *error) {
+    clear_error(error);
+    if (!client) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client given");
+    if (client->fd < 0) return client->wlen > client->wpos ? set_error(error, SLUICE_E_IO, -1, "not connected") : SLUICE_OK;
+    return flush_out(client, error);
+}
+
+int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *verdicts, size_t capacity,
+                   size_t *count, sluice_error *error) {
+    clear_error(error);
+    if (!client) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client given");
+    if (client->fd < 0 || client->pcount == 0)
+        return set_error(error, SLUICE_E_STATE, -1, "no request is waiting for an answer");
+    return collect_checks(client, request_id, verdicts, capacity, count, error);
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs libsluice's tests against a real sluiced: starts one on a temp Unix socket and an
+# ephemeral loopback port with --clock request, runs build/test_sluice (under valgrind when
+# it is installed: no leaks and no errors allowed), runs the example, and stops the daemon.
+#   SLUICED=path/to/sluiced tests/run.sh      (default: the repository's .build/debug/sluiced)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(cd ../.. && pwd)
+sluiced=${SLUICED:-$root/.build/debug/sluiced}
+[ -x "$sluiced" ] || { echo "run.sh: no sluiced at $sluiced (swift build --product sluiced, or set SLUICED)" >&2; exit 1; }
+
+dir=$(mktemp -d)
+daemon=
+cleanup() {
+  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+"$sluiced" --clock request --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 >"$dir/log" 2>&1 &
+daemon=$!
+for _ in $(seq 1 100); do
+  grep -q "sluiced ready" "$dir/log" && break
+  kill -0 "$daemon" 2>/dev/null || { cat "$dir/log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q "sluiced ready" "$dir/log" || { echo "run.sh: sluiced did not start in 10 s" >&2; cat "$dir/log" >&2; exit 1; }
+port=$(sed -n 's/.*listen.tcp=.*:\([0-9]*\) .*/\1/p' "$dir/log" | head -1)
+[ -n "$port" ] || { echo "run.sh: no TCP port in the daemon's log" >&2; cat "$dir/log" >&2; exit 1; }
+
+if command -v valgrind >/dev/null; then
+  valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port"
+else
+  echo "run.sh: valgrind not installed; running without it" >&2
+  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port"
+fi
+
+# The example: allowed (exit 0) under the default rule, and exit 2 for an unreachable daemon.
+build/check-example "unix:$dir/sluice.sock" "example:key" default >/dev/null
+set +e
+build/check-example "unix:$dir/absent.sock" "example:key" 2>/dev/null; status=$?
+set -e
+[ "$status" = 2 ] || { echo "run.sh: the example exited $status for an absent daemon, not 2" >&2; exit 1; }
+# make install, then build the example against the installed library through pkg-config.
+make --no-print-directory install PREFIX="$dir/prefix" >/dev/null
+export PKG_CONFIG_PATH="$dir/prefix/lib/pkgconfig"
+cc -o "$dir/installed-example" examples/check.c $(pkg-config --cflags --libs sluice)
+LD_LIBRARY_PATH="$dir/prefix/lib" "$dir/installed-example" "unix:$dir/sluice.sock" "example:installed" >/dev/null
+echo "libsluice tests passed"
