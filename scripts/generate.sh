@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates every checked-in file derived from proto/: Swift (swift-protobuf) and, when the C
-# client exists, C (protobuf-c). `scripts/generate.sh --check` regenerates into a temp folder and
+# Regenerates every checked-in file derived from proto/: Swift (swift-protobuf), C for libsluice
+# (protobuf-c) and Python for clients/python (protoc's own). `scripts/generate.sh --check` regenerates into a temp folder and
 # fails if the checked-in code is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,14 @@ sync_dir() { # from to pattern
   fi
 }
 
+# Python: protoc --python_out, flattened into the package (the module imports nothing else).
+mkdir -p "$out/python"
+(cd proto && protoc --python_out="$out/python" $protos)
+mkdir -p "$out/python-flat"
+find "$out/python" -name '*_pb2.py' -exec cp {} "$out/python-flat/" \;
+
 sync_dir "$out/swift" "$root/Sources/SluiceProto/Generated" '*.pb.swift'
+sync_dir "$out/python-flat" "$root/clients/python/sluice_client" '*_pb2.py'
 if [ $have_c = 1 ]; then
   sync_dir "$out/c" "$root/clients/c/generated" '*.pb-c.[ch]'
 fi

@@ -1,0 +1,247 @@
+"""A small Python client for the Sluice rate-limiting daemon.
+
+It is also the reference for writing a client in another language: a frame is a 4-byte
+big-endian length and one protobuf message (``sluice.v1.Request`` out, ``sluice.v1.Response``
+back); every request carries an id that its answer echoes; answers come back in request order,
+so a client may send many requests before reading (pipelining). See docs/PROTOCOL.md.
+
+    from sluice_client import Client
+    with Client("unix:/tmp/sluice.sock") as sluice:
+        verdict = sluice.check("login:203.0.113.7", rule="default")
+        if not verdict.allowed:
+            print("retry in", verdict.retry_after_ms, "ms")
+
+A client is one connection and is not safe to share between threads. When the connection
+breaks, the call raises ``SluiceConnectionError`` and the next call connects again; answers
+that were in flight are lost (the daemon may or may not have counted those requests).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import socket
+import struct
+
+from . import sluice_pb2 as pb
+
+__all__ = ["Client", "Check", "Verdict", "SluiceError", "SluiceConnectionError", "ALGORITHMS"]
+
+ALGORITHMS = {"gcra": 1, "token_bucket": 2, "sliding_window": 3, "fixed_window": 4, "concurrency": 5}
+MAX_BATCH = 1000
+MAX_FRAME = 16 << 20
+
+
+class SluiceError(Exception):
+    """The daemon answered a request with an error: ``code`` is its stable name, such as
+    ``"unknown_rule"``; ``check_index`` names the failing check of a batch, or is -1."""
+
+    def __init__(self, code: str, message: str, check_index: int = -1):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.check_index = code, message, check_index
+
+
+class SluiceConnectionError(SluiceError):
+    """The connection failed, broke, timed out or carried something unreadable; it was closed."""
+
+    def __init__(self, message: str):
+        super().__init__("connection", message)
+
+
+@dataclasses.dataclass
+class Check:
+    """One check: ``key`` and either ``rule`` or an inline ``limit`` per ``period_ms``.
+    ``hits=None`` means one hit; ``hits=0`` peeks without consuming."""
+    key: str
+    rule: str | None = None
+    limit: int = 0
+    period_ms: int = 0
+    burst: int = 0
+    algorithm: str | None = None
+    tenant: str = ""
+    subject: str = ""
+    hits: int | None = None
+    now_ms: int = 0  # read only by a daemon started with --clock request
+
+    def to_proto(self) -> pb.Check:
+        message = pb.Check(tenant=self.tenant, key=self.key, subject=self.subject, now_ms=self.now_ms)
+        if self.hits is not None:
+            message.hits = self.hits  # sets the hits_presence oneof, so 0 is sent as a peek
+        if self.rule:
+            message.rule = self.rule
+        else:
+            message.limit.CopyFrom(_limit(self))
+        return message
+
+
+@dataclasses.dataclass
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_ms: int
+    retry_after_ms: int
+    rule: str
+    algorithm: str
+    reason: str
+    lease_id: int
+    limit_index: int
+
+    @staticmethod
+    def from_proto(v: pb.Verdict) -> "Verdict":
+        return Verdict(v.allowed, v.limit, v.remaining, v.reset_after_ms, v.retry_after_ms, v.rule,
+                       pb.Algorithm.Name(v.algorithm).removeprefix("ALGORITHM_").lower(),
+                       pb.Reason.Name(v.reason).removeprefix("REASON_").lower(), v.lease_id, v.limit_index)
+
+
+def _limit(c: Check) -> pb.Limit:
+    algorithm = ALGORITHMS[c.algorithm] if c.algorithm else 0
+    return pb.Limit(limit=c.limit, period_ms=c.period_ms, burst=c.burst, algorithm=algorithm)
+
+
+class Client:
+    """One connection to a daemon at ``endpoint``: ``unix:PATH``, a path, ``HOST:PORT`` or
+    ``[IPv6]:PORT``. ``timeout`` (seconds) bounds the connect and each wait for an answer."""
+
+    def __init__(self, endpoint: str = "unix:/tmp/sluice.sock", timeout: float = 5.0):
+        self.endpoint, self.timeout = endpoint, timeout
+        self._socket: socket.socket | None = None
+        self._buffer = bytearray()
+        self._pending: collections.deque[int] = collections.deque()
+        self._next_id = 1
+        self._connect()
+
+    # -- connection ------------------------------------------------------------------------
+    def _connect(self) -> None:
+        target = self.endpoint
+        try:
+            if target.startswith("unix:") or "/" in target:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(self.timeout)
+                try:
+                    s.connect(target.removeprefix("unix:"))
+                except OSError:
+                    s.close()
+                    raise
+            else:
+                host, _, port = target.rpartition(":")
+                if not host or not port.isdigit():
+                    raise SluiceError("argument", f"endpoint {target!r} is neither unix:PATH nor HOST:PORT")
+                s = socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as error:
+            raise SluiceConnectionError(f"cannot connect to {target}: {error}") from None
+        self._socket, self._buffer, self._pending = s, bytearray(), collections.deque()
+
+    def close(self) -> None:
+        """Closes the connection; answers still pending are dropped."""
+        if self._socket:
+            self._socket.close()
+        self._socket, self._buffer, self._pending = None, bytearray(), collections.deque()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _broken(self, message: str) -> SluiceConnectionError:
+        self.close()
+        return SluiceConnectionError(message)
+
+    # -- frames ----------------------------------------------------------------------------
+    def _send(self, request: pb.Request) -> None:
+        body = request.SerializeToString()
+        if self._socket is None:
+            self._connect()
+        try:
+            self._socket.sendall(struct.pack(">I", len(body)) + body)
+        except OSError as error:
+            raise self._broken(f"writing to the daemon failed: {error}") from None
+        self._pending.append(request.id)
+
+    def _receive(self) -> pb.Response:
+        if not self._pending:
+            raise SluiceError("state", "no request is waiting for an answer")
+        while True:
+            if len(self._buffer) >= 4:
+                (length,) = struct.unpack_from(">I", self._buffer)
+                if length > MAX_FRAME:
+                    raise self._broken(f"the daemon sent a frame of {length} bytes")
+                if len(self._buffer) >= 4 + length:
+                    frame = bytes(self._buffer[4:4 + length])
+                    del self._buffer[:4 + length]
+                    break
+            try:
+                chunk = self._socket.recv(65536)
+            except OSError as error:  # socket.timeout included
+                raise self._broken(f"no answer from the daemon: {error}") from None
+            if not chunk:
+                raise self._broken("the daemon closed the connection")
+            self._buffer += chunk
+        response = pb.Response()
+        try:
+            response.ParseFromString(frame)
+        except Exception:  # the protobuf runtime raises DecodeError
+            raise self._broken("the daemon's answer is not a sluice.v1.Response") from None
+        expected = self._pending.popleft()
+        if response.id != expected:
+            raise self._broken(f"the answer for request {response.id} arrived where {expected} was expected")
+        if response.WhichOneof("body") == "error":
+            e = response.error
+            raise SluiceError(pb.Error.Code.Name(e.code).removeprefix("CODE_").lower(), e.message, e.check_index)
+        return response
+
+    def _request(self, **body) -> pb.Request:
+        request = pb.Request(id=self._next_id, **body)
+        self._next_id += 1
+        return request
+
+    # -- calls -----------------------------------------------------------------------------
+    def _require_idle(self) -> None:
+        if self._pending:
+            raise SluiceError("state", f"{len(self._pending)} pipelined answers are still to be collected")
+
+    def ping(self) -> None:
+        self._require_idle()
+        self._send(self._request(ping=pb.PingRequest()))
+        self._receive()
+
+    def check(self, key: str, **fields) -> Verdict:
+        """One check; ``fields`` are those of :class:`Check`."""
+        return self.check_batch([Check(key, **fields)])[0]
+
+    def check_batch(self, checks: list[Check]) -> list[Verdict]:
+        """Up to 1,000 checks in one round trip; a daemon error fails the whole batch."""
+        self._require_idle()
+        self.submit(checks)
+        return self.collect()[1]
+
+    def submit(self, checks: list[Check]) -> int:
+        """Pipelining: sends a batch without waiting; returns its request id."""
+        if not 1 <= len(checks) <= MAX_BATCH:
+            raise SluiceError("argument", f"a batch holds 1 to {MAX_BATCH} checks, got {len(checks)}")
+        request = self._request(check=pb.CheckRequest(checks=[c.to_proto() for c in checks]))
+        self._send(request)
+        return request.id
+
+    def collect(self) -> tuple[int, list[Verdict]]:
+        """The answer to the oldest submitted batch: (request id, verdicts)."""
+        response = self._receive()
+        return response.id, [Verdict.from_proto(v) for v in response.check.verdicts]
+
+    def release(self, check: Check, lease_id: int) -> bool:
+        """Returns a concurrency lease early; ``check`` names its tenant, key and limit."""
+        self._require_idle()
+        body = pb.ReleaseRequest(tenant=check.tenant, key=check.key, lease_id=lease_id, now_ms=check.now_ms)
+        if check.rule:
+            body.rule = check.rule
+        else:
+            body.limit.CopyFrom(_limit(check))
+        self._send(self._request(release=body))
+        return self._receive().release.released
+
+    def stats(self) -> dict:
+        self._require_idle()
+        self._send(self._request(stats=pb.StatsRequest()))
+        s = self._receive().stats
+        return {field.name: value for field, value in s.ListFields()}

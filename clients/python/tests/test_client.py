@@ -1,0 +1,165 @@
+"""Tests of sluice_client against a real sluiced (SLUICED=path, default .build/debug/sluiced),
+started here with --clock request so that time comes from each check's now_ms.
+
+    python3 -m unittest discover -s clients/python/tests -v
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from sluice_client import Check, Client, SluiceConnectionError, SluiceError  # noqa: E402
+
+T0 = 1767225600000  # 2026-01-01 in ms
+
+
+class DaemonTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
+        cls.dir = tempfile.TemporaryDirectory()
+        cls.socket_path = os.path.join(cls.dir.name, "sluice.sock")
+        cls.log = open(os.path.join(cls.dir.name, "log"), "w+")
+        cls.daemon = subprocess.Popen([sluiced, "--clock", "request", "--unix", cls.socket_path, "--tcp", "127.0.0.1:0"],
+                                      stdout=cls.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        text = ""
+        while time.monotonic() < deadline and "sluiced ready" not in text:
+            time.sleep(0.05)
+            cls.log.seek(0)
+            text = cls.log.read()
+        if "sluiced ready" not in text:
+            cls.daemon.kill()
+            raise RuntimeError("sluiced did not start:\n" + text)
+        cls.port = int(re.search(r"listen\.tcp=\S*:(\d+)", text).group(1))
+        cls.endpoints = ["unix:" + cls.socket_path, f"127.0.0.1:{cls.port}"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.terminate()
+        cls.daemon.wait(timeout=15)
+        cls.log.close()
+        cls.dir.cleanup()
+
+    def each_endpoint(self):
+        for endpoint in self.endpoints:
+            with self.subTest(endpoint=endpoint), Client(endpoint) as client:
+                yield client
+
+    def key(self, name):
+        return f"{name}:{time.monotonic_ns()}"
+
+    def test_ping_and_stats(self):
+        for client in self.each_endpoint():
+            client.ping()
+            stats = client.stats()
+            self.assertEqual(stats["clock"], "request")
+            self.assertGreater(stats["shards"], 0)
+
+    def test_gcra_semantics(self):
+        for client in self.each_endpoint():
+            key = self.key("gcra")
+            verdicts = [client.check(key, limit=3, period_ms=1000, now_ms=T0) for _ in range(4)]
+            self.assertEqual([v.allowed for v in verdicts], [True, True, True, False])
+            self.assertEqual([v.remaining for v in verdicts[:3]], [2, 1, 0])
+            self.assertEqual(verdicts[3].retry_after_ms, 334)
+            self.assertEqual(verdicts[3].reason, "over_limit")
+            self.assertEqual(verdicts[0].algorithm, "gcra")
+            peek = client.check(key, limit=3, period_ms=1000, now_ms=T0 + 334, hits=0)
+            self.assertTrue(peek.allowed)
+            self.assertTrue(client.check(key, limit=3, period_ms=1000, now_ms=T0 + 334).allowed)
+            self.assertFalse(client.check(key, limit=3, period_ms=1000, now_ms=T0 + 334).allowed)
+
+    def test_rules_and_errors(self):
+        for client in self.each_endpoint():
+            verdict = client.check(self.key("rule"), rule="default", now_ms=T0)
+            self.assertTrue(verdict.allowed)
+            self.assertEqual(verdict.rule, "default")
+            with self.assertRaises(SluiceError) as caught:
+                client.check(self.key("rule"), rule="no-such-rule", now_ms=T0)
+            self.assertEqual(caught.exception.code, "unknown_rule")
+            self.assertEqual(caught.exception.check_index, 0)
+            self.assertIn("no-such-rule", caught.exception.message)
+            key = self.key("batch-error")
+            batch = [Check(key, limit=2, period_ms=1000, now_ms=T0) for _ in range(5)]
+            batch[3].period_ms = 0
+            with self.assertRaises(SluiceError) as caught:
+                client.check_batch(batch)
+            self.assertEqual((caught.exception.code, caught.exception.check_index), ("invalid_argument", 3))
+            self.assertTrue(client.check(key, limit=2, period_ms=1000, now_ms=T0, hits=2).allowed,
+                            "the failed batch consumed nothing")
+            client.ping()
+
+    def test_batch_and_pipeline(self):
+        for client in self.each_endpoint():
+            key = self.key("batch")
+            verdicts = client.check_batch([Check(key, limit=600, period_ms=60000, now_ms=T0)] * 1000)
+            self.assertEqual(sum(v.allowed for v in verdicts), 600)
+            self.assertTrue(all(v.allowed for v in verdicts[:600]))
+            key = self.key("pipe")
+            ids = [client.submit([Check(key, limit=500, period_ms=60000, now_ms=T0)]) for _ in range(2000)]
+            with self.assertRaises(SluiceError):
+                client.ping()  # answers are pending
+            answers = [client.collect() for _ in ids]
+            self.assertEqual([a[0] for a in answers], ids)
+            self.assertEqual(sum(a[1][0].allowed for a in answers), 500)
+
+    def test_leases(self):
+        for client in self.each_endpoint():
+            check = Check(self.key("lease"), limit=2, period_ms=30000, algorithm="concurrency", now_ms=T0)
+            leases = [client.check_batch([check])[0] for _ in range(3)]
+            self.assertEqual([v.allowed for v in leases], [True, True, False])
+            self.assertTrue(client.release(check, leases[0].lease_id))
+            self.assertFalse(client.release(check, leases[0].lease_id))
+            self.assertTrue(client.check_batch([check])[0].allowed)
+
+
+class BrokenConnectionTests(unittest.TestCase):
+    def test_unreachable(self):
+        with self.assertRaises(SluiceConnectionError):
+            Client("unix:/nonexistent/sluice.sock", timeout=0.5)
+        with self.assertRaises(SluiceError):
+            Client("no-port-here")
+
+    def test_hang_up_then_reconnect(self):
+        """A server that hangs up on the first connection and answers pings on the next."""
+        from sluice_client import sluice_pb2 as pb
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+
+        def serve():
+            first, _ = listener.accept()
+            first.recv(1024)
+            first.close()
+            second, _ = listener.accept()
+            data = b""
+            while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+                data += second.recv(1024)
+            request = pb.Request.FromString(data[4:])
+            body = pb.Response(id=request.id, ping=pb.PingResponse()).SerializeToString()
+            second.sendall(len(body).to_bytes(4, "big") + body)
+            second.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        client = Client(f"127.0.0.1:{listener.getsockname()[1]}", timeout=2)
+        with self.assertRaises(SluiceConnectionError):
+            client.ping()
+        client.ping()  # reconnects
+        client.close()
+        thread.join()
+        listener.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

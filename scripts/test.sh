@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: the Swift tests (swift test), then libsluice's C tests and the Python
+# client's tests, each against a real sluiced. Needs protobuf-c and valgrind for the C part and
+# python3 with venv for the Python part (.ci/run installs them); a part whose tools are missing
+# fails with a sentence saying what to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== swift test"
+swift build --build-tests
+swift test
+
+sluiced=$(swift build --show-bin-path)/sluiced
+[ -x "$sluiced" ] || swift build --product sluiced
+
+echo "== libsluice (C)"
+pkg-config --exists libprotobuf-c || { echo "test.sh: libprotobuf-c missing (apt-get install -y libprotobuf-c-dev)" >&2; exit 1; }
+make -C clients/c --no-print-directory -s
+SLUICED=$sluiced make -C clients/c --no-print-directory -s test
+
+echo "== sluice_client (Python)"
+venv=.build-python
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || { echo "test.sh: python3 -m venv failed (apt-get install -y python3-venv)" >&2; exit 1; }
+fi
+"$venv/bin/python" -c 'import google.protobuf' 2>/dev/null || "$venv/bin/pip" install -q "protobuf>=4.21,<8"
+SLUICED=$sluiced "$venv/bin/python" -W error::ResourceWarning -m unittest discover -s clients/python/tests
+echo "== all tests passed"
