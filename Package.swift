@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "sluiced", targets: ["sluiced"]),
         .executable(name: "sluicectl", targets: ["sluicectl"]),
+        .executable(name: "sluice-bench", targets: ["sluice-bench"]),
         .library(name: "SluiceCore", targets: ["SluiceCore"]),
         .library(name: "SluiceClient", targets: ["SluiceClient"]),
     ],
@@ -17,9 +18,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
-        // A prefetch hint, which Swift cannot express.
+        // A prefetch hint, which Swift cannot express, and epoll wrappers for the load harness.
         .target(name: "CSluiceSupport"),
         // Algorithms, the sharded table, stable hashing. No I/O, no clock reads.
         .target(
@@ -78,6 +80,23 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // The load harness's engine: workloads, pre-encoded requests, answer scanners, epoll loops.
+        .target(
+            name: "SluiceLoad",
+            dependencies: [
+                "SluiceProto", "CSluiceSupport",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        // The load harness: closed and open loop, trace replay, Sluice, Redis and echo targets.
+        .executableTarget(
+            name: "sluice-bench",
+            dependencies: [
+                "SluiceLoad", "SluiceProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // In-process table benchmark: decisions per second and bytes per key.
         .executableTarget(
             name: "sluice-table-bench",
@@ -90,6 +109,7 @@ let package = Package(
             path: "Tests/SluiceTestKit"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),
+        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto"]),
         .testTarget(
             name: "SluiceWireTests",
             dependencies: [

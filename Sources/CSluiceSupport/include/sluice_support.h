@@ -7,4 +7,6 @@ static inline void sluice_prefetch(const void *address) {
     __builtin_prefetch(address, 1, 3);
 }
 
+#include "sluice_epoll.h"
+
 #endif

@@ -1,0 +1,341 @@
+import SluiceProto
+import SwiftProtobuf
+
+/// What the harness speaks to its target.
+public enum TargetProtocol: Sendable, Equatable {
+    /// Sluice frames: one `Request` with a `CheckRequest` of `batch` checks per frame.
+    case sluice
+    /// Redis RESP: `EVALSHA sha 1 key burst count period quantity` per request (a GCRA Lua script).
+    case redis(sha: String)
+    /// Sluice frames sent to a length-prefixed echo server: the floor any framed protocol pays.
+    case echo
+}
+
+/// Appends protobuf varints and frames into a growable byte array.
+
+struct Varint {
+
+    static func append(_ value: UInt64, to bytes: inout [UInt8]) {
+        var v = value
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+
+    static func size(_ value: UInt64) -> Int {
+        var v = value, n = 1
+        while v >= 0x80 { v >>= 7; n += 1 }
+        return n
+    }
+}
+
+/// Builds request frames from checks encoded once, so that the harness spends its time on I/O,
+/// not on encoding. A pre-encoded entry is the `CheckRequest.checks` field: tag, length, `Check`.
+public struct RequestEncoder: Sendable {
+    public let targetProtocol: TargetProtocol
+
+    public init(targetProtocol: TargetProtocol) {
+        self.targetProtocol = targetProtocol
+    }
+
+    /// The bytes one check contributes to a request: for Sluice the `checks` field of a
+    /// `CheckRequest`; for Redis the whole EVALSHA command.
+    public func encodeEntry(_ check: Sluice_V1_Check, redisArguments: RedisGCRAArguments) throws -> [UInt8] {
+        switch targetProtocol {
+        case .sluice, .echo:
+            let body: [UInt8] = try check.serializedBytes()
+            var entry: [UInt8] = [0x0A]
+            Varint.append(UInt64(body.count), to: &entry)
+            entry.append(contentsOf: body)
+            return entry
+        case .redis(let sha):
+            return redisArguments.command(sha: sha, key: check.key, quantity: check.hitsPresence == nil ? 1 : check.hits)
+        }
+    }
+
+    /// Appends one request holding `entries` (Sluice: one frame with every check; Redis: one
+    /// command per entry, so `entries` must hold one).
+
+    public func appendRequest(id: UInt64, entries: UnsafeBufferPointer<UnsafeBufferPointer<UInt8>>, to out: inout [UInt8]) {
+        switch targetProtocol {
+        case .redis:
+            for entry in entries { out.append(contentsOf: entry) }
+        case .sluice, .echo:
+            var checksLength = 0
+            for entry in entries { checksLength += entry.count }
+            let body = 1 + Varint.size(id) + 1 + Varint.size(UInt64(checksLength)) + checksLength
+            out.append(UInt8(truncatingIfNeeded: body >> 24))
+            out.append(UInt8(truncatingIfNeeded: body >> 16))
+            out.append(UInt8(truncatingIfNeeded: body >> 8))
+            out.append(UInt8(truncatingIfNeeded: body))
+            out.append(0x08)
+            Varint.append(id, to: &out)
+            out.append(0x12)
+            Varint.append(UInt64(checksLength), to: &out)
+            for entry in entries { out.append(contentsOf: entry) }
+        }
+    }
+}
+
+/// The arguments of the GCRA Lua script (`scripts/gcra.lua`, redis-cell's semantics):
+/// `KEYS[1]`, then burst, count per period, period in milliseconds, quantity.
+public struct RedisGCRAArguments: Sendable {
+    public var burst: UInt64
+    public var count: UInt64
+    public var periodMs: UInt64
+
+    public init(burst: UInt64, count: UInt64, periodMs: UInt64) {
+        self.burst = burst
+        self.count = count
+        self.periodMs = periodMs
+    }
+
+    /// `EVALSHA sha 1 key burst count period quantity` as a RESP array of bulk strings.
+    public func command(sha: String, key: String, quantity: UInt64) -> [UInt8] {
+        let parts = ["EVALSHA", sha, "1", key, String(burst), String(count), String(periodMs), String(quantity)]
+        var out = Array("*\(parts.count)\r\n".utf8)
+        for part in parts {
+            let bytes = Array(part.utf8)
+            out.append(contentsOf: Array("$\(bytes.count)\r\n".utf8))
+            out.append(contentsOf: bytes)
+            out.append(contentsOf: [13, 10])
+        }
+        return out
+    }
+}
+
+/// One answer read off the wire.
+public struct Answer: Sendable, Equatable {
+    /// The request id (Sluice; 0 for Redis and echo, which answer in order without ids).
+    public var id: UInt64
+    public var allowed: Int
+    public var denied: Int
+    /// True for a Sluice `Error` or a Redis error reply.
+    public var isError: Bool
+
+    public init(id: UInt64, allowed: Int, denied: Int, isError: Bool) {
+        self.id = id
+        self.allowed = allowed
+        self.denied = denied
+        self.isError = isError
+    }
+}
+
+/// Why a stream of answers cannot be read any further.
+public struct AnswerStreamError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// Reads answers from the bytes received so far, without copying and without a protobuf
+/// decode: the harness must cost far less per request than the daemon it measures. The tests
+/// check it against swift-protobuf on the same bytes.
+public enum AnswerScanner {
+    /// The largest answer frame accepted.
+    public static let maximumFrame = 16 << 20
+
+    /// Scans one answer at the start of `bytes`. Returns nil when more bytes are needed, else the
+    /// answer and how many bytes it took.
+    public static func next(_ bytes: UnsafeRawBufferPointer, protocol targetProtocol: TargetProtocol) throws(AnswerStreamError) -> (Answer, Int)? {
+        switch targetProtocol {
+        case .sluice: return try nextSluice(bytes, echo: false)
+        case .echo: return try nextSluice(bytes, echo: true)
+        case .redis: return try nextRESP(bytes)
+        }
+    }
+
+    static func nextSluice(_ bytes: UnsafeRawBufferPointer, echo: Bool) throws(AnswerStreamError) -> (Answer, Int)? {
+        guard bytes.count >= 4 else { return nil }
+        let length = Int(bytes[0]) << 24 | Int(bytes[1]) << 16 | Int(bytes[2]) << 8 | Int(bytes[3])
+        guard length <= maximumFrame else { throw AnswerStreamError(description: "an answer frame of \(length) bytes") }
+        guard bytes.count >= 4 + length else { return nil }
+        let frame = UnsafeRawBufferPointer(rebasing: bytes[4..<(4 + length)])
+        if echo {
+            // The echoed request: its id is field 1, and it counts as one answer.
+            var reader = ProtoReader(frame)
+            var id: UInt64 = 0
+            while let (field, wire) = try reader.tag() {
+                if field == 1, wire == 0 { id = try reader.varint() } else { try reader.skip(wire) }
+            }
+            return (Answer(id: id, allowed: 0, denied: 0, isError: false), 4 + length)
+        }
+        return (try scanResponse(frame), 4 + length)
+    }
+
+    /// A `Response`: id (1), check (2: `CheckResponse` whose field 1 holds verdicts, whose field
+    /// 1 is `allowed`), error (3).
+    static func scanResponse(_ frame: UnsafeRawBufferPointer) throws(AnswerStreamError) -> Answer {
+        var reader = ProtoReader(frame)
+        var answer = Answer(id: 0, allowed: 0, denied: 0, isError: false)
+        while let (field, wire) = try reader.tag() {
+            switch (field, wire) {
+            case (1, 0): answer.id = try reader.varint()
+            case (2, 2):
+                var checks = ProtoReader(try reader.lengthDelimited())
+                while let (field, wire) = try checks.tag() {
+                    guard field == 1, wire == 2 else { try checks.skip(wire); continue }
+                    var verdict = ProtoReader(try checks.lengthDelimited())
+                    var allowed = false
+                    while let (field, wire) = try verdict.tag() {
+                        if field == 1, wire == 0 { allowed = try verdict.varint() != 0 } else { try verdict.skip(wire) }
+                    }
+                    if allowed { answer.allowed += 1 } else { answer.denied += 1 }
+                }
+            case (3, 2):
+                answer.isError = true
+                try reader.skip(wire)
+            default: try reader.skip(wire)
+            }
+        }
+        return answer
+    }
+
+    /// A RESP reply to EVALSHA: an array whose first integer is 0 (allowed) or 1 (limited), or
+    /// an error line.
+    static func nextRESP(_ bytes: UnsafeRawBufferPointer) throws(AnswerStreamError) -> (Answer, Int)? {
+        var position = 0
+        guard let first = try RESP.skipValue(bytes, &position) else { return nil }
+        var answer = Answer(id: 0, allowed: 0, denied: 0, isError: false)
+        switch first {
+        case .error: answer.isError = true
+        case .array(let firstInteger):
+            if firstInteger == 0 { answer.allowed = 1 } else if firstInteger == 1 { answer.denied = 1 } else { answer.isError = true }
+        case .other: answer.isError = true
+        }
+        return (answer, position)
+    }
+}
+
+/// A bounds-checked protobuf reader over raw bytes.
+struct ProtoReader {
+    let bytes: UnsafeRawBufferPointer
+    var position = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    mutating func tag() throws(AnswerStreamError) -> (Int, Int)? {
+        guard position < bytes.count else { return nil }
+        let key = try varint()
+        guard key >> 3 != 0 else { throw AnswerStreamError(description: "field number 0 in an answer") }
+        return (Int(key >> 3), Int(key & 7))
+    }
+
+    mutating func varint() throws(AnswerStreamError) -> UInt64 {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while position < bytes.count, shift < 64 {
+            let byte = bytes[position]
+            position += 1
+            value |= UInt64(byte & 0x7F) << shift
+            if byte < 0x80 { return value }
+            shift += 7
+        }
+        throw AnswerStreamError(description: "a truncated or overlong varint in an answer")
+    }
+
+    mutating func lengthDelimited() throws(AnswerStreamError) -> UnsafeRawBufferPointer {
+        let length = try varint()
+        guard length <= UInt64(bytes.count - position) else {
+            throw AnswerStreamError(description: "a field longer than its message in an answer")
+        }
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[position..<(position + Int(length))])
+        position += Int(length)
+        return slice
+    }
+
+    mutating func skip(_ wire: Int) throws(AnswerStreamError) {
+        switch wire {
+        case 0: _ = try varint()
+        case 1: try advance(8)
+        case 2: _ = try lengthDelimited()
+        case 5: try advance(4)
+        default: throw AnswerStreamError(description: "wire type \(wire) in an answer")
+        }
+    }
+
+    mutating func advance(_ count: Int) throws(AnswerStreamError) {
+        guard bytes.count - position >= count else { throw AnswerStreamError(description: "a truncated answer") }
+        position += count
+    }
+}
+
+/// Just enough RESP2 to read script replies.
+enum RESP {
+    enum Value: Equatable {
+        case error
+        /// An array; its first element if that is an integer (else -1).
+        case array(firstInteger: Int64)
+        case other
+    }
+
+    /// Skips one complete value at `position`; nil (position unchanged) if it is not all here.
+    static func skipValue(_ bytes: UnsafeRawBufferPointer, _ position: inout Int) throws(AnswerStreamError) -> Value? {
+        var p = position
+        guard let (kind, line) = try readLine(bytes, &p) else { return nil }
+        let value: Value
+        switch kind {
+        case UInt8(ascii: "+"): value = .other
+        case UInt8(ascii: "-"): value = .error
+        case UInt8(ascii: ":"): value = .other
+        case UInt8(ascii: "$"):
+            let length = try integer(line)
+            if length >= 0 {
+                guard length <= AnswerScanner.maximumFrame else { throw AnswerStreamError(description: "a RESP string of \(length) bytes") }
+                guard bytes.count - p >= Int(length) + 2 else { return nil }
+                p += Int(length) + 2
+            }
+            value = .other
+        case UInt8(ascii: "*"):
+            let count = try integer(line)
+            guard count <= 1_000_000 else { throw AnswerStreamError(description: "a RESP array of \(count) elements") }
+            var first: Int64 = -1
+            for index in 0..<max(0, count) {
+                if index == 0, p < bytes.count, bytes[p] == UInt8(ascii: ":") {
+                    var q = p
+                    guard let (_, digits) = try readLine(bytes, &q) else { return nil }
+                    first = try integer(digits)
+                    p = q
+                    continue
+                }
+                guard try skipValue(bytes, &p) != nil else { return nil }
+            }
+            value = .array(firstInteger: first)
+        default:
+            throw AnswerStreamError(description: "a RESP reply starting with byte \(kind)")
+        }
+        position = p
+        return value
+    }
+
+    /// Reads `<kind><text>\r\n`; returns the kind and the text.
+    static func readLine(_ bytes: UnsafeRawBufferPointer, _ position: inout Int) throws(AnswerStreamError) -> (UInt8, UnsafeRawBufferPointer)? {
+        guard position < bytes.count else { return nil }
+        var end = position + 1
+        while end + 1 < bytes.count {
+            if bytes[end] == 13, bytes[end + 1] == 10 {
+                let line = UnsafeRawBufferPointer(rebasing: bytes[(position + 1)..<end])
+                let kind = bytes[position]
+                position = end + 2
+                return (kind, line)
+            }
+            end += 1
+            guard end - position < 1 << 20 else { throw AnswerStreamError(description: "a RESP line without an end") }
+        }
+        return nil
+    }
+
+    static func integer(_ text: UnsafeRawBufferPointer) throws(AnswerStreamError) -> Int64 {
+        var value: Int64 = 0
+        var negative = false
+        for (index, byte) in text.enumerated() {
+            if index == 0, byte == UInt8(ascii: "-") { negative = true; continue }
+            guard byte >= 48, byte <= 57, value < Int64.max / 10 - 10 else {
+                throw AnswerStreamError(description: "a RESP integer that is not one")
+            }
+            value = value * 10 + Int64(byte - 48)
+        }
+        return negative ? -value : value
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+
+/// How keys are drawn.
+public enum KeyDistribution: Sendable, Equatable {
+    case uniform
+    /// Key of rank k (from 1) drawn with probability proportional to 1 / k^exponent.
+    case zipf(exponent: Double)
+}
+
+/// xorshift64*: fast, seedable, good enough to pick keys.
+public struct FastRandom: Sendable {
+    var state: UInt64
+
+    public init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
+
+
+    public mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+
+    /// Uniform in 0..<bound.
+
+    public mutating func next(below bound: Int) -> Int {
+        Int(truncatingIfNeeded: next().multipliedFullWidth(by: UInt64(bound)).high)
+    }
+
+    /// Uniform in [0, 1).
+
+    public mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
+}
+
+/// Draws key indices in 0..<count by a distribution. Zipf draws by binary search over the
+/// cumulative distribution (built once: 8 bytes per key).
+public final class KeySampler: Sendable {
+    public let count: Int
+    public let distribution: KeyDistribution
+    let cumulative: [Double]
+
+    public init(count: Int, distribution: KeyDistribution) {
+        self.count = max(1, count)
+        self.distribution = distribution
+        if case .zipf(let s) = distribution {
+            var sums = [Double](repeating: 0, count: self.count)
+            var total = 0.0
+            for rank in 0..<self.count {
+                total += 1 / pow(Double(rank + 1), s)
+                sums[rank] = total
+            }
+            for rank in 0..<self.count { sums[rank] /= total }
+            cumulative = sums
+        } else {
+            cumulative = []
+        }
+    }
+
+
+    public func sample(_ random: inout FastRandom) -> Int {
+        if cumulative.isEmpty { return random.next(below: count) }
+        return sampleZipf(random.unit())
+    }
+
+
+    func sampleZipf(_ u: Double) -> Int {
+        var low = 0, high = count - 1
+        while low < high {
+            let middle = (low + high) / 2
+            if cumulative[middle] < u { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+}
+
+/// One row of a trace in the `shared/traces/FORMAT.md` format.
+public struct TraceRow: Sendable, Equatable {
+    public var timestampMs: UInt64
+    public var tenant: String
+    public var subject: String
+    public var ip: String
+    public var route: String
+    public var status: Int
+    public var cost: UInt64
+}
+
+/// A trace file that cannot be read.
+public struct TraceError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+public enum TraceReader {
+    public static let header = "ts_ms,tenant,subject,ip,route,status,cost"
+
+    /// Reads a trace: a `.csv.gz` (through `gzip -dc`) or a plain `.csv`. Rows must have 7 fields
+    /// and non-decreasing timestamps; a bad row is an error naming its line.
+    public static func read(path: String, limit: Int? = nil) throws -> [TraceRow] {
+        let data: Data
+        if path.hasSuffix(".gz") {
+            let gzip = Process()
+            gzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            gzip.arguments = ["gzip", "-dc", path]
+            let pipe = Pipe()
+            gzip.standardOutput = pipe
+            try gzip.run()
+            data = pipe.fileHandleForReading.readDataToEndOfFile()
+            gzip.waitUntilExit()
+            guard gzip.terminationStatus == 0 else { throw TraceError(description: "\(path): gzip -dc failed") }
+        } else {
+            guard let contents = FileManager.default.contents(atPath: path) else {
+                throw TraceError(description: "\(path): cannot read the file")
+            }
+            data = contents
+        }
+        return try parse(data, name: path, limit: limit)
+    }
+
+    public static func parse(_ data: Data, name: String, limit: Int? = nil) throws -> [TraceRow] {
+        var rows: [TraceRow] = []
+        var lineNumber = 0
+        var previous: UInt64 = 0
+        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+            lineNumber += 1
+            if lineNumber == 1 {
+                guard String(decoding: line, as: UTF8.self) == header else {
+                    throw TraceError(description: "\(name):1: the header is not \"\(header)\"")
+                }
+                continue
+            }
+            if let limit, rows.count >= limit { break }
+            let fields = line.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
+            guard fields.count == 7,
+                  let ts = UInt64(String(decoding: fields[0], as: UTF8.self)),
+                  let status = Int(String(decoding: fields[5], as: UTF8.self)),
+                  let cost = UInt64(String(decoding: fields[6], as: UTF8.self)), cost >= 1 else {
+                throw TraceError(description: "\(name):\(lineNumber): expected ts_ms,tenant,subject,ip,route,status,cost")
+            }
+            guard ts >= previous else { throw TraceError(description: "\(name):\(lineNumber): ts_ms goes backwards") }
+            previous = ts
+            rows.append(TraceRow(timestampMs: ts, tenant: String(decoding: fields[1], as: UTF8.self),
+                                 subject: String(decoding: fields[2], as: UTF8.self),
+                                 ip: String(decoding: fields[3], as: UTF8.self),
+                                 route: String(decoding: fields[4], as: UTF8.self), status: status, cost: cost))
+        }
+        return rows
+    }
+}
+
+/// How a trace row becomes a check.
+public enum ReplayKey: String, Sendable, CaseIterable {
+    /// key = subject: one limit per user, API key or anonymous IP.
+    case subject
+    /// key = ip.
+    case ip
+    /// key = subject + " " + route: one limit per caller and endpoint.
+    case subjectRoute = "subject-route"
+}
+
+/// How fast a trace is replayed.
+public enum ReplayPace: Sendable, Equatable {
+    /// At the trace's own timing.
+    case recorded
+    /// `factor` times faster than recorded.
+    case scaled(Double)
+    /// As fast as the pipeline allows (closed loop).
+    case asFastAsPossible
+}
