@@ -110,4 +110,13 @@ extension Fingerprint {
         hasher.combine(key)
         return hasher.finalize()
     }
+
+    /// The same fingerprint from the UTF-8 bytes of tenant and key.
+    @inlinable
+    public static func of(tenant: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer) -> Fingerprint {
+        var hasher = StableHasher()
+        hasher.combine(bytes: tenant)
+        hasher.combine(bytes: key)
+        return hasher.finalize()
+    }
 }

@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import SluiceCore
 import SluiceProto
 import SluiceWire
@@ -40,10 +41,12 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     public func process(_ request: WireRequest) -> WireResponse {
+        // Check requests count themselves (the fast path shares that code).
+        if case .check = request.body { return answer(request) }
         counters.requests.add(1, ordering: .relaxed)
         var response: WireResponse
         switch request.body {
-        case .check(let check): response = answer(check, id: request.id)
+        case .check: response = WireResponse() // answered above
         case .ping(let ping):
             response = WireResponse()
             response.ping.payload = ping.payload
@@ -74,25 +77,32 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         return .success(Int64(nowMs) * 1_000_000)
     }
 
-    func resolveLimits(tenant: String, source: Sluice_V1_Check.OneOf_LimitSource?, index: Int) -> Result<(Limits, String), WireError> {
+    /// Where a check's or a release's limits come from.
+    enum LimitSource {
+        case rule(String)
+        case limit(LimitView)
+    }
+
+    func resolveLimits(tenant: String, source: LimitSource?, index: Int) -> Result<Limits, WireError> {
         switch source {
         case .rule(let name):
             guard let rule = configuration.rule(name, tenant: tenant) else {
                 let scope = tenant.isEmpty ? "" : " for tenant '\(tenant)'"
                 return .failure(WireError(.unknownRule, "no rule named '\(name)' is configured\(scope)", checkIndex: Int32(index)))
             }
-            return .success(rule.limits.count == 1 ? (.single(rule.limits[0]), name) : (.rule(rule.limits), name))
+            return .success(rule.limits.count == 1 ? .single(rule.limits[0]) : .rule(rule.limits))
         case .limit(let wire):
-            let algorithm = wire.algorithm.core ?? (wire.algorithm == .unspecified ? configuration.defaultAlgorithm : nil)
+            let wireAlgorithm = Sluice_V1_Algorithm(rawValue: Int(wire.algorithm)) ?? .UNRECOGNIZED(Int(wire.algorithm))
+            let algorithm = wireAlgorithm.core ?? (wireAlgorithm == .unspecified ? configuration.defaultAlgorithm : nil)
             guard let algorithm else {
-                return .failure(WireError(.invalidArgument, "limit.algorithm \(wire.algorithm.rawValue) is not known", checkIndex: Int32(index)))
+                return .failure(WireError(.invalidArgument, "limit.algorithm \(wire.algorithm) is not known", checkIndex: Int32(index)))
             }
             guard wire.periodMs <= UInt64(LimitSpec.maximumPeriod / 1_000_000) else {
                 return .failure(WireError(.invalidArgument, "limit.period_ms \(wire.periodMs) is above 10 years", checkIndex: Int32(index)))
             }
             do {
                 let spec = try LimitSpec(limit: wire.limit, period: Int64(wire.periodMs) * 1_000_000, burst: wire.burst, algorithm: algorithm)
-                return .success((.single(.inline(spec)), ""))
+                return .success(.single(.inline(spec)))
             } catch {
                 return .failure(WireError(.invalidArgument, "limit: \(error.message)", checkIndex: Int32(index)))
             }
@@ -101,17 +111,20 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
-    /// A check validated and ready for the table, with the name of the rule that decides it ("" inline).
-    func resolve(_ check: WireCheck, index: Int, batchNow: Int64) -> Result<(BatchCheck, String), WireError> {
+    /// A check validated and ready for the table.
+    func resolve(_ check: CheckView, index: Int, batchNow: Int64) -> Result<BatchCheck, WireError> {
         let maxBytes = configuration.maxKeyBytes
-        guard !check.key.isEmpty else {
+        guard check.key.count > 0 else {
             return .failure(WireError(.invalidArgument, "key must not be empty", checkIndex: Int32(index)))
         }
-        guard check.key.utf8.count <= maxBytes, check.tenant.utf8.count <= maxBytes, check.subject.utf8.count <= maxBytes else {
+        guard check.key.count <= maxBytes, check.tenant.count <= maxBytes, check.subject.count <= maxBytes else {
             return .failure(WireError(.invalidArgument, "tenant, key and subject must be at most \(maxBytes) bytes", checkIndex: Int32(index)))
         }
-        guard configuration.knows(tenant: check.tenant) else {
-            return .failure(WireError(.unknownTenant, "tenant '\(check.tenant)' is not configured", checkIndex: Int32(index)))
+        // Tenant and rule names are short: Swift keeps strings of up to 15 bytes inline, so
+        // these conversions do not allocate in the common case.
+        let tenant = check.tenant.count == 0 ? "" : String(decoding: check.tenant, as: UTF8.self)
+        guard configuration.knows(tenant: tenant) else {
+            return .failure(WireError(.unknownTenant, "tenant '\(tenant)' is not configured", checkIndex: Int32(index)))
         }
         var now = batchNow
         if configuration.clock == .request {
@@ -120,86 +133,149 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             case .failure(let error): return .failure(error)
             }
         }
-        let hits = check.hitsPresence == nil ? 1 : check.hits
+        let hits = check.hits ?? 1
         guard hits <= LimitSpec.maximumLimit else {
             return .failure(WireError(.invalidArgument, "hits \(hits) is above \(LimitSpec.maximumLimit)", checkIndex: Int32(index)))
         }
-        switch resolveLimits(tenant: check.tenant, source: check.limitSource, index: index) {
-        case .success(let (limits, rule)):
-            return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now), rule))
+        let source: LimitSource? = if let rule = check.rule {
+            .rule(String(decoding: rule, as: UTF8.self))
+        } else if let limit = check.limit {
+            .limit(limit)
+        } else {
+            nil
+        }
+        switch resolveLimits(tenant: tenant, source: source, index: index) {
+        case .success(let limits):
+            return .success(BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now))
         case .failure(let error):
             return .failure(error)
         }
     }
 
-    func answer(_ request: Sluice_V1_CheckRequest, id: UInt64) -> WireResponse {
-        let checks = request.checks
-        guard !checks.isEmpty else { return .error(id: id, .invalidArgument, "a check request needs at least one check") }
-        guard checks.count <= configuration.maxBatch else {
-            return .error(id: id, .invalidArgument, "a batch of \(checks.count) checks is above max_batch \(configuration.maxBatch)")
+    public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool {
+        guard let (id, body) = CheckFrameCodec.checkBody(frame) else { return false }
+        return answerChecks(id: id, body: body, trustUTF8: false, into: &out)
+    }
+
+    /// Answers a check request from its `CheckRequest` bytes; false (nothing written) when the
+    /// bytes are not canonical. `trustUTF8`: the strings were validated already (by swift-protobuf).
+    func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, into out: inout ByteBuffer) -> Bool {
+        guard let count = CheckFrameCodec.countChecks(body) else { return false }
+        guard count > 0, count <= configuration.maxBatch else {
+            counters.requests.add(1, ordering: .relaxed)
+            counters.errors.add(1, ordering: .relaxed)
+            out.writeResponseFrame(count == 0
+                ? .error(id: id, .invalidArgument, "a check request needs at least one check")
+                : .error(id: id, .invalidArgument, "a batch of \(count) checks is above max_batch \(configuration.maxBatch)"))
+            return true
         }
-        let batchNow = configuration.clock == .monotonic ? time.now() : 0
-        // Validate the whole batch before deciding any of it: an invalid check consumes nothing.
-        // `items` is the batch the table decides; `rules` names each check's rule for its verdict.
-        var items: [BatchCheck] = []
-        var rules: [String] = []
-        items.reserveCapacity(checks.count)
-        rules.reserveCapacity(checks.count)
-        for (index, check) in checks.enumerated() {
-            switch resolve(check, index: index, batchNow: batchNow) {
-            case .success(let (item, rule)):
-                items.append(item)
-                rules.append(rule)
-            case .failure(let error):
+        return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: count) { views in
+            views.initialize(repeating: CheckView())
+            guard CheckFrameCodec.readChecks(body, into: views, trustUTF8: trustUTF8) else { return false }
+            counters.requests.add(1, ordering: .relaxed)
+            if let error = decide(id: id, views: UnsafeBufferPointer(views), into: &out) {
+                counters.errors.add(1, ordering: .relaxed)
                 var response = WireResponse()
+                response.id = id
                 response.error = error
-                return response
+                out.writeResponseFrame(response)
             }
+            return true
         }
-        var blocks: [Int64?] = []
-        if let policy {
-            blocks = Array(repeating: nil, count: items.count)
-            for index in items.indices {
-                let check = checks[index]
-                let adjustment = policy.adjustment(tenant: check.tenant, subject: check.subject.isEmpty ? check.key : check.subject,
-                                                   now: items[index].now)
-                items[index].multiplier = adjustment.multiplier
-                if let blockedFor = adjustment.blockedFor {
-                    items[index].skip = true
-                    blocks[index] = blockedFor
+    }
+
+    /// Validates every check, then decides them all and writes the answer; returns the error
+    /// instead if any check is invalid (then nothing was consumed and nothing written).
+    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, into out: inout ByteBuffer) -> WireError? {
+        let count = views.count
+        let batchNow = configuration.clock == .monotonic ? time.now() : 0
+        return withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: count) { items -> WireError? in
+            var resolved = 0
+            defer { items.baseAddress!.deinitialize(count: resolved) }
+            for index in 0..<count {
+                switch resolve(views[index], index: index, batchNow: batchNow) {
+                case .success(let item):
+                    (items.baseAddress! + index).initialize(to: item)
+                    resolved += 1
+                case .failure(let error):
+                    return error
                 }
             }
-        }
-        var decisions: [Decision]
-        if items.count == 1, !items[0].skip {
-            let item = items[0]
-            switch item.limits {
-            case .single(let limit):
-                decisions = [table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)]
-            case .rule(let limits):
-                decisions = [table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)]
+            // Later features: a multiplier per check, or a block decided before the table.
+            var blocked: [Int64?] = []
+            if let policy {
+                blocked = Array(repeating: nil, count: count)
+                for index in 0..<count {
+                    let adjustment = policy.adjustment(tenant: String(decoding: views[index].tenant, as: UTF8.self),
+                                                       subject: subject(of: views[index]), now: items[index].now)
+                    items[index].multiplier = adjustment.multiplier
+                    if let blockedFor = adjustment.blockedFor {
+                        items[index].skip = true
+                        blocked[index] = blockedFor
+                    }
+                }
             }
-        } else {
-            // Grouped by shard, one lock per shard, slots prefetched first (docs/BENCHMARKS.md).
-            decisions = Array(repeating: .blocked(), count: items.count)
-            items.withUnsafeBufferPointer { items in
-                decisions.withUnsafeMutableBufferPointer { table.check(batch: items, into: $0) }
+            withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
+                if count == 1, !items[0].skip {
+                    let item = items[0]
+                    switch item.limits {
+                    case .single(let limit):
+                        decisions[0] = table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
+                    case .rule(let limits):
+                        decisions[0] = table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
+                    }
+                } else {
+                    // Grouped by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
+                    decisions.initialize(repeating: .blocked())
+                    table.check(batch: UnsafeBufferPointer(items), into: decisions)
+                }
+                for index in 0..<count {
+                    if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
+                }
+                if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
+                withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
+                    withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
+                        for index in 0..<count {
+                            (verdicts.baseAddress! + index).initialize(to: CheckFrameCodec.VerdictFields(decisions[index]))
+                            (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
+                        }
+                        CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
+                                                           rules: UnsafeBufferPointer(rules), into: &out)
+                    }
+                }
             }
+            return nil
         }
-        var answer = Sluice_V1_CheckResponse()
-        answer.verdicts.reserveCapacity(items.count)
-        for index in items.indices {
-            let decision = blocks.isEmpty ? decisions[index] : blocks[index].map { .blocked(retryAfter: $0) } ?? decisions[index]
-            if let events {
-                let check = checks[index]
-                events.offer(CheckEvent(tenant: check.tenant, key: check.key, subject: check.subject.isEmpty ? check.key : check.subject,
-                                        rule: rules[index], hits: items[index].hits, allowed: decision.allowed,
-                                        reason: decision.reason, now: items[index].now))
-            }
-            answer.verdicts.append(WireVerdict(decision, rule: rules[index]))
+    }
+
+    func subject(of check: CheckView) -> String {
+        String(decoding: check.subject.count > 0 ? check.subject : check.key, as: UTF8.self)
+    }
+
+    func offer(views: UnsafeBufferPointer<CheckView>, items: UnsafeBufferPointer<BatchCheck>,
+               decisions: UnsafeBufferPointer<Decision>, to events: EventTap<CheckEvent>) {
+        for index in 0..<views.count {
+            let view = views[index]
+            events.offer(CheckEvent(tenant: String(decoding: view.tenant, as: UTF8.self), key: String(decoding: view.key, as: UTF8.self),
+                                    subject: subject(of: view), rule: view.rule.map { String(decoding: $0, as: UTF8.self) } ?? "",
+                                    hits: items[index].hits, allowed: decisions[index].allowed, reason: decisions[index].reason,
+                                    now: items[index].now))
         }
-        var response = WireResponse()
-        response.check = answer
+    }
+
+    /// A check request that swift-protobuf decoded (the fast codec declined its bytes): its
+    /// canonical re-encoding always reads, so both paths decide through ``decide(id:views:into:)``.
+    func answer(_ request: WireRequest) -> WireResponse {
+        var out = ByteBufferAllocator().buffer(capacity: 256)
+        guard let bytes: [UInt8] = try? request.serializedBytes(),
+              (bytes.withUnsafeBytes { raw in
+                  CheckFrameCodec.checkBody(raw).map { answerChecks(id: $0.id, body: $0.body, trustUTF8: true, into: &out) } ?? false
+              }),
+              let length = out.readInteger(as: UInt32.self), let body = out.readBytes(length: Int(length)),
+              let response = try? WireResponse(serializedBytes: body) else {
+            counters.requests.add(1, ordering: .relaxed)
+            return .error(id: request.id, .internal, "the check request could not be re-encoded")
+        }
         return response
     }
 
@@ -215,15 +291,15 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             case .failure(let error): return .error(id: id, error.code, error.message)
             }
         }
-        let source: Sluice_V1_Check.OneOf_LimitSource? = switch release.limitSource {
+        let source: LimitSource? = switch release.limitSource {
         case .rule(let name): .rule(name)
-        case .limit(let limit): .limit(limit)
+        case .limit(let l): .limit(LimitView(limit: l.limit, periodMs: l.periodMs, burst: l.burst, algorithm: Int32(truncatingIfNeeded: l.algorithm.rawValue)))
         case nil: nil
         }
         let limits: [BoundLimit]
         switch resolveLimits(tenant: release.tenant, source: source, index: -1) {
-        case .success(let (.single(limit), _)): limits = [limit]
-        case .success(let (.rule(rule), _)): limits = rule
+        case .success(.single(let limit)): limits = [limit]
+        case .success(.rule(let rule)): limits = rule
         case .failure(let error): return .error(id: id, error.code, error.message)
         }
         let key = Fingerprint.of(tenant: release.tenant, key: release.key)

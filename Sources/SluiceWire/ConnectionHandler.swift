@@ -4,8 +4,9 @@ import SluiceProto
 import SwiftProtobuf
 
 /// Serves one connection: decodes each frame into a request, asks the processor, writes the
-/// response. Responses go out in request order; they are flushed once per read burst, so
-/// pipelined requests share system calls.
+/// response. Check requests take the processor's fast path straight from the frame bytes; the
+/// rest are decoded with swift-protobuf. Responses go out in request order, gathered into one
+/// buffer per read burst and written and flushed once, so pipelined requests share system calls.
 ///
 /// A frame that does not decode is answered with `CODE_MALFORMED_MESSAGE` (and the request's id
 /// when it could be read) and the connection stays open. A length prefix above the maximum is
@@ -18,7 +19,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     let processor: any RequestProcessor
     let logger: Logger
     var decodingOptions = BinaryDecodingOptions()
-    var unflushed = false
+    /// Answers of the current read burst, not yet written.
+    var pending: ByteBuffer?
     var closing = false
     var draining = false
     var readSinceLastLook = false
@@ -38,38 +40,41 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         guard !closing else { return }
         readSinceLastLook = true
         let frame = unwrapInboundIn(data)
-        let response: WireResponse
-        do {
-            let request = try WireRequest(serializedBytes: frame.readableBytesSpan, options: decodingOptions)
-            response = processor.process(request)
-        } catch {
-            processor.recordMalformed()
-            let id = RequestIDScanner.id(in: frame) ?? 0
-            response = .error(id: id, .malformedMessage, "frame of \(frame.readableBytes) bytes is not a valid sluice.v1.Request")
+        // Taken out of `pending` while written to, so that appending never copies it.
+        var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
+        pending = nil
+        let answered = frame.withUnsafeReadableBytes { processor.answerCheckFrame($0, into: &out) }
+        if !answered {
+            let response: WireResponse
+            do {
+                let request = try WireRequest(serializedBytes: frame.readableBytesSpan, options: decodingOptions)
+                response = processor.process(request)
+            } catch {
+                processor.recordMalformed()
+                let id = RequestIDScanner.id(in: frame) ?? 0
+                response = .error(id: id, .malformedMessage, "frame of \(frame.readableBytes) bytes is not a valid sluice.v1.Request")
+            }
+            out.writeResponseFrame(response)
         }
-        write(response, context: context)
+        pending = out
     }
 
     func write(_ response: WireResponse, context: ChannelHandlerContext) {
-        let bytes: [UInt8]
-        do {
-            bytes = try response.serializedBytes()
-        } catch {
-            // Only reachable for a message with unset required fields; proto3 has none.
-            logger.error("could not encode a response", metadata: ["error": "\(error)"])
-            return
-        }
-        var buffer = context.channel.allocator.buffer(capacity: bytes.count + 4)
-        buffer.writeFrame(bytes)
-        context.write(wrapOutboundOut(buffer), promise: nil)
-        unflushed = true
+        var out = pending ?? context.channel.allocator.buffer(capacity: 256)
+        pending = nil
+        out.writeResponseFrame(response)
+        pending = out
+    }
+
+    /// Writes and flushes the answers gathered so far.
+    func flushPending(context: ChannelHandlerContext) {
+        guard let out = pending, out.readableBytes > 0 else { return }
+        pending = nil
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        if unflushed {
-            unflushed = false
-            context.flush()
-        }
+        flushPending(context: context)
         context.fireChannelReadComplete()
     }
 
@@ -126,7 +131,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     func closeAfterWrites(context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
-        unflushed = false
+        flushPending(context: context)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             context.close(promise: nil)
         }

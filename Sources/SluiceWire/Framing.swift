@@ -1,4 +1,5 @@
 import NIOCore
+import SluiceProto
 
 /// Why a byte stream can no longer be framed.
 public enum FramingError: Error, Equatable, Sendable {
@@ -49,6 +50,13 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
 }
 
 extension ByteBuffer {
+    /// Writes `response` as one frame, encoded by swift-protobuf.
+    public mutating func writeResponseFrame(_ response: WireResponse) {
+        // Encoding fails only for messages with unset required fields, which proto3 has none of.
+        let bytes: [UInt8] = (try? response.serializedBytes()) ?? []
+        writeFrame(bytes)
+    }
+
     /// Writes `body` as one frame: its length as 4 big-endian bytes, then the bytes.
     @inlinable
     public mutating func writeFrame(_ body: some Collection<UInt8>) {

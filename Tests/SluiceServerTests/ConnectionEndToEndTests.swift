@@ -92,6 +92,32 @@ struct ConnectionEndToEndTests {
         }
     }
 
+    @Test("frames the fast codec declines (non-ASCII keys, repeated fields) are answered by the general path the same way")
+    func declinedFramesAnswered() async throws {
+        try await TestDaemon.with { daemon in
+            let raw = try await RawConnection.connect(daemon.unix)
+            // "clé" twice under a limit of 1: allowed, then denied, whichever path decides.
+            var accented = Make.request(Make.check("clé", limit: WireLimit(limit: 1, periodMs: 60_000)))
+            accented.id = 1
+            try await raw.write(try RawConnection.frame(accented))
+            accented.id = 2
+            try await raw.write(try RawConnection.frame(accented))
+            // A check whose key field appears twice: protobuf's last one ("b") wins.
+            let check = Make.check("a", limit: WireLimit(limit: 1, periodMs: 60_000))
+            let checkBytes: [UInt8] = try check.serializedBytes() + [0x12, 0x01, UInt8(ascii: "b")]
+            let body: [UInt8] = [0x08, 3, 0x12, UInt8(checkBytes.count + 2), 0x0A, UInt8(checkBytes.count)] + checkBytes
+            try await raw.write([0, 0, 0, UInt8(body.count)] + body)
+            var plainB = Make.request(Make.check("b", limit: WireLimit(limit: 1, periodMs: 60_000)))
+            plainB.id = 4
+            try await raw.write(try RawConnection.frame(plainB))
+            let answers = try await raw.responses(atLeast: 4)
+            #expect(answers.map(\.id) == [1, 2, 3, 4])
+            #expect(answers.map { $0.check.verdicts.first?.allowed } == [true, false, true, false],
+                    "the repeated key was read as \"b\", which the plain request then found used")
+            await raw.close()
+        }
+    }
+
     @Test("a request split into single bytes over a real socket is answered once")
     func splitOverSocket() async throws {
         try await TestDaemon.with { daemon in

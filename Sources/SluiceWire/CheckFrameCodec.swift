@@ -1,0 +1,371 @@
+import NIOCore
+import SluiceCore
+import SluiceProto
+
+/// An inline limit as read from a frame.
+public struct LimitView: Sendable, Equatable {
+    public var limit: UInt64 = 0
+    public var periodMs: UInt64 = 0
+    public var burst: UInt64 = 0
+    /// The `Algorithm` enum's raw value (int32 on the wire).
+    public var algorithm: Int32 = 0
+
+    public init(limit: UInt64 = 0, periodMs: UInt64 = 0, burst: UInt64 = 0, algorithm: Int32 = 0) {
+        self.limit = limit
+        self.periodMs = periodMs
+        self.burst = burst
+        self.algorithm = algorithm
+    }
+}
+
+/// A `sluice.v1.Check` read in place: its strings are byte ranges of the frame, valid while the
+/// frame is.
+public struct CheckView {
+    public var tenant = UnsafeRawBufferPointer(start: nil, count: 0)
+    public var key = UnsafeRawBufferPointer(start: nil, count: 0)
+    public var subject = UnsafeRawBufferPointer(start: nil, count: 0)
+    /// nil when `hits` is unset (one hit).
+    public var hits: UInt64?
+    public var nowMs: UInt64 = 0
+    /// Set when the limit source is a rule.
+    public var rule: UnsafeRawBufferPointer?
+    /// Set when the limit source is an inline limit.
+    public var limit: LimitView?
+
+    public init() {}
+}
+
+/// Reads and writes the hot messages — a `Request` holding a `CheckRequest`, and the
+/// `Response` holding its verdicts — straight from and into frame bytes, without building
+/// swift-protobuf messages.
+///
+/// The profile of the daemon under load put swift-protobuf's generic decoding and encoding at
+/// about half of its time (docs/BENCHMARKS.md). This codec reads only the canonical encoding —
+/// each field at most once, the expected wire types, ASCII strings unless told the bytes were
+/// already validated — and declines anything else, which then takes the swift-protobuf path.
+/// Tests hold it to swift-protobuf: the same bytes read to the same checks, and the verdicts it
+/// writes decode to the messages swift-protobuf would have written.
+public enum CheckFrameCodec {
+    /// The frame's request id and the byte range of its `CheckRequest`, or nil if the frame is
+    /// not a canonical `Request` with a `check` body.
+    public static func checkBody(_ frame: UnsafeRawBufferPointer) -> (id: UInt64, body: UnsafeRawBufferPointer)? {
+        var reader = FieldReader(frame)
+        var id: UInt64?
+        var body: UnsafeRawBufferPointer?
+        while !reader.atEnd {
+            guard let (field, wire) = reader.tag() else { return nil }
+            switch field {
+            case 1:
+                guard wire == 0, id == nil, let value = reader.varint() else { return nil }
+                id = value
+            case 2:
+                guard wire == 2, body == nil, let value = reader.lengthDelimited() else { return nil }
+                body = value
+            case 3, 4, 5:
+                return nil // another body: the general path
+            default:
+                guard reader.skip(wire) else { return nil }
+            }
+        }
+        guard let body else { return nil }
+        return (id ?? 0, body)
+    }
+
+    /// Counts the checks in a `CheckRequest`, or nil if it is not canonical.
+    public static func countChecks(_ body: UnsafeRawBufferPointer) -> Int? {
+        var reader = FieldReader(body)
+        var count = 0
+        while !reader.atEnd {
+            guard let (field, wire) = reader.tag() else { return nil }
+            if field == 1 {
+                guard wire == 2, reader.lengthDelimited() != nil else { return nil }
+                count += 1
+            } else {
+                guard reader.skip(wire) else { return nil }
+            }
+        }
+        return count
+    }
+
+    /// Reads every check of a `CheckRequest` into `checks` (as long as ``countChecks(_:)``
+    /// said). Returns false if any check is not canonical. With `trustUTF8` false, strings with
+    /// bytes above 0x7F are declined (swift-protobuf validates those).
+    public static func readChecks(_ body: UnsafeRawBufferPointer, into checks: UnsafeMutableBufferPointer<CheckView>,
+                                  trustUTF8: Bool) -> Bool {
+        var reader = FieldReader(body)
+        var index = 0
+        while !reader.atEnd {
+            guard let (field, wire) = reader.tag() else { return false }
+            if field == 1 {
+                guard wire == 2, let bytes = reader.lengthDelimited(), index < checks.count,
+                      let check = readCheck(bytes, trustUTF8: trustUTF8) else { return false }
+                checks[index] = check
+                index += 1
+            } else {
+                guard reader.skip(wire) else { return false }
+            }
+        }
+        return index == checks.count
+    }
+
+    static func readCheck(_ bytes: UnsafeRawBufferPointer, trustUTF8: Bool) -> CheckView? {
+        var reader = FieldReader(bytes)
+        var check = CheckView()
+        var seen: UInt16 = 0
+        while !reader.atEnd {
+            guard let (field, wire) = reader.tag() else { return nil }
+            if field <= 7 {
+                let bit = UInt16(1) << field
+                guard seen & bit == 0 else { return nil }
+                seen |= bit
+            }
+            switch field {
+            case 1, 2, 3, 6:
+                guard wire == 2, let text = reader.lengthDelimited(), trustUTF8 || isASCII(text) else { return nil }
+                switch field {
+                case 1: check.tenant = text
+                case 2: check.key = text
+                case 3: check.subject = text
+                default: check.rule = text
+                }
+            case 4:
+                guard wire == 0, let value = reader.varint() else { return nil }
+                check.hits = value
+            case 5:
+                guard wire == 0, let value = reader.varint() else { return nil }
+                check.nowMs = value
+            case 7:
+                guard wire == 2, let message = reader.lengthDelimited(), let limit = readLimit(message) else { return nil }
+                check.limit = limit
+            default:
+                guard reader.skip(wire) else { return nil }
+            }
+        }
+        // Both halves of the oneof: proto's last-one-wins; leave that to swift-protobuf.
+        if check.rule != nil, check.limit != nil { return nil }
+        return check
+    }
+
+    static func readLimit(_ bytes: UnsafeRawBufferPointer) -> LimitView? {
+        var reader = FieldReader(bytes)
+        var limit = LimitView()
+        var seen: UInt8 = 0
+        while !reader.atEnd {
+            guard let (field, wire) = reader.tag() else { return nil }
+            guard field > 4 || wire == 0 else { return nil }
+            if field <= 4 {
+                let bit = UInt8(1) << field
+                guard seen & bit == 0 else { return nil }
+                seen |= bit
+            }
+            switch field {
+            case 1: guard let v = reader.varint() else { return nil }; limit.limit = v
+            case 2: guard let v = reader.varint() else { return nil }; limit.periodMs = v
+            case 3: guard let v = reader.varint() else { return nil }; limit.burst = v
+            case 4: guard let v = reader.varint() else { return nil }; limit.algorithm = Int32(truncatingIfNeeded: v)
+            default: guard reader.skip(wire) else { return nil }
+            }
+        }
+        return limit
+    }
+
+    @inline(__always)
+    static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        let count = bytes.count
+        while offset + 8 <= count {
+            if bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+            offset += 8
+        }
+        while offset < count {
+            if bytes[offset] >= 0x80 { return false }
+            offset += 1
+        }
+        return true
+    }
+
+    // MARK: writing
+
+    /// The fields of one verdict, in wire units (milliseconds, raw enum values).
+    public struct VerdictFields: Sendable, Equatable {
+        public var allowed: Bool
+        public var limit: UInt64
+        public var remaining: UInt64
+        public var resetAfterMs: UInt64
+        public var retryAfterMs: UInt64
+        public var algorithm: UInt64
+        public var leaseID: UInt64
+        public var reason: UInt64
+        public var limitIndex: UInt64
+
+        /// The same mapping as `Sluice_V1_Verdict.init(_:rule:)`.
+        @inline(__always)
+        public init(_ decision: Decision) {
+            allowed = decision.allowed
+            limit = decision.limit
+            remaining = decision.remaining
+            resetAfterMs = decision.resetAfter.ceilingMilliseconds
+            retryAfterMs = decision.retryAfter.ceilingMilliseconds
+            algorithm = UInt64(decision.algorithm.rawValue)
+            leaseID = decision.leaseID
+            reason = UInt64(decision.reason.rawValue)
+            limitIndex = UInt64(decision.limitIndex)
+        }
+
+        /// Bytes of the encoded `Verdict` (fields with their default value are left out, as
+        /// every protobuf encoder does in proto3).
+        @inline(__always)
+        func size(ruleLength: Int) -> Int {
+            var size = allowed ? 2 : 0
+            size += field(limit) + field(remaining) + field(resetAfterMs) + field(retryAfterMs)
+            if ruleLength > 0 { size += 1 + varintSize(UInt64(ruleLength)) + ruleLength }
+            size += field(algorithm) + field(leaseID) + field(reason) + field(limitIndex)
+            return size
+        }
+
+        @inline(__always)
+        func field(_ value: UInt64) -> Int { value == 0 ? 0 : 1 + varintSize(value) }
+
+        @inline(__always)
+        func write(rule: UnsafeRawBufferPointer, to writer: inout ByteWriter) {
+            if allowed { writer.byte(0x08); writer.byte(1) }
+            writer.field(0x10, limit)
+            writer.field(0x18, remaining)
+            writer.field(0x20, resetAfterMs)
+            writer.field(0x28, retryAfterMs)
+            if rule.count > 0 {
+                writer.byte(0x32)
+                writer.varint(UInt64(rule.count))
+                writer.bytes(rule)
+            }
+            writer.field(0x38, algorithm)
+            writer.field(0x40, leaseID)
+            writer.field(0x48, reason)
+            writer.field(0x50, limitIndex)
+        }
+    }
+
+    /// Appends a whole frame: `Response { id, check: CheckResponse { verdicts } }`, verdict `i`
+    /// being `verdicts[i]` decided under the rule named `rules[i]` (empty for an inline limit).
+    public static func writeCheckResponse(id: UInt64, verdicts: UnsafeBufferPointer<VerdictFields>,
+                                          rules: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) {
+        var checksSize = 0
+        for index in 0..<verdicts.count {
+            let size = verdicts[index].size(ruleLength: rules[index].count)
+            checksSize += 1 + varintSize(UInt64(size)) + size
+        }
+        var responseSize = 1 + varintSize(UInt64(checksSize)) + checksSize
+        if id != 0 { responseSize += 1 + varintSize(id) }
+        let total = 4 + responseSize
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { raw in
+            var writer = ByteWriter(base: raw.baseAddress!)
+            writer.byte(UInt8(truncatingIfNeeded: responseSize >> 24))
+            writer.byte(UInt8(truncatingIfNeeded: responseSize >> 16))
+            writer.byte(UInt8(truncatingIfNeeded: responseSize >> 8))
+            writer.byte(UInt8(truncatingIfNeeded: responseSize))
+            writer.field(0x08, id)
+            writer.byte(0x12)
+            writer.varint(UInt64(checksSize))
+            for index in 0..<verdicts.count {
+                writer.byte(0x0A)
+                writer.varint(UInt64(verdicts[index].size(ruleLength: rules[index].count)))
+                verdicts[index].write(rule: rules[index], to: &writer)
+            }
+            return total
+        }
+    }
+}
+
+@inline(__always)
+func varintSize(_ value: UInt64) -> Int {
+    // 1 + floor(bits / 7), with bits the index of the highest set bit (0 for 0).
+    (((63 - (value | 1).leadingZeroBitCount) * 9) + 73) / 64
+}
+
+/// Writes into memory already reserved for the whole message.
+struct ByteWriter {
+    var base: UnsafeMutableRawPointer
+    var offset = 0
+
+    @inline(__always) mutating func byte(_ value: UInt8) {
+        base.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
+        offset += 1
+    }
+
+    @inline(__always) mutating func varint(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            byte(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        byte(UInt8(v))
+    }
+
+    @inline(__always) mutating func field(_ tag: UInt8, _ value: UInt64) {
+        guard value != 0 else { return }
+        byte(tag)
+        varint(value)
+    }
+
+    @inline(__always) mutating func bytes(_ bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+        (base + offset).copyMemory(from: source, byteCount: bytes.count)
+        offset += bytes.count
+    }
+}
+
+/// A bounds-checked protobuf field reader that returns nil instead of throwing.
+struct FieldReader {
+    let bytes: UnsafeRawBufferPointer
+    var position = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var atEnd: Bool { position >= bytes.count }
+
+    @inline(__always)
+    mutating func tag() -> (Int, Int)? {
+        guard let key = varint(), key >> 3 != 0, key >> 3 <= UInt64(Int32.max) else { return nil }
+        return (Int(key >> 3), Int(key & 7))
+    }
+
+    @inline(__always)
+    mutating func varint() -> UInt64? {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while position < bytes.count {
+            let byte = bytes[position]
+            position += 1
+            if shift == 63, byte > 1 { return nil }
+            value |= UInt64(byte & 0x7F) << shift
+            if byte < 0x80 { return value }
+            shift += 7
+            if shift > 63 { return nil }
+        }
+        return nil
+    }
+
+    @inline(__always)
+    mutating func lengthDelimited() -> UnsafeRawBufferPointer? {
+        guard let length = varint(), length <= UInt64(bytes.count - position) else { return nil }
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[position..<(position + Int(length))])
+        position += Int(length)
+        return slice
+    }
+
+    mutating func skip(_ wire: Int) -> Bool {
+        switch wire {
+        case 0: return varint() != nil
+        case 1: return advance(8)
+        case 2: return lengthDelimited() != nil
+        case 5: return advance(4)
+        default: return false // groups and invalid wire types: the general path decides
+        }
+    }
+
+    mutating func advance(_ count: Int) -> Bool {
+        guard bytes.count - position >= count else { return false }
+        position += count
+        return true
+    }
+}
