@@ -111,8 +111,25 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
+    /// The limits the previous check of a batch resolved to: checks of one batch usually share
+    /// their rule or inline limit, and resolving one costs a rule lookup or a `LimitSpec` (a
+    /// division and a hash) per check otherwise.
+    struct ResolvedLimits {
+        var tenant = UnsafeRawBufferPointer(start: nil, count: 0)
+        var rule: UnsafeRawBufferPointer?
+        var limit: LimitView?
+        var limits: Limits?
+
+        func matches(_ check: CheckView) -> Bool {
+            guard limits != nil else { return false }
+            if let limit { return check.limit == limit }
+            guard let rule, let other = check.rule else { return false }
+            return rule.elementsEqual(other) && tenant.elementsEqual(check.tenant)
+        }
+    }
+
     /// A check validated and ready for the table.
-    func resolve(_ check: CheckView, index: Int, batchNow: Int64) -> Result<BatchCheck, WireError> {
+    func resolve(_ check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits) -> Result<BatchCheck, WireError> {
         let maxBytes = configuration.maxKeyBytes
         guard check.key.count > 0 else {
             return .failure(WireError(.invalidArgument, "key must not be empty", checkIndex: Int32(index)))
@@ -137,6 +154,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         guard hits <= LimitSpec.maximumLimit else {
             return .failure(WireError(.invalidArgument, "hits \(hits) is above \(LimitSpec.maximumLimit)", checkIndex: Int32(index)))
         }
+        if previous.matches(check), let limits = previous.limits {
+            return .success(BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now))
+        }
         let source: LimitSource? = if let rule = check.rule {
             .rule(String(decoding: rule, as: UTF8.self))
         } else if let limit = check.limit {
@@ -146,6 +166,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         switch resolveLimits(tenant: tenant, source: source, index: index) {
         case .success(let limits):
+            previous = ResolvedLimits(tenant: check.tenant, rule: check.rule, limit: check.limit, limits: limits)
             return .success(BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now))
         case .failure(let error):
             return .failure(error)
@@ -192,8 +213,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         return withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: count) { items -> WireError? in
             var resolved = 0
             defer { items.baseAddress!.deinitialize(count: resolved) }
+            var previous = ResolvedLimits()
             for index in 0..<count {
-                switch resolve(views[index], index: index, batchNow: batchNow) {
+                switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous) {
                 case .success(let item):
                     (items.baseAddress! + index).initialize(to: item)
                     resolved += 1

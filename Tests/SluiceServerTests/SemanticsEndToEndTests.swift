@@ -109,6 +109,23 @@ struct SemanticsEndToEndTests {
         }
     }
 
+    @Test("one batch mixing tenants, rules and inline limits: each check is decided by its own")
+    func mixedBatch() async throws {
+        try await TestDaemon.with(yaml: Self.rules) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let a = WireLimit(limit: 7, periodMs: 60_000), b = WireLimit(limit: 9, periodMs: 60_000)
+            let answer = try await client.send(Make.request(
+                Make.check("m", rule: "login", tenant: "acme"), Make.check("m", rule: "login"),
+                Make.check("m", rule: "login", tenant: "acme"), Make.check("m", limit: a), Make.check("m", limit: b),
+                Make.check("m", limit: b), Make.check("m", rule: "sliding"), Make.check("m", rule: "login")))
+            let verdicts = answer.check.verdicts
+            #expect(verdicts.map(\.limit) == [1, 10, 1, 7, 9, 9, 4, 10], "acme's login, the global login, inline 7 and 9, sliding")
+            #expect(verdicts.map(\.allowed) == [true, true, false, true, true, true, true, true])
+            #expect(verdicts.map(\.rule) == ["login", "login", "login", "", "", "", "sliding", "login"])
+            await client.close()
+        }
+    }
+
     @Test("hits: unset means 1, 0 peeks, more than capacity is denied as such")
     func hits() async throws {
         try await TestDaemon.with { daemon in
