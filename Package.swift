@@ -121,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "SluiceServerTests",
             dependencies: [
-                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit",
+                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -35,11 +35,17 @@ public final class LimiterTable: @unchecked Sendable {
     ///   - shardCount: rounded up to a power of two; `nil` uses ``defaultShardCount``.
     ///   - maxEntries: the most entries kept before the least recently used are evicted.
     ///   - seed: mixes index positions against hash flooding; random unless a test fixes it.
-    public init(shardCount: Int? = nil, maxEntries: Int = 5_000_000, seed: UInt64 = .random(in: .min ... .max)) {
+    ///   - reclaimsRecovered: forget fully recovered entries as checks pass by. Only sound when
+    ///     the `now` of every check is in order across keys (a monotonic clock); with times taken
+    ///     from requests, one connection's later time would forget another key's state before
+    ///     that key's own, earlier, checks. Without it only eviction bounds the memory.
+    public init(shardCount: Int? = nil, maxEntries: Int = 5_000_000, seed: UInt64 = .random(in: .min ... .max),
+                reclaimsRecovered: Bool = true) {
         let count = max(1, shardCount ?? Self.defaultShardCount).nextPowerOfTwo
         let bits = count.trailingZeroBitCount
         let perShard = (max(1, maxEntries) + count - 1) / count
-        ownedShards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits) }
+        ownedShards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits,
+                                             reclaims: reclaimsRecovered) }
         shards = .allocate(capacity: count)
         shards.initialize(from: ownedShards.map { Unmanaged.passUnretained($0) }, count: count)
         shardMask = count - 1

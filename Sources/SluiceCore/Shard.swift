@@ -52,6 +52,8 @@ final class Shard: @unchecked Sendable {
     let shardIndex: UInt64
     let shardBits: UInt64
     let maxEntries: Int
+    /// Whether the hand forgets fully recovered entries (see ``LimiterTable/init(shardCount:maxEntries:seed:reclaimsRecovered:)``).
+    let reclaims: Bool
 
     var slots: UnsafeMutablePointer<Entry> {
         didSet { prefetchBase.store(UInt(bitPattern: slots), ordering: .relaxed) }
@@ -79,8 +81,9 @@ final class Shard: @unchecked Sendable {
     var reclaimed: UInt64 = 0
     var shrinks: UInt64 = 0
 
-    init(maxEntries: Int, seed: UInt64, shardIndex: Int, shardBits: Int) {
+    init(maxEntries: Int, seed: UInt64, shardIndex: Int, shardBits: Int, reclaims: Bool = true) {
         self.maxEntries = max(1, maxEntries)
+        self.reclaims = reclaims
         self.seed = seed
         self.shardIndex = UInt64(shardIndex)
         self.shardBits = UInt64(shardBits)
@@ -287,6 +290,7 @@ final class Shard: @unchecked Sendable {
     /// miss each time, as the profile showed.
     @inline(__always)
     func sweep(now: Int64) {
+        guard reclaims else { return }
         sweepCountdown -= 1
         guard sweepCountdown <= 0 else { return }
         sweepCountdown = Self.sweepBurst

@@ -53,8 +53,10 @@ public final class SluiceDaemon: Sendable {
         }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        // With request times, checks of different keys need not arrive in time order, so
+        // recovered entries are left to eviction rather than reclaimed by a later request's time.
         let table = LimiterTable(shardCount: configuration.shards > 0 ? configuration.shards : nil,
-                                 maxEntries: configuration.maxEntries)
+                                 maxEntries: configuration.maxEntries, reclaimsRecovered: configuration.clock == .monotonic)
         let counters = ServerCounters()
         let dispatcher = RequestDispatcher(configuration: configuration, table: table, counters: counters,
                                            policy: policy, events: events)

@@ -123,6 +123,19 @@ struct LimiterTableTests {
         #expect(stats.reclaimed == 1_000)
     }
 
+    @Test("without reclamation (request clock), a later time elsewhere forgets no key's state")
+    func noReclamation() throws {
+        let table = LimiterTable(shardCount: 1, maxEntries: 10_000, reclaimsRecovered: false)
+        let limit = BoundLimit.inline(try LimitSpec(limit: 1, period: 60 * second))
+        for i in 0..<1_000 { _ = table.check(key: .of(tenant: "", key: "k\(i)"), limit: limit, hits: 1, now: start) }
+        // Another connection's requests an hour ahead in time...
+        for _ in 0..<3_000 { _ = table.check(key: .of(tenant: "", key: "hot"), limit: limit, hits: 0, now: start + 3_600 * second) }
+        #expect(table.statistics().reclaimed == 0)
+        // ...leave every key denied at its own time.
+        let again = (0..<1_000).filter { table.check(key: .of(tenant: "", key: "k\($0)"), limit: limit, hits: 1, now: start + second).allowed }
+        #expect(again.isEmpty)
+    }
+
     @Test("the index survives heavy churn: every decision matches a per-key model while entries are reclaimed and evicted",
           arguments: [10_000, 150])
     func churnKeepsIndexConsistent(maxEntries: Int) throws {

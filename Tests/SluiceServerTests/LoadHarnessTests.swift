@@ -1,0 +1,155 @@
+import Foundation
+import SluiceCore
+import SluiceLoad
+import SluiceProto
+import Testing
+@testable import SluiceServer
+
+/// sluice-bench's engine against real servers: a daemon on real sockets, and (when installed) a
+/// real redis-server running scripts/gcra.lua. The workloads use a fixed request clock or a
+/// long period, so the allowed counts are exact.
+@Suite("Load harness end to end", .serialized)
+struct LoadHarnessTests {
+    static let t0: UInt64 = 1_767_225_600_000
+
+    static func entries(keys: Int, limit: UInt64, periodMs: UInt64, target: TargetProtocol) throws -> EntryTable {
+        let encoder = RequestEncoder(targetProtocol: target)
+        return EntryTable(try (0..<keys).map { index in
+            try encoder.encodeEntry(Sluice_V1_Check.with {
+                $0.key = "load-\(index)"
+                $0.nowMs = t0
+                $0.limit = .with { $0.limit = limit; $0.periodMs = periodMs }
+            }, redisArguments: RedisGCRAArguments(burst: limit, count: limit, periodMs: periodMs))
+        })
+    }
+
+    @Test("closed loop, pipelined batches: every request answered, exactly the limit allowed per key",
+          arguments: ["unix", "tcp"])
+    func closedLoop(transport: String) async throws {
+        try await TestDaemon.with { daemon in
+            let endpoint: LoadEndpoint = transport == "unix" ? .unix(path: daemon.daemon.unixPaths[0])
+                : .tcp(host: "127.0.0.1", port: daemon.daemon.tcpPorts[0])
+            let entries = try Self.entries(keys: 10, limit: 5, periodMs: 60_000, target: .sluice)
+            var plan = LoadPlan(endpoint: endpoint, targetProtocol: .sluice,
+                                source: .generated(entries: entries, sampler: KeySampler(count: 10, distribution: .uniform)))
+            plan.connections = 4
+            plan.depth = 4
+            plan.batch = 3
+            plan.threads = 2
+            plan.requests = 2_000
+            let result = try LoadDriver.run(plan)
+            #expect(result.requests == 2_000)
+            #expect(result.decisions == 6_000)
+            #expect(result.errors == 0 && result.unanswered == 0 && result.connectionErrors == 0)
+            #expect(result.allowed == 50, "10 keys x 5 per minute at one fixed request time")
+            #expect(result.denied == 5_950)
+            #expect((result.latencyMicroseconds["p50"] ?? 0) > 0)
+            #expect(result.latencyMicroseconds["max"]! >= result.latencyMicroseconds["p99"]!)
+        }
+    }
+
+    @Test("open loop: requests leave on schedule, about rate x duration of them")
+    func openLoop() async throws {
+        try await TestDaemon.with { daemon in
+            let entries = try Self.entries(keys: 100, limit: 1_000, periodMs: 1_000, target: .sluice)
+            var plan = LoadPlan(endpoint: .unix(path: daemon.daemon.unixPaths[0]), targetProtocol: .sluice,
+                                source: .generated(entries: entries, sampler: KeySampler(count: 100, distribution: .zipf(exponent: 1.1))))
+            plan.connections = 5
+            plan.depth = 64
+            plan.rate = 2_000
+            plan.duration = 1
+            let result = try LoadDriver.run(plan)
+            #expect(result.errors == 0 && result.unanswered == 0)
+            #expect(result.requests >= 1_800 && result.requests <= 2_050, "sent \(result.requests) at 2,000/s for 1 s")
+        }
+    }
+
+    @Test("a trace replays as fast as possible with each subject's rows in order: same decisions as in process",
+          .enabled(if: FileManager.default.fileExists(atPath: LoadHarnessTests.sample)))
+    func replay() async throws {
+        let rows = try TraceReader.read(path: Self.sample, limit: 3_000)
+        let spec = try LimitSpec(limit: 2, period: 1_000_000_000)
+        // The reference: the same checks, one at a time, in trace order, in process.
+        let table = LimiterTable(shardCount: 4, maxEntries: 100_000)
+        var expectedAllowed = 0
+        for row in rows where table.check(key: .of(tenant: "", key: row.subject), limit: .inline(spec), hits: row.cost,
+                                          now: Int64(row.timestampMs) * 1_000_000).allowed {
+            expectedAllowed += 1
+        }
+        try await TestDaemon.with { daemon in
+            let encoder = RequestEncoder(targetProtocol: .sluice)
+            let connections = 6
+            var schedule: [[(offset: Int64, entry: Int32)]] = Array(repeating: [], count: connections)
+            var encoded: [[UInt8]] = []
+            for row in rows {
+                var hasher = StableHasher()
+                hasher.combine(row.subject)
+                schedule[Int(hasher.finalize().low % UInt64(connections))].append((0, Int32(encoded.count)))
+                encoded.append(try encoder.encodeEntry(Sluice_V1_Check.with {
+                    $0.key = row.subject
+                    $0.hits = row.cost
+                    $0.nowMs = row.timestampMs
+                    $0.limit = .with { $0.limit = 2; $0.periodMs = 1_000 }
+                }, redisArguments: RedisGCRAArguments(burst: 2, count: 2, periodMs: 1_000)))
+            }
+            var plan = LoadPlan(endpoint: .unix(path: daemon.daemon.unixPaths[0]), targetProtocol: .sluice,
+                                source: .replay(entries: EntryTable(encoded), schedule: schedule, pace: .asFastAsPossible))
+            plan.connections = connections
+            plan.depth = 8
+            let result = try LoadDriver.run(plan)
+            #expect(result.requests == rows.count)
+            #expect(result.errors == 0)
+            #expect(result.allowed == expectedAllowed, "the daemon decided the trace as the in-process table did")
+        }
+    }
+
+    static let sample: String = {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("shared/traces/dev-sample.csv.gz").path
+    }()
+
+    static var redisInstalled: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
+
+    @Test("Redis: scripts/gcra.lua through EVALSHA allows exactly the burst per key", .enabled(if: LoadHarnessTests.redisInstalled))
+    func redisGCRA() throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/redis.sock"
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        server.arguments = ["--port", "0", "--unixsocket", socket, "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        defer {
+            // SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM.
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: socket) { usleep(50_000) }
+        let script = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("scripts/gcra.lua"), encoding: .utf8)
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        cli.arguments = ["-s", socket, "SCRIPT", "LOAD", script]
+        let pipe = Pipe()
+        cli.standardOutput = pipe
+        try cli.run()
+        cli.waitUntilExit()
+        let sha = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(sha.count == 40, "SCRIPT LOAD answered \(sha)")
+
+        // Burst 5 per key, one more every 12 s: a sub-second run allows exactly 5 per key.
+        let entries = try Self.entries(keys: 10, limit: 5, periodMs: 60_000, target: .redis(sha: sha))
+        var plan = LoadPlan(endpoint: .unix(path: socket), targetProtocol: .redis(sha: sha),
+                            source: .generated(entries: entries, sampler: KeySampler(count: 10, distribution: .uniform)))
+        plan.connections = 4
+        plan.depth = 8
+        plan.requests = 1_000
+        let result = try LoadDriver.run(plan)
+        #expect(result.requests == 1_000)
+        #expect(result.errors == 0 && result.unanswered == 0)
+        #expect(result.allowed == 50)
+        #expect(result.denied == 950)
+    }
+}
