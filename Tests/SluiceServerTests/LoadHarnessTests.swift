@@ -64,8 +64,8 @@ struct LoadHarnessTests {
         }
     }
 
-    @Test("a trace replays as fast as possible with each subject's rows in order: same decisions as in process",
-          .enabled(if: FileManager.default.fileExists(atPath: LoadHarnessTests.sample)))
+    /// The trace: the first 3,000 rows of shared/traces/dev-sample.csv.gz, checked in.
+    @Test("a trace replays as fast as possible with each subject's rows in order: same decisions as in process")
     func replay() async throws {
         let rows = try TraceReader.read(path: Self.sample, limit: 3_000)
         let spec = try LimitSpec(limit: 2, period: 1_000_000_000)
@@ -105,7 +105,7 @@ struct LoadHarnessTests {
 
     static let sample: String = {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/traces/dev-sample.csv.gz").path
+            .appendingPathComponent("Tests/fixtures/trace-head-3000.csv.gz").path
     }()
 
     static var redisInstalled: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
