@@ -4,7 +4,6 @@
 // epoll for the load harness (SluiceLoad): Swift's Glibc module does not include sys/epoll.h,
 // and `struct epoll_event` is packed, so these wrappers pass plain integers instead.
 #ifdef __linux__
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <time.h>
