@@ -178,8 +178,14 @@ public enum AnswerScanner {
                     guard field == 1, wire == 2 else { try checks.skip(wire); continue }
                     var verdict = ProtoReader(try checks.lengthDelimited())
                     var allowed = false
+                    // Encoders write fields in order, so `allowed` (field 1) is usually first:
+                    // stop there. A verdict without it (denied) is read to its end.
                     while let (field, wire) = try verdict.tag() {
-                        if field == 1, wire == 0 { allowed = try verdict.varint() != 0 } else { try verdict.skip(wire) }
+                        if field == 1, wire == 0 {
+                            allowed = try verdict.varint() != 0
+                            break
+                        }
+                        try verdict.skip(wire)
                     }
                     if allowed { answer.allowed += 1 } else { answer.denied += 1 }
                 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import SluiceCore
 import SluiceProto
@@ -122,11 +127,13 @@ public enum CheckFrameCodec {
                                   trustUTF8: Bool) -> Bool {
         var reader = FieldReader(body)
         var index = 0
+        var previousLimit = PreviousLimit()
         while !reader.atEnd {
             guard let (field, wire) = reader.tag() else { return false }
             if field == 1 {
                 guard wire == 2, let bytes = reader.lengthDelimited(), index < checks.count,
-                      readCheck(bytes, into: checks.baseAddress! + index, trustUTF8: trustUTF8) else { return false }
+                      readCheck(bytes, into: checks.baseAddress! + index, trustUTF8: trustUTF8, previousLimit: &previousLimit)
+                else { return false }
                 index += 1
             } else {
                 guard reader.skip(wire) else { return false }
@@ -135,8 +142,15 @@ public enum CheckFrameCodec {
         return index == checks.count
     }
 
+    /// The last inline limit read in a batch, by its bytes: checks of a batch usually repeat it.
+    struct PreviousLimit {
+        var bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+        var limit = LimitView()
+    }
+
     /// Reads one `Check` into `check` (which starts empty); false if it is not canonical.
-    static func readCheck(_ bytes: UnsafeRawBufferPointer, into check: UnsafeMutablePointer<CheckView>, trustUTF8: Bool) -> Bool {
+    static func readCheck(_ bytes: UnsafeRawBufferPointer, into check: UnsafeMutablePointer<CheckView>, trustUTF8: Bool,
+                          previousLimit: inout PreviousLimit) -> Bool {
         var reader = FieldReader(bytes)
         var seen: UInt16 = 0
         while !reader.atEnd {
@@ -165,7 +179,14 @@ public enum CheckFrameCodec {
                 guard wire == 0, let value = reader.varint() else { return false }
                 check.pointee.nowMs = value
             case 7:
-                guard wire == 2, let message = reader.lengthDelimited(), readLimit(message, into: &check.pointee.limitValue) else { return false }
+                guard wire == 2, let message = reader.lengthDelimited() else { return false }
+                if message.count > 0, message.count == previousLimit.bytes.count,
+                   memcmp(message.baseAddress!, previousLimit.bytes.baseAddress!, message.count) == 0 {
+                    check.pointee.limitValue = previousLimit.limit
+                } else {
+                    guard readLimit(message, into: &check.pointee.limitValue) else { return false }
+                    previousLimit = PreviousLimit(bytes: message, limit: check.pointee.limitValue)
+                }
                 check.pointee.presence |= CheckView.hasLimit
             default:
                 guard reader.skip(wire) else { return false }
