@@ -13,6 +13,22 @@ struct LoadWireTests {
         }
     }
 
+    /// Feeds `stream` to the scanner `split` bytes at a time; returns the answers and what is left.
+    func scan(_ stream: [UInt8], split: Int, protocol target: TargetProtocol) throws -> ([Answer], [UInt8]) {
+        var answers: [Answer] = []
+        var buffer: [UInt8] = []
+        var offset = 0
+        while offset < stream.count {
+            buffer += stream[offset..<min(stream.count, offset + split)]
+            offset += split
+            while let (answer, used) = try buffer.withUnsafeBytes({ try AnswerScanner.next($0, protocol: target) }) {
+                answers.append(answer)
+                buffer.removeFirst(used)
+            }
+        }
+        return (answers, buffer)
+    }
+
     @Test("a pre-encoded request decodes with swift-protobuf to the same checks")
     func requestRoundTrip() throws {
         let encoder = RequestEncoder(targetProtocol: .sluice)
@@ -55,19 +71,9 @@ struct LoadWireTests {
             stream += [UInt8(body.count >> 24 & 0xFF), UInt8(body.count >> 16 & 0xFF), UInt8(body.count >> 8 & 0xFF), UInt8(body.count & 0xFF)] + body
         }
         for split in [1, 2, 3, 5, 17, stream.count] {
-            var answers: [Answer] = []
-            var buffer: [UInt8] = []
-            var offset = 0
-            while offset < stream.count {
-                buffer += stream[offset..<min(stream.count, offset + split)]
-                offset += split
-                while let (answer, used) = try buffer.withUnsafeBytes({ try AnswerScanner.next($0, protocol: .sluice) }) {
-                    answers.append(answer)
-                    buffer.removeFirst(used)
-                }
-            }
+            let (answers, rest) = try scan(stream, split: split, protocol: .sluice)
             #expect(answers == expected, "split \(split)")
-            #expect(buffer.isEmpty)
+            #expect(rest.isEmpty)
         }
     }
 
@@ -105,18 +111,9 @@ struct LoadWireTests {
                         Answer(id: 0, allowed: 0, denied: 1, isError: false),
                         Answer(id: 0, allowed: 0, denied: 0, isError: true)]
         for split in 1...stream.count {
-            var answers: [Answer] = []
-            var buffer: [UInt8] = []
-            var offset = 0
-            while offset < stream.count {
-                buffer += stream[offset..<min(stream.count, offset + split)]
-                offset += split
-                while let (answer, used) = try buffer.withUnsafeBytes({ try AnswerScanner.next($0, protocol: .redis(sha: "")) }) {
-                    answers.append(answer)
-                    buffer.removeFirst(used)
-                }
-            }
+            let (answers, rest) = try scan(stream, split: split, protocol: .redis(sha: ""))
             #expect(answers == expected, "split \(split)")
+            #expect(rest.isEmpty)
         }
         #expect(throws: AnswerStreamError.self) {
             try Array("?what\r\n".utf8).withUnsafeBytes { try AnswerScanner.next($0, protocol: .redis(sha: "")) }
