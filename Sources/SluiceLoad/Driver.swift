@@ -290,16 +290,21 @@ final class ProgressReporter: @unchecked Sendable {
     func begin() {
         let thread = Thread { [self] in
             var lastAnswers = 0, lastDecisions = 0
+            var lastTime = start
             while !done.load(ordering: .relaxed) {
                 for _ in 0..<10 where !done.load(ordering: .relaxed) { usleep(100_000) }
                 let answers = counters.answers.load(ordering: .relaxed)
                 let decisions = counters.decisions.load(ordering: .relaxed)
-                let seconds = Double(monotonicNanoseconds() - start) / 1e9
-                let line = String(format: "%6.1f s  %9d requests/s  %10d decisions/s  %d errors\n", seconds,
-                                  answers - lastAnswers, decisions - lastDecisions, counters.errors.load(ordering: .relaxed))
+                let now = monotonicNanoseconds()
+                // Per second over the interval since the last line (the last one may be short).
+                let interval = Double(max(1, now - lastTime)) / 1e9
+                let line = String(format: "%6.1f s  %9.0f requests/s  %10.0f decisions/s  %d errors\n", Double(now - start) / 1e9,
+                                  Double(answers - lastAnswers) / interval, Double(decisions - lastDecisions) / interval,
+                                  counters.errors.load(ordering: .relaxed))
                 FileHandle.standardError.write(Data(line.utf8))
                 lastAnswers = answers
                 lastDecisions = decisions
+                lastTime = now
             }
         }
         self.thread = thread
