@@ -125,8 +125,7 @@ public final class SluiceDaemon: Sendable {
                         return
                     }
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(FrameDecoder(maximumFrameBytes: configuration.maxFrameBytes)))
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: dispatcher, logger: logger))
+                        ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes))
                 }
             }
         if tcp {

@@ -3,10 +3,16 @@ import NIOCore
 import SluiceProto
 import SwiftProtobuf
 
-/// Serves one connection: decodes each frame into a request, asks the processor, writes the
-/// response. Check requests take the processor's fast path straight from the frame bytes; the
-/// rest are decoded with swift-protobuf. Responses go out in request order, gathered into one
-/// buffer per read burst and written and flushed once, so pipelined requests share system calls.
+/// Serves one connection: splits the byte stream into frames (``FrameDecoder/nextFrame(in:maximum:)``),
+/// asks the processor, writes the response. Check requests take the processor's fast path straight
+/// from the frame bytes; the rest are decoded with swift-protobuf. Responses go out in request
+/// order, gathered into one buffer per read burst and written and flushed once, so pipelined
+/// requests share system calls.
+///
+/// The handler frames the stream itself rather than behind a `ByteToMessageHandler`: the profile
+/// put that handler's own bookkeeping at a tenth of the daemon's time at pipeline depth 1
+/// (docs/BENCHMARKS.md). Frames are slices of the bytes read, never copied; only a partial frame
+/// at the end of a read is kept for the next.
 ///
 /// A frame that does not decode is answered with `CODE_MALFORMED_MESSAGE` (and the request's id
 /// when it could be read) and the connection stays open. A length prefix above the maximum is
@@ -18,6 +24,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
 
     let processor: any RequestProcessor
     let logger: Logger
+    /// The largest frame body accepted; a longer length prefix closes the connection.
+    let maximumFrameBytes: Int
+    /// The start of a frame whose rest has not arrived yet.
+    var partial: ByteBuffer?
     var decodingOptions = BinaryDecodingOptions()
     /// Answers of the current read burst, not yet written.
     var pending: ByteBuffer?
@@ -28,8 +38,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     let quietPeriod: TimeAmount
 
     /// A handler answering through `processor`.
-    public init(processor: any RequestProcessor, logger: Logger, quietPeriod: TimeAmount = .milliseconds(50)) {
+    public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
+                quietPeriod: TimeAmount = .milliseconds(50)) {
         self.processor = processor
+        self.maximumFrameBytes = maximumFrameBytes
         self.logger = logger
         self.quietPeriod = quietPeriod
         decodingOptions.discardUnknownFields = true
@@ -39,7 +51,32 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         readSinceLastLook = true
-        let frame = unwrapInboundIn(data)
+        var bytes = unwrapInboundIn(data)
+        if var earlier = partial {
+            partial = nil
+            earlier.writeBuffer(&bytes)
+            bytes = earlier
+        }
+        do {
+            while !closing, let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
+                answer(frame, context: context)
+            }
+        } catch FramingError.frameTooLarge(let length, let maximum) {
+            processor.recordMalformed()
+            write(.error(id: 0, .frameTooLarge, "frame length \(length) exceeds the maximum of \(maximum) bytes; closing the connection"),
+                  context: context)
+            logger.debug("closing connection: frame too large", metadata: ["frame.length": "\(length)"])
+            closeAfterWrites(context: context)
+            return
+        } catch {
+            closeAfterWrites(context: context)
+            return
+        }
+        if bytes.readableBytes > 0, !closing { partial = bytes }
+    }
+
+    /// Answers one frame into the pending output.
+    func answer(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         // Taken out of `pending` while written to, so that appending never copies it.
         var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
         pending = nil
@@ -87,16 +124,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if case FramingError.frameTooLarge(let length, let maximum) = error {
-            processor.recordMalformed()
-            write(.error(id: 0, .frameTooLarge, "frame length \(length) exceeds the maximum of \(maximum) bytes; closing the connection"),
-                  context: context)
-            logger.debug("closing connection: frame too large", metadata: ["frame.length": "\(length)"])
-        } else if error is ByteToMessageDecoderError {
-            processor.recordMalformed()
-        } else {
-            logger.debug("closing connection", metadata: ["error": "\(error)"])
-        }
+        logger.debug("closing connection", metadata: ["error": "\(error)"])
         closeAfterWrites(context: context)
     }
 

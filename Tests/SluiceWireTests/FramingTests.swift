@@ -50,8 +50,8 @@ final class FramingTests {
         let processor = EchoProcessor()
         let channel = EmbeddedChannel()
         channels.append(channel)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maximum)))
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test")))
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test"),
+                                                                         maximumFrameBytes: maximum))
         // An embedded channel is inactive until connected; connect it so closing is observable.
         try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         #expect(channel.isActive)
