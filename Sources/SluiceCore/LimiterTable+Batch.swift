@@ -123,7 +123,8 @@ extension Shard {
     func decide(_ item: BatchCheck) -> Decision {
         switch item.limits {
         case .single(let limit) where limit.spec.algorithm == .gcra && item.multiplier == 1:
-            return checkGCRA(item.key.combined(with: limit.identity), spec: limit.spec, hits: item.hits, now: item.now)
+            return checkGCRA(item.key.combined(with: limit.identity), spec: limit.spec, hits: item.hits, now: item.now,
+                             keyBits: item.key.shardBits)
         case .single(let limit):
             return withUnsafePointer(to: limit) {
                 check(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits, now: item.now,

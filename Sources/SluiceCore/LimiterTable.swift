@@ -62,7 +62,7 @@ public final class LimiterTable: @unchecked Sendable {
 
     /// The shard that holds every limit of `key`.
     @inline(__always)
-    func shardIndex(_ key: Fingerprint) -> Int { Int(truncatingIfNeeded: key.high >> 7) & shardMask }
+    func shardIndex(_ key: Fingerprint) -> Int { Int(key.shardBits) & shardMask }
 
     @inline(__always)
     func withShard<T>(for key: Fingerprint, _ body: (Shard) -> T) -> T {
@@ -87,7 +87,7 @@ public final class LimiterTable: @unchecked Sendable {
                 shard.prefetch(fingerprint)
                 shard.lock()
                 defer { shard.unlock() }
-                return shard.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now)
+                return shard.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now, keyBits: key.shardBits)
             }
         }
         return withUnsafePointer(to: limit) { pointer in
@@ -171,6 +171,12 @@ public struct TableStatistics: Sendable, Hashable {
     public var shrinks: UInt64 = 0
     /// Bytes the shards have allocated for their slots.
     public var allocatedBytes = 0
+}
+
+extension Fingerprint {
+    /// The bits of a (tenant, key) fingerprint that choose its shard (up to 65,536 shards).
+    @inline(__always)
+    var shardBits: UInt16 { UInt16(truncatingIfNeeded: high >> 7) }
 }
 
 extension Int {

@@ -22,18 +22,23 @@ import Synchronization
 /// Every method except `init` must be called with the lock held.
 @usableFromInline
 final class Shard: @unchecked Sendable {
-    /// 48 bytes: fingerprint, state, flags, expiry (whole seconds since the epoch, rounded up).
+    /// 48 bytes: fingerprint, state, flags, the key's shard bits, expiry (whole seconds since the
+    /// epoch, rounded up). `keyBits` fills what was padding: the entry is stored under the
+    /// fingerprint of (tenant, key, limit), but its shard is chosen by (tenant, key), so a
+    /// snapshot needs these bits to put the entry back in the right shard, even under another
+    /// shard count.
     @usableFromInline
     struct Entry: Sendable {
         var high: UInt64
         var low: UInt64
         var state: LimiterState
         var flags: UInt8
+        var keyBits: UInt16
         var expiry: UInt32
 
         static let occupied: UInt8 = 1
         static let referenced: UInt8 = 2
-        static let empty = Entry(high: 0, low: 0, state: .gcra(GCRAState()), flags: 0, expiry: 0)
+        static let empty = Entry(high: 0, low: 0, state: .gcra(GCRAState()), flags: 0, keyBits: 0, expiry: 0)
 
         @inline(__always) var isOccupied: Bool { flags & Self.occupied != 0 }
 
@@ -277,11 +282,11 @@ final class Shard: @unchecked Sendable {
         }
     }
 
-    func insert(_ fingerprint: Fingerprint, state: LimiterState, expiry: UInt32) {
+    func insert(_ fingerprint: Fingerprint, state: LimiterState, expiry: UInt32, keyBits: UInt16) {
         if count >= maxEntries { evictOne() }
         if (count + 1) * Self.maxLoadDenominator > capacity * Self.maxLoadNumerator { grow() }
         place(Entry(high: fingerprint.high, low: fingerprint.low, state: state,
-                    flags: Entry.occupied | Entry.referenced, expiry: expiry))
+                    flags: Entry.occupied | Entry.referenced, keyBits: keyBits, expiry: expiry))
         count += 1
     }
 
@@ -344,14 +349,14 @@ final class Shard: @unchecked Sendable {
     }
 
     @inline(__always)
-    func store(_ state: LimiterState, at position: Int?, fingerprint: Fingerprint, spec: LimitSpec) {
+    func store(_ state: LimiterState, at position: Int?, fingerprint: Fingerprint, spec: LimitSpec, keyBits: UInt16) {
         let expiry = Self.expiry(state, spec)
         if let position {
             slots[position].state = state
             slots[position].expiry = expiry
             slots[position].flags |= Entry.referenced
         } else {
-            insert(fingerprint, state: state, expiry: expiry)
+            insert(fingerprint, state: state, expiry: expiry, keyBits: keyBits)
         }
     }
 
@@ -359,10 +364,10 @@ final class Shard: @unchecked Sendable {
     /// Either way an existing entry is marked used: a key being denied is in use, and evicting
     /// it would hand its caller a fresh limit.
     @inline(__always)
-    func decide(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64, commit: Bool) -> Decision {
+    func decide(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64, commit: Bool, keyBits: UInt16) -> Decision {
         let position = find(fingerprint)
         if spec.algorithm == .concurrency {
-            return decideLeases(fingerprint, at: position, spec: spec, hits: hits, now: now, commit: commit)
+            return decideLeases(fingerprint, at: position, spec: spec, hits: hits, now: now, commit: commit, keyBits: keyBits)
         }
         // GCRA, the default, in place: no enum round trip for the common case.
         if spec.algorithm == .gcra, let position, case .gcra(let gcra) = slots[position].state {
@@ -376,7 +381,7 @@ final class Shard: @unchecked Sendable {
         }
         let (decision, next) = state(at: position, for: spec, now: now).evaluate(hits: hits, now: now, spec: spec)
         if commit, decision.allowed, hits > 0 {
-            store(next, at: position, fingerprint: fingerprint, spec: spec)
+            store(next, at: position, fingerprint: fingerprint, spec: spec, keyBits: keyBits)
         } else if let position {
             slots[position].flags |= Entry.referenced
         }
@@ -384,14 +389,15 @@ final class Shard: @unchecked Sendable {
     }
 
     func decideLeases(_ fingerprint: Fingerprint, at position: Int?, spec: LimitSpec, hits: UInt64, now: Int64,
-                      commit: Bool) -> Decision {
+                      commit: Bool, keyBits: UInt16) -> Decision {
         var leases = LeaseSet()
         if let position, case .concurrency = slots[position].state { leases = leaseSets[fingerprint] ?? LeaseSet() }
         let leaseID = commit && hits > 0 ? nextLeaseID() : 0
         let (decision, next) = leases.evaluate(hits: hits, now: now, spec: spec, leaseID: leaseID)
         if commit, decision.allowed, hits > 0 {
             leaseSets[fingerprint] = next
-            store(.concurrency(LeaseSummary(latestExpiry: next.recoveredAt)), at: position, fingerprint: fingerprint, spec: spec)
+            store(.concurrency(LeaseSummary(latestExpiry: next.recoveredAt)), at: position, fingerprint: fingerprint, spec: spec,
+                  keyBits: keyBits)
         } else if let position {
             slots[position].flags |= Entry.referenced
         }
@@ -402,13 +408,13 @@ final class Shard: @unchecked Sendable {
     /// scalars and without the generic machinery (instruction counts in docs/BENCHMARKS.md).
     /// Same decisions as `check(key:limits:...)`; the reference-model and batch tests cover it.
     @inline(__always)
-    func checkGCRA(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64) -> Decision {
+    func checkGCRA(_ fingerprint: Fingerprint, spec: LimitSpec, hits: UInt64, now: Int64, keyBits: UInt16) -> Decision {
         sweep(now: now)
         checks &+= 1
         guard hits > 0, hits <= spec.burst, let position = find(fingerprint),
               case .gcra(let state) = slots[position].state else {
             // Peeks, capacity denials and new keys take the general path.
-            let decision = decide(fingerprint, spec: spec, hits: hits, now: now, commit: true)
+            let decision = decide(fingerprint, spec: spec, hits: hits, now: now, commit: true, keyBits: keyBits)
             if decision.allowed { allowed &+= 1 } else { denied &+= 1 }
             return decision
         }
@@ -441,14 +447,14 @@ final class Shard: @unchecked Sendable {
         checks &+= 1
         if limits.count == 1 {
             let decision = decide(key.combined(with: limits[0].identity), spec: limits[0].spec.scaled(by: multiplier),
-                                  hits: hits, now: now, commit: true)
+                                  hits: hits, now: now, commit: true, keyBits: key.shardBits)
             if decision.allowed { allowed &+= 1 } else { denied &+= 1 }
             return decision
         }
         var result: Decision? = nil
         for (index, limit) in limits.enumerated() {
             var decision = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
-                                  hits: hits, now: now, commit: false)
+                                  hits: hits, now: now, commit: false, keyBits: key.shardBits)
             decision.limitIndex = UInt32(index)
             result = Self.tighter(result, decision)
         }
@@ -465,7 +471,7 @@ final class Shard: @unchecked Sendable {
         // Every limit allows: commit each. Evaluation is deterministic, so this repeats pass one.
         for limit in limits {
             let committed = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
-                                   hits: hits, now: now, commit: true)
+                                   hits: hits, now: now, commit: true, keyBits: key.shardBits)
             if committed.leaseID != 0, decision.leaseID == 0 { decision.leaseID = committed.leaseID }
         }
         return decision
