@@ -74,6 +74,10 @@ public struct Configuration: Sendable {
     public var shards = 0
     /// Entries kept before the least recently used are evicted.
     public var maxEntries = 5_000_000
+    /// Where the limiter table is kept across restarts; nil: nowhere (the table starts empty).
+    public var snapshotPath: String?
+    /// Milliseconds between snapshots (one more is written on shutdown).
+    public var snapshotIntervalMs: Int64 = 30_000
     /// The algorithm of inline limits and rules that name none.
     public var defaultAlgorithm = Algorithm.gcra
     /// When true, only declared tenants (and the default one) are served.

@@ -119,7 +119,7 @@ struct Reader {
     }
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
-        let sections = try mapping(root, "", keys: ["listen", "server", "table", "defaults", "strict_tenants", "rules", "tenants"])
+        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "defaults", "strict_tenants", "rules", "tenants"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -135,6 +135,17 @@ struct Reader {
                     switch k {
                     case "shards": configuration.shards = try integer(v, "table.shards", 0...65_536)
                     default: configuration.maxEntries = try integer(v, "table.max_entries", 1...1_000_000_000)
+                    }
+                }
+            case "snapshot":
+                for (k, v) in try mapping(value, "snapshot", keys: ["path", "interval"]) {
+                    if k == "path" {
+                        let path = try string(v, "snapshot.path")
+                        configuration.snapshotPath = path.isEmpty ? nil : path
+                    } else {
+                        let interval = try duration(v, "snapshot.interval")
+                        guard interval >= 1_000_000_000 else { throw error(v, "snapshot.interval", "expected at least 1s") }
+                        configuration.snapshotIntervalMs = interval / 1_000_000
                     }
                 }
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")

@@ -27,6 +27,12 @@ public enum DefaultConfiguration {
       shards: 0                 # 0 = 16 per core (a power of two)
       max_entries: 5000000      # beyond this the least recently used keys are evicted
 
+    # The table is written here every interval and on shutdown, and read back at start, so a
+    # restart keeps every caller's limits. path: "" keeps nothing.
+    snapshot:
+      path: /tmp/sluice.snapshot
+      interval: 30s
+
     defaults:
       algorithm: gcra           # gcra, token_bucket, sliding_window, fixed_window, concurrency
 

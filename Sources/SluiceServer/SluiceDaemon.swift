@@ -24,9 +24,12 @@ public final class SluiceDaemon: Sendable {
     let listeners: [any Channel]
     let logger: Logger
     let stopped = NIOLockedValueBox(false)
+    let snapshotter: Snapshotter?
 
     init(configuration: Configuration, dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress],
-         group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel], logger: Logger) {
+         group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel], logger: Logger,
+         snapshotter: Snapshotter?) {
+        self.snapshotter = snapshotter
         self.configuration = configuration
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
@@ -60,6 +63,9 @@ public final class SluiceDaemon: Sendable {
         let counters = ServerCounters()
         let dispatcher = RequestDispatcher(configuration: configuration, table: table, counters: counters,
                                            policy: policy, events: events)
+        // The table is restored before any listener accepts, so no check sees it empty.
+        let snapshotter = configuration.snapshotPath.map { Snapshotter(path: $0, table: table, time: dispatcher.time, logger: logger) }
+        snapshotter?.restore()
         let tracker = ConnectionTracker()
         var bound: [any Channel] = []
         var unixPaths: [String] = []
@@ -96,8 +102,10 @@ public final class SluiceDaemon: Sendable {
             "config.source": "\(configuration.source)", "clock": "\(configuration.clock.rawValue)",
             "table.shards": "\(table.shardCount)", "table.max_entries": "\(table.maxEntries)", "threads": "\(threads)",
         ])
+        snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
         return SluiceDaemon(configuration: configuration, dispatcher: dispatcher, unixPaths: unixPaths,
-                            tcpAddresses: tcpAddresses, group: group, tracker: tracker, listeners: bound, logger: logger)
+                            tcpAddresses: tcpAddresses, group: group, tracker: tracker, listeners: bound, logger: logger,
+                            snapshotter: snapshotter)
     }
 
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, _ tracker: ConnectionTracker,
@@ -143,6 +151,8 @@ public final class SluiceDaemon: Sendable {
         logger.info("shutting down: no new connections, answering what is in flight")
         for listener in listeners { try? await listener.close() }
         await tracker.drain(deadline: .seconds(10))
+        // Every answered check is in the table now: keep it for the next start.
+        snapshotter?.stop()
         for path in unixPaths { UnixSocketPath.remove(path) }
         try? await group.shutdownGracefully()
         logger.info("stopped")

@@ -34,6 +34,9 @@ struct Sluiced: AsyncParsableCommand {
     @Option(name: .long, help: "monotonic (default) or request (time from each check's now_ms).")
     var clock: String?
 
+    @Option(name: .long, help: "Keep the limiter table in this file across restarts (replaces snapshot.path; \"off\" keeps nothing).")
+    var snapshot: String?
+
     @Flag(name: .long, help: "Print the embedded default configuration and exit.")
     var printDefaultConfig = false
 
@@ -100,6 +103,7 @@ struct Sluiced: AsyncParsableCommand {
             }
             configuration.clock = mode
         }
+        if let snapshot { configuration.snapshotPath = snapshot == "off" || snapshot.isEmpty ? nil : snapshot }
         return configuration
     }
 }

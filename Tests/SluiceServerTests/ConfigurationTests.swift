@@ -66,6 +66,22 @@ struct ConfigurationTests {
         #expect(configuration.knows(tenant: "acme") && configuration.knows(tenant: "") && !configuration.knows(tenant: "x"))
     }
 
+    @Test("snapshot: path and interval; an empty path keeps nothing; the default keeps /tmp/sluice.snapshot every 30 s")
+    func snapshotSection() throws {
+        let configured = try ConfigurationLoader.parse("snapshot: { path: /var/lib/sluice/table, interval: 5s }", source: "s.yaml")
+        #expect(configured.snapshotPath == "/var/lib/sluice/table" && configured.snapshotIntervalMs == 5_000)
+        #expect(try ConfigurationLoader.parse("snapshot: { path: \"\" }", source: "s.yaml").snapshotPath == nil)
+        #expect(try ConfigurationLoader.parse("", source: "s.yaml").snapshotPath == nil, "no file, no snapshot")
+        let embedded = try ConfigurationLoader.embeddedDefault()
+        #expect(embedded.snapshotPath == "/tmp/sluice.snapshot" && embedded.snapshotIntervalMs == 30_000)
+        do {
+            _ = try ConfigurationLoader.parse("snapshot:\n  interval: 10ms\n", source: "s.yaml")
+            Issue.record("a 10 ms interval was accepted")
+        } catch {
+            #expect(error.message.contains("snapshot.interval") && error.message.contains("at least 1s"))
+        }
+    }
+
     @Test("errors name the file, line, key path and what was expected")
     func errorMessages() {
         #expect(failure("rules:\n  login:\n    limit: 5\n    perod: 1m\n") ==

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceClient
+import SluiceCore
 import SluiceProto
 import Testing
 
@@ -43,7 +44,9 @@ struct DaemonProcessTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/s.sock"
-        let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--log-level", "warning"])
+        let snapshot = "\(directory)/table.snapshot"
+        let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--log-level", "warning",
+                                            "--snapshot", snapshot])
         #expect(try await Self.waitForSocket(socket))
         let client = try await SluiceClient.connect(to: .unix(path: socket))
         var check = WireCheck()
@@ -57,6 +60,9 @@ struct DaemonProcessTests {
         #expect(process.terminationStatus == 0)
         #expect(process.terminationReason == .exit)
         #expect(!FileManager.default.fileExists(atPath: socket))
+        // The table went to disk on the way out: the default rule's two limits for "proc".
+        let bytes = try #require(FileManager.default.contents(atPath: snapshot), "no snapshot was written on \(signal)")
+        #expect(try TableSnapshot(decoding: Array(bytes)).entries.count == 2)
         await client.close()
     }
 

@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Logging
+import NIOConcurrencyHelpers
+import SluiceCore
+
+/// Keeps the limiter table on disk: restores it at start, writes it every interval on a
+/// background Dispatch queue and once more on shutdown. A write goes to a temporary file in the
+/// same folder, is fsync'd and renamed over the old one, so a crash mid-write leaves the previous
+/// snapshot whole. A snapshot that cannot be read is reported, moved aside and ignored: the
+/// daemon then starts empty, never fails to start because of one.
+// @unchecked: `timer` is only touched under its lock; the rest is immutable or Sendable.
+final class Snapshotter: @unchecked Sendable {
+    let path: String
+    let table: LimiterTable
+    let time: TimeSource
+    let logger: Logger
+    let queue = DispatchQueue(label: "sluice.snapshot")
+    let lock = NIOLock()
+    var timer: (any DispatchSourceTimer)?
+
+    init(path: String, table: LimiterTable, time: TimeSource, logger: Logger) {
+        self.path = path
+        self.table = table
+        self.time = time
+        self.logger = logger
+    }
+
+    /// Reads the snapshot at `path` into the table, if there is one. Returns the entries restored.
+    @discardableResult
+    func restore() -> Int {
+        guard let bytes = Self.read(path) else { return 0 }
+        do {
+            let snapshot = try TableSnapshot(decoding: bytes)
+            let restored = table.restore(snapshot)
+            let age = max(0, time.now() - snapshot.writtenAt) / 1_000_000
+            logger.info("snapshot restored", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(restored)",
+                                                        "snapshot.age_ms": "\(age)"])
+            return restored
+        } catch {
+            let aside = "\(path).unreadable-\(time.now() / 1_000_000_000)"
+            let moved = rename(path, aside) == 0
+            logger.error("snapshot unreadable; starting with an empty table", metadata: [
+                "snapshot.path": "\(path)", "error": "\(error)", "moved_to": "\(moved ? aside : "(could not move it)")",
+            ])
+            return 0
+        }
+    }
+
+    /// Writes a snapshot every `interval` until ``stop()``.
+    func start(interval: DispatchTimeInterval) {
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
+        source.setEventHandler { [self] in write() }
+        source.resume()
+        lock.withLock { timer = source }
+    }
+
+    /// Stops the timer and writes a last snapshot (waiting for any write under way).
+    func stop() {
+        lock.withLock {
+            timer?.cancel()
+            timer = nil
+        }
+        queue.sync { write() }
+    }
+
+    /// Takes and writes one snapshot. Errors are logged; the previous file stays in place.
+    func write() {
+        let snapshot = table.snapshot(writtenAt: time.now())
+        do {
+            try Self.writeAtomically(snapshot.encoded(), to: path)
+            logger.debug("snapshot written", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(snapshot.entries.count)"])
+        } catch {
+            logger.error("snapshot not written", metadata: ["snapshot.path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    struct WriteError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw WriteError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else {
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                unlink(temporary)
+                throw WriteError(description: "cannot write \(temporary): \(reason)")
+            }
+            written += n
+        }
+        guard fsync(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            unlink(temporary)
+            throw WriteError(description: "cannot fsync \(temporary): \(reason)")
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw WriteError(description: "cannot rename \(temporary) to \(path): \(reason)")
+        }
+        // The rename itself must reach the disk: fsync the folder.
+        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let directory = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_CLOEXEC)
+        if directory >= 0 {
+            _ = fsync(directory)
+            close(directory)
+        }
+    }
+
+    /// The file's bytes, or nil if there is no file (any other failure is logged by the caller
+    /// through the decode error).
+    static func read(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return bytes
+    }
+}
