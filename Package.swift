@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-bench",
             dependencies: [
-                "SluiceLoad", "SluiceProto",
+                "SluiceLoad", "SluiceProto", "SluiceCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

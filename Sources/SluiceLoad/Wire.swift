@@ -214,56 +214,33 @@ public enum AnswerScanner {
     }
 }
 
-/// A bounds-checked protobuf reader over raw bytes.
+/// ``FieldReader`` (the daemon's own reader) with its nils turned into errors for the scanner.
 struct ProtoReader {
-    let bytes: UnsafeRawBufferPointer
-    var position = 0
+    var fields: FieldReader
 
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    init(_ bytes: UnsafeRawBufferPointer) { fields = FieldReader(bytes) }
 
+    static let malformed = AnswerStreamError(description: "a malformed protobuf answer")
+
+    /// The next field's number and wire type, or nil at the end.
     mutating func tag() throws(AnswerStreamError) -> (Int, Int)? {
-        guard position < bytes.count else { return nil }
-        let key = try varint()
-        guard key >> 3 != 0 else { throw AnswerStreamError(description: "field number 0 in an answer") }
-        return (Int(key >> 3), Int(key & 7))
+        guard !fields.atEnd else { return nil }
+        guard let tag = fields.tag() else { throw Self.malformed }
+        return tag
     }
 
     mutating func varint() throws(AnswerStreamError) -> UInt64 {
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        while position < bytes.count, shift < 64 {
-            let byte = bytes[position]
-            position += 1
-            value |= UInt64(byte & 0x7F) << shift
-            if byte < 0x80 { return value }
-            shift += 7
-        }
-        throw AnswerStreamError(description: "a truncated or overlong varint in an answer")
+        guard let value = fields.varint() else { throw Self.malformed }
+        return value
     }
 
     mutating func lengthDelimited() throws(AnswerStreamError) -> UnsafeRawBufferPointer {
-        let length = try varint()
-        guard length <= UInt64(bytes.count - position) else {
-            throw AnswerStreamError(description: "a field longer than its message in an answer")
-        }
-        let slice = UnsafeRawBufferPointer(rebasing: bytes[position..<(position + Int(length))])
-        position += Int(length)
-        return slice
+        guard let bytes = fields.lengthDelimited() else { throw Self.malformed }
+        return bytes
     }
 
     mutating func skip(_ wire: Int) throws(AnswerStreamError) {
-        switch wire {
-        case 0: _ = try varint()
-        case 1: try advance(8)
-        case 2: _ = try lengthDelimited()
-        case 5: try advance(4)
-        default: throw AnswerStreamError(description: "wire type \(wire) in an answer")
-        }
-    }
-
-    mutating func advance(_ count: Int) throws(AnswerStreamError) {
-        guard bytes.count - position >= count else { throw AnswerStreamError(description: "a truncated answer") }
-        position += count
+        guard fields.skip(wire) else { throw Self.malformed }
     }
 }
 

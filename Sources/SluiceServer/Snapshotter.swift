@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import SluiceCore
@@ -121,20 +122,8 @@ final class Snapshotter: @unchecked Sendable {
         }
     }
 
-    /// The file's bytes, or nil if there is no file (any other failure is logged by the caller
-    /// through the decode error).
+    /// The file's bytes, or nil if there is no file to read.
     static func read(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n < 0, errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
-        return bytes
+        FileManager.default.contents(atPath: path).map { Array($0) }
     }
 }

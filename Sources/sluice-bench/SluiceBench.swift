@@ -3,6 +3,7 @@
 // throughput and HdrHistogram latency. docs/BENCHMARKS.md shows how each figure was made.
 import ArgumentParser
 import Foundation
+import SluiceCore
 import SluiceLoad
 import SluiceProto
 
@@ -132,7 +133,10 @@ struct SluiceBench: ParsableCommand {
                 let check = makeCheck(key: key, tenant: replayTenants ? row.tenant : "", subject: row.subject,
                                       hits: hits ?? row.cost, nowMs: row.timestampMs)
                 // A subject's rows stay on one connection, so they arrive in trace order.
-                let connection = Int(FNV.hash(row.subject) % UInt64(connections))
+                // The project's stable hash, as the replay test uses (Swift's Hasher is seeded per process).
+                var hasher = StableHasher()
+                hasher.combine(row.subject)
+                let connection = Int(hasher.finalize().low % UInt64(connections))
                 schedule[connection].append((Int64(row.timestampMs - first.timestampMs) * 1_000_000, Int32(entries.count)))
                 entries.append(try encoder.encodeEntry(check, redisArguments: redisArguments))
             }
@@ -222,14 +226,5 @@ struct SluiceBench: ParsableCommand {
         let periodText = String(parts[1])
         if periodText.hasSuffix("d"), let days = Double(periodText.dropLast()) { return (count, UInt64(days * 86_400_000)) }
         return (count, UInt64(try parseDuration(periodText) * 1000))
-    }
-}
-
-/// FNV-1a: a stable string hash (Swift's Hasher is seeded per process).
-enum FNV {
-    static func hash(_ text: String) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
-        return hash
     }
 }

@@ -569,7 +569,6 @@ static int collect_checks(sluice_client *client, uint64_t *request_id, sluice_ve
     if (count) *count = 0;
     int status = next_response(client, &response, &request, error);
     if (status != SLUICE_OK) return status;
-    int result = SLUICE_OK;
     if (request.kind != KIND_CHECK || response->body_case != SLUICE__V1__RESPONSE__BODY_CHECK || !response->check ||
         response->check->n_verdicts != request.count) {
         sluice__v1__response__free_unpacked(response, NULL);
@@ -579,7 +578,7 @@ static int collect_checks(sluice_client *client, uint64_t *request_id, sluice_ve
     for (size_t i = 0; i < response->check->n_verdicts; i++) copy_verdict(response->check->verdicts[i], &verdicts[i]);
     if (count) *count = response->check->n_verdicts;
     sluice__v1__response__free_unpacked(response, NULL);
-    return result;
+    return SLUICE_OK;
 }
 
 /* MARK: the calls */
