@@ -92,6 +92,8 @@ public final class EventTap<Element: Sendable>: Sendable {
 
     /// Elements dropped because the buffer was full.
     public var dropped: UInt64 { ring.withLockedValue { $0.dropped } }
+    /// Elements waiting to be drained now.
+    public var count: Int { ring.withLockedValue { $0.count } }
     /// Elements offered in all.
     public var offered: UInt64 { ring.withLockedValue { $0.offered } }
 }

@@ -13,6 +13,7 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
             case overloaded = "overloaded"
             case addressInUse = "address_in_use"
             case io = "io"
+            case unavailable = "unavailable"
             case `internal` = "internal"
         }
         let value: Value
@@ -36,6 +37,8 @@ public struct SluiceError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let addressInUse = Code(value: .addressInUse)
         /// An operating-system call failed.
         public static let io = Code(value: .io)
+        /// The operation needs something the daemon was not configured with.
+        public static let unavailable = Code(value: .unavailable)
         /// A bug.
         public static let `internal` = Code(value: .internal)
 

@@ -100,6 +100,9 @@ extension Sluice_V1_Error.Code {
         case .internal: "CODE_INTERNAL"
         case .unsupported: "CODE_UNSUPPORTED"
         case .shuttingDown: "CODE_SHUTTING_DOWN"
+        case .forbidden: "CODE_FORBIDDEN"
+        case .invalidConfiguration: "CODE_INVALID_CONFIGURATION"
+        case .unavailable: "CODE_UNAVAILABLE"
         case .UNRECOGNIZED(let value): "CODE_\(value)"
         }
     }

@@ -44,6 +44,14 @@ public struct Configuration: Sendable {
         public var name: String
         /// Its limits, bound to the rule's name.
         public var limits: [BoundLimit]
+        /// Where its checks are counted within a tenant's metric series (see ``CheckSeries``).
+        var seriesSlot = 0
+
+        /// A rule.
+        public init(name: String, limits: [BoundLimit]) {
+            self.name = name
+            self.limits = limits
+        }
     }
 
     /// A tenant and its own rules (which shadow global rules of the same name).
@@ -52,6 +60,22 @@ public struct Configuration: Sendable {
         public var name: String
         /// Its rules.
         public var rules: [String: Rule]
+        /// The first of its metric series (see ``CheckSeries``).
+        var seriesBase = 0
+
+        /// A tenant.
+        public init(name: String, rules: [String: Rule]) {
+            self.name = name
+            self.rules = rules
+        }
+    }
+
+    /// How log lines are written.
+    public enum LogFormat: String, Sendable, Hashable {
+        /// `2026-11-29T10:00:00+0000 info sluiced: message key=value`, for people.
+        case text
+        /// One JSON object per line, for log pipelines.
+        case json
     }
 
     /// Unix socket listeners.
@@ -78,6 +102,18 @@ public struct Configuration: Sendable {
     public var snapshotPath: String?
     /// Milliseconds between snapshots (one more is written on shutdown).
     public var snapshotIntervalMs: Int64 = 30_000
+    /// Where Prometheus metrics, /healthz and /readyz are served over HTTP; nil: not served.
+    public var metricsListener: TCPListener?
+    /// Whether operator requests (reload, snapshot) are served on TCP connections too. They are
+    /// always served on Unix sockets, whose file mode says who may connect.
+    public var adminOverTCP = false
+    /// Answer bytes a connection may have waiting to be written before the daemon stops reading
+    /// its requests (TCP backpressure), so a client that never reads cannot grow memory.
+    public var maxQueuedBytes = 1 << 20
+    /// The lowest level logged.
+    public var logLevel = "info"
+    /// How log lines are written.
+    public var logFormat = LogFormat.text
     /// The algorithm of inline limits and rules that name none.
     public var defaultAlgorithm = Algorithm.gcra
     /// When true, only declared tenants (and the default one) are served.
@@ -104,4 +140,9 @@ public struct Configuration: Sendable {
     public func knows(tenant: String) -> Bool {
         tenant.isEmpty || !strictTenants || tenants[tenant] != nil
     }
+}
+
+extension Configuration {
+    /// The names `log.level` accepts, lowest first.
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 }

@@ -119,7 +119,8 @@ struct Reader {
     }
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
-        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "defaults", "strict_tenants", "rules", "tenants"])
+        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "log",
+                                                       "defaults", "strict_tenants", "rules", "tenants"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -146,6 +147,37 @@ struct Reader {
                         let interval = try duration(v, "snapshot.interval")
                         guard interval >= 1_000_000_000 else { throw error(v, "snapshot.interval", "expected at least 1s") }
                         configuration.snapshotIntervalMs = interval / 1_000_000
+                    }
+                }
+            case "metrics":
+                for (k, v) in try mapping(value, "metrics", keys: ["listen"]) where k == "listen" {
+                    let text = try string(v, "metrics.listen")
+                    if text.isEmpty || text == "off" {
+                        configuration.metricsListener = nil
+                    } else {
+                        guard let listener = Self.parseHostPort(text) else {
+                            throw error(v, "metrics.listen", "expected HOST:PORT such as 127.0.0.1:7421, or \"off\", got '\(text)'")
+                        }
+                        configuration.metricsListener = listener
+                    }
+                }
+            case "admin":
+                for (k, v) in try mapping(value, "admin", keys: ["allow_tcp"]) where k == "allow_tcp" {
+                    configuration.adminOverTCP = try bool(v, "admin.allow_tcp")
+                }
+            case "log":
+                for (k, v) in try mapping(value, "log", keys: ["level", "format"]) {
+                    let text = try string(v, "log.\(k)")
+                    if k == "level" {
+                        guard Configuration.logLevels.contains(text) else {
+                            throw error(v, "log.level", "expected one of \(Configuration.logLevels.joined(separator: ", ")), got '\(text)'")
+                        }
+                        configuration.logLevel = text
+                    } else {
+                        guard let format = Configuration.LogFormat(rawValue: text) else {
+                            throw error(v, "log.format", "expected text or json, got '\(text)'")
+                        }
+                        configuration.logFormat = format
                     }
                 }
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
@@ -218,7 +250,7 @@ struct Reader {
     }
 
     func readServer(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
-        let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "threads", "clock"]
+        let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "max_queued_bytes", "threads", "clock"]
         for (key, value) in try mapping(node, "server", keys: keys) {
             let path = "server.\(key)"
             switch key {
@@ -226,6 +258,7 @@ struct Reader {
             case "max_connections": configuration.maxConnections = try integer(value, path, 1...1_000_000)
             case "max_batch": configuration.maxBatch = try integer(value, path, 1...100_000)
             case "max_key_bytes": configuration.maxKeyBytes = try integer(value, path, 1...65_536)
+            case "max_queued_bytes": configuration.maxQueuedBytes = try integer(value, path, (64 << 10)...(1 << 30))
             case "threads": configuration.threads = try integer(value, path, 0...1_024)
             default:
                 let text = try string(value, path)

@@ -30,6 +30,14 @@ final class ConnectionTracker: Sendable {
         return added
     }
 
+    /// Refuses connections from now on (and makes /readyz say so).
+    func beginDraining() {
+        state.withLockedValue { $0.draining = true }
+    }
+
+    /// Whether shutdown has begun.
+    var isDraining: Bool { state.withLockedValue { $0.draining } }
+
     /// Asks every open connection to answer what it has read and close, waits up to `deadline`
     /// for them, then closes whatever is left.
     func drain(deadline: TimeAmount) async {

@@ -20,6 +20,7 @@ public enum DefaultConfiguration {
       max_connections: 10000    # more are answered CODE_OVERLOADED and closed
       max_batch: 1000           # checks in one request
       max_key_bytes: 4096       # bytes in a tenant, key, subject or rule name
+      max_queued_bytes: 1048576 # unread answers per connection before its requests stop being read
       threads: 0                # event-loop threads; 0 = one per core
       clock: monotonic          # or "request": time comes from each check's now_ms
 
@@ -32,6 +33,19 @@ public enum DefaultConfiguration {
     snapshot:
       path: /tmp/sluice.snapshot
       interval: 30s
+
+    # Prometheus metrics at /metrics, and /healthz and /readyz, over HTTP. "off" serves none.
+    metrics:
+      listen: 127.0.0.1:7421
+
+    # Operator requests (sluicectl reload, sluicectl snapshot) are served on the Unix sockets,
+    # whose mode says who may connect; on TCP only if allowed here.
+    admin:
+      allow_tcp: false
+
+    log:
+      level: info               # trace, debug, info, notice, warning, error, critical
+      format: text              # or json: one object per line
 
     defaults:
       algorithm: gcra           # gcra, token_bucket, sliding_window, fixed_window, concurrency

@@ -9,8 +9,8 @@ import SluiceWire
 /// This is the hot path. It runs on the connection's event loop, reads the clock once per
 /// request, never waits and never logs per check at the default level.
 public final class RequestDispatcher: RequestProcessor, Sendable {
-    /// The configuration in force.
-    public let configuration: Configuration
+    /// The configuration in force (it changes on reload) and the per-thread counters.
+    public let state: LiveState
     /// The limiter table.
     public let table: LimiterTable
     /// Connection-level counters.
@@ -19,25 +19,37 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public let policy: (any CheckPolicy)?
     /// Where decided checks are offered to background features (nil: no events).
     public let events: EventTap<CheckEvent>?
+    /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
+    let operations: (any OperatorActions)?
     let time: TimeSource
     let version: String
 
     /// Creates a dispatcher.
-    public init(configuration: Configuration, table: LimiterTable, counters: ServerCounters = ServerCounters(),
-                policy: (any CheckPolicy)? = nil, events: EventTap<CheckEvent>? = nil,
-                time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
-        self.configuration = configuration
+    public convenience init(configuration: Configuration, table: LimiterTable, counters: ServerCounters = ServerCounters(),
+                            policy: (any CheckPolicy)? = nil, events: EventTap<CheckEvent>? = nil,
+                            time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
+        self.init(state: LiveState(configuration: configuration), table: table, counters: counters, policy: policy,
+                  events: events, operations: nil, time: time, version: version)
+    }
+
+    init(state: LiveState, table: LimiterTable, counters: ServerCounters, policy: (any CheckPolicy)?,
+         events: EventTap<CheckEvent>?, operations: (any OperatorActions)?, time: TimeSource, version: String) {
+        self.state = state
         self.table = table
         self.counters = counters
         self.policy = policy
         self.events = events
+        self.operations = operations
         self.time = time
         self.version = version
     }
 
-    public func recordMalformed() {
+    /// The configuration in force.
+    public var configuration: Configuration { state.current.configuration }
+
+    public func recordFailedFrame(_ code: WireError.Code) {
         counters.requests.add(1, ordering: .relaxed)
-        counters.errors.add(1, ordering: .relaxed)
+        counters.recordError(code)
     }
 
     public func process(_ request: WireRequest) -> WireResponse {
@@ -52,12 +64,47 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             response.ping.payload = ping.payload
         case .release(let release): response = answer(release, id: request.id)
         case .stats: response = statsResponse()
+        case .reload, .snapshot:
+            // Reached only without an event loop to defer to (see deferredAnswer).
+            response = .error(id: request.id, .unsupported, "operator requests need a connection")
         case nil:
             response = .error(id: request.id, .unsupported, "the request has no body, or one this daemon does not know")
         }
         response.id = request.id
-        if case .error = response.body { counters.errors.add(1, ordering: .relaxed) }
+        if case .error(let error) = response.body { counters.recordError(error.code) }
         return response
+    }
+
+    public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
+        -> EventLoopFuture<WireResponse>? {
+        let isReload: Bool
+        switch request.body {
+        case .reload: isReload = true
+        case .snapshot: isReload = false
+        default: return nil
+        }
+        counters.requests.add(1, ordering: .relaxed)
+        let refusal: WireResponse? = if connection == .tcp, !state.current.configuration.adminOverTCP {
+            .error(id: request.id, .forbidden,
+                   "operator requests are served on the Unix socket; set admin.allow_tcp: true to serve them on TCP")
+        } else if operations == nil {
+            .error(id: request.id, .unavailable, "this daemon takes no operator requests")
+        } else {
+            nil
+        }
+        if let refusal, case .error(let error) = refusal.body {
+            counters.recordError(error.code)
+            return eventLoop.makeSucceededFuture(refusal)
+        }
+        guard let operations else { return nil }
+        let promise = eventLoop.makePromise(of: WireResponse.self)
+        let counters = counters
+        Task.detached {
+            let response = isReload ? await operations.reload() : await operations.snapshot()
+            if case .error(let error) = response.body { counters.recordError(error.code) }
+            promise.succeed(response)
+        }
+        return promise.futureResult
     }
 
     typealias Limits = BatchCheck.Limits
@@ -83,17 +130,21 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case limit(LimitView)
     }
 
-    func resolveLimits(tenant: String, source: LimitSource?, index: Int) -> Result<Limits, WireError> {
+    /// The limits of `source` as `tenant` sees them, with the metric series their checks count
+    /// under. `tenantEntry`: the tenant's declaration, if it has one.
+    func resolveLimits(tenant: String, tenantEntry: Configuration.Tenant?, source: LimitSource?, index: Int,
+                       in live: LiveConfiguration) -> Result<(limits: Limits, series: Int), WireError> {
+        let base = tenantEntry?.seriesBase ?? (tenant.isEmpty ? live.series.defaultBase : live.series.otherBase)
         switch source {
         case .rule(let name):
-            guard let rule = configuration.rule(name, tenant: tenant) else {
+            guard let rule = tenantEntry?.rules[name] ?? live.configuration.rules[name] else {
                 let scope = tenant.isEmpty ? "" : " for tenant '\(tenant)'"
                 return .failure(WireError(.unknownRule, "no rule named '\(name)' is configured\(scope)", checkIndex: Int32(index)))
             }
-            return .success(rule.limits.count == 1 ? .single(rule.limits[0]) : .rule(rule.limits))
+            return .success((rule.limits.count == 1 ? .single(rule.limits[0]) : .rule(rule.limits), base + rule.seriesSlot))
         case .limit(let wire):
             let wireAlgorithm = Sluice_V1_Algorithm(rawValue: Int(wire.algorithm)) ?? .UNRECOGNIZED(Int(wire.algorithm))
-            let algorithm = wireAlgorithm.core ?? (wireAlgorithm == .unspecified ? configuration.defaultAlgorithm : nil)
+            let algorithm = wireAlgorithm.core ?? (wireAlgorithm == .unspecified ? live.configuration.defaultAlgorithm : nil)
             guard let algorithm else {
                 return .failure(WireError(.invalidArgument, "limit.algorithm \(wire.algorithm) is not known", checkIndex: Int32(index)))
             }
@@ -102,13 +153,23 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             }
             do {
                 let spec = try LimitSpec(limit: wire.limit, period: Int64(wire.periodMs) * 1_000_000, burst: wire.burst, algorithm: algorithm)
-                return .success(.single(.inline(spec)))
+                return .success((.single(.inline(spec)), base))
             } catch {
                 return .failure(WireError(.invalidArgument, "limit: \(error.message)", checkIndex: Int32(index)))
             }
         case nil:
             return .failure(WireError(.invalidArgument, "the check names neither a rule nor a limit", checkIndex: Int32(index)))
         }
+    }
+
+    /// The tenant's declaration, or an error when tenants are strict and it has none.
+    func lookUp(tenant: String, in configuration: Configuration, index: Int) -> Result<Configuration.Tenant?, WireError> {
+        guard !tenant.isEmpty else { return .success(nil) }
+        let entry = configuration.tenants[tenant]
+        guard entry != nil || !configuration.strictTenants else {
+            return .failure(WireError(.unknownTenant, "tenant '\(tenant)' is not configured", checkIndex: Int32(index)))
+        }
+        return .success(entry)
     }
 
     /// The limits the previous check of a batch resolved to: checks of one batch usually share
@@ -119,32 +180,28 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         var rule: UnsafeRawBufferPointer?
         var limit: LimitView?
         var limits: Limits?
+        var series = 0
 
         func matches(_ check: CheckView) -> Bool {
-            guard limits != nil else { return false }
+            guard limits != nil, tenant.elementsEqual(check.tenant) else { return false }
             if let limit { return check.limit == limit }
             guard let rule, let other = check.rule else { return false }
-            return rule.elementsEqual(other) && tenant.elementsEqual(check.tenant)
+            return rule.elementsEqual(other)
         }
     }
 
-    /// A check validated and ready for the table.
-    func resolve(_ check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits) -> Result<BatchCheck, WireError> {
-        let maxBytes = configuration.maxKeyBytes
+    /// A check validated and ready for the table, with the metric series it counts under.
+    func resolve(_ check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits,
+                 in live: LiveConfiguration) -> Result<(BatchCheck, Int), WireError> {
+        let maxBytes = live.configuration.maxKeyBytes
         guard check.key.count > 0 else {
             return .failure(WireError(.invalidArgument, "key must not be empty", checkIndex: Int32(index)))
         }
         guard check.key.count <= maxBytes, check.tenant.count <= maxBytes, check.subject.count <= maxBytes else {
             return .failure(WireError(.invalidArgument, "tenant, key and subject must be at most \(maxBytes) bytes", checkIndex: Int32(index)))
         }
-        // Tenant and rule names are short: Swift keeps strings of up to 15 bytes inline, so
-        // these conversions do not allocate in the common case.
-        let tenant = check.tenant.count == 0 ? "" : String(decoding: check.tenant, as: UTF8.self)
-        guard configuration.knows(tenant: tenant) else {
-            return .failure(WireError(.unknownTenant, "tenant '\(tenant)' is not configured", checkIndex: Int32(index)))
-        }
         var now = batchNow
-        if configuration.clock == .request {
+        if live.configuration.clock == .request {
             switch requestNow(check.nowMs, field: "now_ms", index: index) {
             case .success(let value): now = value
             case .failure(let error): return .failure(error)
@@ -155,7 +212,16 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             return .failure(WireError(.invalidArgument, "hits \(hits) is above \(LimitSpec.maximumLimit)", checkIndex: Int32(index)))
         }
         if previous.matches(check), let limits = previous.limits {
-            return .success(BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now))
+            return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now),
+                             previous.series))
+        }
+        // Tenant and rule names are short: Swift keeps strings of up to 15 bytes inline, so
+        // these conversions do not allocate in the common case.
+        let tenant = check.tenant.count == 0 ? "" : String(decoding: check.tenant, as: UTF8.self)
+        let tenantEntry: Configuration.Tenant?
+        switch lookUp(tenant: tenant, in: live.configuration, index: index) {
+        case .success(let entry): tenantEntry = entry
+        case .failure(let error): return .failure(error)
         }
         let source: LimitSource? = if let rule = check.rule {
             .rule(String(decoding: rule, as: UTF8.self))
@@ -164,10 +230,10 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         } else {
             nil
         }
-        switch resolveLimits(tenant: tenant, source: source, index: index) {
-        case .success(let limits):
-            previous = ResolvedLimits(tenant: check.tenant, rule: check.rule, limit: check.limit, limits: limits)
-            return .success(BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now))
+        switch resolveLimits(tenant: tenant, tenantEntry: tenantEntry, source: source, index: index, in: live) {
+        case .success(let (limits, series)):
+            previous = ResolvedLimits(tenant: check.tenant, rule: check.rule, limit: check.limit, limits: limits, series: series)
+            return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now), series))
         case .failure(let error):
             return .failure(error)
         }
@@ -182,20 +248,22 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     /// bytes are not canonical. `trustUTF8`: the strings were validated already (by swift-protobuf).
     func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, into out: inout ByteBuffer) -> Bool {
         guard let count = CheckFrameCodec.countChecks(body) else { return false }
-        guard count > 0, count <= configuration.maxBatch else {
+        let context = state.context()
+        let maxBatch = context.live.configuration.maxBatch
+        guard count > 0, count <= maxBatch else {
             counters.requests.add(1, ordering: .relaxed)
-            counters.errors.add(1, ordering: .relaxed)
+            counters.recordError(.invalidArgument)
             out.writeResponseFrame(count == 0
                 ? .error(id: id, .invalidArgument, "a check request needs at least one check")
-                : .error(id: id, .invalidArgument, "a batch of \(count) checks is above max_batch \(configuration.maxBatch)"))
+                : .error(id: id, .invalidArgument, "a batch of \(count) checks is above max_batch \(maxBatch)"))
             return true
         }
         return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: count) { views in
             views.initialize(repeating: CheckView())
             guard CheckFrameCodec.readChecks(body, into: views, trustUTF8: trustUTF8) else { return false }
             counters.requests.add(1, ordering: .relaxed)
-            if let error = decide(id: id, views: UnsafeBufferPointer(views), into: &out) {
-                counters.errors.add(1, ordering: .relaxed)
+            if let error = decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out) {
+                counters.recordError(error.code)
                 var response = WireResponse()
                 response.id = id
                 response.error = error
@@ -207,17 +275,21 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     /// Validates every check, then decides them all and writes the answer; returns the error
     /// instead if any check is invalid (then nothing was consumed and nothing written).
-    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, into out: inout ByteBuffer) -> WireError? {
+    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, context: WorkerContext, into out: inout ByteBuffer) -> WireError? {
         let count = views.count
-        let batchNow = configuration.clock == .monotonic ? time.now() : 0
-        return withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: count) { items -> WireError? in
+        let live = context.live
+        let started = time.now()
+        let batchNow = live.configuration.clock == .monotonic ? started : 0
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { series -> WireError? in
+          withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: count) { items -> WireError? in
             var resolved = 0
             defer { items.baseAddress!.deinitialize(count: resolved) }
             var previous = ResolvedLimits()
             for index in 0..<count {
-                switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous) {
-                case .success(let item):
+                switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous, in: live) {
+                case .success(let (item, itemSeries)):
                     (items.baseAddress! + index).initialize(to: item)
+                    series[index] = itemSeries
                     resolved += 1
                 case .failure(let error):
                     return error
@@ -253,6 +325,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                 }
                 for index in 0..<count {
                     if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
+                    context.count(series: series[index], reason: decisions[index].reason)
                 }
                 if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
                 withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
@@ -266,7 +339,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     }
                 }
             }
+            context.record(latency: time.now() - started)
             return nil
+          }
         }
     }
 
@@ -303,11 +378,14 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     func answer(_ release: Sluice_V1_ReleaseRequest, id: UInt64) -> WireResponse {
         guard !release.key.isEmpty else { return .error(id: id, .invalidArgument, "key must not be empty") }
-        guard configuration.knows(tenant: release.tenant) else {
-            return .error(id: id, .unknownTenant, "tenant '\(release.tenant)' is not configured")
+        let live = state.context().live
+        let tenantEntry: Configuration.Tenant?
+        switch lookUp(tenant: release.tenant, in: live.configuration, index: -1) {
+        case .success(let entry): tenantEntry = entry
+        case .failure(let error): return .error(id: id, error.code, error.message)
         }
         var now = time.now()
-        if configuration.clock == .request {
+        if live.configuration.clock == .request {
             switch requestNow(release.nowMs, field: "now_ms", index: -1) {
             case .success(let value): now = value
             case .failure(let error): return .error(id: id, error.code, error.message)
@@ -319,9 +397,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case nil: nil
         }
         let limits: [BoundLimit]
-        switch resolveLimits(tenant: release.tenant, source: source, index: -1) {
-        case .success(.single(let limit)): limits = [limit]
-        case .success(.rule(let rule)): limits = rule
+        switch resolveLimits(tenant: release.tenant, tenantEntry: tenantEntry, source: source, index: -1, in: live) {
+        case .success((.single(let limit), _)): limits = [limit]
+        case .success((.rule(let rule), _)): limits = rule
         case .failure(let error): return .error(id: id, error.code, error.message)
         }
         let key = Fingerprint.of(tenant: release.tenant, key: release.key)
@@ -350,9 +428,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         stats.connectionsOpen = counters.connectionsOpen.load(ordering: .relaxed)
         stats.connectionsTotal = counters.connectionsTotal.load(ordering: .relaxed)
         stats.requests = counters.requests.load(ordering: .relaxed)
-        stats.errors = counters.errors.load(ordering: .relaxed)
+        stats.errors = counters.errorTotal
         stats.eventsDropped = events?.dropped ?? 0
-        stats.clock = configuration.clock.rawValue
+        stats.clock = state.current.configuration.clock.rawValue
         var response = WireResponse()
         response.stats = stats
         return response

@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -6,51 +7,79 @@ import SluiceCore
 import SluiceProto
 import SluiceWire
 
-/// A running daemon: its listeners, event loops and dispatcher.
+/// A running daemon: its listeners, event loops, dispatcher, metrics endpoint and snapshotter.
 ///
-/// `start` binds every listener or none (a failure closes what was bound); `shutdown` stops
-/// accepting, answers what connections have already sent, closes them and removes the sockets.
+/// `start` restores the snapshot, then binds every listener or none (a failure closes what was
+/// bound). Shutting down goes in a fixed order (``services(reloadOnHangup:)`` gives the same steps
+/// to a service-lifecycle `ServiceGroup`, which stops services in reverse order):
+/// 1. the listeners stop accepting, every connection's in-flight requests are answered, and the
+///    connections close (`/readyz` turns 503 first);
+/// 2. the metrics endpoint closes;
+/// 3. the snapshotter writes its last snapshot, which holds every answered check;
+/// 4. the event loops stop.
 public final class SluiceDaemon: Sendable {
-    /// The configuration it runs with.
-    public let configuration: Configuration
     /// What answers requests.
     public let dispatcher: RequestDispatcher
     /// Unix socket paths being served.
     public let unixPaths: [String]
     /// TCP addresses being served, with the ports actually bound (useful with port 0).
     public let tcpAddresses: [SocketAddress]
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    public let metricsAddress: SocketAddress?
+    /// The Prometheus registry and the background metrics.
+    public let metrics: SluiceMetrics
     let group: MultiThreadedEventLoopGroup
     let tracker: ConnectionTracker
     let listeners: [any Channel]
+    let metricsChannel: (any Channel)?
     let logger: Logger
-    let stopped = NIOLockedValueBox(false)
     let snapshotter: Snapshotter?
+    let operations: Operator
+    /// Which shutdown steps have run.
+    let progress = NIOLockedValueBox(Progress())
 
-    init(configuration: Configuration, dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress],
-         group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel], logger: Logger,
-         snapshotter: Snapshotter?) {
-        self.snapshotter = snapshotter
-        self.configuration = configuration
+    struct Progress {
+        var servingStopped = false
+        var metricsStopped = false
+        var snapshotWritten = false
+        var closed = false
+    }
+
+    init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
+         metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
+         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator) {
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
         self.tcpAddresses = tcpAddresses
+        self.metricsAddress = metricsAddress
+        self.metrics = metrics
         self.group = group
         self.tracker = tracker
         self.listeners = listeners
+        self.metricsChannel = metricsChannel
         self.logger = logger
+        self.snapshotter = snapshotter
+        self.operations = operations
     }
+
+    /// The configuration in force (it changes on reload).
+    public var configuration: Configuration { dispatcher.configuration }
 
     /// The TCP ports bound, in listener order.
     public var tcpPorts: [Int] { tcpAddresses.compactMap(\.port) }
 
-    /// Binds every listener and starts serving.
+    /// Restores the snapshot, binds every listener and the metrics endpoint, and starts serving.
     ///
     /// - Parameters:
     ///   - policy: adjusts checks (later features); nil for none.
     ///   - events: receives decided checks (later features); nil for none.
+    ///   - metrics: the registry to serve; a new one if nil.
+    ///   - reloadFrom: reads the configuration anew for a reload (SIGHUP, `sluicectl reload`); nil
+    ///     re-reads the file the configuration came from.
     /// - Throws: ``SluiceError`` naming the listener that could not be bound.
     public static func start(configuration: Configuration, logger: Logger, policy: (any CheckPolicy)? = nil,
-                             events: EventTap<CheckEvent>? = nil) async throws -> SluiceDaemon {
+                             events: EventTap<CheckEvent>? = nil, metrics: SluiceMetrics? = nil,
+                             reloadFrom: (@Sendable () throws -> Configuration)? = nil) async throws -> SluiceDaemon {
         guard !configuration.unixListeners.isEmpty || !configuration.tcpListeners.isEmpty else {
             throw SluiceError(.invalidConfiguration, "no listeners: configure at least one Unix socket or TCP address")
         }
@@ -61,15 +90,23 @@ public final class SluiceDaemon: Sendable {
         let table = LimiterTable(shardCount: configuration.shards > 0 ? configuration.shards : nil,
                                  maxEntries: configuration.maxEntries, reclaimsRecovered: configuration.clock == .monotonic)
         let counters = ServerCounters()
-        let dispatcher = RequestDispatcher(configuration: configuration, table: table, counters: counters,
-                                           policy: policy, events: events)
+        let metrics = metrics ?? SluiceMetrics()
+        let time = TimeSource()
+        let state = LiveState(configuration: configuration)
         // The table is restored before any listener accepts, so no check sees it empty.
-        let snapshotter = configuration.snapshotPath.map { Snapshotter(path: $0, table: table, time: dispatcher.time, logger: logger) }
+        let snapshotter = configuration.snapshotPath.map {
+            Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics)
+        }
         snapshotter?.restore()
+        let loader = reloadFrom ?? Self.fileLoader(configuration.source)
+        let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
+        let dispatcher = RequestDispatcher(state: state, table: table, counters: counters, policy: policy, events: events,
+                                           operations: operations, time: time, version: SluiceVersion.current)
         let tracker = ConnectionTracker()
         var bound: [any Channel] = []
         var unixPaths: [String] = []
         var tcpAddresses: [SocketAddress] = []
+        var metricsChannel: (any Channel)?
         do {
             for listener in configuration.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
@@ -92,8 +129,23 @@ public final class SluiceDaemon: Sendable {
                 if let address = channel.localAddress { tcpAddresses.append(address) }
                 logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)"])
             }
+            if let listener = configuration.metricsListener {
+                let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
+                                               time: time, version: SluiceVersion.current)
+                do {
+                    metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
+                        tracker.isDraining
+                            ? .init(ready: false, reason: "shutting down")
+                            : .init(ready: true, reason: "ready")
+                    }, logger: logger)
+                } catch {
+                    throw SluiceError(.addressInUse, "cannot serve metrics on \(listener): \(error)")
+                }
+                logger.info("serving metrics", metadata: ["metrics.listen": "\(metricsChannel?.localAddress?.description ?? listener.description)"])
+            }
         } catch {
             for channel in bound { try? await channel.close() }
+            try? await metricsChannel?.close()
             for path in unixPaths { UnixSocketPath.remove(path) }
             try? await group.shutdownGracefully()
             throw error
@@ -103,25 +155,41 @@ public final class SluiceDaemon: Sendable {
             "table.shards": "\(table.shardCount)", "table.max_entries": "\(table.maxEntries)", "threads": "\(threads)",
         ])
         snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
-        return SluiceDaemon(configuration: configuration, dispatcher: dispatcher, unixPaths: unixPaths,
-                            tcpAddresses: tcpAddresses, group: group, tracker: tracker, listeners: bound, logger: logger,
-                            snapshotter: snapshotter)
+        return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
+                            metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
+                            listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
+                            operations: operations)
+    }
+
+    /// Re-reads the file `source` names.
+    static func fileLoader(_ source: String) -> @Sendable () throws -> Configuration {
+        { () throws -> Configuration in
+            guard source != Configuration().source else {
+                throw SluiceError(.unavailable, "the daemon runs the embedded default configuration: there is no file to re-read (start it with --config FILE)")
+            }
+            return try ConfigurationLoader.load(file: source)
+        }
     }
 
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, _ tracker: ConnectionTracker,
                           _ dispatcher: RequestDispatcher, _ logger: Logger, tcp: Bool) -> ServerBootstrap {
-        let configuration = dispatcher.configuration
+        let initial = dispatcher.configuration
         let counters = dispatcher.counters
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
+            // A connection whose unread answers pass the high mark stops being read until they
+            // drain (ConnectionHandler.channelWritabilityChanged): memory per connection is bounded.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: initial.maxQueuedBytes / 4, high: initial.maxQueuedBytes))
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Read per connection, so a reload's limits apply to the next connection.
+                    let configuration = dispatcher.configuration
                     let open = counters.connectionsOpen.add(1, ordering: .relaxed).newValue
                     counters.connectionsTotal.add(1, ordering: .relaxed)
                     channel.closeFuture.whenComplete { _ in counters.connectionsOpen.subtract(1, ordering: .relaxed) }
                     guard tracker.add(channel) else {
+                        counters.connectionsRefusedShuttingDown.add(1, ordering: .relaxed)
                         try channel.pipeline.syncOperations.addHandler(RefuseHandler(
                             code: .shuttingDown, message: "the daemon is shutting down"))
                         return
@@ -144,18 +212,54 @@ public final class SluiceDaemon: Sendable {
         return bootstrap
     }
 
-    /// Stops accepting, answers what every connection has already sent, closes the connections,
-    /// removes the Unix sockets and stops the event loops. Safe to call more than once.
-    public func shutdown() async {
-        guard stopped.withLockedValue({ let was = $0; $0 = true; return !was }) else { return }
+    /// Re-reads the configuration and applies it if valid (what SIGHUP and `sluicectl reload` do).
+    ///
+    /// - Returns: what changed, or why nothing did.
+    public func reload() -> Result<ReloadReport, SluiceError> { operations.reloadNow() }
+
+    /// Step 1 of shutdown: stops accepting, answers what every connection has already sent,
+    /// closes the connections and removes the Unix sockets.
+    public func stopServing() async {
+        guard progress.withLockedValue({ let was = $0.servingStopped; $0.servingStopped = true; return !was }) else { return }
         logger.info("shutting down: no new connections, answering what is in flight")
+        tracker.beginDraining()
         for listener in listeners { try? await listener.close() }
         await tracker.drain(deadline: .seconds(10))
-        // Every answered check is in the table now: keep it for the next start.
-        snapshotter?.stop()
         for path in unixPaths { UnixSocketPath.remove(path) }
+    }
+
+    /// Step 2: closes the metrics endpoint.
+    public func stopMetrics() async {
+        guard progress.withLockedValue({ let was = $0.metricsStopped; $0.metricsStopped = true; return !was }) else { return }
+        try? await metricsChannel?.close()
+    }
+
+    /// Step 3: stops the snapshot timer and writes the last snapshot.
+    public func writeFinalSnapshot() async {
+        guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
+        guard let snapshotter else { return }
+        // Every answered check is in the table now: keep it for the next start.
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                snapshotter.stop()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Step 4: stops the event loops.
+    public func close() async {
+        guard progress.withLockedValue({ let was = $0.closed; $0.closed = true; return !was }) else { return }
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Every step of shutdown, in order. Safe to call more than once.
+    public func shutdown() async {
+        await stopServing()
+        await stopMetrics()
+        await writeFinalSnapshot()
+        await close()
     }
 }
 

@@ -23,12 +23,21 @@ final class Snapshotter: @unchecked Sendable {
     let queue = DispatchQueue(label: "sluice.snapshot")
     let lock = NIOLock()
     var timer: (any DispatchSourceTimer)?
+    let metrics: SluiceMetrics?
 
-    init(path: String, table: LimiterTable, time: TimeSource, logger: Logger) {
+    init(path: String, table: LimiterTable, time: TimeSource, logger: Logger, metrics: SluiceMetrics? = nil) {
         self.path = path
         self.table = table
         self.time = time
         self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// What one write did.
+    struct Written: Sendable {
+        var entries: Int
+        var bytes: Int
+        var durationNanoseconds: Int64
     }
 
     /// Reads the snapshot at `path` into the table, if there is one. Returns the entries restored.
@@ -67,17 +76,31 @@ final class Snapshotter: @unchecked Sendable {
             timer?.cancel()
             timer = nil
         }
+        queue.sync { _ = write() }
+    }
+
+    /// Writes a snapshot now, after any write under way (an operator's request).
+    func writeNow() -> Result<Written, SluiceError> {
         queue.sync { write() }
     }
 
     /// Takes and writes one snapshot. Errors are logged; the previous file stays in place.
-    func write() {
+    @discardableResult
+    func write() -> Result<Written, SluiceError> {
+        let started = time.uptime()
         let snapshot = table.snapshot(writtenAt: time.now())
         do {
-            try Self.writeAtomically(snapshot.encoded(), to: path)
-            logger.debug("snapshot written", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(snapshot.entries.count)"])
+            let bytes = snapshot.encoded()
+            try Self.writeAtomically(bytes, to: path)
+            let written = Written(entries: snapshot.entries.count, bytes: bytes.count, durationNanoseconds: time.uptime() - started)
+            metrics?.snapshotWritten(written, at: time.now())
+            logger.debug("snapshot written", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(written.entries)",
+                                                        "snapshot.bytes": "\(written.bytes)"])
+            return .success(written)
         } catch {
+            metrics?.snapshotFailed()
             logger.error("snapshot not written", metadata: ["snapshot.path": "\(path)", "error": "\(error)"])
+            return .failure(SluiceError(.io, "\(error)"))
         }
     }
 

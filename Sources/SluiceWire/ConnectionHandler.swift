@@ -36,6 +36,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var readSinceLastLook = false
     /// How long a draining connection must be quiet before it is closed.
     let quietPeriod: TimeAmount
+    /// Set while a deferred answer is being worked out: later frames wait in `partial`.
+    var awaitingDeferred = false
+    var kind = ConnectionKind.tcp
 
     /// A handler answering through `processor`.
     public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
@@ -48,6 +51,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         decodingOptions.messageDepthLimit = 16
     }
 
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if case .unixDomainSocket = context.channel.localAddress { kind = .unix }
+    }
+
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         readSinceLastLook = true
@@ -57,12 +64,17 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             earlier.writeBuffer(&bytes)
             bytes = earlier
         }
+        consume(&bytes, context: context)
+    }
+
+    /// Answers every whole frame in `bytes` (until one is deferred) and keeps the rest.
+    func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         do {
-            while !closing, let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
+            while !closing, !awaitingDeferred, let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
                 answer(frame, context: context)
             }
         } catch FramingError.frameTooLarge(let length, let maximum) {
-            processor.recordMalformed()
+            processor.recordFailedFrame(.frameTooLarge)
             write(.error(id: 0, .frameTooLarge, "frame length \(length) exceeds the maximum of \(maximum) bytes; closing the connection"),
                   context: context)
             logger.debug("closing connection: frame too large", metadata: ["frame.length": "\(length)"])
@@ -85,15 +97,51 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             let response: WireResponse
             do {
                 let request = try WireRequest(serializedBytes: frame.readableBytesSpan, options: decodingOptions)
+                if let future = processor.deferredAnswer(to: request, on: kind, eventLoop: context.eventLoop) {
+                    pending = out
+                    awaitDeferred(future, id: request.id, context: context)
+                    return
+                }
                 response = processor.process(request)
             } catch {
-                processor.recordMalformed()
+                processor.recordFailedFrame(.malformedMessage)
                 let id = RequestIDScanner.id(in: frame) ?? 0
                 response = .error(id: id, .malformedMessage, "frame of \(frame.readableBytes) bytes is not a valid sluice.v1.Request")
             }
             out.writeResponseFrame(response)
         }
         pending = out
+    }
+
+    /// Stops answering (and reading) until `future` completes, then writes its answer and goes
+    /// on with the frames that arrived meanwhile.
+    func awaitDeferred(_ future: EventLoopFuture<WireResponse>, id: UInt64, context: ChannelHandlerContext) {
+        awaitingDeferred = true
+        flushPending(context: context)
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = loopBound.value
+            handler.awaitingDeferred = false
+            var response: WireResponse
+            switch result {
+            case .success(let answer): response = answer
+            case .failure(let error): response = .error(id: id, .internal, "the request failed: \(error)")
+            }
+            response.id = id
+            handler.write(response, context: context)
+            if !handler.closing {
+                if var rest = handler.partial {
+                    handler.partial = nil
+                    handler.consume(&rest, context: context)
+                }
+                if !handler.awaitingDeferred, context.channel.isWritable {
+                    context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+                    context.read()
+                }
+            }
+            handler.flushPending(context: context)
+        }
     }
 
     func write(_ response: WireResponse, context: ChannelHandlerContext) {
@@ -118,8 +166,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         // Backpressure: a client that pipelines without reading stops being read from until
         // its answers drain, so one connection cannot grow the daemon's memory without bound.
-        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
-        if context.channel.isWritable { context.read() }
+        let resume = context.channel.isWritable && !awaitingDeferred
+        context.channel.setOption(ChannelOptions.autoRead, value: resume).whenFailure { _ in }
+        if resume { context.read() }
         context.fireChannelWritabilityChanged()
     }
 

@@ -1,6 +1,15 @@
 import NIOCore
 import SluiceProto
 
+/// The kind of socket a connection arrived on: operator requests may be served on one and not
+/// on the other.
+public enum ConnectionKind: Sendable, Hashable {
+    /// A Unix domain socket (its file mode says who may connect).
+    case unix
+    /// A TCP connection.
+    case tcp
+}
+
 /// Answers decoded requests. The server implements it; the wire layer only frames and codes.
 public protocol RequestProcessor: Sendable {
     /// Answers one request. Called on the connection's event loop: it must not block or wait.
@@ -12,11 +21,22 @@ public protocol RequestProcessor: Sendable {
     /// swift-protobuf and calls ``process(_:)``.
     func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool
 
-    /// Called when a frame did not decode or could not be framed (for counting).
-    func recordMalformed()
+    /// For a request whose work must not run on the event loop (it reads or writes files): a
+    /// future of its answer. The connection answers nothing after it until it completes, so
+    /// answers stay in request order. Nil: answer it with ``process(_:)``.
+    func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
+        -> EventLoopFuture<WireResponse>?
+
+    /// Called when a frame could not be answered normally: it did not decode (`CODE_MALFORMED_MESSAGE`)
+    /// or its length was too large (`CODE_FRAME_TOO_LARGE`). For counting.
+    func recordFailedFrame(_ code: WireError.Code)
 }
 
 extension RequestProcessor {
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
+
+    /// Nothing deferred: every request is answered by ``process(_:)``.
+    public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
+        -> EventLoopFuture<WireResponse>? { nil }
 }

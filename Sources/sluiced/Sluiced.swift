@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import SluiceCore
 import SluiceServer
@@ -14,7 +15,9 @@ struct Sluiced: AsyncParsableCommand {
         With no --config, runs the embedded default configuration (see --print-default-config):
         a Unix socket at /tmp/sluice.sock (mode 0660) and TCP on 127.0.0.1:7420.
         --unix and --tcp replace the configured listeners; give either or both, as often as needed.
-        SIGINT or SIGTERM: stop accepting, answer what is in flight, exit 0.
+        SIGINT or SIGTERM: stop accepting, answer what is in flight, write the snapshot, exit 0.
+        SIGHUP (or `sluicectl reload`): re-read --config and apply it if valid; an invalid file is
+        logged and the configuration in force stays.
         """,
         version: SluiceVersion.current
     )
@@ -28,8 +31,14 @@ struct Sluiced: AsyncParsableCommand {
     @Option(name: .customLong("tcp"), help: "Listen on HOST:PORT (repeatable; replaces configured listeners).")
     var tcpAddresses: [String] = []
 
-    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (replaces log.level).")
+    var logLevel: Logger.Level?
+
+    @Option(name: .long, help: "text or json (replaces log.format).")
+    var logFormat: String?
+
+    @Option(name: .long, help: "Serve /metrics, /healthz and /readyz on HOST:PORT (replaces metrics.listen; \"off\" serves none).")
+    var metrics: String?
 
     @Option(name: .long, help: "monotonic (default) or request (time from each check's now_ms).")
     var clock: String?
@@ -48,13 +57,6 @@ struct Sluiced: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data((DefaultConfiguration.yaml + "\n").utf8))
             return
         }
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "sluiced")
         let configuration: Configuration
         do {
             configuration = try resolvedConfiguration()
@@ -66,18 +68,33 @@ struct Sluiced: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("\(configuration.source): ok (\(configuration.rules.count) rules, \(configuration.tenants.count) tenants)\n".utf8))
             return
         }
-        let service = SluiceService(configuration: configuration, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        let json = configuration.logFormat == .json
+        LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let metricsRegistry = SluiceMetrics()
+        MetricsSystem.bootstrap(metricsRegistry.factory)
+        let logger = Logger(label: "sluiced")
+        let daemon: SluiceDaemon
         do {
-            try await group.run()
+            let reload: @Sendable () throws -> Configuration = { [self] in try resolvedConfiguration() }
+            daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, metrics: metricsRegistry,
+                                                  reloadFrom: reload)
         } catch let error as SluiceError {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code)", "error.message": "\(error.message)"])
             throw ExitCode(1)
         }
+        let group = ServiceGroup(configuration: .init(
+            services: daemon.services(reloadOnHangup: true).map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        await daemon.close()
     }
 
     func resolvedConfiguration() throws(SluiceError) -> Configuration {
@@ -104,6 +121,23 @@ struct Sluiced: AsyncParsableCommand {
             configuration.clock = mode
         }
         if let snapshot { configuration.snapshotPath = snapshot == "off" || snapshot.isEmpty ? nil : snapshot }
+        if let metrics {
+            if metrics == "off" || metrics.isEmpty {
+                configuration.metricsListener = nil
+            } else {
+                guard let listener = ConfigurationLoader.parseHostPort(metrics) else {
+                    throw SluiceError(.invalidArgument, "--metrics expects HOST:PORT such as 127.0.0.1:7421, or off, got '\(metrics)'")
+                }
+                configuration.metricsListener = listener
+            }
+        }
+        if let logLevel { configuration.logLevel = logLevel.rawValue }
+        if let logFormat {
+            guard let format = Configuration.LogFormat(rawValue: logFormat) else {
+                throw SluiceError(.invalidArgument, "--log-format expects text or json, got '\(logFormat)'")
+            }
+            configuration.logFormat = format
+        }
         return configuration
     }
 }

@@ -46,7 +46,7 @@ struct DaemonProcessTests {
         let socket = "\(directory)/s.sock"
         let snapshot = "\(directory)/table.snapshot"
         let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--log-level", "warning",
-                                            "--snapshot", snapshot])
+                                            "--snapshot", snapshot, "--metrics", "127.0.0.1:0"])
         #expect(try await Self.waitForSocket(socket))
         let client = try await SluiceClient.connect(to: .unix(path: socket))
         var check = WireCheck()

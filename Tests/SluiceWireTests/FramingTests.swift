@@ -15,7 +15,7 @@ final class EchoProcessor: RequestProcessor, @unchecked Sendable {
         else { response.error = WireError(.unsupported, "echo only") }
         return response
     }
-    func recordMalformed() { malformed += 1 }
+    func recordFailedFrame(_ code: WireError.Code) { malformed += 1 }
 }
 
 func frame(_ request: WireRequest) throws -> [UInt8] {

@@ -182,6 +182,23 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .stats(newValue)}
   }
 
+  /// Operator requests: served on Unix sockets, and on TCP only with admin.allow_tcp.
+  public var reload: Sluice_V1_ReloadRequest {
+    get {
+      if case .reload(let v)? = body {return v}
+      return Sluice_V1_ReloadRequest()
+    }
+    set {body = .reload(newValue)}
+  }
+
+  public var snapshot: Sluice_V1_SnapshotRequest {
+    get {
+      if case .snapshot(let v)? = body {return v}
+      return Sluice_V1_SnapshotRequest()
+    }
+    set {body = .snapshot(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -189,6 +206,9 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case ping(Sluice_V1_PingRequest)
     case release(Sluice_V1_ReleaseRequest)
     case stats(Sluice_V1_StatsRequest)
+    /// Operator requests: served on Unix sockets, and on TCP only with admin.allow_tcp.
+    case reload(Sluice_V1_ReloadRequest)
+    case snapshot(Sluice_V1_SnapshotRequest)
 
   }
 
@@ -251,6 +271,22 @@ public nonisolated struct Sluice_V1_Response: @unchecked Sendable {
     set {_uniqueStorage()._body = .stats(newValue)}
   }
 
+  public var reload: Sluice_V1_ReloadResponse {
+    get {
+      if case .reload(let v)? = _storage._body {return v}
+      return Sluice_V1_ReloadResponse()
+    }
+    set {_uniqueStorage()._body = .reload(newValue)}
+  }
+
+  public var snapshot: Sluice_V1_SnapshotResponse {
+    get {
+      if case .snapshot(let v)? = _storage._body {return v}
+      return Sluice_V1_SnapshotResponse()
+    }
+    set {_uniqueStorage()._body = .snapshot(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -259,6 +295,8 @@ public nonisolated struct Sluice_V1_Response: @unchecked Sendable {
     case ping(Sluice_V1_PingResponse)
     case release(Sluice_V1_ReleaseResponse)
     case stats(Sluice_V1_StatsResponse)
+    case reload(Sluice_V1_ReloadResponse)
+    case snapshot(Sluice_V1_SnapshotResponse)
 
   }
 
@@ -560,6 +598,75 @@ public nonisolated struct Sluice_V1_StatsResponse: Sendable {
   public init() {}
 }
 
+/// Re-reads the daemon's configuration file (as SIGHUP does) and applies it if it is valid. An
+/// invalid file is answered with CODE_INVALID_CONFIGURATION and the configuration in force stays.
+public nonisolated struct Sluice_V1_ReloadRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ReloadResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The file that was read.
+  public var source: String = String()
+
+  /// Rules (as "name" or "tenant/name") that are new, whose limits changed, or that were removed.
+  /// Rules not listed kept their limits and their counters.
+  public var rulesAdded: [String] = []
+
+  public var rulesChanged: [String] = []
+
+  public var rulesRemoved: [String] = []
+
+  /// Settings that changed in the file but take effect only at the next start (listeners,
+  /// threads, shards, clock, snapshot and metrics addresses); they were not applied.
+  public var needsRestart: [String] = []
+
+  /// How many times the configuration has been applied since start (1 = the initial load).
+  public var generation: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Writes the limiter table to the snapshot file now.
+public nonisolated struct Sluice_V1_SnapshotRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_SnapshotResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var path: String = String()
+
+  public var entries: UInt64 = 0
+
+  public var bytes: UInt64 = 0
+
+  public var durationUs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A request the daemon could not carry out. `code` is stable; `message` is for people.
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -605,6 +712,18 @@ public nonisolated struct Sluice_V1_Error: Sendable {
 
     /// The daemon is shutting down and takes no new work.
     case shuttingDown // = 9
+
+    /// An operator request arrived where operator requests are not served (TCP without
+    /// admin.allow_tcp).
+    case forbidden // = 10
+
+    /// A reload found the configuration file invalid; the message names the key and the problem.
+    /// The configuration in force is unchanged.
+    case invalidConfiguration // = 11
+
+    /// The request needs something the daemon was not configured with (a snapshot path, a
+    /// configuration file), or a write to disk failed.
+    case unavailable // = 12
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -623,6 +742,9 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       case 7: self = .internal
       case 8: self = .unsupported
       case 9: self = .shuttingDown
+      case 10: self = .forbidden
+      case 11: self = .invalidConfiguration
+      case 12: self = .unavailable
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -639,6 +761,9 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       case .internal: return 7
       case .unsupported: return 8
       case .shuttingDown: return 9
+      case .forbidden: return 10
+      case .invalidConfiguration: return 11
+      case .unavailable: return 12
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -655,6 +780,9 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       .internal,
       .unsupported,
       .shuttingDown,
+      .forbidden,
+      .invalidConfiguration,
+      .unavailable,
     ]
 
   }
@@ -676,7 +804,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -737,6 +865,32 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .stats(v)
         }
       }()
+      case 6: try {
+        var v: Sluice_V1_ReloadRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reload(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reload(v)
+        }
+      }()
+      case 7: try {
+        var v: Sluice_V1_SnapshotRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .snapshot(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .snapshot(v)
+        }
+      }()
       default: break
       }
     }
@@ -767,6 +921,14 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .stats(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     }()
+    case .reload?: try {
+      guard case .reload(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .snapshot?: try {
+      guard case .snapshot(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -782,7 +944,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0")
 
   fileprivate class _StorageClass {
     var _id: UInt64 = 0
@@ -883,6 +1045,32 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
             _storage._body = .stats(v)
           }
         }()
+        case 7: try {
+          var v: Sluice_V1_ReloadResponse?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .reload(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .reload(v)
+          }
+        }()
+        case 8: try {
+          var v: Sluice_V1_SnapshotResponse?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .snapshot(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .snapshot(v)
+          }
+        }()
         default: break
         }
       }
@@ -918,6 +1106,14 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
       case .stats?: try {
         guard case .stats(let v)? = _storage._body else { preconditionFailure() }
         try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      }()
+      case .reload?: try {
+        guard case .reload(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      }()
+      case .snapshot?: try {
+        guard case .snapshot(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
       }()
       case nil: break
       }
@@ -1511,6 +1707,144 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
   }
 }
 
+nonisolated extension Sluice_V1_ReloadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReloadRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReloadRequest, rhs: Sluice_V1_ReloadRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReloadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReloadResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}source\0\u{3}rules_added\0\u{3}rules_changed\0\u{3}rules_removed\0\u{3}needs_restart\0\u{1}generation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.rulesAdded) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.rulesChanged) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.rulesRemoved) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.needsRestart) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.generation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 1)
+    }
+    if !self.rulesAdded.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rulesAdded, fieldNumber: 2)
+    }
+    if !self.rulesChanged.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rulesChanged, fieldNumber: 3)
+    }
+    if !self.rulesRemoved.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rulesRemoved, fieldNumber: 4)
+    }
+    if !self.needsRestart.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.needsRestart, fieldNumber: 5)
+    }
+    if self.generation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.generation, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReloadResponse, rhs: Sluice_V1_ReloadResponse) -> Bool {
+    if lhs.source != rhs.source {return false}
+    if lhs.rulesAdded != rhs.rulesAdded {return false}
+    if lhs.rulesChanged != rhs.rulesChanged {return false}
+    if lhs.rulesRemoved != rhs.rulesRemoved {return false}
+    if lhs.needsRestart != rhs.needsRestart {return false}
+    if lhs.generation != rhs.generation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_SnapshotRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SnapshotRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_SnapshotRequest, rhs: Sluice_V1_SnapshotRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_SnapshotResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SnapshotResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{1}entries\0\u{1}bytes\0\u{3}duration_us\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.entries) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.durationUs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
+    }
+    if self.entries != 0 {
+      try visitor.visitSingularUInt64Field(value: self.entries, fieldNumber: 2)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 3)
+    }
+    if self.durationUs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.durationUs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_SnapshotResponse, rhs: Sluice_V1_SnapshotResponse) -> Bool {
+    if lhs.path != rhs.path {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.durationUs != rhs.durationUs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Error"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}check_index\0")
@@ -1552,5 +1886,5 @@ nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Sluice_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_UNKNOWN_RULE\0\u{1}CODE_UNKNOWN_TENANT\0\u{1}CODE_FRAME_TOO_LARGE\0\u{1}CODE_MALFORMED_MESSAGE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_INTERNAL\0\u{1}CODE_UNSUPPORTED\0\u{1}CODE_SHUTTING_DOWN\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_UNKNOWN_RULE\0\u{1}CODE_UNKNOWN_TENANT\0\u{1}CODE_FRAME_TOO_LARGE\0\u{1}CODE_MALFORMED_MESSAGE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_INTERNAL\0\u{1}CODE_UNSUPPORTED\0\u{1}CODE_SHUTTING_DOWN\0\u{1}CODE_FORBIDDEN\0\u{1}CODE_INVALID_CONFIGURATION\0\u{1}CODE_UNAVAILABLE\0")
 }

@@ -592,6 +592,186 @@ void   sluice__v1__stats_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__stats_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__reload_request__init
+                     (Sluice__V1__ReloadRequest         *message)
+{
+  static const Sluice__V1__ReloadRequest init_value = SLUICE__V1__RELOAD_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__reload_request__get_packed_size
+                     (const Sluice__V1__ReloadRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__reload_request__pack
+                     (const Sluice__V1__ReloadRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__reload_request__pack_to_buffer
+                     (const Sluice__V1__ReloadRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReloadRequest *
+       sluice__v1__reload_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReloadRequest *)
+     protobuf_c_message_unpack (&sluice__v1__reload_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__reload_request__free_unpacked
+                     (Sluice__V1__ReloadRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__reload_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__reload_response__init
+                     (Sluice__V1__ReloadResponse         *message)
+{
+  static const Sluice__V1__ReloadResponse init_value = SLUICE__V1__RELOAD_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__reload_response__get_packed_size
+                     (const Sluice__V1__ReloadResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__reload_response__pack
+                     (const Sluice__V1__ReloadResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__reload_response__pack_to_buffer
+                     (const Sluice__V1__ReloadResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__reload_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReloadResponse *
+       sluice__v1__reload_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReloadResponse *)
+     protobuf_c_message_unpack (&sluice__v1__reload_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__reload_response__free_unpacked
+                     (Sluice__V1__ReloadResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__reload_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__snapshot_request__init
+                     (Sluice__V1__SnapshotRequest         *message)
+{
+  static const Sluice__V1__SnapshotRequest init_value = SLUICE__V1__SNAPSHOT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__snapshot_request__get_packed_size
+                     (const Sluice__V1__SnapshotRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__snapshot_request__pack
+                     (const Sluice__V1__SnapshotRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__snapshot_request__pack_to_buffer
+                     (const Sluice__V1__SnapshotRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__SnapshotRequest *
+       sluice__v1__snapshot_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__SnapshotRequest *)
+     protobuf_c_message_unpack (&sluice__v1__snapshot_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__snapshot_request__free_unpacked
+                     (Sluice__V1__SnapshotRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__snapshot_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__snapshot_response__init
+                     (Sluice__V1__SnapshotResponse         *message)
+{
+  static const Sluice__V1__SnapshotResponse init_value = SLUICE__V1__SNAPSHOT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__snapshot_response__get_packed_size
+                     (const Sluice__V1__SnapshotResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__snapshot_response__pack
+                     (const Sluice__V1__SnapshotResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__snapshot_response__pack_to_buffer
+                     (const Sluice__V1__SnapshotResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__snapshot_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__SnapshotResponse *
+       sluice__v1__snapshot_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__SnapshotResponse *)
+     protobuf_c_message_unpack (&sluice__v1__snapshot_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__snapshot_response__free_unpacked
+                     (Sluice__V1__SnapshotResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__snapshot_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -637,7 +817,7 @@ void   sluice__v1__error__free_unpacked
   assert(message->base.descriptor == &sluice__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[7] =
 {
   {
     "id",
@@ -699,18 +879,44 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[5] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reload",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, reload),
+    &sluice__v1__reload_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, snapshot),
+    &sluice__v1__snapshot_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
   0,   /* field[0] = id */
   2,   /* field[2] = ping */
   3,   /* field[3] = release */
+  5,   /* field[5] = reload */
+  6,   /* field[6] = snapshot */
   4,   /* field[4] = stats */
 };
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -720,14 +926,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  5,
+  7,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[6] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[8] =
 {
   {
     "id",
@@ -801,6 +1007,30 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[6]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reload",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, reload),
+    &sluice__v1__reload_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, snapshot),
+    &sluice__v1__snapshot_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -808,12 +1038,14 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   0,   /* field[0] = id */
   3,   /* field[3] = ping */
   4,   /* field[4] = release */
+  6,   /* field[6] = reload */
+  7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
 };
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -823,7 +1055,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  6,
+  8,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -1722,7 +1954,223 @@ const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor =
   (ProtobufCMessageInit) sluice__v1__stats_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[10] =
+#define sluice__v1__reload_request__field_descriptors NULL
+#define sluice__v1__reload_request__field_indices_by_name NULL
+#define sluice__v1__reload_request__number_ranges NULL
+const ProtobufCMessageDescriptor sluice__v1__reload_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReloadRequest",
+  "ReloadRequest",
+  "Sluice__V1__ReloadRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReloadRequest),
+  0,
+  sluice__v1__reload_request__field_descriptors,
+  sluice__v1__reload_request__field_indices_by_name,
+  0,  sluice__v1__reload_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__reload_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__reload_response__field_descriptors[6] =
+{
+  {
+    "source",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReloadResponse, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules_added",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__ReloadResponse, n_rules_added),
+    offsetof(Sluice__V1__ReloadResponse, rules_added),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules_changed",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__ReloadResponse, n_rules_changed),
+    offsetof(Sluice__V1__ReloadResponse, rules_changed),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rules_removed",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__ReloadResponse, n_rules_removed),
+    offsetof(Sluice__V1__ReloadResponse, rules_removed),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "needs_restart",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__ReloadResponse, n_needs_restart),
+    offsetof(Sluice__V1__ReloadResponse, needs_restart),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "generation",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReloadResponse, generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__reload_response__field_indices_by_name[] = {
+  5,   /* field[5] = generation */
+  4,   /* field[4] = needs_restart */
+  1,   /* field[1] = rules_added */
+  2,   /* field[2] = rules_changed */
+  3,   /* field[3] = rules_removed */
+  0,   /* field[0] = source */
+};
+static const ProtobufCIntRange sluice__v1__reload_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor sluice__v1__reload_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReloadResponse",
+  "ReloadResponse",
+  "Sluice__V1__ReloadResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReloadResponse),
+  6,
+  sluice__v1__reload_response__field_descriptors,
+  sluice__v1__reload_response__field_indices_by_name,
+  1,  sluice__v1__reload_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__reload_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define sluice__v1__snapshot_request__field_descriptors NULL
+#define sluice__v1__snapshot_request__field_indices_by_name NULL
+#define sluice__v1__snapshot_request__number_ranges NULL
+const ProtobufCMessageDescriptor sluice__v1__snapshot_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.SnapshotRequest",
+  "SnapshotRequest",
+  "Sluice__V1__SnapshotRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__SnapshotRequest),
+  0,
+  sluice__v1__snapshot_request__field_descriptors,
+  sluice__v1__snapshot_request__field_indices_by_name,
+  0,  sluice__v1__snapshot_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__snapshot_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__snapshot_response__field_descriptors[4] =
+{
+  {
+    "path",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SnapshotResponse, path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SnapshotResponse, entries),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SnapshotResponse, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "duration_us",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SnapshotResponse, duration_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__snapshot_response__field_indices_by_name[] = {
+  2,   /* field[2] = bytes */
+  3,   /* field[3] = duration_us */
+  1,   /* field[1] = entries */
+  0,   /* field[0] = path */
+};
+static const ProtobufCIntRange sluice__v1__snapshot_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__snapshot_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.SnapshotResponse",
+  "SnapshotResponse",
+  "Sluice__V1__SnapshotResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__SnapshotResponse),
+  4,
+  sluice__v1__snapshot_response__field_descriptors,
+  sluice__v1__snapshot_response__field_indices_by_name,
+  1,  sluice__v1__snapshot_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__snapshot_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[13] =
 {
   { "CODE_UNSPECIFIED", "SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED", 0 },
   { "CODE_INVALID_ARGUMENT", "SLUICE__V1__ERROR__CODE__CODE_INVALID_ARGUMENT", 1 },
@@ -1734,18 +2182,24 @@ static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[1
   { "CODE_INTERNAL", "SLUICE__V1__ERROR__CODE__CODE_INTERNAL", 7 },
   { "CODE_UNSUPPORTED", "SLUICE__V1__ERROR__CODE__CODE_UNSUPPORTED", 8 },
   { "CODE_SHUTTING_DOWN", "SLUICE__V1__ERROR__CODE__CODE_SHUTTING_DOWN", 9 },
+  { "CODE_FORBIDDEN", "SLUICE__V1__ERROR__CODE__CODE_FORBIDDEN", 10 },
+  { "CODE_INVALID_CONFIGURATION", "SLUICE__V1__ERROR__CODE__CODE_INVALID_CONFIGURATION", 11 },
+  { "CODE_UNAVAILABLE", "SLUICE__V1__ERROR__CODE__CODE_UNAVAILABLE", 12 },
 };
 static const ProtobufCIntRange sluice__v1__error__code__value_ranges[] = {
-{0, 0},{0, 10}
+{0, 0},{0, 13}
 };
-static const ProtobufCEnumValueIndex sluice__v1__error__code__enum_values_by_name[10] =
+static const ProtobufCEnumValueIndex sluice__v1__error__code__enum_values_by_name[13] =
 {
+  { "CODE_FORBIDDEN", 10 },
   { "CODE_FRAME_TOO_LARGE", 4 },
   { "CODE_INTERNAL", 7 },
   { "CODE_INVALID_ARGUMENT", 1 },
+  { "CODE_INVALID_CONFIGURATION", 11 },
   { "CODE_MALFORMED_MESSAGE", 5 },
   { "CODE_OVERLOADED", 6 },
   { "CODE_SHUTTING_DOWN", 9 },
+  { "CODE_UNAVAILABLE", 12 },
   { "CODE_UNKNOWN_RULE", 2 },
   { "CODE_UNKNOWN_TENANT", 3 },
   { "CODE_UNSPECIFIED", 0 },
@@ -1758,9 +2212,9 @@ const ProtobufCEnumDescriptor sluice__v1__error__code__descriptor =
   "Code",
   "Sluice__V1__Error__Code",
   "sluice.v1",
-  10,
+  13,
   sluice__v1__error__code__enum_values_by_number,
-  10,
+  13,
   sluice__v1__error__code__enum_values_by_name,
   1,
   sluice__v1__error__code__value_ranges,

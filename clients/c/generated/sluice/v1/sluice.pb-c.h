@@ -28,6 +28,10 @@ typedef struct Sluice__V1__PingRequest Sluice__V1__PingRequest;
 typedef struct Sluice__V1__PingResponse Sluice__V1__PingResponse;
 typedef struct Sluice__V1__StatsRequest Sluice__V1__StatsRequest;
 typedef struct Sluice__V1__StatsResponse Sluice__V1__StatsResponse;
+typedef struct Sluice__V1__ReloadRequest Sluice__V1__ReloadRequest;
+typedef struct Sluice__V1__ReloadResponse Sluice__V1__ReloadResponse;
+typedef struct Sluice__V1__SnapshotRequest Sluice__V1__SnapshotRequest;
+typedef struct Sluice__V1__SnapshotResponse Sluice__V1__SnapshotResponse;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 
 
@@ -70,7 +74,22 @@ typedef enum _Sluice__V1__Error__Code {
   /*
    * The daemon is shutting down and takes no new work.
    */
-  SLUICE__V1__ERROR__CODE__CODE_SHUTTING_DOWN = 9
+  SLUICE__V1__ERROR__CODE__CODE_SHUTTING_DOWN = 9,
+  /*
+   * An operator request arrived where operator requests are not served (TCP without
+   * admin.allow_tcp).
+   */
+  SLUICE__V1__ERROR__CODE__CODE_FORBIDDEN = 10,
+  /*
+   * A reload found the configuration file invalid; the message names the key and the problem.
+   * The configuration in force is unchanged.
+   */
+  SLUICE__V1__ERROR__CODE__CODE_INVALID_CONFIGURATION = 11,
+  /*
+   * The request needs something the daemon was not configured with (a snapshot path, a
+   * configuration file), or a write to disk failed.
+   */
+  SLUICE__V1__ERROR__CODE__CODE_UNAVAILABLE = 12
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__ERROR__CODE)
 } Sluice__V1__Error__Code;
 /*
@@ -116,7 +135,9 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_CHECK = 2,
   SLUICE__V1__REQUEST__BODY_PING = 3,
   SLUICE__V1__REQUEST__BODY_RELEASE = 4,
-  SLUICE__V1__REQUEST__BODY_STATS = 5
+  SLUICE__V1__REQUEST__BODY_STATS = 5,
+  SLUICE__V1__REQUEST__BODY_RELOAD = 6,
+  SLUICE__V1__REQUEST__BODY_SNAPSHOT = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -133,6 +154,11 @@ struct  Sluice__V1__Request
     Sluice__V1__PingRequest *ping;
     Sluice__V1__ReleaseRequest *release;
     Sluice__V1__StatsRequest *stats;
+    /*
+     * Operator requests: served on Unix sockets, and on TCP only with admin.allow_tcp.
+     */
+    Sluice__V1__ReloadRequest *reload;
+    Sluice__V1__SnapshotRequest *snapshot;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -146,7 +172,9 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_ERROR = 3,
   SLUICE__V1__RESPONSE__BODY_PING = 4,
   SLUICE__V1__RESPONSE__BODY_RELEASE = 5,
-  SLUICE__V1__RESPONSE__BODY_STATS = 6
+  SLUICE__V1__RESPONSE__BODY_STATS = 6,
+  SLUICE__V1__RESPONSE__BODY_RELOAD = 7,
+  SLUICE__V1__RESPONSE__BODY_SNAPSHOT = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -164,6 +192,8 @@ struct  Sluice__V1__Response
     Sluice__V1__PingResponse *ping;
     Sluice__V1__ReleaseResponse *release;
     Sluice__V1__StatsResponse *stats;
+    Sluice__V1__ReloadResponse *reload;
+    Sluice__V1__SnapshotResponse *snapshot;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -413,6 +443,77 @@ struct  Sluice__V1__StatsResponse
 #define SLUICE__V1__STATS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__stats_response__descriptor) \
     , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Re-reads the daemon's configuration file (as SIGHUP does) and applies it if it is valid. An
+ * invalid file is answered with CODE_INVALID_CONFIGURATION and the configuration in force stays.
+ */
+struct  Sluice__V1__ReloadRequest
+{
+  ProtobufCMessage base;
+};
+#define SLUICE__V1__RELOAD_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__reload_request__descriptor) \
+     }
+
+
+struct  Sluice__V1__ReloadResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The file that was read.
+   */
+  char *source;
+  /*
+   * Rules (as "name" or "tenant/name") that are new, whose limits changed, or that were removed.
+   * Rules not listed kept their limits and their counters.
+   */
+  size_t n_rules_added;
+  char **rules_added;
+  size_t n_rules_changed;
+  char **rules_changed;
+  size_t n_rules_removed;
+  char **rules_removed;
+  /*
+   * Settings that changed in the file but take effect only at the next start (listeners,
+   * threads, shards, clock, snapshot and metrics addresses); they were not applied.
+   */
+  size_t n_needs_restart;
+  char **needs_restart;
+  /*
+   * How many times the configuration has been applied since start (1 = the initial load).
+   */
+  uint64_t generation;
+};
+#define SLUICE__V1__RELOAD_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__reload_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0 }
+
+
+/*
+ * Writes the limiter table to the snapshot file now.
+ */
+struct  Sluice__V1__SnapshotRequest
+{
+  ProtobufCMessage base;
+};
+#define SLUICE__V1__SNAPSHOT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__snapshot_request__descriptor) \
+     }
+
+
+struct  Sluice__V1__SnapshotResponse
+{
+  ProtobufCMessage base;
+  char *path;
+  uint64_t entries;
+  uint64_t bytes;
+  uint64_t duration_us;
+};
+#define SLUICE__V1__SNAPSHOT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__snapshot_response__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 /*
@@ -680,6 +781,82 @@ Sluice__V1__StatsResponse *
 void   sluice__v1__stats_response__free_unpacked
                      (Sluice__V1__StatsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__ReloadRequest methods */
+void   sluice__v1__reload_request__init
+                     (Sluice__V1__ReloadRequest         *message);
+size_t sluice__v1__reload_request__get_packed_size
+                     (const Sluice__V1__ReloadRequest   *message);
+size_t sluice__v1__reload_request__pack
+                     (const Sluice__V1__ReloadRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__reload_request__pack_to_buffer
+                     (const Sluice__V1__ReloadRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReloadRequest *
+       sluice__v1__reload_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__reload_request__free_unpacked
+                     (Sluice__V1__ReloadRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ReloadResponse methods */
+void   sluice__v1__reload_response__init
+                     (Sluice__V1__ReloadResponse         *message);
+size_t sluice__v1__reload_response__get_packed_size
+                     (const Sluice__V1__ReloadResponse   *message);
+size_t sluice__v1__reload_response__pack
+                     (const Sluice__V1__ReloadResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__reload_response__pack_to_buffer
+                     (const Sluice__V1__ReloadResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReloadResponse *
+       sluice__v1__reload_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__reload_response__free_unpacked
+                     (Sluice__V1__ReloadResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__SnapshotRequest methods */
+void   sluice__v1__snapshot_request__init
+                     (Sluice__V1__SnapshotRequest         *message);
+size_t sluice__v1__snapshot_request__get_packed_size
+                     (const Sluice__V1__SnapshotRequest   *message);
+size_t sluice__v1__snapshot_request__pack
+                     (const Sluice__V1__SnapshotRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__snapshot_request__pack_to_buffer
+                     (const Sluice__V1__SnapshotRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__SnapshotRequest *
+       sluice__v1__snapshot_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__snapshot_request__free_unpacked
+                     (Sluice__V1__SnapshotRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__SnapshotResponse methods */
+void   sluice__v1__snapshot_response__init
+                     (Sluice__V1__SnapshotResponse         *message);
+size_t sluice__v1__snapshot_response__get_packed_size
+                     (const Sluice__V1__SnapshotResponse   *message);
+size_t sluice__v1__snapshot_response__pack
+                     (const Sluice__V1__SnapshotResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__snapshot_response__pack_to_buffer
+                     (const Sluice__V1__SnapshotResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__SnapshotResponse *
+       sluice__v1__snapshot_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__snapshot_response__free_unpacked
+                     (Sluice__V1__SnapshotResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -740,6 +917,18 @@ typedef void (*Sluice__V1__StatsRequest_Closure)
 typedef void (*Sluice__V1__StatsResponse_Closure)
                  (const Sluice__V1__StatsResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__ReloadRequest_Closure)
+                 (const Sluice__V1__ReloadRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ReloadResponse_Closure)
+                 (const Sluice__V1__ReloadResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__SnapshotRequest_Closure)
+                 (const Sluice__V1__SnapshotRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__SnapshotResponse_Closure)
+                 (const Sluice__V1__SnapshotResponse *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -764,6 +953,10 @@ extern const ProtobufCMessageDescriptor sluice__v1__ping_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ping_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__stats_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__reload_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__reload_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__snapshot_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__snapshot_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
 

@@ -1,0 +1,113 @@
+import NIOConcurrencyHelpers
+import Prometheus
+import SluiceCore
+
+/// Renders `/metrics`: reads what the hot path counted (per-thread check counters, per-shard
+/// table counters, connection counters) at scrape time, brings the Prometheus registry up to
+/// date, and emits it in the text exposition format.
+///
+/// Counters read at scrape time reach the registry as the difference from the last scrape, so
+/// they keep Prometheus' counter semantics. The decision-latency histogram is emitted here
+/// directly: swift-prometheus' histogram takes a lock per observation, and the hot path records
+/// one per request into per-thread buckets instead.
+final class MetricsExporter: Sendable {
+    let metrics: SluiceMetrics
+    let state: LiveState
+    let table: LimiterTable
+    let counters: ServerCounters
+    let events: EventTap<CheckEvent>?
+    let time: TimeSource
+    let version: String
+    /// The value each scrape-time counter had at the last scrape, by name and labels.
+    let exported = NIOLockedValueBox<[String: UInt64]>([:])
+
+    init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
+         events: EventTap<CheckEvent>?, time: TimeSource, version: String) {
+        self.metrics = metrics
+        self.state = state
+        self.table = table
+        self.counters = counters
+        self.events = events
+        self.time = time
+        self.version = version
+    }
+
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    /// The exposition text, `text/plain; version=0.0.4`.
+    func render() -> [UInt8] {
+        exported.withLockedValue { exported in
+            let registry = metrics.registry
+            func counter(_ name: String, _ help: String, _ labels: [(String, String)], _ total: UInt64) {
+                let key = labels.reduce(name) { "\($0)\u{0}\($1.0)=\($1.1)" }
+                let last = exported[key] ?? 0
+                let handle = registry.makeCounter(descriptor: Self.descriptor(name, help), labels: labels)
+                if total > last { handle.increment(by: Int64(truncatingIfNeeded: total - last)) }
+                exported[key] = max(last, total)
+            }
+            func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
+                registry.makeGauge(descriptor: Self.descriptor(name, help), labels: labels).set(value)
+            }
+
+            for (series, total) in state.checkTotals() {
+                counter("sluice_checks_total", "Checks decided, by tenant, rule and decision (allowed, over_limit, exceeds_capacity, blocked).",
+                        [("tenant", series.tenant), ("rule", series.rule), ("decision", series.decision)], total)
+            }
+            counter("sluice_requests_total", "Request frames answered, checks and others, including those answered with an error.", [],
+                    counters.requests.load(ordering: .relaxed))
+            for (code, total) in counters.errorsByCode() {
+                counter("sluice_errors_total", "Requests answered with an error, by its code.", [("code", code)], total)
+            }
+            gauge("sluice_connections_open", "Connections open now.", [], Double(counters.connectionsOpen.load(ordering: .relaxed)))
+            counter("sluice_connections_accepted_total", "Connections accepted since start.", [],
+                    counters.connectionsTotal.load(ordering: .relaxed))
+            counter("sluice_connections_refused_total", "Connections answered CODE_OVERLOADED or CODE_SHUTTING_DOWN and closed.",
+                    [("reason", "max_connections")], counters.connectionsRefused.load(ordering: .relaxed))
+            counter("sluice_connections_refused_total", "Connections answered CODE_OVERLOADED or CODE_SHUTTING_DOWN and closed.",
+                    [("reason", "shutting_down")], counters.connectionsRefusedShuttingDown.load(ordering: .relaxed))
+
+            let statistics = table.statistics()
+            gauge("sluice_table_entries", "Limiter states held in the table.", [], Double(statistics.entries))
+            gauge("sluice_table_max_entries", "Entries held before the least recently used are evicted.", [], Double(statistics.maxEntries))
+            gauge("sluice_table_shards", "Lock-striped shards of the table.", [], Double(statistics.shards))
+            counter("sluice_table_evictions_total", "Entries evicted because their shard was full (the table is too small if this grows).", [],
+                    statistics.evictions)
+            counter("sluice_table_reclaimed_total", "Fully recovered entries forgotten to make room.", [], statistics.reclaimed)
+
+            if let events {
+                gauge("sluice_background_queue_depth", "Events waiting for a background engine.", [("queue", "check_events")],
+                      Double(events.count))
+                gauge("sluice_background_queue_capacity", "Events a background queue holds before it drops.", [("queue", "check_events")],
+                      Double(events.capacity))
+                counter("sluice_background_queue_dropped_total", "Events dropped because their queue was full.",
+                        [("queue", "check_events")], events.dropped)
+            }
+            gauge("sluice_build_info", "Always 1; the labels say which build runs.", [("version", version)], 1)
+            gauge("sluice_uptime_seconds", "Seconds since the daemon started.", [], Double(time.uptime()) / 1e9)
+
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(16 << 10)
+            registry.emit(into: &buffer)
+            appendLatency(to: &buffer)
+            return buffer
+        }
+    }
+
+    func appendLatency(to buffer: inout [UInt8]) {
+        let (buckets, sum, count) = state.latencyTotals()
+        let name = "sluice_decision_duration_seconds"
+        var text = "# HELP \(name) Time to decide one check request (all its checks), from its decoded bytes to its encoded answer.\n"
+        text += "# TYPE \(name) histogram\n"
+        var cumulative: UInt64 = 0
+        for index in 0..<LatencyBuckets.bounded {
+            cumulative &+= buckets[index]
+            text += "\(name)_bucket{le=\"\(Double(LatencyBuckets.bound(index)) / 1e9)\"} \(cumulative)\n"
+        }
+        text += "\(name)_bucket{le=\"+Inf\"} \(count)\n"
+        text += "\(name)_sum \(Double(sum) / 1e9)\n"
+        text += "\(name)_count \(count)\n"
+        buffer.append(contentsOf: text.utf8)
+    }
+}
