@@ -430,7 +430,11 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         stats.requests = counters.requests.load(ordering: .relaxed)
         stats.errors = counters.errorTotal
         stats.eventsDropped = events?.dropped ?? 0
-        stats.clock = state.current.configuration.clock.rawValue
+        let live = state.current
+        stats.clock = live.configuration.clock.rawValue
+        stats.configGeneration = live.generation
+        stats.configSource = live.configuration.source
+        stats.snapshotPath = live.configuration.snapshotPath ?? ""
         var response = WireResponse()
         response.stats = stats
         return response

@@ -10,7 +10,7 @@ struct Sluicectl: AsyncParsableCommand {
         commandName: "sluicectl",
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
-        subcommands: [Ping.self, Check.self, Release.self, Stats.self]
+        subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self]
     )
 }
 
@@ -111,7 +111,8 @@ extension Sluice_V1_StatsResponse {
          "denied": denied, "entries": entries, "max_entries": maxEntries, "evictions": evictions,
          "reclaimed": reclaimed, "shards": shards, "connections_open": connectionsOpen,
          "connections_total": connectionsTotal, "requests": requests, "errors": errors,
-         "events_dropped": eventsDropped]
+         "events_dropped": eventsDropped, "config_generation": configGeneration, "config_source": configSource,
+         "snapshot_path": snapshotPath]
     }
 }
 
@@ -285,8 +286,66 @@ struct Stats: AsyncParsableCommand {
                 ("reclaimed", "\(stats.reclaimed)"), ("shards", "\(stats.shards)"),
                 ("connections", "\(stats.connectionsOpen) open, \(stats.connectionsTotal) since start"),
                 ("requests", "\(stats.requests)"), ("errors", "\(stats.errors)"),
+                ("config", "\(stats.configSource) (generation \(stats.configGeneration))"),
+                ("snapshot", stats.snapshotPath.isEmpty ? "off" : stats.snapshotPath),
             ]
             for (name, value) in rows { print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + value) }
+        }
+    }
+}
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-read the daemon's configuration file and apply it if it is valid (as SIGHUP does).",
+        discussion: """
+        An invalid file is refused with the key and the problem (exit 2); the configuration in force
+        stays. To roll back a change, put the previous file back and reload again. Served on the Unix
+        socket (and on TCP only with admin.allow_tcp).
+        """
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Flag(name: .long, help: "Print as JSON.") var json = false
+
+    func run() async throws {
+        try await Self.reportFailures {
+            var request = WireRequest()
+            request.reload = Sluice_V1_ReloadRequest()
+            let report = try await connection.send(request).reload
+            if json {
+                try printJSON(["source": report.source, "generation": report.generation, "rules_added": report.rulesAdded,
+                               "rules_changed": report.rulesChanged, "rules_removed": report.rulesRemoved,
+                               "needs_restart": report.needsRestart])
+                return
+            }
+            print("reloaded \(report.source): generation \(report.generation)")
+            func list(_ names: [String]) -> String { names.isEmpty ? "none" : names.joined(separator: ", ") }
+            print("  rules added:   \(list(report.rulesAdded))")
+            print("  rules changed: \(list(report.rulesChanged))")
+            print("  rules removed: \(list(report.rulesRemoved))")
+            if !report.needsRestart.isEmpty {
+                print("  not applied until a restart: \(list(report.needsRestart))")
+            }
+        }
+    }
+}
+
+struct Snapshot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the limiter table to the snapshot file now (e.g. before an upgrade or a backup).")
+    @OptionGroup var connection: ConnectionOptions
+    @Flag(name: .long, help: "Print as JSON.") var json = false
+
+    func run() async throws {
+        try await Self.reportFailures {
+            var request = WireRequest()
+            request.snapshot = Sluice_V1_SnapshotRequest()
+            let written = try await connection.send(request).snapshot
+            if json {
+                try printJSON(["path": written.path, "entries": written.entries, "bytes": written.bytes,
+                               "duration_us": written.durationUs])
+                return
+            }
+            print("wrote \(written.entries) entries (\(written.bytes) bytes) to \(written.path) in \(written.durationUs / 1_000) ms")
         }
     }
 }

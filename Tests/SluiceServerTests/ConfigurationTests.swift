@@ -111,4 +111,38 @@ struct ConfigurationTests {
             #expect(error.message.hasPrefix("/nonexistent/sluice.yaml: cannot read the file"))
         }
     }
+
+    @Test("operations sections: metrics address, admin over TCP, log level and format, queued bytes; the default serves metrics on loopback")
+    func operationsSections() throws {
+        let yaml = """
+        metrics: { listen: "[::1]:9100" }
+        admin: { allow_tcp: true }
+        log: { level: debug, format: json }
+        server: { max_queued_bytes: 262144 }
+        """
+        let configured = try ConfigurationLoader.parse(yaml, source: "o.yaml")
+        #expect(configured.metricsListener == .init(host: "::1", port: 9100))
+        #expect(configured.adminOverTCP)
+        #expect(configured.logLevel == "debug" && configured.logFormat == .json)
+        #expect(configured.maxQueuedBytes == 262_144)
+        #expect(try ConfigurationLoader.parse("metrics: { listen: \"off\" }", source: "o.yaml").metricsListener == nil)
+        let embedded = try ConfigurationLoader.embeddedDefault()
+        #expect(embedded.metricsListener == .init(host: "127.0.0.1", port: 7421))
+        #expect(!embedded.adminOverTCP && embedded.logFormat == .text && embedded.logLevel == "info")
+        #expect(failure("metrics: { listen: everywhere }\n").contains("metrics.listen: expected HOST:PORT"))
+        #expect(failure("log: { format: xml }\n").contains("log.format: expected text or json"))
+        #expect(failure("log: { level: loud }\n").contains("log.level: expected one of trace"))
+        #expect(failure("admin: { allow_tcp: maybe }\n").contains("admin.allow_tcp: expected true or false"))
+        #expect(failure("server: { max_queued_bytes: 10 }\n").contains("server.max_queued_bytes"))
+    }
+
+    @Test("JSON log lines escape quotes, backslashes and control characters")
+    func jsonEscaping() throws {
+        var line = ""
+        JSONLogHandler.appendString("a \"quoted\" \\ path\nnext\u{1}", to: &line)
+        #expect(line == #""a \"quoted\" \\ path\nnext\u0001""#)
+        let parsed = try JSONSerialization.jsonObject(with: Data("[\(line)]".utf8)) as? [String]
+        #expect(parsed == ["a \"quoted\" \\ path\nnext\u{1}"])
+        #expect(JSONLogHandler.timestamp().count == 24)
+    }
 }

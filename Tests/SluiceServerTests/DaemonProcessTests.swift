@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import SluiceClient
 import SluiceCore
 import SluiceProto
@@ -92,5 +95,213 @@ struct DaemonProcessTests {
         let text = String(decoding: checkPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(check.terminationStatus == 0)
         #expect(text.contains("ok (1 rules"))
+    }
+
+    /// Reads `pipe` until a line satisfies `match` (or ~10 s pass); returns every line read.
+    static func readLines(_ pipe: Pipe, until match: (String) -> Bool) -> [String] {
+        var lines: [String] = []
+        var partial = ""
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let data = pipe.fileHandleForReading.availableData
+            guard !data.isEmpty else { break }
+            partial += String(decoding: data, as: UTF8.self)
+            while let newline = partial.firstIndex(of: "\n") {
+                let line = String(partial[..<newline])
+                partial = String(partial[partial.index(after: newline)...])
+                lines.append(line)
+                if match(line) { return lines }
+            }
+        }
+        return lines
+    }
+
+    static func json(_ line: String) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+    }
+
+    @Test("SIGHUP reloads a valid file and keeps the old configuration on an invalid one; --log-format json writes one JSON object per line")
+    func hangupReloadAndJSONLogs() async throws {
+        let directory = "/tmp/sluiced-hup-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock"
+        let file = "\(directory)/sluice.yaml"
+        try "rules:\n  a: { limit: 100, period: 1s }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (process, pipe) = try Self.launch(["--config", file, "--unix", socket, "--snapshot", "off",
+                                               "--metrics", "127.0.0.1:0", "--log-format", "json"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let startup = Self.readLines(pipe) { Self.json($0)?["msg"] as? String == "sluiced ready" }
+        let metricsLine = try #require(startup.compactMap(Self.json).first { $0["msg"] as? String == "serving metrics" })
+        let address = try #require(metricsLine["metrics.listen"] as? String)
+        let port = try #require(Int(address.split(separator: ":").last ?? ""))
+        #expect(try await Self.waitForSocket(socket))
+        let client = try await SluiceClient.connect(to: .unix(path: socket))
+        var checkB = WireRequest()
+        checkB.check.checks = [{ var c = WireCheck(); c.key = "k"; c.rule = "b"; return c }()]
+        #expect(try await client.send(checkB).error.code == .unknownRule)
+
+        try "rules:\n  a: { limit: 100, period: 1s }\n  b: { limit: 100, period: 1s }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        let reloaded = Self.readLines(pipe) { Self.json($0)?["msg"] as? String == "configuration reloaded" }
+        #expect(reloaded.compactMap(Self.json).contains { $0["config.generation"] as? String == "2" })
+        #expect(try await client.send(checkB).check.verdicts.first?.allowed == true)
+
+        try "rules:\n  b: { limit: -1, period: 1s }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        let rejected = Self.readLines(pipe) { ($0.contains("configuration not reloaded")) }
+        let rejection = try #require(rejected.compactMap(Self.json).first { ($0["msg"] as? String)?.contains("not reloaded") == true })
+        #expect(rejection["level"] as? String == "error")
+        #expect((rejection["error.message"] as? String)?.contains("rules.b.limit") == true)
+        #expect(try await client.send(checkB).check.verdicts.first?.allowed == true, "the previous configuration stays in force")
+
+        let (_, body) = try HTTPGet.get(port: port, path: "/metrics")
+        #expect(sample(#"sluice_config_reloads_total{result="ok"}"#, in: body) == 1)
+        #expect(sample(#"sluice_config_reloads_total{result="rejected"}"#, in: body) == 1)
+        #expect(sample(#"sluice_checks_total{tenant="_default",rule="b",decision="allowed"}"#, in: body) == 2)
+        await client.close()
+
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let rest = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let all = startup + reloaded + rejected + rest.split(separator: "\n").map(String.init)
+        #expect(all.count >= 8)
+        for line in all where !line.isEmpty {
+            let object = Self.json(line)
+            #expect(object != nil, "not a JSON object: \(line)")
+            #expect(object?["ts"] is String && object?["level"] is String && object?["msg"] is String)
+        }
+        #expect(!rest.contains("\"k\""), "nothing per request at the default level")
+    }
+
+    /// Resident memory of `pid`, in bytes.
+    static func residentBytes(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kilobytes = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) else { return nil }
+        return kilobytes * 1_024
+    }
+
+    @Test("a client that writes requests and never reads answers is pushed back: the daemon's memory stays bounded, others are served")
+    func neverReadingClient() async throws {
+        let directory = "/tmp/sluiced-flood-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock"
+        let (process, _) = try Self.launch(["--unix", socket, "--snapshot", "off", "--metrics", "off", "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await Self.waitForSocket(socket))
+        let pid = process.processIdentifier
+        let baseline = try #require(Self.residentBytes(pid))
+
+        // Pings of 16 KiB: each answer is as large as its request, so unread answers pile up.
+        var ping = WireRequest()
+        ping.ping.payload = Data(repeating: 7, count: 16 << 10)
+        let body: [UInt8] = try ping.serializedBytes()
+        var frame: [UInt8] = withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init)
+        frame += body
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in socket.utf8.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(connected == 0)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var written = 0
+        var offset = 0
+        let deadline = Date().addingTimeInterval(3)
+        let cap = 512 << 20
+        while Date() < deadline, written < cap {
+            let n = frame.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n > 0 {
+                written += n
+                offset = (offset + n) % frame.count
+            } else {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        let resident = try #require(Self.residentBytes(pid))
+        print("never-reading client: \(written) bytes accepted, daemon grew by \(resident - baseline) bytes")
+        #expect(written < 64 << 20, "the daemon stopped reading: \(written) bytes were accepted in 3 s")
+        #expect(resident - baseline < 48 << 20, "memory grew by \(resident - baseline) bytes")
+
+        // Everyone else is still served while that connection is stuck.
+        let other = try await SluiceClient.connect(to: .unix(path: socket))
+        var check = WireRequest()
+        check.check.checks = [{ var c = WireCheck(); c.key = "other"; c.rule = "default"; return c }()]
+        #expect(try await other.send(check).check.verdicts.first?.allowed == true)
+        await other.close()
+        // Closed first: a connection that never reads is otherwise closed by the drain's deadline.
+        Glibc.close(fd)
+        kill(pid, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
+    /// Runs sluicectl to completion: its exit status, standard output and standard error.
+    static func sluicectl(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = productsDirectory.appendingPathComponent("sluicectl")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        let error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+    }
+
+    @Test("sluicectl reload, snapshot and stats against a running sluiced")
+    func operatorCommandLine() async throws {
+        let directory = "/tmp/sluiced-ctl-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock"
+        let file = "\(directory)/sluice.yaml"
+        let snapshot = "\(directory)/table.snapshot"
+        try "rules:\n  a: { limit: 1, period: 1m }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (process, _) = try Self.launch(["--config", file, "--unix", socket, "--snapshot", snapshot, "--metrics", "off",
+                                            "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await Self.waitForSocket(socket))
+        let endpoint = ["--endpoint", "unix:\(socket)"]
+
+        #expect(try Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 0)
+        #expect(try Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 1, "denied")
+
+        try "rules:\n  a: { limit: 1, period: 1m }\n  b: { limit: 5, period: 1s }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let reload = try Self.sluicectl(["reload"] + endpoint)
+        #expect(reload.status == 0)
+        #expect(reload.out.contains("generation 2") && reload.out.contains("rules added:   b"), "\(reload.out)")
+
+        try "rules:\n  a: { limit: 1, period: 1m, burst: -3 }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try Self.sluicectl(["reload"] + endpoint)
+        #expect(refused.status == 2)
+        #expect(refused.err.contains("CODE_INVALID_CONFIGURATION") && refused.err.contains("rules.a.burst"), "\(refused.err)")
+
+        let written = try Self.sluicectl(["snapshot", "--json"] + endpoint)
+        #expect(written.status == 0)
+        let report = try #require(Self.json(written.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(report["path"] as? String == snapshot)
+        #expect(report["entries"] as? Int == 1)
+        #expect(FileManager.default.fileExists(atPath: snapshot))
+
+        let stats = try Self.sluicectl(["stats", "--json"] + endpoint)
+        let fields = try #require(Self.json(stats.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(fields["config_generation"] as? Int == 2, "the refused reload changed nothing")
+        #expect(fields["config_source"] as? String == file)
+        #expect(fields["snapshot_path"] as? String == snapshot)
+        #expect(try Self.sluicectl(["check", "--rule", "b", "caller"] + endpoint).status == 0)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -26,19 +29,37 @@ struct TestDaemon {
         return path
     }
 
-    static func start(yaml: String = "", clock: Configuration.ClockMode = .request,
-                      _ adjust: (inout Configuration) -> Void = { _ in }) async throws -> TestDaemon {
+    /// Starts a daemon on `yaml`, or on the file at `file` (which reloads re-read, with the
+    /// same test settings laid over it, as sluiced lays its command-line options over it).
+    static func start(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request,
+                      _ adjust: @escaping @Sendable (inout Configuration) -> Void = { _ in }) async throws -> TestDaemon {
         let directory = temporaryDirectory()
-        var configuration = try ConfigurationLoader.parse(yaml, source: "test.yaml")
-        configuration.unixListeners = [.init(path: "\(directory)/sluice.sock")]
-        configuration.tcpListeners = [.init(host: "127.0.0.1", port: 0)]
-        configuration.clock = clock
-        configuration.threads = 2
-        configuration.shards = 8
-        adjust(&configuration)
+        let settle: @Sendable (inout Configuration) -> Void = { configuration in
+            configuration.unixListeners = [.init(path: "\(directory)/sluice.sock")]
+            configuration.tcpListeners = [.init(host: "127.0.0.1", port: 0)]
+            configuration.clock = clock
+            configuration.threads = 2
+            configuration.shards = 8
+            adjust(&configuration)
+        }
+        var configuration: Configuration
+        if let file {
+            configuration = try ConfigurationLoader.load(file: file)
+        } else {
+            configuration = try ConfigurationLoader.parse(yaml, source: "test.yaml")
+        }
+        settle(&configuration)
         var logger = Logger(label: "sluiced.test")
         logger.logLevel = .warning
-        let daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger)
+        var reload: (@Sendable () throws -> Configuration)?
+        if let file {
+            reload = { () throws -> Configuration in
+                var configuration = try ConfigurationLoader.load(file: file)
+                settle(&configuration)
+                return configuration
+            }
+        }
+        let daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, reloadFrom: reload)
         return TestDaemon(daemon: daemon, directory: directory)
     }
 
@@ -48,10 +69,10 @@ struct TestDaemon {
     }
 
     /// Runs `body` with a started daemon and always stops it.
-    static func with<T>(yaml: String = "", clock: Configuration.ClockMode = .request,
-                        _ adjust: (inout Configuration) -> Void = { _ in },
+    static func with<T>(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request,
+                        _ adjust: @escaping @Sendable (inout Configuration) -> Void = { _ in },
                         _ body: (TestDaemon) async throws -> T) async throws -> T {
-        let daemon = try await start(yaml: yaml, clock: clock, adjust)
+        let daemon = try await start(yaml: yaml, file: file, clock: clock, adjust)
         do {
             let result = try await body(daemon)
             await daemon.stop()
@@ -168,4 +189,44 @@ final class RawConnection: @unchecked Sendable {
         buffer.writeFrame(body)
         return Array(buffer.readableBytesView)
     }
+}
+
+/// A blocking HTTP/1.1 GET over a real socket, for the metrics endpoint.
+enum HTTPGet {
+    static func get(port: Int, path: String, method: String = "GET") throws -> (status: Int, body: String) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket() failed") }
+        defer { Glibc.close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw TestFailure("connect to \(port) failed") }
+        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { break }
+            response.append(contentsOf: chunk[0..<n])
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let statusLine = text.split(separator: "\r\n").first, let status = Int(statusLine.split(separator: " ")[1]) else {
+            throw TestFailure("not an HTTP response: \(text.prefix(200))")
+        }
+        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        return (status, body)
+    }
+}
+
+/// The value of the sample `series` (name with its labels, as exposed) in a Prometheus text body.
+func sample(_ series: String, in body: String) -> Double? {
+    for line in body.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1))
+    }
+    return nil
 }

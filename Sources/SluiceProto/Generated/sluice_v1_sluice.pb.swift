@@ -216,75 +216,69 @@ public nonisolated struct Sluice_V1_Request: Sendable {
 }
 
 /// One response frame, carrying the id of the request it answers.
-public nonisolated struct Sluice_V1_Response: @unchecked Sendable {
+public nonisolated struct Sluice_V1_Response: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: UInt64 {
-    get {_storage._id}
-    set {_uniqueStorage()._id = newValue}
-  }
+  public var id: UInt64 = 0
 
-  public var body: OneOf_Body? {
-    get {return _storage._body}
-    set {_uniqueStorage()._body = newValue}
-  }
+  public var body: Sluice_V1_Response.OneOf_Body? = nil
 
   public var check: Sluice_V1_CheckResponse {
     get {
-      if case .check(let v)? = _storage._body {return v}
+      if case .check(let v)? = body {return v}
       return Sluice_V1_CheckResponse()
     }
-    set {_uniqueStorage()._body = .check(newValue)}
+    set {body = .check(newValue)}
   }
 
   public var error: Sluice_V1_Error {
     get {
-      if case .error(let v)? = _storage._body {return v}
+      if case .error(let v)? = body {return v}
       return Sluice_V1_Error()
     }
-    set {_uniqueStorage()._body = .error(newValue)}
+    set {body = .error(newValue)}
   }
 
   public var ping: Sluice_V1_PingResponse {
     get {
-      if case .ping(let v)? = _storage._body {return v}
+      if case .ping(let v)? = body {return v}
       return Sluice_V1_PingResponse()
     }
-    set {_uniqueStorage()._body = .ping(newValue)}
+    set {body = .ping(newValue)}
   }
 
   public var release: Sluice_V1_ReleaseResponse {
     get {
-      if case .release(let v)? = _storage._body {return v}
+      if case .release(let v)? = body {return v}
       return Sluice_V1_ReleaseResponse()
     }
-    set {_uniqueStorage()._body = .release(newValue)}
+    set {body = .release(newValue)}
   }
 
   public var stats: Sluice_V1_StatsResponse {
     get {
-      if case .stats(let v)? = _storage._body {return v}
+      if case .stats(let v)? = body {return v}
       return Sluice_V1_StatsResponse()
     }
-    set {_uniqueStorage()._body = .stats(newValue)}
+    set {body = .stats(newValue)}
   }
 
   public var reload: Sluice_V1_ReloadResponse {
     get {
-      if case .reload(let v)? = _storage._body {return v}
+      if case .reload(let v)? = body {return v}
       return Sluice_V1_ReloadResponse()
     }
-    set {_uniqueStorage()._body = .reload(newValue)}
+    set {body = .reload(newValue)}
   }
 
   public var snapshot: Sluice_V1_SnapshotResponse {
     get {
-      if case .snapshot(let v)? = _storage._body {return v}
+      if case .snapshot(let v)? = body {return v}
       return Sluice_V1_SnapshotResponse()
     }
-    set {_uniqueStorage()._body = .snapshot(newValue)}
+    set {body = .snapshot(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -301,8 +295,6 @@ public nonisolated struct Sluice_V1_Response: @unchecked Sendable {
   }
 
   public init() {}
-
-  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A batch of 1 to max_batch (default 1,000) checks, answered in one CheckResponse.
@@ -556,46 +548,113 @@ public nonisolated struct Sluice_V1_StatsRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Sluice_V1_StatsResponse: Sendable {
+public nonisolated struct Sluice_V1_StatsResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var version: String = String()
+  public var version: String {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
-  public var uptimeMs: UInt64 = 0
+  public var uptimeMs: UInt64 {
+    get {_storage._uptimeMs}
+    set {_uniqueStorage()._uptimeMs = newValue}
+  }
 
-  public var checks: UInt64 = 0
+  public var checks: UInt64 {
+    get {_storage._checks}
+    set {_uniqueStorage()._checks = newValue}
+  }
 
-  public var allowed: UInt64 = 0
+  public var allowed: UInt64 {
+    get {_storage._allowed}
+    set {_uniqueStorage()._allowed = newValue}
+  }
 
-  public var denied: UInt64 = 0
+  public var denied: UInt64 {
+    get {_storage._denied}
+    set {_uniqueStorage()._denied = newValue}
+  }
 
-  public var entries: UInt64 = 0
+  public var entries: UInt64 {
+    get {_storage._entries}
+    set {_uniqueStorage()._entries = newValue}
+  }
 
-  public var maxEntries: UInt64 = 0
+  public var maxEntries: UInt64 {
+    get {_storage._maxEntries}
+    set {_uniqueStorage()._maxEntries = newValue}
+  }
 
-  public var evictions: UInt64 = 0
+  public var evictions: UInt64 {
+    get {_storage._evictions}
+    set {_uniqueStorage()._evictions = newValue}
+  }
 
-  public var reclaimed: UInt64 = 0
+  public var reclaimed: UInt64 {
+    get {_storage._reclaimed}
+    set {_uniqueStorage()._reclaimed = newValue}
+  }
 
-  public var shards: UInt32 = 0
+  public var shards: UInt32 {
+    get {_storage._shards}
+    set {_uniqueStorage()._shards = newValue}
+  }
 
-  public var connectionsOpen: UInt64 = 0
+  public var connectionsOpen: UInt64 {
+    get {_storage._connectionsOpen}
+    set {_uniqueStorage()._connectionsOpen = newValue}
+  }
 
-  public var connectionsTotal: UInt64 = 0
+  public var connectionsTotal: UInt64 {
+    get {_storage._connectionsTotal}
+    set {_uniqueStorage()._connectionsTotal = newValue}
+  }
 
-  public var requests: UInt64 = 0
+  public var requests: UInt64 {
+    get {_storage._requests}
+    set {_uniqueStorage()._requests = newValue}
+  }
 
-  public var errors: UInt64 = 0
+  public var errors: UInt64 {
+    get {_storage._errors}
+    set {_uniqueStorage()._errors = newValue}
+  }
 
-  public var eventsDropped: UInt64 = 0
+  public var eventsDropped: UInt64 {
+    get {_storage._eventsDropped}
+    set {_uniqueStorage()._eventsDropped = newValue}
+  }
 
-  public var clock: String = String()
+  public var clock: String {
+    get {_storage._clock}
+    set {_uniqueStorage()._clock = newValue}
+  }
+
+  /// The configuration in force: 1 at start, one more for each reload, and where it was read.
+  public var configGeneration: UInt64 {
+    get {_storage._configGeneration}
+    set {_uniqueStorage()._configGeneration = newValue}
+  }
+
+  public var configSource: String {
+    get {_storage._configSource}
+    set {_uniqueStorage()._configSource = newValue}
+  }
+
+  /// The snapshot file, empty when snapshots are off.
+  public var snapshotPath: String {
+    get {_storage._snapshotPath}
+    set {_uniqueStorage()._snapshotPath = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Re-reads the daemon's configuration file (as SIGHUP does) and applies it if it is valid. An
@@ -946,192 +1005,154 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
   public static let protoMessageName: String = _protobuf_package + ".Response"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0")
 
-  fileprivate class _StorageClass {
-    var _id: UInt64 = 0
-    var _body: Sluice_V1_Response.OneOf_Body?
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _id = source._id
-      _body = source._body
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._id) }()
-        case 2: try {
-          var v: Sluice_V1_CheckResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .check(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .check(v)
-          }
-        }()
-        case 3: try {
-          var v: Sluice_V1_Error?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .error(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .error(v)
-          }
-        }()
-        case 4: try {
-          var v: Sluice_V1_PingResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .ping(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .ping(v)
-          }
-        }()
-        case 5: try {
-          var v: Sluice_V1_ReleaseResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .release(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .release(v)
-          }
-        }()
-        case 6: try {
-          var v: Sluice_V1_StatsResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .stats(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .stats(v)
-          }
-        }()
-        case 7: try {
-          var v: Sluice_V1_ReloadResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .reload(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .reload(v)
-          }
-        }()
-        case 8: try {
-          var v: Sluice_V1_SnapshotResponse?
-          var hadOneofValue = false
-          if let current = _storage._body {
-            hadOneofValue = true
-            if case .snapshot(let m) = current {v = m}
-          }
-          try decoder.decodeSingularMessageField(value: &v)
-          if let v = v {
-            if hadOneofValue {try decoder.handleConflictingOneOf()}
-            _storage._body = .snapshot(v)
-          }
-        }()
-        default: break
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try {
+        var v: Sluice_V1_CheckResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .check(let m) = current {v = m}
         }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .check(v)
+        }
+      }()
+      case 3: try {
+        var v: Sluice_V1_Error?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .error(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .error(v)
+        }
+      }()
+      case 4: try {
+        var v: Sluice_V1_PingResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .ping(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .ping(v)
+        }
+      }()
+      case 5: try {
+        var v: Sluice_V1_ReleaseResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .release(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .release(v)
+        }
+      }()
+      case 6: try {
+        var v: Sluice_V1_StatsResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .stats(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .stats(v)
+        }
+      }()
+      case 7: try {
+        var v: Sluice_V1_ReloadResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reload(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reload(v)
+        }
+      }()
+      case 8: try {
+        var v: Sluice_V1_SnapshotResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .snapshot(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .snapshot(v)
+        }
+      }()
+      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if _storage._id != 0 {
-        try visitor.visitSingularUInt64Field(value: _storage._id, fieldNumber: 1)
-      }
-      switch _storage._body {
-      case .check?: try {
-        guard case .check(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-      }()
-      case .error?: try {
-        guard case .error(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-      }()
-      case .ping?: try {
-        guard case .ping(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-      }()
-      case .release?: try {
-        guard case .release(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-      }()
-      case .stats?: try {
-        guard case .stats(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
-      }()
-      case .reload?: try {
-        guard case .reload(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-      }()
-      case .snapshot?: try {
-        guard case .snapshot(let v)? = _storage._body else { preconditionFailure() }
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-      }()
-      case nil: break
-      }
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    switch self.body {
+    case .check?: try {
+      guard case .check(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case .error?: try {
+      guard case .error(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .ping?: try {
+      guard case .ping(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case .release?: try {
+      guard case .release(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
+    case .stats?: try {
+      guard case .stats(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    }()
+    case .reload?: try {
+      guard case .reload(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .snapshot?: try {
+      guard case .snapshot(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sluice_V1_Response, rhs: Sluice_V1_Response) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._id != rhs_storage._id {return false}
-        if _storage._body != rhs_storage._body {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
+    if lhs.id != rhs.id {return false}
+    if lhs.body != rhs.body {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1604,104 +1625,191 @@ nonisolated extension Sluice_V1_StatsRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_ms\0\u{1}checks\0\u{1}allowed\0\u{1}denied\0\u{1}entries\0\u{3}max_entries\0\u{1}evictions\0\u{1}reclaimed\0\u{1}shards\0\u{3}connections_open\0\u{3}connections_total\0\u{1}requests\0\u{1}errors\0\u{3}events_dropped\0\u{1}clock\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_ms\0\u{1}checks\0\u{1}allowed\0\u{1}denied\0\u{1}entries\0\u{3}max_entries\0\u{1}evictions\0\u{1}reclaimed\0\u{1}shards\0\u{3}connections_open\0\u{3}connections_total\0\u{1}requests\0\u{1}errors\0\u{3}events_dropped\0\u{1}clock\0\u{3}config_generation\0\u{3}config_source\0\u{3}snapshot_path\0")
+
+  fileprivate class _StorageClass {
+    var _version: String = String()
+    var _uptimeMs: UInt64 = 0
+    var _checks: UInt64 = 0
+    var _allowed: UInt64 = 0
+    var _denied: UInt64 = 0
+    var _entries: UInt64 = 0
+    var _maxEntries: UInt64 = 0
+    var _evictions: UInt64 = 0
+    var _reclaimed: UInt64 = 0
+    var _shards: UInt32 = 0
+    var _connectionsOpen: UInt64 = 0
+    var _connectionsTotal: UInt64 = 0
+    var _requests: UInt64 = 0
+    var _errors: UInt64 = 0
+    var _eventsDropped: UInt64 = 0
+    var _clock: String = String()
+    var _configGeneration: UInt64 = 0
+    var _configSource: String = String()
+    var _snapshotPath: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _version = source._version
+      _uptimeMs = source._uptimeMs
+      _checks = source._checks
+      _allowed = source._allowed
+      _denied = source._denied
+      _entries = source._entries
+      _maxEntries = source._maxEntries
+      _evictions = source._evictions
+      _reclaimed = source._reclaimed
+      _shards = source._shards
+      _connectionsOpen = source._connectionsOpen
+      _connectionsTotal = source._connectionsTotal
+      _requests = source._requests
+      _errors = source._errors
+      _eventsDropped = source._eventsDropped
+      _clock = source._clock
+      _configGeneration = source._configGeneration
+      _configSource = source._configSource
+      _snapshotPath = source._snapshotPath
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.version) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.uptimeMs) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.checks) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.allowed) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.denied) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.entries) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.maxEntries) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.evictions) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.reclaimed) }()
-      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.shards) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.connectionsOpen) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.connectionsTotal) }()
-      case 13: try { try decoder.decodeSingularUInt64Field(value: &self.requests) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.errors) }()
-      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.eventsDropped) }()
-      case 16: try { try decoder.decodeSingularStringField(value: &self.clock) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._version) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._uptimeMs) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._checks) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._allowed) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._denied) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._entries) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._maxEntries) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._evictions) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._reclaimed) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._shards) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._connectionsOpen) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._connectionsTotal) }()
+        case 13: try { try decoder.decodeSingularUInt64Field(value: &_storage._requests) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._errors) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._eventsDropped) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._clock) }()
+        case 17: try { try decoder.decodeSingularUInt64Field(value: &_storage._configGeneration) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._configSource) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._snapshotPath) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.version.isEmpty {
-      try visitor.visitSingularStringField(value: self.version, fieldNumber: 1)
-    }
-    if self.uptimeMs != 0 {
-      try visitor.visitSingularUInt64Field(value: self.uptimeMs, fieldNumber: 2)
-    }
-    if self.checks != 0 {
-      try visitor.visitSingularUInt64Field(value: self.checks, fieldNumber: 3)
-    }
-    if self.allowed != 0 {
-      try visitor.visitSingularUInt64Field(value: self.allowed, fieldNumber: 4)
-    }
-    if self.denied != 0 {
-      try visitor.visitSingularUInt64Field(value: self.denied, fieldNumber: 5)
-    }
-    if self.entries != 0 {
-      try visitor.visitSingularUInt64Field(value: self.entries, fieldNumber: 6)
-    }
-    if self.maxEntries != 0 {
-      try visitor.visitSingularUInt64Field(value: self.maxEntries, fieldNumber: 7)
-    }
-    if self.evictions != 0 {
-      try visitor.visitSingularUInt64Field(value: self.evictions, fieldNumber: 8)
-    }
-    if self.reclaimed != 0 {
-      try visitor.visitSingularUInt64Field(value: self.reclaimed, fieldNumber: 9)
-    }
-    if self.shards != 0 {
-      try visitor.visitSingularUInt32Field(value: self.shards, fieldNumber: 10)
-    }
-    if self.connectionsOpen != 0 {
-      try visitor.visitSingularUInt64Field(value: self.connectionsOpen, fieldNumber: 11)
-    }
-    if self.connectionsTotal != 0 {
-      try visitor.visitSingularUInt64Field(value: self.connectionsTotal, fieldNumber: 12)
-    }
-    if self.requests != 0 {
-      try visitor.visitSingularUInt64Field(value: self.requests, fieldNumber: 13)
-    }
-    if self.errors != 0 {
-      try visitor.visitSingularUInt64Field(value: self.errors, fieldNumber: 14)
-    }
-    if self.eventsDropped != 0 {
-      try visitor.visitSingularUInt64Field(value: self.eventsDropped, fieldNumber: 15)
-    }
-    if !self.clock.isEmpty {
-      try visitor.visitSingularStringField(value: self.clock, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._version.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 1)
+      }
+      if _storage._uptimeMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._uptimeMs, fieldNumber: 2)
+      }
+      if _storage._checks != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._checks, fieldNumber: 3)
+      }
+      if _storage._allowed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._allowed, fieldNumber: 4)
+      }
+      if _storage._denied != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._denied, fieldNumber: 5)
+      }
+      if _storage._entries != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._entries, fieldNumber: 6)
+      }
+      if _storage._maxEntries != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._maxEntries, fieldNumber: 7)
+      }
+      if _storage._evictions != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._evictions, fieldNumber: 8)
+      }
+      if _storage._reclaimed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._reclaimed, fieldNumber: 9)
+      }
+      if _storage._shards != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._shards, fieldNumber: 10)
+      }
+      if _storage._connectionsOpen != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._connectionsOpen, fieldNumber: 11)
+      }
+      if _storage._connectionsTotal != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._connectionsTotal, fieldNumber: 12)
+      }
+      if _storage._requests != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._requests, fieldNumber: 13)
+      }
+      if _storage._errors != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._errors, fieldNumber: 14)
+      }
+      if _storage._eventsDropped != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._eventsDropped, fieldNumber: 15)
+      }
+      if !_storage._clock.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._clock, fieldNumber: 16)
+      }
+      if _storage._configGeneration != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._configGeneration, fieldNumber: 17)
+      }
+      if !_storage._configSource.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._configSource, fieldNumber: 18)
+      }
+      if !_storage._snapshotPath.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._snapshotPath, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sluice_V1_StatsResponse, rhs: Sluice_V1_StatsResponse) -> Bool {
-    if lhs.version != rhs.version {return false}
-    if lhs.uptimeMs != rhs.uptimeMs {return false}
-    if lhs.checks != rhs.checks {return false}
-    if lhs.allowed != rhs.allowed {return false}
-    if lhs.denied != rhs.denied {return false}
-    if lhs.entries != rhs.entries {return false}
-    if lhs.maxEntries != rhs.maxEntries {return false}
-    if lhs.evictions != rhs.evictions {return false}
-    if lhs.reclaimed != rhs.reclaimed {return false}
-    if lhs.shards != rhs.shards {return false}
-    if lhs.connectionsOpen != rhs.connectionsOpen {return false}
-    if lhs.connectionsTotal != rhs.connectionsTotal {return false}
-    if lhs.requests != rhs.requests {return false}
-    if lhs.errors != rhs.errors {return false}
-    if lhs.eventsDropped != rhs.eventsDropped {return false}
-    if lhs.clock != rhs.clock {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._uptimeMs != rhs_storage._uptimeMs {return false}
+        if _storage._checks != rhs_storage._checks {return false}
+        if _storage._allowed != rhs_storage._allowed {return false}
+        if _storage._denied != rhs_storage._denied {return false}
+        if _storage._entries != rhs_storage._entries {return false}
+        if _storage._maxEntries != rhs_storage._maxEntries {return false}
+        if _storage._evictions != rhs_storage._evictions {return false}
+        if _storage._reclaimed != rhs_storage._reclaimed {return false}
+        if _storage._shards != rhs_storage._shards {return false}
+        if _storage._connectionsOpen != rhs_storage._connectionsOpen {return false}
+        if _storage._connectionsTotal != rhs_storage._connectionsTotal {return false}
+        if _storage._requests != rhs_storage._requests {return false}
+        if _storage._errors != rhs_storage._errors {return false}
+        if _storage._eventsDropped != rhs_storage._eventsDropped {return false}
+        if _storage._clock != rhs_storage._clock {return false}
+        if _storage._configGeneration != rhs_storage._configGeneration {return false}
+        if _storage._configSource != rhs_storage._configSource {return false}
+        if _storage._snapshotPath != rhs_storage._snapshotPath {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

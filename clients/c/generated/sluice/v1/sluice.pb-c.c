@@ -1721,7 +1721,7 @@ const ProtobufCMessageDescriptor sluice__v1__stats_request__descriptor =
   (ProtobufCMessageInit) sluice__v1__stats_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descriptors[16] =
+static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descriptors[19] =
 {
   {
     "version",
@@ -1915,11 +1915,49 @@ static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "config_generation",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__StatsResponse, config_generation),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "config_source",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__StatsResponse, config_source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_path",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__StatsResponse, snapshot_path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__stats_response__field_indices_by_name[] = {
   3,   /* field[3] = allowed */
   2,   /* field[2] = checks */
   15,   /* field[15] = clock */
+  16,   /* field[16] = config_generation */
+  17,   /* field[17] = config_source */
   10,   /* field[10] = connections_open */
   11,   /* field[11] = connections_total */
   4,   /* field[4] = denied */
@@ -1931,13 +1969,14 @@ static const unsigned sluice__v1__stats_response__field_indices_by_name[] = {
   8,   /* field[8] = reclaimed */
   12,   /* field[12] = requests */
   9,   /* field[9] = shards */
+  18,   /* field[18] = snapshot_path */
   1,   /* field[1] = uptime_ms */
   0,   /* field[0] = version */
 };
 static const ProtobufCIntRange sluice__v1__stats_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor =
 {
@@ -1947,7 +1986,7 @@ const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor =
   "Sluice__V1__StatsResponse",
   "sluice.v1",
   sizeof(Sluice__V1__StatsResponse),
-  16,
+  19,
   sluice__v1__stats_response__field_descriptors,
   sluice__v1__stats_response__field_indices_by_name,
   1,  sluice__v1__stats_response__number_ranges,

@@ -439,10 +439,19 @@ struct  Sluice__V1__StatsResponse
   uint64_t errors;
   uint64_t events_dropped;
   char *clock;
+  /*
+   * The configuration in force: 1 at start, one more for each reload, and where it was read.
+   */
+  uint64_t config_generation;
+  char *config_source;
+  /*
+   * The snapshot file, empty when snapshots are off.
+   */
+  char *snapshot_path;
 };
 #define SLUICE__V1__STATS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__stats_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
