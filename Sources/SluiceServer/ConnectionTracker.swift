@@ -52,7 +52,9 @@ final class ConnectionTracker: Sendable {
             for channel in channels { try? await channel.closeFuture.get() }
         }
         let timer = Task {
-            try? await Task.sleep(for: .nanoseconds(deadline.nanoseconds))
+            // Cancelled when every connection closed in time: then there is nothing to close
+            // (and the event loops may already be gone).
+            guard (try? await Task.sleep(for: .nanoseconds(deadline.nanoseconds))) != nil else { return }
             for channel in channels { try? await channel.close() }
         }
         await waitAll.value
