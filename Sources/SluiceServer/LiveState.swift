@@ -82,12 +82,16 @@ enum LatencyBuckets {
 final class WorkerContext: @unchecked Sendable {
     /// Unique per state; unlike an object identifier, never reused after a thread exits.
     let id: Int
+    /// The state it belongs to: a thread-specific slot outlives its variable, and must never
+    /// hand one daemon's context to another.
+    let owner: Int
     var live: LiveConfiguration
     var checks: CounterBlock
     let latency = CounterBlock(count: LatencyBuckets.counters)
 
-    init(id: Int, live: LiveConfiguration) {
+    init(id: Int, owner: Int, live: LiveConfiguration) {
         self.id = id
+        self.owner = owner
         self.live = live
         checks = CounterBlock(count: live.series.counterCount)
     }
@@ -135,6 +139,9 @@ public final class LiveState: Sendable {
     }
 
     let generation: Synchronization.Atomic<UInt64>
+    /// Unique in the process (an object identifier may be reused once a state is freed).
+    let identity = LiveState.identities.add(1, ordering: .relaxed).newValue
+    static let identities = Synchronization.Atomic<Int>(0)
     let shared: NIOLockedValueBox<Shared>
     let threadContext = ThreadSpecificVariable<WorkerContext>()
 
@@ -162,7 +169,8 @@ public final class LiveState: Sendable {
     /// The calling thread's context, up to date with the configuration in force.
     @inline(__always)
     func context() -> WorkerContext {
-        if let context = threadContext.currentValue, context.live.generation == generation.load(ordering: .relaxed) {
+        if let context = threadContext.currentValue, context.live.generation == generation.load(ordering: .relaxed),
+           context.owner == identity {
             return context
         }
         return refreshContext()
@@ -170,7 +178,7 @@ public final class LiveState: Sendable {
 
     @inline(never)
     func refreshContext() -> WorkerContext {
-        if let context = threadContext.currentValue {
+        if let context = threadContext.currentValue, context.owner == identity {
             shared.withLockedValue { shared in
                 // This thread is the block's only writer and has stopped writing it: its counts
                 // are final and can be folded into the totals.
@@ -182,7 +190,7 @@ public final class LiveState: Sendable {
             return context
         }
         let context = shared.withLockedValue { shared in
-            let context = WorkerContext(id: shared.nextContextID, live: shared.live)
+            let context = WorkerContext(id: shared.nextContextID, owner: identity, live: shared.live)
             shared.nextContextID += 1
             shared.checkBlocks[context.id] = (context.live, context.checks)
             shared.latencyBlocks.append(context.latency)
