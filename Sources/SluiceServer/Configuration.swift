@@ -131,8 +131,13 @@ public struct Configuration: Sendable {
     /// The rule `name` as seen by `tenant`: the tenant's own first, then the global one.
     @inlinable
     public func rule(_ name: String, tenant: String) -> Rule? {
-        if !tenant.isEmpty, let own = tenants[tenant]?.rules[name] { return own }
-        return rules[name]
+        rule(name, declaredBy: tenant.isEmpty ? nil : tenants[tenant])
+    }
+
+    /// The rule `name` as seen by a tenant whose declaration (if any) was already looked up.
+    @inlinable
+    public func rule(_ name: String, declaredBy tenant: Tenant?) -> Rule? {
+        tenant?.rules[name] ?? rules[name]
     }
 
     /// Whether `tenant` may be served.

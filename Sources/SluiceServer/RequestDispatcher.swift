@@ -137,7 +137,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         let base = tenantEntry?.seriesBase ?? (tenant.isEmpty ? live.series.defaultBase : live.series.otherBase)
         switch source {
         case .rule(let name):
-            guard let rule = tenantEntry?.rules[name] ?? live.configuration.rules[name] else {
+            guard let rule = live.configuration.rule(name, declaredBy: tenantEntry) else {
                 let scope = tenant.isEmpty ? "" : " for tenant '\(tenant)'"
                 return .failure(WireError(.unknownRule, "no rule named '\(name)' is configured\(scope)", checkIndex: Int32(index)))
             }

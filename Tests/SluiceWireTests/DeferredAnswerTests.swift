@@ -42,16 +42,6 @@ struct DeferredAnswerTests {
         return request
     }
 
-    func responses(_ channel: EmbeddedChannel) throws -> [WireResponse] {
-        var out: [WireResponse] = []
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
-            while let body = try FrameDecoder.nextFrame(in: &buffer, maximum: 1 << 24) {
-                out.append(try WireResponse(serializedBytes: Array(body.readableBytesView)))
-            }
-        }
-        return out
-    }
-
     @Test("frames that arrive while an answer is deferred, even split into single bytes, are answered after it, in order")
     func orderKept() throws {
         let processor = DeferringProcessor()

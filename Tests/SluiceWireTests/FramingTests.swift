@@ -34,6 +34,17 @@ func ping(id: UInt64, payload: [UInt8] = [1, 2, 3]) -> WireRequest {
 
 import struct Foundation.Data
 
+/// Every answer frame the channel has written so far, decoded.
+func responses(_ channel: EmbeddedChannel) throws -> [WireResponse] {
+    var out: [WireResponse] = []
+    while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
+        while let body = try FrameDecoder.nextFrame(in: &buffer, maximum: 1 << 24) {
+            out.append(try WireResponse(serializedBytes: Array(body.readableBytesView)))
+        }
+    }
+    return out
+}
+
 @Suite("Framing")
 final class FramingTests {
     /// Every channel a test made, finished on teardown so their pipelines are released.
@@ -56,16 +67,6 @@ final class FramingTests {
         try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         #expect(channel.isActive)
         return (channel, processor)
-    }
-
-    func responses(_ channel: EmbeddedChannel) throws -> [WireResponse] {
-        var out: [WireResponse] = []
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
-            while let body = try FrameDecoder.nextFrame(in: &buffer, maximum: 1 << 24) {
-                out.append(try WireResponse(serializedBytes: Array(body.readableBytesView)))
-            }
-        }
-        return out
     }
 
     @Test("a frame split into single bytes decodes once, whole")
