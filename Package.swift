@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // A prefetch hint, which Swift cannot express, and epoll wrappers for the load harness.
@@ -29,6 +30,22 @@ let package = Package(
         .target(
             name: "SluiceCore",
             dependencies: ["CSluiceSupport", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
+        // Reputation (and later adaptive limits, anomaly scoring) and feature flags: pure state
+        // and functions over events, driven by the server's background queues.
+        .target(
+            name: "SluiceIntelligence",
+            dependencies: ["SluiceCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
+        // Persistence: SQLite (GRDB over the system libsqlite3), numbered migrations, write-behind.
+        .target(
+            name: "SluiceStore",
+            dependencies: [
+                "SluiceCore", "SluiceIntelligence",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            exclude: ["Migrations"]
         ),
         // Generated messages (checked in) and their mapping to Core types.
         .target(
@@ -48,7 +65,7 @@ let package = Package(
         .target(
             name: "SluiceServer",
             dependencies: [
-                "SluiceCore", "SluiceProto", "SluiceWire",
+                "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -115,6 +132,11 @@ let package = Package(
             path: "Tests/SluiceTestKit"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),
+        .testTarget(name: "SluiceIntelligenceTests", dependencies: ["SluiceIntelligence", "SluiceCore", "SluiceTestKit", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
+        .testTarget(
+            name: "SluiceStoreTests",
+            dependencies: ["SluiceStore", "SluiceIntelligence", "SluiceCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
         .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto"]),
         .testTarget(
             name: "SluiceWireTests",

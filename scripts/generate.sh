@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every checked-in file derived from proto/: Swift (swift-protobuf), C for libsluice
-# (protobuf-c) and Python for clients/python (protoc's own). `scripts/generate.sh --check` regenerates into a temp folder and
+# (protobuf-c) and Python for clients/python (protoc's own); and the Swift file embedding the
+# store's numbered SQL migrations (scripts/embed-migrations.sh). `scripts/generate.sh --check` regenerates into a temp folder and
 # fails if the checked-in code is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,9 @@ mkdir -p "$out/python"
 mkdir -p "$out/python-flat"
 find "$out/python" -name '*_pb2.py' -exec cp {} "$out/python-flat/" \;
 
+mkdir -p "$out/migrations"
+scripts/embed-migrations.sh > "$out/migrations/StoreMigrations.swift"
+sync_dir "$out/migrations" "$root/Sources/SluiceStore/Generated" 'StoreMigrations.swift'
 sync_dir "$out/swift" "$root/Sources/SluiceProto/Generated" '*.pb.swift'
 sync_dir "$out/python-flat" "$root/clients/python/sluice_client" '*_pb2.py'
 if [ $have_c = 1 ]; then

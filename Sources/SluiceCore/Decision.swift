@@ -8,6 +8,8 @@ public enum DecisionReason: UInt8, Sendable, Hashable {
     case exceedsCapacity = 3
     /// A deny hook blocked the check before any limit was consulted.
     case blocked = 4
+    /// The subject's reputation is below the block threshold.
+    case reputation = 5
 }
 
 /// The outcome of one limit (or of a multi-limit check: its tightest limit).

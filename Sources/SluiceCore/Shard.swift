@@ -477,6 +477,21 @@ final class Shard: @unchecked Sendable {
         return decision
     }
 
+    /// The decision `check` would make, with nothing consumed or counted.
+    func evaluate(
+        key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double
+    ) -> Decision {
+        var result: Decision? = nil
+        for (index, limit) in limits.enumerated() {
+            var decision = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
+                                  hits: hits, now: now, commit: false, keyBits: key.shardBits)
+            decision.limitIndex = UInt32(index)
+            result = Self.tighter(result, decision)
+        }
+        return result ?? Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0, retryAfter: 0,
+                                  reason: .exceedsCapacity, algorithm: .gcra)
+    }
+
     /// Of two decisions, the one a caller must heed: a denial over an allowance (the capacity
     /// denial first, then the longest wait); between allowances, the least remaining.
     static func tighter(_ current: Decision?, _ candidate: Decision) -> Decision {

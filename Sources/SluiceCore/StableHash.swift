@@ -55,8 +55,9 @@ public struct StableHasher: Sendable {
         string.withUTF8 { combine(bytes: UnsafeRawBufferPointer($0)) }
     }
 
+    /// A bijective 64-bit mix (the MurmurHash3 finalizer): well-mixed output from any input.
     @inlinable @inline(__always)
-    static func finalMix(_ x: UInt64) -> UInt64 {
+    public static func finalMix(_ x: UInt64) -> UInt64 {
         var z = x
         z = (z ^ (z >> 33)) &* 0xFF51_AFD7_ED55_8CCD
         z = (z ^ (z >> 33)) &* 0xC4CE_B9FE_1A85_EC53

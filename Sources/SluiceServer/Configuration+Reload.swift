@@ -53,6 +53,7 @@ extension Configuration {
         fixed("metrics.listen", \.metricsListener)
         fixed("log.level", \.logLevel)
         fixed("log.format", \.logFormat)
+        fixed("store", \.store)
 
         let before = rulesByReportName, after = loaded.rulesByReportName
         report.rulesAdded = after.keys.filter { before[$0] == nil }.sorted()

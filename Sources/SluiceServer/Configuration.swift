@@ -1,4 +1,5 @@
 import SluiceCore
+import SluiceIntelligence
 
 /// Everything `sluiced` is configured with: immutable, validated once at load.
 public struct Configuration: Sendable {
@@ -124,6 +125,12 @@ public struct Configuration: Sendable {
     public var tenants: [String: Tenant] = [:]
     /// Where the configuration came from ("embedded default" or a path).
     public var source = "embedded default"
+    /// Reputation: the model and its in-memory bounds.
+    public var reputation = ReputationSettings()
+    /// Persistence (SQLite).
+    public var store = StoreSettings()
+    /// Feature flags by feature name; a feature without one is off.
+    public var features: [String: FeatureFlag] = [:]
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

@@ -10,12 +10,15 @@ public final class LiveConfiguration: Sendable {
     /// 1 for the configuration the daemon started with, one more for each reload.
     public let generation: UInt64
     let series: CheckSeries
+    /// Reputation compiled for the hot path; nil when the feature is off.
+    let reputation: ReputationGate?
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
         series = CheckSeries.assign(&numbered)
         self.configuration = numbered
         self.generation = generation
+        reputation = ReputationGate(numbered)
     }
 }
 

@@ -16,13 +16,15 @@ final class MetricsExporter: Sendable {
     let table: LimiterTable
     let counters: ServerCounters
     let events: EventTap<CheckEvent>?
+    let reputation: ReputationService?
     let time: TimeSource
     let version: String
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
-         events: EventTap<CheckEvent>?, time: TimeSource, version: String) {
+         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, time: TimeSource, version: String) {
+        self.reputation = reputation
         self.metrics = metrics
         self.state = state
         self.table = table
@@ -52,7 +54,7 @@ final class MetricsExporter: Sendable {
             }
 
             for (series, total) in state.checkTotals() {
-                counter("sluice_checks_total", "Checks decided, by tenant, rule and decision (allowed, over_limit, exceeds_capacity, blocked).",
+                counter("sluice_checks_total", "Checks decided, by tenant, rule and decision (allowed, over_limit, exceeds_capacity, blocked, reputation).",
                         [("tenant", series.tenant), ("rule", series.rule), ("decision", series.decision)], total)
             }
             counter("sluice_requests_total", "Request frames answered, checks and others, including those answered with an error.", [],
@@ -84,6 +86,7 @@ final class MetricsExporter: Sendable {
                 counter("sluice_background_queue_dropped_total", "Events dropped because their queue was full.",
                         [("queue", "check_events")], events.dropped)
             }
+            appendFeatures(counter: counter, gauge: gauge)
             gauge("sluice_build_info", "Always 1; the labels say which build runs.", [("version", version)], 1)
             gauge("sluice_uptime_seconds", "Seconds since the daemon started.", [], Double(time.uptime()) / 1e9)
 
@@ -109,5 +112,46 @@ final class MetricsExporter: Sendable {
         text += "\(name)_sum \(Double(sum) / 1e9)\n"
         text += "\(name)_count \(count)\n"
         buffer.append(contentsOf: text.utf8)
+    }
+
+    /// Feature flags, reputation and the store.
+    func appendFeatures(counter: (String, String, [(String, String)], UInt64) -> Void,
+                        gauge: (String, String, [(String, String)], Double) -> Void) {
+        let configuration = state.current.configuration
+        for name in Configuration.knownFeatures {
+            let flag = configuration.features[name]
+            let labels = [("feature", name)]
+            gauge("sluice_feature_enabled", "1 when the feature is on (features.NAME.enabled).", labels, flag?.enabled == true ? 1 : 0)
+            gauge("sluice_feature_rollout_percent", "The share of subjects the feature applies to.", labels,
+                  flag?.enabled == true ? flag?.rolloutPercent ?? 0 : 0)
+            gauge("sluice_feature_shadow", "1 when the feature is computed and reported but not enforced.", labels,
+                  flag?.shadow == true ? 1 : 0)
+        }
+        guard let reputation else { return }
+        counter("sluice_shadow_would_deny_total", "Checks allowed that a feature in shadow mode would have denied.",
+                [("feature", ReputationService.feature)], reputation.wouldDeny.load(ordering: .relaxed))
+        gauge("sluice_reputation_subjects", "Subjects with a reputation record (the rest are at the neutral start).", [],
+              Double(reputation.book.count))
+        let counts = reputation.counts.withLockedValue { $0 }
+        for kind in configuration.reputation.model.weights.keys.sorted() {
+            counter("sluice_reputation_events_total", "Reputation events applied, by kind (rate_limited: recorded by the daemon).",
+                    [("kind", kind)], counts.eventsByKind[kind] ?? 0)
+        }
+        counter("sluice_reputation_events_dropped_total", "rate_limited events dropped because their queue was full.", [],
+                reputation.denials.dropped)
+        counter("sluice_reputation_forgotten_total", "Records removed by the sweep (back at neutral, or beyond max_subjects).", [],
+                counts.forgotten)
+        guard configuration.store.path != nil else { return }
+        let writer = reputation.writer.current
+        gauge("sluice_store_up", "1 when the SQLite store is open.", [], reputation.storeIsUp ? 1 : 0)
+        counter("sluice_store_commits_total", "Group commits to the store, by result.", [("result", "ok")], writer.commits)
+        counter("sluice_store_commits_total", "Group commits to the store, by result.", [("result", "failed")], writer.failures)
+        gauge("sluice_store_last_commit_seconds", "How long the last group commit took.", [], Double(writer.lastCommitDuration) / 1e9)
+        counter("sluice_store_events_written_total", "Events committed to the store.", [], writer.eventsWritten)
+        gauge("sluice_store_pending_events", "Events waiting for the next commit.", [], Double(writer.pendingEvents))
+        gauge("sluice_store_pending_records", "Score changes waiting for the next commit.", [], Double(writer.pendingRecords))
+        counter("sluice_store_events_dropped_total", "Events dropped while the store could not be written (beyond store.max_pending_events).",
+                [], writer.eventsDropped)
+        counter("sluice_store_events_expired_total", "Events deleted by retention or max_events.", [], counts.expired)
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOConcurrencyHelpers
 import SluiceCore
+import SluiceIntelligence
 import SluiceProto
 
 /// Carries out operator requests, off the event loops.
@@ -9,6 +10,8 @@ protocol OperatorActions: Sendable {
     func reload() async -> WireResponse
     /// Writes the table to the snapshot file now.
     func snapshot() async -> WireResponse
+    /// Applies flag changes (if any) and lists every feature flag.
+    func flags(_ request: Sluice_V1_FlagsRequest) async -> WireResponse
 }
 
 /// Reloads the configuration (for SIGHUP and `sluicectl reload`) and writes snapshots on demand.
@@ -21,6 +24,8 @@ final class Operator: OperatorActions, Sendable {
     let logger: Logger
     /// Reloads one at a time: each is planned against the configuration the previous applied.
     let reloading = NIOLock()
+    /// Flags changed by `sluicectl flags` since the file was last applied.
+    let overridden = NIOLockedValueBox<Set<String>>([])
 
     init(state: LiveState, loader: @escaping @Sendable () throws -> Configuration, snapshotter: Snapshotter?,
          metrics: SluiceMetrics?, time: TimeSource, logger: Logger) {
@@ -51,6 +56,7 @@ final class Operator: OperatorActions, Sendable {
             }
             let (configuration, report) = state.current.configuration.reloadPlan(applying: loaded)
             let live = state.apply(configuration)
+            overridden.withLockedValue { $0.removeAll() }
             var applied = report
             applied.generation = live.generation
             metrics?.reloaded(generation: live.generation, at: time.now())
@@ -103,6 +109,67 @@ final class Operator: OperatorActions, Sendable {
             return response
         case .failure(let error):
             return .error(id: 0, .unavailable, "the snapshot was not written: \(error.message)")
+        }
+    }
+
+    /// Applies `request`'s changes to the flags in force (all or none: an unknown flag or a bad
+    /// percentage refuses the whole request), then lists them. A change lasts until the next
+    /// reload or restart, which apply the file's flags.
+    func flagsNow(_ request: Sluice_V1_FlagsRequest) -> Result<[Sluice_V1_FeatureFlag], SluiceError> {
+        reloading.withLock {
+            var configuration = state.current.configuration
+            var changed: [String] = []
+            for change in request.changes {
+                guard Configuration.knownFeatures.contains(change.name) else {
+                    return .failure(SluiceError(.invalidArgument,
+                                                "no feature named '\(change.name)'; known features: \(Configuration.knownFeatures.joined(separator: ", "))"))
+                }
+                var flag = configuration.features[change.name] ?? FeatureFlag(name: change.name, enabled: false, rolloutPercent: 0)
+                if case .enabled(let enabled)? = change.enabledPresence { flag.enabled = enabled }
+                if case .shadow(let shadow)? = change.shadowPresence { flag.shadow = shadow }
+                if case .rolloutPercent(let percent)? = change.rolloutPresence {
+                    guard percent.isFinite, (0...100).contains(percent) else {
+                        return .failure(SluiceError(.invalidArgument, "rollout_percent \(percent) for '\(change.name)' is outside 0…100"))
+                    }
+                    flag.rolloutPercent = percent
+                }
+                configuration.features[change.name] = flag
+                changed.append(change.name)
+            }
+            if !changed.isEmpty {
+                let live = state.apply(configuration)
+                overridden.withLockedValue { $0.formUnion(changed) }
+                for name in changed {
+                    let flag = configuration.features[name]
+                    logger.notice("feature flag changed", metadata: [
+                        "flag.name": "\(name)", "flag.enabled": "\(flag?.enabled ?? false)",
+                        "flag.rollout_percent": "\(flag?.rolloutPercent ?? 0)", "flag.shadow": "\(flag?.shadow ?? false)",
+                        "config.generation": "\(live.generation)",
+                    ])
+                }
+            }
+            let overridden = overridden.withLockedValue { $0 }
+            return .success(Configuration.knownFeatures.map { name in
+                let flag = configuration.features[name] ?? FeatureFlag(name: name, enabled: false, rolloutPercent: 0)
+                return Sluice_V1_FeatureFlag.with {
+                    $0.name = name
+                    $0.enabled = flag.enabled
+                    $0.rolloutPercent = flag.rolloutPercent
+                    $0.shadow = flag.shadow
+                    $0.overridden = overridden.contains(name)
+                }
+            })
+        }
+    }
+
+    func flags(_ request: Sluice_V1_FlagsRequest) async -> WireResponse {
+        switch flagsNow(request) {
+        case .success(let flags):
+            var response = WireResponse()
+            response.flags.flags = flags
+            return response
+        case .failure(let error):
+            return .error(id: 0, .invalidArgument, error.message)
         }
     }
 }

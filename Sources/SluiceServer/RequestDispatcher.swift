@@ -19,6 +19,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public let policy: (any CheckPolicy)?
     /// Where decided checks are offered to background features (nil: no events).
     public let events: EventTap<CheckEvent>?
+    /// Reputation: the book checks read, and where events go; nil when the daemon keeps none.
+    public let reputation: ReputationService?
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -29,11 +31,13 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                             policy: (any CheckPolicy)? = nil, events: EventTap<CheckEvent>? = nil,
                             time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
         self.init(state: LiveState(configuration: configuration), table: table, counters: counters, policy: policy,
-                  events: events, operations: nil, time: time, version: version)
+                  events: events, reputation: nil, operations: nil, time: time, version: version)
     }
 
     init(state: LiveState, table: LimiterTable, counters: ServerCounters, policy: (any CheckPolicy)?,
-         events: EventTap<CheckEvent>?, operations: (any OperatorActions)?, time: TimeSource, version: String) {
+         events: EventTap<CheckEvent>?, reputation: ReputationService?, operations: (any OperatorActions)?, time: TimeSource,
+         version: String) {
+        self.reputation = reputation
         self.state = state
         self.table = table
         self.counters = counters
@@ -64,9 +68,11 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             response.ping.payload = ping.payload
         case .release(let release): response = answer(release, id: request.id)
         case .stats: response = statsResponse()
-        case .reload, .snapshot:
+        case .recordEvents(let events) where !events.durable:
+            response = recordNow(events, id: request.id)
+        case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags:
             // Reached only without an event loop to defer to (see deferredAnswer).
-            response = .error(id: request.id, .unsupported, "operator requests need a connection")
+            response = .error(id: request.id, .unsupported, "this request needs a connection")
         case nil:
             response = .error(id: request.id, .unsupported, "the request has no body, or one this daemon does not know")
         }
@@ -77,21 +83,18 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
         -> EventLoopFuture<WireResponse>? {
-        let isReload: Bool
+        if let answer = reputationAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
+        let action: @Sendable (any OperatorActions) async -> WireResponse
         switch request.body {
-        case .reload: isReload = true
-        case .snapshot: isReload = false
+        case .reload: action = { await $0.reload() }
+        case .snapshot: action = { await $0.snapshot() }
+        case .flags(let flags): action = { await $0.flags(flags) }
         default: return nil
         }
         counters.requests.add(1, ordering: .relaxed)
-        let refusal: WireResponse? = if connection == .tcp, !state.current.configuration.adminOverTCP {
-            .error(id: request.id, .forbidden,
-                   "operator requests are served on the Unix socket; set admin.allow_tcp: true to serve them on TCP")
-        } else if operations == nil {
-            .error(id: request.id, .unavailable, "this daemon takes no operator requests")
-        } else {
-            nil
-        }
+        let refusal: WireResponse? = operatorRefusal(id: request.id, on: connection) ?? (operations == nil
+            ? .error(id: request.id, .unavailable, "this daemon takes no operator requests")
+            : nil)
         if let refusal, case .error(let error) = refusal.body {
             counters.recordError(error.code)
             return eventLoop.makeSucceededFuture(refusal)
@@ -100,11 +103,18 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         let promise = eventLoop.makePromise(of: WireResponse.self)
         let counters = counters
         Task.detached {
-            let response = isReload ? await operations.reload() : await operations.snapshot()
+            let response = await action(operations)
             if case .error(let error) = response.body { counters.recordError(error.code) }
             promise.succeed(response)
         }
         return promise.futureResult
+    }
+
+    /// The refusal of an operator request on `connection`, nil when it may be served there.
+    func operatorRefusal(id: UInt64, on connection: ConnectionKind) -> WireResponse? {
+        guard connection == .tcp, !state.current.configuration.adminOverTCP else { return nil }
+        return .error(id: id, .forbidden,
+                      "operator requests are served on the Unix socket; set admin.allow_tcp: true to serve them on TCP")
     }
 
     typealias Limits = BatchCheck.Limits
@@ -309,38 +319,55 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     }
                 }
             }
-            withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
-                if count == 1, !items[0].skip {
-                    let item = items[0]
-                    switch item.limits {
-                    case .single(let limit):
-                        decisions[0] = table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
-                    case .rule(let limits):
-                        decisions[0] = table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
-                    }
-                } else {
-                    // Grouped by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
-                    decisions.initialize(repeating: .blocked())
-                    table.check(batch: UnsafeBufferPointer(items), into: decisions)
+            let gate = reputation == nil ? nil : live.reputation
+            return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: gate == nil ? 0 : count) { notes -> WireError? in
+                if let gate, let reputation {
+                    annotate(items: items, views: views, notes: notes, gate: gate, book: reputation.book)
                 }
-                for index in 0..<count {
-                    if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
-                    context.count(series: series[index], reason: decisions[index].reason)
-                }
-                if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
-                withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
-                    withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
-                        for index in 0..<count {
-                            (verdicts.baseAddress! + index).initialize(to: CheckFrameCodec.VerdictFields(decisions[index]))
-                            (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
+                withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
+                    if count == 1, !items[0].skip {
+                        let item = items[0]
+                        switch item.limits {
+                        case .single(let limit):
+                            decisions[0] = table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
+                        case .rule(let limits):
+                            decisions[0] = table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
                         }
-                        CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
-                                                           rules: UnsafeBufferPointer(rules), into: &out)
+                    } else {
+                        // Grouped by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
+                        decisions.initialize(repeating: .blocked())
+                        table.check(batch: UnsafeBufferPointer(items), into: decisions)
+                    }
+                    for index in 0..<count {
+                        if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
+                        if gate != nil, notes[index].blockedFor >= 0 {
+                            var decision = Decision.blocked(retryAfter: notes[index].blockedFor)
+                            decision.reason = .reputation
+                            decisions[index] = decision
+                        }
+                        context.count(series: series[index], reason: decisions[index].reason)
+                    }
+                    if let gate, let reputation {
+                        settle(notes: notes, views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions),
+                               gate: gate, reputation: reputation)
+                    }
+                    if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
+                    withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
+                        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
+                            for index in 0..<count {
+                                var fields = CheckFrameCodec.VerdictFields(decisions[index])
+                                if gate != nil { notes[index].annotate(&fields) }
+                                (verdicts.baseAddress! + index).initialize(to: fields)
+                                (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
+                            }
+                            CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
+                                                               rules: UnsafeBufferPointer(rules), into: &out)
+                        }
                     }
                 }
+                context.record(latency: time.now() - started)
+                return nil
             }
-            context.record(latency: time.now() - started)
-            return nil
           }
         }
     }

@@ -98,10 +98,13 @@ public final class SluiceDaemon: Sendable {
             Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics)
         }
         snapshotter?.restore()
+        // Likewise every stored reputation (a store that cannot be opened is logged and retried).
+        let reputation = ReputationService(state: state, time: time, logger: logger)
+        reputation.start()
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
         let dispatcher = RequestDispatcher(state: state, table: table, counters: counters, policy: policy, events: events,
-                                           operations: operations, time: time, version: SluiceVersion.current)
+                                           reputation: reputation, operations: operations, time: time, version: SluiceVersion.current)
         let tracker = ConnectionTracker()
         var bound: [any Channel] = []
         var unixPaths: [String] = []
@@ -131,7 +134,7 @@ public final class SluiceDaemon: Sendable {
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
-                                               time: time, version: SluiceVersion.current)
+                                               reputation: reputation, time: time, version: SluiceVersion.current)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
                         tracker.isDraining
@@ -147,6 +150,7 @@ public final class SluiceDaemon: Sendable {
             for channel in bound { try? await channel.close() }
             try? await metricsChannel?.close()
             for path in unixPaths { UnixSocketPath.remove(path) }
+            reputation.stop()
             try? await group.shutdownGracefully()
             throw error
         }
@@ -234,14 +238,16 @@ public final class SluiceDaemon: Sendable {
         try? await metricsChannel?.close()
     }
 
-    /// Step 3: stops the snapshot timer and writes the last snapshot.
+    /// Step 3: stops the snapshot timer and writes the last snapshot; commits every pending
+    /// reputation change and stops the reputation queues.
     public func writeFinalSnapshot() async {
         guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
-        guard let snapshotter else { return }
+        let snapshotter = snapshotter, reputation = dispatcher.reputation
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                snapshotter.stop()
+                snapshotter?.stop()
+                reputation?.stop()
                 continuation.resume()
             }
         }

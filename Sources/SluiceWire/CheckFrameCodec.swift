@@ -246,6 +246,13 @@ public enum CheckFrameCodec {
         public var leaseID: UInt64
         public var reason: UInt64
         public var limitIndex: UInt64
+        /// The subject's reputation score; NaN when none is reported (field 11 absent).
+        public var reputation: Double = .nan
+        /// The multiplier applied to the limits; 0 when none.
+        public var multiplier: Double = 0
+        /// Shadow mode: a feature would have denied the check, for `wouldDenyReason`.
+        public var wouldDeny = false
+        public var wouldDenyReason: UInt64 = 0
 
         /// The same mapping as `Sluice_V1_Verdict.init(_:rule:)`.
         @inline(__always)
@@ -269,6 +276,10 @@ public enum CheckFrameCodec {
             size += field(limit) + field(remaining) + field(resetAfterMs) + field(retryAfterMs)
             if ruleLength > 0 { size += 1 + varintSize(UInt64(ruleLength)) + ruleLength }
             size += field(algorithm) + field(leaseID) + field(reason) + field(limitIndex)
+            if !reputation.isNaN { size += 9 }
+            if multiplier != 0 { size += 9 }
+            if wouldDeny { size += 2 }
+            size += field(wouldDenyReason)
             return size
         }
 
@@ -291,6 +302,10 @@ public enum CheckFrameCodec {
             writer.field(0x40, leaseID)
             writer.field(0x48, reason)
             writer.field(0x50, limitIndex)
+            if !reputation.isNaN { writer.double(0x59, reputation) }
+            if multiplier != 0 { writer.double(0x61, multiplier) }
+            if wouldDeny { writer.byte(0x68); writer.byte(1) }
+            writer.field(0x70, wouldDenyReason)
         }
     }
 
@@ -354,6 +369,13 @@ struct ByteWriter {
         guard value != 0 else { return }
         byte(tag)
         varint(value)
+    }
+
+    /// A fixed64 field holding a double, little-endian.
+    @inline(__always) mutating func double(_ tag: UInt8, _ value: Double) {
+        byte(tag)
+        base.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: offset, as: UInt64.self)
+        offset += 8
     }
 
     @inline(__always) mutating func bytes(_ bytes: UnsafeRawBufferPointer) {

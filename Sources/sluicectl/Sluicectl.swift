@@ -92,6 +92,7 @@ extension Sluice_V1_Reason {
         case .overLimit: "over_limit"
         case .exceedsCapacity: "exceeds_capacity"
         case .blocked: "blocked"
+        case .reputation: "reputation"
         case .unspecified, .UNRECOGNIZED: "unspecified"
         }
     }

@@ -101,6 +101,9 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
 
   /// Denied by a block (a deny hook) before any limit was consulted.
   case blocked // = 4
+
+  /// Denied: the subject's reputation is below the configured block threshold.
+  case reputation // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -114,6 +117,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case 2: self = .overLimit
     case 3: self = .exceedsCapacity
     case 4: self = .blocked
+    case 5: self = .reputation
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -125,6 +129,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case .overLimit: return 2
     case .exceedsCapacity: return 3
     case .blocked: return 4
+    case .reputation: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -136,6 +141,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     .overLimit,
     .exceedsCapacity,
     .blocked,
+    .reputation,
   ]
 
 }
@@ -199,6 +205,48 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .snapshot(newValue)}
   }
 
+  /// Reputation (docs/REPUTATION.md). RecordEvents and GetReputation and ListReputations are
+  /// served everywhere; SetReputation and Flags are operator requests.
+  public var recordEvents: Sluice_V1_RecordEventsRequest {
+    get {
+      if case .recordEvents(let v)? = body {return v}
+      return Sluice_V1_RecordEventsRequest()
+    }
+    set {body = .recordEvents(newValue)}
+  }
+
+  public var getReputation: Sluice_V1_GetReputationRequest {
+    get {
+      if case .getReputation(let v)? = body {return v}
+      return Sluice_V1_GetReputationRequest()
+    }
+    set {body = .getReputation(newValue)}
+  }
+
+  public var listReputations: Sluice_V1_ListReputationsRequest {
+    get {
+      if case .listReputations(let v)? = body {return v}
+      return Sluice_V1_ListReputationsRequest()
+    }
+    set {body = .listReputations(newValue)}
+  }
+
+  public var setReputation: Sluice_V1_SetReputationRequest {
+    get {
+      if case .setReputation(let v)? = body {return v}
+      return Sluice_V1_SetReputationRequest()
+    }
+    set {body = .setReputation(newValue)}
+  }
+
+  public var flags: Sluice_V1_FlagsRequest {
+    get {
+      if case .flags(let v)? = body {return v}
+      return Sluice_V1_FlagsRequest()
+    }
+    set {body = .flags(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -209,6 +257,13 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     /// Operator requests: served on Unix sockets, and on TCP only with admin.allow_tcp.
     case reload(Sluice_V1_ReloadRequest)
     case snapshot(Sluice_V1_SnapshotRequest)
+    /// Reputation (docs/REPUTATION.md). RecordEvents and GetReputation and ListReputations are
+    /// served everywhere; SetReputation and Flags are operator requests.
+    case recordEvents(Sluice_V1_RecordEventsRequest)
+    case getReputation(Sluice_V1_GetReputationRequest)
+    case listReputations(Sluice_V1_ListReputationsRequest)
+    case setReputation(Sluice_V1_SetReputationRequest)
+    case flags(Sluice_V1_FlagsRequest)
 
   }
 
@@ -281,6 +336,46 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .snapshot(newValue)}
   }
 
+  public var recordEvents: Sluice_V1_RecordEventsResponse {
+    get {
+      if case .recordEvents(let v)? = body {return v}
+      return Sluice_V1_RecordEventsResponse()
+    }
+    set {body = .recordEvents(newValue)}
+  }
+
+  public var getReputation: Sluice_V1_GetReputationResponse {
+    get {
+      if case .getReputation(let v)? = body {return v}
+      return Sluice_V1_GetReputationResponse()
+    }
+    set {body = .getReputation(newValue)}
+  }
+
+  public var listReputations: Sluice_V1_ListReputationsResponse {
+    get {
+      if case .listReputations(let v)? = body {return v}
+      return Sluice_V1_ListReputationsResponse()
+    }
+    set {body = .listReputations(newValue)}
+  }
+
+  public var setReputation: Sluice_V1_SetReputationResponse {
+    get {
+      if case .setReputation(let v)? = body {return v}
+      return Sluice_V1_SetReputationResponse()
+    }
+    set {body = .setReputation(newValue)}
+  }
+
+  public var flags: Sluice_V1_FlagsResponse {
+    get {
+      if case .flags(let v)? = body {return v}
+      return Sluice_V1_FlagsResponse()
+    }
+    set {body = .flags(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -291,6 +386,11 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case stats(Sluice_V1_StatsResponse)
     case reload(Sluice_V1_ReloadResponse)
     case snapshot(Sluice_V1_SnapshotResponse)
+    case recordEvents(Sluice_V1_RecordEventsResponse)
+    case getReputation(Sluice_V1_GetReputationResponse)
+    case listReputations(Sluice_V1_ListReputationsResponse)
+    case setReputation(Sluice_V1_SetReputationResponse)
+    case flags(Sluice_V1_FlagsResponse)
 
   }
 
@@ -451,7 +551,35 @@ public nonisolated struct Sluice_V1_Verdict: Sendable {
   /// Index of the deciding limit within the rule's limits (0 for inline limits).
   public var limitIndex: UInt32 = 0
 
+  /// The subject's reputation score (0 hostile … 100 trusted) when the reputation feature
+  /// applies to it (enabled, and the subject is in its rollout); absent otherwise.
+  public var reputationPresence: Sluice_V1_Verdict.OneOf_ReputationPresence? = nil
+
+  public var reputation: Double {
+    get {
+      if case .reputation(let v)? = reputationPresence {return v}
+      return 0
+    }
+    set {reputationPresence = .reputation(newValue)}
+  }
+
+  /// The multiplier that scaled the limits of this check; 0 means none (1×).
+  public var multiplier: Double = 0
+
+  /// Shadow mode: a feature that is rolled out in shadow would have denied this check (with
+  /// `would_deny_reason`), but was not enforced. `allowed` is the enforced answer.
+  public var wouldDeny: Bool = false
+
+  public var wouldDenyReason: Sluice_V1_Reason = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// The subject's reputation score (0 hostile … 100 trusted) when the reputation feature
+  /// applies to it (enabled, and the subject is in its rollout); absent otherwise.
+  public nonisolated enum OneOf_ReputationPresence: Equatable, Sendable {
+    case reputation(Double)
+
+  }
 
   public init() {}
 }
@@ -726,6 +854,458 @@ public nonisolated struct Sluice_V1_SnapshotResponse: Sendable {
   public init() {}
 }
 
+/// One thing a subject did, reported by a service (or by the daemon itself: `rate_limited`).
+public nonisolated struct Sluice_V1_ReputationEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty means the default tenant.
+  public var tenant: String = String()
+
+  /// The subject: a user, an API key, an IP. Must not be empty.
+  public var subject: String = String()
+
+  /// rate_limited, auth_failure, bad_request, success, captcha_passed, anomaly, or a custom kind
+  /// named in the configuration's reputation.weights.
+  public var kind: String = String()
+
+  /// Overrides the configured weight of `kind` for this event (score points; negative lowers).
+  public var weightPresence: Sluice_V1_ReputationEvent.OneOf_WeightPresence? = nil
+
+  public var weight: Double {
+    get {
+      if case .weight(let v)? = weightPresence {return v}
+      return 0
+    }
+    set {weightPresence = .weight(newValue)}
+  }
+
+  /// Milliseconds since the Unix epoch; 0 means now. Events from the future are refused.
+  public var atMs: UInt64 = 0
+
+  /// Free text kept with the event (at most 256 bytes), e.g. the route or the reason.
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// Overrides the configured weight of `kind` for this event (score points; negative lowers).
+  public nonisolated enum OneOf_WeightPresence: Equatable, Sendable {
+    case weight(Double)
+
+  }
+
+  public init() {}
+}
+
+/// A batch of events. With `durable`, the answer comes only after the events are committed to
+/// the store: an acknowledged durable event survives a crash. Without it, the answer comes at
+/// once and a crash may lose the last commit interval (default 100 ms).
+public nonisolated struct Sluice_V1_RecordEventsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var events: [Sluice_V1_ReputationEvent] = []
+
+  public var durable: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_RecordEventsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// How many events were applied (all of them: a batch with one invalid event is refused whole).
+  public var recorded: UInt32 = 0
+
+  /// True when the events were committed to the store before this answer.
+  public var committed: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A subject's reputation now.
+public nonisolated struct Sluice_V1_Reputation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  /// 0 (hostile) … 100 (trusted), decayed to now.
+  public var score: Double = 0
+
+  /// A pinned score does not move with events or time until unpinned.
+  public var pinned: Bool = false
+
+  /// When the score last changed, milliseconds since the epoch (0: never, the neutral start).
+  public var updatedMs: UInt64 = 0
+
+  /// When the score will be back within 0.5 of neutral, milliseconds since the epoch (0: it is).
+  public var neutralAtMs: UInt64 = 0
+
+  /// The limit multiplier this score maps to, and whether it is below the block threshold.
+  public var multiplier: Double = 0
+
+  public var blocked: Bool = false
+
+  /// Events applied to this subject since it was last neutral (or reset).
+  public var events: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_GetReputationRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  /// How many recent events to return, newest first (0 means 10; at most 1,000).
+  public var recentEvents: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_RecordedEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: String = String()
+
+  /// The weight that was applied.
+  public var weight: Double = 0
+
+  public var atMs: UInt64 = 0
+
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_GetReputationResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reputation: Sluice_V1_Reputation {
+    get {_reputation ?? Sluice_V1_Reputation()}
+    set {_reputation = newValue}
+  }
+  /// Returns true if `reputation` has been explicitly set.
+  public var hasReputation: Bool {self._reputation != nil}
+  /// Clears the value of `reputation`. Subsequent reads from it will return its default value.
+  public mutating func clearReputation() {self._reputation = nil}
+
+  public var recentEvents: [Sluice_V1_RecordedEvent] = []
+
+  /// False when the subject has no record: it is at the neutral start.
+  public var tracked: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _reputation: Sluice_V1_Reputation? = nil
+}
+
+public nonisolated struct Sluice_V1_ListReputationsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The tenant to list; empty means the default tenant unless `all_tenants`.
+  public var tenant: String = String()
+
+  public var allTenants: Bool = false
+
+  public var order: Sluice_V1_ListReputationsRequest.Order = .worst
+
+  /// Subjects per page: 0 means 50; at most 1,000.
+  public var pageSize: UInt32 = 0
+
+  /// From a previous answer's next_page_token; empty for the first page.
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Order: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case worst // = 0
+    case best // = 1
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .worst
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .worst
+      case 1: self = .best
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .worst: return 0
+      case .best: return 1
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Sluice_V1_ListReputationsRequest.Order] = [
+      .worst,
+      .best,
+    ]
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ListReputationsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reputations: [Sluice_V1_Reputation] = []
+
+  /// Empty on the last page.
+  public var nextPageToken: String = String()
+
+  /// Subjects tracked in the listed tenant(s).
+  public var total: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An operator override, committed to the store before the answer.
+public nonisolated struct Sluice_V1_SetReputationRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  public var action: Sluice_V1_SetReputationRequest.Action = .unspecified
+
+  /// 0 … 100, for ACTION_SET and ACTION_PIN.
+  public var score: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// Sets the score to `score`; it decays and moves with events from there.
+    case set // = 1
+
+    /// Fixes the score at `score`: events and time do not move it until unpinned.
+    case pin // = 2
+
+    /// Lets a pinned score move again, starting from where it was pinned.
+    case unpin // = 3
+
+    /// Forgets the subject's score: it is back at the neutral start. Its events stay in history.
+    case reset // = 4
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .set
+      case 2: self = .pin
+      case 3: self = .unpin
+      case 4: self = .reset
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .set: return 1
+      case .pin: return 2
+      case .unpin: return 3
+      case .reset: return 4
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Sluice_V1_SetReputationRequest.Action] = [
+      .unspecified,
+      .set,
+      .pin,
+      .unpin,
+      .reset,
+    ]
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_SetReputationResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reputation: Sluice_V1_Reputation {
+    get {_reputation ?? Sluice_V1_Reputation()}
+    set {_reputation = newValue}
+  }
+  /// Returns true if `reputation` has been explicitly set.
+  public var hasReputation: Bool {self._reputation != nil}
+  /// Clears the value of `reputation`. Subsequent reads from it will return its default value.
+  public mutating func clearReputation() {self._reputation = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _reputation: Sluice_V1_Reputation? = nil
+}
+
+/// A feature's switch: enabled, the share of subjects it applies to (chosen by a stable hash, so
+/// raising the percentage only adds subjects), and shadow mode (computed and reported as
+/// would_deny, not enforced).
+public nonisolated struct Sluice_V1_FeatureFlag: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var enabled: Bool = false
+
+  public var rolloutPercent: Double = 0
+
+  public var shadow: Bool = false
+
+  /// True when a Flags request changed it since the configuration was last loaded.
+  public var overridden: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A change to one flag; fields left unset keep their value.
+public nonisolated struct Sluice_V1_FlagChange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var enabledPresence: Sluice_V1_FlagChange.OneOf_EnabledPresence? = nil
+
+  public var enabled: Bool {
+    get {
+      if case .enabled(let v)? = enabledPresence {return v}
+      return false
+    }
+    set {enabledPresence = .enabled(newValue)}
+  }
+
+  public var rolloutPresence: Sluice_V1_FlagChange.OneOf_RolloutPresence? = nil
+
+  public var rolloutPercent: Double {
+    get {
+      if case .rolloutPercent(let v)? = rolloutPresence {return v}
+      return 0
+    }
+    set {rolloutPresence = .rolloutPercent(newValue)}
+  }
+
+  public var shadowPresence: Sluice_V1_FlagChange.OneOf_ShadowPresence? = nil
+
+  public var shadow: Bool {
+    get {
+      if case .shadow(let v)? = shadowPresence {return v}
+      return false
+    }
+    set {shadowPresence = .shadow(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_EnabledPresence: Equatable, Sendable {
+    case enabled(Bool)
+
+  }
+
+  public nonisolated enum OneOf_RolloutPresence: Equatable, Sendable {
+    case rolloutPercent(Double)
+
+  }
+
+  public nonisolated enum OneOf_ShadowPresence: Equatable, Sendable {
+    case shadow(Bool)
+
+  }
+
+  public init() {}
+}
+
+/// Lists the feature flags, after applying `changes` (none: only lists). Changes last until the
+/// next reload or restart, which apply the configuration file's flags again.
+public nonisolated struct Sluice_V1_FlagsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var changes: [Sluice_V1_FlagChange] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_FlagsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var flags: [Sluice_V1_FeatureFlag] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A request the daemon could not carry out. `code` is stable; `message` is for people.
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -858,12 +1438,12 @@ nonisolated extension Sluice_V1_Algorithm: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0\u{1}REASON_REPUTATION\0")
 }
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -950,6 +1530,71 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .snapshot(v)
         }
       }()
+      case 8: try {
+        var v: Sluice_V1_RecordEventsRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .recordEvents(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .recordEvents(v)
+        }
+      }()
+      case 9: try {
+        var v: Sluice_V1_GetReputationRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .getReputation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .getReputation(v)
+        }
+      }()
+      case 10: try {
+        var v: Sluice_V1_ListReputationsRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listReputations(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listReputations(v)
+        }
+      }()
+      case 11: try {
+        var v: Sluice_V1_SetReputationRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .setReputation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .setReputation(v)
+        }
+      }()
+      case 12: try {
+        var v: Sluice_V1_FlagsRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .flags(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .flags(v)
+        }
+      }()
       default: break
       }
     }
@@ -988,6 +1633,26 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .snapshot(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
+    case .recordEvents?: try {
+      guard case .recordEvents(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .getReputation?: try {
+      guard case .getReputation(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .listReputations?: try {
+      guard case .listReputations(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .setReputation?: try {
+      guard case .setReputation(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .flags?: try {
+      guard case .flags(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1003,7 +1668,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1103,6 +1768,71 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .snapshot(v)
         }
       }()
+      case 9: try {
+        var v: Sluice_V1_RecordEventsResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .recordEvents(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .recordEvents(v)
+        }
+      }()
+      case 10: try {
+        var v: Sluice_V1_GetReputationResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .getReputation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .getReputation(v)
+        }
+      }()
+      case 11: try {
+        var v: Sluice_V1_ListReputationsResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listReputations(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listReputations(v)
+        }
+      }()
+      case 12: try {
+        var v: Sluice_V1_SetReputationResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .setReputation(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .setReputation(v)
+        }
+      }()
+      case 13: try {
+        var v: Sluice_V1_FlagsResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .flags(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .flags(v)
+        }
+      }()
       default: break
       }
     }
@@ -1144,6 +1874,26 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .snapshot?: try {
       guard case .snapshot(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .recordEvents?: try {
+      guard case .recordEvents(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .getReputation?: try {
+      guard case .getReputation(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .listReputations?: try {
+      guard case .listReputations(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .setReputation?: try {
+      guard case .setReputation(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .flags?: try {
+      guard case .flags(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
     case nil: break
     }
@@ -1359,7 +2109,7 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Verdict"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0\u{1}reputation\0\u{1}multiplier\0\u{3}would_deny\0\u{3}would_deny_reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1377,12 +2127,27 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.leaseID) }()
       case 9: try { try decoder.decodeSingularEnumField(value: &self.reason) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.limitIndex) }()
+      case 11: try {
+        var v: Double?
+        try decoder.decodeSingularDoubleField(value: &v)
+        if let v = v {
+          if self.reputationPresence != nil {try decoder.handleConflictingOneOf()}
+          self.reputationPresence = .reputation(v)
+        }
+      }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.wouldDeny) }()
+      case 14: try { try decoder.decodeSingularEnumField(value: &self.wouldDenyReason) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.allowed != false {
       try visitor.visitSingularBoolField(value: self.allowed, fieldNumber: 1)
     }
@@ -1413,6 +2178,18 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.limitIndex != 0 {
       try visitor.visitSingularUInt32Field(value: self.limitIndex, fieldNumber: 10)
     }
+    try { if case .reputation(let v)? = self.reputationPresence {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 11)
+    } }()
+    if self.multiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.multiplier, fieldNumber: 12)
+    }
+    if self.wouldDeny != false {
+      try visitor.visitSingularBoolField(value: self.wouldDeny, fieldNumber: 13)
+    }
+    if self.wouldDenyReason != .unspecified {
+      try visitor.visitSingularEnumField(value: self.wouldDenyReason, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1427,6 +2204,10 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.leaseID != rhs.leaseID {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.limitIndex != rhs.limitIndex {return false}
+    if lhs.reputationPresence != rhs.reputationPresence {return false}
+    if lhs.multiplier != rhs.multiplier {return false}
+    if lhs.wouldDeny != rhs.wouldDeny {return false}
+    if lhs.wouldDenyReason != rhs.wouldDenyReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1948,6 +2729,698 @@ nonisolated extension Sluice_V1_SnapshotResponse: SwiftProtobuf.Message, SwiftPr
     if lhs.entries != rhs.entries {return false}
     if lhs.bytes != rhs.bytes {return false}
     if lhs.durationUs != rhs.durationUs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReputationEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReputationEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}kind\0\u{1}weight\0\u{3}at_ms\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 4: try {
+        var v: Double?
+        try decoder.decodeSingularDoubleField(value: &v)
+        if let v = v {
+          if self.weightPresence != nil {try decoder.handleConflictingOneOf()}
+          self.weightPresence = .weight(v)
+        }
+      }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 3)
+    }
+    try { if case .weight(let v)? = self.weightPresence {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 4)
+    } }()
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 5)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReputationEvent, rhs: Sluice_V1_ReputationEvent) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.weightPresence != rhs.weightPresence {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_RecordEventsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordEventsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}events\0\u{1}durable\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.events) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.durable) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.events.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.events, fieldNumber: 1)
+    }
+    if self.durable != false {
+      try visitor.visitSingularBoolField(value: self.durable, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_RecordEventsRequest, rhs: Sluice_V1_RecordEventsRequest) -> Bool {
+    if lhs.events != rhs.events {return false}
+    if lhs.durable != rhs.durable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_RecordEventsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordEventsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}recorded\0\u{1}committed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.recorded) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.committed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.recorded != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recorded, fieldNumber: 1)
+    }
+    if self.committed != false {
+      try visitor.visitSingularBoolField(value: self.committed, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_RecordEventsResponse, rhs: Sluice_V1_RecordEventsResponse) -> Bool {
+    if lhs.recorded != rhs.recorded {return false}
+    if lhs.committed != rhs.committed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_Reputation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Reputation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}score\0\u{1}pinned\0\u{3}updated_ms\0\u{3}neutral_at_ms\0\u{1}multiplier\0\u{1}blocked\0\u{1}events\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.pinned) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.updatedMs) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.neutralAtMs) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.blocked) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.events) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if self.score.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 3)
+    }
+    if self.pinned != false {
+      try visitor.visitSingularBoolField(value: self.pinned, fieldNumber: 4)
+    }
+    if self.updatedMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.updatedMs, fieldNumber: 5)
+    }
+    if self.neutralAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.neutralAtMs, fieldNumber: 6)
+    }
+    if self.multiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.multiplier, fieldNumber: 7)
+    }
+    if self.blocked != false {
+      try visitor.visitSingularBoolField(value: self.blocked, fieldNumber: 8)
+    }
+    if self.events != 0 {
+      try visitor.visitSingularUInt64Field(value: self.events, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_Reputation, rhs: Sluice_V1_Reputation) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.pinned != rhs.pinned {return false}
+    if lhs.updatedMs != rhs.updatedMs {return false}
+    if lhs.neutralAtMs != rhs.neutralAtMs {return false}
+    if lhs.multiplier != rhs.multiplier {return false}
+    if lhs.blocked != rhs.blocked {return false}
+    if lhs.events != rhs.events {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_GetReputationRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetReputationRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{3}recent_events\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.recentEvents) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if self.recentEvents != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recentEvents, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_GetReputationRequest, rhs: Sluice_V1_GetReputationRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.recentEvents != rhs.recentEvents {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_RecordedEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordedEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}weight\0\u{3}at_ms\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.weight) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if self.weight.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.weight, fieldNumber: 2)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 3)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_RecordedEvent, rhs: Sluice_V1_RecordedEvent) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.weight != rhs.weight {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_GetReputationResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetReputationResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reputation\0\u{3}recent_events\0\u{1}tracked\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._reputation) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.recentEvents) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.tracked) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._reputation {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.recentEvents.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.recentEvents, fieldNumber: 2)
+    }
+    if self.tracked != false {
+      try visitor.visitSingularBoolField(value: self.tracked, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_GetReputationResponse, rhs: Sluice_V1_GetReputationResponse) -> Bool {
+    if lhs._reputation != rhs._reputation {return false}
+    if lhs.recentEvents != rhs.recentEvents {return false}
+    if lhs.tracked != rhs.tracked {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ListReputationsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListReputationsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{3}all_tenants\0\u{1}order\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.allTenants) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.order) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if self.allTenants != false {
+      try visitor.visitSingularBoolField(value: self.allTenants, fieldNumber: 2)
+    }
+    if self.order != .worst {
+      try visitor.visitSingularEnumField(value: self.order, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ListReputationsRequest, rhs: Sluice_V1_ListReputationsRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.allTenants != rhs.allTenants {return false}
+    if lhs.order != rhs.order {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ListReputationsRequest.Order: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ORDER_WORST\0\u{1}ORDER_BEST\0")
+}
+
+nonisolated extension Sluice_V1_ListReputationsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListReputationsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reputations\0\u{3}next_page_token\0\u{1}total\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.reputations) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.total) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reputations.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.reputations, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    if self.total != 0 {
+      try visitor.visitSingularUInt64Field(value: self.total, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ListReputationsResponse, rhs: Sluice_V1_ListReputationsResponse) -> Bool {
+    if lhs.reputations != rhs.reputations {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_SetReputationRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetReputationRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}action\0\u{1}score\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 3)
+    }
+    if self.score.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_SetReputationRequest, rhs: Sluice_V1_SetReputationRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_SetReputationRequest.Action: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTION_UNSPECIFIED\0\u{1}ACTION_SET\0\u{1}ACTION_PIN\0\u{1}ACTION_UNPIN\0\u{1}ACTION_RESET\0")
+}
+
+nonisolated extension Sluice_V1_SetReputationResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetReputationResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reputation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._reputation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._reputation {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_SetReputationResponse, rhs: Sluice_V1_SetReputationResponse) -> Bool {
+    if lhs._reputation != rhs._reputation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_FeatureFlag: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FeatureFlag"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}enabled\0\u{3}rollout_percent\0\u{1}shadow\0\u{1}overridden\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.enabled) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.rolloutPercent) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.overridden) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.enabled != false {
+      try visitor.visitSingularBoolField(value: self.enabled, fieldNumber: 2)
+    }
+    if self.rolloutPercent.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rolloutPercent, fieldNumber: 3)
+    }
+    if self.shadow != false {
+      try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 4)
+    }
+    if self.overridden != false {
+      try visitor.visitSingularBoolField(value: self.overridden, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_FeatureFlag, rhs: Sluice_V1_FeatureFlag) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.enabled != rhs.enabled {return false}
+    if lhs.rolloutPercent != rhs.rolloutPercent {return false}
+    if lhs.shadow != rhs.shadow {return false}
+    if lhs.overridden != rhs.overridden {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_FlagChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlagChange"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}enabled\0\u{3}rollout_percent\0\u{1}shadow\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.enabledPresence != nil {try decoder.handleConflictingOneOf()}
+          self.enabledPresence = .enabled(v)
+        }
+      }()
+      case 3: try {
+        var v: Double?
+        try decoder.decodeSingularDoubleField(value: &v)
+        if let v = v {
+          if self.rolloutPresence != nil {try decoder.handleConflictingOneOf()}
+          self.rolloutPresence = .rolloutPercent(v)
+        }
+      }()
+      case 4: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.shadowPresence != nil {try decoder.handleConflictingOneOf()}
+          self.shadowPresence = .shadow(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if case .enabled(let v)? = self.enabledPresence {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try { if case .rolloutPercent(let v)? = self.rolloutPresence {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 3)
+    } }()
+    try { if case .shadow(let v)? = self.shadowPresence {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_FlagChange, rhs: Sluice_V1_FlagChange) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.enabledPresence != rhs.enabledPresence {return false}
+    if lhs.rolloutPresence != rhs.rolloutPresence {return false}
+    if lhs.shadowPresence != rhs.shadowPresence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_FlagsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlagsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}changes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.changes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.changes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_FlagsRequest, rhs: Sluice_V1_FlagsRequest) -> Bool {
+    if lhs.changes != rhs.changes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_FlagsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FlagsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}flags\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.flags) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.flags.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.flags, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_FlagsResponse, rhs: Sluice_V1_FlagsResponse) -> Bool {
+    if lhs.flags != rhs.flags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

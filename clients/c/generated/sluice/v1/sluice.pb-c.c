@@ -772,6 +772,681 @@ void   sluice__v1__snapshot_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__snapshot_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__reputation_event__init
+                     (Sluice__V1__ReputationEvent         *message)
+{
+  static const Sluice__V1__ReputationEvent init_value = SLUICE__V1__REPUTATION_EVENT__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__reputation_event__get_packed_size
+                     (const Sluice__V1__ReputationEvent *message)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__reputation_event__pack
+                     (const Sluice__V1__ReputationEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__reputation_event__pack_to_buffer
+                     (const Sluice__V1__ReputationEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReputationEvent *
+       sluice__v1__reputation_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReputationEvent *)
+     protobuf_c_message_unpack (&sluice__v1__reputation_event__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__reputation_event__free_unpacked
+                     (Sluice__V1__ReputationEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__reputation_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__record_events_request__init
+                     (Sluice__V1__RecordEventsRequest         *message)
+{
+  static const Sluice__V1__RecordEventsRequest init_value = SLUICE__V1__RECORD_EVENTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__record_events_request__get_packed_size
+                     (const Sluice__V1__RecordEventsRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__record_events_request__pack
+                     (const Sluice__V1__RecordEventsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__record_events_request__pack_to_buffer
+                     (const Sluice__V1__RecordEventsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__RecordEventsRequest *
+       sluice__v1__record_events_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__RecordEventsRequest *)
+     protobuf_c_message_unpack (&sluice__v1__record_events_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__record_events_request__free_unpacked
+                     (Sluice__V1__RecordEventsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__record_events_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__record_events_response__init
+                     (Sluice__V1__RecordEventsResponse         *message)
+{
+  static const Sluice__V1__RecordEventsResponse init_value = SLUICE__V1__RECORD_EVENTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__record_events_response__get_packed_size
+                     (const Sluice__V1__RecordEventsResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__record_events_response__pack
+                     (const Sluice__V1__RecordEventsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__record_events_response__pack_to_buffer
+                     (const Sluice__V1__RecordEventsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__record_events_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__RecordEventsResponse *
+       sluice__v1__record_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__RecordEventsResponse *)
+     protobuf_c_message_unpack (&sluice__v1__record_events_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__record_events_response__free_unpacked
+                     (Sluice__V1__RecordEventsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__record_events_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__reputation__init
+                     (Sluice__V1__Reputation         *message)
+{
+  static const Sluice__V1__Reputation init_value = SLUICE__V1__REPUTATION__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__reputation__get_packed_size
+                     (const Sluice__V1__Reputation *message)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__reputation__pack
+                     (const Sluice__V1__Reputation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__reputation__pack_to_buffer
+                     (const Sluice__V1__Reputation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__reputation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__Reputation *
+       sluice__v1__reputation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__Reputation *)
+     protobuf_c_message_unpack (&sluice__v1__reputation__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__reputation__free_unpacked
+                     (Sluice__V1__Reputation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__reputation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__get_reputation_request__init
+                     (Sluice__V1__GetReputationRequest         *message)
+{
+  static const Sluice__V1__GetReputationRequest init_value = SLUICE__V1__GET_REPUTATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__get_reputation_request__get_packed_size
+                     (const Sluice__V1__GetReputationRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__get_reputation_request__pack
+                     (const Sluice__V1__GetReputationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__get_reputation_request__pack_to_buffer
+                     (const Sluice__V1__GetReputationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__GetReputationRequest *
+       sluice__v1__get_reputation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__GetReputationRequest *)
+     protobuf_c_message_unpack (&sluice__v1__get_reputation_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__get_reputation_request__free_unpacked
+                     (Sluice__V1__GetReputationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__get_reputation_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__recorded_event__init
+                     (Sluice__V1__RecordedEvent         *message)
+{
+  static const Sluice__V1__RecordedEvent init_value = SLUICE__V1__RECORDED_EVENT__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__recorded_event__get_packed_size
+                     (const Sluice__V1__RecordedEvent *message)
+{
+  assert(message->base.descriptor == &sluice__v1__recorded_event__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__recorded_event__pack
+                     (const Sluice__V1__RecordedEvent *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__recorded_event__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__recorded_event__pack_to_buffer
+                     (const Sluice__V1__RecordedEvent *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__recorded_event__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__RecordedEvent *
+       sluice__v1__recorded_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__RecordedEvent *)
+     protobuf_c_message_unpack (&sluice__v1__recorded_event__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__recorded_event__free_unpacked
+                     (Sluice__V1__RecordedEvent *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__recorded_event__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__get_reputation_response__init
+                     (Sluice__V1__GetReputationResponse         *message)
+{
+  static const Sluice__V1__GetReputationResponse init_value = SLUICE__V1__GET_REPUTATION_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__get_reputation_response__get_packed_size
+                     (const Sluice__V1__GetReputationResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__get_reputation_response__pack
+                     (const Sluice__V1__GetReputationResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__get_reputation_response__pack_to_buffer
+                     (const Sluice__V1__GetReputationResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__get_reputation_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__GetReputationResponse *
+       sluice__v1__get_reputation_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__GetReputationResponse *)
+     protobuf_c_message_unpack (&sluice__v1__get_reputation_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__get_reputation_response__free_unpacked
+                     (Sluice__V1__GetReputationResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__get_reputation_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__list_reputations_request__init
+                     (Sluice__V1__ListReputationsRequest         *message)
+{
+  static const Sluice__V1__ListReputationsRequest init_value = SLUICE__V1__LIST_REPUTATIONS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__list_reputations_request__get_packed_size
+                     (const Sluice__V1__ListReputationsRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__list_reputations_request__pack
+                     (const Sluice__V1__ListReputationsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__list_reputations_request__pack_to_buffer
+                     (const Sluice__V1__ListReputationsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ListReputationsRequest *
+       sluice__v1__list_reputations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ListReputationsRequest *)
+     protobuf_c_message_unpack (&sluice__v1__list_reputations_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__list_reputations_request__free_unpacked
+                     (Sluice__V1__ListReputationsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__list_reputations_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__list_reputations_response__init
+                     (Sluice__V1__ListReputationsResponse         *message)
+{
+  static const Sluice__V1__ListReputationsResponse init_value = SLUICE__V1__LIST_REPUTATIONS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__list_reputations_response__get_packed_size
+                     (const Sluice__V1__ListReputationsResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__list_reputations_response__pack
+                     (const Sluice__V1__ListReputationsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__list_reputations_response__pack_to_buffer
+                     (const Sluice__V1__ListReputationsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__list_reputations_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ListReputationsResponse *
+       sluice__v1__list_reputations_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ListReputationsResponse *)
+     protobuf_c_message_unpack (&sluice__v1__list_reputations_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__list_reputations_response__free_unpacked
+                     (Sluice__V1__ListReputationsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__list_reputations_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__set_reputation_request__init
+                     (Sluice__V1__SetReputationRequest         *message)
+{
+  static const Sluice__V1__SetReputationRequest init_value = SLUICE__V1__SET_REPUTATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__set_reputation_request__get_packed_size
+                     (const Sluice__V1__SetReputationRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__set_reputation_request__pack
+                     (const Sluice__V1__SetReputationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__set_reputation_request__pack_to_buffer
+                     (const Sluice__V1__SetReputationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__SetReputationRequest *
+       sluice__v1__set_reputation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__SetReputationRequest *)
+     protobuf_c_message_unpack (&sluice__v1__set_reputation_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__set_reputation_request__free_unpacked
+                     (Sluice__V1__SetReputationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__set_reputation_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__set_reputation_response__init
+                     (Sluice__V1__SetReputationResponse         *message)
+{
+  static const Sluice__V1__SetReputationResponse init_value = SLUICE__V1__SET_REPUTATION_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__set_reputation_response__get_packed_size
+                     (const Sluice__V1__SetReputationResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__set_reputation_response__pack
+                     (const Sluice__V1__SetReputationResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__set_reputation_response__pack_to_buffer
+                     (const Sluice__V1__SetReputationResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__set_reputation_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__SetReputationResponse *
+       sluice__v1__set_reputation_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__SetReputationResponse *)
+     protobuf_c_message_unpack (&sluice__v1__set_reputation_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__set_reputation_response__free_unpacked
+                     (Sluice__V1__SetReputationResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__set_reputation_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__feature_flag__init
+                     (Sluice__V1__FeatureFlag         *message)
+{
+  static const Sluice__V1__FeatureFlag init_value = SLUICE__V1__FEATURE_FLAG__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__feature_flag__get_packed_size
+                     (const Sluice__V1__FeatureFlag *message)
+{
+  assert(message->base.descriptor == &sluice__v1__feature_flag__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__feature_flag__pack
+                     (const Sluice__V1__FeatureFlag *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__feature_flag__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__feature_flag__pack_to_buffer
+                     (const Sluice__V1__FeatureFlag *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__feature_flag__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__FeatureFlag *
+       sluice__v1__feature_flag__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__FeatureFlag *)
+     protobuf_c_message_unpack (&sluice__v1__feature_flag__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__feature_flag__free_unpacked
+                     (Sluice__V1__FeatureFlag *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__feature_flag__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__flag_change__init
+                     (Sluice__V1__FlagChange         *message)
+{
+  static const Sluice__V1__FlagChange init_value = SLUICE__V1__FLAG_CHANGE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__flag_change__get_packed_size
+                     (const Sluice__V1__FlagChange *message)
+{
+  assert(message->base.descriptor == &sluice__v1__flag_change__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__flag_change__pack
+                     (const Sluice__V1__FlagChange *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__flag_change__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__flag_change__pack_to_buffer
+                     (const Sluice__V1__FlagChange *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__flag_change__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__FlagChange *
+       sluice__v1__flag_change__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__FlagChange *)
+     protobuf_c_message_unpack (&sluice__v1__flag_change__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__flag_change__free_unpacked
+                     (Sluice__V1__FlagChange *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__flag_change__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__flags_request__init
+                     (Sluice__V1__FlagsRequest         *message)
+{
+  static const Sluice__V1__FlagsRequest init_value = SLUICE__V1__FLAGS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__flags_request__get_packed_size
+                     (const Sluice__V1__FlagsRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__flags_request__pack
+                     (const Sluice__V1__FlagsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__flags_request__pack_to_buffer
+                     (const Sluice__V1__FlagsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__FlagsRequest *
+       sluice__v1__flags_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__FlagsRequest *)
+     protobuf_c_message_unpack (&sluice__v1__flags_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__flags_request__free_unpacked
+                     (Sluice__V1__FlagsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__flags_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__flags_response__init
+                     (Sluice__V1__FlagsResponse         *message)
+{
+  static const Sluice__V1__FlagsResponse init_value = SLUICE__V1__FLAGS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__flags_response__get_packed_size
+                     (const Sluice__V1__FlagsResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__flags_response__pack
+                     (const Sluice__V1__FlagsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__flags_response__pack_to_buffer
+                     (const Sluice__V1__FlagsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__flags_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__FlagsResponse *
+       sluice__v1__flags_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__FlagsResponse *)
+     protobuf_c_message_unpack (&sluice__v1__flags_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__flags_response__free_unpacked
+                     (Sluice__V1__FlagsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__flags_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -817,7 +1492,7 @@ void   sluice__v1__error__free_unpacked
   assert(message->base.descriptor == &sluice__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[7] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[12] =
 {
   {
     "id",
@@ -903,20 +1578,85 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[7] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "record_events",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, record_events),
+    &sluice__v1__record_events_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "get_reputation",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, get_reputation),
+    &sluice__v1__get_reputation_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_reputations",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, list_reputations),
+    &sluice__v1__list_reputations_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "set_reputation",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, set_reputation),
+    &sluice__v1__set_reputation_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "flags",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, flags),
+    &sluice__v1__flags_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
+  11,   /* field[11] = flags */
+  8,   /* field[8] = get_reputation */
   0,   /* field[0] = id */
+  9,   /* field[9] = list_reputations */
   2,   /* field[2] = ping */
+  7,   /* field[7] = record_events */
   3,   /* field[3] = release */
   5,   /* field[5] = reload */
+  10,   /* field[10] = set_reputation */
   6,   /* field[6] = snapshot */
   4,   /* field[4] = stats */
 };
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -926,14 +1666,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  7,
+  12,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[8] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[13] =
 {
   {
     "id",
@@ -1031,21 +1771,86 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[8]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "record_events",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, record_events),
+    &sluice__v1__record_events_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "get_reputation",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, get_reputation),
+    &sluice__v1__get_reputation_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_reputations",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, list_reputations),
+    &sluice__v1__list_reputations_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "set_reputation",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, set_reputation),
+    &sluice__v1__set_reputation_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "flags",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, flags),
+    &sluice__v1__flags_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
   2,   /* field[2] = error */
+  12,   /* field[12] = flags */
+  9,   /* field[9] = get_reputation */
   0,   /* field[0] = id */
+  10,   /* field[10] = list_reputations */
   3,   /* field[3] = ping */
+  8,   /* field[8] = record_events */
   4,   /* field[4] = release */
   6,   /* field[6] = reload */
+  11,   /* field[11] = set_reputation */
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
 };
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -1055,7 +1860,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  8,
+  13,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -1331,7 +2136,7 @@ const ProtobufCMessageDescriptor sluice__v1__check__descriptor =
   (ProtobufCMessageInit) sluice__v1__check__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[10] =
+static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[14] =
 {
   {
     "allowed",
@@ -1453,6 +2258,54 @@ static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[10]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reputation",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Sluice__V1__Verdict, reputation_presence_case),
+    offsetof(Sluice__V1__Verdict, reputation),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "multiplier",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Verdict, multiplier),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "would_deny",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Verdict, would_deny),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "would_deny_reason",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Verdict, would_deny_reason),
+    &sluice__v1__reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
   6,   /* field[6] = algorithm */
@@ -1460,16 +2313,20 @@ static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
   7,   /* field[7] = lease_id */
   1,   /* field[1] = limit */
   9,   /* field[9] = limit_index */
+  11,   /* field[11] = multiplier */
   8,   /* field[8] = reason */
   2,   /* field[2] = remaining */
+  10,   /* field[10] = reputation */
   3,   /* field[3] = reset_after_ms */
   4,   /* field[4] = retry_after_ms */
   5,   /* field[5] = rule */
+  12,   /* field[12] = would_deny */
+  13,   /* field[13] = would_deny_reason */
 };
 static const ProtobufCIntRange sluice__v1__verdict__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
 {
@@ -1479,7 +2336,7 @@ const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
   "Sluice__V1__Verdict",
   "sluice.v1",
   sizeof(Sluice__V1__Verdict),
-  10,
+  14,
   sluice__v1__verdict__field_descriptors,
   sluice__v1__verdict__field_indices_by_name,
   1,  sluice__v1__verdict__number_ranges,
@@ -2209,6 +3066,1132 @@ const ProtobufCMessageDescriptor sluice__v1__snapshot_response__descriptor =
   (ProtobufCMessageInit) sluice__v1__snapshot_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor sluice__v1__reputation_event__field_descriptors[6] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReputationEvent, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReputationEvent, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReputationEvent, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Sluice__V1__ReputationEvent, weight_presence_case),
+    offsetof(Sluice__V1__ReputationEvent, weight),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReputationEvent, at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReputationEvent, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__reputation_event__field_indices_by_name[] = {
+  4,   /* field[4] = at_ms */
+  2,   /* field[2] = kind */
+  5,   /* field[5] = note */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+  3,   /* field[3] = weight */
+};
+static const ProtobufCIntRange sluice__v1__reputation_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor sluice__v1__reputation_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReputationEvent",
+  "ReputationEvent",
+  "Sluice__V1__ReputationEvent",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReputationEvent),
+  6,
+  sluice__v1__reputation_event__field_descriptors,
+  sluice__v1__reputation_event__field_indices_by_name,
+  1,  sluice__v1__reputation_event__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__reputation_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__record_events_request__field_descriptors[2] =
+{
+  {
+    "events",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__RecordEventsRequest, n_events),
+    offsetof(Sluice__V1__RecordEventsRequest, events),
+    &sluice__v1__reputation_event__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "durable",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordEventsRequest, durable),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__record_events_request__field_indices_by_name[] = {
+  1,   /* field[1] = durable */
+  0,   /* field[0] = events */
+};
+static const ProtobufCIntRange sluice__v1__record_events_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__record_events_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.RecordEventsRequest",
+  "RecordEventsRequest",
+  "Sluice__V1__RecordEventsRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__RecordEventsRequest),
+  2,
+  sluice__v1__record_events_request__field_descriptors,
+  sluice__v1__record_events_request__field_indices_by_name,
+  1,  sluice__v1__record_events_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__record_events_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__record_events_response__field_descriptors[2] =
+{
+  {
+    "recorded",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordEventsResponse, recorded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "committed",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordEventsResponse, committed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__record_events_response__field_indices_by_name[] = {
+  1,   /* field[1] = committed */
+  0,   /* field[0] = recorded */
+};
+static const ProtobufCIntRange sluice__v1__record_events_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__record_events_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.RecordEventsResponse",
+  "RecordEventsResponse",
+  "Sluice__V1__RecordEventsResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__RecordEventsResponse),
+  2,
+  sluice__v1__record_events_response__field_descriptors,
+  sluice__v1__record_events_response__field_indices_by_name,
+  1,  sluice__v1__record_events_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__record_events_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__reputation__field_descriptors[9] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "score",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pinned",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, pinned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, updated_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "neutral_at_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, neutral_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "multiplier",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, multiplier),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "blocked",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, blocked),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Reputation, events),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__reputation__field_indices_by_name[] = {
+  7,   /* field[7] = blocked */
+  8,   /* field[8] = events */
+  6,   /* field[6] = multiplier */
+  5,   /* field[5] = neutral_at_ms */
+  3,   /* field[3] = pinned */
+  2,   /* field[2] = score */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+  4,   /* field[4] = updated_ms */
+};
+static const ProtobufCIntRange sluice__v1__reputation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor sluice__v1__reputation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.Reputation",
+  "Reputation",
+  "Sluice__V1__Reputation",
+  "sluice.v1",
+  sizeof(Sluice__V1__Reputation),
+  9,
+  sluice__v1__reputation__field_descriptors,
+  sluice__v1__reputation__field_indices_by_name,
+  1,  sluice__v1__reputation__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__reputation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__get_reputation_request__field_descriptors[3] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetReputationRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetReputationRequest, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recent_events",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetReputationRequest, recent_events),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__get_reputation_request__field_indices_by_name[] = {
+  2,   /* field[2] = recent_events */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__get_reputation_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__get_reputation_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.GetReputationRequest",
+  "GetReputationRequest",
+  "Sluice__V1__GetReputationRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__GetReputationRequest),
+  3,
+  sluice__v1__get_reputation_request__field_descriptors,
+  sluice__v1__get_reputation_request__field_indices_by_name,
+  1,  sluice__v1__get_reputation_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__get_reputation_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__recorded_event__field_descriptors[4] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordedEvent, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordedEvent, weight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordedEvent, at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RecordedEvent, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__recorded_event__field_indices_by_name[] = {
+  2,   /* field[2] = at_ms */
+  0,   /* field[0] = kind */
+  3,   /* field[3] = note */
+  1,   /* field[1] = weight */
+};
+static const ProtobufCIntRange sluice__v1__recorded_event__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__recorded_event__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.RecordedEvent",
+  "RecordedEvent",
+  "Sluice__V1__RecordedEvent",
+  "sluice.v1",
+  sizeof(Sluice__V1__RecordedEvent),
+  4,
+  sluice__v1__recorded_event__field_descriptors,
+  sluice__v1__recorded_event__field_indices_by_name,
+  1,  sluice__v1__recorded_event__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__recorded_event__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__get_reputation_response__field_descriptors[3] =
+{
+  {
+    "reputation",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetReputationResponse, reputation),
+    &sluice__v1__reputation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recent_events",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__GetReputationResponse, n_recent_events),
+    offsetof(Sluice__V1__GetReputationResponse, recent_events),
+    &sluice__v1__recorded_event__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tracked",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetReputationResponse, tracked),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__get_reputation_response__field_indices_by_name[] = {
+  1,   /* field[1] = recent_events */
+  0,   /* field[0] = reputation */
+  2,   /* field[2] = tracked */
+};
+static const ProtobufCIntRange sluice__v1__get_reputation_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__get_reputation_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.GetReputationResponse",
+  "GetReputationResponse",
+  "Sluice__V1__GetReputationResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__GetReputationResponse),
+  3,
+  sluice__v1__get_reputation_response__field_descriptors,
+  sluice__v1__get_reputation_response__field_indices_by_name,
+  1,  sluice__v1__get_reputation_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__get_reputation_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue sluice__v1__list_reputations_request__order__enum_values_by_number[2] =
+{
+  { "ORDER_WORST", "SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER__ORDER_WORST", 0 },
+  { "ORDER_BEST", "SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER__ORDER_BEST", 1 },
+};
+static const ProtobufCIntRange sluice__v1__list_reputations_request__order__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex sluice__v1__list_reputations_request__order__enum_values_by_name[2] =
+{
+  { "ORDER_BEST", 1 },
+  { "ORDER_WORST", 0 },
+};
+const ProtobufCEnumDescriptor sluice__v1__list_reputations_request__order__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "sluice.v1.ListReputationsRequest.Order",
+  "Order",
+  "Sluice__V1__ListReputationsRequest__Order",
+  "sluice.v1",
+  2,
+  sluice__v1__list_reputations_request__order__enum_values_by_number,
+  2,
+  sluice__v1__list_reputations_request__order__enum_values_by_name,
+  1,
+  sluice__v1__list_reputations_request__order__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__list_reputations_request__field_descriptors[5] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "all_tenants",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsRequest, all_tenants),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsRequest, order),
+    &sluice__v1__list_reputations_request__order__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__list_reputations_request__field_indices_by_name[] = {
+  1,   /* field[1] = all_tenants */
+  2,   /* field[2] = order */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_token */
+  0,   /* field[0] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__list_reputations_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor sluice__v1__list_reputations_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ListReputationsRequest",
+  "ListReputationsRequest",
+  "Sluice__V1__ListReputationsRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ListReputationsRequest),
+  5,
+  sluice__v1__list_reputations_request__field_descriptors,
+  sluice__v1__list_reputations_request__field_indices_by_name,
+  1,  sluice__v1__list_reputations_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__list_reputations_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__list_reputations_response__field_descriptors[3] =
+{
+  {
+    "reputations",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ListReputationsResponse, n_reputations),
+    offsetof(Sluice__V1__ListReputationsResponse, reputations),
+    &sluice__v1__reputation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListReputationsResponse, total),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__list_reputations_response__field_indices_by_name[] = {
+  1,   /* field[1] = next_page_token */
+  0,   /* field[0] = reputations */
+  2,   /* field[2] = total */
+};
+static const ProtobufCIntRange sluice__v1__list_reputations_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__list_reputations_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ListReputationsResponse",
+  "ListReputationsResponse",
+  "Sluice__V1__ListReputationsResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ListReputationsResponse),
+  3,
+  sluice__v1__list_reputations_response__field_descriptors,
+  sluice__v1__list_reputations_response__field_indices_by_name,
+  1,  sluice__v1__list_reputations_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__list_reputations_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue sluice__v1__set_reputation_request__action__enum_values_by_number[5] =
+{
+  { "ACTION_UNSPECIFIED", "SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_UNSPECIFIED", 0 },
+  { "ACTION_SET", "SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_SET", 1 },
+  { "ACTION_PIN", "SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_PIN", 2 },
+  { "ACTION_UNPIN", "SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_UNPIN", 3 },
+  { "ACTION_RESET", "SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_RESET", 4 },
+};
+static const ProtobufCIntRange sluice__v1__set_reputation_request__action__value_ranges[] = {
+{0, 0},{0, 5}
+};
+static const ProtobufCEnumValueIndex sluice__v1__set_reputation_request__action__enum_values_by_name[5] =
+{
+  { "ACTION_PIN", 2 },
+  { "ACTION_RESET", 4 },
+  { "ACTION_SET", 1 },
+  { "ACTION_UNPIN", 3 },
+  { "ACTION_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor sluice__v1__set_reputation_request__action__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "sluice.v1.SetReputationRequest.Action",
+  "Action",
+  "Sluice__V1__SetReputationRequest__Action",
+  "sluice.v1",
+  5,
+  sluice__v1__set_reputation_request__action__enum_values_by_number,
+  5,
+  sluice__v1__set_reputation_request__action__enum_values_by_name,
+  1,
+  sluice__v1__set_reputation_request__action__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__set_reputation_request__field_descriptors[4] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetReputationRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetReputationRequest, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "action",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetReputationRequest, action),
+    &sluice__v1__set_reputation_request__action__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "score",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetReputationRequest, score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__set_reputation_request__field_indices_by_name[] = {
+  2,   /* field[2] = action */
+  3,   /* field[3] = score */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__set_reputation_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__set_reputation_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.SetReputationRequest",
+  "SetReputationRequest",
+  "Sluice__V1__SetReputationRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__SetReputationRequest),
+  4,
+  sluice__v1__set_reputation_request__field_descriptors,
+  sluice__v1__set_reputation_request__field_indices_by_name,
+  1,  sluice__v1__set_reputation_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__set_reputation_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__set_reputation_response__field_descriptors[1] =
+{
+  {
+    "reputation",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetReputationResponse, reputation),
+    &sluice__v1__reputation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__set_reputation_response__field_indices_by_name[] = {
+  0,   /* field[0] = reputation */
+};
+static const ProtobufCIntRange sluice__v1__set_reputation_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__set_reputation_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.SetReputationResponse",
+  "SetReputationResponse",
+  "Sluice__V1__SetReputationResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__SetReputationResponse),
+  1,
+  sluice__v1__set_reputation_response__field_descriptors,
+  sluice__v1__set_reputation_response__field_indices_by_name,
+  1,  sluice__v1__set_reputation_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__set_reputation_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__feature_flag__field_descriptors[5] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FeatureFlag, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "enabled",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FeatureFlag, enabled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_percent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FeatureFlag, rollout_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shadow",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FeatureFlag, shadow),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "overridden",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FeatureFlag, overridden),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__feature_flag__field_indices_by_name[] = {
+  1,   /* field[1] = enabled */
+  0,   /* field[0] = name */
+  4,   /* field[4] = overridden */
+  2,   /* field[2] = rollout_percent */
+  3,   /* field[3] = shadow */
+};
+static const ProtobufCIntRange sluice__v1__feature_flag__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor sluice__v1__feature_flag__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.FeatureFlag",
+  "FeatureFlag",
+  "Sluice__V1__FeatureFlag",
+  "sluice.v1",
+  sizeof(Sluice__V1__FeatureFlag),
+  5,
+  sluice__v1__feature_flag__field_descriptors,
+  sluice__v1__feature_flag__field_indices_by_name,
+  1,  sluice__v1__feature_flag__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__feature_flag__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__flag_change__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__FlagChange, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "enabled",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Sluice__V1__FlagChange, enabled_presence_case),
+    offsetof(Sluice__V1__FlagChange, enabled),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_percent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Sluice__V1__FlagChange, rollout_presence_case),
+    offsetof(Sluice__V1__FlagChange, rollout_percent),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shadow",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    offsetof(Sluice__V1__FlagChange, shadow_presence_case),
+    offsetof(Sluice__V1__FlagChange, shadow),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__flag_change__field_indices_by_name[] = {
+  1,   /* field[1] = enabled */
+  0,   /* field[0] = name */
+  2,   /* field[2] = rollout_percent */
+  3,   /* field[3] = shadow */
+};
+static const ProtobufCIntRange sluice__v1__flag_change__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__flag_change__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.FlagChange",
+  "FlagChange",
+  "Sluice__V1__FlagChange",
+  "sluice.v1",
+  sizeof(Sluice__V1__FlagChange),
+  4,
+  sluice__v1__flag_change__field_descriptors,
+  sluice__v1__flag_change__field_indices_by_name,
+  1,  sluice__v1__flag_change__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__flag_change__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__flags_request__field_descriptors[1] =
+{
+  {
+    "changes",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__FlagsRequest, n_changes),
+    offsetof(Sluice__V1__FlagsRequest, changes),
+    &sluice__v1__flag_change__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__flags_request__field_indices_by_name[] = {
+  0,   /* field[0] = changes */
+};
+static const ProtobufCIntRange sluice__v1__flags_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__flags_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.FlagsRequest",
+  "FlagsRequest",
+  "Sluice__V1__FlagsRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__FlagsRequest),
+  1,
+  sluice__v1__flags_request__field_descriptors,
+  sluice__v1__flags_request__field_indices_by_name,
+  1,  sluice__v1__flags_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__flags_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__flags_response__field_descriptors[1] =
+{
+  {
+    "flags",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__FlagsResponse, n_flags),
+    offsetof(Sluice__V1__FlagsResponse, flags),
+    &sluice__v1__feature_flag__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__flags_response__field_indices_by_name[] = {
+  0,   /* field[0] = flags */
+};
+static const ProtobufCIntRange sluice__v1__flags_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__flags_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.FlagsResponse",
+  "FlagsResponse",
+  "Sluice__V1__FlagsResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__FlagsResponse),
+  1,
+  sluice__v1__flags_response__field_descriptors,
+  sluice__v1__flags_response__field_indices_by_name,
+  1,  sluice__v1__flags_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__flags_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[13] =
 {
   { "CODE_UNSPECIFIED", "SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED", 0 },
@@ -2359,22 +4342,24 @@ const ProtobufCEnumDescriptor sluice__v1__algorithm__descriptor =
   sluice__v1__algorithm__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[5] =
+static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[6] =
 {
   { "REASON_UNSPECIFIED", "SLUICE__V1__REASON__REASON_UNSPECIFIED", 0 },
   { "REASON_WITHIN_LIMIT", "SLUICE__V1__REASON__REASON_WITHIN_LIMIT", 1 },
   { "REASON_OVER_LIMIT", "SLUICE__V1__REASON__REASON_OVER_LIMIT", 2 },
   { "REASON_EXCEEDS_CAPACITY", "SLUICE__V1__REASON__REASON_EXCEEDS_CAPACITY", 3 },
   { "REASON_BLOCKED", "SLUICE__V1__REASON__REASON_BLOCKED", 4 },
+  { "REASON_REPUTATION", "SLUICE__V1__REASON__REASON_REPUTATION", 5 },
 };
 static const ProtobufCIntRange sluice__v1__reason__value_ranges[] = {
-{0, 0},{0, 5}
+{0, 0},{0, 6}
 };
-static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[5] =
+static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[6] =
 {
   { "REASON_BLOCKED", 4 },
   { "REASON_EXCEEDS_CAPACITY", 3 },
   { "REASON_OVER_LIMIT", 2 },
+  { "REASON_REPUTATION", 5 },
   { "REASON_UNSPECIFIED", 0 },
   { "REASON_WITHIN_LIMIT", 1 },
 };
@@ -2385,9 +4370,9 @@ const ProtobufCEnumDescriptor sluice__v1__reason__descriptor =
   "Reason",
   "Sluice__V1__Reason",
   "sluice.v1",
-  5,
+  6,
   sluice__v1__reason__enum_values_by_number,
-  5,
+  6,
   sluice__v1__reason__enum_values_by_name,
   1,
   sluice__v1__reason__value_ranges,

@@ -32,11 +32,51 @@ typedef struct Sluice__V1__ReloadRequest Sluice__V1__ReloadRequest;
 typedef struct Sluice__V1__ReloadResponse Sluice__V1__ReloadResponse;
 typedef struct Sluice__V1__SnapshotRequest Sluice__V1__SnapshotRequest;
 typedef struct Sluice__V1__SnapshotResponse Sluice__V1__SnapshotResponse;
+typedef struct Sluice__V1__ReputationEvent Sluice__V1__ReputationEvent;
+typedef struct Sluice__V1__RecordEventsRequest Sluice__V1__RecordEventsRequest;
+typedef struct Sluice__V1__RecordEventsResponse Sluice__V1__RecordEventsResponse;
+typedef struct Sluice__V1__Reputation Sluice__V1__Reputation;
+typedef struct Sluice__V1__GetReputationRequest Sluice__V1__GetReputationRequest;
+typedef struct Sluice__V1__RecordedEvent Sluice__V1__RecordedEvent;
+typedef struct Sluice__V1__GetReputationResponse Sluice__V1__GetReputationResponse;
+typedef struct Sluice__V1__ListReputationsRequest Sluice__V1__ListReputationsRequest;
+typedef struct Sluice__V1__ListReputationsResponse Sluice__V1__ListReputationsResponse;
+typedef struct Sluice__V1__SetReputationRequest Sluice__V1__SetReputationRequest;
+typedef struct Sluice__V1__SetReputationResponse Sluice__V1__SetReputationResponse;
+typedef struct Sluice__V1__FeatureFlag Sluice__V1__FeatureFlag;
+typedef struct Sluice__V1__FlagChange Sluice__V1__FlagChange;
+typedef struct Sluice__V1__FlagsRequest Sluice__V1__FlagsRequest;
+typedef struct Sluice__V1__FlagsResponse Sluice__V1__FlagsResponse;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 
 
 /* --- enums --- */
 
+typedef enum _Sluice__V1__ListReputationsRequest__Order {
+  SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER__ORDER_WORST = 0,
+  SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER__ORDER_BEST = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER)
+} Sluice__V1__ListReputationsRequest__Order;
+typedef enum _Sluice__V1__SetReputationRequest__Action {
+  SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_UNSPECIFIED = 0,
+  /*
+   * Sets the score to `score`; it decays and moves with events from there.
+   */
+  SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_SET = 1,
+  /*
+   * Fixes the score at `score`: events and time do not move it until unpinned.
+   */
+  SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_PIN = 2,
+  /*
+   * Lets a pinned score move again, starting from where it was pinned.
+   */
+  SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_UNPIN = 3,
+  /*
+   * Forgets the subject's score: it is back at the neutral start. Its events stay in history.
+   */
+  SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_RESET = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__SET_REPUTATION_REQUEST__ACTION)
+} Sluice__V1__SetReputationRequest__Action;
 typedef enum _Sluice__V1__Error__Code {
   SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED = 0,
   /*
@@ -124,7 +164,11 @@ typedef enum _Sluice__V1__Reason {
   /*
    * Denied by a block (a deny hook) before any limit was consulted.
    */
-  SLUICE__V1__REASON__REASON_BLOCKED = 4
+  SLUICE__V1__REASON__REASON_BLOCKED = 4,
+  /*
+   * Denied: the subject's reputation is below the configured block threshold.
+   */
+  SLUICE__V1__REASON__REASON_REPUTATION = 5
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REASON)
 } Sluice__V1__Reason;
 
@@ -137,7 +181,12 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_RELEASE = 4,
   SLUICE__V1__REQUEST__BODY_STATS = 5,
   SLUICE__V1__REQUEST__BODY_RELOAD = 6,
-  SLUICE__V1__REQUEST__BODY_SNAPSHOT = 7
+  SLUICE__V1__REQUEST__BODY_SNAPSHOT = 7,
+  SLUICE__V1__REQUEST__BODY_RECORD_EVENTS = 8,
+  SLUICE__V1__REQUEST__BODY_GET_REPUTATION = 9,
+  SLUICE__V1__REQUEST__BODY_LIST_REPUTATIONS = 10,
+  SLUICE__V1__REQUEST__BODY_SET_REPUTATION = 11,
+  SLUICE__V1__REQUEST__BODY_FLAGS = 12
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -159,6 +208,15 @@ struct  Sluice__V1__Request
      */
     Sluice__V1__ReloadRequest *reload;
     Sluice__V1__SnapshotRequest *snapshot;
+    /*
+     * Reputation (docs/REPUTATION.md). RecordEvents and GetReputation and ListReputations are
+     * served everywhere; SetReputation and Flags are operator requests.
+     */
+    Sluice__V1__RecordEventsRequest *record_events;
+    Sluice__V1__GetReputationRequest *get_reputation;
+    Sluice__V1__ListReputationsRequest *list_reputations;
+    Sluice__V1__SetReputationRequest *set_reputation;
+    Sluice__V1__FlagsRequest *flags;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -174,7 +232,12 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_RELEASE = 5,
   SLUICE__V1__RESPONSE__BODY_STATS = 6,
   SLUICE__V1__RESPONSE__BODY_RELOAD = 7,
-  SLUICE__V1__RESPONSE__BODY_SNAPSHOT = 8
+  SLUICE__V1__RESPONSE__BODY_SNAPSHOT = 8,
+  SLUICE__V1__RESPONSE__BODY_RECORD_EVENTS = 9,
+  SLUICE__V1__RESPONSE__BODY_GET_REPUTATION = 10,
+  SLUICE__V1__RESPONSE__BODY_LIST_REPUTATIONS = 11,
+  SLUICE__V1__RESPONSE__BODY_SET_REPUTATION = 12,
+  SLUICE__V1__RESPONSE__BODY_FLAGS = 13
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -194,6 +257,11 @@ struct  Sluice__V1__Response
     Sluice__V1__StatsResponse *stats;
     Sluice__V1__ReloadResponse *reload;
     Sluice__V1__SnapshotResponse *snapshot;
+    Sluice__V1__RecordEventsResponse *record_events;
+    Sluice__V1__GetReputationResponse *get_reputation;
+    Sluice__V1__ListReputationsResponse *list_reputations;
+    Sluice__V1__SetReputationResponse *set_reputation;
+    Sluice__V1__FlagsResponse *flags;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -303,6 +371,12 @@ struct  Sluice__V1__Check
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, SLUICE__V1__CHECK__HITS_PRESENCE__NOT_SET, {0}, SLUICE__V1__CHECK__LIMIT_SOURCE__NOT_SET, {0} }
 
 
+typedef enum {
+  SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET = 0,
+  SLUICE__V1__VERDICT__REPUTATION_PRESENCE_REPUTATION = 11
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__VERDICT__REPUTATION_PRESENCE__CASE)
+} Sluice__V1__Verdict__ReputationPresenceCase;
+
 struct  Sluice__V1__Verdict
 {
   ProtobufCMessage base;
@@ -340,10 +414,24 @@ struct  Sluice__V1__Verdict
    * Index of the deciding limit within the rule's limits (0 for inline limits).
    */
   uint32_t limit_index;
+  /*
+   * The multiplier that scaled the limits of this check; 0 means none (1×).
+   */
+  double multiplier;
+  /*
+   * Shadow mode: a feature that is rolled out in shadow would have denied this check (with
+   * `would_deny_reason`), but was not enforced. `allowed` is the enforced answer.
+   */
+  protobuf_c_boolean would_deny;
+  Sluice__V1__Reason would_deny_reason;
+  Sluice__V1__Verdict__ReputationPresenceCase reputation_presence_case;
+  union {
+    double reputation;
+  };
 };
 #define SLUICE__V1__VERDICT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__verdict__descriptor) \
-    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0 }
+    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0, 0, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET, {0} }
 
 
 typedef enum {
@@ -523,6 +611,331 @@ struct  Sluice__V1__SnapshotResponse
 #define SLUICE__V1__SNAPSHOT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__snapshot_response__descriptor) \
     , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+typedef enum {
+  SLUICE__V1__REPUTATION_EVENT__WEIGHT_PRESENCE__NOT_SET = 0,
+  SLUICE__V1__REPUTATION_EVENT__WEIGHT_PRESENCE_WEIGHT = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REPUTATION_EVENT__WEIGHT_PRESENCE__CASE)
+} Sluice__V1__ReputationEvent__WeightPresenceCase;
+
+/*
+ * One thing a subject did, reported by a service (or by the daemon itself: `rate_limited`).
+ */
+struct  Sluice__V1__ReputationEvent
+{
+  ProtobufCMessage base;
+  /*
+   * Empty means the default tenant.
+   */
+  char *tenant;
+  /*
+   * The subject: a user, an API key, an IP. Must not be empty.
+   */
+  char *subject;
+  /*
+   * rate_limited, auth_failure, bad_request, success, captcha_passed, anomaly, or a custom kind
+   * named in the configuration's reputation.weights.
+   */
+  char *kind;
+  /*
+   * Milliseconds since the Unix epoch; 0 means now. Events from the future are refused.
+   */
+  uint64_t at_ms;
+  /*
+   * Free text kept with the event (at most 256 bytes), e.g. the route or the reason.
+   */
+  char *note;
+  Sluice__V1__ReputationEvent__WeightPresenceCase weight_presence_case;
+  union {
+    double weight;
+  };
+};
+#define SLUICE__V1__REPUTATION_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__reputation_event__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, SLUICE__V1__REPUTATION_EVENT__WEIGHT_PRESENCE__NOT_SET, {0} }
+
+
+/*
+ * A batch of events. With `durable`, the answer comes only after the events are committed to
+ * the store: an acknowledged durable event survives a crash. Without it, the answer comes at
+ * once and a crash may lose the last commit interval (default 100 ms).
+ */
+struct  Sluice__V1__RecordEventsRequest
+{
+  ProtobufCMessage base;
+  size_t n_events;
+  Sluice__V1__ReputationEvent **events;
+  protobuf_c_boolean durable;
+};
+#define SLUICE__V1__RECORD_EVENTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__record_events_request__descriptor) \
+    , 0,NULL, 0 }
+
+
+struct  Sluice__V1__RecordEventsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * How many events were applied (all of them: a batch with one invalid event is refused whole).
+   */
+  uint32_t recorded;
+  /*
+   * True when the events were committed to the store before this answer.
+   */
+  protobuf_c_boolean committed;
+};
+#define SLUICE__V1__RECORD_EVENTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__record_events_response__descriptor) \
+    , 0, 0 }
+
+
+/*
+ * A subject's reputation now.
+ */
+struct  Sluice__V1__Reputation
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+  /*
+   * 0 (hostile) … 100 (trusted), decayed to now.
+   */
+  double score;
+  /*
+   * A pinned score does not move with events or time until unpinned.
+   */
+  protobuf_c_boolean pinned;
+  /*
+   * When the score last changed, milliseconds since the epoch (0: never, the neutral start).
+   */
+  uint64_t updated_ms;
+  /*
+   * When the score will be back within 0.5 of neutral, milliseconds since the epoch (0: it is).
+   */
+  uint64_t neutral_at_ms;
+  /*
+   * The limit multiplier this score maps to, and whether it is below the block threshold.
+   */
+  double multiplier;
+  protobuf_c_boolean blocked;
+  /*
+   * Events applied to this subject since it was last neutral (or reset).
+   */
+  uint64_t events;
+};
+#define SLUICE__V1__REPUTATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__reputation__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
+
+
+struct  Sluice__V1__GetReputationRequest
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+  /*
+   * How many recent events to return, newest first (0 means 10; at most 1,000).
+   */
+  uint32_t recent_events;
+};
+#define SLUICE__V1__GET_REPUTATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__get_reputation_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Sluice__V1__RecordedEvent
+{
+  ProtobufCMessage base;
+  char *kind;
+  /*
+   * The weight that was applied.
+   */
+  double weight;
+  uint64_t at_ms;
+  char *note;
+};
+#define SLUICE__V1__RECORDED_EVENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__recorded_event__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Sluice__V1__GetReputationResponse
+{
+  ProtobufCMessage base;
+  Sluice__V1__Reputation *reputation;
+  size_t n_recent_events;
+  Sluice__V1__RecordedEvent **recent_events;
+  /*
+   * False when the subject has no record: it is at the neutral start.
+   */
+  protobuf_c_boolean tracked;
+};
+#define SLUICE__V1__GET_REPUTATION_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__get_reputation_response__descriptor) \
+    , NULL, 0,NULL, 0 }
+
+
+struct  Sluice__V1__ListReputationsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The tenant to list; empty means the default tenant unless `all_tenants`.
+   */
+  char *tenant;
+  protobuf_c_boolean all_tenants;
+  Sluice__V1__ListReputationsRequest__Order order;
+  /*
+   * Subjects per page: 0 means 50; at most 1,000.
+   */
+  uint32_t page_size;
+  /*
+   * From a previous answer's next_page_token; empty for the first page.
+   */
+  char *page_token;
+};
+#define SLUICE__V1__LIST_REPUTATIONS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__list_reputations_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, SLUICE__V1__LIST_REPUTATIONS_REQUEST__ORDER__ORDER_WORST, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Sluice__V1__ListReputationsResponse
+{
+  ProtobufCMessage base;
+  size_t n_reputations;
+  Sluice__V1__Reputation **reputations;
+  /*
+   * Empty on the last page.
+   */
+  char *next_page_token;
+  /*
+   * Subjects tracked in the listed tenant(s).
+   */
+  uint64_t total;
+};
+#define SLUICE__V1__LIST_REPUTATIONS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__list_reputations_response__descriptor) \
+    , 0,NULL, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * An operator override, committed to the store before the answer.
+ */
+struct  Sluice__V1__SetReputationRequest
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+  Sluice__V1__SetReputationRequest__Action action;
+  /*
+   * 0 … 100, for ACTION_SET and ACTION_PIN.
+   */
+  double score;
+};
+#define SLUICE__V1__SET_REPUTATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__set_reputation_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, SLUICE__V1__SET_REPUTATION_REQUEST__ACTION__ACTION_UNSPECIFIED, 0 }
+
+
+struct  Sluice__V1__SetReputationResponse
+{
+  ProtobufCMessage base;
+  Sluice__V1__Reputation *reputation;
+};
+#define SLUICE__V1__SET_REPUTATION_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__set_reputation_response__descriptor) \
+    , NULL }
+
+
+/*
+ * A feature's switch: enabled, the share of subjects it applies to (chosen by a stable hash, so
+ * raising the percentage only adds subjects), and shadow mode (computed and reported as
+ * would_deny, not enforced).
+ */
+struct  Sluice__V1__FeatureFlag
+{
+  ProtobufCMessage base;
+  char *name;
+  protobuf_c_boolean enabled;
+  double rollout_percent;
+  protobuf_c_boolean shadow;
+  /*
+   * True when a Flags request changed it since the configuration was last loaded.
+   */
+  protobuf_c_boolean overridden;
+};
+#define SLUICE__V1__FEATURE_FLAG__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__feature_flag__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+
+
+typedef enum {
+  SLUICE__V1__FLAG_CHANGE__ENABLED_PRESENCE__NOT_SET = 0,
+  SLUICE__V1__FLAG_CHANGE__ENABLED_PRESENCE_ENABLED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__FLAG_CHANGE__ENABLED_PRESENCE__CASE)
+} Sluice__V1__FlagChange__EnabledPresenceCase;
+
+typedef enum {
+  SLUICE__V1__FLAG_CHANGE__ROLLOUT_PRESENCE__NOT_SET = 0,
+  SLUICE__V1__FLAG_CHANGE__ROLLOUT_PRESENCE_ROLLOUT_PERCENT = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__FLAG_CHANGE__ROLLOUT_PRESENCE__CASE)
+} Sluice__V1__FlagChange__RolloutPresenceCase;
+
+typedef enum {
+  SLUICE__V1__FLAG_CHANGE__SHADOW_PRESENCE__NOT_SET = 0,
+  SLUICE__V1__FLAG_CHANGE__SHADOW_PRESENCE_SHADOW = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__FLAG_CHANGE__SHADOW_PRESENCE__CASE)
+} Sluice__V1__FlagChange__ShadowPresenceCase;
+
+/*
+ * A change to one flag; fields left unset keep their value.
+ */
+struct  Sluice__V1__FlagChange
+{
+  ProtobufCMessage base;
+  char *name;
+  Sluice__V1__FlagChange__EnabledPresenceCase enabled_presence_case;
+  union {
+    protobuf_c_boolean enabled;
+  };
+  Sluice__V1__FlagChange__RolloutPresenceCase rollout_presence_case;
+  union {
+    double rollout_percent;
+  };
+  Sluice__V1__FlagChange__ShadowPresenceCase shadow_presence_case;
+  union {
+    protobuf_c_boolean shadow;
+  };
+};
+#define SLUICE__V1__FLAG_CHANGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__flag_change__descriptor) \
+    , (char *)protobuf_c_empty_string, SLUICE__V1__FLAG_CHANGE__ENABLED_PRESENCE__NOT_SET, {0}, SLUICE__V1__FLAG_CHANGE__ROLLOUT_PRESENCE__NOT_SET, {0}, SLUICE__V1__FLAG_CHANGE__SHADOW_PRESENCE__NOT_SET, {0} }
+
+
+/*
+ * Lists the feature flags, after applying `changes` (none: only lists). Changes last until the
+ * next reload or restart, which apply the configuration file's flags again.
+ */
+struct  Sluice__V1__FlagsRequest
+{
+  ProtobufCMessage base;
+  size_t n_changes;
+  Sluice__V1__FlagChange **changes;
+};
+#define SLUICE__V1__FLAGS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__flags_request__descriptor) \
+    , 0,NULL }
+
+
+struct  Sluice__V1__FlagsResponse
+{
+  ProtobufCMessage base;
+  size_t n_flags;
+  Sluice__V1__FeatureFlag **flags;
+};
+#define SLUICE__V1__FLAGS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__flags_response__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -866,6 +1279,291 @@ Sluice__V1__SnapshotResponse *
 void   sluice__v1__snapshot_response__free_unpacked
                      (Sluice__V1__SnapshotResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__ReputationEvent methods */
+void   sluice__v1__reputation_event__init
+                     (Sluice__V1__ReputationEvent         *message);
+size_t sluice__v1__reputation_event__get_packed_size
+                     (const Sluice__V1__ReputationEvent   *message);
+size_t sluice__v1__reputation_event__pack
+                     (const Sluice__V1__ReputationEvent   *message,
+                      uint8_t             *out);
+size_t sluice__v1__reputation_event__pack_to_buffer
+                     (const Sluice__V1__ReputationEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReputationEvent *
+       sluice__v1__reputation_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__reputation_event__free_unpacked
+                     (Sluice__V1__ReputationEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__RecordEventsRequest methods */
+void   sluice__v1__record_events_request__init
+                     (Sluice__V1__RecordEventsRequest         *message);
+size_t sluice__v1__record_events_request__get_packed_size
+                     (const Sluice__V1__RecordEventsRequest   *message);
+size_t sluice__v1__record_events_request__pack
+                     (const Sluice__V1__RecordEventsRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__record_events_request__pack_to_buffer
+                     (const Sluice__V1__RecordEventsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__RecordEventsRequest *
+       sluice__v1__record_events_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__record_events_request__free_unpacked
+                     (Sluice__V1__RecordEventsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__RecordEventsResponse methods */
+void   sluice__v1__record_events_response__init
+                     (Sluice__V1__RecordEventsResponse         *message);
+size_t sluice__v1__record_events_response__get_packed_size
+                     (const Sluice__V1__RecordEventsResponse   *message);
+size_t sluice__v1__record_events_response__pack
+                     (const Sluice__V1__RecordEventsResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__record_events_response__pack_to_buffer
+                     (const Sluice__V1__RecordEventsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__RecordEventsResponse *
+       sluice__v1__record_events_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__record_events_response__free_unpacked
+                     (Sluice__V1__RecordEventsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__Reputation methods */
+void   sluice__v1__reputation__init
+                     (Sluice__V1__Reputation         *message);
+size_t sluice__v1__reputation__get_packed_size
+                     (const Sluice__V1__Reputation   *message);
+size_t sluice__v1__reputation__pack
+                     (const Sluice__V1__Reputation   *message,
+                      uint8_t             *out);
+size_t sluice__v1__reputation__pack_to_buffer
+                     (const Sluice__V1__Reputation   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__Reputation *
+       sluice__v1__reputation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__reputation__free_unpacked
+                     (Sluice__V1__Reputation *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__GetReputationRequest methods */
+void   sluice__v1__get_reputation_request__init
+                     (Sluice__V1__GetReputationRequest         *message);
+size_t sluice__v1__get_reputation_request__get_packed_size
+                     (const Sluice__V1__GetReputationRequest   *message);
+size_t sluice__v1__get_reputation_request__pack
+                     (const Sluice__V1__GetReputationRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__get_reputation_request__pack_to_buffer
+                     (const Sluice__V1__GetReputationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__GetReputationRequest *
+       sluice__v1__get_reputation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__get_reputation_request__free_unpacked
+                     (Sluice__V1__GetReputationRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__RecordedEvent methods */
+void   sluice__v1__recorded_event__init
+                     (Sluice__V1__RecordedEvent         *message);
+size_t sluice__v1__recorded_event__get_packed_size
+                     (const Sluice__V1__RecordedEvent   *message);
+size_t sluice__v1__recorded_event__pack
+                     (const Sluice__V1__RecordedEvent   *message,
+                      uint8_t             *out);
+size_t sluice__v1__recorded_event__pack_to_buffer
+                     (const Sluice__V1__RecordedEvent   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__RecordedEvent *
+       sluice__v1__recorded_event__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__recorded_event__free_unpacked
+                     (Sluice__V1__RecordedEvent *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__GetReputationResponse methods */
+void   sluice__v1__get_reputation_response__init
+                     (Sluice__V1__GetReputationResponse         *message);
+size_t sluice__v1__get_reputation_response__get_packed_size
+                     (const Sluice__V1__GetReputationResponse   *message);
+size_t sluice__v1__get_reputation_response__pack
+                     (const Sluice__V1__GetReputationResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__get_reputation_response__pack_to_buffer
+                     (const Sluice__V1__GetReputationResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__GetReputationResponse *
+       sluice__v1__get_reputation_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__get_reputation_response__free_unpacked
+                     (Sluice__V1__GetReputationResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ListReputationsRequest methods */
+void   sluice__v1__list_reputations_request__init
+                     (Sluice__V1__ListReputationsRequest         *message);
+size_t sluice__v1__list_reputations_request__get_packed_size
+                     (const Sluice__V1__ListReputationsRequest   *message);
+size_t sluice__v1__list_reputations_request__pack
+                     (const Sluice__V1__ListReputationsRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__list_reputations_request__pack_to_buffer
+                     (const Sluice__V1__ListReputationsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ListReputationsRequest *
+       sluice__v1__list_reputations_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__list_reputations_request__free_unpacked
+                     (Sluice__V1__ListReputationsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ListReputationsResponse methods */
+void   sluice__v1__list_reputations_response__init
+                     (Sluice__V1__ListReputationsResponse         *message);
+size_t sluice__v1__list_reputations_response__get_packed_size
+                     (const Sluice__V1__ListReputationsResponse   *message);
+size_t sluice__v1__list_reputations_response__pack
+                     (const Sluice__V1__ListReputationsResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__list_reputations_response__pack_to_buffer
+                     (const Sluice__V1__ListReputationsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ListReputationsResponse *
+       sluice__v1__list_reputations_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__list_reputations_response__free_unpacked
+                     (Sluice__V1__ListReputationsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__SetReputationRequest methods */
+void   sluice__v1__set_reputation_request__init
+                     (Sluice__V1__SetReputationRequest         *message);
+size_t sluice__v1__set_reputation_request__get_packed_size
+                     (const Sluice__V1__SetReputationRequest   *message);
+size_t sluice__v1__set_reputation_request__pack
+                     (const Sluice__V1__SetReputationRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__set_reputation_request__pack_to_buffer
+                     (const Sluice__V1__SetReputationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__SetReputationRequest *
+       sluice__v1__set_reputation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__set_reputation_request__free_unpacked
+                     (Sluice__V1__SetReputationRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__SetReputationResponse methods */
+void   sluice__v1__set_reputation_response__init
+                     (Sluice__V1__SetReputationResponse         *message);
+size_t sluice__v1__set_reputation_response__get_packed_size
+                     (const Sluice__V1__SetReputationResponse   *message);
+size_t sluice__v1__set_reputation_response__pack
+                     (const Sluice__V1__SetReputationResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__set_reputation_response__pack_to_buffer
+                     (const Sluice__V1__SetReputationResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__SetReputationResponse *
+       sluice__v1__set_reputation_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__set_reputation_response__free_unpacked
+                     (Sluice__V1__SetReputationResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__FeatureFlag methods */
+void   sluice__v1__feature_flag__init
+                     (Sluice__V1__FeatureFlag         *message);
+size_t sluice__v1__feature_flag__get_packed_size
+                     (const Sluice__V1__FeatureFlag   *message);
+size_t sluice__v1__feature_flag__pack
+                     (const Sluice__V1__FeatureFlag   *message,
+                      uint8_t             *out);
+size_t sluice__v1__feature_flag__pack_to_buffer
+                     (const Sluice__V1__FeatureFlag   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__FeatureFlag *
+       sluice__v1__feature_flag__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__feature_flag__free_unpacked
+                     (Sluice__V1__FeatureFlag *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__FlagChange methods */
+void   sluice__v1__flag_change__init
+                     (Sluice__V1__FlagChange         *message);
+size_t sluice__v1__flag_change__get_packed_size
+                     (const Sluice__V1__FlagChange   *message);
+size_t sluice__v1__flag_change__pack
+                     (const Sluice__V1__FlagChange   *message,
+                      uint8_t             *out);
+size_t sluice__v1__flag_change__pack_to_buffer
+                     (const Sluice__V1__FlagChange   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__FlagChange *
+       sluice__v1__flag_change__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__flag_change__free_unpacked
+                     (Sluice__V1__FlagChange *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__FlagsRequest methods */
+void   sluice__v1__flags_request__init
+                     (Sluice__V1__FlagsRequest         *message);
+size_t sluice__v1__flags_request__get_packed_size
+                     (const Sluice__V1__FlagsRequest   *message);
+size_t sluice__v1__flags_request__pack
+                     (const Sluice__V1__FlagsRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__flags_request__pack_to_buffer
+                     (const Sluice__V1__FlagsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__FlagsRequest *
+       sluice__v1__flags_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__flags_request__free_unpacked
+                     (Sluice__V1__FlagsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__FlagsResponse methods */
+void   sluice__v1__flags_response__init
+                     (Sluice__V1__FlagsResponse         *message);
+size_t sluice__v1__flags_response__get_packed_size
+                     (const Sluice__V1__FlagsResponse   *message);
+size_t sluice__v1__flags_response__pack
+                     (const Sluice__V1__FlagsResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__flags_response__pack_to_buffer
+                     (const Sluice__V1__FlagsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__FlagsResponse *
+       sluice__v1__flags_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__flags_response__free_unpacked
+                     (Sluice__V1__FlagsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -938,6 +1636,51 @@ typedef void (*Sluice__V1__SnapshotRequest_Closure)
 typedef void (*Sluice__V1__SnapshotResponse_Closure)
                  (const Sluice__V1__SnapshotResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__ReputationEvent_Closure)
+                 (const Sluice__V1__ReputationEvent *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__RecordEventsRequest_Closure)
+                 (const Sluice__V1__RecordEventsRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__RecordEventsResponse_Closure)
+                 (const Sluice__V1__RecordEventsResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__Reputation_Closure)
+                 (const Sluice__V1__Reputation *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__GetReputationRequest_Closure)
+                 (const Sluice__V1__GetReputationRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__RecordedEvent_Closure)
+                 (const Sluice__V1__RecordedEvent *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__GetReputationResponse_Closure)
+                 (const Sluice__V1__GetReputationResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ListReputationsRequest_Closure)
+                 (const Sluice__V1__ListReputationsRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ListReputationsResponse_Closure)
+                 (const Sluice__V1__ListReputationsResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__SetReputationRequest_Closure)
+                 (const Sluice__V1__SetReputationRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__SetReputationResponse_Closure)
+                 (const Sluice__V1__SetReputationResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__FeatureFlag_Closure)
+                 (const Sluice__V1__FeatureFlag *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__FlagChange_Closure)
+                 (const Sluice__V1__FlagChange *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__FlagsRequest_Closure)
+                 (const Sluice__V1__FlagsRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__FlagsResponse_Closure)
+                 (const Sluice__V1__FlagsResponse *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -966,6 +1709,23 @@ extern const ProtobufCMessageDescriptor sluice__v1__reload_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__reload_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__snapshot_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__snapshot_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__reputation_event__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__record_events_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__record_events_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__reputation__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__get_reputation_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__recorded_event__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__get_reputation_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__list_reputations_request__descriptor;
+extern const ProtobufCEnumDescriptor    sluice__v1__list_reputations_request__order__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__list_reputations_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__set_reputation_request__descriptor;
+extern const ProtobufCEnumDescriptor    sluice__v1__set_reputation_request__action__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__set_reputation_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__feature_flag__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__flag_change__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__flags_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__flags_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
 

@@ -1,0 +1,218 @@
+import NIOConcurrencyHelpers
+import SluiceCore
+import Synchronization
+
+/// Every tracked subject's reputation, in memory: what the hot path reads.
+///
+/// Records are spread over lock stripes by fingerprint. A bit filter in front of them answers
+/// "certainly untracked" for most subjects with one relaxed atomic load and no lock: a subject
+/// without a record is at the neutral start. Each stripe owns its own range of filter words and
+/// sets or rebuilds them under its lock, so a rebuild never loses a bit set concurrently.
+// @unchecked: the filter is a raw allocation of atomics (only ever accessed atomically); the
+// records are behind their stripe locks.
+public final class ReputationBook: @unchecked Sendable {
+    static let stripeBits = 6
+    static let stripeCount = 1 << stripeBits
+    /// Filter words per stripe (64 bits each): 64 × 1,024 × 64 = 4 Mi bits, 512 KiB.
+    static let wordsPerStripe = 1_024
+
+    struct Stripe {
+        var records: [Fingerprint: ReputationRecord] = [:]
+    }
+
+    let stripes: [NIOLockedValueBox<Stripe>]
+    let filter: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
+    let filterWords: Int
+    /// Told of every change (a new record, or nil for a removed one) while the subject's stripe
+    /// is locked, so that changes to one subject reach it in the order they were made.
+    let onChange: (@Sendable (ReputationRecord?, _ tenant: String, _ subject: String) -> Void)?
+
+    /// An empty book.
+    ///
+    /// - Parameter onChange: told of every change made through the book (not of ``load(_:)``),
+    ///   under the subject's stripe lock: it must be quick and must not call the book.
+    public init(onChange: (@Sendable (ReputationRecord?, _ tenant: String, _ subject: String) -> Void)? = nil) {
+        self.onChange = onChange
+        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox(Stripe()) }
+        filterWords = Self.stripeCount * Self.wordsPerStripe
+        filter = .allocate(capacity: filterWords)
+        for index in 0..<filterWords { (filter + index).initialize(to: Synchronization.Atomic(0)) }
+    }
+
+    deinit {
+        filter.deinitialize(count: filterWords)
+        filter.deallocate()
+    }
+
+    @inline(__always)
+    static func stripe(of subject: Fingerprint) -> Int { Int(truncatingIfNeeded: subject.low) & (stripeCount - 1) }
+
+    /// The filter word and bit of `subject`: within its stripe's range of words.
+    @inline(__always)
+    static func filterPosition(of subject: Fingerprint) -> (word: Int, bit: UInt64) {
+        let bits = subject.high
+        let word = stripe(of: subject) * wordsPerStripe + Int(truncatingIfNeeded: (bits >> 6) % UInt64(wordsPerStripe))
+        return (word, 1 << (bits & 63))
+    }
+
+    /// The subject's score at `now`, nil when it has no record (it is neutral).
+    ///
+    /// The hot path's only call: a relaxed load, and a stripe lock only for subjects whose
+    /// filter bit is set.
+    /// - Complexity: O(1).
+    @inline(__always)
+    public func score(of subject: Fingerprint, at now: Int64, model: ReputationModel) -> Double? {
+        let (word, bit) = Self.filterPosition(of: subject)
+        guard filter[word].load(ordering: .relaxed) & bit != 0 else { return nil }
+        return stripes[Self.stripe(of: subject)].withLockedValue { stripe in
+            stripe.records[subject]?.score(at: now, model: model)
+        }
+    }
+
+    /// The subject's record.
+    public func record(of subject: Fingerprint) -> ReputationRecord? {
+        stripes[Self.stripe(of: subject)].withLockedValue { $0.records[subject] }
+    }
+
+    /// Applies `event` (created at neutral if the subject is new) and returns the new record.
+    ///
+    /// An event older than the record's last change is added with its weight decayed by the
+    /// difference, which is exact: a score is neutral plus the sum of its decayed weights.
+    @discardableResult
+    public func apply(_ event: ReputationEvent, model: ReputationModel) -> ReputationRecord {
+        let subject = Fingerprint.of(tenant: event.tenant, key: event.subject)
+        return upsert(subject) { existing in
+            var record = existing ?? ReputationRecord(tenant: event.tenant, subject: event.subject, score: model.neutral,
+                                                      updatedAt: event.at)
+            record.events &+= 1
+            guard !record.pinned else { return record }
+            if event.at >= record.updatedAt {
+                record.score = model.applying(event.weight, to: record.score, at: record.updatedAt, now: event.at)
+                record.updatedAt = event.at
+            } else {
+                let late = model.decayed(model.neutral + event.weight, from: event.at, to: record.updatedAt) - model.neutral
+                record.score = ReputationModel.clamp(record.score + late)
+            }
+            return record
+        }
+    }
+
+    func upsert(_ subject: Fingerprint, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
+        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
+            let next = change(stripe.records[subject])
+            stripe.records[subject] = next
+            let (word, bit) = Self.filterPosition(of: subject)
+            filter[word].bitwiseOr(bit, ordering: .relaxed)
+            onChange?(next, next.tenant, next.subject)
+            return next
+        }
+    }
+
+    /// Replaces the subject's record with whatever `change` returns (nil removes it).
+    @discardableResult
+    public func update(_ subject: Fingerprint, _ change: (ReputationRecord?) -> ReputationRecord?) -> ReputationRecord? {
+        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
+            let previous = stripe.records[subject]
+            let next = change(previous)
+            stripe.records[subject] = next
+            if let next {
+                let (word, bit) = Self.filterPosition(of: subject)
+                filter[word].bitwiseOr(bit, ordering: .relaxed)
+                onChange?(next, next.tenant, next.subject)
+            } else if let previous {
+                onChange?(nil, previous.tenant, previous.subject)
+            }
+            return next
+        }
+    }
+
+    /// Puts `records` in the book (at start, from the store), except subjects it already has
+    /// (changed since, so newer). Tells no one: they are stored already.
+    public func load(_ records: some Sequence<ReputationRecord>) {
+        for record in records {
+            let subject = record.fingerprint
+            stripes[Self.stripe(of: subject)].withLockedValue { stripe in
+                guard stripe.records[subject] == nil else { return }
+                stripe.records[subject] = record
+                let (word, bit) = Self.filterPosition(of: subject)
+                filter[word].bitwiseOr(bit, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Removes every unpinned record whose score at `now` is back within ``ReputationModel/neutralBand``
+    /// of neutral, then the records nearest neutral while more than `maxSubjects` remain; rebuilds
+    /// the filter. Returns what it removed.
+    ///
+    /// - Complexity: O(records), one stripe locked at a time.
+    public func compact(now: Int64, model: ReputationModel, maxSubjects: Int = .max) -> [ReputationRecord] {
+        var removed: [ReputationRecord] = []
+        for index in 0..<Self.stripeCount {
+            stripes[index].withLockedValue { stripe in
+                for (subject, record) in stripe.records where !record.pinned
+                    && abs(record.score(at: now, model: model) - model.neutral) < ReputationModel.neutralBand {
+                    stripe.records[subject] = nil
+                    onChange?(nil, record.tenant, record.subject)
+                    removed.append(record)
+                }
+            }
+        }
+        let remaining = count
+        if remaining > maxSubjects {
+            // Forget the mildest records first: they matter least to any decision.
+            var candidates: [(distance: Double, subject: Fingerprint)] = []
+            for index in 0..<Self.stripeCount {
+                stripes[index].withLockedValue { stripe in
+                    for (subject, record) in stripe.records where !record.pinned {
+                        candidates.append((abs(record.score(at: now, model: model) - model.neutral), subject))
+                    }
+                }
+            }
+            candidates.sort { $0.distance < $1.distance }
+            for candidate in candidates.prefix(remaining - maxSubjects) {
+                if let record = record(of: candidate.subject) {
+                    update(candidate.subject) { _ in nil }
+                    removed.append(record)
+                }
+            }
+        }
+        rebuildFilter()
+        return removed
+    }
+
+    /// Clears filter bits of subjects no longer tracked, one stripe at a time.
+    func rebuildFilter() {
+        var words = [UInt64](repeating: 0, count: Self.wordsPerStripe)
+        for index in 0..<Self.stripeCount {
+            stripes[index].withLockedValue { stripe in
+                for position in 0..<words.count { words[position] = 0 }
+                for subject in stripe.records.keys {
+                    let (word, bit) = Self.filterPosition(of: subject)
+                    words[word - index * Self.wordsPerStripe] |= bit
+                }
+                let base = index * Self.wordsPerStripe
+                for position in 0..<words.count { filter[base + position].store(words[position], ordering: .relaxed) }
+            }
+        }
+    }
+
+    /// Every record, optionally only `tenant`'s.
+    ///
+    /// - Complexity: O(records).
+    public func records(tenant: String? = nil) -> [ReputationRecord] {
+        var out: [ReputationRecord] = []
+        for stripe in stripes {
+            stripe.withLockedValue { stripe in
+                if let tenant {
+                    out.append(contentsOf: stripe.records.values.lazy.filter { $0.tenant == tenant })
+                } else {
+                    out.append(contentsOf: stripe.records.values)
+                }
+            }
+        }
+        return out
+    }
+
+    /// How many subjects have a record.
+    public var count: Int { stripes.reduce(0) { $0 + $1.withLockedValue { $0.records.count } } }
+}

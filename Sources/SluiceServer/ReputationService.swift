@@ -1,0 +1,214 @@
+@preconcurrency import Dispatch
+import Logging
+import NIOConcurrencyHelpers
+import SluiceCore
+import SluiceIntelligence
+import SluiceStore
+import Synchronization
+
+/// Reputation as the hot path sees it in one configuration generation: nil in
+/// ``LiveConfiguration`` when the feature is off.
+struct ReputationGate: Sendable {
+    let model: ReputationModel
+    let flag: CompiledFlag
+    let recordDenials: Bool
+    let denialWeight: Double
+    /// The multiplier at the neutral start (most subjects have no record).
+    let neutralMultiplier: Double
+
+    init?(_ configuration: Configuration) {
+        guard let flag = configuration.features[ReputationService.feature], flag.enabled else { return nil }
+        model = configuration.reputation.model
+        self.flag = CompiledFlag(flag)
+        recordDenials = configuration.reputation.recordDenials
+        denialWeight = model.weight(of: EventKind.rateLimited) ?? 0
+        neutralMultiplier = model.curve.multiplier(at: model.neutral)
+    }
+
+    /// Shadow mode: computed and reported, not enforced.
+    var shadow: Bool { flag.flag.shadow }
+}
+
+/// Keeps every subject's reputation: the in-memory book the hot path reads, the background
+/// queues that apply events and sweep, and the SQLite store behind them (write-behind with group
+/// commit). A store that cannot be opened (corrupt, locked, unwritable) is logged and retried;
+/// meanwhile the book works from memory and checks are answered as usual.
+public final class ReputationService: Sendable {
+    /// The feature's flag name.
+    public static let feature = "reputation"
+    /// What the hot path reads.
+    public let book: ReputationBook
+    let writer: WriteBehind
+    /// Denied checks on their way to the background (`rate_limited` events).
+    let denials: EventTap<ReputationEvent>
+    let pump: EventPump<ReputationEvent>
+    let state: LiveState
+    let settings: Configuration.StoreSettings
+    let logger: Logger
+    let time: TimeSource
+    let status = NIOLockedValueBox(Status())
+    let sweepTimer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
+    let counts: NIOLockedValueBox<Counts>
+    /// Checks a shadow-mode feature would have denied.
+    let wouldDeny = Synchronization.Atomic<UInt64>(0)
+
+    struct Status {
+        var store: SQLiteReputationStore?
+        var error: String?
+        var retrying = false
+    }
+
+    struct Counts {
+        var eventsByKind: [String: UInt64] = [:]
+        var expired: UInt64 = 0
+        var forgotten: UInt64 = 0
+        var sweeps: UInt64 = 0
+    }
+
+    /// A service for the configuration `state` holds; nothing runs until ``start()``.
+    init(state: LiveState, time: TimeSource, logger: Logger) {
+        let settings = state.current.configuration.store
+        self.state = state
+        self.settings = settings
+        self.time = time
+        self.logger = logger
+        let writer = WriteBehind(store: nil, queue: DispatchQueue(label: "sluice.store", qos: .utility),
+                                 interval: .nanoseconds(Int(settings.commitInterval)), maxPendingEvents: settings.maxPendingEvents,
+                                 onFailure: { [logger] error in
+                                     logger.error("reputation store: commit failed; changes kept in memory and retried",
+                                                  metadata: ["error.message": "\(error.message)"])
+                                 })
+        self.writer = writer
+        // Only a store holds rows: without one, changes are not even queued.
+        let persist = settings.path != nil
+        let onChange: @Sendable (ReputationRecord?, String, String) -> Void = { record, tenant, subject in
+            let change: StoreBatch.Change
+            if let record {
+                change = .upsert(record)
+            } else {
+                change = .delete(tenant: tenant, subject: subject)
+            }
+            writer.enqueue(change, for: Fingerprint.of(tenant: tenant, key: subject))
+        }
+        book = ReputationBook(onChange: persist ? onChange : nil)
+        denials = EventTap(capacity: 65_536)
+        let book = book
+        let counts = NIOLockedValueBox(Counts())
+        self.counts = counts
+        pump = EventPump(tap: denials, queue: DispatchQueue(label: "sluice.reputation", qos: .utility),
+                         interval: .milliseconds(10)) { [state, writer] events in
+            let model = state.current.configuration.reputation.model
+            for event in events { book.apply(event, model: model) }
+            counts.withLockedValue { $0.eventsByKind[EventKind.rateLimited, default: 0] &+= UInt64(events.count) }
+            if persist { writer.enqueue(events: events) }
+        }
+    }
+
+    /// Opens the store and loads every stored score (before any listener binds), then starts the
+    /// write-behind, the denial pump and the sweep.
+    func start() {
+        if settings.path != nil, !writer.onQueue({ openStore() }) { scheduleRetry() }
+        writer.start()
+        pump.start()
+        startSweep()
+    }
+
+    /// Stops the background work and commits what is pending.
+    func stop() {
+        let timer = sweepTimer.withLockedValue { timer -> (any DispatchSourceTimer)? in
+            defer { timer = nil }
+            return timer
+        }
+        timer?.cancel()
+        pump.stop()
+        if settings.path != nil { writer.stop() }
+    }
+
+    /// Whether the store is open (always true without one configured).
+    var storeIsUp: Bool { settings.path == nil || status.withLockedValue { $0.store != nil } }
+
+    /// Why the store is not open, if it is not.
+    var storeError: String? { status.withLockedValue { $0.error } }
+
+    /// Opens the store; on the writer's queue. False (logged) when it cannot.
+    func openStore() -> Bool {
+        guard let path = settings.path else { return true }
+        do {
+            let store = try SQLiteReputationStore(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
+            let records = try store.loadRecords()
+            book.load(records)
+            writer.attach(store)
+            status.withLockedValue {
+                $0.store = store
+                $0.error = nil
+            }
+            logger.info("reputation store open", metadata: ["store.path": "\(path)", "reputation.subjects": "\(records.count)"])
+            return true
+        } catch {
+            let first = status.withLockedValue { status -> Bool in
+                defer { status.error = error.message }
+                return status.error != error.message
+            }
+            if first {
+                logger.error("reputation store unavailable: scores are kept in memory only and durable events are refused until it opens; retrying every 10s",
+                             metadata: ["store.path": "\(path)", "error.message": "\(error.message)"])
+            }
+            return false
+        }
+    }
+
+    func scheduleRetry() {
+        writer.queue.asyncAfter(deadline: .now() + .seconds(10)) { [weak self] in
+            guard let self, self.sweepTimer.withLockedValue({ $0 != nil }) else { return }
+            if !self.openStore() { self.scheduleRetry() }
+        }
+    }
+
+    func startSweep() {
+        let interval = Int(state.current.configuration.reputation.sweepInterval)
+        sweepTimer.withLockedValue { timer in
+            guard timer == nil else { return }
+            let source = DispatchSource.makeTimerSource(queue: writer.queue)
+            source.schedule(deadline: .now() + .nanoseconds(interval), repeating: .nanoseconds(interval), leeway: .milliseconds(50))
+            source.setEventHandler { [weak self] in self?.sweep(now: self?.time.now() ?? 0) }
+            source.resume()
+            timer = source
+        }
+    }
+
+    /// Forgets subjects back at neutral (and the mildest beyond max_subjects), and expires events
+    /// past retention. Runs on the writer's queue every sweep interval.
+    @discardableResult
+    func sweep(now: Int64) -> (forgotten: Int, expired: Int) {
+        let configuration = state.current.configuration
+        let forgotten = book.compact(now: now, model: configuration.reputation.model,
+                                     maxSubjects: configuration.reputation.maxSubjects).count
+        var expired = 0
+        if let store = status.withLockedValue({ $0.store }) {
+            do {
+                expired = try store.expireEvents(before: now - settings.retention, keepAtMost: settings.maxEvents)
+            } catch {
+                logger.warning("reputation store: events not expired", metadata: ["error.message": "\(error.message)"])
+            }
+        }
+        counts.withLockedValue {
+            $0.forgotten &+= UInt64(forgotten)
+            $0.expired &+= UInt64(expired)
+            $0.sweeps &+= 1
+        }
+        return (forgotten, expired)
+    }
+
+    /// Offers a `rate_limited` event for a denied check (never blocks; dropped when the queue is full).
+    func recordDenial(tenant: UnsafeRawBufferPointer, subject: UnsafeRawBufferPointer, now: Int64, weight: Double) {
+        denials.offer(ReputationEvent(tenant: String(decoding: tenant, as: UTF8.self), subject: String(decoding: subject, as: UTF8.self),
+                                      kind: EventKind.rateLimited, weight: weight, at: now))
+    }
+
+    /// Counts events by kind, for `sluice_reputation_events_total`.
+    func count(_ events: [ReputationEvent]) {
+        counts.withLockedValue { counts in
+            for event in events { counts.eventsByKind[event.kind, default: 0] &+= 1 }
+        }
+    }
+}

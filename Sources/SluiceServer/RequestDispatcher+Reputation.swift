@@ -1,0 +1,219 @@
+import NIOCore
+import SluiceCore
+import SluiceIntelligence
+import SluiceProto
+import SluiceWire
+
+/// What reputation did to one check, for its verdict.
+struct ReputationNote {
+    /// The score reported; NaN when the subject is outside the rollout.
+    var score = Double.nan
+    /// The multiplier applied (enforced mode); 0 when none.
+    var multiplier: Double = 0
+    /// Enforced block: the retry-after in ns; -1 when not blocked.
+    var blockedFor: Int64 = -1
+    /// Shadow mode: the reason the check would have been denied; nil when it would not.
+    var wouldDeny: DecisionReason?
+
+    @inline(__always)
+    func annotate(_ fields: inout CheckFrameCodec.VerdictFields) {
+        fields.reputation = score
+        fields.multiplier = multiplier
+        if let wouldDeny {
+            fields.wouldDeny = true
+            fields.wouldDenyReason = UInt64(wouldDeny.rawValue)
+        }
+    }
+}
+
+extension RequestDispatcher {
+    /// Looks up each check's subject and applies (or, in shadow, evaluates) its reputation.
+    ///
+    /// The cost for a subject without a record is a hash (none when the subject is the key) and
+    /// one relaxed load; the book is read under a stripe lock only for tracked subjects.
+    @inline(__always)
+    func annotate(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
+                  notes: UnsafeMutableBufferPointer<ReputationNote>, gate: ReputationGate, book: ReputationBook) {
+        for index in 0..<items.count {
+            var note = ReputationNote()
+            let view = views[index]
+            let subject = view.subject.count == 0 ? items[index].key : Fingerprint.of(tenant: view.tenant, key: view.subject)
+            if gate.flag.includes(subject) {
+                let now = items[index].now
+                if let score = book.score(of: subject, at: now, model: gate.model) {
+                    note.score = score
+                    let multiplier = gate.model.curve.multiplier(at: score)
+                    let blockedFor = gate.model.timeUntilUnblocked(score)
+                    if gate.shadow {
+                        if blockedFor != nil {
+                            note.wouldDeny = .reputation
+                        } else if multiplier < 1, !items[index].skip {
+                            let item = items[index]
+                            let decision: Decision = switch item.limits {
+                            case .single(let limit):
+                                withUnsafePointer(to: limit) {
+                                    table.evaluate(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits,
+                                                   now: now, multiplier: item.multiplier * multiplier)
+                                }
+                            case .rule(let limits):
+                                limits.withUnsafeBufferPointer {
+                                    table.evaluate(key: item.key, limits: $0, hits: item.hits, now: now, multiplier: item.multiplier * multiplier)
+                                }
+                            }
+                            if !decision.allowed { note.wouldDeny = decision.reason }
+                        }
+                    } else {
+                        items[index].multiplier *= multiplier
+                        note.multiplier = items[index].multiplier
+                        if let blockedFor, !items[index].skip {
+                            items[index].skip = true
+                            note.blockedFor = blockedFor
+                        }
+                    }
+                } else {
+                    note.score = gate.model.neutral
+                    if !gate.shadow {
+                        items[index].multiplier *= gate.neutralMultiplier
+                        note.multiplier = items[index].multiplier
+                    }
+                }
+            }
+            (notes.baseAddress! + index).initialize(to: note)
+        }
+    }
+
+    /// After the table decided: records `rate_limited` for checks a limit denied, and counts
+    /// what shadow mode would have denied.
+    @inline(__always)
+    func settle(notes: UnsafeMutableBufferPointer<ReputationNote>, views: UnsafeBufferPointer<CheckView>,
+                items: UnsafeBufferPointer<BatchCheck>, decisions: UnsafeBufferPointer<Decision>, gate: ReputationGate,
+                reputation: ReputationService) {
+        var wouldDeny: UInt64 = 0
+        for index in 0..<notes.count {
+            let decision = decisions[index]
+            if gate.shadow, decision.allowed, notes[index].wouldDeny != nil { wouldDeny &+= 1 }
+            if gate.recordDenials, decision.reason == .overLimit || decision.reason == .exceedsCapacity, items[index].hits > 0 {
+                let view = views[index]
+                reputation.recordDenial(tenant: view.tenant, subject: view.subject.count > 0 ? view.subject : view.key,
+                                        now: items[index].now, weight: gate.denialWeight)
+            }
+        }
+        if wouldDeny > 0 { reputation.wouldDeny.add(wouldDeny, ordering: .relaxed) }
+    }
+
+    /// The reputation service, or the error to answer with when the daemon keeps none.
+    func reputationService(id: UInt64) -> Result<ReputationService, WireError> {
+        guard let reputation else {
+            return .failure(WireError(.unavailable, "this daemon keeps no reputation"))
+        }
+        return .success(reputation)
+    }
+
+    /// Answers a reputation request, or nil for any other: fire-and-forget events at once,
+    /// the rest (durable events, reads of the store, operator overrides) once done, off the event loop.
+    func reputationAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
+        -> EventLoopFuture<WireResponse>? {
+        let configuration = state.current.configuration
+        let id = request.id
+        func answer(_ response: WireResponse) -> EventLoopFuture<WireResponse> {
+            var response = response
+            response.id = id
+            if case .error(let error) = response.body { counters.recordError(error.code) }
+            return eventLoop.makeSucceededFuture(response)
+        }
+        switch request.body {
+        case .recordEvents(let events) where events.durable:
+            counters.requests.add(1, ordering: .relaxed)
+            let service: ReputationService
+            switch reputationService(id: id) {
+            case .success(let found): service = found
+            case .failure(let error): return answer(.error(id: id, error.code, error.message))
+            }
+            let promise = eventLoop.makePromise(of: WireResponse.self)
+            let counters = counters
+            let result = service.record(events, configuration: configuration, now: time.now()) { outcome in
+                var response = WireResponse()
+                response.id = id
+                switch outcome {
+                case .success:
+                    response.recordEvents = Sluice_V1_RecordEventsResponse.with {
+                        $0.recorded = UInt32(events.events.count)
+                        $0.committed = true
+                    }
+                case .failure(let error):
+                    counters.recordError(.unavailable)
+                    response = .error(id: id, .unavailable,
+                                      "the events were applied but not committed (they will be when the store recovers; a retry may count them twice): \(error.message)")
+                }
+                promise.succeed(response)
+            }
+            if case .failure(let error) = result {
+                counters.recordError(error.code)
+                promise.succeed(.error(id: id, error.code, error.message, checkIndex: error.checkIndex))
+            }
+            return promise.futureResult
+        case .getReputation(let get):
+            return background(request, eventLoop: eventLoop) { service, now in service.get(get, configuration: configuration, now: now) }
+        case .listReputations(let list):
+            return background(request, eventLoop: eventLoop) { service, now in service.list(list, configuration: configuration, now: now) }
+        case .setReputation(let set):
+            counters.requests.add(1, ordering: .relaxed)
+            if let refusal = operatorRefusal(id: id, on: connection) { return answer(refusal) }
+            let service: ReputationService
+            switch reputationService(id: id) {
+            case .success(let found): service = found
+            case .failure(let error): return answer(.error(id: id, error.code, error.message))
+            }
+            let promise = eventLoop.makePromise(of: WireResponse.self)
+            let counters = counters
+            service.set(set, configuration: configuration, now: time.now()) { response in
+                var response = response
+                response.id = id
+                if case .error(let error) = response.body { counters.recordError(error.code) }
+                promise.succeed(response)
+            }
+            return promise.futureResult
+        default:
+            return nil
+        }
+    }
+
+    /// Fire-and-forget events: applied and queued for the next commit, answered at once.
+    func recordNow(_ events: Sluice_V1_RecordEventsRequest, id: UInt64) -> WireResponse {
+        let service: ReputationService
+        switch reputationService(id: id) {
+        case .success(let found): service = found
+        case .failure(let error): return .error(id: id, error.code, error.message)
+        }
+        switch service.record(events, configuration: state.current.configuration, now: time.now(), completion: nil) {
+        case .success(let recorded):
+            var response = WireResponse()
+            response.recordEvents.recorded = UInt32(recorded)
+            return response
+        case .failure(let error):
+            return .error(id: id, error.code, error.message, checkIndex: error.checkIndex)
+        }
+    }
+
+    /// Runs `work` on the store's queue and answers with what it returns.
+    func background(_ request: WireRequest, eventLoop: any EventLoop,
+                    _ work: @escaping @Sendable (ReputationService, Int64) -> WireResponse) -> EventLoopFuture<WireResponse> {
+        counters.requests.add(1, ordering: .relaxed)
+        let id = request.id
+        switch reputationService(id: id) {
+        case .failure(let error):
+            counters.recordError(error.code)
+            return eventLoop.makeSucceededFuture(.error(id: id, error.code, error.message))
+        case .success(let service):
+            let promise = eventLoop.makePromise(of: WireResponse.self)
+            let counters = counters, time = time
+            service.writer.queue.async {
+                var response = work(service, time.now())
+                response.id = id
+                if case .error(let error) = response.body { counters.recordError(error.code) }
+                promise.succeed(response)
+            }
+            return promise.futureResult
+        }
+    }
+}

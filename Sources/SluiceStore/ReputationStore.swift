@@ -1,0 +1,48 @@
+import SluiceCore
+import SluiceIntelligence
+
+/// Changes to write in one transaction.
+public struct StoreBatch: Sendable {
+    /// Events to append.
+    public var events: [ReputationEvent] = []
+    /// Records to insert or replace, and subjects to delete (nil), by subject.
+    public var records: [Fingerprint: Change] = [:]
+
+    /// What becomes of one subject's row.
+    public enum Change: Sendable, Equatable {
+        /// Insert or replace the row.
+        case upsert(ReputationRecord)
+        /// Delete the row of (tenant, subject).
+        case delete(tenant: String, subject: String)
+    }
+
+    /// An empty batch.
+    public init() {}
+
+    /// Whether there is nothing to write.
+    public var isEmpty: Bool { events.isEmpty && records.isEmpty }
+
+    /// Adds `other`'s changes after this batch's (its records win).
+    public mutating func append(_ other: StoreBatch) {
+        events.append(contentsOf: other.events)
+        records.merge(other.records) { _, new in new }
+    }
+}
+
+/// Where reputation is persisted.
+///
+/// Every method runs on the caller's (background) queue and may block on disk; the hot path never
+/// calls it.
+public protocol ReputationStore: Sendable {
+    /// Every stored record.
+    func loadRecords() throws(StoreError) -> [ReputationRecord]
+    /// Writes `batch` in one transaction; when this returns, it is on disk.
+    func commit(_ batch: StoreBatch) throws(StoreError)
+    /// Up to `limit` of the subject's events, newest first.
+    func recentEvents(tenant: String, subject: String, limit: Int) throws(StoreError) -> [ReputationEvent]
+    /// Deletes events older than `before` (ns since the epoch) and all but the newest `keepAtMost`;
+    /// returns how many it deleted.
+    func expireEvents(before: Int64, keepAtMost: Int) throws(StoreError) -> Int
+    /// How many events are stored.
+    func eventCount() throws(StoreError) -> Int
+}

@@ -1,0 +1,211 @@
+@preconcurrency import Dispatch
+import NIOConcurrencyHelpers
+import SluiceCore
+import SluiceIntelligence
+
+/// Write-behind with group commit: changes are queued in memory and written together, one
+/// transaction per interval, on a background Dispatch queue. Nothing on the hot path waits for it.
+///
+/// A durable change comes with a completion, called after the transaction that holds it has
+/// committed (or with the error when it could not). When a commit fails, its changes are kept and
+/// retried at the next interval, up to `maxPendingEvents`; beyond that the oldest events are
+/// dropped and counted (records, one row per subject, are always kept).
+public final class WriteBehind: Sendable {
+    /// The outcome a durable change waits for.
+    public typealias Completion = @Sendable (Result<Void, StoreError>) -> Void
+
+    struct Pending {
+        var batch = StoreBatch()
+        var waiters: [Completion] = []
+        var dropped: UInt64 = 0
+    }
+
+    /// What the writer has done, for metrics.
+    public struct Statistics: Sendable, Equatable {
+        /// Transactions committed, and those that failed.
+        public var commits: UInt64 = 0
+        public var failures: UInt64 = 0
+        /// Events written in all, and dropped because too many were pending.
+        public var eventsWritten: UInt64 = 0
+        public var eventsDropped: UInt64 = 0
+        /// Events and records waiting for the next commit.
+        public var pendingEvents: Int = 0
+        public var pendingRecords: Int = 0
+        /// Nanoseconds the last commit took.
+        public var lastCommitDuration: Int64 = 0
+        /// The last failure's message, nil after a success.
+        public var lastError: String?
+    }
+
+    let pending = NIOLockedValueBox(Pending())
+    let statistics = NIOLockedValueBox(Statistics())
+    let store: NIOLockedValueBox<(any ReputationStore)?>
+    /// The writer's serial queue: commits, and whatever else must not run concurrently with them.
+    public let queue: DispatchQueue
+    let interval: DispatchTimeInterval
+    /// The most events kept waiting (for a store that is down).
+    public let maxPendingEvents: Int
+    let timer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
+    let onFailure: @Sendable (StoreError) -> Void
+
+    /// A writer to `store` (nil: none yet, see ``attach(_:)``).
+    ///
+    /// - Parameters:
+    ///   - interval: the group-commit interval.
+    ///   - onFailure: told of each failed commit (on the writer's queue).
+    public init(store: (any ReputationStore)?, queue: DispatchQueue = DispatchQueue(label: "sluice.store", qos: .utility),
+                interval: DispatchTimeInterval = .milliseconds(100), maxPendingEvents: Int = 1_000_000,
+                onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) {
+        self.store = NIOLockedValueBox(store)
+        self.queue = queue
+        self.interval = interval
+        self.maxPendingEvents = max(1, maxPendingEvents)
+        self.onFailure = onFailure
+    }
+
+    /// Gives the writer its store (one that could not be opened at start and now can).
+    public func attach(_ store: any ReputationStore) {
+        self.store.withLockedValue { $0 = store }
+    }
+
+    /// Whether a store is attached.
+    public var hasStore: Bool { store.withLockedValue { $0 != nil } }
+
+    /// Queues `batch`; `completion`, when given, is called once it is committed.
+    ///
+    /// - Complexity: O(batch), a short lock; never touches disk.
+    public func enqueue(_ batch: StoreBatch, completion: Completion? = nil) {
+        pending.withLockedValue { pending in
+            pending.batch.append(batch)
+            if let completion { pending.waiters.append(completion) }
+            Self.bound(&pending, maxEvents: maxPendingEvents)
+        }
+    }
+
+    /// Queues one subject's row change (the latest change of a subject wins).
+    ///
+    /// - Complexity: O(1), a short lock.
+    public func enqueue(_ change: StoreBatch.Change, for subject: Fingerprint) {
+        pending.withLockedValue { $0.batch.records[subject] = change }
+    }
+
+    /// Queues events; `completion`, when given, is called once they are committed.
+    public func enqueue(events: [ReputationEvent], completion: Completion? = nil) {
+        pending.withLockedValue { pending in
+            pending.batch.events.append(contentsOf: events)
+            if let completion { pending.waiters.append(completion) }
+            Self.bound(&pending, maxEvents: maxPendingEvents)
+        }
+    }
+
+    /// Adds `completion` to be called after the next commit (of whatever is pending).
+    public func afterNextCommit(_ completion: @escaping Completion) {
+        pending.withLockedValue { $0.waiters.append(completion) }
+    }
+
+    static func bound(_ pending: inout Pending, maxEvents: Int) {
+        let excess = pending.batch.events.count - maxEvents
+        if excess > 0 {
+            pending.batch.events.removeFirst(excess)
+            pending.dropped &+= UInt64(excess)
+        }
+    }
+
+    /// Starts committing every interval. Calling it twice changes nothing.
+    public func start() {
+        timer.withLockedValue { timer in
+            guard timer == nil else { return }
+            let source = DispatchSource.makeTimerSource(queue: queue)
+            source.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(5))
+            source.setEventHandler { [weak self] in self?.commitOnQueue() }
+            source.resume()
+            timer = source
+        }
+    }
+
+    /// Stops the timer and commits what is pending (shutdown).
+    public func stop() {
+        let source = timer.withLockedValue { timer -> (any DispatchSourceTimer)? in
+            defer { timer = nil }
+            return timer
+        }
+        source?.cancel()
+        flush()
+    }
+
+    /// Commits what is pending now and returns when done; the error when it failed.
+    @discardableResult
+    public func flush() -> StoreError? {
+        queue.sync { commitOnQueue() }
+    }
+
+    /// Runs `work` on the writer's queue, after any commit in progress.
+    public func onQueue<T>(_ work: () throws -> T) rethrows -> T {
+        try queue.sync(execute: work)
+    }
+
+    /// Runs `work` on the writer's queue, later.
+    public func async(_ work: @escaping @Sendable () -> Void) {
+        queue.async(execute: work)
+    }
+
+    /// The writer's statistics now.
+    public var current: Statistics {
+        let (events, records, dropped) = pending.withLockedValue { ($0.batch.events.count, $0.batch.records.count, $0.dropped) }
+        var statistics = statistics.withLockedValue { $0 }
+        statistics.pendingEvents = events
+        statistics.pendingRecords = records
+        statistics.eventsDropped = dropped
+        return statistics
+    }
+
+    /// Commits what is pending now; call it only on ``queue`` (``flush()`` does that for you).
+    @discardableResult
+    public func commitOnQueue() -> StoreError? {
+        let (batch, waiters) = pending.withLockedValue { pending -> (StoreBatch, [Completion]) in
+            defer {
+                pending.batch = StoreBatch()
+                pending.waiters = []
+            }
+            return (pending.batch, pending.waiters)
+        }
+        if batch.isEmpty {
+            for waiter in waiters { waiter(.success(())) }
+            return nil
+        }
+        guard let store = store.withLockedValue({ $0 }) else {
+            return fail(batch, waiters, StoreError("the reputation store is not open"))
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        do {
+            try store.commit(batch)
+        } catch {
+            return fail(batch, waiters, error)
+        }
+        let took = Int64(DispatchTime.now().uptimeNanoseconds &- started)
+        statistics.withLockedValue {
+            $0.commits &+= 1
+            $0.eventsWritten &+= UInt64(batch.events.count)
+            $0.lastCommitDuration = took
+            $0.lastError = nil
+        }
+        for waiter in waiters { waiter(.success(())) }
+        return nil
+    }
+
+    func fail(_ batch: StoreBatch, _ waiters: [Completion], _ error: StoreError) -> StoreError {
+        pending.withLockedValue { pending in
+            var retried = batch
+            retried.append(pending.batch)
+            pending.batch = retried
+            Self.bound(&pending, maxEvents: maxPendingEvents)
+        }
+        statistics.withLockedValue {
+            $0.failures &+= 1
+            $0.lastError = error.message
+        }
+        onFailure(error)
+        for waiter in waiters { waiter(.failure(error)) }
+        return error
+    }
+}
