@@ -110,13 +110,14 @@ public final class LimiterTable: @unchecked Sendable {
         withShard(for: key) { $0.check(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier) }
     }
 
-    /// What ``check(key:limits:hits:now:multiplier:)`` would decide now, without consuming,
-    /// creating state or counting a check: for shadow mode's "would this be denied?".
+    /// Whether ``check(key:limits:hits:now:multiplier:)`` would allow `hits` now if every limit's
+    /// capacity were `factor` times smaller, without consuming, creating state or counting a
+    /// check: shadow mode's "would this be denied?".
     ///
     /// - Complexity: O(`limits.count`) expected.
     public func evaluate(key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64,
-                         multiplier: Double) -> Decision {
-        withShard(for: key) { $0.evaluate(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier) }
+                         multiplier: Double, factor: Double) -> Decision {
+        withShard(for: key) { $0.evaluate(key: key, limits: limits, hits: hits, now: now, multiplier: multiplier, factor: factor) }
     }
 
     /// Starts loading, without locking, the memory a later check of `limit` for `key` will touch.

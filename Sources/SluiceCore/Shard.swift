@@ -477,15 +477,25 @@ final class Shard: @unchecked Sendable {
         return decision
     }
 
-    /// The decision `check` would make, with nothing consumed or counted.
+    /// Whether `check` would allow `hits` if each limit's capacity were `factor` (< 1) times what it
+    /// is, given the state the enforced limits built; nothing is consumed or counted.
+    ///
+    /// Each limit's state is kept in its own units (time for GCRA, counts for windows), built by
+    /// the enforced limit: scaling the limit would reread that state in other units. Instead the
+    /// capacity taken away is charged as extra hits against the enforced limit: "used + hits ≤
+    /// factor × capacity" is "used + hits + (1 - factor) × capacity ≤ capacity".
     func evaluate(
-        key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double
+        key: Fingerprint, limits: UnsafeBufferPointer<BoundLimit>, hits: UInt64, now: Int64, multiplier: Double, factor: Double
     ) -> Decision {
         var result: Decision? = nil
         for (index, limit) in limits.enumerated() {
-            var decision = decide(key.combined(with: limit.identity), spec: limit.spec.scaled(by: multiplier),
-                                  hits: hits, now: now, commit: false, keyBits: key.shardBits)
+            let spec = limit.spec.scaled(by: multiplier)
+            let capacity = spec.algorithm == .gcra || spec.algorithm == .tokenBucket ? spec.burst : spec.limit
+            let kept = factor < 1 ? max(1, UInt64((Double(capacity) * factor).rounded(.down))) : capacity
+            var decision = decide(key.combined(with: limit.identity), spec: spec, hits: hits &+ (capacity - kept),
+                                  now: now, commit: false, keyBits: key.shardBits)
             decision.limitIndex = UInt32(index)
+            if !decision.allowed { decision.reason = hits > kept ? .exceedsCapacity : .overLimit }
             result = Self.tighter(result, decision)
         }
         return result ?? Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0, retryAfter: 0,

@@ -14,6 +14,9 @@ struct ReputationNote {
     var blockedFor: Int64 = -1
     /// Shadow mode: the reason the check would have been denied; nil when it would not.
     var wouldDeny: DecisionReason?
+    /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
+    /// when not.
+    var peekFactor: Double = 0
 
     @inline(__always)
     func annotate(_ fields: inout CheckFrameCodec.VerdictFields) {
@@ -27,13 +30,15 @@ struct ReputationNote {
 }
 
 extension RequestDispatcher {
-    /// Looks up each check's subject and applies (or, in shadow, evaluates) its reputation.
+    /// Looks up each check's subject and applies (or, in shadow, prepares to evaluate) its
+    /// reputation. Returns whether a shadow check must be evaluated before it is decided.
     ///
     /// The cost for a subject without a record is a hash (none when the subject is the key) and
     /// one relaxed load; the book is read under a stripe lock only for tracked subjects.
     @inline(__always)
     func annotate(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
-                  notes: UnsafeMutableBufferPointer<ReputationNote>, gate: ReputationGate, book: ReputationBook) {
+                  notes: UnsafeMutableBufferPointer<ReputationNote>, gate: ReputationGate, book: ReputationBook) -> Bool {
+        var peeks = false
         for index in 0..<items.count {
             var note = ReputationNote()
             let view = views[index]
@@ -48,19 +53,8 @@ extension RequestDispatcher {
                         if blockedFor != nil {
                             note.wouldDeny = .reputation
                         } else if multiplier < 1, !items[index].skip {
-                            let item = items[index]
-                            let decision: Decision = switch item.limits {
-                            case .single(let limit):
-                                withUnsafePointer(to: limit) {
-                                    table.evaluate(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits,
-                                                   now: now, multiplier: item.multiplier * multiplier)
-                                }
-                            case .rule(let limits):
-                                limits.withUnsafeBufferPointer {
-                                    table.evaluate(key: item.key, limits: $0, hits: item.hits, now: now, multiplier: item.multiplier * multiplier)
-                                }
-                            }
-                            if !decision.allowed { note.wouldDeny = decision.reason }
+                            // Evaluated just before this check is decided (see decideInOrder).
+                            note.peekFactor = multiplier
                         }
                     } else {
                         items[index].multiplier *= multiplier
@@ -78,7 +72,48 @@ extension RequestDispatcher {
                     }
                 }
             }
+            if note.peekFactor != 0 { peeks = true }
             (notes.baseAddress! + index).initialize(to: note)
+        }
+        return peeks
+    }
+
+    /// Decides the checks one at a time, in order, evaluating each shadow check just before it
+    /// is decided: what it would have met is the state the checks before it left, even within
+    /// one batch. Used only for batches with a shadow check to evaluate.
+    func decideInOrder(items: UnsafeMutableBufferPointer<BatchCheck>, notes: UnsafeMutableBufferPointer<ReputationNote>,
+                       into decisions: UnsafeMutableBufferPointer<Decision>) {
+        for index in 0..<items.count {
+            let item = items[index]
+            if notes[index].peekFactor != 0 {
+                let decision = evaluate(item, factor: notes[index].peekFactor)
+                if !decision.allowed { notes[index].wouldDeny = decision.reason }
+            }
+            guard !item.skip else {
+                (decisions.baseAddress! + index).initialize(to: .blocked())
+                continue
+            }
+            let decision: Decision = switch item.limits {
+            case .single(let limit):
+                table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
+            case .rule(let limits):
+                table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
+            }
+            (decisions.baseAddress! + index).initialize(to: decision)
+        }
+    }
+
+    func evaluate(_ item: BatchCheck, factor: Double) -> Decision {
+        switch item.limits {
+        case .single(let limit):
+            withUnsafePointer(to: limit) {
+                table.evaluate(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits, now: item.now,
+                               multiplier: item.multiplier, factor: factor)
+            }
+        case .rule(let limits):
+            limits.withUnsafeBufferPointer {
+                table.evaluate(key: item.key, limits: $0, hits: item.hits, now: item.now, multiplier: item.multiplier, factor: factor)
+            }
         }
     }
 

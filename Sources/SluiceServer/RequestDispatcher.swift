@@ -321,11 +321,14 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             }
             let gate = reputation == nil ? nil : live.reputation
             return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: gate == nil ? 0 : count) { notes -> WireError? in
+                var inOrder = false
                 if let gate, let reputation {
-                    annotate(items: items, views: views, notes: notes, gate: gate, book: reputation.book)
+                    inOrder = annotate(items: items, views: views, notes: notes, gate: gate, book: reputation.book)
                 }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
-                    if count == 1, !items[0].skip {
+                    if inOrder {
+                        decideInOrder(items: items, notes: notes, into: decisions)
+                    } else if count == 1, !items[0].skip {
                         let item = items[0]
                         switch item.limits {
                         case .single(let limit):

@@ -10,7 +10,7 @@ struct Sluicectl: AsyncParsableCommand {
         commandName: "sluicectl",
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
-        subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self]
+        subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, Flags.self]
     )
 }
 
@@ -103,6 +103,19 @@ extension Sluice_V1_Verdict {
         ["allowed": allowed, "limit": limit, "remaining": remaining, "reset_after_ms": resetAfterMs,
          "retry_after_ms": retryAfterMs, "rule": rule, "algorithm": algorithm.name, "lease_id": leaseID,
          "reason": reason.name, "limit_index": limitIndex]
+            .merging(reputationFields) { a, _ in a }
+    }
+
+    /// Reputation's fields, present only when reputation applied.
+    var reputationFields: [String: Any] {
+        var fields: [String: Any] = [:]
+        if case .reputation(let score)? = reputationPresence { fields["reputation"] = score }
+        if multiplier != 0 { fields["multiplier"] = multiplier }
+        if wouldDeny {
+            fields["would_deny"] = true
+            fields["would_deny_reason"] = wouldDenyReason.name
+        }
+        return fields
     }
 }
 
@@ -229,6 +242,9 @@ struct Check: AsyncParsableCommand {
                     line += " algorithm=\(verdict.algorithm.name)"
                     if verdict.leaseID != 0 { line += " lease=\(verdict.leaseID)" }
                     if !verdict.allowed { line += " reason=\(verdict.reason.name)" }
+                    if case .reputation(let score)? = verdict.reputationPresence { line += String(format: " reputation=%.1f", score) }
+                    if verdict.multiplier != 0 { line += String(format: " multiplier=%.2f", verdict.multiplier) }
+                    if verdict.wouldDeny { line += " would_deny=\(verdict.wouldDenyReason.name)" }
                     print(line)
                 }
             }
