@@ -31,7 +31,7 @@ public struct MultiplierCurve: Sendable, Equatable {
     /// The default: 0.25× up to 20, rising to 1× at 50 (neutral), to 1.5× at 80 and above.
     public static let standard = MultiplierCurve(unchecked: [
         Point(score: 0, multiplier: 0.25), Point(score: 20, multiplier: 0.25), Point(score: 50, multiplier: 1),
-        Point(score: 80, multiplier: 1.5), Point(score: 100, multiplier: 1.5),
+        Point(score: 80, multiplier: 1.5),
     ], interpolation: .linear)
 
     /// A curve that is 1× everywhere.

@@ -62,6 +62,44 @@ public enum DefaultConfiguration {
           - { limit: 10, period: 1s, burst: 20 }
           - { limit: 10000, period: 1d }
 
+    # Reputation: every subject (the check's subject, or its key) has a score from 0 (hostile)
+    # to 100 (trusted) that events move and time brings back to neutral. It scales the subject's
+    # limits through the curve and, below block_below, denies its checks (reason "reputation").
+    # docs/REPUTATION.md explains the model and how to roll it out.
+    reputation:
+      neutral: 50
+      half_life: 1h             # the distance from neutral halves every half-life
+      block_below: 5            # 0 never blocks
+      record_denials: true      # a check denied by a limit records rate_limited
+      max_subjects: 1000000     # beyond, the mildest records are forgotten
+      weights:                  # score points per event; add your own kinds here
+        rate_limited: -1
+        auth_failure: -5
+        bad_request: -2
+        success: 0.2
+        captcha_passed: 20
+        anomaly: -20
+      curve:                    # score -> limit multiplier
+        interpolation: linear   # or step
+        points:
+          - { score: 0, multiplier: 0.25 }
+          - { score: 20, multiplier: 0.25 }
+          - { score: 50, multiplier: 1.0 }
+          - { score: 80, multiplier: 1.5 }
+
+    # Where reputation is kept across restarts (SQLite). path: "" keeps it in memory only.
+    store:
+      path: /tmp/sluice.db
+      commit_interval: 100ms    # what a crash can lose of events not sent as durable
+      retention: 7d             # events older than this are deleted
+      max_events: 10000000
+
+    # Feature flags: each feature on or off, the share of subjects it applies to (a stable hash
+    # picks them: raising the rollout only adds subjects), and shadow mode (computed and reported
+    # as would_deny, not enforced). `sluicectl flags` changes them until the next reload.
+    features:
+      reputation: { enabled: true, rollout: 100, shadow: true }
+
     # tenants:
     #   acme:
     #     rules:

@@ -8,7 +8,7 @@ import Synchronization
 
 /// Reputation as the hot path sees it in one configuration generation: nil in
 /// ``LiveConfiguration`` when the feature is off.
-struct ReputationGate: Sendable {
+struct ReputationGate: Sendable, Equatable {
     let model: ReputationModel
     let flag: CompiledFlag
     let recordDenials: Bool

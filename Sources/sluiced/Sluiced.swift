@@ -46,6 +46,9 @@ struct Sluiced: AsyncParsableCommand {
     @Option(name: .long, help: "Keep the limiter table in this file across restarts (replaces snapshot.path; \"off\" keeps nothing).")
     var snapshot: String?
 
+    @Option(name: .long, help: "Keep reputation in this SQLite file (replaces store.path; \"off\" keeps it in memory only).")
+    var store: String?
+
     @Flag(name: .long, help: "Print the embedded default configuration and exit.")
     var printDefaultConfig = false
 
@@ -121,6 +124,7 @@ struct Sluiced: AsyncParsableCommand {
             configuration.clock = mode
         }
         if let snapshot { configuration.snapshotPath = snapshot == "off" || snapshot.isEmpty ? nil : snapshot }
+        if let store { configuration.store.path = store == "off" || store.isEmpty ? nil : store }
         if let metrics {
             if metrics == "off" || metrics.isEmpty {
                 configuration.metricsListener = nil

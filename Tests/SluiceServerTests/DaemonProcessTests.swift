@@ -49,7 +49,7 @@ struct DaemonProcessTests {
         let socket = "\(directory)/s.sock"
         let snapshot = "\(directory)/table.snapshot"
         let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--log-level", "warning",
-                                            "--snapshot", snapshot, "--metrics", "127.0.0.1:0"])
+                                            "--store", "\(directory)/sluice.db", "--snapshot", snapshot, "--metrics", "127.0.0.1:0"])
         #expect(try await Self.waitForSocket(socket))
         let client = try await SluiceClient.connect(to: .unix(path: socket))
         var check = WireCheck()
@@ -189,7 +189,8 @@ struct DaemonProcessTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/s.sock"
-        let (process, _) = try Self.launch(["--unix", socket, "--snapshot", "off", "--metrics", "off", "--log-level", "warning"])
+        let (process, _) = try Self.launch(["--unix", socket, "--snapshot", "off", "--store", "off", "--metrics", "off",
+                                            "--log-level", "warning"])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         #expect(try await Self.waitForSocket(socket))
         let pid = process.processIdentifier

@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$sluiced" --clock request --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --snapshot off --metrics off >"$dir/log" 2>&1 &
+"$sluiced" --clock request --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off >"$dir/log" 2>&1 &
 daemon=$!
 for _ in $(seq 1 100); do
   grep -q "sluiced ready" "$dir/log" && break

@@ -30,7 +30,7 @@ class DaemonTests(unittest.TestCase):
         cls.socket_path = os.path.join(cls.dir.name, "sluice.sock")
         cls.log = open(os.path.join(cls.dir.name, "log"), "w+")
         cls.daemon = subprocess.Popen([sluiced, "--clock", "request", "--unix", cls.socket_path, "--tcp", "127.0.0.1:0",
-                                       "--snapshot", "off", "--metrics", "off"],
+                                       "--snapshot", "off", "--store", "off", "--metrics", "off"],
                                       stdout=cls.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         text = ""
