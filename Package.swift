@@ -43,6 +43,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceIntelligence",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             exclude: ["Migrations"]
@@ -125,6 +126,16 @@ let package = Package(
             name: "sluice-table-bench",
             dependencies: ["SluiceCore"],
             path: "Benchmarks/TableBenchmark"
+        ),
+        // In-process reputation benchmark: cost per check, ingestion into SQLite, memory per subject.
+        .executableTarget(
+            name: "sluice-reputation-bench",
+            dependencies: [
+                "SluiceServer", "SluiceIntelligence", "SluiceStore", "SluiceProto", "SluiceCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/ReputationBenchmark"
         ),
         .target(
             name: "SluiceTestKit",

@@ -129,7 +129,7 @@ final class MetricsExporter: Sendable {
         }
         guard let reputation else { return }
         counter("sluice_shadow_would_deny_total", "Checks allowed that a feature in shadow mode would have denied.",
-                [("feature", ReputationService.feature)], reputation.wouldDeny.load(ordering: .relaxed))
+                [("feature", ReputationService.feature)], reputation.hot.wouldDeny.load(ordering: .relaxed))
         gauge("sluice_reputation_subjects", "Subjects with a reputation record (the rest are at the neutral start).", [],
               Double(reputation.book.count))
         let counts = reputation.counts.withLockedValue { $0 }

@@ -8,9 +8,18 @@ import Synchronization
 
 /// Reputation as the hot path sees it in one configuration generation: nil in
 /// ``LiveConfiguration`` when the feature is off.
+///
+/// Scalars only: copying it costs no reference counting (a copy of the model would retain its
+/// weights and its curve on every check). The model itself, for tracked subjects and blocks, is
+/// the configuration's.
 struct ReputationGate: Sendable, Equatable {
-    let model: ReputationModel
-    let flag: CompiledFlag
+    let neutral: Double
+    let halfLife: Double
+    /// Below this a check is blocked; -infinity when nothing is.
+    let blockBelow: Double
+    let salt: UInt64
+    let threshold: UInt64
+    let shadow: Bool
     let recordDenials: Bool
     let denialWeight: Double
     /// The multiplier at the neutral start (most subjects have no record).
@@ -18,15 +27,24 @@ struct ReputationGate: Sendable, Equatable {
 
     init?(_ configuration: Configuration) {
         guard let flag = configuration.features[ReputationService.feature], flag.enabled else { return nil }
-        model = configuration.reputation.model
-        self.flag = CompiledFlag(flag)
+        let model = configuration.reputation.model
+        neutral = model.neutral
+        halfLife = Double(model.halfLife)
+        blockBelow = model.blockBelow ?? -.infinity
+        let compiled = CompiledFlag(flag)
+        salt = compiled.salt
+        threshold = compiled.threshold
+        shadow = flag.shadow
         recordDenials = configuration.reputation.recordDenials
         denialWeight = model.weight(of: EventKind.rateLimited) ?? 0
         neutralMultiplier = model.curve.multiplier(at: model.neutral)
     }
 
-    /// Shadow mode: computed and reported, not enforced.
-    var shadow: Bool { flag.flag.shadow }
+    /// Whether the feature applies to `subject` (its rollout).
+    @inline(__always)
+    func includes(_ subject: Fingerprint) -> Bool {
+        threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold
+    }
 }
 
 /// Keeps every subject's reputation: the in-memory book the hot path reads, the background
@@ -49,8 +67,9 @@ public final class ReputationService: Sendable {
     let status = NIOLockedValueBox(Status())
     let sweepTimer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
     let counts: NIOLockedValueBox<Counts>
-    /// Checks a shadow-mode feature would have denied.
-    let wouldDeny = Synchronization.Atomic<UInt64>(0)
+    /// What the hot path touches, kept apart: the service itself is weakly referenced by its
+    /// timers, and Swift counts references to such an object on a slow path.
+    let hot: ReputationHotPath
 
     struct Status {
         var store: SQLiteReputationStore?
@@ -81,17 +100,18 @@ public final class ReputationService: Sendable {
         self.writer = writer
         // Only a store holds rows: without one, changes are not even queued.
         let persist = settings.path != nil
-        let onChange: @Sendable (ReputationRecord?, String, String) -> Void = { record, tenant, subject in
+        let onChange: @Sendable (Fingerprint, ReputationRecord?, String, String) -> Void = { key, record, tenant, subject in
             let change: StoreBatch.Change
             if let record {
                 change = .upsert(record)
             } else {
                 change = .delete(tenant: tenant, subject: subject)
             }
-            writer.enqueue(change, for: Fingerprint.of(tenant: tenant, key: subject))
+            writer.enqueue(change, for: key)
         }
         book = ReputationBook(onChange: persist ? onChange : nil)
         denials = EventTap(capacity: 65_536)
+        hot = ReputationHotPath(book: book, denials: denials)
         let book = book
         let counts = NIOLockedValueBox(Counts())
         self.counts = counts
@@ -199,16 +219,30 @@ public final class ReputationService: Sendable {
         return (forgotten, expired)
     }
 
-    /// Offers a `rate_limited` event for a denied check (never blocks; dropped when the queue is full).
-    func recordDenial(tenant: UnsafeRawBufferPointer, subject: UnsafeRawBufferPointer, now: Int64, weight: Double) {
-        denials.offer(ReputationEvent(tenant: String(decoding: tenant, as: UTF8.self), subject: String(decoding: subject, as: UTF8.self),
-                                      kind: EventKind.rateLimited, weight: weight, at: now))
-    }
 
     /// Counts events by kind, for `sluice_reputation_events_total`.
     func count(_ events: [ReputationEvent]) {
         counts.withLockedValue { counts in
             for event in events { counts.eventsByKind[event.kind, default: 0] &+= 1 }
         }
+    }
+}
+
+/// The parts of reputation a check touches: the book, the queue of denials, the shadow counter.
+final class ReputationHotPath: Sendable {
+    let book: ReputationBook
+    let denials: EventTap<ReputationEvent>
+    /// Checks allowed that the feature, in shadow mode, would have denied.
+    let wouldDeny = Synchronization.Atomic<UInt64>(0)
+
+    init(book: ReputationBook, denials: EventTap<ReputationEvent>) {
+        self.book = book
+        self.denials = denials
+    }
+
+    /// Offers a `rate_limited` event for a denied check (never blocks; dropped when the queue is full).
+    func recordDenial(tenant: UnsafeRawBufferPointer, subject: UnsafeRawBufferPointer, now: Int64, weight: Double) {
+        denials.offer(ReputationEvent(tenant: String(decoding: tenant, as: UTF8.self), subject: String(decoding: subject, as: UTF8.self),
+                                      kind: EventKind.rateLimited, weight: weight, at: now))
     }
 }

@@ -37,18 +37,22 @@ extension RequestDispatcher {
     /// one relaxed load; the book is read under a stripe lock only for tracked subjects.
     @inline(__always)
     func annotate(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
-                  notes: UnsafeMutableBufferPointer<ReputationNote>, gate: ReputationGate, book: ReputationBook) -> Bool {
+                  notes: UnsafeMutableBufferPointer<ReputationNote>, gate: ReputationGate, book unmanaged: Unmanaged<ReputationBook>,
+                  live: LiveConfiguration) -> Bool {
+        // Borrowed, not retained: the dispatcher holds the service, which holds the book.
         var peeks = false
+        unmanaged._withUnsafeGuaranteedRef { book in
         for index in 0..<items.count {
             var note = ReputationNote()
             let view = views[index]
             let subject = view.subject.count == 0 ? items[index].key : Fingerprint.of(tenant: view.tenant, key: view.subject)
-            if gate.flag.includes(subject) {
+            if gate.includes(subject) {
                 let now = items[index].now
-                if let score = book.score(of: subject, at: now, model: gate.model) {
+                if book.mayTrack(subject), let score = book.score(of: subject, at: now, neutral: gate.neutral, halfLife: gate.halfLife) {
                     note.score = score
-                    let multiplier = gate.model.curve.multiplier(at: score)
-                    let blockedFor = gate.model.timeUntilUnblocked(score)
+                    let model = live.configuration.reputation.model
+                    let multiplier = model.curve.multiplier(at: score)
+                    let blockedFor = score < gate.blockBelow ? model.timeUntilUnblocked(score) : nil
                     if gate.shadow {
                         if blockedFor != nil {
                             note.wouldDeny = .reputation
@@ -65,7 +69,7 @@ extension RequestDispatcher {
                         }
                     }
                 } else {
-                    note.score = gate.model.neutral
+                    note.score = gate.neutral
                     if !gate.shadow {
                         items[index].multiplier *= gate.neutralMultiplier
                         note.multiplier = items[index].multiplier
@@ -74,6 +78,7 @@ extension RequestDispatcher {
             }
             if note.peekFactor != 0 { peeks = true }
             (notes.baseAddress! + index).initialize(to: note)
+        }
         }
         return peeks
     }
@@ -122,18 +127,18 @@ extension RequestDispatcher {
     @inline(__always)
     func settle(notes: UnsafeMutableBufferPointer<ReputationNote>, views: UnsafeBufferPointer<CheckView>,
                 items: UnsafeBufferPointer<BatchCheck>, decisions: UnsafeBufferPointer<Decision>, gate: ReputationGate,
-                reputation: ReputationService) {
+                hot: ReputationHotPath) {
         var wouldDeny: UInt64 = 0
         for index in 0..<notes.count {
             let decision = decisions[index]
             if gate.shadow, decision.allowed, notes[index].wouldDeny != nil { wouldDeny &+= 1 }
             if gate.recordDenials, decision.reason == .overLimit || decision.reason == .exceedsCapacity, items[index].hits > 0 {
                 let view = views[index]
-                reputation.recordDenial(tenant: view.tenant, subject: view.subject.count > 0 ? view.subject : view.key,
+                hot.recordDenial(tenant: view.tenant, subject: view.subject.count > 0 ? view.subject : view.key,
                                         now: items[index].now, weight: gate.denialWeight)
             }
         }
-        if wouldDeny > 0 { reputation.wouldDeny.add(wouldDeny, ordering: .relaxed) }
+        if wouldDeny > 0 { hot.wouldDeny.add(wouldDeny, ordering: .relaxed) }
     }
 
     /// The reputation service, or the error to answer with when the daemon keeps none.

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SluiceCore
+import SluiceIntelligence
 import SluiceProto
 import SluiceWire
 
@@ -21,6 +22,10 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public let events: EventTap<CheckEvent>?
     /// Reputation: the book checks read, and where events go; nil when the daemon keeps none.
     public let reputation: ReputationService?
+    /// What checks touch of it (see ``ReputationHotPath``).
+    let reputationHot: ReputationHotPath?
+    /// Its book, unretained: reading a retained reference costs a retain and a release per request.
+    let reputationBook: Unmanaged<ReputationBook>?
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -38,6 +43,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
          events: EventTap<CheckEvent>?, reputation: ReputationService?, operations: (any OperatorActions)?, time: TimeSource,
          version: String) {
         self.reputation = reputation
+        reputationHot = reputation?.hot
+        reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
         self.state = state
         self.table = table
         self.counters = counters
@@ -319,11 +326,13 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     }
                 }
             }
-            let gate = reputation == nil ? nil : live.reputation
+            let book = reputationBook
+            let gate = book == nil ? nil : live.reputation
             return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: gate == nil ? 0 : count) { notes -> WireError? in
-                var inOrder = false
-                if let gate, let reputation {
-                    inOrder = annotate(items: items, views: views, notes: notes, gate: gate, book: reputation.book)
+                let inOrder = if let gate, let book {
+                    annotate(items: items, views: views, notes: notes, gate: gate, book: book, live: live)
+                } else {
+                    false
                 }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
                     if inOrder {
@@ -350,9 +359,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                         }
                         context.count(series: series[index], reason: decisions[index].reason)
                     }
-                    if let gate, let reputation {
+                    if let gate, let hot = reputationHot {
                         settle(notes: notes, views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions),
-                               gate: gate, reputation: reputation)
+                               gate: gate, hot: hot)
                     }
                     if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
                     withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in

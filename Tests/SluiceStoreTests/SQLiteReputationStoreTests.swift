@@ -100,7 +100,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         let input = Pipe()
         holder.standardInput = input
         try holder.run()
-        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nINSERT INTO reputation_events (tenant, subject, kind, weight, at_ns) VALUES ('', 'x', 'success', 1, 0);\n.shell sleep 1\nCOMMIT;\n".utf8))
+        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nINSERT INTO reputation_events (subject_key, tenant, subject, kind, weight, at_ns) VALUES (0, '', 'x', 'success', 1, 0);\n.shell sleep 1\nCOMMIT;\n".utf8))
         Thread.sleep(forTimeInterval: 0.3)
         var batch = StoreBatch()
         batch.events = [ReputationEvent(tenant: "", subject: "y", kind: "success", weight: 1, at: 1)]

@@ -13,15 +13,18 @@ CREATE TABLE reputation_scores (
 ) WITHOUT ROWID;
 
 -- Every event, in commit order (id). Expired from the oldest id by retention and max_events.
+-- subject_key is 64 bits of the subject's stable fingerprint: the index on it is small and
+-- appended to in id order, which keeps ingestion fast; tenant and subject settle collisions.
 CREATE TABLE reputation_events (
-    id      INTEGER PRIMARY KEY,
-    tenant  TEXT    NOT NULL,
-    subject TEXT    NOT NULL,
-    kind    TEXT    NOT NULL,
-    weight  REAL    NOT NULL,
-    at_ns   INTEGER NOT NULL,
-    note    TEXT    NOT NULL DEFAULT ''
+    id          INTEGER PRIMARY KEY,
+    subject_key INTEGER NOT NULL,
+    tenant      TEXT    NOT NULL,
+    subject     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    weight      REAL    NOT NULL,
+    at_ns       INTEGER NOT NULL,
+    note        TEXT    NOT NULL DEFAULT ''
 );
 
--- A subject's recent events (GetReputation).
-CREATE INDEX reputation_events_by_subject ON reputation_events (tenant, subject, at_ns);
+-- A subject's recent events (GetReputation), newest id first.
+CREATE INDEX reputation_events_by_subject ON reputation_events (subject_key, id);

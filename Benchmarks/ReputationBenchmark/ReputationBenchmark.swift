@@ -1,0 +1,258 @@
+// In-process benchmark of reputation: what it adds to a check, how fast events reach SQLite, and
+// what a tracked subject costs in memory.
+//
+//   swift run -c release sluice-reputation-bench [--seconds 2] [--rounds 5] [--subjects 100000]
+//                                                [--memory-subjects 1000000] [--only checks|ingest|memory]
+//
+// Checks: the same pre-encoded check frames (one check per frame, 100,000 subjects) answered by
+// dispatchers that differ only in their configuration, in alternation, round after round; the
+// figure is the median nanoseconds per check and its ratio to reputation off. Figures go to
+// docs/BENCHMARKS.md with the command, the machine and the date. Not a test: it asserts nothing.
+import Foundation
+import Logging
+import NIOCore
+import SluiceCore
+import SluiceIntelligence
+import SluiceProto
+import SluiceServer
+import SluiceStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct ReputationBenchmark {
+    static func nanoseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+    }
+
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+    }
+
+    struct Options {
+        var seconds = 2.0
+        var rounds = 5
+        var subjects = 100_000
+        var memorySubjects = 1_000_000
+        var only: String?
+        /// Check modes to run (default: all).
+        var modes: Set<String>?
+        /// A fixed number of checks per mode and round instead of a duration (for instruction
+        /// counts: scripts/bench-reputation.sh).
+        var checks: Int?
+    }
+
+    static func parse() -> Options {
+        var options = Options()
+        var arguments = CommandLine.arguments.dropFirst().makeIterator()
+        while let argument = arguments.next() {
+            switch argument {
+            case "--seconds": options.seconds = Double(arguments.next() ?? "") ?? options.seconds
+            case "--rounds": options.rounds = Int(arguments.next() ?? "") ?? options.rounds
+            case "--subjects": options.subjects = Int(arguments.next() ?? "") ?? options.subjects
+            case "--memory-subjects": options.memorySubjects = Int(arguments.next() ?? "") ?? options.memorySubjects
+            case "--only": options.only = arguments.next()
+            case "--checks": options.checks = Int(arguments.next() ?? "")
+            case "--modes": options.modes = Set((arguments.next() ?? "").split(separator: ",").map(String.init))
+            default:
+                FileHandle.standardError.write(Data("unknown argument \(argument)\n".utf8))
+                exit(2)
+            }
+        }
+        return options
+    }
+
+    static var logger: Logger {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        return logger
+    }
+
+    static func main() throws {
+        let options = parse()
+        print("sluice-reputation-bench: \(ProcessInfo.processInfo.processorCount) cores, \(options.rounds) rounds of \(options.seconds) s")
+        if options.only == nil || options.only == "checks" { try checks(options) }
+        if options.only == nil || options.only == "ingest" { try ingest(options) }
+        if options.only == nil || options.only == "memory" { memory(options) }
+    }
+
+    // MARK: cost per check
+
+    static func configuration(_ features: String) throws -> Configuration {
+        var configuration = try ConfigurationLoader.parse("""
+        rules:
+          api: { limit: 1000000, period: 1s }
+        reputation: { block_below: 5 }
+        \(features)
+        """, source: "bench.yaml")
+        configuration.shards = 64
+        return configuration
+    }
+
+    static func checks(_ options: Options) throws {
+        let modes: [(name: String, features: String, tracked: Bool)] = [
+            ("off", "", false),
+            ("on_untracked", "features: { reputation: { rollout: 100 } }", false),
+            ("on_tracked", "features: { reputation: { rollout: 100 } }", true),
+            ("shadow_tracked", "features: { reputation: { rollout: 100, shadow: true } }", true),
+        ].filter { options.modes?.contains($0.0) ?? true }
+        // One frame per subject, one check each (the costliest case per check: nothing shared).
+        let frames: [[UInt8]] = try (0..<options.subjects).map { index in
+            var request = WireRequest()
+            request.id = UInt64(index + 1)
+            var check = WireCheck()
+            check.key = "api:user-\(index)"
+            check.subject = "user-\(index)"
+            check.rule = "api"
+            request.check.checks = [check]
+            return try request.serializedBytes()
+        }
+        var dispatchers: [StandaloneDispatcher] = []
+        for mode in modes {
+            let standalone = StandaloneDispatcher(configuration: try configuration(mode.features), logger: logger)
+            if mode.tracked {
+                // Every subject has a record (score 35: 0.625x under the standard curve).
+                var request = WireRequest()
+                for start in stride(from: 0, to: options.subjects, by: 1_000) {
+                    request.recordEvents.events = (start..<min(start + 1_000, options.subjects)).map { index in
+                        Sluice_V1_ReputationEvent.with {
+                            $0.subject = "user-\(index)"
+                            $0.kind = "auth_failure"
+                            $0.weight = -15
+                        }
+                    }
+                    _ = standalone.dispatcher.process(request)
+                }
+            }
+            dispatchers.append(standalone)
+        }
+        var results: [String: [Double]] = [:]
+        var out = ByteBufferAllocator().buffer(capacity: 1 << 20)
+        for round in 1...options.rounds {
+            for (index, mode) in modes.enumerated() {
+                let dispatcher = dispatchers[index].dispatcher
+                let deadline = nanoseconds() + Int64(options.seconds * 1e9)
+                var checks = 0
+                let started = nanoseconds()
+                var position = 0
+                while true {
+                    for _ in 0..<1_000 {
+                        _ = frames[position].withUnsafeBytes { dispatcher.answerCheckFrame($0, into: &out) }
+                        position += 1
+                        if position == frames.count { position = 0 }
+                    }
+                    out.clear()
+                    checks += 1_000
+                    if let fixed = options.checks { if checks >= fixed { break } } else if nanoseconds() >= deadline { break }
+                }
+                let perCheck = Double(nanoseconds() - started) / Double(checks)
+                results[mode.name, default: []].append(perCheck)
+            }
+            FileHandle.standardError.write(Data("checks: round \(round) done\n".utf8))
+        }
+        let base = median(results["off"] ?? [])
+        print("\n== cost per check (one check per frame, \(options.subjects) subjects; ns per check, median of \(options.rounds) rounds)")
+        for mode in modes {
+            let values = results[mode.name] ?? []
+            let ratios = zip(values, results["off"] ?? []).map { $0 / $1 }
+            print(String(format: "%-16@ %7.1f ns  x%.3f of off (per round: %@)", mode.name as NSString, median(values), median(ratios),
+                         values.map { String(format: "%.0f", $0) }.joined(separator: ", ") as NSString))
+        }
+        print(String(format: "reputation adds %.1f ns per check untracked, %.1f ns tracked", median(results["on_untracked"] ?? []) - base,
+                     median(results["on_tracked"] ?? []) - base))
+        for standalone in dispatchers { standalone.stop() }
+    }
+
+    // MARK: ingestion
+
+    static func ingest(_ options: Options) throws {
+        let directory = NSTemporaryDirectory() + "sluice-bench-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        print("\n== event ingestion into SQLite (\(directory))")
+
+        // 1. The store alone: one transaction of 100,000 events at a time.
+        do {
+            let store = try SQLiteReputationStore(path: "\(directory)/store-only.db")
+            var rates: [Double] = []
+            for round in 0..<options.rounds {
+                var batch = StoreBatch()
+                batch.events = (0..<100_000).map {
+                    ReputationEvent(tenant: "", subject: "user-\(($0 * 7_919 + round) % options.subjects)", kind: "auth_failure",
+                                    weight: -5, at: Int64(round * 100_000 + $0))
+                }
+                let started = nanoseconds()
+                try store.commit(batch)
+                rates.append(100_000 / (Double(nanoseconds() - started) / 1e9))
+            }
+            print(String(format: "store.commit, 100k events per transaction: %.0f events/s (median; %@)", median(rates),
+                         rates.map { String(format: "%.0f", $0) }.joined(separator: ", ") as NSString))
+        }
+
+        // 2. The whole path: RecordEvents (fire-and-forget) through the dispatcher, validated,
+        //    applied to the book, and group-committed every 100 ms by the write-behind.
+        var configuration = try configuration("features: { reputation: { rollout: 100 } }")
+        configuration.store.path = "\(directory)/sluice.db"
+        let standalone = StandaloneDispatcher(configuration: configuration, logger: logger)
+        let batches: [WireRequest] = (0..<100).map { batch in
+            var request = WireRequest()
+            request.recordEvents.events = (0..<500).map { index in
+                Sluice_V1_ReputationEvent.with {
+                    $0.subject = "user-\((batch * 500 + index) * 7_919 % options.subjects)"
+                    $0.kind = index % 5 == 0 ? "success" : "auth_failure"
+                }
+            }
+            return request
+        }
+        let seconds = max(5, options.seconds * 2)
+        let started = nanoseconds()
+        let deadline = started + Int64(seconds * 1e9)
+        var sent = 0, position = 0, maxPending = 0
+        while nanoseconds() < deadline {
+            let response = standalone.dispatcher.process(batches[position])
+            guard case .recordEvents = response.body else { fatalError("unexpected answer \(response)") }
+            sent += 500
+            position = (position + 1) % batches.count
+            if sent % 50_000 == 0 { maxPending = max(maxPending, standalone.storeStatistics.pendingEvents) }
+        }
+        let fed = nanoseconds()
+        let written = standalone.flush()
+        let finished = nanoseconds()
+        let statistics = standalone.storeStatistics
+        print(String(format: "RecordEvents -> book -> group commit (100 ms): %d events in %.2f s fed, all committed %.2f s after start: %.0f events/s sustained",
+                     sent, Double(fed - started) / 1e9, Double(finished - started) / 1e9, Double(written) / (Double(finished - started) / 1e9)))
+        print("  commits: \(statistics.commits), most events pending at a sample: \(maxPending), subjects tracked: \(standalone.book.count)")
+        standalone.stop()
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: "\(directory)/sluice.db")[.size] as? Int) ?? 0
+        print(String(format: "  database: %.1f MB for %d events (%.0f bytes per event, indexes included)", Double(bytes) / 1e6, written,
+                     Double(bytes) / Double(max(1, written))))
+    }
+
+    // MARK: memory
+
+    static func memory(_ options: Options) {
+        let count = options.memorySubjects
+        let model = ReputationModel()
+        let before = residentBytes()
+        let book = ReputationBook()
+        for index in 0..<count {
+            book.apply(ReputationEvent(tenant: "acme", subject: "user-\(index)@example.com", kind: "auth_failure", weight: -5, at: 0),
+                       model: model)
+        }
+        let after = residentBytes()
+        print("\n== memory per tracked subject")
+        print(String(format: "%d subjects (tenant 'acme', 24-byte subjects): %.1f MB resident, %.0f bytes per subject (filter 0.5 MB included)",
+                     book.count, Double(after - before) / 1e6, Double(after - before) / Double(count)))
+    }
+}
