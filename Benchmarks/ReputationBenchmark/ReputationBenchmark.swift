@@ -200,10 +200,42 @@ struct ReputationBenchmark {
                          rates.map { String(format: "%.0f", $0) }.joined(separator: ", ") as NSString))
         }
 
-        // 2. The whole path: RecordEvents (fire-and-forget) through the dispatcher, validated,
-        //    applied to the book, and group-committed every 100 ms by the write-behind.
+        // 2. Group commit alone: events handed to the write-behind (one thread) as fast as it
+        //    takes them, committed every 100 ms on its queue, for 10 s.
+        do {
+            let store = try SQLiteReputationStore(path: "\(directory)/write-behind.db")
+            let writer = WriteBehind(store: store, interval: .milliseconds(100), maxPendingEvents: 1_000_000)
+            writer.start()
+            let events = (0..<100_000).map {
+                ReputationEvent(tenant: "", subject: "user-\(($0 * 7_919) % options.subjects)", kind: "auth_failure", weight: -5, at: Int64($0))
+            }
+            let started = nanoseconds()
+            var sent = 0
+            while nanoseconds() - started < 10_000_000_000 {
+                if writer.current.pendingEvents > 400_000 { usleep(1_000); continue }
+                writer.enqueue(events: Array(events[(sent % 100_000)..<(sent % 100_000 + 1_000)]))
+                sent += 1_000
+            }
+            writer.stop()
+            let elapsed = Double(nanoseconds() - started) / 1e9
+            let statistics = writer.current
+            print(String(format: "write-behind, group commit every 100 ms: %.0f events/s committed over %.1f s (%d transactions, %d dropped)",
+                         Double(statistics.eventsWritten) / elapsed, elapsed, statistics.commits, statistics.eventsDropped))
+        }
+
+        // 3. The whole path: RecordEvents (fire-and-forget) through the dispatcher, validated,
+        //    applied to the book, and group-committed every 100 ms by the write-behind; offered
+        //    at a fixed rate, then as fast as one thread can send.
+        for rate in [200_000, 300_000, 0] {
+            try ingestThroughDispatcher(options, directory: directory, rate: rate)
+        }
+    }
+
+    /// Offers RecordEvents batches of 500 at `rate` events/s (0: as fast as possible) for 10 s.
+    static func ingestThroughDispatcher(_ options: Options, directory: String, rate: Int) throws {
         var configuration = try configuration("features: { reputation: { rollout: 100 } }")
-        configuration.store.path = "\(directory)/sluice.db"
+        let path = "\(directory)/sluice-\(rate).db"
+        configuration.store.path = path
         let standalone = StandaloneDispatcher(configuration: configuration, logger: logger)
         let batches: [WireRequest] = (0..<100).map { batch in
             var request = WireRequest()
@@ -215,28 +247,40 @@ struct ReputationBenchmark {
             }
             return request
         }
-        let seconds = max(5, options.seconds * 2)
+        let seconds = 10.0
         let started = nanoseconds()
         let deadline = started + Int64(seconds * 1e9)
         var sent = 0, position = 0, maxPending = 0
-        while nanoseconds() < deadline {
+        var steadyFrom: (time: Int64, written: UInt64)?
+        while true {
+            let now = nanoseconds()
+            if now >= deadline { break }
+            if steadyFrom == nil, now - started >= 2_000_000_000 { steadyFrom = (now, standalone.storeStatistics.eventsWritten) }
+            if rate > 0, Double(sent) >= Double(now - started) / 1e9 * Double(rate) {
+                usleep(200)
+                continue
+            }
             let response = standalone.dispatcher.process(batches[position])
             guard case .recordEvents = response.body else { fatalError("unexpected answer \(response)") }
             sent += 500
             position = (position + 1) % batches.count
-            if sent % 50_000 == 0 { maxPending = max(maxPending, standalone.storeStatistics.pendingEvents) }
+            if sent % 20_000 == 0 { maxPending = max(maxPending, standalone.storeStatistics.pendingEvents) }
         }
         let fed = nanoseconds()
+        let writtenAtStop = standalone.storeStatistics.eventsWritten
         let written = standalone.flush()
         let finished = nanoseconds()
         let statistics = standalone.storeStatistics
-        print(String(format: "RecordEvents -> book -> group commit (100 ms): %d events in %.2f s fed, all committed %.2f s after start: %.0f events/s sustained",
-                     sent, Double(fed - started) / 1e9, Double(finished - started) / 1e9, Double(written) / (Double(finished - started) / 1e9)))
-        print("  commits: \(statistics.commits), most events pending at a sample: \(maxPending), subjects tracked: \(standalone.book.count)")
+        let steady = steadyFrom.map { Double(writtenAtStop - $0.written) / (Double(fed - $0.time) / 1e9) } ?? 0
+        let offered = rate > 0 ? "offered \(rate / 1_000)k/s" : "offered as fast as one thread can"
+        print(String(format: "RecordEvents -> book -> group commit, %@: sent %.0f events/s; committed %.0f events/s (seconds 2-10); dropped %d; at most %d pending; the rest committed %.2f s after the stop",
+                     offered as NSString, Double(sent) / (Double(fed - started) / 1e9), steady, sent - Int(written), maxPending,
+                     Double(finished - fed) / 1e9))
+        _ = statistics
         standalone.stop()
-        let bytes = (try? FileManager.default.attributesOfItem(atPath: "\(directory)/sluice.db")[.size] as? Int) ?? 0
-        print(String(format: "  database: %.1f MB for %d events (%.0f bytes per event, indexes included)", Double(bytes) / 1e6, written,
-                     Double(bytes) / Double(max(1, written))))
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        print(String(format: "  database: %.1f MB for %d events (%.0f bytes per event, indexes included); %d subjects tracked",
+                     Double(bytes) / 1e6, written, Double(bytes) / Double(max(1, written)), standalone.book.count))
     }
 
     // MARK: memory

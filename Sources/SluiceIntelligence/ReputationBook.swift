@@ -33,13 +33,16 @@ public final class ReputationBook: @unchecked Sendable {
     let filterWords: Int
     /// Told of every change (a new record, or nil for a removed one) while the subject's stripe
     /// is locked, so that changes to one subject reach it in the order they were made.
-    let onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String) -> Void)?
+    let onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String, _ event: ReputationEvent?) -> Void)?
 
     /// An empty book.
     ///
     /// - Parameter onChange: told of every change made through the book (not of ``load(_:)``),
-    ///   under the subject's stripe lock: it must be quick and must not call the book.
-    public init(onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String) -> Void)? = nil) {
+    ///   under the subject's stripe lock, with the event that caused it if any: it must be quick
+    ///   and must not call the book. A store that writes the event and the record it changed in
+    ///   the same batch can always tell which events a stored record already reflects.
+    public init(onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String, _ event: ReputationEvent?)
+        -> Void)? = nil) {
         self.onChange = onChange
         stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox(Stripe()) }
         filterWords = Self.stripeCount * Self.wordsPerStripe
@@ -106,10 +109,13 @@ public final class ReputationBook: @unchecked Sendable {
     ///
     /// An event older than the record's last change is added with its weight decayed by the
     /// difference, which is exact: a score is neutral plus the sum of its decayed weights.
+    ///
+    /// - Parameter replayed: the event is stored already (replayed at start): the change is
+    ///   reported without it.
     @discardableResult
-    public func apply(_ event: ReputationEvent, model: ReputationModel) -> ReputationRecord {
+    public func apply(_ event: ReputationEvent, model: ReputationModel, replayed: Bool = false) -> ReputationRecord {
         let subject = Fingerprint.of(tenant: event.tenant, key: event.subject)
-        return upsert(subject) { existing in
+        return upsert(subject, event: replayed ? nil : event) { existing in
             var record = existing ?? ReputationRecord(tenant: event.tenant, subject: event.subject, score: model.neutral,
                                                       updatedAt: event.at)
             record.events &+= 1
@@ -125,13 +131,13 @@ public final class ReputationBook: @unchecked Sendable {
         }
     }
 
-    func upsert(_ subject: Fingerprint, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
+    func upsert(_ subject: Fingerprint, event: ReputationEvent?, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
         stripes[Self.stripe(of: subject)].withLockedValue { stripe in
             let next = change(stripe.records[subject])
             stripe.records[subject] = next
             let (word, bit) = Self.filterPosition(of: subject)
             filter[word].bitwiseOr(bit, ordering: .relaxed)
-            onChange?(subject, next, next.tenant, next.subject)
+            onChange?(subject, next, next.tenant, next.subject, event)
             return next
         }
     }
@@ -146,9 +152,9 @@ public final class ReputationBook: @unchecked Sendable {
             if let next {
                 let (word, bit) = Self.filterPosition(of: subject)
                 filter[word].bitwiseOr(bit, ordering: .relaxed)
-                onChange?(subject, next, next.tenant, next.subject)
+                onChange?(subject, next, next.tenant, next.subject, nil)
             } else if let previous {
-                onChange?(subject, nil, previous.tenant, previous.subject)
+                onChange?(subject, nil, previous.tenant, previous.subject, nil)
             }
             return next
         }
@@ -180,7 +186,7 @@ public final class ReputationBook: @unchecked Sendable {
                 for (subject, record) in stripe.records where !record.pinned
                     && abs(record.score(at: now, model: model) - model.neutral) < ReputationModel.neutralBand {
                     stripe.records[subject] = nil
-                    onChange?(subject, nil, record.tenant, record.subject)
+                    onChange?(subject, nil, record.tenant, record.subject, nil)
                     removed.append(record)
                 }
             }

@@ -31,12 +31,13 @@ extension ReputationService {
             }
         }
         let model = configuration.reputation.model
+        // Each event is queued for the store with the record it changed (the book's onChange).
         for event in events { book.apply(event, model: model) }
         count(events)
-        if settings.path != nil {
-            writer.enqueue(events: events, completion: completion)
-        } else {
-            completion?(.success(()))
+        if let completion {
+            // Durable: the events are in the store after the next commit; the scores they moved
+            // follow within a second, and are rebuilt from the events at start if need be.
+            if settings.path != nil { writer.afterNextCommit(completion) } else { completion(.success(())) }
         }
         return .success(events.count)
     }
@@ -212,7 +213,7 @@ extension ReputationService {
         answer.setReputation.reputation = reputation(tenant: tenant, subject: subject, record: record, model: model, now: now)
         let response = answer
         guard settings.path != nil else { return completion(response) }
-        writer.afterNextCommit { result in
+        writer.afterNextCommit(records: true) { result in
             switch result {
             case .success: completion(response)
             case .failure(let error):

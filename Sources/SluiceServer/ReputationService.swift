@@ -93,6 +93,8 @@ public final class ReputationService: Sendable {
         self.logger = logger
         let writer = WriteBehind(store: nil, queue: DispatchQueue(label: "sluice.store", qos: .utility),
                                  interval: .nanoseconds(Int(settings.commitInterval)), maxPendingEvents: settings.maxPendingEvents,
+                                 // Scores about once a second; events every interval.
+                                 recordsEvery: max(1, Int(1_000_000_000 / max(1, settings.commitInterval))),
                                  onFailure: { [logger] error in
                                      logger.error("reputation store: commit failed; changes kept in memory and retried",
                                                   metadata: ["error.message": "\(error.message)"])
@@ -100,14 +102,14 @@ public final class ReputationService: Sendable {
         self.writer = writer
         // Only a store holds rows: without one, changes are not even queued.
         let persist = settings.path != nil
-        let onChange: @Sendable (Fingerprint, ReputationRecord?, String, String) -> Void = { key, record, tenant, subject in
+        let onChange: @Sendable (Fingerprint, ReputationRecord?, String, String, ReputationEvent?) -> Void = { key, record, tenant, subject, event in
             let change: StoreBatch.Change
             if let record {
                 change = .upsert(record)
             } else {
                 change = .delete(tenant: tenant, subject: subject)
             }
-            writer.enqueue(change, for: key)
+            writer.enqueue(change, for: key, event: event)
         }
         book = ReputationBook(onChange: persist ? onChange : nil)
         denials = EventTap(capacity: 65_536)
@@ -118,9 +120,9 @@ public final class ReputationService: Sendable {
         pump = EventPump(tap: denials, queue: DispatchQueue(label: "sluice.reputation", qos: .utility),
                          interval: .milliseconds(10)) { [state, writer] events in
             let model = state.current.configuration.reputation.model
+            // Each event is queued for the store with the record it changed (the book's onChange).
             for event in events { book.apply(event, model: model) }
             counts.withLockedValue { $0.eventsByKind[EventKind.rateLimited, default: 0] &+= UInt64(events.count) }
-            if persist { writer.enqueue(events: events) }
         }
     }
 
@@ -156,13 +158,24 @@ public final class ReputationService: Sendable {
         do {
             let store = try SQLiteReputationStore(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
             let records = try store.loadRecords()
+            // Scores are written about once a second, events every commit: the events after
+            // the last scores written are applied again, exactly as they were the first time.
+            let replay = try store.eventsAfterRecords()
+            let changedSince = Set(book.records().map(\.fingerprint))   // non-empty only if the store opened late
             book.load(records)
+            let model = state.current.configuration.reputation.model
+            var replayed = 0
+            for event in replay where !changedSince.contains(Fingerprint.of(tenant: event.tenant, key: event.subject)) {
+                book.apply(event, model: model, replayed: true)
+                replayed += 1
+            }
             writer.attach(store)
             status.withLockedValue {
                 $0.store = store
                 $0.error = nil
             }
-            logger.info("reputation store open", metadata: ["store.path": "\(path)", "reputation.subjects": "\(records.count)"])
+            logger.info("reputation store open", metadata: ["store.path": "\(path)", "reputation.subjects": "\(records.count)",
+                                                            "reputation.replayed_events": "\(replayed)"])
             return true
         } catch {
             let first = status.withLockedValue { status -> Bool in

@@ -7,6 +7,9 @@ public struct StoreBatch: Sendable {
     public var events: [ReputationEvent] = []
     /// Records to insert or replace, and subjects to delete (nil), by subject.
     public var records: [Fingerprint: Change] = [:]
+    /// The records are every change made so far: once committed, the stored scores reflect every
+    /// stored event, and the replay mark moves to the last one.
+    public var recordsComplete = false
 
     /// What becomes of one subject's row.
     public enum Change: Sendable, Equatable {
@@ -20,7 +23,7 @@ public struct StoreBatch: Sendable {
     public init() {}
 
     /// Whether there is nothing to write.
-    public var isEmpty: Bool { events.isEmpty && records.isEmpty }
+    public var isEmpty: Bool { events.isEmpty && records.isEmpty && !recordsComplete }
 
     /// Adds `other`'s changes after this batch's (its records win).
     public mutating func append(_ other: StoreBatch) {
@@ -36,9 +39,12 @@ public struct StoreBatch: Sendable {
 public protocol ReputationStore: Sendable {
     /// Every stored record.
     func loadRecords() throws(StoreError) -> [ReputationRecord]
+    /// The stored events that the stored records do not reflect yet, oldest first (to replay).
+    func eventsAfterRecords() throws(StoreError) -> [ReputationEvent]
     /// Writes `batch` in one transaction; when this returns, it is on disk.
     func commit(_ batch: StoreBatch) throws(StoreError)
-    /// Up to `limit` of the subject's events, newest first.
+    /// Up to `limit` of the subject's most recent events, newest first (in the order they were
+    /// committed). A subject forgotten at neutral starts afresh.
     func recentEvents(tenant: String, subject: String, limit: Int) throws(StoreError) -> [ReputationEvent]
     /// Deletes events older than `before` (ns since the epoch) and all but the newest `keepAtMost`;
     /// returns how many it deleted.

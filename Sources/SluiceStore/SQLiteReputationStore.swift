@@ -1,5 +1,6 @@
 import GRDB
 import GRDBSQLite
+import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
 
@@ -12,6 +13,13 @@ public final class SQLiteReputationStore: ReputationStore {
     /// The database file.
     public let path: String
     let pool: DatabasePool
+    /// Where each subject's chain of events starts (its newest event id).
+    /// Only the writer's queue commits, but reads (GetReputation) come from elsewhere.
+    let chain: NIOLockedValueBox<Chain>
+
+    struct Chain {
+        var heads: [Int64: Int64] = [:]
+    }
 
     /// Opens (creating if needed) the database at `path` and applies any pending migration.
     ///
@@ -25,16 +33,35 @@ public final class SQLiteReputationStore: ReputationStore {
         configuration.label = "sluice.store"
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
-            // 32 MiB of page cache: the event index stays in memory while batches are appended.
-            try db.execute(sql: "PRAGMA cache_size = -32768")
+            // 64 MiB of page cache: the current hour's part of the event index stays in memory.
+            try db.execute(sql: "PRAGMA cache_size = -65536")
+            // Checkpoint every 10,000 pages (40 MiB) rather than 1,000: a page written again
+            // before the checkpoint is copied into the database once.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrate(pool)
+            chain = NIOLockedValueBox(try Self.loadChain(pool))
         } catch let error as StoreError {
             throw error
         } catch {
             throw Self.storeError(error, path: path, doing: "open")
+        }
+    }
+
+    /// The chain heads: each stored score's newest event, then the events after the scores.
+    static func loadChain(_ pool: DatabasePool) throws -> Chain {
+        try pool.read { db in
+            var chain = Chain()
+            let scores = try Row.fetchCursor(db, sql: "SELECT subject_key, last_event_id FROM reputation_scores WHERE last_event_id > 0")
+            while let row = try scores.next() { chain.heads[row[0]] = row[1] }
+            let events = try Row.fetchCursor(db, sql: """
+                SELECT subject_key, id FROM reputation_events
+                WHERE id > coalesce((SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'), 0) ORDER BY id
+                """)
+            while let row = try events.next() { chain.heads[row[0]] = row[1] }
+            return chain
         }
     }
 
@@ -74,7 +101,7 @@ public final class SQLiteReputationStore: ReputationStore {
         do {
             return try pool.read { db in
                 var records: [ReputationRecord] = []
-                let rows = try Row.fetchCursor(db, sql: "SELECT tenant, subject, score, updated_ns, pinned, events FROM reputation_scores")
+                let rows = try Row.fetchCursor(db, sql: "SELECT tenant, subject, score, updated_ns, pinned, events FROM reputation_scores ORDER BY subject_key")
                 while let row = try rows.next() {
                     let score: Double = row[2]
                     let events: Int64 = row[5]
@@ -90,55 +117,118 @@ public final class SQLiteReputationStore: ReputationStore {
         }
     }
 
+    public func eventsAfterRecords() throws(StoreError) -> [ReputationEvent] {
+        do {
+            return try pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT tenant, subject, kind, weight, at_ns, note FROM reputation_events
+                    WHERE id > coalesce((SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'), 0)
+                    ORDER BY id
+                    """).map { row in
+                    ReputationEvent(tenant: row[0], subject: row[1], kind: row[2], weight: row[3], at: row[4], note: row[5])
+                }
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "read events to replay")
+        }
+    }
+
     public func commit(_ batch: StoreBatch) throws(StoreError) {
         guard !batch.isEmpty else { return }
+        // New chain heads are kept aside until the transaction commits.
+        var heads: [Int64: Int64] = [:]
+        var nextID: Int64 = 1
+        let known = chain.withLockedValue { $0.heads }
         do {
             try pool.write { db in
+                // Read inside the transaction (an O(log n) lookup): right even if something else
+                // wrote to the file.
+                nextID = (try Int64.fetchOne(db, sql: "SELECT max(id) FROM reputation_events") ?? 0) + 1
                 if !batch.events.isEmpty {
                     let insert = try db.cachedStatement(sql: """
-                        INSERT INTO reputation_events (subject_key, tenant, subject, kind, weight, at_ns, note)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO reputation_events (id, subject_key, previous_id, tenant, subject, kind, weight, at_ns, note)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """)
                     // Bound through SQLite's own calls: GRDB's StatementArguments cost an array
                     // and a boxed value per column, which halved the rate at which events land.
                     let handle = insert.sqliteStatement
                     for event in batch.events {
+                        let key = Self.subjectKey(tenant: event.tenant, subject: event.subject)
+                        let previous = heads[key] ?? known[key] ?? 0
                         sqlite3_reset(handle)
-                        sqlite3_bind_int64(handle, 1, Self.subjectKey(tenant: event.tenant, subject: event.subject))
-                        Self.bind(event.tenant, to: handle, at: 2)
-                        Self.bind(event.subject, to: handle, at: 3)
-                        Self.bind(event.kind, to: handle, at: 4)
-                        sqlite3_bind_double(handle, 5, event.weight)
-                        sqlite3_bind_int64(handle, 6, event.at)
-                        Self.bind(event.note, to: handle, at: 7)
+                        sqlite3_bind_int64(handle, 1, nextID)
+                        sqlite3_bind_int64(handle, 2, key)
+                        sqlite3_bind_int64(handle, 3, previous)
+                        Self.bind(event.tenant, to: handle, at: 4)
+                        Self.bind(event.subject, to: handle, at: 5)
+                        Self.bind(event.kind, to: handle, at: 6)
+                        sqlite3_bind_double(handle, 7, event.weight)
+                        sqlite3_bind_int64(handle, 8, event.at)
+                        Self.bind(event.note, to: handle, at: 9)
                         let code = sqlite3_step(handle)
                         guard code == SQLITE_DONE else {
                             throw DatabaseError(resultCode: ResultCode(rawValue: code),
                                                 message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
                         }
+                        heads[key] = nextID
+                        nextID += 1
                     }
                     sqlite3_reset(handle)
                     sqlite3_clear_bindings(handle)
                 }
                 if !batch.records.isEmpty {
                     let upsert = try db.cachedStatement(sql: """
-                        INSERT OR REPLACE INTO reputation_scores (tenant, subject, score, updated_ns, pinned, events)
-                        VALUES (?, ?, ?, ?, ?, ?)
+                        INSERT OR REPLACE INTO reputation_scores (subject_key, tenant, subject, score, updated_ns, pinned, events, last_event_id)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """)
-                    let delete = try db.cachedStatement(sql: "DELETE FROM reputation_scores WHERE tenant = ? AND subject = ?")
-                    for change in batch.records.values {
+                    let delete = try db.cachedStatement(sql: "DELETE FROM reputation_scores WHERE subject_key = ?")
+                    let upsertHandle = upsert.sqliteStatement, deleteHandle = delete.sqliteStatement
+                    for (subject, change) in batch.records {
+                        let key = Int64(bitPattern: subject.low)
+                        let handle: OpaquePointer?
                         switch change {
                         case .upsert(let record):
-                            try upsert.execute(arguments: [record.tenant, record.subject, record.score, record.updatedAt,
-                                                           record.pinned ? 1 : 0, Int64(clamping: record.events)])
-                        case .delete(let tenant, let subject):
-                            try delete.execute(arguments: [tenant, subject])
+                            handle = upsertHandle
+                            sqlite3_reset(handle)
+                            sqlite3_bind_int64(handle, 1, key)
+                            Self.bind(record.tenant, to: handle, at: 2)
+                            Self.bind(record.subject, to: handle, at: 3)
+                            sqlite3_bind_double(handle, 4, record.score)
+                            sqlite3_bind_int64(handle, 5, record.updatedAt)
+                            sqlite3_bind_int64(handle, 6, record.pinned ? 1 : 0)
+                            sqlite3_bind_int64(handle, 7, Int64(clamping: record.events))
+                            sqlite3_bind_int64(handle, 8, heads[key] ?? known[key] ?? 0)
+                        case .delete:
+                            handle = deleteHandle
+                            sqlite3_reset(handle)
+                            sqlite3_bind_int64(handle, 1, key)
+                        }
+                        let code = sqlite3_step(handle)
+                        guard code == SQLITE_DONE else {
+                            throw DatabaseError(resultCode: ResultCode(rawValue: code),
+                                                message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
                         }
                     }
+                    sqlite3_reset(upsertHandle)
+                    sqlite3_clear_bindings(upsertHandle)
+                    sqlite3_reset(deleteHandle)
+                }
+                if batch.recordsComplete {
+                    try db.execute(sql: """
+                        INSERT OR REPLACE INTO reputation_meta (key, value)
+                        VALUES ('records_through_event_id', (SELECT coalesce(max(id), 0) FROM reputation_events))
+                        """)
                 }
             }
         } catch {
             throw Self.storeError(error, path: path, doing: "commit")
+        }
+        chain.withLockedValue { chain in
+            chain.heads.merge(heads) { _, new in new }
+            // A forgotten subject starts a new chain with its next event.
+            for (subject, change) in batch.records {
+                if case .delete = change { chain.heads[Int64(bitPattern: subject.low)] = nil }
+            }
         }
     }
 
@@ -159,18 +249,28 @@ public final class SQLiteReputationStore: ReputationStore {
     static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     public func recentEvents(tenant: String, subject: String, limit: Int) throws(StoreError) -> [ReputationEvent] {
+        // A walk back along the subject's chain, one primary-key lookup per event; it ends at
+        // the first event of the chain or at one that retention has deleted.
+        let key = Self.subjectKey(tenant: tenant, subject: subject)
+        guard var id = chain.withLockedValue({ $0.heads[key] }) else { return [] }
+        var found: [ReputationEvent] = []
         do {
-            return try pool.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT kind, weight, at_ns, note FROM reputation_events
-                    WHERE subject_key = ? AND tenant = ? AND subject = ? ORDER BY id DESC LIMIT ?
-                    """, arguments: [Self.subjectKey(tenant: tenant, subject: subject), tenant, subject, limit]).map { row in
-                    ReputationEvent(tenant: tenant, subject: subject, kind: row[0], weight: row[1], at: row[2], note: row[3])
+            try pool.read { db in
+                let select = try db.cachedStatement(sql: """
+                    SELECT subject_key, previous_id, tenant, subject, kind, weight, at_ns, note FROM reputation_events WHERE id = ?
+                    """)
+                while id > 0, found.count < limit {
+                    guard let row = try Row.fetchOne(select, arguments: [id]), (row[0] as Int64) == key else { break }
+                    if (row[2] as String) == tenant, (row[3] as String) == subject {
+                        found.append(ReputationEvent(tenant: tenant, subject: subject, kind: row[4], weight: row[5], at: row[6], note: row[7]))
+                    }
+                    id = row[1]
                 }
             }
         } catch {
             throw Self.storeError(error, path: path, doing: "read events")
         }
+        return found
     }
 
     public func expireEvents(before: Int64, keepAtMost: Int) throws(StoreError) -> Int {
@@ -178,8 +278,10 @@ public final class SQLiteReputationStore: ReputationStore {
             return try pool.write { db in
                 var deleted = 0
                 // By count: ids only grow and are deleted from the oldest, so they are dense.
+                // Never past the replay mark: those events are not in the scores yet.
+                let mark = try Int64.fetchOne(db, sql: "SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'") ?? 0
                 if let newest = try Int64.fetchOne(db, sql: "SELECT max(id) FROM reputation_events") {
-                    try db.execute(sql: "DELETE FROM reputation_events WHERE id <= ?", arguments: [newest - Int64(keepAtMost)])
+                    try db.execute(sql: "DELETE FROM reputation_events WHERE id <= ?", arguments: [min(mark, newest - Int64(keepAtMost))])
                     deleted += db.changesCount
                 }
                 // By age, oldest ids first, in chunks: events arrive roughly in time order, and
@@ -187,8 +289,8 @@ public final class SQLiteReputationStore: ReputationStore {
                 while true {
                     try db.execute(sql: """
                         DELETE FROM reputation_events WHERE id IN
-                          (SELECT id FROM reputation_events ORDER BY id LIMIT 10000) AND at_ns < ?
-                        """, arguments: [before])
+                          (SELECT id FROM reputation_events WHERE id <= ? ORDER BY id LIMIT 10000) AND at_ns < ?
+                        """, arguments: [mark, before])
                     let chunk = db.changesCount
                     deleted += chunk
                     if chunk < 10_000 { break }

@@ -8,8 +8,8 @@ import SluiceIntelligence
 ///
 /// A durable change comes with a completion, called after the transaction that holds it has
 /// committed (or with the error when it could not). When a commit fails, its changes are kept and
-/// retried at the next interval, up to `maxPendingEvents`; beyond that the oldest events are
-/// dropped and counted (records, one row per subject, are always kept).
+/// retried at the next interval, up to `maxPendingEvents`; beyond that new events are dropped and
+/// counted (records, one row per subject, are always kept).
 public final class WriteBehind: Sendable {
     /// The outcome a durable change waits for.
     public typealias Completion = @Sendable (Result<Void, StoreError>) -> Void
@@ -18,6 +18,10 @@ public final class WriteBehind: Sendable {
         var batch = StoreBatch()
         var waiters: [Completion] = []
         var dropped: UInt64 = 0
+        /// A waiter needs the records in the next commit (an operator's override).
+        var recordsNow = false
+        /// Commits since records were last written.
+        var sinceRecords = 0
     }
 
     /// What the writer has done, for metrics.
@@ -45,6 +49,10 @@ public final class WriteBehind: Sendable {
     let interval: DispatchTimeInterval
     /// The most events kept waiting (for a store that is down).
     public let maxPendingEvents: Int
+    /// Records (one row per changed subject) are written every this many commits; events every
+    /// commit. A subject changes many times a second under load and only its last state needs
+    /// writing; the events in between are replayed at start.
+    public let recordsEvery: Int
     let timer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
     let onFailure: @Sendable (StoreError) -> Void
 
@@ -54,8 +62,9 @@ public final class WriteBehind: Sendable {
     ///   - interval: the group-commit interval.
     ///   - onFailure: told of each failed commit (on the writer's queue).
     public init(store: (any ReputationStore)?, queue: DispatchQueue = DispatchQueue(label: "sluice.store", qos: .utility),
-                interval: DispatchTimeInterval = .milliseconds(100), maxPendingEvents: Int = 1_000_000,
+                interval: DispatchTimeInterval = .milliseconds(100), maxPendingEvents: Int = 1_000_000, recordsEvery: Int = 10,
                 onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) {
+        self.recordsEvery = max(1, recordsEvery)
         self.store = NIOLockedValueBox(store)
         self.queue = queue
         self.interval = interval
@@ -82,11 +91,22 @@ public final class WriteBehind: Sendable {
         }
     }
 
-    /// Queues one subject's row change (the latest change of a subject wins).
+    /// Queues one subject's row change (the latest change of a subject wins), with the event that
+    /// caused it: both land in the same batch, which is what makes replay exact.
     ///
     /// - Complexity: O(1), a short lock.
-    public func enqueue(_ change: StoreBatch.Change, for subject: Fingerprint) {
-        pending.withLockedValue { $0.batch.records[subject] = change }
+    public func enqueue(_ change: StoreBatch.Change, for subject: Fingerprint, event: ReputationEvent? = nil) {
+        pending.withLockedValue { pending in
+            pending.batch.records[subject] = change
+            if let event {
+                // Full: the new event is dropped and counted (O(1); its effect is in the record).
+                if pending.batch.events.count < maxPendingEvents {
+                    pending.batch.events.append(event)
+                } else {
+                    pending.dropped &+= 1
+                }
+            }
+        }
     }
 
     /// Queues events; `completion`, when given, is called once they are committed.
@@ -98,15 +118,20 @@ public final class WriteBehind: Sendable {
         }
     }
 
-    /// Adds `completion` to be called after the next commit (of whatever is pending).
-    public func afterNextCommit(_ completion: @escaping Completion) {
-        pending.withLockedValue { $0.waiters.append(completion) }
+    /// Adds `completion` to be called after the next commit (of whatever is pending); with
+    /// `records`, that commit writes the records too.
+    public func afterNextCommit(records: Bool = false, _ completion: @escaping Completion) {
+        pending.withLockedValue {
+            $0.waiters.append(completion)
+            if records { $0.recordsNow = true }
+        }
     }
 
+    /// Drops the newest events beyond `maxEvents` (the store is behind or down), counting them.
     static func bound(_ pending: inout Pending, maxEvents: Int) {
         let excess = pending.batch.events.count - maxEvents
         if excess > 0 {
-            pending.batch.events.removeFirst(excess)
+            pending.batch.events.removeLast(excess)
             pending.dropped &+= UInt64(excess)
         }
     }
@@ -133,10 +158,10 @@ public final class WriteBehind: Sendable {
         flush()
     }
 
-    /// Commits what is pending now and returns when done; the error when it failed.
+    /// Commits what is pending now, records included, and returns when done; the error when it failed.
     @discardableResult
     public func flush() -> StoreError? {
-        queue.sync { commitOnQueue() }
+        queue.sync { commitOnQueue(records: true) }
     }
 
     /// Runs `work` on the writer's queue, after any commit in progress.
@@ -159,15 +184,31 @@ public final class WriteBehind: Sendable {
         return statistics
     }
 
+    /// Events written per transaction at most: a backlog (after a burst, or a store that was
+    /// down) is written in several, because one transaction of a million rows outgrows the page
+    /// cache and the WAL and runs at half the rate.
+    public static let eventsPerTransaction = 50_000
+
     /// Commits what is pending now; call it only on ``queue`` (``flush()`` does that for you).
+    ///
+    /// - Parameter records: write the records too, whenever they were last written.
     @discardableResult
-    public func commitOnQueue() -> StoreError? {
+    public func commitOnQueue(records: Bool = false) -> StoreError? {
         let (batch, waiters) = pending.withLockedValue { pending -> (StoreBatch, [Completion]) in
-            defer {
-                pending.batch = StoreBatch()
-                pending.waiters = []
+            pending.sinceRecords += 1
+            let withRecords = records || pending.recordsNow || pending.sinceRecords >= recordsEvery
+            var taken = StoreBatch()
+            taken.events = pending.batch.events
+            pending.batch.events = []
+            if withRecords {
+                taken.records = pending.batch.records
+                taken.recordsComplete = true
+                pending.batch.records = [:]
+                pending.recordsNow = false
+                pending.sinceRecords = 0
             }
-            return (pending.batch, pending.waiters)
+            defer { pending.waiters = [] }
+            return (taken, pending.waiters)
         }
         if batch.isEmpty {
             for waiter in waiters { waiter(.success(())) }
@@ -176,19 +217,36 @@ public final class WriteBehind: Sendable {
         guard let store = store.withLockedValue({ $0 }) else {
             return fail(batch, waiters, StoreError("the reputation store is not open"))
         }
-        let started = DispatchTime.now().uptimeNanoseconds
-        do {
-            try store.commit(batch)
-        } catch {
-            return fail(batch, waiters, error)
-        }
-        let took = Int64(DispatchTime.now().uptimeNanoseconds &- started)
-        statistics.withLockedValue {
-            $0.commits &+= 1
-            $0.eventsWritten &+= UInt64(batch.events.count)
-            $0.lastCommitDuration = took
-            $0.lastError = nil
-        }
+        var start = 0
+        repeat {
+            let end = min(batch.events.count, start + Self.eventsPerTransaction)
+            let last = end == batch.events.count
+            var transaction = StoreBatch()
+            transaction.events = start == 0 && last ? batch.events : Array(batch.events[start..<end])
+            // Score rows go with the last transaction: by then every event before them is in.
+            if last {
+                transaction.records = batch.records
+                transaction.recordsComplete = batch.recordsComplete
+            }
+            let started = DispatchTime.now().uptimeNanoseconds
+            do {
+                try store.commit(transaction)
+            } catch {
+                var remaining = StoreBatch()
+                remaining.events = Array(batch.events[start...])
+                remaining.records = batch.records
+                remaining.recordsComplete = batch.recordsComplete
+                return fail(remaining, waiters, error)
+            }
+            let took = Int64(DispatchTime.now().uptimeNanoseconds &- started)
+            statistics.withLockedValue {
+                $0.commits &+= 1
+                $0.eventsWritten &+= UInt64(end - start)
+                $0.lastCommitDuration = took
+                $0.lastError = nil
+            }
+            start = end
+        } while start < batch.events.count
         for waiter in waiters { waiter(.success(())) }
         return nil
     }
@@ -197,7 +255,9 @@ public final class WriteBehind: Sendable {
         pending.withLockedValue { pending in
             var retried = batch
             retried.append(pending.batch)
+            retried.recordsComplete = false
             pending.batch = retried
+            if batch.recordsComplete { pending.recordsNow = true }
             Self.bound(&pending, maxEvents: maxPendingEvents)
         }
         statistics.withLockedValue {

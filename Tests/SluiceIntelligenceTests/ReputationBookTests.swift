@@ -47,7 +47,7 @@ import Testing
 
     @Test func compactionForgetsSubjectsBackAtNeutralAndTheMildestBeyondTheCap() {
         let changes = NIOLockedValueBox<[String: ReputationRecord?]>([:])
-        let book = ReputationBook { _, record, _, subject in changes.withLockedValue { $0[subject] = .some(record) } }
+        let book = ReputationBook { _, record, _, subject, _ in changes.withLockedValue { $0[subject] = .some(record) } }
         book.apply(event("mild", -1, at: 0), model: model)
         book.apply(event("harsh", -40, at: 0), model: model)
         book.apply(event("medium", -20, at: 0), model: model)
@@ -85,7 +85,7 @@ import Testing
 
     @Test func loadKeepsRecordsChangedSinceAndTellsNoOne() {
         let told = NIOLockedValueBox(0)
-        let book = ReputationBook { _, _, _, _ in told.withLockedValue { $0 += 1 } }
+        let book = ReputationBook { _, _, _, _, _ in told.withLockedValue { $0 += 1 } }
         book.apply(event("dave", -10, at: 0), model: model)
         book.load([ReputationRecord(tenant: "acme", subject: "dave", score: 90, updatedAt: 0),
                    ReputationRecord(tenant: "acme", subject: "erin", score: 20, updatedAt: 0)])

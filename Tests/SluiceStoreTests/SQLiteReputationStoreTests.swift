@@ -55,16 +55,85 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         #expect(try runSQLite(path, "PRAGMA journal_mode;").trimmingCharacters(in: .whitespacesAndNewlines) == "wal")
     }
 
+    @Test func recentEventsWalkBackAlongEachSubjectsChainAcrossCommitsAndRestarts() throws {
+        let path = temporaryDirectory() + "/sluice.db"
+        let hour: Int64 = 3_600_000_000_000
+        do {
+            let store = try SQLiteReputationStore(path: path)
+            // Two subjects that interleave, over four commits, the last without the scores.
+            for commit in 0..<4 {
+                var batch = StoreBatch()
+                for step in 0..<12 {
+                    for subject in ["a", "b"] {
+                        let n = commit * 12 + step
+                        batch.events.append(ReputationEvent(tenant: "t", subject: subject, kind: "success", weight: 1,
+                                                            at: Int64(n) * 5 * hour, note: "\(subject)\(n)"))
+                    }
+                }
+                if commit < 3 {
+                    batch.records[Fingerprint.of(tenant: "t", key: "a")] = .upsert(ReputationRecord(tenant: "t", subject: "a", score: 60, updatedAt: 0))
+                    batch.recordsComplete = true
+                }
+                try store.commit(batch)
+            }
+            #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 3).map(\.note) == ["a47", "a46", "a45"])
+            let many = try store.recentEvents(tenant: "t", subject: "a", limit: 30)
+            #expect(many.map(\.note) == (18...47).reversed().map { "a\($0)" })
+            #expect(try store.recentEvents(tenant: "t", subject: "nobody", limit: 5).isEmpty)
+        }
+        // Reopened: the chains start where they ended (from the scores, then the later events).
+        let store = try SQLiteReputationStore(path: path)
+        #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 100).count == 48)
+        #expect(try store.recentEvents(tenant: "t", subject: "b", limit: 2).map(\.note) == ["b47", "b46"])
+        // Retention ends a walk at the first deleted event.
+        var all = StoreBatch()
+        all.recordsComplete = true
+        try store.commit(all)
+        #expect(try store.expireEvents(before: 40 * 5 * hour, keepAtMost: 1_000_000) == 80)
+        #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 100).count == 8)
+        // A forgotten subject starts a new chain.
+        var forget = StoreBatch()
+        forget.records[Fingerprint.of(tenant: "t", key: "a")] = .delete(tenant: "t", subject: "a")
+        try store.commit(forget)
+        #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 5).isEmpty)
+        var again = StoreBatch()
+        again.events = [ReputationEvent(tenant: "t", subject: "a", kind: "success", weight: 1, at: 0, note: "new")]
+        try store.commit(again)
+        #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 5).map(\.note) == ["new"])
+    }
+
     @Test func retentionExpiresOldEventsAndCapsTheirNumber() throws {
         let store = try SQLiteReputationStore(path: temporaryDirectory() + "/sluice.db")
         var batch = StoreBatch()
         batch.events = (0..<25_000).map { ReputationEvent(tenant: "", subject: "s\($0 % 10)", kind: "success", weight: 0.2, at: Int64($0)) }
+        batch.recordsComplete = true
         try store.commit(batch)
         #expect(try store.expireEvents(before: 12_000, keepAtMost: 1_000_000) == 12_000)
         #expect(try store.eventCount() == 13_000)
         #expect(try store.expireEvents(before: 0, keepAtMost: 3_000) == 10_000)
         #expect(try store.eventCount() == 3_000)
         #expect(try store.recentEvents(tenant: "", subject: "s9", limit: 1).first?.at == 24_999)
+    }
+
+    @Test func eventsNotYetInTheStoredScoresAreNeverExpired() throws {
+        let store = try SQLiteReputationStore(path: temporaryDirectory() + "/sluice.db")
+        var batch = StoreBatch()
+        batch.events = (0..<25_000).map { ReputationEvent(tenant: "", subject: "s\($0 % 10)", kind: "success", weight: 0.2, at: Int64($0)) }
+        batch.recordsComplete = true
+        try store.commit(batch)
+        // Events the stored scores do not reflect yet are never expired: they are replayed at start.
+        var later = StoreBatch()
+        later.events = [ReputationEvent(tenant: "", subject: "s0", kind: "success", weight: 0.2, at: 1)]
+        try store.commit(later)
+        #expect(try store.eventsAfterRecords().count == 1)
+        #expect(try store.expireEvents(before: .max, keepAtMost: 0) == 25_000)
+        #expect(try store.eventCount() == 1)
+        try store.commit(batch)
+        later.recordsComplete = true
+        try store.commit(later)
+        #expect(try store.eventsAfterRecords().isEmpty)
+        #expect(try store.eventCount() == 25_002)
+        #expect(try store.expireEvents(before: 0, keepAtMost: 25_000) == 2)
     }
 
     @Test func aFileThatIsNotADatabaseIsAClearError() throws {
@@ -86,7 +155,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
     @Test func aRowEditedOutOfRangeIsRefusedByTheSchema() throws {
         let path = temporaryDirectory() + "/sluice.db"
         _ = try SQLiteReputationStore(path: path)
-        let output = try runSQLite(path, "INSERT INTO reputation_scores VALUES ('', 'x', 500, 0, 0, 0);")
+        let output = try runSQLite(path, "INSERT INTO reputation_scores VALUES (1, '', 'x', 500, 0, 0, 0, 0);")
         #expect(output.contains("CHECK constraint failed"))
     }
 
@@ -100,7 +169,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         let input = Pipe()
         holder.standardInput = input
         try holder.run()
-        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nINSERT INTO reputation_events (subject_key, tenant, subject, kind, weight, at_ns) VALUES (0, '', 'x', 'success', 1, 0);\n.shell sleep 1\nCOMMIT;\n".utf8))
+        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nINSERT INTO reputation_events (subject_key, previous_id, tenant, subject, kind, weight, at_ns) VALUES (0, 0, '', 'x', 'success', 1, 0);\n.shell sleep 1\nCOMMIT;\n".utf8))
         Thread.sleep(forTimeInterval: 0.3)
         var batch = StoreBatch()
         batch.events = [ReputationEvent(tenant: "", subject: "y", kind: "success", weight: 1, at: 1)]
@@ -146,7 +215,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         }
         #expect(writer.flush() != nil)
         #expect(outcome.withLockedValue { $0 }?.contains("not open") == true)
-        // More arrive while it is down: only the newest max_pending_events are kept.
+        // More arrive while it is down: beyond max_pending_events, the newest are dropped.
         writer.enqueue(events: (1..<6).map { ReputationEvent(tenant: "", subject: "s", kind: "success", weight: 1, at: Int64($0)) })
         #expect(writer.current.pendingEvents == 4)
         #expect(writer.current.eventsDropped == 2)
@@ -155,7 +224,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         writer.attach(store)
         #expect(writer.flush() == nil)
         #expect(try store.eventCount() == 4)
-        #expect(try store.recentEvents(tenant: "", subject: "s", limit: 10).map(\.at) == [5, 4, 3, 2])
+        #expect(try store.recentEvents(tenant: "", subject: "s", limit: 10).map(\.at) == [3, 2, 1, 0])
         #expect(writer.current.failures == 1)
     }
 
@@ -167,5 +236,45 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         writer.enqueue(events: [ReputationEvent(tenant: "", subject: "s", kind: "success", weight: 1, at: 0)])
         for _ in 0..<200 where (try store.eventCount()) == 0 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(try store.eventCount() == 1)
+    }
+}
+
+@Suite struct ReplayTests {
+    /// Scores are written once a second, events every commit: after a crash between the two, the
+    /// stored scores plus the replayed events are exactly the scores that were in memory.
+    @Test func storedScoresPlusReplayedEventsAreTheScoresBeforeTheCrash() throws {
+        let path = temporaryDirectory() + "/sluice.db"
+        let model = ReputationModel(neutral: 50, halfLife: 600_000_000_000)
+        let store = try SQLiteReputationStore(path: path)
+        let writer = WriteBehind(store: store, interval: .seconds(3_600), recordsEvery: 1_000)
+        let book = ReputationBook { key, record, tenant, subject, event in
+            writer.enqueue(record.map { .upsert($0) } ?? .delete(tenant: tenant, subject: subject), for: key, event: event)
+        }
+        var generator = SystemRandomNumberGenerator()
+        func randomEvents(_ count: Int, from: Int64) -> [ReputationEvent] {
+            (0..<count).map { index in
+                ReputationEvent(tenant: "t", subject: "s\(Int.random(in: 0..<50, using: &generator))",
+                                kind: "x", weight: Double.random(in: -10...10, using: &generator),
+                                // Mostly in order, some late.
+                                at: from + Int64(index) * 1_000_000 - Int64.random(in: 0...20_000_000, using: &generator))
+            }
+        }
+        for event in randomEvents(2_000, from: 1_000_000_000) { book.apply(event, model: model) }
+        #expect(writer.flush() == nil)              // scores and events
+        for event in randomEvents(3_000, from: 5_000_000_000) { book.apply(event, model: model) }
+        writer.onQueue { _ = writer.commitOnQueue() }   // events only: the scores on disk are older
+        #expect(try store.eventsAfterRecords().count == 3_000)
+
+        // "Restart": the stored scores, then the events after them.
+        let restored = ReputationBook()
+        restored.load(try store.loadRecords())
+        for event in try store.eventsAfterRecords() { restored.apply(event, model: model, replayed: true) }
+        let now: Int64 = 20_000_000_000
+        #expect(restored.count == book.count)
+        for record in book.records() {
+            let again = try #require(restored.record(of: record.fingerprint))
+            #expect(abs(again.score(at: now, model: model) - record.score(at: now, model: model)) < 1e-9, "\(record.subject)")
+            #expect(again.events == record.events)
+        }
     }
 }
