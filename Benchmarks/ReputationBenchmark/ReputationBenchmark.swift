@@ -296,7 +296,7 @@ struct ReputationBenchmark {
         }
         let after = residentBytes()
         print("\n== memory per tracked subject")
-        print(String(format: "%d subjects (tenant 'acme', 24-byte subjects): %.1f MB resident, %.0f bytes per subject (filter 0.5 MB included)",
+        print(String(format: "%d subjects (tenant 'acme', 24-byte subjects): %.1f MB resident, %.0f bytes per subject (the 64 KiB filter included)",
                      book.count, Double(after - before) / 1e6, Double(after - before) / Double(count)))
     }
 }

@@ -65,7 +65,7 @@ public struct StableHasher: Sendable {
     }
 
     /// The 128-bit result.
-    @inlinable
+    @inlinable @inline(__always)
     public func finalize() -> Fingerprint {
         Fingerprint(high: Self.finalMix(a ^ (b >> 29)), low: Self.finalMix(b ^ (a << 31) ^ 0x9E37_79B9_7F4A_7C15))
     }

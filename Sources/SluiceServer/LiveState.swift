@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOPosix
 import SluiceCore
+import SluiceIntelligence
 import Synchronization
 
 /// One applied configuration: what the hot path reads, and how its checks are counted.
@@ -12,6 +13,8 @@ public final class LiveConfiguration: Sendable {
     let series: CheckSeries
     /// Reputation compiled for the hot path; nil when the feature is off.
     let reputation: ReputationGate?
+    /// The reputation model, read in place for tracked subjects (a copy would retain its parts).
+    let reputationModel: ReputationModel
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -19,6 +22,7 @@ public final class LiveConfiguration: Sendable {
         self.configuration = numbered
         self.generation = generation
         reputation = ReputationGate(numbered)
+        reputationModel = numbered.reputation.model
     }
 }
 

@@ -43,7 +43,7 @@ struct ReputationGate: Sendable, Equatable {
     /// Whether the feature applies to `subject` (its rollout).
     @inline(__always)
     func includes(_ subject: Fingerprint) -> Bool {
-        threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold
+        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
     }
 }
 

@@ -21,7 +21,8 @@ struct ReputationNote {
     @inline(__always)
     func annotate(_ fields: inout CheckFrameCodec.VerdictFields) {
         fields.reputation = score
-        fields.multiplier = multiplier
+        // 1x is sent as "none" (0 on the wire means 1x), which saves 9 bytes on most verdicts.
+        fields.multiplier = multiplier == 1 ? 0 : multiplier
         if let wouldDeny {
             fields.wouldDeny = true
             fields.wouldDenyReason = UInt64(wouldDeny.rawValue)
@@ -50,9 +51,8 @@ extension RequestDispatcher {
                 let now = items[index].now
                 if book.mayTrack(subject), let score = book.score(of: subject, at: now, neutral: gate.neutral, halfLife: gate.halfLife) {
                     note.score = score
-                    let model = live.configuration.reputation.model
-                    let multiplier = model.curve.multiplier(at: score)
-                    let blockedFor = score < gate.blockBelow ? model.timeUntilUnblocked(score) : nil
+                    let multiplier = live.reputationModel.curve.multiplier(at: score)
+                    let blockedFor = score < gate.blockBelow ? live.reputationModel.timeUntilUnblocked(score) : nil
                     if gate.shadow {
                         if blockedFor != nil {
                             note.wouldDeny = .reputation

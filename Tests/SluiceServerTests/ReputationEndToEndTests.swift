@@ -68,10 +68,10 @@ import Testing
         let directory = TestDaemon.temporaryDirectory()
         try await TestDaemon.with(yaml: Self.yaml(store: "\(directory)/sluice.db")) { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)
-            // A neutral subject: reported at 50, 1× (the standard curve), the rule's own limit.
+            // A neutral subject: reported at 50, 1x (the standard curve; sent as none), the rule's own limit.
             let neutral = try await client.verdict(Self.check("login:alice", rule: "api"))
             #expect(neutral.reputation == 50)
-            #expect(neutral.multiplier == 1)
+            #expect(neutral.multiplier == 0, "1x is sent as none")
             #expect(neutral.limit == 100)
             // Six auth failures (-5 each): 20, where the standard curve gives 0.25×.
             let recorded = try await client.send(Self.events("login:mallory", "auth_failure", count: 6))

@@ -563,7 +563,7 @@ public nonisolated struct Sluice_V1_Verdict: Sendable {
     set {reputationPresence = .reputation(newValue)}
   }
 
-  /// The multiplier that scaled the limits of this check; 0 means none (1×).
+  /// The multiplier that scaled the limits of this check; 0 means none or 1×.
   public var multiplier: Double = 0
 
   /// Shadow mode: a feature that is rolled out in shadow would have denied this check (with

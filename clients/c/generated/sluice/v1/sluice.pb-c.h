@@ -415,7 +415,7 @@ struct  Sluice__V1__Verdict
    */
   uint32_t limit_index;
   /*
-   * The multiplier that scaled the limits of this check; 0 means none (1×).
+   * The multiplier that scaled the limits of this check; 0 means none or 1×.
    */
   double multiplier;
   /*
