@@ -90,7 +90,8 @@ typedef enum sluice_reason {
     SLUICE_REASON_WITHIN_LIMIT = 1,
     SLUICE_REASON_OVER_LIMIT = 2,
     SLUICE_REASON_EXCEEDS_CAPACITY = 3, /* the hits exceed the whole limit: waiting will not help */
-    SLUICE_REASON_BLOCKED = 4
+    SLUICE_REASON_BLOCKED = 4,
+    SLUICE_REASON_REPUTATION = 5        /* the subject's reputation is below the block threshold */
 } sluice_reason;
 
 /*
