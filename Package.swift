@@ -146,7 +146,10 @@ let package = Package(
         .testTarget(name: "SluiceIntelligenceTests", dependencies: ["SluiceIntelligence", "SluiceCore", "SluiceTestKit", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .testTarget(
             name: "SluiceStoreTests",
-            dependencies: ["SluiceStore", "SluiceIntelligence", "SluiceCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+            dependencies: [
+                "SluiceStore", "SluiceIntelligence", "SluiceCore", "SluiceTestKit",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto"]),
         .testTarget(

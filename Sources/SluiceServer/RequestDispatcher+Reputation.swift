@@ -141,12 +141,9 @@ extension RequestDispatcher {
         if wouldDeny > 0 { hot.wouldDeny.add(wouldDeny, ordering: .relaxed) }
     }
 
-    /// The reputation service, or the error to answer with when the daemon keeps none.
-    func reputationService(id: UInt64) -> Result<ReputationService, WireError> {
-        guard let reputation else {
-            return .failure(WireError(.unavailable, "this daemon keeps no reputation"))
-        }
-        return .success(reputation)
+    /// The answer to a reputation request when the daemon keeps no reputation.
+    static func noReputation(id: UInt64) -> WireResponse {
+        .error(id: id, .unavailable, "this daemon keeps no reputation")
     }
 
     /// Answers a reputation request, or nil for any other: fire-and-forget events at once,
@@ -164,11 +161,7 @@ extension RequestDispatcher {
         switch request.body {
         case .recordEvents(let events) where events.durable:
             counters.requests.add(1, ordering: .relaxed)
-            let service: ReputationService
-            switch reputationService(id: id) {
-            case .success(let found): service = found
-            case .failure(let error): return answer(.error(id: id, error.code, error.message))
-            }
+            guard let service = reputation else { return answer(Self.noReputation(id: id)) }
             let promise = eventLoop.makePromise(of: WireResponse.self)
             let counters = counters
             let result = service.record(events, configuration: configuration, now: time.now()) { outcome in
@@ -199,11 +192,7 @@ extension RequestDispatcher {
         case .setReputation(let set):
             counters.requests.add(1, ordering: .relaxed)
             if let refusal = operatorRefusal(id: id, on: connection) { return answer(refusal) }
-            let service: ReputationService
-            switch reputationService(id: id) {
-            case .success(let found): service = found
-            case .failure(let error): return answer(.error(id: id, error.code, error.message))
-            }
+            guard let service = reputation else { return answer(Self.noReputation(id: id)) }
             let promise = eventLoop.makePromise(of: WireResponse.self)
             let counters = counters
             service.set(set, configuration: configuration, now: time.now()) { response in
@@ -220,11 +209,7 @@ extension RequestDispatcher {
 
     /// Fire-and-forget events: applied and queued for the next commit, answered at once.
     func recordNow(_ events: Sluice_V1_RecordEventsRequest, id: UInt64) -> WireResponse {
-        let service: ReputationService
-        switch reputationService(id: id) {
-        case .success(let found): service = found
-        case .failure(let error): return .error(id: id, error.code, error.message)
-        }
+        guard let service = reputation else { return Self.noReputation(id: id) }
         switch service.record(events, configuration: state.current.configuration, now: time.now(), completion: nil) {
         case .success(let recorded):
             var response = WireResponse()
@@ -240,20 +225,18 @@ extension RequestDispatcher {
                     _ work: @escaping @Sendable (ReputationService, Int64) -> WireResponse) -> EventLoopFuture<WireResponse> {
         counters.requests.add(1, ordering: .relaxed)
         let id = request.id
-        switch reputationService(id: id) {
-        case .failure(let error):
-            counters.recordError(error.code)
-            return eventLoop.makeSucceededFuture(.error(id: id, error.code, error.message))
-        case .success(let service):
-            let promise = eventLoop.makePromise(of: WireResponse.self)
-            let counters = counters, time = time
-            service.writer.queue.async {
-                var response = work(service, time.now())
-                response.id = id
-                if case .error(let error) = response.body { counters.recordError(error.code) }
-                promise.succeed(response)
-            }
-            return promise.futureResult
+        guard let service = reputation else {
+            counters.recordError(.unavailable)
+            return eventLoop.makeSucceededFuture(Self.noReputation(id: id))
         }
+        let promise = eventLoop.makePromise(of: WireResponse.self)
+        let counters = counters, time = time
+        service.writer.queue.async {
+            var response = work(service, time.now())
+            response.id = id
+            if case .error(let error) = response.body { counters.recordError(error.code) }
+            promise.succeed(response)
+        }
+        return promise.futureResult
     }
 }

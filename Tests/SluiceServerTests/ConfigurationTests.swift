@@ -5,7 +5,10 @@ import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {
-    func failure(_ yaml: String) -> String {
+    func failure(_ yaml: String) -> String { Self.failure(yaml) }
+
+    /// The message of the error parsing `yaml` gives (and that it is `invalid_configuration`).
+    static func failure(_ yaml: String) -> String {
         do {
             _ = try ConfigurationLoader.parse(yaml, source: "sluice.yaml")
             return "no error"

@@ -6,15 +6,7 @@ import Testing
 
 @Suite("Reputation configuration")
 struct ReputationConfigurationTests {
-    func failure(_ yaml: String) -> String {
-        do {
-            _ = try ConfigurationLoader.parse(yaml, source: "sluice.yaml")
-            return "no error"
-        } catch {
-            #expect(error.code == .invalidConfiguration)
-            return error.message
-        }
-    }
+    func failure(_ yaml: String) -> String { ConfigurationTests.failure(yaml) }
 
     @Test("the embedded default keeps reputation in /tmp/sluice.db and rolls it out in shadow mode")
     func embeddedDefault() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import SluiceClient
 import SluiceProto
+import SluiceTestKit
 @testable import SluiceServer
 import Testing
 
@@ -332,21 +333,14 @@ import Testing
             let client = try await SluiceClient.connect(to: daemon.unix)
             #expect(try await client.send(Self.events("x", "success", count: 1, durable: true)).recordEvents.committed)
             // Another process holds the write lock for 3 s (longer than the 1 s busy timeout).
-            let holder = Process()
-            holder.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-            holder.arguments = [path]
-            let input = Pipe()
-            holder.standardInput = input
-            try holder.run()
-            input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nDELETE FROM reputation_events WHERE 0;\n.shell sleep 3\nCOMMIT;\n".utf8))
+            let holder = try SQLiteLockHolder(path: path, seconds: 3)
             try await Task.sleep(for: .milliseconds(300))
             let locked = try await client.send(Self.events("x", "success", count: 1, durable: true))
             #expect(locked.error.code == .unavailable)
             #expect(locked.error.message.contains("locked"), "\(locked.error.message)")
             // Checks are answered all the while.
             #expect(try await client.verdict(Self.check("x", rule: "api")).allowed)
-            try input.fileHandleForWriting.close()
-            holder.waitUntilExit()
+            try holder.waitUntilReleased()
             // Released: the next durable batch commits, with what was kept from the failed one.
             #expect(try await client.send(Self.events("x", "success", count: 1, durable: true)).recordEvents.committed)
             let answer = try await Self.get("x", client: client)

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
 import SluiceStore
+import SluiceTestKit
 import Testing
 
 /// A fresh directory for one test's database files.
@@ -163,20 +164,15 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         let path = temporaryDirectory() + "/sluice.db"
         let store = try SQLiteReputationStore(path: path, busyTimeout: 0.2)
         // Another process takes the write lock and holds it for a second.
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-        holder.arguments = [path]
-        let input = Pipe()
-        holder.standardInput = input
-        try holder.run()
-        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\nINSERT INTO reputation_events (subject_key, previous_id, tenant, subject, kind, weight, at_ns) VALUES (0, 0, '', 'x', 'success', 1, 0);\n.shell sleep 1\nCOMMIT;\n".utf8))
+        let holder = try SQLiteLockHolder(path: path, statement: """
+            INSERT INTO reputation_events (subject_key, previous_id, tenant, subject, kind, weight, at_ns) VALUES (0, 0, '', 'x', 'success', 1, 0);
+            """, seconds: 1)
         Thread.sleep(forTimeInterval: 0.3)
         var batch = StoreBatch()
         batch.events = [ReputationEvent(tenant: "", subject: "y", kind: "success", weight: 1, at: 1)]
         let error = #expect(throws: StoreError.self) { try store.commit(batch) }
         #expect(error?.message.contains("locked") == true, "\(error?.message ?? "")")
-        try input.fileHandleForWriting.close()
-        holder.waitUntilExit()
+        try holder.waitUntilReleased()
         try store.commit(batch)
         #expect(try store.eventCount() == 2)
     }

@@ -1,0 +1,24 @@
+import Foundation
+
+/// Another process (the `sqlite3` shell) holding a database's write lock, as a backup job or a
+/// second daemon pointed at the same file would.
+public final class SQLiteLockHolder {
+    let process = Process()
+    let input = Pipe()
+
+    /// Starts `sqlite3 path`, takes the write lock with `statement` inside `BEGIN IMMEDIATE`, and
+    /// holds it for `seconds` before committing.
+    public init(path: String, statement: String = "DELETE FROM reputation_events WHERE 0;", seconds: Int) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = [path]
+        process.standardInput = input
+        try process.run()
+        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\n\(statement)\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
+    }
+
+    /// Waits until the lock is released and the shell has exited.
+    public func waitUntilReleased() throws {
+        try input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+}
