@@ -1,0 +1,80 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+
+/// `sluicectl reputation` and `sluicectl flags`, run as processes against the real `sluiced`
+/// started on its embedded default (reputation on, in shadow mode) with its own store.
+@Suite("sluicectl reputation")
+struct ReputationCommandLineTests {
+    static func json(_ text: String) -> [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    }
+
+    @Test("record, get, list, set, pin, unpin, reset and flags, as an operator types them")
+    func commands() async throws {
+        let directory = "/tmp/sluicectl-rep-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock"
+        let (process, _) = try DaemonProcessTests.launch(["--unix", socket, "--store", "\(directory)/sluice.db", "--snapshot", "off",
+                                                          "--metrics", "off", "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await DaemonProcessTests.waitForSocket(socket))
+        let endpoint = ["-e", "unix:\(socket)"]
+        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+            try DaemonProcessTests.sluicectl(arguments + endpoint)
+        }
+
+        let recorded = try run(["reputation", "record", "mallory", "auth_failure", "--count", "8", "--note", "/login", "--durable"])
+        #expect(recorded.status == 0)
+        #expect(recorded.out.contains("recorded 8 event(s), committed"))
+        let get = try run(["reputation", "get", "mallory", "--json"])
+        let object = try #require(Self.json(get.out), "\(get.out) \(get.err)")
+        #expect(abs((object["score"] as? Double ?? 0) - 10) < 0.1)
+        #expect(object["tracked"] as? Bool == true)
+        #expect((object["recent_events"] as? [[String: Any]])?.first?["note"] as? String == "/login")
+        #expect(try run(["reputation", "get", "mallory"]).out.contains("mallory score=10.0"))
+
+        _ = try run(["reputation", "record", "eve", "bad_request"])
+        let list = try run(["reputation", "list", "--limit", "1"])
+        #expect(list.out.hasPrefix("mallory score="))
+        #expect(list.out.contains("2 subjects tracked; next page: --page 1"))
+
+        // The default is shadow mode: the score is reported, nothing is enforced.
+        let check = try run(["check", "mallory", "--rule", "default", "--json"])
+        let verdict = try #require(Self.json(check.out))
+        #expect(verdict["allowed"] as? Bool == true)
+        #expect(abs((verdict["reputation"] as? Double ?? 0) - 10) < 0.1)
+        #expect(verdict["multiplier"] == nil)
+        #expect(try run(["reputation", "pin", "mallory", "2"]).out.contains("BLOCKED pinned"))
+        let shadow = try #require(Self.json(try run(["check", "mallory", "--rule", "default", "--json"]).out))
+        #expect(shadow["allowed"] as? Bool == true)
+        #expect(shadow["would_deny"] as? Bool == true)
+        #expect(shadow["would_deny_reason"] as? String == "reputation")
+
+        let enforced = try run(["flags", "reputation", "--shadow", "off"])
+        #expect(enforced.out.contains("reputation: on rollout=100% enforced (changed at runtime"))
+        let blocked = try run(["check", "mallory", "--rule", "default"])
+        #expect(blocked.status == 1)
+        #expect(blocked.out.contains("reason=reputation"))
+        #expect(try run(["reputation", "set", "mallory", "10"]).status == 0)   // 0.25x below 20, flat
+        let limited = try run(["check", "mallory", "--rule", "default", "--json"])
+        #expect(Self.json(limited.out)?["multiplier"] as? Double == 0.25)
+        #expect(try run(["reputation", "unpin", "mallory"]).status == 0)
+        #expect(try run(["reputation", "set", "mallory", "90"]).out.contains("score=90.0 multiplier=1.50"))
+        #expect(try run(["reputation", "reset", "mallory"]).out.contains("score=50.0"))
+        #expect(try run(["reputation", "get", "mallory"]).out.contains("no record"))
+
+        let bad = try run(["reputation", "record", "x", "sneezed"])
+        #expect(bad.status == 2)
+        #expect(bad.err.contains("unknown event kind 'sneezed'"))
+        #expect(try run(["flags", "telepathy", "--enable"]).err.contains("no feature named 'telepathy'"))
+        #expect(try run(["flags"]).out.contains("reputation: on rollout=100% enforced"))
+
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+}
