@@ -241,8 +241,13 @@ public final class SQLiteReputationStore: ReputationStore {
     static func bind(_ text: String, to statement: OpaquePointer?, at index: Int32) {
         var text = text
         text.withUTF8 { bytes in
-            _ = sqlite3_bind_text(statement, index, UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-                .assumingMemoryBound(to: CChar.self), Int32(bytes.count), Self.transient)
+            if let base = bytes.baseAddress, bytes.count > 0 {
+                _ = sqlite3_bind_text(statement, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self),
+                                      Int32(bytes.count), Self.transient)
+            } else {
+                // A null pointer would bind NULL, which the NOT NULL columns refuse.
+                _ = sqlite3_bind_text(statement, index, "", 0, Self.transient)
+            }
         }
     }
 
