@@ -77,6 +77,7 @@ extension RequestDispatcher {
                 }
             }
             if note.peekFactor != 0 { peeks = true }
+            // A buffer with an element at `index` has a base address.
             (notes.baseAddress! + index).initialize(to: note)
         }
         }
@@ -94,6 +95,7 @@ extension RequestDispatcher {
                 let decision = evaluate(item, factor: notes[index].peekFactor)
                 if !decision.allowed { notes[index].wouldDeny = decision.reason }
             }
+            // A buffer with an element at `index` has a base address.
             guard !item.skip else {
                 (decisions.baseAddress! + index).initialize(to: .blocked())
                 continue
