@@ -91,13 +91,27 @@ public final class ReputationService: Sendable {
         self.settings = settings
         self.time = time
         self.logger = logger
+        let failures = NIOLockedValueBox<(message: String, loggedAt: UInt64, suppressed: Int)>(("", 0, 0))
         let writer = WriteBehind(store: nil, queue: DispatchQueue(label: "sluice.store", qos: .utility),
                                  interval: .nanoseconds(Int(settings.commitInterval)), maxPendingEvents: settings.maxPendingEvents,
                                  // Scores about once a second; events every interval.
                                  recordsEvery: max(1, Int(1_000_000_000 / max(1, settings.commitInterval))),
                                  onFailure: { [logger] error in
-                                     logger.error("reputation store: commit failed; changes kept in memory and retried",
-                                                  metadata: ["error.message": "\(error.message)"])
+                                     // Every interval while the store is down: a line when the
+                                     // complaint changes, then one a minute with the count.
+                                     let suppressed = failures.withLockedValue { state -> Int? in
+                                         let now = DispatchTime.now().uptimeNanoseconds
+                                         if state.message == error.message, now &- state.loggedAt < 60_000_000_000 {
+                                             state.suppressed += 1
+                                             return nil
+                                         }
+                                         defer { state = (error.message, now, 0) }
+                                         return state.suppressed
+                                     }
+                                     guard let suppressed else { return }
+                                     logger.error("reputation store: commit failed; changes kept in memory and retried every interval",
+                                                  metadata: ["error.message": "\(error.message)",
+                                                             "store.failures_since_last_line": "\(suppressed)"])
                                  })
         self.writer = writer
         // Only a store holds rows: without one, changes are not even queued.
