@@ -54,6 +54,8 @@ struct ReputationGate: Sendable, Equatable {
 public final class ReputationService: Sendable {
     /// The feature's flag name.
     public static let feature = "reputation"
+    /// Events deleted per transaction by the sweep.
+    static let expiryChunk = 50_000
     /// What the hot path reads.
     public let book: ReputationBook
     let writer: WriteBehind
@@ -232,8 +234,16 @@ public final class ReputationService: Sendable {
                                      maxSubjects: configuration.reputation.maxSubjects).count
         var expired = 0
         if let store = status.withLockedValue({ $0.store }) {
+            // In transactions of 50,000 rows, with the pending events committed between them: a
+            // large expiry never holds commits up for long.
             do {
-                expired = try store.expireEvents(before: now - settings.retention, keepAtMost: settings.maxEvents)
+                while true {
+                    let deleted = try store.expireEvents(before: now - settings.retention, keepAtMost: settings.maxEvents,
+                                                         atMost: Self.expiryChunk)
+                    expired += deleted
+                    if deleted < Self.expiryChunk { break }
+                    writer.commitOnQueue()
+                }
             } catch {
                 logger.warning("reputation store: events not expired", metadata: ["error.message": "\(error.message)"])
             }

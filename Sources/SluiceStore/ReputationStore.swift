@@ -46,9 +46,10 @@ public protocol ReputationStore: Sendable {
     /// Up to `limit` of the subject's most recent events, newest first (in the order they were
     /// committed). A subject forgotten at neutral starts afresh.
     func recentEvents(tenant: String, subject: String, limit: Int) throws(StoreError) -> [ReputationEvent]
-    /// Deletes events older than `before` (ns since the epoch) and all but the newest `keepAtMost`;
-    /// returns how many it deleted.
-    func expireEvents(before: Int64, keepAtMost: Int) throws(StoreError) -> Int
+    /// Deletes events older than `before` (ns since the epoch) and all but the newest `keepAtMost`,
+    /// at most `limit` of them, in one transaction; returns how many it deleted (`limit`: call
+    /// again for more).
+    func expireEvents(before: Int64, keepAtMost: Int, atMost limit: Int) throws(StoreError) -> Int
     /// How many events are stored.
     func eventCount() throws(StoreError) -> Int
 }

@@ -278,27 +278,25 @@ public final class SQLiteReputationStore: ReputationStore {
         return found
     }
 
-    public func expireEvents(before: Int64, keepAtMost: Int) throws(StoreError) -> Int {
+    public func expireEvents(before: Int64, keepAtMost: Int, atMost limit: Int) throws(StoreError) -> Int {
         do {
             return try pool.write { db in
-                var deleted = 0
-                // By count: ids only grow and are deleted from the oldest, so they are dense.
                 // Never past the replay mark: those events are not in the scores yet.
                 let mark = try Int64.fetchOne(db, sql: "SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'") ?? 0
-                if let newest = try Int64.fetchOne(db, sql: "SELECT max(id) FROM reputation_events") {
-                    try db.execute(sql: "DELETE FROM reputation_events WHERE id <= ?", arguments: [min(mark, newest - Int64(keepAtMost))])
-                    deleted += db.changesCount
-                }
-                // By age, oldest ids first, in chunks: events arrive roughly in time order, and
-                // one that arrived late with an old time stays until the events before it go.
-                while true {
+                guard let oldest = try Int64.fetchOne(db, sql: "SELECT min(id) FROM reputation_events"),
+                      let newest = try Int64.fetchOne(db, sql: "SELECT max(id) FROM reputation_events") else { return 0 }
+                // By count: ids only grow and are deleted from the oldest, so they are dense.
+                let byCount = min(mark, newest - Int64(keepAtMost), oldest + Int64(limit) - 1)
+                try db.execute(sql: "DELETE FROM reputation_events WHERE id <= ?", arguments: [byCount])
+                var deleted = db.changesCount
+                // By age, oldest ids first: events arrive roughly in time order, and one that
+                // arrived late with an old time stays until the events before it go.
+                if deleted < limit {
                     try db.execute(sql: """
                         DELETE FROM reputation_events WHERE id IN
-                          (SELECT id FROM reputation_events WHERE id <= ? ORDER BY id LIMIT 10000) AND at_ns < ?
-                        """, arguments: [mark, before])
-                    let chunk = db.changesCount
-                    deleted += chunk
-                    if chunk < 10_000 { break }
+                          (SELECT id FROM reputation_events WHERE id <= ? ORDER BY id LIMIT ?) AND at_ns < ?
+                        """, arguments: [mark, limit - deleted, before])
+                    deleted += db.changesCount
                 }
                 return deleted
             }

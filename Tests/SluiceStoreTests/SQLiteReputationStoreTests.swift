@@ -90,7 +90,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         var all = StoreBatch()
         all.recordsComplete = true
         try store.commit(all)
-        #expect(try store.expireEvents(before: 40 * 5 * hour, keepAtMost: 1_000_000) == 80)
+        #expect(try store.expireEvents(before: 40 * 5 * hour, keepAtMost: 1_000_000, atMost: 1_000_000) == 80)
         #expect(try store.recentEvents(tenant: "t", subject: "a", limit: 100).count == 8)
         // A forgotten subject starts a new chain.
         var forget = StoreBatch()
@@ -109,9 +109,11 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         batch.events = (0..<25_000).map { ReputationEvent(tenant: "", subject: "s\($0 % 10)", kind: "success", weight: 0.2, at: Int64($0)) }
         batch.recordsComplete = true
         try store.commit(batch)
-        #expect(try store.expireEvents(before: 12_000, keepAtMost: 1_000_000) == 12_000)
+        // At most 5,000 at a time, then the rest.
+        #expect(try store.expireEvents(before: 12_000, keepAtMost: 1_000_000, atMost: 5_000) == 5_000)
+        #expect(try store.expireEvents(before: 12_000, keepAtMost: 1_000_000, atMost: 1_000_000) == 7_000)
         #expect(try store.eventCount() == 13_000)
-        #expect(try store.expireEvents(before: 0, keepAtMost: 3_000) == 10_000)
+        #expect(try store.expireEvents(before: 0, keepAtMost: 3_000, atMost: 1_000_000) == 10_000)
         #expect(try store.eventCount() == 3_000)
         #expect(try store.recentEvents(tenant: "", subject: "s9", limit: 1).first?.at == 24_999)
     }
@@ -127,14 +129,14 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         later.events = [ReputationEvent(tenant: "", subject: "s0", kind: "success", weight: 0.2, at: 1)]
         try store.commit(later)
         #expect(try store.eventsAfterRecords().count == 1)
-        #expect(try store.expireEvents(before: .max, keepAtMost: 0) == 25_000)
+        #expect(try store.expireEvents(before: .max, keepAtMost: 0, atMost: 1_000_000) == 25_000)
         #expect(try store.eventCount() == 1)
         try store.commit(batch)
         later.recordsComplete = true
         try store.commit(later)
         #expect(try store.eventsAfterRecords().isEmpty)
         #expect(try store.eventCount() == 25_002)
-        #expect(try store.expireEvents(before: 0, keepAtMost: 25_000) == 2)
+        #expect(try store.expireEvents(before: 0, keepAtMost: 25_000, atMost: 1_000_000) == 2)
     }
 
     @Test func aFileThatIsNotADatabaseIsAClearError() throws {
