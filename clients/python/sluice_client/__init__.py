@@ -24,7 +24,7 @@ import struct
 
 from . import sluice_pb2 as pb
 
-__all__ = ["Client", "Check", "Verdict", "SluiceError", "SluiceConnectionError", "ALGORITHMS"]
+__all__ = ["Client", "Check", "Verdict", "Event", "SluiceError", "SluiceConnectionError", "ALGORITHMS"]
 
 ALGORITHMS = {"gcra": 1, "token_bucket": 2, "sliding_window": 3, "fixed_window": 4, "concurrency": 5}
 MAX_BATCH = 1000
@@ -85,12 +85,43 @@ class Verdict:
     reason: str
     lease_id: int
     limit_index: int
+    # Reputation (docs/REPUTATION.md): the subject's score when the feature applies to it, the
+    # multiplier that scaled the limits (1.0 when none), and what a feature in shadow mode would
+    # have done ("" when nothing).
+    reputation: float | None = None
+    multiplier: float = 1.0
+    would_deny: str = ""
 
     @staticmethod
     def from_proto(v: pb.Verdict) -> "Verdict":
         return Verdict(v.allowed, v.limit, v.remaining, v.reset_after_ms, v.retry_after_ms, v.rule,
                        pb.Algorithm.Name(v.algorithm).removeprefix("ALGORITHM_").lower(),
-                       pb.Reason.Name(v.reason).removeprefix("REASON_").lower(), v.lease_id, v.limit_index)
+                       _reason(v.reason), v.lease_id, v.limit_index,
+                       v.reputation if v.HasField("reputation") else None,
+                       v.multiplier or 1.0,
+                       _reason(v.would_deny_reason) if v.would_deny else "")
+
+
+def _reason(value: int) -> str:
+    return pb.Reason.Name(value).removeprefix("REASON_").lower()
+
+
+@dataclasses.dataclass
+class Event:
+    """A reputation event: ``kind`` is a built-in kind (``auth_failure``, ``success`` …) or one
+    the daemon's configuration names; ``weight=None`` uses the configured weight; ``at_ms=0`` is now."""
+    subject: str
+    kind: str
+    tenant: str = ""
+    weight: float | None = None
+    at_ms: int = 0
+    note: str = ""
+
+    def to_proto(self) -> pb.ReputationEvent:
+        message = pb.ReputationEvent(tenant=self.tenant, subject=self.subject, kind=self.kind, at_ms=self.at_ms, note=self.note)
+        if self.weight is not None:
+            message.weight = self.weight
+        return message
 
 
 def _limit(c: Check) -> pb.Limit:
@@ -245,3 +276,25 @@ class Client:
         self._send(self._request(stats=pb.StatsRequest()))
         s = self._receive().stats
         return {field.name: value for field, value in s.ListFields()}
+
+    # -- reputation (docs/REPUTATION.md) ---------------------------------------------------
+    def record_events(self, events: list[Event], durable: bool = False) -> int:
+        """Reports what subjects did. With ``durable``, returns only once the daemon has
+        committed the events to its store. Returns how many were recorded."""
+        self._require_idle()
+        body = pb.RecordEventsRequest(events=[e.to_proto() for e in events], durable=durable)
+        self._send(self._request(record_events=body))
+        return self._receive().record_events.recorded
+
+    def reputation(self, subject: str, tenant: str = "", recent_events: int = 10) -> dict:
+        """A subject's reputation: ``score``, ``multiplier``, ``blocked``, ``pinned``,
+        ``neutral_at_ms``, ``tracked`` and its ``recent_events`` (newest first)."""
+        self._require_idle()
+        body = pb.GetReputationRequest(tenant=tenant, subject=subject, recent_events=recent_events)
+        self._send(self._request(get_reputation=body))
+        answer = self._receive().get_reputation
+        r = answer.reputation
+        return {"score": r.score, "multiplier": r.multiplier, "blocked": r.blocked, "pinned": r.pinned,
+                "neutral_at_ms": r.neutral_at_ms, "events": r.events, "tracked": answer.tracked,
+                "recent_events": [{"kind": e.kind, "weight": e.weight, "at_ms": e.at_ms, "note": e.note}
+                                  for e in answer.recent_events]}

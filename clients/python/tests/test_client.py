@@ -123,6 +123,22 @@ class DaemonTests(unittest.TestCase):
             self.assertFalse(client.release(check, leases[0].lease_id))
             self.assertTrue(client.check_batch([check])[0].allowed)
 
+    def test_reputation(self):
+        from sluice_client import Event
+        with Client(f"unix:{self.socket_path}") as sluice:
+            self.assertEqual(sluice.record_events([Event("py-mallory", "auth_failure", note="/login")] * 6), 6)
+            reputation = sluice.reputation("py-mallory")
+            self.assertTrue(reputation["tracked"])
+            self.assertAlmostEqual(reputation["score"], 20, delta=0.5)
+            self.assertEqual(reputation["recent_events"], [])   # the daemon runs without a store
+            verdict = sluice.check("py-mallory", rule="default", now_ms=int(time.time() * 1000))
+            self.assertAlmostEqual(verdict.reputation, 20, delta=0.5)
+            self.assertEqual(verdict.multiplier, 1.0)   # shadow mode (the embedded default): nothing scaled
+            with self.assertRaises(SluiceError) as refused:
+                sluice.record_events([Event("x", "sneezed")])
+            self.assertEqual(refused.exception.code, "invalid_argument")
+            self.assertEqual(refused.exception.check_index, 0)
+
 
 class BrokenConnectionTests(unittest.TestCase):
     def test_unreachable(self):
