@@ -54,8 +54,16 @@ final class Operator: OperatorActions, Sendable {
                 ])
                 return .failure(error)
             }
+            let previousFeatures = state.current.configuration.features
             let (configuration, report) = state.current.configuration.reloadPlan(applying: loaded)
             let live = state.apply(configuration)
+            for name in Configuration.knownFeatures where previousFeatures[name] != configuration.features[name] {
+                let flag = configuration.features[name]
+                logger.notice("feature flag changed by the reload", metadata: [
+                    "flag.name": "\(name)", "flag.enabled": "\(flag?.enabled ?? false)",
+                    "flag.rollout_percent": "\(flag?.rolloutPercent ?? 0)", "flag.shadow": "\(flag?.shadow ?? false)",
+                ])
+            }
             overridden.withLockedValue { $0.removeAll() }
             var applied = report
             applied.generation = live.generation
