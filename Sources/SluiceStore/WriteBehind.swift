@@ -26,14 +26,17 @@ public final class WriteBehind: Sendable {
 
     /// What the writer has done, for metrics.
     public struct Statistics: Sendable, Equatable {
-        /// Transactions committed, and those that failed.
+        /// Transactions committed.
         public var commits: UInt64 = 0
+        /// Commits that failed (their changes were kept and retried).
         public var failures: UInt64 = 0
-        /// Events written in all, and dropped because too many were pending.
+        /// Events written in all.
         public var eventsWritten: UInt64 = 0
+        /// Events dropped because too many were pending.
         public var eventsDropped: UInt64 = 0
-        /// Events and records waiting for the next commit.
+        /// Events waiting for the next commit.
         public var pendingEvents: Int = 0
+        /// Record changes waiting for the next commit that writes records.
         public var pendingRecords: Int = 0
         /// Nanoseconds the last commit took.
         public var lastCommitDuration: Int64 = 0
