@@ -43,43 +43,44 @@ extension RequestDispatcher {
         // Borrowed, not retained: the dispatcher holds the service, which holds the book.
         var peeks = false
         unmanaged._withUnsafeGuaranteedRef { book in
-        for index in 0..<items.count {
-            var note = ReputationNote()
-            let view = views[index]
-            let subject = view.subject.count == 0 ? items[index].key : Fingerprint.of(tenant: view.tenant, key: view.subject)
-            if gate.includes(subject) {
-                let now = items[index].now
-                if book.mayTrack(subject), let score = book.score(of: subject, at: now, neutral: gate.neutral, halfLife: gate.halfLife) {
-                    note.score = score
-                    let multiplier = live.reputationModel.curve.multiplier(at: score)
-                    let blockedFor = score < gate.blockBelow ? live.reputationModel.timeUntilUnblocked(score) : nil
-                    if gate.shadow {
-                        if blockedFor != nil {
-                            note.wouldDeny = .reputation
-                        } else if multiplier < 1, !items[index].skip {
-                            // Evaluated just before this check is decided (see decideInOrder).
-                            note.peekFactor = multiplier
+            for index in 0..<items.count {
+                var note = ReputationNote()
+                // The subject's fingerprint: the key's when the check names no subject.
+                let subjectBytes = views[index].subject
+                let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+                if gate.includes(subject) {
+                    let now = items[index].now
+                    if book.mayTrack(subject), let score = book.score(of: subject, at: now, neutral: gate.neutral, halfLife: gate.halfLife) {
+                        note.score = score
+                        let multiplier = live.reputationModel.curve.multiplier(at: score)
+                        let blockedFor = score < gate.blockBelow ? live.reputationModel.timeUntilUnblocked(score) : nil
+                        if gate.shadow {
+                            if blockedFor != nil {
+                                note.wouldDeny = .reputation
+                            } else if multiplier < 1, !items[index].skip {
+                                // Evaluated just before this check is decided (see decideInOrder).
+                                note.peekFactor = multiplier
+                            }
+                        } else {
+                            items[index].multiplier *= multiplier
+                            note.multiplier = items[index].multiplier
+                            if let blockedFor, !items[index].skip {
+                                items[index].skip = true
+                                note.blockedFor = blockedFor
+                            }
                         }
                     } else {
-                        items[index].multiplier *= multiplier
-                        note.multiplier = items[index].multiplier
-                        if let blockedFor, !items[index].skip {
-                            items[index].skip = true
-                            note.blockedFor = blockedFor
+                        note.score = gate.neutral
+                        if !gate.shadow {
+                            items[index].multiplier *= gate.neutralMultiplier
+                            note.multiplier = items[index].multiplier
                         }
                     }
-                } else {
-                    note.score = gate.neutral
-                    if !gate.shadow {
-                        items[index].multiplier *= gate.neutralMultiplier
-                        note.multiplier = items[index].multiplier
-                    }
                 }
+                if note.peekFactor != 0 { peeks = true }
+                // A buffer with an element at `index` has a base address.
+                (notes.baseAddress! + index).initialize(to: note)
             }
-            if note.peekFactor != 0 { peeks = true }
-            // A buffer with an element at `index` has a base address.
-            (notes.baseAddress! + index).initialize(to: note)
-        }
         }
         return peeks
     }
@@ -132,12 +133,12 @@ extension RequestDispatcher {
                 hot: ReputationHotPath) {
         var wouldDeny: UInt64 = 0
         for index in 0..<notes.count {
-            let decision = decisions[index]
-            if gate.shadow, decision.allowed, notes[index].wouldDeny != nil { wouldDeny &+= 1 }
-            if gate.recordDenials, decision.reason == .overLimit || decision.reason == .exceedsCapacity, items[index].hits > 0 {
-                let view = views[index]
-                hot.recordDenial(tenant: view.tenant, subject: view.subject.count > 0 ? view.subject : view.key,
-                                        now: items[index].now, weight: gate.denialWeight)
+            let reason = decisions[index].reason
+            if gate.shadow, decisions[index].allowed, notes[index].wouldDeny != nil { wouldDeny &+= 1 }
+            if gate.recordDenials, reason == .overLimit || reason == .exceedsCapacity, items[index].hits > 0 {
+                let subject = views[index].subject
+                hot.recordDenial(tenant: views[index].tenant, subject: subject.count > 0 ? subject : views[index].key,
+                                 now: items[index].now, weight: gate.denialWeight)
             }
         }
         if wouldDeny > 0 { hot.wouldDeny.add(wouldDeny, ordering: .relaxed) }
