@@ -37,6 +37,24 @@ extension Configuration {
         public init() {}
     }
 
+    /// A tier of subjects (VIP, standard, best effort …): how their limits scale and, under load,
+    /// in which order they are shed.
+    public struct Tier: Sendable, Equatable {
+        /// The tier's name.
+        public var name: String
+        /// Scales every limit of the tier's subjects.
+        public var multiplier: Double
+        /// Higher is shed later under load.
+        public var priority: Int
+
+        /// Creates a tier.
+        public init(name: String, multiplier: Double = 1, priority: Int = 0) {
+            self.name = name
+            self.multiplier = multiplier
+            self.priority = priority
+        }
+    }
+
     /// The features a flag can switch.
-    public static let knownFeatures = ["reputation"]
+    public static let knownFeatures = ["adaptive", "reputation"]
 }

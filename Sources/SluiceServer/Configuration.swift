@@ -131,6 +131,8 @@ public struct Configuration: Sendable {
     public var store = StoreSettings()
     /// Feature flags by feature name; a feature without one is off.
     public var features: [String: FeatureFlag] = [:]
+    /// Tiers by name (applied to subjects an operator assigned, under the `adaptive` flag).
+    public var tiers: [String: Tier] = [:]
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

@@ -135,4 +135,24 @@ extension Reader {
         }
         configuration.features = flags
     }
+
+    /// `tiers:` each tier's limit multiplier and shedding priority.
+    func readTiers(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var tiers: [String: Configuration.Tier] = [:]
+        for (name, tierNode) in try mapping(node, "tiers", keys: nil) {
+            let path = "tiers.\(name)"
+            guard Self.isKindName(name) else { throw error(tierNode, path, "a tier name is 1 to 64 of a-z, 0-9 and _") }
+            var tier = Configuration.Tier(name: name)
+            for (key, value) in try mapping(tierNode, path, keys: ["multiplier", "priority"]) {
+                if key == "multiplier" {
+                    tier.multiplier = try number(value, "\(path).multiplier", 0.001...1_000)
+                } else {
+                    tier.priority = try integer(value, "\(path).priority", -1_000...1_000)
+                }
+            }
+            tiers[name] = tier
+        }
+        guard tiers.count <= 64 else { throw error(node, "tiers", "at most 64 tiers") }
+        configuration.tiers = tiers
+    }
 }

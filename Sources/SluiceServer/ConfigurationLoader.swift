@@ -120,7 +120,7 @@ struct Reader {
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
         let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "log",
-                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features"])
+                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -183,6 +183,7 @@ struct Reader {
             case "reputation": try readReputation(value, &configuration)
             case "store": try readStore(value, &configuration)
             case "features": try readFeatures(value, &configuration)
+            case "tiers": try readTiers(value, &configuration)
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
             case "rules": configuration.rules = try readRules(value, "rules", configuration)
             case "tenants":

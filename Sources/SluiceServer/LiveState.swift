@@ -15,6 +15,8 @@ public final class LiveConfiguration: Sendable {
     let reputation: ReputationGate?
     /// The reputation model, read in place for tracked subjects (a copy would retain its parts).
     let reputationModel: ReputationModel
+    /// Tiers compiled for the hot path; nil when the adaptive feature is off or there are none.
+    let tiers: TierTable?
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -23,6 +25,7 @@ public final class LiveConfiguration: Sendable {
         self.generation = generation
         reputation = ReputationGate(numbered)
         reputationModel = numbered.reputation.model
+        tiers = TierTable(numbered)
     }
 }
 

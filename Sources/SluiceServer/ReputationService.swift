@@ -58,6 +58,8 @@ public final class ReputationService: Sendable {
     static let expiryChunk = 50_000
     /// What the hot path reads.
     public let book: ReputationBook
+    /// Subjects' tiers (the adaptive feature), kept in the same store.
+    public let tiers = TierBook()
     let writer: WriteBehind
     /// Denied checks on their way to the background (`rate_limited` events).
     let denials: EventTap<ReputationEvent>
@@ -174,6 +176,9 @@ public final class ReputationService: Sendable {
         do {
             let store = try SQLiteReputationStore(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
             let records = try store.loadRecords()
+            for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
+                tiers.assign(assignment)
+            }
             // Scores are written about once a second, events every commit: the events after
             // the last scores written are applied again, exactly as they were the first time.
             let replay = try store.eventsAfterRecords()

@@ -17,6 +17,8 @@ struct ReputationNote {
     /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
     /// when not.
     var peekFactor: Double = 0
+    /// The subject's tier name (the tier table's bytes); empty when none.
+    var tier = UnsafeRawBufferPointer(start: nil, count: 0)
 
     @inline(__always)
     func annotate(_ fields: inout CheckFrameCodec.VerdictFields) {
@@ -83,6 +85,22 @@ extension RequestDispatcher {
             }
         }
         return peeks
+    }
+
+    /// Applies each subject's tier: its multiplier on the check's limits (unless the adaptive
+    /// feature is in shadow mode), and its name in the verdict.
+    func applyTiers(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
+                    notes: UnsafeMutableBufferPointer<ReputationNote>, table: TierTable, book: TierBook) {
+        for index in 0..<items.count {
+            let subjectBytes = views[index].subject
+            let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+            guard table.includes(subject), let name = book.tier(of: subject), let tier = table.index(of: name) else { continue }
+            notes[index].tier = UnsafeRawBufferPointer(table.nameBytes[tier])
+            if !table.shadow {
+                items[index].multiplier *= table.multipliers[tier]
+                notes[index].multiplier = items[index].multiplier
+            }
+        }
     }
 
     /// Decides the checks one at a time, in order, evaluating each shadow check just before it
@@ -190,6 +208,28 @@ extension RequestDispatcher {
             return promise.futureResult
         case .getReputation(let get):
             return background(request, eventLoop: eventLoop) { service, now in service.get(get, configuration: configuration, now: now) }
+        case .getTier(let get):
+            return background(request, eventLoop: eventLoop) { service, _ in
+                service.tierResponse(service.tiers.assignment(of: Fingerprint.of(tenant: get.tenant, key: get.subject)))
+            }
+        case .listTiers(let list):
+            return background(request, eventLoop: eventLoop) { service, _ in service.listTiers(list, configuration: configuration) }
+        case .setTier(let set):
+            if let refusal = operatorRefusal(id: id, on: connection) {
+                counters.requests.add(1, ordering: .relaxed)
+                return answer(refusal)
+            }
+            return background(request, eventLoop: eventLoop) { service, now in
+                service.changeTier(tenant: set.tenant, subject: set.subject, to: set.tier, configuration: configuration, now: now)
+            }
+        case .removeTier(let remove):
+            if let refusal = operatorRefusal(id: id, on: connection) {
+                counters.requests.add(1, ordering: .relaxed)
+                return answer(refusal)
+            }
+            return background(request, eventLoop: eventLoop) { service, now in
+                service.changeTier(tenant: remove.tenant, subject: remove.subject, to: nil, configuration: configuration, now: now)
+            }
         case .listReputations(let list):
             return background(request, eventLoop: eventLoop) { service, now in service.list(list, configuration: configuration, now: now) }
         case .setReputation(let set):

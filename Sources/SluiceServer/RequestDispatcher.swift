@@ -26,6 +26,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let reputationHot: ReputationHotPath?
     /// Its book, unretained: reading a retained reference costs a retain and a release per request.
     let reputationBook: Unmanaged<ReputationBook>?
+    /// Subjects' tiers (the adaptive feature).
+    let tierBook: TierBook?
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -45,6 +47,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.reputation = reputation
         reputationHot = reputation?.hot
         reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
+        tierBook = reputation?.tiers
         self.state = state
         self.table = table
         self.counters = counters
@@ -77,7 +80,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .stats: response = statsResponse()
         case .recordEvents(let events) where !events.durable:
             response = recordNow(events, id: request.id)
-        case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags:
+        case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
+             .setTier, .getTier, .listTiers, .removeTier:
             // Reached only without an event loop to defer to (see deferredAnswer).
             response = .error(id: request.id, .unsupported, "this request needs a connection")
         case nil:
@@ -328,12 +332,17 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             }
             let book = reputationBook
             let gate = book == nil ? nil : live.reputation
-            return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: gate == nil ? 0 : count) { notes -> WireError? in
-                let inOrder = if let gate, let book {
-                    annotate(items: items, views: views, notes: notes, gate: gate, book: book, live: live)
+            let tierBook = tierBook, tiers = tierBook.map { $0.count > 0 } == true ? live.tiers : nil
+            let annotated = gate != nil || tiers != nil
+            return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: annotated ? count : 0) { notes -> WireError? in
+                let inOrder: Bool
+                if let gate, let book {
+                    inOrder = annotate(items: items, views: views, notes: notes, gate: gate, book: book, live: live)
                 } else {
-                    false
+                    if annotated { notes.initialize(repeating: ReputationNote()) }
+                    inOrder = false
                 }
+                if let tiers, let tierBook { applyTiers(items: items, views: views, notes: notes, table: tiers, book: tierBook) }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
                     if inOrder {
                         decideInOrder(items: items, notes: notes, into: decisions)
@@ -366,14 +375,18 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
                     withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
                         withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
-                            for index in 0..<count {
-                                var fields = CheckFrameCodec.VerdictFields(decisions[index])
-                                if gate != nil { notes[index].annotate(&fields) }
-                                (verdicts.baseAddress! + index).initialize(to: fields)
-                                (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
+                            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: tiers == nil ? 0 : count) { tierNames in
+                                for index in 0..<count {
+                                    var fields = CheckFrameCodec.VerdictFields(decisions[index])
+                                    if annotated { notes[index].annotate(&fields) }
+                                    (verdicts.baseAddress! + index).initialize(to: fields)
+                                    (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
+                                    if tiers != nil { (tierNames.baseAddress! + index).initialize(to: notes[index].tier) }
+                                }
+                                CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
+                                                                   rules: UnsafeBufferPointer(rules),
+                                                                   tiers: tiers == nil ? nil : UnsafeBufferPointer(tierNames), into: &out)
                             }
-                            CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
-                                                               rules: UnsafeBufferPointer(rules), into: &out)
                         }
                     }
                 }

@@ -312,4 +312,44 @@ public final class SQLiteReputationStore: ReputationStore {
             throw Self.storeError(error, path: path, doing: "count events")
         }
     }
+
+    // MARK: tiers
+
+    /// Every stored tier assignment.
+    public func loadTiers() throws(StoreError) -> [TierAssignment] {
+        do {
+            return try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT tenant, subject, tier, assigned_ns FROM subject_tiers ORDER BY subject_key").map { row in
+                    TierAssignment(tenant: row[0], subject: row[1], tier: row[2], assignedAt: row[3])
+                }
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "read tiers")
+        }
+    }
+
+    /// Stores `assignment` (replacing the subject's previous one), committed when this returns.
+    public func saveTier(_ assignment: TierAssignment) throws(StoreError) {
+        do {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO subject_tiers (subject_key, tenant, subject, tier, assigned_ns) VALUES (?, ?, ?, ?, ?)
+                    """, arguments: [Self.subjectKey(tenant: assignment.tenant, subject: assignment.subject), assignment.tenant,
+                                     assignment.subject, assignment.tier, assignment.assignedAt])
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "save a tier")
+        }
+    }
+
+    /// Deletes the subject's tier, committed when this returns.
+    public func removeTier(tenant: String, subject: String) throws(StoreError) {
+        do {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM subject_tiers WHERE subject_key = ?", arguments: [Self.subjectKey(tenant: tenant, subject: subject)])
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "remove a tier")
+        }
+    }
 }

@@ -306,16 +306,23 @@ public enum CheckFrameCodec {
             if multiplier != 0 { writer.double(0x61, multiplier) }
             if wouldDeny { writer.byte(0x68); writer.byte(1) }
             writer.field(0x70, wouldDenyReason)
+
         }
     }
 
     /// Appends a whole frame: `Response { id, check: CheckResponse { verdicts } }`, verdict `i`
     /// being `verdicts[i]` decided under the rule named `rules[i]` (empty for an inline limit).
     public static func writeCheckResponse(id: UInt64, verdicts: UnsafeBufferPointer<VerdictFields>,
-                                          rules: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) {
+                                          rules: UnsafeBufferPointer<UnsafeRawBufferPointer>,
+                                          tiers: UnsafeBufferPointer<UnsafeRawBufferPointer>? = nil, into out: inout ByteBuffer) {
+        // A tier name is field 15 of the verdict, after everything VerdictFields writes.
+        @inline(__always) func tierSize(_ index: Int) -> Int {
+            guard let tiers, tiers[index].count > 0 else { return 0 }
+            return 1 + varintSize(UInt64(tiers[index].count)) + tiers[index].count
+        }
         var checksSize = 0
         for index in 0..<verdicts.count {
-            let size = verdicts[index].size(ruleLength: rules[index].count)
+            let size = verdicts[index].size(ruleLength: rules[index].count) + tierSize(index)
             checksSize += 1 + varintSize(UInt64(size)) + size
         }
         var responseSize = 1 + varintSize(UInt64(checksSize)) + checksSize
@@ -332,8 +339,13 @@ public enum CheckFrameCodec {
             writer.varint(UInt64(checksSize))
             for index in 0..<verdicts.count {
                 writer.byte(0x0A)
-                writer.varint(UInt64(verdicts[index].size(ruleLength: rules[index].count)))
+                writer.varint(UInt64(verdicts[index].size(ruleLength: rules[index].count) + tierSize(index)))
                 verdicts[index].write(rule: rules[index], to: &writer)
+                if let tiers, tiers[index].count > 0 {
+                    writer.byte(0x7A)
+                    writer.varint(UInt64(tiers[index].count))
+                    writer.bytes(tiers[index])
+                }
             }
             return total
         }

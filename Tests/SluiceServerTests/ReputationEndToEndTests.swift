@@ -250,8 +250,8 @@ import Testing
                 var request = WireRequest()
                 request.flags.changes = [.with { $0.name = "reputation"; $0.rolloutPercent = percent }]
                 let flags = try await client.send(request).flags.flags
-                #expect(flags.first?.rolloutPercent == percent)
-                #expect(flags.first?.overridden == true)
+                #expect(flags.first { $0.name == "reputation" }?.rolloutPercent == percent)
+                #expect(flags.first { $0.name == "reputation" }?.overridden == true)
                 let now = try await reported()
                 #expect(now.isSuperset(of: previous), "raising the rollout only adds subjects")
                 previous = now
@@ -267,7 +267,7 @@ import Testing
             #expect(try await reported().isEmpty)
             var list = WireRequest()
             list.flags = Sluice_V1_FlagsRequest()
-            #expect(try await client.send(list).flags.flags.first?.overridden == false)
+            #expect(try await client.send(list).flags.flags.first { $0.name == "reputation" }?.overridden == false)
             await client.close()
         }
     }

@@ -247,6 +247,40 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .flags(newValue)}
   }
 
+  /// Tiers (docs/ADAPTIVE.md): GetTier and ListTiers are served everywhere; SetTier and
+  /// RemoveTier are operator requests.
+  public var setTier: Sluice_V1_SetTierRequest {
+    get {
+      if case .setTier(let v)? = body {return v}
+      return Sluice_V1_SetTierRequest()
+    }
+    set {body = .setTier(newValue)}
+  }
+
+  public var getTier: Sluice_V1_GetTierRequest {
+    get {
+      if case .getTier(let v)? = body {return v}
+      return Sluice_V1_GetTierRequest()
+    }
+    set {body = .getTier(newValue)}
+  }
+
+  public var listTiers: Sluice_V1_ListTiersRequest {
+    get {
+      if case .listTiers(let v)? = body {return v}
+      return Sluice_V1_ListTiersRequest()
+    }
+    set {body = .listTiers(newValue)}
+  }
+
+  public var removeTier: Sluice_V1_RemoveTierRequest {
+    get {
+      if case .removeTier(let v)? = body {return v}
+      return Sluice_V1_RemoveTierRequest()
+    }
+    set {body = .removeTier(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -264,6 +298,12 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case listReputations(Sluice_V1_ListReputationsRequest)
     case setReputation(Sluice_V1_SetReputationRequest)
     case flags(Sluice_V1_FlagsRequest)
+    /// Tiers (docs/ADAPTIVE.md): GetTier and ListTiers are served everywhere; SetTier and
+    /// RemoveTier are operator requests.
+    case setTier(Sluice_V1_SetTierRequest)
+    case getTier(Sluice_V1_GetTierRequest)
+    case listTiers(Sluice_V1_ListTiersRequest)
+    case removeTier(Sluice_V1_RemoveTierRequest)
 
   }
 
@@ -376,6 +416,22 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .flags(newValue)}
   }
 
+  public var tier: Sluice_V1_TierResponse {
+    get {
+      if case .tier(let v)? = body {return v}
+      return Sluice_V1_TierResponse()
+    }
+    set {body = .tier(newValue)}
+  }
+
+  public var listTiers: Sluice_V1_ListTiersResponse {
+    get {
+      if case .listTiers(let v)? = body {return v}
+      return Sluice_V1_ListTiersResponse()
+    }
+    set {body = .listTiers(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -391,6 +447,8 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case listReputations(Sluice_V1_ListReputationsResponse)
     case setReputation(Sluice_V1_SetReputationResponse)
     case flags(Sluice_V1_FlagsResponse)
+    case tier(Sluice_V1_TierResponse)
+    case listTiers(Sluice_V1_ListTiersResponse)
 
   }
 
@@ -571,6 +629,9 @@ public nonisolated struct Sluice_V1_Verdict: Sendable {
   public var wouldDeny: Bool = false
 
   public var wouldDenyReason: Sluice_V1_Reason = .unspecified
+
+  /// The subject's tier, when it has one and the adaptive feature applies to it.
+  public var tier: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1306,6 +1367,162 @@ public nonisolated struct Sluice_V1_FlagsResponse: Sendable {
   public init() {}
 }
 
+/// A subject's tier, as assigned by an operator (kept in the store across restarts).
+public nonisolated struct Sluice_V1_TierAssignment: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  /// A tier named in the configuration's `tiers`.
+  public var tier: String = String()
+
+  /// When it was assigned, milliseconds since the epoch.
+  public var assignedMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Assigns `tier` to a subject (replacing any tier it had); answered after it is committed.
+public nonisolated struct Sluice_V1_SetTierRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  public var tier: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_GetTierRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Removes a subject's tier; `assigned` in the answer says whether it had one.
+public nonisolated struct Sluice_V1_RemoveTierRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  public var subject: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The answer to SetTier, GetTier and RemoveTier.
+public nonisolated struct Sluice_V1_TierResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// False when the subject has no tier (GetTier), or had none (RemoveTier).
+  public var assigned: Bool = false
+
+  public var assignment: Sluice_V1_TierAssignment {
+    get {_assignment ?? Sluice_V1_TierAssignment()}
+    set {_assignment = newValue}
+  }
+  /// Returns true if `assignment` has been explicitly set.
+  public var hasAssignment: Bool {self._assignment != nil}
+  /// Clears the value of `assignment`. Subsequent reads from it will return its default value.
+  public mutating func clearAssignment() {self._assignment = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _assignment: Sluice_V1_TierAssignment? = nil
+}
+
+/// A tier as configured.
+public nonisolated struct Sluice_V1_TierDefinition: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// Scales every limit of the tier's subjects.
+  public var multiplier: Double = 0
+
+  /// Higher is shed later under load.
+  public var priority: Int32 = 0
+
+  /// Subjects assigned to it now.
+  public var subjects: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ListTiersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The tenant whose assignments to list; empty means the default tenant unless `all_tenants`.
+  public var tenant: String = String()
+
+  public var allTenants: Bool = false
+
+  /// Only assignments to this tier; empty for all.
+  public var tier: String = String()
+
+  /// Assignments per page: 0 means 50; at most 1,000.
+  public var pageSize: UInt32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ListTiersResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Every configured tier, highest priority first.
+  public var tiers: [Sluice_V1_TierDefinition] = []
+
+  public var assignments: [Sluice_V1_TierAssignment] = []
+
+  public var nextPageToken: String = String()
+
+  public var total: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A request the daemon could not carry out. `code` is stable; `message` is for people.
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1443,7 +1660,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1595,6 +1812,58 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .flags(v)
         }
       }()
+      case 13: try {
+        var v: Sluice_V1_SetTierRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .setTier(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .setTier(v)
+        }
+      }()
+      case 14: try {
+        var v: Sluice_V1_GetTierRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .getTier(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .getTier(v)
+        }
+      }()
+      case 15: try {
+        var v: Sluice_V1_ListTiersRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listTiers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listTiers(v)
+        }
+      }()
+      case 16: try {
+        var v: Sluice_V1_RemoveTierRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .removeTier(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .removeTier(v)
+        }
+      }()
       default: break
       }
     }
@@ -1653,6 +1922,22 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .flags(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
     }()
+    case .setTier?: try {
+      guard case .setTier(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .getTier?: try {
+      guard case .getTier(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .listTiers?: try {
+      guard case .listTiers(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .removeTier?: try {
+      guard case .removeTier(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1668,7 +1953,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1833,6 +2118,32 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .flags(v)
         }
       }()
+      case 14: try {
+        var v: Sluice_V1_TierResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .tier(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .tier(v)
+        }
+      }()
+      case 15: try {
+        var v: Sluice_V1_ListTiersResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listTiers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listTiers(v)
+        }
+      }()
       default: break
       }
     }
@@ -1894,6 +2205,14 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .flags?: try {
       guard case .flags(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .tier?: try {
+      guard case .tier(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .listTiers?: try {
+      guard case .listTiers(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
     }()
     case nil: break
     }
@@ -2109,7 +2428,7 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Verdict"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0\u{1}reputation\0\u{1}multiplier\0\u{3}would_deny\0\u{3}would_deny_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0\u{1}reputation\0\u{1}multiplier\0\u{3}would_deny\0\u{3}would_deny_reason\0\u{1}tier\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2138,6 +2457,7 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
       case 12: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
       case 13: try { try decoder.decodeSingularBoolField(value: &self.wouldDeny) }()
       case 14: try { try decoder.decodeSingularEnumField(value: &self.wouldDenyReason) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.tier) }()
       default: break
       }
     }
@@ -2190,6 +2510,9 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.wouldDenyReason != .unspecified {
       try visitor.visitSingularEnumField(value: self.wouldDenyReason, fieldNumber: 14)
     }
+    if !self.tier.isEmpty {
+      try visitor.visitSingularStringField(value: self.tier, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2208,6 +2531,7 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.multiplier != rhs.multiplier {return false}
     if lhs.wouldDeny != rhs.wouldDeny {return false}
     if lhs.wouldDenyReason != rhs.wouldDenyReason {return false}
+    if lhs.tier != rhs.tier {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3421,6 +3745,340 @@ nonisolated extension Sluice_V1_FlagsResponse: SwiftProtobuf.Message, SwiftProto
 
   public static func ==(lhs: Sluice_V1_FlagsResponse, rhs: Sluice_V1_FlagsResponse) -> Bool {
     if lhs.flags != rhs.flags {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_TierAssignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TierAssignment"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}tier\0\u{3}assigned_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tier) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.assignedMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if !self.tier.isEmpty {
+      try visitor.visitSingularStringField(value: self.tier, fieldNumber: 3)
+    }
+    if self.assignedMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.assignedMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_TierAssignment, rhs: Sluice_V1_TierAssignment) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.tier != rhs.tier {return false}
+    if lhs.assignedMs != rhs.assignedMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_SetTierRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetTierRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}tier\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tier) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if !self.tier.isEmpty {
+      try visitor.visitSingularStringField(value: self.tier, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_SetTierRequest, rhs: Sluice_V1_SetTierRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.tier != rhs.tier {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_GetTierRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetTierRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_GetTierRequest, rhs: Sluice_V1_GetTierRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_RemoveTierRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveTierRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_RemoveTierRequest, rhs: Sluice_V1_RemoveTierRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_TierResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TierResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}assigned\0\u{1}assignment\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.assigned) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._assignment) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.assigned != false {
+      try visitor.visitSingularBoolField(value: self.assigned, fieldNumber: 1)
+    }
+    try { if let v = self._assignment {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_TierResponse, rhs: Sluice_V1_TierResponse) -> Bool {
+    if lhs.assigned != rhs.assigned {return false}
+    if lhs._assignment != rhs._assignment {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_TierDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TierDefinition"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}multiplier\0\u{1}priority\0\u{1}subjects\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.priority) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.subjects) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.multiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.multiplier, fieldNumber: 2)
+    }
+    if self.priority != 0 {
+      try visitor.visitSingularInt32Field(value: self.priority, fieldNumber: 3)
+    }
+    if self.subjects != 0 {
+      try visitor.visitSingularUInt64Field(value: self.subjects, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_TierDefinition, rhs: Sluice_V1_TierDefinition) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.multiplier != rhs.multiplier {return false}
+    if lhs.priority != rhs.priority {return false}
+    if lhs.subjects != rhs.subjects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ListTiersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListTiersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{3}all_tenants\0\u{1}tier\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.allTenants) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tier) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.pageSize) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if self.allTenants != false {
+      try visitor.visitSingularBoolField(value: self.allTenants, fieldNumber: 2)
+    }
+    if !self.tier.isEmpty {
+      try visitor.visitSingularStringField(value: self.tier, fieldNumber: 3)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pageSize, fieldNumber: 4)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ListTiersRequest, rhs: Sluice_V1_ListTiersRequest) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.allTenants != rhs.allTenants {return false}
+    if lhs.tier != rhs.tier {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ListTiersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListTiersResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tiers\0\u{1}assignments\0\u{3}next_page_token\0\u{1}total\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.tiers) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.assignments) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.total) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tiers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tiers, fieldNumber: 1)
+    }
+    if !self.assignments.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.assignments, fieldNumber: 2)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 3)
+    }
+    if self.total != 0 {
+      try visitor.visitSingularUInt64Field(value: self.total, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ListTiersResponse, rhs: Sluice_V1_ListTiersResponse) -> Bool {
+    if lhs.tiers != rhs.tiers {return false}
+    if lhs.assignments != rhs.assignments {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.total != rhs.total {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

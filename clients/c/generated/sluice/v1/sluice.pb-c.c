@@ -1447,6 +1447,366 @@ void   sluice__v1__flags_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__flags_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__tier_assignment__init
+                     (Sluice__V1__TierAssignment         *message)
+{
+  static const Sluice__V1__TierAssignment init_value = SLUICE__V1__TIER_ASSIGNMENT__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__tier_assignment__get_packed_size
+                     (const Sluice__V1__TierAssignment *message)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_assignment__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__tier_assignment__pack
+                     (const Sluice__V1__TierAssignment *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_assignment__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__tier_assignment__pack_to_buffer
+                     (const Sluice__V1__TierAssignment *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_assignment__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TierAssignment *
+       sluice__v1__tier_assignment__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TierAssignment *)
+     protobuf_c_message_unpack (&sluice__v1__tier_assignment__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__tier_assignment__free_unpacked
+                     (Sluice__V1__TierAssignment *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__tier_assignment__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__set_tier_request__init
+                     (Sluice__V1__SetTierRequest         *message)
+{
+  static const Sluice__V1__SetTierRequest init_value = SLUICE__V1__SET_TIER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__set_tier_request__get_packed_size
+                     (const Sluice__V1__SetTierRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__set_tier_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__set_tier_request__pack
+                     (const Sluice__V1__SetTierRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__set_tier_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__set_tier_request__pack_to_buffer
+                     (const Sluice__V1__SetTierRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__set_tier_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__SetTierRequest *
+       sluice__v1__set_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__SetTierRequest *)
+     protobuf_c_message_unpack (&sluice__v1__set_tier_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__set_tier_request__free_unpacked
+                     (Sluice__V1__SetTierRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__set_tier_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__get_tier_request__init
+                     (Sluice__V1__GetTierRequest         *message)
+{
+  static const Sluice__V1__GetTierRequest init_value = SLUICE__V1__GET_TIER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__get_tier_request__get_packed_size
+                     (const Sluice__V1__GetTierRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__get_tier_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__get_tier_request__pack
+                     (const Sluice__V1__GetTierRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__get_tier_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__get_tier_request__pack_to_buffer
+                     (const Sluice__V1__GetTierRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__get_tier_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__GetTierRequest *
+       sluice__v1__get_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__GetTierRequest *)
+     protobuf_c_message_unpack (&sluice__v1__get_tier_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__get_tier_request__free_unpacked
+                     (Sluice__V1__GetTierRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__get_tier_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__remove_tier_request__init
+                     (Sluice__V1__RemoveTierRequest         *message)
+{
+  static const Sluice__V1__RemoveTierRequest init_value = SLUICE__V1__REMOVE_TIER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__remove_tier_request__get_packed_size
+                     (const Sluice__V1__RemoveTierRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__remove_tier_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__remove_tier_request__pack
+                     (const Sluice__V1__RemoveTierRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__remove_tier_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__remove_tier_request__pack_to_buffer
+                     (const Sluice__V1__RemoveTierRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__remove_tier_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__RemoveTierRequest *
+       sluice__v1__remove_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__RemoveTierRequest *)
+     protobuf_c_message_unpack (&sluice__v1__remove_tier_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__remove_tier_request__free_unpacked
+                     (Sluice__V1__RemoveTierRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__remove_tier_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__tier_response__init
+                     (Sluice__V1__TierResponse         *message)
+{
+  static const Sluice__V1__TierResponse init_value = SLUICE__V1__TIER_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__tier_response__get_packed_size
+                     (const Sluice__V1__TierResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__tier_response__pack
+                     (const Sluice__V1__TierResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__tier_response__pack_to_buffer
+                     (const Sluice__V1__TierResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TierResponse *
+       sluice__v1__tier_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TierResponse *)
+     protobuf_c_message_unpack (&sluice__v1__tier_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__tier_response__free_unpacked
+                     (Sluice__V1__TierResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__tier_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__tier_definition__init
+                     (Sluice__V1__TierDefinition         *message)
+{
+  static const Sluice__V1__TierDefinition init_value = SLUICE__V1__TIER_DEFINITION__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__tier_definition__get_packed_size
+                     (const Sluice__V1__TierDefinition *message)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_definition__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__tier_definition__pack
+                     (const Sluice__V1__TierDefinition *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_definition__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__tier_definition__pack_to_buffer
+                     (const Sluice__V1__TierDefinition *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_definition__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TierDefinition *
+       sluice__v1__tier_definition__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TierDefinition *)
+     protobuf_c_message_unpack (&sluice__v1__tier_definition__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__tier_definition__free_unpacked
+                     (Sluice__V1__TierDefinition *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__tier_definition__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__list_tiers_request__init
+                     (Sluice__V1__ListTiersRequest         *message)
+{
+  static const Sluice__V1__ListTiersRequest init_value = SLUICE__V1__LIST_TIERS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__list_tiers_request__get_packed_size
+                     (const Sluice__V1__ListTiersRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__list_tiers_request__pack
+                     (const Sluice__V1__ListTiersRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__list_tiers_request__pack_to_buffer
+                     (const Sluice__V1__ListTiersRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ListTiersRequest *
+       sluice__v1__list_tiers_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ListTiersRequest *)
+     protobuf_c_message_unpack (&sluice__v1__list_tiers_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__list_tiers_request__free_unpacked
+                     (Sluice__V1__ListTiersRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__list_tiers_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__list_tiers_response__init
+                     (Sluice__V1__ListTiersResponse         *message)
+{
+  static const Sluice__V1__ListTiersResponse init_value = SLUICE__V1__LIST_TIERS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__list_tiers_response__get_packed_size
+                     (const Sluice__V1__ListTiersResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__list_tiers_response__pack
+                     (const Sluice__V1__ListTiersResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__list_tiers_response__pack_to_buffer
+                     (const Sluice__V1__ListTiersResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__list_tiers_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ListTiersResponse *
+       sluice__v1__list_tiers_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ListTiersResponse *)
+     protobuf_c_message_unpack (&sluice__v1__list_tiers_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__list_tiers_response__free_unpacked
+                     (Sluice__V1__ListTiersResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__list_tiers_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -1492,7 +1852,7 @@ void   sluice__v1__error__free_unpacked
   assert(message->base.descriptor == &sluice__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[12] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[16] =
 {
   {
     "id",
@@ -1638,25 +1998,77 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[12]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "set_tier",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, set_tier),
+    &sluice__v1__set_tier_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "get_tier",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, get_tier),
+    &sluice__v1__get_tier_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_tiers",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, list_tiers),
+    &sluice__v1__list_tiers_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "remove_tier",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, remove_tier),
+    &sluice__v1__remove_tier_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
   11,   /* field[11] = flags */
   8,   /* field[8] = get_reputation */
+  13,   /* field[13] = get_tier */
   0,   /* field[0] = id */
   9,   /* field[9] = list_reputations */
+  14,   /* field[14] = list_tiers */
   2,   /* field[2] = ping */
   7,   /* field[7] = record_events */
   3,   /* field[3] = release */
   5,   /* field[5] = reload */
+  15,   /* field[15] = remove_tier */
   10,   /* field[10] = set_reputation */
+  12,   /* field[12] = set_tier */
   6,   /* field[6] = snapshot */
   4,   /* field[4] = stats */
 };
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -1666,14 +2078,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  12,
+  16,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[13] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[15] =
 {
   {
     "id",
@@ -1831,6 +2243,30 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[13
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tier",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, tier),
+    &sluice__v1__tier_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_tiers",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, list_tiers),
+    &sluice__v1__list_tiers_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -1839,6 +2275,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   9,   /* field[9] = get_reputation */
   0,   /* field[0] = id */
   10,   /* field[10] = list_reputations */
+  14,   /* field[14] = list_tiers */
   3,   /* field[3] = ping */
   8,   /* field[8] = record_events */
   4,   /* field[4] = release */
@@ -1846,11 +2283,12 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   11,   /* field[11] = set_reputation */
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
+  13,   /* field[13] = tier */
 };
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -1860,7 +2298,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  13,
+  15,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -2136,7 +2574,7 @@ const ProtobufCMessageDescriptor sluice__v1__check__descriptor =
   (ProtobufCMessageInit) sluice__v1__check__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[14] =
+static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[15] =
 {
   {
     "allowed",
@@ -2306,6 +2744,18 @@ static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[14]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tier",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Verdict, tier),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
   6,   /* field[6] = algorithm */
@@ -2320,13 +2770,14 @@ static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
   3,   /* field[3] = reset_after_ms */
   4,   /* field[4] = retry_after_ms */
   5,   /* field[5] = rule */
+  14,   /* field[14] = tier */
   12,   /* field[12] = would_deny */
   13,   /* field[13] = would_deny_reason */
 };
 static const ProtobufCIntRange sluice__v1__verdict__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 14 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
 {
@@ -2336,7 +2787,7 @@ const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
   "Sluice__V1__Verdict",
   "sluice.v1",
   sizeof(Sluice__V1__Verdict),
-  14,
+  15,
   sluice__v1__verdict__field_descriptors,
   sluice__v1__verdict__field_indices_by_name,
   1,  sluice__v1__verdict__number_ranges,
@@ -4190,6 +4641,544 @@ const ProtobufCMessageDescriptor sluice__v1__flags_response__descriptor =
   sluice__v1__flags_response__field_indices_by_name,
   1,  sluice__v1__flags_response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__flags_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__tier_assignment__field_descriptors[4] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierAssignment, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierAssignment, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tier",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierAssignment, tier),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "assigned_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierAssignment, assigned_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__tier_assignment__field_indices_by_name[] = {
+  3,   /* field[3] = assigned_ms */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+  2,   /* field[2] = tier */
+};
+static const ProtobufCIntRange sluice__v1__tier_assignment__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__tier_assignment__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TierAssignment",
+  "TierAssignment",
+  "Sluice__V1__TierAssignment",
+  "sluice.v1",
+  sizeof(Sluice__V1__TierAssignment),
+  4,
+  sluice__v1__tier_assignment__field_descriptors,
+  sluice__v1__tier_assignment__field_indices_by_name,
+  1,  sluice__v1__tier_assignment__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__tier_assignment__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__set_tier_request__field_descriptors[3] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetTierRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetTierRequest, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tier",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__SetTierRequest, tier),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__set_tier_request__field_indices_by_name[] = {
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+  2,   /* field[2] = tier */
+};
+static const ProtobufCIntRange sluice__v1__set_tier_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__set_tier_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.SetTierRequest",
+  "SetTierRequest",
+  "Sluice__V1__SetTierRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__SetTierRequest),
+  3,
+  sluice__v1__set_tier_request__field_descriptors,
+  sluice__v1__set_tier_request__field_indices_by_name,
+  1,  sluice__v1__set_tier_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__set_tier_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__get_tier_request__field_descriptors[2] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetTierRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__GetTierRequest, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__get_tier_request__field_indices_by_name[] = {
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__get_tier_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__get_tier_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.GetTierRequest",
+  "GetTierRequest",
+  "Sluice__V1__GetTierRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__GetTierRequest),
+  2,
+  sluice__v1__get_tier_request__field_descriptors,
+  sluice__v1__get_tier_request__field_indices_by_name,
+  1,  sluice__v1__get_tier_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__get_tier_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__remove_tier_request__field_descriptors[2] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RemoveTierRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__RemoveTierRequest, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__remove_tier_request__field_indices_by_name[] = {
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__remove_tier_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__remove_tier_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.RemoveTierRequest",
+  "RemoveTierRequest",
+  "Sluice__V1__RemoveTierRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__RemoveTierRequest),
+  2,
+  sluice__v1__remove_tier_request__field_descriptors,
+  sluice__v1__remove_tier_request__field_indices_by_name,
+  1,  sluice__v1__remove_tier_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__remove_tier_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__tier_response__field_descriptors[2] =
+{
+  {
+    "assigned",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierResponse, assigned),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "assignment",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierResponse, assignment),
+    &sluice__v1__tier_assignment__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__tier_response__field_indices_by_name[] = {
+  0,   /* field[0] = assigned */
+  1,   /* field[1] = assignment */
+};
+static const ProtobufCIntRange sluice__v1__tier_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__tier_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TierResponse",
+  "TierResponse",
+  "Sluice__V1__TierResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__TierResponse),
+  2,
+  sluice__v1__tier_response__field_descriptors,
+  sluice__v1__tier_response__field_indices_by_name,
+  1,  sluice__v1__tier_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__tier_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__tier_definition__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierDefinition, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "multiplier",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierDefinition, multiplier),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "priority",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierDefinition, priority),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subjects",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierDefinition, subjects),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__tier_definition__field_indices_by_name[] = {
+  1,   /* field[1] = multiplier */
+  0,   /* field[0] = name */
+  2,   /* field[2] = priority */
+  3,   /* field[3] = subjects */
+};
+static const ProtobufCIntRange sluice__v1__tier_definition__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__tier_definition__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TierDefinition",
+  "TierDefinition",
+  "Sluice__V1__TierDefinition",
+  "sluice.v1",
+  sizeof(Sluice__V1__TierDefinition),
+  4,
+  sluice__v1__tier_definition__field_descriptors,
+  sluice__v1__tier_definition__field_indices_by_name,
+  1,  sluice__v1__tier_definition__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__tier_definition__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__list_tiers_request__field_descriptors[5] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "all_tenants",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersRequest, all_tenants),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tier",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersRequest, tier),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersRequest, page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__list_tiers_request__field_indices_by_name[] = {
+  1,   /* field[1] = all_tenants */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_token */
+  0,   /* field[0] = tenant */
+  2,   /* field[2] = tier */
+};
+static const ProtobufCIntRange sluice__v1__list_tiers_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor sluice__v1__list_tiers_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ListTiersRequest",
+  "ListTiersRequest",
+  "Sluice__V1__ListTiersRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ListTiersRequest),
+  5,
+  sluice__v1__list_tiers_request__field_descriptors,
+  sluice__v1__list_tiers_request__field_indices_by_name,
+  1,  sluice__v1__list_tiers_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__list_tiers_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__list_tiers_response__field_descriptors[4] =
+{
+  {
+    "tiers",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ListTiersResponse, n_tiers),
+    offsetof(Sluice__V1__ListTiersResponse, tiers),
+    &sluice__v1__tier_definition__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "assignments",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ListTiersResponse, n_assignments),
+    offsetof(Sluice__V1__ListTiersResponse, assignments),
+    &sluice__v1__tier_assignment__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersResponse, next_page_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ListTiersResponse, total),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__list_tiers_response__field_indices_by_name[] = {
+  1,   /* field[1] = assignments */
+  2,   /* field[2] = next_page_token */
+  0,   /* field[0] = tiers */
+  3,   /* field[3] = total */
+};
+static const ProtobufCIntRange sluice__v1__list_tiers_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__list_tiers_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ListTiersResponse",
+  "ListTiersResponse",
+  "Sluice__V1__ListTiersResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ListTiersResponse),
+  4,
+  sluice__v1__list_tiers_response__field_descriptors,
+  sluice__v1__list_tiers_response__field_indices_by_name,
+  1,  sluice__v1__list_tiers_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__list_tiers_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[13] =

@@ -47,6 +47,14 @@ typedef struct Sluice__V1__FeatureFlag Sluice__V1__FeatureFlag;
 typedef struct Sluice__V1__FlagChange Sluice__V1__FlagChange;
 typedef struct Sluice__V1__FlagsRequest Sluice__V1__FlagsRequest;
 typedef struct Sluice__V1__FlagsResponse Sluice__V1__FlagsResponse;
+typedef struct Sluice__V1__TierAssignment Sluice__V1__TierAssignment;
+typedef struct Sluice__V1__SetTierRequest Sluice__V1__SetTierRequest;
+typedef struct Sluice__V1__GetTierRequest Sluice__V1__GetTierRequest;
+typedef struct Sluice__V1__RemoveTierRequest Sluice__V1__RemoveTierRequest;
+typedef struct Sluice__V1__TierResponse Sluice__V1__TierResponse;
+typedef struct Sluice__V1__TierDefinition Sluice__V1__TierDefinition;
+typedef struct Sluice__V1__ListTiersRequest Sluice__V1__ListTiersRequest;
+typedef struct Sluice__V1__ListTiersResponse Sluice__V1__ListTiersResponse;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 
 
@@ -186,7 +194,11 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_GET_REPUTATION = 9,
   SLUICE__V1__REQUEST__BODY_LIST_REPUTATIONS = 10,
   SLUICE__V1__REQUEST__BODY_SET_REPUTATION = 11,
-  SLUICE__V1__REQUEST__BODY_FLAGS = 12
+  SLUICE__V1__REQUEST__BODY_FLAGS = 12,
+  SLUICE__V1__REQUEST__BODY_SET_TIER = 13,
+  SLUICE__V1__REQUEST__BODY_GET_TIER = 14,
+  SLUICE__V1__REQUEST__BODY_LIST_TIERS = 15,
+  SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -217,6 +229,14 @@ struct  Sluice__V1__Request
     Sluice__V1__ListReputationsRequest *list_reputations;
     Sluice__V1__SetReputationRequest *set_reputation;
     Sluice__V1__FlagsRequest *flags;
+    /*
+     * Tiers (docs/ADAPTIVE.md): GetTier and ListTiers are served everywhere; SetTier and
+     * RemoveTier are operator requests.
+     */
+    Sluice__V1__SetTierRequest *set_tier;
+    Sluice__V1__GetTierRequest *get_tier;
+    Sluice__V1__ListTiersRequest *list_tiers;
+    Sluice__V1__RemoveTierRequest *remove_tier;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -237,7 +257,9 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_GET_REPUTATION = 10,
   SLUICE__V1__RESPONSE__BODY_LIST_REPUTATIONS = 11,
   SLUICE__V1__RESPONSE__BODY_SET_REPUTATION = 12,
-  SLUICE__V1__RESPONSE__BODY_FLAGS = 13
+  SLUICE__V1__RESPONSE__BODY_FLAGS = 13,
+  SLUICE__V1__RESPONSE__BODY_TIER = 14,
+  SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -262,6 +284,8 @@ struct  Sluice__V1__Response
     Sluice__V1__ListReputationsResponse *list_reputations;
     Sluice__V1__SetReputationResponse *set_reputation;
     Sluice__V1__FlagsResponse *flags;
+    Sluice__V1__TierResponse *tier;
+    Sluice__V1__ListTiersResponse *list_tiers;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -424,6 +448,10 @@ struct  Sluice__V1__Verdict
    */
   protobuf_c_boolean would_deny;
   Sluice__V1__Reason would_deny_reason;
+  /*
+   * The subject's tier, when it has one and the adaptive feature applies to it.
+   */
+  char *tier;
   Sluice__V1__Verdict__ReputationPresenceCase reputation_presence_case;
   union {
     double reputation;
@@ -431,7 +459,7 @@ struct  Sluice__V1__Verdict
 };
 #define SLUICE__V1__VERDICT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__verdict__descriptor) \
-    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0, 0, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET, {0} }
+    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0, 0, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, (char *)protobuf_c_empty_string, SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET, {0} }
 
 
 typedef enum {
@@ -936,6 +964,151 @@ struct  Sluice__V1__FlagsResponse
 #define SLUICE__V1__FLAGS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__flags_response__descriptor) \
     , 0,NULL }
+
+
+/*
+ * A subject's tier, as assigned by an operator (kept in the store across restarts).
+ */
+struct  Sluice__V1__TierAssignment
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+  /*
+   * A tier named in the configuration's `tiers`.
+   */
+  char *tier;
+  /*
+   * When it was assigned, milliseconds since the epoch.
+   */
+  uint64_t assigned_ms;
+};
+#define SLUICE__V1__TIER_ASSIGNMENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__tier_assignment__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * Assigns `tier` to a subject (replacing any tier it had); answered after it is committed.
+ */
+struct  Sluice__V1__SetTierRequest
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+  char *tier;
+};
+#define SLUICE__V1__SET_TIER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__set_tier_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Sluice__V1__GetTierRequest
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+};
+#define SLUICE__V1__GET_TIER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__get_tier_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Removes a subject's tier; `assigned` in the answer says whether it had one.
+ */
+struct  Sluice__V1__RemoveTierRequest
+{
+  ProtobufCMessage base;
+  char *tenant;
+  char *subject;
+};
+#define SLUICE__V1__REMOVE_TIER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__remove_tier_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * The answer to SetTier, GetTier and RemoveTier.
+ */
+struct  Sluice__V1__TierResponse
+{
+  ProtobufCMessage base;
+  /*
+   * False when the subject has no tier (GetTier), or had none (RemoveTier).
+   */
+  protobuf_c_boolean assigned;
+  Sluice__V1__TierAssignment *assignment;
+};
+#define SLUICE__V1__TIER_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__tier_response__descriptor) \
+    , 0, NULL }
+
+
+/*
+ * A tier as configured.
+ */
+struct  Sluice__V1__TierDefinition
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * Scales every limit of the tier's subjects.
+   */
+  double multiplier;
+  /*
+   * Higher is shed later under load.
+   */
+  int32_t priority;
+  /*
+   * Subjects assigned to it now.
+   */
+  uint64_t subjects;
+};
+#define SLUICE__V1__TIER_DEFINITION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__tier_definition__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Sluice__V1__ListTiersRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The tenant whose assignments to list; empty means the default tenant unless `all_tenants`.
+   */
+  char *tenant;
+  protobuf_c_boolean all_tenants;
+  /*
+   * Only assignments to this tier; empty for all.
+   */
+  char *tier;
+  /*
+   * Assignments per page: 0 means 50; at most 1,000.
+   */
+  uint32_t page_size;
+  char *page_token;
+};
+#define SLUICE__V1__LIST_TIERS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__list_tiers_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+struct  Sluice__V1__ListTiersResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Every configured tier, highest priority first.
+   */
+  size_t n_tiers;
+  Sluice__V1__TierDefinition **tiers;
+  size_t n_assignments;
+  Sluice__V1__TierAssignment **assignments;
+  char *next_page_token;
+  uint64_t total;
+};
+#define SLUICE__V1__LIST_TIERS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__list_tiers_response__descriptor) \
+    , 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -1564,6 +1737,158 @@ Sluice__V1__FlagsResponse *
 void   sluice__v1__flags_response__free_unpacked
                      (Sluice__V1__FlagsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__TierAssignment methods */
+void   sluice__v1__tier_assignment__init
+                     (Sluice__V1__TierAssignment         *message);
+size_t sluice__v1__tier_assignment__get_packed_size
+                     (const Sluice__V1__TierAssignment   *message);
+size_t sluice__v1__tier_assignment__pack
+                     (const Sluice__V1__TierAssignment   *message,
+                      uint8_t             *out);
+size_t sluice__v1__tier_assignment__pack_to_buffer
+                     (const Sluice__V1__TierAssignment   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TierAssignment *
+       sluice__v1__tier_assignment__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__tier_assignment__free_unpacked
+                     (Sluice__V1__TierAssignment *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__SetTierRequest methods */
+void   sluice__v1__set_tier_request__init
+                     (Sluice__V1__SetTierRequest         *message);
+size_t sluice__v1__set_tier_request__get_packed_size
+                     (const Sluice__V1__SetTierRequest   *message);
+size_t sluice__v1__set_tier_request__pack
+                     (const Sluice__V1__SetTierRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__set_tier_request__pack_to_buffer
+                     (const Sluice__V1__SetTierRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__SetTierRequest *
+       sluice__v1__set_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__set_tier_request__free_unpacked
+                     (Sluice__V1__SetTierRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__GetTierRequest methods */
+void   sluice__v1__get_tier_request__init
+                     (Sluice__V1__GetTierRequest         *message);
+size_t sluice__v1__get_tier_request__get_packed_size
+                     (const Sluice__V1__GetTierRequest   *message);
+size_t sluice__v1__get_tier_request__pack
+                     (const Sluice__V1__GetTierRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__get_tier_request__pack_to_buffer
+                     (const Sluice__V1__GetTierRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__GetTierRequest *
+       sluice__v1__get_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__get_tier_request__free_unpacked
+                     (Sluice__V1__GetTierRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__RemoveTierRequest methods */
+void   sluice__v1__remove_tier_request__init
+                     (Sluice__V1__RemoveTierRequest         *message);
+size_t sluice__v1__remove_tier_request__get_packed_size
+                     (const Sluice__V1__RemoveTierRequest   *message);
+size_t sluice__v1__remove_tier_request__pack
+                     (const Sluice__V1__RemoveTierRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__remove_tier_request__pack_to_buffer
+                     (const Sluice__V1__RemoveTierRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__RemoveTierRequest *
+       sluice__v1__remove_tier_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__remove_tier_request__free_unpacked
+                     (Sluice__V1__RemoveTierRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TierResponse methods */
+void   sluice__v1__tier_response__init
+                     (Sluice__V1__TierResponse         *message);
+size_t sluice__v1__tier_response__get_packed_size
+                     (const Sluice__V1__TierResponse   *message);
+size_t sluice__v1__tier_response__pack
+                     (const Sluice__V1__TierResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__tier_response__pack_to_buffer
+                     (const Sluice__V1__TierResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TierResponse *
+       sluice__v1__tier_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__tier_response__free_unpacked
+                     (Sluice__V1__TierResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TierDefinition methods */
+void   sluice__v1__tier_definition__init
+                     (Sluice__V1__TierDefinition         *message);
+size_t sluice__v1__tier_definition__get_packed_size
+                     (const Sluice__V1__TierDefinition   *message);
+size_t sluice__v1__tier_definition__pack
+                     (const Sluice__V1__TierDefinition   *message,
+                      uint8_t             *out);
+size_t sluice__v1__tier_definition__pack_to_buffer
+                     (const Sluice__V1__TierDefinition   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TierDefinition *
+       sluice__v1__tier_definition__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__tier_definition__free_unpacked
+                     (Sluice__V1__TierDefinition *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ListTiersRequest methods */
+void   sluice__v1__list_tiers_request__init
+                     (Sluice__V1__ListTiersRequest         *message);
+size_t sluice__v1__list_tiers_request__get_packed_size
+                     (const Sluice__V1__ListTiersRequest   *message);
+size_t sluice__v1__list_tiers_request__pack
+                     (const Sluice__V1__ListTiersRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__list_tiers_request__pack_to_buffer
+                     (const Sluice__V1__ListTiersRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ListTiersRequest *
+       sluice__v1__list_tiers_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__list_tiers_request__free_unpacked
+                     (Sluice__V1__ListTiersRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ListTiersResponse methods */
+void   sluice__v1__list_tiers_response__init
+                     (Sluice__V1__ListTiersResponse         *message);
+size_t sluice__v1__list_tiers_response__get_packed_size
+                     (const Sluice__V1__ListTiersResponse   *message);
+size_t sluice__v1__list_tiers_response__pack
+                     (const Sluice__V1__ListTiersResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__list_tiers_response__pack_to_buffer
+                     (const Sluice__V1__ListTiersResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ListTiersResponse *
+       sluice__v1__list_tiers_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__list_tiers_response__free_unpacked
+                     (Sluice__V1__ListTiersResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -1681,6 +2006,30 @@ typedef void (*Sluice__V1__FlagsRequest_Closure)
 typedef void (*Sluice__V1__FlagsResponse_Closure)
                  (const Sluice__V1__FlagsResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__TierAssignment_Closure)
+                 (const Sluice__V1__TierAssignment *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__SetTierRequest_Closure)
+                 (const Sluice__V1__SetTierRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__GetTierRequest_Closure)
+                 (const Sluice__V1__GetTierRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__RemoveTierRequest_Closure)
+                 (const Sluice__V1__RemoveTierRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TierResponse_Closure)
+                 (const Sluice__V1__TierResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TierDefinition_Closure)
+                 (const Sluice__V1__TierDefinition *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ListTiersRequest_Closure)
+                 (const Sluice__V1__ListTiersRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ListTiersResponse_Closure)
+                 (const Sluice__V1__ListTiersResponse *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -1726,6 +2075,14 @@ extern const ProtobufCMessageDescriptor sluice__v1__feature_flag__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__flag_change__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__flags_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__flags_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__tier_assignment__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__set_tier_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__get_tier_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__remove_tier_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__tier_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__tier_definition__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__list_tiers_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__list_tiers_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
 

@@ -1,0 +1,59 @@
+import SluiceCore
+import SluiceIntelligence
+
+/// The configured tiers compiled for the hot path, under the `adaptive` flag: nil in
+/// ``LiveConfiguration`` when the flag is off or no tier is configured.
+///
+/// Each tier's name is kept in bytes of its own whose address never changes, so a verdict can
+/// carry the name without copying a string.
+// @unchecked: the name buffers are allocated once here, never written after, and freed in deinit.
+final class TierTable: @unchecked Sendable {
+    /// Tier names, and the multiplier and priority of each, in the same order.
+    let names: [String]
+    let multipliers: [Double]
+    let priorities: [Int]
+    let nameBytes: [UnsafeMutableRawBufferPointer]
+    let salt: UInt64
+    let threshold: UInt64
+    let shadow: Bool
+
+    init?(_ configuration: Configuration) {
+        guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled, !configuration.tiers.isEmpty else { return nil }
+        let tiers = configuration.tiers.values.sorted { ($0.priority, $0.name) > ($1.priority, $1.name) }
+        names = tiers.map(\.name)
+        multipliers = tiers.map(\.multiplier)
+        priorities = tiers.map(\.priority)
+        nameBytes = tiers.map { tier in
+            let utf8 = Array(tier.name.utf8)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, utf8.count), alignment: 1)
+            buffer.copyBytes(from: utf8)
+            return UnsafeMutableRawBufferPointer(rebasing: buffer[0..<utf8.count])
+        }
+        let compiled = CompiledFlag(flag)
+        salt = compiled.salt
+        threshold = compiled.threshold
+        shadow = flag.shadow
+    }
+
+    deinit {
+        for bytes in nameBytes { bytes.deallocate() }
+    }
+
+    /// The index of the tier named `name`, nil when the configuration has no such tier.
+    @inline(__always)
+    func index(of name: String) -> Int? {
+        names.firstIndex(of: name)
+    }
+
+    /// Whether the feature applies to `subject` (its rollout).
+    @inline(__always)
+    func includes(_ subject: Fingerprint) -> Bool {
+        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
+    }
+}
+
+/// The adaptive feature's names.
+enum AdaptiveFeature {
+    /// Its flag.
+    static let name = "adaptive"
+}

@@ -1,0 +1,110 @@
+import Foundation
+import SluiceClient
+import SluiceProto
+@testable import SluiceServer
+import Testing
+
+/// Tiers (the adaptive feature's first part) through real sockets and a real SQLite file.
+@Suite struct TierEndToEndTests {
+    static func yaml(store: String?, shadow: Bool = false) -> String {
+        """
+        rules:
+          api: { limit: 100, period: 1s }
+        tiers:
+          vip: { multiplier: 4, priority: 100 }
+          best_effort: { multiplier: 0.5, priority: 0 }
+        \(store.map { "store: { path: \"\($0)\", commit_interval: 20ms }" } ?? "")
+        features:
+          adaptive: { enabled: true, rollout: 100, shadow: \(shadow) }
+        """
+    }
+
+    static func set(_ subject: String, _ tier: String, client: SluiceClient) async throws -> WireResponse {
+        var request = WireRequest()
+        request.setTier = .with {
+            $0.subject = subject
+            $0.tier = tier
+        }
+        return try await client.send(request)
+    }
+
+    static func check(_ key: String, subject: String = "") -> WireCheck {
+        var check = Make.check(key, rule: "api")
+        check.subject = subject
+        return check
+    }
+
+    @Test func aTierScalesItsSubjectsLimitsNamesItselfInTheVerdictAndSurvivesARestart() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        let yaml = Self.yaml(store: "\(directory)/sluice.db")
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let before = try await client.verdict(Self.check("api:alice", subject: "alice"))
+            #expect(before.limit == 100)
+            #expect(before.tier.isEmpty)
+            let assigned = try await Self.set("alice", "vip", client: client)
+            #expect(assigned.tier.assigned)
+            #expect(assigned.tier.assignment.tier == "vip")
+            let vip = try await client.verdict(Self.check("api:alice", subject: "alice"))
+            #expect(vip.limit == 400)
+            #expect(vip.tier == "vip")
+            #expect(vip.multiplier == 4)
+            _ = try await Self.set("bob", "best_effort", client: client)
+            #expect(try await client.verdict(Self.check("bob")).limit == 50)
+            // Unknown tiers are refused; over TCP, assignments are operator requests.
+            let unknown = try await Self.set("carol", "platinum", client: client)
+            #expect(unknown.error.code == .invalidArgument)
+            #expect(unknown.error.message.contains("configured tiers: best_effort, vip"))
+            let tcp = try await SluiceClient.connect(to: daemon.tcp)
+            #expect(try await Self.set("carol", "vip", client: tcp).error.code == .forbidden)
+            await tcp.close()
+            var list = WireRequest()
+            list.listTiers = Sluice_V1_ListTiersRequest()
+            let listed = try await client.send(list).listTiers
+            #expect(listed.tiers.map(\.name) == ["vip", "best_effort"])
+            #expect(listed.tiers.map(\.subjects) == [1, 1])
+            #expect(listed.assignments.map(\.subject) == ["bob", "alice"])
+            await client.close()
+        }
+        // A restart on the same file: the assignments are kept.
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let vip = try await client.verdict(Self.check("api:alice", subject: "alice"))
+            #expect(vip.tier == "vip")
+            #expect(vip.limit == 400)
+            var get = WireRequest()
+            get.getTier.subject = "bob"
+            #expect(try await client.send(get).tier.assignment.tier == "best_effort")
+            var remove = WireRequest()
+            remove.removeTier.subject = "bob"
+            #expect(try await client.send(remove).tier.assigned)
+            #expect(try await client.verdict(Self.check("bob")).limit == 100)
+            #expect(!(try await client.send(remove).tier.assigned), "removing twice finds nothing")
+            await client.close()
+        }
+    }
+
+    @Test func inShadowModeTheTierIsNamedButNotApplied() async throws {
+        try await TestDaemon.with(yaml: Self.yaml(store: nil, shadow: true)) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await Self.set("dave", "best_effort", client: client)
+            let verdict = try await client.verdict(Self.check("dave"))
+            #expect(verdict.tier == "best_effort")
+            #expect(verdict.limit == 100)
+            #expect(verdict.multiplier == 0)
+            await client.close()
+        }
+    }
+
+    @Test func withTheFeatureOffTiersAreKeptButNotApplied() async throws {
+        let yaml = Self.yaml(store: nil).replacingOccurrences(of: "enabled: true", with: "enabled: false")
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            #expect(try await Self.set("erin", "vip", client: client).tier.assigned)
+            let verdict = try await client.verdict(Self.check("erin"))
+            #expect(verdict.tier.isEmpty)
+            #expect(verdict.limit == 100)
+            await client.close()
+        }
+    }
+}
