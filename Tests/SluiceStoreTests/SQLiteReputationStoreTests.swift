@@ -34,7 +34,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         let path = temporaryDirectory() + "/sluice.db"
         do {
             let store = try SQLiteReputationStore(path: path)
-            #expect(try store.appliedMigrations() == ["0001_reputation"])
+            #expect(try store.appliedMigrations() == ["0001_reputation", "0002_tiers"])
             var batch = StoreBatch()
             batch.records[Fingerprint.of(tenant: "acme", key: "alice")] = .upsert(record("alice", 12.5))
             batch.records[Fingerprint.of(tenant: "acme", key: "pinned-bob")] = .upsert(record("pinned-bob", 90))

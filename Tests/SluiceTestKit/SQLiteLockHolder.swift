@@ -5,15 +5,24 @@ import Foundation
 public final class SQLiteLockHolder {
     let process = Process()
     let input = Pipe()
+    let output = Pipe()
 
     /// Starts `sqlite3 path`, takes the write lock with `statement` inside `BEGIN IMMEDIATE`, and
-    /// holds it for `seconds` before committing.
+    /// holds it for `seconds` before committing. Returns once the lock is held.
     public init(path: String, statement: String = "DELETE FROM reputation_events WHERE 0;", seconds: Int) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
         process.arguments = [path]
         process.standardInput = input
+        process.standardOutput = output
         try process.run()
-        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\n\(statement)\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
+        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\n\(statement)\n.print held\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
+        // On a loaded machine the shell can take a while to start: wait for it to say so.
+        var said = Data()
+        while !String(decoding: said, as: UTF8.self).contains("held") {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            said.append(chunk)
+        }
     }
 
     /// Waits until the lock is released and the shell has exited.
