@@ -10,7 +10,7 @@ struct Sluicectl: AsyncParsableCommand {
         commandName: "sluicectl",
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
-        subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, Flags.self]
+        subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, TiersCommand.self, Flags.self]
     )
 }
 
@@ -111,6 +111,7 @@ extension Sluice_V1_Verdict {
         var fields: [String: Any] = [:]
         if case .reputation(let score)? = reputationPresence { fields["reputation"] = score }
         if multiplier != 0 { fields["multiplier"] = multiplier }
+        if !tier.isEmpty { fields["tier"] = tier }
         if wouldDeny {
             fields["would_deny"] = true
             fields["would_deny_reason"] = wouldDenyReason.name
@@ -245,6 +246,7 @@ struct Check: AsyncParsableCommand {
                     if case .reputation(let score)? = verdict.reputationPresence { line += String(format: " reputation=%.1f", score) }
                     if verdict.multiplier != 0 { line += String(format: " multiplier=%.2f", verdict.multiplier) }
                     if verdict.wouldDeny { line += " would_deny=\(verdict.wouldDenyReason.name)" }
+                    if !verdict.tier.isEmpty { line += " tier=\(verdict.tier)" }
                     print(line)
                 }
             }

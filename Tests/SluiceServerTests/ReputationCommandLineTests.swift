@@ -77,4 +77,39 @@ struct ReputationCommandLineTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
     }
+
+    @Test("sluicectl tiers set, get, list and remove, and the tier in a check's verdict")
+    func tiers() async throws {
+        let directory = "/tmp/sluicectl-tiers-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = "\(directory)/sluice.yaml"
+        try """
+        rules: { api: { limit: 10, period: 1s } }
+        tiers: { vip: { multiplier: 3, priority: 10 }, free: { multiplier: 0.5 } }
+        features: { adaptive: { enabled: true } }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        let socket = "\(directory)/s.sock"
+        let (process, _) = try DaemonProcessTests.launch(["--config", file, "--unix", socket, "--store", "\(directory)/sluice.db",
+                                                          "--snapshot", "off", "--metrics", "off", "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await DaemonProcessTests.waitForSocket(socket))
+        let endpoint = ["-e", "unix:\(socket)"]
+        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+            try DaemonProcessTests.sluicectl(arguments + endpoint)
+        }
+        #expect(try run(["tiers", "set", "acme-corp", "vip"]).out.hasPrefix("acme-corp tier=vip"))
+        #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("limit=30"))
+        #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("tier=vip"))
+        #expect(Self.json(try run(["tiers", "get", "acme-corp", "--json"]).out)?["tier"] as? String == "vip")
+        let list = try run(["tiers", "list"]).out
+        #expect(list.contains("tier vip: multiplier=3 priority=10 subjects=1"))
+        #expect(list.contains("tier free: multiplier=0.5 priority=0 subjects=0"))
+        #expect(try run(["tiers", "set", "x", "gold"]).err.contains("no tier named 'gold'"))
+        #expect(try run(["tiers", "remove", "acme-corp"]).out.hasPrefix("removed: acme-corp tier=vip"))
+        #expect(try run(["tiers", "get", "acme-corp"]).out == "no tier\n")
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
 }
