@@ -46,12 +46,16 @@ extension Configuration {
         public var multiplier: Double
         /// Higher is shed later under load.
         public var priority: Int
+        /// Explicit limits for some rules, by rule name: they replace the rule's limits (and the
+        /// multiplier) for the tier's subjects.
+        public var rules: [String: [BoundLimit]] = [:]
 
         /// Creates a tier.
-        public init(name: String, multiplier: Double = 1, priority: Int = 0) {
+        public init(name: String, multiplier: Double = 1, priority: Int = 0, rules: [String: [BoundLimit]] = [:]) {
             self.name = name
             self.multiplier = multiplier
             self.priority = priority
+            self.rules = rules
         }
     }
 

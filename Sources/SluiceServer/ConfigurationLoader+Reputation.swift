@@ -143,16 +143,33 @@ extension Reader {
             let path = "tiers.\(name)"
             guard Self.isKindName(name) else { throw error(tierNode, path, "a tier name is 1 to 64 of a-z, 0-9 and _") }
             var tier = Configuration.Tier(name: name)
-            for (key, value) in try mapping(tierNode, path, keys: ["multiplier", "priority"]) {
-                if key == "multiplier" {
-                    tier.multiplier = try number(value, "\(path).multiplier", 0.001...1_000)
-                } else {
-                    tier.priority = try integer(value, "\(path).priority", -1_000...1_000)
+            for (key, value) in try mapping(tierNode, path, keys: ["multiplier", "priority", "rules"]) {
+                switch key {
+                case "multiplier": tier.multiplier = try number(value, "\(path).multiplier", 0.001...1_000)
+                case "priority": tier.priority = try integer(value, "\(path).priority", -1_000...1_000)
+                default:
+                    // Same syntax as rules; bound to the rule's own name, so that its state is the
+                    // rule's state read with the tier's numbers.
+                    for (ruleName, rule) in try readRules(value, "\(path).rules", configuration) {
+                        tier.rules[ruleName] = rule.limits
+                    }
                 }
             }
             tiers[name] = tier
         }
         guard tiers.count <= 64 else { throw error(node, "tiers", "at most 64 tiers") }
         configuration.tiers = tiers
+        tiersNode = node
+    }
+
+    /// Every rule a tier gives limits for must exist (globally or in a tenant): a typo would
+    /// otherwise never apply. Checked once every section is read.
+    func checkTierRules(_ configuration: Configuration) throws(SluiceError) {
+        let known = Set(configuration.rules.keys).union(configuration.tenants.values.flatMap(\.rules.keys))
+        for tier in configuration.tiers.values.sorted(by: { $0.name < $1.name }) {
+            for name in tier.rules.keys.sorted() where !known.contains(name) {
+                throw error(tiersNode, "tiers.\(tier.name).rules.\(name)", "no rule named '\(name)' is configured")
+            }
+        }
     }
 }

@@ -42,8 +42,14 @@ public enum ConfigurationLoader {
     }
 }
 
-struct Reader {
+final class Reader {
     let source: String
+    /// Where `tiers:` was, for errors found after every section is read.
+    var tiersNode: Node?
+
+    init(source: String) {
+        self.source = source
+    }
 
     func error(_ node: Node?, _ path: String, _ expected: String) -> SluiceError {
         let location = node?.mark.map { ":\($0.line):\($0.column)" } ?? ""
@@ -201,6 +207,7 @@ struct Reader {
             default: break
             }
         }
+        try checkTierRules(configuration)
     }
 
     func readListen(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {

@@ -96,10 +96,16 @@ extension RequestDispatcher {
             let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
             guard table.includes(subject), let name = book.tier(of: subject), let tier = table.index(of: name) else { continue }
             notes[index].tier = UnsafeRawBufferPointer(table.nameBytes[tier])
-            if !table.shadow {
+            guard !table.shadow else { continue }
+            // The tier's own limits for this rule, if it has some, replace the rule's (and the
+            // multiplier); otherwise its multiplier scales them.
+            if !table.rules[tier].isEmpty, let rule = views[index].rule,
+               let limits = table.rules[tier][String(decoding: rule, as: UTF8.self)] {
+                items[index].limits = limits
+            } else {
                 items[index].multiplier *= table.multipliers[tier]
-                notes[index].multiplier = items[index].multiplier
             }
+            notes[index].multiplier = items[index].multiplier
         }
     }
 

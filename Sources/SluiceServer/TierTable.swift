@@ -12,6 +12,8 @@ final class TierTable: @unchecked Sendable {
     let names: [String]
     let multipliers: [Double]
     let priorities: [Int]
+    /// Explicit limits per rule name, per tier.
+    let rules: [[String: BatchCheck.Limits]]
     let nameBytes: [UnsafeMutableRawBufferPointer]
     let salt: UInt64
     let threshold: UInt64
@@ -23,6 +25,7 @@ final class TierTable: @unchecked Sendable {
         names = tiers.map(\.name)
         multipliers = tiers.map(\.multiplier)
         priorities = tiers.map(\.priority)
+        rules = tiers.map { tier in tier.rules.mapValues { $0.count == 1 ? .single($0[0]) : .rule($0) } }
         nameBytes = tiers.map { tier in
             let utf8 = Array(tier.name.utf8)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, utf8.count), alignment: 1)

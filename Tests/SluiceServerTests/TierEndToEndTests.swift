@@ -1,5 +1,6 @@
 import Foundation
 import SluiceClient
+import SluiceCore
 import SluiceProto
 @testable import SluiceServer
 import Testing
@@ -106,5 +107,43 @@ import Testing
             #expect(verdict.limit == 100)
             await client.close()
         }
+    }
+
+    @Test func aTierWithItsOwnLimitsForARuleUsesThemInsteadOfTheMultiplier() async throws {
+        let yaml = """
+        rules:
+          api: { limit: 100, period: 1s }
+          login: { limit: 5, period: 1m }
+        tiers:
+          partner:
+            multiplier: 2
+            rules:
+              login: { limit: 50, period: 1m }
+        features:
+          adaptive: { enabled: true }
+        """
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await Self.set("p1", "partner", client: client)
+            var login = Make.check("p1", rule: "login")
+            login.subject = "p1"
+            let partner = try await client.verdict(login)
+            #expect(partner.limit == 50, "the tier's own limit for login")
+            #expect(partner.tier == "partner")
+            #expect(try await client.verdict(Self.check("p1")).limit == 200, "the multiplier for the other rules")
+            #expect(try await client.verdict(Make.check("someone-else", rule: "login")).limit == 5)
+            await client.close()
+        }
+    }
+
+    @Test func aTierNamingARuleThatDoesNotExistIsRefused() {
+        #expect(throws: SluiceError.self) {
+            try ConfigurationLoader.parse("tiers: { vip: { rules: { logn: { limit: 5, period: 1m } } } }\nrules: { login: { limit: 1, period: 1s } }",
+                                          source: "t.yaml")
+        }
+        let message = ConfigurationTests.failure("tiers: { vip: { rules: { logn: { limit: 5, period: 1m } } } }")
+        #expect(message.contains("tiers.vip.rules.logn: no rule named 'logn' is configured"), "\(message)")
+        #expect(ConfigurationTests.failure("tiers: { Vip: { multiplier: 2 } }").contains("a tier name is 1 to 64 of a-z"))
+        #expect(ConfigurationTests.failure("tiers: { vip: { multiplier: 0 } }").contains("tiers.vip.multiplier"))
     }
 }
