@@ -138,19 +138,34 @@ extension ReputationService {
         return response
     }
 
+    /// A refused page request, as the answer to give.
+    struct PageRefusal: Error {
+        let response: WireResponse
+    }
+
+    /// The offset and size a list request asks for: `page_size` 0 means 50, at most 1,000; the
+    /// token is an offset this daemon gave.
+    static func page(size requested: UInt32, token: String) -> Result<(offset: Int, size: Int), PageRefusal> {
+        let size = requested == 0 ? 50 : Int(requested)
+        guard size <= 1_000 else {
+            return .failure(PageRefusal(response: .error(id: 0, .invalidArgument, "page_size \(requested) is above 1000")))
+        }
+        guard !token.isEmpty else { return .success((0, size)) }
+        guard let offset = Int(token), offset >= 0 else {
+            return .failure(PageRefusal(response: .error(id: 0, .invalidArgument, "page_token '\(token)' is not one this daemon gave")))
+        }
+        return .success((offset, size))
+    }
+
     /// ListReputations: the worst (or best) subjects of a tenant, a page at a time.
     ///
     /// The page token is the position in the order at the time of the request: scores move, so
     /// a subject can appear on two pages or none between requests.
     func list(_ request: Sluice_V1_ListReputationsRequest, configuration: Configuration, now: Int64) -> WireResponse {
-        let size = request.pageSize == 0 ? 50 : Int(request.pageSize)
-        guard size <= 1_000 else { return .error(id: 0, .invalidArgument, "page_size \(request.pageSize) is above 1000") }
-        var offset = 0
-        if !request.pageToken.isEmpty {
-            guard let value = Int(request.pageToken), value >= 0 else {
-                return .error(id: 0, .invalidArgument, "page_token '\(request.pageToken)' is not one this daemon gave")
-            }
-            offset = value
+        let offset: Int, size: Int
+        switch Self.page(size: request.pageSize, token: request.pageToken) {
+        case .success(let page): (offset, size) = page
+        case .failure(let refusal): return refusal.response
         }
         let model = configuration.reputation.model
         var scored = book.records(tenant: request.allTenants ? nil : request.tenant).map { ($0.score(at: now, model: model), $0) }

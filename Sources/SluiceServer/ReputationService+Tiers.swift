@@ -50,14 +50,10 @@ extension ReputationService {
 
     /// ListTiers: the configured tiers and the assignments, a page at a time.
     func listTiers(_ request: Sluice_V1_ListTiersRequest, configuration: Configuration) -> WireResponse {
-        let size = request.pageSize == 0 ? 50 : Int(request.pageSize)
-        guard size <= 1_000 else { return .error(id: 0, .invalidArgument, "page_size \(request.pageSize) is above 1000") }
-        var offset = 0
-        if !request.pageToken.isEmpty {
-            guard let value = Int(request.pageToken), value >= 0 else {
-                return .error(id: 0, .invalidArgument, "page_token '\(request.pageToken)' is not one this daemon gave")
-            }
-            offset = value
+        let offset: Int, size: Int
+        switch Self.page(size: request.pageSize, token: request.pageToken) {
+        case .success(let page): (offset, size) = page
+        case .failure(let refusal): return refusal.response
         }
         let assignments = tiers.assignments(tenant: request.allTenants ? nil : request.tenant, tier: request.tier.isEmpty ? nil : request.tier)
             .sorted { ($0.tier, $0.tenant, $0.subject) < ($1.tier, $1.tenant, $1.subject) }

@@ -132,6 +132,10 @@ import Testing
             #expect(second.nextPageToken.isEmpty)
             list.listReputations = .with { $0.order = .best; $0.pageSize = 1 }
             #expect(try await client.send(list).listReputations.reputations.map(\.subject) == ["a"])
+            list.listReputations = .with { $0.pageToken = "abc" }
+            #expect(try await client.send(list).error.message.contains("page_token 'abc' is not one this daemon gave"))
+            list.listReputations = .with { $0.pageSize = 2_000 }
+            #expect(try await client.send(list).error.message.contains("page_size 2000 is above 1000"))
 
             // Pin: events no longer move it, and the pin is committed before the answer.
             let pinned = try await Self.set("a", .pin, score: 95, client: client)
