@@ -49,6 +49,8 @@ extension Configuration {
         /// Explicit limits for some rules, by rule name: they replace the rule's limits (and the
         /// multiplier) for the tier's subjects.
         public var rules: [String: [BoundLimit]] = [:]
+        /// Under load, the least multiplier the tier is cut to (0…1): its reserved share.
+        public var reserve: Double = 0
 
         /// Creates a tier.
         public init(name: String, multiplier: Double = 1, priority: Int = 0, rules: [String: [BoundLimit]] = [:]) {
@@ -57,6 +59,17 @@ extension Configuration {
             self.priority = priority
             self.rules = rules
         }
+    }
+
+    /// The load controller's settings (`adaptive:`).
+    public struct AdaptiveSettings: Sendable, Equatable {
+        /// How each service's controller reacts to its reports.
+        public var controller = LoadController.Settings(targetLatency: 100_000_000)
+        /// Services (or tenants) that may report load at once; more are refused.
+        public var maxServices = 100
+
+        /// The defaults.
+        public init() {}
     }
 
     /// The features a flag can switch.

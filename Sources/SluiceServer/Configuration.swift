@@ -133,6 +133,8 @@ public struct Configuration: Sendable {
     public var features: [String: FeatureFlag] = [:]
     /// Tiers by name (applied to subjects an operator assigned, under the `adaptive` flag).
     public var tiers: [String: Tier] = [:]
+    /// The load controller.
+    public var adaptive = AdaptiveSettings()
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

@@ -143,9 +143,10 @@ extension Reader {
             let path = "tiers.\(name)"
             guard Self.isKindName(name) else { throw error(tierNode, path, "a tier name is 1 to 64 of a-z, 0-9 and _") }
             var tier = Configuration.Tier(name: name)
-            for (key, value) in try mapping(tierNode, path, keys: ["multiplier", "priority", "rules"]) {
+            for (key, value) in try mapping(tierNode, path, keys: ["multiplier", "priority", "rules", "reserve"]) {
                 switch key {
                 case "multiplier": tier.multiplier = try number(value, "\(path).multiplier", 0.001...1_000)
+                case "reserve": tier.reserve = try number(value, "\(path).reserve", 0...1)
                 case "priority": tier.priority = try integer(value, "\(path).priority", -1_000...1_000)
                 default:
                     // Same syntax as rules; bound to the rule's own name, so that its state is the
@@ -171,5 +172,27 @@ extension Reader {
                 throw error(tiersNode, "tiers.\(tier.name).rules.\(name)", "no rule named '\(name)' is configured")
             }
         }
+    }
+
+    /// `adaptive:` the load controller (target p99, band, cuts, growth, bounds).
+    func readAdaptive(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var settings = configuration.adaptive
+        let keys: Set = ["target_p99", "tolerance", "max_error_rate", "decrease", "increase", "cooldown", "minimum", "smoothing",
+                         "max_services"]
+        for (key, value) in try mapping(node, "adaptive", keys: keys) {
+            let path = "adaptive.\(key)"
+            switch key {
+            case "target_p99": settings.controller.targetLatency = try duration(value, path)
+            case "tolerance": settings.controller.tolerance = try number(value, path, 0...0.9)
+            case "max_error_rate": settings.controller.maxErrorRate = try number(value, path, 0...1)
+            case "decrease": settings.controller.decrease = try number(value, path, 0.1...0.99)
+            case "increase": settings.controller.increase = try number(value, path, 0.001...0.5)
+            case "cooldown": settings.controller.cooldown = try integer(value, path, 0...100)
+            case "minimum": settings.controller.minimum = try number(value, path, 0.01...1)
+            case "smoothing": settings.controller.smoothing = try number(value, path, 0.01...1)
+            default: settings.maxServices = try integer(value, path, 1...10_000)
+            }
+        }
+        configuration.adaptive = settings
     }
 }

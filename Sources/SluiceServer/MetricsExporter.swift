@@ -17,14 +17,17 @@ final class MetricsExporter: Sendable {
     let counters: ServerCounters
     let events: EventTap<CheckEvent>?
     let reputation: ReputationService?
+    let load: LoadService?
     let time: TimeSource
     let version: String
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
-         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, time: TimeSource, version: String) {
+         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: LoadService? = nil, time: TimeSource,
+         version: String) {
         self.reputation = reputation
+        self.load = load
         self.metrics = metrics
         self.state = state
         self.table = table
@@ -126,6 +129,10 @@ final class MetricsExporter: Sendable {
                   flag?.enabled == true ? flag?.rolloutPercent ?? 0 : 0)
             gauge("sluice_feature_shadow", "1 when the feature is computed and reported but not enforced.", labels,
                   flag?.shadow == true ? 1 : 0)
+        }
+        for (service, factor) in load?.factors ?? [] {
+            gauge("sluice_adaptive_load_factor", "The share of its normal capacity each reporting service should be sent (1 = no shedding).",
+                  [("service", service)], factor)
         }
         guard let reputation else { return }
         counter("sluice_shadow_would_deny_total", "Checks allowed that a feature in shadow mode would have denied.",

@@ -28,6 +28,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let reputationBook: Unmanaged<ReputationBook>?
     /// Subjects' tiers (the adaptive feature).
     let tierBook: TierBook?
+    /// Protected services' load controllers (the adaptive feature).
+    let load = LoadService()
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -80,6 +82,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .stats: response = statsResponse()
         case .recordEvents(let events) where !events.durable:
             response = recordNow(events, id: request.id)
+        case .reportLoad(let report):
+            response = load.report(report, configuration: state.current.configuration)
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier:
             // Reached only without an event loop to defer to (see deferredAnswer).

@@ -134,7 +134,7 @@ public final class SluiceDaemon: Sendable {
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
-                                               reputation: reputation, time: time, version: SluiceVersion.current)
+                                               reputation: reputation, load: dispatcher.load, time: time, version: SluiceVersion.current)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
                         tracker.isDraining

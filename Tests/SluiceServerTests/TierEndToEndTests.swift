@@ -147,3 +147,56 @@ import Testing
         #expect(ConfigurationTests.failure("tiers: { vip: { multiplier: 0 } }").contains("tiers.vip.multiplier"))
     }
 }
+
+/// ReportLoad: each report steps the service's load controller.
+@Suite struct ReportLoadEndToEndTests {
+    static func report(_ service: String, p99Ms: UInt64, errorRate: Double = 0, client: SluiceClient) async throws -> WireResponse {
+        var request = WireRequest()
+        request.reportLoad = .with {
+            $0.service = service
+            $0.latencyP99Us = p99Ms * 1_000
+            $0.errorRate = errorRate
+        }
+        return try await client.send(request)
+    }
+
+    @Test func overloadedReportsCutTheFactorSheddingBestEffortFirstAndHealthyOnesRestoreIt() async throws {
+        let yaml = """
+        tiers:
+          vip: { multiplier: 4, priority: 100, reserve: 0.9 }
+          best_effort: { multiplier: 1, priority: 0 }
+        adaptive: { target_p99: 100ms, cooldown: 0, decrease: 0.5, increase: 0.25, max_services: 2 }
+        features: { adaptive: { enabled: true } }
+        """
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let healthy = try await Self.report("checkout", p99Ms: 50, client: client).reportLoad
+            #expect(healthy.loadFactor == 1)
+            #expect(healthy.tiers.map(\.tier) == ["vip", "best_effort"])
+            #expect(healthy.tiers.map(\.multiplier) == [1, 1])
+            // Overloaded (p99 far above 100 ms): halved at each report.
+            _ = try await Self.report("checkout", p99Ms: 2_000, client: client)
+            let cut = try await Self.report("checkout", p99Ms: 2_000, client: client).reportLoad
+            #expect(cut.loadFactor == 0.25)
+            // 75 % of the traffic to shed, over two equal tiers: best effort gives all it has,
+            // VIP the rest down to its reserve (0.9).
+            #expect(cut.tiers.first { $0.tier == "best_effort" }?.multiplier == 0)
+            #expect(abs((cut.tiers.first { $0.tier == "vip" }?.multiplier ?? 0) - 0.9) < 1e-9)
+            // Errors count as overload too; then healthy reports bring it back, a step at a time.
+            #expect(try await Self.report("checkout", p99Ms: 10, errorRate: 0.5, client: client).reportLoad.loadFactor == 0.125)
+            var factors: [Double] = []
+            for _ in 0..<12 { factors.append(try await Self.report("checkout", p99Ms: 10, client: client).reportLoad.loadFactor) }
+            #expect(factors.last == 1)
+            #expect(zip(factors, factors.dropFirst()).allSatisfy { $1 - $0 <= 0.25 + 1e-9 })
+            // Bounded: a third service is refused; bad reports are refused with a sentence.
+            _ = try await Self.report("search", p99Ms: 10, client: client)
+            #expect(try await Self.report("ads", p99Ms: 10, client: client).error.code == .overloaded)
+            #expect(try await Self.report("", p99Ms: 10, client: client).error.message.contains("service must not be empty"))
+            #expect(try await Self.report("search", p99Ms: 10, errorRate: 2, client: client).error.message.contains("outside 0…1"))
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            let body = try HTTPGet.get(port: port, path: "/metrics").body
+            #expect(sample("sluice_adaptive_load_factor{service=\"checkout\"}", in: body) == 1)
+            await client.close()
+        }
+    }
+}

@@ -281,6 +281,15 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .removeTier(newValue)}
   }
 
+  /// Load reported by a protected service (docs/ADAPTIVE.md); served everywhere.
+  public var reportLoad: Sluice_V1_ReportLoadRequest {
+    get {
+      if case .reportLoad(let v)? = body {return v}
+      return Sluice_V1_ReportLoadRequest()
+    }
+    set {body = .reportLoad(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -304,6 +313,8 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case getTier(Sluice_V1_GetTierRequest)
     case listTiers(Sluice_V1_ListTiersRequest)
     case removeTier(Sluice_V1_RemoveTierRequest)
+    /// Load reported by a protected service (docs/ADAPTIVE.md); served everywhere.
+    case reportLoad(Sluice_V1_ReportLoadRequest)
 
   }
 
@@ -432,6 +443,14 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .listTiers(newValue)}
   }
 
+  public var reportLoad: Sluice_V1_ReportLoadResponse {
+    get {
+      if case .reportLoad(let v)? = body {return v}
+      return Sluice_V1_ReportLoadResponse()
+    }
+    set {body = .reportLoad(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -449,6 +468,7 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case flags(Sluice_V1_FlagsResponse)
     case tier(Sluice_V1_TierResponse)
     case listTiers(Sluice_V1_ListTiersResponse)
+    case reportLoad(Sluice_V1_ReportLoadResponse)
 
   }
 
@@ -1523,6 +1543,65 @@ public nonisolated struct Sluice_V1_ListTiersResponse: Sendable {
   public init() {}
 }
 
+/// How loaded a protected service is, reported by it (say once a second). Each report is one
+/// step of the service's load controller.
+public nonisolated struct Sluice_V1_ReportLoadRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The service (or tenant) the report is about. Must not be empty.
+  public var service: String = String()
+
+  /// Requests in flight now.
+  public var inFlight: UInt32 = 0
+
+  /// Latency percentiles over the last interval, microseconds.
+  public var latencyP50Us: UInt64 = 0
+
+  public var latencyP99Us: UInt64 = 0
+
+  /// Errors per request over the last interval, 0 to 1.
+  public var errorRate: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ReportLoadResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The share of its normal capacity the service should be sent now (0 to 1; 1 = no shedding).
+  public var loadFactor: Double = 0
+
+  /// The smoothed p99 latency the controller acts on, microseconds.
+  public var smoothedP99Us: UInt64 = 0
+
+  /// The multiplier each configured tier gets at this load factor, highest priority first.
+  public var tiers: [Sluice_V1_TierLoad] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_TierLoad: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tier: String = String()
+
+  public var multiplier: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A request the daemon could not carry out. `code` is stable; `message` is for people.
 public nonisolated struct Sluice_V1_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1660,7 +1739,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1864,6 +1943,19 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .removeTier(v)
         }
       }()
+      case 17: try {
+        var v: Sluice_V1_ReportLoadRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reportLoad(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reportLoad(v)
+        }
+      }()
       default: break
       }
     }
@@ -1938,6 +2030,10 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .removeTier(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
+    case .reportLoad?: try {
+      guard case .reportLoad(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1953,7 +2049,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2144,6 +2240,19 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .listTiers(v)
         }
       }()
+      case 16: try {
+        var v: Sluice_V1_ReportLoadResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reportLoad(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reportLoad(v)
+        }
+      }()
       default: break
       }
     }
@@ -2213,6 +2322,10 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .listTiers?: try {
       guard case .listTiers(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .reportLoad?: try {
+      guard case .reportLoad(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
     case nil: break
     }
@@ -4079,6 +4192,131 @@ nonisolated extension Sluice_V1_ListTiersResponse: SwiftProtobuf.Message, SwiftP
     if lhs.assignments != rhs.assignments {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.total != rhs.total {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReportLoadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportLoadRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}in_flight\0\u{3}latency_p50_us\0\u{3}latency_p99_us\0\u{3}error_rate\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.inFlight) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.latencyP50Us) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.latencyP99Us) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.errorRate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    if self.inFlight != 0 {
+      try visitor.visitSingularUInt32Field(value: self.inFlight, fieldNumber: 2)
+    }
+    if self.latencyP50Us != 0 {
+      try visitor.visitSingularUInt64Field(value: self.latencyP50Us, fieldNumber: 3)
+    }
+    if self.latencyP99Us != 0 {
+      try visitor.visitSingularUInt64Field(value: self.latencyP99Us, fieldNumber: 4)
+    }
+    if self.errorRate.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.errorRate, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportLoadRequest, rhs: Sluice_V1_ReportLoadRequest) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.inFlight != rhs.inFlight {return false}
+    if lhs.latencyP50Us != rhs.latencyP50Us {return false}
+    if lhs.latencyP99Us != rhs.latencyP99Us {return false}
+    if lhs.errorRate != rhs.errorRate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReportLoadResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportLoadResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}load_factor\0\u{3}smoothed_p99_us\0\u{1}tiers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.loadFactor) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.smoothedP99Us) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.tiers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.loadFactor.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loadFactor, fieldNumber: 1)
+    }
+    if self.smoothedP99Us != 0 {
+      try visitor.visitSingularUInt64Field(value: self.smoothedP99Us, fieldNumber: 2)
+    }
+    if !self.tiers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.tiers, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportLoadResponse, rhs: Sluice_V1_ReportLoadResponse) -> Bool {
+    if lhs.loadFactor != rhs.loadFactor {return false}
+    if lhs.smoothedP99Us != rhs.smoothedP99Us {return false}
+    if lhs.tiers != rhs.tiers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_TierLoad: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TierLoad"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tier\0\u{1}multiplier\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tier) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tier.isEmpty {
+      try visitor.visitSingularStringField(value: self.tier, fieldNumber: 1)
+    }
+    if self.multiplier.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.multiplier, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_TierLoad, rhs: Sluice_V1_TierLoad) -> Bool {
+    if lhs.tier != rhs.tier {return false}
+    if lhs.multiplier != rhs.multiplier {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1807,6 +1807,141 @@ void   sluice__v1__list_tiers_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__list_tiers_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__report_load_request__init
+                     (Sluice__V1__ReportLoadRequest         *message)
+{
+  static const Sluice__V1__ReportLoadRequest init_value = SLUICE__V1__REPORT_LOAD_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_load_request__get_packed_size
+                     (const Sluice__V1__ReportLoadRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_load_request__pack
+                     (const Sluice__V1__ReportLoadRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_load_request__pack_to_buffer
+                     (const Sluice__V1__ReportLoadRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportLoadRequest *
+       sluice__v1__report_load_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportLoadRequest *)
+     protobuf_c_message_unpack (&sluice__v1__report_load_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_load_request__free_unpacked
+                     (Sluice__V1__ReportLoadRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_load_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__report_load_response__init
+                     (Sluice__V1__ReportLoadResponse         *message)
+{
+  static const Sluice__V1__ReportLoadResponse init_value = SLUICE__V1__REPORT_LOAD_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_load_response__get_packed_size
+                     (const Sluice__V1__ReportLoadResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_load_response__pack
+                     (const Sluice__V1__ReportLoadResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_load_response__pack_to_buffer
+                     (const Sluice__V1__ReportLoadResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_load_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportLoadResponse *
+       sluice__v1__report_load_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportLoadResponse *)
+     protobuf_c_message_unpack (&sluice__v1__report_load_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_load_response__free_unpacked
+                     (Sluice__V1__ReportLoadResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_load_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__tier_load__init
+                     (Sluice__V1__TierLoad         *message)
+{
+  static const Sluice__V1__TierLoad init_value = SLUICE__V1__TIER_LOAD__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__tier_load__get_packed_size
+                     (const Sluice__V1__TierLoad *message)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_load__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__tier_load__pack
+                     (const Sluice__V1__TierLoad *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_load__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__tier_load__pack_to_buffer
+                     (const Sluice__V1__TierLoad *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__tier_load__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TierLoad *
+       sluice__v1__tier_load__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TierLoad *)
+     protobuf_c_message_unpack (&sluice__v1__tier_load__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__tier_load__free_unpacked
+                     (Sluice__V1__TierLoad *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__tier_load__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message)
 {
@@ -1852,7 +1987,7 @@ void   sluice__v1__error__free_unpacked
   assert(message->base.descriptor == &sluice__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[16] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[17] =
 {
   {
     "id",
@@ -2046,6 +2181,18 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[16]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report_load",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, report_load),
+    &sluice__v1__report_load_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2060,6 +2207,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
   3,   /* field[3] = release */
   5,   /* field[5] = reload */
   15,   /* field[15] = remove_tier */
+  16,   /* field[16] = report_load */
   10,   /* field[10] = set_reputation */
   12,   /* field[12] = set_tier */
   6,   /* field[6] = snapshot */
@@ -2068,7 +2216,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2078,14 +2226,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  16,
+  17,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[15] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[16] =
 {
   {
     "id",
@@ -2267,6 +2415,18 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[15
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report_load",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, report_load),
+    &sluice__v1__report_load_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2280,6 +2440,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   8,   /* field[8] = record_events */
   4,   /* field[4] = release */
   6,   /* field[6] = reload */
+  15,   /* field[15] = report_load */
   11,   /* field[11] = set_reputation */
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
@@ -2288,7 +2449,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -2298,7 +2459,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  15,
+  16,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -5179,6 +5340,211 @@ const ProtobufCMessageDescriptor sluice__v1__list_tiers_response__descriptor =
   sluice__v1__list_tiers_response__field_indices_by_name,
   1,  sluice__v1__list_tiers_response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__list_tiers_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__report_load_request__field_descriptors[5] =
+{
+  {
+    "service",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadRequest, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "in_flight",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadRequest, in_flight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "latency_p50_us",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadRequest, latency_p50_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "latency_p99_us",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadRequest, latency_p99_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error_rate",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadRequest, error_rate),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_load_request__field_indices_by_name[] = {
+  4,   /* field[4] = error_rate */
+  1,   /* field[1] = in_flight */
+  2,   /* field[2] = latency_p50_us */
+  3,   /* field[3] = latency_p99_us */
+  0,   /* field[0] = service */
+};
+static const ProtobufCIntRange sluice__v1__report_load_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_load_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportLoadRequest",
+  "ReportLoadRequest",
+  "Sluice__V1__ReportLoadRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportLoadRequest),
+  5,
+  sluice__v1__report_load_request__field_descriptors,
+  sluice__v1__report_load_request__field_indices_by_name,
+  1,  sluice__v1__report_load_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_load_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__report_load_response__field_descriptors[3] =
+{
+  {
+    "load_factor",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadResponse, load_factor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "smoothed_p99_us",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportLoadResponse, smoothed_p99_us),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tiers",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ReportLoadResponse, n_tiers),
+    offsetof(Sluice__V1__ReportLoadResponse, tiers),
+    &sluice__v1__tier_load__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_load_response__field_indices_by_name[] = {
+  0,   /* field[0] = load_factor */
+  1,   /* field[1] = smoothed_p99_us */
+  2,   /* field[2] = tiers */
+};
+static const ProtobufCIntRange sluice__v1__report_load_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_load_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportLoadResponse",
+  "ReportLoadResponse",
+  "Sluice__V1__ReportLoadResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportLoadResponse),
+  3,
+  sluice__v1__report_load_response__field_descriptors,
+  sluice__v1__report_load_response__field_indices_by_name,
+  1,  sluice__v1__report_load_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_load_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__tier_load__field_descriptors[2] =
+{
+  {
+    "tier",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierLoad, tier),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "multiplier",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierLoad, multiplier),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__tier_load__field_indices_by_name[] = {
+  1,   /* field[1] = multiplier */
+  0,   /* field[0] = tier */
+};
+static const ProtobufCIntRange sluice__v1__tier_load__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TierLoad",
+  "TierLoad",
+  "Sluice__V1__TierLoad",
+  "sluice.v1",
+  sizeof(Sluice__V1__TierLoad),
+  2,
+  sluice__v1__tier_load__field_descriptors,
+  sluice__v1__tier_load__field_indices_by_name,
+  1,  sluice__v1__tier_load__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__tier_load__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[13] =

@@ -55,6 +55,9 @@ typedef struct Sluice__V1__TierResponse Sluice__V1__TierResponse;
 typedef struct Sluice__V1__TierDefinition Sluice__V1__TierDefinition;
 typedef struct Sluice__V1__ListTiersRequest Sluice__V1__ListTiersRequest;
 typedef struct Sluice__V1__ListTiersResponse Sluice__V1__ListTiersResponse;
+typedef struct Sluice__V1__ReportLoadRequest Sluice__V1__ReportLoadRequest;
+typedef struct Sluice__V1__ReportLoadResponse Sluice__V1__ReportLoadResponse;
+typedef struct Sluice__V1__TierLoad Sluice__V1__TierLoad;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
 
 
@@ -198,7 +201,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_SET_TIER = 13,
   SLUICE__V1__REQUEST__BODY_GET_TIER = 14,
   SLUICE__V1__REQUEST__BODY_LIST_TIERS = 15,
-  SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16
+  SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16,
+  SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -237,6 +241,10 @@ struct  Sluice__V1__Request
     Sluice__V1__GetTierRequest *get_tier;
     Sluice__V1__ListTiersRequest *list_tiers;
     Sluice__V1__RemoveTierRequest *remove_tier;
+    /*
+     * Load reported by a protected service (docs/ADAPTIVE.md); served everywhere.
+     */
+    Sluice__V1__ReportLoadRequest *report_load;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -259,7 +267,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_SET_REPUTATION = 12,
   SLUICE__V1__RESPONSE__BODY_FLAGS = 13,
   SLUICE__V1__RESPONSE__BODY_TIER = 14,
-  SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15
+  SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15,
+  SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -286,6 +295,7 @@ struct  Sluice__V1__Response
     Sluice__V1__FlagsResponse *flags;
     Sluice__V1__TierResponse *tier;
     Sluice__V1__ListTiersResponse *list_tiers;
+    Sluice__V1__ReportLoadResponse *report_load;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -1112,6 +1122,69 @@ struct  Sluice__V1__ListTiersResponse
 
 
 /*
+ * How loaded a protected service is, reported by it (say once a second). Each report is one
+ * step of the service's load controller.
+ */
+struct  Sluice__V1__ReportLoadRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The service (or tenant) the report is about. Must not be empty.
+   */
+  char *service;
+  /*
+   * Requests in flight now.
+   */
+  uint32_t in_flight;
+  /*
+   * Latency percentiles over the last interval, microseconds.
+   */
+  uint64_t latency_p50_us;
+  uint64_t latency_p99_us;
+  /*
+   * Errors per request over the last interval, 0 to 1.
+   */
+  double error_rate;
+};
+#define SLUICE__V1__REPORT_LOAD_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_load_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+
+
+struct  Sluice__V1__ReportLoadResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The share of its normal capacity the service should be sent now (0 to 1; 1 = no shedding).
+   */
+  double load_factor;
+  /*
+   * The smoothed p99 latency the controller acts on, microseconds.
+   */
+  uint64_t smoothed_p99_us;
+  /*
+   * The multiplier each configured tier gets at this load factor, highest priority first.
+   */
+  size_t n_tiers;
+  Sluice__V1__TierLoad **tiers;
+};
+#define SLUICE__V1__REPORT_LOAD_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_load_response__descriptor) \
+    , 0, 0, 0,NULL }
+
+
+struct  Sluice__V1__TierLoad
+{
+  ProtobufCMessage base;
+  char *tier;
+  double multiplier;
+};
+#define SLUICE__V1__TIER_LOAD__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__tier_load__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+/*
  * A request the daemon could not carry out. `code` is stable; `message` is for people.
  */
 struct  Sluice__V1__Error
@@ -1889,6 +1962,63 @@ Sluice__V1__ListTiersResponse *
 void   sluice__v1__list_tiers_response__free_unpacked
                      (Sluice__V1__ListTiersResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportLoadRequest methods */
+void   sluice__v1__report_load_request__init
+                     (Sluice__V1__ReportLoadRequest         *message);
+size_t sluice__v1__report_load_request__get_packed_size
+                     (const Sluice__V1__ReportLoadRequest   *message);
+size_t sluice__v1__report_load_request__pack
+                     (const Sluice__V1__ReportLoadRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_load_request__pack_to_buffer
+                     (const Sluice__V1__ReportLoadRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportLoadRequest *
+       sluice__v1__report_load_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_load_request__free_unpacked
+                     (Sluice__V1__ReportLoadRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportLoadResponse methods */
+void   sluice__v1__report_load_response__init
+                     (Sluice__V1__ReportLoadResponse         *message);
+size_t sluice__v1__report_load_response__get_packed_size
+                     (const Sluice__V1__ReportLoadResponse   *message);
+size_t sluice__v1__report_load_response__pack
+                     (const Sluice__V1__ReportLoadResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_load_response__pack_to_buffer
+                     (const Sluice__V1__ReportLoadResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportLoadResponse *
+       sluice__v1__report_load_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_load_response__free_unpacked
+                     (Sluice__V1__ReportLoadResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TierLoad methods */
+void   sluice__v1__tier_load__init
+                     (Sluice__V1__TierLoad         *message);
+size_t sluice__v1__tier_load__get_packed_size
+                     (const Sluice__V1__TierLoad   *message);
+size_t sluice__v1__tier_load__pack
+                     (const Sluice__V1__TierLoad   *message,
+                      uint8_t             *out);
+size_t sluice__v1__tier_load__pack_to_buffer
+                     (const Sluice__V1__TierLoad   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TierLoad *
+       sluice__v1__tier_load__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__tier_load__free_unpacked
+                     (Sluice__V1__TierLoad *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Error methods */
 void   sluice__v1__error__init
                      (Sluice__V1__Error         *message);
@@ -2030,6 +2160,15 @@ typedef void (*Sluice__V1__ListTiersRequest_Closure)
 typedef void (*Sluice__V1__ListTiersResponse_Closure)
                  (const Sluice__V1__ListTiersResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__ReportLoadRequest_Closure)
+                 (const Sluice__V1__ReportLoadRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ReportLoadResponse_Closure)
+                 (const Sluice__V1__ReportLoadResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TierLoad_Closure)
+                 (const Sluice__V1__TierLoad *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
@@ -2083,6 +2222,9 @@ extern const ProtobufCMessageDescriptor sluice__v1__tier_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__tier_definition__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__list_tiers_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__list_tiers_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_load_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_load_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
 
