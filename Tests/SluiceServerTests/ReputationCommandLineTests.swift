@@ -8,8 +8,30 @@ import Testing
 /// started on its embedded default (reputation on, in shadow mode) with its own store.
 @Suite("sluicectl reputation")
 struct ReputationCommandLineTests {
-    static func json(_ text: String) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    static func json(_ text: String) -> [String: Any]? { DaemonProcessTests.json(text) }
+
+    /// A real sluiced on its own socket and store in `directory`, and a way to run sluicectl at it.
+    struct Daemon {
+        let process: Process
+        let socket: String
+
+        init(directory: String, arguments: [String] = []) async throws {
+            socket = "\(directory)/s.sock"
+            (process, _) = try DaemonProcessTests.launch(arguments + ["--unix", socket, "--store", "\(directory)/sluice.db",
+                                                                      "--snapshot", "off", "--metrics", "off", "--log-level", "warning"])
+            #expect(try await DaemonProcessTests.waitForSocket(socket))
+        }
+
+        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+            try DaemonProcessTests.sluicectl(arguments + ["-e", "unix:\(socket)"])
+        }
+
+        /// SIGTERM, and the exit status.
+        func stop() -> Int32 {
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
     }
 
     @Test("record, get, list, set, pin, unpin, reset and flags, as an operator types them")
@@ -17,15 +39,9 @@ struct ReputationCommandLineTests {
         let directory = "/tmp/sluicectl-rep-\(UInt32.random(in: .min ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let socket = "\(directory)/s.sock"
-        let (process, _) = try DaemonProcessTests.launch(["--unix", socket, "--store", "\(directory)/sluice.db", "--snapshot", "off",
-                                                          "--metrics", "off", "--log-level", "warning"])
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        #expect(try await DaemonProcessTests.waitForSocket(socket))
-        let endpoint = ["-e", "unix:\(socket)"]
-        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-            try DaemonProcessTests.sluicectl(arguments + endpoint)
-        }
+        let daemon = try await Daemon(directory: directory)
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+        let run = daemon.run
 
         let recorded = try run(["reputation", "record", "mallory", "auth_failure", "--count", "8", "--note", "/login", "--durable"])
         #expect(recorded.status == 0)
@@ -73,9 +89,7 @@ struct ReputationCommandLineTests {
         #expect(try run(["flags", "telepathy", "--enable"]).err.contains("no feature named 'telepathy'"))
         #expect(try run(["flags"]).out.contains("reputation: on rollout=100% enforced"))
 
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(daemon.stop() == 0)
     }
 
     @Test("sluicectl tiers set, get, list and remove, and the tier in a check's verdict")
@@ -89,15 +103,9 @@ struct ReputationCommandLineTests {
         tiers: { vip: { multiplier: 3, priority: 10 }, free: { multiplier: 0.5 } }
         features: { adaptive: { enabled: true } }
         """.write(toFile: file, atomically: true, encoding: .utf8)
-        let socket = "\(directory)/s.sock"
-        let (process, _) = try DaemonProcessTests.launch(["--config", file, "--unix", socket, "--store", "\(directory)/sluice.db",
-                                                          "--snapshot", "off", "--metrics", "off", "--log-level", "warning"])
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        #expect(try await DaemonProcessTests.waitForSocket(socket))
-        let endpoint = ["-e", "unix:\(socket)"]
-        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-            try DaemonProcessTests.sluicectl(arguments + endpoint)
-        }
+        let daemon = try await Daemon(directory: directory, arguments: ["--config", file])
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
+        let run = daemon.run
         #expect(try run(["tiers", "set", "acme-corp", "vip"]).out.hasPrefix("acme-corp tier=vip"))
         #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("limit=30"))
         #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("tier=vip"))
@@ -108,8 +116,6 @@ struct ReputationCommandLineTests {
         #expect(try run(["tiers", "set", "x", "gold"]).err.contains("no tier named 'gold'"))
         #expect(try run(["tiers", "remove", "acme-corp"]).out.hasPrefix("removed: acme-corp tier=vip"))
         #expect(try run(["tiers", "get", "acme-corp"]).out == "no tier\n")
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(daemon.stop() == 0)
     }
 }
