@@ -10,6 +10,8 @@ public enum DecisionReason: UInt8, Sendable, Hashable {
     case blocked = 4
     /// The subject's reputation is below the block threshold.
     case reputation = 5
+    /// The protected service is overloaded and the subject's tier is shed (adaptive limiting).
+    case shed = 6
 }
 
 /// The outcome of one limit (or of a multi-limit check: its tightest limit).

@@ -50,8 +50,8 @@ public struct LoadController: Sendable, Equatable {
         }
     }
 
-    /// The settings.
-    public let settings: Settings
+    /// The settings (a reload may change them; the state carries over).
+    public var settings: Settings
     /// The share of normal capacity to admit now, `minimum…1`.
     public private(set) var factor: Double = 1
     /// The smoothed p99 latency (ns); nil before the first sample.

@@ -67,9 +67,36 @@ extension Configuration {
         public var controller = LoadController.Settings(targetLatency: 100_000_000)
         /// Services (or tenants) that may report load at once; more are refused.
         public var maxServices = 100
+        /// How often the background controller measures the daemon's own load and demand per
+        /// tier, and republishes the multipliers (ns).
+        public var interval: Int64 = 1_000_000_000
+        /// A service silent this long recovers, one healthy step per interval (ns).
+        public var staleAfter: Int64 = 10_000_000_000
+        /// Where subjects without a tier stand when shedding (tiers' priorities are compared with it).
+        public var untieredPriority = 0
+        /// The event-loop delay the daemon's own controller (service `sluiced`) keeps under (ns).
+        public var maxLoopDelay: Int64 = 50_000_000
 
         /// The defaults.
         public init() {}
+    }
+
+    /// A rule's limit relative to the subject's learned normal rate (`baseline:` in a rule): the
+    /// limit becomes `factor × normal` per period, between `floor` and `ceiling`.
+    public struct BaselineLimit: Sendable, Equatable {
+        /// How many times the subject's normal rate it may reach.
+        public var factor: Double
+        /// The least limit, per the rule's (first) period.
+        public var floor: UInt64
+        /// The greatest limit, per the rule's (first) period.
+        public var ceiling: UInt64
+
+        /// Creates a relative limit.
+        public init(factor: Double, floor: UInt64, ceiling: UInt64) {
+            self.factor = factor
+            self.floor = floor
+            self.ceiling = ceiling
+        }
     }
 
     /// The features a flag can switch.

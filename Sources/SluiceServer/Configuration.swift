@@ -47,6 +47,10 @@ public struct Configuration: Sendable {
         public var limits: [BoundLimit]
         /// Where its checks are counted within a tenant's metric series (see ``CheckSeries``).
         var seriesSlot = 0
+        /// The protected service whose load scales this rule (adaptive limiting); nil: none.
+        public var service: String?
+        /// A limit relative to each subject's learned baseline; nil: the configured limits only.
+        public var baseline: BaselineLimit?
 
         /// A rule.
         public init(name: String, limits: [BoundLimit]) {

@@ -178,7 +178,7 @@ extension Reader {
     func readAdaptive(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.adaptive
         let keys: Set = ["target_p99", "tolerance", "max_error_rate", "decrease", "increase", "cooldown", "minimum", "smoothing",
-                         "max_services"]
+                         "max_services", "interval", "stale_after", "untiered_priority", "max_loop_delay"]
         for (key, value) in try mapping(node, "adaptive", keys: keys) {
             let path = "adaptive.\(key)"
             switch key {
@@ -190,6 +190,10 @@ extension Reader {
             case "cooldown": settings.controller.cooldown = try integer(value, path, 0...100)
             case "minimum": settings.controller.minimum = try number(value, path, 0.01...1)
             case "smoothing": settings.controller.smoothing = try number(value, path, 0.01...1)
+            case "interval": settings.interval = try duration(value, path, 10_000_000...60_000_000_000)
+            case "stale_after": settings.staleAfter = try duration(value, path, 1_000_000...86_400_000_000_000)
+            case "untiered_priority": settings.untieredPriority = try integer(value, path, -1_000...1_000)
+            case "max_loop_delay": settings.maxLoopDelay = try duration(value, path, 1_000_000...60_000_000_000)
             default: settings.maxServices = try integer(value, path, 1...10_000)
             }
         }

@@ -99,6 +99,24 @@ final class Reader {
     }
 
     /// A duration in nanoseconds: an integer of milliseconds, or an integer with ms, s, m, h or d.
+    /// A duration within `range` (ns).
+    func duration(_ node: Node, _ path: String, _ range: ClosedRange<Int64>) throws(SluiceError) -> Int64 {
+        let value = try duration(node, path)
+        guard range.contains(value) else {
+            throw error(node, path, "expected a duration from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound))")
+        }
+        return value
+    }
+
+    /// A duration in the largest unit that divides it.
+    static func describe(_ nanoseconds: Int64) -> String {
+        for (suffix, unit) in [("d", Int64(86_400_000_000_000)), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
+                               ("ms", 1_000_000)] where nanoseconds % unit == 0 {
+            return "\(nanoseconds / unit)\(suffix)"
+        }
+        return "\(nanoseconds)ns"
+    }
+
     func duration(_ node: Node, _ path: String) throws(SluiceError) -> Int64 {
         let text = try string(node, path).trimmingCharacters(in: .whitespaces)
         let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000),
@@ -289,7 +307,8 @@ final class Reader {
             guard !name.isEmpty, name.utf8.count <= configuration.maxKeyBytes else {
                 throw error(ruleNode, rulePath, "a rule name must be 1 to \(configuration.maxKeyBytes) bytes")
             }
-            let pairs = try mapping(ruleNode, rulePath, keys: ["algorithm", "limit", "period", "burst", "limits"])
+            let all = try mapping(ruleNode, rulePath, keys: ["algorithm", "limit", "period", "burst", "limits", "service", "baseline"])
+            let pairs = all.filter { $0.key != "service" && $0.key != "baseline" }
             var ruleAlgorithm = configuration.defaultAlgorithm
             for (k, v) in pairs where k == "algorithm" { ruleAlgorithm = try algorithm(v, "\(rulePath).algorithm") }
             var specs: [LimitSpec] = []
@@ -308,9 +327,39 @@ final class Reader {
                 specs.append(try readLimit(pairs: pairs, node: ruleNode, rulePath, algorithm: ruleAlgorithm))
             }
             let bound = specs.enumerated().map { BoundLimit.rule(name, index: $0.offset, spec: $0.element) }
-            rules[name] = Configuration.Rule(name: name, limits: bound)
+            var rule = Configuration.Rule(name: name, limits: bound)
+            for (key, value) in all {
+                switch key {
+                case "service":
+                    let service = try string(value, "\(rulePath).service")
+                    guard !service.isEmpty, service.utf8.count <= configuration.maxKeyBytes else {
+                        throw error(value, "\(rulePath).service", "a service name must be 1 to \(configuration.maxKeyBytes) bytes")
+                    }
+                    rule.service = service
+                case "baseline": rule.baseline = try readBaseline(value, "\(rulePath).baseline")
+                default: break
+                }
+            }
+            rules[name] = rule
         }
         return rules
+    }
+
+    /// `baseline: {factor, floor, ceiling}`: a limit relative to the subject's learned rate.
+    func readBaseline(_ node: Node, _ path: String) throws(SluiceError) -> Configuration.BaselineLimit {
+        var factor: Double?, floor: UInt64?, ceiling: UInt64?
+        for (key, value) in try mapping(node, path, keys: ["factor", "floor", "ceiling"]) {
+            switch key {
+            case "factor": factor = try number(value, "\(path).factor", 0.01...1_000)
+            case "floor": floor = UInt64(try integer(value, "\(path).floor", 1...Int(LimitSpec.maximumLimit)))
+            default: ceiling = UInt64(try integer(value, "\(path).ceiling", 1...Int(LimitSpec.maximumLimit)))
+            }
+        }
+        guard let factor else { throw error(node, "\(path).factor", "required: how many times the subject's normal rate") }
+        guard let floor else { throw error(node, "\(path).floor", "required: the least limit, per the rule's period") }
+        guard let ceiling else { throw error(node, "\(path).ceiling", "required: the greatest limit, per the rule's period") }
+        guard ceiling >= floor else { throw error(node, "\(path).ceiling", "must be at least the floor (\(floor))") }
+        return Configuration.BaselineLimit(factor: factor, floor: floor, ceiling: ceiling)
     }
 
     func readLimit(_ node: Node, _ path: String, algorithm defaultAlgorithm: Algorithm) throws(SluiceError) -> LimitSpec {

@@ -17,6 +17,9 @@ public final class LiveConfiguration: Sendable {
     let reputationModel: ReputationModel
     /// Tiers compiled for the hot path; nil when the adaptive feature is off or there are none.
     let tiers: TierTable?
+    /// Load-aware scaling compiled for the hot path; nil when the adaptive feature is off or no
+    /// rule names a service.
+    let load: LoadTable?
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -26,6 +29,7 @@ public final class LiveConfiguration: Sendable {
         reputation = ReputationGate(numbered)
         reputationModel = numbered.reputation.model
         tiers = TierTable(numbered)
+        load = LoadTable(numbered, series: series, tiers: tiers)
     }
 }
 

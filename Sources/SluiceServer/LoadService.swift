@@ -1,57 +1,245 @@
+import Dispatch
 import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto
 
-/// One load controller per protected service, stepped by each of its `ReportLoad` requests (a
-/// service reports on its own cadence, so the controller needs no timer and tests need no clock).
+/// Load-aware scaling (the adaptive feature): one ``LoadController`` per protected service,
+/// stepped by the service's `ReportLoad` requests, one for the daemon itself (service
+/// `sluiced`, stepped by its event-loop delay), and the demand each tier puts on each service.
+///
+/// The hot path only reads what ``publish(_:live:)`` stores in the configuration's
+/// ``LoadTable``. A background tick on a Dispatch queue (every `adaptive.interval`) measures the
+/// demand and the daemon's own load, lets silent services recover, and republishes.
 final class LoadService: Sendable {
+    /// The service name under which the daemon's own load (its event-loop delay) is controlled.
+    static let daemonService = "sluiced"
+
+    struct Service {
+        var controller: LoadController
+        /// When it last reported (ns).
+        var lastReport: Int64
+    }
+
     struct State {
-        var controllers: [String: LoadController] = [:]
+        var services: [String: Service] = [:]
+        /// The daemon's own controller; nil until the first tick measured its event loops.
+        var daemon: LoadController?
+        /// The longest event-loop delay of the last tick (ns).
+        var loopDelay: Int64 = 0
+        /// The table whose demand counters `counts` last read (a reload brings a new one).
+        var table: ObjectIdentifier?
+        var counts: [UInt64] = []
+        /// Smoothed demand (hits per second) by `slot × classes + class` of that table.
+        var rates: [Double] = []
+        var lastTick: Int64?
     }
 
     let state = NIOLockedValueBox(State())
+    let live: LiveState
+    let queue = DispatchQueue(label: "sluice.adaptive", qos: .utility)
+    let running = NIOLockedValueBox(false)
+
+    init(state: LiveState) {
+        live = state
+    }
+
+    // MARK: Reports
 
     /// Applies one report and answers with the new load factor and the tiers' multipliers.
-    func report(_ request: Sluice_V1_ReportLoadRequest, configuration: Configuration) -> WireResponse {
+    func report(_ request: Sluice_V1_ReportLoadRequest, now: Int64) -> WireResponse {
+        let current = live.current
+        let configuration = current.configuration
         guard !request.service.isEmpty else { return .error(id: 0, .invalidArgument, "service must not be empty") }
         guard request.service.utf8.count <= configuration.maxKeyBytes else {
             return .error(id: 0, .invalidArgument, "service must be at most \(configuration.maxKeyBytes) bytes")
+        }
+        guard request.service != Self.daemonService else {
+            return .error(id: 0, .invalidArgument, "service '\(Self.daemonService)' is the daemon's own load; it cannot be reported")
         }
         guard request.errorRate.isFinite, (0...1).contains(request.errorRate) else {
             return .error(id: 0, .invalidArgument, "error_rate \(request.errorRate) is outside 0…1")
         }
         let settings = configuration.adaptive
-        let stepped = state.withLockedValue { state -> LoadController? in
-            if state.controllers[request.service] == nil {
-                guard state.controllers.count < settings.maxServices else { return nil }
-                state.controllers[request.service] = LoadController(settings: settings.controller)
+        let answer = state.withLockedValue { state -> WireResponse? in
+            if state.services[request.service] == nil {
+                guard state.services.count < settings.maxServices else { return nil }
+                state.services[request.service] = Service(controller: LoadController(settings: settings.controller), lastReport: now)
             }
-            state.controllers[request.service]?.tick(.init(p99: Int64(clamping: request.latencyP99Us) &* 1_000,
-                                                           errorRate: request.errorRate))
-            return state.controllers[request.service]
+            state.services[request.service]?.controller.settings = settings.controller
+            state.services[request.service]?.controller.tick(.init(p99: Int64(clamping: request.latencyP99Us) &* 1_000,
+                                                                   errorRate: request.errorRate))
+            state.services[request.service]?.lastReport = now
+            Self.publish(&state, live: current)
+            return Self.describe(request.service, state: state, live: current)
         }
-        guard let controller = stepped else {
-            return .error(id: 0, .overloaded, "more than adaptive.max_services (\(settings.maxServices)) services report load")
-        }
+        return answer ?? .error(id: 0, .overloaded, "more than adaptive.max_services (\(settings.maxServices)) services report load")
+    }
+
+    /// The answer to a report: the service's factor, smoothed p99 and each tier's multiplier and demand.
+    static func describe(_ service: String, state: State, live: LiveConfiguration) -> WireResponse {
         var response = WireResponse()
-        response.reportLoad.loadFactor = controller.factor
-        response.reportLoad.smoothedP99Us = UInt64(max(0, (controller.smoothedLatency ?? 0) / 1_000))
-        let tiers = configuration.tiers.values.sorted { ($0.priority, $0.name) > ($1.priority, $1.name) }
-        // Each tier weighs the same until the daemon measures their traffic.
-        let multipliers = LoadShedding.multipliers(factor: controller.factor,
-                                                   tiers: tiers.map { .init(priority: $0.priority, share: 1, floor: $0.reserve) })
-        response.reportLoad.tiers = zip(tiers, multipliers).map { tier, multiplier in
-            Sluice_V1_TierLoad.with {
-                $0.tier = tier.name
-                $0.multiplier = multiplier
+        let controller = service == daemonService ? state.daemon : state.services[service]?.controller
+        response.reportLoad.loadFactor = controller?.factor ?? 1
+        response.reportLoad.smoothedP99Us = UInt64(max(0, (controller?.smoothedLatency ?? 0) / 1_000))
+        let names = (live.tiers?.names ?? []) + [""]
+        let table = live.load
+        if let table, let slot = table.services.firstIndex(of: service) {
+            response.reportLoad.tiers = names.enumerated().map { tierClass, name in
+                Sluice_V1_TierLoad.with {
+                    $0.tier = name
+                    $0.multiplier = table.multiplier(slot: slot, tierClass: tierClass)
+                    let index = slot * table.classes + tierClass
+                    $0.demand = state.table == ObjectIdentifier(table) && index < state.rates.count ? state.rates[index] : 0
+                }
+            }
+        } else {
+            // No rule names the service: what its tiers would get, weighing the same.
+            let multipliers = shedding(factor: response.reportLoad.loadFactor, live: live, shares: nil)
+            response.reportLoad.tiers = zip(names, multipliers).map { name, multiplier in
+                Sluice_V1_TierLoad.with {
+                    $0.tier = name
+                    $0.multiplier = multiplier
+                }
             }
         }
         return response
     }
 
-    /// Every service's load factor now, for metrics.
+    // MARK: The background tick
+
+    /// One step of the background controller at `now`: measures each service's demand per tier,
+    /// steps the daemon's own controller with `loopDelay` (the longest event-loop delay since the
+    /// last tick, ns; nil when not measured), lets services silent for `adaptive.stale_after`
+    /// recover by one healthy step, and republishes every multiplier.
+    func tick(now: Int64, loopDelay: Int64?) {
+        let current = live.current
+        let settings = current.configuration.adaptive
+        state.withLockedValue { state in
+            if let loopDelay {
+                state.loopDelay = loopDelay
+                var controller = state.daemon ?? LoadController(settings: settings.controller)
+                controller.settings = settings.controller
+                controller.settings.targetLatency = settings.maxLoopDelay
+                controller.tick(.init(p99: loopDelay))
+                state.daemon = controller
+            }
+            for (name, service) in state.services where now - service.lastReport >= settings.staleAfter {
+                var controller = service.controller
+                controller.settings = settings.controller
+                controller.tick(.init(p99: 0))
+                state.services[name]?.controller = controller
+            }
+            Self.measure(&state, table: current.load, now: now)
+            Self.publish(&state, live: current)
+        }
+    }
+
+    /// Folds the demand counted since the last tick into the smoothed rates.
+    static func measure(_ state: inout State, table: LoadTable?, now: Int64) {
+        defer { state.lastTick = now }
+        guard let table else {
+            state.table = nil
+            return
+        }
+        let counts = table.demandCounts()
+        guard state.table == ObjectIdentifier(table), let last = state.lastTick, now > last, counts.count == state.counts.count else {
+            state.table = ObjectIdentifier(table)
+            state.counts = counts
+            state.rates = Array(repeating: 0, count: counts.count)
+            return
+        }
+        let seconds = Double(now - last) / 1e9
+        for index in counts.indices {
+            let rate = Double(counts[index] &- state.counts[index]) / seconds
+            // Smoothed over about two ticks: quick to follow, but one quiet tick does not erase a tier.
+            state.rates[index] += 0.5 * (rate - state.rates[index])
+        }
+        state.counts = counts
+    }
+
+    /// Stores every service's multipliers, per tier, into the configuration's table.
+    static func publish(_ state: inout State, live: LiveConfiguration) {
+        guard let table = live.load else { return }
+        let measured = state.table == ObjectIdentifier(table) && state.rates.count == table.services.count * table.classes
+        for (slot, service) in table.services.enumerated() {
+            let controller = service == daemonService ? state.daemon : state.services[service]?.controller
+            let shares = measured ? Array(state.rates[(slot * table.classes)..<((slot + 1) * table.classes)]) : nil
+            table.publish(slot: slot, shedding(factor: controller?.factor ?? 1, live: live, shares: shares))
+        }
+    }
+
+    /// Each tier class's multiplier at `factor`: the tiers in the tier table's order, then
+    /// subjects without a tier. `shares`: each class's demand; nil or all zero weighs them the same.
+    static func shedding(factor: Double, live: LiveConfiguration, shares: [Double]?) -> [Double] {
+        let configuration = live.configuration
+        let names = live.tiers?.names ?? []
+        var classes = names.map { name -> LoadShedding.Tier in
+            let tier = configuration.tiers[name]
+            return .init(priority: tier?.priority ?? 0, share: 1, floor: tier?.reserve ?? 0)
+        }
+        classes.append(.init(priority: configuration.adaptive.untieredPriority, share: 1, floor: 0))
+        guard factor < 1 else { return classes.map { _ in 1 } }
+        if let shares, shares.count == classes.count, shares.contains(where: { $0 > 0 }) {
+            for index in classes.indices { classes[index].share = max(0, shares[index]) }
+        }
+        return LoadShedding.multipliers(factor: factor, tiers: classes)
+    }
+
+    // MARK: Running
+
+    /// Starts the background tick. `probe` returns the longest event-loop delay since its last
+    /// call (ns) and starts the next measurement; `now` is the daemon's clock.
+    func start(now: @escaping @Sendable () -> Int64, probe: @escaping @Sendable () -> Int64?) {
+        guard running.withLockedValue({ running in
+            defer { running = true }
+            return !running
+        }) else { return }
+        schedule(now: now, probe: probe)
+    }
+
+    func schedule(now: @escaping @Sendable () -> Int64, probe: @escaping @Sendable () -> Int64?) {
+        let interval = live.current.configuration.adaptive.interval
+        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(interval))) { [weak self] in
+            guard let self, self.running.withLockedValue({ $0 }) else { return }
+            self.tick(now: now(), loopDelay: probe())
+            self.schedule(now: now, probe: probe)
+        }
+    }
+
+    /// Stops the background tick.
+    func stop() {
+        running.withLockedValue { $0 = false }
+    }
+
+    // MARK: Reading
+
+    /// Every controlled service's load factor now (the daemon's own as `sluiced`), for metrics.
     var factors: [(service: String, factor: Double)] {
-        state.withLockedValue { $0.controllers.map { ($0.key, $0.value.factor) }.sorted { $0.service < $1.service } }
+        state.withLockedValue { state in
+            var factors = state.services.map { ($0.key, $0.value.controller.factor) }
+            if let daemon = state.daemon { factors.append((Self.daemonService, daemon.factor)) }
+            return factors.sorted { $0.0 < $1.0 }
+        }
+    }
+
+    /// The longest event-loop delay the last tick measured (ns).
+    var loopDelay: Int64 { state.withLockedValue { $0.loopDelay } }
+
+    /// Each (service, tier) pair's multiplier and smoothed demand, for metrics; tier "" is
+    /// subjects without one.
+    func tierLoads() -> [(service: String, tier: String, multiplier: Double, demand: Double)] {
+        let current = live.current
+        guard let table = current.load else { return [] }
+        let names = (current.tiers?.names ?? []) + [""]
+        let rates = state.withLockedValue { state in state.table == ObjectIdentifier(table) ? state.rates : [] }
+        var result: [(service: String, tier: String, multiplier: Double, demand: Double)] = []
+        for (slot, service) in table.services.enumerated() {
+            for (tierClass, name) in names.enumerated() {
+                let index = slot * table.classes + tierClass
+                result.append((service, name, table.multiplier(slot: slot, tierClass: tierClass), index < rates.count ? rates[index] : 0))
+            }
+        }
+        return result
     }
 }

@@ -130,9 +130,20 @@ final class MetricsExporter: Sendable {
             gauge("sluice_feature_shadow", "1 when the feature is computed and reported but not enforced.", labels,
                   flag?.shadow == true ? 1 : 0)
         }
-        for (service, factor) in load?.factors ?? [] {
-            gauge("sluice_adaptive_load_factor", "The share of its normal capacity each reporting service should be sent (1 = no shedding).",
-                  [("service", service)], factor)
+        if let load {
+            for (service, factor) in load.factors {
+                gauge("sluice_adaptive_load_factor",
+                      "The share of its normal capacity each service should be sent (1 = no shedding; sluiced: the daemon's own).",
+                      [("service", service)], factor)
+            }
+            for entry in load.tierLoads() {
+                let labels = [("service", entry.service), ("tier", entry.tier.isEmpty ? "_none" : entry.tier)]
+                gauge("sluice_adaptive_tier_multiplier", "The multiplier each tier's limits get on the rules naming a service (0: shed).",
+                      labels, entry.multiplier)
+                gauge("sluice_adaptive_demand", "Hits per second each tier asks of a service's rules (smoothed).", labels, entry.demand)
+            }
+            gauge("sluice_event_loop_delay_seconds", "The longest delay of a task queued on an event loop, over the last adaptive.interval.",
+                  [], Double(load.loopDelay) / 1e9)
         }
         guard let reputation else { return }
         counter("sluice_shadow_would_deny_total", "Checks allowed that a feature in shadow mode would have denied.",

@@ -12,6 +12,8 @@ struct ReputationNote {
     var multiplier: Double = 0
     /// Enforced block: the retry-after in ns; -1 when not blocked.
     var blockedFor: Int64 = -1
+    /// Why it was blocked: reputation, or shed by load-aware scaling.
+    var blockReason = DecisionReason.reputation
     /// Shadow mode: the reason the check would have been denied; nil when it would not.
     var wouldDeny: DecisionReason?
     /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
@@ -87,26 +89,59 @@ extension RequestDispatcher {
         return peeks
     }
 
-    /// Applies each subject's tier: its multiplier on the check's limits (unless the adaptive
-    /// feature is in shadow mode), and its name in the verdict.
-    func applyTiers(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
-                    notes: UnsafeMutableBufferPointer<ReputationNote>, table: TierTable, book: TierBook) {
+    /// Applies the adaptive feature to each check whose subject is in its rollout: the subject's
+    /// tier (its multiplier or its own limits for the rule, and its name in the verdict), and,
+    /// when the check's rule names a protected service, the multiplier the load controller
+    /// publishes for the subject's tier (0 sheds the check). In shadow mode nothing is scaled:
+    /// the tier is named, and what the load would have denied is evaluated (returns true when a
+    /// check must be evaluated so before it is decided).
+    func applyAdaptive(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
+                       series: UnsafeBufferPointer<Int>, notes: UnsafeMutableBufferPointer<ReputationNote>, tiers: TierTable?,
+                       book: TierBook?, load: LoadTable?, classes: Int) -> Bool {
+        var peeks = false
         for index in 0..<items.count {
+            let slot = load?.slot(ofSeries: series[index]) ?? -1
+            guard tiers != nil || slot >= 0 else { continue }
             let subjectBytes = views[index].subject
             let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
-            guard table.includes(subject), let name = book.tier(of: subject), let tier = table.index(of: name) else { continue }
-            notes[index].tier = UnsafeRawBufferPointer(table.nameBytes[tier])
-            guard !table.shadow else { continue }
-            // The tier's own limits for this rule, if it has some, replace the rule's (and the
-            // multiplier); otherwise its multiplier scales them.
-            if !table.rules[tier].isEmpty, let rule = views[index].rule,
-               let limits = table.rules[tier][String(decoding: rule, as: UTF8.self)] {
-                items[index].limits = limits
-            } else {
-                items[index].multiplier *= table.multipliers[tier]
+            guard load?.includes(subject) ?? tiers?.includes(subject) ?? false else { continue }
+            var tierClass = classes
+            if let tiers, let book, let name = book.tier(of: subject), let tier = tiers.index(of: name) {
+                tierClass = tier
+                notes[index].tier = UnsafeRawBufferPointer(tiers.nameBytes[tier])
+                if !tiers.shadow {
+                    // The tier's own limits for this rule, if it has some, replace the rule's (and
+                    // the multiplier); otherwise its multiplier scales them.
+                    if !tiers.rules[tier].isEmpty, let rule = views[index].rule,
+                       let limits = tiers.rules[tier][String(decoding: rule, as: UTF8.self)] {
+                        items[index].limits = limits
+                    } else {
+                        items[index].multiplier *= tiers.multipliers[tier]
+                    }
+                    notes[index].multiplier = items[index].multiplier
+                }
             }
-            notes[index].multiplier = items[index].multiplier
+            guard slot >= 0, let load else { continue }
+            load.count(slot: slot, tierClass: tierClass, hits: items[index].hits)
+            let multiplier = load.multiplier(slot: slot, tierClass: tierClass)
+            guard multiplier < 1, !items[index].skip else { continue }
+            if load.shadow {
+                if multiplier <= 0 {
+                    if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
+                } else {
+                    notes[index].peekFactor = (notes[index].peekFactor == 0 ? 1 : notes[index].peekFactor) * multiplier
+                    peeks = true
+                }
+            } else if multiplier <= 0 {
+                items[index].skip = true
+                notes[index].blockedFor = load.retryAfter
+                notes[index].blockReason = .shed
+            } else {
+                items[index].multiplier *= multiplier
+                notes[index].multiplier = items[index].multiplier
+            }
         }
+        return peeks
     }
 
     /// Decides the checks one at a time, in order, evaluating each shadow check just before it

@@ -29,7 +29,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     /// Subjects' tiers (the adaptive feature).
     let tierBook: TierBook?
     /// Protected services' load controllers (the adaptive feature).
-    let load = LoadService()
+    let load: LoadService
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -50,6 +50,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         reputationHot = reputation?.hot
         reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
         tierBook = reputation?.tiers
+        load = LoadService(state: state)
         self.state = state
         self.table = table
         self.counters = counters
@@ -83,7 +84,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .recordEvents(let events) where !events.durable:
             response = recordNow(events, id: request.id)
         case .reportLoad(let report):
-            response = load.report(report, configuration: state.current.configuration)
+            response = load.report(report, now: time.now())
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier:
             // Reached only without an event loop to defer to (see deferredAnswer).
@@ -337,16 +338,21 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             let book = reputationBook
             let gate = book == nil ? nil : live.reputation
             let tierBook = tierBook, tiers = tierBook.map { $0.count > 0 } == true ? live.tiers : nil
-            let annotated = gate != nil || tiers != nil
+            let loadTable = live.load
+            let annotated = gate != nil || tiers != nil || loadTable != nil
             return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: annotated ? count : 0) { notes -> WireError? in
-                let inOrder: Bool
+                var inOrder: Bool
                 if let gate, let book {
                     inOrder = annotate(items: items, views: views, notes: notes, gate: gate, book: book, live: live)
                 } else {
                     if annotated { notes.initialize(repeating: ReputationNote()) }
                     inOrder = false
                 }
-                if let tiers, let tierBook { applyTiers(items: items, views: views, notes: notes, table: tiers, book: tierBook) }
+                if tiers != nil || loadTable != nil,
+                   applyAdaptive(items: items, views: views, series: UnsafeBufferPointer(series), notes: notes, tiers: tiers,
+                                 book: tierBook, load: loadTable, classes: live.tiers?.names.count ?? 0) {
+                    inOrder = true
+                }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
                     if inOrder {
                         decideInOrder(items: items, notes: notes, into: decisions)
@@ -365,9 +371,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     }
                     for index in 0..<count {
                         if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
-                        if gate != nil, notes[index].blockedFor >= 0 {
+                        if annotated, notes[index].blockedFor >= 0 {
                             var decision = Decision.blocked(retryAfter: notes[index].blockedFor)
-                            decision.reason = .reputation
+                            decision.reason = notes[index].blockReason
                             decisions[index] = decision
                         }
                         context.count(series: series[index], reason: decisions[index].reason)

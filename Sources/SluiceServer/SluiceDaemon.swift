@@ -159,6 +159,8 @@ public final class SluiceDaemon: Sendable {
             "table.shards": "\(table.shardCount)", "table.max_entries": "\(table.maxEntries)", "threads": "\(threads)",
         ])
         snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
+        let probe = LoopDelayProbe(group: group)
+        dispatcher.load.start(now: { time.now() }, probe: { probe.sample() })
         return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                             metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
                             listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
@@ -242,12 +244,13 @@ public final class SluiceDaemon: Sendable {
     /// reputation change and stops the reputation queues.
     public func writeFinalSnapshot() async {
         guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
-        let snapshotter = snapshotter, reputation = dispatcher.reputation
+        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.load
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 snapshotter?.stop()
                 reputation?.stop()
+                load.stop()
                 continuation.resume()
             }
         }

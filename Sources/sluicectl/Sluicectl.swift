@@ -93,6 +93,7 @@ extension Sluice_V1_Reason {
         case .exceedsCapacity: "exceeds_capacity"
         case .blocked: "blocked"
         case .reputation: "reputation"
+        case .shed: "shed"
         case .unspecified, .UNRECOGNIZED: "unspecified"
         }
     }

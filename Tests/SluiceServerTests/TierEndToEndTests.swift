@@ -172,14 +172,16 @@ import Testing
             let client = try await SluiceClient.connect(to: daemon.unix)
             let healthy = try await Self.report("checkout", p99Ms: 50, client: client).reportLoad
             #expect(healthy.loadFactor == 1)
-            #expect(healthy.tiers.map(\.tier) == ["vip", "best_effort"])
-            #expect(healthy.tiers.map(\.multiplier) == [1, 1])
+            // The tiers, highest priority first, then subjects without a tier ("").
+            #expect(healthy.tiers.map(\.tier) == ["vip", "best_effort", ""])
+            #expect(healthy.tiers.map(\.multiplier) == [1, 1, 1])
             // Overloaded (p99 far above 100 ms): halved at each report.
             _ = try await Self.report("checkout", p99Ms: 2_000, client: client)
             let cut = try await Self.report("checkout", p99Ms: 2_000, client: client).reportLoad
             #expect(cut.loadFactor == 0.25)
-            // 75 % of the traffic to shed, over two equal tiers: best effort gives all it has,
-            // VIP the rest down to its reserve (0.9).
+            // 75 % of the traffic to shed, over three classes weighing the same (no rule names
+            // the service, so no demand is measured): best effort and untiered subjects give all
+            // they have, VIP the rest down to its reserve (0.9).
             #expect(cut.tiers.first { $0.tier == "best_effort" }?.multiplier == 0)
             #expect(abs((cut.tiers.first { $0.tier == "vip" }?.multiplier ?? 0) - 0.9) < 1e-9)
             // Errors count as overload too; then healthy reports bring it back, a step at a time.

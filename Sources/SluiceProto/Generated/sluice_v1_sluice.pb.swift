@@ -104,6 +104,10 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
 
   /// Denied: the subject's reputation is below the configured block threshold.
   case reputation // = 5
+
+  /// Denied: the service this check's rule protects is overloaded, and the subject's tier is
+  /// shed at the moment (adaptive limiting); retry after `retry_after_ms`.
+  case shed // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -118,6 +122,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case 3: self = .exceedsCapacity
     case 4: self = .blocked
     case 5: self = .reputation
+    case 6: self = .shed
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -130,6 +135,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case .exceedsCapacity: return 3
     case .blocked: return 4
     case .reputation: return 5
+    case .shed: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -142,6 +148,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     .exceedsCapacity,
     .blocked,
     .reputation,
+    .shed,
   ]
 
 }
@@ -1580,7 +1587,8 @@ public nonisolated struct Sluice_V1_ReportLoadResponse: Sendable {
   /// The smoothed p99 latency the controller acts on, microseconds.
   public var smoothedP99Us: UInt64 = 0
 
-  /// The multiplier each configured tier gets at this load factor, highest priority first.
+  /// The multiplier each configured tier gets at this load factor, highest priority first; the
+  /// last entry, with an empty `tier`, is subjects without a tier.
   public var tiers: [Sluice_V1_TierLoad] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1593,9 +1601,14 @@ public nonisolated struct Sluice_V1_TierLoad: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The tier's name; empty for subjects without a tier.
   public var tier: String = String()
 
+  /// The multiplier its limits get on the rules that name this service (0: its checks are shed).
   public var multiplier: Double = 0
+
+  /// Hits per second its subjects asked for on those rules, as the daemon measures them (smoothed).
+  public var demand: Double = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1734,7 +1747,7 @@ nonisolated extension Sluice_V1_Algorithm: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0\u{1}REASON_REPUTATION\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0\u{1}REASON_REPUTATION\0\u{1}REASON_SHED\0")
 }
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -4289,7 +4302,7 @@ nonisolated extension Sluice_V1_ReportLoadResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Sluice_V1_TierLoad: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TierLoad"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tier\0\u{1}multiplier\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tier\0\u{1}multiplier\0\u{1}demand\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4299,6 +4312,7 @@ nonisolated extension Sluice_V1_TierLoad: SwiftProtobuf.Message, SwiftProtobuf._
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.tier) }()
       case 2: try { try decoder.decodeSingularDoubleField(value: &self.multiplier) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.demand) }()
       default: break
       }
     }
@@ -4311,12 +4325,16 @@ nonisolated extension Sluice_V1_TierLoad: SwiftProtobuf.Message, SwiftProtobuf._
     if self.multiplier.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.multiplier, fieldNumber: 2)
     }
+    if self.demand.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.demand, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Sluice_V1_TierLoad, rhs: Sluice_V1_TierLoad) -> Bool {
     if lhs.tier != rhs.tier {return false}
     if lhs.multiplier != rhs.multiplier {return false}
+    if lhs.demand != rhs.demand {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

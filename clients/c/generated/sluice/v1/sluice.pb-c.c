@@ -5496,7 +5496,7 @@ const ProtobufCMessageDescriptor sluice__v1__report_load_response__descriptor =
   (ProtobufCMessageInit) sluice__v1__report_load_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__tier_load__field_descriptors[2] =
+static const ProtobufCFieldDescriptor sluice__v1__tier_load__field_descriptors[3] =
 {
   {
     "tier",
@@ -5522,15 +5522,28 @@ static const ProtobufCFieldDescriptor sluice__v1__tier_load__field_descriptors[2
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "demand",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TierLoad, demand),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__tier_load__field_indices_by_name[] = {
+  2,   /* field[2] = demand */
   1,   /* field[1] = multiplier */
   0,   /* field[0] = tier */
 };
 static const ProtobufCIntRange sluice__v1__tier_load__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor =
 {
@@ -5540,7 +5553,7 @@ const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor =
   "Sluice__V1__TierLoad",
   "sluice.v1",
   sizeof(Sluice__V1__TierLoad),
-  2,
+  3,
   sluice__v1__tier_load__field_descriptors,
   sluice__v1__tier_load__field_indices_by_name,
   1,  sluice__v1__tier_load__number_ranges,
@@ -5697,7 +5710,7 @@ const ProtobufCEnumDescriptor sluice__v1__algorithm__descriptor =
   sluice__v1__algorithm__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[6] =
+static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[7] =
 {
   { "REASON_UNSPECIFIED", "SLUICE__V1__REASON__REASON_UNSPECIFIED", 0 },
   { "REASON_WITHIN_LIMIT", "SLUICE__V1__REASON__REASON_WITHIN_LIMIT", 1 },
@@ -5705,16 +5718,18 @@ static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[6] =
   { "REASON_EXCEEDS_CAPACITY", "SLUICE__V1__REASON__REASON_EXCEEDS_CAPACITY", 3 },
   { "REASON_BLOCKED", "SLUICE__V1__REASON__REASON_BLOCKED", 4 },
   { "REASON_REPUTATION", "SLUICE__V1__REASON__REASON_REPUTATION", 5 },
+  { "REASON_SHED", "SLUICE__V1__REASON__REASON_SHED", 6 },
 };
 static const ProtobufCIntRange sluice__v1__reason__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[7] =
 {
   { "REASON_BLOCKED", 4 },
   { "REASON_EXCEEDS_CAPACITY", 3 },
   { "REASON_OVER_LIMIT", 2 },
   { "REASON_REPUTATION", 5 },
+  { "REASON_SHED", 6 },
   { "REASON_UNSPECIFIED", 0 },
   { "REASON_WITHIN_LIMIT", 1 },
 };
@@ -5725,9 +5740,9 @@ const ProtobufCEnumDescriptor sluice__v1__reason__descriptor =
   "Reason",
   "Sluice__V1__Reason",
   "sluice.v1",
-  6,
+  7,
   sluice__v1__reason__enum_values_by_number,
-  6,
+  7,
   sluice__v1__reason__enum_values_by_name,
   1,
   sluice__v1__reason__value_ranges,

@@ -179,7 +179,12 @@ typedef enum _Sluice__V1__Reason {
   /*
    * Denied: the subject's reputation is below the configured block threshold.
    */
-  SLUICE__V1__REASON__REASON_REPUTATION = 5
+  SLUICE__V1__REASON__REASON_REPUTATION = 5,
+  /*
+   * Denied: the service this check's rule protects is overloaded, and the subject's tier is
+   * shed at the moment (adaptive limiting); retry after `retry_after_ms`.
+   */
+  SLUICE__V1__REASON__REASON_SHED = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REASON)
 } Sluice__V1__Reason;
 
@@ -1163,7 +1168,8 @@ struct  Sluice__V1__ReportLoadResponse
    */
   uint64_t smoothed_p99_us;
   /*
-   * The multiplier each configured tier gets at this load factor, highest priority first.
+   * The multiplier each configured tier gets at this load factor, highest priority first; the
+   * last entry, with an empty `tier`, is subjects without a tier.
    */
   size_t n_tiers;
   Sluice__V1__TierLoad **tiers;
@@ -1176,12 +1182,22 @@ struct  Sluice__V1__ReportLoadResponse
 struct  Sluice__V1__TierLoad
 {
   ProtobufCMessage base;
+  /*
+   * The tier's name; empty for subjects without a tier.
+   */
   char *tier;
+  /*
+   * The multiplier its limits get on the rules that name this service (0: its checks are shed).
+   */
   double multiplier;
+  /*
+   * Hits per second its subjects asked for on those rules, as the daemon measures them (smoothed).
+   */
+  double demand;
 };
 #define SLUICE__V1__TIER_LOAD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__tier_load__descriptor) \
-    , (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*

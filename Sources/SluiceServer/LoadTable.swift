@@ -1,0 +1,105 @@
+import SluiceCore
+import SluiceIntelligence
+import Synchronization
+
+/// Load-aware scaling compiled for the hot path (the adaptive feature): which checks count
+/// toward which protected service, the multiplier the background controller publishes for each
+/// (service, tier), and each one's demand. Nil in ``LiveConfiguration`` when the adaptive flag
+/// is off or no rule names a `service`.
+///
+/// A check reads its series' service slot from an array, one atomic multiplier, and adds its
+/// hits to one atomic counter; everything else happens in ``LoadService``.
+// @unchecked: the atomics are allocated once here and freed in deinit; the rest is immutable.
+final class LoadTable: @unchecked Sendable {
+    /// Service names by slot.
+    let services: [String]
+    /// The service slot of each metric series (see ``CheckSeries``); -1 when its rule names none.
+    let slotOfSeries: [Int32]
+    /// Tier classes per service: the tier table's tiers in its order, then subjects without one.
+    let classes: Int
+    /// The class of subjects without a tier.
+    var untiered: Int { classes - 1 }
+    /// Multipliers (bits of a `Double`), by `slot × classes + class`.
+    let multipliers: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
+    /// Hits asked for since start, by `slot × classes + class`.
+    let demand: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
+    let salt: UInt64
+    let threshold: UInt64
+    let shadow: Bool
+    /// How long a shed check is told to wait (the controller's interval, ns).
+    let retryAfter: Int64
+
+    init?(_ configuration: Configuration, series: CheckSeries, tiers: TierTable?) {
+        guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled else { return nil }
+        var services: [String] = []
+        var slots: [String: Int32] = [:]
+        slotOfSeries = series.labels.map { labels -> Int32 in
+            guard labels.rule != CheckSeries.inlineRule else { return -1 }
+            let tenant = labels.tenant == CheckSeries.defaultTenant || labels.tenant == CheckSeries.otherTenant ? "" : labels.tenant
+            guard let service = configuration.rule(labels.rule, tenant: tenant)?.service else { return -1 }
+            if let slot = slots[service] { return slot }
+            let slot = Int32(services.count)
+            services.append(service)
+            slots[service] = slot
+            return slot
+        }
+        guard !services.isEmpty else { return nil }
+        self.services = services
+        classes = (tiers?.names.count ?? 0) + 1
+        let count = services.count * classes
+        multipliers = .allocate(capacity: count)
+        demand = .allocate(capacity: count)
+        for index in 0..<count {
+            (multipliers + index).initialize(to: Synchronization.Atomic(Double(1).bitPattern))
+            (demand + index).initialize(to: Synchronization.Atomic(0))
+        }
+        let compiled = CompiledFlag(flag)
+        salt = compiled.salt
+        threshold = compiled.threshold
+        shadow = flag.shadow
+        retryAfter = configuration.adaptive.interval
+    }
+
+    deinit {
+        multipliers.deinitialize(count: services.count * classes)
+        multipliers.deallocate()
+        demand.deinitialize(count: services.count * classes)
+        demand.deallocate()
+    }
+
+    /// The service slot of checks counted under `series`, -1 for none.
+    @inline(__always)
+    func slot(ofSeries series: Int) -> Int {
+        Int(slotOfSeries[series])
+    }
+
+    /// Whether the feature applies to `subject` (its rollout).
+    @inline(__always)
+    func includes(_ subject: Fingerprint) -> Bool {
+        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
+    }
+
+    /// The multiplier of `tierClass` at `slot` now.
+    @inline(__always)
+    func multiplier(slot: Int, tierClass: Int) -> Double {
+        Double(bitPattern: multipliers[slot &* classes &+ tierClass].load(ordering: .relaxed))
+    }
+
+    /// Counts `hits` asked for by `tierClass` at `slot`.
+    @inline(__always)
+    func count(slot: Int, tierClass: Int, hits: UInt64) {
+        demand[slot &* classes &+ tierClass].add(hits, ordering: .relaxed)
+    }
+
+    /// Publishes the multipliers of every class at `slot`.
+    func publish(slot: Int, _ values: [Double]) {
+        for (tierClass, value) in values.prefix(classes).enumerated() {
+            multipliers[slot * classes + tierClass].store(value.bitPattern, ordering: .relaxed)
+        }
+    }
+
+    /// Every counter of demand, by `slot × classes + class`.
+    func demandCounts() -> [UInt64] {
+        (0..<(services.count * classes)).map { demand[$0].load(ordering: .relaxed) }
+    }
+}
