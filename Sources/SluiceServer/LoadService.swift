@@ -90,7 +90,7 @@ final class LoadService: Sendable {
                     $0.tier = name
                     $0.multiplier = table.multiplier(slot: slot, tierClass: tierClass)
                     let index = slot * table.classes + tierClass
-                    $0.demand = state.table == ObjectIdentifier(table) && index < state.rates.count ? state.rates[index] : 0
+                    $0.demand = state.table == ObjectIdentifier(table) && index < state.rates.count ? Self.rate(state.rates[index]) : 0
                 }
             }
         } else {
@@ -137,26 +137,33 @@ final class LoadService: Sendable {
 
     /// Folds the demand counted since the last tick into the smoothed rates.
     static func measure(_ state: inout State, table: LoadTable?, now: Int64) {
-        defer { state.lastTick = now }
         guard let table else {
             state.table = nil
             return
         }
         let counts = table.demandCounts()
-        guard state.table == ObjectIdentifier(table), let last = state.lastTick, now > last, counts.count == state.counts.count else {
+        guard state.table == ObjectIdentifier(table), let last = state.lastTick, counts.count == state.counts.count else {
             state.table = ObjectIdentifier(table)
             state.counts = counts
-            state.rates = Array(repeating: 0, count: counts.count)
+            state.rates = Array(repeating: .nan, count: counts.count)
+            state.lastTick = now
             return
         }
+        // A tick at the same instant (or earlier) has nothing to measure.
+        guard now > last else { return }
+        state.lastTick = now
         let seconds = Double(now - last) / 1e9
         for index in counts.indices {
             let rate = Double(counts[index] &- state.counts[index]) / seconds
-            // Smoothed over about two ticks: quick to follow, but one quiet tick does not erase a tier.
-            state.rates[index] += 0.5 * (rate - state.rates[index])
+            // Smoothed over about two ticks: quick to follow, but one quiet tick does not erase a
+            // tier. The first measurement is taken whole (NaN: none yet).
+            state.rates[index] = state.rates[index].isNaN ? rate : state.rates[index] + 0.5 * (rate - state.rates[index])
         }
         state.counts = counts
     }
+
+    /// A smoothed rate, 0 before the first measurement.
+    static func rate(_ value: Double) -> Double { value.isNaN ? 0 : value }
 
     /// Stores every service's multipliers, per tier, into the configuration's table.
     static func publish(_ state: inout State, live: LiveConfiguration) {
@@ -164,7 +171,7 @@ final class LoadService: Sendable {
         let measured = state.table == ObjectIdentifier(table) && state.rates.count == table.services.count * table.classes
         for (slot, service) in table.services.enumerated() {
             let controller = service == daemonService ? state.daemon : state.services[service]?.controller
-            let shares = measured ? Array(state.rates[(slot * table.classes)..<((slot + 1) * table.classes)]) : nil
+            let shares = measured ? state.rates[(slot * table.classes)..<((slot + 1) * table.classes)].map(rate) : nil
             table.publish(slot: slot, shedding(factor: controller?.factor ?? 1, live: live, shares: shares))
         }
     }
@@ -237,7 +244,7 @@ final class LoadService: Sendable {
         for (slot, service) in table.services.enumerated() {
             for (tierClass, name) in names.enumerated() {
                 let index = slot * table.classes + tierClass
-                result.append((service, name, table.multiplier(slot: slot, tierClass: tierClass), index < rates.count ? rates[index] : 0))
+                result.append((service, name, table.multiplier(slot: slot, tierClass: tierClass), index < rates.count ? Self.rate(rates[index]) : 0))
             }
         }
         return result
