@@ -139,6 +139,8 @@ public struct Configuration: Sendable {
     public var tiers: [String: Tier] = [:]
     /// The load controller.
     public var adaptive = AdaptiveSettings()
+    /// How per-subject baselines are learned (`baseline:`), for rules with a relative limit.
+    public var baseline = BaselineSettings()
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

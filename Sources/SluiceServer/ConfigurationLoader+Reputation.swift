@@ -199,4 +199,26 @@ extension Reader {
         }
         configuration.adaptive = settings
     }
+
+    /// `baseline:` how per-subject baselines are learned.
+    func readBaselineSettings(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var settings = configuration.baseline
+        for (key, value) in try mapping(node, "baseline", keys: ["window", "buckets", "smoothing", "warmup", "max_subjects", "idle_after"]) {
+            let path = "baseline.\(key)"
+            switch key {
+            case "window": settings.window = try duration(value, path, 1_000_000_000...3_600_000_000_000)
+            case "buckets":
+                settings.buckets = try integer(value, path, 1...288)
+                guard 86_400 % settings.buckets == 0 else { throw error(value, path, "must divide a day evenly (1, 2, 3, 4, 6, 8, 12, 24, 48 …)") }
+            case "smoothing": settings.smoothing = try number(value, path, 0.001...1)
+            case "warmup": settings.warmup = try integer(value, path, 0...100_000)
+            case "max_subjects": settings.maxSubjects = try integer(value, path, 1...100_000_000)
+            default: settings.idleAfter = try duration(value, path, 60_000_000_000...365 * 86_400_000_000_000)
+            }
+        }
+        guard settings.window <= settings.bucketLength else {
+            throw error(node, "baseline.window", "must be at most one bucket (\(Self.describe(settings.bucketLength)))")
+        }
+        configuration.baseline = settings
+    }
 }

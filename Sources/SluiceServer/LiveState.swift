@@ -20,6 +20,11 @@ public final class LiveConfiguration: Sendable {
     /// Load-aware scaling compiled for the hot path; nil when the adaptive feature is off or no
     /// rule names a service.
     let load: LoadTable?
+    /// Rules relative to learned baselines, compiled for the hot path; nil when the adaptive
+    /// feature is off or no rule has a baseline.
+    let baseline: BaselineTable?
+    /// The adaptive flag; nil when off.
+    let adaptive: AdaptiveGate?
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -30,6 +35,8 @@ public final class LiveConfiguration: Sendable {
         reputationModel = numbered.reputation.model
         tiers = TierTable(numbered)
         load = LoadTable(numbered, series: series, tiers: tiers)
+        baseline = BaselineTable(numbered, series: series)
+        adaptive = AdaptiveGate(numbered)
     }
 }
 

@@ -23,14 +23,12 @@ final class LoadTable: @unchecked Sendable {
     let multipliers: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
     /// Hits asked for since start, by `slot × classes + class`.
     let demand: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
-    let salt: UInt64
-    let threshold: UInt64
-    let shadow: Bool
+    let gate: AdaptiveGate
     /// How long a shed check is told to wait (the controller's interval, ns).
     let retryAfter: Int64
 
     init?(_ configuration: Configuration, series: CheckSeries, tiers: TierTable?) {
-        guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled else { return nil }
+        guard let gate = AdaptiveGate(configuration) else { return nil }
         var services: [String] = []
         var slots: [String: Int32] = [:]
         slotOfSeries = series.labels.map { labels -> Int32 in
@@ -53,10 +51,7 @@ final class LoadTable: @unchecked Sendable {
             (multipliers + index).initialize(to: Synchronization.Atomic(Double(1).bitPattern))
             (demand + index).initialize(to: Synchronization.Atomic(0))
         }
-        let compiled = CompiledFlag(flag)
-        salt = compiled.salt
-        threshold = compiled.threshold
-        shadow = flag.shadow
+        self.gate = gate
         retryAfter = configuration.adaptive.interval
     }
 
@@ -73,11 +68,6 @@ final class LoadTable: @unchecked Sendable {
         Int(slotOfSeries[series])
     }
 
-    /// Whether the feature applies to `subject` (its rollout).
-    @inline(__always)
-    func includes(_ subject: Fingerprint) -> Bool {
-        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
-    }
 
     /// The multiplier of `tierClass` at `slot` now.
     @inline(__always)

@@ -60,6 +60,8 @@ public final class ReputationService: Sendable {
     public let book: ReputationBook
     /// Subjects' tiers (the adaptive feature), kept in the same store.
     public let tiers = TierBook()
+    /// Subjects' learned baselines (the adaptive feature), saved in the same store.
+    public let baselines = BaselineBook()
     let writer: WriteBehind
     /// Denied checks on their way to the background (`rate_limited` events).
     let denials: EventTap<ReputationEvent>
@@ -161,7 +163,25 @@ public final class ReputationService: Sendable {
         }
         timer?.cancel()
         pump.stop()
-        if settings.path != nil { writer.stop() }
+        if settings.path != nil {
+            writer.onQueue { saveBaselinesOnQueue() }
+            writer.stop()
+        }
+    }
+
+    /// Saves every learned baseline, replacing the stored ones (with each snapshot, and at stop).
+    func saveBaselines() {
+        guard settings.path != nil else { return }
+        writer.onQueue { saveBaselinesOnQueue() }
+    }
+
+    func saveBaselinesOnQueue() {
+        guard let store = status.withLockedValue({ $0.store }) else { return }
+        do {
+            try store.saveBaselines(baselines.all(now: time.now(), settings: state.current.configuration.baseline))
+        } catch {
+            logger.warning("baselines not saved; kept in memory and saved with the next snapshot", metadata: ["error.message": "\(error.message)"])
+        }
     }
 
     /// Whether the store is open (always true without one configured).
@@ -178,6 +198,11 @@ public final class ReputationService: Sendable {
             let records = try store.loadRecords()
             for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
                 tiers.assign(assignment)
+            }
+            let stored = try store.loadBaselines()
+            if baselines.count == 0 { baselines.restore(stored.baselines, settings: state.current.configuration.baseline) }
+            if stored.skipped > 0 {
+                logger.warning("baselines: stored rows that do not decode were skipped", metadata: ["baseline.skipped": "\(stored.skipped)"])
             }
             // Scores are written about once a second, events every commit: the events after
             // the last scores written are applied again, exactly as they were the first time.
@@ -237,6 +262,7 @@ public final class ReputationService: Sendable {
         let configuration = state.current.configuration
         let forgotten = book.compact(now: now, model: configuration.reputation.model,
                                      maxSubjects: configuration.reputation.maxSubjects).count
+        baselines.sweep(now: now, settings: configuration.baseline)
         var expired = 0
         if let store = status.withLockedValue({ $0.store }) {
             // In transactions of 50,000 rows, with the pending events committed between them: a

@@ -89,57 +89,100 @@ extension RequestDispatcher {
         return peeks
     }
 
-    /// Applies the adaptive feature to each check whose subject is in its rollout: the subject's
-    /// tier (its multiplier or its own limits for the rule, and its name in the verdict), and,
-    /// when the check's rule names a protected service, the multiplier the load controller
-    /// publishes for the subject's tier (0 sheds the check). In shadow mode nothing is scaled:
-    /// the tier is named, and what the load would have denied is evaluated (returns true when a
-    /// check must be evaluated so before it is decided).
-    func applyAdaptive(items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
-                       series: UnsafeBufferPointer<Int>, notes: UnsafeMutableBufferPointer<ReputationNote>, tiers: TierTable?,
-                       book: TierBook?, load: LoadTable?, classes: Int) -> Bool {
+    /// What the adaptive feature reads for one request, from the configuration in force.
+    struct Adaptive {
+        let gate: AdaptiveGate
+        /// Nil while no subject has a tier.
+        let tiers: TierTable?
+        let book: TierBook?
+        let load: LoadTable?
+        let baseline: BaselineTable?
+        let baselines: BaselineBook?
+        /// The tier class of subjects without a tier (the number of configured tiers).
+        let untiered: Int
+
+        /// Nil when nothing adaptive applies to checks.
+        init?(_ live: LiveConfiguration, book: TierBook?, baselines: BaselineBook?) {
+            guard let gate = live.adaptive else { return nil }
+            let tiers = book.map { $0.count > 0 } == true ? live.tiers : nil
+            let baseline = baselines == nil ? nil : live.baseline
+            guard tiers != nil || live.load != nil || baseline != nil else { return nil }
+            self.gate = gate
+            self.tiers = tiers
+            self.book = book
+            load = live.load
+            self.baseline = baseline
+            self.baselines = baselines
+            untiered = live.tiers?.names.count ?? 0
+        }
+    }
+
+    /// Applies the adaptive feature to each check whose subject is in its rollout:
+    /// - its tier: the tier's multiplier, or its own limits for the rule, and its name in the verdict;
+    /// - a rule relative to the learned baseline: the subject's `factor × normal`, within the
+    ///   rule's floor and ceiling (and the check's hits are counted toward the baseline);
+    /// - a rule naming a protected service: the multiplier the load controller publishes for the
+    ///   subject's tier (0 sheds the check), and its hits counted as the tier's demand.
+    /// In shadow mode nothing is scaled: the tier is named and what would have been denied is
+    /// evaluated (returns true when a check must be evaluated so before it is decided).
+    func applyAdaptive(_ adaptive: Adaptive, items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
+                       series: UnsafeBufferPointer<Int>, notes: UnsafeMutableBufferPointer<ReputationNote>) -> Bool {
         var peeks = false
+        let shadow = adaptive.gate.shadow
         for index in 0..<items.count {
-            let slot = load?.slot(ofSeries: series[index]) ?? -1
-            guard tiers != nil || slot >= 0 else { continue }
+            let slot = adaptive.load?.slot(ofSeries: series[index]) ?? -1
+            let relative = adaptive.baseline?.entries[series[index]]
+            guard adaptive.tiers != nil || slot >= 0 || relative != nil else { continue }
             let subjectBytes = views[index].subject
             let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
-            guard load?.includes(subject) ?? tiers?.includes(subject) ?? false else { continue }
-            var tierClass = classes
-            if let tiers, let book, let name = book.tier(of: subject), let tier = tiers.index(of: name) {
+            guard adaptive.gate.includes(subject) else { continue }
+            var tierClass = adaptive.untiered
+            var ownLimits = false
+            var scale = 1.0
+            if let tiers = adaptive.tiers, let name = adaptive.book?.tier(of: subject), let tier = tiers.index(of: name) {
                 tierClass = tier
                 notes[index].tier = UnsafeRawBufferPointer(tiers.nameBytes[tier])
-                if !tiers.shadow {
-                    // The tier's own limits for this rule, if it has some, replace the rule's (and
-                    // the multiplier); otherwise its multiplier scales them.
-                    if !tiers.rules[tier].isEmpty, let rule = views[index].rule,
-                       let limits = tiers.rules[tier][String(decoding: rule, as: UTF8.self)] {
-                        items[index].limits = limits
-                    } else {
-                        items[index].multiplier *= tiers.multipliers[tier]
-                    }
-                    notes[index].multiplier = items[index].multiplier
-                }
-            }
-            guard slot >= 0, let load else { continue }
-            load.count(slot: slot, tierClass: tierClass, hits: items[index].hits)
-            let multiplier = load.multiplier(slot: slot, tierClass: tierClass)
-            guard multiplier < 1, !items[index].skip else { continue }
-            if load.shadow {
-                if multiplier <= 0 {
-                    if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
+                // The tier's own limits for this rule, if it has some, replace the rule's (and
+                // the multiplier); otherwise its multiplier scales them.
+                if !tiers.rules[tier].isEmpty, let rule = views[index].rule,
+                   let limits = tiers.rules[tier][String(decoding: rule, as: UTF8.self)] {
+                    ownLimits = true
+                    if !shadow { items[index].limits = limits }
                 } else {
-                    notes[index].peekFactor = (notes[index].peekFactor == 0 ? 1 : notes[index].peekFactor) * multiplier
-                    peeks = true
+                    if !shadow { items[index].multiplier *= tiers.multipliers[tier] }
                 }
-            } else if multiplier <= 0 {
-                items[index].skip = true
-                notes[index].blockedFor = load.retryAfter
-                notes[index].blockReason = .shed
-            } else {
-                items[index].multiplier *= multiplier
-                notes[index].multiplier = items[index].multiplier
             }
+            if let relative, let table = adaptive.baseline, let book = adaptive.baselines,
+               let normal = book.observe(subject, hits: items[index].hits, now: items[index].now, settings: table.settings), !ownLimits {
+                scale = relative.multiplier(normal: normal)
+            }
+            if slot >= 0, let load = adaptive.load {
+                load.count(slot: slot, tierClass: tierClass, hits: items[index].hits)
+                let multiplier = load.multiplier(slot: slot, tierClass: tierClass)
+                if multiplier <= 0, !items[index].skip {
+                    if shadow {
+                        if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
+                    } else {
+                        items[index].skip = true
+                        notes[index].blockedFor = load.retryAfter
+                        notes[index].blockReason = .shed
+                    }
+                } else if multiplier < 1 {
+                    scale *= multiplier
+                }
+            }
+            if scale != 1, !items[index].skip {
+                if shadow {
+                    // Only tighter limits can deny what was allowed.
+                    if scale < 1 {
+                        notes[index].peekFactor = (notes[index].peekFactor == 0 ? 1 : notes[index].peekFactor) * scale
+                        peeks = true
+                    }
+                } else {
+                    items[index].multiplier *= scale
+                }
+            }
+            if !shadow { notes[index].multiplier = items[index].multiplier }
         }
         return peeks
     }

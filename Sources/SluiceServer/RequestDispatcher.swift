@@ -28,6 +28,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let reputationBook: Unmanaged<ReputationBook>?
     /// Subjects' tiers (the adaptive feature).
     let tierBook: TierBook?
+    /// Subjects' learned baselines (the adaptive feature).
+    let baselineBook: BaselineBook?
     /// Protected services' load controllers (the adaptive feature).
     let load: LoadService
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
@@ -50,6 +52,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         reputationHot = reputation?.hot
         reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
         tierBook = reputation?.tiers
+        baselineBook = reputation?.baselines
         load = LoadService(state: state)
         self.state = state
         self.table = table
@@ -337,9 +340,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             }
             let book = reputationBook
             let gate = book == nil ? nil : live.reputation
-            let tierBook = tierBook, tiers = tierBook.map { $0.count > 0 } == true ? live.tiers : nil
-            let loadTable = live.load
-            let annotated = gate != nil || tiers != nil || loadTable != nil
+            let adaptive = Adaptive(live, book: tierBook, baselines: baselineBook)
+            let tiers = adaptive?.tiers
+            let annotated = gate != nil || adaptive != nil
             return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: annotated ? count : 0) { notes -> WireError? in
                 var inOrder: Bool
                 if let gate, let book {
@@ -348,9 +351,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     if annotated { notes.initialize(repeating: ReputationNote()) }
                     inOrder = false
                 }
-                if tiers != nil || loadTable != nil,
-                   applyAdaptive(items: items, views: views, series: UnsafeBufferPointer(series), notes: notes, tiers: tiers,
-                                 book: tierBook, load: loadTable, classes: live.tiers?.names.count ?? 0) {
+                if let adaptive, applyAdaptive(adaptive, items: items, views: views, series: UnsafeBufferPointer(series), notes: notes) {
                     inOrder = true
                 }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in

@@ -101,6 +101,7 @@ public final class SluiceDaemon: Sendable {
         // Likewise every stored reputation (a store that cannot be opened is logged and retried).
         let reputation = ReputationService(state: state, time: time, logger: logger)
         reputation.start()
+        snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines() } }
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
         let dispatcher = RequestDispatcher(state: state, table: table, counters: counters, policy: policy, events: events,

@@ -24,6 +24,8 @@ final class Snapshotter: @unchecked Sendable {
     let lock = NIOLock()
     var timer: (any DispatchSourceTimer)?
     let metrics: SluiceMetrics?
+    /// Saved with each snapshot written (the learned baselines).
+    let alongside = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     init(path: String, table: LimiterTable, time: TimeSource, logger: Logger, metrics: SluiceMetrics? = nil) {
         self.path = path
@@ -94,6 +96,7 @@ final class Snapshotter: @unchecked Sendable {
             try Self.writeAtomically(bytes, to: path)
             let written = Written(entries: snapshot.entries.count, bytes: bytes.count, durationNanoseconds: time.uptime() - started)
             metrics?.snapshotWritten(written, at: time.now())
+            alongside.withLockedValue { $0 }?()
             logger.debug("snapshot written", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(written.entries)",
                                                         "snapshot.bytes": "\(written.bytes)"])
             return .success(written)

@@ -15,12 +15,11 @@ final class TierTable: @unchecked Sendable {
     /// Explicit limits per rule name, per tier.
     let rules: [[String: BatchCheck.Limits]]
     let nameBytes: [UnsafeMutableRawBufferPointer]
-    let salt: UInt64
-    let threshold: UInt64
-    let shadow: Bool
+    let gate: AdaptiveGate
 
     init?(_ configuration: Configuration) {
-        guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled, !configuration.tiers.isEmpty else { return nil }
+        guard let gate = AdaptiveGate(configuration), !configuration.tiers.isEmpty else { return nil }
+        self.gate = gate
         let tiers = configuration.tiers.values.sorted { ($0.priority, $0.name) > ($1.priority, $1.name) }
         names = tiers.map(\.name)
         multipliers = tiers.map(\.multiplier)
@@ -32,10 +31,6 @@ final class TierTable: @unchecked Sendable {
             buffer.copyBytes(from: utf8)
             return UnsafeMutableRawBufferPointer(rebasing: buffer[0..<utf8.count])
         }
-        let compiled = CompiledFlag(flag)
-        salt = compiled.salt
-        threshold = compiled.threshold
-        shadow = flag.shadow
     }
 
     deinit {
@@ -48,15 +43,33 @@ final class TierTable: @unchecked Sendable {
         names.firstIndex(of: name)
     }
 
-    /// Whether the feature applies to `subject` (its rollout).
-    @inline(__always)
-    func includes(_ subject: Fingerprint) -> Bool {
-        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
-    }
 }
 
 /// The adaptive feature's names.
 enum AdaptiveFeature {
     /// Its flag.
     static let name = "adaptive"
+}
+
+/// The adaptive flag compiled for the hot path: whether it applies to a subject (its rollout)
+/// and whether it only reports (shadow mode).
+struct AdaptiveGate: Sendable {
+    let salt: UInt64
+    let threshold: UInt64
+    let shadow: Bool
+
+    /// Nil when the flag is off.
+    init?(_ configuration: Configuration) {
+        guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled else { return nil }
+        let compiled = CompiledFlag(flag)
+        salt = compiled.salt
+        threshold = compiled.threshold
+        shadow = flag.shadow
+    }
+
+    /// Whether the feature applies to `subject`.
+    @inline(__always)
+    func includes(_ subject: Fingerprint) -> Bool {
+        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
+    }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 import GRDBSQLite
 import NIOConcurrencyHelpers
@@ -350,6 +351,69 @@ public final class SQLiteReputationStore: ReputationStore {
             }
         } catch {
             throw Self.storeError(error, path: path, doing: "remove a tier")
+        }
+    }
+
+    // MARK: baselines
+
+    /// Every stored baseline; rows that do not decode (a blob of the wrong size, negative
+    /// counts) are skipped and counted, never trusted.
+    public func loadBaselines() throws(StoreError) -> (baselines: [(Fingerprint, Baseline)], skipped: Int) {
+        do {
+            return try pool.read { db in
+                var baselines: [(Fingerprint, Baseline)] = []
+                var skipped = 0
+                let rows = try Row.fetchCursor(db, sql: """
+                    SELECT subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal FROM subject_baselines
+                    """)
+                while let row = try rows.next() {
+                    let high: Int64 = row[0], low: Int64 = row[1], windowStart: Int64 = row[2], lastSeen: Int64 = row[3]
+                    let samples: Int64 = row[4]
+                    guard let blob = row[5] as Data?, !blob.isEmpty, blob.count % 4 == 0, blob.count <= 4 * 288,
+                          (0...Int64(UInt32.max)).contains(samples) else {
+                        skipped += 1
+                        continue
+                    }
+                    let normal = stride(from: 0, to: blob.count, by: 4).map { offset -> Float in
+                        var bits: UInt32 = 0
+                        for index in 0..<4 { bits |= UInt32(blob[blob.startIndex + offset + index]) << (8 * index) }
+                        return Float(bitPattern: bits)
+                    }
+                    guard normal.allSatisfy({ $0.isNaN || ($0.isFinite && $0 >= 0) }) else {
+                        skipped += 1
+                        continue
+                    }
+                    baselines.append((Fingerprint(high: UInt64(bitPattern: high), low: UInt64(bitPattern: low)),
+                                      Baseline(normal: normal, windowStart: windowStart, lastSeen: lastSeen, samples: UInt32(samples))))
+                }
+                return (baselines, skipped)
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "read baselines")
+        }
+    }
+
+    /// Replaces every stored baseline with `baselines`, in one transaction.
+    public func saveBaselines(_ baselines: [(Fingerprint, Baseline)]) throws(StoreError) {
+        do {
+            try pool.write { db in
+                try db.execute(sql: "DELETE FROM subject_baselines")
+                let statement = try db.makeStatement(sql: """
+                    INSERT INTO subject_baselines (subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """)
+                for (subject, baseline) in baselines {
+                    var blob = Data(capacity: baseline.normal.count * 4)
+                    for value in baseline.normal {
+                        let bits = value.bitPattern
+                        for index in 0..<4 { blob.append(UInt8(truncatingIfNeeded: bits >> (8 * index))) }
+                    }
+                    try statement.execute(arguments: [Int64(bitPattern: subject.high), Int64(bitPattern: subject.low), baseline.windowStart,
+                                                      baseline.lastSeen, Int64(baseline.samples), blob])
+                }
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "save baselines")
         }
     }
 }

@@ -10,7 +10,10 @@ public final class ManualClock: Sendable {
     /// The current time.
     public var now: Int64 { current.withLockedValue { $0 } }
 
-    /// Moves the clock forward.
+    /// Sets the clock to `nanoseconds` (a test stepping through a timeline it lays out itself).
+    public func reset(to nanoseconds: Int64) { current.withLockedValue { $0 = nanoseconds } }
+
+    /// Moves the clock forward by `nanoseconds`.
     public func advance(by nanoseconds: Int64) { current.withLockedValue { $0 += nanoseconds } }
 
     /// Moves the clock forward by milliseconds.

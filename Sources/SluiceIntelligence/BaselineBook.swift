@@ -1,0 +1,222 @@
+import Foundation
+import NIOConcurrencyHelpers
+import SluiceCore
+import Synchronization
+
+/// How per-subject baselines are learned.
+public struct BaselineSettings: Sendable, Equatable {
+    /// The window a rate is measured over (ns): each closed window is one sample.
+    public var window: Int64 = 60_000_000_000
+    /// Time-of-day buckets (24: one per hour); each learns its own normal.
+    public var buckets = 24
+    /// Weight of a new sample in its bucket's average (0…1).
+    public var smoothing = 0.1
+    /// Samples a subject needs before its baseline is used (until then the rule's own limit applies).
+    public var warmup = 10
+    /// Subjects learned at most; new ones beyond it are not tracked until the sweep makes room.
+    public var maxSubjects = 100_000
+    /// A subject not seen for this long is forgotten (ns).
+    public var idleAfter: Int64 = 7 * 86_400_000_000_000
+
+    /// The defaults.
+    public init() {}
+
+    /// The length of one bucket (ns).
+    public var bucketLength: Int64 { 86_400_000_000_000 / Int64(max(1, buckets)) }
+
+    /// The bucket of the day `time` (ns since the epoch, UTC) falls in.
+    public func bucket(at time: Int64) -> Int {
+        let intoDay = ((time % 86_400_000_000_000) + 86_400_000_000_000) % 86_400_000_000_000
+        return min(buckets - 1, Int(intoDay / bucketLength))
+    }
+}
+
+/// One subject's learned baseline: an average rate per time-of-day bucket.
+public struct Baseline: Sendable, Equatable {
+    /// Average hits per second, per bucket; NaN for a bucket never sampled.
+    public var normal: [Float]
+    /// Hits in the window being measured.
+    public var current: UInt64 = 0
+    /// Start of the window being measured (ns, a multiple of the window).
+    public var windowStart: Int64
+    /// When the subject was last seen (ns).
+    public var lastSeen: Int64
+    /// Windows sampled so far (capped).
+    public var samples: UInt32 = 0
+
+    /// A subject first seen at `now`.
+    public init(buckets: Int, windowStart: Int64, lastSeen: Int64) {
+        normal = Array(repeating: .nan, count: buckets)
+        self.windowStart = windowStart
+        self.lastSeen = lastSeen
+    }
+
+    /// Restores a stored baseline.
+    public init(normal: [Float], windowStart: Int64, lastSeen: Int64, samples: UInt32) {
+        self.normal = normal
+        self.windowStart = windowStart
+        self.lastSeen = lastSeen
+        self.samples = samples
+    }
+
+    /// The normal rate (hits per second) at `time`'s bucket; the average of the sampled buckets
+    /// when that one was never sampled; nil before `warmup` samples.
+    public func normalRate(at time: Int64, settings: BaselineSettings) -> Double? {
+        guard samples >= settings.warmup else { return nil }
+        let bucket = settings.bucket(at: time)
+        if bucket < normal.count, !normal[bucket].isNaN { return Double(normal[bucket]) }
+        let learned = normal.filter { !$0.isNaN }
+        return learned.isEmpty ? nil : Double(learned.reduce(0, +)) / Double(learned.count)
+    }
+
+    /// Closes every window that ended by `now`: the measured one is one sample of its bucket,
+    /// each quiet one after it a sample of 0 (folded in closed form, a bucket at a time).
+    public mutating func advance(to now: Int64, settings: BaselineSettings) {
+        let window = settings.window
+        let nowWindow = now - ((now % window) + window) % window
+        guard nowWindow > windowStart else { return }
+        fold(bucket: settings.bucket(at: windowStart), rate: Double(current) * 1e9 / Double(window), count: 1, settings: settings)
+        var start = windowStart + window
+        // Quiet windows, grouped by bucket; a gap of more than a day folds whole days at once.
+        let day: Int64 = 86_400_000_000_000
+        if nowWindow - start > day {
+            let days = (nowWindow - start) / day
+            let perBucket = Int(settings.bucketLength / window)
+            for bucket in 0..<normal.count { fold(bucket: bucket, rate: 0, count: Int(days) * max(1, perBucket), settings: settings) }
+            start += days * day
+        }
+        while start < nowWindow {
+            let bucket = settings.bucket(at: start)
+            let bucketEnd = start - ((start % settings.bucketLength) + settings.bucketLength) % settings.bucketLength + settings.bucketLength
+            let end = min(bucketEnd, nowWindow)
+            let count = Int((end - start + window - 1) / window)
+            fold(bucket: bucket, rate: 0, count: count, settings: settings)
+            start += Int64(count) * window
+        }
+        windowStart = nowWindow
+        current = 0
+    }
+
+    mutating func fold(bucket: Int, rate: Double, count: Int, settings: BaselineSettings) {
+        guard count > 0, bucket < normal.count else { return }
+        let alpha = settings.smoothing
+        var value = normal[bucket].isNaN ? rate : Double(normal[bucket])
+        // The first sample is taken whole; `count` equal samples fold in closed form.
+        let remaining = normal[bucket].isNaN ? count - 1 : count
+        if remaining > 0 { value = rate + (value - rate) * pow(1 - alpha, Double(remaining)) }
+        normal[bucket] = Float(value)
+        samples = UInt32(min(UInt64(UInt32.max), UInt64(samples) + UInt64(count)))
+    }
+}
+
+/// Every active subject's baseline, in memory: lock-striped, bounded, read and fed by checks on
+/// rules whose limit is relative to the baseline.
+public final class BaselineBook: Sendable {
+    static let stripeCount = 64
+    let stripes: [NIOLockedValueBox<[Fingerprint: Baseline]>]
+    let tracked = Synchronization.Atomic<Int>(0)
+
+    /// An empty book.
+    public init() {
+        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox([:]) }
+    }
+
+    @inline(__always)
+    static func stripe(of subject: Fingerprint) -> Int { Int(truncatingIfNeeded: subject.low >> 7) & (stripeCount - 1) }
+
+    /// Counts `hits` of `subject` at `now` and returns its normal rate (hits per second) for
+    /// now's bucket, nil while it is still learning (or untracked because the book is full).
+    ///
+    /// - Complexity: O(1) under one stripe lock, plus the windows closed since its last check
+    ///   (a bucket at a time).
+    public func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, settings: BaselineSettings) -> Double? {
+        let full = tracked.load(ordering: .relaxed) >= settings.maxSubjects
+        let (rate, added) = stripes[Self.stripe(of: subject)].withLockedValue { stripe -> (Double?, Bool) in
+            if stripe[subject] != nil {
+                return (stripe[subject]!.observe(hits: hits, now: now, settings: settings), false)
+            }
+            guard !full else { return (nil, false) }
+            let window = settings.window
+            var baseline = Baseline(buckets: settings.buckets, windowStart: now - ((now % window) + window) % window, lastSeen: now)
+            baseline.current = hits
+            stripe[subject] = baseline
+            return (nil, true)
+        }
+        if added { tracked.add(1, ordering: .relaxed) }
+        return rate
+    }
+
+    /// The subject's baseline, brought up to `now`.
+    public func baseline(of subject: Fingerprint, now: Int64, settings: BaselineSettings) -> Baseline? {
+        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
+            guard var baseline = stripe[subject] else { return nil }
+            baseline.advance(to: now, settings: settings)
+            return baseline
+        }
+    }
+
+    /// Forgets subjects idle for `idleAfter`, then the least recently seen beyond `maxSubjects`;
+    /// returns how many were forgotten.
+    @discardableResult
+    public func sweep(now: Int64, settings: BaselineSettings) -> Int {
+        var forgotten = 0
+        var seen: [(Int64, Fingerprint)] = []
+        for stripe in stripes {
+            stripe.withLockedValue { stripe in
+                let before = stripe.count
+                stripe = stripe.filter { now - $0.value.lastSeen < settings.idleAfter }
+                forgotten += before - stripe.count
+                seen.append(contentsOf: stripe.map { ($0.value.lastSeen, $0.key) })
+            }
+        }
+        if seen.count > settings.maxSubjects {
+            seen.sort { $0.0 < $1.0 }
+            for (_, subject) in seen.prefix(seen.count - settings.maxSubjects) {
+                stripes[Self.stripe(of: subject)].withLockedValue { _ = $0.removeValue(forKey: subject) }
+                forgotten += 1
+            }
+        }
+        tracked.store(min(seen.count, settings.maxSubjects), ordering: .relaxed)
+        return forgotten
+    }
+
+    /// Every baseline, brought up to `now` (for saving).
+    public func all(now: Int64, settings: BaselineSettings) -> [(Fingerprint, Baseline)] {
+        var out: [(Fingerprint, Baseline)] = []
+        for stripe in stripes {
+            stripe.withLockedValue { stripe in
+                for (subject, var baseline) in stripe {
+                    baseline.advance(to: now, settings: settings)
+                    out.append((subject, baseline))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Replaces the book's contents with stored baselines (at start); those whose bucket count no
+    /// longer matches the settings are dropped (the buckets changed meaning).
+    public func restore(_ baselines: [(Fingerprint, Baseline)], settings: BaselineSettings) {
+        var count = 0
+        for (subject, baseline) in baselines where baseline.normal.count == settings.buckets && count < settings.maxSubjects {
+            stripes[Self.stripe(of: subject)].withLockedValue { $0[subject] = baseline }
+            count += 1
+        }
+        tracked.store(stripes.reduce(0) { $0 + $1.withLockedValue { $0.count } }, ordering: .relaxed)
+    }
+
+    /// Subjects tracked.
+    public var count: Int { tracked.load(ordering: .relaxed) }
+}
+
+extension Baseline {
+    /// Counts `hits` at `now`; returns the normal rate for now, nil while learning.
+    mutating func observe(hits: UInt64, now: Int64, settings: BaselineSettings) -> Double? {
+        advance(to: now, settings: settings)
+        // The normal before this window's hits count: a burst does not raise its own allowance.
+        let rate = normalRate(at: now, settings: settings)
+        current &+= hits
+        lastSeen = max(lastSeen, now)
+        return rate
+    }
+}
