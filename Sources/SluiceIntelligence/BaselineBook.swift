@@ -180,16 +180,12 @@ public final class BaselineBook: Sendable {
         return forgotten
     }
 
-    /// Every baseline, brought up to `now` (for saving).
-    public func all(now: Int64, settings: BaselineSettings) -> [(Fingerprint, Baseline)] {
+    /// Every baseline as it is (for saving: the window being measured is kept, and closed by
+    /// the subject's next check, whatever clock its checks carry).
+    public func all() -> [(Fingerprint, Baseline)] {
         var out: [(Fingerprint, Baseline)] = []
         for stripe in stripes {
-            stripe.withLockedValue { stripe in
-                for (subject, var baseline) in stripe {
-                    baseline.advance(to: now, settings: settings)
-                    out.append((subject, baseline))
-                }
-            }
+            stripe.withLockedValue { stripe in out.append(contentsOf: stripe.map { ($0.key, $0.value) }) }
         }
         return out
     }

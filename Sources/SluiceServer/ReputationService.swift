@@ -178,7 +178,7 @@ public final class ReputationService: Sendable {
     func saveBaselinesOnQueue() {
         guard let store = status.withLockedValue({ $0.store }) else { return }
         do {
-            try store.saveBaselines(baselines.all(now: time.now(), settings: state.current.configuration.baseline))
+            try store.saveBaselines(baselines.all())
         } catch {
             logger.warning("baselines not saved; kept in memory and saved with the next snapshot", metadata: ["error.message": "\(error.message)"])
         }

@@ -364,13 +364,13 @@ public final class SQLiteReputationStore: ReputationStore {
                 var baselines: [(Fingerprint, Baseline)] = []
                 var skipped = 0
                 let rows = try Row.fetchCursor(db, sql: """
-                    SELECT subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal FROM subject_baselines
+                    SELECT subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal, window_hits FROM subject_baselines
                     """)
                 while let row = try rows.next() {
                     let high: Int64 = row[0], low: Int64 = row[1], windowStart: Int64 = row[2], lastSeen: Int64 = row[3]
-                    let samples: Int64 = row[4]
+                    let samples: Int64 = row[4], hits: Int64 = row[6]
                     guard let blob = row[5] as Data?, !blob.isEmpty, blob.count % 4 == 0, blob.count <= 4 * 288,
-                          (0...Int64(UInt32.max)).contains(samples) else {
+                          (0...Int64(UInt32.max)).contains(samples), hits >= 0 else {
                         skipped += 1
                         continue
                     }
@@ -383,8 +383,9 @@ public final class SQLiteReputationStore: ReputationStore {
                         skipped += 1
                         continue
                     }
-                    baselines.append((Fingerprint(high: UInt64(bitPattern: high), low: UInt64(bitPattern: low)),
-                                      Baseline(normal: normal, windowStart: windowStart, lastSeen: lastSeen, samples: UInt32(samples))))
+                    var baseline = Baseline(normal: normal, windowStart: windowStart, lastSeen: lastSeen, samples: UInt32(samples))
+                    baseline.current = UInt64(hits)
+                    baselines.append((Fingerprint(high: UInt64(bitPattern: high), low: UInt64(bitPattern: low)), baseline))
                 }
                 return (baselines, skipped)
             }
@@ -399,8 +400,8 @@ public final class SQLiteReputationStore: ReputationStore {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM subject_baselines")
                 let statement = try db.makeStatement(sql: """
-                    INSERT INTO subject_baselines (subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal)
-                    VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO subject_baselines (subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal, window_hits)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
                     """)
                 for (subject, baseline) in baselines {
                     var blob = Data(capacity: baseline.normal.count * 4)
@@ -409,7 +410,8 @@ public final class SQLiteReputationStore: ReputationStore {
                         for index in 0..<4 { blob.append(UInt8(truncatingIfNeeded: bits >> (8 * index))) }
                     }
                     try statement.execute(arguments: [Int64(bitPattern: subject.high), Int64(bitPattern: subject.low), baseline.windowStart,
-                                                      baseline.lastSeen, Int64(baseline.samples), blob])
+                                                      baseline.lastSeen, Int64(baseline.samples), blob,
+                                                      Int64(clamping: baseline.current)])
                 }
             }
         } catch {

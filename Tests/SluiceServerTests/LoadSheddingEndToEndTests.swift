@@ -169,3 +169,95 @@ import Testing
         #expect(load.report(request, now: 16 * second).error.code == .invalidArgument)
     }
 }
+
+/// Limits relative to learned baselines, through real sockets and a real SQLite file.
+@Suite struct BaselineEndToEndTests {
+    static func yaml(store: String) -> String {
+        """
+        rules:
+          api: { limit: 100, period: 1m, baseline: { factor: 3, floor: 10, ceiling: 1000 } }
+        baseline: { window: 1m, warmup: 5, smoothing: 0.5 }
+        features: { adaptive: { enabled: true } }
+        store: { path: "\(store)", commit_interval: 20ms }
+        """
+    }
+
+    static func check(_ subject: String, minute: UInt64, second: UInt64 = 0) -> WireCheck {
+        var check = Make.check("api:\(subject)", rule: "api", nowMs: epochMs + minute * 60_000 + second * 1_000)
+        check.subject = subject
+        return check
+    }
+
+    @Test func aQuietSubjectGetsLessRoomThanABusyOneAndTheBaselinesSurviveARestart() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let yaml = Self.yaml(store: "\(directory)/sluice.db")
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            // Ten minutes: quiet sends 2 checks a minute, busy 60.
+            for minute in 0..<10 as Range<UInt64> {
+                for second in 0..<60 as Range<UInt64> {
+                    _ = try await client.verdict(Self.check("busy", minute: minute, second: second))
+                    if second % 30 == 0 { _ = try await client.verdict(Self.check("quiet", minute: minute, second: second)) }
+                }
+            }
+            // While learning, the rule's own limit applies; once learned, 3 × normal per minute:
+            // busy 3 × 60 = 180, quiet 3 × 2 = 6, raised to the floor of 10.
+            let busy = try await client.verdict(Self.check("busy", minute: 10))
+            let quiet = try await client.verdict(Self.check("quiet", minute: 10))
+            #expect(busy.limit == 180)
+            #expect(quiet.limit == 10)
+            #expect(abs(busy.multiplier - 1.8) < 1e-9)
+            let fresh = try await client.verdict(Self.check("newcomer", minute: 10))
+            #expect(fresh.limit == 100)
+            // Both burst 30 checks in one second: the quiet subject gets its 10 (one was spent
+            // above), the busy one all 30.
+            var allowed = (quiet: 0, busy: 0)
+            for _ in 0..<30 {
+                if try await client.verdict(Self.check("quiet", minute: 10, second: 1)).allowed { allowed.quiet += 1 }
+                if try await client.verdict(Self.check("busy", minute: 10, second: 1)).allowed { allowed.busy += 1 }
+            }
+            #expect(allowed.quiet == 9)
+            #expect(allowed.busy == 30)
+            await client.close()
+        }
+        // Saved at stop, loaded at start: the same limits right away (still in minute 10, so
+        // the same samples).
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            #expect(try await client.verdict(Self.check("busy", minute: 10, second: 50)).limit == 180)
+            #expect(try await client.verdict(Self.check("quiet", minute: 10, second: 50)).limit == 10)
+            #expect(try await client.verdict(Self.check("newcomer", minute: 10, second: 50)).limit == 100)
+            await client.close()
+        }
+    }
+}
+
+@Suite struct AdaptiveConfigurationTests {
+    @Test func servicesBaselinesAndTheControllersSettingsAreValidatedWithASentence() throws {
+        let parsed = try ConfigurationLoader.parse("""
+            rules:
+              api: { limit: 10, period: 1s, service: checkout, baseline: { factor: 3, floor: 5, ceiling: 50 } }
+            adaptive: { interval: 250ms, stale_after: 30s, untiered_priority: 10, max_loop_delay: 20ms }
+            baseline: { window: 5m, buckets: 48, smoothing: 0.05, warmup: 3, max_subjects: 1000, idle_after: 2d }
+            """, source: "t.yaml")
+        #expect(parsed.rules["api"]?.service == "checkout")
+        #expect(parsed.rules["api"]?.baseline == Configuration.BaselineLimit(factor: 3, floor: 5, ceiling: 50))
+        #expect(parsed.adaptive.interval == 250_000_000 && parsed.adaptive.staleAfter == 30_000_000_000)
+        #expect(parsed.adaptive.untieredPriority == 10 && parsed.adaptive.maxLoopDelay == 20_000_000)
+        #expect(parsed.baseline.window == 300_000_000_000 && parsed.baseline.buckets == 48 && parsed.baseline.warmup == 3)
+        let refusals = [
+            ("rules: { api: { limit: 1, period: 1s, service: \"\" } }", "rules.api.service: a service name must be 1 to"),
+            ("rules: { api: { limit: 1, period: 1s, baseline: { factor: 2, floor: 10, ceiling: 5 } } }",
+             "rules.api.baseline.ceiling: must be at least the floor (10)"),
+            ("rules: { api: { limit: 1, period: 1s, baseline: { floor: 1, ceiling: 5 } } }", "rules.api.baseline.factor: required"),
+            ("baseline: { buckets: 7 }", "baseline.buckets: must divide a day evenly"),
+            ("baseline: { buckets: 48, window: 1h }", "baseline.window: must be at most one bucket (30m)"),
+            ("adaptive: { interval: 1ms }", "adaptive.interval: expected a duration from 10ms to 1m"),
+        ]
+        for (yaml, expected) in refusals {
+            let message = ConfigurationTests.failure(yaml)
+            #expect(message.contains(expected), "\(message)")
+        }
+    }
+}

@@ -30,11 +30,39 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         ReputationRecord(tenant: tenant, subject: subject, score: score, updatedAt: 1_000, pinned: subject.hasPrefix("pinned"), events: 3)
     }
 
+    @Test func baselinesRoundTripAndRowsThatDoNotDecodeAreSkipped() throws {
+        let path = temporaryDirectory() + "/sluice.db"
+        let store = try SQLiteReputationStore(path: path)
+        var learned = Baseline(normal: [1.5, .nan, 0, 12], windowStart: 60_000_000_000, lastSeen: 61_000_000_000, samples: 42)
+        learned.current = 7
+        try store.saveBaselines([(Fingerprint(high: .max, low: 1), learned)])
+        let loaded = try store.loadBaselines()
+        #expect(loaded.skipped == 0)
+        #expect(loaded.baselines.count == 1)
+        #expect(loaded.baselines.first?.0 == Fingerprint(high: .max, low: 1))
+        let back = try #require(loaded.baselines.first?.1)
+        #expect(back.normal[0] == 1.5 && back.normal[1].isNaN && back.normal[3] == 12)
+        #expect(back.current == 7 && back.samples == 42 && back.windowStart == 60_000_000_000)
+        // Garbage written behind the daemon's back: a blob of 3 bytes, a negative count, a
+        // negative rate. Each is skipped; the good row stays.
+        _ = try runSQLite(path, """
+            INSERT INTO subject_baselines VALUES (1, 2, 0, 0, 0, 5, x'000000');
+            INSERT INTO subject_baselines VALUES (1, 3, 0, -1, 0, 5, x'0000803f');
+            INSERT INTO subject_baselines VALUES (1, 4, 0, 0, 0, 5, x'000080bf');
+            """)
+        let mixed = try store.loadBaselines()
+        #expect(mixed.skipped == 3)
+        #expect(mixed.baselines.count == 1)
+        // Saving replaces every row.
+        try store.saveBaselines([])
+        #expect(try store.loadBaselines().baselines.isEmpty)
+    }
+
     @Test func aNewFileGetsEveryMigrationAndKeepsWhatWasCommitted() throws {
         let path = temporaryDirectory() + "/sluice.db"
         do {
             let store = try SQLiteReputationStore(path: path)
-            #expect(try store.appliedMigrations() == ["0001_reputation", "0002_tiers"])
+            #expect(try store.appliedMigrations() == ["0001_reputation", "0002_tiers", "0003_baselines"])
             var batch = StoreBatch()
             batch.records[Fingerprint.of(tenant: "acme", key: "alice")] = .upsert(record("alice", 12.5))
             batch.records[Fingerprint.of(tenant: "acme", key: "pinned-bob")] = .upsert(record("pinned-bob", 90))
