@@ -8,7 +8,8 @@ import Synchronization
 /// is off or no rule names a `service`.
 ///
 /// A check reads its series' service slot from an array, one atomic multiplier, and adds its
-/// hits to one atomic counter; everything else happens in ``LoadService``.
+/// hits to one atomic counter (which also decides, under load, whether it is admitted);
+/// everything else happens in ``LoadService``.
 // @unchecked: the atomics are allocated once here and freed in deinit; the rest is immutable.
 final class LoadTable: @unchecked Sendable {
     /// Service names by slot.
@@ -75,10 +76,18 @@ final class LoadTable: @unchecked Sendable {
         Double(bitPattern: multipliers[slot &* classes &+ tierClass].load(ordering: .relaxed))
     }
 
-    /// Counts `hits` asked for by `tierClass` at `slot`.
+    /// Counts `hits` asked for by `tierClass` at `slot`; returns whether they are admitted at
+    /// `multiplier`: of every run of hits, the share `multiplier` is, spread evenly (the n-th hit
+    /// is admitted when ⌊(n+1)·m⌋ > ⌊n·m⌋), so admission follows the multiplier exactly and
+    /// without randomness.
     @inline(__always)
-    func count(slot: Int, tierClass: Int, hits: UInt64) {
-        demand[slot &* classes &+ tierClass].add(hits, ordering: .relaxed)
+    func admit(slot: Int, tierClass: Int, hits: UInt64, multiplier: Double) -> Bool {
+        let before = demand[slot &* classes &+ tierClass].add(hits, ordering: .relaxed).oldValue
+        guard multiplier < 1 else { return true }
+        guard multiplier > 0 else { return false }
+        // Modulo 2^40 keeps the products exact in a Double; the pattern repeats every 2^40 hits.
+        let base = Double(before & 0xFF_FFFF_FFFF)
+        return ((base + Double(max(1, hits))) * multiplier).rounded(.down) > (base * multiplier).rounded(.down)
     }
 
     /// Publishes the multipliers of every class at `slot`.

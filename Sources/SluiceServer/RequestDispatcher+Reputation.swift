@@ -121,8 +121,8 @@ extension RequestDispatcher {
     /// - its tier: the tier's multiplier, or its own limits for the rule, and its name in the verdict;
     /// - a rule relative to the learned baseline: the subject's `factor × normal`, within the
     ///   rule's floor and ceiling (and the check's hits are counted toward the baseline);
-    /// - a rule naming a protected service: the multiplier the load controller publishes for the
-    ///   subject's tier (0 sheds the check), and its hits counted as the tier's demand.
+    /// - a rule naming a protected service: the share of the tier's checks the load controller
+    ///   admits now (the rest are shed), and its hits counted as the tier's demand.
     /// In shadow mode nothing is scaled: the tier is named and what would have been denied is
     /// evaluated (returns true when a check must be evaluated so before it is decided).
     func applyAdaptive(_ adaptive: Adaptive, items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
@@ -157,9 +157,11 @@ extension RequestDispatcher {
                 scale = relative.multiplier(normal: normal)
             }
             if slot >= 0, let load = adaptive.load {
-                load.count(slot: slot, tierClass: tierClass, hits: items[index].hits)
+                // Load sheds traffic, not headroom: the tier's checks on the service's rules are
+                // admitted in the proportion of its multiplier (a subject well under its limit
+                // would never notice a smaller limit).
                 let multiplier = load.multiplier(slot: slot, tierClass: tierClass)
-                if multiplier <= 0, !items[index].skip {
+                if !load.admit(slot: slot, tierClass: tierClass, hits: items[index].hits, multiplier: multiplier), !items[index].skip {
                     if shadow {
                         if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
                     } else {
@@ -167,8 +169,6 @@ extension RequestDispatcher {
                         notes[index].blockedFor = load.retryAfter
                         notes[index].blockReason = .shed
                     }
-                } else if multiplier < 1 {
-                    scale *= multiplier
                 }
             }
             if scale != 1, !items[index].skip {

@@ -3,6 +3,7 @@
 // throughput and HdrHistogram latency. docs/BENCHMARKS.md shows how each figure was made.
 import ArgumentParser
 import Foundation
+import SluiceClient
 import SluiceCore
 import SluiceLoad
 import SluiceProto
@@ -63,10 +64,23 @@ struct SluiceBench: ParsableCommand {
     var replayTenants = false
     @Option(help: "Replay at most this many rows.") var replayRows: Int?
 
+    @Option(help: "Upstream mode: HOST:PORT of a service to call after each allowed check (docs/ADAPTIVE.md). Needs --rule and --duration.")
+    var upstream: String?
+    @Option(help: "Upstream mode: the rate, rising linearly over --duration, as FROM:TO requests per second.") var ramp = "500:5000"
+    @Option(help: "Upstream mode: tiers and their shares of the traffic, e.g. vip:0.1,best_effort:0.9 (subjects are TIER-N).")
+    var tiers = "vip:0.1,best_effort:0.9"
+    @Option(help: "Upstream mode: subjects per tier.") var subjectsPerTier = 50
+    @Option(help: "Upstream mode: how long a request waits for the upstream, e.g. 1s.") var upstreamTimeout = "1s"
+    @Option(help: "Upstream mode: write each second's figures per tier here (JSON lines).") var timeline: String?
+
     @Flag(help: "Print the summary as JSON on standard output.") var json = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
 
     mutating func run() throws {
+        if let upstream {
+            try runUpstream(upstream)
+            return
+        }
         guard let parsedEndpoint = LoadEndpoint(endpoint) else {
             throw ValidationError("--endpoint \(endpoint): expected unix:PATH, a path, HOST:PORT or [IPv6]:PORT")
         }
@@ -200,6 +214,51 @@ struct SluiceBench: ParsableCommand {
             """)
         }
         if result.connectionErrors > 0 || result.requests == 0 { throw ExitCode(1) }
+    }
+
+    func runUpstream(_ upstream: String) throws {
+        guard let address = LoadEndpoint(upstream), case .tcp(let host, let port) = address else {
+            throw ValidationError("--upstream \(upstream): expected HOST:PORT")
+        }
+        let sluice: Endpoint
+        do { sluice = try Endpoint(parsing: endpoint) } catch { throw ValidationError("--endpoint \(endpoint): \(error)") }
+        guard let rule else { throw ValidationError("--upstream needs --rule (the rule naming the upstream's service)") }
+        guard let duration else { throw ValidationError("--upstream needs --duration") }
+        let rates = ramp.split(separator: ":").compactMap { Double($0) }
+        guard rates.count == 2, rates.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw ValidationError("--ramp must be FROM:TO requests per second, both above 0 (e.g. 500:5000)")
+        }
+        var parsedTiers: [UpstreamRun.Tier] = []
+        for part in tiers.split(separator: ",") {
+            let pieces = part.split(separator: ":")
+            guard pieces.count == 2, let share = Double(pieces[1]), share > 0 else {
+                throw ValidationError("--tiers must be NAME:SHARE,... with shares above 0 (e.g. vip:0.1,best_effort:0.9)")
+            }
+            parsedTiers.append(.init(name: String(pieces[0]), share: share))
+        }
+        guard !parsedTiers.isEmpty else { throw ValidationError("--tiers names no tier") }
+        guard subjectsPerTier > 0 else { throw ValidationError("--subjects-per-tier must be at least 1") }
+        let run = UpstreamRun(sluice: sluice, upstreamHost: host, upstreamPort: port, rule: rule, tiers: parsedTiers,
+                              subjectsPerTier: subjectsPerTier, rateFrom: rates[0], rateTo: rates[1],
+                              duration: try Self.parseDuration(duration), timeout: try Self.parseDuration(upstreamTimeout),
+                              timeline: timeline, seed: seed)
+        let summary = try run.run()
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys, .prettyPrinted])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("tier          offered  admitted        ok  timed_out      shed   limited  success%   p99_ms")
+        let perTier = summary["tiers"] as? [String: [String: Any]] ?? [:]
+        for tier in parsedTiers {
+            let entry = perTier[tier.name] ?? [:]
+            func count(_ key: String) -> String { String(describing: entry[key] ?? 0) }
+            print(tier.name.padding(toLength: 12, withPad: " ", startingAt: 0),
+                  [count("offered"), count("admitted"), count("ok"), count("timed_out"), count("shed"), count("limited")]
+                    .map { String(repeating: " ", count: max(0, 9 - $0.count)) + $0 }.joined(separator: " "),
+                  String(format: "%9.2f", entry["success_percent"] as? Double ?? 0),
+                  String(format: "%8.1f", entry["p99_ms"] as? Double ?? 0))
+        }
     }
 
     static func f(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "-" }
