@@ -2,15 +2,15 @@
 # The adaptive-limiting demonstration of docs/ADAPTIVE.md: a rising load from sluice-bench
 # (--upstream mode) against a small upstream whose latency grows with concurrency and which
 # reports its load to Sluice; run once with features.adaptive off and once on, then plotted.
-#   scripts/adaptive-demo.sh [seconds=60] [from=500] [to=4000]
+#   scripts/adaptive-demo.sh [seconds=60] [from=200] [to=2000]
 # Writes docs/adaptive-demo.png and docs/adaptive-demo.json (both runs' figures); the work files
 # go to a temporary folder, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${1:-60}
-from=${2:-500}
-to=${3:-4000}
+from=${2:-200}
+to=${3:-2000}
 
 swift build -c release --product sluiced >/dev/null
 swift build -c release --product sluicectl >/dev/null
@@ -51,11 +51,11 @@ tiers:
 adaptive:
   target_p99: 50ms
   tolerance: 0.2
-  decrease: 0.8
+  decrease: 0.7
   increase: 0.02
-  cooldown: 2
-  minimum: 0.05
-  smoothing: 0.5
+  cooldown: 1
+  minimum: 0.15
+  smoothing: 0.7
   interval: 250ms
 features:
   adaptive: { enabled: $enabled, rollout: 100, shadow: false }

@@ -3,8 +3,10 @@
 
 Speaks the simplest framing: a 4-byte big-endian length, then an 8-byte request id, echoed
 back when the request is done. Its latency grows with concurrency: WORKERS requests are
-served at once, each taking BASE x (1 + in_flight / KNEE), so past its capacity a queue builds,
-every request slows, and throughput falls: without shedding it collapses.
+served at once, each taking BASE x (1 + min(in_flight, KNEE) / KNEE) (contention: up to twice
+as long), and the rest wait in a queue. Past its capacity the queue grows without bound and
+every request waits longer than its caller's timeout: without shedding it collapses. Requests
+whose caller gave up are still served (it cannot know), as in real servers.
 
 Every --report-every seconds it reports its load to Sluice (ReportLoadRequest: in flight, p50
 and p99 of the requests finished since the last report) and writes one JSON line of what it
@@ -51,7 +53,7 @@ class Upstream:
         self.in_flight += 1
         try:
             async with self.workers:
-                await asyncio.sleep(self.args.base * (1 + self.in_flight / self.args.knee))
+                await asyncio.sleep(self.args.base * (1 + min(self.in_flight, self.args.knee) / self.args.knee))
         finally:
             self.in_flight -= 1
             self.oldest.pop(key, None)
@@ -104,9 +106,9 @@ async def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sluice", required=True, help="the daemon's Unix socket")
     parser.add_argument("--service", default="upstream")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--base", type=float, default=0.004, help="seconds per request at low concurrency")
-    parser.add_argument("--knee", type=float, default=64, help="concurrency at which a request takes twice as long")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--base", type=float, default=0.005, help="seconds per request at low concurrency")
+    parser.add_argument("--knee", type=float, default=32, help="concurrency at which a request takes twice as long")
     parser.add_argument("--report-every", type=float, default=0.25)
     parser.add_argument("--timeline", required=True)
     parser.add_argument("--lifetime", type=float, default=600, help="exit after this many seconds whatever happens")
