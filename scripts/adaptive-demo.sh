@@ -53,7 +53,7 @@ adaptive:
   tolerance: 0.2
   decrease: 0.7
   increase: 0.02
-  cooldown: 1
+  cooldown: 2
   minimum: 0.15
   smoothing: 0.7
   interval: 250ms

@@ -4,8 +4,10 @@
 /// - The observed p99 latency is smoothed (EWMA) so one slow report does not shed traffic.
 /// - Above the band (`target × (1 + tolerance)`, or errors above `maxErrorRate`), the factor is
 ///   multiplied by `decrease`, at most once per `cooldown` ticks, so that the effect of a cut is
-///   seen before the next one; inside the band it holds; below it (and errors low) it grows by
-///   `increase` per tick: recovery is gradual.
+///   seen before the next one; and not while the latency or the requests in flight are still
+///   falling after a cut (by 5 % a tick or more): a queue built before the cut takes time to
+///   drain, and cutting on through it would overshoot to the minimum. Inside the band it holds; below it (and errors low) it grows
+///   by `increase` per tick: recovery is gradual.
 /// - The factor stays within `minimum…1`: under steady timeouts it settles at the minimum, and it
 ///   never grows past 1 (unlike a gradient limit that keeps growing while latency stays flat).
 ///
@@ -42,11 +44,14 @@ public struct LoadController: Sendable, Equatable {
         public var p99: Int64
         /// Errors per request, 0…1.
         public var errorRate: Double
+        /// Requests in flight at the service now; nil when not known.
+        public var inFlight: Double?
 
         /// Creates a sample.
-        public init(p99: Int64, errorRate: Double = 0) {
+        public init(p99: Int64, errorRate: Double = 0, inFlight: Double? = nil) {
             self.p99 = p99
             self.errorRate = errorRate
+            self.inFlight = inFlight
         }
     }
 
@@ -58,6 +63,10 @@ public struct LoadController: Sendable, Equatable {
     public private(set) var smoothedLatency: Double?
     /// Ticks since the last cut.
     var sinceCut = Int.max
+    /// The smoothed latency of the previous tick.
+    var previousSmoothed: Double?
+    /// The requests in flight of the previous tick.
+    var previousInFlight: Double?
 
     /// A controller admitting everything until told otherwise.
     public init(settings: Settings) {
@@ -69,13 +78,20 @@ public struct LoadController: Sendable, Equatable {
     public mutating func tick(_ sample: Sample) -> Double {
         let latency = Double(max(0, sample.p99))
         let smoothed = smoothedLatency.map { $0 + settings.smoothing * (latency - $0) } ?? latency
+        previousSmoothed = smoothedLatency
         smoothedLatency = smoothed
+        // Still over the band but draining: the latency, or the requests in flight (which answer
+        // a cut at once, where a p99 lags by the queueing it measures), fell by 5 % or more since
+        // the last tick. The last cut is working, and another would overshoot.
+        let improving = (previousSmoothed.map { smoothed < $0 * 0.95 } ?? false)
+            || (sample.inFlight.flatMap { now in previousInFlight.map { now < $0 * 0.95 } } ?? false)
+        previousInFlight = sample.inFlight
         if sinceCut != .max { sinceCut += 1 }
         let target = Double(settings.targetLatency)
         let overloaded = smoothed > target * (1 + settings.tolerance) || sample.errorRate > settings.maxErrorRate
         let healthy = smoothed < target * (1 - settings.tolerance) && sample.errorRate <= settings.maxErrorRate / 2
         if overloaded {
-            if sinceCut >= settings.cooldown {
+            if sinceCut >= settings.cooldown, !(improving && sinceCut != .max && sample.errorRate <= settings.maxErrorRate) {
                 factor = max(settings.minimum, factor * settings.decrease)
                 sinceCut = 0
             }

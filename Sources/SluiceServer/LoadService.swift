@@ -68,7 +68,7 @@ final class LoadService: Sendable {
             }
             state.services[request.service]?.controller.settings = settings.controller
             state.services[request.service]?.controller.tick(.init(p99: Int64(clamping: request.latencyP99Us) &* 1_000,
-                                                                   errorRate: request.errorRate))
+                                                                   errorRate: request.errorRate, inFlight: Double(request.inFlight)))
             state.services[request.service]?.lastReport = now
             Self.publish(&state, live: current)
             return Self.describe(request.service, state: state, live: current)
