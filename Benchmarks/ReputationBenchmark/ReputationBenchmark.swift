@@ -89,11 +89,13 @@ struct ReputationBenchmark {
 
     // MARK: cost per check
 
-    static func configuration(_ features: String) throws -> Configuration {
+    static func configuration(_ features: String, rule: String = "{ limit: 1000000, period: 1s }") throws -> Configuration {
         var configuration = try ConfigurationLoader.parse("""
         rules:
-          api: { limit: 1000000, period: 1s }
+          api: \(rule)
         reputation: { block_below: 5 }
+        tiers:
+          vip: { multiplier: 2, priority: 100 }
         \(features)
         """, source: "bench.yaml")
         configuration.shards = 64
@@ -101,11 +103,19 @@ struct ReputationBenchmark {
     }
 
     static func checks(_ options: Options) throws {
-        let modes: [(name: String, features: String, tracked: Bool)] = [
-            ("off", "", false),
-            ("on_untracked", "features: { reputation: { rollout: 100 } }", false),
-            ("on_tracked", "features: { reputation: { rollout: 100 } }", true),
-            ("shadow_tracked", "features: { reputation: { rollout: 100, shadow: true } }", true),
+        // The adaptive modes: the flag on with nothing to apply; every subject in a tier; the
+        // rule naming a protected service (demand counted, admission decided); the rule
+        // relative to learned baselines (every subject's baseline read and fed).
+        let adaptive = "features: { adaptive: { enabled: true } }"
+        let modes: [(name: String, features: String, tracked: Bool, rule: String?)] = [
+            ("off", "", false, nil),
+            ("on_untracked", "features: { reputation: { rollout: 100 } }", false, nil),
+            ("on_tracked", "features: { reputation: { rollout: 100 } }", true, nil),
+            ("shadow_tracked", "features: { reputation: { rollout: 100, shadow: true } }", true, nil),
+            ("adaptive_idle", adaptive, false, nil),
+            ("tiered", adaptive, false, nil),
+            ("load", adaptive, false, "{ limit: 1000000, period: 1s, service: upstream }"),
+            ("baseline", adaptive, false, "{ limit: 1000000, period: 1s, baseline: { factor: 3, floor: 10, ceiling: 10000000 } }"),
         ].filter { options.modes?.contains($0.0) ?? true }
         // One frame per subject, one check each (the costliest case per check: nothing shared).
         let frames: [[UInt8]] = try (0..<options.subjects).map { index in
@@ -120,7 +130,13 @@ struct ReputationBenchmark {
         }
         var dispatchers: [StandaloneDispatcher] = []
         for mode in modes {
-            let standalone = StandaloneDispatcher(configuration: try configuration(mode.features), logger: logger)
+            let standalone = try StandaloneDispatcher(configuration: mode.rule.map { try configuration(mode.features, rule: $0) }
+                                                          ?? configuration(mode.features), logger: logger)
+            if mode.name == "tiered", let tiers = standalone.dispatcher.reputation?.tiers {
+                for index in 0..<options.subjects {
+                    tiers.assign(TierAssignment(tenant: "", subject: "user-\(index)", tier: "vip", assignedAt: 0))
+                }
+            }
             if mode.tracked {
                 // Every subject has a record (score 35: 0.625x under the standard curve).
                 var request = WireRequest()
@@ -171,6 +187,9 @@ struct ReputationBenchmark {
         }
         print(String(format: "reputation adds %.1f ns per check untracked, %.1f ns tracked", median(results["on_untracked"] ?? []) - base,
                      median(results["on_tracked"] ?? []) - base))
+        print(String(format: "adaptive adds %.1f ns idle, %.1f ns tiered, %.1f ns on a service's rule, %.1f ns on a baseline rule",
+                     median(results["adaptive_idle"] ?? []) - base, median(results["tiered"] ?? []) - base,
+                     median(results["load"] ?? []) - base, median(results["baseline"] ?? []) - base))
         for standalone in dispatchers { standalone.stop() }
     }
 
