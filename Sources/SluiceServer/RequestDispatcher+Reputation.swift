@@ -90,14 +90,17 @@ extension RequestDispatcher {
     }
 
     /// What the adaptive feature reads for one request, from the configuration in force.
+    ///
+    /// Unretained: the request holds its configuration and the dispatcher the books, for longer
+    /// than this lives; retaining five references per request cost more than the lookups.
     struct Adaptive {
         let gate: AdaptiveGate
         /// Nil while no subject has a tier.
-        let tiers: TierTable?
-        let book: TierBook?
-        let load: LoadTable?
-        let baseline: BaselineTable?
-        let baselines: BaselineBook?
+        unowned(unsafe) let tiers: TierTable?
+        unowned(unsafe) let book: TierBook?
+        unowned(unsafe) let load: LoadTable?
+        unowned(unsafe) let baseline: BaselineTable?
+        unowned(unsafe) let baselines: BaselineBook?
         /// The tier class of subjects without a tier (the number of configured tiers).
         let untiered: Int
 
