@@ -108,7 +108,10 @@ let package = Package(
         .target(
             name: "SluiceLoad",
             dependencies: [
-                "SluiceProto", "CSluiceSupport",
+                "SluiceProto", "CSluiceSupport", "SluiceClient", "SluiceWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -117,10 +120,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-bench",
             dependencies: [
-                "SluiceLoad", "SluiceProto", "SluiceCore", "SluiceClient", "SluiceWire",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                "SluiceLoad", "SluiceProto", "SluiceCore", "SluiceClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -166,7 +166,7 @@ let package = Package(
         .testTarget(
             name: "SluiceServerTests",
             dependencies: [
-                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad",
+                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,7 +1,11 @@
 import Foundation
+import NIOCore
+import NIOPosix
+import SluiceClient
 import SluiceCore
 import SluiceLoad
 import SluiceProto
+import SluiceWire
 import Testing
 @testable import SluiceServer
 
@@ -151,5 +155,81 @@ struct LoadHarnessTests {
         #expect(result.errors == 0 && result.unanswered == 0)
         #expect(result.allowed == 50)
         #expect(result.denied == 950)
+    }
+}
+
+/// sluice-bench --upstream against a real daemon and a real (in-test) upstream on TCP.
+@Suite struct UpstreamModeTests {
+    /// An upstream answering each 8-byte request id as soon as it arrives.
+    final class EchoUpstream: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var frame = unwrapInboundIn(data)
+            var out = context.channel.allocator.buffer(capacity: 12)
+            out.writeInteger(UInt32(frame.readableBytes))
+            out.writeBuffer(&frame)
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
+    }
+
+    @Test func sheddingShowsPerTierVIPIsServedAndBestEffortIsShed() async throws {
+        let yaml = """
+        rules:
+          api: { limit: 1000, period: 1s, service: upstream }
+        tiers:
+          vip: { priority: 100, reserve: 1 }
+          best_effort: { priority: 0 }
+        adaptive: { target_p99: 10ms, decrease: 0.1, cooldown: 0, minimum: 0.05, stale_after: 1m }
+        features: { adaptive: { enabled: true } }
+        """
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameBytes: 64)))
+                    try channel.pipeline.syncOperations.addHandler(EchoUpstream())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let timeline = TestDaemon.temporaryDirectory() + "/timeline.jsonl"
+        try await TestDaemon.with(yaml: yaml, clock: .monotonic) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for n in 0..<5 {
+                _ = try await TierEndToEndTests.set("vip-\(n)", "vip", client: client)
+                _ = try await TierEndToEndTests.set("best_effort-\(n)", "best_effort", client: client)
+            }
+            // The upstream is overloaded: the factor falls to its minimum and best effort is shed
+            // whole, while VIP keeps its reserve (all of it).
+            _ = try await ReportLoadEndToEndTests.report("upstream", p99Ms: 5_000, client: client)
+            let cut = try await ReportLoadEndToEndTests.report("upstream", p99Ms: 5_000, client: client).reportLoad
+            #expect(cut.loadFactor == 0.05)
+            await client.close()
+            let run = UpstreamRun(sluice: daemon.unix, upstreamHost: "127.0.0.1", upstreamPort: try #require(server.localAddress?.port),
+                                  rule: "api", tiers: [.init(name: "vip", share: 0.5), .init(name: "best_effort", share: 0.5)],
+                                  subjectsPerTier: 5, rateFrom: 100, rateTo: 300, duration: 2, timeout: 1, timeline: timeline)
+            // run() blocks its thread until done: off the test's executor, on a thread of its own.
+            let json = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Data, any Error>) in
+                Thread.detachNewThread {
+                    continuation.resume(with: Result { try JSONSerialization.data(withJSONObject: try run.run()) })
+                }
+            }
+            let summary = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+            let tiers = try #require(summary["tiers"] as? [String: [String: Any]])
+            let vip = try #require(tiers["vip"]), bestEffort = try #require(tiers["best_effort"])
+            // About 400 requests in all (100 → 300 per second over 2 s), half each.
+            let offered = (vip["offered"] as? Int ?? 0) + (bestEffort["offered"] as? Int ?? 0)
+            #expect((390...400).contains(offered), "\(offered)")
+            #expect(vip["ok"] as? Int == vip["offered"] as? Int)
+            #expect(vip["success_percent"] as? Double == 100)
+            #expect(bestEffort["shed"] as? Int == bestEffort["offered"] as? Int)
+            #expect(bestEffort["admitted"] as? Int == 0)
+            let lines = try String(contentsOfFile: timeline, encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == 2 * 2, "two seconds, two tiers")
+            #expect(lines.allSatisfy { $0.contains("\"offered\"") && $0.contains("\"tier\"") })
+        }
+        try await server.close()
+        try await group.shutdownGracefully()
     }
 }

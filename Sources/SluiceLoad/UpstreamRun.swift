@@ -3,7 +3,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceClient
-import SluiceLoad
 import SluiceProto
 import SluiceWire
 
@@ -14,26 +13,54 @@ import SluiceWire
 ///
 /// The upstream speaks the simplest framing: a 4-byte big-endian length, then an 8-byte request
 /// id, echoed back when the request is done (docs/ADAPTIVE.md's demonstration has one).
-struct UpstreamRun: Sendable {
-    struct Tier: Sendable {
-        var name: String
-        var share: Double
+public struct UpstreamRun: Sendable {
+    /// A tier of the traffic: subjects `NAME-N`, and its share of the requests.
+    public struct Tier: Sendable {
+        public var name: String
+        public var share: Double
+
+        public init(name: String, share: Double) {
+            self.name = name
+            self.share = share
+        }
     }
 
-    var sluice: Endpoint
-    var upstreamHost: String
-    var upstreamPort: Int
-    var rule: String
-    var tiers: [Tier]
-    var subjectsPerTier: Int
-    var rateFrom: Double
-    var rateTo: Double
-    var duration: Double
-    var timeout: Double
-    var timeline: String?
-    var sluiceConnections = 4
-    var upstreamConnections = 16
-    var seed: UInt64 = 1
+    public var sluice: Endpoint
+    public var upstreamHost: String
+    public var upstreamPort: Int
+    /// The rule every check names.
+    public var rule: String
+    public var tiers: [Tier]
+    public var subjectsPerTier: Int
+    /// Requests per second at the start and at the end (linear in between).
+    public var rateFrom: Double
+    public var rateTo: Double
+    /// Seconds.
+    public var duration: Double
+    /// Seconds a request waits for the upstream.
+    public var timeout: Double
+    /// Where each second's figures per tier go (JSON lines); nil: nowhere.
+    public var timeline: String?
+    public var sluiceConnections = 4
+    public var upstreamConnections = 16
+    public var seed: UInt64 = 1
+
+    /// A run.
+    public init(sluice: Endpoint, upstreamHost: String, upstreamPort: Int, rule: String, tiers: [Tier], subjectsPerTier: Int,
+                rateFrom: Double, rateTo: Double, duration: Double, timeout: Double, timeline: String?, seed: UInt64 = 1) {
+        self.sluice = sluice
+        self.upstreamHost = upstreamHost
+        self.upstreamPort = upstreamPort
+        self.rule = rule
+        self.tiers = tiers
+        self.subjectsPerTier = subjectsPerTier
+        self.rateFrom = rateFrom
+        self.rateTo = rateTo
+        self.duration = duration
+        self.timeout = timeout
+        self.timeline = timeline
+        self.seed = seed
+    }
 
     /// One tier's second.
     struct Second: Sendable {
@@ -65,7 +92,9 @@ struct UpstreamRun: Sendable {
 
     struct UpstreamTimeout: Error {}
 
-    func run() throws -> [String: Any] {
+    /// Runs it; returns the summary (per tier: offered, admitted, ok, timed_out, shed, limited,
+    /// errors, success_percent, p99_ms).
+    public func run() throws -> [String: Any] {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
         let result = NIOLockedValueBox<Result<(seconds: [[Second]], startedAt: Double), any Error>?>(nil)
