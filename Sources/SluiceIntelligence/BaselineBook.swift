@@ -115,6 +115,9 @@ public final class BaselineBook: Sendable {
     static let stripeCount = 64
     let stripes: [NIOLockedValueBox<[Fingerprint: Baseline]>]
     let tracked = Synchronization.Atomic<Int>(0)
+    /// The latest time a check carried (ns): idleness is measured from it, so checks that carry
+    /// their own time (a request clock, a replay) are not all idle by the wall clock.
+    let latest = Synchronization.Atomic<Int64>(.min)
 
     /// An empty book.
     public init() {
@@ -143,6 +146,7 @@ public final class BaselineBook: Sendable {
             return (nil, true)
         }
         if added { tracked.add(1, ordering: .relaxed) }
+        if now > latest.load(ordering: .relaxed) { latest.store(now, ordering: .relaxed) }
         return rate
     }
 
@@ -155,10 +159,12 @@ public final class BaselineBook: Sendable {
         }
     }
 
-    /// Forgets subjects idle for `idleAfter`, then the least recently seen beyond `maxSubjects`;
-    /// returns how many were forgotten.
+    /// Forgets subjects idle for `idleAfter` (counted back from the latest time a check carried,
+    /// never later than `now`), then the least recently seen beyond `maxSubjects`; returns how
+    /// many were forgotten.
     @discardableResult
     public func sweep(now: Int64, settings: BaselineSettings) -> Int {
+        let now = min(now, latest.load(ordering: .relaxed))
         var forgotten = 0
         var seen: [(Int64, Fingerprint)] = []
         for stripe in stripes {
@@ -196,6 +202,7 @@ public final class BaselineBook: Sendable {
         var count = 0
         for (subject, baseline) in baselines where baseline.normal.count == settings.buckets && count < settings.maxSubjects {
             stripes[Self.stripe(of: subject)].withLockedValue { $0[subject] = baseline }
+            if baseline.lastSeen > latest.load(ordering: .relaxed) { latest.store(baseline.lastSeen, ordering: .relaxed) }
             count += 1
         }
         tracked.store(stripes.reduce(0) { $0 + $1.withLockedValue { $0.count } }, ordering: .relaxed)

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto
+import Synchronization
 
 /// Load-aware scaling (the adaptive feature): one ``LoadController`` per protected service,
 /// stepped by the service's `ReportLoad` requests, one for the daemon itself (service
@@ -36,6 +37,8 @@ final class LoadService: Sendable {
     }
 
     let state = NIOLockedValueBox(State())
+    /// Checks allowed that the feature, in shadow mode, would have shed or limited.
+    let wouldDeny = Synchronization.Atomic<UInt64>(0)
     let live: LiveState
     let queue = DispatchQueue(label: "sluice.adaptive", qos: .utility)
     let running = NIOLockedValueBox(false)

@@ -142,6 +142,8 @@ final class MetricsExporter: Sendable {
                       labels, entry.multiplier)
                 gauge("sluice_adaptive_demand", "Hits per second each tier asks of a service's rules (smoothed).", labels, entry.demand)
             }
+            counter("sluice_shadow_would_deny_total", "Checks allowed that a feature in shadow mode would have denied.",
+                    [("feature", AdaptiveFeature.name)], load.wouldDeny.load(ordering: .relaxed))
             gauge("sluice_event_loop_delay_seconds", "The longest delay of a task queued on an event loop, over the last adaptive.interval.",
                   [], Double(load.loopDelay) / 1e9)
         }

@@ -14,6 +14,8 @@ struct ReputationNote {
     var blockedFor: Int64 = -1
     /// Why it was blocked: reputation, or shed by load-aware scaling.
     var blockReason = DecisionReason.reputation
+    /// The adaptive feature, in shadow mode, asked for this check to be evaluated (or would have shed it).
+    var adaptiveShadow = false
     /// Shadow mode: the reason the check would have been denied; nil when it would not.
     var wouldDeny: DecisionReason?
     /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
@@ -167,6 +169,7 @@ extension RequestDispatcher {
                 if !load.admit(slot: slot, tierClass: tierClass, hits: items[index].hits, multiplier: multiplier), !items[index].skip {
                     if shadow {
                         if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
+                        notes[index].adaptiveShadow = true
                     } else {
                         items[index].skip = true
                         notes[index].blockedFor = load.retryAfter
@@ -179,6 +182,7 @@ extension RequestDispatcher {
                     // Only tighter limits can deny what was allowed.
                     if scale < 1 {
                         notes[index].peekFactor = (notes[index].peekFactor == 0 ? 1 : notes[index].peekFactor) * scale
+                        notes[index].adaptiveShadow = true
                         peeks = true
                     }
                 } else {

@@ -87,6 +87,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .recordEvents(let events) where !events.durable:
             response = recordNow(events, id: request.id)
         case .reportLoad(let report):
+            // Reached only without an event loop to defer to (see deferredAnswer).
             response = load.report(report, now: time.now())
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier:
@@ -103,6 +104,19 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
         -> EventLoopFuture<WireResponse>? {
         if let answer = reputationAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
+        if case .reportLoad(let report) = request.body {
+            // A step of the service's controller, on the adaptive queue (as its background tick).
+            counters.requests.add(1, ordering: .relaxed)
+            let promise = eventLoop.makePromise(of: WireResponse.self)
+            let load = load, time = time, counters = counters, id = request.id
+            load.queue.async {
+                var response = load.report(report, now: time.now())
+                response.id = id
+                if case .error(let error) = response.body { counters.recordError(error.code) }
+                promise.succeed(response)
+            }
+            return promise.futureResult
+        }
         let action: @Sendable (any OperatorActions) async -> WireResponse
         switch request.body {
         case .reload: action = { await $0.reload() }
@@ -382,6 +396,13 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     if let gate, let hot = reputationHot {
                         settle(notes: notes, views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions),
                                gate: gate, hot: hot)
+                    }
+                    if let adaptive, adaptive.gate.shadow {
+                        var wouldDeny: UInt64 = 0
+                        for index in 0..<count where notes[index].adaptiveShadow && notes[index].wouldDeny != nil && decisions[index].allowed {
+                            wouldDeny &+= 1
+                        }
+                        if wouldDeny > 0 { load.wouldDeny.add(wouldDeny, ordering: .relaxed) }
                     }
                     if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
                     withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in

@@ -104,8 +104,14 @@ import Testing
         // Full at three: "d" is not tracked until the sweep makes room.
         #expect(book.count == 3)
         #expect(book.baseline(of: .of(tenant: "", key: "d"), now: Self.monday + 4 * Self.hour, settings: settings) == nil)
-        // A day after "a" was last seen, it is forgotten; the others stay.
-        #expect(book.sweep(now: Self.monday + Self.day + 30 * 60 * Self.second, settings: settings) == 1)
+        // Idleness is counted from the latest time a check carried, not the sweep's clock: with
+        // checks from the start of the day only, a sweep a year later forgets nobody (a replay,
+        // a request clock).
+        #expect(book.sweep(now: Self.monday + 365 * Self.day, settings: settings) == 0)
+        // A day after "a" was last seen (by the checks' time), it is forgotten; the others stay.
+        let later = Self.monday + Self.day + 30 * 60 * Self.second
+        _ = book.observe(.of(tenant: "", key: "b"), hits: 1, now: later, settings: settings)
+        #expect(book.sweep(now: later, settings: settings) == 1)
         #expect(book.count == 2)
         #expect(book.baseline(of: .of(tenant: "", key: "a"), now: Self.monday + Self.day, settings: settings) == nil)
         #expect(book.baseline(of: .of(tenant: "", key: "b"), now: Self.monday + Self.day, settings: settings) != nil)

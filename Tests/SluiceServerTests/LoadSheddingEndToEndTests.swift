@@ -121,6 +121,34 @@ import Testing
         }
     }
 
+    @Test func inShadowModeNothingIsShedButWhatWouldBeIsReportedAndCounted() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let yaml = Self.yaml.replacingOccurrences(of: "features: { adaptive: { enabled: true } }",
+                                                  with: "features: { adaptive: { enabled: true, shadow: true } }")
+            + "\nstore: { path: \"\(directory)/sluice.db\", commit_interval: 20ms }"
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for subject in Self.vips { _ = try await TierEndToEndTests.set(subject, "vip", client: client) }
+            for subject in Self.bestEffort { _ = try await TierEndToEndTests.set(subject, "best_effort", client: client) }
+            for _ in 0..<4 { _ = try await Self.report(2_000, client: client) }
+            // At 1/16 best effort would be shed whole: every check is allowed, and says so.
+            let round = try await Self.round(client, second: 0, perSubject: 2)
+            #expect(round.vip == 4 && round.bestEffort == 16)
+            let verdict = try #require(round.last["b1"])
+            #expect(verdict.allowed)
+            #expect(verdict.wouldDeny)
+            #expect(verdict.wouldDenyReason == .shed)
+            #expect(verdict.tier == "best_effort")
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            let body = try HTTPGet.get(port: port, path: "/metrics").body
+            let counted = try #require(sample("sluice_shadow_would_deny_total{feature=\"adaptive\"}", in: body))
+            #expect(counted >= 16, "every best-effort check, and some VIP ones past the reserve: \(counted)")
+            #expect(sample("sluice_checks_total{tenant=\"_default\",rule=\"api\",decision=\"shed\"}", in: body) ?? 0 == 0)
+            await client.close()
+        }
+    }
+
     @Test func aSilentServiceRecoversStepByStepAndTheDaemonsOwnLoadScalesRulesNamingSluiced() throws {
         let configuration = try ConfigurationLoader.parse("""
             rules:
