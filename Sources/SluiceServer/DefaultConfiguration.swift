@@ -99,6 +99,20 @@ public enum DefaultConfiguration {
     # as would_deny, not enforced). `sluicectl flags` changes them until the next reload.
     features:
       reputation: { enabled: true, rollout: 100, shadow: true }
+      # adaptive: { enabled: true, rollout: 100, shadow: true }
+
+    # Adaptive limiting (docs/ADAPTIVE.md), under features.adaptive: tiers of subjects
+    # (sluicectl tiers set SUBJECT TIER), rules naming the service they protect (shed lowest
+    # priority first when it reports overload with ReportLoad), limits relative to each
+    # subject's learned normal rate.
+    # tiers:
+    #   vip:         { multiplier: 4, priority: 100, reserve: 0.9 }
+    #   best_effort: { multiplier: 1, priority: 0 }
+    # adaptive:
+    #   target_p99: 100ms        # the latency a reporting service should stay under
+    # rules:
+    #   api:    { limit: 100, period: 1s, service: checkout }
+    #   export: { limit: 100, period: 1m, baseline: { factor: 3, floor: 10, ceiling: 1000 } }
 
     # tenants:
     #   acme:
