@@ -4,7 +4,8 @@
 # reports its load to Sluice; run once with features.adaptive off and once on, then plotted.
 #   scripts/adaptive-demo.sh [seconds=60] [from=200] [to=2000]
 # Writes docs/adaptive-demo.png and docs/adaptive-demo.json (both runs' figures); the work files
-# go to a temporary folder, removed at the end.
+# (each run's configuration, logs and timelines) go to a temporary folder, removed at the end
+# unless KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,7 +28,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ "${KEEP:-0}" = 1 ]; then echo "work files kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -49,13 +50,13 @@ tiers:
   vip:         { multiplier: 1, priority: 100, reserve: 0.9 }
   best_effort: { multiplier: 1, priority: 0 }
 adaptive:
-  target_p99: 50ms
+  target_p99: 20ms
   tolerance: 0.2
   decrease: 0.7
   increase: 0.02
   cooldown: 2
   minimum: 0.15
-  smoothing: 0.7
+  smoothing: 0.8
   interval: 250ms
 features:
   adaptive: { enabled: $enabled, rollout: 100, shadow: false }

@@ -7,7 +7,9 @@
 ///   seen before the next one; and not while the latency or the requests in flight are still
 ///   falling after a cut (by 5 % a tick or more): a queue built before the cut takes time to
 ///   drain, and cutting on through it would overshoot to the minimum. Inside the band it holds; below it (and errors low) it grows
-///   by `increase` per tick: recovery is gradual.
+///   by `increase` per tick: recovery is gradual. Within 10 % below the level the last overload
+///   was found at, it grows at a quarter of that pace (latency gives no warning before a queue
+///   forms, so the crossing should be gentle); past that level, at the whole pace again.
 /// - The factor stays within `minimum…1`: under steady timeouts it settles at the minimum, and it
 ///   never grows past 1 (unlike a gradient limit that keeps growing while latency stays flat).
 ///
@@ -67,6 +69,11 @@ public struct LoadController: Sendable, Equatable {
     var previousSmoothed: Double?
     /// The requests in flight of the previous tick.
     var previousInFlight: Double?
+    /// The factor the last descent (cuts with no growth between them) started from: the
+    /// capacity last found, approached slowly.
+    var lastCutFrom: Double?
+    /// Whether the factor was cut since it last grew.
+    var descending = false
 
     /// A controller admitting everything until told otherwise.
     public init(settings: Settings) {
@@ -92,11 +99,19 @@ public struct LoadController: Sendable, Equatable {
         let healthy = smoothed < target * (1 - settings.tolerance) && sample.errorRate <= settings.maxErrorRate / 2
         if overloaded {
             if sinceCut >= settings.cooldown, !(improving && sinceCut != .max && sample.errorRate <= settings.maxErrorRate) {
+                if !descending { lastCutFrom = factor }
+                descending = true
                 factor = max(settings.minimum, factor * settings.decrease)
                 sinceCut = 0
             }
         } else if healthy {
-            factor = min(1, factor + settings.increase)
+            // Near the level the last overload was found at, probe at a quarter of the pace:
+            // latency gives no warning before a queue forms, so the crossing should be gentle.
+            // Past that level, capacity grew and the pace is whole again.
+            descending = false
+            let near = lastCutFrom.map { factor >= 0.9 * $0 && factor < $0 } ?? false
+            factor = min(1, factor + (near ? settings.increase / 4 : settings.increase))
+            if let from = lastCutFrom, factor >= from { lastCutFrom = nil }
         }
         return factor
     }

@@ -11,6 +11,28 @@ import Testing
         return admitted <= capacity ? 50 * ms : Int64(50 * Double(ms) * (admitted / capacity) * (admitted / capacity))
     }
 
+    @Test func recoveryProbesSlowlyNearTheLevelTheLastOverloadWasFoundAtThenAtFullPace() {
+        var settings = settings
+        settings.decrease = 0.5
+        settings.increase = 0.1
+        settings.cooldown = 0
+        settings.smoothing = 1
+        var controller = LoadController(settings: settings)
+        // Overload found at 1: cut to 0.5, then to 0.25 in the same descent.
+        controller.tick(.init(p99: 500 * ms))
+        controller.tick(.init(p99: 500 * ms))
+        #expect(controller.factor == 0.25)
+        var factors: [Double] = []
+        for _ in 0..<10 { factors.append(controller.tick(.init(p99: 10 * ms))) }
+        // Whole steps up to 90 % of 1, quarter steps from there to 1.
+        let expected = [0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95, 0.975, 1, 1]
+        #expect(zip(factors, expected).allSatisfy { abs($0 - $1) < 1e-9 }, "\(factors)")
+        // Past it, a new overload and recovery start over from the new level.
+        controller.tick(.init(p99: 500 * ms))
+        #expect(controller.factor == 0.5)
+        #expect(abs(controller.tick(.init(p99: 10 * ms)) - 0.6) < 1e-9)
+    }
+
     @Test func afterAStepInLoadItConvergesInsideTheBandAndStaysThere() {
         var controller = LoadController(settings: settings)
         var factors: [Double] = []

@@ -69,7 +69,7 @@ def main():
         ax = axes[1][column]
         t = [r["t_unix"] - start for r in upstream]
         ax.semilogy(t, [max(r["p99_ms"], 0.1) for r in upstream], color="tab:red", label="upstream p99 (its own reports)")
-        ax.axhline(50, color="gray", ls=":", label="target_p99 50 ms")
+        ax.axhline(20, color="gray", ls=":", label="target_p99 20 ms")
         ax.axhline(1000, color="black", ls=":", label="client timeout 1 s")
         ax.set_ylabel("ms")
         ax.legend(fontsize=7, loc="upper left")
