@@ -1,0 +1,100 @@
+import Foundation
+import SluiceCore
+import SluiceIntelligence
+import SluiceTestKit
+import Testing
+
+/// The sketches against exact counts, within their published error bounds.
+@Suite struct SketchTests {
+    static func key(_ index: Int) -> Fingerprint { .of(tenant: "", key: "subject-\(index)") }
+
+    /// A skewed stream: key k drawn with probability ∝ 1/(k+1) over `keys` keys.
+    static func stream(count: Int, keys: Int, seed: UInt64) -> [Int] {
+        var random = SeededGenerator(seed: seed)
+        var cumulative: [Double] = []
+        var sum = 0.0
+        for rank in 0..<keys {
+            sum += 1 / Double(rank + 1)
+            cumulative.append(sum)
+        }
+        return (0..<count).map { _ in
+            let u = Double.random(in: 0..<sum, using: &random)
+            var low = 0, high = keys - 1
+            while low < high {
+                let middle = (low + high) / 2
+                if cumulative[middle] < u { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+    }
+
+    @Test func countMinNeverUndercountsAndOvercountsWithinEpsilonN() {
+        let epsilon = 0.001, delta = 0.01
+        var sketch = CountMinSketch(epsilon: epsilon, delta: delta)
+        #expect(sketch.width >= 2_719 && sketch.depth == 5)
+        let stream = Self.stream(count: 200_000, keys: 50_000, seed: 7)
+        var exact: [Int: UInt32] = [:]
+        for key in stream {
+            sketch.add(Self.key(key))
+            exact[key, default: 0] += 1
+        }
+        #expect(sketch.total == 200_000)
+        var within = 0
+        for (key, count) in exact {
+            let estimate = sketch.estimate(Self.key(key))
+            #expect(estimate >= count)
+            if Double(estimate - count) <= epsilon * 200_000 { within += 1 }
+        }
+        // The bound holds for each key with probability 1 − δ.
+        #expect(Double(within) >= Double(exact.count) * (1 - delta), "\(within) of \(exact.count)")
+        // A key never added is estimated within the same bound.
+        #expect(Double(sketch.estimate(Self.key(-1))) <= epsilon * 200_000 * 2)
+        // Decay halves what was counted.
+        let before = sketch.estimate(Self.key(0))
+        sketch.decay()
+        #expect(sketch.estimate(Self.key(0)) == before / 2)
+        #expect(sketch.total == 100_000)
+    }
+
+    @Test func spaceSavingKeepsEveryKeyAboveNOverCapacityWithBoundedCounts() {
+        var summary = SpaceSaving(capacity: 100)
+        var random = SeededGenerator(seed: 11)
+        var exact: [Int: UInt64] = [:]
+        // Five heavy hitters with 4 % of the traffic each, the rest spread over 100,000 keys.
+        for _ in 0..<100_000 {
+            let draw = Int.random(in: 0..<100, using: &random)
+            let key = draw < 20 ? draw % 5 : 1_000 + Int.random(in: 0..<100_000, using: &random)
+            summary.add(Self.key(key))
+            exact[key, default: 0] += 1
+        }
+        let threshold = summary.total / UInt64(summary.capacity)
+        for (key, count) in exact where count > threshold {
+            let entry = summary.entry(of: Self.key(key))
+            #expect(entry != nil, "key \(key) with \(count) > \(threshold) is monitored")
+            if let entry {
+                #expect(entry.count >= count)
+                #expect(entry.count - entry.error <= count)
+            }
+        }
+        let top = summary.top(5).map(\.key)
+        #expect(Set(top) == Set((0..<5).map(Self.key)))
+    }
+
+    @Test func hyperLogLogCountsDistinctKeysWithinItsErrorAndMerges() {
+        for distinct in [10, 1_000, 100_000, 1_000_000] {
+            var counter = HyperLogLog(precision: 12)
+            // Each key added three times: duplicates do not count.
+            for _ in 0..<3 where distinct <= 100_000 { for index in 0..<distinct { counter.add(Self.key(index)) } }
+            if distinct > 100_000 { for index in 0..<distinct { counter.add(Self.key(index)) } }
+            let error = abs(counter.count - Double(distinct)) / Double(distinct)
+            // 3 standard errors of 1.04 / √4096.
+            #expect(error < 3 * 1.04 / 64, "\(distinct): \(counter.count)")
+        }
+        var a = HyperLogLog(precision: 12), b = HyperLogLog(precision: 12)
+        for index in 0..<50_000 { a.add(Self.key(index)) }
+        for index in 25_000..<75_000 { b.add(Self.key(index)) }
+        a.merge(b)
+        #expect(abs(a.count - 75_000) / 75_000 < 3 * 1.04 / 64)
+        #expect(a.bytes == 4_096)
+    }
+}
