@@ -1,0 +1,282 @@
+import SluiceCore
+
+/// One request as detection sees it: a check with its outcome (a trace row, or a check joined
+/// with its `ReportOutcome`).
+public struct AnomalyObservation: Sendable {
+    /// Milliseconds since the epoch.
+    public var timestampMs: Int64
+    public var tenant: String
+    public var subject: String
+    public var ip: String
+    /// `METHOD path`, the path concrete (`GET /api/items/48213`).
+    public var route: String
+    /// The upstream's HTTP status.
+    public var status: Int
+    public var cost: UInt64
+
+    public init(timestampMs: Int64, tenant: String, subject: String, ip: String, route: String, status: Int, cost: UInt64 = 1) {
+        self.timestampMs = timestampMs
+        self.tenant = tenant
+        self.subject = subject
+        self.ip = ip
+        self.route = route
+        self.status = status
+        self.cost = cost
+    }
+}
+
+/// What an alert is about.
+public enum AnomalyScope: String, Sendable {
+    case subject, ip, global
+}
+
+/// One alert, in the alert format of `shared/traces/FORMAT.md` (plus `tenant` and `detail`).
+public struct AnomalyAlert: Sendable, Equatable {
+    public var timestampMs: Int64
+    public var scope: AnomalyScope
+    public var subject: String?
+    public var ip: String?
+    public var tenant: String?
+    /// `rate_spike`, `enumeration`, `credential_stuffing`, `new_source_surge`.
+    public var kind: String
+    /// The detector's severity: how many times the threshold the signal stood at.
+    public var score: Double
+    public var detail: String
+}
+
+/// The detection thresholds (`anomaly:` in the configuration). Each signal compares a short
+/// window with either the entity's own learned baseline or the population's, and must also
+/// clear an absolute floor, so a quiet subject's first requests are not an anomaly.
+public struct AnomalySettings: Sendable, Equatable {
+    /// Rate spike: a subject's hits in the last 30 s against its own baseline.
+    public var spikeFactor = 8.0
+    /// ... and at least this many hits per second over the 30 s.
+    public var spikeMinimumRate = 1.5
+    /// Enumeration: distinct ids a subject requested within one minute.
+    public var enumerationDistinctIds = 20
+    /// Credential stuffing: failed requests (401, 403) from one IP within one minute...
+    public var failuresPerIP = 12
+    /// ... naming at least this many distinct subjects.
+    public var failedSubjectsPerIP = 8
+    /// Surge of new sources: requests from IPs first seen in the last 5 minutes, over 30 s,
+    /// against their learned baseline...
+    public var surgeFactor = 8.0
+    /// ... and at least this many.
+    public var surgeMinimum = 600.0
+    /// No alert before this much trace time was learned (ms).
+    public var warmupMs: Int64 = 20 * 60_000
+    /// The same entity is not alerted on again within this (ms).
+    public var cooldownMs: Int64 = 5 * 60_000
+    /// State of a subject or IP not seen for this long is forgotten (ms).
+    public var idleMs: Int64 = 60 * 60_000
+
+    public init() {}
+}
+
+/// The detection engine: fed observations in time order, it keeps bounded state per subject,
+/// per IP and globally, and returns the alerts each observation tips. It reads no clock: the
+/// daemon feeds it live on a background queue, `sluicectl replay` feeds it a trace in simulated
+/// time, and the two raise the same alerts.
+public final class AnomalyDetector {
+    /// Buckets of 5 s; a 30 s window is 6 of them.
+    static let bucketMs: Int64 = 5_000
+    static let windowBuckets = 6
+
+    /// Counts in the last 6 buckets of 5 s, as a ring.
+    struct Window {
+        var counts = (UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0))
+        /// The bucket number (timestamp / 5 s) of the newest count.
+        var newest: Int64 = 0
+
+        mutating func add(_ value: UInt32, bucket: Int64) {
+            advance(to: bucket)
+            withUnsafeMutableBytes(of: &counts) { raw in
+                let slots = raw.bindMemory(to: UInt32.self)
+                let slot = Int(bucket % Int64(AnomalyDetector.windowBuckets))
+                slots[slot] &+= value
+            }
+        }
+
+        mutating func advance(to bucket: Int64) {
+            guard bucket > newest else { return }
+            withUnsafeMutableBytes(of: &counts) { raw in
+                let slots = raw.bindMemory(to: UInt32.self)
+                let gap = min(Int64(AnomalyDetector.windowBuckets), bucket - newest)
+                for step in 1...gap { slots[Int((newest + step) % Int64(AnomalyDetector.windowBuckets))] = 0 }
+            }
+            newest = bucket
+        }
+
+        /// The total over the window ending at `bucket`.
+        mutating func total(at bucket: Int64) -> UInt32 {
+            advance(to: bucket)
+            return withUnsafeBytes(of: counts) { raw in raw.bindMemory(to: UInt32.self).reduce(0, &+) }
+        }
+    }
+
+    struct Subject {
+        var window = Window()
+        /// Smoothed hits per second over about 30 minutes: the subject's own normal.
+        var baseline: Double = 0
+        var lastBaselineUpdate: Int64
+        var firstSeen: Int64
+        var lastSeen: Int64
+        var lastAlert: Int64 = -(1 << 60)
+        /// Distinct ids requested in the current minute.
+        var idMinute: Int64 = -1
+        var ids: Set<UInt64> = []
+    }
+
+    struct Source {
+        var firstSeen: Int64
+        var lastSeen: Int64
+        var lastAlert: Int64 = -(1 << 60)
+        /// Failures in the current minute, and the distinct subjects they named.
+        var failureMinute: Int64 = -1
+        var failures = 0
+        var failedSubjects: Set<UInt64> = []
+    }
+
+    public let settings: AnomalySettings
+    var subjects: [UInt64: Subject] = [:]
+    var sources: [UInt64: Source] = [:]
+    var start: Int64?
+    /// Requests from young sources, per 5 s, and its smoothed normal (per 30 s).
+    var youngRequests = Window()
+    var youngBaseline: Double = 0
+    var youngBaselineBucket: Int64 = -1
+    var lastGlobalAlert: Int64 = -(1 << 60)
+    var lastSweep: Int64 = 0
+
+    public init(settings: AnomalySettings = AnomalySettings()) {
+        self.settings = settings
+    }
+
+    /// Subjects and sources with state now.
+    public var tracked: (subjects: Int, sources: Int) { (subjects.count, sources.count) }
+
+    static func hash(_ text: String) -> UInt64 {
+        var hasher = StableHasher()
+        hasher.combine(text)
+        return hasher.finalize().low
+    }
+
+    /// The last number in a concrete path (`GET /api/items/48213/reviews` → 48213), nil when it
+    /// has none.
+    static func resourceID(_ route: String) -> UInt64? {
+        var id: UInt64 = 0
+        var inNumber = false
+        var found: UInt64?
+        for byte in route.utf8 {
+            if byte >= 48, byte <= 57 {
+                id = (inNumber ? id &* 10 : 0) &+ UInt64(byte - 48)
+                inNumber = true
+            } else {
+                if inNumber { found = id }
+                inNumber = false
+            }
+        }
+        return inNumber ? id : found
+    }
+
+    /// Takes one observation (in time order) and returns the alerts it tipped.
+    public func observe(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        let now = observation.timestampMs
+        if start == nil { start = now }
+        let learning = now - (start ?? now) < settings.warmupMs
+        let bucket = now / Self.bucketMs
+        var alerts: [AnomalyAlert] = []
+
+        // Sources: first sight, failures.
+        let ipKey = Self.hash(observation.ip)
+        var source = sources[ipKey] ?? Source(firstSeen: now, lastSeen: now)
+        source.lastSeen = now
+        let young = now - source.firstSeen <= 5 * 60_000
+        if observation.status == 401 || observation.status == 403 {
+            let minute = now / 60_000
+            if source.failureMinute != minute {
+                source.failureMinute = minute
+                source.failures = 0
+                source.failedSubjects = []
+            }
+            source.failures += 1
+            if source.failedSubjects.count < 64 { source.failedSubjects.insert(Self.hash(observation.subject)) }
+            if !learning, source.failures >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
+               now - source.lastAlert >= settings.cooldownMs {
+                source.lastAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
+                                           kind: "credential_stuffing",
+                                           score: Double(source.failures) / Double(settings.failuresPerIP),
+                                           detail: "\(source.failures) failures naming \(source.failedSubjects.count) subjects in a minute"))
+            }
+        }
+        sources[ipKey] = source
+
+        // Global: requests from young sources against their normal.
+        if young { youngRequests.add(UInt32(clamping: observation.cost), bucket: bucket) }
+        let youngTotal = Double(youngRequests.total(at: bucket))
+        if bucket != youngBaselineBucket {
+            // One sample per 5 s of the 30 s total; about 30 minutes of memory, and none while surging.
+            let surging = youngBaseline > 0 && youngTotal > settings.surgeFactor / 2 * youngBaseline
+            if !surging {
+                youngBaseline = youngBaseline == 0 ? youngTotal : youngBaseline + (youngTotal - youngBaseline) / 360
+            }
+            youngBaselineBucket = bucket
+        }
+        if !learning, youngTotal >= settings.surgeMinimum, youngTotal >= settings.surgeFactor * max(1, youngBaseline),
+           now - lastGlobalAlert >= 2 * settings.cooldownMs {
+            lastGlobalAlert = now
+            alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "new_source_surge",
+                                       score: youngTotal / max(1, youngBaseline),
+                                       detail: "\(Int(youngTotal)) requests in 30 s from sources first seen in the last 5 minutes (normal \(Int(youngBaseline)))"))
+        }
+
+        // Subjects: rate against their own baseline, distinct ids.
+        let subjectKey = Self.hash(observation.subject)
+        var subject = subjects[subjectKey] ?? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now)
+        subject.lastSeen = now
+        subject.window.add(UInt32(clamping: observation.cost), bucket: bucket)
+        let recent = Double(subject.window.total(at: bucket))
+        let rate = recent / 30
+        let threshold = max(settings.spikeMinimumRate, settings.spikeFactor * subject.baseline)
+        let spiking = rate >= threshold
+        if !spiking {
+            // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
+            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
+            let weight = min(1, elapsed / 1_800)
+            subject.baseline += weight * (rate - subject.baseline)
+            subject.lastBaselineUpdate = now
+        }
+        if !learning, spiking, now - subject.lastAlert >= settings.cooldownMs {
+            subject.lastAlert = now
+            alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                                       kind: "rate_spike", score: rate / threshold,
+                                       detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, subject.baseline)))
+        }
+        if let id = Self.resourceID(observation.route) {
+            let minute = now / 60_000
+            if subject.idMinute != minute {
+                subject.idMinute = minute
+                subject.ids = []
+            }
+            if subject.ids.count < 256 { subject.ids.insert(id) }
+            if !learning, subject.ids.count >= settings.enumerationDistinctIds, now - subject.lastAlert >= settings.cooldownMs {
+                subject.lastAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                                           kind: "enumeration", score: Double(subject.ids.count) / Double(settings.enumerationDistinctIds),
+                                           detail: "\(subject.ids.count) distinct ids within a minute"))
+            }
+        }
+        subjects[subjectKey] = subject
+
+        if now - lastSweep >= 60_000 { sweep(now: now) }
+        return alerts
+    }
+
+    /// Forgets subjects and sources idle for `idleMs`.
+    func sweep(now: Int64) {
+        lastSweep = now
+        subjects = subjects.filter { now - $0.value.lastSeen < settings.idleMs }
+        sources = sources.filter { now - $0.value.lastSeen < settings.idleMs }
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import SluiceIntelligence
+import SluiceLoad
+
+/// `sluicectl replay`: the anomaly detector over a trace, in the trace's own (simulated) time.
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run anomaly detection over a trace (shared/traces/FORMAT.md) in simulated time and write its alerts.",
+        discussion: "Needs no daemon. The alerts are JSON Lines in the format score.py reads.")
+
+    @Argument(help: "A trace: PREFIX.csv.gz or .csv.") var trace: String
+    @Option(help: "Where to write the alerts (JSON Lines).") var alerts: String
+
+    func run() throws {
+        let started = Date()
+        let rows = try TraceReader.read(path: trace)
+        let read = Date()
+        let detector = AnomalyDetector()
+        var lines: [String] = []
+        for row in rows {
+            let raised = detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
+                                                              ip: row.ip, route: row.route, status: row.status, cost: row.cost))
+            for alert in raised { lines.append(try Self.json(alert)) }
+        }
+        let detected = Date()
+        try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)
+        let seconds = detected.timeIntervalSince(read)
+        FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts; read in %.2f s, detected in %.2f s (%.0f rows/s)\n",
+                                                   rows.count, lines.count, read.timeIntervalSince(started), seconds,
+                                                   Double(rows.count) / max(seconds, 1e-9)).utf8))
+    }
+
+    static func json(_ alert: AnomalyAlert) throws -> String {
+        var object: [String: Any] = ["ts_ms": alert.timestampMs, "scope": alert.scope.rawValue, "kind": alert.kind, "score": alert.score,
+                                     "detail": alert.detail]
+        if let subject = alert.subject { object["subject"] = subject }
+        if let ip = alert.ip { object["ip"] = ip }
+        if let tenant = alert.tenant { object["tenant"] = tenant }
+        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+}
