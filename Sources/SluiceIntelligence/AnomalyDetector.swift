@@ -63,6 +63,10 @@ public struct AnomalySettings: Sendable, Equatable {
     public var surgeFactor = 8.0
     /// ... and at least this many.
     public var surgeMinimum = 600.0
+    /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
+    public var subjectWarmupMs: Int64 = 10 * 60_000
+    /// Until then, a rate spike needs this many times `spikeMinimumRate`.
+    public var newSubjectFactor = 4.0
     /// No alert before this much trace time was learned (ms).
     public var warmupMs: Int64 = 20 * 60_000
     /// The same entity is not alerted on again within this (ms).
@@ -125,6 +129,9 @@ public final class AnomalyDetector {
         /// Distinct ids requested in the current minute.
         var idMinute: Int64 = -1
         var ids: Set<UInt64> = []
+        /// Distinct ids in an active minute, smoothed: the subject's own normal.
+        var idsBaseline: Double = 0
+        var idsSamples = 0
     }
 
     struct Source {
@@ -238,9 +245,13 @@ public final class AnomalyDetector {
         subject.window.add(UInt32(clamping: observation.cost), bucket: bucket)
         let recent = Double(subject.window.total(at: bucket))
         let rate = recent / 30
-        let threshold = max(settings.spikeMinimumRate, settings.spikeFactor * subject.baseline)
+        // A subject seen for less than `subjectWarmupMs` has no baseline yet: it learns from
+        // everything, and only a rate far above any normal one counts.
+        let settled = now - subject.firstSeen >= settings.subjectWarmupMs
+        let threshold = settled ? max(settings.spikeMinimumRate, settings.spikeFactor * subject.baseline)
+            : settings.spikeMinimumRate * settings.newSubjectFactor
         let spiking = rate >= threshold
-        if !spiking {
+        if !spiking || !settled {
             // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
             let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
             let weight = min(1, elapsed / 1_800)
@@ -255,16 +266,26 @@ public final class AnomalyDetector {
         }
         if let id = Self.resourceID(observation.route) {
             let minute = now / 60_000
+            var idThreshold = max(Double(settings.enumerationDistinctIds), settings.spikeFactor / 2 * subject.idsBaseline)
             if subject.idMinute != minute {
+                // The minute that ended is one sample of the subject's normal, unless it was an
+                // anomaly (while the subject is new, every minute is).
+                let closed = Double(subject.ids.count)
+                if subject.idMinute >= 0, closed < idThreshold || !settled {
+                    subject.idsBaseline += (closed - subject.idsBaseline) / (subject.idsSamples == 0 ? 1 : 30)
+                    subject.idsSamples += 1
+                }
                 subject.idMinute = minute
                 subject.ids = []
+                idThreshold = max(Double(settings.enumerationDistinctIds), settings.spikeFactor / 2 * subject.idsBaseline)
             }
             if subject.ids.count < 256 { subject.ids.insert(id) }
-            if !learning, subject.ids.count >= settings.enumerationDistinctIds, now - subject.lastAlert >= settings.cooldownMs {
+            if !learning, Double(subject.ids.count) >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
                 subject.lastAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                                           kind: "enumeration", score: Double(subject.ids.count) / Double(settings.enumerationDistinctIds),
-                                           detail: "\(subject.ids.count) distinct ids within a minute"))
+                                           kind: "enumeration", score: Double(subject.ids.count) / idThreshold,
+                                           detail: String(format: "%d distinct ids within a minute, normal %.1f", subject.ids.count,
+                                                          subject.idsBaseline)))
             }
         }
         subjects[subjectKey] = subject
