@@ -223,10 +223,15 @@ public final class AnomalyDetector {
         if young { youngRequests.add(UInt32(clamping: observation.cost), bucket: bucket) }
         let youngTotal = Double(youngRequests.total(at: bucket))
         if bucket != youngBaselineBucket {
-            // One sample per 5 s of the 30 s total; about 30 minutes of memory, and none while surging.
+            // One sample per 5 s of the 30 s total, about 30 minutes of memory. Above twice the
+            // normal it learns ten times slower (a benign crowd must not teach it that a surge is
+            // normal), and not at all past half the alert threshold; during warm-up, from all.
+            let high = youngBaseline > 0 && youngTotal > 2 * youngBaseline
             let surging = youngBaseline > 0 && youngTotal > settings.surgeFactor / 2 * youngBaseline
-            if !surging {
-                youngBaseline = youngBaseline == 0 ? youngTotal : youngBaseline + (youngTotal - youngBaseline) / 360
+            if youngBaseline == 0 {
+                youngBaseline = youngTotal
+            } else if learning || !surging {
+                youngBaseline += (youngTotal - youngBaseline) / (high && !learning ? 3_600 : 360)
             }
             youngBaselineBucket = bucket
         }
