@@ -14,21 +14,21 @@ struct Replay: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let rows = try TraceReader.read(path: trace)
-        let read = Date()
         let detector = AnomalyDetector()
         var lines: [String] = []
-        for row in rows {
+        var rows = 0
+        try TraceReader.forEachRow(path: trace) { row in
+            rows += 1
             let raised = detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
                                                               ip: row.ip, route: row.route, status: row.status, cost: row.cost))
             for alert in raised { lines.append(try Self.json(alert)) }
         }
-        let detected = Date()
+        let seconds = Date().timeIntervalSince(started)
         try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)
-        let seconds = detected.timeIntervalSince(read)
-        FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts; read in %.2f s, detected in %.2f s (%.0f rows/s)\n",
-                                                   rows.count, lines.count, read.timeIntervalSince(started), seconds,
-                                                   Double(rows.count) / max(seconds, 1e-9)).utf8))
+        let tracked = detector.tracked
+        FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
+                                                   rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
+                                                   tracked.sources).utf8))
     }
 
     static func json(_ alert: AnomalyAlert) throws -> String {
