@@ -168,22 +168,28 @@ public final class AnomalyDetector {
         return hasher.finalize().low
     }
 
-    /// The last number in a concrete path (`GET /api/items/48213/reviews` → 48213), nil when it
-    /// has none.
-    static func resourceID(_ route: String) -> UInt64? {
+    /// The last path segment made only of digits (`GET /api/items/48213/reviews` → 48213), nil
+    /// when there is none (`/api/v1/orders` has none: `v1` is not an id).
+    public static func resourceID(_ route: String) -> UInt64? {
         var id: UInt64 = 0
-        var inNumber = false
+        var digits = 0
+        var clean = true
         var found: UInt64?
         for byte in route.utf8 {
-            if byte >= 48, byte <= 57 {
-                id = (inNumber ? id &* 10 : 0) &+ UInt64(byte - 48)
-                inNumber = true
+            if byte == UInt8(ascii: "/") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "?") {
+                if digits > 0, clean { found = id }
+                id = 0
+                digits = 0
+                clean = true
+            } else if byte >= 48, byte <= 57, digits < 19 {
+                id = id &* 10 &+ UInt64(byte - 48)
+                digits += 1
             } else {
-                if inNumber { found = id }
-                inNumber = false
+                clean = false
             }
         }
-        return inNumber ? id : found
+        if digits > 0, clean { found = id }
+        return found
     }
 
     /// Takes one observation (in time order) and returns the alerts it tipped.

@@ -1,0 +1,159 @@
+import Foundation
+import SluiceIntelligence
+import SluiceTestKit
+import Testing
+
+/// Each signal on small synthetic sequences. Time is the observations' own (simulated), so the
+/// sequences are exact and take milliseconds to run.
+@Suite struct AnomalyDetectorTests {
+    static let t0: Int64 = 1_710_000_000_000
+    static let minute: Int64 = 60_000
+
+    var settings: AnomalySettings {
+        var settings = AnomalySettings()
+        settings.warmupMs = 10 * Self.minute
+        settings.subjectWarmupMs = 10 * Self.minute
+        return settings
+    }
+
+    /// Background traffic: `users` established users on their own IPs, each a request every
+    /// `every` ms, over [from, to); plus `newcomers` new IPs a minute, one request each.
+    static func background(from: Int64, to: Int64, users: Int = 50, every: Int64 = 10_000, newcomers: Int = 4)
+        -> [AnomalyObservation] {
+        var rows: [AnomalyObservation] = []
+        var time = from
+        var newcomer = 0
+        while time < to {
+            for user in 0..<users where (time / 1_000 + Int64(user)) % (every / 1_000) == 0 {
+                rows.append(.init(timestampMs: time, tenant: "t", subject: "u\(user)", ip: "10.0.0.\(user)",
+                                  route: "GET /api/items/\(user % 7)", status: 200))
+            }
+            if time % (Self.minute / Int64(newcomers)) == 0 {
+                newcomer += 1
+                rows.append(.init(timestampMs: time, tenant: "t", subject: "ip:10.9.\(newcomer / 250).\(newcomer % 250)",
+                                  ip: "10.9.\(newcomer / 250).\(newcomer % 250)", route: "GET /", status: 200))
+            }
+            time += 1_000
+        }
+        return rows
+    }
+
+    static func run(_ detector: AnomalyDetector, _ rows: [AnomalyObservation]) -> [AnomalyAlert] {
+        rows.sorted { $0.timestampMs < $1.timestampMs }.flatMap { detector.observe($0) }
+    }
+
+    @Test func aFloodAgainstTheSubjectsOwnBaselineIsCaughtWithinSecondsAndAlertedOnceAPerCooldown() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 40 * Self.minute)
+        // A key at one request every 5 s for 30 minutes, then 10 a second for 2 minutes.
+        for step in stride(from: Int64(0), to: 30 * Self.minute, by: 5_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "key_a", ip: "10.1.1.1", route: "POST /api/v1/events", status: 201))
+        }
+        let floodStart = Self.t0 + 30 * Self.minute
+        for step in stride(from: Int64(0), to: 2 * Self.minute, by: 100) {
+            rows.append(.init(timestampMs: floodStart + step, tenant: "t", subject: "key_a", ip: "10.1.1.1", route: "POST /api/v1/events", status: 201))
+        }
+        let alerts = Self.run(detector, rows)
+        let spikes = alerts.filter { $0.kind == "rate_spike" }
+        #expect(spikes.count == 1, "one alert, then the cooldown: \(spikes)")
+        #expect(spikes.first?.subject == "key_a")
+        #expect((spikes.first?.timestampMs ?? 0) - floodStart <= 10_000, "within 10 s")
+        #expect(alerts.allSatisfy { $0.subject == "key_a" || $0.scope != .subject }, "no background subject: \(alerts)")
+    }
+
+    @Test func aSteadyHeavyClientIsItsOwnNormalAndNothingIsAlertedDuringWarmup() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 40 * Self.minute)
+        // 8 requests a second from the start, over 40 distinct ids a minute: heavy, but steady.
+        for step in stride(from: Int64(0), to: 40 * Self.minute, by: 125) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "key_heavy", ip: "10.2.2.2",
+                              route: "GET /api/items/\(step / 125 % 45)", status: 200))
+        }
+        // A burst inside the warm-up is not alerted either.
+        for step in stride(from: Int64(0), to: 30_000, by: 50) {
+            rows.append(.init(timestampMs: Self.t0 + 2 * Self.minute + step, tenant: "t", subject: "key_early", ip: "10.3.3.3",
+                              route: "GET /", status: 200))
+        }
+        #expect(Self.run(detector, rows).isEmpty)
+    }
+
+    @Test func enumerationIsManyDistinctIdsForThisSubject() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // An established user who views a few items now and then, then walks the catalogue at
+        // 2 ids a second.
+        for step in stride(from: Int64(0), to: 20 * Self.minute, by: 20_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "u_scraper", ip: "10.4.4.4",
+                              route: "GET /api/items/\(step % 3)", status: 200))
+        }
+        let start = Self.t0 + 20 * Self.minute + 30_000
+        for index in 0..<240 {
+            rows.append(.init(timestampMs: start + Int64(index) * 500, tenant: "t", subject: "u_scraper", ip: "10.4.4.4",
+                              route: "GET /api/items/\(50_000 + index)", status: index % 10 == 0 ? 404 : 200))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["enumeration"], "\(alerts)")
+        #expect(alerts.first?.subject == "u_scraper")
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 15_000)
+    }
+
+    @Test func credentialStuffingIsFailuresFromOneIPNamingManySubjectsButTyposBehindANATAreNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // A NAT: 40 users behind one address, a few typos among them.
+        for index in 0..<200 {
+            rows.append(.init(timestampMs: Self.t0 + 12 * Self.minute + Int64(index) * 3_000, tenant: "t", subject: "nat\(index % 40)",
+                              ip: "10.5.5.5", route: "POST /login", status: index % 15 == 0 ? 401 : 200))
+        }
+        // Two attempts a second from one hosting address, each a different username, 97 % failing.
+        let start = Self.t0 + 20 * Self.minute
+        for index in 0..<600 {
+            rows.append(.init(timestampMs: start + Int64(index) * 500, tenant: "t", subject: "victim\(index)", ip: "192.0.2.7",
+                              route: "POST /login", status: index % 33 == 0 ? 200 : 401))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.count == 1, "\(alerts)")
+        #expect(alerts.first?.scope == .ip && alerts.first?.ip == "192.0.2.7" && alerts.first?.kind == "credential_stuffing")
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 10_000)
+    }
+
+    @Test func aSurgeOfNewSourcesIsAGlobalAlertButNewcomersAtTheUsualPaceAreNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 40 * Self.minute, newcomers: 6)
+        // 300 new addresses within a minute, each then a request every 3 s for 5 minutes.
+        let start = Self.t0 + 30 * Self.minute
+        for bot in 0..<300 {
+            let first = start + Int64(bot) * 200
+            for step in stride(from: Int64(0), to: 5 * Self.minute, by: 3_000) {
+                rows.append(.init(timestampMs: first + step, tenant: "t", subject: "ip:198.51.\(bot / 250).\(bot % 250)",
+                                  ip: "198.51.\(bot / 250).\(bot % 250)", route: "GET /search", status: 200))
+            }
+        }
+        let alerts = Self.run(detector, rows)
+        let global = alerts.filter { $0.scope == .global }
+        #expect(global.count == 1, "\(alerts)")
+        #expect(global.first?.kind == "new_source_surge")
+        #expect((global.first?.timestampMs ?? 0) - start <= 60_000)
+        #expect(alerts.allSatisfy { $0.scope == .global }, "no bot is named: \(alerts)")
+    }
+
+    @Test func stateForIdleSubjectsAndSourcesExpires() {
+        var settings = settings
+        settings.idleMs = 5 * Self.minute
+        let detector = AnomalyDetector(settings: settings)
+        _ = Self.run(detector, Self.background(from: Self.t0, to: Self.t0 + 2 * Self.minute, users: 20))
+        #expect(detector.tracked.subjects >= 20)
+        // Ten minutes later only one subject is active: the others are forgotten.
+        _ = detector.observe(.init(timestampMs: Self.t0 + 12 * Self.minute, tenant: "t", subject: "late", ip: "10.8.8.8", route: "GET /", status: 200))
+        #expect(detector.tracked.subjects == 1)
+        #expect(detector.tracked.sources == 1)
+    }
+
+    @Test func theLastNumberOfAPathIsItsResourceID() {
+        #expect(AnomalyDetector.resourceID("GET /api/items/48213") == 48_213)
+        #expect(AnomalyDetector.resourceID("GET /api/items/48213/reviews") == 48_213)
+        #expect(AnomalyDetector.resourceID("GET /api/v1/orders") == nil)
+        #expect(AnomalyDetector.resourceID("GET /api/orders/77?page=2") == 77)
+        #expect(AnomalyDetector.resourceID("GET /search") == nil)
+    }
+}
