@@ -154,7 +154,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto"]),
+        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence"]),
         .testTarget(
             name: "SluiceWireTests",
             dependencies: [
