@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "sluicectl",
             dependencies: [
-                "SluiceClient", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad",
+                "SluiceClient", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad", "SluiceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -192,20 +192,24 @@ public final class AnomalyDetector {
         return found
     }
 
-    /// Takes one observation (in time order) and returns the alerts it tipped.
+    /// Takes one request with its outcome (a trace row), in time order, and returns the alerts
+    /// it tipped: ``observeRequest(_:)`` then ``observeOutcome(_:)``.
     public func observe(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        observeRequest(observation) + observeOutcome(observation)
+    }
+
+    /// Takes the outcome of a request (its `status`; live, from `ReportOutcome`): the failure
+    /// signals. In time order with the requests.
+    public func observeOutcome(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        guard observation.status == 401 || observation.status == 403 else { return [] }
         let now = observation.timestampMs
         if start == nil { start = now }
         let learning = now - (start ?? now) < settings.warmupMs
-        let bucket = now / Self.bucketMs
         var alerts: [AnomalyAlert] = []
-
-        // Sources: first sight, failures.
         let ipKey = Self.hash(observation.ip)
         var source = sources[ipKey] ?? Source(firstSeen: now, lastSeen: now)
-        source.lastSeen = now
-        let young = now - source.firstSeen <= 5 * 60_000
-        if observation.status == 401 || observation.status == 403 {
+        source.lastSeen = max(source.lastSeen, now)
+        do {
             let minute = now / 60_000
             if source.failureMinute != minute {
                 source.failureMinute = minute
@@ -223,6 +227,22 @@ public final class AnomalyDetector {
                                            detail: "\(source.failures) failures naming \(source.failedSubjects.count) subjects in a minute"))
             }
         }
+        sources[ipKey] = source
+        return alerts
+    }
+
+    /// Takes one request (live, a check; its status is not read), in time order: the rate,
+    /// enumeration and new-source signals.
+    public func observeRequest(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        let now = observation.timestampMs
+        if start == nil { start = now }
+        let learning = now - (start ?? now) < settings.warmupMs
+        let bucket = now / Self.bucketMs
+        var alerts: [AnomalyAlert] = []
+        let ipKey = Self.hash(observation.ip)
+        var source = sources[ipKey] ?? Source(firstSeen: now, lastSeen: now)
+        source.lastSeen = max(source.lastSeen, now)
+        let young = now - source.firstSeen <= 5 * 60_000
         sources[ipKey] = source
 
         // Global: requests from young sources against their normal.

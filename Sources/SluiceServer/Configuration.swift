@@ -141,6 +141,8 @@ public struct Configuration: Sendable {
     public var adaptive = AdaptiveSettings()
     /// How per-subject baselines are learned (`baseline:`), for rules with a relative limit.
     public var baseline = BaselineSettings()
+    /// Anomaly detection's thresholds (`anomaly:`).
+    public var anomaly = AnomalySettings()
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

@@ -221,4 +221,29 @@ extension Reader {
         }
         configuration.baseline = settings
     }
+
+    /// `anomaly:` the detection thresholds (docs/ANOMALY.md).
+    func readAnomaly(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var settings = configuration.anomaly
+        let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
+                         "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after"]
+        for (key, value) in try mapping(node, "anomaly", keys: keys) {
+            let path = "anomaly.\(key)"
+            switch key {
+            case "spike_factor": settings.spikeFactor = try number(value, path, 1.5...1_000)
+            case "spike_minimum_rate": settings.spikeMinimumRate = try number(value, path, 0.01...1_000_000)
+            case "enumeration_distinct_ids": settings.enumerationDistinctIds = try integer(value, path, 2...255)
+            case "failures_per_ip": settings.failuresPerIP = try integer(value, path, 2...1_000_000)
+            case "failed_subjects_per_ip": settings.failedSubjectsPerIP = try integer(value, path, 2...64)
+            case "surge_factor": settings.surgeFactor = try number(value, path, 1.5...1_000)
+            case "surge_minimum": settings.surgeMinimum = try number(value, path, 1...100_000_000)
+            case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
+            case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
+            case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
+            case "cooldown": settings.cooldownMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
+            default: settings.idleMs = try duration(value, path, 60_000_000_000...30 * 86_400_000_000_000) / 1_000_000
+            }
+        }
+        configuration.anomaly = settings
+    }
 }

@@ -144,7 +144,7 @@ final class Reader {
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
         let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "log",
-                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline"])
+                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -210,6 +210,7 @@ final class Reader {
             case "tiers": try readTiers(value, &configuration)
             case "adaptive": try readAdaptive(value, &configuration)
             case "baseline": try readBaselineSettings(value, &configuration)
+            case "anomaly": try readAnomaly(value, &configuration)
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
             case "rules": configuration.rules = try readRules(value, "rules", configuration)
             case "tenants":

@@ -2,26 +2,40 @@ import ArgumentParser
 import Foundation
 import SluiceIntelligence
 import SluiceLoad
+import SluiceServer
 
 /// `sluicectl replay`: the anomaly detector over a trace, in the trace's own (simulated) time.
-struct Replay: ParsableCommand {
+struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run anomaly detection over a trace (shared/traces/FORMAT.md) in simulated time and write its alerts.",
         discussion: "Needs no daemon. The alerts are JSON Lines in the format score.py reads.")
 
     @Argument(help: "A trace: PREFIX.csv.gz or .csv.") var trace: String
     @Option(help: "Where to write the alerts (JSON Lines).") var alerts: String
+    @Option(help: "A configuration file whose anomaly: section sets the thresholds (default: the built-in ones).") var config: String?
 
-    func run() throws {
+    func run() async throws {
+        try await Self.reportFailures { try replay() }
+    }
+
+    func replay() throws {
+        var settings = AnomalySettings()
+        if let config {
+            do { settings = try ConfigurationLoader.load(file: config).anomaly } catch { throw Failure("\(error)") }
+        }
         let started = Date()
-        let detector = AnomalyDetector()
+        let detector = AnomalyDetector(settings: settings)
         var lines: [String] = []
         var rows = 0
+        do {
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
             let raised = detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
                                                               ip: row.ip, route: row.route, status: row.status, cost: row.cost))
             for alert in raised { lines.append(try Self.json(alert)) }
+        }
+        } catch let error as TraceError {
+            throw Failure(error.description)
         }
         let seconds = Date().timeIntervalSince(started)
         try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)

@@ -260,6 +260,33 @@ struct DaemonProcessTests {
         return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
     }
 
+    @Test("sluicectl replay writes the alerts of a trace in the alert format, and refuses a bad configuration")
+    func replayCommandLine() throws {
+        let directory = "/tmp/sluicectl-replay-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let trace = LoadHarnessTests.sample
+        // No warm-up: the first minute of a trace is all new sources, which the detector must call a surge.
+        try "anomaly: { warmup: 1ms }\n".write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
+        let run = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/alerts.jsonl", "--config", "\(directory)/sluice.yaml"])
+        #expect(run.status == 0, "\(run.err)")
+        #expect(run.err.contains("3000 rows"), "\(run.err)")
+        let lines = try String(contentsOfFile: "\(directory)/alerts.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let alert = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(alert["ts_ms"] is NSNumber && alert["score"] is NSNumber && alert["kind"] is String)
+            #expect(["subject", "ip", "global"].contains(alert["scope"] as? String ?? ""))
+        }
+        #expect(lines.contains { $0.contains("\"scope\":\"global\"") && $0.contains("new_source_surge") })
+        try "anomaly: { spike_factr: 3 }\n".write(toFile: "\(directory)/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/x.jsonl", "--config", "\(directory)/bad.yaml"])
+        #expect(bad.status == 2)
+        #expect(bad.err.contains("anomaly.spike_factr: unknown key"))
+        let missing = try Self.sluicectl(["replay", "\(directory)/none.csv.gz", "--alerts", "\(directory)/x.jsonl"])
+        #expect(missing.status == 2 && missing.err.contains("cannot read the file"))
+    }
+
     @Test("sluicectl reload, snapshot and stats against a running sluiced")
     func operatorCommandLine() async throws {
         let directory = "/tmp/sluiced-ctl-\(UInt32.random(in: .min ... .max))"
