@@ -337,8 +337,9 @@ import Testing
             let client = try await SluiceClient.connect(to: daemon.unix)
             // auth_failure, not success: a score near neutral could be forgotten by a sweep midway.
             #expect(try await client.send(Self.events("x", "auth_failure", count: 1, durable: true)).recordEvents.committed)
-            // Another process holds the write lock for 3 s (longer than the 1 s busy timeout).
-            let holder = try SQLiteLockHolder(path: path, seconds: 3)
+            // Another process holds the write lock for 6 s (far longer than the 1 s busy timeout:
+            // on a loaded machine 3 s could pass before the daemon's commit even tried).
+            let holder = try SQLiteLockHolder(path: path, seconds: 6)
             let locked = try await client.send(Self.events("x", "auth_failure", count: 1, durable: true))
             #expect(locked.error.code == .unavailable)
             #expect(locked.error.message.contains("locked"), "\(locked.error.message)")
