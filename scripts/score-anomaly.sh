@@ -22,7 +22,8 @@ for seed in $seeds; do
   "$venv/bin/python" "$traces/gen_dev.py" --seed "$seed" --hours "$hours" --out "$work/seed$seed" 2>/dev/null
   .build/release/sluicectl replay "$work/seed$seed.csv.gz" --alerts "$work/seed$seed.alerts.jsonl" 2>"$work/replay.log"
   json=$("$venv/bin/python" "$traces/score.py" "$work/seed$seed" "$work/seed$seed.alerts.jsonl" --json)
-  results+=("$json")
+  printf '%s' "$json" >"$work/seed$seed.score.json"
+  results+=("$work/seed$seed.score.json")
   "$venv/bin/python" - "$json" "$(cat "$work/replay.log")" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1])
@@ -31,4 +32,6 @@ print(f"{s['trace']:8} episodes {s['episodes']['detected']}/{s['episodes']['tota
       f"delay median {s['delay_s']['median']:.1f} s p90 {s['delay_s']['p90']:.1f} s  alerts/h {s['alerts_per_hour']:.1f}  | {sys.argv[2]}")
 PY
 done
-if [ -n "$out" ]; then printf '%s\n' "${results[@]}" | "$venv/bin/python" -c 'import json,sys; json.dump([json.loads(l) for l in sys.stdin], open(sys.argv[1], "w"), indent=1)' "$out"; fi
+if [ -n "$out" ]; then
+  "$venv/bin/python" -c 'import json,sys; json.dump([json.load(open(p)) for p in sys.argv[2:]], open(sys.argv[1], "w"), indent=1)' "$out" "${results[@]}"
+fi
