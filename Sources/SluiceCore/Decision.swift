@@ -12,6 +12,8 @@ public enum DecisionReason: UInt8, Sendable, Hashable {
     case reputation = 5
     /// The protected service is overloaded and the subject's tier is shed (adaptive limiting).
     case shed = 6
+    /// Anomaly detection responded to the subject or its address with a block.
+    case anomaly = 7
 }
 
 /// The outcome of one limit (or of a multi-limit check: its tightest limit).

@@ -100,5 +100,5 @@ extension Configuration {
     }
 
     /// The features a flag can switch.
-    public static let knownFeatures = ["adaptive", "reputation"]
+    public static let knownFeatures = ["adaptive", "anomaly", "reputation"]
 }

@@ -143,6 +143,8 @@ public struct Configuration: Sendable {
     public var baseline = BaselineSettings()
     /// Anomaly detection's thresholds (`anomaly:`).
     public var anomaly = AnomalySettings()
+    /// Where alerts are appended as JSON Lines (`anomaly.alert_log`); nil: none.
+    public var anomalyLog: String?
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

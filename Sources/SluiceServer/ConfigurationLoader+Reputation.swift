@@ -226,7 +226,8 @@ extension Reader {
     func readAnomaly(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.anomaly
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
-                         "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after"]
+                         "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
+                         "alert_log"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
             let path = "anomaly.\(key)"
             switch key {
@@ -240,6 +241,9 @@ extension Reader {
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
             case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
             case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
+            case "alert_log":
+                let path = try string(value, path)
+                configuration.anomalyLog = path.isEmpty ? nil : path
             case "cooldown": settings.cooldownMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
             default: settings.idleMs = try duration(value, path, 60_000_000_000...30 * 86_400_000_000_000) / 1_000_000
             }

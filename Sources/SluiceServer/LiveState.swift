@@ -25,6 +25,8 @@ public final class LiveConfiguration: Sendable {
     let baseline: BaselineTable?
     /// The adaptive flag; nil when off.
     let adaptive: AdaptiveGate?
+    /// Whether checks are offered to anomaly detection.
+    let anomaly: Bool
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -37,6 +39,7 @@ public final class LiveConfiguration: Sendable {
         load = LoadTable(numbered, series: series, tiers: tiers)
         baseline = BaselineTable(numbered, series: series)
         adaptive = AdaptiveGate(numbered)
+        anomaly = AnomalyService.enabled(numbered)
     }
 }
 

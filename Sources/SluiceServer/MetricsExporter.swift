@@ -18,16 +18,19 @@ final class MetricsExporter: Sendable {
     let events: EventTap<CheckEvent>?
     let reputation: ReputationService?
     let load: LoadService?
+    let anomaly: AnomalyService?
     let time: TimeSource
     let version: String
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
-         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: LoadService? = nil, time: TimeSource,
+         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: LoadService? = nil,
+         anomaly: AnomalyService? = nil, time: TimeSource,
          version: String) {
         self.reputation = reputation
         self.load = load
+        self.anomaly = anomaly
         self.metrics = metrics
         self.state = state
         self.table = table
@@ -129,6 +132,13 @@ final class MetricsExporter: Sendable {
                   flag?.enabled == true ? flag?.rolloutPercent ?? 0 : 0)
             gauge("sluice_feature_shadow", "1 when the feature is computed and reported but not enforced.", labels,
                   flag?.shadow == true ? 1 : 0)
+        }
+        if let anomaly {
+            for kind in ["credential_stuffing", "enumeration", "new_source_surge", "rate_spike"] {
+                counter("sluice_anomaly_alerts_total", "Anomaly alerts raised, by kind.", [("kind", kind)], anomaly.alertsByKind[kind] ?? 0)
+            }
+            counter("sluice_anomaly_events_dropped_total", "Checks and outcomes dropped because anomaly detection's queue was full.", [],
+                    anomaly.tap.dropped)
         }
         if let load {
             for (service, factor) in load.factors {

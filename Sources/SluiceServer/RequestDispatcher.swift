@@ -32,6 +32,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let baselineBook: BaselineBook?
     /// Protected services' load controllers (the adaptive feature).
     let load: LoadService
+    /// Anomaly detection, fed by checks and reported outcomes.
+    let anomaly: AnomalyService
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -54,6 +56,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         tierBook = reputation?.tiers
         baselineBook = reputation?.baselines
         load = LoadService(state: state)
+        anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly"))
         self.state = state
         self.table = table
         self.counters = counters
@@ -89,6 +92,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .reportLoad(let report):
             // Reached only without an event loop to defer to (see deferredAnswer).
             response = load.report(report, now: time.now())
+        case .reportOutcome(let report):
+            response = anomaly.record(report, configuration: state.current.configuration, now: time.now())
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier:
             // Reached only without an event loop to defer to (see deferredAnswer).
@@ -405,6 +410,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                         if wouldDeny > 0 { load.wouldDeny.add(wouldDeny, ordering: .relaxed) }
                     }
                     if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
+                    if live.anomaly { offerToAnomaly(views: views, items: UnsafeBufferPointer(items)) }
                     withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
                         withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
                             withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: tiers == nil ? 0 : count) { tierNames in
@@ -426,6 +432,18 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                 return nil
             }
           }
+        }
+    }
+
+    /// Offers each check to anomaly detection (never blocks: a full tap drops and counts).
+    func offerToAnomaly(views: UnsafeBufferPointer<CheckView>, items: UnsafeBufferPointer<BatchCheck>) {
+        for index in 0..<views.count {
+            let view = views[index]
+            _ = anomaly.tap.offer(AnomalyService.Event(
+                observation: AnomalyObservation(timestampMs: items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
+                                                subject: subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
+                                                route: String(decoding: view.route, as: UTF8.self), status: 0, cost: max(1, items[index].hits)),
+                outcome: false))
         }
     }
 

@@ -135,7 +135,7 @@ public final class SluiceDaemon: Sendable {
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
-                                               reputation: reputation, load: dispatcher.load, time: time, version: SluiceVersion.current)
+                                               reputation: reputation, load: dispatcher.load, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
                         tracker.isDraining
@@ -162,6 +162,7 @@ public final class SluiceDaemon: Sendable {
         snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
         let probe = LoopDelayProbe(group: group)
         dispatcher.load.start(now: { time.now() }, probe: { probe.sample() })
+        dispatcher.anomaly.start()
         return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                             metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
                             listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
@@ -245,13 +246,14 @@ public final class SluiceDaemon: Sendable {
     /// reputation change and stops the reputation queues.
     public func writeFinalSnapshot() async {
         guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
-        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.load
+        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.load, anomaly = dispatcher.anomaly
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 snapshotter?.stop()
                 reputation?.stop()
                 load.stop()
+                anomaly.stop()
                 continuation.resume()
             }
         }

@@ -30,6 +30,9 @@ public struct CheckView {
     public var tenant = UnsafeRawBufferPointer(start: nil, count: 0)
     public var key = UnsafeRawBufferPointer(start: nil, count: 0)
     public var subject = UnsafeRawBufferPointer(start: nil, count: 0)
+    /// The client's address and the request's route (for anomaly detection); empty when not given.
+    public var ip = UnsafeRawBufferPointer(start: nil, count: 0)
+    public var route = UnsafeRawBufferPointer(start: nil, count: 0)
     var ruleBytes = UnsafeRawBufferPointer(start: nil, count: 0)
     var hitsValue: UInt64 = 0
     public var nowMs: UInt64 = 0
@@ -155,18 +158,20 @@ public enum CheckFrameCodec {
         var seen: UInt16 = 0
         while !reader.atEnd {
             guard let (field, wire) = reader.tag() else { return false }
-            if field <= 7 {
+            if field <= 9 {
                 let bit = UInt16(1) << field
                 guard seen & bit == 0 else { return false }
                 seen |= bit
             }
             switch field {
-            case 1, 2, 3, 6:
+            case 1, 2, 3, 6, 8, 9:
                 guard wire == 2, let text = reader.lengthDelimited(), trustUTF8 || isASCII(text) else { return false }
                 switch field {
                 case 1: check.pointee.tenant = text
                 case 2: check.pointee.key = text
                 case 3: check.pointee.subject = text
+                case 8: check.pointee.ip = text
+                case 9: check.pointee.route = text
                 default:
                     check.pointee.ruleBytes = text
                     check.pointee.presence |= CheckView.hasRule

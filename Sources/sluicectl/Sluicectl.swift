@@ -95,6 +95,7 @@ extension Sluice_V1_Reason {
         case .blocked: "blocked"
         case .reputation: "reputation"
         case .shed: "shed"
+        case .anomaly: "anomaly"
         case .unspecified, .UNRECOGNIZED: "unspecified"
         }
     }

@@ -75,7 +75,7 @@ struct ReputationConfigurationTests {
         #expect(failure("reputation: { half_lfe: 1h }").contains("reputation.half_lfe: unknown key"))
         #expect(failure("store: { commit_interval: 1m }").contains("store.commit_interval: expected at most 10s"))
         #expect(failure("features: { reputation: { rollout: 120 } }").contains("expected a percentage from 0 to 100"))
-        #expect(failure("features: { telepathy: { enabled: true } }").contains("features.telepathy: unknown key; expected one of adaptive, reputation"))
+        #expect(failure("features: { telepathy: { enabled: true } }").contains("features.telepathy: unknown key; expected one of adaptive, anomaly, reputation"))
         #expect(failure("reputation:\n  sweep_interval: 10ms\n").contains("sluice.yaml:2:19: reputation.sweep_interval: expected at least 100ms"))
     }
 

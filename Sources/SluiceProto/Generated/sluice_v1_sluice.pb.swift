@@ -108,6 +108,9 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
   /// Denied: the service this check's rule protects is overloaded, and the subject's tier is
   /// shed at the moment (adaptive limiting); retry after `retry_after_ms`.
   case shed // = 6
+
+  /// Denied: anomaly detection responded to this subject or address with a block (docs/ANOMALY.md).
+  case anomaly // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -123,6 +126,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case 4: self = .blocked
     case 5: self = .reputation
     case 6: self = .shed
+    case 7: self = .anomaly
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -136,6 +140,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     case .blocked: return 4
     case .reputation: return 5
     case .shed: return 6
+    case .anomaly: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -149,6 +154,7 @@ public nonisolated enum Sluice_V1_Reason: SwiftProtobuf.Enum, Swift.CaseIterable
     .blocked,
     .reputation,
     .shed,
+    .anomaly,
   ]
 
 }
@@ -297,6 +303,15 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .reportLoad(newValue)}
   }
 
+  /// What the upstream answered, for anomaly detection (docs/ANOMALY.md); served everywhere.
+  public var reportOutcome: Sluice_V1_ReportOutcomeRequest {
+    get {
+      if case .reportOutcome(let v)? = body {return v}
+      return Sluice_V1_ReportOutcomeRequest()
+    }
+    set {body = .reportOutcome(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -322,6 +337,8 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case removeTier(Sluice_V1_RemoveTierRequest)
     /// Load reported by a protected service (docs/ADAPTIVE.md); served everywhere.
     case reportLoad(Sluice_V1_ReportLoadRequest)
+    /// What the upstream answered, for anomaly detection (docs/ANOMALY.md); served everywhere.
+    case reportOutcome(Sluice_V1_ReportOutcomeRequest)
 
   }
 
@@ -458,6 +475,14 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .reportLoad(newValue)}
   }
 
+  public var reportOutcome: Sluice_V1_ReportOutcomeResponse {
+    get {
+      if case .reportOutcome(let v)? = body {return v}
+      return Sluice_V1_ReportOutcomeResponse()
+    }
+    set {body = .reportOutcome(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -476,6 +501,7 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case tier(Sluice_V1_TierResponse)
     case listTiers(Sluice_V1_ListTiersResponse)
     case reportLoad(Sluice_V1_ReportLoadResponse)
+    case reportOutcome(Sluice_V1_ReportOutcomeResponse)
 
   }
 
@@ -580,6 +606,13 @@ public nonisolated struct Sluice_V1_Check: Sendable {
     }
     set {limitSource = .limit(newValue)}
   }
+
+  /// The client's address (IPv4 or IPv6 text), for anomaly detection; optional.
+  public var ip: String = String()
+
+  /// The request as `METHOD path`, with the concrete path (`GET /api/items/48213`), for anomaly
+  /// detection; optional.
+  public var route: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1738,6 +1771,58 @@ public nonisolated struct Sluice_V1_Error: Sendable {
   public init() {}
 }
 
+/// What the upstream answered to requests that were checked: their status feeds the failure
+/// signals of anomaly detection (credential stuffing). A batch of 1 to max_batch outcomes.
+public nonisolated struct Sluice_V1_ReportOutcomeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var outcomes: [Sluice_V1_Outcome] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_Outcome: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tenant: String = String()
+
+  /// The caller, as in its check (its `subject`, or its `key` when it had none). Must not be empty.
+  public var subject: String = String()
+
+  public var ip: String = String()
+
+  public var route: String = String()
+
+  /// The HTTP status the upstream answered (100 to 599).
+  public var status: UInt32 = 0
+
+  /// Milliseconds since the Unix epoch when it was answered; 0 means now.
+  public var timeMs: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ReportOutcomeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Outcomes taken (all of them, or the request is refused with the index of the bad one).
+  public var recorded: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "sluice.v1"
@@ -1747,12 +1832,12 @@ nonisolated extension Sluice_V1_Algorithm: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0\u{1}REASON_REPUTATION\0\u{1}REASON_SHED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_WITHIN_LIMIT\0\u{1}REASON_OVER_LIMIT\0\u{1}REASON_EXCEEDS_CAPACITY\0\u{1}REASON_BLOCKED\0\u{1}REASON_REPUTATION\0\u{1}REASON_SHED\0\u{1}REASON_ANOMALY\0")
 }
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1969,6 +2054,19 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .reportLoad(v)
         }
       }()
+      case 18: try {
+        var v: Sluice_V1_ReportOutcomeRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reportOutcome(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reportOutcome(v)
+        }
+      }()
       default: break
       }
     }
@@ -2047,6 +2145,10 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .reportLoad(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
     }()
+    case .reportOutcome?: try {
+      guard case .reportOutcome(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2062,7 +2164,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2266,6 +2368,19 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .reportLoad(v)
         }
       }()
+      case 17: try {
+        var v: Sluice_V1_ReportOutcomeResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .reportOutcome(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .reportOutcome(v)
+        }
+      }()
       default: break
       }
     }
@@ -2339,6 +2454,10 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .reportLoad?: try {
       guard case .reportLoad(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+    }()
+    case .reportOutcome?: try {
+      guard case .reportOutcome(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
     }()
     case nil: break
     }
@@ -2460,7 +2579,7 @@ nonisolated extension Sluice_V1_Limit: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Check"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}key\0\u{1}subject\0\u{1}hits\0\u{3}now_ms\0\u{1}rule\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}key\0\u{1}subject\0\u{1}hits\0\u{3}now_ms\0\u{1}rule\0\u{1}limit\0\u{1}ip\0\u{1}route\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2501,6 +2620,8 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.limitSource = .limit(v)
         }
       }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.route) }()
       default: break
       }
     }
@@ -2537,6 +2658,12 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }()
     case nil: break
     }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 8)
+    }
+    if !self.route.isEmpty {
+      try visitor.visitSingularStringField(value: self.route, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2547,6 +2674,8 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.hitsPresence != rhs.hitsPresence {return false}
     if lhs.nowMs != rhs.nowMs {return false}
     if lhs.limitSource != rhs.limitSource {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs.route != rhs.route {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4382,4 +4511,119 @@ nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_UNKNOWN_RULE\0\u{1}CODE_UNKNOWN_TENANT\0\u{1}CODE_FRAME_TOO_LARGE\0\u{1}CODE_MALFORMED_MESSAGE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_INTERNAL\0\u{1}CODE_UNSUPPORTED\0\u{1}CODE_SHUTTING_DOWN\0\u{1}CODE_FORBIDDEN\0\u{1}CODE_INVALID_CONFIGURATION\0\u{1}CODE_UNAVAILABLE\0")
+}
+
+nonisolated extension Sluice_V1_ReportOutcomeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportOutcomeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcomes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.outcomes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.outcomes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.outcomes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportOutcomeRequest, rhs: Sluice_V1_ReportOutcomeRequest) -> Bool {
+    if lhs.outcomes != rhs.outcomes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_Outcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Outcome"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tenant\0\u{1}subject\0\u{1}ip\0\u{1}route\0\u{1}status\0\u{3}time_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.route) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.status) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.timeMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 1)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 2)
+    }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 3)
+    }
+    if !self.route.isEmpty {
+      try visitor.visitSingularStringField(value: self.route, fieldNumber: 4)
+    }
+    if self.status != 0 {
+      try visitor.visitSingularUInt32Field(value: self.status, fieldNumber: 5)
+    }
+    if self.timeMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.timeMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_Outcome, rhs: Sluice_V1_Outcome) -> Bool {
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs.route != rhs.route {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.timeMs != rhs.timeMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReportOutcomeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportOutcomeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}recorded\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.recorded) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.recorded != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recorded, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportOutcomeResponse, rhs: Sluice_V1_ReportOutcomeResponse) -> Bool {
+    if lhs.recorded != rhs.recorded {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }

@@ -92,7 +92,8 @@ typedef enum sluice_reason {
     SLUICE_REASON_EXCEEDS_CAPACITY = 3, /* the hits exceed the whole limit: waiting will not help */
     SLUICE_REASON_BLOCKED = 4,
     SLUICE_REASON_REPUTATION = 5,       /* the subject's reputation is below the block threshold */
-    SLUICE_REASON_SHED = 6              /* the protected service is overloaded and the subject's tier is shed */
+    SLUICE_REASON_SHED = 6,             /* the protected service is overloaded and the subject's tier is shed */
+    SLUICE_REASON_ANOMALY = 7           /* anomaly detection responded to this subject or address with a block */
 } sluice_reason;
 
 /*

@@ -1987,7 +1987,142 @@ void   sluice__v1__error__free_unpacked
   assert(message->base.descriptor == &sluice__v1__error__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[17] =
+void   sluice__v1__report_outcome_request__init
+                     (Sluice__V1__ReportOutcomeRequest         *message)
+{
+  static const Sluice__V1__ReportOutcomeRequest init_value = SLUICE__V1__REPORT_OUTCOME_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_outcome_request__get_packed_size
+                     (const Sluice__V1__ReportOutcomeRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_outcome_request__pack
+                     (const Sluice__V1__ReportOutcomeRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_outcome_request__pack_to_buffer
+                     (const Sluice__V1__ReportOutcomeRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportOutcomeRequest *
+       sluice__v1__report_outcome_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportOutcomeRequest *)
+     protobuf_c_message_unpack (&sluice__v1__report_outcome_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_outcome_request__free_unpacked
+                     (Sluice__V1__ReportOutcomeRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_outcome_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__outcome__init
+                     (Sluice__V1__Outcome         *message)
+{
+  static const Sluice__V1__Outcome init_value = SLUICE__V1__OUTCOME__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__outcome__get_packed_size
+                     (const Sluice__V1__Outcome *message)
+{
+  assert(message->base.descriptor == &sluice__v1__outcome__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__outcome__pack
+                     (const Sluice__V1__Outcome *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__outcome__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__outcome__pack_to_buffer
+                     (const Sluice__V1__Outcome *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__outcome__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__Outcome *
+       sluice__v1__outcome__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__Outcome *)
+     protobuf_c_message_unpack (&sluice__v1__outcome__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__outcome__free_unpacked
+                     (Sluice__V1__Outcome *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__outcome__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__report_outcome_response__init
+                     (Sluice__V1__ReportOutcomeResponse         *message)
+{
+  static const Sluice__V1__ReportOutcomeResponse init_value = SLUICE__V1__REPORT_OUTCOME_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_outcome_response__get_packed_size
+                     (const Sluice__V1__ReportOutcomeResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_outcome_response__pack
+                     (const Sluice__V1__ReportOutcomeResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_outcome_response__pack_to_buffer
+                     (const Sluice__V1__ReportOutcomeResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_outcome_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportOutcomeResponse *
+       sluice__v1__report_outcome_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportOutcomeResponse *)
+     protobuf_c_message_unpack (&sluice__v1__report_outcome_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_outcome_response__free_unpacked
+                     (Sluice__V1__ReportOutcomeResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_outcome_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[18] =
 {
   {
     "id",
@@ -2193,6 +2328,18 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[17]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report_outcome",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, report_outcome),
+    &sluice__v1__report_outcome_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2208,6 +2355,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
   5,   /* field[5] = reload */
   15,   /* field[15] = remove_tier */
   16,   /* field[16] = report_load */
+  17,   /* field[17] = report_outcome */
   10,   /* field[10] = set_reputation */
   12,   /* field[12] = set_tier */
   6,   /* field[6] = snapshot */
@@ -2216,7 +2364,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2226,14 +2374,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  17,
+  18,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[16] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[17] =
 {
   {
     "id",
@@ -2427,6 +2575,18 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[16
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report_outcome",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, report_outcome),
+    &sluice__v1__report_outcome_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2441,6 +2601,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   4,   /* field[4] = release */
   6,   /* field[6] = reload */
   15,   /* field[15] = report_load */
+  16,   /* field[16] = report_outcome */
   11,   /* field[11] = set_reputation */
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
@@ -2449,7 +2610,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -2459,7 +2620,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  16,
+  17,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -2619,7 +2780,7 @@ const ProtobufCMessageDescriptor sluice__v1__limit__descriptor =
   (ProtobufCMessageInit) sluice__v1__limit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__check__field_descriptors[7] =
+static const ProtobufCFieldDescriptor sluice__v1__check__field_descriptors[9] =
 {
   {
     "tenant",
@@ -2705,12 +2866,38 @@ static const ProtobufCFieldDescriptor sluice__v1__check__field_descriptors[7] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "ip",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Check, ip),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "route",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Check, route),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__check__field_indices_by_name[] = {
   3,   /* field[3] = hits */
+  7,   /* field[7] = ip */
   1,   /* field[1] = key */
   6,   /* field[6] = limit */
   4,   /* field[4] = now_ms */
+  8,   /* field[8] = route */
   5,   /* field[5] = rule */
   2,   /* field[2] = subject */
   0,   /* field[0] = tenant */
@@ -2718,7 +2905,7 @@ static const unsigned sluice__v1__check__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__check__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor sluice__v1__check__descriptor =
 {
@@ -2728,7 +2915,7 @@ const ProtobufCMessageDescriptor sluice__v1__check__descriptor =
   "Sluice__V1__Check",
   "sluice.v1",
   sizeof(Sluice__V1__Check),
-  7,
+  9,
   sluice__v1__check__field_descriptors,
   sluice__v1__check__field_indices_by_name,
   1,  sluice__v1__check__number_ranges,
@@ -5674,6 +5861,185 @@ const ProtobufCMessageDescriptor sluice__v1__error__descriptor =
   (ProtobufCMessageInit) sluice__v1__error__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor sluice__v1__report_outcome_request__field_descriptors[1] =
+{
+  {
+    "outcomes",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__ReportOutcomeRequest, n_outcomes),
+    offsetof(Sluice__V1__ReportOutcomeRequest, outcomes),
+    &sluice__v1__outcome__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_outcome_request__field_indices_by_name[] = {
+  0,   /* field[0] = outcomes */
+};
+static const ProtobufCIntRange sluice__v1__report_outcome_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_outcome_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportOutcomeRequest",
+  "ReportOutcomeRequest",
+  "Sluice__V1__ReportOutcomeRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportOutcomeRequest),
+  1,
+  sluice__v1__report_outcome_request__field_descriptors,
+  sluice__v1__report_outcome_request__field_indices_by_name,
+  1,  sluice__v1__report_outcome_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_outcome_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__outcome__field_descriptors[6] =
+{
+  {
+    "tenant",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ip",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, ip),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "route",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, route),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, status),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "time_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Outcome, time_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__outcome__field_indices_by_name[] = {
+  2,   /* field[2] = ip */
+  3,   /* field[3] = route */
+  4,   /* field[4] = status */
+  1,   /* field[1] = subject */
+  0,   /* field[0] = tenant */
+  5,   /* field[5] = time_ms */
+};
+static const ProtobufCIntRange sluice__v1__outcome__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor sluice__v1__outcome__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.Outcome",
+  "Outcome",
+  "Sluice__V1__Outcome",
+  "sluice.v1",
+  sizeof(Sluice__V1__Outcome),
+  6,
+  sluice__v1__outcome__field_descriptors,
+  sluice__v1__outcome__field_indices_by_name,
+  1,  sluice__v1__outcome__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__outcome__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__report_outcome_response__field_descriptors[1] =
+{
+  {
+    "recorded",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportOutcomeResponse, recorded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_outcome_response__field_indices_by_name[] = {
+  0,   /* field[0] = recorded */
+};
+static const ProtobufCIntRange sluice__v1__report_outcome_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_outcome_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportOutcomeResponse",
+  "ReportOutcomeResponse",
+  "Sluice__V1__ReportOutcomeResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportOutcomeResponse),
+  1,
+  sluice__v1__report_outcome_response__field_descriptors,
+  sluice__v1__report_outcome_response__field_indices_by_name,
+  1,  sluice__v1__report_outcome_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_outcome_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue sluice__v1__algorithm__enum_values_by_number[6] =
 {
   { "ALGORITHM_UNSPECIFIED", "SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED", 0 },
@@ -5710,7 +6076,7 @@ const ProtobufCEnumDescriptor sluice__v1__algorithm__descriptor =
   sluice__v1__algorithm__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[7] =
+static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[8] =
 {
   { "REASON_UNSPECIFIED", "SLUICE__V1__REASON__REASON_UNSPECIFIED", 0 },
   { "REASON_WITHIN_LIMIT", "SLUICE__V1__REASON__REASON_WITHIN_LIMIT", 1 },
@@ -5719,12 +6085,14 @@ static const ProtobufCEnumValue sluice__v1__reason__enum_values_by_number[7] =
   { "REASON_BLOCKED", "SLUICE__V1__REASON__REASON_BLOCKED", 4 },
   { "REASON_REPUTATION", "SLUICE__V1__REASON__REASON_REPUTATION", 5 },
   { "REASON_SHED", "SLUICE__V1__REASON__REASON_SHED", 6 },
+  { "REASON_ANOMALY", "SLUICE__V1__REASON__REASON_ANOMALY", 7 },
 };
 static const ProtobufCIntRange sluice__v1__reason__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex sluice__v1__reason__enum_values_by_name[8] =
 {
+  { "REASON_ANOMALY", 7 },
   { "REASON_BLOCKED", 4 },
   { "REASON_EXCEEDS_CAPACITY", 3 },
   { "REASON_OVER_LIMIT", 2 },
@@ -5740,9 +6108,9 @@ const ProtobufCEnumDescriptor sluice__v1__reason__descriptor =
   "Reason",
   "Sluice__V1__Reason",
   "sluice.v1",
-  7,
+  8,
   sluice__v1__reason__enum_values_by_number,
-  7,
+  8,
   sluice__v1__reason__enum_values_by_name,
   1,
   sluice__v1__reason__value_ranges,

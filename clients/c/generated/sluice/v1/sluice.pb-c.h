@@ -59,6 +59,9 @@ typedef struct Sluice__V1__ReportLoadRequest Sluice__V1__ReportLoadRequest;
 typedef struct Sluice__V1__ReportLoadResponse Sluice__V1__ReportLoadResponse;
 typedef struct Sluice__V1__TierLoad Sluice__V1__TierLoad;
 typedef struct Sluice__V1__Error Sluice__V1__Error;
+typedef struct Sluice__V1__ReportOutcomeRequest Sluice__V1__ReportOutcomeRequest;
+typedef struct Sluice__V1__Outcome Sluice__V1__Outcome;
+typedef struct Sluice__V1__ReportOutcomeResponse Sluice__V1__ReportOutcomeResponse;
 
 
 /* --- enums --- */
@@ -184,7 +187,11 @@ typedef enum _Sluice__V1__Reason {
    * Denied: the service this check's rule protects is overloaded, and the subject's tier is
    * shed at the moment (adaptive limiting); retry after `retry_after_ms`.
    */
-  SLUICE__V1__REASON__REASON_SHED = 6
+  SLUICE__V1__REASON__REASON_SHED = 6,
+  /*
+   * Denied: anomaly detection responded to this subject or address with a block (docs/ANOMALY.md).
+   */
+  SLUICE__V1__REASON__REASON_ANOMALY = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REASON)
 } Sluice__V1__Reason;
 
@@ -207,7 +214,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_GET_TIER = 14,
   SLUICE__V1__REQUEST__BODY_LIST_TIERS = 15,
   SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16,
-  SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17
+  SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17,
+  SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -250,6 +258,10 @@ struct  Sluice__V1__Request
      * Load reported by a protected service (docs/ADAPTIVE.md); served everywhere.
      */
     Sluice__V1__ReportLoadRequest *report_load;
+    /*
+     * What the upstream answered, for anomaly detection (docs/ANOMALY.md); served everywhere.
+     */
+    Sluice__V1__ReportOutcomeRequest *report_outcome;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -273,7 +285,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_FLAGS = 13,
   SLUICE__V1__RESPONSE__BODY_TIER = 14,
   SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15,
-  SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16
+  SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16,
+  SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -301,6 +314,7 @@ struct  Sluice__V1__Response
     Sluice__V1__TierResponse *tier;
     Sluice__V1__ListTiersResponse *list_tiers;
     Sluice__V1__ReportLoadResponse *report_load;
+    Sluice__V1__ReportOutcomeResponse *report_outcome;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -389,6 +403,15 @@ struct  Sluice__V1__Check
    * Milliseconds since the Unix epoch. Read only when the daemon runs with `--clock request`.
    */
   uint64_t now_ms;
+  /*
+   * The client's address (IPv4 or IPv6 text), for anomaly detection; optional.
+   */
+  char *ip;
+  /*
+   * The request as `METHOD path`, with the concrete path (`GET /api/items/48213`), for anomaly
+   * detection; optional.
+   */
+  char *route;
   Sluice__V1__Check__HitsPresenceCase hits_presence_case;
   union {
     uint64_t hits;
@@ -407,7 +430,7 @@ struct  Sluice__V1__Check
 };
 #define SLUICE__V1__CHECK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__check__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, SLUICE__V1__CHECK__HITS_PRESENCE__NOT_SET, {0}, SLUICE__V1__CHECK__LIMIT_SOURCE__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, SLUICE__V1__CHECK__HITS_PRESENCE__NOT_SET, {0}, SLUICE__V1__CHECK__LIMIT_SOURCE__NOT_SET, {0} }
 
 
 typedef enum {
@@ -1216,6 +1239,58 @@ struct  Sluice__V1__Error
 #define SLUICE__V1__ERROR__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__error__descriptor) \
     , SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * What the upstream answered to requests that were checked: their status feeds the failure
+ * signals of anomaly detection (credential stuffing). A batch of 1 to max_batch outcomes.
+ */
+struct  Sluice__V1__ReportOutcomeRequest
+{
+  ProtobufCMessage base;
+  size_t n_outcomes;
+  Sluice__V1__Outcome **outcomes;
+};
+#define SLUICE__V1__REPORT_OUTCOME_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_outcome_request__descriptor) \
+    , 0,NULL }
+
+
+struct  Sluice__V1__Outcome
+{
+  ProtobufCMessage base;
+  char *tenant;
+  /*
+   * The caller, as in its check (its `subject`, or its `key` when it had none). Must not be empty.
+   */
+  char *subject;
+  char *ip;
+  char *route;
+  /*
+   * The HTTP status the upstream answered (100 to 599).
+   */
+  uint32_t status;
+  /*
+   * Milliseconds since the Unix epoch when it was answered; 0 means now.
+   */
+  uint64_t time_ms;
+};
+#define SLUICE__V1__OUTCOME__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__outcome__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Sluice__V1__ReportOutcomeResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Outcomes taken (all of them, or the request is refused with the index of the bad one).
+   */
+  uint32_t recorded;
+};
+#define SLUICE__V1__REPORT_OUTCOME_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_outcome_response__descriptor) \
+    , 0 }
 
 
 /* Sluice__V1__Request methods */
@@ -2054,6 +2129,63 @@ Sluice__V1__Error *
 void   sluice__v1__error__free_unpacked
                      (Sluice__V1__Error *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportOutcomeRequest methods */
+void   sluice__v1__report_outcome_request__init
+                     (Sluice__V1__ReportOutcomeRequest         *message);
+size_t sluice__v1__report_outcome_request__get_packed_size
+                     (const Sluice__V1__ReportOutcomeRequest   *message);
+size_t sluice__v1__report_outcome_request__pack
+                     (const Sluice__V1__ReportOutcomeRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_outcome_request__pack_to_buffer
+                     (const Sluice__V1__ReportOutcomeRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportOutcomeRequest *
+       sluice__v1__report_outcome_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_outcome_request__free_unpacked
+                     (Sluice__V1__ReportOutcomeRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__Outcome methods */
+void   sluice__v1__outcome__init
+                     (Sluice__V1__Outcome         *message);
+size_t sluice__v1__outcome__get_packed_size
+                     (const Sluice__V1__Outcome   *message);
+size_t sluice__v1__outcome__pack
+                     (const Sluice__V1__Outcome   *message,
+                      uint8_t             *out);
+size_t sluice__v1__outcome__pack_to_buffer
+                     (const Sluice__V1__Outcome   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__Outcome *
+       sluice__v1__outcome__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__outcome__free_unpacked
+                     (Sluice__V1__Outcome *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportOutcomeResponse methods */
+void   sluice__v1__report_outcome_response__init
+                     (Sluice__V1__ReportOutcomeResponse         *message);
+size_t sluice__v1__report_outcome_response__get_packed_size
+                     (const Sluice__V1__ReportOutcomeResponse   *message);
+size_t sluice__v1__report_outcome_response__pack
+                     (const Sluice__V1__ReportOutcomeResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_outcome_response__pack_to_buffer
+                     (const Sluice__V1__ReportOutcomeResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportOutcomeResponse *
+       sluice__v1__report_outcome_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_outcome_response__free_unpacked
+                     (Sluice__V1__ReportOutcomeResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Sluice__V1__Request_Closure)
@@ -2188,6 +2320,15 @@ typedef void (*Sluice__V1__TierLoad_Closure)
 typedef void (*Sluice__V1__Error_Closure)
                  (const Sluice__V1__Error *message,
                   void *closure_data);
+typedef void (*Sluice__V1__ReportOutcomeRequest_Closure)
+                 (const Sluice__V1__ReportOutcomeRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__Outcome_Closure)
+                 (const Sluice__V1__Outcome *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ReportOutcomeResponse_Closure)
+                 (const Sluice__V1__ReportOutcomeResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2243,6 +2384,9 @@ extern const ProtobufCMessageDescriptor sluice__v1__report_load_response__descri
 extern const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__error__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_outcome_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__outcome__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_outcome_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1,0 +1,164 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import SluiceCore
+import SluiceIntelligence
+import SluiceProto
+
+/// Live anomaly detection (docs/ANOMALY.md): checks and reported outcomes are offered to a
+/// bounded tap by the event loops (never blocking: a full tap drops and counts), and a pump on a
+/// background Dispatch queue feeds them to the detector every 100 ms, so an alert is raised well
+/// within a second of the event that tipped it. Alerts go to the alert log (JSON Lines, the
+/// `shared/traces/FORMAT.md` alert format) and `sluice_anomaly_alerts_total{kind}`.
+final class AnomalyService: Sendable {
+    /// The feature's flag.
+    static let feature = "anomaly"
+
+    /// A request or an outcome, as the event loops saw it.
+    struct Event: Sendable {
+        var observation: AnomalyObservation
+        var outcome: Bool
+    }
+
+    // @unchecked: used only under its lock (the detector and the file handle are not Sendable).
+    struct State: @unchecked Sendable {
+        var detector: AnomalyDetector
+        var alertsByKind: [String: UInt64] = [:]
+        var recent: [AnomalyAlert] = []
+        var log: FileHandle?
+        var logPath: String?
+        var logFailed = false
+    }
+
+    let tap = EventTap<Event>(capacity: 1 << 16)
+    let pump: EventPump<Event>
+    let state: NIOLockedValueBox<State>
+    let live: LiveState
+    let logger: Logger
+    static let recentLimit = 1_000
+
+    init(state live: LiveState, logger: Logger) {
+        self.live = live
+        self.logger = logger
+        let configuration = live.current.configuration
+        let state = NIOLockedValueBox(State(detector: AnomalyDetector(settings: configuration.anomaly)))
+        self.state = state
+        pump = EventPump(tap: tap, queue: DispatchQueue(label: "sluice.anomaly", qos: .utility), interval: .milliseconds(100),
+                         batchLimit: 8_192) { events in
+            Self.consume(events, state: state, live: live, logger: logger)
+        }
+    }
+
+    func start() { pump.start() }
+
+    func stop() {
+        pump.stop()
+        state.withLockedValue { try? $0.log?.close() }
+    }
+
+    /// Whether the event loops should offer checks now (the flag is on).
+    static func enabled(_ configuration: Configuration) -> Bool {
+        configuration.features[feature]?.enabled == true
+    }
+
+    static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger) {
+        let configuration = live.current.configuration
+        state.withLockedValue { state in
+            if state.detector.settings != configuration.anomaly {
+                // A reload changed the thresholds: learning starts over with them.
+                state.detector = AnomalyDetector(settings: configuration.anomaly)
+            }
+            var alerts: [AnomalyAlert] = []
+            for event in events {
+                alerts += event.outcome ? state.detector.observeOutcome(event.observation) : state.detector.observeRequest(event.observation)
+            }
+            guard !alerts.isEmpty else { return }
+            for alert in alerts {
+                state.alertsByKind[alert.kind, default: 0] &+= 1
+                logger.warning("anomaly", metadata: ["anomaly.kind": "\(alert.kind)", "anomaly.scope": "\(alert.scope.rawValue)",
+                                                     "anomaly.subject": "\(alert.subject ?? "")", "anomaly.ip": "\(alert.ip ?? "")",
+                                                     "anomaly.detail": "\(alert.detail)"])
+            }
+            state.recent.append(contentsOf: alerts)
+            if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
+            write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
+        }
+    }
+
+    /// Appends `alerts` to the alert log, opening it (or a new path after a reload) as needed.
+    static func write(_ alerts: [AnomalyAlert], to path: String?, state: inout State, logger: Logger) {
+        guard let path else { return }
+        if state.logPath != path {
+            try? state.log?.close()
+            state.log = nil
+            state.logPath = path
+            state.logFailed = false
+        }
+        if state.log == nil, !state.logFailed {
+            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            if let handle = FileHandle(forWritingAtPath: path) {
+                handle.seekToEndOfFile()
+                state.log = handle
+            } else {
+                state.logFailed = true
+                logger.error("anomaly alert log cannot be opened; alerts are logged and counted only", metadata: ["anomaly.alert_log": "\(path)"])
+            }
+        }
+        guard let log = state.log else { return }
+        var text = ""
+        for alert in alerts { text += json(alert) + "\n" }
+        log.write(Data(text.utf8))
+    }
+
+    /// One alert as a JSON object on one line.
+    static func json(_ alert: AnomalyAlert) -> String {
+        var object: [String: Any] = ["ts_ms": alert.timestampMs, "scope": alert.scope.rawValue, "kind": alert.kind, "score": alert.score,
+                                     "detail": alert.detail]
+        if let subject = alert.subject { object["subject"] = subject }
+        if let ip = alert.ip { object["ip"] = ip }
+        if let tenant = alert.tenant { object["tenant"] = tenant }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Offers the outcomes of a `ReportOutcome`, validated whole first.
+    func record(_ request: Sluice_V1_ReportOutcomeRequest, configuration: Configuration, now: Int64) -> WireResponse {
+        guard !request.outcomes.isEmpty, request.outcomes.count <= configuration.maxBatch else {
+            return .error(id: 0, .invalidArgument, "a report needs 1 to max_batch (\(configuration.maxBatch)) outcomes")
+        }
+        for (index, outcome) in request.outcomes.enumerated() {
+            guard !outcome.subject.isEmpty else {
+                return .error(id: 0, .invalidArgument, "subject must not be empty", checkIndex: Int32(index))
+            }
+            guard (100...599).contains(outcome.status) else {
+                return .error(id: 0, .invalidArgument, "status \(outcome.status) is not an HTTP status (100 to 599)", checkIndex: Int32(index))
+            }
+            let longest = max(outcome.tenant.utf8.count, outcome.subject.utf8.count, outcome.ip.utf8.count, outcome.route.utf8.count)
+            guard longest <= configuration.maxKeyBytes else {
+                return .error(id: 0, .invalidArgument, "tenant, subject, ip and route must be at most \(configuration.maxKeyBytes) bytes",
+                              checkIndex: Int32(index))
+            }
+        }
+        var response = WireResponse()
+        guard Self.enabled(configuration) else {
+            // Accepted and ignored while the feature is off, so services can report ahead of it.
+            response.reportOutcome.recorded = 0
+            return response
+        }
+        for outcome in request.outcomes {
+            let time = outcome.timeMs > 0 ? Int64(clamping: outcome.timeMs) : now / 1_000_000
+            _ = tap.offer(Event(observation: AnomalyObservation(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject,
+                                                                ip: outcome.ip, route: outcome.route, status: Int(outcome.status)),
+                                outcome: true))
+        }
+        response.reportOutcome.recorded = UInt32(request.outcomes.count)
+        return response
+    }
+
+    /// Alerts raised since start, by kind.
+    var alertsByKind: [String: UInt64] { state.withLockedValue { $0.alertsByKind } }
+
+    /// The most recent alerts, oldest first.
+    var recent: [AnomalyAlert] { state.withLockedValue { $0.recent } }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import SluiceClient
+import SluiceCore
+import SluiceProto
+@testable import SluiceServer
+import Testing
+
+/// Live anomaly detection through real sockets: checks carrying ip and route, outcomes reported
+/// with ReportOutcome, alerts in the alert log and the metrics.
+@Suite struct AnomalyEndToEndTests {
+    static func outcomes(_ range: Range<Int>, ip: String, status: UInt32) -> WireRequest {
+        var request = WireRequest()
+        request.reportOutcome.outcomes = range.map { index in
+            Sluice_V1_Outcome.with {
+                $0.subject = "victim\(index)"
+                $0.ip = ip
+                $0.route = "POST /login"
+                $0.status = status
+                $0.timeMs = epochMs + UInt64(index) * 500
+            }
+        }
+        return request
+    }
+
+    /// Polls the alert log until `predicate` holds for one of its alerts (the pump runs every 100 ms).
+    static func waitForAlert(in path: String, _ predicate: ([String: Any]) -> Bool) async throws -> [String: Any]? {
+        for _ in 0..<50 {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                for line in text.split(separator: "\n") {
+                    if let alert = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], predicate(alert) { return alert }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return nil
+    }
+
+    @Test func outcomesAndChecksRaiseAlertsInTheLogAndTheMetrics() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = "\(directory)/alerts.jsonl"
+        let yaml = """
+        anomaly: { warmup: 1ms, subject_warmup: 1s, alert_log: "\(log)" }
+        features: { anomaly: { enabled: true } }
+        """
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            // Credential stuffing: 20 failed logins from one address, 20 usernames, in 10 s.
+            let recorded = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            #expect(recorded.reportOutcome.recorded == 20)
+            let stuffing = try await Self.waitForAlert(in: log) { $0["kind"] as? String == "credential_stuffing" }
+            #expect(stuffing?["scope"] as? String == "ip")
+            #expect(stuffing?["ip"] as? String == "192.0.2.7")
+            // A flood: a new key at 20 checks a second for 30 s, with its address and route.
+            for index in 0..<600 {
+                var check = Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
+                                       nowMs: epochMs + 20_000 + UInt64(index) * 50)
+                check.ip = "198.51.100.9"
+                check.route = "POST /api/v1/events"
+                _ = try await client.verdict(check)
+            }
+            let flood = try await Self.waitForAlert(in: log) { $0["kind"] as? String == "rate_spike" }
+            #expect(flood?["subject"] as? String == "key_flood")
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            let body = try HTTPGet.get(port: port, path: "/metrics").body
+            #expect(sample("sluice_anomaly_alerts_total{kind=\"credential_stuffing\"}", in: body) == 1)
+            #expect(sample("sluice_anomaly_alerts_total{kind=\"rate_spike\"}", in: body) == 1)
+            // Bad outcomes are refused whole, with the index of the first bad one.
+            var bad = Self.outcomes(0..<3, ip: "192.0.2.8", status: 200)
+            bad.reportOutcome.outcomes[1].status = 42
+            let refused = try await client.send(bad)
+            #expect(refused.error.code == .invalidArgument)
+            #expect(refused.error.checkIndex == 1)
+            #expect(refused.error.message.contains("not an HTTP status"))
+            await client.close()
+        }
+    }
+
+    @Test func withTheFeatureOffOutcomesAreAcceptedAndNothingIsDetected() async throws {
+        try await TestDaemon.with(yaml: "anomaly: { warmup: 1ms }") { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let answer = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            #expect(answer.reportOutcome.recorded == 0)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(daemon.daemon.dispatcher.anomaly.recent.isEmpty)
+            await client.close()
+        }
+    }
+}
