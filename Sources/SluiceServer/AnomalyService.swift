@@ -32,21 +32,27 @@ final class AnomalyService: Sendable {
     }
 
     let tap = EventTap<Event>(capacity: 1 << 16)
+    /// Blocks and tightenings in force, read by checks.
+    let responses = AnomalyResponseBook()
+    /// Records a reputation penalty (`anomaly` event) for a subject.
+    let penalize: @Sendable (_ tenant: String, _ subject: String, _ atMs: Int64) -> Void
     let pump: EventPump<Event>
     let state: NIOLockedValueBox<State>
     let live: LiveState
     let logger: Logger
     static let recentLimit = 1_000
 
-    init(state live: LiveState, logger: Logger) {
+    init(state live: LiveState, logger: Logger, penalize: @escaping @Sendable (String, String, Int64) -> Void = { _, _, _ in }) {
         self.live = live
         self.logger = logger
+        self.penalize = penalize
+        let responses = responses
         let configuration = live.current.configuration
         let state = NIOLockedValueBox(State(detector: AnomalyDetector(settings: configuration.anomaly)))
         self.state = state
         pump = EventPump(tap: tap, queue: DispatchQueue(label: "sluice.anomaly", qos: .utility), interval: .milliseconds(100),
                          batchLimit: 8_192) { events in
-            Self.consume(events, state: state, live: live, logger: logger)
+            Self.consume(events, state: state, live: live, logger: logger, responses: responses, penalize: penalize)
         }
     }
 
@@ -62,7 +68,8 @@ final class AnomalyService: Sendable {
         configuration.features[feature]?.enabled == true
     }
 
-    static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger) {
+    static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger,
+                        responses: AnomalyResponseBook, penalize: @Sendable (String, String, Int64) -> Void) {
         let configuration = live.current.configuration
         state.withLockedValue { state in
             if state.detector.settings != configuration.anomaly {
@@ -80,9 +87,36 @@ final class AnomalyService: Sendable {
                                                      "anomaly.subject": "\(alert.subject ?? "")", "anomaly.ip": "\(alert.ip ?? "")",
                                                      "anomaly.detail": "\(alert.detail)"])
             }
+            respond(to: alerts, configuration: configuration, responses: responses, penalize: penalize)
             state.recent.append(contentsOf: alerts)
             if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
             write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
+        }
+    }
+
+    /// Carries out each alert's configured response. Blocks and tightenings are put in force in
+    /// shadow mode too (checks then report what they would have met); a penalty is not.
+    static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook,
+                        penalize: @Sendable (String, String, Int64) -> Void) {
+        let shadow = configuration.features[feature]?.shadow == true
+        if let newest = alerts.last?.timestampMs, !responses.isEmpty { responses.expire(now: newest &* 1_000_000) }
+        for alert in alerts {
+            guard let response = configuration.anomalyResponses[alert.kind], response.action != .alert,
+                  let kind = AnomalyResponseBook.kinds.firstIndex(of: alert.kind) else { continue }
+            let key: Fingerprint
+            switch alert.scope {
+            case .subject: key = Fingerprint.of(tenant: alert.tenant ?? "", key: alert.subject ?? "")
+            case .ip: key = AnomalyResponseBook.key(ip: alert.ip ?? "")
+            case .global: continue
+            }
+            switch response.action {
+            case .alert: continue
+            case .penalty:
+                if !shadow, alert.scope == .subject, let subject = alert.subject { penalize(alert.tenant ?? "", subject, alert.timestampMs) }
+            case .block, .tighten:
+                responses.set(.init(kind: kind, block: response.action == .block, factor: response.factor,
+                                    until: alert.timestampMs &* 1_000_000 &+ response.ttl), for: key)
+            }
         }
     }
 

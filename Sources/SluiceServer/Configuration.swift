@@ -145,6 +145,8 @@ public struct Configuration: Sendable {
     public var anomaly = AnomalySettings()
     /// Where alerts are appended as JSON Lines (`anomaly.alert_log`); nil: none.
     public var anomalyLog: String?
+    /// What anomaly detection does per alert kind (`anomaly.responses`); a kind not named only alerts.
+    public var anomalyResponses: [String: AnomalyResponse] = [:]
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

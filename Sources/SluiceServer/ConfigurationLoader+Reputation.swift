@@ -227,7 +227,7 @@ extension Reader {
         var settings = configuration.anomaly
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
-                         "alert_log"]
+                         "alert_log", "responses"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
             let path = "anomaly.\(key)"
             switch key {
@@ -241,6 +241,30 @@ extension Reader {
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
             case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
             case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
+            case "responses":
+                for (kind, responseNode) in try mapping(value, path, keys: nil) {
+                    let responsePath = "\(path).\(kind)"
+                    guard AnomalyResponseBook.kinds.contains(kind) else {
+                        throw error(responseNode, responsePath, "unknown alert kind; expected one of \(AnomalyResponseBook.kinds.sorted().joined(separator: ", "))")
+                    }
+                    var response = AnomalyResponse(action: .alert)
+                    for (key, node) in try mapping(responseNode, responsePath, keys: ["action", "ttl", "factor"]) {
+                        switch key {
+                        case "action":
+                            let name = try string(node, "\(responsePath).action")
+                            guard let action = AnomalyResponse.Action(rawValue: name) else {
+                                throw error(node, "\(responsePath).action", "expected alert, penalty, block or tighten, got '\(name)'")
+                            }
+                            response.action = action
+                        case "ttl": response.ttl = try duration(node, "\(responsePath).ttl", 1_000_000_000...30 * 86_400_000_000_000)
+                        default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
+                        }
+                    }
+                    if kind == "new_source_surge", response.action != .alert {
+                        throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
+                    }
+                    configuration.anomalyResponses[kind] = response
+                }
             case "alert_log":
                 let path = try string(value, path)
                 configuration.anomalyLog = path.isEmpty ? nil : path

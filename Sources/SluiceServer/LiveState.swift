@@ -27,6 +27,8 @@ public final class LiveConfiguration: Sendable {
     let adaptive: AdaptiveGate?
     /// Whether checks are offered to anomaly detection.
     let anomaly: Bool
+    /// Whether anomaly detection's responses only report (shadow mode).
+    let anomalyShadow: Bool
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -40,6 +42,7 @@ public final class LiveConfiguration: Sendable {
         baseline = BaselineTable(numbered, series: series)
         adaptive = AdaptiveGate(numbered)
         anomaly = AnomalyService.enabled(numbered)
+        anomalyShadow = numbered.features[AnomalyService.feature]?.shadow == true
     }
 }
 

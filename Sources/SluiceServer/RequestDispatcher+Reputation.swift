@@ -16,6 +16,8 @@ struct ReputationNote {
     var blockReason = DecisionReason.reputation
     /// The adaptive feature, in shadow mode, asked for this check to be evaluated (or would have shed it).
     var adaptiveShadow = false
+    /// The kind of the anomaly response the subject or its address is under (static bytes); empty when none.
+    var anomalyKind = UnsafeRawBufferPointer(start: nil, count: 0)
     /// Shadow mode: the reason the check would have been denied; nil when it would not.
     var wouldDeny: DecisionReason?
     /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
@@ -190,6 +192,41 @@ extension RequestDispatcher {
                 }
             }
             if !shadow { notes[index].multiplier = items[index].multiplier }
+        }
+        return peeks
+    }
+
+    /// Applies the anomaly responses in force to each check whose subject or address is under one:
+    /// a block denies it (`REASON_ANOMALY`, until the response ends), a tightening scales its
+    /// limits; the verdict names the alert's kind. In shadow mode nothing is enforced: a block is
+    /// reported as `would_deny`, a tightening evaluated (returns true when one must be).
+    func applyAnomalyResponses(_ book: AnomalyResponseBook, shadow: Bool, items: UnsafeMutableBufferPointer<BatchCheck>,
+                               views: UnsafeBufferPointer<CheckView>, notes: UnsafeMutableBufferPointer<ReputationNote>) -> Bool {
+        var peeks = false
+        for index in 0..<items.count {
+            let now = items[index].now
+            let subjectBytes = views[index].subject
+            let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+            var entry = book.entry(for: subject, at: now)
+            if entry == nil, views[index].ip.count > 0 { entry = book.entry(for: AnomalyResponseBook.key(ip: views[index].ip), at: now) }
+            guard let entry else { continue }
+            notes[index].anomalyKind = AnomalyResponseBook.kindBytes[entry.kind]
+            guard !items[index].skip else { continue }
+            if entry.block {
+                if shadow {
+                    if notes[index].wouldDeny == nil { notes[index].wouldDeny = .anomaly }
+                } else {
+                    items[index].skip = true
+                    notes[index].blockedFor = max(0, entry.until - now)
+                    notes[index].blockReason = .anomaly
+                }
+            } else if shadow {
+                notes[index].peekFactor = (notes[index].peekFactor == 0 ? 1 : notes[index].peekFactor) * entry.factor
+                peeks = true
+            } else {
+                items[index].multiplier *= entry.factor
+                notes[index].multiplier = items[index].multiplier
+            }
         }
         return peeks
     }

@@ -56,7 +56,19 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         tierBook = reputation?.tiers
         baselineBook = reputation?.baselines
         load = LoadService(state: state)
-        anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly"))
+        let time = time
+        anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly")) { tenant, subject, atMs in
+            // anomaly.responses.KIND.action: penalty: an `anomaly` reputation event.
+            guard let reputation else { return }
+            var request = Sluice_V1_RecordEventsRequest()
+            request.events = [.with {
+                $0.tenant = tenant
+                $0.subject = subject
+                $0.kind = "anomaly"
+                $0.atMs = UInt64(max(0, atMs))
+            }]
+            _ = reputation.record(request, configuration: state.current.configuration, now: time.now(), completion: nil)
+        }
         self.state = state
         self.table = table
         self.counters = counters
@@ -361,7 +373,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             let gate = book == nil ? nil : live.reputation
             let adaptive = Adaptive(live, book: tierBook, baselines: baselineBook)
             let tiers = adaptive?.tiers
-            let annotated = gate != nil || adaptive != nil
+            let responses = live.anomaly && !anomaly.responses.isEmpty ? anomaly.responses : nil
+            let annotated = gate != nil || adaptive != nil || responses != nil
             return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: annotated ? count : 0) { notes -> WireError? in
                 var inOrder: Bool
                 if let gate, let book {
@@ -371,6 +384,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     inOrder = false
                 }
                 if let adaptive, applyAdaptive(adaptive, items: items, views: views, series: UnsafeBufferPointer(series), notes: notes) {
+                    inOrder = true
+                }
+                if let responses, applyAnomalyResponses(responses, shadow: live.anomalyShadow, items: items, views: views, notes: notes) {
                     inOrder = true
                 }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
@@ -414,16 +430,20 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                     withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
                         withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
                             withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: tiers == nil ? 0 : count) { tierNames in
+                              withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: responses == nil ? 0 : count) { kinds in
                                 for index in 0..<count {
                                     var fields = CheckFrameCodec.VerdictFields(decisions[index])
                                     if annotated { notes[index].annotate(&fields) }
                                     (verdicts.baseAddress! + index).initialize(to: fields)
                                     (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
                                     if tiers != nil { (tierNames.baseAddress! + index).initialize(to: notes[index].tier) }
+                                    if responses != nil { (kinds.baseAddress! + index).initialize(to: notes[index].anomalyKind) }
                                 }
                                 CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
                                                                    rules: UnsafeBufferPointer(rules),
-                                                                   tiers: tiers == nil ? nil : UnsafeBufferPointer(tierNames), into: &out)
+                                                                   tiers: tiers == nil ? nil : UnsafeBufferPointer(tierNames),
+                                                                   anomalies: responses == nil ? nil : UnsafeBufferPointer(kinds), into: &out)
+                              }
                             }
                         }
                     }

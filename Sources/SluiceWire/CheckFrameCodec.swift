@@ -319,11 +319,15 @@ public enum CheckFrameCodec {
     /// being `verdicts[i]` decided under the rule named `rules[i]` (empty for an inline limit).
     public static func writeCheckResponse(id: UInt64, verdicts: UnsafeBufferPointer<VerdictFields>,
                                           rules: UnsafeBufferPointer<UnsafeRawBufferPointer>,
-                                          tiers: UnsafeBufferPointer<UnsafeRawBufferPointer>? = nil, into out: inout ByteBuffer) {
-        // A tier name is field 15 of the verdict, after everything VerdictFields writes.
+                                          tiers: UnsafeBufferPointer<UnsafeRawBufferPointer>? = nil,
+                                          anomalies: UnsafeBufferPointer<UnsafeRawBufferPointer>? = nil, into out: inout ByteBuffer) {
+        // A tier name is field 15 of the verdict, an anomaly kind field 16 (a two-byte tag),
+        // after everything VerdictFields writes.
         @inline(__always) func tierSize(_ index: Int) -> Int {
-            guard let tiers, tiers[index].count > 0 else { return 0 }
-            return 1 + varintSize(UInt64(tiers[index].count)) + tiers[index].count
+            var size = 0
+            if let tiers, tiers[index].count > 0 { size += 1 + varintSize(UInt64(tiers[index].count)) + tiers[index].count }
+            if let anomalies, anomalies[index].count > 0 { size += 2 + varintSize(UInt64(anomalies[index].count)) + anomalies[index].count }
+            return size
         }
         var checksSize = 0
         for index in 0..<verdicts.count {
@@ -350,6 +354,12 @@ public enum CheckFrameCodec {
                     writer.byte(0x7A)
                     writer.varint(UInt64(tiers[index].count))
                     writer.bytes(tiers[index])
+                }
+                if let anomalies, anomalies[index].count > 0 {
+                    writer.byte(0x82)
+                    writer.byte(0x01)
+                    writer.varint(UInt64(anomalies[index].count))
+                    writer.bytes(anomalies[index])
                 }
             }
             return total

@@ -76,6 +76,58 @@ import Testing
         }
     }
 
+    @Test func responsesBlockTheSubjectOrTheAddressForTheirTTLAndTheVerdictSaysWhy() async throws {
+        let yaml = """
+        anomaly:
+          warmup: 1ms
+          subject_warmup: 1s
+          responses:
+            rate_spike: { action: block, ttl: 10m }
+            credential_stuffing: { action: block, ttl: 1h }
+        features: { anomaly: { enabled: true } }
+        """
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            var flooded: [UInt64] = []
+            for index in 0..<600 {
+                var check = Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
+                                       nowMs: epochMs + 20_000 + UInt64(index) * 50)
+                check.ip = "198.51.100.9"
+                flooded.append(check.nowMs)
+                _ = try await client.verdict(check)
+            }
+            // The pump runs every 100 ms: wait for the responses to be in force.
+            let service = daemon.daemon.dispatcher.anomaly
+            for _ in 0..<50 where service.responses.count < 2 { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(service.responses.count == 2)
+            // The flooding key is denied, REASON_ANOMALY, the kind named, until the block ends.
+            let later = (flooded.last ?? epochMs) + 1_000
+            let blocked = try await client.verdict(Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
+                                                              nowMs: later))
+            #expect(!blocked.allowed)
+            #expect(blocked.reason == .anomaly)
+            #expect(blocked.anomaly == "rate_spike")
+            #expect(blocked.retryAfterMs > 9 * 60_000 && blocked.retryAfterMs <= 10 * 60_000)
+            // Any subject from the stuffing address is denied; others are not.
+            var fromAddress = Make.check("someone", limit: .with { $0.limit = 10; $0.periodMs = 1_000 }, nowMs: later)
+            fromAddress.ip = "192.0.2.7"
+            let denied = try await client.verdict(fromAddress)
+            #expect(denied.reason == .anomaly && denied.anomaly == "credential_stuffing")
+            fromAddress.ip = "192.0.2.8"
+            #expect(try await client.verdict(fromAddress).allowed)
+            // After the TTL the key is served again.
+            let expired = try await client.verdict(Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
+                                                              nowMs: later + 11 * 60_000))
+            #expect(expired.allowed)
+            #expect(expired.anomaly.isEmpty)
+            await client.close()
+        }
+        let refusal = ConfigurationTests.failure("anomaly: { responses: { new_source_surge: { action: block } } }")
+        #expect(refusal.contains("its only action is alert"), "\(refusal)")
+        #expect(ConfigurationTests.failure("anomaly: { responses: { flood: { action: block } } }").contains("unknown alert kind"))
+    }
+
     @Test func withTheFeatureOffOutcomesAreAcceptedAndNothingIsDetected() async throws {
         try await TestDaemon.with(yaml: "anomaly: { warmup: 1ms }") { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)

@@ -693,6 +693,10 @@ public nonisolated struct Sluice_V1_Verdict: Sendable {
   /// The subject's tier, when it has one and the adaptive feature applies to it.
   public var tier: String = String()
 
+  /// When anomaly detection responded to this subject or its address (docs/ANOMALY.md): the
+  /// alert's kind (`rate_spike`, `credential_stuffing` …). With REASON_ANOMALY when it blocks.
+  public var anomaly: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// The subject's reputation score (0 hostile … 100 trusted) when the reputation feature
@@ -2683,7 +2687,7 @@ nonisolated extension Sluice_V1_Check: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Verdict"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0\u{1}reputation\0\u{1}multiplier\0\u{3}would_deny\0\u{3}would_deny_reason\0\u{1}tier\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}allowed\0\u{1}limit\0\u{1}remaining\0\u{3}reset_after_ms\0\u{3}retry_after_ms\0\u{1}rule\0\u{1}algorithm\0\u{3}lease_id\0\u{1}reason\0\u{3}limit_index\0\u{1}reputation\0\u{1}multiplier\0\u{3}would_deny\0\u{3}would_deny_reason\0\u{1}tier\0\u{1}anomaly\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2713,6 +2717,7 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
       case 13: try { try decoder.decodeSingularBoolField(value: &self.wouldDeny) }()
       case 14: try { try decoder.decodeSingularEnumField(value: &self.wouldDenyReason) }()
       case 15: try { try decoder.decodeSingularStringField(value: &self.tier) }()
+      case 16: try { try decoder.decodeSingularStringField(value: &self.anomaly) }()
       default: break
       }
     }
@@ -2768,6 +2773,9 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.tier.isEmpty {
       try visitor.visitSingularStringField(value: self.tier, fieldNumber: 15)
     }
+    if !self.anomaly.isEmpty {
+      try visitor.visitSingularStringField(value: self.anomaly, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2787,6 +2795,7 @@ nonisolated extension Sluice_V1_Verdict: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.wouldDeny != rhs.wouldDeny {return false}
     if lhs.wouldDenyReason != rhs.wouldDenyReason {return false}
     if lhs.tier != rhs.tier {return false}
+    if lhs.anomaly != rhs.anomaly {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

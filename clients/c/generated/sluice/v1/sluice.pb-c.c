@@ -2922,7 +2922,7 @@ const ProtobufCMessageDescriptor sluice__v1__check__descriptor =
   (ProtobufCMessageInit) sluice__v1__check__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[15] =
+static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[16] =
 {
   {
     "allowed",
@@ -3104,10 +3104,23 @@ static const ProtobufCFieldDescriptor sluice__v1__verdict__field_descriptors[15]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "anomaly",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Verdict, anomaly),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
   6,   /* field[6] = algorithm */
   0,   /* field[0] = allowed */
+  15,   /* field[15] = anomaly */
   7,   /* field[7] = lease_id */
   1,   /* field[1] = limit */
   9,   /* field[9] = limit_index */
@@ -3125,7 +3138,7 @@ static const unsigned sluice__v1__verdict__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__verdict__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
 {
@@ -3135,7 +3148,7 @@ const ProtobufCMessageDescriptor sluice__v1__verdict__descriptor =
   "Sluice__V1__Verdict",
   "sluice.v1",
   sizeof(Sluice__V1__Verdict),
-  15,
+  16,
   sluice__v1__verdict__field_descriptors,
   sluice__v1__verdict__field_indices_by_name,
   1,  sluice__v1__verdict__number_ranges,

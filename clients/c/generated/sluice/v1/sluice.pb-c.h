@@ -490,6 +490,11 @@ struct  Sluice__V1__Verdict
    * The subject's tier, when it has one and the adaptive feature applies to it.
    */
   char *tier;
+  /*
+   * When anomaly detection responded to this subject or its address (docs/ANOMALY.md): the
+   * alert's kind (`rate_spike`, `credential_stuffing` …). With REASON_ANOMALY when it blocks.
+   */
+  char *anomaly;
   Sluice__V1__Verdict__ReputationPresenceCase reputation_presence_case;
   union {
     double reputation;
@@ -497,7 +502,7 @@ struct  Sluice__V1__Verdict
 };
 #define SLUICE__V1__VERDICT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__verdict__descriptor) \
-    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0, 0, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, (char *)protobuf_c_empty_string, SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET, {0} }
+    , 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, SLUICE__V1__ALGORITHM__ALGORITHM_UNSPECIFIED, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, 0, 0, 0, SLUICE__V1__REASON__REASON_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, SLUICE__V1__VERDICT__REPUTATION_PRESENCE__NOT_SET, {0} }
 
 
 typedef enum {
