@@ -1,3 +1,4 @@
+import Foundation
 import SluiceCore
 
 /// One request as detection sees it: a check with its outcome (a trace row, or a check joined
@@ -42,6 +43,19 @@ public struct AnomalyAlert: Sendable, Equatable {
     /// The detector's severity: how many times the threshold the signal stood at.
     public var score: Double
     public var detail: String
+}
+
+extension AnomalyAlert {
+    /// The alert as one line of JSON (the alert log, `sluicectl replay`): the keys of
+    /// `shared/traces/FORMAT.md` plus `tenant` and `detail`.
+    public var jsonLine: String {
+        var object: [String: Any] = ["ts_ms": timestampMs, "scope": scope.rawValue, "kind": kind, "score": score, "detail": detail]
+        if let subject { object["subject"] = subject }
+        if let ip { object["ip"] = ip }
+        if let tenant { object["tenant"] = tenant }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
 }
 
 /// The detection thresholds (`anomaly:` in the configuration). Each signal compares a short

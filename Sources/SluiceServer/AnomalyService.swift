@@ -141,19 +141,8 @@ final class AnomalyService: Sendable {
         }
         guard let log = state.log else { return }
         var text = ""
-        for alert in alerts { text += json(alert) + "\n" }
+        for alert in alerts { text += alert.jsonLine + "\n" }
         log.write(Data(text.utf8))
-    }
-
-    /// One alert as a JSON object on one line.
-    static func json(_ alert: AnomalyAlert) -> String {
-        var object: [String: Any] = ["ts_ms": alert.timestampMs, "scope": alert.scope.rawValue, "kind": alert.kind, "score": alert.score,
-                                     "detail": alert.detail]
-        if let subject = alert.subject { object["subject"] = subject }
-        if let ip = alert.ip { object["ip"] = ip }
-        if let tenant = alert.tenant { object["tenant"] = tenant }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
     }
 
     /// Offers the outcomes of a `ReportOutcome`, validated whole first.

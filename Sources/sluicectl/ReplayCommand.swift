@@ -32,7 +32,7 @@ struct Replay: AsyncParsableCommand {
             rows += 1
             let raised = detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
                                                               ip: row.ip, route: row.route, status: row.status, cost: row.cost))
-            for alert in raised { lines.append(try Self.json(alert)) }
+            for alert in raised { lines.append(alert.jsonLine) }
         }
         } catch let error as TraceError {
             throw Failure(error.description)
@@ -43,14 +43,5 @@ struct Replay: AsyncParsableCommand {
         FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
                                                    rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
                                                    tracked.sources).utf8))
-    }
-
-    static func json(_ alert: AnomalyAlert) throws -> String {
-        var object: [String: Any] = ["ts_ms": alert.timestampMs, "scope": alert.scope.rawValue, "kind": alert.kind, "score": alert.score,
-                                     "detail": alert.detail]
-        if let subject = alert.subject { object["subject"] = subject }
-        if let ip = alert.ip { object["ip"] = ip }
-        if let tenant = alert.tenant { object["tenant"] = tenant }
-        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     }
 }
