@@ -17,7 +17,12 @@ import Testing
         var global: Bool
     }
 
-    @Test func theSampleTraceIsDetectedWithFewFalsePositives() throws {
+    /// CI lays a copy of shared/ beside the clone; a checkout without it skips this test (and
+    /// `.ci/run` says so), rather than failing on a file that is not the repository's.
+    static var sampleExists: Bool { FileManager.default.fileExists(atPath: shared.appendingPathComponent("dev-sample.labels.json").path) }
+
+    @Test(.enabled(if: AnomalyReplayTests.sampleExists, "../shared/traces/dev-sample is not beside the repository"))
+    func theSampleTraceIsDetectedWithFewFalsePositives() throws {
         let trace = Self.shared.appendingPathComponent("dev-sample.csv.gz").path
         let labelsPath = Self.shared.appendingPathComponent("dev-sample.labels.json")
         let labelsData = try #require(FileManager.default.contents(atPath: labelsPath.path),
