@@ -140,9 +140,9 @@ public final class AnomalyDetector {
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// Distinct ids requested in the current minute.
+        /// Distinct ids requested in the current minute, counted in 16 bytes (no allocation).
         var idMinute: Int64 = -1
-        var ids: Set<UInt64> = []
+        var ids = LinearCounter()
         /// Distinct ids in an active minute, smoothed: the subject's own normal.
         var idsBaseline: Double = 0
         var idsSamples = 0
@@ -315,21 +315,21 @@ public final class AnomalyDetector {
             if subject.idMinute != minute {
                 // The minute that ended is one sample of the subject's normal, unless it was an
                 // anomaly (while the subject is new, every minute is).
-                let closed = Double(subject.ids.count)
+                let closed = subject.ids.estimate
                 if subject.idMinute >= 0, closed < idThreshold || !settled {
                     subject.idsBaseline += (closed - subject.idsBaseline) / (subject.idsSamples == 0 ? 1 : 30)
                     subject.idsSamples += 1
                 }
                 subject.idMinute = minute
-                subject.ids = []
+                subject.ids = LinearCounter()
                 idThreshold = max(Double(settings.enumerationDistinctIds), settings.spikeFactor / 2 * subject.idsBaseline)
             }
-            if subject.ids.count < 256 { subject.ids.insert(id) }
-            if !learning, Double(subject.ids.count) >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
+            subject.ids.add(id)
+            if !learning, subject.ids.estimate >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
                 subject.lastAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                                           kind: "enumeration", score: Double(subject.ids.count) / idThreshold,
-                                           detail: String(format: "%d distinct ids within a minute, normal %.1f", subject.ids.count,
+                                           kind: "enumeration", score: subject.ids.estimate / idThreshold,
+                                           detail: String(format: "%.0f distinct ids within a minute, normal %.1f", subject.ids.estimate,
                                                           subject.idsBaseline)))
             }
         }
@@ -344,5 +344,31 @@ public final class AnomalyDetector {
         lastSweep = now
         subjects = subjects.filter { now - $0.value.lastSeen < settings.idleMs }
         sources = sources.filter { now - $0.value.lastSeen < settings.idleMs }
+    }
+}
+
+/// Distinct values in a 128-bit bitmap (linear counting, Whang et al.): within a few percent up
+/// to about 150 distinct values, saturating at about 620, in 16 bytes and no allocation, which
+/// is what a per-subject, per-minute count needs for millions of subjects.
+public struct LinearCounter: Sendable, Equatable {
+    var low: UInt64 = 0
+    var high: UInt64 = 0
+
+    public init() {}
+
+    /// Counts `value` (any 64-bit value; it is mixed before use).
+    @inline(__always)
+    public mutating func add(_ value: UInt64) {
+        var mixed = value &* 0x9E37_79B9_7F4A_7C15
+        mixed ^= mixed >> 29
+        mixed = mixed &* 0xBF58_476D_1CE4_E5B9
+        let bit = Int(truncatingIfNeeded: mixed >> 57)
+        if bit < 64 { low |= 1 << UInt64(bit) } else { high |= 1 << UInt64(bit - 64) }
+    }
+
+    /// The estimated number of distinct values added.
+    public var estimate: Double {
+        let zeros = 128 - low.nonzeroBitCount - high.nonzeroBitCount
+        return zeros == 0 ? 128 * log(128.0) : -128 * log(Double(zeros) / 128)
     }
 }

@@ -98,3 +98,24 @@ import Testing
         #expect(a.bytes == 4_096)
     }
 }
+
+@Suite struct LinearCounterTests {
+    @Test func countsDistinctValuesWithinAFewPercentUpToAHundredAndFifty() {
+        for distinct in [1, 5, 20, 50, 100, 150] {
+            var errors: [Double] = []
+            for trial in 0..<50 {
+                var counter = LinearCounter()
+                for value in 0..<distinct {
+                    let id = UInt64(trial * 1_000_003 + value * 7_919)
+                    counter.add(id)
+                    counter.add(id)   // duplicates do not count
+                }
+                errors.append(abs(counter.estimate - Double(distinct)) / Double(distinct))
+            }
+            let mean = errors.reduce(0, +) / Double(errors.count)
+            #expect(mean < 0.1, "\(distinct): mean relative error \(mean)")
+        }
+        #expect(LinearCounter().estimate == 0)
+        #expect(MemoryLayout<LinearCounter>.size == 16)
+    }
+}
