@@ -335,7 +335,8 @@ public final class AnomalyDetector {
         }
         subjects[subjectKey] = subject
 
-        if now - lastSweep >= 60_000 { sweep(now: now) }
+        // A quarter of the idle time between sweeps: each one walks every entry.
+        if now - lastSweep >= max(60_000, settings.idleMs / 4) { sweep(now: now) }
         return alerts
     }
 

@@ -98,9 +98,52 @@ public enum TraceReader {
         try parse(contents(of: path), name: path, limit: limit)
     }
 
-    /// Calls `body` with each row of the trace at `path`, in order, without keeping them.
+    /// Calls `body` with each row of the trace at `path`, in order, without keeping them: the
+    /// file is decompressed and parsed 4 MiB at a time, so memory does not grow with its length.
     public static func forEachRow(path: String, limit: Int? = nil, _ body: (TraceRow) throws -> Void) throws {
-        try forEachRow(contents(of: path), name: path, limit: limit, body)
+        guard FileManager.default.isReadableFile(atPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
+        let process = Process()
+        let input: FileHandle
+        if path.hasSuffix(".gz") {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["gzip", "-dc", path]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            input = pipe.fileHandleForReading
+        } else {
+            guard let handle = FileHandle(forReadingAtPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
+            input = handle
+        }
+        defer {
+            if process.isRunning { process.terminate() }
+            try? input.close()
+        }
+        var pending = Data()
+        var state = ParseState()
+        while true {
+            let chunk = try input.read(upToCount: 4 << 20) ?? Data()
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            // Whole lines only; the rest waits for the next chunk.
+            guard let lastNewline = pending.lastIndex(of: 10) else { continue }
+            let whole = pending[pending.startIndex...lastNewline]
+            if try !forEachRow(Data(whole), name: path, limit: limit, state: &state, body) { return }
+            pending = Data(pending[pending.index(after: lastNewline)...])
+        }
+        if !pending.isEmpty { _ = try forEachRow(pending, name: path, limit: limit, state: &state, body) }
+        if path.hasSuffix(".gz") {
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw TraceError(description: "\(path): gzip -dc failed") }
+        }
+        if state.lineNumber == 0 { throw TraceError(description: "\(path): the file is empty (no header)") }
+    }
+
+    /// Where a parse stopped, to go on with the next chunk.
+    struct ParseState {
+        var lineNumber = 0
+        var rows = 0
+        var previous: UInt64 = 0
     }
 
     /// The bytes of a trace file, decompressed.
@@ -133,11 +176,24 @@ public enum TraceReader {
     /// Parses the rows of `data` one at a time, in place (no copy of a line or a field but the
     /// strings a row keeps): several hundred thousand rows a second.
     public static func forEachRow(_ data: Data, name: String, limit: Int? = nil, _ body: (TraceRow) throws -> Void) throws {
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            guard let base = raw.baseAddress else { throw TraceError(description: "\(name): the file is empty (no header)") }
+        guard !data.isEmpty else { throw TraceError(description: "\(name): the file is empty (no header)") }
+        var state = ParseState()
+        _ = try forEachRow(data, name: name, limit: limit, state: &state, body)
+    }
+
+    /// Parses the whole lines of `data` after those `state` has seen; false once `limit` rows were read.
+    static func forEachRow(_ data: Data, name: String, limit: Int?, state: inout ParseState, _ body: (TraceRow) throws -> Void) throws -> Bool {
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
+            guard let base = raw.baseAddress else { return true }
             let size = raw.count
-            var position = 0, lineNumber = 0, rows = 0
-            var previous: UInt64 = 0
+            var position = 0
+            var lineNumber = state.lineNumber, rows = state.rows
+            var previous = state.previous
+            defer {
+                state.lineNumber = lineNumber
+                state.rows = rows
+                state.previous = previous
+            }
             while position < size {
                 let remaining = size - position
                 let newline = memchr(base + position, 10, remaining)
@@ -152,7 +208,7 @@ public enum TraceReader {
                     }
                     continue
                 }
-                if let limit, rows >= limit { return }
+                if let limit, rows >= limit { return false }
                 var fields: [UnsafeRawBufferPointer] = []
                 fields.reserveCapacity(7)
                 var start = 0
@@ -172,6 +228,7 @@ public enum TraceReader {
                                   subject: String(decoding: fields[2], as: UTF8.self), ip: String(decoding: fields[3], as: UTF8.self),
                                   route: String(decoding: fields[4], as: UTF8.self), status: Int(status), cost: cost))
             }
+            return true
         }
     }
 
