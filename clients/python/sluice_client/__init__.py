@@ -61,9 +61,12 @@ class Check:
     subject: str = ""
     hits: int | None = None
     now_ms: int = 0  # read only by a daemon started with --clock request
+    ip: str = ""     # the client's address, for anomaly detection (docs/ANOMALY.md)
+    route: str = ""  # "METHOD /concrete/path", for anomaly detection
 
     def to_proto(self) -> pb.Check:
-        message = pb.Check(tenant=self.tenant, key=self.key, subject=self.subject, now_ms=self.now_ms)
+        message = pb.Check(tenant=self.tenant, key=self.key, subject=self.subject, now_ms=self.now_ms,
+                           ip=self.ip, route=self.route)
         if self.hits is not None:
             message.hits = self.hits  # sets the hits_presence oneof, so 0 is sent as a peek
         if self.rule:
@@ -276,6 +279,16 @@ class Client:
         self._send(self._request(stats=pb.StatsRequest()))
         s = self._receive().stats
         return {field.name: value for field, value in s.ListFields()}
+
+    # -- anomaly detection (docs/ANOMALY.md) -----------------------------------------------
+    def report_outcomes(self, outcomes: list[dict]) -> int:
+        """Reports what the upstream answered to checked requests: each a dict with ``subject``
+        and ``status`` (and optionally ``tenant``, ``ip``, ``route``, ``time_ms``). Returns how
+        many the daemon took (0 while its anomaly feature is off)."""
+        self._require_idle()
+        body = pb.ReportOutcomeRequest(outcomes=[pb.Outcome(**o) for o in outcomes])
+        self._send(self._request(report_outcome=body))
+        return self._receive().report_outcome.recorded
 
     # -- reputation (docs/REPUTATION.md) ---------------------------------------------------
     def record_events(self, events: list[Event], durable: bool = False) -> int:

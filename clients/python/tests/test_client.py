@@ -140,6 +140,19 @@ class DaemonTests(unittest.TestCase):
             self.assertEqual(refused.exception.check_index, 0)
 
 
+    def test_ip_route_and_outcomes(self):
+        with Client(f"unix:{self.socket_path}") as sluice:
+            verdict = sluice.check("py-anon", rule="default", ip="203.0.113.9", route="GET /api/items/7",
+                                   now_ms=int(time.time() * 1000))
+            self.assertTrue(verdict.allowed)
+            # The embedded default leaves anomaly detection off: outcomes are taken, not recorded.
+            self.assertEqual(sluice.report_outcomes([{"subject": "py-anon", "ip": "203.0.113.9", "status": 401}]), 0)
+            with self.assertRaises(SluiceError) as refused:
+                sluice.report_outcomes([{"subject": "py-anon", "status": 200}, {"subject": "py-anon", "status": 42}])
+            self.assertEqual(refused.exception.code, "invalid_argument")
+            self.assertEqual(refused.exception.check_index, 1)
+
+
 class BrokenConnectionTests(unittest.TestCase):
     def test_unreachable(self):
         with self.assertRaises(SluiceConnectionError):
