@@ -168,6 +168,7 @@ let package = Package(
             dependencies: [
                 "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

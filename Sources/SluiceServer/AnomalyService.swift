@@ -34,6 +34,8 @@ final class AnomalyService: Sendable {
     let tap = EventTap<Event>(capacity: 1 << 16)
     /// Blocks and tightenings in force, read by checks.
     let responses = AnomalyResponseBook()
+    /// Where alerts are POSTed, when `anomaly.webhook` is set.
+    let webhook: AlertWebhook
     /// Records a reputation penalty (`anomaly` event) for a subject.
     let penalize: @Sendable (_ tenant: String, _ subject: String, _ atMs: Int64) -> Void
     let pump: EventPump<Event>
@@ -46,13 +48,15 @@ final class AnomalyService: Sendable {
         self.live = live
         self.logger = logger
         self.penalize = penalize
+        let webhook = AlertWebhook(logger: logger)
+        self.webhook = webhook
         let responses = responses
         let configuration = live.current.configuration
         let state = NIOLockedValueBox(State(detector: AnomalyDetector(settings: configuration.anomaly)))
         self.state = state
         pump = EventPump(tap: tap, queue: DispatchQueue(label: "sluice.anomaly", qos: .utility), interval: .milliseconds(100),
                          batchLimit: 8_192) { events in
-            Self.consume(events, state: state, live: live, logger: logger, responses: responses, penalize: penalize)
+            Self.consume(events, state: state, live: live, logger: logger, responses: responses, penalize: penalize, webhook: webhook)
         }
     }
 
@@ -69,7 +73,7 @@ final class AnomalyService: Sendable {
     }
 
     static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger,
-                        responses: AnomalyResponseBook, penalize: @Sendable (String, String, Int64) -> Void) {
+                        responses: AnomalyResponseBook, penalize: @Sendable (String, String, Int64) -> Void, webhook: AlertWebhook) {
         let configuration = live.current.configuration
         state.withLockedValue { state in
             if state.detector.settings != configuration.anomaly {
@@ -91,6 +95,7 @@ final class AnomalyService: Sendable {
             state.recent.append(contentsOf: alerts)
             if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
             write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
+            if let settings = configuration.anomalyWebhook { webhook.send(alerts, to: settings) }
         }
     }
 

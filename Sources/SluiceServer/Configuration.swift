@@ -147,6 +147,8 @@ public struct Configuration: Sendable {
     public var anomalyLog: String?
     /// What anomaly detection does per alert kind (`anomaly.responses`); a kind not named only alerts.
     public var anomalyResponses: [String: AnomalyResponse] = [:]
+    /// Where alerts are POSTed (`anomaly.webhook`); nil: nowhere.
+    public var anomalyWebhook: WebhookSettings?
 
     /// The built-in defaults (what the embedded default file also says).
     public init() {}

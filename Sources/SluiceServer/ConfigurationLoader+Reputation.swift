@@ -227,7 +227,7 @@ extension Reader {
         var settings = configuration.anomaly
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
-                         "alert_log", "responses"]
+                         "alert_log", "responses", "webhook"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
             let path = "anomaly.\(key)"
             switch key {
@@ -265,6 +265,27 @@ extension Reader {
                     }
                     configuration.anomalyResponses[kind] = response
                 }
+            case "webhook":
+                var webhook: WebhookSettings?
+                var retries: Int?, backoff: Int64?, timeout: Int64?
+                for (key, node) in try mapping(value, path, keys: ["url", "retries", "backoff", "timeout"]) {
+                    switch key {
+                    case "url":
+                        let url = try string(node, "\(path).url")
+                        guard let parsed = WebhookSettings(url: url) else {
+                            throw error(node, "\(path).url", "expected http://HOST[:PORT]/PATH (plain HTTP; put a local relay in front of HTTPS), got '\(url)'")
+                        }
+                        webhook = parsed
+                    case "retries": retries = try integer(node, "\(path).retries", 0...20)
+                    case "backoff": backoff = try duration(node, "\(path).backoff", 1_000_000...600_000_000_000)
+                    default: timeout = try duration(node, "\(path).timeout", 1_000_000...600_000_000_000)
+                    }
+                }
+                guard var settings = webhook else { throw error(value, "\(path).url", "required: where alerts are POSTed") }
+                if let retries { settings.retries = retries }
+                if let backoff { settings.backoff = backoff }
+                if let timeout { settings.timeout = timeout }
+                configuration.anomalyWebhook = settings
             case "alert_log":
                 let path = try string(value, path)
                 configuration.anomalyLog = path.isEmpty ? nil : path

@@ -137,6 +137,11 @@ final class MetricsExporter: Sendable {
             for kind in ["credential_stuffing", "enumeration", "new_source_surge", "rate_spike"] {
                 counter("sluice_anomaly_alerts_total", "Anomaly alerts raised, by kind.", [("kind", kind)], anomaly.alertsByKind[kind] ?? 0)
             }
+            let webhook = anomaly.webhook.counts
+            for (result, value) in [("delivered", webhook.delivered), ("failed", webhook.failed), ("dropped", webhook.dropped)] {
+                counter("sluice_anomaly_webhook_alerts_total", "Alerts POSTed to anomaly.webhook: delivered, failed after every retry, or dropped (queue full).",
+                        [("result", result)], value)
+            }
             counter("sluice_anomaly_events_dropped_total", "Checks and outcomes dropped because anomaly detection's queue was full.", [],
                     anomaly.tap.dropped)
         }

@@ -1,4 +1,8 @@
 import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 import SluiceClient
 import SluiceCore
 import SluiceProto
@@ -126,6 +130,75 @@ import Testing
         let refusal = ConfigurationTests.failure("anomaly: { responses: { new_source_surge: { action: block } } }")
         #expect(refusal.contains("its only action is alert"), "\(refusal)")
         #expect(ConfigurationTests.failure("anomaly: { responses: { flood: { action: block } } }").contains("unknown alert kind"))
+    }
+
+    /// A webhook receiver: answers 503 to the first `failures` requests, then 200; keeps the bodies.
+    final class Receiver: ChannelInboundHandler, Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let log: NIOLockedValueBox<(requests: Int, bodies: [String])>
+        let failures: Int
+        let body = NIOLockedValueBox("")
+
+        init(log: NIOLockedValueBox<(requests: Int, bodies: [String])>, failures: Int) {
+            self.log = log
+            self.failures = failures
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head: body.withLockedValue { $0 = "" }
+            case .body(var buffer): body.withLockedValue { $0 += buffer.readString(length: buffer.readableBytes) ?? "" }
+            case .end:
+                let text = body.withLockedValue { $0 }
+                let count = log.withLockedValue { log -> Int in
+                    log.requests += 1
+                    log.bodies.append(text)
+                    return log.requests
+                }
+                let status: HTTPResponseStatus = count <= failures ? .serviceUnavailable : .ok
+                var head = HTTPResponseHead(version: .http1_1, status: status)
+                head.headers.add(name: "Content-Length", value: "0")
+                context.write(wrapOutboundOut(.head(head)), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+
+    @Test func alertsArePostedToTheWebhookAndRetriedWithBackoffUntilAccepted() async throws {
+        let log = NIOLockedValueBox<(requests: Int, bodies: [String])>((0, []))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Receiver(log: log, failures: 2))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        let yaml = """
+        anomaly: { warmup: 1ms, webhook: { url: "http://127.0.0.1:\(port)/hooks/sluice", retries: 3, backoff: 50ms, timeout: 2s } }
+        features: { anomaly: { enabled: true } }
+        """
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            for _ in 0..<60 where log.withLockedValue({ $0.requests }) < 3 { try await Task.sleep(for: .milliseconds(100)) }
+            let (requests, bodies) = log.withLockedValue { ($0.requests, $0.bodies) }
+            // Two 503s, then accepted: the same batch each time, a JSON array of alerts.
+            #expect(requests == 3)
+            #expect(Set(bodies).count == 1)
+            let alerts = try #require(try JSONSerialization.jsonObject(with: Data((bodies.first ?? "").utf8)) as? [[String: Any]])
+            #expect(alerts.first?["kind"] as? String == "credential_stuffing")
+            #expect(alerts.first?["ip"] as? String == "192.0.2.7")
+            let metricsPort = try #require(daemon.daemon.metricsAddress?.port)
+            let body = try HTTPGet.get(port: metricsPort, path: "/metrics").body
+            #expect(sample("sluice_anomaly_webhook_alerts_total{result=\"delivered\"}", in: body) == 1)
+            await client.close()
+        }
+        try await server.close()
+        try await group.shutdownGracefully()
+        #expect(ConfigurationTests.failure("anomaly: { webhook: { url: \"https://example.com/x\" } }").contains("plain HTTP"))
     }
 
     @Test func withTheFeatureOffOutcomesAreAcceptedAndNothingIsDetected() async throws {
