@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SluiceCore
 import SluiceServer
@@ -82,6 +83,10 @@ struct Sluiced: AsyncParsableCommand {
         let metricsRegistry = SluiceMetrics()
         MetricsSystem.bootstrap(metricsRegistry.factory)
         let logger = Logger(label: "sluiced")
+        // SIGTERM and SIGINT are caught from here on, before any socket is bound: one that
+        // arrives while the daemon starts (a supervisor that gives up) shuts it down gracefully
+        // once the service group runs, instead of killing it with the signal's default action.
+        let early = EarlyShutdownSignals()
         let daemon: SluiceDaemon
         do {
             let reload: @Sendable () throws -> Configuration = { [self] in try resolvedConfiguration() }
@@ -96,7 +101,9 @@ struct Sluiced: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
+        early.forward(to: group)
         try await group.run()
+        early.cancel()
         await daemon.close()
     }
 
@@ -147,3 +154,44 @@ struct Sluiced: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Catches SIGTERM and SIGINT from the start of the process, and forwards them to the service
+/// group once it exists (the group installs its own handlers only when it runs).
+final class EarlyShutdownSignals {
+    let sources: [any DispatchSourceSignal]
+    let state = NIOLockedValueBox<(requested: Bool, group: ServiceGroup?)>((false, nil))
+
+    init() {
+        let queue = DispatchQueue(label: "sluiced.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: queue)
+            sources.append(source)
+        }
+        self.sources = sources
+        for source in sources {
+            source.setEventHandler { [state] in
+                let group = state.withLockedValue { state -> ServiceGroup? in
+                    state.requested = true
+                    return state.group
+                }
+                if let group { Task { await group.triggerGracefulShutdown() } }
+            }
+            source.resume()
+        }
+    }
+
+    /// From now on signals go to `group`; one that came before shuts it down at once.
+    func forward(to group: ServiceGroup) {
+        let requested = state.withLockedValue { state -> Bool in
+            state.group = group
+            return state.requested
+        }
+        if requested { Task { await group.triggerGracefulShutdown() } }
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+}
