@@ -104,6 +104,7 @@ final class AnomalyService: Sendable {
     static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook,
                         penalize: @Sendable (String, String, Int64) -> Void) {
         let shadow = configuration.features[feature]?.shadow == true
+        let rollout = configuration.features[feature].map(CompiledFlag.init)
         if let newest = alerts.last?.timestampMs, !responses.isEmpty { responses.expire(now: newest &* 1_000_000) }
         for alert in alerts {
             guard let response = configuration.anomalyResponses[alert.kind], response.action != .alert,
@@ -117,7 +118,9 @@ final class AnomalyService: Sendable {
             switch response.action {
             case .alert: continue
             case .penalty:
-                if !shadow, alert.scope == .subject, let subject = alert.subject { penalize(alert.tenant ?? "", subject, alert.timestampMs) }
+                if !shadow, alert.scope == .subject, let subject = alert.subject, rollout?.includes(key) ?? true {
+                    penalize(alert.tenant ?? "", subject, alert.timestampMs)
+                }
             case .block, .tighten:
                 responses.set(.init(kind: kind, block: response.action == .block, factor: response.factor,
                                     until: alert.timestampMs &* 1_000_000 &+ response.ttl), for: key)

@@ -29,6 +29,8 @@ public final class LiveConfiguration: Sendable {
     let anomaly: Bool
     /// Whether anomaly detection's responses only report (shadow mode).
     let anomalyShadow: Bool
+    /// The subjects anomaly detection's responses apply to (its rollout); detection sees all.
+    let anomalyRollout: CompiledFlag?
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -43,6 +45,7 @@ public final class LiveConfiguration: Sendable {
         adaptive = AdaptiveGate(numbered)
         anomaly = AnomalyService.enabled(numbered)
         anomalyShadow = numbered.features[AnomalyService.feature]?.shadow == true
+        anomalyRollout = numbered.features[AnomalyService.feature].map(CompiledFlag.init)
     }
 }
 

@@ -200,13 +200,15 @@ extension RequestDispatcher {
     /// a block denies it (`REASON_ANOMALY`, until the response ends), a tightening scales its
     /// limits; the verdict names the alert's kind. In shadow mode nothing is enforced: a block is
     /// reported as `would_deny`, a tightening evaluated (returns true when one must be).
-    func applyAnomalyResponses(_ book: AnomalyResponseBook, shadow: Bool, items: UnsafeMutableBufferPointer<BatchCheck>,
+    func applyAnomalyResponses(_ book: AnomalyResponseBook, shadow: Bool, rollout: CompiledFlag?, items: UnsafeMutableBufferPointer<BatchCheck>,
                                views: UnsafeBufferPointer<CheckView>, notes: UnsafeMutableBufferPointer<ReputationNote>) -> Bool {
         var peeks = false
         for index in 0..<items.count {
             let now = items[index].now
             let subjectBytes = views[index].subject
             let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+            // Responses apply to the subjects in the flag's rollout; detection sees everyone.
+            if let rollout, rollout.threshold < FeatureFlag.buckets, !rollout.includes(subject) { continue }
             var entry = book.entry(for: subject, at: now)
             if entry == nil, views[index].ip.count > 0 { entry = book.entry(for: AnomalyResponseBook.key(ip: views[index].ip), at: now) }
             guard let entry else { continue }

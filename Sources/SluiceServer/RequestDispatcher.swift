@@ -386,7 +386,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
                 if let adaptive, applyAdaptive(adaptive, items: items, views: views, series: UnsafeBufferPointer(series), notes: notes) {
                     inOrder = true
                 }
-                if let responses, applyAnomalyResponses(responses, shadow: live.anomalyShadow, items: items, views: views, notes: notes) {
+                if let responses, applyAnomalyResponses(responses, shadow: live.anomalyShadow, rollout: live.anomalyRollout, items: items,
+                                                         views: views, notes: notes) {
                     inOrder = true
                 }
                 withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in

@@ -201,6 +201,29 @@ import Testing
         #expect(ConfigurationTests.failure("anomaly: { webhook: { url: \"https://example.com/x\" } }").contains("plain HTTP"))
     }
 
+    @Test func responsesApplyOnlyToTheRolloutWhileDetectionSeesEveryone() async throws {
+        let yaml = """
+        anomaly: { warmup: 1ms, responses: { credential_stuffing: { action: block, ttl: 1h } } }
+        features: { anomaly: { enabled: true, rollout: 0 } }
+        """
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            let service = daemon.daemon.dispatcher.anomaly
+            for _ in 0..<50 where service.recent.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            // Detected and in the book...
+            #expect(service.recent.map(\.kind) == ["credential_stuffing"])
+            #expect(service.responses.count == 1)
+            // ... but no subject is in a 0 % rollout: nothing is blocked.
+            var check = Make.check("someone", limit: .with { $0.limit = 10; $0.periodMs = 1_000 }, nowMs: epochMs + 20_000)
+            check.ip = "192.0.2.7"
+            let verdict = try await client.verdict(check)
+            #expect(verdict.allowed)
+            #expect(verdict.anomaly.isEmpty)
+            await client.close()
+        }
+    }
+
     @Test func withTheFeatureOffOutcomesAreAcceptedAndNothingIsDetected() async throws {
         try await TestDaemon.with(yaml: "anomaly: { warmup: 1ms }") { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)
