@@ -110,7 +110,8 @@ public struct UpstreamRun: Sendable {
             done.signal()
         }
         done.wait()
-        let recorded = try result.withLockedValue { $0! }.get()
+        guard let outcome = result.withLockedValue({ $0 }) else { throw UpstreamTimeout() }
+        let recorded = try outcome.get()
         return try summarize(recorded.seconds, startedAt: recorded.startedAt, tierNames: tiers.map(\.name))
     }
 

@@ -30,11 +30,8 @@ final class BaselineTable: Sendable {
 
     init?(_ configuration: Configuration, series: CheckSeries) {
         guard let gate = AdaptiveGate(configuration) else { return nil }
-        entries = series.labels.map { labels -> Entry? in
-            guard labels.rule != CheckSeries.inlineRule else { return nil }
-            let tenant = labels.tenant == CheckSeries.defaultTenant || labels.tenant == CheckSeries.otherTenant ? "" : labels.tenant
-            guard let rule = configuration.rule(labels.rule, tenant: tenant), let baseline = rule.baseline,
-                  let first = rule.limits.first else { return nil }
+        entries = series.rules(in: configuration).map { rule -> Entry? in
+            guard let rule, let baseline = rule.baseline, let first = rule.limits.first else { return nil }
             return Entry(factor: baseline.factor, floor: Double(baseline.floor), ceiling: Double(baseline.ceiling),
                          limit: Double(first.spec.limit), period: Double(first.spec.period) / 1e9)
         }

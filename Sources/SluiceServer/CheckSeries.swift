@@ -52,6 +52,16 @@ struct CheckSeries: Sendable {
         return CheckSeries(labels: labels, defaultBase: defaultBase, otherBase: otherBase)
     }
 
+    /// The rule each series counts (nil for inline limits), as its tenant sees it: the tenant's
+    /// own first, then the global one; `_default` and `_other` see the global rules.
+    func rules(in configuration: Configuration) -> [Configuration.Rule?] {
+        labels.map { labels in
+            guard labels.rule != Self.inlineRule else { return nil }
+            let tenant = labels.tenant == Self.defaultTenant || labels.tenant == Self.otherTenant ? "" : labels.tenant
+            return configuration.rule(labels.rule, tenant: tenant)
+        }
+    }
+
     /// The counter of `reason` within `series`.
     @inline(__always)
     static func counter(series: Int, reason: DecisionReason) -> Int {

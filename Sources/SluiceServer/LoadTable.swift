@@ -32,10 +32,8 @@ final class LoadTable: @unchecked Sendable {
         guard let gate = AdaptiveGate(configuration) else { return nil }
         var services: [String] = []
         var slots: [String: Int32] = [:]
-        slotOfSeries = series.labels.map { labels -> Int32 in
-            guard labels.rule != CheckSeries.inlineRule else { return -1 }
-            let tenant = labels.tenant == CheckSeries.defaultTenant || labels.tenant == CheckSeries.otherTenant ? "" : labels.tenant
-            guard let service = configuration.rule(labels.rule, tenant: tenant)?.service else { return -1 }
+        slotOfSeries = series.rules(in: configuration).map { rule -> Int32 in
+            guard let service = rule?.service else { return -1 }
             if let slot = slots[service] { return slot }
             let slot = Int32(services.count)
             services.append(service)

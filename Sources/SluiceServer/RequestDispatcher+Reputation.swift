@@ -18,6 +18,9 @@ struct ReputationNote {
     var adaptiveShadow = false
     /// The kind of the anomaly response the subject or its address is under (static bytes); empty when none.
     var anomalyKind = UnsafeRawBufferPointer(start: nil, count: 0)
+    /// The subject's fingerprint, once a feature needed it (see ``RequestDispatcher/subject(_:items:views:notes:)``).
+    var subject = Fingerprint(high: 0, low: 0)
+    var hasSubject = false
     /// Shadow mode: the reason the check would have been denied; nil when it would not.
     var wouldDeny: DecisionReason?
     /// Shadow mode: the check must also be evaluated with its limits this many times smaller; 0
@@ -53,9 +56,9 @@ extension RequestDispatcher {
         unmanaged._withUnsafeGuaranteedRef { book in
             for index in 0..<items.count {
                 var note = ReputationNote()
-                // The subject's fingerprint: the key's when the check names no subject.
-                let subjectBytes = views[index].subject
-                let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+                let subject = Self.subject(of: views[index], key: items[index].key)
+                note.subject = subject
+                note.hasSubject = true
                 if gate.includes(subject) {
                     let now = items[index].now
                     if book.mayTrack(subject), let score = book.score(of: subject, at: now, neutral: gate.neutral, halfLife: gate.halfLife) {
@@ -91,6 +94,24 @@ extension RequestDispatcher {
             }
         }
         return peeks
+    }
+
+    /// The fingerprint of a check's subject: the key's when the check names no subject.
+    @inline(__always)
+    static func subject(of view: CheckView, key: Fingerprint) -> Fingerprint {
+        view.subject.count == 0 ? key : Fingerprint.of(tenant: view.tenant, key: view.subject)
+    }
+
+    /// Check `index`'s subject fingerprint, hashed at most once per check whichever features
+    /// (reputation, adaptive, anomaly responses) ask for it.
+    @inline(__always)
+    func subject(_ index: Int, items: UnsafeMutableBufferPointer<BatchCheck>, views: UnsafeBufferPointer<CheckView>,
+                 notes: UnsafeMutableBufferPointer<ReputationNote>) -> Fingerprint {
+        if notes[index].hasSubject { return notes[index].subject }
+        let subject = Self.subject(of: views[index], key: items[index].key)
+        notes[index].subject = subject
+        notes[index].hasSubject = true
+        return subject
     }
 
     /// What the adaptive feature reads for one request, from the configuration in force.
@@ -140,8 +161,7 @@ extension RequestDispatcher {
             let slot = adaptive.load?.slot(ofSeries: series[index]) ?? -1
             let relative = adaptive.baseline?.entries[series[index]]
             guard adaptive.tiers != nil || slot >= 0 || relative != nil else { continue }
-            let subjectBytes = views[index].subject
-            let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+            let subject = subject(index, items: items, views: views, notes: notes)
             guard adaptive.gate.includes(subject) else { continue }
             var tierClass = adaptive.untiered
             var ownLimits = false
@@ -205,8 +225,7 @@ extension RequestDispatcher {
         var peeks = false
         for index in 0..<items.count {
             let now = items[index].now
-            let subjectBytes = views[index].subject
-            let subject = subjectBytes.count == 0 ? items[index].key : Fingerprint.of(tenant: views[index].tenant, key: subjectBytes)
+            let subject = subject(index, items: items, views: views, notes: notes)
             // Responses apply to the subjects in the flag's rollout; detection sees everyone.
             if let rollout, rollout.threshold < FeatureFlag.buckets, !rollout.includes(subject) { continue }
             var entry = book.entry(for: subject, at: now)
