@@ -74,6 +74,18 @@ public final class SluiceClient: Sendable {
         return responses
     }
 
+    /// Sends a streaming request (`WatchAlerts`) and returns every answer it gets: the first one,
+    /// then each frame the daemon pushes with its id. An error answer ends the stream with
+    /// ``ClientError/refused(_:)``; the connection closing ends it with
+    /// ``ClientError/connectionClosed``. Other requests may share the connection meanwhile.
+    public func stream(_ request: WireRequest) -> AsyncThrowingStream<WireResponse, any Error> {
+        var request = request
+        assignID(&request)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: WireResponse.self, bufferingPolicy: .bufferingNewest(10_000))
+        channel.writeAndFlush(PendingStream(request: request, continuation: continuation), promise: nil)
+        return stream
+    }
+
     /// Writes raw bytes, exactly as given (for tests and tools that probe the daemon).
     public func writeRaw(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(RawBytes(bytes: bytes)).get()
@@ -96,11 +108,18 @@ public enum ClientError: Error, Equatable, Sendable {
     case unexpectedResponse(id: UInt64)
     /// An answer did not decode.
     case malformedResponse
+    /// A streaming request was answered with an error.
+    case refused(Sluice_V1_Error)
 }
 
 struct PendingRequest {
     var request: WireRequest
     var promise: EventLoopPromise<WireResponse>
+}
+
+struct PendingStream {
+    var request: WireRequest
+    var continuation: AsyncThrowingStream<WireResponse, any Error>.Continuation
 }
 
 struct RawBytes {
@@ -114,11 +133,26 @@ final class ClientHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     var inFlight = CircularBuffer<(id: UInt64, promise: EventLoopPromise<WireResponse>)>()
+    /// Streaming requests, by id: every answer with their id is theirs.
+    var streams: [UInt64: AsyncThrowingStream<WireResponse, any Error>.Continuation] = [:]
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let item = unwrapOutboundIn(data)
         if let raw = item as? RawBytes {
             context.write(wrapOutboundOut(ByteBuffer(bytes: raw.bytes)), promise: promise)
+            return
+        }
+        if let stream = item as? PendingStream {
+            do {
+                let bytes: [UInt8] = try stream.request.serializedBytes()
+                var buffer = context.channel.allocator.buffer(capacity: bytes.count + 4)
+                buffer.writeFrame(bytes)
+                streams[stream.request.id] = stream.continuation
+                context.write(wrapOutboundOut(buffer), promise: promise)
+            } catch {
+                stream.continuation.finish(throwing: error)
+                promise?.fail(error)
+            }
             return
         }
         guard let pending = item as? PendingRequest else {
@@ -144,6 +178,15 @@ final class ClientHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        if let stream = streams[response.id] {
+            if case .error(let error) = response.body {
+                streams[response.id] = nil
+                stream.finish(throwing: ClientError.refused(error))
+            } else {
+                stream.yield(response)
+            }
+            return
+        }
         // The daemon answers in order; an error about an unreadable frame may carry id 0.
         guard let first = inFlight.first, first.id == response.id || response.id == 0 else {
             failAll(ClientError.unexpectedResponse(id: response.id))
@@ -165,5 +208,7 @@ final class ClientHandler: ChannelDuplexHandler {
 
     func failAll(_ error: any Error) {
         while let pending = inFlight.popFirst() { pending.promise.fail(error) }
+        for stream in streams.values { stream.finish(throwing: error) }
+        streams = [:]
     }
 }

@@ -43,6 +43,18 @@ public struct AnomalyAlert: Sendable, Equatable {
     /// The detector's severity: how many times the threshold the signal stood at.
     public var score: Double
     public var detail: String
+
+    public init(timestampMs: Int64, scope: AnomalyScope, subject: String?, ip: String?, tenant: String?, kind: String, score: Double,
+                detail: String) {
+        self.timestampMs = timestampMs
+        self.scope = scope
+        self.subject = subject
+        self.ip = ip
+        self.tenant = tenant
+        self.kind = kind
+        self.score = score
+        self.detail = detail
+    }
 }
 
 extension AnomalyAlert {

@@ -5,6 +5,7 @@ import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto
+import SluiceWire
 
 /// Live anomaly detection (docs/ANOMALY.md): checks and reported outcomes are offered to a
 /// bounded tap by the event loops (never blocking: a full tap drops and counts), and a pump on a
@@ -29,6 +30,18 @@ final class AnomalyService: Sendable {
         var log: FileHandle?
         var logPath: String?
         var logFailed = false
+        var watchers: [Watcher] = []
+    }
+
+    /// A `WatchAlerts` stream and what it asked for.
+    struct Watcher: Sendable {
+        var stream: ResponseStream
+        var kinds: Set<String>
+        var tenant: String
+
+        func wants(_ alert: AnomalyAlert) -> Bool {
+            (kinds.isEmpty || kinds.contains(alert.kind)) && (tenant.isEmpty || alert.tenant == nil || alert.tenant == tenant)
+        }
     }
 
     let tap = EventTap<Event>(capacity: 1 << 16)
@@ -43,6 +56,8 @@ final class AnomalyService: Sendable {
     let live: LiveState
     let logger: Logger
     static let recentLimit = 1_000
+    /// Streams followed at once; more are refused with `CODE_OVERLOADED`.
+    static let watcherLimit = 64
 
     init(state live: LiveState, logger: Logger, penalize: @escaping @Sendable (String, String, Int64) -> Void = { _, _, _ in }) {
         self.live = live
@@ -95,6 +110,7 @@ final class AnomalyService: Sendable {
             state.recent.append(contentsOf: alerts)
             if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
             write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
+            publish(alerts, to: &state.watchers)
             if let settings = configuration.anomalyWebhook { webhook.send(alerts, to: settings) }
         }
     }
@@ -128,6 +144,52 @@ final class AnomalyService: Sendable {
         }
     }
 
+    /// Pushes `alerts` to every open watcher that wants some of them; forgets closed ones.
+    static func publish(_ alerts: [AnomalyAlert], to watchers: inout [Watcher]) {
+        watchers.removeAll { !$0.stream.isOpen }
+        guard !watchers.isEmpty else { return }
+        let messages = alerts.map(Sluice_V1_Alert.init)
+        for watcher in watchers {
+            let wanted = zip(alerts, messages).filter { watcher.wants($0.0) }.map(\.1)
+            guard !wanted.isEmpty else { continue }
+            watcher.stream.push(items: wanted.count) { dropped in
+                var response = WireResponse()
+                response.watchAlerts.alerts = wanted
+                response.watchAlerts.dropped = dropped
+                return response
+            }
+        }
+    }
+
+    /// Opens a `WatchAlerts` stream: answered with the recent alerts it asks for, then pushed
+    /// every new alert it wants. Registered under the same lock the pump raises alerts under, so
+    /// nothing falls between the recent ones and the first push.
+    func watch(_ request: Sluice_V1_WatchAlertsRequest, stream: ResponseStream, configuration: Configuration) -> WireResponse {
+        guard request.recent <= UInt32(Self.recentLimit) else {
+            return .error(id: 0, .invalidArgument, "recent must be 0 to \(Self.recentLimit)")
+        }
+        guard request.kinds.count <= 64, request.kinds.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 64 }) else {
+            return .error(id: 0, .invalidArgument, "kinds must be at most 64 names of 1 to 64 bytes")
+        }
+        guard request.tenant.utf8.count <= configuration.maxKeyBytes else {
+            return .error(id: 0, .invalidArgument, "tenant must be at most \(configuration.maxKeyBytes) bytes")
+        }
+        let watcher = Watcher(stream: stream, kinds: Set(request.kinds), tenant: request.tenant)
+        return state.withLockedValue { state in
+            state.watchers.removeAll { !$0.stream.isOpen }
+            guard state.watchers.count < Self.watcherLimit else {
+                return .error(id: 0, .overloaded, "\(Self.watcherLimit) alert streams are open already; close one first")
+            }
+            state.watchers.append(watcher)
+            var response = WireResponse()
+            response.watchAlerts.alerts = state.recent.filter(watcher.wants).suffix(Int(request.recent)).map(Sluice_V1_Alert.init)
+            return response
+        }
+    }
+
+    /// Open `WatchAlerts` streams.
+    var watchers: Int { state.withLockedValue { state in state.watchers.count { $0.stream.isOpen } } }
+
     /// Appends `alerts` to the alert log, opening it (or a new path after a reload) as needed.
     static func write(_ alerts: [AnomalyAlert], to path: String?, state: inout State, logger: Logger) {
         guard let path else { return }
@@ -138,7 +200,7 @@ final class AnomalyService: Sendable {
             state.logFailed = false
         }
         if state.log == nil, !state.logFailed {
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             if let handle = FileHandle(forWritingAtPath: path) {
                 handle.seekToEndOfFile()
                 state.log = handle
@@ -192,4 +254,18 @@ final class AnomalyService: Sendable {
 
     /// The most recent alerts, oldest first.
     var recent: [AnomalyAlert] { state.withLockedValue { $0.recent } }
+}
+
+extension Sluice_V1_Alert {
+    init(_ alert: AnomalyAlert) {
+        self.init()
+        timeMs = UInt64(clamping: alert.timestampMs)
+        scope = alert.scope.rawValue
+        subject = alert.subject ?? ""
+        ip = alert.ip ?? ""
+        tenant = alert.tenant ?? ""
+        kind = alert.kind
+        score = alert.score
+        detail = alert.detail
+    }
 }

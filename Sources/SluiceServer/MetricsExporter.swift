@@ -142,6 +142,7 @@ final class MetricsExporter: Sendable {
                 counter("sluice_anomaly_webhook_alerts_total", "Alerts POSTed to anomaly.webhook: delivered, failed after every retry, or dropped (queue full).",
                         [("result", result)], value)
             }
+            gauge("sluice_anomaly_watchers", "Open WatchAlerts streams.", [], Double(anomaly.watchers))
             counter("sluice_anomaly_events_dropped_total", "Checks and outcomes dropped because anomaly detection's queue was full.", [],
                     anomaly.tap.dropped)
         }

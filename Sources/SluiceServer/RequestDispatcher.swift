@@ -107,7 +107,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         case .reportOutcome(let report):
             response = anomaly.record(report, configuration: state.current.configuration, now: time.now())
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
-             .setTier, .getTier, .listTiers, .removeTier:
+             .setTier, .getTier, .listTiers, .removeTier, .watchAlerts:
             // Reached only without an event loop to defer to (see deferredAnswer).
             response = .error(id: request.id, .unsupported, "this request needs a connection")
         case nil:
@@ -158,6 +158,19 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             promise.succeed(response)
         }
         return promise.futureResult
+    }
+
+    public func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream) -> WireResponse {
+        counters.requests.add(1, ordering: .relaxed)
+        var response: WireResponse
+        if case .watchAlerts(let watch) = request.body {
+            response = anomaly.watch(watch, stream: stream, configuration: state.current.configuration)
+        } else {
+            response = .error(id: request.id, .unsupported, "this request is not a stream")
+        }
+        response.id = request.id
+        if case .error(let error) = response.body { counters.recordError(error.code) }
+        return response
     }
 
     /// The refusal of an operator request on `connection`, nil when it may be served there.

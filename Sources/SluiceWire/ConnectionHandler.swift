@@ -39,6 +39,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Set while a deferred answer is being worked out: later frames wait in `partial`.
     var awaitingDeferred = false
     var kind = ConnectionKind.tcp
+    /// Streams opened on this connection, closed with it.
+    var streams: [ResponseStream] = []
 
     /// A handler answering through `processor`.
     public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
@@ -97,6 +99,15 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             let response: WireResponse
             do {
                 let request = try WireRequest(serializedBytes: frame.readableBytesSpan, options: decodingOptions)
+                if case .watchAlerts = request.body {
+                    let stream = ResponseStream(id: request.id, handler: self, context: context)
+                    var first = processor.openStream(request, on: kind, stream: stream)
+                    first.id = request.id
+                    if case .error = first.body { stream.close() } else { streams.append(stream) }
+                    out.writeResponseFrame(first)
+                    pending = out
+                    return
+                }
                 if let future = processor.deferredAnswer(to: request, on: kind, eventLoop: context.eventLoop) {
                     pending = out
                     awaitDeferred(future, id: request.id, context: context)
@@ -170,6 +181,12 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         context.channel.setOption(ChannelOptions.autoRead, value: resume).whenFailure { _ in }
         if resume { context.read() }
         context.fireChannelWritabilityChanged()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        for stream in streams { stream.close() }
+        streams = []
+        context.fireChannelInactive()
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {

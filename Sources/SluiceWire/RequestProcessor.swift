@@ -27,6 +27,10 @@ public protocol RequestProcessor: Sendable {
     func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
         -> EventLoopFuture<WireResponse>?
 
+    /// Opens the stream of a streaming request (`WatchAlerts`): returns its first answer and
+    /// keeps `stream` to push the later ones. An error answer closes the stream.
+    func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream) -> WireResponse
+
     /// Called when a frame could not be answered normally: it did not decode (`CODE_MALFORMED_MESSAGE`)
     /// or its length was too large (`CODE_FRAME_TOO_LARGE`). For counting.
     func recordFailedFrame(_ code: WireError.Code)
@@ -35,6 +39,11 @@ public protocol RequestProcessor: Sendable {
 extension RequestProcessor {
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
+
+    /// No streams: a streaming request is refused.
+    public func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream) -> WireResponse {
+        .error(id: request.id, .unsupported, "this daemon serves no streaming requests")
+    }
 
     /// Nothing deferred: every request is answered by ``process(_:)``.
     public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)

@@ -80,6 +80,85 @@ import Testing
         }
     }
 
+    /// Reads the stream until `count` alerts arrived (or 5 s passed), returning them.
+    static func next(_ count: Int, from iterator: inout AsyncThrowingStream<WireResponse, any Error>.AsyncIterator)
+        async throws -> [Sluice_V1_Alert] {
+        var alerts: [Sluice_V1_Alert] = []
+        while alerts.count < count, let response = try await iterator.next() {
+            alerts += response.watchAlerts.alerts
+        }
+        return alerts
+    }
+
+    @Test func watchAlertsPushesNewAlertsToEveryFollowerAsTheyAreRaisedFilteredAsAsked() async throws {
+        let yaml = """
+        anomaly: { warmup: 1ms, subject_warmup: 1s }
+        features: { anomaly: { enabled: true } }
+        """
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            // One follower of credential stuffing on the Unix socket, one of everything on TCP.
+            let stuffingClient = try await SluiceClient.connect(to: daemon.unix)
+            var stuffingRequest = WireRequest()
+            stuffingRequest.watchAlerts.kinds = ["credential_stuffing"]
+            var stuffing = stuffingClient.stream(stuffingRequest).makeAsyncIterator()
+            let opened = try await stuffing.next()
+            #expect(opened?.watchAlerts.alerts.isEmpty == true, "answered at once, with no recent alerts")
+            let everythingClient = try await SluiceClient.connect(to: daemon.tcp)
+            var everythingRequest = WireRequest()
+            everythingRequest.watchAlerts = .init()
+            var everything = everythingClient.stream(everythingRequest).makeAsyncIterator()
+            _ = try await everything.next()
+            // Requests share the streaming connection: answered in turn.
+            var ping = WireRequest()
+            ping.ping.payload = Data([1, 2])
+            #expect(try await stuffingClient.send(ping).ping.payload == Data([1, 2]))
+
+            let sender = try await SluiceClient.connect(to: daemon.unix)
+            _ = try await sender.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
+            let pushed = try await Self.next(1, from: &stuffing)
+            #expect(pushed.map(\.kind) == ["credential_stuffing"])
+            #expect(pushed.first?.scope == "ip" && pushed.first?.ip == "192.0.2.7")
+            #expect(pushed.first?.detail.contains("failures") == true)
+            #expect(try await Self.next(1, from: &everything).map(\.kind) == ["credential_stuffing"])
+
+            for index in 0..<600 {
+                var check = Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
+                                       nowMs: epochMs + 20_000 + UInt64(index) * 50)
+                check.ip = "198.51.100.9"
+                _ = try await sender.verdict(check)
+            }
+            let spike = try await Self.next(1, from: &everything)
+            #expect(spike.map(\.kind) == ["rate_spike"])
+            #expect(spike.first?.subject == "key_flood")
+
+            // A late follower asks for the recent ones first; a bad request is refused with a reason.
+            let late = try await SluiceClient.connect(to: daemon.unix)
+            var lateRequest = WireRequest()
+            lateRequest.watchAlerts.recent = 10
+            lateRequest.watchAlerts.kinds = ["credential_stuffing", "rate_spike"]
+            var lateStream = late.stream(lateRequest).makeAsyncIterator()
+            #expect(try await lateStream.next()?.watchAlerts.alerts.map(\.kind) == ["credential_stuffing", "rate_spike"])
+            var bad = WireRequest()
+            bad.watchAlerts.recent = 5_000
+            var badStream = late.stream(bad).makeAsyncIterator()
+            await #expect(throws: ClientError.self) { _ = try await badStream.next() }
+
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            #expect(sample("sluice_anomaly_watchers", in: try HTTPGet.get(port: port, path: "/metrics").body) == 3)
+            // A follower that goes away is forgotten.
+            await everythingClient.close()
+            await late.close()
+            let service = daemon.daemon.dispatcher.anomaly
+            for _ in 0..<50 where service.watchers > 1 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(service.watchers == 1)
+            // The stuffing follower never got the rate spike.
+            _ = try await sender.send(Self.outcomes(0..<20, ip: "192.0.2.99", status: 403))
+            #expect(try await Self.next(1, from: &stuffing).map(\.ip) == ["192.0.2.99"])
+            await stuffingClient.close()
+            await sender.close()
+        }
+    }
+
     @Test func responsesBlockTheSubjectOrTheAddressForTheirTTLAndTheVerdictSaysWhy() async throws {
         let yaml = """
         anomaly:

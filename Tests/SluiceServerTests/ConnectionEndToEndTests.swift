@@ -195,7 +195,7 @@ struct ConnectionEndToEndTests {
         await client.close()
         await first.stop()
         // A regular file at the path is never deleted.
-        FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8))
         await #expect(throws: SluiceError.self) {
             _ = try await TestDaemon.start { $0.unixListeners = [.init(path: path)] }
         }

@@ -287,6 +287,57 @@ struct DaemonProcessTests {
         #expect(missing.status == 2 && missing.err.contains("cannot read the file"))
     }
 
+    @Test("sluicectl alerts prints recent alerts, follows new ones as they are raised, and refuses bad options")
+    func alertsCommandLine() async throws {
+        let directory = "/tmp/sluicectl-alerts-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock"
+        let file = "\(directory)/sluice.yaml"
+        try "anomaly: { warmup: 1ms }\nfeatures: { anomaly: { enabled: true } }\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let (process, _) = try Self.launch(["--config", file, "--unix", socket, "--metrics", "off", "--log-level", "error"])
+        defer { process.terminate(); process.waitUntilExit() }
+        #expect(try await Self.waitForSocket(socket))
+        let client = try await SluiceClient.connect(to: .unix(path: socket))
+        defer { Task { await client.close() } }
+        let start = UInt64(Date().timeIntervalSince1970 * 1_000)
+        /// Twenty failed logins naming twenty users from `ip`.
+        func stuff(from ip: String, at base: UInt64) async throws {
+            var request = WireRequest()
+            request.reportOutcome.outcomes = (0..<20).map { index in
+                .with { $0.subject = "user\(index)"; $0.ip = ip; $0.route = "POST /login"; $0.status = 401; $0.timeMs = base + UInt64(index) * 100 }
+            }
+            _ = try await client.send(request)
+        }
+        try await stuff(from: "192.0.2.1", at: start)
+        try await Task.sleep(for: .milliseconds(300))
+        let recent = try Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5", "--count", "1", "--json"])
+        #expect(recent.status == 0, "\(recent.err)")
+        let alert = try #require(Self.json(recent.out.trimmingCharacters(in: .newlines)))
+        #expect(alert["kind"] as? String == "credential_stuffing" && alert["ip"] as? String == "192.0.2.1" && alert["scope"] as? String == "ip")
+
+        // Following: alerts raised after it started, in the human format.
+        let follower = Process()
+        follower.executableURL = Self.productsDirectory.appendingPathComponent("sluicectl")
+        follower.arguments = ["alerts", "-e", "unix:\(socket)", "--recent", "0", "--count", "1"]
+        let out = Pipe()
+        follower.standardOutput = out
+        try follower.run()
+        for round in 0..<50 where follower.isRunning {
+            try await Task.sleep(for: .milliseconds(200))
+            try await stuff(from: "198.51.100.\(round + 1)", at: start + 10_000 + UInt64(round) * 2_000)
+        }
+        follower.waitUntilExit()
+        #expect(follower.terminationStatus == 0)
+        let line = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(line.contains("credential_stuffing ip 198.51.100."), "\(line)")
+        #expect(line.contains("failures naming"), "\(line)")
+
+        let refused = try Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5000"])
+        #expect(refused.status == 2)
+        #expect(refused.err.contains("INVALID_ARGUMENT") && refused.err.contains("recent must be 0 to 1000"), "\(refused.err)")
+    }
+
     @Test("sluicectl reload, snapshot and stats against a running sluiced")
     func operatorCommandLine() async throws {
         let directory = "/tmp/sluiced-ctl-\(UInt32.random(in: .min ... .max))"

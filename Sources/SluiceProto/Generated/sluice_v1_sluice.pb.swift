@@ -312,6 +312,15 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .reportOutcome(newValue)}
   }
 
+  /// Follows anomaly alerts as they are raised (docs/ANOMALY.md): a stream. Served everywhere.
+  public var watchAlerts: Sluice_V1_WatchAlertsRequest {
+    get {
+      if case .watchAlerts(let v)? = body {return v}
+      return Sluice_V1_WatchAlertsRequest()
+    }
+    set {body = .watchAlerts(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -339,6 +348,8 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case reportLoad(Sluice_V1_ReportLoadRequest)
     /// What the upstream answered, for anomaly detection (docs/ANOMALY.md); served everywhere.
     case reportOutcome(Sluice_V1_ReportOutcomeRequest)
+    /// Follows anomaly alerts as they are raised (docs/ANOMALY.md): a stream. Served everywhere.
+    case watchAlerts(Sluice_V1_WatchAlertsRequest)
 
   }
 
@@ -483,6 +494,14 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .reportOutcome(newValue)}
   }
 
+  public var watchAlerts: Sluice_V1_WatchAlertsResponse {
+    get {
+      if case .watchAlerts(let v)? = body {return v}
+      return Sluice_V1_WatchAlertsResponse()
+    }
+    set {body = .watchAlerts(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -502,6 +521,7 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case listTiers(Sluice_V1_ListTiersResponse)
     case reportLoad(Sluice_V1_ReportLoadResponse)
     case reportOutcome(Sluice_V1_ReportOutcomeResponse)
+    case watchAlerts(Sluice_V1_WatchAlertsResponse)
 
   }
 
@@ -1827,6 +1847,80 @@ public nonisolated struct Sluice_V1_ReportOutcomeResponse: Sendable {
   public init() {}
 }
 
+/// Follows anomaly alerts (docs/ANOMALY.md). The one streaming request: it is answered at once
+/// (with the recent alerts asked for), and then the daemon pushes a further Response with this
+/// request's id, holding a WatchAlertsResponse, for each batch of new alerts (at most one batch
+/// per 100 ms), until the connection closes. Other requests may share the connection: their
+/// answers stay in request order, and pushes come between whole frames.
+public nonisolated struct Sluice_V1_WatchAlertsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only alerts of these kinds (`rate_spike`, `credential_stuffing` …); empty means every kind.
+  public var kinds: [String] = []
+
+  /// Only alerts about this tenant; empty means every tenant (global alerts name none and are
+  /// always sent).
+  public var tenant: String = String()
+
+  /// Start with up to this many of the most recent alerts (0 to 1,000), oldest first.
+  public var recent: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_WatchAlertsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var alerts: [Sluice_V1_Alert] = []
+
+  /// Alerts this watcher missed since its previous frame because it did not read them fast
+  /// enough (the daemon does not queue without bound for a slow reader).
+  public var dropped: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One anomaly alert: the fields of the alert log (shared/traces/FORMAT.md).
+public nonisolated struct Sluice_V1_Alert: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Milliseconds since the Unix epoch when it was raised (the request clock of the event).
+  public var timeMs: UInt64 = 0
+
+  /// `subject`, `ip` or `global`.
+  public var scope: String = String()
+
+  /// Set when the scope is `subject`.
+  public var subject: String = String()
+
+  /// Set when the scope is `ip`.
+  public var ip: String = String()
+
+  public var tenant: String = String()
+
+  public var kind: String = String()
+
+  /// How many times its threshold the signal stood at.
+  public var score: Double = 0
+
+  /// One sentence on what was seen.
+  public var detail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "sluice.v1"
@@ -1841,7 +1935,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2071,6 +2165,19 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .reportOutcome(v)
         }
       }()
+      case 19: try {
+        var v: Sluice_V1_WatchAlertsRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .watchAlerts(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .watchAlerts(v)
+        }
+      }()
       default: break
       }
     }
@@ -2153,6 +2260,10 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .reportOutcome(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
     }()
+    case .watchAlerts?: try {
+      guard case .watchAlerts(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2168,7 +2279,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2385,6 +2496,19 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .reportOutcome(v)
         }
       }()
+      case 18: try {
+        var v: Sluice_V1_WatchAlertsResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .watchAlerts(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .watchAlerts(v)
+        }
+      }()
       default: break
       }
     }
@@ -2462,6 +2586,10 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .reportOutcome?: try {
       guard case .reportOutcome(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+    }()
+    case .watchAlerts?: try {
+      guard case .watchAlerts(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
     }()
     case nil: break
     }
@@ -4632,6 +4760,146 @@ nonisolated extension Sluice_V1_ReportOutcomeResponse: SwiftProtobuf.Message, Sw
 
   public static func ==(lhs: Sluice_V1_ReportOutcomeResponse, rhs: Sluice_V1_ReportOutcomeResponse) -> Bool {
     if lhs.recorded != rhs.recorded {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_WatchAlertsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchAlertsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kinds\0\u{1}tenant\0\u{1}recent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.kinds) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.recent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kinds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.kinds, fieldNumber: 1)
+    }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 2)
+    }
+    if self.recent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.recent, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_WatchAlertsRequest, rhs: Sluice_V1_WatchAlertsRequest) -> Bool {
+    if lhs.kinds != rhs.kinds {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.recent != rhs.recent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_WatchAlertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchAlertsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}alerts\0\u{1}dropped\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.alerts) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.dropped) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.alerts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.alerts, fieldNumber: 1)
+    }
+    if self.dropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dropped, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_WatchAlertsResponse, rhs: Sluice_V1_WatchAlertsResponse) -> Bool {
+    if lhs.alerts != rhs.alerts {return false}
+    if lhs.dropped != rhs.dropped {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Alert"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ms\0\u{1}scope\0\u{1}subject\0\u{1}ip\0\u{1}tenant\0\u{1}kind\0\u{1}score\0\u{1}detail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.timeMs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.ip) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.detail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.timeMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.timeMs, fieldNumber: 1)
+    }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 2)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 3)
+    }
+    if !self.ip.isEmpty {
+      try visitor.visitSingularStringField(value: self.ip, fieldNumber: 4)
+    }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 5)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 6)
+    }
+    if self.score.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 7)
+    }
+    if !self.detail.isEmpty {
+      try visitor.visitSingularStringField(value: self.detail, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_Alert, rhs: Sluice_V1_Alert) -> Bool {
+    if lhs.timeMs != rhs.timeMs {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.ip != rhs.ip {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.detail != rhs.detail {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

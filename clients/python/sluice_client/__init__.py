@@ -196,6 +196,16 @@ class Client:
     def _receive(self) -> pb.Response:
         if not self._pending:
             raise SluiceError("state", "no request is waiting for an answer")
+        response = self._read_frame()
+        expected = self._pending.popleft()
+        if response.id != expected:
+            raise self._broken(f"the answer for request {response.id} arrived where {expected} was expected")
+        if response.WhichOneof("body") == "error":
+            e = response.error
+            raise SluiceError(pb.Error.Code.Name(e.code).removeprefix("CODE_").lower(), e.message, e.check_index)
+        return response
+
+    def _read_frame(self) -> pb.Response:
         while True:
             if len(self._buffer) >= 4:
                 (length,) = struct.unpack_from(">I", self._buffer)
@@ -217,12 +227,6 @@ class Client:
             response.ParseFromString(frame)
         except Exception:  # the protobuf runtime raises DecodeError
             raise self._broken("the daemon's answer is not a sluice.v1.Response") from None
-        expected = self._pending.popleft()
-        if response.id != expected:
-            raise self._broken(f"the answer for request {response.id} arrived where {expected} was expected")
-        if response.WhichOneof("body") == "error":
-            e = response.error
-            raise SluiceError(pb.Error.Code.Name(e.code).removeprefix("CODE_").lower(), e.message, e.check_index)
         return response
 
     def _request(self, **body) -> pb.Request:
@@ -289,6 +293,36 @@ class Client:
         body = pb.ReportOutcomeRequest(outcomes=[pb.Outcome(**o) for o in outcomes])
         self._send(self._request(report_outcome=body))
         return self._receive().report_outcome.recorded
+
+    def watch_alerts(self, kinds: list[str] | None = None, tenant: str = "", recent: int = 0, timeout: float | None = None):
+        """Follows anomaly alerts as the daemon raises them: yields each alert as a dict (the
+        alert log's keys: ``ts_ms``, ``scope``, ``subject``, ``ip``, ``tenant``, ``kind``,
+        ``score``, ``detail``), starting with up to ``recent`` recent ones. Alerts a slow reader
+        missed are yielded as ``{"dropped": n}``. ``timeout`` (seconds, None for ever) bounds each
+        wait; it ends the generator. The connection then belongs to the stream: use a Client of
+        its own for it."""
+        self._require_idle()
+        body = pb.WatchAlertsRequest(kinds=kinds or [], tenant=tenant, recent=recent)
+        request = self._request(watch_alerts=body)
+        self._send(request)
+        first = self._receive()
+        self._socket.settimeout(timeout)
+        response = first
+        while True:
+            batch = response.watch_alerts
+            if batch.dropped:
+                yield {"dropped": batch.dropped}
+            for alert in batch.alerts:
+                yield {"ts_ms": alert.time_ms, "scope": alert.scope, "subject": alert.subject, "ip": alert.ip,
+                       "tenant": alert.tenant, "kind": alert.kind, "score": alert.score, "detail": alert.detail}
+            try:
+                response = self._read_frame()
+            except SluiceConnectionError:
+                if timeout is not None:
+                    return
+                raise
+            if response.id != request.id:
+                raise self._broken(f"a frame for request {response.id} arrived on the alert stream")
 
     # -- reputation (docs/REPUTATION.md) ---------------------------------------------------
     def record_events(self, events: list[Event], durable: bool = False) -> int:

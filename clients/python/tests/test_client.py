@@ -22,27 +22,32 @@ from sluice_client import Check, Client, SluiceConnectionError, SluiceError  # n
 T0 = 1767225600000  # 2026-01-01 in ms
 
 
+def start_daemon(cls, arguments):
+    """Starts sluiced for a test class (its socket, port, log and temp dir on ``cls``)."""
+    sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
+    cls.dir = tempfile.TemporaryDirectory()
+    cls.socket_path = os.path.join(cls.dir.name, "sluice.sock")
+    cls.log = open(os.path.join(cls.dir.name, "log"), "w+")
+    cls.daemon = subprocess.Popen([sluiced, *arguments, "--unix", cls.socket_path, "--tcp", "127.0.0.1:0",
+                                   "--snapshot", "off", "--store", "off", "--metrics", "off"],
+                                  stdout=cls.log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and "sluiced ready" not in text:
+        time.sleep(0.05)
+        cls.log.seek(0)
+        text = cls.log.read()
+    if "sluiced ready" not in text:
+        cls.daemon.kill()
+        raise RuntimeError("sluiced did not start:\n" + text)
+    cls.port = int(re.search(r"listen\.tcp=\S*:(\d+)", text).group(1))
+    cls.endpoints = ["unix:" + cls.socket_path, f"127.0.0.1:{cls.port}"]
+
+
 class DaemonTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
-        cls.dir = tempfile.TemporaryDirectory()
-        cls.socket_path = os.path.join(cls.dir.name, "sluice.sock")
-        cls.log = open(os.path.join(cls.dir.name, "log"), "w+")
-        cls.daemon = subprocess.Popen([sluiced, "--clock", "request", "--unix", cls.socket_path, "--tcp", "127.0.0.1:0",
-                                       "--snapshot", "off", "--store", "off", "--metrics", "off"],
-                                      stdout=cls.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        text = ""
-        while time.monotonic() < deadline and "sluiced ready" not in text:
-            time.sleep(0.05)
-            cls.log.seek(0)
-            text = cls.log.read()
-        if "sluiced ready" not in text:
-            cls.daemon.kill()
-            raise RuntimeError("sluiced did not start:\n" + text)
-        cls.port = int(re.search(r"listen\.tcp=\S*:(\d+)", text).group(1))
-        cls.endpoints = ["unix:" + cls.socket_path, f"127.0.0.1:{cls.port}"]
+        start_daemon(cls, ["--clock", "request"])
 
     @classmethod
     def tearDownClass(cls):
@@ -151,6 +156,43 @@ class DaemonTests(unittest.TestCase):
                 sluice.report_outcomes([{"subject": "py-anon", "status": 200}, {"subject": "py-anon", "status": 42}])
             self.assertEqual(refused.exception.code, "invalid_argument")
             self.assertEqual(refused.exception.check_index, 1)
+
+
+class AlertStreamTests(unittest.TestCase):
+    """A daemon with anomaly detection on (no warm-up), followed with watch_alerts."""
+
+    @classmethod
+    def setUpClass(cls):
+        config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        config.write("anomaly: { warmup: 1ms }\nfeatures: { anomaly: { enabled: true } }\n")
+        config.close()
+        cls.config = config.name
+        start_daemon(cls, ["--config", config.name])
+
+    @classmethod
+    def tearDownClass(cls):
+        DaemonTests.tearDownClass.__func__(cls)
+        os.unlink(cls.config)
+
+    def test_watch_alerts(self):
+        now = int(time.time() * 1000)
+        with Client(f"unix:{self.socket_path}") as follower, Client(f"127.0.0.1:{self.port}") as reporter:
+            stream = follower.watch_alerts(kinds=["credential_stuffing"], timeout=5)
+            failures = [{"subject": f"user{i}", "ip": "192.0.2.44", "route": "POST /login", "status": 401,
+                         "time_ms": now + 100 * i} for i in range(20)]
+            self.assertEqual(reporter.report_outcomes(failures), 20)
+            alert = next(stream)
+            self.assertEqual(alert["kind"], "credential_stuffing")
+            self.assertEqual(alert["scope"], "ip")
+            self.assertEqual(alert["ip"], "192.0.2.44")
+            self.assertGreaterEqual(alert["score"], 1.0)
+        with Client(f"unix:{self.socket_path}") as late:
+            recent = next(late.watch_alerts(recent=5, timeout=5))
+            self.assertEqual(recent["ip"], "192.0.2.44")
+        with Client(f"unix:{self.socket_path}") as bad:
+            with self.assertRaises(SluiceError) as refused:
+                next(bad.watch_alerts(recent=5000))
+            self.assertEqual(refused.exception.code, "invalid_argument")
 
 
 class BrokenConnectionTests(unittest.TestCase):

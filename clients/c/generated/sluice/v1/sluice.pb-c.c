@@ -2122,7 +2122,142 @@ void   sluice__v1__report_outcome_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__report_outcome_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[18] =
+void   sluice__v1__watch_alerts_request__init
+                     (Sluice__V1__WatchAlertsRequest         *message)
+{
+  static const Sluice__V1__WatchAlertsRequest init_value = SLUICE__V1__WATCH_ALERTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__watch_alerts_request__get_packed_size
+                     (const Sluice__V1__WatchAlertsRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__watch_alerts_request__pack
+                     (const Sluice__V1__WatchAlertsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__watch_alerts_request__pack_to_buffer
+                     (const Sluice__V1__WatchAlertsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__WatchAlertsRequest *
+       sluice__v1__watch_alerts_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__WatchAlertsRequest *)
+     protobuf_c_message_unpack (&sluice__v1__watch_alerts_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__watch_alerts_request__free_unpacked
+                     (Sluice__V1__WatchAlertsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__watch_alerts_response__init
+                     (Sluice__V1__WatchAlertsResponse         *message)
+{
+  static const Sluice__V1__WatchAlertsResponse init_value = SLUICE__V1__WATCH_ALERTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__watch_alerts_response__get_packed_size
+                     (const Sluice__V1__WatchAlertsResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__watch_alerts_response__pack
+                     (const Sluice__V1__WatchAlertsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__watch_alerts_response__pack_to_buffer
+                     (const Sluice__V1__WatchAlertsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__WatchAlertsResponse *
+       sluice__v1__watch_alerts_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__WatchAlertsResponse *)
+     protobuf_c_message_unpack (&sluice__v1__watch_alerts_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__watch_alerts_response__free_unpacked
+                     (Sluice__V1__WatchAlertsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__watch_alerts_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__alert__init
+                     (Sluice__V1__Alert         *message)
+{
+  static const Sluice__V1__Alert init_value = SLUICE__V1__ALERT__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__alert__get_packed_size
+                     (const Sluice__V1__Alert *message)
+{
+  assert(message->base.descriptor == &sluice__v1__alert__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__alert__pack
+                     (const Sluice__V1__Alert *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__alert__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__alert__pack_to_buffer
+                     (const Sluice__V1__Alert *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__alert__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__Alert *
+       sluice__v1__alert__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__Alert *)
+     protobuf_c_message_unpack (&sluice__v1__alert__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__alert__free_unpacked
+                     (Sluice__V1__Alert *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__alert__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[19] =
 {
   {
     "id",
@@ -2340,6 +2475,18 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[18]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "watch_alerts",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, watch_alerts),
+    &sluice__v1__watch_alerts_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2360,11 +2507,12 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
   12,   /* field[12] = set_tier */
   6,   /* field[6] = snapshot */
   4,   /* field[4] = stats */
+  18,   /* field[18] = watch_alerts */
 };
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2374,14 +2522,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  18,
+  19,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[17] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[18] =
 {
   {
     "id",
@@ -2587,6 +2735,18 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[17
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "watch_alerts",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, watch_alerts),
+    &sluice__v1__watch_alerts_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   1,   /* field[1] = check */
@@ -2606,11 +2766,12 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
   13,   /* field[13] = tier */
+  17,   /* field[17] = watch_alerts */
 };
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -2620,7 +2781,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  17,
+  18,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -6051,6 +6212,250 @@ const ProtobufCMessageDescriptor sluice__v1__report_outcome_response__descriptor
   sluice__v1__report_outcome_response__field_indices_by_name,
   1,  sluice__v1__report_outcome_response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__report_outcome_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__watch_alerts_request__field_descriptors[3] =
+{
+  {
+    "kinds",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__WatchAlertsRequest, n_kinds),
+    offsetof(Sluice__V1__WatchAlertsRequest, kinds),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__WatchAlertsRequest, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__WatchAlertsRequest, recent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__watch_alerts_request__field_indices_by_name[] = {
+  0,   /* field[0] = kinds */
+  2,   /* field[2] = recent */
+  1,   /* field[1] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__watch_alerts_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__watch_alerts_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.WatchAlertsRequest",
+  "WatchAlertsRequest",
+  "Sluice__V1__WatchAlertsRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__WatchAlertsRequest),
+  3,
+  sluice__v1__watch_alerts_request__field_descriptors,
+  sluice__v1__watch_alerts_request__field_indices_by_name,
+  1,  sluice__v1__watch_alerts_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__watch_alerts_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__watch_alerts_response__field_descriptors[2] =
+{
+  {
+    "alerts",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__WatchAlertsResponse, n_alerts),
+    offsetof(Sluice__V1__WatchAlertsResponse, alerts),
+    &sluice__v1__alert__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dropped",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__WatchAlertsResponse, dropped),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__watch_alerts_response__field_indices_by_name[] = {
+  0,   /* field[0] = alerts */
+  1,   /* field[1] = dropped */
+};
+static const ProtobufCIntRange sluice__v1__watch_alerts_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor sluice__v1__watch_alerts_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.WatchAlertsResponse",
+  "WatchAlertsResponse",
+  "Sluice__V1__WatchAlertsResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__WatchAlertsResponse),
+  2,
+  sluice__v1__watch_alerts_response__field_descriptors,
+  sluice__v1__watch_alerts_response__field_indices_by_name,
+  1,  sluice__v1__watch_alerts_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__watch_alerts_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__alert__field_descriptors[8] =
+{
+  {
+    "time_ms",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, time_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scope",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, scope),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ip",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, ip),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "score",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Alert, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__alert__field_indices_by_name[] = {
+  7,   /* field[7] = detail */
+  3,   /* field[3] = ip */
+  5,   /* field[5] = kind */
+  1,   /* field[1] = scope */
+  6,   /* field[6] = score */
+  2,   /* field[2] = subject */
+  4,   /* field[4] = tenant */
+  0,   /* field[0] = time_ms */
+};
+static const ProtobufCIntRange sluice__v1__alert__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor sluice__v1__alert__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.Alert",
+  "Alert",
+  "Sluice__V1__Alert",
+  "sluice.v1",
+  sizeof(Sluice__V1__Alert),
+  8,
+  sluice__v1__alert__field_descriptors,
+  sluice__v1__alert__field_indices_by_name,
+  1,  sluice__v1__alert__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__alert__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue sluice__v1__algorithm__enum_values_by_number[6] =

@@ -62,6 +62,9 @@ typedef struct Sluice__V1__Error Sluice__V1__Error;
 typedef struct Sluice__V1__ReportOutcomeRequest Sluice__V1__ReportOutcomeRequest;
 typedef struct Sluice__V1__Outcome Sluice__V1__Outcome;
 typedef struct Sluice__V1__ReportOutcomeResponse Sluice__V1__ReportOutcomeResponse;
+typedef struct Sluice__V1__WatchAlertsRequest Sluice__V1__WatchAlertsRequest;
+typedef struct Sluice__V1__WatchAlertsResponse Sluice__V1__WatchAlertsResponse;
+typedef struct Sluice__V1__Alert Sluice__V1__Alert;
 
 
 /* --- enums --- */
@@ -215,7 +218,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_LIST_TIERS = 15,
   SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16,
   SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17,
-  SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18
+  SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18,
+  SLUICE__V1__REQUEST__BODY_WATCH_ALERTS = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -262,6 +266,10 @@ struct  Sluice__V1__Request
      * What the upstream answered, for anomaly detection (docs/ANOMALY.md); served everywhere.
      */
     Sluice__V1__ReportOutcomeRequest *report_outcome;
+    /*
+     * Follows anomaly alerts as they are raised (docs/ANOMALY.md): a stream. Served everywhere.
+     */
+    Sluice__V1__WatchAlertsRequest *watch_alerts;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -286,7 +294,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_TIER = 14,
   SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15,
   SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16,
-  SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17
+  SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17,
+  SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS = 18
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -315,6 +324,7 @@ struct  Sluice__V1__Response
     Sluice__V1__ListTiersResponse *list_tiers;
     Sluice__V1__ReportLoadResponse *report_load;
     Sluice__V1__ReportOutcomeResponse *report_outcome;
+    Sluice__V1__WatchAlertsResponse *watch_alerts;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -1298,6 +1308,90 @@ struct  Sluice__V1__ReportOutcomeResponse
     , 0 }
 
 
+/*
+ * Follows anomaly alerts (docs/ANOMALY.md). The one streaming request: it is answered at once
+ * (with the recent alerts asked for), and then the daemon pushes a further Response with this
+ * request's id, holding a WatchAlertsResponse, for each batch of new alerts (at most one batch
+ * per 100 ms), until the connection closes. Other requests may share the connection: their
+ * answers stay in request order, and pushes come between whole frames.
+ */
+struct  Sluice__V1__WatchAlertsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Only alerts of these kinds (`rate_spike`, `credential_stuffing` …); empty means every kind.
+   */
+  size_t n_kinds;
+  char **kinds;
+  /*
+   * Only alerts about this tenant; empty means every tenant (global alerts name none and are
+   * always sent).
+   */
+  char *tenant;
+  /*
+   * Start with up to this many of the most recent alerts (0 to 1,000), oldest first.
+   */
+  uint32_t recent;
+};
+#define SLUICE__V1__WATCH_ALERTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__watch_alerts_request__descriptor) \
+    , 0,NULL, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Sluice__V1__WatchAlertsResponse
+{
+  ProtobufCMessage base;
+  size_t n_alerts;
+  Sluice__V1__Alert **alerts;
+  /*
+   * Alerts this watcher missed since its previous frame because it did not read them fast
+   * enough (the daemon does not queue without bound for a slow reader).
+   */
+  uint64_t dropped;
+};
+#define SLUICE__V1__WATCH_ALERTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__watch_alerts_response__descriptor) \
+    , 0,NULL, 0 }
+
+
+/*
+ * One anomaly alert: the fields of the alert log (shared/traces/FORMAT.md).
+ */
+struct  Sluice__V1__Alert
+{
+  ProtobufCMessage base;
+  /*
+   * Milliseconds since the Unix epoch when it was raised (the request clock of the event).
+   */
+  uint64_t time_ms;
+  /*
+   * `subject`, `ip` or `global`.
+   */
+  char *scope;
+  /*
+   * Set when the scope is `subject`.
+   */
+  char *subject;
+  /*
+   * Set when the scope is `ip`.
+   */
+  char *ip;
+  char *tenant;
+  char *kind;
+  /*
+   * How many times its threshold the signal stood at.
+   */
+  double score;
+  /*
+   * One sentence on what was seen.
+   */
+  char *detail;
+};
+#define SLUICE__V1__ALERT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__alert__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
 /* Sluice__V1__Request methods */
 void   sluice__v1__request__init
                      (Sluice__V1__Request         *message);
@@ -2191,6 +2285,63 @@ Sluice__V1__ReportOutcomeResponse *
 void   sluice__v1__report_outcome_response__free_unpacked
                      (Sluice__V1__ReportOutcomeResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__WatchAlertsRequest methods */
+void   sluice__v1__watch_alerts_request__init
+                     (Sluice__V1__WatchAlertsRequest         *message);
+size_t sluice__v1__watch_alerts_request__get_packed_size
+                     (const Sluice__V1__WatchAlertsRequest   *message);
+size_t sluice__v1__watch_alerts_request__pack
+                     (const Sluice__V1__WatchAlertsRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__watch_alerts_request__pack_to_buffer
+                     (const Sluice__V1__WatchAlertsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__WatchAlertsRequest *
+       sluice__v1__watch_alerts_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__watch_alerts_request__free_unpacked
+                     (Sluice__V1__WatchAlertsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__WatchAlertsResponse methods */
+void   sluice__v1__watch_alerts_response__init
+                     (Sluice__V1__WatchAlertsResponse         *message);
+size_t sluice__v1__watch_alerts_response__get_packed_size
+                     (const Sluice__V1__WatchAlertsResponse   *message);
+size_t sluice__v1__watch_alerts_response__pack
+                     (const Sluice__V1__WatchAlertsResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__watch_alerts_response__pack_to_buffer
+                     (const Sluice__V1__WatchAlertsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__WatchAlertsResponse *
+       sluice__v1__watch_alerts_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__watch_alerts_response__free_unpacked
+                     (Sluice__V1__WatchAlertsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__Alert methods */
+void   sluice__v1__alert__init
+                     (Sluice__V1__Alert         *message);
+size_t sluice__v1__alert__get_packed_size
+                     (const Sluice__V1__Alert   *message);
+size_t sluice__v1__alert__pack
+                     (const Sluice__V1__Alert   *message,
+                      uint8_t             *out);
+size_t sluice__v1__alert__pack_to_buffer
+                     (const Sluice__V1__Alert   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__Alert *
+       sluice__v1__alert__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__alert__free_unpacked
+                     (Sluice__V1__Alert *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Sluice__V1__Request_Closure)
@@ -2334,6 +2485,15 @@ typedef void (*Sluice__V1__Outcome_Closure)
 typedef void (*Sluice__V1__ReportOutcomeResponse_Closure)
                  (const Sluice__V1__ReportOutcomeResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__WatchAlertsRequest_Closure)
+                 (const Sluice__V1__WatchAlertsRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__WatchAlertsResponse_Closure)
+                 (const Sluice__V1__WatchAlertsResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__Alert_Closure)
+                 (const Sluice__V1__Alert *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -2392,6 +2552,9 @@ extern const ProtobufCEnumDescriptor    sluice__v1__error__code__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__report_outcome_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__outcome__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__report_outcome_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__watch_alerts_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__watch_alerts_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__alert__descriptor;
 
 PROTOBUF_C__END_DECLS
 
