@@ -38,7 +38,8 @@ public struct AnomalyAlert: Sendable, Equatable {
     public var subject: String?
     public var ip: String?
     public var tenant: String?
-    /// `rate_spike`, `enumeration`, `credential_stuffing`, `new_source_surge`.
+    /// `rate_spike`, `enumeration`, `many_sources`, `brute_force`, `credential_stuffing`,
+    /// `many_subjects`, `new_source_surge`.
     public var kind: String
     /// The detector's severity: how many times the threshold the signal stood at.
     public var score: Double
@@ -84,6 +85,13 @@ public struct AnomalySettings: Sendable, Equatable {
     public var failuresPerIP = 12
     /// ... naming at least this many distinct subjects.
     public var failedSubjectsPerIP = 8
+    /// Many sources: distinct IPs one subject was seen from within a minute (and 4× its own normal).
+    public var sourcesPerSubject = 10
+    /// Brute force: failed requests (401, 403) for one subject within a minute, at least half of
+    /// its outcomes then.
+    public var failuresPerSubject = 10
+    /// Many subjects: distinct subjects one IP named within a minute (and 4× its own normal).
+    public var subjectsPerIP = 30
     /// Surge of new sources: requests from IPs first seen in the last 5 minutes, over 30 s,
     /// against their learned baseline...
     public var surgeFactor = 8.0
@@ -99,6 +107,10 @@ public struct AnomalySettings: Sendable, Equatable {
     public var cooldownMs: Int64 = 5 * 60_000
     /// State of a subject or IP not seen for this long is forgotten (ms).
     public var idleMs: Int64 = 60 * 60_000
+    /// Subjects with state at most; beyond, new subjects are counted in a count-min sketch.
+    public var maxSubjects = 1_000_000
+    /// IPs with state at most; beyond, a new IP counts as a new source.
+    public var maxSources = 1_000_000
 
     public init() {}
 }
@@ -107,6 +119,11 @@ public struct AnomalySettings: Sendable, Equatable {
 /// per IP and globally, and returns the alerts each observation tips. It reads no clock: the
 /// daemon feeds it live on a background queue, `sluicectl replay` feeds it a trace in simulated
 /// time, and the two raise the same alerts.
+///
+/// Memory: a fixed-size record per subject and per IP seen within `idleMs` (no allocation per
+/// record beyond the map's slot, except a failing IP's set of at most 64 subjects), up to
+/// `maxSubjects` and `maxSources`. Beyond those, new subjects are counted in a count-min sketch
+/// (a rate spike is still caught, against the absolute floor), and new IPs count as new sources.
 public final class AnomalyDetector {
     /// Buckets of 5 s; a 30 s window is 6 of them.
     static let bucketMs: Int64 = 5_000
@@ -144,6 +161,28 @@ public final class AnomalyDetector {
         }
     }
 
+    /// Distinct values an entity named in the current minute (16 bytes, no allocation), against
+    /// its own normal: the distinct count of its active minutes, smoothed over about 30 of them.
+    struct DistinctPerMinute {
+        var counter = LinearCounter()
+        var normal: Float = 0
+        var samples: UInt32 = 0
+
+        /// What the current minute must reach: `floor`, and `factor` times the normal.
+        func threshold(floor: Double, factor: Double) -> Double { max(floor, factor * Double(normal)) }
+
+        /// Ends the minute. It is a sample of the normal if anything was counted, unless it was
+        /// an anomaly (while the entity is new, every minute is a sample).
+        mutating func close(floor: Double, factor: Double, settled: Bool) {
+            let closed = counter.estimate
+            if closed > 0, closed < threshold(floor: floor, factor: factor) || !settled {
+                normal += (Float(closed) - normal) / (samples == 0 ? 1 : 30)
+                samples &+= 1
+            }
+            counter = LinearCounter()
+        }
+    }
+
     struct Subject {
         var window = Window()
         /// Smoothed hits per second over about 30 minutes: the subject's own normal.
@@ -152,22 +191,28 @@ public final class AnomalyDetector {
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// Distinct ids requested in the current minute, counted in 16 bytes (no allocation).
-        var idMinute: Int64 = -1
-        var ids = LinearCounter()
-        /// Distinct ids in an active minute, smoothed: the subject's own normal.
-        var idsBaseline: Double = 0
-        var idsSamples = 0
+        /// The minute (timestamp / 60 s) the per-minute counts are of.
+        var minute: Int64 = -1
+        /// Distinct ids requested (enumeration) and distinct IPs seen from (many sources).
+        var ids = DistinctPerMinute()
+        var sources = DistinctPerMinute()
+        /// Outcomes reported, and failures among them.
+        var outcomes: UInt32 = 0
+        var failures: UInt32 = 0
     }
 
     struct Source {
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// Failures in the current minute, and the distinct subjects they named.
-        var failureMinute: Int64 = -1
+        /// The minute the per-minute counts are of.
+        var minute: Int64 = -1
+        /// Failures, and the distinct subjects they named (exact, at most 64: allocated only for
+        /// an IP that fails).
         var failures = 0
         var failedSubjects: Set<UInt64> = []
+        /// Distinct subjects named by its requests.
+        var subjects = DistinctPerMinute()
     }
 
     public let settings: AnomalySettings
@@ -180,6 +225,15 @@ public final class AnomalyDetector {
     var youngBaselineBucket: Int64 = -1
     var lastGlobalAlert: Int64 = -(1 << 60)
     var lastSweep: Int64 = 0
+    /// Hits of subjects without a record (over `maxSubjects`) in the current 30 s, and the
+    /// window's number: a sketch of 64 Ki × 4 counters (1 MiB).
+    var overflow = CountMinSketch(width: 1 << 16, depth: 4)
+    var overflowWindow: Int64 = -1
+    /// Untracked subjects alerted on since the last sweep (their cooldown), at most 10,000.
+    var overflowAlerted: Set<UInt64> = []
+    var overflowAlertedSince: Int64 = 0
+    /// Requests of subjects and IPs that found the detector full.
+    public private(set) var untracked: (subjects: UInt64, sources: UInt64) = (0, 0)
 
     public init(settings: AnomalySettings = AnomalySettings()) {
         self.settings = settings
@@ -194,82 +248,196 @@ public final class AnomalyDetector {
         return hasher.finalize().low
     }
 
-    /// The last path segment made only of digits (`GET /api/items/48213/reviews` → 48213), nil
-    /// when there is none (`/api/v1/orders` has none: `v1` is not an id).
+    /// The id a route names: its last path segment made only of digits (`GET /api/items/48213/reviews`
+    /// → 48213), or else its last segment that looks like a generated id (8 or more hex digits and
+    /// dashes, with at least one digit and one letter: a UUID, a hash), hashed. Nil when there is
+    /// none (`/api/v1/orders` has none: `v1` is not an id).
     public static func resourceID(_ route: String) -> UInt64? {
         var id: UInt64 = 0
         var digits = 0
         var clean = true
         var found: UInt64?
+        // The current segment as a generated-id candidate: its hash, length and make-up.
+        var token: UInt64 = 0xCBF2_9CE4_8422_2325
+        var tokenLength = 0
+        var tokenHex = true, tokenDigit = false, tokenLetter = false
+        var foundToken: UInt64?
+        func endSegment() {
+            if digits > 0, clean { found = id }
+            if tokenLength >= 8, tokenHex, tokenDigit, tokenLetter { foundToken = token }
+            id = 0
+            digits = 0
+            clean = true
+            token = 0xCBF2_9CE4_8422_2325
+            tokenLength = 0
+            tokenHex = true
+            tokenDigit = false
+            tokenLetter = false
+        }
         for byte in route.utf8 {
             if byte == UInt8(ascii: "/") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "?") {
-                if digits > 0, clean { found = id }
-                id = 0
-                digits = 0
-                clean = true
-            } else if byte >= 48, byte <= 57, digits < 19 {
+                endSegment()
+                continue
+            }
+            if byte >= 48, byte <= 57, digits < 19 {
                 id = id &* 10 &+ UInt64(byte - 48)
                 digits += 1
             } else {
                 clean = false
             }
+            tokenLength += 1
+            token = (token ^ UInt64(byte)) &* 0x0000_0100_0000_01B3  // FNV-1a
+            switch byte {
+            case 48...57: tokenDigit = true
+            case 97...102, 65...70: tokenLetter = true
+            case UInt8(ascii: "-"): break
+            default: tokenHex = false
+            }
         }
-        if digits > 0, clean { found = id }
-        return found
+        endSegment()
+        return found ?? foundToken
     }
 
     /// Takes one request with its outcome (a trace row), in time order, and returns the alerts
     /// it tipped: ``observeRequest(_:)`` then ``observeOutcome(_:)``.
     public func observe(_ observation: AnomalyObservation) -> [AnomalyAlert] {
-        observeRequest(observation) + observeOutcome(observation)
+        observe(observation, outcome: true)
     }
+
+    /// Starts a new minute of a subject's counts, closing the last one into its normals.
+    func roll(_ subject: inout Subject, to minute: Int64, settled: Bool) {
+        guard subject.minute != minute else { return }
+        if subject.minute >= 0 {
+            subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settled)
+            subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settled)
+        }
+        subject.minute = minute
+        subject.outcomes = 0
+        subject.failures = 0
+    }
+
+    func roll(_ source: inout Source, to minute: Int64, settled: Bool) {
+        guard source.minute != minute else { return }
+        if source.minute >= 0 {
+            source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2, settled: settled)
+        }
+        source.minute = minute
+        source.failures = 0
+        source.failedSubjects = []
+    }
+
+    /// Whether an entity first seen at `firstSeen` has a normal of its own by `now`.
+    func settled(_ firstSeen: Int64, _ now: Int64) -> Bool { now - firstSeen >= settings.subjectWarmupMs }
 
     /// Takes the outcome of a request (its `status`; live, from `ReportOutcome`): the failure
     /// signals. In time order with the requests.
     public func observeOutcome(_ observation: AnomalyObservation) -> [AnomalyAlert] {
-        guard observation.status == 401 || observation.status == 403 else { return [] }
+        let failed = observation.status == 401 || observation.status == 403
         let now = observation.timestampMs
         if start == nil { start = now }
         let learning = now - (start ?? now) < settings.warmupMs
+        let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
-        let ipKey = Self.hash(observation.ip)
-        var source = sources[ipKey] ?? Source(firstSeen: now, lastSeen: now)
-        source.lastSeen = max(source.lastSeen, now)
-        do {
-            let minute = now / 60_000
-            if source.failureMinute != minute {
-                source.failureMinute = minute
-                source.failures = 0
-                source.failedSubjects = []
-            }
-            source.failures += 1
-            if source.failedSubjects.count < 64 { source.failedSubjects.insert(Self.hash(observation.subject)) }
-            if !learning, source.failures >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
-               now - source.lastAlert >= settings.cooldownMs {
-                source.lastAlert = now
-                alerts.append(AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
-                                           kind: "credential_stuffing",
-                                           score: Double(source.failures) / Double(settings.failuresPerIP),
-                                           detail: "\(source.failures) failures naming \(source.failedSubjects.count) subjects in a minute"))
-            }
+        let subjectKey = Self.hash(observation.subject)
+        if var subject = subjects[subjectKey] ?? (failed && subjects.count < settings.maxSubjects
+                                                   ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) {
+            roll(&subject, to: minute, settled: settled(subject.firstSeen, now))
+            subject.lastSeen = max(subject.lastSeen, now)
+            if let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
+            subjects[subjectKey] = subject
         }
+        guard failed else { return alerts }
+        let ipKey = Self.hash(observation.ip)
+        guard var source = sources[ipKey] ?? (sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) else {
+            untracked.sources &+= 1
+            return alerts
+        }
+        roll(&source, to: minute, settled: settled(source.firstSeen, now))
+        source.lastSeen = max(source.lastSeen, now)
+        if let alert = failure(of: observation, subjectKey: subjectKey, source: &source, learning: learning) { alerts.append(alert) }
         sources[ipKey] = source
         return alerts
     }
 
+    /// Brute force: many failures for one subject, most of what it got this minute.
+    func outcome(of observation: AnomalyObservation, failed: Bool, subject: inout Subject, learning: Bool) -> AnomalyAlert? {
+        let now = observation.timestampMs
+        subject.outcomes &+= 1
+        guard failed else { return nil }
+        subject.failures &+= 1
+        let failures = Int(subject.failures)
+        guard !learning, failures >= settings.failuresPerSubject, 2 * failures >= Int(subject.outcomes),
+              now - subject.lastAlert >= settings.cooldownMs else { return nil }
+        subject.lastAlert = now
+        return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                            kind: "brute_force", score: Double(failures) / Double(settings.failuresPerSubject),
+                            detail: "\(failures) failures of \(subject.outcomes) outcomes for this subject in a minute")
+    }
+
+    /// Credential stuffing: many failures from one IP, naming many subjects.
+    func failure(of observation: AnomalyObservation, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
+        let now = observation.timestampMs
+        source.failures += 1
+        if source.failedSubjects.count < 64 { source.failedSubjects.insert(subjectKey) }
+        guard !learning, source.failures >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
+              now - source.lastAlert >= settings.cooldownMs else { return nil }
+        source.lastAlert = now
+        return AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
+                            kind: "credential_stuffing", score: Double(source.failures) / Double(settings.failuresPerIP),
+                            detail: "\(source.failures) failures naming \(source.failedSubjects.count) subjects in a minute")
+    }
+
     /// Takes one request (live, a check; its status is not read), in time order: the rate,
-    /// enumeration and new-source signals.
+    /// distinct-count and new-source signals.
     public func observeRequest(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        observe(observation, outcome: false)
+    }
+
+    /// A request, and with `outcome` its status too (a trace row: one lookup of each record).
+    func observe(_ observation: AnomalyObservation, outcome withOutcome: Bool) -> [AnomalyAlert] {
+        let failed = withOutcome && (observation.status == 401 || observation.status == 403)
         let now = observation.timestampMs
         if start == nil { start = now }
         let learning = now - (start ?? now) < settings.warmupMs
         let bucket = now / Self.bucketMs
+        let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
+        let subjectKey = Self.hash(observation.subject)
         let ipKey = Self.hash(observation.ip)
-        var source = sources[ipKey] ?? Source(firstSeen: now, lastSeen: now)
-        source.lastSeen = max(source.lastSeen, now)
-        let young = now - source.firstSeen <= 5 * 60_000
-        sources[ipKey] = source
+
+        // The IP: how many subjects it names against its own normal; whether it is new.
+        let young: Bool
+        // Looked up once: the record is written back through its index (no second hash).
+        let sourceIndex = sources.index(forKey: ipKey)
+        if var source = sourceIndex.map({ sources.values[$0] })
+            ?? (sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) {
+            let settled = settled(source.firstSeen, now)
+            roll(&source, to: minute, settled: settled)
+            source.lastSeen = max(source.lastSeen, now)
+            young = now - source.firstSeen <= 5 * 60_000
+            // Its estimate changes only when a new bit is set: only then is it compared.
+            if source.subjects.counter.add(subjectKey), !learning {
+                // A new IP has no normal yet: only twice the floor counts.
+                let threshold = source.subjects.threshold(floor: Double(settings.subjectsPerIP) * (settled ? 1 : 2),
+                                                          factor: settings.spikeFactor / 2)
+                let named = source.subjects.counter.estimate
+                if named >= threshold, now - source.lastAlert >= settings.cooldownMs {
+                source.lastAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
+                                           kind: "many_subjects", score: named / threshold,
+                                           detail: String(format: "%.0f distinct subjects within a minute, normal %.1f", named,
+                                                          source.subjects.normal)))
+                }
+            }
+            if failed, let alert = failure(of: observation, subjectKey: subjectKey, source: &source, learning: learning) {
+                alerts.append(alert)
+            }
+            if let sourceIndex { sources.values[sourceIndex] = source } else { sources[ipKey] = source }
+        } else {
+            // The detector is full: an IP it cannot remember is one it does not know.
+            young = true
+            untracked.sources &+= 1
+        }
 
         // Global: requests from young sources against their normal.
         if young { youngRequests.add(UInt32(clamping: observation.cost), bucket: bucket) }
@@ -295,16 +463,22 @@ public final class AnomalyDetector {
                                        detail: "\(Int(youngTotal)) requests in 30 s from sources first seen in the last 5 minutes (normal \(Int(youngBaseline)))"))
         }
 
-        // Subjects: rate against their own baseline, distinct ids.
-        let subjectKey = Self.hash(observation.subject)
-        var subject = subjects[subjectKey] ?? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now)
+        // The subject: rate against its own baseline, distinct ids, distinct IPs.
+        let subjectIndex = subjects.index(forKey: subjectKey)
+        guard var subject = subjectIndex.map({ subjects.values[$0] }) ?? (subjects.count < settings.maxSubjects
+                                                     ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) else {
+            if let alert = observeUntracked(observation, key: subjectKey, learning: learning) { alerts.append(alert) }
+            sweepIfDue(now: now)
+            return alerts
+        }
+        let settled = settled(subject.firstSeen, now)
+        roll(&subject, to: minute, settled: settled)
         subject.lastSeen = now
         subject.window.add(UInt32(clamping: observation.cost), bucket: bucket)
         let recent = Double(subject.window.total(at: bucket))
         let rate = recent / 30
         // A subject seen for less than `subjectWarmupMs` has no baseline yet: it learns from
         // everything, and only a rate far above any normal one counts.
-        let settled = now - subject.firstSeen >= settings.subjectWarmupMs
         let threshold = settled ? max(settings.spikeMinimumRate, settings.spikeFactor * subject.baseline)
             : settings.spikeMinimumRate * settings.newSubjectFactor
         let spiking = rate >= threshold
@@ -322,38 +496,68 @@ public final class AnomalyDetector {
                                        detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, subject.baseline)))
         }
         if let id = Self.resourceID(observation.route) {
-            let minute = now / 60_000
-            var idThreshold = max(Double(settings.enumerationDistinctIds), settings.spikeFactor / 2 * subject.idsBaseline)
-            if subject.idMinute != minute {
-                // The minute that ended is one sample of the subject's normal, unless it was an
-                // anomaly (while the subject is new, every minute is).
-                let closed = subject.ids.estimate
-                if subject.idMinute >= 0, closed < idThreshold || !settled {
-                    subject.idsBaseline += (closed - subject.idsBaseline) / (subject.idsSamples == 0 ? 1 : 30)
-                    subject.idsSamples += 1
-                }
-                subject.idMinute = minute
-                subject.ids = LinearCounter()
-                idThreshold = max(Double(settings.enumerationDistinctIds), settings.spikeFactor / 2 * subject.idsBaseline)
-            }
-            subject.ids.add(id)
-            if !learning, subject.ids.estimate >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
+            if subject.ids.counter.add(id), !learning,
+               case let idThreshold = subject.ids.threshold(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2),
+               case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
                 subject.lastAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                                           kind: "enumeration", score: subject.ids.estimate / idThreshold,
-                                           detail: String(format: "%.0f distinct ids within a minute, normal %.1f", subject.ids.estimate,
-                                                          subject.idsBaseline)))
+                                           kind: "enumeration", score: distinct / idThreshold,
+                                           detail: String(format: "%.0f distinct ids within a minute, normal %.1f", distinct, subject.ids.normal)))
             }
         }
-        subjects[subjectKey] = subject
-
-        // A quarter of the idle time between sweeps: each one walks every entry.
-        if now - lastSweep >= max(60_000, settings.idleMs / 4) { sweep(now: now) }
+        // A new subject has no normal yet: only `newSubjectFactor` times the floor counts.
+        if subject.sources.counter.add(ipKey), !learning,
+           case let sourceThreshold = subject.sources.threshold(
+            floor: Double(settings.sourcesPerSubject) * (settled ? 1 : settings.newSubjectFactor), factor: settings.spikeFactor / 2),
+           case let seenFrom = subject.sources.counter.estimate, seenFrom >= sourceThreshold, now - subject.lastAlert >= settings.cooldownMs {
+            subject.lastAlert = now
+            alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                                       kind: "many_sources", score: seenFrom / sourceThreshold,
+                                       detail: String(format: "seen from %.0f distinct IPs within a minute, normal %.1f", seenFrom,
+                                                      subject.sources.normal)))
+        }
+        if withOutcome, let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
+        if let subjectIndex { subjects.values[subjectIndex] = subject } else { subjects[subjectKey] = subject }
+        sweepIfDue(now: now)
         return alerts
     }
 
-    /// Forgets subjects and sources idle for `idleMs`.
+    /// A request of a subject the full detector has no record for: its hits in the current 30 s
+    /// are counted in the count-min sketch (which never undercounts), and it is a rate spike at
+    /// the new-subject threshold, once per cooldown.
+    func observeUntracked(_ observation: AnomalyObservation, key: UInt64, learning: Bool) -> AnomalyAlert? {
+        untracked.subjects &+= 1
+        let now = observation.timestampMs
+        let window = now / (Self.bucketMs * Int64(Self.windowBuckets))
+        if window != overflowWindow {
+            overflow = CountMinSketch(width: overflow.width, depth: overflow.depth)
+            overflowWindow = window
+        }
+        let fingerprint = Fingerprint(high: key, low: key &* 0x9E37_79B9_7F4A_7C15)
+        overflow.add(fingerprint, count: UInt32(clamping: observation.cost))
+        let threshold = settings.spikeMinimumRate * settings.newSubjectFactor
+        let rate = Double(overflow.estimate(fingerprint)) / 30
+        guard !learning, rate >= threshold, !overflowAlerted.contains(key), overflowAlerted.count < 10_000 else { return nil }
+        overflowAlerted.insert(key)
+        return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                            kind: "rate_spike", score: rate / threshold,
+                            detail: String(format: "about %.1f requests/s over 30 s from a subject without a record (the detector holds max_subjects)", rate))
+    }
+
+    /// Sweeps every quarter of the idle time (each sweep walks every entry), and every minute
+    /// while the detector is full.
+    func sweepIfDue(now: Int64) {
+        let full = subjects.count >= settings.maxSubjects || sources.count >= settings.maxSources
+        if now - lastSweep >= (full ? 60_000 : max(60_000, settings.idleMs / 4)) { sweep(now: now) }
+    }
+
+    /// Forgets subjects and sources idle for `idleMs`, and which untracked subjects were alerted
+    /// on once their cooldown has passed.
     func sweep(now: Int64) {
+        if now - overflowAlertedSince >= settings.cooldownMs {
+            overflowAlerted = []
+            overflowAlertedSince = now
+        }
         lastSweep = now
         subjects = subjects.filter { now - $0.value.lastSeen < settings.idleMs }
         sources = sources.filter { now - $0.value.lastSeen < settings.idleMs }
@@ -369,14 +573,20 @@ public struct LinearCounter: Sendable, Equatable {
 
     public init() {}
 
-    /// Counts `value` (any 64-bit value; it is mixed before use).
-    @inline(__always)
-    public mutating func add(_ value: UInt64) {
+    /// Counts `value` (any 64-bit value; it is mixed before use). Returns whether it set a new
+    /// bit: only then does the estimate change.
+    @inline(__always) @discardableResult
+    public mutating func add(_ value: UInt64) -> Bool {
         var mixed = value &* 0x9E37_79B9_7F4A_7C15
         mixed ^= mixed >> 29
         mixed = mixed &* 0xBF58_476D_1CE4_E5B9
-        let bit = Int(truncatingIfNeeded: mixed >> 57)
-        if bit < 64 { low |= 1 << UInt64(bit) } else { high |= 1 << UInt64(bit - 64) }
+        let bit = UInt64(truncatingIfNeeded: mixed >> 57)
+        if bit < 64 {
+            defer { low |= 1 << bit }
+            return low & (1 << bit) == 0
+        }
+        defer { high |= 1 << (bit - 64) }
+        return high & (1 << (bit - 64)) == 0
     }
 
     /// The estimated number of distinct values added.

@@ -187,6 +187,14 @@ final class AnomalyService: Sendable {
         }
     }
 
+    /// The detector's records, and requests that found it full.
+    var tracking: (subjects: Int, sources: Int, untrackedSubjects: UInt64, untrackedSources: UInt64) {
+        state.withLockedValue { state in
+            let tracked = state.detector.tracked, untracked = state.detector.untracked
+            return (tracked.subjects, tracked.sources, untracked.subjects, untracked.sources)
+        }
+    }
+
     /// Open `WatchAlerts` streams.
     var watchers: Int { state.withLockedValue { state in state.watchers.count { $0.stream.isOpen } } }
 

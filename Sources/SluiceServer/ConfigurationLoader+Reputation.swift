@@ -226,6 +226,7 @@ extension Reader {
     func readAnomaly(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.anomaly
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
+                         "sources_per_subject", "failures_per_subject", "subjects_per_ip", "max_subjects", "max_sources",
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
                          "alert_log", "responses", "webhook"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
@@ -236,6 +237,11 @@ extension Reader {
             case "enumeration_distinct_ids": settings.enumerationDistinctIds = try integer(value, path, 2...255)
             case "failures_per_ip": settings.failuresPerIP = try integer(value, path, 2...1_000_000)
             case "failed_subjects_per_ip": settings.failedSubjectsPerIP = try integer(value, path, 2...64)
+            case "sources_per_subject": settings.sourcesPerSubject = try integer(value, path, 2...255)
+            case "failures_per_subject": settings.failuresPerSubject = try integer(value, path, 2...60_000)
+            case "subjects_per_ip": settings.subjectsPerIP = try integer(value, path, 2...255)
+            case "max_subjects": settings.maxSubjects = try integer(value, path, 1_000...1_000_000_000)
+            case "max_sources": settings.maxSources = try integer(value, path, 1_000...1_000_000_000)
             case "surge_factor": settings.surgeFactor = try number(value, path, 1.5...1_000)
             case "surge_minimum": settings.surgeMinimum = try number(value, path, 1...100_000_000)
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000

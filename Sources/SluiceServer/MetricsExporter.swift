@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import Prometheus
 import SluiceCore
+import SluiceIntelligence
 
 /// Renders `/metrics`: reads what the hot path counted (per-thread check counters, per-shard
 /// table counters, connection counters) at scrape time, brings the Prometheus registry up to
@@ -134,7 +135,7 @@ final class MetricsExporter: Sendable {
                   flag?.shadow == true ? 1 : 0)
         }
         if let anomaly {
-            for kind in ["credential_stuffing", "enumeration", "new_source_surge", "rate_spike"] {
+            for kind in AnomalyResponseBook.kinds.sorted() {
                 counter("sluice_anomaly_alerts_total", "Anomaly alerts raised, by kind.", [("kind", kind)], anomaly.alertsByKind[kind] ?? 0)
             }
             let webhook = anomaly.webhook.counts
@@ -143,6 +144,15 @@ final class MetricsExporter: Sendable {
                         [("result", result)], value)
             }
             gauge("sluice_anomaly_watchers", "Open WatchAlerts streams.", [], Double(anomaly.watchers))
+            let tracking = anomaly.tracking
+            gauge("sluice_anomaly_tracked", "Subjects and addresses the detector keeps a record of (at most anomaly.max_subjects, max_sources).",
+                  [("entity", "subject")], Double(tracking.subjects))
+            gauge("sluice_anomaly_tracked", "Subjects and addresses the detector keeps a record of (at most anomaly.max_subjects, max_sources).",
+                  [("entity", "source")], Double(tracking.sources))
+            counter("sluice_anomaly_untracked_total", "Requests whose subject or address found the detector full (counted in its sketch instead).",
+                    [("entity", "subject")], tracking.untrackedSubjects)
+            counter("sluice_anomaly_untracked_total", "Requests whose subject or address found the detector full (counted in its sketch instead).",
+                    [("entity", "source")], tracking.untrackedSources)
             counter("sluice_anomaly_events_dropped_total", "Checks and outcomes dropped because anomaly detection's queue was full.", [],
                     anomaly.tap.dropped)
         }

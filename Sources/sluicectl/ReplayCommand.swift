@@ -43,5 +43,9 @@ struct Replay: AsyncParsableCommand {
         FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
                                                    rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
                                                    tracked.sources).utf8))
+        let untracked = detector.untracked
+        if untracked.subjects + untracked.sources > 0 {
+            FileHandle.standardError.write(Data("the detector was full (anomaly.max_subjects, max_sources) for \(untracked.subjects) requests' subjects and \(untracked.sources) requests' addresses\n".utf8))
+        }
     }
 }

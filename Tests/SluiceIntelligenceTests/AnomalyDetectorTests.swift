@@ -137,6 +137,110 @@ import Testing
         #expect(alerts.allSatisfy { $0.scope == .global }, "no bot is named: \(alerts)")
     }
 
+    @Test func manySourcesIsASubjectSeenFromManyAddressesAgainstItsOwnNormal() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // A key used by a fleet of 15 servers all along: its normal, not an anomaly.
+        for step in stride(from: Int64(0), to: 30 * Self.minute, by: 1_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "key_fleet", ip: "10.6.0.\(step / 1_000 % 15)",
+                              route: "POST /api/v1/events", status: 201))
+        }
+        // An account used from one address, then from 40 addresses within a minute (a leaked
+        // session or a distributed takeover), each request a success.
+        for step in stride(from: Int64(0), to: 20 * Self.minute, by: 15_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "u_shared", ip: "10.7.7.7", route: "GET /account", status: 200))
+        }
+        let start = Self.t0 + 22 * Self.minute
+        for index in 0..<40 {
+            rows.append(.init(timestampMs: start + Int64(index) * 1_500, tenant: "t", subject: "u_shared", ip: "203.0.113.\(index)",
+                              route: "GET /account", status: 200))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["many_sources"], "\(alerts)")
+        #expect(alerts.first?.subject == "u_shared" && alerts.first?.scope == .subject)
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 30_000)
+    }
+
+    @Test func bruteForceIsManyFailuresForOneSubjectButAFewTyposAreNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // Users who mistype their password three times, then get in.
+        for user in 0..<20 {
+            for attempt in 0..<4 {
+                rows.append(.init(timestampMs: Self.t0 + 15 * Self.minute + Int64(user) * 10_000 + Int64(attempt) * 4_000, tenant: "t",
+                                  subject: "u\(user)", ip: "10.0.0.\(user)", route: "POST /login", status: attempt < 3 ? 401 : 200))
+            }
+        }
+        // One account tried every 2 s from three addresses: password guessing.
+        let start = Self.t0 + 22 * Self.minute
+        for index in 0..<60 {
+            rows.append(.init(timestampMs: start + Int64(index) * 2_000, tenant: "t", subject: "u_target", ip: "198.18.0.\(index % 3)",
+                              route: "POST /login", status: 401))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["brute_force"], "\(alerts)")
+        #expect(alerts.first?.subject == "u_target")
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 30_000)
+        // Live, outcomes come apart from the checks, and count the same.
+        let live = AnomalyDetector(settings: settings)
+        _ = Self.run(live, Self.background(from: Self.t0, to: Self.t0 + 20 * Self.minute))
+        let raised = (0..<12).flatMap { index in
+            live.observeOutcome(.init(timestampMs: start + Int64(index) * 2_000, tenant: "t", subject: "u_target", ip: "198.18.0.1",
+                                      route: "POST /login", status: 403))
+        }
+        #expect(raised.map(\.kind) == ["brute_force"])
+    }
+
+    @Test func manySubjectsIsAnAddressNamingManySubjectsAgainstItsOwnNormal() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // A NAT: 40 users behind one address, about 20 of them a minute, all along.
+        for step in stride(from: Int64(0), to: 30 * Self.minute, by: 3_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "nat\((step / 3_000) * 7 % 40)", ip: "10.5.5.5",
+                              route: "GET /feed", status: 200))
+        }
+        // A client on one address, then rotating through 150 API keys at 3 a second (evading
+        // per-key limits), every request a success.
+        for step in stride(from: Int64(0), to: 20 * Self.minute, by: 30_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "key_0", ip: "192.0.2.50", route: "GET /api/v1/quote", status: 200))
+        }
+        let start = Self.t0 + 22 * Self.minute
+        for index in 0..<150 {
+            rows.append(.init(timestampMs: start + Int64(index) * 333, tenant: "t", subject: "key_\(index)", ip: "192.0.2.50",
+                              route: "GET /api/v1/quote", status: 200))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["many_subjects"], "\(alerts)")
+        #expect(alerts.first?.scope == .ip && alerts.first?.ip == "192.0.2.50")
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 30_000)
+    }
+
+    @Test func overMaxSubjectsNewSubjectsAreCountedInASketchAndAFloodIsStillCaught() {
+        var settings = settings
+        settings.maxSubjects = 50
+        settings.maxSources = 60
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute, users: 50, newcomers: 1)
+        // Once full: a new key floods at 20 a second; 100 other new subjects send one request each.
+        let start = Self.t0 + 25 * Self.minute
+        for index in 0..<1_200 {
+            rows.append(.init(timestampMs: start + Int64(index) * 50, tenant: "t", subject: "key_flood", ip: "10.0.0.1",
+                              route: "POST /api/v1/events", status: 201))
+        }
+        for index in 0..<100 {
+            rows.append(.init(timestampMs: start + Int64(index) * 600, tenant: "t", subject: "once\(index)", ip: "10.0.0.2",
+                              route: "GET /", status: 200))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(detector.tracked.subjects <= 50 && detector.tracked.sources <= 60)
+        #expect(detector.untracked.subjects >= 1_300)
+        let spikes = alerts.filter { $0.kind == "rate_spike" }
+        #expect(spikes.map(\.subject) == ["key_flood"], "once, then its cooldown: \(alerts)")
+        #expect(spikes.first?.detail.contains("without a record") == true)
+        #expect((spikes.first?.timestampMs ?? 0) - start <= 15_000)
+        #expect(!alerts.contains { $0.subject?.hasPrefix("once") == true })
+    }
+
     @Test func stateForIdleSubjectsAndSourcesExpires() {
         var settings = settings
         settings.idleMs = 5 * Self.minute
@@ -155,5 +259,14 @@ import Testing
         #expect(AnomalyDetector.resourceID("GET /api/v1/orders") == nil)
         #expect(AnomalyDetector.resourceID("GET /api/orders/77?page=2") == 77)
         #expect(AnomalyDetector.resourceID("GET /search") == nil)
+        // Generated ids: UUIDs and hashes, told apart; words and versions are not ids.
+        let first = AnomalyDetector.resourceID("GET /api/docs/3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6b")
+        let second = AnomalyDetector.resourceID("GET /api/docs/3f2a9c1e-7b4d-4e8f-9a6b-1c2d3e4f5a6c/history")
+        #expect(first != nil && second != nil && first != second)
+        #expect(AnomalyDetector.resourceID("GET /blobs/a94a8fe5ccb19ba61c4c0873d391e987982fbbd3") != nil)
+        #expect(AnomalyDetector.resourceID("GET /static/deadbeef") == nil, "no digit: a word")
+        #expect(AnomalyDetector.resourceID("GET /users/abcdefgh12") == nil, "not hex")
+        #expect(AnomalyDetector.resourceID("GET /api/v2/a1b2") == nil, "too short")
+        #expect(AnomalyDetector.resourceID("GET /api/items/42/a1b2c3d4e5") == 42, "a number is preferred")
     }
 }

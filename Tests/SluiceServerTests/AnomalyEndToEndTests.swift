@@ -69,6 +69,9 @@ import Testing
             let body = try HTTPGet.get(port: port, path: "/metrics").body
             #expect(sample("sluice_anomaly_alerts_total{kind=\"credential_stuffing\"}", in: body) == 1)
             #expect(sample("sluice_anomaly_alerts_total{kind=\"rate_spike\"}", in: body) == 1)
+            #expect(sample("sluice_anomaly_alerts_total{kind=\"brute_force\"}", in: body) == 0)
+            #expect(sample("sluice_anomaly_tracked{entity=\"subject\"}", in: body) == 21, "the victims and the key")
+            #expect(sample("sluice_anomaly_untracked_total{entity=\"subject\"}", in: body) == 0)
             // Bad outcomes are refused whole, with the index of the first bad one.
             var bad = Self.outcomes(0..<3, ip: "192.0.2.8", status: 200)
             bad.reportOutcome.outcomes[1].status = 42
@@ -209,6 +212,8 @@ import Testing
         let refusal = ConfigurationTests.failure("anomaly: { responses: { new_source_surge: { action: block } } }")
         #expect(refusal.contains("its only action is alert"), "\(refusal)")
         #expect(ConfigurationTests.failure("anomaly: { responses: { flood: { action: block } } }").contains("unknown alert kind"))
+        let small = ConfigurationTests.failure("anomaly: { max_subjects: 10 }")
+        #expect(small.contains("anomaly.max_subjects") && small.contains("1000"), "\(small)")
     }
 
     /// A webhook receiver: answers 503 to the first `failures` requests, then 200; keeps the bodies.
