@@ -253,49 +253,47 @@ public final class AnomalyDetector {
     /// dashes, with at least one digit and one letter: a UUID, a hash), hashed. Nil when there is
     /// none (`/api/v1/orders` has none: `v1` is not an id).
     public static func resourceID(_ route: String) -> UInt64? {
-        var id: UInt64 = 0
-        var digits = 0
-        var clean = true
-        var found: UInt64?
-        // The current segment as a generated-id candidate: its hash, length and make-up.
-        var token: UInt64 = 0xCBF2_9CE4_8422_2325
-        var tokenLength = 0
-        var tokenHex = true, tokenDigit = false, tokenLetter = false
-        var foundToken: UInt64?
-        func endSegment() {
-            if digits > 0, clean { found = id }
-            if tokenLength >= 8, tokenHex, tokenDigit, tokenLetter { foundToken = token }
-            id = 0
-            digits = 0
-            clean = true
-            token = 0xCBF2_9CE4_8422_2325
-            tokenLength = 0
-            tokenHex = true
-            tokenDigit = false
-            tokenLetter = false
+        var route = route
+        return route.withUTF8 { resourceID(bytes: $0) }
+    }
+
+    /// ``resourceID(_:)`` over the route's bytes: segments are walked from the end, so the usual
+    /// route (`…/items/48213`) is settled by its last few bytes, and a generated id is hashed
+    /// only once it is known to be one.
+    static func resourceID(bytes: UnsafeBufferPointer<UInt8>) -> UInt64? {
+        var token: UInt64?
+        var end = bytes.count
+        while end > 0 {
+            var start = end
+            while start > 0 {
+                let byte = bytes[start - 1]
+                if byte == UInt8(ascii: "/") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "?") { break }
+                start -= 1
+            }
+            if start < end {
+                var digits = true, hex = true, digit = false, letter = false
+                for byte in bytes[start..<end] {
+                    switch byte {
+                    case 48...57: digit = true
+                    case 97...102, 65...70: letter = true; digits = false
+                    case UInt8(ascii: "-"): digits = false
+                    default: digits = false; hex = false
+                    }
+                }
+                if digits, end - start <= 19 {
+                    var id: UInt64 = 0
+                    for byte in bytes[start..<end] { id = id &* 10 &+ UInt64(byte - 48) }
+                    return id
+                }
+                if token == nil, hex, digit, letter, end - start >= 8 {
+                    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+                    for byte in bytes[start..<end] { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }  // FNV-1a
+                    token = hash
+                }
+            }
+            end = start - 1
         }
-        for byte in route.utf8 {
-            if byte == UInt8(ascii: "/") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "?") {
-                endSegment()
-                continue
-            }
-            if byte >= 48, byte <= 57, digits < 19 {
-                id = id &* 10 &+ UInt64(byte - 48)
-                digits += 1
-            } else {
-                clean = false
-            }
-            tokenLength += 1
-            token = (token ^ UInt64(byte)) &* 0x0000_0100_0000_01B3  // FNV-1a
-            switch byte {
-            case 48...57: tokenDigit = true
-            case 97...102, 65...70: tokenLetter = true
-            case UInt8(ascii: "-"): break
-            default: tokenHex = false
-            }
-        }
-        endSegment()
-        return found ?? foundToken
+        return token
     }
 
     /// Takes one request with its outcome (a trace row), in time order, and returns the alerts
