@@ -183,36 +183,34 @@ public final class AnomalyDetector {
         }
     }
 
+    /// A subject's record: 128 bytes. Its per-minute counts are of the minute of `lastSeen`.
     struct Subject {
         var window = Window()
-        /// Smoothed hits per second over about 30 minutes: the subject's own normal.
-        var baseline: Double = 0
         var lastBaselineUpdate: Int64
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// The minute (timestamp / 60 s) the per-minute counts are of.
-        var minute: Int64 = -1
         /// Distinct ids requested (enumeration) and distinct IPs seen from (many sources).
         var ids = DistinctPerMinute()
         var sources = DistinctPerMinute()
         /// Outcomes reported, and failures among them.
         var outcomes: UInt32 = 0
         var failures: UInt32 = 0
+        /// Smoothed hits per second over about 30 minutes: the subject's own normal.
+        var baseline: Float = 0
     }
 
+    /// An address's record: 64 bytes. Its per-minute counts are of the minute of `lastSeen`.
     struct Source {
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// The minute the per-minute counts are of.
-        var minute: Int64 = -1
-        /// Failures, and the distinct subjects they named (exact, at most 64: allocated only for
-        /// an IP that fails).
-        var failures = 0
+        /// The distinct subjects its failures named (exact, at most 64: allocated only for an
+        /// IP that fails).
         var failedSubjects: Set<UInt64> = []
         /// Distinct subjects named by its requests.
         var subjects = DistinctPerMinute()
+        var failures: UInt32 = 0
     }
 
     public let settings: AnomalySettings
@@ -234,6 +232,7 @@ public final class AnomalyDetector {
     var overflowAlertedSince: Int64 = 0
     /// Requests of subjects and IPs that found the detector full.
     public private(set) var untracked: (subjects: UInt64, sources: UInt64) = (0, 0)
+    var untrackedAtSweep: UInt64 = 0
 
     public init(settings: AnomalySettings = AnomalySettings()) {
         self.settings = settings
@@ -302,24 +301,20 @@ public final class AnomalyDetector {
         observe(observation, outcome: true)
     }
 
-    /// Starts a new minute of a subject's counts, closing the last one into its normals.
+    /// Starts a new minute of a subject's counts when `minute` is past the one they are of (that
+    /// of its latest event), closing the last one into its normals. Called before `lastSeen`
+    /// moves. An event older than the latest (live, a late outcome) counts in the current minute.
     func roll(_ subject: inout Subject, to minute: Int64, settled: Bool) {
-        guard subject.minute != minute else { return }
-        if subject.minute >= 0 {
-            subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settled)
-            subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settled)
-        }
-        subject.minute = minute
+        guard minute > subject.lastSeen / 60_000 else { return }
+        subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settled)
+        subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settled)
         subject.outcomes = 0
         subject.failures = 0
     }
 
     func roll(_ source: inout Source, to minute: Int64, settled: Bool) {
-        guard source.minute != minute else { return }
-        if source.minute >= 0 {
-            source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2, settled: settled)
-        }
-        source.minute = minute
+        guard minute > source.lastSeen / 60_000 else { return }
+        source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2, settled: settled)
         source.failures = 0
         source.failedSubjects = []
     }
@@ -377,7 +372,7 @@ public final class AnomalyDetector {
         let now = observation.timestampMs
         source.failures += 1
         if source.failedSubjects.count < 64 { source.failedSubjects.insert(subjectKey) }
-        guard !learning, source.failures >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
+        guard !learning, Int(source.failures) >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
               now - source.lastAlert >= settings.cooldownMs else { return nil }
         source.lastAlert = now
         return AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
@@ -471,27 +466,28 @@ public final class AnomalyDetector {
         }
         let settled = settled(subject.firstSeen, now)
         roll(&subject, to: minute, settled: settled)
-        subject.lastSeen = now
+        subject.lastSeen = max(subject.lastSeen, now)
         subject.window.add(UInt32(clamping: observation.cost), bucket: bucket)
         let recent = Double(subject.window.total(at: bucket))
         let rate = recent / 30
         // A subject seen for less than `subjectWarmupMs` has no baseline yet: it learns from
         // everything, and only a rate far above any normal one counts.
-        let threshold = settled ? max(settings.spikeMinimumRate, settings.spikeFactor * subject.baseline)
+        let baseline = Double(subject.baseline)
+        let threshold = settled ? max(settings.spikeMinimumRate, settings.spikeFactor * baseline)
             : settings.spikeMinimumRate * settings.newSubjectFactor
         let spiking = rate >= threshold
         if !spiking || !settled {
             // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
             let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
             let weight = min(1, elapsed / 1_800)
-            subject.baseline += weight * (rate - subject.baseline)
+            subject.baseline = Float(baseline + weight * (rate - baseline))
             subject.lastBaselineUpdate = now
         }
         if !learning, spiking, now - subject.lastAlert >= settings.cooldownMs {
             subject.lastAlert = now
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                                        kind: "rate_spike", score: rate / threshold,
-                                       detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, subject.baseline)))
+                                       detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, baseline)))
         }
         if let id = Self.resourceID(observation.route) {
             if subject.ids.counter.add(id), !learning,
@@ -543,22 +539,24 @@ public final class AnomalyDetector {
     }
 
     /// Sweeps every quarter of the idle time (each sweep walks every entry), and every minute
-    /// while the detector is full.
+    /// while the detector turns new subjects or addresses away.
     func sweepIfDue(now: Int64) {
-        let full = subjects.count >= settings.maxSubjects || sources.count >= settings.maxSources
-        if now - lastSweep >= (full ? 60_000 : max(60_000, settings.idleMs / 4)) { sweep(now: now) }
+        let refusing = untracked.subjects &+ untracked.sources != untrackedAtSweep
+        if now - lastSweep >= (refusing ? 60_000 : max(60_000, settings.idleMs / 4)) { sweep(now: now) }
     }
 
-    /// Forgets subjects and sources idle for `idleMs`, and which untracked subjects were alerted
-    /// on once their cooldown has passed.
+    /// Forgets subjects and sources idle for `idleMs` (in place: no second map while it runs),
+    /// and which untracked subjects were alerted on once their cooldown has passed.
     func sweep(now: Int64) {
         if now - overflowAlertedSince >= settings.cooldownMs {
             overflowAlerted = []
             overflowAlertedSince = now
         }
         lastSweep = now
-        subjects = subjects.filter { now - $0.value.lastSeen < settings.idleMs }
-        sources = sources.filter { now - $0.value.lastSeen < settings.idleMs }
+        untrackedAtSweep = untracked.subjects &+ untracked.sources
+        let idle = settings.idleMs
+        for key in subjects.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) { subjects.removeValue(forKey: key) }
+        for key in sources.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) { sources.removeValue(forKey: key) }
     }
 }
 
