@@ -295,6 +295,17 @@ public final class AnomalyDetector {
         return token
     }
 
+    /// A route without an id stands for itself: its method and path (the query left out),
+    /// hashed. So a crawl of pages named by words (`/products/blue-widget`) counts as one of ids.
+    static func pathKey(_ route: String) -> UInt64? {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in route.utf8 {
+            if byte == UInt8(ascii: "?") { break }
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3  // FNV-1a
+        }
+        return hash
+    }
+
     /// Takes one request with its outcome (a trace row), in time order, and returns the alerts
     /// it tipped: ``observeRequest(_:)`` then ``observeOutcome(_:)``.
     public func observe(_ observation: AnomalyObservation) -> [AnomalyAlert] {
@@ -489,7 +500,7 @@ public final class AnomalyDetector {
                                        kind: "rate_spike", score: rate / threshold,
                                        detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, baseline)))
         }
-        if let id = Self.resourceID(observation.route) {
+        if let id = Self.resourceID(observation.route) ?? Self.pathKey(observation.route) {
             if subject.ids.counter.add(id), !learning,
                case let idThreshold = subject.ids.threshold(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2),
                case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {

@@ -100,6 +100,7 @@ public enum DefaultConfiguration {
     features:
       reputation: { enabled: true, rollout: 100, shadow: true }
       # adaptive: { enabled: true, rollout: 100, shadow: true }
+      # anomaly: { enabled: true, rollout: 100, shadow: true }
 
     # Adaptive limiting (docs/ADAPTIVE.md), under features.adaptive: tiers of subjects
     # (sluicectl tiers set SUBJECT TIER), rules naming the service they protect (shed lowest
@@ -113,6 +114,16 @@ public enum DefaultConfiguration {
     # rules:
     #   api:    { limit: 100, period: 1s, service: checkout }
     #   export: { limit: 100, period: 1m, baseline: { factor: 3, floor: 10, ceiling: 1000 } }
+
+    # Anomaly detection (docs/ANOMALY.md), under features.anomaly: checks (with their ip and
+    # route) and ReportOutcome feed signals against learned normals; alerts go to the log,
+    # `sluicectl alerts`, the webhook and sluice_anomaly_alerts_total, and each kind may respond.
+    # anomaly:
+    #   alert_log: /tmp/sluice-alerts.jsonl
+    #   responses:
+    #     credential_stuffing: { action: block, ttl: 1h }
+    #     rate_spike:          { action: tighten, factor: 0.1, ttl: 10m }
+    #   webhook: { url: "http://127.0.0.1:9000/hooks/sluice" }
 
     # tenants:
     #   acme:

@@ -137,6 +137,26 @@ import Testing
         #expect(alerts.allSatisfy { $0.scope == .global }, "no bot is named: \(alerts)")
     }
 
+    @Test func aCrawlOfPagesNamedByWordsIsEnumerationToo() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)
+        // A reader of a few pages, then a crawler of 120 product pages a minute, none with an id.
+        for step in stride(from: Int64(0), to: 20 * Self.minute, by: 30_000) {
+            rows.append(.init(timestampMs: Self.t0 + step, tenant: "t", subject: "u_crawler", ip: "10.4.4.5",
+                              route: "GET /products/\(["blue-widget", "red-widget"][Int(step / 30_000 % 2)])?ref=home", status: 200))
+        }
+        let start = Self.t0 + 22 * Self.minute
+        let words = ["oak", "ash", "elm", "fir", "yew", "box", "bay", "fig", "lime", "pine", "teak", "palm"]
+        for index in 0..<240 {
+            rows.append(.init(timestampMs: start + Int64(index) * 500, tenant: "t", subject: "u_crawler", ip: "10.4.4.5",
+                              route: "GET /products/\(words[index % 12])-\(words[index / 12 % 12])-table", status: 200))
+        }
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["enumeration"], "\(alerts)")
+        #expect(alerts.first?.subject == "u_crawler")
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 15_000)
+    }
+
     @Test func manySourcesIsASubjectSeenFromManyAddressesAgainstItsOwnNormal() {
         let detector = AnomalyDetector(settings: settings)
         var rows = Self.background(from: Self.t0, to: Self.t0 + 30 * Self.minute)

@@ -34,6 +34,17 @@ struct ConfigurationTests {
         #expect(empty.maxEntries == 5_000_000)
     }
 
+    @Test("the embedded default's commented anomaly example is valid once uncommented")
+    func embeddedAnomalyExample() throws {
+        let lines = DefaultConfiguration.yaml.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let start = try #require(lines.firstIndex { $0.hasPrefix("# anomaly:") })
+        let example = lines[start...].prefix { $0.hasPrefix("#") }.map { String($0.dropFirst(2)) }.joined(separator: "\n")
+        let configuration = try ConfigurationLoader.parse(example + "\nfeatures: { anomaly: { enabled: true } }", source: "example.yaml")
+        #expect(configuration.anomalyLog == "/tmp/sluice-alerts.jsonl")
+        #expect(configuration.anomalyResponses["credential_stuffing"]?.action == .block)
+        #expect(configuration.anomalyWebhook != nil)
+    }
+
     @Test("a full file is read: listeners, limits, tenants, durations, per-limit algorithms")
     func fullFile() throws {
         let configuration = try ConfigurationLoader.parse("""
