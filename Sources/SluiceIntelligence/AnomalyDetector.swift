@@ -284,25 +284,27 @@ public final class AnomalyDetector {
                     for byte in bytes[start..<end] { id = id &* 10 &+ UInt64(byte - 48) }
                     return id
                 }
-                if token == nil, hex, digit, letter, end - start >= 8 {
-                    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-                    for byte in bytes[start..<end] { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }  // FNV-1a
-                    token = hash
-                }
+                if token == nil, hex, digit, letter, end - start >= 8 { token = fnv1a(bytes[start..<end]) }
             }
             end = start - 1
         }
         return token
     }
 
-    /// A route without an id stands for itself: its method and path (the query left out),
-    /// hashed. So a crawl of pages named by words (`/products/blue-widget`) counts as one of ids.
-    static func pathKey(_ route: String) -> UInt64? {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in route.utf8 {
-            if byte == UInt8(ascii: "?") { break }
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3  // FNV-1a
+    /// The resource a request names, for enumeration: its route's id (``resourceID(_:)``), or,
+    /// for a route without one, the route itself (method and path, the query left out), hashed.
+    /// So a crawl of pages named by words (`/products/blue-widget`) counts as one of ids.
+    static func resource(_ route: String) -> UInt64 {
+        var route = route
+        return route.withUTF8 { bytes in
+            resourceID(bytes: bytes) ?? fnv1a(bytes[..<(bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex)])
         }
+    }
+
+    /// FNV-1a of `bytes`: cheap, and enough to tell routes and generated ids apart.
+    static func fnv1a(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
         return hash
     }
 
@@ -500,15 +502,14 @@ public final class AnomalyDetector {
                                        kind: "rate_spike", score: rate / threshold,
                                        detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, baseline)))
         }
-        if let id = Self.resourceID(observation.route) ?? Self.pathKey(observation.route) {
-            if subject.ids.counter.add(id), !learning,
-               case let idThreshold = subject.ids.threshold(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2),
-               case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
-                subject.lastAlert = now
-                alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                                           kind: "enumeration", score: distinct / idThreshold,
-                                           detail: String(format: "%.0f distinct ids within a minute, normal %.1f", distinct, subject.ids.normal)))
-            }
+        if subject.ids.counter.add(Self.resource(observation.route)), !learning,
+           case let idThreshold = subject.ids.threshold(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2),
+           case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
+            subject.lastAlert = now
+            alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                                       kind: "enumeration", score: distinct / idThreshold,
+                                       detail: String(format: "%.0f distinct resources (ids or routes) within a minute, normal %.1f", distinct,
+                                                      subject.ids.normal)))
         }
         // A new subject has no normal yet: only `newSubjectFactor` times the floor counts.
         if subject.sources.counter.add(ipKey), !learning,
