@@ -205,12 +205,41 @@ public final class AnomalyDetector {
         var firstSeen: Int64
         var lastSeen: Int64
         var lastAlert: Int64 = -(1 << 60)
-        /// The distinct subjects its failures named (exact, at most 64: allocated only for an
-        /// IP that fails).
-        var failedSubjects: Set<UInt64> = []
+        /// Its failures, from its first one (most addresses never fail).
+        var failures: FailureLog?
         /// Distinct subjects named by its requests.
         var subjects = DistinctPerMinute()
-        var failures: UInt32 = 0
+    }
+
+    /// The failures of an address that has failed: in the current minute, and in the current
+    /// 5 minutes with the outcomes they were among (a slower attacker's window). Subjects are
+    /// kept exactly, at most 64 per window.
+    final class FailureLog {
+        var minuteFailures: UInt32 = 0
+        var minuteSubjects: Set<UInt64> = []
+        /// The 5-minute window (timestamp / 5 min) of the counts below.
+        var window: Int64
+        var windowOutcomes: UInt32 = 0
+        var windowFailures: UInt32 = 0
+        var windowSubjects: Set<UInt64> = []
+
+        init(window: Int64) { self.window = window }
+
+        /// Counts an outcome (and the subject, if it failed), starting a new window when due.
+        func count(failed: Bool, subject: UInt64, at now: Int64) {
+            if now / 300_000 > window {
+                window = now / 300_000
+                windowOutcomes = 0
+                windowFailures = 0
+                windowSubjects = []
+            }
+            windowOutcomes &+= 1
+            guard failed else { return }
+            windowFailures &+= 1
+            minuteFailures &+= 1
+            if windowSubjects.count < 64 { windowSubjects.insert(subject) }
+            if minuteSubjects.count < 64 { minuteSubjects.insert(subject) }
+        }
     }
 
     public let settings: AnomalySettings
@@ -328,8 +357,10 @@ public final class AnomalyDetector {
     func roll(_ source: inout Source, to minute: Int64, settled: Bool) {
         guard minute > source.lastSeen / 60_000 else { return }
         source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2, settled: settled)
-        source.failures = 0
-        source.failedSubjects = []
+        if let failures = source.failures {
+            failures.minuteFailures = 0
+            failures.minuteSubjects = []
+        }
     }
 
     /// Whether an entity first seen at `firstSeen` has a normal of its own by `now`.
@@ -352,15 +383,17 @@ public final class AnomalyDetector {
             if let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
             subjects[subjectKey] = subject
         }
-        guard failed else { return alerts }
+        // The address: a success is counted only where a failure was before.
         let ipKey = Self.hash(observation.ip)
-        guard var source = sources[ipKey] ?? (sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) else {
-            untracked.sources &+= 1
+        guard var source = sources[ipKey] ?? (failed && sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) else {
+            if failed { untracked.sources &+= 1 }
             return alerts
         }
         roll(&source, to: minute, settled: settled(source.firstSeen, now))
         source.lastSeen = max(source.lastSeen, now)
-        if let alert = failure(of: observation, subjectKey: subjectKey, source: &source, learning: learning) { alerts.append(alert) }
+        if let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, source: &source, learning: learning) {
+            alerts.append(alert)
+        }
         sources[ipKey] = source
         return alerts
     }
@@ -380,17 +413,24 @@ public final class AnomalyDetector {
                             detail: "\(failures) failures of \(subject.outcomes) outcomes for this subject in a minute")
     }
 
-    /// Credential stuffing: many failures from one IP, naming many subjects.
-    func failure(of observation: AnomalyObservation, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
+    /// Credential stuffing: many failures from one IP, naming many subjects: within a minute,
+    /// or, slower, twice as many subjects within 5 minutes while most of its outcomes fail.
+    func outcome(of observation: AnomalyObservation, failed: Bool, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
         let now = observation.timestampMs
-        source.failures += 1
-        if source.failedSubjects.count < 64 { source.failedSubjects.insert(subjectKey) }
-        guard !learning, Int(source.failures) >= settings.failuresPerIP, source.failedSubjects.count >= settings.failedSubjectsPerIP,
-              now - source.lastAlert >= settings.cooldownMs else { return nil }
+        guard let log = source.failures ?? (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
+        source.failures = log
+        log.count(failed: failed, subject: subjectKey, at: now)
+        guard failed, !learning, now - source.lastAlert >= settings.cooldownMs else { return nil }
+        let fast = Int(log.minuteFailures) >= settings.failuresPerIP && log.minuteSubjects.count >= settings.failedSubjectsPerIP
+        let slow = log.windowSubjects.count >= 2 * settings.failedSubjectsPerIP && 2 * log.windowFailures >= log.windowOutcomes
+        guard fast || slow else { return nil }
         source.lastAlert = now
         return AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
-                            kind: "credential_stuffing", score: Double(source.failures) / Double(settings.failuresPerIP),
-                            detail: "\(source.failures) failures naming \(source.failedSubjects.count) subjects in a minute")
+                            kind: "credential_stuffing",
+                            score: fast ? Double(log.minuteFailures) / Double(settings.failuresPerIP)
+                                : Double(log.windowSubjects.count) / Double(2 * settings.failedSubjectsPerIP),
+                            detail: fast ? "\(log.minuteFailures) failures naming \(log.minuteSubjects.count) subjects in a minute"
+                                : "\(log.windowFailures) failures of \(log.windowOutcomes) outcomes naming \(log.windowSubjects.count) subjects in 5 minutes")
     }
 
     /// Takes one request (live, a check; its status is not read), in time order: the rate,
@@ -435,7 +475,7 @@ public final class AnomalyDetector {
                                                           source.subjects.normal)))
                 }
             }
-            if failed, let alert = failure(of: observation, subjectKey: subjectKey, source: &source, learning: learning) {
+            if withOutcome, let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, source: &source, learning: learning) {
                 alerts.append(alert)
             }
             if let sourceIndex { sources.values[sourceIndex] = source } else { sources[ipKey] = source }

@@ -117,6 +117,31 @@ import Testing
         #expect((alerts.first?.timestampMs ?? 0) - start <= 10_000)
     }
 
+    @Test func slowStuffingIsCaughtOverFiveMinutesButABusyOfficeWithTyposIsNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 40 * Self.minute)
+        // An office behind one address: 200 people log in over 10 minutes, 10 % mistype once.
+        for index in 0..<200 {
+            let time = Self.t0 + 20 * Self.minute + Int64(index) * 3_000
+            if index % 10 == 0 {
+                rows.append(.init(timestampMs: time, tenant: "t", subject: "staff\(index)", ip: "10.5.5.6", route: "POST /login", status: 401))
+            }
+            rows.append(.init(timestampMs: time + 1_000, tenant: "t", subject: "staff\(index)", ip: "10.5.5.6", route: "POST /login", status: 200))
+        }
+        // One username every 8 s from a hosting address (7.5 a minute, under the minute's floor of 12), 97 % failing.
+        let start = Self.t0 + 25 * Self.minute
+        for index in 0..<75 {
+            rows.append(.init(timestampMs: start + Int64(index) * 8_000, tenant: "t", subject: "victim\(index)", ip: "192.0.2.77",
+                              route: "POST /login", status: index % 33 == 5 ? 200 : 401))
+        }
+        let alerts = Self.run(detector, rows)
+        // Ten minutes of it: alerted again once the cooldown has passed; the office never.
+        #expect(alerts.count == 2, "\(alerts)")
+        #expect(alerts.allSatisfy { $0.kind == "credential_stuffing" && $0.ip == "192.0.2.77" }, "\(alerts)")
+        #expect(alerts.first?.detail.contains("in 5 minutes") == true)
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 3 * Self.minute)
+    }
+
     @Test func aSurgeOfNewSourcesIsAGlobalAlertButNewcomersAtTheUsualPaceAreNot() {
         let detector = AnomalyDetector(settings: settings)
         var rows = Self.background(from: Self.t0, to: Self.t0 + 40 * Self.minute, newcomers: 6)

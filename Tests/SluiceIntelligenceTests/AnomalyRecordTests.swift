@@ -5,7 +5,7 @@ import Testing
 @Suite struct AnomalyRecordTests {
     @Test func recordsAreTheirDocumentedSize() {
         #expect(MemoryLayout<AnomalyDetector.Subject>.stride == 128)
-        #expect(MemoryLayout<AnomalyDetector.Source>.stride == 64)
+        #expect(MemoryLayout<AnomalyDetector.Source>.stride == 56)
     }
 
     @Test func aLateEventCountsInTheCurrentMinuteAndResetsNothing() {
