@@ -96,7 +96,7 @@ public struct AnomalySettings: Sendable, Equatable {
     /// against their learned baseline...
     public var surgeFactor = 8.0
     /// ... and at least this many.
-    public var surgeMinimum = 600.0
+    public var surgeMinimum = 300.0
     /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
     public var subjectWarmupMs: Int64 = 10 * 60_000
     /// Until then, a rate spike needs this many times `spikeMinimumRate`.
