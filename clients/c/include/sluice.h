@@ -112,6 +112,8 @@ typedef struct sluice_check {
     uint64_t hits;       /* the cost; 0 means 1 unless `peek` */
     bool peek;           /* ask without consuming (sends hits = 0) */
     uint64_t now_ms;     /* the time, read only by a daemon started with --clock request */
+    const char *ip;      /* the caller's address, for anomaly detection (docs/ANOMALY.md); NULL or "" for none */
+    const char *route;   /* "METHOD path" of the request, for anomaly detection; NULL or "" for none */
 } sluice_check;
 
 typedef struct sluice_verdict {
@@ -186,6 +188,58 @@ int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *
 
 /* Requests submitted and not yet collected. */
 size_t sluice_pending(const sluice_client *client);
+
+/*
+ * Anomaly detection (docs/ANOMALY.md). What the upstream answered to a checked request: its
+ * subject (or key), address, route and HTTP status. Zero-initialise and set what you know.
+ */
+typedef struct sluice_outcome {
+    const char *tenant;
+    const char *subject; /* required */
+    const char *ip;
+    const char *route;
+    uint32_t status;     /* the HTTP status, 100 ... 599 */
+    uint64_t time_ms;    /* when it was answered, ms since the epoch; 0 means now */
+} sluice_outcome;
+
+/*
+ * Reports `count` outcomes (1 ... SLUICE_MAX_BATCH) in one round trip. `recorded` (may be NULL)
+ * receives how many the daemon took: all, or 0 while its anomaly feature is off. A bad outcome
+ * fails the whole report, error->check_index naming it.
+ */
+int sluice_report_outcomes(sluice_client *client, const sluice_outcome *outcomes, size_t count, uint32_t *recorded,
+                           sluice_error *error);
+
+/* One anomaly alert; strings are truncated to fit and always NUL-terminated. */
+typedef struct sluice_alert {
+    uint64_t time_ms;  /* when it was raised, ms since the epoch */
+    char scope[16];    /* "subject", "ip" or "global" */
+    char subject[256]; /* for scope "subject" */
+    char ip[64];       /* for scope "ip" */
+    char tenant[128];
+    char kind[64];     /* "rate_spike", "credential_stuffing", ... */
+    double score;      /* how many times its threshold the signal stood at */
+    char detail[256];  /* one sentence */
+} sluice_alert;
+
+/*
+ * Follows the daemon's anomaly alerts (a WatchAlerts stream; docs/PROTOCOL.md, Streams).
+ * `kinds` is a NULL-terminated list of alert kinds (NULL for every kind), `tenant` NULL for
+ * every tenant, and `recent` (0 ... 1000) asks for that many recent alerts first. From then on
+ * the client belongs to the stream: read it with sluice_next_alert, and make other calls on a
+ * client of their own (they return SLUICE_E_STATE). After the stream ends (SLUICE_E_IO), calling
+ * sluice_watch_alerts again reconnects and follows anew.
+ */
+int sluice_watch_alerts(sluice_client *client, const char *const *kinds, const char *tenant, uint32_t recent,
+                        sluice_error *error);
+
+/*
+ * The next alert of the stream, waiting up to the client's timeout. SLUICE_E_TIMEOUT means none
+ * came: unlike other calls, the stream stays open; call again. `dropped` (may be NULL) receives
+ * how many alerts the daemon dropped for this follower before this one (it did not read fast
+ * enough). SLUICE_E_IO: the stream ended (the daemon closed it, say at shutdown).
+ */
+int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *dropped, sluice_error *error);
 
 /* A stable name for a status: "ok", "unknown_rule", "io", ... */
 const char *sluice_status_name(int status);

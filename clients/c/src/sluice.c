@@ -34,7 +34,7 @@
 #define SUBMIT_FLUSH_BYTES (64u << 10)
 #define DEFAULT_TIMEOUT_MS 5000
 
-enum request_kind { KIND_CHECK, KIND_PING, KIND_RELEASE };
+enum request_kind { KIND_CHECK, KIND_PING, KIND_RELEASE, KIND_OUTCOMES, KIND_WATCH };
 
 typedef struct pending_request {
     uint64_t id;
@@ -60,6 +60,12 @@ struct sluice_client {
     Sluice__V1__Check **check_ptrs;
     Sluice__V1__Limit *limits;
     size_t scratch_cap;
+
+    /* An alert stream (sluice_watch_alerts): its request id, and the batch being handed out. */
+    bool streaming;
+    uint64_t stream_id;
+    Sluice__V1__Response *batch;
+    size_t batch_pos;
 };
 
 /* MARK: errors */
@@ -277,6 +283,7 @@ void sluice_close(sluice_client *client) {
     free(client->checks);
     free(client->check_ptrs);
     free(client->limits);
+    if (client->batch) sluice__v1__response__free_unpacked(client->batch, NULL);
     free(client);
 }
 
@@ -438,6 +445,8 @@ static void fill_check(const sluice_check *in, Sluice__V1__Check *out, Sluice__V
     out->key = text(in->key);
     out->subject = text(in->subject);
     out->now_ms = in->now_ms;
+    out->ip = text(in->ip);
+    out->route = text(in->route);
     if (in->peek) {
         out->hits_presence_case = SLUICE__V1__CHECK__HITS_PRESENCE_HITS;
         out->hits = 0;
@@ -586,6 +595,8 @@ static int collect_checks(sluice_client *client, uint64_t *request_id, sluice_ve
 static int begin_call(sluice_client *client, sluice_error *error, bool synchronous) {
     clear_error(error);
     if (!client) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client given");
+    if (client->streaming)
+        return set_error(error, SLUICE_E_STATE, -1, "this client follows alerts; make other calls on a client of their own");
     if (synchronous && client->pcount > 0)
         return set_error(error, SLUICE_E_STATE, -1, "%zu pipelined answers are still to be collected", client->pcount);
     return ensure_connected(client, error);
@@ -673,4 +684,149 @@ int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *
     if (client->fd < 0 || client->pcount == 0)
         return set_error(error, SLUICE_E_STATE, -1, "no request is waiting for an answer");
     return collect_checks(client, request_id, verdicts, capacity, count, error);
+}
+
+/* MARK: anomaly detection */
+
+int sluice_report_outcomes(sluice_client *client, const sluice_outcome *outcomes, size_t count, uint32_t *recorded,
+                           sluice_error *error) {
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    if (!outcomes || count == 0 || count > SLUICE_MAX_BATCH)
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "a report holds 1 to %d outcomes, got %zu", SLUICE_MAX_BATCH,
+                         outcomes ? count : 0);
+    Sluice__V1__Outcome *items = calloc(count, sizeof *items);
+    Sluice__V1__Outcome **pointers = calloc(count, sizeof *pointers);
+    if (!items || !pointers) {
+        free(items);
+        free(pointers);
+        return set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
+        sluice__v1__outcome__init(&items[i]);
+        items[i].tenant = text(outcomes[i].tenant);
+        items[i].subject = text(outcomes[i].subject);
+        items[i].ip = text(outcomes[i].ip);
+        items[i].route = text(outcomes[i].route);
+        items[i].status = outcomes[i].status;
+        items[i].time_ms = outcomes[i].time_ms;
+        pointers[i] = &items[i];
+    }
+    Sluice__V1__ReportOutcomeRequest body = SLUICE__V1__REPORT_OUTCOME_REQUEST__INIT;
+    body.n_outcomes = count;
+    body.outcomes = pointers;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME;
+    request.report_outcome = &body;
+    status = queue_request(client, &request, KIND_OUTCOMES, (uint32_t)count, error);
+    free(items);
+    free(pointers);
+    if (status != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    if ((status = next_response(client, &response, &pending, error)) != SLUICE_OK) return status;
+    bool ok = response->body_case == SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME && response->report_outcome;
+    if (ok && recorded) *recorded = response->report_outcome->recorded;
+    sluice__v1__response__free_unpacked(response, NULL);
+    return ok ? SLUICE_OK : fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered a report with something else");
+}
+
+/* Whether a whole frame waits in the read buffer. */
+static bool frame_buffered(const sluice_client *client) {
+    size_t have = client->rlen - client->rpos;
+    if (have < 4) return false;
+    const uint8_t *p = client->rbuf + client->rpos;
+    uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    return have >= 4 + (size_t)n;
+}
+
+/* Takes `response` as the batch being handed out, if it is one of the stream's. */
+static int take_batch(sluice_client *client, Sluice__V1__Response *response, sluice_error *error) {
+    if (response->body_case != SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS || !response->watch_alerts) {
+        sluice__v1__response__free_unpacked(response, NULL);
+        return fail(client, error, SLUICE_E_PROTOCOL, "the daemon sent something other than alerts on the alert stream");
+    }
+    if (client->batch) sluice__v1__response__free_unpacked(client->batch, NULL);
+    client->batch = response;
+    client->batch_pos = 0;
+    return SLUICE_OK;
+}
+
+int sluice_watch_alerts(sluice_client *client, const char *const *kinds, const char *tenant, uint32_t recent,
+                        sluice_error *error) {
+    clear_error(error);
+    if (!client) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client given");
+    if (client->streaming && client->fd >= 0)
+        return set_error(error, SLUICE_E_STATE, -1, "this client follows alerts already");
+    client->streaming = false; /* an ended stream: follow anew */
+    if (client->batch) sluice__v1__response__free_unpacked(client->batch, NULL);
+    client->batch = NULL;
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    size_t n = 0;
+    while (kinds && kinds[n]) n++;
+    Sluice__V1__WatchAlertsRequest body = SLUICE__V1__WATCH_ALERTS_REQUEST__INIT;
+    body.n_kinds = n;
+    body.kinds = (char **)kinds;
+    body.tenant = text(tenant);
+    body.recent = recent;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_WATCH_ALERTS;
+    request.watch_alerts = &body;
+    if ((status = queue_request(client, &request, KIND_WATCH, 0, error)) != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    if ((status = next_response(client, &response, &pending, error)) != SLUICE_OK) return status;
+    if ((status = take_batch(client, response, error)) != SLUICE_OK) return status;
+    client->streaming = true;
+    client->stream_id = request.id;
+    return SLUICE_OK;
+}
+
+static void copy_alert(const Sluice__V1__Alert *in, sluice_alert *out) {
+    out->time_ms = in->time_ms;
+    out->score = in->score;
+    snprintf(out->scope, sizeof out->scope, "%s", in->scope ? in->scope : "");
+    snprintf(out->subject, sizeof out->subject, "%s", in->subject ? in->subject : "");
+    snprintf(out->ip, sizeof out->ip, "%s", in->ip ? in->ip : "");
+    snprintf(out->tenant, sizeof out->tenant, "%s", in->tenant ? in->tenant : "");
+    snprintf(out->kind, sizeof out->kind, "%s", in->kind ? in->kind : "");
+    snprintf(out->detail, sizeof out->detail, "%s", in->detail ? in->detail : "");
+}
+
+int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *dropped, sluice_error *error) {
+    clear_error(error);
+    if (!client || !alert) return set_error(error, SLUICE_E_ARGUMENT, -1, "no client or no room for the alert given");
+    if (!client->streaming) return set_error(error, SLUICE_E_STATE, -1, "no alert stream: call sluice_watch_alerts first");
+    if (dropped) *dropped = 0;
+    for (;;) {
+        const Sluice__V1__WatchAlertsResponse *batch = client->batch ? client->batch->watch_alerts : NULL;
+        if (batch && client->batch_pos < batch->n_alerts) {
+            copy_alert(batch->alerts[client->batch_pos++], alert);
+            return SLUICE_OK;
+        }
+        if (client->fd < 0)
+            return set_error(error, SLUICE_E_IO, -1, "the alert stream ended; call sluice_watch_alerts to follow again");
+        if (!frame_buffered(client)) {
+            /* Waiting is not a failure here: the stream stays open after a timeout. */
+            int events = wait_for(client->fd, POLLIN, client->timeout_ms);
+            if (events == 0) return set_error(error, SLUICE_E_TIMEOUT, -1, "no alert within %d ms", client->timeout_ms);
+            if (events < 0) return fail(client, error, SLUICE_E_IO, "poll failed: %s", strerror(errno));
+        }
+        const uint8_t *payload = NULL;
+        size_t length = 0;
+        int status = read_frame(client, &payload, &length, error);
+        if (status != SLUICE_OK) return status;
+        Sluice__V1__Response *response = sluice__v1__response__unpack(NULL, length, payload);
+        if (!response) return fail(client, error, SLUICE_E_PROTOCOL, "the daemon's frame is not a valid sluice.v1.Response");
+        if (response->id != client->stream_id) {
+            unsigned long long got = (unsigned long long)response->id;
+            sluice__v1__response__free_unpacked(response, NULL);
+            return fail(client, error, SLUICE_E_PROTOCOL, "a frame for request %llu arrived on the alert stream", got);
+        }
+        if ((status = take_batch(client, response, error)) != SLUICE_OK) return status;
+        if (dropped) *dropped += client->batch->watch_alerts->dropped;
+    }
 }

@@ -11,8 +11,10 @@ sluiced=${SLUICED:-$root/.build/debug/sluiced}
 
 dir=$(mktemp -d)
 daemon=
+anomaly=
 cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  [ -n "$anomaly" ] && kill "$anomaly" 2>/dev/null && wait "$anomaly" 2>/dev/null
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -28,12 +30,24 @@ grep -q "sluiced ready" "$dir/log" || { echo "run.sh: sluiced did not start in 1
 port=$(sed -n 's/.*listen.tcp=.*:\([0-9]*\) .*/\1/p' "$dir/log" | head -1)
 [ -n "$port" ] || { echo "run.sh: no TCP port in the daemon's log" >&2; cat "$dir/log" >&2; exit 1; }
 
+# A second daemon with anomaly detection on and no warm-up, for outcomes and the alert stream.
+printf 'anomaly: { warmup: 1ms }\nfeatures: { anomaly: { enabled: true } }\n' >"$dir/anomaly.yaml"
+"$sluiced" --config "$dir/anomaly.yaml" --unix "$dir/anomaly.sock" --snapshot off --store off --metrics off \
+  --log-level error >"$dir/anomaly.log" 2>&1 &
+anomaly=$!
+for _ in $(seq 1 100); do
+  [ -S "$dir/anomaly.sock" ] && break
+  kill -0 "$anomaly" 2>/dev/null || { cat "$dir/anomaly.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -S "$dir/anomaly.sock" ] || { echo "run.sh: the anomaly daemon did not start in 10 s" >&2; cat "$dir/anomaly.log" >&2; exit 1; }
+
 if command -v valgrind >/dev/null; then
   valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port"
+    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock"
 else
   echo "run.sh: valgrind not installed; running without it" >&2
-  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port"
+  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock"
 fi
 
 # The example: allowed (exit 0) under the default rule, and exit 2 for an unreachable daemon.

@@ -1,7 +1,8 @@
 /*
  * Tests of libsluice against a real sluiced (started by tests/run.sh with --clock request, so
  * time comes from each check's now_ms) and against a misbehaving fake server in this process.
- *   test_sluice UNIX_ENDPOINT TCP_ENDPOINT
+ *   test_sluice UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT]
+ * The third endpoint is a daemon with anomaly detection on (no warm-up), for outcomes and alerts.
  * Prints one line per failed expectation and a summary; exit status 1 if anything failed.
  */
 #define _GNU_SOURCE
@@ -18,6 +19,7 @@
 #include "sluice/v1/sluice.pb-c.h"
 
 static int failures, expectations;
+static const char *anomaly_endpoint;
 
 #define EXPECT(condition, ...)                                                                                         \
     do {                                                                                                               \
@@ -45,6 +47,101 @@ static const char *fresh_key(const char *prefix) {
 static sluice_check inline_check(const char *key, uint64_t limit, uint64_t period_ms, uint64_t now_ms) {
     sluice_check check = {.key = key, .limit = limit, .period_ms = period_ms, .now_ms = now_ms};
     return check;
+}
+
+static uint64_t now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* Twenty failed logins naming twenty users from `ip`: credential stuffing. */
+static int stuff(sluice_client *client, const char *ip, uint64_t at, uint32_t *recorded, sluice_error *error) {
+    static char names[20][32];
+    sluice_outcome outcomes[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(names[i], sizeof names[i], "user%d", i);
+        outcomes[i] = (sluice_outcome){.subject = names[i], .ip = ip, .route = "POST /login", .status = 401,
+                                       .time_ms = at + (uint64_t)i * 100};
+    }
+    return sluice_report_outcomes(client, outcomes, 20, recorded, error);
+}
+
+/* Against the daemon with anomaly detection on (run.sh's third endpoint). */
+static void test_anomaly(const char *endpoint) {
+    sluice_error error;
+    sluice_client *reporter = sluice_connect(endpoint, 5000, &error);
+    sluice_client *follower = sluice_connect(endpoint, 5000, &error);
+    EXPECT(reporter && follower, "connect %s: %s", endpoint, error.message);
+    if (!reporter || !follower) {
+        sluice_close(reporter);
+        sluice_close(follower);
+        return;
+    }
+    /* A check may carry the caller's address and route. */
+    sluice_check check = {.key = fresh_key("anomaly"), .limit = 100, .period_ms = 1000, .ip = "198.51.100.4",
+                         .route = "GET /api/items/7"};
+    sluice_verdict verdict;
+    int status = sluice_check_one(reporter, &check, &verdict, &error);
+    EXPECT(status == SLUICE_OK && verdict.allowed, "check with ip and route: %s", error.message);
+
+    uint64_t start = now_ms();
+    uint32_t recorded = 0;
+    status = stuff(reporter, "192.0.2.31", start, &recorded, &error);
+    EXPECT(status == SLUICE_OK && recorded == 20, "report: %s (recorded %u)", error.message, recorded);
+
+    const char *kinds[] = {"credential_stuffing", NULL};
+    status = sluice_watch_alerts(follower, kinds, NULL, 10, &error);
+    EXPECT(status == SLUICE_OK, "watch: %s", error.message);
+    sluice_alert alert;
+    uint64_t dropped = 99;
+    status = sluice_next_alert(follower, &alert, &dropped, &error);
+    EXPECT(status == SLUICE_OK, "first alert: %s", error.message);
+    EXPECT(strcmp(alert.kind, "credential_stuffing") == 0 && strcmp(alert.scope, "ip") == 0 &&
+               strcmp(alert.ip, "192.0.2.31") == 0 && alert.score >= 1 && alert.time_ms >= start,
+           "alert %s %s %s %f", alert.kind, alert.scope, alert.ip, alert.score);
+    EXPECT(dropped == 0, "dropped %llu", (unsigned long long)dropped);
+    EXPECT(sluice_ping(follower, &error) == SLUICE_E_STATE, "a following client takes no other call: %s",
+           sluice_status_name(error.code));
+
+    /* Nothing new: a timeout, and the stream stays open. */
+    sluice_set_timeout(follower, 200);
+    EXPECT(sluice_next_alert(follower, &alert, NULL, &error) == SLUICE_E_TIMEOUT, "%s", sluice_status_name(error.code));
+    EXPECT(sluice_connected(follower), "the stream closed on a timeout");
+
+    /* A new burst is pushed to the follower. */
+    sluice_set_timeout(follower, 5000);
+    status = stuff(reporter, "192.0.2.32", start + 10000, NULL, &error);
+    EXPECT(status == SLUICE_OK, "report: %s", error.message);
+    status = sluice_next_alert(follower, &alert, NULL, &error);
+    EXPECT(status == SLUICE_OK && strcmp(alert.ip, "192.0.2.32") == 0, "pushed alert: %s %s", sluice_status_name(status),
+           alert.ip);
+
+    /* Bad input is refused with a reason. */
+    sluice_outcome bad[2] = {{.subject = "a", .status = 200}, {.subject = "b", .status = 42}};
+    status = sluice_report_outcomes(reporter, bad, 2, NULL, &error);
+    EXPECT(status == SLUICE_INVALID_ARGUMENT && error.check_index == 1, "bad status: %s (%d)", sluice_status_name(status),
+           error.check_index);
+    sluice_client *refused = sluice_connect(endpoint, 5000, &error);
+    if (refused) {
+        status = sluice_watch_alerts(refused, NULL, NULL, 5000, &error);
+        EXPECT(status == SLUICE_INVALID_ARGUMENT, "recent 5000: %s", sluice_status_name(status));
+        EXPECT(sluice_next_alert(refused, &alert, NULL, &error) == SLUICE_E_STATE, "no stream after a refusal");
+        EXPECT(sluice_ping(refused, &error) == SLUICE_OK, "a refused watch leaves the client usable: %s", error.message);
+        sluice_close(refused);
+    }
+    sluice_close(reporter);
+    sluice_close(follower);
+}
+
+/* Against the daemon with anomaly detection off: outcomes are taken and ignored. */
+static void test_outcomes_while_off(sluice_client *client) {
+    sluice_error error;
+    sluice_outcome outcome = {.subject = "someone", .ip = "203.0.113.5", .route = "POST /login", .status = 401};
+    uint32_t recorded = 99;
+    int status = sluice_report_outcomes(client, &outcome, 1, &recorded, &error);
+    EXPECT(status == SLUICE_OK && recorded == 0, "report while off: %s (recorded %u)", error.message, recorded);
+    EXPECT(sluice_report_outcomes(client, &outcome, 0, NULL, &error) == SLUICE_E_ARGUMENT, "an empty report");
 }
 
 static void test_connect_errors(void) {
@@ -378,11 +475,12 @@ static void test_bad_server(enum fake_mode mode, int expected, const char *what)
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT\n", argv[0]);
+        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT]\n", argv[0]);
         return 2;
     }
     unix_endpoint = argv[1];
     tcp_endpoint = argv[2];
+    anomaly_endpoint = argc > 3 ? argv[3] : NULL;
 
     test_connect_errors();
     test_ping(unix_endpoint);
@@ -398,8 +496,10 @@ int main(int argc, char **argv) {
         test_batch(client);
         test_pipeline(client);
         test_leases(client);
+        test_outcomes_while_off(client);
         sluice_close(client);
     }
+    if (anomaly_endpoint) test_anomaly(anomaly_endpoint);
     test_bad_server(FAKE_CLOSE, SLUICE_E_IO, "a server that hangs up");
     test_bad_server(FAKE_GARBAGE, SLUICE_E_PROTOCOL, "a server that sends garbage");
     test_bad_server(FAKE_HUGE_LENGTH, SLUICE_E_PROTOCOL, "a server that sends an absurd length");
