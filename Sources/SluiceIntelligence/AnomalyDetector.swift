@@ -97,6 +97,8 @@ public struct AnomalySettings: Sendable, Equatable {
     public var surgeFactor = 8.0
     /// ... and at least this many.
     public var surgeMinimum = 300.0
+    /// Traffic surge: all requests over 30 s against their learned normal (and `surgeMinimum`).
+    public var trafficFactor = 6.0
     /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
     public var subjectWarmupMs: Int64 = 10 * 60_000
     /// Until then, a rate spike needs this many times `spikeMinimumRate`.
@@ -183,6 +185,33 @@ public final class AnomalyDetector {
         }
     }
 
+    /// A global count over the last 30 s, against its normal: the mean of the 30 s totals (one
+    /// sample per 5 s bucket) while it has fewer than 360, then smoothed over about 30 minutes.
+    /// After warm-up, above twice the normal it learns ten times slower (a benign crowd must not
+    /// teach it that a surge is normal), and not at all past half the alert threshold.
+    struct GlobalRate {
+        var window = Window()
+        var normal: Double = 0
+        var samples: Double = 0
+        var bucket: Int64 = -1
+
+        /// Counts `value` at `bucket` and returns the 30 s total.
+        mutating func add(_ value: UInt32, bucket: Int64, learning: Bool, factor: Double) -> Double {
+            if value > 0 { window.add(value, bucket: bucket) }
+            let total = Double(window.total(at: bucket))
+            if bucket != self.bucket {
+                let high = total > 2 * normal
+                let surging = total > factor / 2 * normal
+                if learning || samples == 0 || !surging {
+                    samples = min(samples + 1, 360)
+                    normal += (total - normal) / (high && !learning ? 3_600 : samples)
+                }
+                self.bucket = bucket
+            }
+            return total
+        }
+    }
+
     /// A subject's record: 128 bytes. Its per-minute counts are of the minute of `lastSeen`.
     struct Subject {
         var window = Window()
@@ -247,9 +276,9 @@ public final class AnomalyDetector {
     var sources: [UInt64: Source] = [:]
     var start: Int64?
     /// Requests from young sources, per 5 s, and its smoothed normal (per 30 s).
-    var youngRequests = Window()
-    var youngBaseline: Double = 0
-    var youngBaselineBucket: Int64 = -1
+    var youngRequests = GlobalRate()
+    /// All requests, the same way.
+    var allRequests = GlobalRate()
     var lastGlobalAlert: Int64 = -(1 << 60)
     var lastSweep: Int64 = 0
     /// Hits of subjects without a record (over `maxSubjects`) in the current 30 s, and the
@@ -460,7 +489,9 @@ public final class AnomalyDetector {
             let settled = settled(source.firstSeen, now)
             roll(&source, to: minute, settled: settled)
             source.lastSeen = max(source.lastSeen, now)
-            young = now - source.firstSeen <= 5 * 60_000
+            // New: first seen in the last 5 minutes, but not in the detector's first 5 minutes,
+            // when every address is one it had not seen yet (at start, after a restart).
+            young = now - source.firstSeen <= 5 * 60_000 && source.firstSeen - (start ?? now) >= 5 * 60_000
             // Its estimate changes only when a new bit is set: only then is it compared.
             if source.subjects.counter.add(subjectKey), !learning {
                 // A new IP has no normal yet: only twice the floor counts.
@@ -485,28 +516,22 @@ public final class AnomalyDetector {
             untracked.sources &+= 1
         }
 
-        // Global: requests from young sources against their normal.
-        if young { youngRequests.add(UInt32(clamping: observation.cost), bucket: bucket) }
-        let youngTotal = Double(youngRequests.total(at: bucket))
-        if bucket != youngBaselineBucket {
-            // One sample per 5 s of the 30 s total, about 30 minutes of memory. Above twice the
-            // normal it learns ten times slower (a benign crowd must not teach it that a surge is
-            // normal), and not at all past half the alert threshold; during warm-up, from all.
-            let high = youngBaseline > 0 && youngTotal > 2 * youngBaseline
-            let surging = youngBaseline > 0 && youngTotal > settings.surgeFactor / 2 * youngBaseline
-            if youngBaseline == 0 {
-                youngBaseline = youngTotal
-            } else if learning || !surging {
-                youngBaseline += (youngTotal - youngBaseline) / (high && !learning ? 3_600 : 360)
+        // Global: requests from young sources, and all requests, each against its normal.
+        let cost = UInt32(clamping: observation.cost)
+        let youngTotal = youngRequests.add(young ? cost : 0, bucket: bucket, learning: learning, factor: settings.surgeFactor)
+        let allTotal = allRequests.add(cost, bucket: bucket, learning: learning, factor: settings.trafficFactor)
+        if !learning, now - lastGlobalAlert >= 2 * settings.cooldownMs {
+            if youngTotal >= settings.surgeMinimum, youngTotal >= settings.surgeFactor * max(1, youngRequests.normal) {
+                lastGlobalAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "new_source_surge",
+                                           score: youngTotal / max(1, youngRequests.normal),
+                                           detail: "\(Int(youngTotal)) requests in 30 s from sources first seen in the last 5 minutes (normal \(Int(youngRequests.normal)))"))
+            } else if allTotal >= settings.surgeMinimum, allTotal >= settings.trafficFactor * max(1, allRequests.normal) {
+                lastGlobalAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "traffic_surge",
+                                           score: allTotal / max(1, allRequests.normal),
+                                           detail: "\(Int(allTotal)) requests in 30 s (normal \(Int(allRequests.normal)))"))
             }
-            youngBaselineBucket = bucket
-        }
-        if !learning, youngTotal >= settings.surgeMinimum, youngTotal >= settings.surgeFactor * max(1, youngBaseline),
-           now - lastGlobalAlert >= 2 * settings.cooldownMs {
-            lastGlobalAlert = now
-            alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "new_source_surge",
-                                       score: youngTotal / max(1, youngBaseline),
-                                       detail: "\(Int(youngTotal)) requests in 30 s from sources first seen in the last 5 minutes (normal \(Int(youngBaseline)))"))
         }
 
         // The subject: rate against its own baseline, distinct ids, distinct IPs.

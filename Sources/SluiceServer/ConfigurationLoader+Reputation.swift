@@ -226,7 +226,7 @@ extension Reader {
     func readAnomaly(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.anomaly
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
-                         "sources_per_subject", "failures_per_subject", "subjects_per_ip", "max_subjects", "max_sources",
+                         "sources_per_subject", "failures_per_subject", "subjects_per_ip", "max_subjects", "max_sources", "traffic_factor",
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
                          "alert_log", "responses", "webhook"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
@@ -242,6 +242,7 @@ extension Reader {
             case "subjects_per_ip": settings.subjectsPerIP = try integer(value, path, 2...255)
             case "max_subjects": settings.maxSubjects = try integer(value, path, 1_000...1_000_000_000)
             case "max_sources": settings.maxSources = try integer(value, path, 1_000...1_000_000_000)
+            case "traffic_factor": settings.trafficFactor = try number(value, path, 1.5...1_000)
             case "surge_factor": settings.surgeFactor = try number(value, path, 1.5...1_000)
             case "surge_minimum": settings.surgeMinimum = try number(value, path, 1...100_000_000)
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
@@ -266,7 +267,7 @@ extension Reader {
                         default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
                         }
                     }
-                    if kind == "new_source_surge", response.action != .alert {
+                    if kind == "new_source_surge" || kind == "traffic_surge", response.action != .alert {
                         throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
                     }
                     configuration.anomalyResponses[kind] = response

@@ -157,7 +157,7 @@ import Testing
         let alerts = Self.run(detector, rows)
         let global = alerts.filter { $0.scope == .global }
         #expect(global.count == 1, "\(alerts)")
-        #expect(global.first?.kind == "new_source_surge")
+        #expect(global.first?.kind == "new_source_surge", "\(global.map { ($0.timestampMs - start, $0.detail) })")
         #expect((global.first?.timestampMs ?? 0) - start <= 60_000)
         #expect(alerts.allSatisfy { $0.scope == .global }, "no bot is named: \(alerts)")
     }
@@ -284,6 +284,29 @@ import Testing
         #expect(spikes.first?.detail.contains("without a record") == true)
         #expect((spikes.first?.timestampMs ?? 0) - start <= 15_000)
         #expect(!alerts.contains { $0.subject?.hasPrefix("once") == true })
+    }
+
+    @Test func aTrafficSurgeFromKnownCallersIsAGlobalAlertButADoublingIsNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.background(from: Self.t0, to: Self.t0 + 50 * Self.minute)
+        /// Every established user sends `extra` more requests a second over [from, to).
+        func more(_ extra: Int, from: Int64, to: Int64) {
+            for time in stride(from: from, to: to, by: 1_000) {
+                for user in 0..<50 where (time / 1_000 + Int64(user)) % 10 < Int64(extra) {
+                    rows.append(.init(timestampMs: time, tenant: "t", subject: "u\(user)", ip: "10.0.0.\(user)",
+                                      route: "GET /api/items/\(user % 7)", status: 200))
+                }
+            }
+        }
+        // A benign doubling for ten minutes (a flash crowd of known users), then, later, seven
+        // times the usual traffic from the same users (a flood no single subject shows).
+        more(1, from: Self.t0 + 25 * Self.minute, to: Self.t0 + 35 * Self.minute)
+        let start = Self.t0 + 42 * Self.minute
+        more(6, from: start, to: start + 4 * Self.minute)
+        let alerts = Self.run(detector, rows)
+        #expect(alerts.map(\.kind) == ["traffic_surge"], "\(alerts.map { ($0.timestampMs - Self.t0, $0.detail) })")
+        #expect(alerts.first?.scope == .global)
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 30_000)
     }
 
     @Test func stateForIdleSubjectsAndSourcesExpires() {

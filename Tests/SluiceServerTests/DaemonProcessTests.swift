@@ -266,7 +266,8 @@ struct DaemonProcessTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let trace = LoadHarnessTests.sample
-        // No warm-up: the first minute of a trace is all new sources, which the detector must call a surge.
+        // No warm-up: nothing is learned first, so the first seconds of traffic are a global surge
+        // against a normal of next to nothing.
         try "anomaly: { warmup: 1ms }\n".write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
         let run = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/alerts.jsonl", "--config", "\(directory)/sluice.yaml"])
         #expect(run.status == 0, "\(run.err)")
@@ -278,7 +279,7 @@ struct DaemonProcessTests {
             #expect(alert["ts_ms"] is NSNumber && alert["score"] is NSNumber && alert["kind"] is String)
             #expect(["subject", "ip", "global"].contains(alert["scope"] as? String ?? ""))
         }
-        #expect(lines.contains { $0.contains("\"scope\":\"global\"") && $0.contains("new_source_surge") })
+        #expect(lines.contains { $0.contains("\"scope\":\"global\"") && $0.contains("traffic_surge") })
         try "anomaly: { spike_factr: 3 }\n".write(toFile: "\(directory)/bad.yaml", atomically: true, encoding: .utf8)
         let bad = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/x.jsonl", "--config", "\(directory)/bad.yaml"])
         #expect(bad.status == 2)
