@@ -123,7 +123,7 @@ public struct AnomalySettings: Sendable, Equatable {
 /// time, and the two raise the same alerts.
 ///
 /// Memory: a fixed-size record per subject and per IP seen within `idleMs` (no allocation per
-/// record beyond the map's slot, except a failing IP's set of at most 64 subjects), up to
+/// record beyond the map's slot, except the failure log of an IP that has failed), up to
 /// `maxSubjects` and `maxSources`. Beyond those, new subjects are counted in a count-min sketch
 /// (a rate spike is still caught, against the absolute floor), and new IPs count as new sources.
 public final class AnomalyDetector {
@@ -229,7 +229,7 @@ public final class AnomalyDetector {
         var baseline: Float = 0
     }
 
-    /// An address's record: 64 bytes. Its per-minute counts are of the minute of `lastSeen`.
+    /// An address's record: 56 bytes. Its per-minute counts are of the minute of `lastSeen`.
     struct Source {
         var firstSeen: Int64
         var lastSeen: Int64
