@@ -296,6 +296,9 @@ public final class AnomalyDetector {
         self.settings = settings
     }
 
+    /// Whether it has seen anything yet (its warm-up runs from the first event).
+    public var hasLearned: Bool { start != nil }
+
     /// Subjects and sources with state now.
     public var tracked: (subjects: Int, sources: Int) { (subjects.count, sources.count) }
 

@@ -257,6 +257,41 @@ final class AnomalyService: Sendable {
         return response
     }
 
+    /// Where the detector's learned state is kept: beside the table's snapshot (none without one).
+    static func statePath(_ configuration: Configuration) -> String? { configuration.snapshotPath.map { $0 + ".anomaly" } }
+
+    /// Restores what the detector learned before a restart. A file that cannot be read whole is
+    /// logged, moved aside and ignored: detection then starts over with its warm-up.
+    func restoreState(from path: String, now: Int64) {
+        guard let bytes = Snapshotter.read(path) else { return }
+        state.withLockedValue { state in
+            do {
+                try state.detector.restoreState(bytes)
+                let tracked = state.detector.tracked
+                logger.info("anomaly state restored", metadata: ["anomaly.state": "\(path)", "anomaly.subjects": "\(tracked.subjects)",
+                                                                 "anomaly.sources": "\(tracked.sources)"])
+            } catch {
+                let aside = "\(path).unreadable-\(now / 1_000_000_000)"
+                let moved = rename(path, aside) == 0
+                logger.error("anomaly state unreadable; detection starts over", metadata: [
+                    "anomaly.state": "\(path)", "error": "\(error)", "moved_to": "\(moved ? aside : "(could not move it)")",
+                ])
+            }
+        }
+    }
+
+    /// Saves what the detector has learned (atomically: the previous file stays whole until the
+    /// new one is). Nothing is written while it has learned nothing (the feature is off), so
+    /// turning it off for a while does not erase what it knew.
+    func saveState(to path: String) {
+        guard let bytes = state.withLockedValue({ $0.detector.hasLearned ? $0.detector.encodedState() : nil }) else { return }
+        do {
+            try Snapshotter.writeAtomically(bytes, to: path)
+        } catch {
+            logger.error("anomaly state not saved", metadata: ["anomaly.state": "\(path)", "error": "\(error)"])
+        }
+    }
+
     /// Alerts raised since start, by kind.
     var alertsByKind: [String: UInt64] { state.withLockedValue { $0.alertsByKind } }
 

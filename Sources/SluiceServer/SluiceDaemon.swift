@@ -106,6 +106,12 @@ public final class SluiceDaemon: Sendable {
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
         let dispatcher = RequestDispatcher(state: state, table: table, counters: counters, policy: policy, events: events,
                                            reputation: reputation, operations: operations, time: time, version: SluiceVersion.current)
+        // What anomaly detection learned before the restart, saved with each snapshot.
+        if let path = AnomalyService.statePath(configuration) {
+            let anomaly = dispatcher.anomaly
+            anomaly.restoreState(from: path, now: time.now())
+            snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines(); anomaly.saveState(to: path) } }
+        }
         let tracker = ConnectionTracker()
         var bound: [any Channel] = []
         var unixPaths: [String] = []
@@ -250,10 +256,11 @@ public final class SluiceDaemon: Sendable {
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
+                // Detection takes what is queued for it first, so the last snapshot saves all it learned.
+                anomaly.stop()
                 snapshotter?.stop()
                 reputation?.stop()
                 load.stop()
-                anomaly.stop()
                 continuation.resume()
             }
         }

@@ -162,6 +162,57 @@ import Testing
         }
     }
 
+    @Test func whatDetectionLearnedSurvivesARestartSoAFloodRightAfterItIsCaught() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let snapshot = "\(directory)/table.snapshot"
+        let log = "\(directory)/alerts.jsonl"
+        let yaml = """
+        anomaly: { warmup: 2m, subject_warmup: 1m, alert_log: "\(log)" }
+        features: { anomaly: { enabled: true } }
+        """
+        let limit = WireLimit.with { $0.limit = 1_000_000; $0.periodMs = 1_000 }
+        /// Sends `key`'s checks at `every` ms over [from, to) (request clock).
+        func send(_ client: SluiceClient, from: UInt64, to: UInt64, every: UInt64) async throws {
+            for now in stride(from: from, to: to, by: Int(every)) {
+                var check = Make.check("key_steady", limit: limit, nowMs: now)
+                check.ip = "198.51.100.20"
+                check.route = "POST /api/v1/events"
+                _ = try await client.verdict(check)
+            }
+        }
+        // Five minutes of a steady key, one check every 5 s: learned, past the warm-up.
+        try await TestDaemon.with(yaml: yaml, { $0.snapshotPath = snapshot }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            try await send(client, from: epochMs, to: epochMs + 5 * 60_000, every: 5_000)
+            await client.close()
+        }
+        #expect(FileManager.default.fileExists(atPath: snapshot + ".anomaly"), "saved with the last snapshot")
+        // Restarted: the key floods at 20 a second at once. Without what was learned, this would
+        // fall in a new warm-up and raise nothing.
+        try await TestDaemon.with(yaml: yaml, { $0.snapshotPath = snapshot }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            let restart = epochMs + 5 * 60_000
+            try await send(client, from: restart, to: restart + 30_000, every: 50)
+            let flood = try await Self.waitForAlert(in: log) { $0["kind"] as? String == "rate_spike" }
+            #expect(flood?["subject"] as? String == "key_steady")
+            #expect(((flood?["ts_ms"] as? NSNumber)?.uint64Value ?? 0) - restart <= 15_000)
+            #expect(!(try String(contentsOfFile: log, encoding: .utf8)).contains("new_source_surge"), "its address is not new")
+            await client.close()
+        }
+        // A damaged state file is moved aside and detection starts over; the daemon starts.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: snapshot + ".anomaly"))
+        try await TestDaemon.with(yaml: yaml, { $0.snapshotPath = snapshot }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            var ping = WireRequest()
+            ping.ping = .init()
+            #expect(try await client.send(ping).ping == .init())
+            await client.close()
+        }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains(".anomaly.unreadable-") }
+        #expect(aside.count == 1)
+    }
+
     @Test func responsesBlockTheSubjectOrTheAddressForTheirTTLAndTheVerdictSaysWhy() async throws {
         let yaml = """
         anomaly:
