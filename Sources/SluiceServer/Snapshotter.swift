@@ -153,3 +153,9 @@ final class Snapshotter: @unchecked Sendable {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
 }
+
+/// Writes `bytes` to `path` the way snapshots are written: a temporary file in the same folder,
+/// fsync'd and renamed over the old one (for `sluicectl replay --state`).
+public func writeFileAtomically(_ bytes: [UInt8], to path: String) throws {
+    try Snapshotter.writeAtomically(bytes, to: path)
+}

@@ -13,6 +13,9 @@ struct Replay: AsyncParsableCommand {
     @Argument(help: "A trace: PREFIX.csv.gz or .csv.") var trace: String
     @Option(help: "Where to write the alerts (JSON Lines).") var alerts: String
     @Option(help: "A configuration file whose anomaly: section sets the thresholds (default: the built-in ones).") var config: String?
+    @Option(help: ArgumentHelp("A detector state file: read first if it exists, written at the end.",
+                               discussion: "The format sluiced keeps beside its snapshot (SNAPSHOT.anomaly): replay history to warm a daemon up before it starts."))
+    var state: String?
 
     func run() async throws {
         try await Self.reportFailures { try replay() }
@@ -23,8 +26,11 @@ struct Replay: AsyncParsableCommand {
         if let config {
             do { settings = try ConfigurationLoader.load(file: config).anomaly } catch { throw Failure("\(error)") }
         }
-        let started = Date()
         let detector = AnomalyDetector(settings: settings)
+        if let state, let bytes = FileManager.default.contents(atPath: state) {
+            do { try detector.restoreState(Array(bytes)) } catch { throw Failure("\(state): \(error)") }
+        }
+        let started = Date()
         var lines: [String] = []
         var rows = 0
         do {
@@ -43,6 +49,13 @@ struct Replay: AsyncParsableCommand {
         FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
                                                    rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
                                                    tracked.sources).utf8))
+        if let state {
+            let saving = Date()
+            let bytes = detector.encodedState()
+            do { try writeFileAtomically(bytes, to: state) } catch { throw Failure("\(error)") }
+            FileHandle.standardError.write(Data(String(format: "state: %d bytes written to %@ in %.2f s\n", bytes.count, state,
+                                                       Date().timeIntervalSince(saving)).utf8))
+        }
         let untracked = detector.untracked
         if untracked.subjects + untracked.sources > 0 {
             FileHandle.standardError.write(Data("the detector was full (anomaly.max_subjects, max_sources) for \(untracked.subjects) requests' subjects and \(untracked.sources) requests' addresses\n".utf8))

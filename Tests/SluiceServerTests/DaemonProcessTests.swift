@@ -286,6 +286,15 @@ struct DaemonProcessTests {
         #expect(bad.err.contains("anomaly.spike_factr: unknown key"))
         let missing = try Self.sluicectl(["replay", "\(directory)/none.csv.gz", "--alerts", "\(directory)/x.jsonl"])
         #expect(missing.status == 2 && missing.err.contains("cannot read the file"))
+        // --state: written at the end, read at the start of the next replay; a damaged one is refused.
+        let state = "\(directory)/detector.anomaly"
+        let first = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/a.jsonl", "--state", state])
+        #expect(first.status == 0 && first.err.contains("state: ") && FileManager.default.fileExists(atPath: state), "\(first.err)")
+        let again = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/b.jsonl", "--state", state])
+        #expect(again.status == 0, "\(again.err)")
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: state))
+        let damaged = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/c.jsonl", "--state", state])
+        #expect(damaged.status == 2 && damaged.err.contains("not an anomaly state file"), "\(damaged.err)")
     }
 
     @Test("sluicectl alerts prints recent alerts, follows new ones as they are raised, and refuses bad options")
