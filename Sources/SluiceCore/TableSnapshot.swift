@@ -38,7 +38,16 @@ public struct TableSnapshot: Sendable, Equatable {
 /// Why snapshot bytes could not be read.
 public struct SnapshotError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
+}
+
+/// The checksum the files Sluice keeps end with: a 64-bit ``StableHasher`` of their bytes.
+public enum StableChecksum {
+    public static func of(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        var hasher = StableHasher()
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        return hasher.finalize().low
+    }
 }
 
 extension TableSnapshot {
@@ -77,11 +86,7 @@ extension TableSnapshot {
         return out
     }
 
-    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        var hasher = StableHasher()
-        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
-        return hasher.finalize().low
-    }
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 { StableChecksum.of(bytes) }
 
     /// Reads a snapshot, checking its magic, version, every count against the bytes present,
     /// and its checksum.
@@ -134,19 +139,20 @@ extension TableSnapshot {
     }
 }
 
-/// Reads little-endian integers, refusing to read past its bytes.
-struct SnapshotReader {
+/// Reads little-endian integers, refusing to read past its bytes (the table snapshot, the
+/// anomaly detector's state).
+public struct SnapshotReader {
     let bytes: ArraySlice<UInt8>
-    var position: Int
+    public private(set) var position: Int
 
-    init(_ bytes: ArraySlice<UInt8>) {
+    public init(_ bytes: ArraySlice<UInt8>) {
         self.bytes = bytes
         position = bytes.startIndex
     }
 
-    var remaining: Int { bytes.endIndex - position }
+    public var remaining: Int { bytes.endIndex - position }
 
-    mutating func read<T: FixedWidthInteger>() throws(SnapshotError) -> T {
+    public mutating func read<T: FixedWidthInteger>() throws(SnapshotError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw SnapshotError("truncated at byte \(position)") }
         var value: T = 0
@@ -157,7 +163,7 @@ struct SnapshotReader {
 }
 
 extension Array where Element == UInt8 {
-    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+    public mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
         for index in 0..<MemoryLayout<T>.size { append(UInt8(truncatingIfNeeded: value >> (8 * index))) }
     }
 }

@@ -135,8 +135,9 @@ public final class BaselineBook: Sendable {
     public func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, settings: BaselineSettings) -> Double? {
         let full = tracked.load(ordering: .relaxed) >= settings.maxSubjects
         let (rate, added) = stripes[Self.stripe(of: subject)].withLockedValue { stripe -> (Double?, Bool) in
-            if stripe[subject] != nil {
-                return (stripe[subject]!.observe(hits: hits, now: now, settings: settings), false)
+            // One lookup, the record changed in place through its index.
+            if let index = stripe.index(forKey: subject) {
+                return (stripe.values[index].observe(hits: hits, now: now, settings: settings), false)
             }
             guard !full else { return (nil, false) }
             let window = settings.window

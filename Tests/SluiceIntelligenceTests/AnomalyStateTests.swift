@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 @testable import SluiceIntelligence
 import SluiceTestKit
 import Testing
@@ -93,8 +94,8 @@ import Testing
         #expect(detector.tracked == (1, 1), "nothing changed")
         // An absurd record count under a valid checksum is refused before anything is allocated.
         var absurd = Array(bytes[..<(4 + 4 + 8 + 8 + 32)])
-        absurd.append(le: UInt64.max)
-        absurd.append(le: AnomalyDetector.checksum(absurd[...]))
+        absurd.appendLittleEndian(UInt64.max)
+        absurd.appendLittleEndian(StableChecksum.of(absurd[...]))
         #expect(throws: AnomalyDetector.StateError.self) { try detector.restoreState(absurd) }
     }
 }
