@@ -63,11 +63,29 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         var bytes = unwrapInboundIn(data)
         if var earlier = partial {
             partial = nil
+            // The frames already answered are still in the kept buffer's storage, before its
+            // reader index: dropped here, or a stream whose reads never end on a frame boundary
+            // would grow this buffer by every byte it sends.
+            earlier.discardReadBytes()
             earlier.writeBuffer(&bytes)
             bytes = earlier
         }
         consume(&bytes, context: context)
     }
+
+    /// What is kept of a read for the next one: the start of an unfinished frame, in storage of
+    /// its own size when the read's buffer is much larger than it, so a connection holds at most
+    /// about one frame (``maximumFrameBytes`` plus a read) between reads.
+    static func kept(_ bytes: ByteBuffer) -> ByteBuffer {
+        guard bytes.capacity > 2 * bytes.readableBytes + Self.keptSlack else { return bytes }
+        var copy = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+        var rest = bytes
+        copy.writeBuffer(&rest)
+        return copy
+    }
+
+    /// Spare capacity a kept buffer may have before it is copied to a smaller one.
+    static let keptSlack = 16 * 1024
 
     /// Answers every whole frame in `bytes` (until one is deferred) and keeps the rest.
     func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -86,7 +104,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             closeAfterWrites(context: context)
             return
         }
-        if bytes.readableBytes > 0, !closing { partial = bytes }
+        if bytes.readableBytes > 0, !closing { partial = Self.kept(bytes) }
     }
 
     /// Answers one frame into the pending output.

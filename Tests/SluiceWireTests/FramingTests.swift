@@ -81,6 +81,40 @@ final class FramingTests {
         #expect(answers.first?.ping.payload == Data([1, 2, 3]))
     }
 
+    @Test("reads that never end on a frame boundary keep at most about one frame, however long the stream")
+    func splitReadsStayBounded() throws {
+        let (channel, _) = try makeChannel()
+        let handler = try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self)
+        let frameBytes = try frame(ping(id: 1, payload: Array(repeating: 5, count: 100_000)))
+        let stream = frameBytes + frameBytes
+        var largest = 0
+        var answered = 0
+        for index in 0..<300 {
+            // Each read ends 3 bytes into the next frame (30 MB in all).
+            let start = index == 0 ? 0 : 3
+            try channel.writeInbound(ByteBuffer(bytes: stream[start..<(frameBytes.count + 3)]))
+            largest = max(largest, handler.partial?.capacity ?? 0)
+            answered += try responses(channel).count
+        }
+        #expect(answered == 300)
+        #expect(handler.partial?.readableBytes == 3)
+        #expect(largest <= 4 * frameBytes.count, "a kept buffer of \(largest) bytes for frames of \(frameBytes.count)")
+    }
+
+    @Test("a partial frame kept from a large read is copied out of it")
+    func keptPartialIsSmall() throws {
+        let (channel, _) = try makeChannel()
+        let handler = try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self)
+        var bytes: [UInt8] = []
+        for id in 1...500 { bytes += try frame(ping(id: UInt64(id), payload: Array(repeating: 1, count: 100))) }
+        var read = ByteBuffer(bytes: bytes + [0, 0, 0])
+        read.reserveCapacity(1 << 20)
+        try channel.writeInbound(read)
+        #expect(try responses(channel).count == 500)
+        #expect(handler.partial?.readableBytes == 3)
+        #expect((handler.partial?.capacity ?? 0) < 64 * 1024)
+    }
+
     @Test("many frames in one read are answered in order")
     func coalesced() throws {
         let (channel, _) = try makeChannel()
