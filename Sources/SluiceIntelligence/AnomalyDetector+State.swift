@@ -69,7 +69,7 @@ extension AnomalyDetector {
         let version: UInt32 = try reader.read()
         guard version == Self.stateVersion else { throw StateError("version \(version); this sluiced reads version \(Self.stateVersion)") }
         let savedStart = Int64(bitPattern: try reader.read())
-        let savedGlobalAlert = Int64(bitPattern: try reader.read())
+        let savedGlobalAlert = try Self.time(&reader)
         var rates: [GlobalRate] = []
         for _ in 0..<2 {
             var rate = GlobalRate()
@@ -85,9 +85,9 @@ extension AnomalyDetector {
         restoredSubjects.reserveCapacity(min(subjectCount, settings.maxSubjects))
         for _ in 0..<subjectCount {
             let key: UInt64 = try reader.read()
-            var subject = Subject(lastBaselineUpdate: Int64(bitPattern: try reader.read()), firstSeen: Int64(bitPattern: try reader.read()),
-                                  lastSeen: Int64(bitPattern: try reader.read()))
-            subject.lastAlert = Int64(bitPattern: try reader.read())
+            var subject = Subject(lastBaselineUpdate: try Self.time(&reader), firstSeen: try Self.time(&reader),
+                                  lastSeen: try Self.time(&reader))
+            subject.lastAlert = try Self.time(&reader)
             subject.baseline = Float(bitPattern: try reader.read())
             subject.ids = try Self.distinct(&reader)
             subject.sources = try Self.distinct(&reader)
@@ -99,13 +99,13 @@ extension AnomalyDetector {
         restoredSources.reserveCapacity(min(sourceCount, settings.maxSources))
         for _ in 0..<sourceCount {
             let key: UInt64 = try reader.read()
-            var source = Source(firstSeen: Int64(bitPattern: try reader.read()), lastSeen: Int64(bitPattern: try reader.read()))
-            source.lastAlert = Int64(bitPattern: try reader.read())
+            var source = Source(firstSeen: try Self.time(&reader), lastSeen: try Self.time(&reader))
+            source.lastAlert = try Self.time(&reader)
             source.subjects = try Self.distinct(&reader)
             if restoredSources.count < settings.maxSources { restoredSources[key] = source }
         }
         guard reader.remaining == 0 else { throw StateError("\(reader.remaining) bytes too many") }
-        start = savedStart >= 0 ? savedStart : nil
+        start = savedStart >= 0 ? min(savedStart, Self.timeRange.upperBound) : nil
         lastGlobalAlert = savedGlobalAlert
         youngRequests = rates[0]
         allRequests = rates[1]
@@ -120,6 +120,12 @@ extension AnomalyDetector {
             throw StateError("a count of \(count) records the file does not hold")
         }
         return Int(count)
+    }
+
+    /// A saved time, brought into ``timeRange`` (or "never"), as every time detection takes.
+    static func time(_ reader: inout SnapshotReader) throws(StateError) -> Int64 {
+        let time = Int64(bitPattern: try reader.read())
+        return min(max(time, never), timeRange.upperBound)
     }
 
     static func distinct(_ reader: inout SnapshotReader) throws(StateError) -> DistinctPerMinute {

@@ -218,7 +218,7 @@ public final class AnomalyDetector {
         var lastBaselineUpdate: Int64
         var firstSeen: Int64
         var lastSeen: Int64
-        var lastAlert: Int64 = -(1 << 60)
+        var lastAlert: Int64 = AnomalyDetector.never
         /// Distinct ids requested (enumeration) and distinct IPs seen from (many sources).
         var ids = DistinctPerMinute()
         var sources = DistinctPerMinute()
@@ -233,7 +233,7 @@ public final class AnomalyDetector {
     struct Source {
         var firstSeen: Int64
         var lastSeen: Int64
-        var lastAlert: Int64 = -(1 << 60)
+        var lastAlert: Int64 = AnomalyDetector.never
         /// Its failures, from its first one (most addresses never fail).
         var failures: FailureLog?
         /// Distinct subjects named by its requests.
@@ -279,7 +279,7 @@ public final class AnomalyDetector {
     var youngRequests = GlobalRate()
     /// All requests, the same way.
     var allRequests = GlobalRate()
-    var lastGlobalAlert: Int64 = -(1 << 60)
+    var lastGlobalAlert: Int64 = AnomalyDetector.never
     var lastSweep: Int64 = 0
     /// Hits of subjects without a record (over `maxSubjects`) in the current 30 s, and the
     /// window's number: a sketch of 64 Ki × 4 counters (1 MiB).
@@ -294,6 +294,24 @@ public final class AnomalyDetector {
 
     public init(settings: AnomalySettings = AnomalySettings()) {
         self.settings = settings
+    }
+
+    /// The times detection works with, in milliseconds since the epoch (0 to about the year
+    /// 144,000). Every time is brought into it on the way in (``observe(_:)``, a restored state),
+    /// and "never" is -2^60, so no difference of two times can overflow, whatever a client or a
+    /// trace says.
+    public static let timeRange: ClosedRange<Int64> = 0...(1 << 52)
+
+    /// The time "never" stands for (of a last alert).
+    static let never: Int64 = -(1 << 60)
+
+    /// `observation` with its time in ``timeRange``.
+    @inline(__always)
+    static func inRange(_ observation: AnomalyObservation) -> AnomalyObservation {
+        guard !timeRange.contains(observation.timestampMs) else { return observation }
+        var clamped = observation
+        clamped.timestampMs = min(max(observation.timestampMs, timeRange.lowerBound), timeRange.upperBound)
+        return clamped
     }
 
     /// Whether it has seen anything yet (its warm-up runs from the first event).
@@ -401,6 +419,7 @@ public final class AnomalyDetector {
     /// Takes the outcome of a request (its `status`; live, from `ReportOutcome`): the failure
     /// signals. In time order with the requests.
     public func observeOutcome(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+        let observation = Self.inRange(observation)
         let failed = observation.status == 401 || observation.status == 403
         let now = observation.timestampMs
         if start == nil { start = now }
@@ -473,6 +492,7 @@ public final class AnomalyDetector {
 
     /// A request, and with `outcome` its status too (a trace row: one lookup of each record).
     func observe(_ observation: AnomalyObservation, outcome withOutcome: Bool) -> [AnomalyAlert] {
+        let observation = Self.inRange(observation)
         let failed = withOutcome && (observation.status == 401 || observation.status == 403)
         let now = observation.timestampMs
         if start == nil { start = now }
@@ -621,6 +641,7 @@ public final class AnomalyDetector {
     /// Sweeps every quarter of the idle time (each sweep walks every entry), and three times as
     /// often while the detector turns new subjects or addresses away.
     func sweepIfDue(now: Int64) {
+        let now = min(max(now, Self.timeRange.lowerBound), Self.timeRange.upperBound)
         let refusing = untracked.subjects &+ untracked.sources != untrackedAtSweep
         if now - lastSweep >= max(60_000, settings.idleMs / (refusing ? 12 : 4)) { sweep(now: now) }
     }

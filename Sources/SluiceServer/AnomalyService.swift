@@ -235,6 +235,9 @@ final class AnomalyService: Sendable {
             guard (100...599).contains(outcome.status) else {
                 return .error(id: 0, .invalidArgument, "status \(outcome.status) is not an HTTP status (100 to 599)", checkIndex: Int32(index))
             }
+            if outcome.timeMs > 0, let refusal = Self.refusal(ofTime: outcome.timeMs, clock: configuration.clock, now: now) {
+                return .error(id: 0, .invalidArgument, refusal, checkIndex: Int32(index))
+            }
             let longest = max(outcome.tenant.utf8.count, outcome.subject.utf8.count, outcome.ip.utf8.count, outcome.route.utf8.count)
             guard longest <= configuration.maxKeyBytes else {
                 return .error(id: 0, .invalidArgument, "tenant, subject, ip and route must be at most \(configuration.maxKeyBytes) bytes",
@@ -255,6 +258,25 @@ final class AnomalyService: Sendable {
         }
         response.reportOutcome.recorded = UInt32(request.outcomes.count)
         return response
+    }
+
+    /// How far behind the daemon's clock an outcome's `time_ms` may be (with the monotonic clock):
+    /// older outcomes say nothing about what is happening now, and would make the detector count
+    /// them as new entities' first moments.
+    static let oldestOutcomeMs: Int64 = 3_600_000
+
+    /// Why an outcome's `time_ms` is refused, or nil. With the monotonic clock it must be within a
+    /// minute ahead of and an hour behind the daemon's clock; with the request clock, like a
+    /// check's `now_ms`, before the year 2200.
+    static func refusal(ofTime timeMs: UInt64, clock: Configuration.ClockMode, now: Int64) -> String? {
+        guard timeMs <= RequestDispatcher.maximumNowMs else { return "time_ms \(timeMs) is after the year 2199" }
+        guard clock == .monotonic else { return nil }
+        let time = Int64(timeMs), nowMs = now / 1_000_000
+        if time > nowMs + ReputationService.allowedSkew / 1_000_000 {
+            return "time_ms \(timeMs) is more than a minute ahead of the daemon's clock"
+        }
+        if time < nowMs - oldestOutcomeMs { return "time_ms \(timeMs) is more than an hour behind the daemon's clock" }
+        return nil
     }
 
     /// Where the detector's learned state is kept: beside the table's snapshot (none without one).
