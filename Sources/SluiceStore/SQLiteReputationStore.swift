@@ -41,6 +41,7 @@ public final class SQLiteReputationStore: ReputationStore {
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
         }
         do {
+            try Self.createPrivately(path)
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrate(pool)
             chain = NIOLockedValueBox(try Self.loadChain(pool))
@@ -48,6 +49,18 @@ public final class SQLiteReputationStore: ReputationStore {
             throw error
         } catch {
             throw Self.storeError(error, path: path, doing: "open")
+        }
+    }
+
+    /// Creates the database file, if there is none, readable and writable by its owner only:
+    /// it holds every subject's score and notes. SQLite creates the `-wal` and `-shm` files
+    /// with the database file's mode, so they are 0600 too. An existing file keeps its mode.
+    static func createPrivately(_ path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd >= 0 {
+            close(fd)
+        } else if errno != EEXIST {
+            throw StoreError("reputation store \(path): could not create the file: \(String(cString: strerror(errno)))")
         }
     }
 

@@ -30,6 +30,22 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         ReputationRecord(tenant: tenant, subject: subject, score: score, updatedAt: 1_000, pinned: subject.hasPrefix("pinned"), events: 3)
     }
 
+    @Test func theDatabaseAndItsWalAndShmFilesAreReadableByTheirOwnerOnly() throws {
+        let path = temporaryDirectory() + "/sluice.db"
+        let store = try SQLiteReputationStore(path: path)
+        try store.saveBaselines([(Fingerprint(high: 1, low: 1), Baseline(normal: [1, 2, 3, 4], windowStart: 0, lastSeen: 0, samples: 1))])
+        for file in [path, path + "-wal", path + "-shm"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: file)
+            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? -1
+            #expect(mode == 0o600, "\(file) is \(String(mode, radix: 8))")
+        }
+        // A file the operator made keeps the mode they gave it.
+        let own = temporaryDirectory() + "/own.db"
+        #expect(FileManager.default.createFile(atPath: own, contents: nil, attributes: [.posixPermissions: 0o640]))
+        _ = try SQLiteReputationStore(path: own)
+        #expect((try FileManager.default.attributesOfItem(atPath: own)[.posixPermissions] as? NSNumber)?.intValue == 0o640)
+    }
+
     @Test func baselinesRoundTripAndRowsThatDoNotDecodeAreSkipped() throws {
         let path = temporaryDirectory() + "/sluice.db"
         let store = try SQLiteReputationStore(path: path)
