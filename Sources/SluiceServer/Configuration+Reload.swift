@@ -27,6 +27,16 @@ extension Configuration {
         return all
     }
 
+    /// Why `loaded` must not replace `self` although it is valid, or nil. A file that configures
+    /// no rule at all (empty, only comments, or truncated by an editor) would remove every rule
+    /// in force, so every check naming one would fail: refused unless the file says `rules: {}`.
+    func reloadRefusal(applying loaded: Configuration) -> SluiceError? {
+        let inForce = rulesByReportName.count
+        guard inForce > 0, loaded.rulesByReportName.isEmpty, !loaded.declaresRules else { return nil }
+        return SluiceError(.invalidConfiguration, "\(loaded.source): configures no rules and would remove all \(inForce) in force; "
+                           + "write `rules: {}` to remove them on purpose")
+    }
+
     /// `loaded` as it can be applied over `self` (the configuration in force): settings that are
     /// fixed at start keep their running values, and the report says which of them the file
     /// changed and which rules it added, changed or removed.

@@ -127,6 +127,9 @@ public struct Configuration: Sendable {
     public var rules: [String: Rule] = [:]
     /// Declared tenants.
     public var tenants: [String: Tenant] = [:]
+    /// Whether the file has a top-level `rules:` key (even an empty one): a reload to a file
+    /// without rules removes the rules in force only when it says so.
+    public var declaresRules = false
     /// Where the configuration came from ("embedded default" or a path).
     public var source = "embedded default"
     /// Reputation: the model and its in-memory bounds.
@@ -163,6 +166,14 @@ public struct Configuration: Sendable {
     @inlinable
     public func rule(_ name: String, declaredBy tenant: Tenant?) -> Rule? {
         tenant?.rules[name] ?? rules[name]
+    }
+
+    /// The protected services rules name (`service:`, global or a tenant's): the only ones that
+    /// may report load.
+    public var protectedServices: Set<String> {
+        var names = Set(rules.values.compactMap(\.service))
+        for tenant in tenants.values { names.formUnion(tenant.rules.values.compactMap(\.service)) }
+        return names
     }
 
     /// Whether `tenant` may be served.

@@ -212,7 +212,9 @@ final class Reader {
             case "baseline": try readBaselineSettings(value, &configuration)
             case "anomaly": try readAnomaly(value, &configuration)
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
-            case "rules": configuration.rules = try readRules(value, "rules", configuration)
+            case "rules":
+                configuration.rules = try readRules(value, "rules", configuration)
+                configuration.declaresRules = true
             case "tenants":
                 for (name, tenantNode) in try mapping(value, "tenants", keys: nil) {
                     let path = "tenants.\(name)"

@@ -54,6 +54,13 @@ final class Operator: OperatorActions, Sendable {
                 ])
                 return .failure(error)
             }
+            if let refusal = state.current.configuration.reloadRefusal(applying: loaded) {
+                metrics?.reloadFailed()
+                logger.error("configuration not reloaded; the one in force stays", metadata: [
+                    "error.code": "\(refusal.code)", "error.message": "\(refusal.message)",
+                ])
+                return .failure(refusal)
+            }
             let previousFeatures = state.current.configuration.features
             let (configuration, report) = state.current.configuration.reloadPlan(applying: loaded)
             let live = state.apply(configuration)

@@ -75,6 +75,31 @@ struct OperationsEndToEndTests {
         }
     }
 
+    @Test("a reload to a file without rules (empty, comments only) is refused unless it says rules: {}",
+          arguments: ["", "# nothing here yet\n", "log:\n  level: info\n"])
+    func reloadThatRemovesEveryRule(contents: String) async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = "\(directory)/sluice.yaml"
+        try Self.before.write(toFile: file, atomically: true, encoding: .utf8)
+        try await TestDaemon.with(file: file) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            try contents.write(toFile: file, atomically: true, encoding: .utf8)
+            let refused = try await Self.reload(client)
+            #expect(refused.error.code == .invalidConfiguration)
+            #expect(refused.error.message.contains("rules: {}"), "\(refused.error.message)")
+            #expect(try await client.verdict(Make.check("alice", rule: "login")).allowed, "the rules in force stay")
+            #expect(daemon.daemon.configuration.rules.count == 2)
+
+            try (contents + "rules: {}\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let emptied = try await Self.reload(client)
+            guard case .reload(let report) = emptied.body else { throw TestFailure("expected a reload answer, got \(emptied)") }
+            #expect(report.rulesRemoved == ["api", "login"])
+            #expect(try await client.send(Make.request(Make.check("alice", rule: "login"))).error.code == .unknownRule)
+            await client.close()
+        }
+    }
+
     @Test("settings fixed at start are reported as needing a restart and keep their running values")
     func needsRestart() async throws {
         let running = try ConfigurationLoader.parse("table:\n  max_entries: 1000\nrules:\n  a: { limit: 1, period: 1s }\n", source: "f")
