@@ -60,6 +60,13 @@ final class LoadService: Sendable {
         guard request.service != Self.daemonService else {
             return .error(id: 0, .invalidArgument, "service '\(Self.daemonService)' is the daemon's own load; it cannot be reported")
         }
+        // Service names become metric labels and controllers: only those the configuration
+        // names may report, so junk names can neither grow the label set nor use up max_services.
+        guard configuration.protectedServices.contains(request.service) else {
+            let known = configuration.protectedServices.sorted()
+            return .error(id: 0, .invalidArgument, "service '\(request.service)' is not named by any rule's `service`"
+                          + (known.isEmpty ? " (no rule names one)" : "; configured: \(known.joined(separator: ", "))"))
+        }
         guard request.errorRate.isFinite, (0...1).contains(request.errorRate) else {
             return .error(id: 0, .invalidArgument, "error_rate \(request.errorRate) is outside 0…1")
         }

@@ -160,6 +160,28 @@ import Testing
         return try await client.send(request)
     }
 
+    @Test func junkServiceNamesAreRefusedAndNeitherBecomeLabelsNorCrowdOutTheRealService() async throws {
+        let yaml = """
+        adaptive: { max_services: 4 }
+        features: { adaptive: { enabled: true } }
+        rules: { api: { limit: 100, period: 1s, service: checkout } }
+        tenants: { acme: { rules: { search: { limit: 10, period: 1s, service: search } } } }
+        """
+        try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for index in 0..<100 {
+                #expect(try await Self.report("junk-\(index)", p99Ms: 10, client: client).error.code == .invalidArgument)
+            }
+            #expect(try await Self.report("checkout", p99Ms: 10, client: client).reportLoad.loadFactor == 1)
+            #expect(try await Self.report("search", p99Ms: 10, client: client).reportLoad.loadFactor == 1, "a tenant's rule names it")
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            let body = try HTTPGet.get(port: port, path: "/metrics").body
+            #expect(!body.contains("junk-"))
+            #expect(sample("sluice_adaptive_load_factor{service=\"checkout\"}", in: body) == 1)
+            await client.close()
+        }
+    }
+
     @Test func overloadedReportsCutTheFactorSheddingBestEffortFirstAndHealthyOnesRestoreIt() async throws {
         let yaml = """
         tiers:
@@ -167,6 +189,10 @@ import Testing
           best_effort: { multiplier: 1, priority: 0 }
         adaptive: { target_p99: 100ms, cooldown: 0, decrease: 0.5, increase: 0.25, max_services: 2 }
         features: { adaptive: { enabled: true } }
+        rules:
+          pay: { limit: 100, period: 1s, service: checkout }
+          find: { limit: 100, period: 1s, service: search }
+          show: { limit: 100, period: 1s, service: ads }
         """
         try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)
@@ -179,9 +205,9 @@ import Testing
             _ = try await Self.report("checkout", p99Ms: 2_000, client: client)
             let cut = try await Self.report("checkout", p99Ms: 2_000, client: client).reportLoad
             #expect(cut.loadFactor == 0.25)
-            // 75 % of the traffic to shed, over three classes weighing the same (no rule names
-            // the service, so no demand is measured): best effort and untiered subjects give all
-            // they have, VIP the rest down to its reserve (0.9).
+            // 75 % of the traffic to shed, over three classes weighing the same (no check was
+            // made, so no demand is measured): best effort and untiered subjects give all they
+            // have, VIP the rest down to its reserve (0.9).
             #expect(cut.tiers.first { $0.tier == "best_effort" }?.multiplier == 0)
             #expect(abs((cut.tiers.first { $0.tier == "vip" }?.multiplier ?? 0) - 0.9) < 1e-9)
             // Errors count as overload too; then healthy reports bring it back, a step at a time.
@@ -194,6 +220,9 @@ import Testing
             _ = try await Self.report("search", p99Ms: 10, client: client)
             #expect(try await Self.report("ads", p99Ms: 10, client: client).error.code == .overloaded)
             #expect(try await Self.report("", p99Ms: 10, client: client).error.message.contains("service must not be empty"))
+            // A name no rule gives is refused: it would be a metric label and a controller.
+            let junk = try await Self.report("junk-1", p99Ms: 10, client: client)
+            #expect(junk.error.code == .invalidArgument && junk.error.message.contains("not named by any rule"), "\(junk)")
             #expect(try await Self.report("search", p99Ms: 10, errorRate: 2, client: client).error.message.contains("outside 0…1"))
             let port = try #require(daemon.daemon.metricsAddress?.port)
             let body = try HTTPGet.get(port: port, path: "/metrics").body
