@@ -42,10 +42,8 @@ public final class LimiterTable: @unchecked Sendable {
     public init(shardCount: Int? = nil, maxEntries: Int = 5_000_000, seed: UInt64 = .random(in: .min ... .max),
                 reclaimsRecovered: Bool = true) {
         let count = max(1, shardCount ?? Self.defaultShardCount).nextPowerOfTwo
-        let bits = count.trailingZeroBitCount
         let perShard = (max(1, maxEntries) + count - 1) / count
-        ownedShards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), shardIndex: $0, shardBits: bits,
-                                             reclaims: reclaimsRecovered) }
+        ownedShards = (0..<count).map { Shard(maxEntries: perShard, seed: seed &+ UInt64($0), reclaims: reclaimsRecovered) }
         shards = .allocate(capacity: count)
         shards.initialize(from: ownedShards.map { Unmanaged.passUnretained($0) }, count: count)
         shardMask = count - 1

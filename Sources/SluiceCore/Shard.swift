@@ -54,8 +54,6 @@ final class Shard: @unchecked Sendable {
     static let sweepBurst = 32
 
     let seed: UInt64
-    let shardIndex: UInt64
-    let shardBits: UInt64
     let maxEntries: Int
     /// Whether the hand forgets fully recovered entries (see ``LimiterTable/init(shardCount:maxEntries:seed:reclaimsRecovered:)``).
     let reclaims: Bool
@@ -86,12 +84,10 @@ final class Shard: @unchecked Sendable {
     var reclaimed: UInt64 = 0
     var shrinks: UInt64 = 0
 
-    init(maxEntries: Int, seed: UInt64, shardIndex: Int, shardBits: Int, reclaims: Bool = true) {
+    init(maxEntries: Int, seed: UInt64, reclaims: Bool = true) {
         self.maxEntries = max(1, maxEntries)
         self.reclaims = reclaims
         self.seed = seed
-        self.shardIndex = UInt64(shardIndex)
-        self.shardBits = UInt64(shardBits)
         capacity = Self.initialCapacity
         slots = Self.allocateSlots(capacity)
         prefetchBase.store(UInt(bitPattern: slots), ordering: .relaxed)
@@ -335,9 +331,20 @@ final class Shard: @unchecked Sendable {
         return seconds >= Int64(UInt32.max) ? .max : UInt32(seconds)
     }
 
+    /// This shard's secret for lease ids, from the system's random source.
+    let leaseSecret = (UInt64.random(in: .min ... .max), UInt64.random(in: .min ... .max))
+
+    /// A new lease id: a keyed hash (SipHash, seeded per process, and the shard's secret) of a
+    /// counter, so that ids are unique among a key's leases yet unguessable: a client cannot
+    /// release another client's lease by trying ids. Never 0, which means "no lease".
     func nextLeaseID() -> UInt64 {
         leaseCounter &+= 1
-        return (leaseCounter << shardBits) | shardIndex
+        var hasher = Hasher()
+        hasher.combine(leaseSecret.0)
+        hasher.combine(leaseSecret.1)
+        hasher.combine(leaseCounter)
+        let id = UInt64(bitPattern: Int64(hasher.finalize()))
+        return id == 0 ? 1 : id
     }
 
     // MARK: decisions

@@ -202,6 +202,25 @@ struct LimiterTableTests {
         #expect(second.leaseID != first.leaseID)
     }
 
+    @Test("lease ids are unguessable: not sequential, spread over all 64 bits, different in every table")
+    func leaseIDsAreUnguessable() throws {
+        let limit = BoundLimit.inline(try LimitSpec(limit: 100_000, period: 60 * second, algorithm: .concurrency))
+        func leases(_ table: LimiterTable) -> [UInt64] {
+            (0..<2_000).map { table.check(key: Fingerprint.of(tenant: "", key: "job\($0 % 3)"), limit: limit, hits: 1, now: start).leaseID }
+        }
+        let ids = leases(LimiterTable(shardCount: 1, maxEntries: 100))
+        #expect(!ids.contains(0))
+        #expect(Set(ids).count == ids.count)
+        // A guesser trying small numbers, or the neighbours of its own lease, finds nothing.
+        #expect(ids.allSatisfy { $0 > 1 << 32 } || ids.filter { $0 < 1 << 32 }.count < 3)
+        let gaps = zip(ids, ids.dropFirst()).map { $0 > $1 ? $0 - $1 : $1 - $0 }
+        #expect(gaps.filter { $0 < 1 << 20 }.count < 3)
+        let bits = ids.reduce(0) { $0 + $1.nonzeroBitCount }
+        #expect(abs(Double(bits) / Double(ids.count) - 32) < 1, "an average of \(Double(bits) / Double(ids.count)) bits set")
+        // Another table (another daemon, or this one restarted) hands out other ids.
+        #expect(Set(ids).isDisjoint(with: leases(LimiterTable(shardCount: 1, maxEntries: 100))))
+    }
+
     @Test("the event tap drops and counts when full, never blocks")
     func eventTap() {
         let tap = EventTap<Int>(capacity: 3)
