@@ -93,6 +93,10 @@ public final class SluiceDaemon: Sendable {
         let metrics = metrics ?? SluiceMetrics()
         let time = TimeSource()
         let state = LiveState(configuration: configuration)
+        // A write cut short (kill -9, power loss) leaves its temporary file: a snapshot's worth each.
+        for path in [configuration.snapshotPath, AnomalyService.statePath(configuration)].compactMap({ $0 }) {
+            Snapshotter.removeStaleTemporaries(of: path, logger: logger)
+        }
         // The table is restored before any listener accepts, so no check sees it empty.
         let snapshotter = configuration.snapshotPath.map {
             Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics)

@@ -148,6 +148,29 @@ final class Snapshotter: @unchecked Sendable {
         }
     }
 
+    /// Removes what writes of `path` by earlier processes left behind (`PATH.tmp-PID`, from a
+    /// kill -9 or a power loss in the middle of a write): those of this process's id (it has
+    /// written nothing yet) or of one that no longer runs. Returns the files removed.
+    @discardableResult
+    static func removeStaleTemporaries(of path: String, logger: Logger) -> [String] {
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { String(path[..<$0]) } ?? "."
+        let prefix = (slash.map { String(path[path.index(after: $0)...]) } ?? path) + ".tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "/" : folder) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count)), pid > 0 else { continue }
+            // kill(pid, 0) fails with ESRCH when no such process exists.
+            guard pid == getpid() || (kill(pid, 0) != 0 && errno == ESRCH) else { continue }
+            let file = "\(folder)/\(name)"
+            if unlink(file) == 0 {
+                removed.append(file)
+                logger.notice("removed a temporary file an interrupted write left", metadata: ["file": "\(file)"])
+            }
+        }
+        return removed
+    }
+
     /// The file's bytes, or nil if there is no file to read.
     static func read(_ path: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path).map { Array($0) }

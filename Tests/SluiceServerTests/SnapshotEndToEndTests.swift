@@ -36,6 +36,28 @@ struct SnapshotEndToEndTests {
         }
     }
 
+    @Test("temporary files that interrupted writes left (kill -9 during a snapshot) are removed at start; a live writer's are kept")
+    func staleTemporariesAreRemoved() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/table.snapshot"
+        // A process id that no longer runs: a child that exited.
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let dead = gone.processIdentifier
+        let stale = ["\(path).tmp-\(dead)", "\(path).anomaly.tmp-\(dead)", "\(path).tmp-\(getpid())"]
+        let kept = ["\(path).tmp-1", "\(path).tmp-notapid", "\(directory)/other.tmp-\(dead)"]
+        for file in stale + kept {
+            #expect(FileManager.default.createFile(atPath: file, contents: Data(repeating: 1, count: 4_096)))
+        }
+        try await TestDaemon.with({ $0.snapshotPath = path }) { _ in
+            for file in stale { #expect(!FileManager.default.fileExists(atPath: file), "\(file) was left") }
+            for file in kept { #expect(FileManager.default.fileExists(atPath: file), "\(file) was removed") }
+        }
+    }
+
     @Test("a corrupt, truncated or foreign snapshot is moved aside and the daemon starts empty", arguments: [
         Array("this is not a snapshot, it is a grocery list: eggs, milk".utf8),
         [UInt8](), Array("SLUICESN".utf8) + [UInt8](repeating: 0xAB, count: 100),
