@@ -97,8 +97,11 @@ public enum CheckFrameCodec {
             case 2:
                 guard wire == 2, body == nil, let value = reader.lengthDelimited() else { return nil }
                 body = value
-            case 3, 4, 5:
-                return nil // another body: the general path
+            case 3...99:
+                // Another body (3 to 19 today, the rest kept for more): the last member of a
+                // oneof wins, so a check followed by a reload is a reload. The general path
+                // decides what such a frame is.
+                return nil
             default:
                 guard reader.skip(wire) else { return nil }
             }

@@ -120,6 +120,17 @@ struct CheckFrameCodecTests {
         #expect(views(of: [0x12, 0x04, 0x0A, 0x02, 0x10, 0x01]) == nil, "key as a varint")
         // Unknown fields are skipped, as swift-protobuf discards them.
         #expect(views(of: canonical + [0xF8, 0x07, 0x01])?.1.count == 1)
+        // Another body after the check: the last member of the oneof wins, so it is not a
+        // check (found by the decoder fuzz target: a check then a reload body).
+        var reload = WireRequest()
+        reload.reload = .init()
+        let then: [UInt8] = canonical + (try reload.serializedBytes())
+        let decoded = try WireRequest(serializedBytes: then)
+        var isReload = false
+        if case .reload = decoded.body { isReload = true }
+        #expect(isReload, "swift-protobuf reads \(decoded)")
+        #expect(views(of: then) == nil)
+        #expect(views(of: canonical + [0xA2, 0x01, 0x00]) == nil, "field 20, a body this build does not know")
     }
 
     @Test("truncations and random bytes never crash the reader")
