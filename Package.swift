@@ -109,7 +109,7 @@ let package = Package(
         .target(
             name: "SluiceLoad",
             dependencies: [
-                "SluiceProto", "CSluiceSupport", "SluiceClient", "SluiceWire",
+                "SluiceProto", "CSluiceSupport", "SluiceClient", "SluiceWire", "SluiceIntelligence",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -141,6 +141,25 @@ let package = Package(
             ],
             path: "Benchmarks/ReputationBenchmark"
         ),
+        // Fuzz targets: every decoder of outside bytes as a function of arbitrary input (docs/FUZZING.md).
+        .target(
+            name: "SluiceFuzzTargets",
+            dependencies: [
+                "SluiceServer", "SluiceWire", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Fuzz/Targets"
+        ),
+        // libFuzzer's driver for them (built with -DFUZZING, scripts/fuzz.sh), or a replayer of inputs.
+        .executableTarget(
+            name: "sluice-fuzz",
+            dependencies: ["SluiceFuzzTargets", .product(name: "Logging", package: "swift-log")],
+            path: "Fuzz/Main"
+        ),
         .target(
             name: "SluiceTestKit",
             dependencies: ["SluiceCore"],
@@ -156,6 +175,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence"]),
+        .testTarget(name: "SluiceFuzzTests", dependencies: ["SluiceFuzzTargets"]),
         .testTarget(
             name: "SluiceWireTests",
             dependencies: [

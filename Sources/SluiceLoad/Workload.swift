@@ -1,4 +1,5 @@
 import Foundation
+import SluiceIntelligence
 
 /// How keys are drawn.
 public enum KeyDistribution: Sendable, Equatable {
@@ -75,6 +76,7 @@ public final class KeySampler: Sendable {
 
 /// One row of a trace in the `shared/traces/FORMAT.md` format.
 public struct TraceRow: Sendable, Equatable {
+    /// Milliseconds since the epoch, at most ``TraceReader/latestTimestampMs``.
     public var timestampMs: UInt64
     public var tenant: String
     public var subject: String
@@ -91,6 +93,11 @@ public struct TraceError: Error, CustomStringConvertible {
 
 public enum TraceReader {
     public static let header = "ts_ms,tenant,subject,ip,route,status,cost"
+
+    /// The latest time a row may have (the last millisecond of 2199, as a check's `now_ms`): a
+    /// later one is refused with its line, so a time always fits the signed milliseconds and
+    /// nanoseconds replays and detection compute with.
+    public static let latestTimestampMs: UInt64 = 7_258_118_399_999
 
     /// Reads a trace: a `.csv.gz` (through `gzip -dc`) or a plain `.csv`. Rows must have 7 fields
     /// and non-decreasing timestamps; a bad row is an error naming its line.
@@ -221,6 +228,9 @@ public enum TraceReader {
                       let cost = number(fields[6]), cost >= 1 else {
                     throw TraceError(description: "\(name):\(lineNumber): expected ts_ms,tenant,subject,ip,route,status,cost")
                 }
+                guard ts <= Self.latestTimestampMs else {
+                    throw TraceError(description: "\(name):\(lineNumber): ts_ms \(ts) is after the year 2199")
+                }
                 guard ts >= previous else { throw TraceError(description: "\(name):\(lineNumber): ts_ms goes backwards") }
                 previous = ts
                 rows += 1
@@ -262,4 +272,13 @@ public enum ReplayPace: Sendable, Equatable {
     case scaled(Double)
     /// As fast as the pipeline allows (closed loop).
     case asFastAsPossible
+}
+
+
+extension AnomalyObservation {
+    /// A trace row as detection sees it (`sluicectl replay`).
+    public init(_ row: TraceRow) {
+        self.init(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject, ip: row.ip, route: row.route,
+                  status: row.status, cost: row.cost)
+    }
 }

@@ -48,3 +48,13 @@ public struct ReputationBookAccess: Sendable {
     /// Subjects with a record.
     public var count: Int { service?.book.count ?? 0 }
 }
+
+extension StandaloneDispatcher {
+    /// Hands what checks and reports offered the background features (reputation events, anomaly
+    /// observations) to them now, and returns once they took it: for fuzzing and tests, where
+    /// what a request starts must run before the next input.
+    public func drainBackground() {
+        dispatcher.reputation?.pump.drainNow()
+        dispatcher.anomaly.pump.drainNow()
+    }
+}

@@ -85,7 +85,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     /// Spare capacity a kept buffer may have before it is copied to a smaller one.
-    static let keptSlack = 16 * 1024
+    public static let keptSlack = 16 * 1024
+
+    /// Bytes of storage held for an unfinished frame between reads (a fuzz target bounds it).
+    public var keptCapacity: Int { partial?.capacity ?? 0 }
 
     /// Answers every whole frame in `bytes` (until one is deferred) and keeps the rest.
     func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {

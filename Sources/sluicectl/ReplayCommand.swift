@@ -36,8 +36,7 @@ struct Replay: AsyncParsableCommand {
         do {
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
-            let raised = detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
-                                                              ip: row.ip, route: row.route, status: row.status, cost: row.cost))
+            let raised = detector.observe(AnomalyObservation(row))
             for alert in raised { lines.append(alert.jsonLine) }
         }
         } catch let error as TraceError {

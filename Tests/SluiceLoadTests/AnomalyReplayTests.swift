@@ -40,8 +40,7 @@ import Testing
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
             subjects.insert(row.subject)
-            alerts += detector.observe(AnomalyObservation(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject,
-                                                           ip: row.ip, route: row.route, status: row.status, cost: row.cost))
+            alerts += detector.observe(AnomalyObservation(row))
         }
         #expect(rows == 469_568)
         // What each alert names: a subject alert on ip:X names X, an ip alert on X names ip:X.

@@ -1,5 +1,6 @@
 import Foundation
 import SwiftProtobuf
+import SluiceIntelligence
 import Testing
 @testable import SluiceLoad
 import SluiceProto
@@ -168,6 +169,21 @@ struct LoadWorkloadTests {
         }
         #expect(throws: TraceError.self) {
             try TraceReader.parse(Data("ts_ms,tenant,subject,ip,route,status,cost\n5,a,b,c,d,200,1\n4,a,b,c,d,200,1\n".utf8), name: "t")
+        }
+    }
+
+    @Test("a row after the year 2199 is refused with its line: 19 digits once trapped sluicectl replay", arguments: [
+        "7258118400000", "9223372036854775808", "9999999999999999999",
+    ])
+    func traceTimeBound(ts: String) throws {
+        let header = "ts_ms,tenant,subject,ip,route,status,cost\n"
+        let last = try TraceReader.parse(Data((header + "7258118399999,a,b,c,d,200,1\n").utf8), name: "t")
+        #expect(last.first.map { AnomalyObservation($0).timestampMs } == 7_258_118_399_999)
+        do {
+            _ = try TraceReader.parse(Data((header + "1,a,b,c,d,200,1\n\(ts),a,b,c,d,200,1\n").utf8), name: "t")
+            Issue.record("ts_ms \(ts) was accepted")
+        } catch let error as TraceError {
+            #expect(error.description.hasPrefix("t:3:") && error.description.contains("2199"), "\(error)")
         }
     }
 

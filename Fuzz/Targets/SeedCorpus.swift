@@ -1,0 +1,185 @@
+import Foundation
+import NIOCore
+import SluiceCore
+import SluiceIntelligence
+import SluiceProto
+import SluiceServer
+import SluiceWire
+
+/// The seed inputs of every target: valid inputs of each kind (every request kind, limit
+/// source and algorithm; the embedded configuration; a snapshot holding every state; a learned
+/// detector's state; a trace), from which the fuzzer mutates. `sluice-fuzz seed DIR` writes
+/// them; the checked-in corpora (`Fuzz/corpus/`) started as these.
+public enum SeedCorpus {
+    static let epochMs: UInt64 = 1_767_225_600_000
+
+    /// One request of every kind the protocol has, with the fields each reads.
+    static var requests: [WireRequest] {
+        var all: [WireRequest] = []
+        func add(_ id: UInt64, _ fill: (inout WireRequest) -> Void) {
+            var request = WireRequest()
+            request.id = id
+            fill(&request)
+            all.append(request)
+        }
+        func check(_ key: String, rule: String? = nil, limit: Sluice_V1_Limit? = nil, hits: UInt64? = nil, tenant: String = "",
+                   subject: String = "", ip: String = "", route: String = "", nowMs: UInt64 = epochMs) -> WireCheck {
+            var check = WireCheck()
+            check.key = key
+            check.tenant = tenant
+            check.subject = subject
+            check.ip = ip
+            check.route = route
+            check.nowMs = nowMs
+            if let hits { check.hits = hits }
+            if let rule { check.rule = rule }
+            if let limit { check.limit = limit }
+            return check
+        }
+        func limit(_ limit: UInt64, _ periodMs: UInt64, burst: UInt64 = 0, _ algorithm: Sluice_V1_Algorithm) -> Sluice_V1_Limit {
+            .with { $0.limit = limit; $0.periodMs = periodMs; $0.burst = burst; $0.algorithm = algorithm }
+        }
+        add(1) { $0.check.checks = [check("user:1", rule: "default")] }
+        add(2) { $0.check.checks = ["default", "api", "export", "leases", "sliding", "fixed", "bucket"].map {
+            check("user:2", rule: $0, hits: 2, subject: "acct-2", ip: "203.0.113.2", route: "GET /api/items/48213")
+        } }
+        add(3) { $0.check.checks = [Sluice_V1_Algorithm.gcra, .tokenBucket, .slidingWindow, .fixedWindow, .concurrency].map {
+            check("inline", limit: limit(5, 1_000, burst: 10, $0), hits: 1)
+        } }
+        add(4) { $0.check.checks = [check("login", rule: "login", tenant: "acme", subject: "alice", ip: "198.51.100.7", route: "POST /login")] }
+        add(5) { $0.check.checks = [check("peek", rule: "default", hits: 0), check("big", rule: "default", hits: 1 << 40)] }
+        add(6) { $0.ping.payload = Data("hello".utf8) }
+        add(7) { $0.release = .with { $0.key = "inline"; $0.leaseID = 1; $0.rule = "leases"; $0.nowMs = epochMs + 10 } }
+        add(8) { $0.stats = .init() }
+        add(9) { $0.reload = .init() }
+        add(10) { $0.snapshot = .init() }
+        add(11) { $0.recordEvents = .with { $0.events = [
+            .with { $0.subject = "acct-2"; $0.kind = "auth_failure"; $0.note = "POST /login" },
+            .with { $0.tenant = "acme"; $0.subject = "alice"; $0.kind = "success"; $0.weight = -3.5; $0.atMs = epochMs },
+        ] } }
+        add(12) { $0.recordEvents = .with { $0.durable = true; $0.events = [.with { $0.subject = "acct-3"; $0.kind = "bad_request" }] } }
+        add(13) { $0.getReputation = .with { $0.subject = "acct-2"; $0.recentEvents = 5 } }
+        add(14) { $0.listReputations = .with { $0.allTenants = true; $0.order = .best; $0.pageSize = 10 } }
+        add(15) { $0.setReputation = .with { $0.subject = "acct-2"; $0.action = .pin; $0.score = 3 } }
+        add(16) { $0.setReputation = .with { $0.subject = "acct-2"; $0.action = .reset } }
+        add(17) { $0.flags = .with { $0.changes = [.with { $0.name = "anomaly"; $0.rolloutPercent = 50; $0.shadow = true }] } }
+        add(18) { $0.setTier = .with { $0.subject = "acct-2"; $0.tier = "vip" } }
+        add(19) { $0.getTier = .with { $0.subject = "acct-2" } }
+        add(20) { $0.listTiers = .with { $0.allTenants = true; $0.tier = "vip"; $0.pageSize = 5 } }
+        add(21) { $0.removeTier = .with { $0.subject = "acct-2" } }
+        add(22) { $0.reportLoad = .with { $0.service = "checkout"; $0.inFlight = 40; $0.latencyP50Us = 20_000; $0.latencyP99Us = 900_000; $0.errorRate = 0.2 } }
+        add(23) { $0.reportOutcome = .with { $0.outcomes = (0..<20).map { index in
+            .with { $0.subject = "user\(index)"; $0.ip = "192.0.2.1"; $0.route = "POST /login"; $0.status = 401; $0.timeMs = epochMs + UInt64(index) * 100 }
+        } } }
+        add(24) { $0.watchAlerts = .with { $0.kinds = ["credential_stuffing"]; $0.recent = 10 } }
+        return all
+    }
+
+    static func frame(_ request: WireRequest) -> [UInt8] {
+        var buffer = ByteBuffer()
+        buffer.writeFrame((try? request.serializedBytes()) ?? [UInt8]())
+        return Array(buffer.readableBytesView)
+    }
+
+    /// Inputs by target.
+    public static func inputs() -> [FuzzTarget: [(name: String, bytes: [UInt8])]] {
+        var inputs: [FuzzTarget: [(name: String, bytes: [UInt8])]] = [:]
+        let requests = Self.requests
+        let bodies = requests.map { (try? $0.serializedBytes()) ?? [] as [UInt8] }
+        inputs[.decoder] = zip(requests, bodies).map { ("request-\($0.0.id)", $0.1) }
+        let frames = requests.map(frame)
+        let stream = frames.joined()
+        // Every request alone, then all of them in one stream, and the crash frames of issue 15.
+        inputs[.dispatcher] = zip(requests, frames).map { ("frame-\($0.0.id)", $0.1) } + [
+            ("all-kinds", Array(stream)),
+            ("report-outcome-huge-time", hex("0000000d08019201080a06120161289103")
+                + hex("0000001808029201130a1112016128910330ffffffffffffffffff01")),
+        ]
+        let seed: [UInt8] = [7, 0, 0, 0, 0, 0, 0, 0]
+        inputs[.framer] = [
+            ("all-kinds", seed + Array(stream)),
+            ("garbage-then-ping", seed + [0, 0, 0, 3, 0xFF, 0xFF, 0xFF] + frames[5]),
+            ("oversized", seed + frames[0] + [0x00, 0x10, 0x00, 0x01, 1, 2, 3]),
+            ("empty-frames", [1, 2, 3, 4, 5, 6, 7, 8] + [0, 0, 0, 0, 0, 0, 0, 0] + frames[0]),
+        ]
+        inputs[.configuration] = [
+            ("embedded-default", Array(DefaultConfiguration.yaml.utf8)),
+            ("every-feature", Array(DispatcherTarget.yaml.utf8)),
+            ("bad-key", Array("rules:\n  login:\n    limit: 5\n    perod: 1m\n".utf8)),
+        ]
+        inputs[.snapshot] = snapshotInputs()
+        inputs[.anomalyState] = anomalyStateInputs()
+        inputs[.trace] = [
+            ("trace", Array("""
+            ts_ms,tenant,subject,ip,route,status,cost
+            1767225600000,t1,user:1,203.0.113.1,GET /api/items/1,200,1
+            1767225600100,t1,user:2,203.0.113.2,POST /login,401,1
+            1767225600200,t1,user:3,203.0.113.2,POST /login,401,1
+            1767225600300,,ip:198.51.100.9,198.51.100.9,GET /,200,3
+
+            """.utf8)),
+        ]
+        return inputs
+    }
+
+    static func snapshotInputs() -> [(name: String, bytes: [UInt8])] {
+        let table = LimiterTable(shardCount: 4, maxEntries: 64)
+        let now: Int64 = 1_767_225_600_000_000_000
+        for (index, algorithm) in Algorithm.allCases.enumerated() {
+            guard let spec = try? LimitSpec(limit: 5, period: 1_000_000_000, burst: 10, algorithm: algorithm) else { continue }
+            let limit = BoundLimit.inline(spec)
+            for hits: UInt64 in [1, 3, 20] {
+                _ = table.check(key: Fingerprint.of(tenant: "", key: "key-\(index)"), limit: limit, hits: hits, now: now + Int64(hits))
+            }
+        }
+        let file = table.snapshot(writtenAt: now).encoded()
+        // Unsealed: the file itself. Sealed: its body without the magic and checksum.
+        return [("table", [0] + file), ("table-sealed", [1] + Array(file[8..<(file.count - 8)]))]
+    }
+
+    static func anomalyStateInputs() -> [(name: String, bytes: [UInt8])] {
+        let detector = AnomalyDetector(settings: AnomalySettings())
+        for index in 0..<200 {
+            _ = detector.observe(AnomalyObservation(timestampMs: Int64(epochMs) + Int64(index) * 1_000, tenant: "t", subject: "user\(index % 20)",
+                                                    ip: "10.0.0.\(index % 7)", route: "GET /api/items/\(index)", status: index % 9 == 0 ? 401 : 200))
+        }
+        let file = detector.encodedState()
+        return [("learned", [0] + file), ("learned-sealed", [1] + Array(file[4..<(file.count - 8)]))]
+    }
+
+    static func hex(_ text: String) -> [UInt8] {
+        stride(from: 0, to: text.count, by: 2).map { offset in
+            let start = text.index(text.startIndex, offsetBy: offset)
+            return UInt8(text[start..<text.index(start, offsetBy: 2)], radix: 16) ?? 0
+        }
+    }
+
+    /// Writes every seed input to `directory/TARGET/NAME`; returns how many.
+    public static func write(to directory: String) throws -> Int {
+        var written = 0
+        for (target, files) in inputs() {
+            let folder = "\(directory)/\(target.rawValue)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            for file in files {
+                try Data(file.bytes).write(to: URL(fileURLWithPath: "\(folder)/seed-\(file.name)"))
+                written += 1
+            }
+        }
+        return written
+    }
+
+    /// The files `paths` name, directories walked (sorted, so runs are repeatable).
+    public static func files(_ paths: some Sequence<String>) throws -> [String] {
+        var files: [String] = []
+        for path in paths {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
+            if isDirectory.boolValue {
+                files += try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { "\(path)/\($0)" }
+            } else {
+                files.append(path)
+            }
+        }
+        return files
+    }
+}
