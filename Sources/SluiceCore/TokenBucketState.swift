@@ -41,7 +41,9 @@ public struct TokenBucketState: Sendable, Hashable {
         let capacity = UInt128(spec.burst) * period
         var refilled = self
         if now > last {
-            refilled.level = min(capacity, level + UInt128(now &- last) * rate)
+            // Taken in 128 bits: a restored state may hold any time, and `now - last` would trap.
+            let elapsed = UInt128(Int128(now) - Int128(last))
+            refilled.level = level >= capacity ? capacity : min(capacity, level + elapsed * rate)
             refilled.last = now
         } else if level > capacity {
             refilled.level = capacity
@@ -75,6 +77,7 @@ public struct TokenBucketState: Sendable, Hashable {
     public func recoveredAt(_ spec: LimitSpec) -> Int64 {
         let capacity = UInt128(spec.burst) * UInt128(spec.period)
         guard level < capacity else { return last }
-        return last &+ Self.ceilDiv(capacity - level, UInt128(spec.limit))
+        let (sum, overflow) = last.addingReportingOverflow(Self.ceilDiv(capacity - level, UInt128(spec.limit)))
+        return overflow ? .max : sum
     }
 }
