@@ -11,7 +11,8 @@ public struct FieldReader {
 
     @inlinable @inline(__always)
     public mutating func tag() -> (Int, Int)? {
-        guard let key = varint(), key >> 3 != 0, key >> 3 <= UInt64(Int32.max) else { return nil }
+        // Field numbers are 1 to 2^29 - 1; swift-protobuf refuses the rest, so must this reader.
+        guard let key = varint(), key >> 3 != 0, key >> 3 <= 536_870_911 else { return nil }
         return (Int(key >> 3), Int(key & 7))
     }
 
