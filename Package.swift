@@ -66,7 +66,7 @@ let package = Package(
         .target(
             name: "SluiceServer",
             dependencies: [
-                "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore",
+                "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore", "CSluiceSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

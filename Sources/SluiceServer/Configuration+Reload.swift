@@ -56,6 +56,7 @@ extension Configuration {
         fixed("server.threads", \.threads)
         fixed("server.clock", \.clock)
         fixed("server.max_queued_bytes", \.maxQueuedBytes)
+        fixed("server.max_queue_delay", \.maxQueueDelayMs)
         fixed("table.shards", \.shards)
         fixed("table.max_entries", \.maxEntries)
         fixed("snapshot.path", \.snapshotPath)

@@ -91,6 +91,21 @@ public struct Configuration: Sendable {
     public var maxFrameBytes = 1 << 20
     /// Connections served at once; more are answered `CODE_OVERLOADED` and closed.
     public var maxConnections = 10_000
+    /// Milliseconds a connection may receive nothing (following no stream) before it is
+    /// closed; 0: never.
+    public var idleTimeoutMs: Int64 = 600_000
+    /// Milliseconds a frame may take from its first byte to its last before the connection is
+    /// closed; 0: never.
+    public var readTimeoutMs: Int64 = 10_000
+    /// Unix socket connections accepted past `maxConnections`, so that local clients (sluicectl,
+    /// a sidecar) still get in when TCP clients fill the daemon.
+    public var unixReserve = 64
+    /// With `maxConnections` open, a new connection closes the TCP connection idle the longest
+    /// if it has been idle at least this many milliseconds (else it is refused); 0: never evict.
+    public var evictIdleAfterMs: Int64 = 10_000
+    /// Milliseconds of queueing delay (how late an event loop runs its work) past which checks
+    /// are answered `CODE_OVERLOADED` at once; 0: never refused.
+    public var maxQueueDelayMs: Int64 = 100
     /// Checks in one request.
     public var maxBatch = 1_000
     /// Bytes in a tenant, key, subject or rule name.

@@ -284,7 +284,8 @@ final class Reader {
     }
 
     func readServer(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
-        let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "max_queued_bytes", "threads", "clock"]
+        let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "max_queued_bytes", "threads", "clock",
+                         "idle_timeout", "read_timeout", "unix_reserve", "evict_idle_after", "max_queue_delay"]
         for (key, value) in try mapping(node, "server", keys: keys) {
             let path = "server.\(key)"
             switch key {
@@ -294,6 +295,11 @@ final class Reader {
             case "max_key_bytes": configuration.maxKeyBytes = try integer(value, path, 1...65_536)
             case "max_queued_bytes": configuration.maxQueuedBytes = try integer(value, path, (64 << 10)...(1 << 30))
             case "threads": configuration.threads = try integer(value, path, 0...1_024)
+            case "idle_timeout": configuration.idleTimeoutMs = try milliseconds(value, path, allowingZero: true)
+            case "read_timeout": configuration.readTimeoutMs = try milliseconds(value, path, allowingZero: true)
+            case "evict_idle_after": configuration.evictIdleAfterMs = try milliseconds(value, path, allowingZero: true)
+            case "max_queue_delay": configuration.maxQueueDelayMs = try milliseconds(value, path, allowingZero: true)
+            case "unix_reserve": configuration.unixReserve = try integer(value, path, 0...100_000)
             default:
                 let text = try string(value, path)
                 guard let clock = Configuration.ClockMode(rawValue: text) else {
@@ -302,6 +308,16 @@ final class Reader {
                 configuration.clock = clock
             }
         }
+    }
+
+    /// A duration of 1 ms to 30 days (or 0, meaning never, when allowed), in milliseconds.
+    func milliseconds(_ node: Node, _ path: String, allowingZero: Bool) throws(SluiceError) -> Int64 {
+        if allowingZero, let text = node.string?.trimmingCharacters(in: .whitespaces), text == "0" || text == "off" { return 0 }
+        let nanoseconds = try duration(node, path)
+        guard nanoseconds >= 1_000_000, nanoseconds <= 30 * 86_400 * 1_000_000_000 else {
+            throw error(node, path, "expected a duration of 1ms to 30d\(allowingZero ? ", or 0 (or off) for never" : "")")
+        }
+        return nanoseconds / 1_000_000
     }
 
     func readRules(_ node: Node, _ path: String, _ configuration: Configuration) throws(SluiceError) -> [String: Configuration.Rule] {

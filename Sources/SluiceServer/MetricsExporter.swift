@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import Prometheus
 import SluiceCore
 import SluiceIntelligence
+import SluiceWire
 
 /// Renders `/metrics`: reads what the hot path counted (per-thread check counters, per-shard
 /// table counters, connection counters) at scrape time, brings the Prometheus registry up to
@@ -76,6 +77,14 @@ final class MetricsExporter: Sendable {
                     [("reason", "max_connections")], counters.connectionsRefused.load(ordering: .relaxed))
             counter("sluice_connections_refused_total", "Connections answered CODE_OVERLOADED or CODE_SHUTTING_DOWN and closed.",
                     [("reason", "shutting_down")], counters.connectionsRefusedShuttingDown.load(ordering: .relaxed))
+            counter("sluice_connections_refused_total", "Connections answered CODE_OVERLOADED or CODE_SHUTTING_DOWN and closed.",
+                    [("reason", "unix_reserve")], counters.connectionsRefusedUnix.load(ordering: .relaxed))
+            for reason in ConnectionEnd.allCases {
+                counter("sluice_connections_closed_total", "Connections the daemon closed on its own: idle, stalled in a frame, or evicted for room.",
+                        [("reason", reason.description)], counters.ends(reason))
+            }
+            counter("sluice_accept_errors_total", "Accepts that failed for want of file descriptors or memory (the listener then backs off).", [],
+                    counters.acceptErrors.load(ordering: .relaxed))
 
             let statistics = table.statistics()
             gauge("sluice_table_entries", "Limiter states held in the table.", [], Double(statistics.entries))

@@ -87,6 +87,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         counters.recordError(code)
     }
 
+    public func connectionEnded(_ reason: ConnectionEnd) { counters.recordEnd(reason) }
+
     public func process(_ request: WireRequest) -> WireResponse {
         // Check requests count themselves (the fast path shares that code).
         if case .check = request.body { return answer(request) }

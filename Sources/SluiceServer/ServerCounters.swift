@@ -1,4 +1,5 @@
 import SluiceProto
+import SluiceWire
 import Synchronization
 
 /// Counters the connection layer bumps; the table keeps its own per shard, and checks are
@@ -17,6 +18,12 @@ public final class ServerCounters: Sendable {
     public let requests = Synchronization.Atomic<UInt64>(0)
     /// Error answers by code (index: the code's number; the last slot takes unknown numbers).
     let errors = CounterBlock(count: codeSlots)
+    /// Connections the daemon closed on its own, by ``ConnectionEnd``.
+    let ended = CounterBlock(count: ConnectionEnd.allCases.count)
+    /// Accepts that failed for want of descriptors (EMFILE, ENFILE) or memory.
+    public let acceptErrors = Synchronization.Atomic<UInt64>(0)
+    /// Connections refused on the Unix sockets past `max_connections` plus `server.unix_reserve`.
+    public let connectionsRefusedUnix = Synchronization.Atomic<UInt64>(0)
 
     /// All zero.
     public init() {}
@@ -26,6 +33,12 @@ public final class ServerCounters: Sendable {
     public func recordError(_ code: WireError.Code) {
         errors.add(min(max(0, code.rawValue), Self.codeSlots - 1))
     }
+
+    /// Counts a connection the daemon closed on its own.
+    public func recordEnd(_ reason: ConnectionEnd) { ended.add(reason.rawValue) }
+
+    /// Connections the daemon closed on its own since start, for `reason`.
+    public func ends(_ reason: ConnectionEnd) -> UInt64 { ended.read(reason.rawValue) }
 
     /// Error answers since start, whatever their code.
     public var errorTotal: UInt64 { (0..<Self.codeSlots).reduce(0) { $0 &+ errors.read($1) } }

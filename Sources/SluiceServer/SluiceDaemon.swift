@@ -35,6 +35,7 @@ public final class SluiceDaemon: Sendable {
     let logger: Logger
     let snapshotter: Snapshotter?
     let operations: Operator
+    let memory: MemoryReturner
     /// Which shutdown steps have run.
     let progress = NIOLockedValueBox(Progress())
 
@@ -47,7 +48,7 @@ public final class SluiceDaemon: Sendable {
 
     init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
          metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
-         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator) {
+         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator, memory: MemoryReturner) {
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
         self.tcpAddresses = tcpAddresses
@@ -60,6 +61,7 @@ public final class SluiceDaemon: Sendable {
         self.logger = logger
         self.snapshotter = snapshotter
         self.operations = operations
+        self.memory = memory
     }
 
     /// The configuration in force (it changes on reload).
@@ -117,6 +119,14 @@ public final class SluiceDaemon: Sendable {
             snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines(); anomaly.saveState(to: path) } }
         }
         let tracker = ConnectionTracker()
+        // One queueing-delay gauge per event loop, read by that loop's connections.
+        var gauges: [ObjectIdentifier: QueueDelayGauge] = [:]
+        for loop in group.makeIterator() {
+            let gauge = QueueDelayGauge(bound: configuration.maxQueueDelayMs > 0 ? .milliseconds(configuration.maxQueueDelayMs) : nil)
+            gauge.start(on: loop)
+            gauges[ObjectIdentifier(loop)] = gauge
+        }
+        DescriptorLimit.ensure(for: configuration, logger: logger)
         var bound: [any Channel] = []
         var unixPaths: [String] = []
         var tcpAddresses: [SocketAddress] = []
@@ -124,7 +134,7 @@ public final class SluiceDaemon: Sendable {
         do {
             for listener in configuration.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
-                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false)
+                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false, gauges: gauges)
                     .bind(unixDomainSocketPath: listener.path).get()
                 bound.append(channel)
                 unixPaths.append(listener.path)
@@ -134,7 +144,7 @@ public final class SluiceDaemon: Sendable {
             for listener in configuration.tcpListeners {
                 let channel: any Channel
                 do {
-                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true)
+                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true, gauges: gauges)
                         .bind(host: listener.host, port: listener.port).get()
                 } catch {
                     throw SluiceError(.addressInUse, "cannot listen on \(listener): \(error)")
@@ -170,13 +180,15 @@ public final class SluiceDaemon: Sendable {
             "table.shards": "\(table.shardCount)", "table.max_entries": "\(table.maxEntries)", "threads": "\(threads)",
         ])
         snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
+        let memory = MemoryReturner(counters: counters)
+        memory.start()
         let probe = LoopDelayProbe(group: group)
         dispatcher.load.start(now: { time.now() }, probe: { probe.sample() })
         dispatcher.anomaly.start()
         return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                             metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
                             listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
-                            operations: operations)
+                            operations: operations, memory: memory)
     }
 
     /// Re-reads the file `source` names.
@@ -189,16 +201,29 @@ public final class SluiceDaemon: Sendable {
         }
     }
 
+    /// Bytes read from one connection per turn of its event loop: every ready connection gets
+    /// its turn before any gets a second, so one client pipelining deep cannot make another
+    /// wait for its whole backlog (and a read's answers stay small next to `max_queued_bytes`).
+    static let readBytesPerTurn = 16 << 10
+
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, _ tracker: ConnectionTracker,
-                          _ dispatcher: RequestDispatcher, _ logger: Logger, tcp: Bool) -> ServerBootstrap {
+                          _ dispatcher: RequestDispatcher, _ logger: Logger, tcp: Bool,
+                          gauges: [ObjectIdentifier: QueueDelayGauge]) -> ServerBootstrap {
         let initial = dispatcher.configuration
         let counters = dispatcher.counters
+        let kind: ConnectionKind = tcp ? .tcp : .unix
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(counters: counters, logger: logger, kind: kind))
+                }
+            }
             // A connection whose unread answers pass the high mark stops being read until they
             // drain (ConnectionHandler.channelWritabilityChanged): memory per connection is bounded.
             .childChannelOption(.writeBufferWaterMark, value: .init(low: initial.maxQueuedBytes / 4, high: initial.maxQueuedBytes))
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2_048, maximum: readBytesPerTurn))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Read per connection, so a reload's limits apply to the next connection.
@@ -206,20 +231,23 @@ public final class SluiceDaemon: Sendable {
                     let open = counters.connectionsOpen.add(1, ordering: .relaxed).newValue
                     counters.connectionsTotal.add(1, ordering: .relaxed)
                     channel.closeFuture.whenComplete { _ in counters.connectionsOpen.subtract(1, ordering: .relaxed) }
-                    guard tracker.add(channel) else {
+                    let activity = ConnectionActivity(channel: channel, kind: kind)
+                    guard tracker.add(channel, activity: activity) else {
                         counters.connectionsRefusedShuttingDown.add(1, ordering: .relaxed)
                         try channel.pipeline.syncOperations.addHandler(RefuseHandler(
                             code: .shuttingDown, message: "the daemon is shutting down"))
                         return
                     }
-                    guard open <= UInt64(configuration.maxConnections) else {
-                        counters.connectionsRefused.add(1, ordering: .relaxed)
-                        try channel.pipeline.syncOperations.addHandler(RefuseHandler(
-                            code: .overloaded, message: "too many connections: max_connections is \(configuration.maxConnections)"))
+                    if let refusal = admission(open: open, kind: kind, configuration: configuration, tracker: tracker, counters: counters) {
+                        try channel.pipeline.syncOperations.addHandler(RefuseHandler(code: .overloaded, message: refusal))
                         return
                     }
+                    let timeouts = ConnectionTimeouts(
+                        idle: configuration.idleTimeoutMs > 0 ? .milliseconds(configuration.idleTimeoutMs) : nil,
+                        read: configuration.readTimeoutMs > 0 ? .milliseconds(configuration.readTimeoutMs) : nil)
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes))
+                        ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
+                                          timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)]))
                 }
             }
         if tcp {
@@ -228,6 +256,26 @@ public final class SluiceDaemon: Sendable {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         }
         return bootstrap
+    }
+
+    /// Why a new connection must be refused (nil: serve it), the `open`-th now open. Past
+    /// `max_connections`, a Unix socket connection still gets in within `server.unix_reserve`,
+    /// and any gets in by evicting the TCP connection idle the longest (at least
+    /// `server.evict_idle_after`), so that idle clients cannot lock everyone out.
+    static func admission(open: UInt64, kind: ConnectionKind, configuration: Configuration, tracker: ConnectionTracker,
+                          counters: ServerCounters) -> String? {
+        let limit = UInt64(configuration.maxConnections)
+        guard open > limit else { return nil }
+        if kind == .unix, open <= limit + UInt64(configuration.unixReserve) { return nil }
+        if configuration.evictIdleAfterMs > 0, tracker.evictIdlest(idleAtLeast: .milliseconds(configuration.evictIdleAfterMs)) {
+            return nil
+        }
+        if kind == .unix {
+            counters.connectionsRefusedUnix.add(1, ordering: .relaxed)
+            return "too many connections: max_connections (\(configuration.maxConnections)) and unix_reserve (\(configuration.unixReserve)) are open"
+        }
+        counters.connectionsRefused.add(1, ordering: .relaxed)
+        return "too many connections: max_connections is \(configuration.maxConnections), and none has been idle for evict_idle_after"
     }
 
     /// Re-reads the configuration and applies it if valid (what SIGHUP and `sluicectl reload` do).
@@ -256,6 +304,7 @@ public final class SluiceDaemon: Sendable {
     /// reputation change and stops the reputation queues.
     public func writeFinalSnapshot() async {
         guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
+        memory.stop()
         let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.load, anomaly = dispatcher.anomaly
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
@@ -283,6 +332,55 @@ public final class SluiceDaemon: Sendable {
         await stopMetrics()
         await writeFinalSnapshot()
         await close()
+    }
+}
+
+/// Backs a listener off when accepting fails for want of descriptors (EMFILE, ENFILE) or memory:
+/// NIO keeps such a listener registered and retries at once, and since no accept succeeds its
+/// own `AcceptBackoffHandler` never gets to delay a read, so the loop spun a whole core. Here the
+/// listener stops reading for `backoff`, then tries again. Logs the first failure and the first
+/// success after it, once per episode, and counts every failure.
+final class AcceptBackoff: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    static let backoff = TimeAmount.milliseconds(200)
+    let counters: ServerCounters
+    let logger: Logger
+    let kind: ConnectionKind
+    var failing = false
+    var paused = false
+
+    init(counters: ServerCounters, logger: Logger, kind: ConnectionKind) {
+        self.counters = counters
+        self.logger = logger
+        self.kind = kind
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        counters.acceptErrors.add(1, ordering: .relaxed)
+        if !failing {
+            failing = true
+            logger.error("cannot accept connections; retrying every 200 ms and serving the connections already open", metadata: [
+                "listen.kind": "\(kind)", "error": "\(error)",
+                "hint": "raise the descriptor limit (LimitNOFILE, ulimit -n) or lower server.max_connections",
+            ])
+        }
+        guard !paused, let options = context.channel.syncOptions else { return }
+        paused = true
+        try? options.setOption(.autoRead, value: false)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: Self.backoff) {
+            let (handler, context) = loopBound.value
+            handler.paused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if failing {
+            failing = false
+            logger.notice("accepting connections again", metadata: ["listen.kind": "\(kind)"])
+        }
+        context.fireChannelRead(data)
     }
 }
 

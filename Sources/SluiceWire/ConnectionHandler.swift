@@ -18,6 +18,11 @@ import SwiftProtobuf
 /// when it could be read) and the connection stays open. A length prefix above the maximum is
 /// answered with `CODE_FRAME_TOO_LARGE` and the connection is closed: the stream cannot be framed
 /// any more. On a quiesce event (shutdown) the handler answers what it has read and closes.
+///
+/// A connection that receives nothing for ``ConnectionTimeouts/idle`` (and follows no stream),
+/// or leaves a frame unfinished for ``ConnectionTimeouts/read``, is closed; so is one the
+/// tracker evicts (``ConnectionEviction``). While the loop's ``QueueDelayGauge`` says it is
+/// overloaded, check requests are answered `CODE_OVERLOADED` without being decided.
 public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
@@ -41,25 +46,98 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var kind = ConnectionKind.tcp
     /// Streams opened on this connection, closed with it.
     var streams: [ResponseStream] = []
+    let timeouts: ConnectionTimeouts
+    /// Shared with the connection tracker (eviction); nil when nothing tracks it.
+    let activity: ConnectionActivity?
+    /// The event loop's queueing delay; nil never refuses.
+    let queueDelay: QueueDelayGauge?
+    /// When bytes last arrived.
+    var lastRead = NIODeadline.now()
+    /// When the unfinished frame in `partial` began (nil: none).
+    var partialSince: NIODeadline?
+    var timer: Scheduled<Void>?
 
     /// A handler answering through `processor`.
+    ///
+    /// - Parameters:
+    ///   - timeouts: when a silent or stalled connection is closed (none by default).
+    ///   - activity: what the connection tracker sees of it, updated on every read.
+    ///   - queueDelay: the loop's gauge; while it says overloaded, checks are refused.
     public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
-                quietPeriod: TimeAmount = .milliseconds(50)) {
+                quietPeriod: TimeAmount = .milliseconds(50), timeouts: ConnectionTimeouts = ConnectionTimeouts(),
+                activity: ConnectionActivity? = nil, queueDelay: QueueDelayGauge? = nil) {
         self.processor = processor
         self.maximumFrameBytes = maximumFrameBytes
         self.logger = logger
         self.quietPeriod = quietPeriod
+        self.timeouts = timeouts
+        self.activity = activity
+        self.queueDelay = queueDelay
         decodingOptions.discardUnknownFields = true
         decodingOptions.messageDepthLimit = 16
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         if case .unixDomainSocket = context.channel.localAddress { kind = .unix }
+        lastRead = .now()
+        armTimer(context: context)
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    // MARK: Time limits
+
+    /// Schedules the next look at the time limits, at the earliest deadline that applies.
+    func armTimer(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        var deadline: NIODeadline?
+        if let idle = timeouts.idle { deadline = lastRead + idle }
+        if let read = timeouts.read, let since = partialSince { deadline = min(deadline ?? since + read, since + read) }
+        guard let deadline, !closing else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = loopBound.value
+            handler.timer = nil
+            handler.checkTimeLimits(context: context)
+        }
+    }
+
+    /// Closes the connection if it has been silent or stalled too long; else looks again later.
+    func checkTimeLimits(context: ChannelHandlerContext) {
+        guard !closing else { return }
+        let now = NIODeadline.now()
+        if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred {
+            end(.readTimeout, context: context)
+            return
+        }
+        if let idle = timeouts.idle, partial == nil, streams.isEmpty, !awaitingDeferred, now - lastRead >= idle {
+            end(.idle, context: context)
+            return
+        }
+        // Busy (a deferred answer, a stream) or active since: keep it, and look again.
+        if streams.isEmpty == false || awaitingDeferred { lastRead = max(lastRead, now) }
+        armTimer(context: context)
+    }
+
+    /// Closes the connection on the daemon's own initiative, counting why.
+    func end(_ reason: ConnectionEnd, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        processor.connectionEnded(reason)
+        logger.debug("closing connection", metadata: ["conn.reason": "\(reason)"])
+        closeAfterWrites(context: context)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         readSinceLastLook = true
+        let now = NIODeadline.now()
+        lastRead = now
+        activity?.touch(now)
+        let hadPartial = partial != nil
         var bytes = unwrapInboundIn(data)
         if var earlier = partial {
             partial = nil
@@ -70,7 +148,14 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             earlier.writeBuffer(&bytes)
             bytes = earlier
         }
-        consume(&bytes, context: context)
+        let answered = consume(&bytes, context: context)
+        // The read limit runs from the first byte of the frame left unfinished.
+        if partial == nil {
+            partialSince = nil
+        } else if !hadPartial || answered > 0 || partialSince == nil {
+            partialSince = now
+        }
+        if timeouts.read != nil, partialSince != nil, timer == nil || !hadPartial { armTimer(context: context) }
     }
 
     /// What is kept of a read for the next one: the start of an unfinished frame, in storage of
@@ -90,11 +175,15 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Bytes of storage held for an unfinished frame between reads (a fuzz target bounds it).
     public var keptCapacity: Int { partial?.capacity ?? 0 }
 
-    /// Answers every whole frame in `bytes` (until one is deferred) and keeps the rest.
-    func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
+    /// Answers every whole frame in `bytes` (until one is deferred) and keeps the rest; returns
+    /// how many frames it answered.
+    @discardableResult
+    func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) -> Int {
+        var answered = 0
         do {
             while !closing, !awaitingDeferred, let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
                 answer(frame, context: context)
+                answered += 1
             }
         } catch FramingError.frameTooLarge(let length, let maximum) {
             processor.recordFailedFrame(.frameTooLarge)
@@ -102,12 +191,13 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                   context: context)
             logger.debug("closing connection: frame too large", metadata: ["frame.length": "\(length)"])
             closeAfterWrites(context: context)
-            return
+            return answered
         } catch {
             closeAfterWrites(context: context)
-            return
+            return answered
         }
         if bytes.readableBytes > 0, !closing { partial = Self.kept(bytes) }
+        return answered
     }
 
     /// Answers one frame into the pending output.
@@ -115,6 +205,14 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // Taken out of `pending` while written to, so that appending never copies it.
         var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
         pending = nil
+        if let queueDelay, queueDelay.isOverloaded,
+           let id = frame.withUnsafeReadableBytes({ CheckFrameCodec.checkBody($0)?.id }) {
+            // Past the queueing-delay bound: a check answered late is worth less than a refusal now.
+            processor.recordFailedFrame(.overloaded)
+            QueueDelayGauge.writeRefusal(id: id, into: &out)
+            pending = out
+            return
+        }
         let answered = frame.withUnsafeReadableBytes { processor.answerCheckFrame($0, into: &out) }
         if !answered {
             let response: WireResponse
@@ -125,6 +223,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                     var first = processor.openStream(request, on: kind, stream: stream)
                     first.id = request.id
                     if case .error = first.body { stream.close() } else { streams.append(stream) }
+                    activity?.following.store(!streams.isEmpty, ordering: .relaxed)
                     out.writeResponseFrame(first)
                     pending = out
                     return
@@ -207,6 +306,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func channelInactive(context: ChannelHandlerContext) {
         for stream in streams { stream.close() }
         streams = []
+        timer?.cancel()
+        timer = nil
         context.fireChannelInactive()
     }
 
@@ -216,6 +317,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ConnectionEviction {
+            end(.evicted, context: context)
+            return
+        }
         if event is ChannelShouldQuiesceEvent {
             // Shutdown: keep answering what the client already sent (it may still be in the
             // socket buffer) and close once the connection has been quiet for `quietPeriod`.
@@ -250,5 +355,20 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             context.close(promise: nil)
         }
+    }
+}
+
+
+/// When a connection the daemon serves is closed for silence (nil: never).
+public struct ConnectionTimeouts: Sendable, Hashable {
+    /// Nothing received for this long (and no stream followed, no answer being worked out).
+    public var idle: TimeAmount?
+    /// A frame begun and not finished within this long.
+    public var read: TimeAmount?
+
+    /// Timeouts; none by default.
+    public init(idle: TimeAmount? = nil, read: TimeAmount? = nil) {
+        self.idle = idle
+        self.read = read
     }
 }

@@ -34,9 +34,16 @@ public protocol RequestProcessor: Sendable {
     /// Called when a frame could not be answered normally: it did not decode (`CODE_MALFORMED_MESSAGE`)
     /// or its length was too large (`CODE_FRAME_TOO_LARGE`). For counting.
     func recordFailedFrame(_ code: WireError.Code)
+
+    /// Called when the connection layer closed a connection on its own (idle, stalled, evicted).
+    /// For counting.
+    func connectionEnded(_ reason: ConnectionEnd)
 }
 
 extension RequestProcessor {
+    /// Nothing counted.
+    public func connectionEnded(_ reason: ConnectionEnd) {}
+
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
 

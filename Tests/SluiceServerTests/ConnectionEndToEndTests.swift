@@ -120,7 +120,8 @@ struct ConnectionEndToEndTests {
 
     @Test("a request split into single bytes over a real socket is answered once")
     func splitOverSocket() async throws {
-        try await TestDaemon.with { daemon in
+        // A byte a millisecond can take seconds on a loaded machine: no read timeout in the way.
+        try await TestDaemon.with({ $0.readTimeoutMs = 0 }) { daemon in
             let raw = try await RawConnection.connect(daemon.unix)
             var request = Make.request(Make.check("split", limit: Self.limit))
             request.id = 5
@@ -138,7 +139,7 @@ struct ConnectionEndToEndTests {
 
     @Test("connections above max_connections are answered overloaded and closed")
     func connectionLimit() async throws {
-        try await TestDaemon.with({ $0.maxConnections = 2 }) { daemon in
+        try await TestDaemon.with({ $0.maxConnections = 2; $0.unixReserve = 0 }) { daemon in
             let first = try await SluiceClient.connect(to: daemon.unix)
             let second = try await SluiceClient.connect(to: daemon.unix)
             #expect(try await first.verdict(Make.check("c", limit: Self.limit)).allowed)

@@ -207,4 +207,218 @@ struct HardeningProcessTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
     }
+
+    /// Launches sluiced on `yaml` with a Unix socket, TCP on a free port and metrics on another.
+    static func launch(_ name: String, yaml: String, extra: [String] = [], shell: String? = nil) throws
+        -> (process: Process, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int) {
+        let directory = try Self.directory(name)
+        let file = "\(directory)/sluice.yaml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        let port = try RawSocket.freePort(), metrics = try RawSocket.freePort()
+        let arguments = ["--config", file, "--unix", "\(directory)/s.sock", "--tcp", "127.0.0.1:\(port)", "--metrics", "127.0.0.1:\(metrics)",
+                         "--snapshot", "off", "--store", "off", "--log-format", "json"] + extra
+        let (process, pipe): (Process, Pipe)
+        if let shell {
+            // Through a shell that sets limits first, then becomes sluiced (exec).
+            let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
+            let launcher = Process()
+            launcher.executableURL = URL(fileURLWithPath: "/bin/bash")
+            launcher.arguments = ["-c", "\(shell); exec '\(DaemonProcessTests.productsDirectory.appendingPathComponent("sluiced").path)' \(quoted)"]
+            let output = Pipe()
+            launcher.standardError = output
+            launcher.standardOutput = output
+            try launcher.run()
+            (process, pipe) = (launcher, output)
+        } else {
+            (process, pipe) = try DaemonProcessTests.launch(arguments)
+        }
+        return (process, pipe, directory, "\(directory)/s.sock", port, metrics)
+    }
+
+    static func ping(_ socket: RawSocket, id: UInt64) throws -> Bool {
+        var ping = WireRequest()
+        ping.id = id
+        ping.ping = .init()
+        guard socket.write(try RawConnection.frame(ping)) else { return false }
+        return socket.readResponse()?.id == id
+    }
+
+    @Test("silent connections are closed after idle_timeout, stalled frames after read_timeout; active ones and followers stay")
+    func idleAndReadTimeouts() async throws {
+        let daemon = try Self.launch("timeouts", yaml: """
+            server: { idle_timeout: 600ms, read_timeout: 300ms }
+            features: { anomaly: { enabled: true } }
+            """)
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        let silent = try RawSocket(tcpPort: daemon.port)
+        let oneByte = try RawSocket(tcpPort: daemon.port)
+        #expect(oneByte.write([0]))
+        let almostWhole = try RawSocket(unix: daemon.socket)
+        var big = WireRequest()
+        big.ping.payload = Data(repeating: 1, count: 1_000_000)
+        let bigFrame = try RawConnection.frame(big)
+        #expect(almostWhole.write(Array(bigFrame.dropLast())))
+        let active = try RawSocket(tcpPort: daemon.port)
+        let follower = try RawSocket(unix: daemon.socket)
+        var watch = WireRequest()
+        watch.id = 9
+        watch.watchAlerts = .init()
+        #expect(follower.write(try RawConnection.frame(watch)))
+        #expect(follower.readResponse()?.id == 9)
+
+        let started = Date()
+        // The stalled frames go first (300 ms), then the silent one (600 ms); pings keep `active` open.
+        #expect(oneByte.closedByPeer(within: 3))
+        #expect(almostWhole.closedByPeer(within: 3))
+        #expect(Date().timeIntervalSince(started) < 2.5)
+        var pings = 0
+        while Date().timeIntervalSince(started) < 1.5 {
+            if try Self.ping(active, id: UInt64(100 + pings)) { pings += 1 }
+            try await Task.sleep(for: .milliseconds(150))
+        }
+        #expect(pings >= 5)
+        #expect(silent.closedByPeer(within: 1))
+        #expect(try Self.ping(active, id: 1), "a connection that keeps asking stays open")
+        #expect(!follower.closedByPeer(within: 0.2), "a stream's follower waits on the daemon: not idle")
+        let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
+        #expect(sample(#"sluice_connections_closed_total{reason="read_timeout"}"#, in: body) == 2)
+        #expect(sample(#"sluice_connections_closed_total{reason="idle"}"#, in: body) == 1)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
+    }
+
+    @Test("past max_connections a new client evicts the idlest TCP connection, and Unix clients have room of their own")
+    func evictionAndUnixReserve() async throws {
+        let daemon = try Self.launch("evict", yaml: "server: { max_connections: 4, evict_idle_after: 300ms, unix_reserve: 2 }\n")
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        // The probe's connection is counted until its close is seen.
+        try await Task.sleep(for: .milliseconds(200))
+        // Four TCP clients: three go quiet, one keeps asking.
+        let quiet = try (0..<3).map { _ in try RawSocket(tcpPort: daemon.port) }
+        let busy = try RawSocket(tcpPort: daemon.port)
+        for index in 0..<3 { #expect(try Self.ping(quiet[index], id: UInt64(index + 1))) }
+        for round in 0..<4 {
+            #expect(try Self.ping(busy, id: UInt64(10 + round)))
+            try await Task.sleep(for: .milliseconds(120))
+        }
+        // Two Unix clients fit in the reserve, whatever TCP holds.
+        let local = try (0..<2).map { _ in try RawSocket(unix: daemon.socket) }
+        for index in 0..<2 { #expect(try Self.ping(local[index], id: UInt64(20 + index))) }
+        // A fifth TCP client gets in by evicting the quiet one idle the longest (the first).
+        let newcomer = try RawSocket(tcpPort: daemon.port)
+        #expect(try Self.ping(newcomer, id: 30))
+        #expect(quiet[0].closedByPeer(within: 2))
+        #expect(try Self.ping(busy, id: 31), "the busy client was not the one evicted")
+        // Nobody idle long enough: the next is refused, and says why.
+        #expect(try Self.ping(quiet[1], id: 32) && Self.ping(quiet[2], id: 33) && Self.ping(newcomer, id: 34) && Self.ping(busy, id: 35))
+        let refused = try RawSocket(tcpPort: daemon.port)
+        let answer = try #require(refused.readResponse())
+        #expect(answer.error.code == .overloaded && answer.error.message.contains("evict_idle_after"), "\(answer)")
+        let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
+        #expect(sample(#"sluice_connections_closed_total{reason="evicted"}"#, in: body) == 1)
+        #expect(sample(#"sluice_connections_refused_total{reason="max_connections"}"#, in: body) == 1)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+    }
+
+    /// CPU seconds `pid` has used.
+    static func cpuSeconds(_ pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    @Test("out of file descriptors, the daemon backs off accepting, logs once, serves the connections it has, and recovers")
+    func descriptorExhaustion() async throws {
+        let daemon = try Self.launch("emfile", yaml: "server: { idle_timeout: 0 }\n", shell: "ulimit -n 64")
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        let pid = daemon.process.processIdentifier
+        let first = try RawSocket(unix: daemon.socket)
+        #expect(try Self.ping(first, id: 1))
+        // Far more connections than descriptors: the kernel queues the rest in the backlog.
+        var crowd: [RawSocket] = []
+        for _ in 0..<120 { crowd.append(try RawSocket(unix: daemon.socket)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let before = try #require(Self.cpuSeconds(pid))
+        try await Task.sleep(for: .seconds(2))
+        let spent = try #require(Self.cpuSeconds(pid)) - before
+        #expect(spent < 0.5, "the daemon used \(spent) s of CPU in 2 s while out of descriptors")
+        #expect(try Self.ping(first, id: 2), "the connections it has are still served")
+        // Room again: the backlog is accepted and answered.
+        crowd.removeAll()
+        try await Task.sleep(for: .milliseconds(600))
+        let later = try RawSocket(unix: daemon.socket)
+        #expect(try Self.ping(later, id: 3))
+        let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
+        #expect((sample("sluice_accept_errors_total", in: body) ?? 0) >= 1)
+        kill(pid, SIGTERM)
+        daemon.process.waitUntilExit()
+        let log = String(decoding: daemon.pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(log.contains("the descriptor limit is below what max_connections needs"))
+        let failures = log.components(separatedBy: "cannot accept connections").count - 1
+        #expect(failures >= 1 && failures <= 3, "logged once per episode, not per attempt: \(failures) times")
+        #expect(log.contains("accepting connections again"))
+    }
+
+    @Test("clients that never read cost at most about max_queued_bytes each, over TCP and Unix sockets, and their memory is returned when they close",
+          arguments: [false, true])
+    func neverReadingClients(unix: Bool) async throws {
+        let daemon = try Self.launch("never-read", yaml: "server: { idle_timeout: 0 }\n", extra: ["--log-level", "error"])
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        let pid = daemon.process.processIdentifier
+        let baseline = try #require(DaemonProcessTests.residentBytes(pid))
+        var ping = WireRequest()
+        ping.ping.payload = Data(repeating: 7, count: 64 << 10)
+        let frame = try RawConnection.frame(ping)
+        let clients = 30
+        var sockets: [RawSocket] = []
+        for _ in 0..<clients {
+            let socket = unix ? try RawSocket(unix: daemon.socket) : try RawSocket(tcpPort: daemon.port)
+            _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK)
+            sockets.append(socket)
+        }
+        // Each writes for 3 s, as much as the daemon takes (it stops reading a client whose
+        // answers are not read); partial writes just leave the stream mid-frame.
+        let deadline = Date().addingTimeInterval(3)
+        var accepted = 0
+        var offsets = [Int](repeating: 0, count: clients)
+        while Date() < deadline {
+            var progress = false
+            for (index, socket) in sockets.enumerated() {
+                let offset = offsets[index]
+                let n = frame.withUnsafeBytes { Glibc.send(socket.fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                if n > 0 {
+                    accepted += n
+                    offsets[index] = (offset + n) % frame.count
+                    progress = true
+                }
+            }
+            if !progress { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        #expect(accepted < clients * (16 << 20), "the daemon kept reading clients that do not read: \(accepted) bytes")
+        try await Task.sleep(for: .milliseconds(300))
+        let loaded = try #require(DaemonProcessTests.residentBytes(pid))
+        let perClient = Double(loaded - baseline) / Double(clients)
+        print("never-reading \(unix ? "Unix" : "TCP") clients: \(clients), \(accepted) bytes sent, daemon grew by \(loaded - baseline) bytes, \(Int(perClient)) per client")
+        #expect(perClient < 3 * 1_048_576, "\(Int(perClient)) bytes per never-reading client")
+        sockets.removeAll()
+        // Returned within a trim interval (10 s) of their closing.
+        var resident = loaded
+        for _ in 0..<30 {
+            try await Task.sleep(for: .milliseconds(500))
+            resident = try #require(DaemonProcessTests.residentBytes(pid))
+            if resident < baseline + max(8 << 20, (loaded - baseline) / 4) { break }
+        }
+        #expect(resident < baseline + max(8 << 20, (loaded - baseline) / 4),
+                "held \(resident - baseline) bytes after every client closed (peak \(loaded - baseline))")
+        kill(pid, SIGTERM)
+        daemon.process.waitUntilExit()
+    }
 }

@@ -9,4 +9,18 @@ static inline void sluice_prefetch(const void *address) {
 
 #include "sluice_epoll.h"
 
+#if defined(__linux__) && defined(__GLIBC__)
+#include <malloc.h>
+/// Makes glibc give freed memory back to the system: allocations from `threshold` bytes up are
+/// mapped on their own (and unmapped when freed) without the threshold growing as glibc would
+/// otherwise make it. Returns whether glibc took the setting.
+static inline int sluice_malloc_map_from(int threshold) { return mallopt(M_MMAP_THRESHOLD, threshold); }
+/// Returns the free memory of every glibc arena to the system (malloc_trim). Returns whether
+/// any was returned.
+static inline int sluice_malloc_trim(void) { return malloc_trim(0); }
+#else
+static inline int sluice_malloc_map_from(int threshold) { (void)threshold; return 0; }
+static inline int sluice_malloc_trim(void) { return 0; }
+#endif
+
 #endif

@@ -1,0 +1,76 @@
+import NIOCore
+import SluiceProto
+import Synchronization
+
+/// How long work waits on one event loop. A task scheduled every `interval` measures how late
+/// it runs: that is how long a request that just became readable waits for its turn, while the
+/// loop serves every other ready connection. Past `bound` on two samples in a row the loop is
+/// overloaded, and its connections answer checks `CODE_OVERLOADED` at once instead of queueing
+/// them (``ConnectionHandler``), until a sample is back under the bound: clients learn to back
+/// off in milliseconds rather than waiting seconds for answers that come too late.
+public final class QueueDelayGauge: Sendable {
+    /// The delay past which checks are refused (ns).
+    public let bound: Int64
+    let interval: TimeAmount
+    let lastRun = Atomic<UInt64>(0)
+    let lastDelay = Atomic<Int64>(0)
+    let overloaded = Atomic<Bool>(false)
+    /// The longest delay measured since it was last read (ns), for metrics.
+    let longest = Atomic<Int64>(0)
+
+    /// A gauge refusing checks past `bound` (nil: measures, never refuses).
+    public init(bound: TimeAmount?, interval: TimeAmount = .milliseconds(10)) {
+        self.bound = bound?.nanoseconds ?? .max
+        self.interval = interval
+    }
+
+    /// Starts sampling on `loop` (until the loop shuts down).
+    public func start(on loop: any EventLoop) {
+        loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in sample() }
+    }
+
+    func sample() {
+        let now = NIODeadline.now().uptimeNanoseconds
+        let previous = lastRun.exchange(now, ordering: .relaxed)
+        guard previous > 0, now > previous else { return }
+        let delay = max(0, Int64(clamping: now - previous) - interval.nanoseconds)
+        let before = lastDelay.exchange(delay, ordering: .relaxed)
+        overloaded.store(delay > bound && before > bound, ordering: .relaxed)
+        var current = longest.load(ordering: .relaxed)
+        while delay > current {
+            let (exchanged, original) = longest.compareExchange(expected: current, desired: delay, ordering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+    }
+
+    /// Whether checks on this loop are refused now.
+    @inline(__always)
+    public var isOverloaded: Bool { overloaded.load(ordering: .relaxed) }
+
+    /// The longest delay since the previous call (ns).
+    public func takeLongest() -> Int64 { longest.exchange(0, ordering: .relaxed) }
+
+    /// The answer to a check refused while overloaded, encoded once: the request's id is put
+    /// in front (protobuf fields may come in any order).
+    static let refusal: [UInt8] = (try? WireResponse.error(id: 0, .overloaded,
+        "the daemon is past its queueing-delay bound (server.max_queue_delay): answered at once instead of late; retry with backoff")
+        .serializedBytes()) ?? []
+
+    /// Writes the refusal of request `id` as one frame.
+    static func writeRefusal(id: UInt64, into out: inout ByteBuffer) {
+        var idBytes: [UInt8] = []
+        if id != 0 {
+            idBytes.append(0x08)
+            var value = id
+            while value >= 0x80 {
+                idBytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+                value >>= 7
+            }
+            idBytes.append(UInt8(value))
+        }
+        out.writeInteger(UInt32(idBytes.count + refusal.count), endianness: .big)
+        out.writeBytes(idBytes)
+        out.writeBytes(refusal)
+    }
+}

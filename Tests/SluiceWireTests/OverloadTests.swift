@@ -1,0 +1,81 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOEmbedded
+import SluiceProto
+import Testing
+@testable import SluiceWire
+
+/// Past the queueing-delay bound a loop's connections refuse checks at once, and only checks.
+@Suite("Queueing-delay bound")
+struct OverloadTests {
+    /// Answers checks (the fast path) with an allowed verdict frame, the rest as the echo does.
+    final class Checks: RequestProcessor, @unchecked Sendable {
+        var failed: [WireError.Code] = []
+        func process(_ request: WireRequest) -> WireResponse {
+            var response = WireResponse()
+            response.id = request.id
+            response.ping = .init()
+            return response
+        }
+        func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool {
+            guard let (id, _) = CheckFrameCodec.checkBody(frame) else { return false }
+            var response = WireResponse()
+            response.id = id
+            response.check.verdicts = [.with { $0.allowed = true }]
+            out.writeResponseFrame(response)
+            return true
+        }
+        func recordFailedFrame(_ code: WireError.Code) { failed.append(code) }
+    }
+
+    static func check(id: UInt64) throws -> [UInt8] {
+        var request = WireRequest()
+        request.id = id
+        request.check.checks = [.with { $0.key = "k"; $0.rule = "r" }]
+        return try frame(request)
+    }
+
+    @Test func whileOverloadedChecksAreRefusedAtOnceWithTheirIdAndOtherRequestsAnswered() throws {
+        let gauge = QueueDelayGauge(bound: .milliseconds(100))
+        let processor = Checks()
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test"), queueDelay: gauge))
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+
+        try channel.writeInbound(ByteBuffer(bytes: try Self.check(id: 1)))
+        gauge.overloaded.store(true, ordering: .relaxed)
+        try channel.writeInbound(ByteBuffer(bytes: try Self.check(id: 300) + (try frame(ping(id: 2))) + (try Self.check(id: 1 << 40))))
+        gauge.overloaded.store(false, ordering: .relaxed)
+        try channel.writeInbound(ByteBuffer(bytes: try Self.check(id: 4)))
+        let answers = try responses(channel)
+        #expect(answers.map(\.id) == [1, 300, 2, 1 << 40, 4])
+        #expect(answers[0].check.verdicts.first?.allowed == true)
+        #expect(answers[1].error.code == .overloaded && answers[1].error.message.contains("max_queue_delay"))
+        #expect(answers[2].ping == .init(), "a ping is answered: it measures the daemon")
+        #expect(answers[3].error.code == .overloaded)
+        #expect(answers[4].check.verdicts.first?.allowed == true, "served again once under the bound")
+        #expect(processor.failed == [.overloaded, .overloaded])
+    }
+
+    @Test func theLoopIsOverloadedAfterTwoLateSamplesAndNotAfterOne() {
+        let gauge = QueueDelayGauge(bound: .milliseconds(100), interval: .milliseconds(10))
+        func sample(late milliseconds: Int64) {
+            gauge.lastRun.store(NIODeadline.now().uptimeNanoseconds - UInt64(milliseconds + 10) * 1_000_000, ordering: .relaxed)
+            gauge.sample()
+        }
+        sample(late: 300)
+        #expect(!gauge.isOverloaded, "one late turn is a hiccup")
+        sample(late: 300)
+        #expect(gauge.isOverloaded)
+        sample(late: 0)
+        #expect(!gauge.isOverloaded)
+        #expect(gauge.takeLongest() >= 300_000_000)
+        let unbounded = QueueDelayGauge(bound: nil)
+        unbounded.lastRun.store(1, ordering: .relaxed)
+        unbounded.sample()
+        unbounded.sample()
+        #expect(!unbounded.isOverloaded, "without a bound it only measures")
+    }
+}
