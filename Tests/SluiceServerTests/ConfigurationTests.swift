@@ -34,6 +34,24 @@ struct ConfigurationTests {
         #expect(empty.maxEntries == 5_000_000)
     }
 
+    @Test("connection limits: the embedded default says the built-in values; 0 and off mean never; bad values name the key")
+    func connectionLimits() throws {
+        let embedded = try ConfigurationLoader.embeddedDefault()
+        let builtIn = Configuration()
+        #expect(embedded.idleTimeoutMs == builtIn.idleTimeoutMs && builtIn.idleTimeoutMs == 600_000)
+        #expect(embedded.readTimeoutMs == builtIn.readTimeoutMs && builtIn.readTimeoutMs == 10_000)
+        #expect(embedded.evictIdleAfterMs == builtIn.evictIdleAfterMs && embedded.unixReserve == builtIn.unixReserve)
+        #expect(embedded.maxQueueDelayMs == builtIn.maxQueueDelayMs && builtIn.maxQueueDelayMs == 100)
+        let set = try ConfigurationLoader.parse(
+            "server: { idle_timeout: 0, read_timeout: off, evict_idle_after: 250ms, unix_reserve: 0, max_queue_delay: 2s }", source: "c.yaml")
+        #expect(set.idleTimeoutMs == 0 && set.readTimeoutMs == 0 && set.evictIdleAfterMs == 250 && set.unixReserve == 0)
+        #expect(set.maxQueueDelayMs == 2_000)
+        for (yaml, key) in [("server: { idle_timeout: -1s }", "server.idle_timeout"), ("server: { read_timeout: 31d }", "server.read_timeout"),
+                            ("server: { unix_reserve: -1 }", "server.unix_reserve"), ("server: { max_queue_delay: soon }", "server.max_queue_delay")] {
+            #expect(failure(yaml).contains(key), "\(yaml)")
+        }
+    }
+
     @Test("the embedded default's commented anomaly example is valid once uncommented")
     func embeddedAnomalyExample() throws {
         let lines = DefaultConfiguration.yaml.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
