@@ -9,6 +9,7 @@
 #   scripts/fuzz.sh --seconds 3600 dispatcher   one target for an hour
 #   scripts/fuzz.sh --seconds 600 --jobs 2  every target, two processes each
 #   scripts/fuzz.sh --merge                 minimise the found inputs into Fuzz/corpus
+#   scripts/fuzz.sh --no-build ...          run the binary built last (long runs while editing)
 #
 # Exit status: 0 when no target failed; 1 when one crashed or broke a property (the input is
 # named; reproduce with `swift run sluice-fuzz TARGET FILE`).
@@ -18,13 +19,15 @@ cd "$(dirname "$0")/.."
 seconds=10
 jobs=1
 merge=0
+build=1
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -32,13 +35,16 @@ done
 [ ${#targets[@]} -gt 0 ] || targets=(framer decoder dispatcher configuration snapshot anomaly-state trace)
 
 scratch=.build-fuzz
-echo "== building sluice-fuzz (libFuzzer + AddressSanitizer, release)"
-start=$(date +%s)
-swift build -c release --product sluice-fuzz --scratch-path "$scratch" \
-  --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING 2>&1 | grep -E "error|warning: unre|Compiling sluice|Build complete" || true
 binary="$scratch/release/sluice-fuzz"
-[ -x "$binary" ] || { echo "fuzz.sh: the build failed" >&2; exit 1; }
-echo "   built in $(( $(date +%s) - start )) s"
+if [ "$build" = 1 ]; then
+  echo "== building sluice-fuzz (libFuzzer + AddressSanitizer, release)"
+  start=$(date +%s)
+  rm -f "$binary"
+  swift build -c release --product sluice-fuzz --scratch-path "$scratch" \
+    --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING 2>&1 | grep -E "error|Build complete" || true
+  echo "   built in $(( $(date +%s) - start )) s"
+fi
+[ -x "$binary" ] || { echo "fuzz.sh: the build failed (no $binary)" >&2; exit 1; }
 
 mkdir -p "$scratch/crashes" "$scratch/logs"
 failed=0

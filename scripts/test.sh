@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the Swift tests (swift test), then libsluice's C tests and the Python
-# client's tests, each against a real sluiced. Needs protobuf-c and valgrind for the C part and
+# client's tests, each against a real sluiced, then a short run of every fuzz target (libFuzzer).
+# Needs protobuf-c and valgrind for the C part and
 # python3 with venv for the Python part (.ci/run installs them); a part whose tools are missing
 # fails with a sentence saying what to install.
 set -euo pipefail
@@ -25,4 +26,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c 'import google.protobuf' 2>/dev/null || "$venv/bin/pip" install -q "protobuf>=4.21,<8"
 SLUICED=$sluiced "$venv/bin/python" -W error::ResourceWarning -m unittest discover -s clients/python/tests
+
+# A short run of every fuzz target from its checked-in corpus (docs/FUZZING.md): about a minute,
+# after a build of its own (.build-fuzz). SLUICE_SKIP_FUZZ=1 leaves it out of a local run.
+if [ "${SLUICE_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz targets (8 s each)"
+  scripts/fuzz.sh --seconds 8
+fi
 echo "== all tests passed"
