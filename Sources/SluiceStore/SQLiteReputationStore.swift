@@ -41,10 +41,16 @@ public final class SQLiteReputationStore: ReputationStore {
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
         }
         do {
+            // An existing file is read read-only first, as the start reads it: a file that is
+            // damaged where the start reads it, not a database, or from a newer Sluice is refused
+            // before it is opened for writing, which writes to it (GRDB's pool creates and drops a
+            // table on open so that the WAL persists), and stays as it was for whoever repairs it.
+            let existing = FileManager.default.fileExists(atPath: path)
+            let readOnlyChain = existing ? try Self.diagnose(path, busyTimeout: busyTimeout) : nil
             try Self.createPrivately(path)
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrate(pool)
-            chain = NIOLockedValueBox(try Self.loadChain(pool))
+            chain = NIOLockedValueBox(try readOnlyChain ?? Self.loadChain(pool))
         } catch let error as StoreError {
             throw error
         } catch {
@@ -64,9 +70,39 @@ public final class SQLiteReputationStore: ReputationStore {
         }
     }
 
+    /// Reads an existing database without writing to it: its migrations (refusing a newer
+    /// Sluice's), its chain heads (every score row and the events after them: what a start reads
+    /// of the large tables) and its tiers and baselines. Returns the chain heads, or nil when the
+    /// file holds no schema yet.
+    ///
+    /// - Throws: SQLite's complaint (not a database, malformed) or ``StoreError``.
+    static func diagnose(_ path: String, busyTimeout: Double) throws -> Chain? {
+        var configuration = GRDB.Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(busyTimeout)
+        configuration.label = "sluice.store.check"
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        defer { try? queue.close() }
+        let tables = try queue.read { db in
+            try Set(String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'"))
+        }
+        guard tables.contains("grdb_migrations") else { return nil }
+        let applied = try queue.read { db in try Set(String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")) }
+        if let unknown = applied.subtracting(StoreMigrations.all.map(\.identifier)).sorted().first {
+            throw StoreError("the database was upgraded by a newer Sluice (it has migration \(unknown), which this version does not know)")
+        }
+        try queue.read { db in
+            for table in ["subject_tiers", "subject_baselines"] where tables.contains(table) {
+                _ = try Row.fetchCursor(db, sql: "SELECT * FROM \(table)").reduce(0) { count, _ in count + 1 }
+            }
+        }
+        guard tables.contains("reputation_scores"), tables.contains("reputation_events"), tables.contains("reputation_meta") else { return nil }
+        return try loadChain(queue)
+    }
+
     /// The chain heads: each stored score's newest event, then the events after the scores.
-    static func loadChain(_ pool: DatabasePool) throws -> Chain {
-        try pool.read { db in
+    static func loadChain(_ reader: some DatabaseReader) throws -> Chain {
+        try reader.read { db in
             var chain = Chain()
             let scores = try Row.fetchCursor(db, sql: "SELECT subject_key, last_event_id FROM reputation_scores WHERE last_event_id > 0")
             while let row = try scores.next() { chain.heads[row[0]] = row[1] }

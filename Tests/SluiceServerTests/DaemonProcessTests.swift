@@ -202,17 +202,8 @@ struct DaemonProcessTests {
         let body: [UInt8] = try ping.serializedBytes()
         var frame: [UInt8] = withUnsafeBytes(of: UInt32(body.count).bigEndian, Array.init)
         frame += body
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(fd >= 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in socket.utf8.enumerated() { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        #expect(connected == 0)
+        var raw: RawSocket? = try RawSocket(unix: socket)
+        let fd = try #require(raw).fd
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         var written = 0
         var offset = 0
@@ -239,7 +230,7 @@ struct DaemonProcessTests {
         #expect(try await other.send(check).check.verdicts.first?.allowed == true)
         await other.close()
         // Closed first: a connection that never reads is otherwise closed by the drain's deadline.
-        Glibc.close(fd)
+        raw = nil
         kill(pid, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)

@@ -191,6 +191,32 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
         #expect(error?.message.contains("not a database") == true, "\(error?.message ?? "")")
     }
 
+    @Test func aDamagedFileIsRefusedWithoutAByteOfItChanging() throws {
+        let path = temporaryDirectory() + "/sluice.db"
+        _ = try SQLiteReputationStore(path: path)
+        // 100,000 events (about 7 MB), checkpointed into the file, then a page in their middle damaged.
+        _ = try runSQLite(path, """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+            INSERT INTO reputation_events (id, subject_key, previous_id, tenant, subject, kind, weight, at_ns, note)
+            SELECT i, i % 10000, 0, '', 'user' || (i % 10000), 'auth_failure', -5, 1767225600000000000 + i, 'a note' FROM n;
+            PRAGMA wal_checkpoint(TRUNCATE);
+            """)
+        var bytes = try #require(FileManager.default.contents(atPath: path))
+        let page = bytes.count / 4_096 / 2
+        for index in 0..<4_096 { bytes[page * 4_096 + index] = UInt8(truncatingIfNeeded: index &* 31 &+ 7) }
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: StoreError.self) { try SQLiteReputationStore(path: path) }
+        #expect(error?.message.contains("malformed") == true, "\(error?.message ?? "")")
+        #expect(FileManager.default.contents(atPath: path) == bytes, "the damaged file was written to")
+        // A newer Sluice's database is refused before it is opened for writing too.
+        let newer = temporaryDirectory() + "/newer.db"
+        _ = try SQLiteReputationStore(path: newer)
+        _ = try runSQLite(newer, "INSERT INTO grdb_migrations VALUES ('0999_future'); PRAGMA wal_checkpoint(TRUNCATE);")
+        let before = try #require(FileManager.default.contents(atPath: newer))
+        #expect(throws: StoreError.self) { try SQLiteReputationStore(path: newer) }
+        #expect(FileManager.default.contents(atPath: newer) == before)
+    }
+
     @Test func aDatabaseFromANewerSluiceIsRefused() throws {
         let path = temporaryDirectory() + "/sluice.db"
         _ = try SQLiteReputationStore(path: path)
