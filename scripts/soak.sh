@@ -7,14 +7,19 @@
 #
 #   scripts/soak.sh                  30 minutes
 #   scripts/soak.sh --seconds 120    a short one
+#   SLUICED=PATH scripts/soak.sh      a sluiced built already
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=1800
 [ "${1:-}" = "--seconds" ] && seconds="$2"
 out=.build-soak
 mkdir -p "$out"
-swift build -c release --product sluiced 2>&1 | grep -E "error|Compiling|Build complete" | tail -1
-sluiced=$(swift build -c release --show-bin-path)/sluiced
+if [ -n "${SLUICED:-}" ]; then
+  sluiced=$SLUICED   # a release binary built already
+else
+  swift build -c release --product sluiced 2>&1 | grep -E "error|Build complete" | tail -1
+  sluiced=$(swift build -c release --show-bin-path)/sluiced
+fi
 dir=$(mktemp -d /tmp/sluice-soak.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$dir/sluice.yaml" <<YAML
@@ -47,6 +52,9 @@ for _ in $(seq 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 echo "== soaking sluiced (pid $pid) for $seconds s; samples in $out/soak.jsonl"
 status=0
 python3 scripts/soak.py --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --pid "$pid" --seconds "$seconds" --root . | tee "$out/soak.jsonl" || status=$?
-kill -TERM $pid 2>/dev/null && wait $pid 2>/dev/null || status=1
-echo "== sluiced exited; its log (errors only): $(wc -l <"$out/sluiced.log") lines in $out/sluiced.log"
+kill -TERM $pid 2>/dev/null || status=1
+exited=0
+wait $pid 2>/dev/null || exited=$?
+[ "$exited" = 0 ] || status=1
+echo "== sluiced exited with $exited; its log (errors only): $(wc -l <"$out/sluiced.log") lines in $out/sluiced.log"
 exit $status

@@ -43,6 +43,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     let quietPeriod: TimeAmount
     /// Set while a deferred answer is being worked out: later frames wait in `partial`.
     var awaitingDeferred = false
+    /// Set while whole frames wait in `partial` for this connection's next turn (reading paused).
+    var backlogged = false
     var kind = ConnectionKind.tcp
     /// Streams opened on this connection, closed with it.
     var streams: [ResponseStream] = []
@@ -110,7 +112,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     func checkTimeLimits(context: ChannelHandlerContext) {
         guard !closing else { return }
         let now = NIODeadline.now()
-        if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred {
+        if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred, !backlogged {
             end(.readTimeout, context: context)
             return
         }
@@ -180,8 +182,12 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     @discardableResult
     func consume(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) -> Int {
         var answered = 0
+        // While the loop is contended, a turn answers a bounded number of frames: the rest wait
+        // for the next turn, after every other ready connection had its own.
+        let budget = queueDelay?.isContended == true ? Self.framesPerContendedTurn : Int.max
         do {
-            while !closing, !awaitingDeferred, let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
+            while !closing, !awaitingDeferred, answered < budget,
+                  let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
                 answer(frame, context: context)
                 answered += 1
             }
@@ -197,7 +203,49 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             return answered
         }
         if bytes.readableBytes > 0, !closing { partial = Self.kept(bytes) }
+        if answered >= budget, !closing, !awaitingDeferred, let rest = partial, Self.holdsWholeFrame(rest) {
+            waitForNextTurn(context: context)
+        }
         return answered
+    }
+
+    /// Frames one connection may have answered per turn of a contended event loop.
+    static let framesPerContendedTurn = 32
+
+    /// Whether `bytes` begins with a whole frame.
+    static func holdsWholeFrame(_ bytes: ByteBuffer) -> Bool {
+        guard let length = bytes.getInteger(at: bytes.readerIndex, endianness: .big, as: UInt32.self) else { return false }
+        return bytes.readableBytes >= 4 + Int(length)
+    }
+
+    /// Sends this turn's answers, stops reading, and goes on with the frames kept once the loop
+    /// has served its other connections: the task is due a little later, so the loop polls its
+    /// sockets first (a task due now would run in the same pass).
+    func waitForNextTurn(context: ChannelHandlerContext) {
+        backlogged = true
+        flushPending(context: context)
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .microseconds(20)) {
+            let (handler, context) = loopBound.value
+            handler.backlogged = false
+            guard !handler.closing else { return }
+            if !handler.awaitingDeferred, var rest = handler.partial {
+                handler.partial = nil
+                handler.consume(&rest, context: context)
+                if handler.partial == nil { handler.partialSince = nil }
+            }
+            handler.flushPending(context: context)
+            handler.resumeReadingIfFree(context: context)
+        }
+    }
+
+    /// Reads again unless something still holds reading back (a deferred answer, a backlog,
+    /// answers the client has not read).
+    func resumeReadingIfFree(context: ChannelHandlerContext) {
+        guard !closing, !awaitingDeferred, !backlogged, context.channel.isWritable else { return }
+        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        context.read()
     }
 
     /// Answers one frame into the pending output.
@@ -266,10 +314,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                     handler.partial = nil
                     handler.consume(&rest, context: context)
                 }
-                if !handler.awaitingDeferred, context.channel.isWritable {
-                    context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
-                    context.read()
-                }
+                handler.resumeReadingIfFree(context: context)
             }
             handler.flushPending(context: context)
         }
@@ -297,9 +342,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         // Backpressure: a client that pipelines without reading stops being read from until
         // its answers drain, so one connection cannot grow the daemon's memory without bound.
-        let resume = context.channel.isWritable && !awaitingDeferred
-        context.channel.setOption(ChannelOptions.autoRead, value: resume).whenFailure { _ in }
-        if resume { context.read() }
+        if context.channel.isWritable {
+            resumeReadingIfFree(context: context)
+        } else {
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        }
         context.fireChannelWritabilityChanged()
     }
 

@@ -44,6 +44,11 @@ public final class QueueDelayGauge: Sendable {
         }
     }
 
+    /// Whether the loop's last turn ran more than a millisecond late: other connections are
+    /// waiting, so each connection's turn is bounded (``ConnectionHandler``).
+    @inline(__always)
+    public var isContended: Bool { lastDelay.load(ordering: .relaxed) > 1_000_000 }
+
     /// Whether checks on this loop are refused now.
     @inline(__always)
     public var isOverloaded: Bool { overloaded.load(ordering: .relaxed) }

@@ -59,6 +59,32 @@ struct OverloadTests {
         #expect(processor.failed == [.overloaded, .overloaded])
     }
 
+    @Test func whileContendedAConnectionAnswers32FramesATurnAndTheRestInOrderOnLaterTurns() throws {
+        let gauge = QueueDelayGauge(bound: nil)
+        gauge.lastDelay.store(5_000_000, ordering: .relaxed)
+        #expect(gauge.isContended)
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge))
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        var bytes: [UInt8] = []
+        for id in 1...100 { bytes += try Self.check(id: UInt64(id)) }
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+        var answered = try responses(channel).map(\.id)
+        #expect(answered == Array(1...32), "one turn's worth")
+        for _ in 0..<4 {
+            channel.embeddedEventLoop.advanceTime(by: .microseconds(20))
+            answered += try responses(channel).map(\.id)
+        }
+        #expect(answered == Array(1...100), "the rest on later turns, in order")
+        // Not contended: everything read is answered at once.
+        gauge.lastDelay.store(0, ordering: .relaxed)
+        bytes = []
+        for id in 101...200 { bytes += try Self.check(id: UInt64(id)) }
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+        #expect(try responses(channel).map(\.id) == Array(101...200))
+    }
+
     @Test func theLoopIsOverloadedAfterTwoLateSamplesAndNotAfterOne() {
         let gauge = QueueDelayGauge(bound: .milliseconds(100), interval: .milliseconds(10))
         func sample(late milliseconds: Int64) {
