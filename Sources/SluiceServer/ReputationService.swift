@@ -150,7 +150,9 @@ public final class ReputationService: Sendable {
     /// write-behind, the denial pump and the sweep.
     func start() {
         if settings.path != nil, !writer.onQueue({ openStore() }) { scheduleRetry() }
-        writer.start()
+        // Without a store nothing is queued; a running writer would still commit an empty batch
+        // of scores every second, and log each as failed ("the reputation store is not open").
+        if settings.path != nil { writer.start() }
         pump.start()
         startSweep()
     }

@@ -150,13 +150,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             earlier.writeBuffer(&bytes)
             bytes = earlier
         }
-        let answered = consume(&bytes, context: context)
-        // The read limit runs from the first byte of the frame left unfinished.
-        if partial == nil {
-            partialSince = nil
-        } else if !hadPartial || answered > 0 || partialSince == nil {
-            partialSince = now
-        }
+        consume(&bytes, context: context)
         if timeouts.read != nil, partialSince != nil, timer == nil || !hadPartial { armTimer(context: context) }
     }
 
@@ -203,6 +197,13 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             return answered
         }
         if bytes.readableBytes > 0, !closing { partial = Self.kept(bytes) }
+        // The read limit runs from the first byte of the frame left unfinished: it starts again
+        // whenever a frame was answered (also after a deferred answer or a backlog's turn).
+        if partial == nil {
+            partialSince = nil
+        } else if answered > 0 || partialSince == nil {
+            partialSince = .now()
+        }
         if answered >= budget, !closing, !awaitingDeferred, let rest = partial, Self.holdsWholeFrame(rest) {
             waitForNextTurn(context: context)
         }
@@ -233,7 +234,6 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             if !handler.awaitingDeferred, var rest = handler.partial {
                 handler.partial = nil
                 handler.consume(&rest, context: context)
-                if handler.partial == nil { handler.partialSince = nil }
             }
             handler.flushPending(context: context)
             handler.resumeReadingIfFree(context: context)

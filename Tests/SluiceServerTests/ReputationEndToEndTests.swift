@@ -65,6 +65,32 @@ import Testing
         return try await client.send(request)
     }
 
+    @Test("pipelined durable events that take longer than read_timeout to commit are all answered: waiting on the daemon is not a stall")
+    func durablePipelineOutlastsTheReadTimeout() async throws {
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try await TestDaemon.with(yaml: Self.yaml(store: "\(directory)/sluice.db"), { $0.readTimeoutMs = 300 }) { daemon in
+            let raw = try await RawConnection.connect(daemon.unix)
+            var bytes: [UInt8] = []
+            for index in 1...25 {
+                var request = Self.events("user\(index)", "auth_failure", count: 1, durable: true)
+                request.id = UInt64(index)
+                bytes += try RawConnection.frame(request)
+            }
+            // Each waits for its commit (every 100 ms): about 2.5 s in all, well past 300 ms.
+            try await raw.write(bytes)
+            var answers: [WireResponse] = []
+            for _ in 0..<100 where answers.count < 25 && !raw.isClosed {
+                try await Task.sleep(for: .milliseconds(100))
+                answers = raw.collector.responses.withLockedValue { $0 }
+            }
+            #expect(answers.map(\.id) == Array(1...25))
+            #expect(answers.allSatisfy { $0.recordEvents.committed })
+            #expect(!raw.isClosed)
+            await raw.close()
+        }
+    }
+
     @Test func eventsLowerTheScoreWhichScalesTheLimitAndBlocksBelowTheThreshold() async throws {
         let directory = TestDaemon.temporaryDirectory()
         try await TestDaemon.with(yaml: Self.yaml(store: "\(directory)/sluice.db")) { daemon in
