@@ -301,17 +301,23 @@ async def main():
     parser.add_argument("--seconds", type=int, default=1800)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--root", default=".")
+    parser.add_argument("--only", help="run only this kind of client (valid, garbage, stall, idle, deaf, split, churn)")
     args = parser.parse_args()
     endpoints = ["unix:" + args.unix, args.tcp]
     frames = frames_from_corpus(args.root)
     stats, stop, samples = Stats(), asyncio.Event(), []
     big = ping(3, b"\x01" * 1_000_000)
-    tasks = [asyncio.create_task(coroutine) for coroutine in
-             [valid(endpoints, frames, stats, stop) for _ in range(8)]
-             + [garbage(endpoints, frames, stats, stop) for _ in range(4)]
-             + [stall(endpoints, stats, stop, big), idle(endpoints, stats, stop)]
-             + [deaf(endpoints, stats, stop) for _ in range(4)]
-             + [split(endpoints, stats, stop), churn(endpoints, stats, stop)]]
+    kinds = {
+        "valid": lambda: [valid(endpoints, frames, stats, stop) for _ in range(8)],
+        "garbage": lambda: [garbage(endpoints, frames, stats, stop) for _ in range(4)],
+        "stall": lambda: [stall(endpoints, stats, stop, big)],
+        "idle": lambda: [idle(endpoints, stats, stop)],
+        "deaf": lambda: [deaf(endpoints, stats, stop) for _ in range(4)],
+        "split": lambda: [split(endpoints, stats, stop)],
+        "churn": lambda: [churn(endpoints, stats, stop)],
+    }
+    chosen = [args.only] if args.only else list(kinds)
+    tasks = [asyncio.create_task(coroutine) for kind in chosen for coroutine in kinds[kind]()]
     sampler = asyncio.create_task(sample("unix:" + args.unix, args.pid, stats, stop, args.every, samples))
     try:
         await asyncio.wait_for(asyncio.shield(sampler), args.seconds)

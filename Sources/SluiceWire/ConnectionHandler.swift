@@ -45,6 +45,12 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var awaitingDeferred = false
     /// Set while whole frames wait in `partial` for this connection's next turn (reading paused).
     var backlogged = false
+    /// Since when this connection has had whole frames waiting from one turn to the next: the
+    /// queueing delay its requests see, which the loop's own lateness does not show once turns
+    /// are bounded (the rest waits in the socket).
+    var backlogSince: NIODeadline?
+    /// Set while this turn answers check requests `CODE_OVERLOADED` instead of deciding them.
+    var refusingChecks = false
     var kind = ConnectionKind.tcp
     /// Streams opened on this connection, closed with it.
     var streams: [ResponseStream] = []
@@ -179,10 +185,17 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // While the loop is contended, a turn answers a bounded number of frames: the rest wait
         // for the next turn, after every other ready connection had its own.
         let budget = queueDelay?.isContended == true ? Self.framesPerContendedTurn : Int.max
+        if let queueDelay {
+            // Past the bound, on the loop or in this connection's own backlog: refuse checks now.
+            let waited = backlogSince.map { NIODeadline.now() - $0 }?.nanoseconds ?? 0
+            refusingChecks = queueDelay.isOverloaded || waited > queueDelay.bound
+        }
+        var decided = 0
         do {
-            while !closing, !awaitingDeferred, answered < budget,
+            while !closing, !awaitingDeferred, decided < budget,
                   let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
-                answer(frame, context: context)
+                // A refusal costs next to nothing: it does not use the turn's budget.
+                if answer(frame, context: context) { decided += 1 }
                 answered += 1
             }
         } catch FramingError.frameTooLarge(let length, let maximum) {
@@ -204,8 +217,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         } else if answered > 0 || partialSince == nil {
             partialSince = .now()
         }
-        if answered >= budget, !closing, !awaitingDeferred, let rest = partial, Self.holdsWholeFrame(rest) {
+        if decided >= budget, !closing, !awaitingDeferred, let rest = partial, Self.holdsWholeFrame(rest) {
+            if backlogSince == nil { backlogSince = .now() }
             waitForNextTurn(context: context)
+        } else {
+            backlogSince = nil
         }
         return answered
     }
@@ -249,17 +265,18 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     /// Answers one frame into the pending output.
-    func answer(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+    /// Returns false when the frame was refused unread (past the queueing-delay bound).
+    @discardableResult
+    func answer(_ frame: ByteBuffer, context: ChannelHandlerContext) -> Bool {
         // Taken out of `pending` while written to, so that appending never copies it.
         var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
         pending = nil
-        if let queueDelay, queueDelay.isOverloaded,
-           let id = frame.withUnsafeReadableBytes({ CheckFrameCodec.checkBody($0)?.id }) {
+        if refusingChecks, let id = frame.withUnsafeReadableBytes({ CheckFrameCodec.checkBody($0)?.id }) {
             // Past the queueing-delay bound: a check answered late is worth less than a refusal now.
             processor.recordFailedFrame(.overloaded)
             QueueDelayGauge.writeRefusal(id: id, into: &out)
             pending = out
-            return
+            return false
         }
         let answered = frame.withUnsafeReadableBytes { processor.answerCheckFrame($0, into: &out) }
         if !answered {
@@ -274,12 +291,12 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                     activity?.following.store(!streams.isEmpty, ordering: .relaxed)
                     out.writeResponseFrame(first)
                     pending = out
-                    return
+                    return true
                 }
                 if let future = processor.deferredAnswer(to: request, on: kind, eventLoop: context.eventLoop) {
                     pending = out
                     awaitDeferred(future, id: request.id, context: context)
-                    return
+                    return true
                 }
                 response = processor.process(request)
             } catch {
@@ -290,6 +307,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             out.writeResponseFrame(response)
         }
         pending = out
+        return true
     }
 
     /// Stops answering (and reading) until `future` completes, then writes its answer and goes

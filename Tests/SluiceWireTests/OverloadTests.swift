@@ -85,6 +85,31 @@ struct OverloadTests {
         #expect(try responses(channel).map(\.id) == Array(101...200))
     }
 
+    @Test func aBacklogOlderThanTheBoundIsRefusedAtOnceAndTheConnectionCatchesUp() throws {
+        // Turns are bounded while the loop is contended, so the loop itself is never late; the
+        // backlog's own age is the queueing delay its checks see.
+        let gauge = QueueDelayGauge(bound: .milliseconds(50))
+        gauge.lastDelay.store(5_000_000, ordering: .relaxed)
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge))
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        var bytes: [UInt8] = []
+        for id in 1...200 { bytes += try Self.check(id: UInt64(id)) }
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+        var answers = try responses(channel)
+        #expect(answers.count == 32 && answers.allSatisfy { $0.error.code != .overloaded })
+        // The next turn comes after the bound: what is left waited too long and is refused, all at once.
+        Thread.sleep(forTimeInterval: 0.06)
+        channel.embeddedEventLoop.advanceTime(by: .microseconds(20))
+        answers += try responses(channel)
+        #expect(answers.map(\.id) == Array(1...200), "every request answered once, in order")
+        #expect(answers.dropFirst(32).allSatisfy { $0.error.code == .overloaded })
+        // Caught up: the next checks are decided again.
+        try channel.writeInbound(ByteBuffer(bytes: try Self.check(id: 201)))
+        #expect(try responses(channel).first?.check.verdicts.first?.allowed == true)
+    }
+
     @Test func theLoopIsOverloadedAfterTwoLateSamplesAndNotAfterOne() {
         let gauge = QueueDelayGauge(bound: .milliseconds(100), interval: .milliseconds(10))
         func sample(late milliseconds: Int64) {
