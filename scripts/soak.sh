@@ -47,7 +47,7 @@ YAML
 "$sluiced" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --metrics off \
   --snapshot "$dir/table.snapshot" --store "$dir/sluice.db" --log-level error >"$out/sluiced.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 echo "== soaking sluiced (pid $pid) for $seconds s; samples in $out/soak.jsonl"
 status=0

@@ -106,6 +106,9 @@ public struct Configuration: Sendable {
     /// Milliseconds of queueing delay (how late an event loop runs its work) past which checks
     /// are answered `CODE_OVERLOADED` at once; 0: never refused.
     public var maxQueueDelayMs: Int64 = 100
+    /// Frames a connection answers per turn while its event loop runs late (the rest wait for
+    /// its next turn); 0: no bound (the default, see docs/BENCHMARKS.md).
+    public var framesPerTurn = 0
     /// Checks in one request.
     public var maxBatch = 1_000
     /// Bytes in a tenant, key, subject or rule name.

@@ -285,7 +285,7 @@ final class Reader {
 
     func readServer(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "max_queued_bytes", "threads", "clock",
-                         "idle_timeout", "read_timeout", "unix_reserve", "evict_idle_after", "max_queue_delay"]
+                         "idle_timeout", "read_timeout", "unix_reserve", "evict_idle_after", "max_queue_delay", "frames_per_turn"]
         for (key, value) in try mapping(node, "server", keys: keys) {
             let path = "server.\(key)"
             switch key {
@@ -300,6 +300,7 @@ final class Reader {
             case "evict_idle_after": configuration.evictIdleAfterMs = try milliseconds(value, path, allowingZero: true)
             case "max_queue_delay": configuration.maxQueueDelayMs = try milliseconds(value, path, allowingZero: true)
             case "unix_reserve": configuration.unixReserve = try integer(value, path, 0...100_000)
+            case "frames_per_turn": configuration.framesPerTurn = try integer(value, path, 0...1_000_000)
             default:
                 let text = try string(value, path)
                 guard let clock = Configuration.ClockMode(rawValue: text) else {

@@ -247,7 +247,8 @@ public final class SluiceDaemon: Sendable {
                         read: configuration.readTimeoutMs > 0 ? .milliseconds(configuration.readTimeoutMs) : nil)
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
-                                          timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)]))
+                                          timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)],
+                                          framesPerTurn: configuration.framesPerTurn > 0 ? configuration.framesPerTurn : nil))
                 }
             }
         if tcp {

@@ -71,9 +71,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     ///   - timeouts: when a silent or stalled connection is closed (none by default).
     ///   - activity: what the connection tracker sees of it, updated on every read.
     ///   - queueDelay: the loop's gauge; while it says overloaded, checks are refused.
+    ///   - framesPerTurn: frames answered per turn while the loop is contended (nil: no bound).
     public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
                 quietPeriod: TimeAmount = .milliseconds(50), timeouts: ConnectionTimeouts = ConnectionTimeouts(),
-                activity: ConnectionActivity? = nil, queueDelay: QueueDelayGauge? = nil) {
+                activity: ConnectionActivity? = nil, queueDelay: QueueDelayGauge? = nil, framesPerTurn: Int? = nil) {
+        framesPerContendedTurn = framesPerTurn.map { max(1, $0) } ?? .max
         self.processor = processor
         self.maximumFrameBytes = maximumFrameBytes
         self.logger = logger
@@ -184,7 +186,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         var answered = 0
         // While the loop is contended, a turn answers a bounded number of frames: the rest wait
         // for the next turn, after every other ready connection had its own.
-        let budget = queueDelay?.isContended == true ? Self.framesPerContendedTurn : Int.max
+        let budget = queueDelay?.isContended == true ? framesPerContendedTurn : Int.max
         if let queueDelay {
             // Past the bound, on the loop or in this connection's own backlog: refuse checks now.
             let waited = backlogSince.map { NIODeadline.now() - $0 }?.nanoseconds ?? 0
@@ -226,8 +228,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         return answered
     }
 
-    /// Frames one connection may have answered per turn of a contended event loop.
-    static let framesPerContendedTurn = 32
+    /// Frames one connection may have answered per turn of a contended event loop (`Int.max`:
+    /// no bound, the default: bounded turns cost a fifth of the throughput in the one quiet
+    /// measurement and did not shorten a newcomer's wait, docs/BENCHMARKS.md).
+    let framesPerContendedTurn: Int
 
     /// Whether `bytes` begins with a whole frame.
     static func holdsWholeFrame(_ bytes: ByteBuffer) -> Bool {

@@ -65,7 +65,8 @@ struct OverloadTests {
         #expect(gauge.isContended)
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge))
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge,
+                                                                         framesPerTurn: 32))
         try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         var bytes: [UInt8] = []
         for id in 1...100 { bytes += try Self.check(id: UInt64(id)) }
@@ -92,7 +93,8 @@ struct OverloadTests {
         gauge.lastDelay.store(5_000_000, ordering: .relaxed)
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge))
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge,
+                                                                         framesPerTurn: 32))
         try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         var bytes: [UInt8] = []
         for id in 1...200 { bytes += try Self.check(id: UInt64(id)) }
