@@ -36,6 +36,9 @@ public final class SluiceDaemon: Sendable {
     let snapshotter: Snapshotter?
     let operations: Operator
     let memory: MemoryReturner
+    /// The queueing-delay gauges' sampling tasks, cancelled before the event loops stop (a
+    /// repeated task left on a loop that shuts down is an error NIO will make a crash).
+    let sampling: [RepeatedTask]
     /// Which shutdown steps have run.
     let progress = NIOLockedValueBox(Progress())
 
@@ -48,7 +51,9 @@ public final class SluiceDaemon: Sendable {
 
     init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
          metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
-         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator, memory: MemoryReturner) {
+         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator, memory: MemoryReturner,
+         sampling: [RepeatedTask]) {
+        self.sampling = sampling
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
         self.tcpAddresses = tcpAddresses
@@ -121,9 +126,10 @@ public final class SluiceDaemon: Sendable {
         let tracker = ConnectionTracker()
         // One queueing-delay gauge per event loop, read by that loop's connections.
         var gauges: [ObjectIdentifier: QueueDelayGauge] = [:]
+        var sampling: [RepeatedTask] = []
         for loop in group.makeIterator() {
             let gauge = QueueDelayGauge(bound: configuration.maxQueueDelayMs > 0 ? .milliseconds(configuration.maxQueueDelayMs) : nil)
-            gauge.start(on: loop)
+            sampling.append(gauge.start(on: loop))
             gauges[ObjectIdentifier(loop)] = gauge
         }
         DescriptorLimit.ensure(for: configuration, logger: logger)
@@ -188,7 +194,7 @@ public final class SluiceDaemon: Sendable {
         return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                             metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
                             listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
-                            operations: operations, memory: memory)
+                            operations: operations, memory: memory, sampling: sampling)
     }
 
     /// Re-reads the file `source` names.
@@ -323,6 +329,7 @@ public final class SluiceDaemon: Sendable {
     /// Step 4: stops the event loops.
     public func close() async {
         guard progress.withLockedValue({ let was = $0.closed; $0.closed = true; return !was }) else { return }
+        for task in sampling { task.cancel() }
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }

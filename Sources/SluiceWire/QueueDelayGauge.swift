@@ -24,8 +24,9 @@ public final class QueueDelayGauge: Sendable {
         self.interval = interval
     }
 
-    /// Starts sampling on `loop` (until the loop shuts down).
-    public func start(on loop: any EventLoop) {
+    /// Starts sampling on `loop`; cancel the task returned before the loop shuts down.
+    @discardableResult
+    public func start(on loop: any EventLoop) -> RepeatedTask {
         loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in sample() }
     }
 
