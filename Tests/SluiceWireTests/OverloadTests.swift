@@ -29,6 +29,15 @@ struct OverloadTests {
         func recordFailedFrame(_ code: WireError.Code) { failed.append(code) }
     }
 
+    /// A connected embedded channel served by a handler on `gauge`.
+    static func connected(processor: Checks = Checks(), gauge: QueueDelayGauge, framesPerTurn: Int? = nil) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test"),
+                                                                         queueDelay: gauge, framesPerTurn: framesPerTurn))
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        return channel
+    }
+
     static func check(id: UInt64) throws -> [UInt8] {
         var request = WireRequest()
         request.id = id
@@ -39,10 +48,8 @@ struct OverloadTests {
     @Test func whileOverloadedChecksAreRefusedAtOnceWithTheirIdAndOtherRequestsAnswered() throws {
         let gauge = QueueDelayGauge(bound: .milliseconds(100))
         let processor = Checks()
-        let channel = EmbeddedChannel()
+        let channel = try Self.connected(processor: processor, gauge: gauge)
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, logger: Logger(label: "test"), queueDelay: gauge))
-        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
 
         try channel.writeInbound(ByteBuffer(bytes: try Self.check(id: 1)))
         gauge.overloaded.store(true, ordering: .relaxed)
@@ -63,11 +70,8 @@ struct OverloadTests {
         let gauge = QueueDelayGauge(bound: nil)
         gauge.lastDelay.store(5_000_000, ordering: .relaxed)
         #expect(gauge.isContended)
-        let channel = EmbeddedChannel()
+        let channel = try Self.connected(gauge: gauge, framesPerTurn: 32)
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge,
-                                                                         framesPerTurn: 32))
-        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         var bytes: [UInt8] = []
         for id in 1...100 { bytes += try Self.check(id: UInt64(id)) }
         try channel.writeInbound(ByteBuffer(bytes: bytes))
@@ -91,11 +95,8 @@ struct OverloadTests {
         // backlog's own age is the queueing delay its checks see.
         let gauge = QueueDelayGauge(bound: .milliseconds(50))
         gauge.lastDelay.store(5_000_000, ordering: .relaxed)
-        let channel = EmbeddedChannel()
+        let channel = try Self.connected(gauge: gauge, framesPerTurn: 32)
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
-        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: Checks(), logger: Logger(label: "test"), queueDelay: gauge,
-                                                                         framesPerTurn: 32))
-        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         var bytes: [UInt8] = []
         for id in 1...200 { bytes += try Self.check(id: UInt64(id)) }
         try channel.writeInbound(ByteBuffer(bytes: bytes))
