@@ -135,8 +135,9 @@ public struct UpstreamRun: Sendable {
             var random = FastRandom(seed: seed)
             var sent = 0
             while true {
-                let elapsed = (clock.now - start).seconds
-                guard elapsed < duration else { break }
+                // A late wake-up (a loaded machine) must not drop the arrivals it slept through: the
+                // schedule is offered in full, each request's latency counted from when it was due.
+                let elapsed = min((clock.now - start).seconds, duration)
                 // Arrivals due by now: the integral of the linearly rising rate.
                 let due = rateFrom * elapsed + (rateTo - rateFrom) * elapsed * elapsed / (2 * duration)
                 while Double(sent) < due {
@@ -180,6 +181,7 @@ public struct UpstreamRun: Sendable {
                         }
                     }
                 }
+                if elapsed >= duration { break }
                 try? await Task.sleep(for: .milliseconds(2))
             }
         }
