@@ -318,7 +318,7 @@ import Testing
         try await TestDaemon.with(yaml: yaml, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)
             _ = try await client.send(Self.outcomes(0..<20, ip: "192.0.2.7", status: 401))
-            for _ in 0..<60 where log.withLockedValue({ $0.requests }) < 3 { try await Task.sleep(for: .milliseconds(100)) }
+            for _ in 0..<300 where log.withLockedValue({ $0.requests }) < 3 { try await Task.sleep(for: .milliseconds(100)) }
             let (requests, bodies) = log.withLockedValue { ($0.requests, $0.bodies) }
             // Two 503s, then accepted: the same batch each time, a JSON array of alerts.
             #expect(requests == 3)
@@ -327,8 +327,14 @@ import Testing
             #expect(alerts.first?["kind"] as? String == "credential_stuffing")
             #expect(alerts.first?["ip"] as? String == "192.0.2.7")
             let metricsPort = try #require(daemon.daemon.metricsAddress?.port)
-            let body = try HTTPGet.get(port: metricsPort, path: "/metrics").body
-            #expect(sample("sluice_anomaly_webhook_alerts_total{result=\"delivered\"}", in: body) == 1)
+            // The receiver counts a request before the daemon has read its answer: poll for the count.
+            let delivered = "sluice_anomaly_webhook_alerts_total{result=\"delivered\"}"
+            var body = try HTTPGet.get(port: metricsPort, path: "/metrics").body
+            for _ in 0..<100 where sample(delivered, in: body) != 1 {
+                try await Task.sleep(for: .milliseconds(100))
+                body = try HTTPGet.get(port: metricsPort, path: "/metrics").body
+            }
+            #expect(sample(delivered, in: body) == 1)
             await client.close()
         }
         try await server.close()
