@@ -265,7 +265,33 @@ def resident(pid):
     return 0
 
 
-async def sample(endpoint, pid, stats, stop, every, samples):
+# Gauges sampled beside the resident memory (with --metrics): where the memory is.
+GAUGES = {"sqlite_mb": "sluice_store_memory_bytes", "pending_events": "sluice_store_pending_events",
+          "connections": "sluice_connections_open", "reputation_subjects": "sluice_reputation_subjects"}
+
+
+async def gauges(metrics):
+    """The GAUGES from the daemon's /metrics at `metrics` (HOST:PORT); {} when it cannot be read."""
+    try:
+        host, port = metrics.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: soak\r\n\r\n")
+        await writer.drain()
+        body = (await asyncio.wait_for(reader.read(), 10)).decode("utf-8", "replace")
+        writer.close()
+    except (OSError, asyncio.TimeoutError):
+        return {}
+    values = {}
+    for line in body.splitlines():
+        name, _, value = line.partition(" ")
+        for key, series in GAUGES.items():
+            if name == series:
+                number = float(value)
+                values[key] = round(number / 2**20, 1) if key.endswith("_mb") else int(number)
+    return values
+
+
+async def sample(endpoint, pid, stats, stop, every, samples, metrics=None):
     started = time.monotonic()
     while True:
         alive = os.path.exists(f"/proc/{pid}")
@@ -283,6 +309,8 @@ async def sample(endpoint, pid, stats, stop, every, samples):
                 pass
         point = {"t_s": round(time.monotonic() - started), "rss_mb": round(resident(pid) / 2**20, 1) if alive else None,
                  "ping_ms": round(rtt, 2) if rtt is not None else None, "alive": alive}
+        if metrics and alive:
+            point.update(await gauges(metrics))
         samples.append(point)
         print(json.dumps(point), flush=True)
         if not alive or stop.is_set():
@@ -301,6 +329,7 @@ async def main():
     parser.add_argument("--seconds", type=int, default=1800)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--root", default=".")
+    parser.add_argument("--metrics", help="HOST:PORT of the daemon's /metrics: sample its store and connection gauges too")
     parser.add_argument("--only", help="run only this kind of client (valid, garbage, stall, idle, deaf, split, churn)")
     args = parser.parse_args()
     endpoints = ["unix:" + args.unix, args.tcp]
@@ -318,7 +347,7 @@ async def main():
     }
     chosen = [args.only] if args.only else list(kinds)
     tasks = [asyncio.create_task(coroutine) for kind in chosen for coroutine in kinds[kind]()]
-    sampler = asyncio.create_task(sample("unix:" + args.unix, args.pid, stats, stop, args.every, samples))
+    sampler = asyncio.create_task(sample("unix:" + args.unix, args.pid, stats, stop, args.every, samples, args.metrics))
     try:
         await asyncio.wait_for(asyncio.shield(sampler), args.seconds)
     except asyncio.TimeoutError:

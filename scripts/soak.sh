@@ -21,7 +21,9 @@ else
   sluiced=$(swift build -c release --show-bin-path)/sluiced
 fi
 dir=$(mktemp -d /tmp/sluice-soak.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+metrics=$(free_port)
 cat >"$dir/sluice.yaml" <<YAML
 server: { idle_timeout: 30s, read_timeout: 5s, max_connections: 2000, evict_idle_after: 5s }
 rules:
@@ -44,14 +46,14 @@ features:
 tenants:
   acme: { rules: { login: { limit: 5, period: 1m, algorithm: sliding_window } } }
 YAML
-"$sluiced" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --metrics off \
+"$sluiced" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --metrics "127.0.0.1:$metrics" \
   --snapshot "$dir/table.snapshot" --store "$dir/sluice.db" --log-level error >"$out/sluiced.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 echo "== soaking sluiced (pid $pid) for $seconds s; samples in $out/soak.jsonl"
 status=0
-python3 scripts/soak.py --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --pid "$pid" --seconds "$seconds" --root . | tee "$out/soak.jsonl" || status=$?
+python3 scripts/soak.py ${SOAK_ONLY:+--only $SOAK_ONLY} --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --pid "$pid" --seconds "$seconds" --root . --metrics "127.0.0.1:$metrics" | tee "$out/soak.jsonl" || status=$?
 kill -TERM $pid 2>/dev/null || status=1
 exited=0
 wait $pid 2>/dev/null || exited=$?

@@ -97,6 +97,9 @@ public struct Configuration: Sendable {
     /// Milliseconds a frame may take from its first byte to its last before the connection is
     /// closed; 0: never.
     public var readTimeoutMs: Int64 = 10_000
+    /// Milliseconds a connection's answers may wait unwritten (past `maxQueuedBytes`: the client
+    /// is not reading them) before the connection is closed and they are dropped; 0: never.
+    public var writeTimeoutMs: Int64 = 30_000
     /// Unix socket connections accepted past `maxConnections`, so that local clients (sluicectl,
     /// a sidecar) still get in when TCP clients fill the daemon.
     public var unixReserve = 64

@@ -285,7 +285,7 @@ final class Reader {
 
     func readServer(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         let keys: Set = ["max_frame_bytes", "max_connections", "max_batch", "max_key_bytes", "max_queued_bytes", "threads", "clock",
-                         "idle_timeout", "read_timeout", "unix_reserve", "evict_idle_after", "max_queue_delay", "frames_per_turn"]
+                         "idle_timeout", "read_timeout", "write_timeout", "unix_reserve", "evict_idle_after", "max_queue_delay", "frames_per_turn"]
         for (key, value) in try mapping(node, "server", keys: keys) {
             let path = "server.\(key)"
             switch key {
@@ -297,6 +297,7 @@ final class Reader {
             case "threads": configuration.threads = try integer(value, path, 0...1_024)
             case "idle_timeout": configuration.idleTimeoutMs = try milliseconds(value, path, allowingZero: true)
             case "read_timeout": configuration.readTimeoutMs = try milliseconds(value, path, allowingZero: true)
+            case "write_timeout": configuration.writeTimeoutMs = try milliseconds(value, path, allowingZero: true)
             case "evict_idle_after": configuration.evictIdleAfterMs = try milliseconds(value, path, allowingZero: true)
             case "max_queue_delay": configuration.maxQueueDelayMs = try milliseconds(value, path, allowingZero: true)
             case "unix_reserve": configuration.unixReserve = try integer(value, path, 0...100_000)

@@ -23,6 +23,7 @@ public enum DefaultConfiguration {
       max_queued_bytes: 1048576 # unread answers per connection before its requests stop being read
       idle_timeout: 10m         # a connection that sends nothing this long is closed (0: never)
       read_timeout: 10s         # a frame must arrive whole within this (0: never)
+      write_timeout: 30s        # answers left unread (past max_queued_bytes) this long close the connection (0: never)
       evict_idle_after: 10s     # when full, a new client evicts the TCP connection idle longest, if this idle (0: never)
       unix_reserve: 64          # Unix socket connections allowed past max_connections
       max_queue_delay: 100ms    # past this queueing delay checks are answered CODE_OVERLOADED at once (0: never)

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import Prometheus
 import SluiceCore
 import SluiceIntelligence
+import SluiceStore
 import SluiceWire
 
 /// Renders `/metrics`: reads what the hot path counted (per-thread check counters, per-shard
@@ -208,5 +209,7 @@ final class MetricsExporter: Sendable {
         counter("sluice_store_events_dropped_total", "Events dropped while the store could not be written (beyond store.max_pending_events).",
                 [], writer.eventsDropped)
         counter("sluice_store_events_expired_total", "Events deleted by retention or max_events.", [], counts.expired)
+        gauge("sluice_store_memory_bytes", "Heap SQLite holds (page caches of every connection, statements).", [],
+              Double(SQLiteReputationStore.memoryInUse))
     }
 }

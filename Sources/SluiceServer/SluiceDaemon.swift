@@ -250,7 +250,8 @@ public final class SluiceDaemon: Sendable {
                     }
                     let timeouts = ConnectionTimeouts(
                         idle: configuration.idleTimeoutMs > 0 ? .milliseconds(configuration.idleTimeoutMs) : nil,
-                        read: configuration.readTimeoutMs > 0 ? .milliseconds(configuration.readTimeoutMs) : nil)
+                        read: configuration.readTimeoutMs > 0 ? .milliseconds(configuration.readTimeoutMs) : nil,
+                        write: configuration.writeTimeoutMs > 0 ? .milliseconds(configuration.writeTimeoutMs) : nil)
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
                                           timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)],

@@ -32,10 +32,16 @@ public final class SQLiteReputationStore: ReputationStore {
         var configuration = GRDB.Configuration()
         configuration.busyMode = .timeout(busyTimeout)
         configuration.label = "sluice.store"
+        // Reads (GetReputation, ListReputations, tiers) are operators' and occasional: two
+        // readers at once, with a small cache each, bound SQLite's memory to about 80 MiB
+        // however large the file grows (GRDB's default of five readers with the writer's cache
+        // could hold 384 MiB; `sluice_store_memory_bytes` shows what is held).
+        configuration.maximumReaderCount = 2
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
-            // 64 MiB of page cache: the current hour's part of the event index stays in memory.
-            try db.execute(sql: "PRAGMA cache_size = -65536")
+            // The writer keeps 64 MiB of page cache (the current hour's part of the event index
+            // stays in memory); each reader 8 MiB.
+            try db.execute(sql: db.configuration.readonly ? "PRAGMA cache_size = -8192" : "PRAGMA cache_size = -65536")
             // Checkpoint every 10,000 pages (40 MiB) rather than 1,000: a page written again
             // before the checkpoint is copied into the database once.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 10000")
@@ -57,6 +63,10 @@ public final class SQLiteReputationStore: ReputationStore {
             throw Self.storeError(error, path: path, doing: "open")
         }
     }
+
+    /// Bytes of heap SQLite holds in this process: every connection's page cache, its prepared
+    /// statements and schema.
+    public static var memoryInUse: Int64 { sqlite3_memory_used() }
 
     /// Creates the database file, if there is none, readable and writable by its owner only:
     /// it holds every subject's score and notes. SQLite creates the `-wal` and `-shm` files

@@ -46,6 +46,8 @@ public enum ConnectionEnd: Int, CaseIterable, Sendable, CustomStringConvertible 
     case readTimeout
     /// `max_connections` were open and it had been idle the longest.
     case evicted
+    /// Its answers could not be written for `server.write_timeout`: the client stopped reading.
+    case writeTimeout
 
     /// The metric label.
     public var description: String {
@@ -53,6 +55,7 @@ public enum ConnectionEnd: Int, CaseIterable, Sendable, CustomStringConvertible 
         case .idle: "idle"
         case .readTimeout: "read_timeout"
         case .evicted: "evicted"
+        case .writeTimeout: "write_timeout"
         }
     }
 }

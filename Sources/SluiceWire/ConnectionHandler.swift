@@ -20,8 +20,11 @@ import SwiftProtobuf
 /// any more. On a quiesce event (shutdown) the handler answers what it has read and closes.
 ///
 /// A connection that receives nothing for ``ConnectionTimeouts/idle`` (and follows no stream),
-/// or leaves a frame unfinished for ``ConnectionTimeouts/read``, is closed; so is one the
-/// tracker evicts (``ConnectionEviction``). While the loop's ``QueueDelayGauge`` says it is
+/// leaves a frame unfinished for ``ConnectionTimeouts/read``, or whose answers cannot be written
+/// for ``ConnectionTimeouts/write`` (the client stopped reading), is closed; so is one the
+/// tracker evicts (``ConnectionEviction``). A connection closed on the daemon's own initiative
+/// gets what was answered until then, but waits for a client that does not read them no longer
+/// than the write timeout. While the loop's ``QueueDelayGauge`` says it is
 /// overloaded, check requests are answered `CODE_OVERLOADED` without being decided.
 public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
@@ -64,6 +67,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// When the unfinished frame in `partial` began (nil: none).
     var partialSince: NIODeadline?
     var timer: Scheduled<Void>?
+    /// Since when more than the write buffer's high mark has been waiting to be written (nil:
+    /// writable): the client has not been reading.
+    var unwritableSince: NIODeadline?
+    /// Set once the channel is closed.
+    var inactive = false
 
     /// A handler answering through `processor`.
     ///
@@ -107,6 +115,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         var deadline: NIODeadline?
         if let idle = timeouts.idle { deadline = lastRead + idle }
         if let read = timeouts.read, let since = partialSince { deadline = min(deadline ?? since + read, since + read) }
+        if let write = timeouts.write, let since = unwritableSince { deadline = min(deadline ?? since + write, since + write) }
         guard let deadline, !closing else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(deadline: deadline) {
@@ -120,6 +129,16 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     func checkTimeLimits(context: ChannelHandlerContext) {
         guard !closing else { return }
         let now = NIODeadline.now()
+        if let write = timeouts.write, let since = unwritableSince, now - since >= write {
+            // Its answers have not moved for the whole limit: they never will be read. Closing
+            // after the writes would wait forever; the queued answers are dropped with it.
+            processor.connectionEnded(.writeTimeout)
+            logger.debug("closing connection", metadata: ["conn.reason": "\(ConnectionEnd.writeTimeout)"])
+            closing = true
+            pending = nil
+            context.close(promise: nil)
+            return
+        }
         if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred, !backlogged {
             end(.readTimeout, context: context)
             return
@@ -365,14 +384,20 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // Backpressure: a client that pipelines without reading stops being read from until
         // its answers drain, so one connection cannot grow the daemon's memory without bound.
         if context.channel.isWritable {
+            unwritableSince = nil
             resumeReadingIfFree(context: context)
         } else {
+            if unwritableSince == nil {
+                unwritableSince = .now()
+                if timeouts.write != nil { armTimer(context: context) }
+            }
             try? context.channel.syncOptions?.setOption(.autoRead, value: false)
         }
         context.fireChannelWritabilityChanged()
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        inactive = true
         for stream in streams { stream.close() }
         streams = []
         timer?.cancel()
@@ -416,12 +441,21 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     /// Closes once everything written so far has reached the socket (an empty write completes
-    /// after all writes before it).
+    /// after all writes before it), or after ``ConnectionTimeouts/write`` (10 s without one) for
+    /// a client that does not read it: the connection would otherwise stay open for ever.
     func closeAfterWrites(context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
+        timer?.cancel()
+        timer = nil
         flushPending(context: context)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: timeouts.write ?? .seconds(10)) {
+            let (handler, context) = loopBound.value
+            guard !handler.inactive else { return }
             context.close(promise: nil)
         }
     }
@@ -434,10 +468,14 @@ public struct ConnectionTimeouts: Sendable, Hashable {
     public var idle: TimeAmount?
     /// A frame begun and not finished within this long.
     public var read: TimeAmount?
+    /// Answers waiting to be written (more than the write buffer's high mark) for this long
+    /// without the client reading enough of them to go below it.
+    public var write: TimeAmount?
 
     /// Timeouts; none by default.
-    public init(idle: TimeAmount? = nil, read: TimeAmount? = nil) {
+    public init(idle: TimeAmount? = nil, read: TimeAmount? = nil, write: TimeAmount? = nil) {
         self.idle = idle
         self.read = read
+        self.write = write
     }
 }

@@ -40,13 +40,16 @@ struct ConfigurationTests {
         let builtIn = Configuration()
         #expect(embedded.idleTimeoutMs == builtIn.idleTimeoutMs && builtIn.idleTimeoutMs == 600_000)
         #expect(embedded.readTimeoutMs == builtIn.readTimeoutMs && builtIn.readTimeoutMs == 10_000)
+        #expect(embedded.writeTimeoutMs == builtIn.writeTimeoutMs && builtIn.writeTimeoutMs == 30_000)
         #expect(embedded.evictIdleAfterMs == builtIn.evictIdleAfterMs && embedded.unixReserve == builtIn.unixReserve)
         #expect(embedded.maxQueueDelayMs == builtIn.maxQueueDelayMs && builtIn.maxQueueDelayMs == 100)
         let set = try ConfigurationLoader.parse(
-            "server: { idle_timeout: 0, read_timeout: off, evict_idle_after: 250ms, unix_reserve: 0, max_queue_delay: 2s }", source: "c.yaml")
+            "server: { idle_timeout: 0, read_timeout: off, write_timeout: 5s, evict_idle_after: 250ms, unix_reserve: 0, max_queue_delay: 2s }",
+            source: "c.yaml")
         #expect(set.idleTimeoutMs == 0 && set.readTimeoutMs == 0 && set.evictIdleAfterMs == 250 && set.unixReserve == 0)
-        #expect(set.maxQueueDelayMs == 2_000)
+        #expect(set.maxQueueDelayMs == 2_000 && set.writeTimeoutMs == 5_000)
         for (yaml, key) in [("server: { idle_timeout: -1s }", "server.idle_timeout"), ("server: { read_timeout: 31d }", "server.read_timeout"),
+                            ("server: { write_timeout: 1x }", "server.write_timeout"),
                             ("server: { unix_reserve: -1 }", "server.unix_reserve"), ("server: { max_queue_delay: soon }", "server.max_queue_delay")] {
             #expect(failure(yaml).contains(key), "\(yaml)")
         }

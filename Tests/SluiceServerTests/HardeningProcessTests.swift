@@ -2,6 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import NIOConcurrencyHelpers
 import SluiceClient
 import SluiceProto
 import Testing
@@ -364,6 +365,58 @@ struct HardeningProcessTests {
         let failures = log.components(separatedBy: "cannot accept connections").count - 1
         #expect(failures >= 1 && failures <= 3, "logged once per episode, not per attempt: \(failures) times")
         #expect(log.contains("accepting connections again"))
+    }
+
+    @Test("a client that stops reading is closed after write_timeout, on TCP and Unix sockets; one that pauses for less catches up")
+    func writeTimeout() async throws {
+        let daemon = try Self.launch("write-timeout", yaml: "server: { idle_timeout: 0, read_timeout: 0, write_timeout: 700ms }\n")
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        var ping = WireRequest()
+        ping.ping.payload = Data(repeating: 7, count: 64 << 10)
+        let frame = try RawConnection.frame(ping)
+        /// Writes `frames` pings without blocking for `seconds`, as far as the daemon takes them.
+        func push(_ socket: RawSocket, frames: Int, for seconds: Double) async throws {
+            _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK)
+            let stream = Array(repeating: frame, count: frames).flatMap { $0 }
+            var offset = 0
+            let deadline = Date().addingTimeInterval(seconds)
+            while offset < stream.count, Date() < deadline {
+                let n = stream.withUnsafeBytes { Glibc.send(socket.fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                if n > 0 { offset += n } else { try await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
+        // Two clients write far more than max_queued_bytes of pings and never read an answer; they stay connected.
+        let deafTCP = try RawSocket(tcpPort: daemon.port), deafUnix = try RawSocket(unix: daemon.socket)
+        try await push(deafTCP, frames: 400, for: 1)
+        try await push(deafUnix, frames: 400, for: 1)
+        // One writes 100 pings (6.5 MB: past the 1 MiB the daemon queues, and the sockets'
+        // buffers) from a thread of its own, reads nothing for 300 ms, then reads every answer.
+        let pauser = try RawSocket(tcpPort: daemon.port)
+        let stream = Array(repeating: frame, count: 100).flatMap { $0 }
+        let written = NIOLockedValueBox<Bool?>(nil)
+        Thread.detachNewThread { let ok = pauser.write(stream); written.withLockedValue { $0 = ok } }
+        try await Task.sleep(for: .milliseconds(300))
+        var answered = 0
+        for _ in 0..<100 where pauser.readResponse()?.ping.payload.count == 64 << 10 { answered += 1 }
+        #expect(answered == 100)
+        #expect(written.withLockedValue { $0 } == true)
+        let started = Date()
+        var closed = 0.0
+        for _ in 0..<50 {
+            let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
+            closed = sample(#"sluice_connections_closed_total{reason="write_timeout"}"#, in: body) ?? 0
+            if closed >= 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(closed == 2, "both deaf clients, within \(Date().timeIntervalSince(started)) s")
+        // Their answers are dropped with the connection: draining what reached the socket ends in EOF.
+        #expect(deafTCP.closedByPeer(within: 5))
+        #expect(deafUnix.closedByPeer(within: 5))
+        #expect(try Self.ping(pauser, id: 5), "the client that paused less than write_timeout stays open")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+        #expect(daemon.process.terminationStatus == 0)
     }
 
     @Test("clients that never read cost at most about max_queued_bytes each, over TCP and Unix sockets, and their memory is returned when they close",
