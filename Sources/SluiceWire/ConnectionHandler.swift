@@ -72,6 +72,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var unwritableSince: NIODeadline?
     /// Set once the channel is closed.
     var inactive = false
+    /// The wait of what this TCP connection's socket holds unread (nil: not measured: a Unix
+    /// socket, no queueing-delay bound).
+    var socketBacklog: SocketBacklog?
 
     /// A handler answering through `processor`.
     ///
@@ -98,6 +101,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func handlerAdded(context: ChannelHandlerContext) {
         if case .unixDomainSocket = context.channel.localAddress { kind = .unix }
         lastRead = .now()
+        if kind == .tcp, let queueDelay, queueDelay.bound < .max { socketBacklog = SocketBacklog(now: lastRead) }
         armTimer(context: context)
     }
 
@@ -168,6 +172,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         activity?.touch(now)
         let hadPartial = partial != nil
         var bytes = unwrapInboundIn(data)
+        if socketBacklog?.record(read: bytes.readableBytes, full: bytes.writableBytes == 0, now: now) == true, let bound = queueDelay?.bound,
+           let queued = SocketBacklog.queued(in: context.channel) {
+            _ = socketBacklog?.sample(queued: queued, now: now, bound: bound)
+        }
         if var earlier = partial {
             partial = nil
             // The frames already answered are still in the kept buffer's storage, before its
@@ -209,7 +217,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         if let queueDelay {
             // Past the bound, on the loop or in this connection's own backlog: refuse checks now.
             let waited = backlogSince.map { NIODeadline.now() - $0 }?.nanoseconds ?? 0
-            refusingChecks = queueDelay.isOverloaded || waited > queueDelay.bound
+            refusingChecks = queueDelay.isOverloaded || waited > queueDelay.bound || socketBacklog?.refusing == true
         }
         var decided = 0
         do {
@@ -449,10 +457,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         timer?.cancel()
         timer = nil
         flushPending(context: context)
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-            context.close(promise: nil)
-        }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            loopBound.value.1.close(promise: nil)
+        }
         context.eventLoop.scheduleTask(in: timeouts.write ?? .seconds(10)) {
             let (handler, context) = loopBound.value
             guard !handler.inactive else { return }

@@ -367,6 +367,47 @@ struct HardeningProcessTests {
         #expect(log.contains("accepting connections again"))
     }
 
+    @Test("checks that would wait in a TCP socket's queue past max_queue_delay are answered CODE_OVERLOADED at once, every request in order")
+    func socketBacklogIsRefused() async throws {
+        let daemon = try Self.launch("socket-backlog", yaml: "server: { max_queue_delay: 20ms }\n")
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        // 100,000 pipelined checks (3.6 MB) written as fast as the socket takes them: far more
+        // than the daemon decides in 20 ms, so most wait in the kernel's receive queue.
+        let count = 100_000
+        var stream: [UInt8] = []
+        for id in 1...count {
+            var request = WireRequest()
+            request.id = UInt64(id)
+            request.check.checks = [Make.check("k\(id % 1_000)", limit: .with { $0.limit = 1_000_000; $0.periodMs = 60_000 })]
+            stream += try RawConnection.frame(request)
+        }
+        let socket = try RawSocket(tcpPort: daemon.port)
+        let written = NIOLockedValueBox<Bool?>(nil)
+        let frames = stream
+        Thread.detachNewThread { let ok = socket.write(frames); written.withLockedValue { $0 = ok } }
+        var decided = 0, refused = 0, inOrder = true
+        for id in 1...count {
+            guard let answer = socket.readResponse(timeout: 30) else { break }
+            inOrder = inOrder && answer.id == UInt64(id)
+            if answer.error.code == .overloaded { refused += 1 } else if answer.check.verdicts.first?.allowed == true { decided += 1 }
+        }
+        print("socket backlog: \(decided) decided, \(refused) refused CODE_OVERLOADED of \(count)")
+        #expect(inOrder)
+        #expect(decided + refused == count, "every check answered: decided or refused")
+        #expect(refused > 0, "a backlog of seconds in the socket is refused, not queued")
+        #expect(decided > 0)
+        #expect(written.withLockedValue { $0 } == true)
+        // Once the backlog is gone, checks are decided again.
+        var check = WireRequest()
+        check.id = 7
+        check.check.checks = [Make.check("after", limit: .with { $0.limit = 10; $0.periodMs = 1_000 })]
+        #expect(socket.write(try RawConnection.frame(check)))
+        #expect(socket.readResponse()?.check.verdicts.first?.allowed == true)
+        kill(daemon.process.processIdentifier, SIGTERM)
+        daemon.process.waitUntilExit()
+    }
+
     @Test("a client that stops reading is closed after write_timeout, on TCP and Unix sockets; one that pauses for less catches up")
     func writeTimeout() async throws {
         let daemon = try Self.launch("write-timeout", yaml: "server: { idle_timeout: 0, read_timeout: 0, write_timeout: 700ms }\n")

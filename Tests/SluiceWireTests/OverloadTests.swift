@@ -133,3 +133,64 @@ struct OverloadTests {
         #expect(!unbounded.isOverloaded, "without a bound it only measures")
     }
 }
+
+/// The wait estimated for what a TCP socket holds unread, on a manual clock.
+@Suite struct SocketBacklogTests {
+    let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+    let bound = TimeAmount.milliseconds(100).nanoseconds
+
+    @Test("the wait is the queue over the rate it drains at; refusing starts past the bound and stops under half of it")
+    func estimateAndHysteresis() {
+        var backlog = SocketBacklog(now: start)
+        // 16 KiB reads, 1 MB consumed in 10 ms (100 MB/s): 20 MB queued waits 200 ms.
+        var now = start
+        for _ in 0..<64 {
+            now = now + .microseconds(156)
+            _ = backlog.record(read: 16_384, full: true, now: now)
+        }
+        now = start + .milliseconds(10)
+        let result1 = backlog.sample(queued: 20_000_000, now: now, bound: bound)
+        #expect(result1)
+        #expect(abs(backlog.wait - 190_734_863) < 1_000_000)
+        // Still 80 ms: above half the bound, so it keeps refusing.
+        let result2 = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(10))
+        #expect(result2)
+        let result3 = backlog.sample(queued: 8_000_000, now: now + .milliseconds(10), bound: bound)
+        #expect(result3)
+        // 40 ms: under half, it stops.
+        _ = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(20))
+        let result4 = backlog.sample(queued: 4_000_000, now: now + .milliseconds(20), bound: bound)
+        #expect(!result4)
+        // 80 ms again, not refusing: under the bound, it does not start.
+        _ = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(30))
+        let result5 = backlog.sample(queued: 8_000_000, now: now + .milliseconds(30), bound: bound)
+        #expect(!result5)
+    }
+
+    @Test("a read that does not fill its buffer emptied the socket: refusing stops at once; samples are at most every 5 ms")
+    func drainedAndInterval() {
+        var backlog = SocketBacklog(now: start)
+        let result6 = backlog.record(read: 16_384, full: true, now: start + .milliseconds(1))
+        #expect(!result6, "too soon for a sample")
+        let result7 = backlog.record(read: 16_384, full: true, now: start + .milliseconds(6))
+        #expect(result7)
+        let result8 = backlog.sample(queued: 50_000_000, now: start + .milliseconds(6), bound: bound)
+        #expect(result8)
+        let result9 = backlog.record(read: 100, full: false, now: start + .milliseconds(7))
+        #expect(!result9)
+        #expect(!backlog.refusing && backlog.wait == 0)
+    }
+
+    @Test("absurd figures cannot trap: nothing consumed, nothing queued, no time, a huge queue")
+    func extremes() {
+        var backlog = SocketBacklog(now: start)
+        let result10 = backlog.sample(queued: 1 << 40, now: start, bound: bound)
+        #expect(!result10, "no time elapsed")
+        let result11 = backlog.sample(queued: 0, now: start + .seconds(1), bound: bound)
+        #expect(!result11)
+        _ = backlog.record(read: 1, full: true, now: start + .seconds(2))
+        let result12 = backlog.sample(queued: .max, now: start + .seconds(1_000_000), bound: bound)
+        #expect(result12)
+        #expect(backlog.wait == .max)
+    }
+}
