@@ -6,6 +6,10 @@
 #      CODE_OVERLOADED at once, and the latency of the rest (measured from each request's
 #      intended send time, so queueing shows).
 #   scripts/bench-fairness.sh A_SLUICED B_SLUICED [seconds=10] [rounds=2]
+#   OPEN_TCP=1   the open loop over TCP rather than the Unix socket (a TCP socket's queue grows to
+#                MiBs; a Unix socket's is bounded by the sender's buffer)
+#   OPEN_DEPTH=N requests in flight per connection at most in the open loop (default 256); the
+#                rest wait in the client, where no daemon can see them
 # The daemons run one event-loop thread (server.threads: 1) so that on a 2-core machine the
 # daemon saturates before the client does. Prints one JSON line per run and a table.
 set -euo pipefail
@@ -25,7 +29,9 @@ run() { # label, binary
   rm -f "$dir/s.sock"
   # One event-loop thread, so that on 2 cores the daemon, not the client, is what saturates.
   printf 'server: { threads: 1 }\n' >"$dir/sluice.yaml"
-  "$binary" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off \
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$binary" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --snapshot off --store off --metrics off \
     --log-level critical >"$dir/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
@@ -41,7 +47,8 @@ run() { # label, binary
   capacity=$(field "$dir/$label.flood.json" "int(requests_per_s)")
   # 2. Open loop at twice that.
   timeout $((seconds + 60)) "$bin/sluice-bench" --quiet --json --duration "${seconds}s" --warmup 0 --keys 100000 \
-    --limit 1000000/1s -c 50 -d 256 --rate $((2 * capacity)) -e "unix:$dir/s.sock" >"$dir/$label.open.json" || true
+    --limit 1000000/1s -c 50 -d "${OPEN_DEPTH:-256}" --rate $((2 * capacity)) \
+    -e "$([ -n "${OPEN_TCP:-}" ] && echo "127.0.0.1:$port" || echo "unix:$dir/s.sock")" >"$dir/$label.open.json" || true
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   python3 -c 'import json,sys; print(json.dumps({"build": sys.argv[1], "round": int(sys.argv[2]), "flood_rps": int(sys.argv[3]),
     "newcomer": json.load(open(sys.argv[4])), "open": json.load(open(sys.argv[5]))}))' "$label" "$round" "$capacity" \
