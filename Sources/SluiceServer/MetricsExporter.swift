@@ -24,13 +24,16 @@ final class MetricsExporter: Sendable {
     let anomaly: AnomalyService?
     let time: TimeSource
     let version: String
+    /// The event loops' queueing-delay gauges, in loop order.
+    let loopDelays: [QueueDelayGauge]
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
          events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: LoadService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
-         version: String) {
+         version: String, loopDelays: [QueueDelayGauge] = []) {
+        self.loopDelays = loopDelays
         self.reputation = reputation
         self.load = load
         self.anomaly = anomaly
@@ -72,6 +75,11 @@ final class MetricsExporter: Sendable {
                 counter("sluice_errors_total", "Requests answered with an error, by its code.", [("code", code)], total)
             }
             gauge("sluice_connections_open", "Connections open now.", [], Double(counters.connectionsOpen.load(ordering: .relaxed)))
+            for (index, loop) in loopDelays.enumerated() {
+                gauge("sluice_event_loop_delay_max_seconds",
+                      "The longest an event loop ran its work late since the last scrape (checks are refused past server.max_queue_delay).",
+                      [("loop", "\(index)")], Double(loop.takeLongest()) / 1e9)
+            }
             counter("sluice_connections_accepted_total", "Connections accepted since start.", [],
                     counters.connectionsTotal.load(ordering: .relaxed))
             counter("sluice_connections_refused_total", "Connections answered CODE_OVERLOADED or CODE_SHUTTING_DOWN and closed.",

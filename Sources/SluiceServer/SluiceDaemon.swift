@@ -126,11 +126,13 @@ public final class SluiceDaemon: Sendable {
         let tracker = ConnectionTracker()
         // One queueing-delay gauge per event loop, read by that loop's connections.
         var gauges: [ObjectIdentifier: QueueDelayGauge] = [:]
+        var loopDelays: [QueueDelayGauge] = []
         var sampling: [RepeatedTask] = []
         for loop in group.makeIterator() {
             let gauge = QueueDelayGauge(bound: configuration.maxQueueDelayMs > 0 ? .milliseconds(configuration.maxQueueDelayMs) : nil)
             sampling.append(gauge.start(on: loop))
             gauges[ObjectIdentifier(loop)] = gauge
+            loopDelays.append(gauge)
         }
         DescriptorLimit.ensure(for: configuration, logger: logger)
         var bound: [any Channel] = []
@@ -161,7 +163,8 @@ public final class SluiceDaemon: Sendable {
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
-                                               reputation: reputation, load: dispatcher.load, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current)
+                                               reputation: reputation, load: dispatcher.load, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
+                                               loopDelays: loopDelays)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
                         tracker.isDraining

@@ -197,6 +197,8 @@ struct OperationsEndToEndTests {
             #expect(sample(#"sluice_decision_duration_seconds_bucket{le="+Inf"}"#, in: body) == 8)
             #expect(sample("sluice_table_entries", in: body) == 4)
             #expect(sample("sluice_connections_open", in: body) == 1)
+            let loopDelay = try #require(sample(#"sluice_event_loop_delay_max_seconds{loop="0"}"#, in: body), "one series per event loop")
+            #expect(loopDelay >= 0 && loopDelay < 60)
             #expect(sample(#"sluice_build_info{version="\#(SluiceVersion.current)"}"#, in: body) == 1)
             #expect(sample(#"sluice_config_reloads_total{result="ok"}"#, in: body) == 0)
             #expect(!body.contains("secret-key"), "no key ever becomes a label")
