@@ -72,6 +72,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var unwritableSince: NIODeadline?
     /// Set once the channel is closed.
     var inactive = false
+    /// The close that does not wait any longer for a client that does not read (see
+    /// ``closeAfterWrites(context:)``), cancelled once the channel is closed: it holds the handler.
+    var closeFallback: Scheduled<Void>?
     /// The wait of what this TCP connection's socket holds unread (nil: not measured: a Unix
     /// socket, no queueing-delay bound).
     var socketBacklog: SocketBacklog?
@@ -108,6 +111,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     public func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        closeFallback?.cancel()
+        closeFallback = nil
     }
 
     // MARK: Time limits
@@ -410,6 +415,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         streams = []
         timer?.cancel()
         timer = nil
+        // Whatever still refers to the handler must not keep its buffers alive.
+        closeFallback?.cancel()
+        closeFallback = nil
+        partial = nil
+        pending = nil
         context.fireChannelInactive()
     }
 
@@ -461,8 +471,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             loopBound.value.1.close(promise: nil)
         }
-        context.eventLoop.scheduleTask(in: timeouts.write ?? .seconds(10)) {
+        guard !inactive else { return }
+        closeFallback = context.eventLoop.scheduleTask(in: timeouts.write ?? .seconds(10)) {
             let (handler, context) = loopBound.value
+            handler.closeFallback = nil
             guard !handler.inactive else { return }
             context.close(promise: nil)
         }

@@ -367,6 +367,39 @@ struct HardeningProcessTests {
         #expect(log.contains("accepting connections again"))
     }
 
+    @Test("the memory of connections closed for a stalled frame is returned at once, not after write_timeout")
+    func stalledFramesAreReleased() async throws {
+        // write_timeout 30 s: a close used to keep each connection's handler, and its 1 MB frame,
+        // for that long (the soak test held 400 MB so).
+        let daemon = try Self.launch("stalled-release", yaml: "server: { idle_timeout: 0, read_timeout: 300ms, write_timeout: 30s }\n")
+        defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
+        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        let pid = daemon.process.processIdentifier
+        let baseline = try #require(DaemonProcessTests.residentBytes(pid))
+        var big = WireRequest()
+        big.ping.payload = Data(repeating: 1, count: 1_000_000)
+        let almost = Array(try RawConnection.frame(big).dropLast())
+        var sockets: [RawSocket] = []
+        for index in 0..<60 {
+            let socket = index % 2 == 0 ? try RawSocket(tcpPort: daemon.port) : try RawSocket(unix: daemon.socket)
+            #expect(socket.write(almost))
+            sockets.append(socket)
+        }
+        for socket in sockets { #expect(socket.closedByPeer(within: 10)) }
+        let started = Date()
+        var resident = try #require(DaemonProcessTests.residentBytes(pid))
+        while resident > baseline + (20 << 20), Date().timeIntervalSince(started) < 8 {
+            try await Task.sleep(for: .milliseconds(200))
+            resident = try #require(DaemonProcessTests.residentBytes(pid))
+        }
+        print("stalled frames: daemon holds \(resident - baseline) bytes over its baseline \(Date().timeIntervalSince(started)) s after 60 were closed")
+        #expect(resident < baseline + (20 << 20), "\(resident - baseline) bytes still held after the 60 stalled connections closed")
+        let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
+        #expect(sample(#"sluice_connections_closed_total{reason="read_timeout"}"#, in: body) == 60)
+        kill(pid, SIGTERM)
+        daemon.process.waitUntilExit()
+    }
+
     @Test("checks that would wait in a TCP socket's queue past max_queue_delay are answered CODE_OVERLOADED at once, every request in order")
     func socketBacklogIsRefused() async throws {
         let daemon = try Self.launch("socket-backlog", yaml: "server: { max_queue_delay: 20ms }\n")
