@@ -139,13 +139,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         guard !closing else { return }
         let now = NIODeadline.now()
         if let write = timeouts.write, let since = unwritableSince, now - since >= write {
-            // Its answers have not moved for the whole limit: they never will be read. Closing
-            // after the writes would wait forever; the queued answers are dropped with it.
-            processor.connectionEnded(.writeTimeout)
-            logger.debug("closing connection", metadata: ["conn.reason": "\(ConnectionEnd.writeTimeout)"])
-            closing = true
-            pending = nil
-            context.close(promise: nil)
+            end(.writeTimeout, context: context)
             return
         }
         if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred, !backlogged {
@@ -166,6 +160,14 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         guard !closing else { return }
         processor.connectionEnded(reason)
         logger.debug("closing connection", metadata: ["conn.reason": "\(reason)"])
+        guard reason != .writeTimeout else {
+            // Its answers have not moved for the whole limit: they never will be read. Closing
+            // after the writes would wait for ever; the queued answers are dropped with it.
+            closing = true
+            pending = nil
+            context.close(promise: nil)
+            return
+        }
         closeAfterWrites(context: context)
     }
 

@@ -53,6 +53,14 @@ final class RawSocket: @unchecked Sendable {
         return true
     }
 
+    /// Writes all of `bytes` from a thread of its own (a client that writes more than the daemon
+    /// buffers while it reads the answers); the box says, once done, whether it all went.
+    func writeInBackground(_ bytes: [UInt8]) -> NIOLockedValueBox<Bool?> {
+        let written = NIOLockedValueBox<Bool?>(nil)
+        Thread.detachNewThread { let ok = self.write(bytes); written.withLockedValue { $0 = ok } }
+        return written
+    }
+
     /// Reads one whole answer frame, or nil when the connection closed or `timeout` passed.
     func readResponse(timeout: Double = 5) -> WireResponse? {
         guard let prefix = read(count: 4, timeout: timeout) else { return nil }
@@ -416,9 +424,7 @@ struct HardeningProcessTests {
             stream += try RawConnection.frame(request)
         }
         let socket = try RawSocket(tcpPort: daemon.port)
-        let written = NIOLockedValueBox<Bool?>(nil)
-        let frames = stream
-        Thread.detachNewThread { let ok = socket.write(frames); written.withLockedValue { $0 = ok } }
+        let written = socket.writeInBackground(stream)
         var decided = 0, refused = 0, inOrder = true
         for id in 1...count {
             guard let answer = socket.readResponse(timeout: 30) else { break }
@@ -467,9 +473,7 @@ struct HardeningProcessTests {
         // One writes 100 pings (6.5 MB: past the 1 MiB the daemon queues, and the sockets'
         // buffers) from a thread of its own, reads nothing for 300 ms, then reads every answer.
         let pauser = try RawSocket(tcpPort: daemon.port)
-        let stream = Array(repeating: frame, count: 100).flatMap { $0 }
-        let written = NIOLockedValueBox<Bool?>(nil)
-        Thread.detachNewThread { let ok = pauser.write(stream); written.withLockedValue { $0 = ok } }
+        let written = pauser.writeInBackground(Array(repeating: frame, count: 100).flatMap { $0 })
         try await Task.sleep(for: .milliseconds(300))
         var answered = 0
         for _ in 0..<100 where pauser.readResponse()?.ping.payload.count == 64 << 10 { answered += 1 }
