@@ -222,9 +222,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // for the next turn, after every other ready connection had its own.
         let budget = queueDelay?.isContended == true ? framesPerContendedTurn : Int.max
         if let queueDelay {
-            // Past the bound, on the loop or in this connection's own backlog: refuse checks now.
+            // Past the bound, on the loop or in this connection's own backlog: refuse checks now
+            // (a share of them for what waits in the socket, SocketBacklog).
             let waited = backlogSince.map { NIODeadline.now() - $0 }?.nanoseconds ?? 0
-            refusingChecks = queueDelay.isOverloaded || waited > queueDelay.bound || socketBacklog?.refusing == true
+            refusingChecks = queueDelay.isOverloaded || waited > queueDelay.bound
         }
         var decided = 0
         do {
@@ -309,7 +310,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // Taken out of `pending` while written to, so that appending never copies it.
         var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
         pending = nil
-        if refusingChecks, let id = frame.withUnsafeReadableBytes({ CheckFrameCodec.checkBody($0)?.id }) {
+        if refusingChecks || socketBacklog?.refusing == true,
+           let id = frame.withUnsafeReadableBytes({ CheckFrameCodec.checkBody($0)?.id }),
+           refusingChecks || socketBacklog?.refuseNext() == true {
             // Past the queueing-delay bound: a check answered late is worth less than a refusal now.
             processor.recordFailedFrame(.overloaded)
             QueueDelayGauge.writeRefusal(id: id, into: &out)

@@ -437,7 +437,9 @@ struct HardeningProcessTests {
         #expect(refused > 0, "a backlog of seconds in the socket is refused, not queued")
         #expect(decided > 0)
         #expect(written.withLockedValue { $0 } == true)
-        // Once the backlog is gone, checks are decided again.
+        // Once the backlog is gone (its socket empty for longer than SocketBacklog.idle), checks
+        // are decided again.
+        try await Task.sleep(for: .milliseconds(100))
         var check = WireRequest()
         check.id = 7
         check.check.checks = [Make.check("after", limit: .with { $0.limit = 10; $0.periodMs = 1_000 })]

@@ -139,35 +139,71 @@ struct OverloadTests {
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
     let bound = TimeAmount.milliseconds(100).nanoseconds
 
-    @Test("the wait is the queue over the rate it drains at; refusing starts past the bound and stops under half of it")
-    func estimateAndHysteresis() {
-        var backlog = SocketBacklog(now: start)
-        // 16 KiB reads, 1 MB consumed in 10 ms (100 MB/s): 20 MB queued waits 200 ms.
-        var now = start
-        for _ in 0..<64 {
-            now = now + .microseconds(156)
-            _ = backlog.record(read: 16_384, full: true, now: now)
-        }
-        now = start + .milliseconds(10)
-        let result1 = backlog.sample(queued: 20_000_000, now: now, bound: bound)
-        #expect(result1)
-        #expect(abs(backlog.wait - 190_734_863) < 1_000_000)
-        // Still 80 ms: above half the bound, so it keeps refusing.
-        let result2 = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(10))
-        #expect(result2)
-        let result3 = backlog.sample(queued: 8_000_000, now: now + .milliseconds(10), bound: bound)
-        #expect(result3)
-        // 40 ms: under half, it stops.
-        _ = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(20))
-        let result4 = backlog.sample(queued: 4_000_000, now: now + .milliseconds(20), bound: bound)
-        #expect(!result4)
-        // 80 ms again, not refusing: under the bound, it does not start.
-        _ = backlog.record(read: 16_384 * 64, full: true, now: now + .milliseconds(30))
-        let result5 = backlog.sample(queued: 8_000_000, now: now + .milliseconds(30), bound: bound)
-        #expect(!result5)
+    /// Reads of 16 KiB filling their buffer, 1 MB consumed in every 10 ms (100 MB/s).
+    func consume(_ backlog: inout SocketBacklog, from: NIODeadline) {
+        for step in 1...64 { _ = backlog.record(read: 16_384, full: true, now: from + .microseconds(Int64(step) * 156)) }
     }
 
-    @Test("a read that does not fill its buffer emptied the socket: refusing stops at once; samples are at most every 5 ms")
+    @Test("the wait is the queue over the rate it drains at; the share refused rises past half the bound and falls under it")
+    func estimateAndShare() {
+        var backlog = SocketBacklog(now: start)
+        consume(&backlog, from: start)
+        // 20 MB queued at 100 MB/s waits about 200 ms, twice the bound: a share is refused.
+        let result1 = backlog.sample(queued: 20_000_000, now: start + .milliseconds(10), bound: bound)
+        #expect(result1)
+        #expect(abs(backlog.wait - 190_734_863) < 1_000_000)
+        let first = backlog.share
+        #expect(first > 0 && first < 1, "a share, not every check")
+        // Still 190 ms: above the target, so the share grows.
+        consume(&backlog, from: start + .milliseconds(10))
+        _ = backlog.sample(queued: 20_000_000, now: start + .milliseconds(20), bound: bound)
+        #expect(backlog.share > first)
+        // Held at 30 ms, under the target (50 ms): the share falls to nothing.
+        var now = start + .milliseconds(20)
+        for _ in 0..<200 {
+            consume(&backlog, from: now)
+            now = now + .milliseconds(10)
+            _ = backlog.sample(queued: 3_000_000, now: now, bound: bound)
+        }
+        #expect(!backlog.refusing && backlog.share == 0)
+        // A wait at the target (50 ms) holds the share where it is.
+        consume(&backlog, from: now)
+        now = now + .milliseconds(10)
+        _ = backlog.sample(queued: 20_000_000, now: now, bound: bound)
+        consume(&backlog, from: now)
+        now = now + .milliseconds(10)
+        _ = backlog.sample(queued: 5_242_880, now: now, bound: bound)
+        let held = backlog.share
+        #expect(held > 0)
+        for _ in 0..<20 {
+            consume(&backlog, from: now)
+            now = now + .milliseconds(10)
+            _ = backlog.sample(queued: 5_242_880, now: now, bound: bound)
+        }
+        #expect(abs(backlog.share - held) < 1e-6)
+    }
+
+    @Test("refusals are the share of checks, spread evenly")
+    func spreadEvenly() {
+        var backlog = SocketBacklog(now: start)
+        consume(&backlog, from: start)
+        _ = backlog.sample(queued: 20_000_000, now: start + .milliseconds(10), bound: bound)
+        let share = backlog.share
+        var refused = 0, longestRun = 0, run = 0
+        for _ in 0..<10_000 {
+            if backlog.refuseNext() {
+                refused += 1
+                run += 1
+                longestRun = max(longestRun, run)
+            } else {
+                run = 0
+            }
+        }
+        #expect(abs(Double(refused) - share * 10_000) <= 1)
+        #expect(longestRun <= Int((share / (1 - share)).rounded(.up)), "no burst longer than the share implies")
+    }
+
+    @Test("a read that does not fill its buffer emptied the socket: the share falls, to none 40 ms after the last full read; samples are at most every 5 ms")
     func drainedAndInterval() {
         var backlog = SocketBacklog(now: start)
         let result6 = backlog.record(read: 16_384, full: true, now: start + .milliseconds(1))
@@ -176,9 +212,16 @@ struct OverloadTests {
         #expect(result7)
         let result8 = backlog.sample(queued: 50_000_000, now: start + .milliseconds(6), bound: bound)
         #expect(result8)
+        let before = backlog.share
         let result9 = backlog.record(read: 100, full: false, now: start + .milliseconds(7))
         #expect(!result9)
-        #expect(!backlog.refusing && backlog.wait == 0)
+        #expect(backlog.wait == 0 && backlog.share < before)
+        #expect(backlog.refusing, "emptied once: still refusing some while it fills again")
+        // Empty 40 ms after the last full read: the backlog is gone.
+        _ = backlog.record(read: 100, full: false, now: start + .milliseconds(46))
+        #expect(!backlog.refusing)
+        let refused = backlog.refuseNext()
+        #expect(!refused)
     }
 
     @Test("absurd figures cannot trap: nothing consumed, nothing queued, no time, a huge queue")
