@@ -266,8 +266,10 @@ def resident(pid):
 
 
 # Gauges sampled beside the resident memory (with --metrics): where the memory is.
-GAUGES = {"sqlite_mb": "sluice_store_memory_bytes", "pending_events": "sluice_store_pending_events",
-          "connections": "sluice_connections_open", "reputation_subjects": "sluice_reputation_subjects"}
+GAUGES = {"heap_mb": "sluice_heap_in_use_bytes", "sqlite_mb": "sluice_store_memory_bytes", "pending_events": "sluice_store_pending_events",
+          "connections": "sluice_connections_open", "reputation_subjects": "sluice_reputation_subjects",
+          "table_entries": "sluice_table_entries", "anomaly_subjects": 'sluice_anomaly_tracked{entity="subject"}',
+          "anomaly_sources": 'sluice_anomaly_tracked{entity="source"}'}
 
 
 async def gauges(metrics):

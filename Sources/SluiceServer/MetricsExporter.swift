@@ -1,3 +1,4 @@
+import CSluiceSupport
 import NIOConcurrencyHelpers
 import Prometheus
 import SluiceCore
@@ -114,6 +115,8 @@ final class MetricsExporter: Sendable {
             appendFeatures(counter: counter, gauge: gauge)
             gauge("sluice_build_info", "Always 1; the labels say which build runs.", [("version", version)], 1)
             gauge("sluice_uptime_seconds", "Seconds since the daemon started.", [], Double(time.uptime()) / 1e9)
+            gauge("sluice_heap_in_use_bytes", "Bytes the daemon holds from malloc (glibc's mallinfo2; SQLite's share included); resident memory above it is freed memory not yet returned.",
+                  [], Double(sluice_malloc_in_use()))
 
             var buffer: [UInt8] = []
             buffer.reserveCapacity(16 << 10)

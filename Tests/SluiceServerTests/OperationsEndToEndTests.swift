@@ -200,6 +200,8 @@ struct OperationsEndToEndTests {
             let loopDelay = try #require(sample(#"sluice_event_loop_delay_max_seconds{loop="0"}"#, in: body), "one series per event loop")
             #expect(loopDelay >= 0 && loopDelay < 60)
             #expect(sample(#"sluice_build_info{version="\#(SluiceVersion.current)"}"#, in: body) == 1)
+            let heap = try #require(sample("sluice_heap_in_use_bytes", in: body))
+            #expect(heap > Double(1 << 20) && heap < Double(1 << 40), "what malloc holds: megabytes, not nothing")
             #expect(sample(#"sluice_config_reloads_total{result="ok"}"#, in: body) == 0)
             #expect(!body.contains("secret-key"), "no key ever becomes a label")
             #expect(!body.contains("stranger"), "an undeclared tenant is counted as _other")

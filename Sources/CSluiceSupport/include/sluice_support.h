@@ -18,9 +18,16 @@ static inline int sluice_malloc_map_from(int threshold) { return mallopt(M_MMAP_
 /// Returns the free memory of every glibc arena to the system (malloc_trim). Returns whether
 /// any was returned.
 static inline int sluice_malloc_trim(void) { return malloc_trim(0); }
+/// Bytes the program holds from malloc: in the arenas and mapped on their own (mallinfo2).
+/// Walks every arena under its lock: for a scrape, not for a hot path.
+static inline unsigned long long sluice_malloc_in_use(void) {
+    struct mallinfo2 info = mallinfo2();
+    return (unsigned long long)info.uordblks + (unsigned long long)info.hblkhd;
+}
 #else
 static inline int sluice_malloc_map_from(int threshold) { (void)threshold; return 0; }
 static inline int sluice_malloc_trim(void) { return 0; }
+static inline unsigned long long sluice_malloc_in_use(void) { return 0; }
 #endif
 
 #endif
