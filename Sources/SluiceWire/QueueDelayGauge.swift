@@ -58,25 +58,24 @@ public final class QueueDelayGauge: Sendable {
     public func takeLongest() -> Int64 { longest.exchange(0, ordering: .relaxed) }
 
     /// The answer to a check refused while overloaded, encoded once: the request's id is put
-    /// in front (protobuf fields may come in any order).
+    /// in front (protobuf fields may come in any order). Short: under overload the daemon may
+    /// write a million of these a second, and the client reads them all.
     static let refusal: [UInt8] = (try? WireResponse.error(id: 0, .overloaded,
-        "the daemon is past its queueing-delay bound (server.max_queue_delay): answered at once instead of late; retry with backoff")
+        "past server.max_queue_delay: refused at once, not answered late; retry with backoff")
         .serializedBytes()) ?? []
 
-    /// Writes the refusal of request `id` as one frame.
+    /// Writes the refusal of request `id` as one frame, without allocating.
     static func writeRefusal(id: UInt64, into out: inout ByteBuffer) {
-        var idBytes: [UInt8] = []
-        if id != 0 {
-            idBytes.append(0x08)
-            var value = id
-            while value >= 0x80 {
-                idBytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-                value >>= 7
-            }
-            idBytes.append(UInt8(value))
+        let idBytes = id == 0 ? 0 : 1 + varintSize(id)
+        let length = idBytes + refusal.count
+        out.reserveCapacity(minimumWritableBytes: 4 + length)
+        out.writeInteger(UInt32(length), endianness: .big)
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: idBytes) { buffer in
+            guard idBytes > 0, let base = buffer.baseAddress else { return 0 }
+            var writer = ByteWriter(base: base)
+            writer.field(0x08, id)
+            return writer.offset
         }
-        out.writeInteger(UInt32(idBytes.count + refusal.count), endianness: .big)
-        out.writeBytes(idBytes)
         out.writeBytes(refusal)
     }
 }

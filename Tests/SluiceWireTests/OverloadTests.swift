@@ -134,6 +134,20 @@ struct OverloadTests {
     }
 }
 
+@Test("a refusal is one frame carrying the request's id, whatever its size, and CODE_OVERLOADED with a sentence")
+func refusalFrames() throws {
+    for id: UInt64 in [0, 1, 127, 128, 1 << 35, .max] {
+        var out = ByteBufferAllocator().buffer(capacity: 0)
+        QueueDelayGauge.writeRefusal(id: id, into: &out)
+        let frame = try #require(try FrameDecoder.nextFrame(in: &out, maximum: 1 << 20))
+        #expect(out.readableBytes == 0, "exactly one frame")
+        let response = try WireResponse(serializedBytes: Array(frame.readableBytesView))
+        #expect(response.id == id)
+        #expect(response.error.code == .overloaded)
+        #expect(response.error.message.contains("max_queue_delay"))
+    }
+}
+
 /// The wait estimated for what a TCP socket holds unread, on a manual clock.
 @Suite struct SocketBacklogTests {
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
