@@ -174,6 +174,11 @@ final class AnomalyService: Sendable {
         guard request.tenant.utf8.count <= configuration.maxKeyBytes else {
             return .error(id: 0, .invalidArgument, "tenant must be at most \(configuration.maxKeyBytes) bytes")
         }
+        // A follower of a detector that is off would wait for alerts that never come.
+        guard Self.enabled(configuration) else {
+            return .error(id: 0, .unavailable,
+                          "anomaly detection is off, so no alert will come: turn it on (features.anomaly.enabled: true, or sluicectl flags anomaly --enable)")
+        }
         let watcher = Watcher(stream: stream, kinds: Set(request.kinds), tenant: request.tenant)
         return state.withLockedValue { state in
             state.watchers.removeAll { !$0.stream.isOpen }

@@ -111,10 +111,11 @@ public enum DefaultConfiguration {
     # Adaptive limiting (docs/ADAPTIVE.md), under features.adaptive: tiers of subjects
     # (sluicectl tiers set SUBJECT TIER), rules naming the service they protect (shed lowest
     # priority first when it reports overload with ReportLoad), limits relative to each
-    # subject's learned normal rate.
-    # tiers:
-    #   vip:         { multiplier: 4, priority: 100, reserve: 0.9 }
-    #   best_effort: { multiplier: 1, priority: 0 }
+    # subject's learned normal rate. Subjects can be put in a tier at any time; its multiplier
+    # and priority apply while features.adaptive is on.
+    tiers:
+      vip:         { multiplier: 4, priority: 100, reserve: 0.9 }
+      best_effort: { multiplier: 1, priority: 0 }
     # adaptive:
     #   target_p99: 100ms        # the latency a reporting service should stay under
     # rules:

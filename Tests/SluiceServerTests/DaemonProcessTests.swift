@@ -70,6 +70,34 @@ struct DaemonProcessTests {
         await client.close()
     }
 
+    @Test("a configuration without a store: section runs without a store and logs no error (it logged a failed commit every second)")
+    func noStoreLogsNoError() async throws {
+        let directory = "/tmp/sluiced-nostore-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock", config = "\(directory)/sluice.yaml"
+        try "rules:\n  login: { limit: 5, period: 1m }\nfeatures:\n  reputation: { enabled: true }\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let (process, pipe) = try Self.launch(["--config", config, "--unix", socket, "--snapshot", "off", "--metrics", "off", "--log-level", "info"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await Self.waitForSocket(socket))
+        let client = try await SluiceClient.connect(to: .unix(path: socket))
+        var request = WireRequest()
+        request.check.checks = [Make.check("someone", rule: "login")]
+        #expect(try await client.send(request).check.verdicts.first?.allowed == true)
+        // Past a few commit intervals and the once-a-second score commit.
+        try await Task.sleep(for: .milliseconds(2_500))
+        await client.close()
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(output.contains("sluiced ready"))
+        let errors = output.split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" critical ") }
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).allSatisfy { !$0.hasSuffix(".db") }, "no store file")
+    }
+
     @Test("a bad configuration file stops sluiced with the file, line and key in one sentence")
     func badConfiguration() throws {
         let path = "/tmp/sluiced-bad-\(UInt32.random(in: .min ... .max)).yaml"

@@ -34,7 +34,7 @@ struct ReputationCommandLineTests {
         }
     }
 
-    @Test("record, get, list, set, pin, unpin, reset and flags, as an operator types them")
+    @Test("record, get, list, set, pin, unpin, reset and flags as an operator types them, and README's tiers and alerts examples on the embedded default")
     func commands() async throws {
         let directory = "/tmp/sluicectl-rep-\(UInt32.random(in: .min ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -88,6 +88,14 @@ struct ReputationCommandLineTests {
         #expect(bad.err.contains("unknown event kind 'sneezed'"))
         #expect(try run(["flags", "telepathy", "--enable"]).err.contains("no feature named 'telepathy'"))
         #expect(try run(["flags"]).out.contains("reputation: on rollout=100% enforced"))
+
+        // README's examples, on the embedded default as written there.
+        let tier = try run(["tiers", "set", "acme-corp", "vip"])
+        #expect(tier.status == 0 && tier.out.hasPrefix("acme-corp tier=vip"), "\(tier.out) \(tier.err)")
+        // Anomaly detection is off in the default: following alerts says so and fails, at once.
+        let alerts = try run(["alerts"])
+        #expect(alerts.status == 2)
+        #expect(alerts.err.contains("anomaly detection is off"), "\(alerts.err)")
 
         #expect(daemon.stop() == 0)
     }
