@@ -1,6 +1,4 @@
-import NIOConcurrencyHelpers
 import SluiceCore
-import Synchronization
 
 /// What anomaly detection does about an alert of one kind (`anomaly.responses.KIND`).
 public struct AnomalyResponse: Sendable, Equatable {
@@ -58,16 +56,9 @@ public final class AnomalyResponseBook: Sendable {
         return UnsafeRawBufferPointer(buffer)
     }
 
-    static let stripeCount = 16
-    let stripes: [NIOLockedValueBox<[Fingerprint: Entry]>]
-    let active = Synchronization.Atomic<Int>(0)
+    let map = StripedMap<Entry>(stripeBits: 4)
 
-    public init() {
-        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox([:]) }
-    }
-
-    @inline(__always)
-    static func stripe(of key: Fingerprint) -> Int { Int(truncatingIfNeeded: key.low) & (stripeCount - 1) }
+    public init() {}
 
     /// The key of an address.
     public static func key(ip: UnsafeRawBufferPointer) -> Fingerprint { Fingerprint.of(tenant: UnsafeRawBufferPointer(ipTenant), key: ip) }
@@ -83,38 +74,21 @@ public final class AnomalyResponseBook: Sendable {
 
     /// Whether any response may be in force (one relaxed load).
     @inline(__always)
-    public var isEmpty: Bool { active.load(ordering: .relaxed) == 0 }
+    public var isEmpty: Bool { map.isEmpty }
 
     /// The response in force for `key` at `now`, nil when none.
     public func entry(for key: Fingerprint, at now: Int64) -> Entry? {
-        guard let entry = stripes[Self.stripe(of: key)].withLockedValue({ $0[key] }), entry.until > now else { return nil }
+        guard let entry = map.value(for: key), entry.until > now else { return nil }
         return entry
     }
 
     /// Puts a response in force (replacing an earlier one for the same key).
-    public func set(_ entry: Entry, for key: Fingerprint) {
-        let added = stripes[Self.stripe(of: key)].withLockedValue { stripe -> Bool in
-            defer { stripe[key] = entry }
-            return stripe[key] == nil
-        }
-        if added { active.add(1, ordering: .relaxed) }
-    }
+    public func set(_ entry: Entry, for key: Fingerprint) { map.set(entry, for: key) }
 
     /// Removes responses that ended by `now`; returns how many.
     @discardableResult
-    public func expire(now: Int64) -> Int {
-        var removed = 0
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
-                let before = stripe.count
-                stripe = stripe.filter { $0.value.until > now }
-                removed += before - stripe.count
-            }
-        }
-        if removed > 0 { active.subtract(removed, ordering: .relaxed) }
-        return removed
-    }
+    public func expire(now: Int64) -> Int { map.removeAll { _, entry in entry.until <= now }.count }
 
     /// Responses in force or not yet expired.
-    public var count: Int { active.load(ordering: .relaxed) }
+    public var count: Int { map.count }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import NIOConcurrencyHelpers
 import SluiceCore
 import Synchronization
 
@@ -112,20 +111,14 @@ public struct Baseline: Sendable, Equatable {
 /// Every active subject's baseline, in memory: lock-striped, bounded, read and fed by checks on
 /// rules whose limit is relative to the baseline.
 public final class BaselineBook: Sendable {
-    static let stripeCount = 64
-    let stripes: [NIOLockedValueBox<[Fingerprint: Baseline]>]
-    let tracked = Synchronization.Atomic<Int>(0)
+    /// Shifted past the bits other books stripe by: a check of a subject reads several books.
+    let map = StripedMap<Baseline>(stripeBits: 6, shift: 7)
     /// The latest time a check carried (ns): idleness is measured from it, so checks that carry
     /// their own time (a request clock, a replay) are not all idle by the wall clock.
     let latest = Synchronization.Atomic<Int64>(.min)
 
     /// An empty book.
-    public init() {
-        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox([:]) }
-    }
-
-    @inline(__always)
-    static func stripe(of subject: Fingerprint) -> Int { Int(truncatingIfNeeded: subject.low >> 7) & (stripeCount - 1) }
+    public init() {}
 
     /// Counts `hits` of `subject` at `now` and returns its normal rate (hits per second) for
     /// now's bucket, nil while it is still learning (or untracked because the book is full).
@@ -133,31 +126,26 @@ public final class BaselineBook: Sendable {
     /// - Complexity: O(1) under one stripe lock, plus the windows closed since its last check
     ///   (a bucket at a time).
     public func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, settings: BaselineSettings) -> Double? {
-        let full = tracked.load(ordering: .relaxed) >= settings.maxSubjects
-        let (rate, added) = stripes[Self.stripe(of: subject)].withLockedValue { stripe -> (Double?, Bool) in
-            // One lookup, the record changed in place through its index.
-            if let index = stripe.index(forKey: subject) {
-                return (stripe.values[index].observe(hits: hits, now: now, settings: settings), false)
-            }
-            guard !full else { return (nil, false) }
+        let full = map.count >= settings.maxSubjects
+        let rate = map.update(subject) { slot -> Double? in
+            // Changed in place: one lookup.
+            if slot != nil { return slot!.observe(hits: hits, now: now, settings: settings) }
+            guard !full else { return nil }
             let window = settings.window
             var baseline = Baseline(buckets: settings.buckets, windowStart: now - ((now % window) + window) % window, lastSeen: now)
             baseline.current = hits
-            stripe[subject] = baseline
-            return (nil, true)
+            slot = baseline
+            return nil
         }
-        if added { tracked.add(1, ordering: .relaxed) }
         if now > latest.load(ordering: .relaxed) { latest.store(now, ordering: .relaxed) }
         return rate
     }
 
     /// The subject's baseline, brought up to `now`.
     public func baseline(of subject: Fingerprint, now: Int64, settings: BaselineSettings) -> Baseline? {
-        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
-            guard var baseline = stripe[subject] else { return nil }
-            baseline.advance(to: now, settings: settings)
-            return baseline
-        }
+        guard var baseline = map.value(for: subject) else { return nil }
+        baseline.advance(to: now, settings: settings)
+        return baseline
     }
 
     /// Forgets subjects idle for `idleAfter` (counted back from the latest time a check carried,
@@ -166,51 +154,30 @@ public final class BaselineBook: Sendable {
     @discardableResult
     public func sweep(now: Int64, settings: BaselineSettings) -> Int {
         let now = min(now, latest.load(ordering: .relaxed))
-        var forgotten = 0
-        var seen: [(Int64, Fingerprint)] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
-                let before = stripe.count
-                stripe = stripe.filter { now - $0.value.lastSeen < settings.idleAfter }
-                forgotten += before - stripe.count
-                seen.append(contentsOf: stripe.map { ($0.value.lastSeen, $0.key) })
-            }
+        var forgotten = map.removeAll { _, baseline in now - baseline.lastSeen >= settings.idleAfter }.count
+        let excess = map.count - settings.maxSubjects
+        if excess > 0 {
+            let oldest = map.entries().map { ($0.value.lastSeen, $0.key) }.sorted { $0.0 < $1.0 }.prefix(excess)
+            for (_, subject) in oldest where map.removeValue(for: subject) != nil { forgotten += 1 }
         }
-        if seen.count > settings.maxSubjects {
-            seen.sort { $0.0 < $1.0 }
-            for (_, subject) in seen.prefix(seen.count - settings.maxSubjects) {
-                stripes[Self.stripe(of: subject)].withLockedValue { _ = $0.removeValue(forKey: subject) }
-                forgotten += 1
-            }
-        }
-        tracked.store(min(seen.count, settings.maxSubjects), ordering: .relaxed)
         return forgotten
     }
 
     /// Every baseline as it is (for saving: the window being measured is kept, and closed by
     /// the subject's next check, whatever clock its checks carry).
-    public func all() -> [(Fingerprint, Baseline)] {
-        var out: [(Fingerprint, Baseline)] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in out.append(contentsOf: stripe.map { ($0.key, $0.value) }) }
-        }
-        return out
-    }
+    public func all() -> [(Fingerprint, Baseline)] { map.entries().map { ($0.key, $0.value) } }
 
     /// Replaces the book's contents with stored baselines (at start); those whose bucket count no
     /// longer matches the settings are dropped (the buckets changed meaning).
     public func restore(_ baselines: [(Fingerprint, Baseline)], settings: BaselineSettings) {
-        var count = 0
-        for (subject, baseline) in baselines where baseline.normal.count == settings.buckets && count < settings.maxSubjects {
-            stripes[Self.stripe(of: subject)].withLockedValue { $0[subject] = baseline }
+        for (subject, baseline) in baselines where baseline.normal.count == settings.buckets && map.count < settings.maxSubjects {
+            map.set(baseline, for: subject)
             if baseline.lastSeen > latest.load(ordering: .relaxed) { latest.store(baseline.lastSeen, ordering: .relaxed) }
-            count += 1
         }
-        tracked.store(stripes.reduce(0) { $0 + $1.withLockedValue { $0.count } }, ordering: .relaxed)
     }
 
     /// Subjects tracked.
-    public var count: Int { tracked.load(ordering: .relaxed) }
+    public var count: Int { map.count }
 }
 
 extension Baseline {

@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOConcurrencyHelpers
 import SluiceCore
 import Synchronization
 
@@ -24,11 +23,8 @@ public final class ReputationBook: @unchecked Sendable {
     /// bits: 2 % with 10,000 tracked subjects, 17 % with 100,000.
     @usableFromInline static let wordsPerStripe = 128
 
-    struct Stripe {
-        var records: [Fingerprint: ReputationRecord] = [:]
-    }
-
-    let stripes: [NIOLockedValueBox<Stripe>]
+    /// The records; a record's stripe there is the one ``stripe(of:)`` gives its filter words.
+    let records = StripedMap<ReputationRecord>(stripeBits: stripeBits)
     @usableFromInline let filter: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
     let filterWords: Int
     /// Told of every change (a new record, or nil for a removed one) while the subject's stripe
@@ -44,7 +40,6 @@ public final class ReputationBook: @unchecked Sendable {
     public init(onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String, _ event: ReputationEvent?)
         -> Void)? = nil) {
         self.onChange = onChange
-        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox(Stripe()) }
         filterWords = Self.stripeCount * Self.wordsPerStripe
         filter = .allocate(capacity: filterWords)
         for index in 0..<filterWords { (filter + index).initialize(to: Synchronization.Atomic(0)) }
@@ -92,9 +87,8 @@ public final class ReputationBook: @unchecked Sendable {
     public func score(of subject: Fingerprint, at now: Int64, neutral: Double, halfLife: Double) -> Double? {
         let (word, bit) = Self.filterPosition(of: subject)
         guard filter[word].load(ordering: .relaxed) & bit != 0 else { return nil }
-        guard let (score, at, pinned) = stripes[Self.stripe(of: subject)].withLockedValue({ stripe -> (Double, Int64, Bool)? in
-            guard let record = stripe.records[subject] else { return nil }
-            return (record.score, record.updatedAt, record.pinned)
+        guard let (score, at, pinned) = records.read(subject, { slot -> (Double, Int64, Bool)? in
+            slot.map { ($0.score, $0.updatedAt, $0.pinned) }
         }) else { return nil }
         guard !pinned, now > at else { return score }
         return neutral + (score - neutral) * exp2(-Double(now &- at) / halfLife)
@@ -102,7 +96,7 @@ public final class ReputationBook: @unchecked Sendable {
 
     /// The subject's record.
     public func record(of subject: Fingerprint) -> ReputationRecord? {
-        stripes[Self.stripe(of: subject)].withLockedValue { $0.records[subject] }
+        records.value(for: subject)
     }
 
     /// Applies `event` (created at neutral if the subject is new) and returns the new record.
@@ -132,9 +126,9 @@ public final class ReputationBook: @unchecked Sendable {
     }
 
     func upsert(_ subject: Fingerprint, event: ReputationEvent?, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
-        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
-            let next = change(stripe.records[subject])
-            stripe.records[subject] = next
+        records.update(subject) { slot in
+            let next = change(slot)
+            slot = next
             let (word, bit) = Self.filterPosition(of: subject)
             filter[word].bitwiseOr(bit, ordering: .relaxed)
             onChange?(subject, next, next.tenant, next.subject, event)
@@ -145,10 +139,10 @@ public final class ReputationBook: @unchecked Sendable {
     /// Replaces the subject's record with whatever `change` returns (nil removes it).
     @discardableResult
     public func update(_ subject: Fingerprint, _ change: (ReputationRecord?) -> ReputationRecord?) -> ReputationRecord? {
-        stripes[Self.stripe(of: subject)].withLockedValue { stripe in
-            let previous = stripe.records[subject]
+        records.update(subject) { slot in
+            let previous = slot
             let next = change(previous)
-            stripe.records[subject] = next
+            slot = next
             if let next {
                 let (word, bit) = Self.filterPosition(of: subject)
                 filter[word].bitwiseOr(bit, ordering: .relaxed)
@@ -165,9 +159,9 @@ public final class ReputationBook: @unchecked Sendable {
     public func load(_ records: some Sequence<ReputationRecord>) {
         for record in records {
             let subject = record.fingerprint
-            stripes[Self.stripe(of: subject)].withLockedValue { stripe in
-                guard stripe.records[subject] == nil else { return }
-                stripe.records[subject] = record
+            self.records.update(subject) { slot in
+                guard slot == nil else { return }
+                slot = record
                 let (word, bit) = Self.filterPosition(of: subject)
                 filter[word].bitwiseOr(bit, ordering: .relaxed)
             }
@@ -181,27 +175,20 @@ public final class ReputationBook: @unchecked Sendable {
     /// - Complexity: O(records), one stripe locked at a time.
     public func compact(now: Int64, model: ReputationModel, maxSubjects: Int = .max) -> [ReputationRecord] {
         var removed: [ReputationRecord] = []
-        for index in 0..<Self.stripeCount {
-            stripes[index].withLockedValue { stripe in
-                for (subject, record) in stripe.records where !record.pinned
-                    && abs(record.score(at: now, model: model) - model.neutral) < ReputationModel.neutralBand {
-                    stripe.records[subject] = nil
-                    onChange?(subject, nil, record.tenant, record.subject, nil)
-                    removed.append(record)
-                }
-            }
+        // Told under the stripe's lock, as every change is.
+        for (subject, record) in records.removeAll(where: { subject, record in
+            guard !record.pinned, abs(record.score(at: now, model: model) - model.neutral) < ReputationModel.neutralBand else { return false }
+            onChange?(subject, nil, record.tenant, record.subject, nil)
+            return true
+        }) {
+            _ = subject
+            removed.append(record)
         }
         let remaining = count
         if remaining > maxSubjects {
             // Forget the mildest records first: they matter least to any decision.
-            var candidates: [(distance: Double, subject: Fingerprint)] = []
-            for index in 0..<Self.stripeCount {
-                stripes[index].withLockedValue { stripe in
-                    for (subject, record) in stripe.records where !record.pinned {
-                        candidates.append((abs(record.score(at: now, model: model) - model.neutral), subject))
-                    }
-                }
-            }
+            var candidates = records.entries { _, record in !record.pinned }
+                .map { (distance: abs($0.value.score(at: now, model: model) - model.neutral), subject: $0.key) }
             candidates.sort { $0.distance < $1.distance }
             for candidate in candidates.prefix(remaining - maxSubjects) {
                 if let record = record(of: candidate.subject) {
@@ -217,16 +204,14 @@ public final class ReputationBook: @unchecked Sendable {
     /// Clears filter bits of subjects no longer tracked, one stripe at a time.
     func rebuildFilter() {
         var words = [UInt64](repeating: 0, count: Self.wordsPerStripe)
-        for index in 0..<Self.stripeCount {
-            stripes[index].withLockedValue { stripe in
+        records.forEachStripe { index, stripe in
                 for position in 0..<words.count { words[position] = 0 }
-                for subject in stripe.records.keys {
+                for subject in stripe.keys {
                     let (word, bit) = Self.filterPosition(of: subject)
                     words[word - index * Self.wordsPerStripe] |= bit
                 }
                 let base = index * Self.wordsPerStripe
                 for position in 0..<words.count { filter[base + position].store(words[position], ordering: .relaxed) }
-            }
         }
     }
 
@@ -234,19 +219,9 @@ public final class ReputationBook: @unchecked Sendable {
     ///
     /// - Complexity: O(records).
     public func records(tenant: String? = nil) -> [ReputationRecord] {
-        var out: [ReputationRecord] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
-                if let tenant {
-                    out.append(contentsOf: stripe.records.values.lazy.filter { $0.tenant == tenant })
-                } else {
-                    out.append(contentsOf: stripe.records.values)
-                }
-            }
-        }
-        return out
+        records.values { tenant == nil || $0.tenant == tenant }
     }
 
     /// How many subjects have a record.
-    public var count: Int { stripes.reduce(0) { $0 + $1.withLockedValue { $0.records.count } } }
+    public var count: Int { records.count }
 }

@@ -1,6 +1,4 @@
-import NIOConcurrencyHelpers
 import SluiceCore
-import Synchronization
 
 /// A subject's tier, as an operator assigned it.
 public struct TierAssignment: Sendable, Equatable {
@@ -30,62 +28,35 @@ public struct TierAssignment: Sendable, Equatable {
 /// Assignments change rarely (operator requests) and are read on every check while the adaptive
 /// feature is on, so a check first reads an atomic count: with no assignment at all, nothing else.
 public final class TierBook: Sendable {
-    static let stripeCount = 16
-    let stripes: [NIOLockedValueBox<[Fingerprint: TierAssignment]>]
-    let assigned = Synchronization.Atomic<Int>(0)
+    let map = StripedMap<TierAssignment>(stripeBits: 4)
 
     /// An empty book.
-    public init() {
-        stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox([:]) }
-    }
-
-    @inline(__always)
-    static func stripe(of subject: Fingerprint) -> Int { Int(truncatingIfNeeded: subject.low) & (stripeCount - 1) }
+    public init() {}
 
     /// The subject's tier name, nil when it has none.
     ///
     /// - Complexity: O(1): one relaxed load when no subject has a tier, else a stripe lock.
     public func tier(of subject: Fingerprint) -> String? {
-        guard assigned.load(ordering: .relaxed) > 0 else { return nil }
-        return stripes[Self.stripe(of: subject)].withLockedValue { $0[subject]?.tier }
+        guard !map.isEmpty else { return nil }
+        return map.value(for: subject)?.tier
     }
 
     /// The subject's assignment.
-    public func assignment(of subject: Fingerprint) -> TierAssignment? {
-        stripes[Self.stripe(of: subject)].withLockedValue { $0[subject] }
-    }
+    public func assignment(of subject: Fingerprint) -> TierAssignment? { map.value(for: subject) }
 
     /// Assigns a tier (replacing any); returns the previous assignment.
     @discardableResult
-    public func assign(_ assignment: TierAssignment) -> TierAssignment? {
-        let subject = assignment.fingerprint
-        let previous = stripes[Self.stripe(of: subject)].withLockedValue { stripe in
-            defer { stripe[subject] = assignment }
-            return stripe[subject]
-        }
-        if previous == nil { assigned.add(1, ordering: .relaxed) }
-        return previous
-    }
+    public func assign(_ assignment: TierAssignment) -> TierAssignment? { map.set(assignment, for: assignment.fingerprint) }
 
     /// Removes the subject's tier; returns what it was.
     @discardableResult
-    public func remove(_ subject: Fingerprint) -> TierAssignment? {
-        let previous = stripes[Self.stripe(of: subject)].withLockedValue { $0.removeValue(forKey: subject) }
-        if previous != nil { assigned.subtract(1, ordering: .relaxed) }
-        return previous
-    }
+    public func remove(_ subject: Fingerprint) -> TierAssignment? { map.removeValue(for: subject) }
 
     /// Every assignment, optionally only `tenant`'s and only to `tier`.
     public func assignments(tenant: String? = nil, tier: String? = nil) -> [TierAssignment] {
-        var out: [TierAssignment] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
-                out.append(contentsOf: stripe.values.lazy.filter { (tenant == nil || $0.tenant == tenant) && (tier == nil || $0.tier == tier) })
-            }
-        }
-        return out
+        map.values { (tenant == nil || $0.tenant == tenant) && (tier == nil || $0.tier == tier) }
     }
 
     /// How many subjects have a tier.
-    public var count: Int { assigned.load(ordering: .relaxed) }
+    public var count: Int { map.count }
 }

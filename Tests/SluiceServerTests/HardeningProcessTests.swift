@@ -244,6 +244,18 @@ struct HardeningProcessTests {
         return (process, pipe, directory, "\(directory)/s.sock", port, metrics)
     }
 
+    /// Waits until a launched daemon serves on its Unix socket and on its TCP port: it binds the
+    /// Unix socket first, so a test that waited for that alone once found the port not yet open.
+    static func waitUntilServing(_ daemon: (process: Process, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int))
+        async throws -> Bool {
+        guard try await DaemonProcessTests.waitForSocket(daemon.socket) else { return false }
+        for _ in 0..<300 {
+            if (try? RawSocket(tcpPort: daemon.port)) != nil { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
     static func ping(_ socket: RawSocket, id: UInt64) throws -> Bool {
         var ping = WireRequest()
         ping.id = id
@@ -259,7 +271,7 @@ struct HardeningProcessTests {
             features: { anomaly: { enabled: true } }
             """)
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         let silent = try RawSocket(tcpPort: daemon.port)
         let oneByte = try RawSocket(tcpPort: daemon.port)
         #expect(oneByte.write([0]))
@@ -302,7 +314,7 @@ struct HardeningProcessTests {
     func evictionAndUnixReserve() async throws {
         let daemon = try Self.launch("evict", yaml: "server: { max_connections: 4, evict_idle_after: 300ms, unix_reserve: 2 }\n")
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         // The probe's connection is counted until its close is seen.
         try await Task.sleep(for: .milliseconds(200))
         // Four TCP clients: three go quiet, one keeps asking.
@@ -346,7 +358,7 @@ struct HardeningProcessTests {
     func descriptorExhaustion() async throws {
         let daemon = try Self.launch("emfile", yaml: "server: { idle_timeout: 0 }\n", shell: "ulimit -n 64")
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         let pid = daemon.process.processIdentifier
         let first = try RawSocket(unix: daemon.socket)
         #expect(try Self.ping(first, id: 1))
@@ -381,7 +393,7 @@ struct HardeningProcessTests {
         // for that long (the soak test held 400 MB so).
         let daemon = try Self.launch("stalled-release", yaml: "server: { idle_timeout: 0, read_timeout: 300ms, write_timeout: 30s }\n")
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         let pid = daemon.process.processIdentifier
         let baseline = try #require(DaemonProcessTests.residentBytes(pid))
         var big = WireRequest()
@@ -412,7 +424,7 @@ struct HardeningProcessTests {
     func socketBacklogIsRefused() async throws {
         let daemon = try Self.launch("socket-backlog", yaml: "server: { max_queue_delay: 20ms }\n")
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         // 100,000 pipelined checks (3.6 MB) written as fast as the socket takes them: far more
         // than the daemon decides in 20 ms, so most wait in the kernel's receive queue.
         let count = 100_000
@@ -453,7 +465,7 @@ struct HardeningProcessTests {
     func writeTimeout() async throws {
         let daemon = try Self.launch("write-timeout", yaml: "server: { idle_timeout: 0, read_timeout: 0, write_timeout: 700ms }\n")
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         var ping = WireRequest()
         ping.ping.payload = Data(repeating: 7, count: 64 << 10)
         let frame = try RawConnection.frame(ping)
@@ -504,7 +516,7 @@ struct HardeningProcessTests {
     func neverReadingClients(unix: Bool) async throws {
         let daemon = try Self.launch("never-read", yaml: "server: { idle_timeout: 0 }\n", extra: ["--log-level", "error"])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) }; try? FileManager.default.removeItem(atPath: daemon.directory) }
-        #expect(try await DaemonProcessTests.waitForSocket(daemon.socket))
+        #expect(try await Self.waitUntilServing(daemon))
         let pid = daemon.process.processIdentifier
         let baseline = try #require(DaemonProcessTests.residentBytes(pid))
         var ping = WireRequest()

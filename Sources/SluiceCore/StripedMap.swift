@@ -1,0 +1,144 @@
+import NIOConcurrencyHelpers
+import Synchronization
+
+/// A map from fingerprints to values, spread over lock stripes, with its size in an atomic:
+/// the one concurrent map every in-memory book uses (reputation records, tiers, baselines,
+/// anomaly responses).
+///
+/// A check reads one stripe under its lock; a sweep or a listing walks the stripes one at a
+/// time, so it never holds more than one lock. ``count`` is one relaxed load, exact once the
+/// writers are done (each change adjusts it after its stripe's lock is released), so a hot path
+/// can skip a map that is empty without taking a lock.
+public final class StripedMap<Value: Sendable>: Sendable {
+    @usableFromInline let stripes: [NIOLockedValueBox<[Fingerprint: Value]>]
+    @usableFromInline let mask: Int
+    @usableFromInline let shift: UInt64
+    let counted = Atomic<Int>(0)
+
+    /// An empty map of `1 << stripeBits` stripes (at most 2^16).
+    ///
+    /// - Parameter shift: the low bits of a fingerprint skipped when choosing its stripe, for a
+    ///   map used beside another keyed by the same fingerprints (so that the two do not contend
+    ///   for the same stripes in step).
+    public init(stripeBits: Int, shift: Int = 0) {
+        let bits = min(max(stripeBits, 0), 16)
+        stripes = (0..<(1 << bits)).map { _ in NIOLockedValueBox([:]) }
+        mask = (1 << bits) - 1
+        self.shift = UInt64(min(max(shift, 0), 48))
+    }
+
+    /// How many stripes there are.
+    public var stripeCount: Int { stripes.count }
+
+    /// The stripe `key` lives in.
+    @inlinable @inline(__always)
+    public func stripe(of key: Fingerprint) -> Int { Int(truncatingIfNeeded: key.low >> shift) & mask }
+
+    // Not inlinable, like every use of `counted`: inlined into another module, an atomic's
+    // operations were left generic and looked up their conformance at run time (callgrind).
+
+    /// How many keys have a value (one relaxed load).
+    public var count: Int { counted.load(ordering: .relaxed) }
+
+    /// Whether no key has a value (one relaxed load).
+    public var isEmpty: Bool { counted.load(ordering: .relaxed) == 0 }
+
+    @usableFromInline
+    func adjustCount(by delta: Int) {
+        if delta != 0 { counted.add(delta, ordering: .relaxed) }
+    }
+
+    /// The value of `key`.
+    @inlinable
+    public func value(for key: Fingerprint) -> Value? {
+        stripes[stripe(of: key)].withLockedValue { $0[key] }
+    }
+
+    /// What `body` makes of the value of `key` (nil: none), under its stripe's lock: for a part of
+    /// a large value without copying all of it.
+    @inlinable
+    public func read<Result>(_ key: Fingerprint, _ body: (Value?) -> Result) -> Result {
+        stripes[stripe(of: key)].withLockedValue { body($0[key]) }
+    }
+
+    /// Runs `body` on the value of `key` (nil: none) under its stripe's lock; what `body` leaves
+    /// there becomes the value (nil removes it). `body` must be quick and must not use the map.
+    @inlinable @discardableResult
+    public func update<Result>(_ key: Fingerprint, _ body: (inout Value?) -> Result) -> Result {
+        let (result, added) = stripes[stripe(of: key)].withLockedValue { stripe -> (Result, Int) in
+            let before = stripe.count
+            let result = body(&stripe[key])
+            return (result, stripe.count - before)
+        }
+        adjustCount(by: added)
+        return result
+    }
+
+    /// Sets the value of `key` (nil removes it); returns the one it replaced.
+    @inlinable @discardableResult
+    public func set(_ value: Value?, for key: Fingerprint) -> Value? {
+        update(key) { slot in
+            defer { slot = value }
+            return slot
+        }
+    }
+
+    /// Removes the value of `key`; returns it.
+    @inlinable @discardableResult
+    public func removeValue(for key: Fingerprint) -> Value? { set(nil, for: key) }
+
+    /// Runs `body` on stripe `index`'s entries under its lock (the count follows what it does).
+    @discardableResult
+    public func withStripe<Result>(_ index: Int, _ body: (inout [Fingerprint: Value]) -> Result) -> Result {
+        let (result, added) = stripes[index].withLockedValue { stripe -> (Result, Int) in
+            let before = stripe.count
+            let result = body(&stripe)
+            return (result, stripe.count - before)
+        }
+        adjustCount(by: added)
+        return result
+    }
+
+    /// Runs `body` on every stripe in turn, each under its own lock.
+    public func forEachStripe(_ body: (_ index: Int, inout [Fingerprint: Value]) -> Void) {
+        for index in stripes.indices { withStripe(index) { body(index, &$0) } }
+    }
+
+    /// Removes every en`shouldRemove` picks, a stripe at a time; returns them.
+    @discardableResult
+    public func removeAll(where shouldRemove: (Fingerprint, Value) -> Bool) -> [(key: Fingerprint, value: Value)] {
+        var removed: [(key: Fingerprint, value: Value)] = []
+        forEachStripe { _, stripe in
+            let start = removed.count
+            for (key, value) in stripe where shouldRemove(key, value) { removed.append((key, value)) }
+            // Removed after the walk: removing during it would copy the stripe's storage.
+            for entry in removed[start...] { stripe[entry.key] = nil }
+        }
+        return removed
+    }
+
+    /// Every en`isIncluded` picks (all by default), a stripe at a time: not one moment's view
+    /// of the whole map while it changes.
+    ///
+    /// - Complexity: O(entries).
+    public func entries(where isIncluded: (Fingerprint, Value) -> Bool = { _, _ in true }) -> [(key: Fingerprint, value: Value)] {
+        var out: [(key: Fingerprint, value: Value)] = []
+        for stripe in stripes {
+            stripe.withLockedValue { stripe in
+                for (key, value) in stripe where isIncluded(key, value) { out.append((key, value)) }
+            }
+        }
+        return out
+    }
+
+    /// Every value `isIncluded` picks (all by default).
+    public func values(where isIncluded: (Value) -> Bool = { _ in true }) -> [Value] {
+        var out: [Value] = []
+        for stripe in stripes {
+            stripe.withLockedValue { stripe in
+                for value in stripe.values where isIncluded(value) { out.append(value) }
+            }
+        }
+        return out
+    }
+}
