@@ -31,7 +31,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     /// Subjects' learned baselines (the adaptive feature).
     let baselineBook: BaselineBook?
     /// Protected services' load controllers (the adaptive feature).
-    let load: LoadService
+    let load: SheddingService
     /// Anomaly detection, fed by checks and reported outcomes.
     let anomaly: AnomalyService
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
@@ -55,7 +55,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
         tierBook = reputation?.tiers
         baselineBook = reputation?.baselines
-        load = LoadService(state: state)
+        load = SheddingService(state: state)
         let time = time
         anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly")) { tenant, subject, atMs in
             // anomaly.responses.KIND.action: penalty: an `anomaly` reputation event.

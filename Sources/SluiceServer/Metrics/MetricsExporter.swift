@@ -21,7 +21,7 @@ final class MetricsExporter: Sendable {
     let counters: ServerCounters
     let events: EventTap<CheckEvent>?
     let reputation: ReputationService?
-    let load: LoadService?
+    let load: SheddingService?
     let anomaly: AnomalyService?
     let time: TimeSource
     let version: String
@@ -31,7 +31,7 @@ final class MetricsExporter: Sendable {
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
-         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: LoadService? = nil,
+         events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: SheddingService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
          version: String, loopDelays: [QueueDelayGauge] = []) {
         self.loopDelays = loopDelays

@@ -123,7 +123,7 @@ extension RequestDispatcher {
         /// Nil while no subject has a tier.
         unowned(unsafe) let tiers: TierTable?
         unowned(unsafe) let book: TierBook?
-        unowned(unsafe) let load: LoadTable?
+        unowned(unsafe) let load: SheddingTable?
         unowned(unsafe) let baseline: BaselineTable?
         unowned(unsafe) let baselines: BaselineBook?
         /// The tier class of subjects without a tier (the number of configured tiers).

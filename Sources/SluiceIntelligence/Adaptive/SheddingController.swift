@@ -14,7 +14,7 @@
 ///   never grows past 1 (unlike a gradient limit that keeps growing while latency stays flat).
 ///
 /// Pure state: `tick` takes the time as a parameter and reads no clock.
-public struct LoadController: Sendable, Equatable {
+public struct SheddingController: Sendable, Equatable {
     /// How the controller reacts.
     public struct Settings: Sendable, Equatable {
         /// The p99 latency the service should stay under (ns).
@@ -119,7 +119,7 @@ public struct LoadController: Sendable, Equatable {
 
 /// Shares a reduced capacity between tiers by priority: the lowest priority gives up its share
 /// first, down to its floor, then the next; the highest keeps a reserved share whatever happens.
-public enum LoadShedding {
+public enum Shedding {
     /// One tier's place in the order.
     public struct Tier: Sendable, Equatable {
         /// Higher is shed later.

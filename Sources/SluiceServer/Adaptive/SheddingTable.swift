@@ -9,9 +9,9 @@ import Synchronization
 ///
 /// A check reads its series' service slot from an array, one atomic multiplier, and adds its
 /// hits to one atomic counter (which also decides, under load, whether it is admitted);
-/// everything else happens in ``LoadService``.
+/// everything else happens in ``SheddingService``.
 // @unchecked: the atomics are allocated once here and freed in deinit; the rest is immutable.
-final class LoadTable: @unchecked Sendable {
+final class SheddingTable: @unchecked Sendable {
     /// Service names by slot.
     let services: [String]
     /// The service slot of each metric series (see ``CheckSeries``); -1 when its rule names none.

@@ -9,7 +9,7 @@ import Testing
 /// each tier's demand on the rules naming the service, and sheds the lowest priority first.
 /// Time is the test's: checks carry their own time, and the background tick is called with it
 /// (the daemon's own timer is set to a minute, so it never runs in between).
-@Suite struct LoadSheddingEndToEndTests {
+@Suite struct SheddingEndToEndTests {
     static let yaml = """
     rules:
       api: { limit: 100, period: 1s, service: upstream }
@@ -159,7 +159,7 @@ import Testing
             features: { adaptive: { enabled: true } }
             """, source: "t.yaml")
         let state = LiveState(configuration: configuration)
-        let load = LoadService(state: state)
+        let load = SheddingService(state: state)
         let table = try #require(state.current.load)
         #expect(table.services == ["upstream", "sluiced"] || table.services == ["sluiced", "upstream"])
         let upstream = try #require(table.services.firstIndex(of: "upstream"))

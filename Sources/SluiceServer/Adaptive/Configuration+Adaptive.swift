@@ -2,41 +2,6 @@ import SluiceCore
 import SluiceIntelligence
 
 extension Configuration {
-    /// How reputation scores are computed and kept in memory.
-    public struct ReputationSettings: Sendable, Equatable {
-        /// Neutral start, weights, half-life, curve and block threshold.
-        public var model = ReputationModel()
-        /// Whether the daemon records a `rate_limited` event when a limit denies a check.
-        public var recordDenials = true
-        /// Subjects kept in memory at most; beyond, the mildest are forgotten at the next sweep.
-        public var maxSubjects = 1_000_000
-        /// How often the background sweep forgets subjects back at neutral and expires events (ns).
-        public var sweepInterval: Int64 = 10_000_000_000
-
-        /// The defaults.
-        public init() {}
-    }
-
-    /// Where and how reputation (and later, other shared state) is persisted.
-    public struct StoreSettings: Sendable, Equatable {
-        /// The SQLite database file; nil keeps everything in memory (lost at restart).
-        public var path: String?
-        /// Changes are written together once per interval (ns): what a crash can lose of events
-        /// not sent as durable.
-        public var commitInterval: Int64 = 100_000_000
-        /// Events older than this (ns) are deleted.
-        public var retention: Int64 = 7 * 86_400_000_000_000
-        /// At most this many events are kept; the oldest go first.
-        public var maxEvents = 10_000_000
-        /// How long a write waits for a lock another process holds on the file (ns).
-        public var busyTimeout: Int64 = 1_000_000_000
-        /// Events held in memory while the store cannot be written, at most.
-        public var maxPendingEvents = 1_000_000
-
-        /// The defaults (no file).
-        public init() {}
-    }
-
     /// A tier of subjects (VIP, standard, best effort …): how their limits scale and, under load,
     /// in which order they are shed.
     public struct Tier: Sendable, Equatable {
@@ -64,7 +29,7 @@ extension Configuration {
     /// The load controller's settings (`adaptive:`).
     public struct AdaptiveSettings: Sendable, Equatable {
         /// How each service's controller reacts to its reports.
-        public var controller = LoadController.Settings(targetLatency: 100_000_000)
+        public var controller = SheddingController.Settings(targetLatency: 100_000_000)
         /// Services (or tenants) that may report load at once; more are refused.
         public var maxServices = 100
         /// How often the background controller measures the daemon's own load and demand per
@@ -98,7 +63,4 @@ extension Configuration {
             self.ceiling = ceiling
         }
     }
-
-    /// The features a flag can switch.
-    public static let knownFeatures = ["adaptive", "anomaly", "reputation"]
 }

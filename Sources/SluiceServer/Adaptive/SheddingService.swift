@@ -5,19 +5,19 @@ import SluiceIntelligence
 import SluiceProto
 import Synchronization
 
-/// Load-aware scaling (the adaptive feature): one ``LoadController`` per protected service,
+/// Load-aware scaling (the adaptive feature): one ``SheddingController`` per protected service,
 /// stepped by the service's `ReportLoad` requests, one for the daemon itself (service
 /// `sluiced`, stepped by its event-loop delay), and the demand each tier puts on each service.
 ///
 /// The hot path only reads what ``publish(_:live:)`` stores in the configuration's
-/// ``LoadTable``. A background tick on a Dispatch queue (every `adaptive.interval`) measures the
+/// ``SheddingTable``. A background tick on a Dispatch queue (every `adaptive.interval`) measures the
 /// demand and the daemon's own load, lets silent services recover, and republishes.
-final class LoadService: Sendable {
+final class SheddingService: Sendable {
     /// The service name under which the daemon's own load (its event-loop delay) is controlled.
     static let daemonService = "sluiced"
 
     struct Service {
-        var controller: LoadController
+        var controller: SheddingController
         /// When it last reported (ns).
         var lastReport: Int64
     }
@@ -25,7 +25,7 @@ final class LoadService: Sendable {
     struct State {
         var services: [String: Service] = [:]
         /// The daemon's own controller; nil until the first tick measured its event loops.
-        var daemon: LoadController?
+        var daemon: SheddingController?
         /// The longest event-loop delay of the last tick (ns).
         var loopDelay: Int64 = 0
         /// The table whose demand counters `counts` last read (a reload brings a new one).
@@ -74,7 +74,7 @@ final class LoadService: Sendable {
         let answer = state.withLockedValue { state -> WireResponse? in
             if state.services[request.service] == nil {
                 guard state.services.count < settings.maxServices else { return nil }
-                state.services[request.service] = Service(controller: LoadController(settings: settings.controller), lastReport: now)
+                state.services[request.service] = Service(controller: SheddingController(settings: settings.controller), lastReport: now)
             }
             state.services[request.service]?.controller.settings = settings.controller
             state.services[request.service]?.controller.tick(.init(p99: Int64(clamping: request.latencyP99Us) &* 1_000,
@@ -128,7 +128,7 @@ final class LoadService: Sendable {
         state.withLockedValue { state in
             if let loopDelay {
                 state.loopDelay = loopDelay
-                var controller = state.daemon ?? LoadController(settings: settings.controller)
+                var controller = state.daemon ?? SheddingController(settings: settings.controller)
                 controller.settings = settings.controller
                 controller.settings.targetLatency = settings.maxLoopDelay
                 controller.tick(.init(p99: loopDelay))
@@ -146,7 +146,7 @@ final class LoadService: Sendable {
     }
 
     /// Folds the demand counted since the last tick into the smoothed rates.
-    static func measure(_ state: inout State, table: LoadTable?, now: Int64) {
+    static func measure(_ state: inout State, table: SheddingTable?, now: Int64) {
         guard let table else {
             state.table = nil
             return
@@ -191,7 +191,7 @@ final class LoadService: Sendable {
     static func shedding(factor: Double, live: LiveConfiguration, shares: [Double]?) -> [Double] {
         let configuration = live.configuration
         let names = live.tiers?.names ?? []
-        var classes = names.map { name -> LoadShedding.Tier in
+        var classes = names.map { name -> Shedding.Tier in
             let tier = configuration.tiers[name]
             return .init(priority: tier?.priority ?? 0, share: 1, floor: tier?.reserve ?? 0)
         }
@@ -200,7 +200,7 @@ final class LoadService: Sendable {
         if let shares, shares.count == classes.count, shares.contains(where: { $0 > 0 }) {
             for index in classes.indices { classes[index].share = max(0, shares[index]) }
         }
-        return LoadShedding.multipliers(factor: factor, tiers: classes)
+        return Shedding.multipliers(factor: factor, tiers: classes)
     }
 
     // MARK: Running

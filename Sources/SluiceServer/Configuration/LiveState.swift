@@ -19,7 +19,7 @@ public final class LiveConfiguration: Sendable {
     let tiers: TierTable?
     /// Load-aware scaling compiled for the hot path; nil when the adaptive feature is off or no
     /// rule names a service.
-    let load: LoadTable?
+    let load: SheddingTable?
     /// Rules relative to learned baselines, compiled for the hot path; nil when the adaptive
     /// feature is off or no rule has a baseline.
     let baseline: BaselineTable?
@@ -40,7 +40,7 @@ public final class LiveConfiguration: Sendable {
         reputation = ReputationGate(numbered)
         reputationModel = numbered.reputation.model
         tiers = TierTable(numbered)
-        load = LoadTable(numbered, series: series, tiers: tiers)
+        load = SheddingTable(numbered, series: series, tiers: tiers)
         baseline = BaselineTable(numbered, series: series)
         adaptive = AdaptiveGate(numbered)
         anomaly = AnomalyService.enabled(numbered)

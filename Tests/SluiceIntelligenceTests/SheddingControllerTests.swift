@@ -1,9 +1,9 @@
 import SluiceIntelligence
 import Testing
 
-@Suite struct LoadControllerTests {
+@Suite struct SheddingControllerTests {
     let ms: Int64 = 1_000_000
-    var settings: LoadController.Settings { LoadController.Settings(targetLatency: 100 * ms) }
+    var settings: SheddingController.Settings { SheddingController.Settings(targetLatency: 100 * ms) }
 
     /// A toy service: p99 grows with the traffic admitted beyond its capacity.
     func latency(offered: Double, factor: Double, capacity: Double) -> Int64 {
@@ -17,7 +17,7 @@ import Testing
         settings.increase = 0.1
         settings.cooldown = 0
         settings.smoothing = 1
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         // Overload found at 1: cut to 0.5, then to 0.25 in the same descent.
         controller.tick(.init(p99: 500 * ms))
         controller.tick(.init(p99: 500 * ms))
@@ -34,7 +34,7 @@ import Testing
     }
 
     @Test func afterAStepInLoadItConvergesInsideTheBandAndStaysThere() {
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         var factors: [Double] = []
         // Twice the traffic the service handles from tick 0.
         for _ in 0..<200 {
@@ -53,7 +53,7 @@ import Testing
     }
 
     @Test func underSteadyTimeoutsItSettlesAtTheMinimumAndNeverGrows() {
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         var seen: [Double] = []
         for _ in 0..<300 { seen.append(controller.tick(.init(p99: 10_000 * ms, errorRate: 0.5))) }
         #expect(controller.factor == settings.minimum)
@@ -62,7 +62,7 @@ import Testing
     }
 
     @Test func recoveryIsGradualAndBounded() {
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         for _ in 0..<100 { controller.tick(.init(p99: 1_000 * ms)) }
         #expect(controller.factor == settings.minimum)
         var steps: [Double] = []
@@ -78,7 +78,7 @@ import Testing
     }
 
     @Test func oneSlowReportDoesNotShedAndTheBandHolds() {
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         for _ in 0..<10 { controller.tick(.init(p99: 100 * ms)) }
         controller.tick(.init(p99: 130 * ms))   // smoothed: 109 ms, inside the band
         #expect(controller.factor == 1)
@@ -93,7 +93,7 @@ import Testing
     }
 
     @Test func cutsWaitForTheCooldown() {
-        var controller = LoadController(settings: settings)
+        var controller = SheddingController(settings: settings)
         var cuts = 0
         var previous = controller.factor
         for _ in 0..<12 {
@@ -105,26 +105,26 @@ import Testing
     }
 }
 
-@Suite struct LoadSheddingTests {
+@Suite struct SheddingTests {
     let tiers = [
-        LoadShedding.Tier(priority: 100, share: 0.2, floor: 0.8),   // vip: keeps 80 % at least
-        LoadShedding.Tier(priority: 50, share: 0.3, floor: 0.2),    // standard
-        LoadShedding.Tier(priority: 0, share: 0.5, floor: 0),       // best effort
+        Shedding.Tier(priority: 100, share: 0.2, floor: 0.8),   // vip: keeps 80 % at least
+        Shedding.Tier(priority: 50, share: 0.3, floor: 0.2),    // standard
+        Shedding.Tier(priority: 0, share: 0.5, floor: 0),       // best effort
     ]
 
     @Test func theLowestPriorityIsShedFirstAndVIPKeepsItsReserve() {
-        #expect(LoadShedding.multipliers(factor: 1, tiers: tiers) == [1, 1, 1])
+        #expect(Shedding.multipliers(factor: 1, tiers: tiers) == [1, 1, 1])
         // 30 % less traffic: all of it from best effort (0.5 → 0.2 of the total).
-        let light = LoadShedding.multipliers(factor: 0.7, tiers: tiers)
+        let light = Shedding.multipliers(factor: 0.7, tiers: tiers)
         #expect(light[0] == 1 && light[1] == 1)
         #expect(abs(light[2] - 0.4) < 1e-9)
         // 70 % less: best effort gone, standard down to 1/3, VIP untouched.
-        let heavy = LoadShedding.multipliers(factor: 0.3, tiers: tiers)
+        let heavy = Shedding.multipliers(factor: 0.3, tiers: tiers)
         #expect(heavy[0] == 1)
         #expect(abs(heavy[1] - 1.0 / 3) < 1e-9)
         #expect(heavy[2] == 0)
         // Everything shed that can be: VIP keeps its 80 %.
-        let all = LoadShedding.multipliers(factor: 0, tiers: tiers)
+        let all = Shedding.multipliers(factor: 0, tiers: tiers)
         #expect(abs(all[0] - 0.8) < 1e-9)
         #expect(abs(all[1] - 0.2) < 1e-9)
         #expect(all[2] == 0)
@@ -133,7 +133,7 @@ import Testing
     @Test func theAdmittedTrafficIsTheFactorUntilTheReservesAreReached() {
         for step in 0...20 {
             let factor = Double(step) / 20
-            let multipliers = LoadShedding.multipliers(factor: factor, tiers: tiers)
+            let multipliers = Shedding.multipliers(factor: factor, tiers: tiers)
             let admitted = zip(tiers, multipliers).reduce(0) { $0 + $1.0.share * $1.1 }
             let reserves = tiers.reduce(0) { $0 + $1.share * $1.floor }
             #expect(abs(admitted - max(factor, reserves)) < 1e-9, "at \(factor)")
