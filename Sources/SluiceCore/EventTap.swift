@@ -97,29 +97,3 @@ public final class EventTap<Element: Sendable>: Sendable {
     /// Elements offered in all.
     public var offered: UInt64 { ring.withLockedValue { $0.offered } }
 }
-
-/// A per-check adjustment from background features: a limit multiplier, or a block.
-public struct CheckAdjustment: Sendable, Hashable {
-    /// Scales every limit of the check (1 = unchanged).
-    public var multiplier: Double
-    /// When set, the check is denied before any limit is consulted, with this retry-after (ns).
-    public var blockedFor: Int64?
-
-    /// No change.
-    public static let none = CheckAdjustment(multiplier: 1, blockedFor: nil)
-
-    /// Creates an adjustment.
-    public init(multiplier: Double = 1, blockedFor: Int64? = nil) {
-        self.multiplier = multiplier
-        self.blockedFor = blockedFor
-    }
-}
-
-/// Where later features (reputation, tiers, load, blocks) plug into the hot path.
-///
-/// Called once per check, on an event loop, before the table: it must not block, allocate much or
-/// wait on anything. It reads what background queues published.
-public protocol CheckPolicy: Sendable {
-    /// The adjustment for `subject` in `tenant` at `now`.
-    func adjustment(tenant: String, subject: String, now: Int64) -> CheckAdjustment
-}

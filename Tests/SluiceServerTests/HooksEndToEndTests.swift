@@ -6,22 +6,33 @@ import SluiceProto
 import Testing
 @testable import SluiceServer
 
-/// What later features plug in: a policy (multiplier, block) and the event tap.
-struct TestPolicy: CheckPolicy {
+/// What an embedder plugs in: a stage of its own (multiplier, block) and the event tap.
+final class TestPolicy: CheckStage {
     let calls = NIOLockedValueBox(0)
-    func adjustment(tenant: String, subject: String, now: Int64) -> CheckAdjustment {
-        calls.withLockedValue { $0 += 1 }
-        switch subject {
-        case "evil": return CheckAdjustment(blockedFor: 30_000_000_000)
-        case "vip": return CheckAdjustment(multiplier: 3)
-        default: return .none
+
+    func isActive(in live: LiveConfiguration) -> Bool { true }
+
+    func prepare(_ batch: CheckBatch) -> Bool {
+        for index in 0..<batch.count {
+            calls.withLockedValue { $0 += 1 }
+            switch CheckStages.subject(of: batch.views[index]) {
+            case "evil":
+                batch.items[index].skip = true
+                batch.notes[index].blockedFor = 30_000_000_000
+                batch.notes[index].blockReason = .blocked
+            case "vip":
+                batch.items[index].multiplier *= 3
+            default:
+                break
+            }
         }
+        return false
     }
 }
 
 @Suite("Hooks end to end")
 struct HooksEndToEndTests {
-    @Test("a policy scales or blocks checks, and every decided check reaches the event tap")
+    @Test("a stage of an embedder's scales or blocks checks, and every decided check reaches the event tap")
     func policyAndEvents() async throws {
         let directory = TestDaemon.temporaryDirectory()
         var configuration = try ConfigurationLoader.parse("", source: "hooks.yaml")
@@ -30,8 +41,8 @@ struct HooksEndToEndTests {
         configuration.clock = .request
         let policy = TestPolicy()
         let events = EventTap<CheckEvent>(capacity: 4)
-        let daemon = try await SluiceDaemon.start(configuration: configuration, logger: Logger(label: "test"),
-                                                 policy: policy, events: events)
+        let daemon = try await SluiceDaemon.start(configuration: configuration, logger: Logger(label: "test"), events: events,
+                                                 metrics: nil, reloadFrom: nil, stages: [policy])
         let client = try await SluiceClient.connect(to: .unix(path: daemon.unixPaths[0]))
         let limit = WireLimit(limit: 2, periodMs: 60_000, algorithm: .fixedWindow)
         func check(_ key: String, subject: String) -> WireCheck {

@@ -57,7 +57,7 @@ import Testing
             let client = try await SluiceClient.connect(to: daemon.unix)
             for subject in Self.vips { _ = try await TierEndToEndTests.set(subject, "vip", client: client) }
             for subject in Self.bestEffort { _ = try await TierEndToEndTests.set(subject, "best_effort", client: client) }
-            let load = daemon.daemon.dispatcher.load
+            let load = daemon.daemon.dispatcher.shedding
             let start: Int64 = 1_000_000_000_000
             // Two healthy seconds: 10 checks per subject per second, everything allowed; the
             // tick measures 20 hits/s of VIP and 80 of best effort.

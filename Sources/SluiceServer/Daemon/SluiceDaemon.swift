@@ -78,15 +78,20 @@ public final class SluiceDaemon: Sendable {
     /// Restores the snapshot, binds every listener and the metrics endpoint, and starts serving.
     ///
     /// - Parameters:
-    ///   - policy: adjusts checks (later features); nil for none.
     ///   - events: receives decided checks (later features); nil for none.
     ///   - metrics: the registry to serve; a new one if nil.
     ///   - reloadFrom: reads the configuration anew for a reload (SIGHUP, `sluicectl reload`); nil
     ///     re-reads the file the configuration came from.
     /// - Throws: ``SluiceError`` naming the listener that could not be bound.
-    public static func start(configuration: Configuration, logger: Logger, policy: (any CheckPolicy)? = nil,
-                             events: EventTap<CheckEvent>? = nil, metrics: SluiceMetrics? = nil,
+    public static func start(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>? = nil,
+                             metrics: SluiceMetrics? = nil,
                              reloadFrom: (@Sendable () throws -> Configuration)? = nil) async throws -> SluiceDaemon {
+        try await start(configuration: configuration, logger: logger, events: events, metrics: metrics, reloadFrom: reloadFrom, stages: [])
+    }
+
+    /// The same, with `stages` run before the features' own on every check (an embedder's policy).
+    static func start(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>?, metrics: SluiceMetrics?,
+                      reloadFrom: (@Sendable () throws -> Configuration)?, stages: [any CheckStage]) async throws -> SluiceDaemon {
         guard !configuration.unixListeners.isEmpty || !configuration.tcpListeners.isEmpty else {
             throw SluiceError(.invalidConfiguration, "no listeners: configure at least one Unix socket or TCP address")
         }
@@ -115,8 +120,9 @@ public final class SluiceDaemon: Sendable {
         snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines() } }
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
-        let dispatcher = RequestDispatcher(state: state, table: table, counters: counters, policy: policy, events: events,
-                                           reputation: reputation, operations: operations, time: time, version: SluiceVersion.current)
+        let dispatcher = RequestDispatcher(state: state, backend: table, counters: counters, events: events,
+                                           reputation: reputation, operations: operations, time: time, version: SluiceVersion.current,
+                                           extraStages: stages)
         // What anomaly detection learned before the restart, saved with each snapshot.
         if let path = AnomalyService.statePath(configuration) {
             let anomaly = dispatcher.anomaly
@@ -163,7 +169,7 @@ public final class SluiceDaemon: Sendable {
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
-                                               reputation: reputation, load: dispatcher.load, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
+                                               reputation: reputation, load: dispatcher.shedding, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
                                                loopDelays: loopDelays)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
@@ -192,7 +198,7 @@ public final class SluiceDaemon: Sendable {
         let memory = MemoryReturner(counters: counters)
         memory.start()
         let probe = LoopDelayProbe(group: group)
-        dispatcher.load.start(now: { time.now() }, probe: { probe.sample() })
+        dispatcher.shedding.start(now: { time.now() }, probe: { probe.sample() })
         dispatcher.anomaly.start()
         return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                             metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
@@ -316,7 +322,7 @@ public final class SluiceDaemon: Sendable {
     public func writeFinalSnapshot() async {
         guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
         memory.stop()
-        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.load, anomaly = dispatcher.anomaly
+        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.shedding, anomaly = dispatcher.anomaly
         // Every answered check is in the table now: keep it for the next start.
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {

@@ -12,28 +12,20 @@ import SluiceWire
 public final class RequestDispatcher: RequestProcessor, Sendable {
     /// The configuration in force (it changes on reload) and the per-thread counters.
     public let state: LiveState
-    /// The limiter table.
-    public let table: LimiterTable
+    /// What checks are decided against: the sharded in-memory table.
+    let backend: any LimiterBackend
     /// Connection-level counters.
     public let counters: ServerCounters
-    /// Where later features adjust checks (nil: no adjustment, no call).
-    public let policy: (any CheckPolicy)?
     /// Where decided checks are offered to background features (nil: no events).
     public let events: EventTap<CheckEvent>?
     /// Reputation: the book checks read, and where events go; nil when the daemon keeps none.
     public let reputation: ReputationService?
-    /// What checks touch of it (see ``ReputationHotPath``).
-    let reputationHot: ReputationHotPath?
-    /// Its book, unretained: reading a retained reference costs a retain and a release per request.
-    let reputationBook: Unmanaged<ReputationBook>?
-    /// Subjects' tiers (the adaptive feature).
-    let tierBook: TierBook?
-    /// Subjects' learned baselines (the adaptive feature).
-    let baselineBook: BaselineBook?
-    /// Protected services' load controllers (the adaptive feature).
-    let load: SheddingService
+    /// Protected services' shedding controllers (the adaptive feature).
+    let shedding: SheddingService
     /// Anomaly detection, fed by checks and reported outcomes.
     let anomaly: AnomalyService
+    /// The check path's stages, in order (CheckPipeline.swift).
+    let stages: [any CheckStage]
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -41,23 +33,20 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
 
     /// Creates a dispatcher.
     public convenience init(configuration: Configuration, table: LimiterTable, counters: ServerCounters = ServerCounters(),
-                            policy: (any CheckPolicy)? = nil, events: EventTap<CheckEvent>? = nil,
-                            time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
-        self.init(state: LiveState(configuration: configuration), table: table, counters: counters, policy: policy,
-                  events: events, reputation: nil, operations: nil, time: time, version: version)
+                            events: EventTap<CheckEvent>? = nil, time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
+        self.init(state: LiveState(configuration: configuration), backend: table, counters: counters, events: events,
+                  reputation: nil, operations: nil, time: time, version: version)
     }
 
-    init(state: LiveState, table: LimiterTable, counters: ServerCounters, policy: (any CheckPolicy)?,
-         events: EventTap<CheckEvent>?, reputation: ReputationService?, operations: (any OperatorActions)?, time: TimeSource,
-         version: String) {
+    /// - Parameter extraStages: run before the features' own stages (an embedder's policy).
+    init(state: LiveState, backend: any LimiterBackend, counters: ServerCounters, events: EventTap<CheckEvent>?,
+         reputation: ReputationService?, operations: (any OperatorActions)?, time: TimeSource, version: String,
+         extraStages: [any CheckStage] = []) {
         self.reputation = reputation
-        reputationHot = reputation?.hot
-        reputationBook = reputation.map { Unmanaged.passUnretained($0.book) }
-        tierBook = reputation?.tiers
-        baselineBook = reputation?.baselines
-        load = SheddingService(state: state)
+        let shedding = SheddingService(state: state)
+        self.shedding = shedding
         let time = time
-        anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly")) { tenant, subject, atMs in
+        let anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly")) { tenant, subject, atMs in
             // anomaly.responses.KIND.action: penalty: an `anomaly` reputation event.
             guard let reputation else { return }
             var request = Sluice_V1_RecordEventsRequest()
@@ -69,10 +58,16 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             }]
             _ = reputation.record(request, configuration: state.current.configuration, now: time.now(), completion: nil)
         }
+        self.anomaly = anomaly
+        var stages = extraStages
+        if let reputation { stages.append(ReputationStage(hot: reputation.hot)) }
+        stages.append(AdaptiveStage(tiers: reputation?.tiers, baselines: reputation?.baselines, shedding: shedding))
+        stages.append(AnomalyStage(anomaly: anomaly))
+        if let events { stages.append(EventTapStage(events: events)) }
+        self.stages = stages
         self.state = state
-        self.table = table
+        self.backend = backend
         self.counters = counters
-        self.policy = policy
         self.events = events
         self.operations = operations
         self.time = time
@@ -105,7 +100,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             response = recordNow(events, id: request.id)
         case .reportLoad(let report):
             // Reached only without an event loop to defer to (see deferredAnswer).
-            response = load.report(report, now: time.now())
+            response = shedding.report(report, now: time.now())
         case .reportOutcome(let report):
             response = anomaly.record(report, configuration: state.current.configuration, now: time.now())
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
@@ -127,9 +122,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             // A step of the service's controller, on the adaptive queue (as its background tick).
             counters.requests.add(1, ordering: .relaxed)
             let promise = eventLoop.makePromise(of: WireResponse.self)
-            let load = load, time = time, counters = counters, id = request.id
-            load.queue.async {
-                var response = load.report(report, now: time.now())
+            let shedding = shedding, time = time, counters = counters, id = request.id
+            shedding.queue.async {
+                var response = shedding.report(report, now: time.now())
                 response.id = id
                 if case .error(let error) = response.body { counters.recordError(error.code) }
                 promise.succeed(response)
@@ -348,156 +343,6 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
-    /// Validates every check, then decides them all and writes the answer; returns the error
-    /// instead if any check is invalid (then nothing was consumed and nothing written).
-    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, context: WorkerContext, into out: inout ByteBuffer) -> WireError? {
-        let count = views.count
-        let live = context.live
-        let started = time.now()
-        let batchNow = live.configuration.clock == .monotonic ? started : 0
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { series -> WireError? in
-          withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: count) { items -> WireError? in
-            var resolved = 0
-            defer { items.baseAddress!.deinitialize(count: resolved) }
-            var previous = ResolvedLimits()
-            for index in 0..<count {
-                switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous, in: live) {
-                case .success(let (item, itemSeries)):
-                    (items.baseAddress! + index).initialize(to: item)
-                    series[index] = itemSeries
-                    resolved += 1
-                case .failure(let error):
-                    return error
-                }
-            }
-            // Later features: a multiplier per check, or a block decided before the table.
-            var blocked: [Int64?] = []
-            if let policy {
-                blocked = Array(repeating: nil, count: count)
-                for index in 0..<count {
-                    let adjustment = policy.adjustment(tenant: String(decoding: views[index].tenant, as: UTF8.self),
-                                                       subject: subject(of: views[index]), now: items[index].now)
-                    items[index].multiplier = adjustment.multiplier
-                    if let blockedFor = adjustment.blockedFor {
-                        items[index].skip = true
-                        blocked[index] = blockedFor
-                    }
-                }
-            }
-            let book = reputationBook
-            let gate = book == nil ? nil : live.reputation
-            let adaptive = Adaptive(live, book: tierBook, baselines: baselineBook)
-            let tiers = adaptive?.tiers
-            let responses = live.anomaly && !anomaly.responses.isEmpty ? anomaly.responses : nil
-            let annotated = gate != nil || adaptive != nil || responses != nil
-            return withUnsafeTemporaryAllocation(of: ReputationNote.self, capacity: annotated ? count : 0) { notes -> WireError? in
-                var inOrder: Bool
-                if let gate, let book {
-                    inOrder = annotate(items: items, views: views, notes: notes, gate: gate, book: book, live: live)
-                } else {
-                    if annotated { notes.initialize(repeating: ReputationNote()) }
-                    inOrder = false
-                }
-                if let adaptive, applyAdaptive(adaptive, items: items, views: views, series: UnsafeBufferPointer(series), notes: notes) {
-                    inOrder = true
-                }
-                if let responses, applyAnomalyResponses(responses, shadow: live.anomalyShadow, rollout: live.anomalyRollout, items: items,
-                                                         views: views, notes: notes) {
-                    inOrder = true
-                }
-                withUnsafeTemporaryAllocation(of: Decision.self, capacity: count) { decisions in
-                    if inOrder {
-                        decideInOrder(items: items, notes: notes, into: decisions)
-                    } else if count == 1, !items[0].skip {
-                        let item = items[0]
-                        switch item.limits {
-                        case .single(let limit):
-                            decisions[0] = table.check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
-                        case .rule(let limits):
-                            decisions[0] = table.check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
-                        }
-                    } else {
-                        // Grouped by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
-                        decisions.initialize(repeating: .blocked())
-                        table.check(batch: UnsafeBufferPointer(items), into: decisions)
-                    }
-                    for index in 0..<count {
-                        if !blocked.isEmpty, let blockedFor = blocked[index] { decisions[index] = .blocked(retryAfter: blockedFor) }
-                        if annotated, notes[index].blockedFor >= 0 {
-                            var decision = Decision.blocked(retryAfter: notes[index].blockedFor)
-                            decision.reason = notes[index].blockReason
-                            decisions[index] = decision
-                        }
-                        context.count(series: series[index], reason: decisions[index].reason)
-                    }
-                    if let gate, let hot = reputationHot {
-                        settle(notes: notes, views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions),
-                               gate: gate, hot: hot)
-                    }
-                    if let adaptive, adaptive.gate.shadow {
-                        var wouldDeny: UInt64 = 0
-                        for index in 0..<count where notes[index].adaptiveShadow && notes[index].wouldDeny != nil && decisions[index].allowed {
-                            wouldDeny &+= 1
-                        }
-                        if wouldDeny > 0 { load.wouldDeny.add(wouldDeny, ordering: .relaxed) }
-                    }
-                    if let events { offer(views: views, items: UnsafeBufferPointer(items), decisions: UnsafeBufferPointer(decisions), to: events) }
-                    if live.anomaly { offerToAnomaly(views: views, items: UnsafeBufferPointer(items)) }
-                    withUnsafeTemporaryAllocation(of: CheckFrameCodec.VerdictFields.self, capacity: count) { verdicts in
-                        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { rules in
-                            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: tiers == nil ? 0 : count) { tierNames in
-                              withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: responses == nil ? 0 : count) { kinds in
-                                for index in 0..<count {
-                                    var fields = CheckFrameCodec.VerdictFields(decisions[index])
-                                    if annotated { notes[index].annotate(&fields) }
-                                    (verdicts.baseAddress! + index).initialize(to: fields)
-                                    (rules.baseAddress! + index).initialize(to: views[index].rule ?? UnsafeRawBufferPointer(start: nil, count: 0))
-                                    if tiers != nil { (tierNames.baseAddress! + index).initialize(to: notes[index].tier) }
-                                    if responses != nil { (kinds.baseAddress! + index).initialize(to: notes[index].anomalyKind) }
-                                }
-                                CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(verdicts),
-                                                                   rules: UnsafeBufferPointer(rules),
-                                                                   tiers: tiers == nil ? nil : UnsafeBufferPointer(tierNames),
-                                                                   anomalies: responses == nil ? nil : UnsafeBufferPointer(kinds), into: &out)
-                              }
-                            }
-                        }
-                    }
-                }
-                context.record(latency: time.now() - started)
-                return nil
-            }
-          }
-        }
-    }
-
-    /// Offers each check to anomaly detection (never blocks: a full tap drops and counts).
-    func offerToAnomaly(views: UnsafeBufferPointer<CheckView>, items: UnsafeBufferPointer<BatchCheck>) {
-        for index in 0..<views.count {
-            let view = views[index]
-            _ = anomaly.tap.offer(AnomalyService.Event(
-                observation: AnomalyObservation(timestampMs: items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
-                                                subject: subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
-                                                route: String(decoding: view.route, as: UTF8.self), status: 0, cost: max(1, items[index].hits)),
-                outcome: false))
-        }
-    }
-
-    func subject(of check: CheckView) -> String {
-        String(decoding: check.subject.count > 0 ? check.subject : check.key, as: UTF8.self)
-    }
-
-    func offer(views: UnsafeBufferPointer<CheckView>, items: UnsafeBufferPointer<BatchCheck>,
-               decisions: UnsafeBufferPointer<Decision>, to events: EventTap<CheckEvent>) {
-        for index in 0..<views.count {
-            let view = views[index]
-            events.offer(CheckEvent(tenant: String(decoding: view.tenant, as: UTF8.self), key: String(decoding: view.key, as: UTF8.self),
-                                    subject: subject(of: view), rule: view.rule.map { String(decoding: $0, as: UTF8.self) } ?? "",
-                                    hits: items[index].hits, allowed: decisions[index].allowed, reason: decisions[index].reason,
-                                    now: items[index].now))
-        }
-    }
-
     /// A check request that swift-protobuf decoded (the fast codec declined its bytes): its
     /// canonical re-encoding always reads, so both paths decide through ``decide(id:views:into:)``.
     func answer(_ request: WireRequest) -> WireResponse {
@@ -543,7 +388,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         let key = Fingerprint.of(tenant: release.tenant, key: release.key)
         var released = false
         for limit in limits where limit.spec.algorithm == .concurrency {
-            released = table.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
+            released = backend.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
         }
         var response = WireResponse()
         response.release.released = released
@@ -551,7 +396,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     func statsResponse() -> WireResponse {
-        let table = table.statistics()
+        let table = backend.statistics()
         var stats = Sluice_V1_StatsResponse()
         stats.version = version
         stats.uptimeMs = UInt64(max(0, time.uptime() / 1_000_000))

@@ -15,7 +15,7 @@ public final class StandaloneDispatcher: Sendable {
                                  reclaimsRecovered: configuration.clock == .monotonic)
         let reputation = ReputationService(state: state, time: time, logger: logger)
         reputation.start()
-        dispatcher = RequestDispatcher(state: state, table: table, counters: ServerCounters(), policy: nil, events: nil,
+        dispatcher = RequestDispatcher(state: state, backend: table, counters: ServerCounters(), events: nil,
                                        reputation: reputation, operations: nil, time: time, version: SluiceVersion.current)
     }
 

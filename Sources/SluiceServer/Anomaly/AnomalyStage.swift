@@ -1,0 +1,61 @@
+import SluiceCore
+import SluiceIntelligence
+
+/// Anomaly detection on the check path: the responses in force apply to each check whose
+/// subject or address is under one (a block denies it, `REASON_ANOMALY`, until the response
+/// ends; a tightening scales its limits; the verdict names the alert's kind; in shadow mode a
+/// block is reported as `would_deny` and a tightening evaluated). After the decision, every
+/// check is offered to the detector (never blocking: a full queue drops and counts).
+final class AnomalyStage: CheckStage {
+    let anomaly: AnomalyService
+
+    init(anomaly: AnomalyService) { self.anomaly = anomaly }
+
+    func isActive(in live: LiveConfiguration) -> Bool { live.anomaly }
+
+    func prepare(_ batch: CheckBatch) -> Bool {
+        let book = anomaly.responses
+        guard !book.isEmpty else { return false }
+        let shadow = batch.live.anomalyShadow, rollout = batch.live.anomalyRollout
+        let items = batch.items, notes = batch.notes
+        var peeks = false
+        for index in 0..<batch.count {
+            let now = items[index].now
+            let subject = batch.subject(index)
+            // Responses apply to the subjects in the flag's rollout; detection sees everyone.
+            if let rollout, rollout.threshold < FeatureFlag.buckets, !rollout.includes(subject) { continue }
+            var entry = book.entry(for: subject, at: now)
+            if entry == nil, batch.views[index].ip.count > 0 { entry = book.entry(for: AnomalyResponseBook.key(ip: batch.views[index].ip), at: now) }
+            guard let entry else { continue }
+            notes[index].anomalyKind = AnomalyResponseBook.kindBytes[entry.kind]
+            guard !items[index].skip else { continue }
+            if entry.block {
+                if shadow {
+                    if notes[index].wouldDeny == nil { notes[index].wouldDeny = .anomaly }
+                } else {
+                    items[index].skip = true
+                    notes[index].blockedFor = max(0, entry.until - now)
+                    notes[index].blockReason = .anomaly
+                }
+            } else if shadow {
+                notes[index].peek(entry.factor)
+                peeks = true
+            } else {
+                items[index].multiplier *= entry.factor
+                notes[index].multiplier = items[index].multiplier
+            }
+        }
+        return peeks
+    }
+
+    func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
+        for index in 0..<batch.count {
+            let view = batch.views[index]
+            _ = anomaly.tap.offer(AnomalyService.Event(
+                observation: AnomalyObservation(timestampMs: batch.items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
+                                                subject: CheckStages.subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
+                                                route: String(decoding: view.route, as: UTF8.self), status: 0, cost: max(1, batch.items[index].hits)),
+                outcome: false))
+        }
+    }
+}
