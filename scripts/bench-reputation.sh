@@ -15,7 +15,7 @@ strip --strip-debug -o "$out/bench" .build/release/sluice-reputation-bench
 if command -v valgrind >/dev/null; then
   printf "%-16s %14s %10s\n" mode instr/check "vs off"
   base=""
-  for mode in off on_untracked on_tracked shadow_tracked adaptive_idle tiered load baseline; do
+  for mode in off on_untracked on_tracked shadow_tracked adaptive_idle tiered load baseline all; do
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.$mode" "$out/bench" --only checks --modes "$mode" --rounds 1 \
       --checks "$n" --subjects 20000 >/dev/null 2>&1
     total=$(callgrind_annotate --inclusive=yes "$out/cg.$mode" 2>/dev/null | grep 'RequestDispatcherC12answerChecks' | head -1 \

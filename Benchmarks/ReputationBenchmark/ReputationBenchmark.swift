@@ -116,6 +116,11 @@ struct ReputationBenchmark {
             ("tiered", adaptive, false, nil),
             ("load", adaptive, false, "{ limit: 1000000, period: 1s, service: upstream }"),
             ("baseline", adaptive, false, "{ limit: 1000000, period: 1s, baseline: { factor: 3, floor: 10, ceiling: 10000000 } }"),
+            // Every feature at once, enforced: reputation (every subject tracked), adaptive (every
+            // subject tiered, the rule protecting a service and relative to baselines), anomaly
+            // detection (each check observed) with a response in force for another subject.
+            ("all", "features: { reputation: { rollout: 100 }, adaptive: { enabled: true }, anomaly: { enabled: true } }", true,
+             "{ limit: 1000000, period: 1s, service: upstream, baseline: { factor: 3, floor: 10, ceiling: 10000000 } }"),
         ].filter { options.modes?.contains($0.0) ?? true }
         // One frame per subject, one check each (the costliest case per check: nothing shared).
         let frames: [[UInt8]] = try (0..<options.subjects).map { index in
@@ -132,7 +137,8 @@ struct ReputationBenchmark {
         for mode in modes {
             let standalone = try StandaloneDispatcher(configuration: mode.rule.map { try configuration(mode.features, rule: $0) }
                                                           ?? configuration(mode.features), logger: logger)
-            if mode.name == "tiered", let tiers = standalone.dispatcher.reputation?.tiers {
+            if mode.name == "all" { standalone.putAnomalyResponse(subject: "someone-else") }
+            if mode.name == "tiered" || mode.name == "all", let tiers = standalone.dispatcher.reputation?.tiers {
                 for index in 0..<options.subjects {
                     tiers.assign(TierAssignment(tenant: "", subject: "user-\(index)", tier: "vip", assignedAt: 0))
                 }

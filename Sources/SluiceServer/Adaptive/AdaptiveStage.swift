@@ -51,7 +51,11 @@ final class AdaptiveStage: CheckStage {
         }
     }
 
-    func isActive(in live: LiveConfiguration) -> Bool { Request(live, book: tiers, baselines: baselines) != nil }
+    /// ``Request``'s test, without taking references (a check with the feature off pays nothing).
+    func isActive(in live: LiveConfiguration) -> Bool {
+        guard live.adaptive != nil else { return false }
+        return (live.tiers != nil && (tiers?.count ?? 0) > 0) || live.load != nil || (baselines != nil && live.baseline != nil)
+    }
 
     func prepare(_ batch: CheckBatch) -> Bool {
         guard let adaptive = Request(batch.live, book: tiers, baselines: baselines) else { return false }

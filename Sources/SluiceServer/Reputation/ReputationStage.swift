@@ -25,7 +25,8 @@ final class ReputationStage: CheckStage {
     func prepare(_ batch: CheckBatch) -> Bool {
         // Active only with a gate.
         guard let gate = batch.live.reputation else { return false }
-        let model = batch.live.reputationModel
+        // Borrowed: the request holds its configuration.
+        unowned(unsafe) let live = batch.live
         var peeks = false
         book._withUnsafeGuaranteedRef { book in
             for index in 0..<batch.count {
@@ -34,8 +35,8 @@ final class ReputationStage: CheckStage {
                 let items = batch.items, notes = batch.notes
                 if book.mayTrack(subject), let score = book.score(of: subject, at: items[index].now, neutral: gate.neutral, halfLife: gate.halfLife) {
                     notes[index].score = score
-                    let multiplier = model.curve.multiplier(at: score)
-                    let blockedFor = score < gate.blockBelow ? model.timeUntilUnblocked(score) : nil
+                    let multiplier = live.reputationModel.curve.multiplier(at: score)
+                    let blockedFor = score < gate.blockBelow ? live.reputationModel.timeUntilUnblocked(score) : nil
                     if gate.shadow {
                         if blockedFor != nil {
                             notes[index].wouldDeny = .reputation

@@ -114,7 +114,8 @@ struct CheckScratch {
     let names: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
 
     /// Runs `body` with room for `count` checks, and for their notes when `notes`. Nothing is
-    /// initialized.
+    /// initialized. Inlined: called through, the closure's captures were retained each time.
+    @inline(__always)
     static func with<Result>(count: Int, notes: Bool, _ body: (CheckScratch) -> Result) -> Result {
         var size = 0
         func place<T>(_: T.Type, _ elements: Int) -> Int {
@@ -180,7 +181,7 @@ extension RequestDispatcher {
             if inOrder {
                 decideInOrder(batch, into: decisions)
             } else if count == 1, !scratch.items[0].skip {
-                decisions.initialize(repeating: backend.check(scratch.items[0]))
+                decisions.initialize(repeating: backend.check(scratch.items.baseAddress!))
             } else {
                 // The table groups a batch by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
                 decisions.initialize(repeating: .blocked())
@@ -210,13 +211,13 @@ extension RequestDispatcher {
     /// one batch. Used only for batches with a shadow check to evaluate.
     func decideInOrder(_ batch: CheckBatch, into decisions: UnsafeMutableBufferPointer<Decision>) {
         for index in 0..<batch.count {
-            let item = batch.items[index]
+            // A buffer with an element at `index` has a base address.
+            let item = UnsafePointer(batch.items.baseAddress! + index)
             if batch.notes[index].peekFactor != 0 {
-                let decision = backend.evaluate(item, factor: batch.notes[index].peekFactor)
+                let decision = backend.evaluate(item.pointee, factor: batch.notes[index].peekFactor)
                 if !decision.allowed { batch.notes[index].wouldDeny = decision.reason }
             }
-            // A buffer with an element at `index` has a base address.
-            (decisions.baseAddress! + index).initialize(to: item.skip ? .blocked() : backend.check(item))
+            (decisions.baseAddress! + index).initialize(to: item.pointee.skip ? .blocked() : backend.check(item))
         }
     }
 

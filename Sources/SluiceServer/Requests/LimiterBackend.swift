@@ -11,8 +11,9 @@ public protocol LimiterBackend: AnyObject, Sendable {
     /// for I/O (on the event loop, under a lock at most). False: use ``decide(_:completion:)``.
     var answersAtOnce: Bool { get }
 
-    /// Decides one check (with every limit of its rule) now.
-    func check(_ item: BatchCheck) -> Decision
+    /// Decides the check at `item` (with every limit of its rule) now. By pointer: a check
+    /// passed by value was copied at every call, an outlined copy of its limits (callgrind).
+    func check(_ item: UnsafePointer<BatchCheck>) -> Decision
 
     /// Decides a batch now, as if its checks were decided one after the other in order (a key
     /// checked twice sees its first check's hits); checks marked `skip` are left as they are in
@@ -50,10 +51,11 @@ extension LimiterTable: LimiterBackend {
     public var answersAtOnce: Bool { true }
 
     @inline(__always)
-    public func check(_ item: BatchCheck) -> Decision {
-        switch item.limits {
-        case .single(let limit): check(key: item.key, limit: limit, hits: item.hits, now: item.now, multiplier: item.multiplier)
-        case .rule(let limits): check(key: item.key, limits: limits, hits: item.hits, now: item.now, multiplier: item.multiplier)
+    public func check(_ item: UnsafePointer<BatchCheck>) -> Decision {
+        let pointee = item.pointee
+        switch item.pointee.limits {
+        case .single(let limit): return check(key: pointee.key, limit: limit, hits: pointee.hits, now: pointee.now, multiplier: pointee.multiplier)
+        case .rule(let limits): return check(key: pointee.key, limits: limits, hits: pointee.hits, now: pointee.now, multiplier: pointee.multiplier)
         }
     }
 

@@ -58,3 +58,13 @@ extension StandaloneDispatcher {
         dispatcher.anomaly.pump.drainNow()
     }
 }
+
+extension StandaloneDispatcher {
+    /// Puts an anomaly response in force for `subject` until `until` (ns), as an alert of the
+    /// first kind with an action `tighten` by `factor` (or `block`) would: for benchmarks of
+    /// the check path with responses in force.
+    public func putAnomalyResponse(tenant: String = "", subject: String, block: Bool = false, factor: Double = 0.5, until: Int64 = .max) {
+        dispatcher.anomaly.responses.set(.init(kind: 0, block: block, factor: factor, until: until),
+                                         for: Fingerprint.of(tenant: tenant, key: subject))
+    }
+}
