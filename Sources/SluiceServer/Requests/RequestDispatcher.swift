@@ -24,10 +24,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let shedding: SheddingService
     /// Anomaly detection, fed by checks and reported outcomes.
     let anomaly: AnomalyService
-    /// The check path's stages, in order (CheckPipeline.swift), in memory of their own for the
-    /// dispatcher's lifetime: read from an array, each call retained and released its stage.
-    /// Written once, at init; only read after (by any thread).
-    nonisolated(unsafe) let stages: UnsafeMutableBufferPointer<any CheckStage>
+    /// The check path's stages, in order (CheckPipeline.swift).
+    let stages: [any CheckStage]
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -66,8 +64,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         stages.append(AdaptiveStage(tiers: reputation?.tiers, baselines: reputation?.baselines, shedding: shedding))
         stages.append(AnomalyStage(anomaly: anomaly))
         if let events { stages.append(EventTapStage(events: events)) }
-        self.stages = .allocate(capacity: stages.count)
-        _ = self.stages.initialize(from: stages)
+        self.stages = stages
         self.state = state
         self.backend = backend
         self.counters = counters
@@ -75,11 +72,6 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.operations = operations
         self.time = time
         self.version = version
-    }
-
-    deinit {
-        stages.deinitialize()
-        stages.deallocate()
     }
 
     /// The configuration in force.
