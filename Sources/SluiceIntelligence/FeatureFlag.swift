@@ -46,32 +46,33 @@ public struct FeatureFlag: Sendable, Equatable {
         StableHasher.finalMix(subject.high ^ salt) % buckets
     }
 
-    /// Whether the feature applies to the subject with fingerprint `subject`.
-    @inlinable
-    public func includes(_ subject: Fingerprint) -> Bool {
-        Self.bucket(of: subject, salt: salt) < threshold
-    }
+    /// Whether the feature applies to the subject with fingerprint `subject` (``CompiledFlag``
+    /// is the form the hot path keeps).
+    public func includes(_ subject: Fingerprint) -> Bool { CompiledFlag(self).includes(subject) }
 }
 
-/// A flag compiled for the hot path: its salt and threshold precomputed.
+/// A flag's rollout compiled for the hot path: which subjects it applies to. The one rollout test
+/// of every feature (reputation, adaptive limiting, anomaly responses).
 public struct CompiledFlag: Sendable, Equatable {
-    /// The flag.
-    public let flag: FeatureFlag
     /// ``FeatureFlag/salt``.
     public let salt: UInt64
-    /// ``FeatureFlag/threshold``.
+    /// ``FeatureFlag/threshold``: buckets below it are in; 0 when the flag is off.
     public let threshold: UInt64
 
     /// Compiles `flag`.
     public init(_ flag: FeatureFlag) {
-        self.flag = flag
         salt = flag.salt
         threshold = flag.threshold
     }
 
-    /// Whether the feature applies to the subject with fingerprint `subject`.
+    /// Whether every subject is in (no hashing needed).
     @inlinable
+    public var includesAll: Bool { threshold >= FeatureFlag.buckets }
+
+    /// Whether the feature applies to the subject with fingerprint `subject`: without hashing it
+    /// when the rollout is full or empty.
+    @inlinable @inline(__always)
     public func includes(_ subject: Fingerprint) -> Bool {
-        threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold
+        includesAll || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
     }
 }

@@ -11,27 +11,6 @@ public enum TargetProtocol: Sendable, Equatable {
     case echo
 }
 
-/// Appends protobuf varints and frames into a growable byte array.
-
-struct Varint {
-
-    static func append(_ value: UInt64, to bytes: inout [UInt8]) {
-        var v = value
-        while v >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
-    }
-
-
-    static func size(_ value: UInt64) -> Int {
-        var v = value, n = 1
-        while v >= 0x80 { v >>= 7; n += 1 }
-        return n
-    }
-}
-
 /// Builds request frames from checks encoded once, so that the harness spends its time on I/O,
 /// not on encoding. A pre-encoded entry is the `CheckRequest.checks` field: tag, length, `Check`.
 public struct RequestEncoder: Sendable {

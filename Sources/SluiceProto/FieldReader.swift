@@ -58,3 +58,39 @@ public struct FieldReader {
         return true
     }
 }
+
+/// Protobuf varints, written: the one encoder the fast codec, the refusal writer and the load
+/// harness share (``FieldReader`` is the one reader).
+public enum Varint {
+    /// Bytes of `value` encoded.
+    @inlinable @inline(__always)
+    public static func size(_ value: UInt64) -> Int {
+        // 1 + floor(bits / 7), with bits the index of the highest set bit (0 for 0).
+        (((63 - (value | 1).leadingZeroBitCount) * 9) + 73) / 64
+    }
+
+    /// Writes `value` at `base + offset`, which has room for ``size(_:)`` bytes; returns the
+    /// offset after it.
+    @inlinable @inline(__always)
+    public static func write(_ value: UInt64, to base: UnsafeMutableRawPointer, at offset: Int) -> Int {
+        var v = value, offset = offset
+        while v >= 0x80 {
+            base.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, toByteOffset: offset, as: UInt8.self)
+            offset += 1
+            v >>= 7
+        }
+        base.storeBytes(of: UInt8(v), toByteOffset: offset, as: UInt8.self)
+        return offset + 1
+    }
+
+    /// Appends `value` to `bytes`.
+    @inlinable
+    public static func append(_ value: UInt64, to bytes: inout [UInt8]) {
+        var v = value
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+}

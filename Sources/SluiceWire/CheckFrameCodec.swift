@@ -371,10 +371,7 @@ public enum CheckFrameCodec {
 }
 
 @inline(__always)
-func varintSize(_ value: UInt64) -> Int {
-    // 1 + floor(bits / 7), with bits the index of the highest set bit (0 for 0).
-    (((63 - (value | 1).leadingZeroBitCount) * 9) + 73) / 64
-}
+func varintSize(_ value: UInt64) -> Int { Varint.size(value) }
 
 /// Writes into memory already reserved for the whole message.
 struct ByteWriter {
@@ -387,12 +384,7 @@ struct ByteWriter {
     }
 
     @inline(__always) mutating func varint(_ value: UInt64) {
-        var v = value
-        while v >= 0x80 {
-            byte(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        byte(UInt8(v))
+        offset = Varint.write(value, to: base, at: offset)
     }
 
     @inline(__always) mutating func field(_ tag: UInt8, _ value: UInt64) {

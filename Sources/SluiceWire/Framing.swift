@@ -70,37 +70,20 @@ extension ByteBuffer {
 public enum RequestIDScanner {
     /// The id, or nil when the bytes before it cannot be walked.
     public static func id(in bytes: ByteBuffer) -> UInt64? {
-        var buffer = bytes
-        var found: UInt64? = nil
-        while buffer.readableBytes > 0 {
-            guard let key = readVarint(&buffer) else { return found }
-            let field = key >> 3, wireType = key & 7
-            switch wireType {
-            case 0:
-                guard let value = readVarint(&buffer) else { return found }
-                if field == 1 { found = value }
-            case 1:
-                guard buffer.readSlice(length: 8) != nil else { return found }
-            case 2:
-                guard let length = readVarint(&buffer), length <= UInt64(buffer.readableBytes),
-                      buffer.readSlice(length: Int(length)) != nil else { return found }
-            case 5:
-                guard buffer.readSlice(length: 4) != nil else { return found }
-            default:
-                return found
+        bytes.withUnsafeReadableBytes { raw in
+            var reader = FieldReader(raw)
+            var found: UInt64? = nil
+            while !reader.atEnd {
+                guard let key = reader.varint() else { return found }
+                let wire = Int(key & 7)
+                if wire == 0 {
+                    guard let value = reader.varint() else { return found }
+                    if key >> 3 == 1 { found = value }
+                } else if !reader.skip(wire) {
+                    return found
+                }
             }
+            return found
         }
-        return found
-    }
-
-    static func readVarint(_ buffer: inout ByteBuffer) -> UInt64? {
-        var value: UInt64 = 0
-        for shift in stride(from: 0, to: 70, by: 7) {
-            guard let byte: UInt8 = buffer.readInteger() else { return nil }
-            if shift == 63, byte > 1 { return nil }
-            value |= UInt64(byte & 0x7F) << UInt64(shift)
-            if byte & 0x80 == 0 { return value }
-        }
-        return nil
     }
 }

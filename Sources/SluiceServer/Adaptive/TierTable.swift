@@ -54,22 +54,18 @@ enum AdaptiveFeature {
 /// The adaptive flag compiled for the hot path: whether it applies to a subject (its rollout)
 /// and whether it only reports (shadow mode).
 struct AdaptiveGate: Sendable {
-    let salt: UInt64
-    let threshold: UInt64
+    /// Which subjects it applies to.
+    let rollout: CompiledFlag
     let shadow: Bool
 
     /// Nil when the flag is off.
     init?(_ configuration: Configuration) {
         guard let flag = configuration.features[AdaptiveFeature.name], flag.enabled else { return nil }
-        let compiled = CompiledFlag(flag)
-        salt = compiled.salt
-        threshold = compiled.threshold
+        rollout = CompiledFlag(flag)
         shadow = flag.shadow
     }
 
     /// Whether the feature applies to `subject`.
     @inline(__always)
-    func includes(_ subject: Fingerprint) -> Bool {
-        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
-    }
+    func includes(_ subject: Fingerprint) -> Bool { rollout.includes(subject) }
 }

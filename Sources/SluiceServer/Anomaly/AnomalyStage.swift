@@ -23,7 +23,7 @@ final class AnomalyStage: CheckStage {
             let now = items[index].now
             let subject = batch.subject(index)
             // Responses apply to the subjects in the flag's rollout; detection sees everyone.
-            if let rollout, rollout.threshold < FeatureFlag.buckets, !rollout.includes(subject) { continue }
+            if let rollout, !rollout.includes(subject) { continue }
             var entry = book.entry(for: subject, at: now)
             if entry == nil, batch.views[index].ip.count > 0 { entry = book.entry(for: AnomalyResponseBook.key(ip: batch.views[index].ip), at: now) }
             guard let entry else { continue }

@@ -17,8 +17,8 @@ struct ReputationGate: Sendable, Equatable {
     let halfLife: Double
     /// Below this a check is blocked; -infinity when nothing is.
     let blockBelow: Double
-    let salt: UInt64
-    let threshold: UInt64
+    /// Which subjects it applies to.
+    let rollout: CompiledFlag
     let shadow: Bool
     let recordDenials: Bool
     let denialWeight: Double
@@ -31,9 +31,7 @@ struct ReputationGate: Sendable, Equatable {
         neutral = model.neutral
         halfLife = Double(model.halfLife)
         blockBelow = model.blockBelow ?? -.infinity
-        let compiled = CompiledFlag(flag)
-        salt = compiled.salt
-        threshold = compiled.threshold
+        rollout = CompiledFlag(flag)
         shadow = flag.shadow
         recordDenials = configuration.reputation.recordDenials
         denialWeight = model.weight(of: EventKind.rateLimited) ?? 0
@@ -42,9 +40,7 @@ struct ReputationGate: Sendable, Equatable {
 
     /// Whether the feature applies to `subject` (its rollout).
     @inline(__always)
-    func includes(_ subject: Fingerprint) -> Bool {
-        threshold >= FeatureFlag.buckets || (threshold > 0 && FeatureFlag.bucket(of: subject, salt: salt) < threshold)
-    }
+    func includes(_ subject: Fingerprint) -> Bool { rollout.includes(subject) }
 }
 
 /// Keeps every subject's reputation: the in-memory book the hot path reads, the background
