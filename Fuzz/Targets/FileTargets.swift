@@ -77,7 +77,7 @@ enum AnomalyStateTarget {
         guard (try? detector.restoreState(file)) != nil else { return nil }
         if detector.tracked.subjects > 64 || detector.tracked.sources > 64 { return "a restore kept more than the caps" }
         for time: Int64 in [0, 1_767_225_600_000, .max] {
-            _ = detector.observe(AnomalyObservation(timestampMs: time, tenant: "", subject: "a", ip: "192.0.2.1",
+            _ = detector.observe(CheckEvent(timestampMs: time, tenant: "", subject: "a", ip: "192.0.2.1",
                                                     route: "POST /login", status: 401))
         }
         return nil
@@ -91,7 +91,7 @@ enum TraceTarget {
         let detector = AnomalyDetector(settings: AnomalySettings())
         do {
             try TraceReader.forEachRow(Data(bytes), name: "fuzz.csv") { row in
-                _ = detector.observe(AnomalyObservation(row))
+                _ = detector.observe(CheckEvent(row))
             }
         } catch let error as TraceError {
             if !error.description.hasPrefix("fuzz.csv") { return "a refusal that does not name the file: \(error.description)" }

@@ -140,7 +140,7 @@ public enum SeedCorpus {
     static func anomalyStateInputs() -> [(name: String, bytes: [UInt8])] {
         let detector = AnomalyDetector(settings: AnomalySettings())
         for index in 0..<200 {
-            _ = detector.observe(AnomalyObservation(timestampMs: Int64(epochMs) + Int64(index) * 1_000, tenant: "t", subject: "user\(index % 20)",
+            _ = detector.observe(CheckEvent(timestampMs: Int64(epochMs) + Int64(index) * 1_000, tenant: "t", subject: "user\(index % 20)",
                                                     ip: "10.0.0.\(index % 7)", route: "GET /api/items/\(index)", status: index % 9 == 0 ? 401 : 200))
         }
         let file = detector.encodedState()

@@ -1,35 +1,47 @@
+import SluiceCore
 import NIOConcurrencyHelpers
 
-/// What the hot path tells background features about one decided check.
-public struct CheckEvent: Sendable {
+/// One request as the background features see it: a decided check (offered by the check path),
+/// an outcome a service reported, or a row of a labeled trace. The one per-check event type:
+/// anomaly detection reads it, an embedder's event tap receives it, trace replay produces it.
+public struct CheckEvent: Sendable, Equatable {
+    /// When, in milliseconds (since the epoch, or on the checks' clock).
+    public var timestampMs: Int64
     /// The tenant ("" for the default one).
     public var tenant: String
-    /// The counted key.
-    public var key: String
     /// The caller the check is about (the key when the request left it empty).
     public var subject: String
-    /// The rule, or "" for an inline limit.
+    /// The caller's address; "" when not given.
+    public var ip: String
+    /// What was asked for (method and path); "" when not given.
+    public var route: String
+    /// What the upstream answered (an outcome, a trace row); 0 for a check.
+    public var status: Int
+    /// The hits asked for (a trace row's cost).
+    public var cost: UInt64
+    /// A decided check's counted key; "" otherwise.
+    public var key: String
+    /// A decided check's rule; "" for an inline limit or no check.
     public var rule: String
-    /// The hits asked for.
-    public var hits: UInt64
-    /// Whether it was allowed.
+    /// Whether a decided check was allowed (true otherwise).
     public var allowed: Bool
-    /// Why.
+    /// Why (``DecisionReason/withinLimit`` when not a decided check).
     public var reason: DecisionReason
-    /// When it was decided, nanoseconds since the epoch.
-    public var now: Int64
 
     /// Creates an event.
-    public init(tenant: String, key: String, subject: String, rule: String, hits: UInt64, allowed: Bool,
-                reason: DecisionReason, now: Int64) {
+    public init(timestampMs: Int64, tenant: String, subject: String, ip: String = "", route: String = "", status: Int = 0,
+                cost: UInt64 = 1, key: String = "", rule: String = "", allowed: Bool = true, reason: DecisionReason = .withinLimit) {
+        self.timestampMs = timestampMs
         self.tenant = tenant
-        self.key = key
         self.subject = subject
+        self.ip = ip
+        self.route = route
+        self.status = status
+        self.cost = cost
+        self.key = key
         self.rule = rule
-        self.hits = hits
         self.allowed = allowed
         self.reason = reason
-        self.now = now
     }
 }
 

@@ -1,3 +1,4 @@
+import SluiceCore
 import Foundation
 import SluiceIntelligence
 
@@ -74,18 +75,6 @@ public final class KeySampler: Sendable {
     }
 }
 
-/// One row of a trace in the `shared/traces/FORMAT.md` format.
-public struct TraceRow: Sendable, Equatable {
-    /// Milliseconds since the epoch, at most ``TraceReader/latestTimestampMs``.
-    public var timestampMs: UInt64
-    public var tenant: String
-    public var subject: String
-    public var ip: String
-    public var route: String
-    public var status: Int
-    public var cost: UInt64
-}
-
 /// A trace file that cannot be read.
 public struct TraceError: Error, CustomStringConvertible {
     public var description: String
@@ -101,13 +90,13 @@ public enum TraceReader {
 
     /// Reads a trace: a `.csv.gz` (through `gzip -dc`) or a plain `.csv`. Rows must have 7 fields
     /// and non-decreasing timestamps; a bad row is an error naming its line.
-    public static func read(path: String, limit: Int? = nil) throws -> [TraceRow] {
+    public static func read(path: String, limit: Int? = nil) throws -> [CheckEvent] {
         try parse(contents(of: path), name: path, limit: limit)
     }
 
     /// Calls `body` with each row of the trace at `path`, in order, without keeping them: the
     /// file is decompressed and parsed 4 MiB at a time, so memory does not grow with its length.
-    public static func forEachRow(path: String, limit: Int? = nil, _ body: (TraceRow) throws -> Void) throws {
+    public static func forEachRow(path: String, limit: Int? = nil, _ body: (CheckEvent) throws -> Void) throws {
         guard FileManager.default.isReadableFile(atPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
         let process = Process()
         let input: FileHandle
@@ -174,22 +163,22 @@ public enum TraceReader {
         return contents
     }
 
-    public static func parse(_ data: Data, name: String, limit: Int? = nil) throws -> [TraceRow] {
-        var rows: [TraceRow] = []
+    public static func parse(_ data: Data, name: String, limit: Int? = nil) throws -> [CheckEvent] {
+        var rows: [CheckEvent] = []
         try forEachRow(data, name: name, limit: limit) { rows.append($0) }
         return rows
     }
 
     /// Parses the rows of `data` one at a time, in place (no copy of a line or a field but the
     /// strings a row keeps): several hundred thousand rows a second.
-    public static func forEachRow(_ data: Data, name: String, limit: Int? = nil, _ body: (TraceRow) throws -> Void) throws {
+    public static func forEachRow(_ data: Data, name: String, limit: Int? = nil, _ body: (CheckEvent) throws -> Void) throws {
         guard !data.isEmpty else { throw TraceError(description: "\(name): the file is empty (no header)") }
         var state = ParseState()
         _ = try forEachRow(data, name: name, limit: limit, state: &state, body)
     }
 
     /// Parses the whole lines of `data` after those `state` has seen; false once `limit` rows were read.
-    static func forEachRow(_ data: Data, name: String, limit: Int?, state: inout ParseState, _ body: (TraceRow) throws -> Void) throws -> Bool {
+    static func forEachRow(_ data: Data, name: String, limit: Int?, state: inout ParseState, _ body: (CheckEvent) throws -> Void) throws -> Bool {
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
             guard let base = raw.baseAddress else { return true }
             let size = raw.count
@@ -234,7 +223,7 @@ public enum TraceReader {
                 guard ts >= previous else { throw TraceError(description: "\(name):\(lineNumber): ts_ms goes backwards") }
                 previous = ts
                 rows += 1
-                try body(TraceRow(timestampMs: ts, tenant: String(decoding: fields[1], as: UTF8.self),
+                try body(CheckEvent(timestampMs: Int64(ts), tenant: String(decoding: fields[1], as: UTF8.self),
                                   subject: String(decoding: fields[2], as: UTF8.self), ip: String(decoding: fields[3], as: UTF8.self),
                                   route: String(decoding: fields[4], as: UTF8.self), status: Int(status), cost: cost))
             }
@@ -275,9 +264,9 @@ public enum ReplayPace: Sendable, Equatable {
 }
 
 
-extension AnomalyObservation {
+extension CheckEvent {
     /// A trace row as detection sees it (`sluicectl replay`).
-    public init(_ row: TraceRow) {
+    public init(_ row: CheckEvent) {
         self.init(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject, ip: row.ip, route: row.route,
                   status: row.status, cost: row.cost)
     }

@@ -145,7 +145,7 @@ struct SluiceBench: ParsableCommand {
                 case .subjectRoute: row.subject + " " + row.route
                 }
                 let check = makeCheck(key: key, tenant: replayTenants ? row.tenant : "", subject: row.subject,
-                                      hits: hits ?? row.cost, nowMs: row.timestampMs)
+                                      hits: hits ?? row.cost, nowMs: UInt64(max(0, row.timestampMs)))
                 // A subject's rows stay on one connection, so they arrive in trace order.
                 // The project's stable hash, as the replay test uses (Swift's Hasher is seeded per process).
                 var hasher = StableHasher()

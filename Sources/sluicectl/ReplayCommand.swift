@@ -1,3 +1,4 @@
+import SluiceCore
 import ArgumentParser
 import Foundation
 import SluiceIntelligence
@@ -36,7 +37,7 @@ struct Replay: AsyncParsableCommand {
         do {
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
-            let raised = detector.observe(AnomalyObservation(row))
+            let raised = detector.observe(CheckEvent(row))
             for alert in raised { lines.append(alert.jsonLine) }
         }
         } catch let error as TraceError {

@@ -1,3 +1,4 @@
+import SluiceCore
 import Foundation
 import SluiceIntelligence
 import SluiceTestKit
@@ -19,8 +20,8 @@ import Testing
     /// Background traffic: `users` established users on their own IPs, each a request every
     /// `every` ms, over [from, to); plus `newcomers` new IPs a minute, one request each.
     static func background(from: Int64, to: Int64, users: Int = 50, every: Int64 = 10_000, newcomers: Int = 4)
-        -> [AnomalyObservation] {
-        var rows: [AnomalyObservation] = []
+        -> [CheckEvent] {
+        var rows: [CheckEvent] = []
         var time = from
         var newcomer = 0
         while time < to {
@@ -38,7 +39,7 @@ import Testing
         return rows
     }
 
-    static func run(_ detector: AnomalyDetector, _ rows: [AnomalyObservation]) -> [AnomalyAlert] {
+    static func run(_ detector: AnomalyDetector, _ rows: [CheckEvent]) -> [AnomalyAlert] {
         rows.sorted { $0.timestampMs < $1.timestampMs }.flatMap { detector.observe($0) }
     }
 

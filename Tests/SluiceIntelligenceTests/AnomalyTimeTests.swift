@@ -1,3 +1,4 @@
+import SluiceCore
 import Foundation
 @testable import SluiceIntelligence
 import Testing
@@ -7,7 +8,7 @@ import Testing
 @Suite struct AnomalyTimeTests {
     static let extremes: [Int64] = [.min, .min + 1, -(1 << 62), -1, 0, 1, 1 << 52, (1 << 52) + 1, 1 << 62, .max - 1, .max]
 
-    static func failure(at time: Int64, subject: String = "a", ip: String = "") -> AnomalyObservation {
+    static func failure(at time: Int64, subject: String = "a", ip: String = "") -> CheckEvent {
         .init(timestampMs: time, tenant: "", subject: subject, ip: ip, route: "POST /login", status: 401)
     }
 

@@ -1,3 +1,4 @@
+import SluiceCore
 import Foundation
 import SluiceIntelligence
 import SluiceLoad
@@ -40,7 +41,7 @@ import Testing
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
             subjects.insert(row.subject)
-            alerts += detector.observe(AnomalyObservation(row))
+            alerts += detector.observe(CheckEvent(row))
         }
         #expect(rows == 469_568)
         // What each alert names: a subject alert on ip:X names X, an ip alert on X names ip:X.

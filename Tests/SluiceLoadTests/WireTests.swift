@@ -1,3 +1,4 @@
+import SluiceCore
 import Foundation
 import SwiftProtobuf
 import SluiceIntelligence
@@ -158,7 +159,7 @@ struct LoadWorkloadTests {
         let good = Data("ts_ms,tenant,subject,ip,route,status,cost\n1710243000011,acme,key_1,54.1.1.1,GET /a,200,1\n1710243000047,acme,ip:1.2.3.4,1.2.3.4,POST /b,201,3\n".utf8)
         let rows = try TraceReader.parse(good, name: "t")
         #expect(rows.count == 2)
-        #expect(rows[1] == TraceRow(timestampMs: 1_710_243_000_047, tenant: "acme", subject: "ip:1.2.3.4", ip: "1.2.3.4",
+        #expect(rows[1] == CheckEvent(timestampMs: 1_710_243_000_047, tenant: "acme", subject: "ip:1.2.3.4", ip: "1.2.3.4",
                                     route: "POST /b", status: 201, cost: 3))
         #expect(throws: TraceError.self) { try TraceReader.parse(Data("ts,tenant\n".utf8), name: "t") }
         do {
@@ -178,7 +179,7 @@ struct LoadWorkloadTests {
     func traceTimeBound(ts: String) throws {
         let header = "ts_ms,tenant,subject,ip,route,status,cost\n"
         let last = try TraceReader.parse(Data((header + "7258118399999,a,b,c,d,200,1\n").utf8), name: "t")
-        #expect(last.first.map { AnomalyObservation($0).timestampMs } == 7_258_118_399_999)
+        #expect(last.first.map { CheckEvent($0).timestampMs } == 7_258_118_399_999)
         do {
             _ = try TraceReader.parse(Data((header + "1,a,b,c,d,200,1\n\(ts),a,b,c,d,200,1\n").utf8), name: "t")
             Issue.record("ts_ms \(ts) was accepted")

@@ -92,7 +92,7 @@ struct LoadHarnessTests {
                 encoded.append(try encoder.encodeEntry(Sluice_V1_Check.with {
                     $0.key = row.subject
                     $0.hits = row.cost
-                    $0.nowMs = row.timestampMs
+                    $0.nowMs = UInt64(row.timestampMs)
                     $0.limit = .with { $0.limit = 2; $0.periodMs = 1_000 }
                 }, redisArguments: RedisGCRAArguments(burst: 2, count: 2, periodMs: 1_000)))
             }

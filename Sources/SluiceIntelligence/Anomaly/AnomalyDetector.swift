@@ -1,31 +1,6 @@
 import Foundation
 import SluiceCore
 
-/// One request as detection sees it: a check with its outcome (a trace row, or a check joined
-/// with its `ReportOutcome`).
-public struct AnomalyObservation: Sendable {
-    /// Milliseconds since the epoch.
-    public var timestampMs: Int64
-    public var tenant: String
-    public var subject: String
-    public var ip: String
-    /// `METHOD path`, the path concrete (`GET /api/items/48213`).
-    public var route: String
-    /// The upstream's HTTP status.
-    public var status: Int
-    public var cost: UInt64
-
-    public init(timestampMs: Int64, tenant: String, subject: String, ip: String, route: String, status: Int, cost: UInt64 = 1) {
-        self.timestampMs = timestampMs
-        self.tenant = tenant
-        self.subject = subject
-        self.ip = ip
-        self.route = route
-        self.status = status
-        self.cost = cost
-    }
-}
-
 /// What an alert is about.
 public enum AnomalyScope: String, Sendable {
     case subject, ip, global
@@ -307,7 +282,7 @@ public final class AnomalyDetector {
 
     /// `observation` with its time in ``timeRange``.
     @inline(__always)
-    static func inRange(_ observation: AnomalyObservation) -> AnomalyObservation {
+    static func inRange(_ observation: CheckEvent) -> CheckEvent {
         guard !timeRange.contains(observation.timestampMs) else { return observation }
         var clamped = observation
         clamped.timestampMs = min(max(observation.timestampMs, timeRange.lowerBound), timeRange.upperBound)
@@ -389,7 +364,7 @@ public final class AnomalyDetector {
 
     /// Takes one request with its outcome (a trace row), in time order, and returns the alerts
     /// it tipped: ``observeRequest(_:)`` then ``observeOutcome(_:)``.
-    public func observe(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+    public func observe(_ observation: CheckEvent) -> [AnomalyAlert] {
         observe(observation, outcome: true)
     }
 
@@ -418,7 +393,7 @@ public final class AnomalyDetector {
 
     /// Takes the outcome of a request (its `status`; live, from `ReportOutcome`): the failure
     /// signals. In time order with the requests.
-    public func observeOutcome(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+    public func observeOutcome(_ observation: CheckEvent) -> [AnomalyAlert] {
         let observation = Self.inRange(observation)
         let failed = observation.status == 401 || observation.status == 403
         let now = observation.timestampMs
@@ -450,7 +425,7 @@ public final class AnomalyDetector {
     }
 
     /// Brute force: many failures for one subject, most of what it got this minute.
-    func outcome(of observation: AnomalyObservation, failed: Bool, subject: inout Subject, learning: Bool) -> AnomalyAlert? {
+    func outcome(of observation: CheckEvent, failed: Bool, subject: inout Subject, learning: Bool) -> AnomalyAlert? {
         let now = observation.timestampMs
         subject.outcomes &+= 1
         guard failed else { return nil }
@@ -466,7 +441,7 @@ public final class AnomalyDetector {
 
     /// Credential stuffing: many failures from one IP, naming many subjects: within a minute,
     /// or, slower, twice as many subjects within 5 minutes while most of its outcomes fail.
-    func outcome(of observation: AnomalyObservation, failed: Bool, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
+    func outcome(of observation: CheckEvent, failed: Bool, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
         let now = observation.timestampMs
         guard let log = source.failures ?? (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
         source.failures = log
@@ -486,12 +461,12 @@ public final class AnomalyDetector {
 
     /// Takes one request (live, a check; its status is not read), in time order: the rate,
     /// distinct-count and new-source signals.
-    public func observeRequest(_ observation: AnomalyObservation) -> [AnomalyAlert] {
+    public func observeRequest(_ observation: CheckEvent) -> [AnomalyAlert] {
         observe(observation, outcome: false)
     }
 
     /// A request, and with `outcome` its status too (a trace row: one lookup of each record).
-    func observe(_ observation: AnomalyObservation, outcome withOutcome: Bool) -> [AnomalyAlert] {
+    func observe(_ observation: CheckEvent, outcome withOutcome: Bool) -> [AnomalyAlert] {
         let observation = Self.inRange(observation)
         let failed = withOutcome && (observation.status == 401 || observation.status == 403)
         let now = observation.timestampMs
@@ -619,7 +594,7 @@ public final class AnomalyDetector {
     /// A request of a subject the full detector has no record for: its hits in the current 30 s
     /// are counted in the count-min sketch (which never undercounts), and it is a rate spike at
     /// the new-subject threshold, once per cooldown.
-    func observeUntracked(_ observation: AnomalyObservation, key: UInt64, learning: Bool) -> AnomalyAlert? {
+    func observeUntracked(_ observation: CheckEvent, key: UInt64, learning: Bool) -> AnomalyAlert? {
         untracked.subjects &+= 1
         let now = observation.timestampMs
         let window = now / (Self.bucketMs * Int64(Self.windowBuckets))

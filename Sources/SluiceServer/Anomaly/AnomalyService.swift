@@ -18,7 +18,7 @@ final class AnomalyService: Sendable {
 
     /// A request or an outcome, as the event loops saw it.
     struct Event: Sendable {
-        var observation: AnomalyObservation
+        var observation: CheckEvent
         var outcome: Bool
     }
 
@@ -257,7 +257,7 @@ final class AnomalyService: Sendable {
         }
         for outcome in request.outcomes {
             let time = outcome.timeMs > 0 ? Int64(clamping: outcome.timeMs) : now / 1_000_000
-            _ = tap.offer(Event(observation: AnomalyObservation(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject,
+            _ = tap.offer(Event(observation: CheckEvent(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject,
                                                                 ip: outcome.ip, route: outcome.route, status: Int(outcome.status)),
                                 outcome: true))
         }

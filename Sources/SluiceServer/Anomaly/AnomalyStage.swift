@@ -52,7 +52,7 @@ final class AnomalyStage: CheckStage {
         for index in 0..<batch.count {
             let view = batch.views[index]
             _ = anomaly.tap.offer(AnomalyService.Event(
-                observation: AnomalyObservation(timestampMs: batch.items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
+                observation: CheckEvent(timestampMs: batch.items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
                                                 subject: CheckStages.subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
                                                 route: String(decoding: view.route, as: UTF8.self), status: 0, cost: max(1, batch.items[index].hits)),
                 outcome: false))

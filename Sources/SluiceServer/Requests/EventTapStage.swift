@@ -13,9 +13,11 @@ final class EventTapStage: CheckStage {
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
         for index in 0..<batch.count {
             let view = batch.views[index], item = batch.items[index]
-            events.offer(CheckEvent(tenant: String(decoding: view.tenant, as: UTF8.self), key: String(decoding: view.key, as: UTF8.self),
-                                    subject: CheckStages.subject(of: view), rule: view.rule.map { String(decoding: $0, as: UTF8.self) } ?? "",
-                                    hits: item.hits, allowed: decisions[index].allowed, reason: decisions[index].reason, now: item.now))
+            events.offer(CheckEvent(timestampMs: item.now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
+                                    subject: CheckStages.subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
+                                    route: String(decoding: view.route, as: UTF8.self), cost: item.hits,
+                                    key: String(decoding: view.key, as: UTF8.self), rule: view.rule.map { String(decoding: $0, as: UTF8.self) } ?? "",
+                                    allowed: decisions[index].allowed, reason: decisions[index].reason))
         }
     }
 }
