@@ -55,48 +55,6 @@ import Testing
         #expect(sketch.estimate(Self.key(0)) == before / 2)
         #expect(sketch.total == 100_000)
     }
-
-    @Test func spaceSavingKeepsEveryKeyAboveNOverCapacityWithBoundedCounts() {
-        var summary = SpaceSaving(capacity: 100)
-        var random = SeededGenerator(seed: 11)
-        var exact: [Int: UInt64] = [:]
-        // Five heavy hitters with 4 % of the traffic each, the rest spread over 100,000 keys.
-        for _ in 0..<100_000 {
-            let draw = Int.random(in: 0..<100, using: &random)
-            let key = draw < 20 ? draw % 5 : 1_000 + Int.random(in: 0..<100_000, using: &random)
-            summary.add(Self.key(key))
-            exact[key, default: 0] += 1
-        }
-        let threshold = summary.total / UInt64(summary.capacity)
-        for (key, count) in exact where count > threshold {
-            let entry = summary.entry(of: Self.key(key))
-            #expect(entry != nil, "key \(key) with \(count) > \(threshold) is monitored")
-            if let entry {
-                #expect(entry.count >= count)
-                #expect(entry.count - entry.error <= count)
-            }
-        }
-        let top = summary.top(5).map(\.key)
-        #expect(Set(top) == Set((0..<5).map(Self.key)))
-    }
-
-    @Test func hyperLogLogCountsDistinctKeysWithinItsErrorAndMerges() {
-        for distinct in [10, 1_000, 100_000, 1_000_000] {
-            var counter = HyperLogLog(precision: 12)
-            // Each key added three times: duplicates do not count.
-            for _ in 0..<3 where distinct <= 100_000 { for index in 0..<distinct { counter.add(Self.key(index)) } }
-            if distinct > 100_000 { for index in 0..<distinct { counter.add(Self.key(index)) } }
-            let error = abs(counter.count - Double(distinct)) / Double(distinct)
-            // 3 standard errors of 1.04 / √4096.
-            #expect(error < 3 * 1.04 / 64, "\(distinct): \(counter.count)")
-        }
-        var a = HyperLogLog(precision: 12), b = HyperLogLog(precision: 12)
-        for index in 0..<50_000 { a.add(Self.key(index)) }
-        for index in 25_000..<75_000 { b.add(Self.key(index)) }
-        a.merge(b)
-        #expect(abs(a.count - 75_000) / 75_000 < 3 * 1.04 / 64)
-        #expect(a.bytes == 4_096)
-    }
 }
 
 @Suite struct LinearCounterTests {

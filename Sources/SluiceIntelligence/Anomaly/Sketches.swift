@@ -1,10 +1,11 @@
 import Foundation
 import SluiceCore
 
-// Bounded-memory summaries of streams with millions of keys, for anomaly detection (issue 7):
-// how often a key was seen (count-min), which keys are the heaviest (space-saving), and how many
-// distinct keys there were (HyperLogLog). Keys are `Fingerprint`s, already 128-bit hashes, so
-// the sketches derive their row hashes from the fingerprint's halves instead of hashing again.
+// A bounded-memory summary of a stream with millions of keys, for anomaly detection: how often a
+// key was seen (count-min), for requests whose subject or address found the detector full. Keys
+// are `Fingerprint`s, already 128-bit hashes, so the rows' hashes are derived from the
+// fingerprint's halves instead of hashing again. (Space-saving and HyperLogLog summaries were
+// here, unused, and went in issue 16; the distinct counts are `DistinctPerMinute`.)
 //
 // No library among the project's packages provides these; each is a few dozen lines of
 // textbook arithmetic, tested against exact counts and the published error bounds.
@@ -70,113 +71,4 @@ public struct CountMinSketch: Sendable, Equatable {
 
     /// Bytes of counters.
     public var bytes: Int { counters.count * MemoryLayout<UInt32>.stride }
-}
-
-/// Space-saving (Metwally, Agrawal, El Abbadi): the `capacity` heaviest keys of a stream and an
-/// upper bound of each one's count. Any key whose true count exceeds N / capacity is in the
-/// summary, and each reported count overestimates by at most its `error`.
-public struct SpaceSaving: Sendable {
-    /// One monitored key.
-    public struct Entry: Sendable, Equatable {
-        public var key: Fingerprint
-        /// An upper bound of its count.
-        public var count: UInt64
-        /// How much of `count` may belong to the keys it replaced.
-        public var error: UInt64
-    }
-
-    /// Keys monitored at most.
-    public let capacity: Int
-    var entries: [Entry] = []
-    var positions: [Fingerprint: Int] = [:]
-    /// Everything added.
-    public private(set) var total: UInt64 = 0
-
-    /// A summary of the `capacity` heaviest keys.
-    public init(capacity: Int) {
-        self.capacity = max(1, capacity)
-        entries.reserveCapacity(self.capacity)
-    }
-
-    /// Counts `count` more of `key`. O(1) when the key is monitored or there is room; O(capacity)
-    /// when the lightest must make way (a scan: capacities are hundreds, not millions).
-    public mutating func add(_ key: Fingerprint, count: UInt64 = 1) {
-        total &+= count
-        if let position = positions[key] {
-            entries[position].count &+= count
-            return
-        }
-        if entries.count < capacity {
-            positions[key] = entries.count
-            entries.append(Entry(key: key, count: count, error: 0))
-            return
-        }
-        var lightest = 0
-        for index in entries.indices where entries[index].count < entries[lightest].count { lightest = index }
-        let replaced = entries[lightest]
-        positions.removeValue(forKey: replaced.key)
-        positions[key] = lightest
-        entries[lightest] = Entry(key: key, count: replaced.count &+ count, error: replaced.count)
-    }
-
-    /// The monitored keys, heaviest first.
-    public func top(_ limit: Int = .max) -> [Entry] {
-        Array(entries.sorted { ($0.count, $0.key.low) > ($1.count, $1.key.low) }.prefix(limit))
-    }
-
-    /// The monitored entry of `key`, nil when it is not monitored (then its count is at most the
-    /// lightest monitored count).
-    public func entry(of key: Fingerprint) -> Entry? {
-        positions[key].map { entries[$0] }
-    }
-}
-
-/// HyperLogLog (Flajolet et al.; with the small-range correction of Heule et al.): the number of
-/// distinct keys, in 2^precision one-byte registers, within about 1.04 / √(2^precision)
-/// (precision 12: 4 KiB, about 1.6 %).
-public struct HyperLogLog: Sendable, Equatable {
-    /// Bits of the hash that pick a register.
-    public let precision: Int
-    var registers: [UInt8]
-
-    /// A counter of 2^`precision` registers (4…16).
-    public init(precision: Int = 12) {
-        self.precision = min(16, max(4, precision))
-        registers = Array(repeating: 0, count: 1 << self.precision)
-    }
-
-    /// Counts `key`.
-    @inline(__always)
-    public mutating func add(_ key: Fingerprint) {
-        let hash = key.low ^ (key.high &* 0x9E37_79B9_7F4A_7C15)
-        let register = Int(truncatingIfNeeded: hash >> UInt64(64 - precision))
-        let rest = (hash << UInt64(precision)) | (UInt64(1) << UInt64(precision - 1))
-        let rank = UInt8(rest.leadingZeroBitCount + 1)
-        if rank > registers[register] { registers[register] = rank }
-    }
-
-    /// Adds everything `other` counted (same precision): the union of the two streams.
-    public mutating func merge(_ other: HyperLogLog) {
-        guard other.precision == precision else { return }
-        for index in registers.indices where other.registers[index] > registers[index] { registers[index] = other.registers[index] }
-    }
-
-    /// The estimated number of distinct keys added.
-    public var count: Double {
-        let m = Double(registers.count)
-        var sum = 0.0
-        var zeros = 0
-        for register in registers {
-            sum += 1 / Double(UInt64(1) << UInt64(register))
-            if register == 0 { zeros += 1 }
-        }
-        let alpha = 0.7213 / (1 + 1.079 / m)
-        let raw = alpha * m * m / sum
-        // Small range: linear counting is more accurate while registers are still empty.
-        if raw <= 2.5 * m, zeros > 0 { return m * log(m / Double(zeros)) }
-        return raw
-    }
-
-    /// Bytes of registers.
-    public var bytes: Int { registers.count }
 }
