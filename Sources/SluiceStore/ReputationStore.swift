@@ -53,3 +53,37 @@ public protocol ReputationStore: Sendable {
     /// How many events are stored.
     func eventCount() throws(StoreError) -> Int
 }
+
+/// Where operators' tier assignments are persisted (adaptive limiting).
+public protocol TierStore: Sendable {
+    /// Every stored assignment.
+    func loadTiers() throws(StoreError) -> [TierAssignment]
+    /// Stores an assignment (replacing the subject's); on disk when this returns.
+    func saveTier(_ assignment: TierAssignment) throws(StoreError)
+    /// Removes the subject's assignment; on disk when this returns.
+    func removeTier(tenant: String, subject: String) throws(StoreError)
+}
+
+/// Where learned baselines are persisted (adaptive limiting), with each snapshot and at stop.
+public protocol BaselineStore: Sendable {
+    /// Every stored baseline, and how many stored rows could not be read (skipped).
+    func loadBaselines() throws(StoreError) -> (baselines: [(Fingerprint, Baseline)], skipped: Int)
+    /// Replaces the stored baselines with these.
+    func saveBaselines(_ baselines: [(Fingerprint, Baseline)]) throws(StoreError)
+}
+
+/// Everything the daemon persists, in one store: what the server holds (never a concrete
+/// store). SQLite (``SQLiteReputationStore``) is the embedded one.
+public typealias DurableStore = ReputationStore & TierStore & BaselineStore
+
+/// Opens the daemon's store.
+public enum Stores {
+    /// The embedded store: the SQLite file at `path` (created, migrated), waiting up to
+    /// `busyTimeout` seconds for another process's lock.
+    public static func open(path: String, busyTimeout: Double) throws(StoreError) -> any DurableStore {
+        try SQLiteReputationStore(path: path, busyTimeout: busyTimeout)
+    }
+
+    /// Heap the embedded store's library holds in this process (page caches, statements).
+    public static var memoryInUse: Int64 { SQLiteReputationStore.memoryInUse }
+}

@@ -10,7 +10,7 @@ import SluiceIntelligence
 ///
 /// The schema is created and upgraded at open by the numbered migrations in
 /// `Sources/SluiceStore/Migrations` (embedded by `scripts/generate.sh`).
-public final class SQLiteReputationStore: ReputationStore {
+public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineStore {
     /// The database file.
     public let path: String
     let pool: DatabasePool

@@ -221,6 +221,6 @@ final class MetricsExporter: Sendable {
                 [], writer.eventsDropped)
         counter("sluice_store_events_expired_total", "Events deleted by retention or max_events.", [], counts.expired)
         gauge("sluice_store_memory_bytes", "Heap SQLite holds (page caches of every connection, statements).", [],
-              Double(SQLiteReputationStore.memoryInUse))
+              Double(Stores.memoryInUse))
     }
 }

@@ -74,7 +74,7 @@ public final class ReputationService: Sendable {
     let hot: ReputationHotPath
 
     struct Status {
-        var store: SQLiteReputationStore?
+        var store: (any DurableStore)?
         var error: String?
         var retrying = false
     }
@@ -192,7 +192,7 @@ public final class ReputationService: Sendable {
     func openStore() -> Bool {
         guard let path = settings.path else { return true }
         do {
-            let store = try SQLiteReputationStore(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
+            let store = try Stores.open(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
             let records = try store.loadRecords()
             for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
                 tiers.assign(assignment)
