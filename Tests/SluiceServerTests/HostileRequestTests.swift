@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SluiceCore
 import SluiceProto
 import SluiceTestKit
@@ -26,7 +27,8 @@ struct HostileRequestTests {
         """, source: "hostile.yaml")
         configuration.clock = clock
         configuration.maxBatch = 20
-        let dispatcher = RequestDispatcher(configuration: configuration, table: LimiterTable(shardCount: 4, maxEntries: 2_000))
+        let dispatcher = RequestDispatcher(configuration: configuration, table: LimiterTable(shardCount: 4, maxEntries: 2_000),
+                                           logger: Logger(label: "test"))
         var random = SeededGenerator(seed: clock == .request ? 1 : 2)
         let algorithms: [Sluice_V1_Algorithm] = [.unspecified, .gcra, .tokenBucket, .slidingWindow, .fixedWindow,
                                                  .concurrency, .UNRECOGNIZED(99)]

@@ -77,6 +77,22 @@ final class AnomalyService: Sendable {
 
     func start() { pump.start() }
 
+    /// A detector whose `penalty` responses record an `anomaly` reputation event in `reputation`
+    /// (none without reputation).
+    convenience init(state: LiveState, reputation: ReputationService?, time: TimeSource, logger: Logger) {
+        self.init(state: state, logger: logger) { tenant, subject, atMs in
+            guard let reputation else { return }
+            var request = Sluice_V1_RecordEventsRequest()
+            request.events = [.with {
+                $0.tenant = tenant
+                $0.subject = subject
+                $0.kind = "anomaly"
+                $0.atMs = UInt64(max(0, atMs))
+            }]
+            _ = reputation.record(request, configuration: state.current.configuration, now: time.now(), completion: nil)
+        }
+    }
+
     func stop() {
         pump.stop()
         state.withLockedValue { try? $0.log?.close() }

@@ -120,9 +120,10 @@ public final class SluiceDaemon: Sendable {
         snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines() } }
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
-        let dispatcher = RequestDispatcher(state: state, backend: table, counters: counters, events: events,
-                                           reputation: reputation, operations: operations, time: time, version: SluiceVersion.current,
-                                           extraStages: stages)
+        let dispatcher = RequestDispatcher(state: state, backend: table, counters: counters, events: events, reputation: reputation,
+                                           shedding: SheddingService(state: state),
+                                           anomaly: AnomalyService(state: state, reputation: reputation, time: time, logger: logger),
+                                           operations: operations, time: time, version: SluiceVersion.current, extraStages: stages)
         // What anomaly detection learned before the restart, saved with each snapshot.
         if let path = AnomalyService.statePath(configuration) {
             let anomaly = dispatcher.anomaly

@@ -31,33 +31,25 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let time: TimeSource
     let version: String
 
-    /// Creates a dispatcher.
-    public convenience init(configuration: Configuration, table: LimiterTable, counters: ServerCounters = ServerCounters(),
+    /// Creates a dispatcher over `table` without reputation, logging what its background
+    /// features log to `logger`.
+    public convenience init(configuration: Configuration, table: LimiterTable, logger: Logger, counters: ServerCounters = ServerCounters(),
                             events: EventTap<CheckEvent>? = nil, time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
-        self.init(state: LiveState(configuration: configuration), backend: table, counters: counters, events: events,
-                  reputation: nil, operations: nil, time: time, version: version)
+        let state = LiveState(configuration: configuration)
+        self.init(state: state, backend: table, counters: counters, events: events, reputation: nil,
+                  shedding: SheddingService(state: state),
+                  anomaly: AnomalyService(state: state, reputation: nil, time: time, logger: logger),
+                  operations: nil, time: time, version: version)
     }
 
+    /// A dispatcher over the services the daemon built.
+    ///
     /// - Parameter extraStages: run before the features' own stages (an embedder's policy).
     init(state: LiveState, backend: any LimiterBackend, counters: ServerCounters, events: EventTap<CheckEvent>?,
-         reputation: ReputationService?, operations: (any OperatorActions)?, time: TimeSource, version: String,
-         extraStages: [any CheckStage] = []) {
+         reputation: ReputationService?, shedding: SheddingService, anomaly: AnomalyService, operations: (any OperatorActions)?,
+         time: TimeSource, version: String, extraStages: [any CheckStage] = []) {
         self.reputation = reputation
-        let shedding = SheddingService(state: state)
         self.shedding = shedding
-        let time = time
-        let anomaly = AnomalyService(state: state, logger: Logger(label: "sluiced.anomaly")) { tenant, subject, atMs in
-            // anomaly.responses.KIND.action: penalty: an `anomaly` reputation event.
-            guard let reputation else { return }
-            var request = Sluice_V1_RecordEventsRequest()
-            request.events = [.with {
-                $0.tenant = tenant
-                $0.subject = subject
-                $0.kind = "anomaly"
-                $0.atMs = UInt64(max(0, atMs))
-            }]
-            _ = reputation.record(request, configuration: state.current.configuration, now: time.now(), completion: nil)
-        }
         self.anomaly = anomaly
         var stages = extraStages
         if let reputation { stages.append(ReputationStage(hot: reputation.hot)) }

@@ -15,8 +15,10 @@ public final class StandaloneDispatcher: Sendable {
                                  reclaimsRecovered: configuration.clock == .monotonic)
         let reputation = ReputationService(state: state, time: time, logger: logger)
         reputation.start()
-        dispatcher = RequestDispatcher(state: state, backend: table, counters: ServerCounters(), events: nil,
-                                       reputation: reputation, operations: nil, time: time, version: SluiceVersion.current)
+        dispatcher = RequestDispatcher(state: state, backend: table, counters: ServerCounters(), events: nil, reputation: reputation,
+                                       shedding: SheddingService(state: state),
+                                       anomaly: AnomalyService(state: state, reputation: reputation, time: time, logger: logger),
+                                       operations: nil, time: time, version: SluiceVersion.current)
     }
 
     /// The reputation book.
