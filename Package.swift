@@ -60,6 +60,7 @@ let package = Package(
                 "SluiceCore", "SluiceProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         // Listeners, configuration, request dispatch, metrics endpoint, reload, lifecycle.
@@ -70,6 +71,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -84,12 +86,13 @@ let package = Package(
                 "SluiceProto", "SluiceWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .executableTarget(
             name: "sluiced",
             dependencies: [
-                "SluiceServer",
+                "SluiceServer", "SluiceCore",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,7 +112,7 @@ let package = Package(
         .target(
             name: "SluiceLoad",
             dependencies: [
-                "SluiceProto", "CSluiceSupport", "SluiceClient", "SluiceWire", "SluiceIntelligence",
+                "SluiceProto", "CSluiceSupport", "SluiceClient", "SluiceWire", "SluiceIntelligence", "SluiceCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -162,7 +165,7 @@ let package = Package(
         ),
         .target(
             name: "SluiceTestKit",
-            dependencies: ["SluiceCore"],
+            dependencies: ["SluiceCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/SluiceTestKit"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),
@@ -174,21 +177,28 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence"]),
+        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence", "SluiceCore",
+                                                    .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "SluiceFuzzTests", dependencies: ["SluiceFuzzTargets"]),
         .testTarget(
             name: "SluiceWireTests",
             dependencies: [
-                "SluiceWire", "SluiceProto",
+                "SluiceWire", "SluiceProto", "SluiceCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .testTarget(
             name: "SluiceServerTests",
             dependencies: [
-                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire",
+                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire", "SluiceCore",
+                "SluiceIntelligence",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
