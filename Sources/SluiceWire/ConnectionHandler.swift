@@ -403,6 +403,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         // its answers drain, so one connection cannot grow the daemon's memory without bound.
         if context.channel.isWritable {
             unwritableSince = nil
+            // What queued in the socket while the client did not read its answers waited for
+            // the client, not for the daemon: the backlog's estimate starts afresh.
+            socketBacklog?.restart(now: .now())
             resumeReadingIfFree(context: context)
         } else {
             if unwritableSince == nil {

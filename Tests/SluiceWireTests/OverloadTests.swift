@@ -158,7 +158,7 @@ func refusalFrames() throws {
         for step in 1...64 { _ = backlog.record(read: 16_384, full: true, now: from + .microseconds(Int64(step) * 156)) }
     }
 
-    @Test("the wait is the queue over the rate it drains at; the share refused rises past half the bound and falls under it")
+    @Test("the wait is the queue over the rate it drains at; the share refused rises past the bound and falls under it")
     func estimateAndShare() {
         var backlog = SocketBacklog(now: start)
         consume(&backlog, from: start)
@@ -172,7 +172,7 @@ func refusalFrames() throws {
         consume(&backlog, from: start + .milliseconds(10))
         _ = backlog.sample(queued: 20_000_000, now: start + .milliseconds(20), bound: bound)
         #expect(backlog.share > first)
-        // Held at 30 ms, under the target (50 ms): the share falls to nothing.
+        // Held at 30 ms, under the bound: the share falls to nothing.
         var now = start + .milliseconds(20)
         for _ in 0..<200 {
             consume(&backlog, from: now)
@@ -180,7 +180,7 @@ func refusalFrames() throws {
             _ = backlog.sample(queued: 3_000_000, now: now, bound: bound)
         }
         #expect(!backlog.refusing && backlog.share == 0)
-        // A wait at the target (50 ms) holds the share where it is.
+        // A wait at the bound (100 ms) holds the share where it is.
         consume(&backlog, from: now)
         now = now + .milliseconds(10)
         _ = backlog.sample(queued: 20_000_000, now: now, bound: bound)
@@ -192,9 +192,35 @@ func refusalFrames() throws {
         for _ in 0..<20 {
             consume(&backlog, from: now)
             now = now + .milliseconds(10)
-            _ = backlog.sample(queued: 5_242_880, now: now, bound: bound)
+            _ = backlog.sample(queued: 10_485_760, now: now, bound: bound)
         }
         #expect(abs(backlog.share - held) < 1e-6)
+    }
+
+    @Test("a connection idle for an hour, then a burst: the idle time is not taken for slowness")
+    func idleThenBurst() {
+        var backlog = SocketBacklog(now: start)
+        _ = backlog.record(read: 100, full: false, now: start + .milliseconds(1))
+        // An hour later, 1 MB in 10 ms (100 MB/s) with 2 MB queued: 20 ms, under the bound.
+        consume(&backlog, from: start + .seconds(3_600))
+        let refusing = backlog.sample(queued: 2_000_000, now: start + .seconds(3_600) + .milliseconds(10), bound: bound)
+        #expect(!refusing)
+        #expect(backlog.wait < 30_000_000, "about 20 ms, not an hour's worth")
+    }
+
+    @Test("a wait that grows fast but stays under the bound refuses nothing")
+    func underTheBound() {
+        var backlog = SocketBacklog(now: start)
+        var now = start
+        // 10, 40, 70, 95 ms: each sample the wait jumps, never past 100 ms.
+        for queued in [1_048_576, 4_194_304, 7_340_032, 9_961_472] {
+            consume(&backlog, from: now)
+            now = now + .milliseconds(10)
+            let refusing = backlog.sample(queued: queued, now: now, bound: bound)
+            #expect(!refusing)
+        }
+        let refused = backlog.refuseNext()
+        #expect(!refused && backlog.share == 0)
     }
 
     @Test("refusals are the share of checks, spread evenly")
@@ -230,10 +256,18 @@ func refusalFrames() throws {
         let result9 = backlog.record(read: 100, full: false, now: start + .milliseconds(7))
         #expect(!result9)
         #expect(backlog.wait == 0 && backlog.share < before)
-        #expect(backlog.refusing, "emptied once: still refusing some while it fills again")
-        // Empty 40 ms after the last full read: the backlog is gone.
-        _ = backlog.record(read: 100, full: false, now: start + .milliseconds(46))
-        #expect(!backlog.refusing)
+        #expect(!backlog.refusing && backlog.share > 0, "emptied: nothing refused now, the share kept for the next backlog")
+        // The next sample that finds a backlog refuses at once, from the kept share; its rate
+        // is measured from the first full read after the socket was empty.
+        let restart = backlog.record(read: 16_384, full: true, now: start + .milliseconds(12))
+        #expect(!restart, "the first full read after an empty socket starts a new window")
+        let due = backlog.record(read: 16_384, full: true, now: start + .milliseconds(18))
+        #expect(due)
+        _ = backlog.sample(queued: 50_000_000, now: start + .milliseconds(18), bound: bound)
+        #expect(backlog.refusing)
+        // Empty 40 ms after the last full read: the backlog is gone, and the share with it.
+        _ = backlog.record(read: 100, full: false, now: start + .milliseconds(59))
+        #expect(!backlog.refusing && backlog.share == 0)
         let refused = backlog.refuseNext()
         #expect(!refused)
     }
@@ -246,6 +280,7 @@ func refusalFrames() throws {
         let result11 = backlog.sample(queued: 0, now: start + .seconds(1), bound: bound)
         #expect(!result11)
         _ = backlog.record(read: 1, full: true, now: start + .seconds(2))
+        _ = backlog.record(read: 1, full: true, now: start + .seconds(3))
         let result12 = backlog.sample(queued: .max, now: start + .seconds(1_000_000), bound: bound)
         #expect(result12)
         #expect(backlog.wait == .max)

@@ -1,0 +1,87 @@
+import Foundation
+import SluiceCore
+import SluiceIntelligence
+import Yams
+
+extension Reader {
+    /// `anomaly:` the detection thresholds (docs/ANOMALY.md).
+    func readAnomaly(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var settings = configuration.anomaly
+        let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
+                         "sources_per_subject", "failures_per_subject", "subjects_per_ip", "max_subjects", "max_sources", "traffic_factor",
+                         "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
+                         "alert_log", "responses", "webhook"]
+        for (key, value) in try mapping(node, "anomaly", keys: keys) {
+            let path = "anomaly.\(key)"
+            switch key {
+            case "spike_factor": settings.spikeFactor = try number(value, path, 1.5...1_000)
+            case "spike_minimum_rate": settings.spikeMinimumRate = try number(value, path, 0.01...1_000_000)
+            case "enumeration_distinct_ids": settings.enumerationDistinctIds = try integer(value, path, 2...255)
+            case "failures_per_ip": settings.failuresPerIP = try integer(value, path, 2...1_000_000)
+            case "failed_subjects_per_ip": settings.failedSubjectsPerIP = try integer(value, path, 2...64)
+            case "sources_per_subject": settings.sourcesPerSubject = try integer(value, path, 2...255)
+            case "failures_per_subject": settings.failuresPerSubject = try integer(value, path, 2...60_000)
+            case "subjects_per_ip": settings.subjectsPerIP = try integer(value, path, 2...255)
+            case "max_subjects": settings.maxSubjects = try integer(value, path, 1_000...1_000_000_000)
+            case "max_sources": settings.maxSources = try integer(value, path, 1_000...1_000_000_000)
+            case "traffic_factor": settings.trafficFactor = try number(value, path, 1.5...1_000)
+            case "surge_factor": settings.surgeFactor = try number(value, path, 1.5...1_000)
+            case "surge_minimum": settings.surgeMinimum = try number(value, path, 1...100_000_000)
+            case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
+            case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
+            case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
+            case "responses":
+                for (kind, responseNode) in try mapping(value, path, keys: nil) {
+                    let responsePath = "\(path).\(kind)"
+                    guard AnomalyResponseBook.kinds.contains(kind) else {
+                        throw error(responseNode, responsePath, "unknown alert kind; expected one of \(AnomalyResponseBook.kinds.sorted().joined(separator: ", "))")
+                    }
+                    var response = AnomalyResponse(action: .alert)
+                    for (key, node) in try mapping(responseNode, responsePath, keys: ["action", "ttl", "factor"]) {
+                        switch key {
+                        case "action":
+                            let name = try string(node, "\(responsePath).action")
+                            guard let action = AnomalyResponse.Action(rawValue: name) else {
+                                throw error(node, "\(responsePath).action", "expected alert, penalty, block or tighten, got '\(name)'")
+                            }
+                            response.action = action
+                        case "ttl": response.ttl = try duration(node, "\(responsePath).ttl", 1_000_000_000...30 * 86_400_000_000_000)
+                        default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
+                        }
+                    }
+                    if kind == "new_source_surge" || kind == "traffic_surge", response.action != .alert {
+                        throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
+                    }
+                    configuration.anomalyResponses[kind] = response
+                }
+            case "webhook":
+                var webhook: WebhookSettings?
+                var retries: Int?, backoff: Int64?, timeout: Int64?
+                for (key, node) in try mapping(value, path, keys: ["url", "retries", "backoff", "timeout"]) {
+                    switch key {
+                    case "url":
+                        let url = try string(node, "\(path).url")
+                        guard let parsed = WebhookSettings(url: url) else {
+                            throw error(node, "\(path).url", "expected http://HOST[:PORT]/PATH (plain HTTP; put a local relay in front of HTTPS), got '\(url)'")
+                        }
+                        webhook = parsed
+                    case "retries": retries = try integer(node, "\(path).retries", 0...20)
+                    case "backoff": backoff = try duration(node, "\(path).backoff", 1_000_000...600_000_000_000)
+                    default: timeout = try duration(node, "\(path).timeout", 1_000_000...600_000_000_000)
+                    }
+                }
+                guard var settings = webhook else { throw error(value, "\(path).url", "required: where alerts are POSTed") }
+                if let retries { settings.retries = retries }
+                if let backoff { settings.backoff = backoff }
+                if let timeout { settings.timeout = timeout }
+                configuration.anomalyWebhook = settings
+            case "alert_log":
+                let path = try string(value, path)
+                configuration.anomalyLog = path.isEmpty ? nil : path
+            case "cooldown": settings.cooldownMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
+            default: settings.idleMs = try duration(value, path, 60_000_000_000...30 * 86_400_000_000_000) / 1_000_000
+            }
+        }
+        configuration.anomaly = settings
+    }
+}
