@@ -63,11 +63,20 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        // Listeners, configuration, request dispatch, metrics endpoint, reload, lifecycle.
+        // The configuration: its model, the YAML loader with every feature's section, the embedded
+        // default, reload's diff. What sluicectl needs without the server.
+        .target(
+            name: "SluiceConfiguration",
+            dependencies: [
+                "SluiceCore", "SluiceIntelligence",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Listeners, request dispatch, metrics endpoint, reload, lifecycle.
         .target(
             name: "SluiceServer",
             dependencies: [
-                "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore", "CSluiceSupport",
+                "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore", "SluiceConfiguration", "CSluiceSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -92,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "sluiced",
             dependencies: [
-                "SluiceServer", "SluiceCore",
+                "SluiceServer", "SluiceConfiguration", "SluiceCore",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -103,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "sluicectl",
             dependencies: [
-                "SluiceClient", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad", "SluiceServer",
+                "SluiceClient", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad", "SluiceConfiguration", "SluiceStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -138,7 +147,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-reputation-bench",
             dependencies: [
-                "SluiceServer", "SluiceIntelligence", "SluiceStore", "SluiceProto", "SluiceCore",
+                "SluiceServer", "SluiceConfiguration", "SluiceIntelligence", "SluiceStore", "SluiceProto", "SluiceCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -148,7 +157,7 @@ let package = Package(
         .target(
             name: "SluiceFuzzTargets",
             dependencies: [
-                "SluiceServer", "SluiceWire", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad",
+                "SluiceServer", "SluiceConfiguration", "SluiceWire", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -194,7 +203,7 @@ let package = Package(
         .testTarget(
             name: "SluiceServerTests",
             dependencies: [
-                "SluiceServer", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire", "SluiceCore",
+                "SluiceServer", "SluiceConfiguration", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire", "SluiceCore",
                 "SluiceIntelligence",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

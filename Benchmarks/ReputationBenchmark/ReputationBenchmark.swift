@@ -11,6 +11,7 @@
 import Foundation
 import Logging
 import NIOCore
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import SluiceConfiguration
 import SluiceProto
 import SluiceServer
 import SluiceWire

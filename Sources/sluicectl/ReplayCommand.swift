@@ -1,9 +1,10 @@
-import SluiceCore
 import ArgumentParser
 import Foundation
+import SluiceConfiguration
+import SluiceCore
 import SluiceIntelligence
 import SluiceLoad
-import SluiceServer
+import SluiceStore
 
 /// `sluicectl replay`: the anomaly detector over a trace, in the trace's own (simulated) time.
 struct Replay: AsyncParsableCommand {
@@ -52,7 +53,7 @@ struct Replay: AsyncParsableCommand {
         if let state {
             let saving = Date()
             let bytes = detector.encodedState()
-            do { try writeFileAtomically(bytes, to: state) } catch { throw Failure("\(error)") }
+            do { try DurableFile.write(bytes, to: state) } catch { throw Failure("\(error)") }
             FileHandle.standardError.write(Data(String(format: "state: %d bytes written to %@ in %.2f s\n", bytes.count, state,
                                                        Date().timeIntervalSince(saving)).utf8))
         }

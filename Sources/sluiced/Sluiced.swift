@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import NIOConcurrencyHelpers
 import ServiceLifecycle
+import SluiceConfiguration
 import SluiceCore
 import SluiceServer
 

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
 @testable import SluiceServer

@@ -1,7 +1,8 @@
 import Foundation
+@testable import SluiceConfiguration
 import SluiceCore
-import Testing
 @testable import SluiceServer
+import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {

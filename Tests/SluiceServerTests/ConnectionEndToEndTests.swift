@@ -1,10 +1,11 @@
 import Foundation
 import NIOCore
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import Testing
 @testable import SluiceServer
+import Testing
 
 @Suite("Connections end to end")
 struct ConnectionEndToEndTests {

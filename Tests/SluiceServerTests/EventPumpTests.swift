@@ -1,8 +1,9 @@
 import Dispatch
 import NIOConcurrencyHelpers
+@testable import SluiceConfiguration
 import SluiceCore
-import Testing
 @testable import SluiceServer
+import Testing
 
 @Suite("EventPump")
 struct EventPumpTests {

@@ -1,10 +1,11 @@
 import Logging
 import NIOConcurrencyHelpers
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import Testing
 @testable import SluiceServer
+import Testing
 
 /// What an embedder plugs in: a stage of its own (multiplier, block) and the event tap.
 final class TestPolicy: CheckStage {

@@ -1,10 +1,11 @@
 import Foundation
 import Logging
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
+@testable import SluiceServer
 import SluiceTestKit
 import Testing
-@testable import SluiceServer
 
 /// The real dispatcher fed requests whose every field takes extreme or random values: it must
 /// answer each one (a verdict or an error with a code), never trap.

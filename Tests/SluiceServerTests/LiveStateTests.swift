@@ -1,7 +1,8 @@
 import Foundation
+@testable import SluiceConfiguration
 import SluiceCore
-import Testing
 @testable import SluiceServer
+import Testing
 
 /// The configuration in force and the per-thread check counters behind `sluice_checks_total`.
 @Suite("Live state")

@@ -2,12 +2,13 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceLoad
 import SluiceProto
+@testable import SluiceServer
 import SluiceWire
 import Testing
-@testable import SluiceServer
 
 /// sluice-bench's engine against real servers: a daemon on real sockets, and (when installed) a
 /// real redis-server running scripts/gcra.lua. The workloads use a fixed request clock or a

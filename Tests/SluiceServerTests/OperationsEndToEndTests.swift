@@ -1,9 +1,10 @@
 import Foundation
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import Testing
 @testable import SluiceServer
+import Testing
 
 /// Reload, rollback, operator requests and the metrics endpoint, through real sockets and files.
 @Suite("Operations end to end")

@@ -1,8 +1,9 @@
 import Foundation
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
-import Testing
 @testable import SluiceServer
+import Testing
 
 @Suite("Reputation configuration")
 struct ReputationConfigurationTests {

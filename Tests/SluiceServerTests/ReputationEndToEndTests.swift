@@ -1,8 +1,9 @@
 import Foundation
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceProto
-import SluiceTestKit
 @testable import SluiceServer
+import SluiceTestKit
 import Testing
 
 /// Reputation through real sockets and a real SQLite file.

@@ -1,8 +1,9 @@
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import Testing
 @testable import SluiceServer
+import Testing
 
 /// Every semantic of the protocol, through a real daemon on a real socket (request clock, so time
 /// is exact).

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
 @testable import SluiceServer

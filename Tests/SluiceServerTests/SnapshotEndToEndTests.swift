@@ -1,9 +1,10 @@
 import Foundation
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import Testing
 @testable import SluiceServer
+import Testing
 
 /// A restart must not hand callers a fresh quota: through real daemons and a real file.
 @Suite("Snapshots end to end")

@@ -7,10 +7,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SluiceClient
+@testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
-import SluiceWire
 @testable import SluiceServer
+import SluiceWire
 
 /// 2026-01-01T00:00:00Z in milliseconds: request-clock tests start here.
 let epochMs: UInt64 = 1_767_225_600_000

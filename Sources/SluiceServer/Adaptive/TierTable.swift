@@ -1,3 +1,4 @@
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 

@@ -2,9 +2,11 @@ import Dispatch
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto
+import SluiceStore
 import SluiceWire
 
 /// Live anomaly detection (docs/ANOMALY.md): checks and reported outcomes are offered to a
@@ -329,7 +331,7 @@ final class AnomalyService: Sendable {
     func saveState(to path: String) {
         guard let bytes = state.withLockedValue({ $0.detector.hasLearned ? $0.detector.encodedState() : nil }) else { return }
         do {
-            try Snapshotter.writeAtomically(bytes, to: path)
+            try DurableFile.write(bytes, to: path)
         } catch {
             logger.error("anomaly state not saved", metadata: ["anomaly.state": "\(path)", "error": "\(error)"])
         }

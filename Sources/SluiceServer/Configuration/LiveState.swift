@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOPosix
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import Synchronization

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Logging
+import SluiceConfiguration
 
 /// The process's file-descriptor limit against `max_connections`: each connection is a
 /// descriptor, and the daemon needs some for itself (listeners, the store, snapshots, metrics

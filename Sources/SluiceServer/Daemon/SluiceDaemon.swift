@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SluiceConfiguration
 import SluiceCore
 import SluiceProto
 import SluiceWire

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import SluiceStore
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -93,7 +94,7 @@ final class Snapshotter: @unchecked Sendable {
         let snapshot = table.snapshot(writtenAt: time.now())
         do {
             let bytes = snapshot.encoded()
-            try Self.writeAtomically(bytes, to: path)
+            try DurableFile.write(bytes, to: path)
             let written = Written(entries: snapshot.entries.count, bytes: bytes.count, durationNanoseconds: time.uptime() - started)
             metrics?.snapshotWritten(written, at: time.now())
             alongside.withLockedValue { $0 }?()
@@ -104,47 +105,6 @@ final class Snapshotter: @unchecked Sendable {
             metrics?.snapshotFailed()
             logger.error("snapshot not written", metadata: ["snapshot.path": "\(path)", "error": "\(error)"])
             return .failure(SluiceError(.io, "\(error)"))
-        }
-    }
-
-    struct WriteError: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let temporary = "\(path).tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw WriteError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else {
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw WriteError(description: "cannot write \(temporary): \(reason)")
-            }
-            written += n
-        }
-        guard fsync(fd) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            unlink(temporary)
-            throw WriteError(description: "cannot fsync \(temporary): \(reason)")
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw WriteError(description: "cannot rename \(temporary) to \(path): \(reason)")
-        }
-        // The rename itself must reach the disk: fsync the folder.
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let directory = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_CLOEXEC)
-        if directory >= 0 {
-            _ = fsync(directory)
-            close(directory)
         }
     }
 
@@ -175,10 +135,4 @@ final class Snapshotter: @unchecked Sendable {
     static func read(_ path: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
-}
-
-/// Writes `bytes` to `path` the way snapshots are written: a temporary file in the same folder,
-/// fsync'd and renamed over the old one (for `sluicectl replay --state`).
-public func writeFileAtomically(_ bytes: [UInt8], to path: String) throws {
-    try Snapshotter.writeAtomically(bytes, to: path)
 }

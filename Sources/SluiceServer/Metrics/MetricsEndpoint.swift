@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SluiceConfiguration
 
 /// The operator's HTTP listener: `GET /metrics` (Prometheus text format), `GET /healthz` (the
 /// process answers) and `GET /readyz` (it serves checks: listeners bound, not shutting down).

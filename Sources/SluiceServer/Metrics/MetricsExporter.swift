@@ -1,6 +1,7 @@
 import CSluiceSupport
 import NIOConcurrencyHelpers
 import Prometheus
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceStore

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto

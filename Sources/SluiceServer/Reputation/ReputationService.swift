@@ -1,6 +1,7 @@
 @preconcurrency import Dispatch
 import Logging
 import NIOConcurrencyHelpers
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceStore
@@ -134,7 +135,7 @@ public final class ReputationService: Sendable {
         let counts = NIOLockedValueBox(Counts())
         self.counts = counts
         pump = EventPump(tap: denials, queue: DispatchQueue(label: "sluice.reputation", qos: .utility),
-                         interval: .milliseconds(10)) { [state, writer] events in
+                         interval: .milliseconds(10)) { [state] events in
             let model = state.current.configuration.reputation.model
             // Each event is queued for the store with the record it changed (the book's onChange).
             for event in events { book.apply(event, model: model) }

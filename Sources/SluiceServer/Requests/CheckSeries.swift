@@ -1,3 +1,4 @@
+import SluiceConfiguration
 import SluiceCore
 
 /// The series of `sluice_checks_total`: one per (tenant, rule) pair a check can count under,

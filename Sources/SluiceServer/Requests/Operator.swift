@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto

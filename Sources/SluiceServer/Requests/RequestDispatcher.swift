@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto

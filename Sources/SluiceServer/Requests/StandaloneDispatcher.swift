@@ -1,4 +1,5 @@
 import Logging
+import SluiceConfiguration
 import SluiceCore
 
 /// A dispatcher with its own table and reputation, and no listeners: for in-process benchmarks
