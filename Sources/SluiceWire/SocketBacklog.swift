@@ -6,8 +6,8 @@ import NIOCore
 /// How long the bytes waiting in one TCP connection's receive queue will wait before the
 /// daemon reads them (the queue's size, the kernel's `SO_MEMINFO` receive allocation, divided by
 /// the rate at which this connection's bytes have been consumed), and the share of this
-/// connection's checks to refuse so that the wait stays near `server.max_queue_delay`; none is
-/// refused while the wait is under it.
+/// connection's checks to refuse so that the wait stays near half of `server.max_queue_delay`;
+/// none is refused while the wait is under that.
 ///
 /// The loop's own lateness (``QueueDelayGauge``) does not see this queue: a few connections
 /// pipelining deep keep every turn short while the kernel holds megabytes of their requests
@@ -16,9 +16,9 @@ import NIOCore
 /// of the checks drains the queue while the rest are still decided.
 ///
 /// The share is a proportional-integral controller on the estimated wait, the one PIE (RFC 8033)
-/// runs on a router's queue: each sample moves it by the wait's distance from the bound and by
-/// how much the wait changed since the sample before, both in units of the bound; under the
-/// bound it only falls. A fixed
+/// runs on a router's queue: each sample moves it by the wait's distance from half the bound and
+/// by how much the wait changed since the sample before, both in units of the bound; under half
+/// the bound it only falls. A fixed
 /// all-or-nothing refusal (past the bound, until under half of it) refused in bursts and decided
 /// half the checks the daemon had the capacity for (docs/BENCHMARKS.md). Refusals are spread
 /// evenly over the checks (an accumulator, no randomness).
@@ -28,13 +28,12 @@ import NIOCore
 struct SocketBacklog {
     /// Bytes consumed since the last sample.
     var consumed = 0
-    /// When the rate's window starts: the last sample, or the first full read after the socket
-    /// was empty.
+    /// When the rate's window starts: the last sample, or the first read after a silence.
     var lastSample: NIODeadline
-    /// The last read that filled its buffer.
-    var lastFull: NIODeadline
-    /// Whether the socket was empty at the last read (or reading was paused): the rate is
-    /// measured again from the next full read, so that idle time never counts as slowness.
+    /// The last read.
+    var lastRead: NIODeadline
+    /// Whether reading was paused (the client did not read its answers): the rate's window
+    /// starts again at the next read, so the pause is not taken for slowness.
     var fresh = true
     /// The wait of the newest byte in the queue at the last sample (ns).
     var wait: Int64 = 0
@@ -43,61 +42,60 @@ struct SocketBacklog {
     /// Refusals owed: grows by `share` per check, a check is refused per whole one.
     private var owed: Double = 0
 
-    /// Forgets what was measured (reading was paused, not slow): the rate is measured again from
-    /// the next full read; nothing is refused until a sample finds a backlog.
-    mutating func restart(now: NIODeadline) {
-        fresh = true
-        wait = 0
-    }
+    /// Reading was paused and resumes: the rate is measured again from the next read.
+    mutating func restart(now: NIODeadline) { fresh = true }
 
-    /// Whether any of the connection's checks are being refused for its backlog: a share is
-    /// set and something waits (a read that emptied the socket stops refusals until the next
-    /// sample finds a backlog again; the share is kept for it).
-    var refusing: Bool { share > 0 && wait > 0 }
+    /// Whether any of the connection's checks are being refused for its backlog.
+    var refusing: Bool { share > 0 }
 
     /// The shortest time between two samples: a sample is a system call.
     static let interval = TimeAmount.milliseconds(5)
-    /// How long after its last full read a connection's socket is taken to be drained for good.
+    /// A silence this long (no read at all, or no sample while reads did not fill their buffer)
+    /// ends a backlog: the share is none, and the rate's window starts again.
     static let idle = TimeAmount.milliseconds(40)
     /// The controller's gains per sample, the wait measured in bounds: how far the wait is from
-    /// the bound, and how far it moved since the last sample.
+    /// the target (half the bound), and how far it moved since the last sample.
     static let proportional = 0.1
     static let derivative = 0.25
 
     init(now: NIODeadline) {
         lastSample = now
-        lastFull = now
+        lastRead = now
     }
 
     /// Counts a read of `bytes`; returns true when a sample is due: the read filled its buffer
-    /// (`full`: more may wait), an interval after the window started.
+    /// (`full`: more may wait), an interval after the last.
     mutating func record(read bytes: Int, full: Bool, now: NIODeadline) -> Bool {
-        guard full else {
-            // A read that did not fill its buffer emptied the socket: nothing waits (so nothing
-            // is refused until a sample finds a backlog again), and the share refused was more
-            // than enough. It falls a little, not to none, for when the socket fills again within
-            // a few samples (sustained overload); to none once it has not for `idle`.
-            wait = 0
-            fresh = true
-            share = now - lastFull >= Self.idle ? 0 : max(0, share - Self.proportional / 2)
-            if share == 0 { owed = 0 }
-            return false
-        }
-        lastFull = now
-        if fresh {
-            // The first full read after an empty socket starts the window: the time before it
-            // was idle, not slow.
+        defer { lastRead = now }
+        if fresh || now - lastRead >= Self.idle {
+            // The time before this read was not spent reading (a silence, a pause): the window
+            // starts here, or an hour idle would read as an hour to drain one buffer.
+            if !fresh || now - lastRead >= Self.idle {
+                share = 0
+                owed = 0
+                wait = 0
+            }
             fresh = false
             consumed = 0
             lastSample = now
             return false
         }
         consumed &+= bytes
+        guard full else {
+            // A read that did not fill its buffer emptied the socket: nothing waits, and the
+            // share refused was more than enough. Still refusing a little, not none, while the
+            // socket fills again within a few samples (sustained overload); none once it has
+            // not for `idle`.
+            wait = 0
+            share = now - lastSample >= Self.idle ? 0 : max(0, share - Self.proportional / 2)
+            if share == 0 { owed = 0 }
+            return false
+        }
         return now - lastSample >= Self.interval
     }
 
     /// Takes a sample of `queued` bytes at `now` and moves the share refused towards keeping the
-    /// wait at `bound`; returns whether any checks are to be refused.
+    /// wait at half of `bound`; returns whether any checks are to be refused.
     mutating func sample(queued: Int, now: NIODeadline, bound: Int64) -> Bool {
         let elapsed = (now - lastSample).nanoseconds
         let before = wait
@@ -115,10 +113,10 @@ struct SocketBacklog {
         let scale = Double(max(bound, 1))
         // Clamped to 8 bounds: a wait of hours moves the share no faster than a wait of 8 bounds.
         let now = min(Double(wait) / scale, 8), then = min(Double(before) / scale, 8)
-        var next = share + Self.proportional * (now - 1) + Self.derivative * (now - then)
-        // Under the bound no more checks are refused than before, however fast the wait grew: a
-        // client's burst that waits less than max_queue_delay is answered, every check of it.
-        if now <= 1 { next = min(next, share) }
+        var next = share + Self.proportional * (now - 0.5) + Self.derivative * (now - then)
+        // Under half the bound no more checks are refused than before, however fast the wait
+        // grew: a burst that waits less than that is answered, every check of it.
+        if now <= 0.5 { next = min(next, share) }
         share = min(1, max(0, next))
         if share == 0 { owed = 0 }
         return refusing
