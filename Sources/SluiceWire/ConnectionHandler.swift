@@ -405,7 +405,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             unwritableSince = nil
             // What queued in the socket while the client did not read its answers waited for
             // the client, not for the daemon: the backlog's estimate starts afresh.
-            socketBacklog?.restart(now: .now())
+            socketBacklog?.restart()
             resumeReadingIfFree(context: context)
         } else {
             if unwritableSince == nil {

@@ -43,7 +43,7 @@ struct SocketBacklog {
     private var owed: Double = 0
 
     /// Reading was paused and resumes: the rate is measured again from the next read.
-    mutating func restart(now: NIODeadline) { fresh = true }
+    mutating func restart() { fresh = true }
 
     /// Whether any of the connection's checks are being refused for its backlog.
     var refusing: Bool { share > 0 }

@@ -52,10 +52,11 @@ extension LimiterTable: LimiterBackend {
 
     @inline(__always)
     public func check(_ item: UnsafePointer<BatchCheck>) -> Decision {
-        let pointee = item.pointee
         switch item.pointee.limits {
-        case .single(let limit): return check(key: pointee.key, limit: limit, hits: pointee.hits, now: pointee.now, multiplier: pointee.multiplier)
-        case .rule(let limits): return check(key: pointee.key, limits: limits, hits: pointee.hits, now: pointee.now, multiplier: pointee.multiplier)
+        case .single(let limit):
+            return check(key: item.pointee.key, limit: limit, hits: item.pointee.hits, now: item.pointee.now, multiplier: item.pointee.multiplier)
+        case .rule(let limits):
+            return check(key: item.pointee.key, limits: limits, hits: item.pointee.hits, now: item.pointee.now, multiplier: item.pointee.multiplier)
         }
     }
 
