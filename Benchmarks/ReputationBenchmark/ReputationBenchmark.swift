@@ -36,6 +36,16 @@ struct ReputationBenchmark {
         return (Int(fields.count > 1 ? fields[1] : "0") ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
+    /// Runs `work` and waits for it on this (the main, not a pooled) thread.
+    static func blocking(_ work: @escaping @Sendable () async -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            await work()
+            done.signal()
+        }
+        done.wait()
+    }
+
     static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
         return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
@@ -197,7 +207,7 @@ struct ReputationBenchmark {
         print(String(format: "adaptive adds %.1f ns idle, %.1f ns tiered, %.1f ns on a service's rule, %.1f ns on a baseline rule",
                      median(results["adaptive_idle"] ?? []) - base, median(results["tiered"] ?? []) - base,
                      median(results["load"] ?? []) - base, median(results["baseline"] ?? []) - base))
-        for standalone in dispatchers { standalone.stop() }
+        for standalone in dispatchers { blocking { await standalone.stop() } }
     }
 
     // MARK: ingestion
@@ -231,7 +241,11 @@ struct ReputationBenchmark {
         do {
             let store = try SQLiteReputationStore(path: "\(directory)/write-behind.db")
             let writer = WriteBehind(store: store, interval: .milliseconds(100), maxPendingEvents: 1_000_000)
-            writer.start()
+            // The daemon's reputation-writer service does this; here a timer stands in for it.
+            let committer = DispatchSource.makeTimerSource(queue: writer.queue)
+            committer.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100))
+            committer.setEventHandler { writer.commitOnQueue() }
+            committer.resume()
             let events = (0..<100_000).map {
                 ReputationEvent(tenant: "", subject: "user-\(($0 * 7_919) % options.subjects)", kind: "auth_failure", weight: -5, at: Int64($0))
             }
@@ -242,7 +256,8 @@ struct ReputationBenchmark {
                 writer.enqueue(events: Array(events[(sent % 100_000)..<(sent % 100_000 + 1_000)]))
                 sent += 1_000
             }
-            writer.stop()
+            committer.cancel()
+            writer.flush()
             let elapsed = Double(nanoseconds() - started) / 1e9
             let statistics = writer.current
             print(String(format: "write-behind, group commit every 100 ms: %.0f events/s committed over %.1f s (%d transactions, %d dropped)",
@@ -303,7 +318,7 @@ struct ReputationBenchmark {
                      offered as NSString, Double(sent) / (Double(fed - started) / 1e9), steady, sent - Int(written), maxPending,
                      Double(finished - fed) / 1e9))
         _ = statistics
-        standalone.stop()
+        blocking { await standalone.stop() }
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         print(String(format: "  database: %.1f MB for %d events (%.0f bytes per event, indexes included); %d subjects tracked",
                      Double(bytes) / 1e6, written, Double(bytes) / Double(max(1, written)), standalone.book.count))

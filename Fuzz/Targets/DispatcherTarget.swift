@@ -70,7 +70,7 @@ final class DispatcherTarget: @unchecked Sendable {
             // The configuration is this file's own: a failure is a bug here, not an input.
             fatalError("the dispatcher target's configuration is invalid: \(error)")
         }
-        standalone = StandaloneDispatcher(configuration: configuration, logger: logger)
+        standalone = StandaloneDispatcher(configuration: configuration, logger: logger, withBackground: false)
         loop = MultiThreadedEventLoopGroup.singleton.next()
         options.discardUnknownFields = true
         options.messageDepthLimit = 16

@@ -5,6 +5,8 @@ import SluiceIntelligence
 
 /// Write-behind with group commit: changes are queued in memory and written together, one
 /// transaction per interval, on a background Dispatch queue. Nothing on the hot path waits for it.
+/// The writer keeps no timer: whoever owns it calls ``commitOnQueue(records:)`` on ``queue`` every
+/// ``interval`` (the daemon's `reputation-writer` service) and ``flush()`` at the end.
 ///
 /// A durable change comes with a completion, called after the transaction that holds it has
 /// committed (or with the error when it could not). When a commit fails, its changes are kept and
@@ -49,14 +51,14 @@ public final class WriteBehind: Sendable {
     let store: NIOLockedValueBox<(any ReputationStore)?>
     /// The writer's serial queue: commits, and whatever else must not run concurrently with them.
     public let queue: DispatchQueue
-    let interval: DispatchTimeInterval
+    /// How often its owner commits (the group-commit interval).
+    public let interval: Duration
     /// The most events kept waiting (for a store that is down).
     public let maxPendingEvents: Int
     /// Records (one row per changed subject) are written every this many commits; events every
     /// commit. A subject changes many times a second under load and only its last state needs
     /// writing; the events in between are replayed at start.
     public let recordsEvery: Int
-    let timer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
     let onFailure: @Sendable (StoreError) -> Void
 
     /// A writer to `store` (nil: none yet, see ``attach(_:)``).
@@ -65,7 +67,7 @@ public final class WriteBehind: Sendable {
     ///   - interval: the group-commit interval.
     ///   - onFailure: told of each failed commit (on the writer's queue).
     public init(store: (any ReputationStore)?, queue: DispatchQueue = DispatchQueue(label: "sluice.store", qos: .utility),
-                interval: DispatchTimeInterval = .milliseconds(100), maxPendingEvents: Int = 1_000_000, recordsEvery: Int = 10,
+                interval: Duration = .milliseconds(100), maxPendingEvents: Int = 1_000_000, recordsEvery: Int = 10,
                 onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) {
         self.recordsEvery = max(1, recordsEvery)
         self.store = NIOLockedValueBox(store)
@@ -137,28 +139,6 @@ public final class WriteBehind: Sendable {
             pending.batch.events.removeLast(excess)
             pending.dropped &+= UInt64(excess)
         }
-    }
-
-    /// Starts committing every interval. Calling it twice changes nothing.
-    public func start() {
-        timer.withLockedValue { timer in
-            guard timer == nil else { return }
-            let source = DispatchSource.makeTimerSource(queue: queue)
-            source.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(5))
-            source.setEventHandler { [weak self] in self?.commitOnQueue() }
-            source.resume()
-            timer = source
-        }
-    }
-
-    /// Stops the timer and commits what is pending (shutdown).
-    public func stop() {
-        let source = timer.withLockedValue { timer -> (any DispatchSourceTimer)? in
-            defer { timer = nil }
-            return timer
-        }
-        source?.cancel()
-        flush()
     }
 
     /// Commits what is pending now, records included, and returns when done; the error when it failed.

@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
-import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
 import SluiceServer
@@ -86,25 +85,20 @@ struct Sluiced: AsyncParsableCommand {
         let logger = Logger(label: "sluiced")
         // SIGTERM and SIGINT are caught from here on, before any socket is bound: one that
         // arrives while the daemon starts (a supervisor that gives up) shuts it down gracefully
-        // once the service group runs, instead of killing it with the signal's default action.
-        let early = EarlyShutdownSignals()
+        // once it runs, instead of killing it with the signal's default action.
+        let signals = ShutdownSignals()
         let daemon: SluiceDaemon
         do {
             let reload: @Sendable () throws -> Configuration = { [self] in try resolvedConfiguration() }
             daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, metrics: metricsRegistry,
-                                                  reloadFrom: reload)
+                                                  reloadFrom: reload, reloadOnHangup: true)
         } catch let error as SluiceError {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code)", "error.message": "\(error.message)"])
             throw ExitCode(1)
         }
-        let group = ServiceGroup(configuration: .init(
-            services: daemon.services(reloadOnHangup: true).map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        early.forward(to: group)
-        try await group.run()
-        early.cancel()
+        signals.forward(to: daemon)
+        await daemon.run()
+        signals.cancel()
         await daemon.close()
     }
 
@@ -156,11 +150,11 @@ struct Sluiced: AsyncParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// Catches SIGTERM and SIGINT from the start of the process, and forwards them to the service
-/// group once it exists (the group installs its own handlers only when it runs).
-final class EarlyShutdownSignals {
+/// Catches SIGTERM and SIGINT from the start of the process, and begins the daemon's graceful
+/// shutdown once it runs (at once if one came while it started).
+final class ShutdownSignals {
     let sources: [any DispatchSourceSignal]
-    let state = NIOLockedValueBox<(requested: Bool, group: ServiceGroup?)>((false, nil))
+    let state = NIOLockedValueBox<(requested: Bool, daemon: SluiceDaemon?)>((false, nil))
 
     init() {
         let queue = DispatchQueue(label: "sluiced.signals")
@@ -173,23 +167,23 @@ final class EarlyShutdownSignals {
         self.sources = sources
         for source in sources {
             source.setEventHandler { [state] in
-                let group = state.withLockedValue { state -> ServiceGroup? in
+                let daemon = state.withLockedValue { state -> SluiceDaemon? in
                     state.requested = true
-                    return state.group
+                    return state.daemon
                 }
-                if let group { Task { await group.triggerGracefulShutdown() } }
+                daemon?.beginShutdown()
             }
             source.resume()
         }
     }
 
-    /// From now on signals go to `group`; one that came before shuts it down at once.
-    func forward(to group: ServiceGroup) {
+    /// From now on signals go to `daemon`; one that came before shuts it down at once.
+    func forward(to daemon: SluiceDaemon) {
         let requested = state.withLockedValue { state -> Bool in
-            state.group = group
+            state.daemon = daemon
             return state.requested
         }
-        if requested { Task { await group.triggerGracefulShutdown() } }
+        if requested { daemon.beginShutdown() }
     }
 
     func cancel() {

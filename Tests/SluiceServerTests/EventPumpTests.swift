@@ -1,7 +1,9 @@
 import Dispatch
+import Logging
 import NIOConcurrencyHelpers
 @testable import SluiceConfiguration
 import SluiceCore
+import SluiceTestKit
 @testable import SluiceServer
 import Testing
 
@@ -24,19 +26,23 @@ struct EventPumpTests {
         #expect(received.withLockedValue { $0.count } == 3, "an empty tap hands over nothing")
     }
 
-    @Test("a started pump delivers on its own, and stop hands over what is left")
-    func startAndStop() async throws {
+    @Test("its service drains the tap every interval of its clock, and what is left at shutdown")
+    func serviceDrainsAndFinishes() async throws {
+        let clock = TestClock()
         let tap = EventTap<Int>(capacity: 1_000)
         let total = NIOLockedValueBox(0)
-        let pump = EventPump(tap: tap, interval: .milliseconds(1)) { batch in total.withLockedValue { $0 += batch.count } }
-        pump.start()
-        pump.start()
+        let pump = EventPump(tap: tap, interval: .milliseconds(10)) { batch in total.withLockedValue { $0 += batch.count } }
+        let services = RunningServices([pump.service("test-pump", clock: clock)], logger: Logger(label: "test"))
+        #expect(await clock.waitForSleeps(1))
         for i in 0..<500 { tap.offer(i) }
-        for _ in 0..<500 where total.withLockedValue({ $0 }) < 500 { try await Task.sleep(for: .milliseconds(5)) }
+        clock.advance(by: .milliseconds(9))
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(total.withLockedValue { $0 } == 0, "nothing is drained before the interval has passed")
+        clock.advance(by: .milliseconds(1))
+        #expect(await clock.waitForSleeps(2), "drained, and waiting for the next interval")
         #expect(total.withLockedValue { $0 } == 500)
-        pump.stop()
         for i in 0..<7 { tap.offer(i) }
-        pump.stop()
-        #expect(total.withLockedValue { $0 } == 507)
+        await services.shutdown()
+        #expect(total.withLockedValue { $0 } == 507, "shutdown hands over what is left")
     }
 }

@@ -43,7 +43,7 @@ struct HooksEndToEndTests {
         let policy = TestPolicy()
         let events = EventTap<CheckEvent>(capacity: 4)
         let daemon = try await SluiceDaemon.start(configuration: configuration, logger: Logger(label: "test"), events: events,
-                                                 metrics: nil, reloadFrom: nil, stages: [policy])
+                                                 metrics: nil, reloadFrom: nil, stages: [policy], clock: ContinuousClock())
         let client = try await SluiceClient.connect(to: .unix(path: daemon.unixPaths[0]))
         let limit = WireLimit(limit: 2, periodMs: 60_000, algorithm: .fixedWindow)
         func check(_ key: String, subject: String) -> WireCheck {

@@ -28,8 +28,9 @@ struct HostileRequestTests {
         """, source: "hostile.yaml")
         configuration.clock = clock
         configuration.maxBatch = 20
-        let dispatcher = RequestDispatcher(configuration: configuration, table: LimiterTable(shardCount: 4, maxEntries: 2_000),
-                                           logger: Logger(label: "test"))
+        configuration.shards = 4
+        configuration.maxEntries = 2_000
+        let dispatcher = StandaloneDispatcher(configuration: configuration, logger: Logger(label: "test"), withBackground: false).dispatcher
         var random = SeededGenerator(seed: clock == .request ? 1 : 2)
         let algorithms: [Sluice_V1_Algorithm] = [.unspecified, .gcra, .tokenBucket, .slidingWindow, .fixedWindow,
                                                  .concurrency, .UNRECOGNIZED(99)]

@@ -10,6 +10,7 @@ import SluiceClient
 @testable import SluiceConfiguration
 import SluiceCore
 import SluiceProto
+import SluiceTestKit
 @testable import SluiceServer
 import SluiceWire
 
@@ -32,7 +33,9 @@ struct TestDaemon {
 
     /// Starts a daemon on `yaml`, or on the file at `file` (which reloads re-read, with the
     /// same test settings laid over it, as sluiced lays its command-line options over it).
-    static func start(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request,
+    ///
+    /// `timers` is the clock the daemon's background engines wait on (real time if nil).
+    static func start(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request, timers: TestClock? = nil,
                       _ adjust: @escaping @Sendable (inout Configuration) -> Void = { _ in }) async throws -> TestDaemon {
         let directory = temporaryDirectory()
         let settle: @Sendable (inout Configuration) -> Void = { configuration in
@@ -63,7 +66,13 @@ struct TestDaemon {
                 return configuration
             }
         }
-        let daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, reloadFrom: reload)
+        let daemon: SluiceDaemon
+        if let timers {
+            daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, events: nil, metrics: nil, reloadFrom: reload,
+                                                  stages: [], clock: timers)
+        } else {
+            daemon = try await SluiceDaemon.start(configuration: configuration, logger: logger, reloadFrom: reload)
+        }
         return TestDaemon(daemon: daemon, directory: directory)
     }
 
@@ -73,10 +82,10 @@ struct TestDaemon {
     }
 
     /// Runs `body` with a started daemon and always stops it.
-    static func with<T>(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request,
+    static func with<T>(yaml: String = "", file: String? = nil, clock: Configuration.ClockMode = .request, timers: TestClock? = nil,
                         _ adjust: @escaping @Sendable (inout Configuration) -> Void = { _ in },
                         _ body: (TestDaemon) async throws -> T) async throws -> T {
-        let daemon = try await start(yaml: yaml, file: file, clock: clock, adjust)
+        let daemon = try await start(yaml: yaml, file: file, clock: clock, timers: timers, adjust)
         do {
             let result = try await body(daemon)
             await daemon.stop()

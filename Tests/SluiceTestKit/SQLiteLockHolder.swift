@@ -15,7 +15,9 @@ public final class SQLiteLockHolder {
         process.standardInput = input
         process.standardOutput = output
         try process.run()
-        input.fileHandleForWriting.write(Data("BEGIN IMMEDIATE;\n\(statement)\n.print held\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
+        // `.timeout`: a daemon's commit under way when BEGIN IMMEDIATE runs would otherwise make
+        // it fail ("database is locked") and the shell go on to print "held" without the lock.
+        input.fileHandleForWriting.write(Data(".timeout 30000\nBEGIN IMMEDIATE;\n\(statement)\n.print held\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
         // On a loaded machine the shell can take a while to start: wait for it to say so.
         var said = Data()
         while !String(decoding: said, as: UTF8.self).contains("held") {

@@ -41,7 +41,6 @@ final class SheddingService: Sendable {
     let wouldDeny = Synchronization.Atomic<UInt64>(0)
     let live: LiveState
     let queue = DispatchQueue(label: "sluice.adaptive", qos: .utility)
-    let running = NIOLockedValueBox(false)
 
     init(state: LiveState) {
         live = state
@@ -205,28 +204,13 @@ final class SheddingService: Sendable {
 
     // MARK: Running
 
-    /// Starts the background tick. `probe` returns the longest event-loop delay since its last
-    /// call (ns) and starts the next measurement; `now` is the daemon's clock.
-    func start(now: @escaping @Sendable () -> Int64, probe: @escaping @Sendable () -> Int64?) {
-        guard running.withLockedValue({ running in
-            defer { running = true }
-            return !running
-        }) else { return }
-        schedule(now: now, probe: probe)
-    }
-
-    func schedule(now: @escaping @Sendable () -> Int64, probe: @escaping @Sendable () -> Int64?) {
-        let interval = live.current.configuration.adaptive.interval
-        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(interval))) { [weak self] in
-            guard let self, self.running.withLockedValue({ $0 }) else { return }
-            self.tick(now: now(), loopDelay: probe())
-            self.schedule(now: now, probe: probe)
-        }
-    }
-
-    /// Stops the background tick.
-    func stop() {
-        running.withLockedValue { $0 = false }
+    /// The background tick as a service (`adaptive.interval`, read anew each turn so a reload
+    /// applies). `probe` returns the longest event-loop delay since its last call (ns) and starts
+    /// the next measurement; `now` is the daemon's clock.
+    func service<C: Clock>(clock: C, now: @escaping @Sendable () -> Int64, probe: @escaping @Sendable () -> Int64?) -> PeriodicService<C>
+    where C.Duration == Duration {
+        PeriodicService("shedding", every: { [live] in .nanoseconds(live.current.configuration.adaptive.interval) }, on: queue,
+                        clock: clock, tick: { [self] in tick(now: now(), loopDelay: probe()) })
     }
 
     // MARK: Reading

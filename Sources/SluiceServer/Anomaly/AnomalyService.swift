@@ -77,7 +77,11 @@ final class AnomalyService: Sendable {
         }
     }
 
-    func start() { pump.start() }
+    /// Feeds the detector every 100 ms; at shutdown, what is still queued, then closes the
+    /// alert log.
+    func service<C: Clock>(clock: C) -> PeriodicService<C> where C.Duration == Duration {
+        pump.service("anomaly-detection", clock: clock, finish: { [state] in state.withLockedValue { try? $0.log?.close() } })
+    }
 
     /// A detector whose `penalty` responses record an `anomaly` reputation event in `reputation`
     /// (none without reputation).
@@ -93,11 +97,6 @@ final class AnomalyService: Sendable {
             }]
             _ = reputation.record(request, configuration: state.current.configuration, now: time.now(), completion: nil)
         }
-    }
-
-    func stop() {
-        pump.stop()
-        state.withLockedValue { try? $0.log?.close() }
     }
 
     /// Whether the event loops should offer checks now (the flag is on).

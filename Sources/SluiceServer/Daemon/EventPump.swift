@@ -1,17 +1,17 @@
 @preconcurrency import Dispatch
-import NIOConcurrencyHelpers
 import SluiceCore
 
 /// Drains an ``EventTap`` on a background Dispatch queue and hands the events, in batches, to a
 /// consumer (reputation, anomaly scoring and the like). The hot path only ever offers to the tap;
-/// everything slow happens here, off the event loops.
+/// everything slow happens here, off the event loops. The pump keeps no timer: its
+/// ``service(_:clock:finish:)`` drains it every ``interval`` in the daemon's service group.
 public final class EventPump<Element: Sendable>: Sendable {
     let tap: EventTap<Element>
     let queue: DispatchQueue
-    let interval: DispatchTimeInterval
+    /// How often its service drains the tap.
+    let interval: Duration
     let batchLimit: Int
     let consumer: @Sendable ([Element]) -> Void
-    let timer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
 
     /// A pump for `tap`.
     ///
@@ -21,7 +21,7 @@ public final class EventPump<Element: Sendable>: Sendable {
     ///   - batchLimit: the most events handed over at once.
     ///   - consumer: receives each non-empty batch, oldest first.
     public init(tap: EventTap<Element>, queue: DispatchQueue = DispatchQueue(label: "sluice.events", qos: .utility),
-                interval: DispatchTimeInterval = .milliseconds(10), batchLimit: Int = 4_096,
+                interval: Duration = .milliseconds(10), batchLimit: Int = 4_096,
                 consumer: @escaping @Sendable ([Element]) -> Void) {
         self.tap = tap
         self.queue = queue
@@ -30,26 +30,15 @@ public final class EventPump<Element: Sendable>: Sendable {
         self.consumer = consumer
     }
 
-    /// Starts draining every `interval`. Calling it twice changes nothing.
-    public func start() {
-        timer.withLockedValue { timer in
-            guard timer == nil else { return }
-            let source = DispatchSource.makeTimerSource(queue: queue)
-            source.schedule(deadline: .now() + interval, repeating: interval)
-            source.setEventHandler { [weak self] in self?.drainOnQueue() }
-            source.resume()
-            timer = source
-        }
-    }
-
-    /// Stops the timer and hands over whatever is still in the tap.
-    public func stop() {
-        let source = timer.withLockedValue { timer -> (any DispatchSourceTimer)? in
-            defer { timer = nil }
-            return timer
-        }
-        source?.cancel()
-        drainNow()
+    /// The service that drains the pump every interval and once more at shutdown (then `finish`,
+    /// on the same queue).
+    func service<C: Clock>(_ name: String, clock: C, finish: (@Sendable () -> Void)? = nil) -> PeriodicService<C>
+    where C.Duration == Duration {
+        PeriodicService(name, every: { [interval] in interval }, on: queue, clock: clock, tick: { [self] in drainOnQueue() },
+                        finish: { [self] in
+                            drainOnQueue()
+                            finish?()
+                        })
     }
 
     /// Drains the tap now, on the pump's queue, and returns when the consumer is done.

@@ -10,19 +10,16 @@ import NIOConcurrencyHelpers
 final class MemoryReturner: Sendable {
     let counters: ServerCounters
     let queue = DispatchQueue(label: "sluice.memory", qos: .background)
-    let state = NIOLockedValueBox<(timer: (any DispatchSourceTimer)?, seenOpen: UInt64, seenTotal: UInt64)>((nil, 0, 0))
+    let state = NIOLockedValueBox<(seenOpen: UInt64, seenTotal: UInt64)>((0, 0))
 
     init(counters: ServerCounters) {
         self.counters = counters
         _ = sluice_malloc_map_from(128 << 10)
     }
 
-    func start(interval: DispatchTimeInterval = .seconds(10)) {
-        let source = DispatchSource.makeTimerSource(queue: queue)
-        source.schedule(deadline: .now() + interval, repeating: interval, leeway: .seconds(1))
-        source.setEventHandler { [self] in trimIfConnectionsClosed() }
-        source.resume()
-        state.withLockedValue { $0.timer = source }
+    /// Looks every `interval` (the daemon's `memory-returner` service).
+    func service<C: Clock>(clock: C, interval: Duration = .seconds(10)) -> PeriodicService<C> where C.Duration == Duration {
+        PeriodicService("memory-returner", every: { interval }, on: queue, clock: clock, tick: { [self] in trimIfConnectionsClosed() })
     }
 
     /// Trims when a connection closed since the last look (the accepted total grew by more than
@@ -35,13 +32,5 @@ final class MemoryReturner: Sendable {
             return Int64(truncatingIfNeeded: total &- state.seenTotal) > Int64(truncatingIfNeeded: open &- state.seenOpen)
         }
         if closed { _ = sluice_malloc_trim() }
-    }
-
-    func stop() {
-        let timer = state.withLockedValue { state -> (any DispatchSourceTimer)? in
-            defer { state.timer = nil }
-            return state.timer
-        }
-        timer?.cancel()
     }
 }

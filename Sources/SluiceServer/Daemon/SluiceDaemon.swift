@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
 import SluiceProto
@@ -11,12 +12,14 @@ import SluiceWire
 /// A running daemon: its listeners, event loops, dispatcher, metrics endpoint and snapshotter.
 ///
 /// `start` restores the snapshot, then binds every listener or none (a failure closes what was
-/// bound). Shutting down goes in a fixed order (``services(reloadOnHangup:)`` gives the same steps
-/// to a service-lifecycle `ServiceGroup`, which stops services in reverse order):
+/// bound), then runs every background engine and shutdown step as a service of one
+/// service-lifecycle `ServiceGroup`. ``shutdown()`` stops them in reverse order of start:
 /// 1. the listeners stop accepting, every connection's in-flight requests are answered, and the
 ///    connections close (`/readyz` turns 503 first);
-/// 2. the metrics endpoint closes;
-/// 3. the snapshotter writes its last snapshot, which holds every answered check;
+/// 2. the metrics endpoint closes (and the SIGHUP reloader stops);
+/// 3. anomaly detection takes what is queued for it; the snapshotter writes its last snapshot,
+///    which holds every answered check; reputation applies the last denials and commits every
+///    pending change; the shedding tick and the memory returner stop;
 /// 4. the event loops stop.
 public final class SluiceDaemon: Sendable {
     /// What answers requests.
@@ -34,9 +37,9 @@ public final class SluiceDaemon: Sendable {
     let listeners: [any Channel]
     let metricsChannel: (any Channel)?
     let logger: Logger
-    let snapshotter: Snapshotter?
     let operations: Operator
-    let memory: MemoryReturner
+    /// Every background engine and shutdown step, running from start to shutdown.
+    let services = NIOLockedValueBox<RunningServices?>(nil)
     /// The queueing-delay gauges' sampling tasks, cancelled before the event loops stop (a
     /// repeated task left on a loop that shuts down is an error NIO will make a crash).
     let sampling: [RepeatedTask]
@@ -46,14 +49,12 @@ public final class SluiceDaemon: Sendable {
     struct Progress {
         var servingStopped = false
         var metricsStopped = false
-        var snapshotWritten = false
         var closed = false
     }
 
     init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
          metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
-         metricsChannel: (any Channel)?, logger: Logger, snapshotter: Snapshotter?, operations: Operator, memory: MemoryReturner,
-         sampling: [RepeatedTask]) {
+         metricsChannel: (any Channel)?, logger: Logger, operations: Operator, sampling: [RepeatedTask]) {
         self.sampling = sampling
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
@@ -65,9 +66,7 @@ public final class SluiceDaemon: Sendable {
         self.listeners = listeners
         self.metricsChannel = metricsChannel
         self.logger = logger
-        self.snapshotter = snapshotter
         self.operations = operations
-        self.memory = memory
     }
 
     /// The configuration in force (it changes on reload).
@@ -83,16 +82,20 @@ public final class SluiceDaemon: Sendable {
     ///   - metrics: the registry to serve; a new one if nil.
     ///   - reloadFrom: reads the configuration anew for a reload (SIGHUP, `sluicectl reload`); nil
     ///     re-reads the file the configuration came from.
+    ///   - reloadOnHangup: reload on SIGHUP (the process's daemon; not one of many in a test).
     /// - Throws: ``SluiceError`` naming the listener that could not be bound.
     public static func start(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>? = nil,
-                             metrics: SluiceMetrics? = nil,
-                             reloadFrom: (@Sendable () throws -> Configuration)? = nil) async throws -> SluiceDaemon {
-        try await start(configuration: configuration, logger: logger, events: events, metrics: metrics, reloadFrom: reloadFrom, stages: [])
+                             metrics: SluiceMetrics? = nil, reloadFrom: (@Sendable () throws -> Configuration)? = nil,
+                             reloadOnHangup: Bool = false) async throws -> SluiceDaemon {
+        try await start(configuration: configuration, logger: logger, events: events, metrics: metrics, reloadFrom: reloadFrom,
+                        reloadOnHangup: reloadOnHangup, stages: [], clock: ContinuousClock())
     }
 
-    /// The same, with `stages` run before the features' own on every check (an embedder's policy).
-    static func start(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>?, metrics: SluiceMetrics?,
-                      reloadFrom: (@Sendable () throws -> Configuration)?, stages: [any CheckStage]) async throws -> SluiceDaemon {
+    /// The same, with `stages` run before the features' own on every check (an embedder's
+    /// policy), and the background engines' timers on `clock`.
+    static func start<C: Clock>(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>?, metrics: SluiceMetrics?,
+                                reloadFrom: (@Sendable () throws -> Configuration)?, reloadOnHangup: Bool = false,
+                                stages: [any CheckStage], clock: C) async throws -> SluiceDaemon where C.Duration == Duration {
         guard !configuration.unixListeners.isEmpty || !configuration.tcpListeners.isEmpty else {
             throw SluiceError(.invalidConfiguration, "no listeners: configure at least one Unix socket or TCP address")
         }
@@ -110,27 +113,27 @@ public final class SluiceDaemon: Sendable {
         for path in [configuration.snapshotPath, AnomalyService.statePath(configuration)].compactMap({ $0 }) {
             Snapshotter.removeStaleTemporaries(of: path, logger: logger)
         }
-        // The table is restored before any listener accepts, so no check sees it empty.
-        let snapshotter = configuration.snapshotPath.map {
-            Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics)
-        }
-        snapshotter?.restore()
         // Likewise every stored reputation (a store that cannot be opened is logged and retried).
         let reputation = ReputationService(state: state, time: time, logger: logger)
-        reputation.start()
-        snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines() } }
+        reputation.open()
+        let anomaly = AnomalyService(state: state, reputation: reputation, time: time, logger: logger)
+        let anomalyPath = AnomalyService.statePath(configuration)
+        // What anomaly detection learned before the restart, and the learned baselines, are
+        // saved with each snapshot.
+        if let anomalyPath { anomaly.restoreState(from: anomalyPath, now: time.now()) }
+        var companions: [@Sendable () -> Void] = [{ reputation.saveBaselines() }]
+        if let anomalyPath { companions.append { anomaly.saveState(to: anomalyPath) } }
+        // The table is restored before any listener accepts, so no check sees it empty.
+        let snapshotter = configuration.snapshotPath.map {
+            Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics, companions: companions)
+        }
+        snapshotter?.restore()
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
+        let shedding = SheddingService(state: state)
         let dispatcher = RequestDispatcher(state: state, backend: table, counters: counters, events: events, reputation: reputation,
-                                           shedding: SheddingService(state: state),
-                                           anomaly: AnomalyService(state: state, reputation: reputation, time: time, logger: logger),
-                                           operations: operations, time: time, version: SluiceVersion.current, extraStages: stages)
-        // What anomaly detection learned before the restart, saved with each snapshot.
-        if let path = AnomalyService.statePath(configuration) {
-            let anomaly = dispatcher.anomaly
-            anomaly.restoreState(from: path, now: time.now())
-            snapshotter?.alongside.withLockedValue { $0 = { reputation.saveBaselines(); anomaly.saveState(to: path) } }
-        }
+                                           shedding: shedding, anomaly: anomaly, operations: operations, time: time,
+                                           version: SluiceVersion.current, extraStages: stages)
         let tracker = ConnectionTracker()
         // One queueing-delay gauge per event loop, read by that loop's connections.
         var gauges: [ObjectIdentifier: QueueDelayGauge] = [:]
@@ -188,7 +191,7 @@ public final class SluiceDaemon: Sendable {
             for channel in bound { try? await channel.close() }
             try? await metricsChannel?.close()
             for path in unixPaths { UnixSocketPath.remove(path) }
-            reputation.stop()
+            reputation.flush()
             try? await group.shutdownGracefully()
             throw error
         }
@@ -196,16 +199,27 @@ public final class SluiceDaemon: Sendable {
             "config.source": "\(configuration.source)", "clock": "\(configuration.clock.rawValue)",
             "table.shards": "\(table.shardCount)", "table.max_entries": "\(table.maxEntries)", "threads": "\(threads)",
         ])
-        snapshotter?.start(interval: .milliseconds(Int(configuration.snapshotIntervalMs)))
-        let memory = MemoryReturner(counters: counters)
-        memory.start()
+        let daemon = SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
+                                  metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
+                                  listeners: bound, metricsChannel: metricsChannel, logger: logger, operations: operations,
+                                  sampling: sampling)
         let probe = LoopDelayProbe(group: group)
-        dispatcher.shedding.start(now: { time.now() }, probe: { probe.sample() })
-        dispatcher.anomaly.start()
-        return SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
-                            metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
-                            listeners: bound, metricsChannel: metricsChannel, logger: logger, snapshotter: snapshotter,
-                            operations: operations, memory: memory, sampling: sampling)
+        // Started in this order, stopped in reverse: first the listeners stop accepting and
+        // drain, then the metrics endpoint closes, then detection takes what is queued for it
+        // (so the last snapshot saves all it learned), the last snapshot is written, reputation
+        // applies the last denials and commits everything, and the shedding tick stops.
+        var services: [any Service] = [
+            MemoryReturner(counters: counters).service(clock: clock),
+            shedding.service(clock: clock, now: { time.now() }, probe: { probe.sample() }),
+        ]
+        services += reputation.services(clock: clock)
+        if let snapshotter { services.append(snapshotter.service(clock: clock, interval: .nanoseconds(configuration.snapshotIntervalMs * 1_000_000))) }
+        services.append(anomaly.service(clock: clock))
+        services.append(ShutdownStep(description: "metrics-endpoint") { await daemon.stopMetrics() })
+        if reloadOnHangup { services.append(HangupReloadService(daemon: daemon)) }
+        services.append(ShutdownStep(description: "listeners") { await daemon.stopServing() })
+        daemon.services.withLockedValue { $0 = RunningServices(services, logger: logger) }
+        return daemon
     }
 
     /// Re-reads the file `source` names.
@@ -302,9 +316,9 @@ public final class SluiceDaemon: Sendable {
     /// - Returns: what changed, or why nothing did.
     public func reload() -> Result<ReloadReport, SluiceError> { operations.reloadNow() }
 
-    /// Step 1 of shutdown: stops accepting, answers what every connection has already sent,
-    /// closes the connections and removes the Unix sockets.
-    public func stopServing() async {
+    /// Shutdown step 1 (the `listeners` service): stops accepting, answers what every
+    /// connection has already sent, closes the connections and removes the Unix sockets.
+    func stopServing() async {
         guard progress.withLockedValue({ let was = $0.servingStopped; $0.servingStopped = true; return !was }) else { return }
         logger.info("shutting down: no new connections, answering what is in flight")
         tracker.beginDraining()
@@ -313,29 +327,21 @@ public final class SluiceDaemon: Sendable {
         for path in unixPaths { UnixSocketPath.remove(path) }
     }
 
-    /// Step 2: closes the metrics endpoint.
-    public func stopMetrics() async {
+    /// Step 2 (the `metrics-endpoint` service): closes the metrics endpoint.
+    func stopMetrics() async {
         guard progress.withLockedValue({ let was = $0.metricsStopped; $0.metricsStopped = true; return !was }) else { return }
         try? await metricsChannel?.close()
     }
 
-    /// Step 3: stops the snapshot timer and writes the last snapshot; commits every pending
-    /// reputation change and stops the reputation queues.
-    public func writeFinalSnapshot() async {
-        guard progress.withLockedValue({ let was = $0.snapshotWritten; $0.snapshotWritten = true; return !was }) else { return }
-        memory.stop()
-        let snapshotter = snapshotter, reputation = dispatcher.reputation, load = dispatcher.shedding, anomaly = dispatcher.anomaly
-        // Every answered check is in the table now: keep it for the next start.
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                // Detection takes what is queued for it first, so the last snapshot saves all it learned.
-                anomaly.stop()
-                snapshotter?.stop()
-                reputation?.stop()
-                load.stop()
-                continuation.resume()
-            }
-        }
+    /// Begins the shutdown and returns at once (a signal handler's call); ``run()`` returns
+    /// when it is done.
+    public func beginShutdown() {
+        services.withLockedValue { $0 }?.beginShutdown()
+    }
+
+    /// Returns once every service has stopped (after ``beginShutdown()``); call ``close()`` then.
+    public func run() async {
+        await services.withLockedValue { $0 }?.finished()
     }
 
     /// Step 4: stops the event loops.
@@ -348,9 +354,7 @@ public final class SluiceDaemon: Sendable {
 
     /// Every step of shutdown, in order. Safe to call more than once.
     public func shutdown() async {
-        await stopServing()
-        await stopMetrics()
-        await writeFinalSnapshot()
+        await services.withLockedValue { $0 }?.shutdown()
         await close()
     }
 }

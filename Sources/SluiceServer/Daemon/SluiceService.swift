@@ -8,18 +8,6 @@ import Glibc
 import Darwin
 #endif
 
-/// One shutdown step of a running daemon as a service-lifecycle `Service`: it runs until
-/// graceful shutdown reaches it, then carries out its step.
-struct DaemonStepService: Service, CustomStringConvertible {
-    let description: String
-    let step: @Sendable () async -> Void
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        await step()
-    }
-}
-
 /// Reloads the configuration on SIGHUP, on a background queue, until graceful shutdown.
 struct HangupReloadService: Service, CustomStringConvertible {
     let daemon: SluiceDaemon
@@ -37,20 +25,5 @@ struct HangupReloadService: Service, CustomStringConvertible {
         source.resume()
         try? await gracefulShutdown()
         source.cancel()
-    }
-}
-
-extension SluiceDaemon {
-    /// The daemon's parts as services, in start order; a `ServiceGroup` stops them in reverse:
-    /// listeners (stop accepting, drain), then the SIGHUP reloader, then the metrics endpoint,
-    /// then the snapshotter (last snapshot). Call ``close()`` after the group returns.
-    public func services(reloadOnHangup: Bool) -> [any Service] {
-        var services: [any Service] = [
-            DaemonStepService(description: "snapshotter") { await self.writeFinalSnapshot() },
-            DaemonStepService(description: "metrics-endpoint") { await self.stopMetrics() },
-        ]
-        if reloadOnHangup { services.append(HangupReloadService(daemon: self)) }
-        services.append(DaemonStepService(description: "listeners") { await self.stopServing() })
-        return services
     }
 }

@@ -7,29 +7,28 @@ import Darwin
 import Dispatch
 import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import SluiceCore
 
 /// Keeps the limiter table on disk: restores it at start, writes it every interval on a
-/// background Dispatch queue and once more on shutdown. A write goes to a temporary file in the
+/// background Dispatch queue and once more on shutdown (its ``service(clock:interval:)``). A write goes to a temporary file in the
 /// same folder, is fsync'd and renamed over the old one, so a crash mid-write leaves the previous
 /// snapshot whole. A snapshot that cannot be read is reported, moved aside and ignored: the
 /// daemon then starts empty, never fails to start because of one.
-// @unchecked: `timer` is only touched under its lock; the rest is immutable or Sendable.
-final class Snapshotter: @unchecked Sendable {
+final class Snapshotter: Sendable {
     let path: String
     let table: LimiterTable
     let time: TimeSource
     let logger: Logger
     let queue = DispatchQueue(label: "sluice.snapshot")
-    let lock = NIOLock()
-    var timer: (any DispatchSourceTimer)?
     let metrics: SluiceMetrics?
-    /// Saved with each snapshot written (the learned baselines).
-    let alongside = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    /// Run after each snapshot written: what other features save with it (learned baselines,
+    /// what anomaly detection learned), each on its own queue.
+    let companions: [@Sendable () -> Void]
 
-    init(path: String, table: LimiterTable, time: TimeSource, logger: Logger, metrics: SluiceMetrics? = nil) {
+    init(path: String, table: LimiterTable, time: TimeSource, logger: Logger, metrics: SluiceMetrics? = nil,
+         companions: [@Sendable () -> Void] = []) {
         self.path = path
+        self.companions = companions
         self.table = table
         self.time = time
         self.logger = logger
@@ -64,22 +63,11 @@ final class Snapshotter: @unchecked Sendable {
         }
     }
 
-    /// Writes a snapshot every `interval` until ``stop()``.
-    func start(interval: DispatchTimeInterval) {
-        let source = DispatchSource.makeTimerSource(queue: queue)
-        source.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(100))
-        source.setEventHandler { [self] in write() }
-        source.resume()
-        lock.withLock { timer = source }
-    }
-
-    /// Stops the timer and writes a last snapshot (waiting for any write under way).
-    func stop() {
-        lock.withLock {
-            timer?.cancel()
-            timer = nil
-        }
-        queue.sync { _ = write() }
+    /// Writes a snapshot every `interval`, and a last one when graceful shutdown reaches it
+    /// (after any write under way: both run on the snapshot queue).
+    func service<C: Clock>(clock: C, interval: Duration) -> PeriodicService<C> where C.Duration == Duration {
+        PeriodicService("snapshotter", every: { interval }, on: queue, clock: clock,
+                        tick: { [self] in write() }, finish: { [self] in write() })
     }
 
     /// Writes a snapshot now, after any write under way (an operator's request).
@@ -97,7 +85,7 @@ final class Snapshotter: @unchecked Sendable {
             try DurableFile.write(bytes, to: path)
             let written = Written(entries: snapshot.entries.count, bytes: bytes.count, durationNanoseconds: time.uptime() - started)
             metrics?.snapshotWritten(written, at: time.now())
-            alongside.withLockedValue { $0 }?()
+            for companion in companions { companion() }
             logger.debug("snapshot written", metadata: ["snapshot.path": "\(path)", "snapshot.entries": "\(written.entries)",
                                                         "snapshot.bytes": "\(written.bytes)"])
             return .success(written)

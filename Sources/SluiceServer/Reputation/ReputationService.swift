@@ -1,6 +1,7 @@
 @preconcurrency import Dispatch
 import Logging
 import NIOConcurrencyHelpers
+import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
@@ -68,16 +69,13 @@ public final class ReputationService: Sendable {
     let logger: Logger
     let time: TimeSource
     let status = NIOLockedValueBox(Status())
-    let sweepTimer = NIOLockedValueBox<(any DispatchSourceTimer)?>(nil)
     let counts: NIOLockedValueBox<Counts>
-    /// What the hot path touches, kept apart: the service itself is weakly referenced by its
-    /// timers, and Swift counts references to such an object on a slow path.
+    /// What the hot path touches, kept apart from the rest (the stage holds only this).
     let hot: ReputationHotPath
 
     struct Status {
         var store: (any DurableStore)?
         var error: String?
-        var retrying = false
     }
 
     struct Counts {
@@ -96,7 +94,7 @@ public final class ReputationService: Sendable {
         self.logger = logger
         let failures = NIOLockedValueBox<(message: String, loggedAt: UInt64, suppressed: Int)>(("", 0, 0))
         let writer = WriteBehind(store: nil, queue: DispatchQueue(label: "sluice.store", qos: .utility),
-                                 interval: .nanoseconds(Int(settings.commitInterval)), maxPendingEvents: settings.maxPendingEvents,
+                                 interval: .nanoseconds(settings.commitInterval), maxPendingEvents: settings.maxPendingEvents,
                                  // Scores about once a second; events every interval.
                                  recordsEvery: max(1, Int(1_000_000_000 / max(1, settings.commitInterval))),
                                  onFailure: { [logger] error in
@@ -143,28 +141,45 @@ public final class ReputationService: Sendable {
         }
     }
 
-    /// Opens the store and loads every stored score (before any listener binds), then starts the
-    /// write-behind, the denial pump and the sweep.
-    func start() {
-        if settings.path != nil, !writer.onQueue({ openStore() }) { scheduleRetry() }
-        // Without a store nothing is queued; a running writer would still commit an empty batch
-        // of scores every second, and log each as failed ("the reputation store is not open").
-        if settings.path != nil { writer.start() }
-        pump.start()
-        startSweep()
+    /// Opens the store and loads every stored score (before any listener binds). A store that
+    /// cannot be opened is logged; the `reputation-store` service retries it.
+    func open() {
+        if settings.path != nil { _ = writer.onQueue({ openStore() }) }
     }
 
-    /// Stops the background work and commits what is pending.
-    func stop() {
-        let timer = sweepTimer.withLockedValue { timer -> (any DispatchSourceTimer)? in
-            defer { timer = nil }
-            return timer
+    /// The background work, in start order (a service group stops them in reverse):
+    /// - `reputation-writer` commits every `store.commit_interval` and, at shutdown, saves the
+    ///   baselines and commits the rest (only with a store: without one nothing is queued, and an
+    ///   empty commit of scores every second would be logged as failed);
+    /// - `reputation-store` opens a store that could not be opened, every 10 s;
+    /// - `reputation-sweep` forgets subjects back at neutral and expires old events;
+    /// - `reputation-denials` applies denied checks (`rate_limited` events) every 10 ms, and
+    ///   what is left at shutdown, before the writer's last commit.
+    func services<C: Clock>(clock: C) -> [any Service] where C.Duration == Duration {
+        var services: [any Service] = []
+        if settings.path != nil {
+            services.append(PeriodicService("reputation-writer", every: { [writer] in writer.interval }, on: writer.queue, clock: clock,
+                                            tick: { [writer] in writer.commitOnQueue() },
+                                            finish: { [self] in
+                                                saveBaselinesOnQueue()
+                                                writer.commitOnQueue(records: true)
+                                            }))
+            services.append(PeriodicService("reputation-store", every: { .seconds(10) }, on: writer.queue, clock: clock,
+                                            tick: { [self] in if !storeIsUp { _ = openStore() } }))
         }
-        timer?.cancel()
-        pump.stop()
+        services.append(PeriodicService("reputation-sweep", every: { [state] in .nanoseconds(state.current.configuration.reputation.sweepInterval) },
+                                        on: writer.queue, clock: clock, tick: { [self] in sweep(now: time.now()) }))
+        services.append(pump.service("reputation-denials", clock: clock))
+        return services
+    }
+
+    /// Applies what is queued and commits what is pending now, records included (a standalone
+    /// dispatcher's stop, which has no service group).
+    func flush() {
+        pump.drainNow()
         if settings.path != nil {
             writer.onQueue { saveBaselinesOnQueue() }
-            writer.stop()
+            writer.flush()
         }
     }
 
@@ -232,25 +247,6 @@ public final class ReputationService: Sendable {
                              metadata: ["store.path": "\(path)", "error.message": "\(error.message)"])
             }
             return false
-        }
-    }
-
-    func scheduleRetry() {
-        writer.queue.asyncAfter(deadline: .now() + .seconds(10)) { [weak self] in
-            guard let self, self.sweepTimer.withLockedValue({ $0 != nil }) else { return }
-            if !self.openStore() { self.scheduleRetry() }
-        }
-    }
-
-    func startSweep() {
-        let interval = Int(state.current.configuration.reputation.sweepInterval)
-        sweepTimer.withLockedValue { timer in
-            guard timer == nil else { return }
-            let source = DispatchSource.makeTimerSource(queue: writer.queue)
-            source.schedule(deadline: .now() + .nanoseconds(interval), repeating: .nanoseconds(interval), leeway: .milliseconds(50))
-            source.setEventHandler { [weak self] in self?.sweep(now: self?.time.now() ?? 0) }
-            source.resume()
-            timer = source
         }
     }
 

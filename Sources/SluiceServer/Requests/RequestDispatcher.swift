@@ -32,17 +32,6 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let time: TimeSource
     let version: String
 
-    /// Creates a dispatcher over `table` without reputation, logging what its background
-    /// features log to `logger`.
-    public convenience init(configuration: Configuration, table: LimiterTable, logger: Logger, counters: ServerCounters = ServerCounters(),
-                            events: EventTap<CheckEvent>? = nil, time: TimeSource = TimeSource(), version: String = SluiceVersion.current) {
-        let state = LiveState(configuration: configuration)
-        self.init(state: state, backend: table, counters: counters, events: events, reputation: nil,
-                  shedding: SheddingService(state: state),
-                  anomaly: AnomalyService(state: state, reputation: nil, time: time, logger: logger),
-                  operations: nil, time: time, version: version)
-    }
-
     /// A dispatcher over the services the daemon built.
     ///
     /// - Parameter extraStages: run before the features' own stages (an embedder's policy).

@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
 
@@ -7,26 +8,38 @@ import SluiceCore
 public final class StandaloneDispatcher: Sendable {
     /// Answers requests exactly as a daemon's connections would.
     public let dispatcher: RequestDispatcher
+    /// Reputation's and detection's background work, as in a daemon (without its listeners).
+    let services: RunningServices
 
-    /// Opens the reputation store (if configured) and builds the table.
-    public init(configuration: Configuration, logger: Logger) {
+    /// Opens the reputation store (if configured), builds the table and starts the background
+    /// engines; `withBackground: false` starts none, for callers that drain by hand
+    /// (``drainBackground()``, ``flush()``) and want nothing else running (fuzzing).
+    public init(configuration: Configuration, logger: Logger, withBackground: Bool = true) {
         let state = LiveState(configuration: configuration)
         let time = TimeSource()
         let table = LimiterTable(shardCount: configuration.shards > 0 ? configuration.shards : nil, maxEntries: configuration.maxEntries,
                                  reclaimsRecovered: configuration.clock == .monotonic)
         let reputation = ReputationService(state: state, time: time, logger: logger)
-        reputation.start()
+        reputation.open()
+        let anomaly = AnomalyService(state: state, reputation: reputation, time: time, logger: logger)
+        let shedding = SheddingService(state: state)
         dispatcher = RequestDispatcher(state: state, backend: table, counters: ServerCounters(), events: nil, reputation: reputation,
-                                       shedding: SheddingService(state: state),
-                                       anomaly: AnomalyService(state: state, reputation: reputation, time: time, logger: logger),
-                                       operations: nil, time: time, version: SluiceVersion.current)
+                                       shedding: shedding, anomaly: anomaly, operations: nil, time: time, version: SluiceVersion.current)
+        let clock = ContinuousClock()
+        services = RunningServices(withBackground
+            ? [shedding.service(clock: clock, now: { time.now() }, probe: { nil })] + reputation.services(clock: clock)
+                + [anomaly.service(clock: clock)]
+            : [], logger: logger)
     }
 
     /// The reputation book.
     public var book: ReputationBookAccess { ReputationBookAccess(service: dispatcher.reputation) }
 
-    /// Commits what is pending and stops the background queues.
-    public func stop() { dispatcher.reputation?.stop() }
+    /// Stops the background engines, committing what is pending.
+    public func stop() async {
+        await services.shutdown()
+        dispatcher.reputation?.flush()
+    }
 
     /// Commits what is pending now; returns events committed so far.
     @discardableResult
