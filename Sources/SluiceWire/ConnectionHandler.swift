@@ -334,9 +334,22 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                     pending = out
                     return true
                 }
+                if case .check = request.body {
+                    let future = processor.answerChecks(request, into: &out, eventLoop: context.eventLoop)
+                    pending = out
+                    if let future { awaitDeferred(future, id: request.id, context: context) }
+                    return true
+                }
                 if let future = processor.deferredAnswer(to: request, on: kind, eventLoop: context.eventLoop) {
                     pending = out
-                    awaitDeferred(future, id: request.id, context: context)
+                    let allocator = context.channel.allocator, id = request.id
+                    awaitDeferred(future.map { answer in
+                        var response = answer
+                        response.id = id
+                        var frame = allocator.buffer(capacity: 256)
+                        frame.writeResponseFrame(response)
+                        return frame
+                    }, id: id, context: context)
                     return true
                 }
                 response = processor.process(request)
@@ -351,9 +364,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         return true
     }
 
-    /// Stops answering (and reading) until `future` completes, then writes its answer and goes
-    /// on with the frames that arrived meanwhile.
-    func awaitDeferred(_ future: EventLoopFuture<WireResponse>, id: UInt64, context: ChannelHandlerContext) {
+    /// Stops answering (and reading) until `future` completes, then writes its answer frame and
+    /// goes on with the frames that arrived meanwhile.
+    func awaitDeferred(_ future: EventLoopFuture<ByteBuffer>, id: UInt64, context: ChannelHandlerContext) {
         awaitingDeferred = true
         flushPending(context: context)
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
@@ -361,13 +374,15 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         future.hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = loopBound.value
             handler.awaitingDeferred = false
-            var response: WireResponse
             switch result {
-            case .success(let answer): response = answer
-            case .failure(let error): response = .error(id: id, .internal, "the request failed: \(error)")
+            case .success(var frame):
+                var out = handler.pending ?? context.channel.allocator.buffer(capacity: frame.readableBytes)
+                handler.pending = nil
+                out.writeBuffer(&frame)
+                handler.pending = out
+            case .failure(let error):
+                handler.write(.error(id: id, .internal, "the request failed: \(error)"), context: context)
             }
-            response.id = id
-            handler.write(response, context: context)
             if !handler.closing {
                 if var rest = handler.partial {
                     handler.partial = nil

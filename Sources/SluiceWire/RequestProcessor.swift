@@ -21,6 +21,12 @@ public protocol RequestProcessor: Sendable {
     /// swift-protobuf and calls ``process(_:)``.
     func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool
 
+    /// A check request the fast path did not answer, decoded by swift-protobuf: appends its
+    /// whole answer frame to `out` and returns nil, or returns the future of that frame when
+    /// the checks are decided off the event loop (a backend a fleet shares). The connection
+    /// answers nothing after it until it completes, so answers stay in request order.
+    func answerChecks(_ request: WireRequest, into out: inout ByteBuffer, eventLoop: (any EventLoop)?) -> EventLoopFuture<ByteBuffer>?
+
     /// For a request whose work must not run on the event loop (it reads or writes files): a
     /// future of its answer. The connection answers nothing after it until it completes, so
     /// answers stay in request order. Nil: answer it with ``process(_:)``.
@@ -46,6 +52,15 @@ extension RequestProcessor {
 
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
+
+    /// Answered by ``process(_:)``, at once.
+    public func answerChecks(_ request: WireRequest, into out: inout ByteBuffer, eventLoop: (any EventLoop)?)
+        -> EventLoopFuture<ByteBuffer>? {
+        var response = process(request)
+        response.id = request.id
+        out.writeResponseFrame(response)
+        return nil
+    }
 
     /// No streams: a streaming request is refused.
     public func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream) -> WireResponse {

@@ -92,10 +92,12 @@ public final class SluiceDaemon: Sendable {
     }
 
     /// The same, with `stages` run before the features' own on every check (an embedder's
-    /// policy), and the background engines' timers on `clock`.
+    /// policy), the background engines' timers on `clock`, and checks decided against what
+    /// `backend` makes of the table (the table itself if nil).
     static func start<C: Clock>(configuration: Configuration, logger: Logger, events: EventTap<CheckEvent>?, metrics: SluiceMetrics?,
                                 reloadFrom: (@Sendable () throws -> Configuration)?, reloadOnHangup: Bool = false,
-                                stages: [any CheckStage], clock: C) async throws -> SluiceDaemon where C.Duration == Duration {
+                                stages: [any CheckStage], clock: C, backend: ((LimiterTable) -> any LimiterBackend)? = nil)
+        async throws -> SluiceDaemon where C.Duration == Duration {
         guard !configuration.unixListeners.isEmpty || !configuration.tcpListeners.isEmpty else {
             throw SluiceError(.invalidConfiguration, "no listeners: configure at least one Unix socket or TCP address")
         }
@@ -131,7 +133,7 @@ public final class SluiceDaemon: Sendable {
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
         let shedding = SheddingService(state: state)
-        let dispatcher = RequestDispatcher(state: state, backend: table, counters: counters, events: events, reputation: reputation,
+        let dispatcher = RequestDispatcher(state: state, backend: backend?(table) ?? table, counters: counters, events: events, reputation: reputation,
                                            shedding: shedding, anomaly: anomaly, operations: operations, time: time,
                                            version: SluiceVersion.current, extraStages: stages)
         let tracker = ConnectionTracker()

@@ -113,31 +113,52 @@ struct CheckScratch {
     /// Rule names, then tier names, then anomaly kinds (the last two only with notes).
     let names: UnsafeMutableBufferPointer<UnsafeRawBufferPointer>
 
-    /// Runs `body` with room for `count` checks, and for their notes when `notes`. Nothing is
-    /// initialized. Inlined: called through, the closure's captures were retained each time.
-    @inline(__always)
-    static func with<Result>(count: Int, notes: Bool, _ body: (CheckScratch) -> Result) -> Result {
+    /// Where each part lies in one block of `size` bytes.
+    struct Layout {
         var size = 0
-        func place<T>(_: T.Type, _ elements: Int) -> Int {
+        var series = 0, items = 0, notes = 0, decisions = 0, verdicts = 0, names = 0
+        let count: Int, noteCount: Int, nameCount: Int
+
+        @inline(__always)
+        init(count: Int, notes: Bool) {
+            self.count = count
+            noteCount = notes ? count : 0
+            nameCount = notes ? 3 * count : count
+            series = place(Int.self, count)
+            items = place(BatchCheck.self, count)
+            self.notes = place(CheckNote.self, noteCount)
+            decisions = place(Decision.self, count)
+            verdicts = place(CheckFrameCodec.VerdictFields.self, count)
+            names = place(UnsafeRawBufferPointer.self, nameCount)
+        }
+
+        @inline(__always)
+        mutating func place<T>(_: T.Type, _ elements: Int) -> Int {
             let start = (size + MemoryLayout<T>.alignment - 1) / MemoryLayout<T>.alignment * MemoryLayout<T>.alignment
             size = start + MemoryLayout<T>.stride * elements
             return start
         }
-        let noteCount = notes ? count : 0
-        let series = place(Int.self, count), items = place(BatchCheck.self, count), noteStart = place(CheckNote.self, noteCount)
-        let decisions = place(Decision.self, count), verdicts = place(CheckFrameCodec.VerdictFields.self, count)
-        let nameCount = notes ? 3 * count : count
-        let names = place(UnsafeRawBufferPointer.self, nameCount)
-        return withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 16) { raw in
-            // A temporary allocation of at least one byte has a base address.
-            let base = raw.baseAddress!
+
+        @inline(__always)
+        func scratch(at base: UnsafeMutableRawPointer) -> CheckScratch {
             func bind<T>(_: T.Type, _ start: Int, _ elements: Int) -> UnsafeMutableBufferPointer<T> {
                 UnsafeMutableBufferPointer(start: (base + start).bindMemory(to: T.self, capacity: elements), count: elements)
             }
-            return body(CheckScratch(series: bind(Int.self, series, count), items: bind(BatchCheck.self, items, count),
-                                     notes: bind(CheckNote.self, noteStart, noteCount), decisions: bind(Decision.self, decisions, count),
-                                     verdicts: bind(CheckFrameCodec.VerdictFields.self, verdicts, count),
-                                     names: bind(UnsafeRawBufferPointer.self, names, nameCount)))
+            return CheckScratch(series: bind(Int.self, series, count), items: bind(BatchCheck.self, items, count),
+                                notes: bind(CheckNote.self, notes, noteCount), decisions: bind(Decision.self, decisions, count),
+                                verdicts: bind(CheckFrameCodec.VerdictFields.self, verdicts, count),
+                                names: bind(UnsafeRawBufferPointer.self, names, nameCount))
+        }
+    }
+
+    /// Runs `body` with room for `count` checks, and for their notes when `notes`. Nothing is
+    /// initialized. Inlined: called through, the closure's captures were retained each time.
+    @inline(__always)
+    static func with<Result>(count: Int, notes: Bool, _ body: (CheckScratch) -> Result) -> Result {
+        let layout = Layout(count: count, notes: notes)
+        return withUnsafeTemporaryAllocation(byteCount: max(layout.size, 1), alignment: 16) { raw in
+            // A temporary allocation of at least one byte has a base address.
+            body(layout.scratch(at: raw.baseAddress!))
         }
     }
 }
@@ -146,64 +167,129 @@ extension RequestDispatcher {
     /// Validates every check, then decides them all and writes the answer; returns the error
     /// instead if any check is invalid (then nothing was consumed and nothing written).
     func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, context: WorkerContext, into out: inout ByteBuffer) -> WireError? {
-        let count = views.count
-        let live = context.live
         let started = time.now()
-        let batchNow = live.configuration.clock == .monotonic ? started : 0
-        // The stages active for this request, as bits of `stages` (at most 64 stages).
-        var active: UInt64 = 0
-        for index in stages.indices where stages[index].isActive(in: live) { active |= 1 << UInt64(index) }
-        return CheckScratch.with(count: count, notes: active != 0) { scratch -> WireError? in
+        let active = activeStages(in: context.live)
+        return CheckScratch.with(count: views.count, notes: active != 0) { scratch -> WireError? in
             var resolved = 0
             defer { scratch.items.baseAddress!.deinitialize(count: resolved) }
-            var previous = ResolvedLimits()
-            for index in 0..<count {
-                switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous, in: live) {
-                case .success(let (item, itemSeries)):
-                    (scratch.items.baseAddress! + index).initialize(to: item)
-                    scratch.series[index] = itemSeries
-                    resolved += 1
-                case .failure(let error):
-                    return error
-                }
-            }
-            let batch = CheckBatch(views: views, items: scratch.items, series: UnsafeBufferPointer(scratch.series), notes: scratch.notes,
-                                   live: live)
-            let annotated = active != 0
-            var inOrder = false
-            if annotated {
-                scratch.notes.initialize(repeating: CheckNote())
-                for index in stages.indices where active & (1 << UInt64(index)) != 0 {
-                    if stages[index].prepare(batch) { inOrder = true }
-                }
+            let batch: CheckBatch, inOrder: Bool
+            switch prepare(views, scratch: scratch, active: active, started: started, live: context.live, resolved: &resolved) {
+            case .success(let prepared): (batch, inOrder) = prepared
+            case .failure(let error): return error
             }
             let decisions = scratch.decisions
             if inOrder {
                 decideInOrder(batch, into: decisions)
-            } else if count == 1, !scratch.items[0].skip {
+            } else if views.count == 1, !scratch.items[0].skip {
                 decisions.initialize(repeating: backend.check(scratch.items.baseAddress!))
             } else {
                 // The table groups a batch by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
                 decisions.initialize(repeating: .blocked())
                 backend.check(batch: UnsafeBufferPointer(scratch.items), into: decisions)
             }
-            for index in 0..<count {
-                if annotated, scratch.notes[index].blockedFor >= 0 {
-                    var decision = Decision.blocked(retryAfter: scratch.notes[index].blockedFor)
-                    decision.reason = scratch.notes[index].blockReason
-                    decisions[index] = decision
-                }
-                context.count(series: scratch.series[index], reason: decisions[index].reason)
-            }
-            if annotated {
-                for index in stages.indices where active & (1 << UInt64(index)) != 0 {
-                    stages[index].settle(batch, decisions: UnsafeBufferPointer(decisions))
-                }
-            }
-            encode(id: id, batch, decisions: UnsafeBufferPointer(decisions), scratch: scratch, annotated: annotated, into: &out)
-            context.record(latency: time.now() - started)
+            settle(id: id, batch, scratch: scratch, active: active, context: context, started: started, into: &out)
             return nil
         }
+    }
+
+    /// Decides a batch against a backend that does not answer at once: resolves and prepares
+    /// it now, hands it to the backend, and settles and encodes it on `eventLoop` when the
+    /// decisions come. Its bytes and scratch live on the heap until then. A batch with a shadow
+    /// check to evaluate is decided whole here (evaluating needs a backend that answers at once).
+    func decideLater(id: UInt64, arena: CheckArena, context: WorkerContext, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer> {
+        let started = time.now()
+        let active = activeStages(in: context.live)
+        let count = arena.views.count
+        let work = DeferredBatch(count: count, notes: active != 0)
+        let batch: CheckBatch
+        switch prepare(UnsafeBufferPointer(arena.views), scratch: work.scratch, active: active, started: started, live: context.live,
+                       resolved: &work.resolved) {
+        case .success(let prepared): batch = prepared.0
+        case .failure(let error):
+            var out = ByteBufferAllocator().buffer(capacity: 128)
+            writeError(error, id: id, into: &out)
+            return eventLoop.makeSucceededFuture(out)
+        }
+        let promise = eventLoop.makePromise(of: ByteBuffer.self)
+        // The batch points into `arena` and `work`, which the closure keeps alive; it is touched
+        // only on `eventLoop`, here and when the decisions come back.
+        let pending = NIOLoopBound((self, batch, work, arena, context), eventLoop: eventLoop)
+        backend.decide(Array(work.scratch.items)) { decisions in
+            eventLoop.execute {
+                let (dispatcher, batch, work, arena, context) = pending.value
+                withExtendedLifetime(arena) {
+                    let target = work.scratch.decisions
+                    target.initialize(repeating: .blocked())
+                    for index in 0..<min(count, decisions.count) { target[index] = decisions[index] }
+                    var out = ByteBufferAllocator().buffer(capacity: 64 &* count &+ 32)
+                    dispatcher.settle(id: id, batch, scratch: work.scratch, active: active, context: context, started: started, into: &out)
+                    promise.succeed(out)
+                }
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// The stages active for a request under `live`, as bits of `stages` (at most 64 stages).
+    @inline(__always)
+    func activeStages(in live: LiveConfiguration) -> UInt64 {
+        var active: UInt64 = 0
+        for index in stages.indices where stages[index].isActive(in: live) { active |= 1 << UInt64(index) }
+        return active
+    }
+
+    /// Resolves every check into `scratch` (counting those initialized in `resolved`) and lets
+    /// each active stage prepare the batch. Returns the batch and whether it must be decided in
+    /// order, or the first invalid check's error.
+    @inline(__always)
+    func prepare(_ views: UnsafeBufferPointer<CheckView>, scratch: CheckScratch, active: UInt64, started: Int64, live: LiveConfiguration,
+                 resolved: inout Int) -> Result<(CheckBatch, Bool), WireError> {
+        let batchNow = live.configuration.clock == .monotonic ? started : 0
+        var previous = ResolvedLimits()
+        for index in 0..<views.count {
+            switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous, in: live) {
+            case .success(let (item, itemSeries)):
+                (scratch.items.baseAddress! + index).initialize(to: item)
+                scratch.series[index] = itemSeries
+                resolved += 1
+            case .failure(let error):
+                return .failure(error)
+            }
+        }
+        let batch = CheckBatch(views: views, items: scratch.items, series: UnsafeBufferPointer(scratch.series), notes: scratch.notes,
+                               live: live)
+        var inOrder = false
+        if active != 0 {
+            scratch.notes.initialize(repeating: CheckNote())
+            for index in stages.indices where active & (1 << UInt64(index)) != 0 {
+                if stages[index].prepare(batch) { inOrder = true }
+            }
+        }
+        return .success((batch, inOrder))
+    }
+
+    /// With the backend's decisions in `scratch.decisions`: applies the stages' blocks, counts
+    /// each check, lets each active stage settle, and writes the answer.
+    @inline(__always)
+    func settle(id: UInt64, _ batch: CheckBatch, scratch: CheckScratch, active: UInt64, context: WorkerContext, started: Int64,
+                into out: inout ByteBuffer) {
+        let decisions = scratch.decisions
+        let annotated = active != 0
+        for index in 0..<batch.count {
+            if annotated, scratch.notes[index].blockedFor >= 0 {
+                var decision = Decision.blocked(retryAfter: scratch.notes[index].blockedFor)
+                decision.reason = scratch.notes[index].blockReason
+                decisions[index] = decision
+            }
+            context.count(series: scratch.series[index], reason: decisions[index].reason)
+        }
+        if annotated {
+            for index in stages.indices where active & (1 << UInt64(index)) != 0 {
+                stages[index].settle(batch, decisions: UnsafeBufferPointer(decisions))
+            }
+        }
+        encode(id: id, batch, decisions: UnsafeBufferPointer(decisions), scratch: scratch, annotated: annotated, into: &out)
+        context.record(latency: time.now() - started)
     }
 
     /// Decides the checks one at a time, in order, evaluating each shadow check just before it

@@ -31,6 +31,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let operations: (any OperatorActions)?
     let time: TimeSource
     let version: String
+    /// The backend's ``LimiterBackend/answersAtOnce``, read once.
+    let answersAtOnce: Bool
 
     /// A dispatcher over the services the daemon built.
     ///
@@ -49,6 +51,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.stages = stages
         self.state = state
         self.backend = backend
+        answersAtOnce = backend.answersAtOnce
         self.counters = counters
         self.events = events
         self.operations = operations
@@ -297,17 +300,13 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     /// Answers a check request from its `CheckRequest` bytes; false (nothing written) when the
-    /// bytes are not canonical. `trustUTF8`: the strings were validated already (by swift-protobuf).
+    /// bytes are not canonical, or when the backend does not answer at once (the handler then
+    /// decodes the request and calls ``answerChecks(_:into:eventLoop:)``, which defers it).
     func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, into out: inout ByteBuffer) -> Bool {
-        guard let count = CheckFrameCodec.countChecks(body) else { return false }
+        guard answersAtOnce, let count = CheckFrameCodec.countChecks(body) else { return false }
         let context = state.context()
-        let maxBatch = context.live.configuration.maxBatch
-        guard count > 0, count <= maxBatch else {
-            counters.requests.add(1, ordering: .relaxed)
-            counters.recordError(.invalidArgument)
-            out.writeResponseFrame(count == 0
-                ? .error(id: id, .invalidArgument, "a check request needs at least one check")
-                : .error(id: id, .invalidArgument, "a batch of \(count) checks is above max_batch \(maxBatch)"))
+        if let refusal = refusal(ofBatch: count, id: id, context: context) {
+            out.writeResponseFrame(refusal)
             return true
         }
         return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: count) { views in
@@ -315,28 +314,63 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             guard CheckFrameCodec.readChecks(body, into: views, trustUTF8: trustUTF8) else { return false }
             counters.requests.add(1, ordering: .relaxed)
             if let error = decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out) {
-                counters.recordError(error.code)
-                var response = WireResponse()
-                response.id = id
-                response.error = error
-                out.writeResponseFrame(response)
+                writeError(error, id: id, into: &out)
             }
             return true
         }
     }
 
-    /// A check request that swift-protobuf decoded (the fast codec declined its bytes): its
-    /// canonical re-encoding always reads, so both paths decide through ``decide(id:views:into:)``.
+    /// The answer to a batch of `count` checks that is empty or above `max_batch` (counted), or
+    /// nil for a batch to decide.
+    func refusal(ofBatch count: Int, id: UInt64, context: WorkerContext) -> WireResponse? {
+        let maxBatch = context.live.configuration.maxBatch
+        guard count == 0 || count > maxBatch else { return nil }
+        counters.requests.add(1, ordering: .relaxed)
+        counters.recordError(.invalidArgument)
+        return count == 0
+            ? .error(id: id, .invalidArgument, "a check request needs at least one check")
+            : .error(id: id, .invalidArgument, "a batch of \(count) checks is above max_batch \(maxBatch)")
+    }
+
+    func writeError(_ error: WireError, id: UInt64, into out: inout ByteBuffer) {
+        counters.recordError(error.code)
+        var response = WireResponse()
+        response.id = id
+        response.error = error
+        out.writeResponseFrame(response)
+    }
+
+    /// A check request that swift-protobuf decoded (the fast codec declined its bytes): mapped
+    /// once into ``CheckView``s (``CheckArena``) and decided by the same path. With a backend
+    /// that answers at once, the answer is appended to `out`; otherwise the batch goes to the
+    /// backend and the future of its answer frame is returned, the event loop free meanwhile.
+    public func answerChecks(_ request: WireRequest, into out: inout ByteBuffer, eventLoop: (any EventLoop)?)
+        -> EventLoopFuture<ByteBuffer>? {
+        let checks = request.check.checks
+        let context = state.context()
+        if let refusal = refusal(ofBatch: checks.count, id: request.id, context: context) {
+            out.writeResponseFrame(refusal)
+            return nil
+        }
+        counters.requests.add(1, ordering: .relaxed)
+        let arena = CheckArena(checks)
+        if !answersAtOnce, let eventLoop {
+            return decideLater(id: request.id, arena: arena, context: context, eventLoop: eventLoop)
+        }
+        if let error = decide(id: request.id, views: UnsafeBufferPointer(arena.views), context: context, into: &out) {
+            writeError(error, id: request.id, into: &out)
+        }
+        return nil
+    }
+
+    /// ``process(_:)``'s answer to a check request (tests, fuzzing, embedders without a
+    /// connection): the answer frame decoded. Without an event loop the backend is asked at once.
     func answer(_ request: WireRequest) -> WireResponse {
         var out = ByteBufferAllocator().buffer(capacity: 256)
-        guard let bytes: [UInt8] = try? request.serializedBytes(),
-              (bytes.withUnsafeBytes { raw in
-                  CheckFrameCodec.checkBody(raw).map { answerChecks(id: $0.id, body: $0.body, trustUTF8: true, into: &out) } ?? false
-              }),
-              let length = out.readInteger(as: UInt32.self), let body = out.readBytes(length: Int(length)),
+        _ = answerChecks(request, into: &out, eventLoop: nil)
+        guard let length = out.readInteger(as: UInt32.self), let body = out.readBytes(length: Int(length)),
               let response = try? WireResponse(serializedBytes: body) else {
-            counters.requests.add(1, ordering: .relaxed)
-            return .error(id: request.id, .internal, "the check request could not be re-encoded")
+            return .error(id: request.id, .internal, "the check answer could not be read back")
         }
         return response
     }
