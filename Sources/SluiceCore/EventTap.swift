@@ -1,4 +1,3 @@
-import SluiceCore
 import NIOConcurrencyHelpers
 
 /// One request as the background features see it: a decided check (offered by the check path),
@@ -49,15 +48,23 @@ public struct CheckEvent: Sendable, Equatable {
 ///
 /// `offer` never waits beyond a short critical section: when the buffer is full the element is
 /// dropped and counted. The consumer calls `drain` from its own queue.
+///
+/// `offer` is inlinable so that the hot path's calls are specialised for their element type: a
+/// generic call across modules looked up the element's metadata on every offer (callgrind).
 public final class EventTap<Element: Sendable>: Sendable {
-    struct Ring {
-        var storage: [Element?]
-        var head = 0
-        var count = 0
-        var dropped: UInt64 = 0
-        var offered: UInt64 = 0
+    @usableFromInline
+    struct Ring: Sendable {
+        @usableFromInline var storage: [Element?]
+        @usableFromInline var head = 0
+        @usableFromInline var count = 0
+        @usableFromInline var dropped: UInt64 = 0
+        @usableFromInline var offered: UInt64 = 0
+
+        @usableFromInline
+        init(storage: [Element?]) { self.storage = storage }
     }
 
+    @usableFromInline
     let ring: NIOLockedValueBox<Ring>
     /// How many elements the buffer holds at most.
     public let capacity: Int
@@ -73,6 +80,7 @@ public final class EventTap<Element: Sendable>: Sendable {
     /// - Returns: false when the element was dropped.
     /// - Complexity: O(1), never blocks on the consumer.
     @discardableResult
+    @inlinable
     public func offer(_ element: Element) -> Bool {
         ring.withLockedValue { ring in
             ring.offered &+= 1

@@ -38,7 +38,9 @@ public final class TierBook: Sendable {
     /// - Complexity: O(1): one relaxed load when no subject has a tier, else a stripe lock.
     public func tier(of subject: Fingerprint) -> String? {
         guard !map.isEmpty else { return nil }
-        return map.value(for: subject)?.tier
+        // Only the name, read in place: copying the whole assignment retained and released
+        // each of its strings.
+        return map.read(subject) { $0?.tier }
     }
 
     /// The subject's assignment.

@@ -23,7 +23,7 @@ final class CheckArena: @unchecked Sendable {
         func place(_ text: String) -> UnsafeRawBufferPointer {
             let count = text.utf8.count
             let target = UnsafeMutableRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
-            _ = target.copyBytes(from: text.utf8)
+            target.copyBytes(from: text.utf8)
             offset += count
             return UnsafeRawBufferPointer(target)
         }
