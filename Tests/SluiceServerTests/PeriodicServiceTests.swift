@@ -52,6 +52,17 @@ struct PeriodicServiceTests {
         #expect(finished.withLockedValue { $0 } == ["s2", "s1", "s0"])
     }
 
+    @Test("the daemon's clock sleeps at least as long as asked, and a cancelled sleep throws at once")
+    func dispatchClockSleeps() async throws {
+        let clock = DispatchClock()
+        let started = ContinuousClock.now
+        try await clock.sleep(for: .milliseconds(30))
+        #expect(ContinuousClock.now - started >= .milliseconds(30))
+        let long = Task { try await clock.sleep(for: .seconds(600)) }
+        long.cancel()
+        await #expect(throws: CancellationError.self) { try await long.value }
+    }
+
     @Test("a daemon's engines run on the clock it is given, and its shutdown writes the last snapshot")
     func daemonRunsOnItsClock() async throws {
         let directory = TestDaemon.temporaryDirectory()

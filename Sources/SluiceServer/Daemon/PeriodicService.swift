@@ -1,5 +1,6 @@
 @preconcurrency import Dispatch
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// A background engine's timer as a service-lifecycle `Service`: every `interval` on `clock`, it
@@ -106,5 +107,48 @@ final class QueueTaskExecutor: TaskExecutor {
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         queue.async { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+    }
+}
+
+/// The daemon's clock for its timers: continuous time, with each wait a Dispatch timer on a
+/// serial queue of its own rather than Swift concurrency's default sleep. That sleep wakes on the
+/// shared global pool, and libdispatch's monitor of that pool reads `/proc/self/task/*/stat`:
+/// out of descriptors (a flood of connections), it could not open the file and crashed the
+/// daemon (HardeningProcessTests' descriptor exhaustion, one run in four).
+struct DispatchClock: Clock {
+    typealias Instant = ContinuousClock.Instant
+    typealias Duration = Swift.Duration
+
+    static let queue = DispatchQueue(label: "sluice.timers")
+
+    var now: Instant { ContinuousClock.now }
+    var minimumResolution: Duration { ContinuousClock().minimumResolution }
+
+    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+        let wait = ContinuousClock.now.duration(to: deadline)
+        let once = NIOLockedValueBox<CheckedContinuation<Void, any Error>?>(nil)
+        let cancelled = NIOLockedValueBox(false)
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let early = cancelled.withLockedValue { cancelled -> Bool in
+                    if !cancelled { once.withLockedValue { $0 = continuation } }
+                    return cancelled
+                }
+                if early { return continuation.resume(throwing: CancellationError()) }
+                let nanoseconds = max(0, wait.components.seconds &* 1_000_000_000 &+ wait.components.attoseconds / 1_000_000_000)
+                Self.queue.asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: nanoseconds))) {
+                    once.withLockedValue { pending in
+                        defer { pending = nil }
+                        return pending
+                    }?.resume()
+                }
+            }
+        } onCancel: {
+            cancelled.withLockedValue { $0 = true }
+            once.withLockedValue { pending in
+                defer { pending = nil }
+                return pending
+            }?.resume(throwing: CancellationError())
+        }
     }
 }

@@ -88,7 +88,7 @@ public final class SluiceDaemon: Sendable {
                              metrics: SluiceMetrics? = nil, reloadFrom: (@Sendable () throws -> Configuration)? = nil,
                              reloadOnHangup: Bool = false) async throws -> SluiceDaemon {
         try await start(configuration: configuration, logger: logger, events: events, metrics: metrics, reloadFrom: reloadFrom,
-                        reloadOnHangup: reloadOnHangup, stages: [], clock: ContinuousClock())
+                        reloadOnHangup: reloadOnHangup, stages: [], clock: DispatchClock())
     }
 
     /// The same, with `stages` run before the features' own on every check (an embedder's

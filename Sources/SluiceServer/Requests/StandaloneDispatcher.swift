@@ -25,7 +25,7 @@ public final class StandaloneDispatcher: Sendable {
         let shedding = SheddingService(state: state)
         dispatcher = RequestDispatcher(state: state, backend: table, counters: ServerCounters(), events: nil, reputation: reputation,
                                        shedding: shedding, anomaly: anomaly, operations: nil, time: time, version: SluiceVersion.current)
-        let clock = ContinuousClock()
+        let clock = DispatchClock()
         services = RunningServices(withBackground
             ? [shedding.service(clock: clock, now: { time.now() }, probe: { nil })] + reputation.services(clock: clock)
                 + [anomaly.service(clock: clock)]
