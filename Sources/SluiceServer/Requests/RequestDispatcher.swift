@@ -305,8 +305,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, into out: inout ByteBuffer) -> Bool {
         guard answersAtOnce, let count = CheckFrameCodec.countChecks(body) else { return false }
         let context = state.context()
-        if let refusal = refusal(ofBatch: count, id: id, context: context) {
-            out.writeResponseFrame(refusal)
+        let maxBatch = context.live.configuration.maxBatch
+        if count == 0 || count > maxBatch {
+            out.writeResponseFrame(refusal(ofBatch: count, id: id, maxBatch: maxBatch))
             return true
         }
         return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: count) { views in
@@ -320,11 +321,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
-    /// The answer to a batch of `count` checks that is empty or above `max_batch` (counted), or
-    /// nil for a batch to decide.
-    func refusal(ofBatch count: Int, id: UInt64, context: WorkerContext) -> WireResponse? {
-        let maxBatch = context.live.configuration.maxBatch
-        guard count == 0 || count > maxBatch else { return nil }
+    /// The answer to a batch of `count` checks that is empty or above `max_batch` (counted).
+    func refusal(ofBatch count: Int, id: UInt64, maxBatch: Int) -> WireResponse {
         counters.requests.add(1, ordering: .relaxed)
         counters.recordError(.invalidArgument)
         return count == 0
@@ -348,8 +346,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         -> EventLoopFuture<ByteBuffer>? {
         let checks = request.check.checks
         let context = state.context()
-        if let refusal = refusal(ofBatch: checks.count, id: request.id, context: context) {
-            out.writeResponseFrame(refusal)
+        let maxBatch = context.live.configuration.maxBatch
+        if checks.count == 0 || checks.count > maxBatch {
+            out.writeResponseFrame(refusal(ofBatch: checks.count, id: request.id, maxBatch: maxBatch))
             return nil
         }
         counters.requests.add(1, ordering: .relaxed)
