@@ -45,8 +45,7 @@ public final class StandaloneDispatcher: Sendable {
     @discardableResult
     public func flush() -> UInt64 {
         guard let reputation = dispatcher.reputation else { return 0 }
-        reputation.pump.drainNow()
-        reputation.writer.flush()
+        reputation.flush()
         return reputation.writer.current.eventsWritten
     }
 
