@@ -19,10 +19,8 @@ final class AnomalyService: Sendable {
     static let feature = "anomaly"
 
     /// A request or an outcome, as the event loops saw it.
-    struct Event: Sendable {
-        var observation: CheckEvent
-        var outcome: Bool
-    }
+    /// A check or a reported outcome (`mark`), as the detector drains it.
+    typealias Event = PackedEventTap.Entry
 
     // @unchecked: used only under its lock (the detector and the file handle are not Sendable).
     struct State: @unchecked Sendable {
@@ -46,7 +44,9 @@ final class AnomalyService: Sendable {
         }
     }
 
-    let tap = EventTap<Event>(capacity: 1 << 16)
+    /// Checks and outcomes on their way to the detector, as bytes (about 64 Ki checks of short
+    /// strings).
+    let tap = PackedEventTap(capacityBytes: 6 << 20)
     /// Blocks and tightenings in force, read by checks.
     let responses = AnomalyResponseBook()
     /// Where alerts are POSTed, when `anomaly.webhook` is set.
@@ -114,7 +114,7 @@ final class AnomalyService: Sendable {
             }
             var alerts: [AnomalyAlert] = []
             for event in events {
-                alerts += event.outcome ? state.detector.observeOutcome(event.observation) : state.detector.observeRequest(event.observation)
+                alerts += event.mark ? state.detector.observeOutcome(event.event) : state.detector.observeRequest(event.event)
             }
             guard !alerts.isEmpty else { return }
             for alert in alerts {
@@ -274,9 +274,8 @@ final class AnomalyService: Sendable {
         }
         for outcome in request.outcomes {
             let time = outcome.timeMs > 0 ? Int64(clamping: outcome.timeMs) : now / 1_000_000
-            _ = tap.offer(Event(observation: CheckEvent(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject,
-                                                                ip: outcome.ip, route: outcome.route, status: Int(outcome.status)),
-                                outcome: true))
+            tap.offer(CheckEvent(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject, ip: outcome.ip, route: outcome.route,
+                                 status: Int(outcome.status)), mark: true)
         }
         response.reportOutcome.recorded = UInt32(request.outcomes.count)
         return response

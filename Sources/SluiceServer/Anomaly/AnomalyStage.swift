@@ -49,13 +49,13 @@ final class AnomalyStage: CheckStage {
     }
 
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
+        // Bytes, not strings: the detector's queue makes the strings when it drains the tap.
+        let tap = anomaly.tap
         for index in 0..<batch.count {
             let view = batch.views[index]
-            _ = anomaly.tap.offer(AnomalyService.Event(
-                observation: CheckEvent(timestampMs: batch.items[index].now / 1_000_000, tenant: String(decoding: view.tenant, as: UTF8.self),
-                                                subject: CheckStages.subject(of: view), ip: String(decoding: view.ip, as: UTF8.self),
-                                                route: String(decoding: view.route, as: UTF8.self), status: 0, cost: max(1, batch.items[index].hits)),
-                outcome: false))
+            tap.offer(timestampMs: batch.items[index].now / 1_000_000, tenant: view.tenant,
+                      subject: view.subject.count > 0 ? view.subject : view.key, ip: view.ip, route: view.route,
+                      cost: max(1, batch.items[index].hits))
         }
     }
 }

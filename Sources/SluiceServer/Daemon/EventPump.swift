@@ -1,12 +1,12 @@
 @preconcurrency import Dispatch
 import SluiceCore
 
-/// Drains an ``EventTap`` on a background Dispatch queue and hands the events, in batches, to a
+/// Drains an ``EventTap`` (or any ``EventSource``) on a background Dispatch queue and hands the events, in batches, to a
 /// consumer (reputation, anomaly scoring and the like). The hot path only ever offers to the tap;
 /// everything slow happens here, off the event loops. The pump keeps no timer: its
 /// ``service(_:clock:finish:)`` drains it every ``interval`` in the daemon's service group.
 public final class EventPump<Element: Sendable>: Sendable {
-    let tap: EventTap<Element>
+    let tap: any EventSource<Element>
     let queue: DispatchQueue
     /// How often its service drains the tap.
     let interval: Duration
@@ -20,7 +20,7 @@ public final class EventPump<Element: Sendable>: Sendable {
     ///   - interval: how often the tap is drained.
     ///   - batchLimit: the most events handed over at once.
     ///   - consumer: receives each non-empty batch, oldest first.
-    public init(tap: EventTap<Element>, queue: DispatchQueue = DispatchQueue(label: "sluice.events", qos: .utility),
+    public init(tap: any EventSource<Element>, queue: DispatchQueue = DispatchQueue(label: "sluice.events", qos: .utility),
                 interval: Duration = .milliseconds(10), batchLimit: Int = 4_096,
                 consumer: @escaping @Sendable ([Element]) -> Void) {
         self.tap = tap
