@@ -20,58 +20,36 @@ final class AdaptiveStage: CheckStage {
         self.shedding = shedding
     }
 
-    /// What the feature reads for one request, from the configuration in force.
-    ///
-    /// Unretained: the request holds its configuration and the daemon the books, for longer
-    /// than this lives; retaining five references per request cost more than the lookups.
-    struct Request {
-        let gate: AdaptiveGate
-        /// Nil while no subject has a tier.
-        unowned(unsafe) let tiers: TierTable?
-        unowned(unsafe) let book: TierBook?
-        unowned(unsafe) let load: SheddingTable?
-        unowned(unsafe) let baseline: BaselineTable?
-        unowned(unsafe) let baselines: BaselineBook?
-        /// The tier class of subjects without a tier (the number of configured tiers).
-        let untiered: Int
-
-        /// Nil when nothing adaptive applies to checks.
-        init?(_ live: LiveConfiguration, book: TierBook?, baselines: BaselineBook?) {
-            guard let gate = live.adaptive else { return nil }
-            let tiers = book.map { $0.count > 0 } == true ? live.tiers : nil
-            let baseline = baselines == nil ? nil : live.baseline
-            guard tiers != nil || live.load != nil || baseline != nil else { return nil }
-            self.gate = gate
-            self.tiers = tiers
-            self.book = book
-            load = live.load
-            self.baseline = baseline
-            self.baselines = baselines
-            untiered = live.tiers?.names.count ?? 0
-        }
-    }
-
-    /// ``Request``'s test, without taking references (a check with the feature off pays nothing).
+    /// Whether anything adaptive applies to checks, without taking references (a check with the
+    /// feature off pays nothing).
     func isActive(in live: LiveConfiguration) -> Bool {
         guard live.adaptive != nil else { return false }
         return (live.tiers != nil && (tiers?.count ?? 0) > 0) || live.load != nil || (baselines != nil && live.baseline != nil)
     }
 
     func prepare(_ batch: CheckBatch) -> Bool {
-        guard let adaptive = Request(batch.live, book: tiers, baselines: baselines) else { return false }
+        // Read through the batch's configuration and this stage's own `let`s, which both outlive
+        // the request: copied into a struct, each reference was retained and released per request.
+        let live = batch.live
+        guard let gate = live.adaptive else { return false }
+        let tierTable = (tiers?.count ?? 0) > 0 ? live.tiers : nil
+        let load = live.load
+        let baseline = baselines == nil ? nil : live.baseline
+        guard tierTable != nil || load != nil || baseline != nil else { return false }
+        let untiered = live.tiers?.names.count ?? 0
         let items = batch.items, notes = batch.notes, series = batch.series
         var peeks = false
-        let shadow = adaptive.gate.shadow
+        let shadow = gate.shadow
         for index in 0..<batch.count {
-            let slot = adaptive.load?.slot(ofSeries: series[index]) ?? -1
-            let relative = adaptive.baseline?.entries[series[index]]
-            guard adaptive.tiers != nil || slot >= 0 || relative != nil else { continue }
+            let slot = load?.slot(ofSeries: series[index]) ?? -1
+            let relative = baseline?.entries[series[index]]
+            guard tierTable != nil || slot >= 0 || relative != nil else { continue }
             let subject = batch.subject(index)
-            guard adaptive.gate.includes(subject) else { continue }
-            var tierClass = adaptive.untiered
+            guard gate.includes(subject) else { continue }
+            var tierClass = untiered
             var ownLimits = false
             var scale = 1.0
-            if let tiers = adaptive.tiers, let name = adaptive.book?.tier(of: subject), let tier = tiers.index(of: name) {
+            if let tiers = tierTable, let name = self.tiers?.tier(of: subject), let tier = tiers.index(of: name) {
                 tierClass = tier
                 notes[index].tier = UnsafeRawBufferPointer(tiers.nameBytes[tier])
                 // The tier's own limits for this rule, if it has some, replace the rule's (and
@@ -84,11 +62,11 @@ final class AdaptiveStage: CheckStage {
                     if !shadow { items[index].multiplier *= tiers.multipliers[tier] }
                 }
             }
-            if let relative, let table = adaptive.baseline, let book = adaptive.baselines,
+            if let relative, let table = baseline, let book = baselines,
                let normal = book.observe(subject, hits: items[index].hits, now: items[index].now, settings: table.settings), !ownLimits {
                 scale = relative.multiplier(normal: normal)
             }
-            if slot >= 0, let load = adaptive.load {
+            if slot >= 0, let load {
                 // Shedding sheds traffic, not headroom: the tier's checks on the service's rules
                 // are admitted in the proportion of its multiplier (a subject well under its
                 // limit would never notice a smaller limit).
