@@ -16,12 +16,7 @@ extension RequestDispatcher {
         -> EventLoopFuture<WireResponse>? {
         let configuration = state.current.configuration
         let id = request.id
-        func answer(_ response: WireResponse) -> EventLoopFuture<WireResponse> {
-            var response = response
-            response.id = id
-            if case .error(let error) = response.body { counters.recordError(error.code) }
-            return eventLoop.makeSucceededFuture(response)
-        }
+        func answer(_ response: WireResponse) -> EventLoopFuture<WireResponse> { answered(response, id: id, on: eventLoop) }
         switch request.body {
         case .recordEvents(let events) where events.durable:
             counters.requests.add(1, ordering: .relaxed)
@@ -51,28 +46,6 @@ extension RequestDispatcher {
             return promise.futureResult
         case .getReputation(let get):
             return background(request, eventLoop: eventLoop) { service, now in service.get(get, configuration: configuration, now: now) }
-        case .getTier(let get):
-            return background(request, eventLoop: eventLoop) { service, _ in
-                service.tierResponse(service.tiers.assignment(of: Fingerprint.of(tenant: get.tenant, key: get.subject)))
-            }
-        case .listTiers(let list):
-            return background(request, eventLoop: eventLoop) { service, _ in service.listTiers(list, configuration: configuration) }
-        case .setTier(let set):
-            if let refusal = operatorRefusal(id: id, on: connection) {
-                counters.requests.add(1, ordering: .relaxed)
-                return answer(refusal)
-            }
-            return background(request, eventLoop: eventLoop) { service, now in
-                service.changeTier(tenant: set.tenant, subject: set.subject, to: set.tier, configuration: configuration, now: now)
-            }
-        case .removeTier(let remove):
-            if let refusal = operatorRefusal(id: id, on: connection) {
-                counters.requests.add(1, ordering: .relaxed)
-                return answer(refusal)
-            }
-            return background(request, eventLoop: eventLoop) { service, now in
-                service.changeTier(tenant: remove.tenant, subject: remove.subject, to: nil, configuration: configuration, now: now)
-            }
         case .listReputations(let list):
             return background(request, eventLoop: eventLoop) { service, now in service.list(list, configuration: configuration, now: now) }
         case .setReputation(let set):
@@ -104,6 +77,14 @@ extension RequestDispatcher {
         case .failure(let error):
             return .error(id: id, error.code, error.message, checkIndex: error.checkIndex)
         }
+    }
+
+    /// `response` as the answer to request `id` (its error counted), at once.
+    func answered(_ response: WireResponse, id: UInt64, on eventLoop: any EventLoop) -> EventLoopFuture<WireResponse> {
+        var response = response
+        response.id = id
+        if case .error(let error) = response.body { counters.recordError(error.code) }
+        return eventLoop.makeSucceededFuture(response)
     }
 
     /// Runs `work` on the store's queue and answers with what it returns.

@@ -103,6 +103,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public func deferredAnswer(to request: WireRequest, on connection: ConnectionKind, eventLoop: any EventLoop)
         -> EventLoopFuture<WireResponse>? {
         if let answer = reputationAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
+        if let answer = tierAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
         if case .reportLoad(let report) = request.body {
             // A step of the service's controller, on the adaptive queue (as its background tick).
             counters.requests.add(1, ordering: .relaxed)
