@@ -35,6 +35,8 @@ public final class PackedEventTap: EventSource, @unchecked Sendable {
     /// time (8), cost (8), status (8), six string lengths (2 each, 12), padded to 8.
     static let header = 56
     static let pad: UInt32 = 0xFFFF_FFFF
+    /// The most bytes a drain copies under one hold of the lock.
+    static let holdBytes = 64 << 10
 
     let bytes: UnsafeMutableRawPointer
     /// How many bytes the ring holds (a multiple of 8).
@@ -137,24 +139,30 @@ public final class PackedEventTap: EventSource, @unchecked Sendable {
     }
 
     /// Removes and returns up to `limit` events, oldest first. The strings are made here, on
-    /// the consumer's queue: the bytes are copied out under the lock, then decoded outside it.
+    /// the consumer's queue: the bytes are copied out under the lock, at most 64 KiB a hold (so
+    /// an offer never waits long behind a drain), then decoded outside it.
     public func drain(limit: Int = .max) -> [Entry] {
         var copied: [UInt8] = []
         var count = 0
-        lock.withLockVoid {
-            var position = read
-            while position < written, count < limit {
-                let at = position % capacity
-                let size = bytes.load(fromByteOffset: at, as: UInt32.self)
-                if size == Self.pad {
-                    position += capacity - at
-                    continue
+        var more = true
+        while more, count < limit {
+            lock.withLockVoid {
+                var position = read
+                let stop = copied.count + Self.holdBytes
+                while position < written, count < limit, copied.count < stop {
+                    let at = position % capacity
+                    let size = bytes.load(fromByteOffset: at, as: UInt32.self)
+                    if size == Self.pad {
+                        position += capacity - at
+                        continue
+                    }
+                    copied.append(contentsOf: UnsafeRawBufferPointer(start: bytes + at, count: Int(size)))
+                    position += Int(size)
+                    count += 1
                 }
-                copied.append(contentsOf: UnsafeRawBufferPointer(start: bytes + at, count: Int(size)))
-                position += Int(size)
-                count += 1
+                read = position
+                more = position < written
             }
-            read = position
         }
         var out: [Entry] = []
         out.reserveCapacity(count)

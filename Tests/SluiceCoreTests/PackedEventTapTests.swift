@@ -48,6 +48,17 @@ struct PackedEventTapTests {
         #expect(tap.drain().map(\.event) == [Self.event(0)])
     }
 
+    @Test("one drain returns more than one hold of the lock copies (64 KiB), in order; a limit stops it")
+    func longDrain() {
+        let tap = PackedEventTap(capacityBytes: 1 << 20)
+        let events = (0..<5_000).map { Self.event($0) }
+        for event in events { #expect(tap.offer(event)) }
+        #expect(tap.pendingBytes > 4 * (64 << 10))
+        #expect(tap.drain(limit: 1_234).map(\.event) == Array(events.prefix(1_234)))
+        #expect(tap.drain().map(\.event) == Array(events.dropFirst(1_234)))
+        #expect(tap.pendingBytes == 0)
+    }
+
     @Test("bytes that are not UTF-8 are repaired when drained, not refused")
     func invalidUTF8() {
         let tap = PackedEventTap(capacityBytes: 4_096)
