@@ -122,9 +122,10 @@ extension Shard {
     @inline(__always)
     func decide(_ item: BatchCheck) -> Decision {
         switch item.limits {
-        case .single(let limit) where limit.spec.algorithm == .gcra && item.multiplier == 1:
-            return checkGCRA(item.key.combined(with: limit.identity), spec: limit.spec, hits: item.hits, now: item.now,
-                             keyBits: item.key.shardBits)
+        case .single(let limit) where limit.spec.algorithm == .gcra:
+            // Scaled (reputation, a tier, a baseline) or not, one GCRA limit takes the scalar path.
+            return checkGCRA(item.key.combined(with: limit.identity), spec: limit.spec.scaled(by: item.multiplier), hits: item.hits,
+                             now: item.now, keyBits: item.key.shardBits)
         case .single(let limit):
             return withUnsafePointer(to: limit) {
                 check(key: item.key, limits: UnsafeBufferPointer(start: $0, count: 1), hits: item.hits, now: item.now,

@@ -79,13 +79,15 @@ public final class LimiterTable: @unchecked Sendable {
     ///   - multiplier: scales the limit and burst for this check (reputation, tiers, load).
     /// - Complexity: O(1) expected.
     public func check(key: Fingerprint, limit: BoundLimit, hits: UInt64, now: Int64, multiplier: Double = 1) -> Decision {
-        if limit.spec.algorithm == .gcra, multiplier == 1 {
+        if limit.spec.algorithm == .gcra {
+            // Scaled or not, one GCRA limit takes the scalar path (the spec is scaled outside the lock).
             let fingerprint = key.combined(with: limit.identity)
+            let spec = limit.spec.scaled(by: multiplier)
             return shards[shardIndex(key)]._withUnsafeGuaranteedRef { shard in
                 shard.prefetch(fingerprint)
                 shard.lock()
                 defer { shard.unlock() }
-                return shard.checkGCRA(fingerprint, spec: limit.spec, hits: hits, now: now, keyBits: key.shardBits)
+                return shard.checkGCRA(fingerprint, spec: spec, hits: hits, now: now, keyBits: key.shardBits)
             }
         }
         return withUnsafePointer(to: limit) { pointer in

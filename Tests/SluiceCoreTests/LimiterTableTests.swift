@@ -245,3 +245,40 @@ struct LimiterTableTests {
         #expect(!table.check(key: key, limit: limit, hits: 1, now: start, multiplier: 0.5).allowed)
     }
 }
+
+@Suite("Scaled GCRA checks")
+struct ScaledGCRATests {
+    /// One GCRA limit with a multiplier takes the scalar path (`Shard.checkGCRA`) alone, in a
+    /// batch and as a single check; a rule of one limit takes the general one. They must agree.
+    @Test("one GCRA limit scaled by a multiplier decides as the general path does, alone and in a batch",
+          arguments: [0.25, 0.5, 1.0, 1.5, 3.0])
+    func scalarPathEqualsGeneral(multiplier: Double) throws {
+        let second: Int64 = 1_000_000_000
+        let limit = BoundLimit.inline(try LimitSpec(limit: 10, period: second, burst: 4))
+        var random = SeededGenerator(seed: UInt64(multiplier * 100))
+        let general = LimiterTable(shardCount: 4, maxEntries: 10_000, seed: 1)
+        let scalar = LimiterTable(shardCount: 4, maxEntries: 10_000, seed: 1)
+        let batched = LimiterTable(shardCount: 4, maxEntries: 10_000, seed: 1)
+        var now: Int64 = 1_767_225_600_000_000_000
+        var denied = 0
+        for _ in 0..<2_000 {
+            now += Int64.random(in: 0...(second / 40), using: &random)
+            let key = Fingerprint.of(tenant: "", key: "k\(Int.random(in: 0..<2, using: &random))")
+            let hits = UInt64.random(in: 0...3, using: &random)
+            let expected = general.check(key: key, limits: [limit], hits: hits, now: now, multiplier: multiplier)
+            let single = scalar.check(key: key, limit: limit, hits: hits, now: now, multiplier: multiplier)
+            var decision = Decision.blocked()
+            let item = BatchCheck(key: key, limits: .single(limit), hits: hits, now: now, multiplier: multiplier)
+            withUnsafePointer(to: item) { items in
+                withUnsafeMutablePointer(to: &decision) {
+                    batched.check(batch: UnsafeBufferPointer(start: items, count: 1), into: UnsafeMutableBufferPointer(start: $0, count: 1))
+                }
+            }
+            #expect(single == expected)
+            #expect(decision == expected)
+            if !expected.allowed { denied += 1 }
+        }
+        // The workload reaches the limit: denials are compared too.
+        #expect(denied > 0)
+    }
+}
