@@ -26,7 +26,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     /// Anomaly detection, fed by checks and reported outcomes.
     let anomaly: AnomalyService
     /// The check path's stages, in order (CheckPipeline.swift).
-    let stages: [any CheckStage]
+    let stages: StageList
     /// Carries out operator requests (reload, snapshot); nil answers them `CODE_UNAVAILABLE`.
     let operations: (any OperatorActions)?
     let time: TimeSource
@@ -43,12 +43,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.reputation = reputation
         self.shedding = shedding
         self.anomaly = anomaly
-        var stages = extraStages
-        if let reputation { stages.append(ReputationStage(hot: reputation.hot)) }
-        stages.append(AdaptiveStage(tiers: reputation?.tiers, baselines: reputation?.baselines, shedding: shedding))
-        stages.append(AnomalyStage(anomaly: anomaly))
-        if let events { stages.append(EventTapStage(events: events)) }
-        self.stages = stages
+        stages = StageList(extra: extraStages, reputation: reputation.map { ReputationStage(hot: $0.hot) },
+                           adaptive: AdaptiveStage(tiers: reputation?.tiers, baselines: reputation?.baselines, shedding: shedding),
+                           anomaly: AnomalyStage(anomaly: anomaly), tap: events.map { EventTapStage(events: $0) })
         self.state = state
         self.backend = backend
         answersAtOnce = backend.answersAtOnce
