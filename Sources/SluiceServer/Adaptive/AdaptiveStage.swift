@@ -28,45 +28,47 @@ final class AdaptiveStage: CheckStage {
     }
 
     func prepare(_ batch: CheckBatch) -> Bool {
-        // Read through the batch's configuration and this stage's own `let`s, which both outlive
-        // the request: copied into a struct, each reference was retained and released per request.
-        let live = batch.live
+        // The configuration and its tables are read through a guaranteed reference and never
+        // bound to locals: each table copied into a local was retained and released per request.
+        Unmanaged.passUnretained(batch.live)._withUnsafeGuaranteedRef { live in prepare(batch, live: live) }
+    }
+
+    @inline(__always)
+    private func prepare(_ batch: CheckBatch, live: LiveConfiguration) -> Bool {
         guard let gate = live.adaptive else { return false }
-        let tierTable = (tiers?.count ?? 0) > 0 ? live.tiers : nil
-        let load = live.load
-        let baseline = baselines == nil ? nil : live.baseline
-        guard tierTable != nil || load != nil || baseline != nil else { return false }
+        let tiered = live.tiers != nil && (tiers?.count ?? 0) > 0
+        let learning = baselines != nil && live.baseline != nil
+        guard tiered || live.load != nil || learning else { return false }
         let untiered = live.tiers?.names.count ?? 0
         let items = batch.items, notes = batch.notes, series = batch.series
         var peeks = false
         let shadow = gate.shadow
         for index in 0..<batch.count {
-            let slot = load?.slot(ofSeries: series[index]) ?? -1
-            let relative = baseline?.entries[series[index]]
-            guard tierTable != nil || slot >= 0 || relative != nil else { continue }
+            let slot = live.load?.slot(ofSeries: series[index]) ?? -1
+            let relative = learning ? live.baseline?.entries[series[index]] : nil
+            guard tiered || slot >= 0 || relative != nil else { continue }
             let subject = batch.subject(index)
             guard gate.includes(subject) else { continue }
             var tierClass = untiered
             var ownLimits = false
             var scale = 1.0
-            if let tiers = tierTable, let name = self.tiers?.tier(of: subject), let tier = tiers.index(of: name) {
+            if tiered, let tier = tierIndex(of: subject, in: live) {
                 tierClass = tier
-                notes[index].tier = UnsafeRawBufferPointer(tiers.nameBytes[tier])
+                notes[index].tier = UnsafeRawBufferPointer(live.tiers!.nameBytes[tier])
                 // The tier's own limits for this rule, if it has some, replace the rule's (and
                 // the multiplier); otherwise its multiplier scales them.
-                if !tiers.rules[tier].isEmpty, let rule = batch.views[index].rule,
-                   let limits = tiers.rules[tier][String(decoding: rule, as: UTF8.self)] {
+                if let limits = tierLimits(tier: tier, rule: batch.views[index].rule, in: live) {
                     ownLimits = true
                     if !shadow { items[index].limits = limits }
                 } else {
-                    if !shadow { items[index].multiplier *= tiers.multipliers[tier] }
+                    if !shadow { items[index].multiplier *= live.tiers!.multipliers[tier] }
                 }
             }
-            if let relative, let table = baseline, let book = baselines,
-               let normal = book.observe(subject, hits: items[index].hits, now: items[index].now, settings: table.settings), !ownLimits {
+            // Counted toward the baseline even when the tier's own limits apply.
+            if let relative, let normal = observe(subject, hits: items[index].hits, now: items[index].now, in: live), !ownLimits {
                 scale = relative.multiplier(normal: normal)
             }
-            if slot >= 0, let load {
+            if slot >= 0, let load = live.load {
                 // Shedding sheds traffic, not headroom: the tier's checks on the service's rules
                 // are admitted in the proportion of its multiplier (a subject well under its
                 // limit would never notice a smaller limit).
@@ -97,6 +99,28 @@ final class AdaptiveStage: CheckStage {
             if !shadow { notes[index].multiplier = items[index].multiplier }
         }
         return peeks
+    }
+
+    /// The index in the tier table of the subject's tier; nil when it has none, or one the
+    /// configuration does not name.
+    @inline(__always)
+    private func tierIndex(of subject: Fingerprint, in live: LiveConfiguration) -> Int? {
+        guard let name = tiers?.tier(of: subject) else { return nil }
+        return live.tiers?.index(of: name)
+    }
+
+    /// The tier's own limits for `rule`, if it has some.
+    @inline(__always)
+    private func tierLimits(tier: Int, rule: UnsafeRawBufferPointer?, in live: LiveConfiguration) -> BatchCheck.Limits? {
+        guard let table = live.tiers, !table.rules[tier].isEmpty, let rule else { return nil }
+        return table.rules[tier][String(decoding: rule, as: UTF8.self)]
+    }
+
+    /// Counts the check toward the subject's baseline; its normal rate, once learned.
+    @inline(__always)
+    private func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, in live: LiveConfiguration) -> Double? {
+        guard let table = live.baseline, let book = baselines else { return nil }
+        return book.observe(subject, hits: hits, now: now, settings: table.settings)
     }
 
     /// Shadow mode: counts the allowed checks the feature would have denied.
