@@ -1,4 +1,3 @@
-import NIOConcurrencyHelpers
 import Synchronization
 
 /// A map from fingerprints to values, spread over lock stripes, with its size in an atomic:
@@ -9,8 +8,13 @@ import Synchronization
 /// time, so it never holds more than one lock. ``count`` is one relaxed load, exact once the
 /// writers are done (each change adjusts it after its stripe's lock is released), so a hot path
 /// can skip a map that is empty without taking a lock.
-public final class StripedMap<Value: Sendable>: Sendable {
-    @usableFromInline let stripes: [NIOLockedValueBox<[Fingerprint: Value]>]
+///
+/// The stripes are `Mutex`es in one allocation: an array of locked boxes cost a retain and a
+/// release of the box and a `pthread_mutex` lock and unlock on every read (about 120
+/// instructions; callgrind, docs/BENCHMARKS.md), where a `Mutex` takes one compare-and-swap.
+public final class StripedMap<Value: Sendable>: @unchecked Sendable {
+    /// `mask + 1` stripes, each guarding its dictionary; freed with the map.
+    @usableFromInline let stripes: UnsafeMutablePointer<Mutex<[Fingerprint: Value]>>
     @usableFromInline let mask: Int
     @usableFromInline let shift: UInt64
     let counted = Atomic<Int>(0)
@@ -22,13 +26,27 @@ public final class StripedMap<Value: Sendable>: Sendable {
     ///   for the same stripes in step).
     public init(stripeBits: Int, shift: Int = 0) {
         let bits = min(max(stripeBits, 0), 16)
-        stripes = (0..<(1 << bits)).map { _ in NIOLockedValueBox([:]) }
+        stripes = .allocate(capacity: 1 << bits)
+        for index in 0..<(1 << bits) { (stripes + index).initialize(to: Mutex([:])) }
         mask = (1 << bits) - 1
         self.shift = UInt64(min(max(shift, 0), 48))
     }
 
+    deinit {
+        stripes.deinitialize(count: mask + 1)
+        stripes.deallocate()
+    }
+
     /// How many stripes there are.
-    public var stripeCount: Int { stripes.count }
+    public var stripeCount: Int { mask + 1 }
+
+    /// Runs `body` on stripe `index`'s dictionary under its lock (the count is the caller's).
+    @inlinable @inline(__always)
+    func locked<Result>(_ index: Int, _ body: (inout [Fingerprint: Value]) -> Result) -> Result {
+        // What `body` returns leaves the lock boxed: `withLock` asks for a `sending` result,
+        // which a result of unknown type is not known to be.
+        (stripes + index).pointee.withLock { stripe in UnsafeSendable(body(&stripe)) }.value
+    }
 
     /// The stripe `key` lives in.
     @inlinable @inline(__always)
@@ -51,21 +69,21 @@ public final class StripedMap<Value: Sendable>: Sendable {
     /// The value of `key`.
     @inlinable
     public func value(for key: Fingerprint) -> Value? {
-        stripes[stripe(of: key)].withLockedValue { $0[key] }
+        locked(stripe(of: key)) { $0[key] }
     }
 
     /// What `body` makes of the value of `key` (nil: none), under its stripe's lock: for a part of
     /// a large value without copying all of it.
     @inlinable
     public func read<Result>(_ key: Fingerprint, _ body: (Value?) -> Result) -> Result {
-        stripes[stripe(of: key)].withLockedValue { body($0[key]) }
+        locked(stripe(of: key)) { body($0[key]) }
     }
 
     /// Runs `body` on the value of `key` (nil: none) under its stripe's lock; what `body` leaves
     /// there becomes the value (nil removes it). `body` must be quick and must not use the map.
     @inlinable @discardableResult
     public func update<Result>(_ key: Fingerprint, _ body: (inout Value?) -> Result) -> Result {
-        let (result, added) = stripes[stripe(of: key)].withLockedValue { stripe -> (Result, Int) in
+        let (result, added) = locked(stripe(of: key)) { stripe -> (Result, Int) in
             let before = stripe.count
             let result = body(&stripe[key])
             return (result, stripe.count - before)
@@ -90,7 +108,7 @@ public final class StripedMap<Value: Sendable>: Sendable {
     /// Runs `body` on stripe `index`'s entries under its lock (the count follows what it does).
     @discardableResult
     public func withStripe<Result>(_ index: Int, _ body: (inout [Fingerprint: Value]) -> Result) -> Result {
-        let (result, added) = stripes[index].withLockedValue { stripe -> (Result, Int) in
+        let (result, added) = locked(index) { stripe -> (Result, Int) in
             let before = stripe.count
             let result = body(&stripe)
             return (result, stripe.count - before)
@@ -101,10 +119,10 @@ public final class StripedMap<Value: Sendable>: Sendable {
 
     /// Runs `body` on every stripe in turn, each under its own lock.
     public func forEachStripe(_ body: (_ index: Int, inout [Fingerprint: Value]) -> Void) {
-        for index in stripes.indices { withStripe(index) { body(index, &$0) } }
+        for index in 0...mask { withStripe(index) { body(index, &$0) } }
     }
 
-    /// Removes every en`shouldRemove` picks, a stripe at a time; returns them.
+    /// Removes every entry `shouldRemove` picks, a stripe at a time; returns them.
     @discardableResult
     public func removeAll(where shouldRemove: (Fingerprint, Value) -> Bool) -> [(key: Fingerprint, value: Value)] {
         var removed: [(key: Fingerprint, value: Value)] = []
@@ -117,14 +135,14 @@ public final class StripedMap<Value: Sendable>: Sendable {
         return removed
     }
 
-    /// Every en`isIncluded` picks (all by default), a stripe at a time: not one moment's view
+    /// Every entry `isIncluded` picks (all by default), a stripe at a time: not one moment's view
     /// of the whole map while it changes.
     ///
     /// - Complexity: O(entries).
     public func entries(where isIncluded: (Fingerprint, Value) -> Bool = { _, _ in true }) -> [(key: Fingerprint, value: Value)] {
         var out: [(key: Fingerprint, value: Value)] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
+        for index in 0...mask {
+            locked(index) { stripe in
                 for (key, value) in stripe where isIncluded(key, value) { out.append((key, value)) }
             }
         }
@@ -134,11 +152,19 @@ public final class StripedMap<Value: Sendable>: Sendable {
     /// Every value `isIncluded` picks (all by default).
     public func values(where isIncluded: (Value) -> Bool = { _ in true }) -> [Value] {
         var out: [Value] = []
-        for stripe in stripes {
-            stripe.withLockedValue { stripe in
+        for index in 0...mask {
+            locked(index) { stripe in
                 for value in stripe.values where isIncluded(value) { out.append(value) }
             }
         }
         return out
     }
+}
+
+/// A value carried out of a `Mutex`'s closure, which asks for a `sending` result: the caller's
+/// result type is not known to be Sendable, and the lock is what makes handing it over safe.
+@usableFromInline
+struct UnsafeSendable<Value>: @unchecked Sendable {
+    @usableFromInline let value: Value
+    @inlinable init(_ value: Value) { self.value = value }
 }
