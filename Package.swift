@@ -88,6 +88,15 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // A RESP2 client for Redis on SwiftNIO (no Swift Redis client is in the package mirror):
+        // the reply reader, commands, pipelined connections.
+        .target(
+            name: "SluiceRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // A pipelining NIO client used by sluicectl, the tests and the bench harness.
         .target(
             name: "SluiceClient",
@@ -178,6 +187,14 @@ let package = Package(
             path: "Tests/SluiceTestKit"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),
+        .testTarget(
+            name: "SluiceRedisTests",
+            dependencies: [
+                "SluiceRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "SluiceIntelligenceTests", dependencies: ["SluiceIntelligence", "SluiceCore", "SluiceTestKit", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .testTarget(
             name: "SluiceStoreTests",

@@ -1,0 +1,42 @@
+import Foundation
+
+/// A real redis-server for one test, on a Unix socket in a folder of its own (and on a TCP port
+/// when asked), stopped by ``stop()``.
+final class RedisServer: @unchecked Sendable {
+    static let binary = "/usr/bin/redis-server"
+    static var installed: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+
+    let directory: String
+    let socket: String
+    let process = Process()
+
+    /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only).
+    init(_ arguments: [String] = []) throws {
+        directory = NSTemporaryDirectory() + "sluice-redis-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        socket = directory + "/redis.sock"
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["--port", "0", "--unixsocket", socket, "--save", "", "--appendonly", "no", "--loglevel", "warning",
+                             "--dir", directory] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { usleep(25_000) }
+        guard FileManager.default.fileExists(atPath: socket) else {
+            stop()
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "redis-server did not open \(socket) within 5 s"])
+        }
+    }
+
+    /// Kills it (SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM)
+    /// and removes its folder.
+    func stop() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    deinit { stop() }
+}
