@@ -83,8 +83,14 @@ public struct SlidingWindowState: Sendable, Hashable {
         return max(0, windowEnd &+ Int64(elapsedNeeded) &- now)
     }
 
+    /// How long until the sliding count is zero; 0 when it is (an empty state's `recoveredAt` is
+    /// `.min`, and `.min &- now` wrapped to a huge positive time: found by the Redis script's
+    /// differential test).
     @inlinable
-    func resetAfter(now: Int64, period: Int64) -> Int64 { max(0, recoveredAt(period: period) &- now) }
+    func resetAfter(now: Int64, period: Int64) -> Int64 {
+        let recovered = recoveredAt(period: period)
+        return recovered == .min ? 0 : max(0, recovered &- now)
+    }
 
     /// When the sliding count will be zero.
     @inlinable

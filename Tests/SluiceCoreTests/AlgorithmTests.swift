@@ -176,3 +176,25 @@ struct AlgorithmTests {
         }
     }
 }
+
+@Suite("Sliding window, empty")
+struct SlidingWindowEmptyTests {
+    /// A fresh key's state has nothing to recover from: its reset time was `.min &- now`,
+    /// which wrapped to about 233 years (found comparing the table with the Redis script).
+    @Test("a check a fresh sliding window denies, or peeks at, resets after 0, not after centuries")
+    func emptyResetsAtOnce() throws {
+        let second: Int64 = 1_000_000_000
+        let now: Int64 = 1_767_225_600 * second
+        let spec = try LimitSpec(limit: 3, period: 2 * second, algorithm: .slidingWindow)
+        let (tooMany, _) = SlidingWindowState().evaluate(hits: 4, now: now, spec: spec)
+        #expect(tooMany.reason == .exceedsCapacity)
+        #expect(tooMany.resetAfter == 0)
+        let (peek, _) = SlidingWindowState().evaluate(hits: 0, now: now, spec: spec)
+        #expect(peek.allowed)
+        #expect(peek.resetAfter == 0)
+        // Once a hit is counted, the reset is when it leaves the sliding window.
+        let (counted, state) = SlidingWindowState().evaluate(hits: 1, now: now, spec: spec)
+        #expect(counted.resetAfter == 4 * second)
+        #expect(state.evaluate(hits: 0, now: now + second, spec: spec).0.resetAfter == 3 * second)
+    }
+}
