@@ -167,6 +167,7 @@ let package = Package(
             name: "SluiceFuzzTargets",
             dependencies: [
                 "SluiceServer", "SluiceConfiguration", "SluiceWire", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad",
+                "SluiceRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -190,8 +191,9 @@ let package = Package(
         .testTarget(
             name: "SluiceRedisTests",
             dependencies: [
-                "SluiceRedis",
+                "SluiceRedis", "SluiceCore", "SluiceTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

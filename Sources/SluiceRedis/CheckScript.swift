@@ -1,0 +1,200 @@
+/// The server-side script that decides one check against every limit of its rule, atomically:
+/// each limit is evaluated, and only if all allow do all consume (as the local table does). One
+/// key per limit; a rule's keys share a hash tag, so in a Cluster they live in one slot and the
+/// script runs on one node.
+///
+/// Time is in microseconds (exact in Lua's doubles for 285 years past the epoch): the emission
+/// interval is `floor(period / limit)` µs where the local table rounds to the nanosecond, so
+/// retry and reset times may differ from a local limit's by under a microsecond per hit; the
+/// verdicts are the same where the period divides evenly. `now` is the caller's, or 0 for the
+/// server's `TIME` (then daemons whose clocks differ still share one clock).
+///
+/// Arguments: `ARGV[1]` now (µs, or 0), `ARGV[2]` hits (0 peeks), `ARGV[3]` slack (ms), then per
+/// limit its algorithm (1 GCRA, 2 token bucket, 3 sliding window, 4 fixed window), limit, period
+/// (µs) and burst. A key expires when its state has recovered, by the server's clock, plus the
+/// slack: with the daemons' clocks, keys must outlive their state by the most those clocks may
+/// differ from the server's, or a daemon whose clock is behind finds its state gone.
+/// Reply: allowed (0/1), reason (1 within limit, 2 over limit, 3 exceeds capacity), the index of
+/// the limit that decided, its limit, remaining, reset after (µs), retry after (µs), and the
+/// time used (µs).
+public enum CheckScript {
+    public static let source = #"""
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local hits = tonumber(ARGV[2])
+local slack = tonumber(ARGV[3])
+local function fmt(x) return string.format('%.0f', x) end
+local function ttl(ms) return math.max(1, math.ceil(ms + slack)) end
+
+-- Each evaluator returns a decision {allowed, reason, limit, remaining, reset, retry} and the
+-- function that commits it (nil when there is nothing to write).
+local function gcra(key, limit, period, burst)
+  local interval = math.max(1, math.floor(period / limit))
+  local tolerance = interval * burst
+  local tat = tonumber(redis.call('GET', key) or '0')
+  local base = math.max(tat, now)
+  local used = base - now
+  local remaining = 0
+  if tolerance > used then remaining = math.floor((tolerance - used) / interval) end
+  if hits == 0 then
+    local allow_at = base + interval - tolerance
+    if allow_at <= now then return {1, 1, limit, remaining, used, 0} end
+    return {0, 2, limit, remaining, used, allow_at - now}
+  end
+  if hits > burst then return {0, 3, limit, remaining, used, 0} end
+  local new_tat = base + interval * hits
+  local allow_at = new_tat - tolerance
+  if allow_at > now then return {0, 2, limit, remaining, used, allow_at - now} end
+  local after = new_tat - now
+  return {1, 1, limit, math.floor((tolerance - after) / interval), after, 0},
+    function() redis.call('SET', key, fmt(new_tat), 'PX', ttl(after / 1000)) end
+end
+
+local function ceil_div(a, b) return math.ceil(a / b) end
+
+local function token_bucket(key, limit, period, burst)
+  local capacity = burst * period
+  local level, last = capacity, now
+  local state = redis.call('GET', key)
+  if state then
+    local l, t = string.match(state, '^(%S+) (%S+)$')
+    level, last = tonumber(l), tonumber(t)
+    if now > last then
+      level = math.min(capacity, level + (now - last) * limit)
+      last = now
+    elseif level > capacity then
+      level = capacity
+    end
+  end
+  local need = math.max(hits, 1) * period
+  local reset_before = ceil_div(capacity - level, limit)
+  if hits > burst then return {0, 3, limit, math.floor(level / period), reset_before, 0} end
+  if level < need then return {0, 2, limit, math.floor(level / period), reset_before, ceil_div(need - level, limit)} end
+  if hits == 0 then return {1, 1, limit, math.floor(level / period), reset_before, 0} end
+  local left = level - need
+  local reset = ceil_div(capacity - left, limit)
+  return {1, 1, limit, math.floor(left / period), reset, 0},
+    function() redis.call('SET', key, fmt(left) .. ' ' .. fmt(last), 'PX', ttl(reset / 1000)) end
+end
+
+local function window_start(period) return now - (now % period) end
+
+local function sliding_window(key, limit, period)
+  local start, current, previous = -1, 0, 0
+  local state = redis.call('GET', key)
+  if state then
+    local s, c, p = string.match(state, '^(%S+) (%S+) (%S+)$')
+    start, current, previous = tonumber(s), tonumber(c), tonumber(p)
+  end
+  local ws = window_start(period)
+  if ws > start then
+    if start ~= -1 and ws == start + period then previous = current else previous = 0 end
+    current = 0
+    start = ws
+  end
+  local elapsed = math.max(0, math.min(now - start, period))
+  local units = limit * period
+  local weighted = previous * (period - elapsed) + current * period
+  local remaining = 0
+  if weighted < units then remaining = math.floor((units - weighted) / period) end
+  local function reset_after(c, p)
+    if c > 0 then return math.max(0, start + 2 * period - now) end
+    if p > 0 then return math.max(0, start + period - now) end
+    return 0
+  end
+  local reset = reset_after(current, previous)
+  if hits > limit then return {0, 3, limit, remaining, reset, 0} end
+  local wanted = math.max(hits, 1)
+  if weighted + wanted * period > units then
+    -- When the weighted count leaves room for `wanted`: later in this window as the previous
+    -- one's weight shrinks, or in the next, where this window's count is the previous one.
+    local window_end = start + period
+    local retry = nil
+    if current + wanted <= limit and previous > 0 then
+      local room = math.floor((limit - current - wanted) * period / previous)
+      if room > 0 then
+        local needed = 0
+        if room < period then needed = period - room end
+        if start + needed < window_end then retry = math.max(0, start + needed - now) end
+      end
+    end
+    if retry == nil then
+      if current == 0 then
+        retry = math.max(0, window_end - now)
+      else
+        local room = math.floor((limit - wanted) * period / current)
+        local needed = 0
+        if room < period then needed = period - room end
+        retry = math.max(0, window_end + needed - now)
+      end
+    end
+    return {0, 2, limit, remaining, reset, retry}
+  end
+  local after = weighted + hits * period
+  local count = current + hits
+  local reset_now = reset_after(count, previous)
+  return {1, 1, limit, math.floor((units - after) / period), reset_now, 0},
+    function() redis.call('SET', key, fmt(start) .. ' ' .. fmt(count) .. ' ' .. fmt(previous), 'PX', ttl((start + 2 * period - now) / 1000)) end
+end
+
+local function fixed_window(key, limit, period)
+  local start, count = -1, 0
+  local state = redis.call('GET', key)
+  if state then
+    local s, c = string.match(state, '^(%S+) (%S+)$')
+    start, count = tonumber(s), tonumber(c)
+  end
+  local ws = window_start(period)
+  if ws > start then start, count = ws, 0 end
+  local left = start + period - now
+  local used = math.min(count, limit)
+  local reset = 0
+  if count > 0 then reset = left end
+  if hits > limit then return {0, 3, limit, limit - used, reset, 0} end
+  if used + math.max(hits, 1) > limit then return {0, 2, limit, limit - used, reset, left} end
+  local after = used + hits
+  local reset_now = 0
+  if after > 0 then reset_now = left end
+  return {1, 1, limit, limit - after, reset_now, 0},
+    function() redis.call('SET', key, fmt(start) .. ' ' .. fmt(after), 'PX', ttl(left / 1000)) end
+end
+
+-- The tighter of two decisions, as the local table picks it.
+local function tighter(a, b)
+  if a == nil then return b end
+  if a[1] == 1 and b[1] == 0 then return b end
+  if a[1] == 0 and b[1] == 1 then return a end
+  if a[1] == 0 then
+    if a[2] == 3 then return a end
+    if b[2] == 3 then return b end
+    if b[6] > a[6] then return b end
+    return a
+  end
+  if b[4] ~= a[4] then
+    if b[4] < a[4] then return b end
+    return a
+  end
+  if b[5] > a[5] then return b end
+  return a
+end
+
+local evaluators = {gcra, token_bucket, sliding_window, fixed_window}
+local best, commits = nil, {}
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 4
+  local evaluate = evaluators[tonumber(ARGV[at + 1])]
+  if evaluate == nil then return redis.error_reply('ERR sluice: unknown algorithm ' .. tostring(ARGV[at + 1])) end
+  local decision, commit = evaluate(KEYS[i], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]))
+  decision[7] = i - 1
+  best = tighter(best, decision)
+  commits[i] = commit
+end
+if best[1] == 1 and hits > 0 then
+  for i = 1, #KEYS do if commits[i] then commits[i]() end end
+end
+return {best[1], best[2], best[7], best[3], best[4], best[5], best[6], now}
+"""#
+}
