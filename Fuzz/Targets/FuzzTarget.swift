@@ -22,6 +22,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case anomalyState = "anomaly-state"
     /// The labeled trace reader, and the detector replaying what it accepts.
     case trace
+    /// The Redis client's reply reader: whole or in pieces, the same replies.
+    case redis
 
     /// Runs the target on `bytes`; returns what property failed, or nil. A crash is a failure too.
     public func run(_ bytes: UnsafeRawBufferPointer) -> String? {
@@ -33,6 +35,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .snapshot: SnapshotTarget.run(bytes)
         case .anomalyState: AnomalyStateTarget.run(bytes)
         case .trace: TraceTarget.run(bytes)
+        case .redis: RedisReplyTarget.run(bytes)
         }
     }
 

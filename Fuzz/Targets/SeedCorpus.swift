@@ -120,6 +120,12 @@ public enum SeedCorpus {
 
             """.utf8)),
         ]
+        inputs[.redis] = [
+            ("replies", seed + Array("+OK\r\n-ERR no\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*-1\r\n*3\r\n:0\r\n*2\r\n+a\r\n:-1\r\n$0\r\n\r\n".utf8)),
+            ("script-verdicts", seed + Array("*4\r\n:1\r\n:99\r\n:0\r\n:600\r\n*4\r\n:0\r\n:0\r\n:1200\r\n:600\r\n".utf8)),
+            ("noscript-then-moved", seed + Array("-NOSCRIPT No matching script.\r\n-MOVED 3999 127.0.0.1:7002\r\n-ASK 3999 127.0.0.1:7003\r\n".utf8)),
+            ("http", seed + Array("HTTP/1.1 400 Bad Request\r\n\r\n".utf8)),
+        ]
         return inputs
     }
 
