@@ -14,6 +14,10 @@ public struct RedisClientError: Error, Sendable, Equatable, CustomStringConverti
         case timeout
         /// The server refused the password (or asked for one that was not given).
         case authenticationFailed = "authentication_failed"
+        /// No connection is up, or too many commands wait already: nothing was sent.
+        case unavailable
+        /// The server would not load or run a script.
+        case scriptError = "script_error"
     }
 
     public let code: Code

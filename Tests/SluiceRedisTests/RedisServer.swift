@@ -10,14 +10,15 @@ final class RedisServer: @unchecked Sendable {
     let socket: String
     let process = Process()
 
-    /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only).
-    init(_ arguments: [String] = []) throws {
-        directory = NSTemporaryDirectory() + "sluice-redis-" + UUID().uuidString.prefix(8)
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        socket = directory + "/redis.sock"
+    /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only), in
+    /// `directory` (a new one by default; an earlier server's, to restart it at the same socket).
+    init(_ arguments: [String] = [], directory: String? = nil) throws {
+        self.directory = directory ?? NSTemporaryDirectory() + "sluice-redis-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
+        socket = self.directory + "/redis.sock"
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["--port", "0", "--unixsocket", socket, "--save", "", "--appendonly", "no", "--loglevel", "warning",
-                             "--dir", directory] + arguments
+                             "--dir", self.directory] + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -29,14 +30,18 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Kills it (SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM)
-    /// and removes its folder.
-    func stop() {
+    /// and removes its folder, unless `keepFolder` (to restart it there).
+    func stop(keepFolder: Bool = false) {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        try? FileManager.default.removeItem(atPath: directory)
+        if keepFolder {
+            try? FileManager.default.removeItem(atPath: socket)
+        } else {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
-    deinit { stop() }
+    deinit { if process.isRunning { stop() } }
 }
