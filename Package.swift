@@ -77,6 +77,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore", "SluiceConfiguration", "CSluiceSupport",
+                "SluiceRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -224,7 +225,7 @@ let package = Package(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceConfiguration", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire", "SluiceCore",
-                "SluiceIntelligence",
+                "SluiceIntelligence", "SluiceRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

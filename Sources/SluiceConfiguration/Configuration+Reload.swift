@@ -52,6 +52,8 @@ extension Configuration {
             applied[keyPath: keyPath] = self[keyPath: keyPath]
         }
         fixed("listen.unix", \.unixListeners)
+        fixed("backend", \.backend)
+        fixed("redis", \.redis)
         fixed("listen.tcp", \.tcpListeners)
         fixed("server.threads", \.threads)
         fixed("server.clock", \.clock)

@@ -157,6 +157,10 @@ public struct Configuration: Sendable {
     public var reputation = ReputationSettings()
     /// Persistence (SQLite).
     public var store = StoreSettings()
+    /// Where every rule's counters live (`backend:`); `redis` shares them through `redis:`.
+    public var backend = Backend.local
+    /// The Redis a `redis` backend uses.
+    public var redis = RedisSettings()
     /// Feature flags by feature name; a feature without one is off.
     public var features: [String: FeatureFlag] = [:]
     /// Tiers by name (applied to subjects an operator assigned, under the `adaptive` flag).

@@ -144,7 +144,8 @@ final class Reader {
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
         let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "log",
-                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly"])
+                                                       "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly",
+                                                       "backend", "redis"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -212,6 +213,8 @@ final class Reader {
             case "baseline": try readBaselineSettings(value, &configuration)
             case "anomaly": try readAnomaly(value, &configuration)
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
+            case "backend": configuration.backend = try readBackend(value, "backend")
+            case "redis": try readRedis(value, &configuration)
             case "rules":
                 configuration.rules = try readRules(value, "rules", configuration)
                 configuration.declaresRules = true

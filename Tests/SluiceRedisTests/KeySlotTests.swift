@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SluiceTestKit
 import Testing
 @testable import SluiceRedis
 

@@ -133,7 +133,17 @@ public final class SluiceDaemon: Sendable {
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
         let shedding = SheddingService(state: state)
-        let dispatcher = RequestDispatcher(state: state, backend: backend?(table) ?? table, counters: counters, events: events, reputation: reputation,
+        let chosen: any LimiterBackend
+        if let backend {
+            chosen = backend(table)
+        } else if configuration.backend == .redis {
+            chosen = RedisBackend(configuration.redis, local: table, group: group)
+            logger.info("limits are shared through Redis", metadata: ["redis": "\(configuration.redis.address)",
+                                                                      "redis.on_failure": "\(configuration.redis.onFailure.rawValue)"])
+        } else {
+            chosen = table
+        }
+        let dispatcher = RequestDispatcher(state: state, backend: chosen, counters: counters, events: events, reputation: reputation,
                                            shedding: shedding, anomaly: anomaly, operations: operations, time: time,
                                            version: SluiceVersion.current, extraStages: stages)
         let tracker = ConnectionTracker()
@@ -350,6 +360,7 @@ public final class SluiceDaemon: Sendable {
     public func close() async {
         guard progress.withLockedValue({ let was = $0.closed; $0.closed = true; return !was }) else { return }
         for task in sampling { task.cancel() }
+        (dispatcher.backend as? RedisBackend)?.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }

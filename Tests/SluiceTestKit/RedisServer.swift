@@ -2,17 +2,17 @@ import Foundation
 
 /// A real redis-server for one test, on a Unix socket in a folder of its own (and on a TCP port
 /// when asked), stopped by ``stop()``.
-final class RedisServer: @unchecked Sendable {
-    static let binary = "/usr/bin/redis-server"
-    static var installed: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+public final class RedisServer: @unchecked Sendable {
+    public static let binary = "/usr/bin/redis-server"
+    public static var installed: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    let directory: String
-    let socket: String
+    public let directory: String
+    public let socket: String
     let process = Process()
 
     /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only), in
     /// `directory` (a new one by default; an earlier server's, to restart it at the same socket).
-    init(_ arguments: [String] = [], directory: String? = nil) throws {
+    public init(_ arguments: [String] = [], directory: String? = nil) throws {
         self.directory = directory ?? NSTemporaryDirectory() + "sluice-redis-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
         socket = self.directory + "/redis.sock"
@@ -31,7 +31,7 @@ final class RedisServer: @unchecked Sendable {
 
     /// Kills it (SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM)
     /// and removes its folder, unless `keepFolder` (to restart it there).
-    func stop(keepFolder: Bool = false) {
+    public func stop(keepFolder: Bool = false) {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()

@@ -1,0 +1,40 @@
+extension Configuration {
+    /// Where the limits' counters live: this daemon's table, or a Redis shared by a fleet.
+    public enum Backend: String, Sendable, Equatable {
+        case local
+        case redis
+    }
+
+    /// `redis:` the server the fleet's daemons share, and what a check does when it cannot answer.
+    public struct RedisSettings: Sendable, Equatable {
+        public enum Address: Sendable, Equatable {
+            case tcp(host: String, port: Int)
+            case unix(path: String)
+        }
+
+        /// What a check does while Redis cannot answer.
+        public enum OnFailure: String, Sendable, Equatable {
+            /// Decided on this daemon's own table, with `limit / expected_daemons`.
+            case local
+            case failOpen = "fail_open"
+            case failClosed = "fail_closed"
+        }
+
+        public var address = Address.tcp(host: "127.0.0.1", port: 6379)
+        public var username: String?
+        public var password: String?
+        /// Connections kept open.
+        public var connections = 2
+        /// How long a check waits for Redis before it takes the `on_failure` path (ns).
+        public var timeout: Int64 = 20_000_000
+        public var onFailure = OnFailure.local
+        /// Daemons sharing the limits (the `local` path's share).
+        public var expectedDaemons = 1
+        /// Time from Redis's `TIME` (the default: daemons' clocks may differ), or the daemons'.
+        public var daemonClock = false
+        /// Commands waiting on Redis at most; past it checks take the `on_failure` path.
+        public var maxPending = 10_000
+
+        public init() {}
+    }
+}

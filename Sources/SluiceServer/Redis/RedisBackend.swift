@@ -1,0 +1,211 @@
+import NIOCore
+import SluiceConfiguration
+import SluiceCore
+import SluiceRedis
+import Synchronization
+
+/// Limits shared by every daemon of a fleet, decided in Redis (issue 17, exact mode): each check
+/// is one call of ``CheckScript`` with one key per limit of its rule, all under the check key's
+/// hash tag (one Cluster slot), so a rule's limits are decided together as the local table
+/// decides them. A batch is one pipelined write.
+///
+/// When Redis cannot answer (no connection, too much waiting, a timeout, an error reply) each
+/// check takes the degraded path its policy names: `local` decides it on this daemon's own table
+/// with its share of the limit (`limit / expectedDaemons`), `failOpen` allows it, `failClosed`
+/// denies it. Synchronous calls (a shadow evaluation, a lease release) go to the local table:
+/// waiting on the network would block the event loop.
+public final class RedisBackend: LimiterBackend {
+    public enum Degraded: String, Sendable {
+        case local
+        case failOpen = "fail_open"
+        case failClosed = "fail_closed"
+    }
+
+    public struct Settings: Sendable {
+        /// How long a batch waits for Redis before its checks take the degraded path.
+        public var timeout: TimeAmount = .milliseconds(20)
+        public var degraded = Degraded.local
+        /// Daemons sharing the limits: the degraded local path allows each `1 / expectedDaemons`
+        /// of a limit.
+        public var expectedDaemons = 1
+        /// Time from this daemon's clock (each check's `now`), or 0: Redis's own `TIME`.
+        public var useDaemonClock = false
+        /// How long keys outlive their state, for clocks that differ (ms).
+        public var slackMs: Int64 = 1_000
+
+        public init() {}
+    }
+
+    let client: RedisClient
+    /// The degraded path's table, and the synchronous calls'.
+    public let local: LimiterTable
+    public let settings: Settings
+    let degradedCount = Atomic<UInt64>(0)
+    let redisCount = Atomic<UInt64>(0)
+
+    public init(client: RedisClient, local: LimiterTable, settings: Settings) {
+        self.client = client
+        self.local = local
+        self.settings = settings
+    }
+
+    /// The backend a configuration's `redis:` section describes, its connections on `group`.
+    public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup) {
+        var client = RedisClient.Configuration(endpoint: {
+            switch redis.address {
+            case .tcp(let host, let port): return .tcp(host: host, port: port)
+            case .unix(let path): return .unix(path: path)
+            }
+        }())
+        client.username = redis.username
+        client.password = redis.password
+        client.connections = redis.connections
+        client.maximumPending = redis.maxPending
+        var settings = Settings()
+        settings.timeout = .nanoseconds(redis.timeout)
+        settings.expectedDaemons = redis.expectedDaemons
+        settings.useDaemonClock = redis.daemonClock
+        settings.degraded = switch redis.onFailure {
+        case .local: .local
+        case .failOpen: .failOpen
+        case .failClosed: .failClosed
+        }
+        self.init(client: RedisClient(client, group: group), local: local, settings: settings)
+    }
+
+    /// Closes the connections.
+    public func shutdown() { client.shutdown() }
+
+    /// Checks decided in Redis, and on the degraded path, since start.
+    public var decidedInRedis: UInt64 { redisCount.load(ordering: .relaxed) }
+    public var decidedDegraded: UInt64 { degradedCount.load(ordering: .relaxed) }
+
+    public var answersAtOnce: Bool { false }
+
+    public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
+        var calls: [RedisClient.ScriptCall] = []
+        var placed: [Int] = []
+        calls.reserveCapacity(batch.count)
+        for (index, item) in batch.enumerated() where !item.skip {
+            guard let call = Self.call(for: item, settings: settings) else { continue }
+            calls.append(call)
+            placed.append(index)
+        }
+        var decisions = [Decision](repeating: .blocked(), count: batch.count)
+        guard !calls.isEmpty else {
+            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip }, into: &decisions)
+            completion(decisions)
+            return
+        }
+        let inRedis = Set(placed)
+        client.evaluate(CheckScript.source, calls: calls, deadline: .now() + settings.timeout).whenComplete { result in
+            var decisions = decisions
+            var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
+            switch result {
+            case .success(let replies):
+                for (reply, index) in zip(replies, placed) {
+                    if let decision = Self.decision(reply, item: batch[index]) {
+                        decisions[index] = decision
+                    } else {
+                        failed.append(index)
+                    }
+                }
+                self.redisCount.add(UInt64(placed.count - failed.count), ordering: .relaxed)
+            case .failure:
+                failed += placed
+            }
+            self.decideDegraded(batch, indices: failed, into: &decisions)
+            completion(decisions)
+        }
+    }
+
+    /// The script call of one check; nil for what the script does not decide (concurrency
+    /// leases: the degraded path's table holds them).
+    static func call(for item: BatchCheck, settings: Settings) -> RedisClient.ScriptCall? {
+        let limits: [BoundLimit]
+        switch item.limits {
+        case .single(let limit): limits = [limit]
+        case .rule(let rule): limits = rule
+        }
+        guard !limits.contains(where: { $0.spec.algorithm == .concurrency }) else { return nil }
+        let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
+        let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
+        var arguments: [RESPArgument] = [.integer(settings.useDaemonClock ? item.now / 1_000 : 0),
+                                         .integer(Int64(clamping: item.hits)), .integer(settings.slackMs)]
+        for limit in limits {
+            let spec = limit.spec.scaled(by: item.multiplier)
+            arguments += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(clamping: spec.limit)), .integer(spec.period / 1_000),
+                          .integer(Int64(clamping: spec.burst))]
+        }
+        return RedisClient.ScriptCall(keys: keys, arguments: arguments)
+    }
+
+    /// The decision a script reply holds; nil for an error reply or one of the wrong shape.
+    static func decision(_ reply: RESPValue, item: BatchCheck) -> Decision? {
+        guard let fields = reply.elements?.compactMap({ $0.integer }), fields.count == 8,
+              let reason = DecisionReason(rawValue: UInt8(clamping: fields[1])), fields[2] >= 0 else { return nil }
+        let limits: [BoundLimit]
+        switch item.limits {
+        case .single(let limit): limits = [limit]
+        case .rule(let rule): limits = rule
+        }
+        guard fields[2] < limits.count else { return nil }
+        var decision = Decision(allowed: fields[0] == 1, limit: UInt64(clamping: fields[3]), remaining: UInt64(clamping: fields[4]),
+                                resetAfter: fields[5].multipliedReportingOverflow(by: 1_000).overflow ? .max : fields[5] * 1_000,
+                                retryAfter: fields[6].multipliedReportingOverflow(by: 1_000).overflow ? .max : fields[6] * 1_000,
+                                reason: reason, algorithm: limits[Int(fields[2])].spec.algorithm)
+        if limits.count > 1 { decision.limitIndex = UInt32(fields[2]) }
+        return decision
+    }
+
+    /// Decides the checks at `indices` as the degraded policy says.
+    func decideDegraded(_ batch: [BatchCheck], indices: [Int], into decisions: inout [Decision]) {
+        guard !indices.isEmpty else { return }
+        degradedCount.add(UInt64(indices.count), ordering: .relaxed)
+        for index in indices {
+            var item = batch[index]
+            switch settings.degraded {
+            case .failOpen:
+                decisions[index] = Decision(allowed: true, limit: 0, remaining: 0, resetAfter: 0, retryAfter: 0, reason: .withinLimit,
+                                            algorithm: Self.algorithm(of: item))
+            case .failClosed:
+                decisions[index] = Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0,
+                                            retryAfter: Int64(settings.timeout.nanoseconds), reason: .overLimit, algorithm: Self.algorithm(of: item))
+            case .local:
+                // Items with a concurrency limit are always decided here, in full.
+                if Self.call(for: item, settings: settings) != nil, settings.expectedDaemons > 1 {
+                    item.multiplier /= Double(settings.expectedDaemons)
+                }
+                decisions[index] = withUnsafePointer(to: item) { local.check($0) }
+            }
+        }
+    }
+
+    static func algorithm(of item: BatchCheck) -> Algorithm {
+        switch item.limits {
+        case .single(let limit): return limit.spec.algorithm
+        case .rule(let rule): return rule.first?.spec.algorithm ?? .gcra
+        }
+    }
+
+    static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    // The synchronous calls: the local table (see the type's comment).
+
+    public func check(_ item: UnsafePointer<BatchCheck>) -> Decision { local.check(item) }
+
+    public func check(batch: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>) {
+        local.check(batch: batch, into: decisions)
+    }
+
+    public func evaluate(_ item: BatchCheck, factor: Double) -> Decision { local.evaluate(item, factor: factor) }
+
+    public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
+        local.release(key: key, limit: limit, leaseID: leaseID, now: now)
+    }
+
+    public func statistics() -> TableStatistics { local.statistics() }
+}

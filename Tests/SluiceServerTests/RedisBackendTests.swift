@@ -1,0 +1,128 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SluiceCore
+import SluiceRedis
+import SluiceTestKit
+import Testing
+@testable import SluiceServer
+
+/// Two daemons' backends sharing one real redis-server: the limit holds across both.
+@Suite("Redis backend, exact mode", .enabled(if: RedisServer.installed))
+struct RedisBackendTests {
+    static let second: Int64 = 1_000_000_000
+    static let start: Int64 = 1_767_225_600 * second
+
+    static func backend(_ socket: String, _ settings: RedisBackend.Settings = RedisBackend.Settings()) -> RedisBackend {
+        var configuration = RedisClient.Configuration(endpoint: .unix(path: socket))
+        configuration.reconnect = (.milliseconds(20), .milliseconds(100))
+        return RedisBackend(client: RedisClient(configuration, group: MultiThreadedEventLoopGroup.singleton),
+                            local: LimiterTable(shardCount: 4, maxEntries: 10_000), settings: settings)
+    }
+
+    static func decide(_ backend: RedisBackend, _ batch: [BatchCheck]) async -> [Decision] {
+        await withCheckedContinuation { continuation in backend.decide(batch) { continuation.resume(returning: $0) } }
+    }
+
+    static func eventually(_ condition: () -> Bool) async throws {
+        for _ in 0..<1_000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    static func check(_ key: String, _ limits: BatchCheck.Limits, now: Int64 = start, hits: UInt64 = 1) -> BatchCheck {
+        BatchCheck(key: Fingerprint.of(tenant: "t", key: key), limits: limits, hits: hits, now: now)
+    }
+
+    @Test("two daemons with clocks a second apart admit exactly the limit between them, on Redis's clock and on their own")
+    func sharedLimit() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        for useDaemonClock in [false, true] {
+            var settings = RedisBackend.Settings()
+            settings.useDaemonClock = useDaemonClock
+            settings.timeout = .seconds(5)
+            let one = Self.backend(server.socket, settings), two = Self.backend(server.socket, settings)
+            try await Self.eventually { one.client.connected == 2 && two.client.connected == 2 }
+            // 10 an hour, burst 10: one more every 6 minutes, so a run of seconds admits 10 (the
+            // same with the daemons' clocks a second apart: a token takes 360 s).
+            let limit = BoundLimit.rule("login-\(useDaemonClock)", index: 0, spec: try LimitSpec(limit: 10, period: 3_600 * Self.second))
+            var allowed = 0
+            for round in 0..<15 {
+                let now = Self.start + Int64(round) * Self.second / 10
+                let a = await Self.decide(one, [Self.check("alice", .single(limit), now: now)])
+                let b = await Self.decide(two, [Self.check("alice", .single(limit), now: now + Self.second)])
+                allowed += (a + b).filter(\.allowed).count
+            }
+            #expect(allowed == 10, "daemon clock \(useDaemonClock): \(allowed) allowed")
+            #expect(one.decidedInRedis == 15 && two.decidedInRedis == 15)
+            #expect(one.decidedDegraded == 0)
+            one.client.shutdown()
+            two.client.shutdown()
+        }
+    }
+
+    @Test("a rule's limits are decided together in Redis: a denial by one consumes none of the others")
+    func multiLimitAtomic() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var settings = RedisBackend.Settings()
+        settings.timeout = .seconds(5)
+        let backend = Self.backend(server.socket, settings)
+        defer { backend.client.shutdown() }
+        try await Self.eventually { backend.client.connected == 2 }
+        let rule = BatchCheck.Limits.rule([
+            .rule("api", index: 0, spec: try LimitSpec(limit: 100, period: 60 * Self.second, burst: 3)),
+            .rule("api", index: 1, spec: try LimitSpec(limit: 5, period: 3_600 * Self.second, algorithm: .fixedWindow)),
+        ])
+        // One batch, one pipelined write: 3 pass (the burst), the rest are denied by limit 0.
+        let decisions = await Self.decide(backend, (0..<6).map { _ in Self.check("bob", rule) })
+        #expect(decisions.map(\.allowed) == [true, true, true, false, false, false])
+        #expect(decisions[3].limitIndex == 0 && decisions[3].reason == .overLimit)
+        // The hourly window counted only the 3 admitted: 2 left, reported by the tighter limit.
+        #expect(decisions[2].remaining == 0)
+        let local = LimiterTable(shardCount: 1, maxEntries: 100)
+        let expected = (0..<6).map { _ in withUnsafePointer(to: Self.check("bob", rule)) { local.check($0) } }
+        #expect(decisions.map(\.allowed) == expected.map(\.allowed))
+        #expect(decisions.map(\.limitIndex) == expected.map(\.limitIndex))
+    }
+
+    @Test("with Redis gone each check takes its policy's path: this daemon's share locally, open, or closed")
+    func degraded() async throws {
+        let server = try RedisServer()
+        let limit = BoundLimit.rule("search", index: 0, spec: try LimitSpec(limit: 10, period: 60 * Self.second))
+        var results: [RedisBackend.Degraded: Int] = [:]
+        for policy in [RedisBackend.Degraded.local, .failOpen, .failClosed] {
+            var settings = RedisBackend.Settings()
+            settings.degraded = policy
+            settings.expectedDaemons = 2
+            let backend = Self.backend(server.socket, settings)
+            if policy == .local {
+                // Up, then gone under it; the other two policies start with Redis gone.
+                try await Self.eventually { backend.client.connected == 2 }
+                #expect(backend.client.connected == 2)
+                server.stop()
+                try await Self.eventually { backend.client.connected == 0 }
+            }
+            #expect(backend.client.connected == 0)
+            let decisions = await Self.decide(backend, (0..<12).map { _ in Self.check("carol", .single(limit)) })
+            results[policy] = decisions.filter(\.allowed).count
+            #expect(backend.decidedDegraded == 12)
+            #expect(backend.decidedInRedis == 0)
+            backend.client.shutdown()
+        }
+        // Half of 10 for one of two daemons; all; none.
+        #expect(results == [.local: 5, .failOpen: 12, .failClosed: 0])
+    }
+
+    @Test("a concurrency limit is held on the local table, never sent to Redis")
+    func leasesStayLocal() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let backend = Self.backend(server.socket)
+        defer { backend.client.shutdown() }
+        try await Self.eventually { backend.client.connected == 2 }
+        let limit = BoundLimit.rule("jobs", index: 0, spec: try LimitSpec(limit: 2, period: 60 * Self.second, algorithm: .concurrency))
+        let decisions = await Self.decide(backend, (0..<3).map { _ in Self.check("dave", .single(limit)) })
+        #expect(decisions.map(\.allowed) == [true, true, false])
+        #expect(backend.decidedInRedis == 0)
+    }
+}

@@ -1,0 +1,52 @@
+import SluiceConfiguration
+import SluiceCore
+import Testing
+
+@Suite("Configuration: backend and redis")
+struct RedisConfigurationTests {
+    static func failure(_ yaml: String) -> String {
+        do {
+            _ = try ConfigurationLoader.parse(yaml, source: "test.yaml")
+            return "no error"
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test("backend defaults to local; redis: reads addresses, timeouts, policies and clocks; changing them needs a restart")
+    func reads() throws {
+        #expect(try ConfigurationLoader.parse("", source: "t").backend == .local)
+        let configuration = try ConfigurationLoader.parse("""
+            backend: redis
+            redis: { url: "redis://10.0.0.5:6380", password: s3cret, username: sluice, connections: 4, timeout: 50ms,
+                     on_failure: fail_closed, expected_daemons: 3, clock: daemon, max_pending: 500 }
+            """, source: "t")
+        #expect(configuration.backend == .redis)
+        let redis = configuration.redis
+        #expect(redis.address == .tcp(host: "10.0.0.5", port: 6380))
+        #expect(redis.password == "s3cret" && redis.username == "sluice")
+        #expect(redis.connections == 4 && redis.timeout == 50_000_000 && redis.maxPending == 500)
+        #expect(redis.onFailure == .failClosed && redis.expectedDaemons == 3 && redis.daemonClock)
+        #expect(try ConfigurationLoader.parse("redis: { url: \"redis://cache\" }", source: "t").redis.address == .tcp(host: "cache", port: 6379))
+        #expect(try ConfigurationLoader.parse("redis: { url: \"redis://[::1]:7000\" }", source: "t").redis.address == .tcp(host: "::1", port: 7000))
+        #expect(try ConfigurationLoader.parse("redis: { url: \"unix:///run/redis.sock\" }", source: "t").redis.address == .unix(path: "/run/redis.sock"))
+        let (_, report) = try ConfigurationLoader.parse("", source: "t").reloadPlan(applying: configuration)
+        #expect(report.needsRestart.contains("backend") && report.needsRestart.contains("redis"))
+    }
+
+    @Test("bad values name the key and say what is expected", arguments: [
+        ("backend: memcached", "expected local or redis"),
+        ("redis: { url: \"http://x\" }", "expected redis://host:port or unix:///path.sock"),
+        ("redis: { url: \"redis://:pw@host\" }", "put the password in redis.password"),
+        ("redis: { url: \"redis://host:99999\" }", "expected a port from 1 to 65535"),
+        ("redis: { url: \"unix://relative.sock\" }", "expected unix:///absolute/path.sock"),
+        ("redis: { on_failure: maybe }", "expected local, fail_open or fail_closed"),
+        ("redis: { clock: wall }", "expected redis or daemon"),
+        ("redis: { timeout: 0 }", "redis.timeout"),
+        ("redis: { conections: 2 }", "conections"),
+    ])
+    func refused(yaml: String, expected: String) {
+        let message = Self.failure(yaml)
+        #expect(message.contains(expected), "\(yaml): \(message)")
+    }
+}
