@@ -119,7 +119,7 @@ final class Reader {
 
     func duration(_ node: Node, _ path: String) throws(SluiceError) -> Int64 {
         let text = try string(node, path).trimmingCharacters(in: .whitespaces)
-        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000),
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000), ("m", 60_000_000_000),
                                         ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)]
         var number = Substring(text), scale: Int64 = 1_000_000
         for (suffix, unit) in units where text.hasSuffix(suffix) {

@@ -17,7 +17,8 @@ struct RedisBackendTests {
         var configuration = RedisClient.Configuration(endpoint: .unix(path: socket))
         configuration.reconnect = (.milliseconds(20), .milliseconds(100))
         return RedisBackend(client: RedisClient(configuration, group: MultiThreadedEventLoopGroup.singleton),
-                            local: LimiterTable(shardCount: 4, maxEntries: 10_000), settings: settings)
+                            local: LimiterTable(shardCount: 4, maxEntries: 10_000), settings: settings,
+                            group: MultiThreadedEventLoopGroup.singleton)
     }
 
     static func decide(_ backend: RedisBackend, _ batch: [BatchCheck]) async -> [Decision] {
@@ -111,6 +112,31 @@ struct RedisBackendTests {
         }
         // Half of 10 for one of two daemons; all; none.
         #expect(results == [.local: 5, .failOpen: 12, .failClosed: 0])
+    }
+
+    @Test("requests from many connections within one window go to Redis in one write; a full batch goes at once",
+          arguments: [(1_024, 1), (5, 4)])
+    func coalesced(maxBatch: Int, writes: UInt64) async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var settings = RedisBackend.Settings()
+        settings.timeout = .seconds(5)
+        // A window long enough that 20 requests started together fall in it however loaded the machine.
+        settings.batchWindow = .seconds(2)
+        settings.maxBatch = maxBatch
+        let backend = Self.backend(server.socket, settings)
+        defer { backend.client.shutdown() }
+        try await Self.eventually { backend.client.connected == 2 }
+        let limit = BoundLimit.rule("many", index: 0, spec: try LimitSpec(limit: 10, period: 3_600 * Self.second))
+        let allowed = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<20 {
+                group.addTask { await Self.decide(backend, [Self.check("user\(index % 2)", .single(limit))])[0].allowed }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(allowed == 20, "two keys, ten each")
+        #expect(backend.writes == writes)
+        #expect(backend.decidedInRedis == 20)
     }
 
     @Test("a concurrency limit is held on the local table, never sent to Redis")

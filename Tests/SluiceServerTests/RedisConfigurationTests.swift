@@ -28,6 +28,10 @@ struct RedisConfigurationTests {
         #expect(redis.connections == 4 && redis.timeout == 50_000_000 && redis.maxPending == 500)
         #expect(redis.onFailure == .failClosed && redis.expectedDaemons == 3 && redis.daemonClock)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://cache\" }", source: "t").redis.address == .tcp(host: "cache", port: 6379))
+        #expect(redis.batchWindow == 200_000 && redis.maxBatch == 1_024, "the defaults")
+        let batching = try ConfigurationLoader.parse("redis: { batch_window: 500us, max_batch: 64 }", source: "t").redis
+        #expect(batching.batchWindow == 500_000 && batching.maxBatch == 64)
+        #expect(try ConfigurationLoader.parse("redis: { batch_window: 0 }", source: "t").redis.batchWindow == 0)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://[::1]:7000\" }", source: "t").redis.address == .tcp(host: "::1", port: 7000))
         #expect(try ConfigurationLoader.parse("redis: { url: \"unix:///run/redis.sock\" }", source: "t").redis.address == .unix(path: "/run/redis.sock"))
         let (_, report) = try ConfigurationLoader.parse("", source: "t").reloadPlan(applying: configuration)
@@ -43,6 +47,7 @@ struct RedisConfigurationTests {
         ("redis: { on_failure: maybe }", "expected local, fail_open or fail_closed"),
         ("redis: { clock: wall }", "expected redis or daemon"),
         ("redis: { timeout: 0 }", "redis.timeout"),
+        ("redis: { batch_window: 20ms }", "redis.batch_window"),
         ("redis: { conections: 2 }", "conections"),
     ])
     func refused(yaml: String, expected: String) {

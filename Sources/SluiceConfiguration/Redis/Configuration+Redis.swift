@@ -34,6 +34,11 @@ extension Configuration {
         public var daemonClock = false
         /// Commands waiting on Redis at most; past it checks take the `on_failure` path.
         public var maxPending = 10_000
+        /// How long checks from every connection are gathered into one write (ns); 0 sends each
+        /// request's checks at once.
+        public var batchWindow: Int64 = 200_000
+        /// Checks that fill a write before the window ends.
+        public var maxBatch = 1_024
 
         public init() {}
     }

@@ -6,7 +6,8 @@ extension Reader {
     /// `redis:` the shared server's address and the client's settings.
     func readRedis(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.redis
-        let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending"]
+        let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
+                         "batch_window", "max_batch"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
@@ -26,6 +27,13 @@ extension Reader {
                 let text = try string(value, path)
                 guard text == "redis" || text == "daemon" else { throw error(value, path, "expected redis or daemon, got '\(text)'") }
                 settings.daemonClock = text == "daemon"
+            case "batch_window":
+                if case .scalar(let scalar) = value, scalar.string == "0" {
+                    settings.batchWindow = 0
+                } else {
+                    settings.batchWindow = try duration(value, path, 1_000...10_000_000)
+                }
+            case "max_batch": settings.maxBatch = try integer(value, path, 1...100_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }

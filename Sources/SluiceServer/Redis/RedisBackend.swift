@@ -32,21 +32,28 @@ public final class RedisBackend: LimiterBackend {
         public var useDaemonClock = false
         /// How long keys outlive their state, for clocks that differ (ms).
         public var slackMs: Int64 = 1_000
+        /// How long checks of every connection are gathered into one write; zero: none.
+        public var batchWindow: TimeAmount = .microseconds(200)
+        /// Checks that fill a write before its window ends.
+        public var maxBatch = 1_024
 
         public init() {}
     }
 
     let client: RedisClient
+    let batcher: RedisBatcher
     /// The degraded path's table, and the synchronous calls'.
     public let local: LimiterTable
     public let settings: Settings
     let degradedCount = Atomic<UInt64>(0)
     let redisCount = Atomic<UInt64>(0)
 
-    public init(client: RedisClient, local: LimiterTable, settings: Settings) {
+    public init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup) {
         self.client = client
         self.local = local
         self.settings = settings
+        batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
+                               eventLoop: group.next())
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
@@ -65,12 +72,14 @@ public final class RedisBackend: LimiterBackend {
         settings.timeout = .nanoseconds(redis.timeout)
         settings.expectedDaemons = redis.expectedDaemons
         settings.useDaemonClock = redis.daemonClock
+        settings.batchWindow = .nanoseconds(redis.batchWindow)
+        settings.maxBatch = redis.maxBatch
         settings.degraded = switch redis.onFailure {
         case .local: .local
         case .failOpen: .failOpen
         case .failClosed: .failClosed
         }
-        self.init(client: RedisClient(client, group: group), local: local, settings: settings)
+        self.init(client: RedisClient(client, group: group), local: local, settings: settings, group: group)
     }
 
     /// Closes the connections.
@@ -79,6 +88,8 @@ public final class RedisBackend: LimiterBackend {
     /// Checks decided in Redis, and on the degraded path, since start.
     public var decidedInRedis: UInt64 { redisCount.load(ordering: .relaxed) }
     public var decidedDegraded: UInt64 { degradedCount.load(ordering: .relaxed) }
+    /// Pipelined writes of script calls sent since start (each gathers many requests).
+    public var writes: UInt64 { batcher.writes.load(ordering: .relaxed) }
 
     public var answersAtOnce: Bool { false }
 
@@ -98,21 +109,23 @@ public final class RedisBackend: LimiterBackend {
             return
         }
         let inRedis = Set(placed)
-        client.evaluate(CheckScript.source, calls: calls, deadline: .now() + settings.timeout).whenComplete { result in
-            var decisions = decisions
+        let blank = decisions, sent = placed
+        batcher.submit(calls) { replies in
+            var decisions = blank
             var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
-            switch result {
-            case .success(let replies):
-                for (reply, index) in zip(replies, placed) {
+            if let replies {
+                var decided: UInt64 = 0
+                for (reply, index) in zip(replies, sent) {
                     if let decision = Self.decision(reply, item: batch[index]) {
                         decisions[index] = decision
+                        decided += 1
                     } else {
                         failed.append(index)
                     }
                 }
-                self.redisCount.add(UInt64(placed.count - failed.count), ordering: .relaxed)
-            case .failure:
-                failed += placed
+                self.redisCount.add(decided, ordering: .relaxed)
+            } else {
+                failed += sent
             }
             self.decideDegraded(batch, indices: failed, into: &decisions)
             completion(decisions)
