@@ -83,8 +83,9 @@ struct RedisClientTests {
         let admin = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = admin.close() }
         try await Self.eventually { client.connected == 1 }
-        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 500, "ALL"), deadline: soon()).get()
-        let held = client.send((0..<10).map { _ in RESPCommand("PING") }, deadline: soon())
+        // Writes are held until CLIENT UNPAUSE (a write pause lets it through).
+        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 60_000, "WRITE"), deadline: soon()).get()
+        let held = client.send((0..<10).map { _ in RESPCommand("INCR", "held") }, deadline: soon())
         do {
             _ = try await client.send([RESPCommand("PING")], deadline: soon()).get()
             Issue.record("an eleventh command was queued")
@@ -92,6 +93,7 @@ struct RedisClientTests {
             #expect(error.code == .unavailable)
             #expect(error.description.contains("more than 10"))
         }
+        _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: soon()).get()
         // The ten held come back once the pause ends, and the bound frees.
         #expect(try await held.get().count == 10)
         #expect(try await client.send([RESPCommand("PING")], deadline: soon()).get() == [.simple("PONG")])

@@ -63,8 +63,9 @@ struct RedisConnectionTests {
             _ = admin.close()
         }
         _ = try await redis.send(RESPCommand("SET", "n", 1), deadline: soon()).get()
-        // Every client but the one pausing is held for a second.
-        #expect(try await admin.send(RESPCommand("CLIENT", "PAUSE", 1_000, "ALL"), deadline: soon()).get() == .simple("OK"))
+        // Writes (INCR) are held, until the late command has failed (a minute at most: long
+        // enough for any machine, ended early by CLIENT UNPAUSE, which a write pause lets through).
+        #expect(try await admin.send(RESPCommand("CLIENT", "PAUSE", 60_000, "WRITE"), deadline: soon()).get() == .simple("OK"))
         let late = redis.send(RESPCommand("INCR", "n"), deadline: .now() + .milliseconds(50))
         let next = redis.send(RESPCommand("INCR", "n"), deadline: soon())
         // Which completed first, on the connection's event loop: the timeout, or the reply
@@ -73,6 +74,7 @@ struct RedisConnectionTests {
         late.whenComplete { _ in order.withLockedValue { $0.append("late") } }
         next.whenComplete { _ in order.withLockedValue { $0.append("next") } }
         await #expect(throws: RedisClientError(.timeout, "no reply from Redis within the deadline")) { try await late.get() }
+        #expect(try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: soon()).get() == .simple("OK"))
         // The late reply (2) arrives and is dropped; the next command gets its own (3).
         #expect(try await next.get() == .integer(3))
         #expect(order.withLockedValue { $0 } == ["late", "next"], "failed at its deadline, not when the pause ended")
@@ -153,6 +155,12 @@ struct NotRedisTests {
         }
     }
 
+    /// Expects `redis` to be closed within 5 s.
+    static func closed(_ redis: RedisConnection) async throws {
+        for _ in 0..<500 where redis.isActive { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!redis.isActive)
+    }
+
     func serve(_ reply: String) async throws -> any Channel {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -175,8 +183,7 @@ struct NotRedisTests {
         case "+OK\r\n+EXTRA\r\n":
             // The first reply is PING's; the second nobody asked for.
             #expect(try await answer.get() == .simple("OK"))
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(!redis.isActive)
+            try await Self.closed(redis)
         case "$5\r\nab":
             // Not all of it came: the deadline is what ends the wait.
             await #expect(throws: RedisClientError(.timeout, "no reply from Redis within the deadline")) { try await answer.get() }
@@ -187,8 +194,7 @@ struct NotRedisTests {
             } catch let error as RedisClientError {
                 #expect(error.code == .protocolError, "\(error)")
             }
-            try await Task.sleep(for: .milliseconds(50))
-            #expect(!redis.isActive)
+            try await Self.closed(redis)
         }
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A real redis-server for one test, on a Unix socket in a folder of its own (and on a TCP port
 /// when asked), stopped by ``stop()``.
@@ -23,9 +26,40 @@ public final class RedisServer: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) { usleep(25_000) }
-        guard FileManager.default.fileExists(atPath: socket) else {
+        // The socket file exists from bind(2); wait until a connection is accepted too.
+        var accepting = false
+        for _ in 0..<400 where FileManager.default.fileExists(atPath: socket) {
+            if Self.accepts(socket) {
+                accepting = true
+                break
+            }
+            usleep(25_000)
+        }
+        guard accepting else {
             stop()
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "redis-server did not open \(socket) within 5 s"])
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "redis-server did not accept on \(socket) within 10 s"])
+        }
+    }
+
+    /// Whether a connection to the Unix socket at `path` is accepted now.
+    static func accepts(_ path: String) -> Bool {
+        #if canImport(Glibc)
+        let descriptor = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let descriptor = Darwin.socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
         }
     }
 
