@@ -152,3 +152,44 @@ struct RedisBackendTests {
         #expect(backend.decidedInRedis == 0)
     }
 }
+
+@Suite("Redis backend, circuit breaker", .enabled(if: RedisServer.installed))
+struct RedisBreakerTests {
+    @Test("a Redis that stops answering opens the breaker: checks are decided at once, not after the timeout; it closes when Redis answers")
+    func opensAndCloses() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var settings = RedisBackend.Settings()
+        settings.timeout = .seconds(1)
+        settings.breakerThreshold = 2
+        settings.breakerCooldown = 200_000_000
+        settings.degraded = .failOpen
+        let backend = RedisBackendTests.backend(server.socket, settings)
+        defer { backend.client.shutdown() }
+        try await RedisBackendTests.eventually { backend.client.connected == 2 }
+        let admin = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        defer { _ = admin.close() }
+        let limit = BoundLimit.rule("paused", index: 0, spec: try LimitSpec(limit: 1, period: 3_600 * RedisBackendTests.second))
+        func check() async -> Decision { await RedisBackendTests.decide(backend, [RedisBackendTests.check("erin", .single(limit))])[0] }
+        #expect(await check().allowed)
+        #expect(await !check().allowed, "decided in Redis: the limit is 1")
+        // Scripts write, so a write pause holds them: two time out and the breaker opens.
+        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 60_000, "WRITE"), deadline: .now() + .seconds(5)).get()
+        for _ in 0..<2 { #expect(await check().allowed, "fail_open while Redis does not answer") }
+        #expect(backend.breakerState == "open")
+        let started = ContinuousClock.now
+        #expect(await check().allowed)
+        #expect(ContinuousClock.now - started < .milliseconds(500), "decided at once, without waiting out the 1 s timeout")
+        _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: .now() + .seconds(5)).get()
+        // After the cooldown a probe goes to Redis, succeeds, and closes the breaker.
+        try await Task.sleep(for: .milliseconds(250))
+        var closed = false
+        for _ in 0..<100 where !closed {
+            _ = await check()
+            closed = backend.breakerState == "closed"
+            if !closed { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(closed)
+        #expect(await !check().allowed, "back in Redis: the limit of 1 holds")
+    }
+}

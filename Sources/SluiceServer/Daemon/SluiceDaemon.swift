@@ -137,7 +137,7 @@ public final class SluiceDaemon: Sendable {
         if let backend {
             chosen = backend(table)
         } else if configuration.backend == .redis {
-            chosen = RedisBackend(configuration.redis, local: table, group: group)
+            chosen = RedisBackend(configuration.redis, local: table, group: group, logger: logger)
             logger.info("limits are shared through Redis", metadata: ["redis": "\(configuration.redis.address)",
                                                                       "redis.on_failure": "\(configuration.redis.onFailure.rawValue)"])
         } else {

@@ -1,3 +1,5 @@
+import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SluiceConfiguration
 import SluiceCore
@@ -36,6 +38,9 @@ public final class RedisBackend: LimiterBackend {
         public var batchWindow: TimeAmount = .microseconds(200)
         /// Checks that fill a write before its window ends.
         public var maxBatch = 1_024
+        /// Failures in a row that open the circuit breaker; the first wait before a probe (ns).
+        public var breakerThreshold = 5
+        public var breakerCooldown: Int64 = 1_000_000_000
 
         public init() {}
     }
@@ -46,18 +51,25 @@ public final class RedisBackend: LimiterBackend {
     public let local: LimiterTable
     public let settings: Settings
     let degradedCount = Atomic<UInt64>(0)
+    let breaker: NIOLockedValueBox<CircuitBreaker>
+    let logger: Logger
+    let time: TimeSource
     let redisCount = Atomic<UInt64>(0)
 
-    public init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup) {
+    public init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
+                logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.client = client
         self.local = local
         self.settings = settings
+        self.logger = logger
+        time = TimeSource()
+        breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
         batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
                                eventLoop: group.next())
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
-    public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup) {
+    public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup, logger: Logger) {
         var client = RedisClient.Configuration(endpoint: {
             switch redis.address {
             case .tcp(let host, let port): return .tcp(host: host, port: port)
@@ -79,7 +91,7 @@ public final class RedisBackend: LimiterBackend {
         case .failOpen: .failOpen
         case .failClosed: .failClosed
         }
-        self.init(client: RedisClient(client, group: group), local: local, settings: settings, group: group)
+        self.init(client: RedisClient(client, group: group), local: local, settings: settings, group: group, logger: logger)
     }
 
     /// Closes the connections.
@@ -88,6 +100,8 @@ public final class RedisBackend: LimiterBackend {
     /// Checks decided in Redis, and on the degraded path, since start.
     public var decidedInRedis: UInt64 { redisCount.load(ordering: .relaxed) }
     public var decidedDegraded: UInt64 { degradedCount.load(ordering: .relaxed) }
+    /// The circuit breaker's state: `closed` (asking Redis), `open`, `half_open` (probing).
+    public var breakerState: String { breaker.withLockedValue { $0.state.rawValue } }
     /// Pipelined writes of script calls sent since start (each gathers many requests).
     public var writes: UInt64 { batcher.writes.load(ordering: .relaxed) }
 
@@ -110,7 +124,14 @@ public final class RedisBackend: LimiterBackend {
         }
         let inRedis = Set(placed)
         let blank = decisions, sent = placed
+        // An open breaker sends nothing: the checks are decided now, on the degraded path.
+        guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
+            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip }, into: &decisions)
+            completion(decisions)
+            return
+        }
         batcher.submit(calls) { replies in
+            self.recordOutcome(success: replies != nil && replies?.contains(where: { $0.errorMessage != nil }) == false)
             var decisions = blank
             var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
             if let replies {
@@ -129,6 +150,19 @@ public final class RedisBackend: LimiterBackend {
             }
             self.decideDegraded(batch, indices: failed, into: &decisions)
             completion(decisions)
+        }
+    }
+
+    /// Feeds the breaker; logs each change of state once.
+    func recordOutcome(success: Bool) {
+        guard let changed = breaker.withLockedValue({ $0.record(success: success, now: time.now()) }) else { return }
+        switch changed {
+        case .open:
+            logger.warning("Redis is not answering: checks take the degraded path", metadata: [
+                "redis.breaker": "open", "redis.on_failure": "\(settings.degraded.rawValue)"])
+        case .closed:
+            logger.notice("Redis answers again: checks are decided in Redis", metadata: ["redis.breaker": "closed"])
+        case .halfOpen: break
         }
     }
 
