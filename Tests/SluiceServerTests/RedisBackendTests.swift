@@ -162,7 +162,8 @@ struct RedisBreakerTests {
         var settings = RedisBackend.Settings()
         settings.timeout = .seconds(1)
         settings.breakerThreshold = 2
-        settings.breakerCooldown = 200_000_000
+        // Long enough that the check below is not already the probe, however slow the machine.
+        settings.breakerCooldown = 5_000_000_000
         settings.degraded = .failOpen
         let backend = RedisBackendTests.backend(server.socket, settings)
         defer { backend.client.shutdown() }
@@ -182,9 +183,8 @@ struct RedisBreakerTests {
         #expect(ContinuousClock.now - started < .milliseconds(500), "decided at once, without waiting out the 1 s timeout")
         _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: .now() + .seconds(5)).get()
         // After the cooldown a probe goes to Redis, succeeds, and closes the breaker.
-        try await Task.sleep(for: .milliseconds(250))
         var closed = false
-        for _ in 0..<100 where !closed {
+        for _ in 0..<400 where !closed {
             _ = await check()
             closed = backend.breakerState == "closed"
             if !closed { try await Task.sleep(for: .milliseconds(50)) }
