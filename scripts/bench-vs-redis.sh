@@ -11,27 +11,11 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 rounds=${2:-1}
 out=${3:-bench-vs-redis.json}
-command -v redis-server >/dev/null || { echo "bench-vs-redis.sh: redis-server missing (apt-get install -y redis-server)" >&2; exit 1; }
-
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
-echo "building (release)..." >&2
-swift build -c release --product sluiced >/dev/null
-swift build -c release --product sluice-bench >/dev/null
-bin=$(swift build -c release --show-bin-path)
+# shellcheck source=bench-lib.sh
+source scripts/bench-lib.sh
+need_redis
+build_release
 cc -O2 -o "$dir/echo_server" Benchmarks/c-baseline/echo_server.c
-
-wait_for_socket() { # path, what
-  for _ in $(seq 1 100); do [ -S "$1" ] && return 0; sleep 0.1; done
-  echo "bench-vs-redis.sh: $2 did not create $1 within 10 s" >&2; exit 1
-}
 
 redis-server --port 0 --unixsocket "$dir/redis.sock" --save '' --appendonly no --loglevel warning >"$dir/redis.log" 2>&1 &
 pids+=($!)
