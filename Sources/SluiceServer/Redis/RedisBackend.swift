@@ -169,12 +169,8 @@ public final class RedisBackend: LimiterBackend {
     /// The script call of one check; nil for what the script does not decide (concurrency
     /// leases: the degraded path's table holds them).
     static func call(for item: BatchCheck, settings: Settings) -> RedisClient.ScriptCall? {
-        let limits: [BoundLimit]
-        switch item.limits {
-        case .single(let limit): limits = [limit]
-        case .rule(let rule): limits = rule
-        }
-        guard !limits.contains(where: { $0.spec.algorithm == .concurrency }) else { return nil }
+        let limits = Self.limits(of: item)
+        guard !Self.holdsLease(item) else { return nil }
         let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
         let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
         var arguments: [RESPArgument] = [.integer(settings.useDaemonClock ? item.now / 1_000 : 0),
@@ -191,11 +187,7 @@ public final class RedisBackend: LimiterBackend {
     static func decision(_ reply: RESPValue, item: BatchCheck) -> Decision? {
         guard let fields = reply.elements?.compactMap({ $0.integer }), fields.count == 8,
               let reason = DecisionReason(rawValue: UInt8(clamping: fields[1])), fields[2] >= 0 else { return nil }
-        let limits: [BoundLimit]
-        switch item.limits {
-        case .single(let limit): limits = [limit]
-        case .rule(let rule): limits = rule
-        }
+        let limits = Self.limits(of: item)
         guard fields[2] < limits.count else { return nil }
         var decision = Decision(allowed: fields[0] == 1, limit: UInt64(clamping: fields[3]), remaining: UInt64(clamping: fields[4]),
                                 resetAfter: fields[5].multipliedReportingOverflow(by: 1_000).overflow ? .max : fields[5] * 1_000,
@@ -220,7 +212,7 @@ public final class RedisBackend: LimiterBackend {
                                             retryAfter: Int64(settings.timeout.nanoseconds), reason: .overLimit, algorithm: Self.algorithm(of: item))
             case .local:
                 // Items with a concurrency limit are always decided here, in full.
-                if Self.call(for: item, settings: settings) != nil, settings.expectedDaemons > 1 {
+                if !Self.holdsLease(item), settings.expectedDaemons > 1 {
                     item.multiplier /= Double(settings.expectedDaemons)
                 }
                 decisions[index] = withUnsafePointer(to: item) { local.check($0) }
@@ -228,12 +220,18 @@ public final class RedisBackend: LimiterBackend {
         }
     }
 
-    static func algorithm(of item: BatchCheck) -> Algorithm {
+    static func algorithm(of item: BatchCheck) -> Algorithm { limits(of: item).first?.spec.algorithm ?? .gcra }
+
+    /// Every limit a check is decided against.
+    static func limits(of item: BatchCheck) -> [BoundLimit] {
         switch item.limits {
-        case .single(let limit): return limit.spec.algorithm
-        case .rule(let rule): return rule.first?.spec.algorithm ?? .gcra
+        case .single(let limit): return [limit]
+        case .rule(let rule): return rule
         }
     }
+
+    /// Whether a check has a concurrency limit (decided on the local table, in full).
+    static func holdsLease(_ item: BatchCheck) -> Bool { limits(of: item).contains { $0.spec.algorithm == .concurrency } }
 
     static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
