@@ -130,6 +130,31 @@ import Testing
         #expect(all[2] == 0)
     }
 
+    @Test func aTierMeasuredIdleWhereTheCutStillGoesStandsAtItsFloor() {
+        // Best effort sent nothing in the last measurement: it must not be admitted whole when it
+        // starts again while standard, of higher priority, is being cut.
+        var idle = tiers
+        idle[2].share = 0
+        let cut = Shedding.multipliers(factor: 0.6, tiers: idle)
+        #expect(cut[2] == 0)
+        #expect(cut[0] == 1)
+        // 0.4 of the 0.5 sent is taken, all from standard's 0.3: a third of it left.
+        #expect(abs(cut[1] - 1.0 / 3) < 1e-9)
+        // Above the cut an idle tier is untouched, and with no cut at all nothing is.
+        var idleVIP = tiers
+        idleVIP[0].share = 0
+        #expect(Shedding.multipliers(factor: 0.7, tiers: idleVIP)[0] == 1)
+        #expect(Shedding.multipliers(factor: 1, tiers: idle) == [1, 1, 1])
+        // An idle tier of the priority where the cut ends is cut with it, whatever the order.
+        for order in [[0, 1], [1, 0]] {
+            let pair = [Shedding.Tier(priority: 0, share: 1, floor: 0), Shedding.Tier(priority: 0, share: 0, floor: 0)]
+            let multipliers = Shedding.multipliers(factor: 0.5, tiers: order.map { pair[$0] })
+            #expect(order.map { multipliers[$0] }.elementsEqual([0.5, 0]), "\(order)")
+        }
+        // Cut through everything: an idle VIP stands at its reserve.
+        #expect(abs(Shedding.multipliers(factor: 0, tiers: idleVIP)[0] - 0.8) < 1e-9)
+    }
+
     @Test func theAdmittedTrafficIsTheFactorUntilTheReservesAreReached() {
         for step in 0...20 {
             let factor = Double(step) / 20

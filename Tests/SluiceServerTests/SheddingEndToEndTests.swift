@@ -126,6 +126,38 @@ import Testing
         }
     }
 
+    /// The load harness's test failed on a loaded CI machine: a tick that fell in the first
+    /// milliseconds of a run measured only VIP's checks, and best effort, measured idle, was
+    /// admitted whole for the next interval.
+    @Test func aTierMeasuredIdleIsShedWholeWhenItStartsSendingUnderOverload() async throws {
+        try await TestDaemon.with(yaml: Self.yaml, timers: TestClock(liveBelow: .seconds(1))) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for subject in Self.vips { _ = try await TierEndToEndTests.set(subject, "vip", client: client) }
+            for subject in Self.bestEffort { _ = try await TierEndToEndTests.set(subject, "best_effort", client: client) }
+            let load = daemon.daemon.dispatcher.shedding
+            let start: Int64 = 1_000_000_000_000
+            load.tick(now: start, loopDelay: nil)
+            // Only VIP sends before the next tick.
+            for subject in Self.vips {
+                var check = Make.check("api:\(subject)", rule: "api", nowMs: epochMs)
+                check.subject = subject
+                #expect(try await client.verdict(check).allowed)
+            }
+            load.tick(now: start + 1_000_000_000, loopDelay: nil)
+            for _ in 0..<4 { _ = try await Self.report(2_000, client: client) }
+            let cut = try await Self.report(2_000, client: client)
+            #expect(cut.loadFactor == 0.03125 || cut.loadFactor == 0.05)
+            let multipliers = Dictionary(uniqueKeysWithValues: cut.tiers.map { ($0.tier, $0.multiplier) })
+            #expect(multipliers["best_effort"] == 0, "\(multipliers)")
+            // Best effort starts sending: every check of it is shed, while VIP keeps its reserve.
+            let shed = try await Self.round(client, second: 1, perSubject: 4)
+            #expect(shed.bestEffort == 0)
+            #expect(shed.last["b1"]?.reason == .shed)
+            #expect(shed.vip == 4)
+            await client.close()
+        }
+    }
+
     @Test func inShadowModeNothingIsShedButWhatWouldBeIsReportedAndCounted() async throws {
         let directory = TestDaemon.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

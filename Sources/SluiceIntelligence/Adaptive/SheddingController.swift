@@ -147,14 +147,28 @@ public enum Shedding {
         // Traffic to take away, in units of shares.
         var excess = max(0, 1 - min(1, factor)) * total
         var result = tiers.map { _ in 1.0 }
-        for index in tiers.indices.sorted(by: { tiers[$0].priority < tiers[$1].priority }) where excess > 0 {
+        // What rounding leaves of an excess taken whole is no cut: it must not put an idle tier of
+        // higher priority at its floor.
+        let negligible = total * 1e-12
+        // The highest priority the cut reached.
+        var reached: Int?
+        for index in tiers.indices.sorted(by: { tiers[$0].priority < tiers[$1].priority }) where excess > negligible {
             let tier = tiers[index]
+            reached = tier.priority
             let share = max(0, tier.share)
             guard share > 0 else { continue }
             let available = share * (1 - max(0, min(1, tier.floor)))
             let taken = min(available, excess)
             result[index] = 1 - taken / share
             excess -= taken
+        }
+        // A tier measured idle, at or below the priority the cut reached: whatever it sends next is
+        // excess, so it stands at its floor. At 1 it would be admitted whole until the next
+        // measurement, while busy tiers of its priority or higher are being cut.
+        if let reached {
+            for index in tiers.indices where tiers[index].share <= 0 && tiers[index].priority <= reached {
+                result[index] = max(0, min(1, tiers[index].floor))
+            }
         }
         return result
     }
