@@ -44,8 +44,24 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     var readSinceLastLook = false
     /// How long a draining connection must be quiet before it is closed.
     let quietPeriod: TimeAmount
-    /// Set while a deferred answer is being worked out: later frames wait in `partial`.
+    /// Set while a deferred answer (not a check batch) is being worked out: later frames wait
+    /// in `partial`.
     var awaitingDeferred = false
+    /// Answers in request order behind a check batch decided off the loop (a backend a fleet
+    /// shares): nil where the batch's answer has not come yet. Empty: answers go straight out.
+    /// Later frames are answered meanwhile, so a connection has many batches out at once, as
+    /// a pipelining client expects, and their answers wait here for the ones before them.
+    var answerQueue = CircularBuffer<ByteBuffer?>()
+    /// The sequence number of `answerQueue`'s first slot.
+    var queueBase: UInt64 = 0
+    /// Check batches out, decided off the loop.
+    var outstandingChecks = 0
+    /// Check batches a connection may have out at once; past it, later frames wait in `partial`.
+    let maximumOutstandingChecks: Int
+    /// Set once a close waits for the answers still queued.
+    var closeAfterQueue = false
+    /// Whether later frames must wait: a deferred answer, or as many check batches out as allowed.
+    var holding: Bool { awaitingDeferred || outstandingChecks >= maximumOutstandingChecks }
     /// Set while whole frames wait in `partial` for this connection's next turn (reading paused).
     var backlogged = false
     /// Since when this connection has had whole frames waiting from one turn to the next: the
@@ -86,9 +102,13 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     ///   - activity: what the connection tracker sees of it, updated on every read.
     ///   - queueDelay: the loop's gauge; while it says overloaded, checks are refused.
     ///   - framesPerTurn: frames answered per turn while the loop is contended (nil: no bound).
+    ///   - maximumOutstandingChecks: check batches decided off the loop that one connection may
+    ///     have out at once (at least 1).
     public init(processor: any RequestProcessor, logger: Logger, maximumFrameBytes: Int = 1 << 20,
                 quietPeriod: TimeAmount = .milliseconds(50), timeouts: ConnectionTimeouts = ConnectionTimeouts(),
-                activity: ConnectionActivity? = nil, queueDelay: QueueDelayGauge? = nil, framesPerTurn: Int? = nil) {
+                activity: ConnectionActivity? = nil, queueDelay: QueueDelayGauge? = nil, framesPerTurn: Int? = nil,
+                maximumOutstandingChecks: Int = 128) {
+        self.maximumOutstandingChecks = max(1, maximumOutstandingChecks)
         framesPerContendedTurn = framesPerTurn.map { max(1, $0) } ?? .max
         self.processor = processor
         self.maximumFrameBytes = maximumFrameBytes
@@ -142,16 +162,16 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             end(.writeTimeout, context: context)
             return
         }
-        if let read = timeouts.read, let since = partialSince, now - since >= read, !awaitingDeferred, !backlogged {
+        if let read = timeouts.read, let since = partialSince, now - since >= read, !holding, !backlogged {
             end(.readTimeout, context: context)
             return
         }
-        if let idle = timeouts.idle, partial == nil, streams.isEmpty, !awaitingDeferred, now - lastRead >= idle {
+        if let idle = timeouts.idle, partial == nil, streams.isEmpty, !awaitingDeferred, outstandingChecks == 0, now - lastRead >= idle {
             end(.idle, context: context)
             return
         }
         // Busy (a deferred answer, a stream) or active since: keep it, and look again.
-        if streams.isEmpty == false || awaitingDeferred { lastRead = max(lastRead, now) }
+        if streams.isEmpty == false || awaitingDeferred || outstandingChecks > 0 { lastRead = max(lastRead, now) }
         armTimer(context: context)
     }
 
@@ -165,6 +185,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             // after the writes would wait for ever; the queued answers are dropped with it.
             closing = true
             pending = nil
+            answerQueue.removeAll()
             context.close(promise: nil)
             return
         }
@@ -229,7 +250,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         }
         var decided = 0
         do {
-            while !closing, !awaitingDeferred, decided < budget,
+            while !closing, !holding, decided < budget,
                   let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
                 // A refusal costs next to nothing: it does not use the turn's budget.
                 if answer(frame, context: context) { decided += 1 }
@@ -254,7 +275,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         } else if answered > 0 || partialSince == nil {
             partialSince = .now()
         }
-        if decided >= budget, !closing, !awaitingDeferred, let rest = partial, Self.holdsWholeFrame(rest) {
+        if decided >= budget, !closing, !holding, let rest = partial, Self.holdsWholeFrame(rest) {
             if backlogSince == nil { backlogSince = .now() }
             waitForNextTurn(context: context)
         } else {
@@ -286,7 +307,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             let (handler, context) = loopBound.value
             handler.backlogged = false
             guard !handler.closing else { return }
-            if !handler.awaitingDeferred, var rest = handler.partial {
+            if !handler.holding, var rest = handler.partial {
                 handler.partial = nil
                 handler.consume(&rest, context: context)
             }
@@ -298,7 +319,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Reads again unless something still holds reading back (a deferred answer, a backlog,
     /// answers the client has not read).
     func resumeReadingIfFree(context: ChannelHandlerContext) {
-        guard !closing, !awaitingDeferred, !backlogged, context.channel.isWritable else { return }
+        guard !closing, !holding, !backlogged, context.channel.isWritable else { return }
         try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         context.read()
     }
@@ -337,7 +358,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                 if case .check = request.body {
                     let future = processor.answerChecks(request, into: &out, eventLoop: context.eventLoop)
                     pending = out
-                    if let future { awaitDeferred(future, id: request.id, context: context) }
+                    if let future { awaitCheckBatch(future, id: request.id, context: context) }
                     return true
                 }
                 if let future = processor.deferredAnswer(to: request, on: kind, eventLoop: context.eventLoop) {
@@ -383,14 +404,70 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             case .failure(let error):
                 handler.write(.error(id: id, .internal, "the request failed: \(error)"), context: context)
             }
-            if !handler.closing {
-                if var rest = handler.partial {
-                    handler.partial = nil
-                    handler.consume(&rest, context: context)
-                }
-                handler.resumeReadingIfFree(context: context)
+            handler.goOn(context: context)
+        }
+    }
+
+    /// Answers the frames that waited, reads again if nothing holds reading back, and sends.
+    func goOn(context: ChannelHandlerContext) {
+        if !closing {
+            if !holding, var rest = partial {
+                partial = nil
+                consume(&rest, context: context)
             }
-            handler.flushPending(context: context)
+            resumeReadingIfFree(context: context)
+        }
+        flushPending(context: context)
+    }
+
+    /// Takes a check batch's answer in its place in request order and goes on answering the
+    /// frames after it: up to ``maximumOutstandingChecks`` batches are out at once.
+    func awaitCheckBatch(_ future: EventLoopFuture<ByteBuffer>, id: UInt64, context: ChannelHandlerContext) {
+        // The answers before it go first (to the socket, or behind what still waits).
+        flushPending(context: context)
+        let sequence = queueBase &+ UInt64(answerQueue.count)
+        answerQueue.append(nil)
+        outstandingChecks += 1
+        if holding { context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in } }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = loopBound.value
+            handler.outstandingChecks -= 1
+            guard !handler.inactive else { return }
+            let frame: ByteBuffer
+            switch result {
+            case .success(let answer): frame = answer
+            case .failure(let error):
+                var out = context.channel.allocator.buffer(capacity: 128)
+                out.writeResponseFrame(.error(id: id, .internal, "the request failed: \(error)"))
+                frame = out
+            }
+            handler.fill(sequence, with: frame, context: context)
+            handler.goOn(context: context)
+        }
+    }
+
+    /// Puts the answer numbered `sequence` in its slot and sends every answer at the head of the
+    /// queue that no earlier one holds back.
+    func fill(_ sequence: UInt64, with frame: ByteBuffer, context: ChannelHandlerContext) {
+        let offset = Int(truncatingIfNeeded: sequence &- queueBase)
+        guard offset >= 0, offset < answerQueue.count else { return }
+        answerQueue[answerQueue.index(answerQueue.startIndex, offsetBy: offset)] = frame
+        var out: ByteBuffer?
+        while let first = answerQueue.first, var ready = first {
+            answerQueue.removeFirst()
+            queueBase &+= 1
+            if out == nil {
+                out = ready
+            } else {
+                out?.writeBuffer(&ready)
+            }
+        }
+        if let out, out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        if answerQueue.isEmpty, closeAfterQueue {
+            closeAfterQueue = false
+            flushPending(context: context)
+            closeOnceWritten(context: context)
         }
     }
 
@@ -401,11 +478,16 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         pending = out
     }
 
-    /// Writes and flushes the answers gathered so far.
+    /// Writes and flushes the answers gathered so far, or queues them behind a check batch's
+    /// answer that has not come yet.
     func flushPending(context: ChannelHandlerContext) {
         guard let out = pending, out.readableBytes > 0 else { return }
         pending = nil
-        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        if answerQueue.isEmpty {
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        } else {
+            answerQueue.append(out)
+        }
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
@@ -443,7 +525,16 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         closeFallback = nil
         partial = nil
         pending = nil
+        answerQueue.removeAll()
         context.fireChannelInactive()
+    }
+
+    /// Closes once everything written so far has reached the socket.
+    func closeOnceWritten(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            loopBound.value.1.close(promise: nil)
+        }
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -484,17 +575,20 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Closes once everything written so far has reached the socket (an empty write completes
     /// after all writes before it), or after ``ConnectionTimeouts/write`` (10 s without one) for
     /// a client that does not read it: the connection would otherwise stay open for ever.
+    /// Check batches still out are waited for (within the same limit): their answers were owed.
     func closeAfterWrites(context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
         timer?.cancel()
         timer = nil
         flushPending(context: context)
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-            loopBound.value.1.close(promise: nil)
+        if answerQueue.isEmpty {
+            closeOnceWritten(context: context)
+        } else {
+            closeAfterQueue = true
         }
         guard !inactive else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         closeFallback = context.eventLoop.scheduleTask(in: timeouts.write ?? .seconds(10)) {
             let (handler, context) = loopBound.value
             handler.closeFallback = nil

@@ -23,8 +23,9 @@ public protocol RequestProcessor: Sendable {
 
     /// A check request the fast path did not answer, decoded by swift-protobuf: appends its
     /// whole answer frame to `out` and returns nil, or returns the future of that frame when
-    /// the checks are decided off the event loop (a backend a fleet shares). The connection
-    /// answers nothing after it until it completes, so answers stay in request order.
+    /// the checks are decided off the event loop (a backend a fleet shares). The connection goes
+    /// on answering later frames meanwhile (several batches out at once) and writes every answer
+    /// in request order.
     func answerChecks(_ request: WireRequest, into out: inout ByteBuffer, eventLoop: (any EventLoop)?) -> EventLoopFuture<ByteBuffer>?
 
     /// For a request whose work must not run on the event loop (it reads or writes files): a

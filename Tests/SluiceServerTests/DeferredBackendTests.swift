@@ -46,9 +46,54 @@ final class LaterBackend: LimiterBackend, @unchecked Sendable {
     func statistics() -> TableStatistics { table.statistics() }
 }
 
+/// A backend whose batches wait until the test answers them, in any order.
+final class ManualBackend: LimiterBackend, @unchecked Sendable {
+    let table: LimiterTable
+    let waiting = NIOLockedValueBox<[(batch: [BatchCheck], completion: @Sendable ([Decision]) -> Void)]>([])
+
+    init(table: LimiterTable) { self.table = table }
+
+    var answersAtOnce: Bool { false }
+    func check(_ item: UnsafePointer<BatchCheck>) -> Decision { table.check(item) }
+    func check(batch: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>) {
+        table.check(batch: batch, into: decisions)
+    }
+    func evaluate(_ item: BatchCheck, factor: Double) -> Decision { table.evaluate(item, factor: factor) }
+    func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
+        waiting.withLockedValue { $0.append((batch, completion)) }
+    }
+    func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
+        table.release(key: key, limit: limit, leaseID: leaseID, now: now)
+    }
+    func statistics() -> TableStatistics { table.statistics() }
+
+    /// Batches waiting now.
+    var count: Int { waiting.withLockedValue { $0.count } }
+
+    /// Answers every waiting batch, the last first: each check allowed, with `remaining` set to
+    /// the batch's place in arrival order.
+    func answerAllBackwards() {
+        let all = waiting.withLockedValue { all in
+            defer { all = [] }
+            return all
+        }
+        for (place, waiting) in all.enumerated().reversed() {
+            waiting.completion(waiting.batch.map { _ in
+                Decision(allowed: true, limit: 1_000, remaining: UInt64(place), resetAfter: 0, retryAfter: 0, reason: .withinLimit,
+                         algorithm: .fixedWindow)
+            })
+        }
+    }
+}
+
 @Suite("A backend that answers later")
 struct DeferredBackendTests {
     static func start(delay: DispatchTimeInterval, held: Bool = false) async throws -> (SluiceDaemon, LaterBackend, String) {
+        try await start { table in LaterBackend(table: table, delay: delay, held: held) }
+    }
+
+    static func start<Backend: LimiterBackend>(_ make: @escaping @Sendable (LimiterTable) -> Backend) async throws
+        -> (SluiceDaemon, Backend, String) {
         let directory = TestDaemon.temporaryDirectory()
         var configuration = try ConfigurationLoader.parse("""
         rules:
@@ -60,10 +105,10 @@ struct DeferredBackendTests {
         configuration.clock = .request
         configuration.threads = 1   // one event loop: a blocked loop would hold every connection up
         configuration.maxQueueDelayMs = 0
-        let made = NIOLockedValueBox<LaterBackend?>(nil)
+        let made = NIOLockedValueBox<Backend?>(nil)
         let daemon = try await SluiceDaemon.start(configuration: configuration, logger: Logger(label: "test"), events: nil,
                                                  metrics: nil, reloadFrom: nil, stages: [], clock: ContinuousClock(), backend: { table in
-            let backend = LaterBackend(table: table, delay: delay, held: held)
+            let backend = make(table)
             made.withLockedValue { $0 = backend }
             return backend
         })
@@ -125,5 +170,77 @@ struct DeferredBackendTests {
         await slow.close()
         await other.close()
         await daemon.shutdown()
+    }
+
+    @Test("one connection has many batches out at once; answers decided out of order are written in request order, other frames too")
+    func manyBatchesOutAtOnce() async throws {
+        let (daemon, backend, directory) = try await Self.start { ManualBackend(table: $0) }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let client = try await SluiceClient.connect(to: .unix(path: daemon.unixPaths[0]))
+        let requests = (0..<300).map { index in
+            var request = WireRequest()
+            request.id = UInt64(index + 1)
+            if index % 10 == 9 {
+                // A request answered at once, between batches: it waits for those before it.
+                request.ping.payload = Data("p\(index)".utf8)
+            } else {
+                request.check.checks = [Make.check("k\(index)", rule: "api")]
+            }
+            return request
+        }
+        async let answered = client.send(pipelined: requests)
+        // 270 batches: 128 are out at once (the connection's bound), the frames after them wait.
+        var waited = 0
+        while backend.count < 128, waited < 1_000 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(backend.count == 128)
+        var rounds = 0
+        while backend.count > 0 || rounds == 0 {
+            backend.answerAllBackwards()
+            try await Task.sleep(for: .milliseconds(50))
+            rounds += 1
+        }
+        let answers = try await answered
+        #expect(answers.map(\.id) == requests.map(\.id), "answers come in request order")
+        #expect(answers.filter { $0.check.verdicts.count == 1 }.count == 270)
+        #expect(zip(requests, answers).allSatisfy { request, answer in
+            request.ping.payload.isEmpty || answer.ping.payload == request.ping.payload
+        })
+        // The first 128 were out at once: answered backwards, each still got its own answer.
+        let places = answers.prefix(20).compactMap { $0.check.verdicts.first?.remaining }
+        #expect(places == Array(0..<UInt64(places.count)))
+        await client.close()
+        await daemon.shutdown()
+    }
+
+    @Test("shutdown waits for the batches a connection has out and answers them before it closes")
+    func shutdownWaitsForBatchesOut() async throws {
+        let (daemon, backend, directory) = try await Self.start { ManualBackend(table: $0) }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let client = try await SluiceClient.connect(to: .unix(path: daemon.unixPaths[0]))
+        let requests = (1...5).map { index in
+            var request = WireRequest()
+            request.id = UInt64(index)
+            request.check.checks = [Make.check("k\(index)", rule: "api")]
+            return request
+        }
+        async let answered = client.send(pipelined: requests)
+        var waited = 0
+        while backend.count < 5, waited < 1_000 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        async let stopped: Void = daemon.shutdown()
+        // Past the quiet period the connection would close: it must wait for its answers.
+        try await Task.sleep(for: .milliseconds(300))
+        backend.answerAllBackwards()
+        let answers = try await answered
+        #expect(answers.map(\.id) == [1, 2, 3, 4, 5])
+        #expect(answers.allSatisfy { $0.check.verdicts.first?.allowed == true })
+        await stopped
+        await client.close()
     }
 }
