@@ -40,6 +40,14 @@ public enum RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
         case .unix(let path): return "unix:\(path)"
         }
     }
+
+    /// As the configuration writes it: `redis://host:port` or `unix:///path`.
+    public var url: String {
+        switch self {
+        case .tcp: return "redis://\(description)"
+        case .unix(let path): return "unix://\(path)"
+        }
+    }
 }
 
 /// One connection to a Redis server, pipelined: commands are written as they are sent and

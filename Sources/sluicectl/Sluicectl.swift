@@ -130,7 +130,19 @@ extension Sluice_V1_StatsResponse {
          "reclaimed": reclaimed, "shards": shards, "connections_open": connectionsOpen,
          "connections_total": connectionsTotal, "requests": requests, "errors": errors,
          "events_dropped": eventsDropped, "config_generation": configGeneration, "config_source": configSource,
-         "snapshot_path": snapshotPath]
+         "snapshot_path": snapshotPath,
+         "backend": ["kind": backend.kind, "address": backend.address, "state": backend.state, "on_failure": backend.onFailure,
+                     "connections_up": backend.connectionsUp, "decided_remote": backend.decidedRemote,
+                     "denied_from_cache": backend.deniedFromCache, "decided_degraded": backend.decidedDegraded,
+                     "writes": backend.writes] as [String: Any]]
+    }
+
+    /// The backend in one line: where limits are decided and how that is going.
+    var backendLine: String {
+        guard backend.kind == "redis" else { return backend.kind.isEmpty ? "local" : backend.kind }
+        return "redis \(backend.address): breaker \(backend.state), \(backend.connectionsUp) connections up, on_failure \(backend.onFailure); "
+            + "\(backend.decidedRemote) decided in Redis, \(backend.deniedFromCache) denied from the over-limit cache, "
+            + "\(backend.decidedDegraded) on the on_failure path"
     }
 }
 
@@ -310,6 +322,7 @@ struct Stats: AsyncParsableCommand {
                 ("requests", "\(stats.requests)"), ("errors", "\(stats.errors)"),
                 ("config", "\(stats.configSource) (generation \(stats.configGeneration))"),
                 ("snapshot", stats.snapshotPath.isEmpty ? "off" : stats.snapshotPath),
+                ("backend", stats.backendLine),
             ]
             for (name, value) in rows { print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + value) }
         }

@@ -41,6 +41,8 @@ struct RedisBackendTests {
             var settings = RedisBackend.Settings()
             settings.useDaemonClock = useDaemonClock
             settings.timeout = .seconds(5)
+            // Every check to Redis: the over-limit cache has its own test.
+            settings.denialCacheSize = 0
             let one = Self.backend(server.socket, settings), two = Self.backend(server.socket, settings)
             try await Self.eventually { one.client.connected == 2 && two.client.connected == 2 }
             // 10 an hour, burst 10: one more every 6 minutes, so a run of seconds admits 10 (the
@@ -59,6 +61,48 @@ struct RedisBackendTests {
             one.client.shutdown()
             two.client.shutdown()
         }
+    }
+
+    @Test("a key denied in Redis is denied from the over-limit cache until its retry time, without a round trip, even with Redis paused")
+    func overLimitCache() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var settings = RedisBackend.Settings()
+        settings.useDaemonClock = true
+        settings.timeout = .milliseconds(300)
+        settings.degraded = .failOpen
+        settings.breakerThreshold = 100
+        let backend = Self.backend(server.socket, settings)
+        defer { backend.client.shutdown() }
+        try await Self.eventually { backend.client.connected == 2 }
+        // One every 10 s, no burst.
+        let limit = BoundLimit.rule("cached", index: 0, spec: try LimitSpec(limit: 1, period: 10 * Self.second))
+        func decide(_ offset: Int64, hits: UInt64 = 1, multiplier: Double = 1) async -> Decision {
+            var item = Self.check("frank", .single(limit), now: Self.start + offset, hits: hits)
+            item.multiplier = multiplier
+            return await Self.decide(backend, [item])[0]
+        }
+        #expect(await decide(0).allowed)
+        let denied = await decide(0)
+        #expect(!denied.allowed && denied.retryAfter == 10 * Self.second)
+        #expect(backend.decidedInRedis == 2 && backend.deniedFromCache == 0)
+        // 4 s later: denied again from the cache, the retry time counted down.
+        let cached = await decide(4 * Self.second)
+        #expect(!cached.allowed && cached.retryAfter == 6 * Self.second && cached.reason == denied.reason)
+        #expect(backend.decidedInRedis == 2 && backend.deniedFromCache == 1)
+        // Redis paused: a cached denial is still answered, at once, and correctly.
+        let admin = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        defer { _ = admin.close() }
+        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 60_000, "WRITE"), deadline: .now() + .seconds(5)).get()
+        let whilePaused = await decide(5 * Self.second)
+        #expect(!whilePaused.allowed && backend.deniedFromCache == 2 && backend.decidedDegraded == 0)
+        _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: .now() + .seconds(5)).get()
+        // More room than the denial had (a larger multiplier) asks Redis.
+        _ = await decide(5 * Self.second, multiplier: 2)
+        #expect(backend.decidedInRedis == 3 && backend.deniedFromCache == 2)
+        // Well past the retry time Redis is asked again, and allows.
+        #expect(await decide(30 * Self.second).allowed)
+        #expect(backend.decidedInRedis == 4 && backend.deniedFromCache == 2)
     }
 
     @Test("a rule's limits are decided together in Redis: a denial by one consumes none of the others")
@@ -165,6 +209,8 @@ struct RedisBreakerTests {
         // Long enough that the check below is not already the probe, however slow the machine.
         settings.breakerCooldown = 5_000_000_000
         settings.degraded = .failOpen
+        // A cached denial would not ask Redis, and this test needs every check to.
+        settings.denialCacheSize = 0
         let backend = RedisBackendTests.backend(server.socket, settings)
         defer { backend.client.shutdown() }
         try await RedisBackendTests.eventually { backend.client.connected == 2 }

@@ -50,7 +50,10 @@ struct RedisEndToEndTests {
                 await a.close()
                 await b.close()
                 let backend = try #require(one.daemon.dispatcher.backend as? RedisBackend)
-                #expect(backend.decidedInRedis == 23 && backend.decidedDegraded == 0)
+                // 23 checks reached this daemon: the denials after the first of a key come from
+                // the over-limit cache, without a round trip.
+                #expect(backend.decidedInRedis + backend.deniedFromCache == 23 && backend.decidedDegraded == 0)
+                #expect(backend.deniedFromCache > 0)
             }
         }
     }
@@ -69,6 +72,48 @@ struct RedisEndToEndTests {
             await client.close()
             let backend = try #require(daemon.daemon.dispatcher.backend as? RedisBackend)
             #expect(backend.decidedDegraded == 12)
+        }
+    }
+
+    @Test("sluicectl stats, /readyz and /metrics show the backend: decisions by path, round trips, errors, the breaker")
+    func backendIsObservable() async throws {
+        let redis = try RedisServer()
+        let yaml = Self.yaml(redis.socket).replacingOccurrences(of: "timeout: 2s", with: "timeout: 200ms")
+        try await TestDaemon.with(yaml: yaml, clock: .monotonic, { $0.metricsListener = .init(host: "127.0.0.1", port: 0) }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for _ in 0..<12 { _ = try await client.verdict(Make.check("gina", rule: "login")) }
+            var request = WireRequest()
+            request.stats = Sluice_V1_StatsRequest()
+            let up = try await client.send(request).stats.backend
+            #expect(up.kind == "redis" && up.state == "closed" && up.onFailure == "local" && up.address == "unix://\(redis.socket)")
+            #expect(up.decidedRemote + up.deniedFromCache == 12 && up.deniedFromCache >= 1 && up.writes >= 1 && up.connectionsUp >= 1)
+            let port = try #require(daemon.daemon.metricsAddress?.port)
+            var body = try HTTPGet.get(port: port, path: "/metrics").body
+            #expect(sample("sluice_redis_decisions_total{path=\"redis\"}", in: body) == Double(up.decidedRemote))
+            #expect(sample("sluice_redis_decisions_total{path=\"cache\"}", in: body) == Double(up.deniedFromCache))
+            #expect(sample("sluice_redis_breaker_state{state=\"closed\"}", in: body) == 1)
+            #expect((sample("sluice_redis_round_trip_seconds_count", in: body) ?? 0) >= 1)
+            #expect((sample("sluice_redis_batch_size_count", in: body) ?? 0) >= 1)
+            var ready = try HTTPGet.get(port: port, path: "/readyz")
+            #expect(ready.status == 200 && ready.body.contains("backend redis: closed"))
+
+            // Redis gone: checks keep being answered (on_failure local), the breaker opens after
+            // five failed writes, and each place says so.
+            redis.stop()
+            for index in 0..<8 { _ = try await client.verdict(Make.check("hal\(index)", rule: "login")) }
+            let down = try await client.send(request).stats.backend
+            #expect(down.state == "open" && down.decidedDegraded == 8)
+            body = try HTTPGet.get(port: port, path: "/metrics").body
+            #expect(sample("sluice_redis_breaker_state{state=\"open\"}", in: body) == 1)
+            #expect(sample("sluice_redis_breaker_opened_total", in: body) == 1)
+            #expect(sample("sluice_redis_decisions_total{path=\"on_failure_local\"}", in: body) == 8)
+            let errors = ["connect_failed", "connection_closed", "timeout", "unavailable"].compactMap {
+                sample("sluice_redis_errors_total{kind=\"\($0)\"}", in: body)
+            }
+            #expect(errors.reduce(0, +) >= 5, "\(errors)")
+            ready = try HTTPGet.get(port: port, path: "/readyz")
+            #expect(ready.status == 200 && ready.body.contains("backend redis: open, checks take on_failure local"), "\(ready.body)")
+            await client.close()
         }
     }
 }

@@ -39,6 +39,8 @@ extension Configuration {
         public var batchWindow: Int64 = 200_000
         /// Checks that fill a write before the window ends.
         public var maxBatch = 1_024
+        /// Denials kept to answer again without Redis until their retry time; 0: none.
+        public var denialCacheSize = 100_000
 
         public init() {}
     }

@@ -7,7 +7,7 @@ extension Reader {
     func readRedis(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.redis
         let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
-                         "batch_window", "max_batch"]
+                         "batch_window", "max_batch", "deny_cache_size"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
@@ -34,6 +34,7 @@ extension Reader {
                     settings.batchWindow = try duration(value, path, 1_000...10_000_000)
                 }
             case "max_batch": settings.maxBatch = try integer(value, path, 1...100_000)
+            case "deny_cache_size": settings.denialCacheSize = try integer(value, path, 0...10_000_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }

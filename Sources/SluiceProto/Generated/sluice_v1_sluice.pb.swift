@@ -923,11 +923,59 @@ public nonisolated struct Sluice_V1_StatsResponse: @unchecked Sendable {
     set {_uniqueStorage()._snapshotPath = newValue}
   }
 
+  /// Where limits are decided, and how that is going.
+  public var backend: Sluice_V1_BackendStats {
+    get {_storage._backend ?? Sluice_V1_BackendStats()}
+    set {_uniqueStorage()._backend = newValue}
+  }
+  /// Returns true if `backend` has been explicitly set.
+  public var hasBackend: Bool {_storage._backend != nil}
+  /// Clears the value of `backend`. Subsequent reads from it will return its default value.
+  public mutating func clearBackend() {_uniqueStorage()._backend = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Where limits are decided: this daemon's own table, or a Redis the fleet shares.
+public nonisolated struct Sluice_V1_BackendStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "local" or "redis".
+  public var kind: String = String()
+
+  /// Where Redis listens (redis://host:port or unix:///path); empty for local.
+  public var address: String = String()
+
+  /// The circuit breaker: "closed" (asking Redis), "open" (checks take on_failure's path) or
+  /// "half_open" (a probe is out); empty for local.
+  public var state: String = String()
+
+  /// What checks do while Redis cannot answer: local, fail_open or fail_closed.
+  public var onFailure: String = String()
+
+  /// Connections to Redis up now.
+  public var connectionsUp: UInt32 = 0
+
+  /// Checks decided in Redis, denied from the over-limit cache without asking it, and decided
+  /// on the on_failure path, since start.
+  public var decidedRemote: UInt64 = 0
+
+  public var deniedFromCache: UInt64 = 0
+
+  public var decidedDegraded: UInt64 = 0
+
+  /// Pipelined writes sent to Redis since start (each carries the checks of many requests).
+  public var writes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Re-reads the daemon's configuration file (as SIGHUP does) and applies it if it is valid. An
@@ -3122,7 +3170,7 @@ nonisolated extension Sluice_V1_StatsRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_ms\0\u{1}checks\0\u{1}allowed\0\u{1}denied\0\u{1}entries\0\u{3}max_entries\0\u{1}evictions\0\u{1}reclaimed\0\u{1}shards\0\u{3}connections_open\0\u{3}connections_total\0\u{1}requests\0\u{1}errors\0\u{3}events_dropped\0\u{1}clock\0\u{3}config_generation\0\u{3}config_source\0\u{3}snapshot_path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}uptime_ms\0\u{1}checks\0\u{1}allowed\0\u{1}denied\0\u{1}entries\0\u{3}max_entries\0\u{1}evictions\0\u{1}reclaimed\0\u{1}shards\0\u{3}connections_open\0\u{3}connections_total\0\u{1}requests\0\u{1}errors\0\u{3}events_dropped\0\u{1}clock\0\u{3}config_generation\0\u{3}config_source\0\u{3}snapshot_path\0\u{1}backend\0")
 
   fileprivate class _StorageClass {
     var _version: String = String()
@@ -3144,6 +3192,7 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
     var _configGeneration: UInt64 = 0
     var _configSource: String = String()
     var _snapshotPath: String = String()
+    var _backend: Sluice_V1_BackendStats? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3173,6 +3222,7 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
       _configGeneration = source._configGeneration
       _configSource = source._configSource
       _snapshotPath = source._snapshotPath
+      _backend = source._backend
     }
   }
 
@@ -3210,6 +3260,7 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
         case 17: try { try decoder.decodeSingularUInt64Field(value: &_storage._configGeneration) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._configSource) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._snapshotPath) }()
+        case 20: try { try decoder.decodeSingularMessageField(value: &_storage._backend) }()
         default: break
         }
       }
@@ -3218,6 +3269,10 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._version.isEmpty {
         try visitor.visitSingularStringField(value: _storage._version, fieldNumber: 1)
       }
@@ -3275,6 +3330,9 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
       if !_storage._snapshotPath.isEmpty {
         try visitor.visitSingularStringField(value: _storage._snapshotPath, fieldNumber: 19)
       }
+      try { if let v = _storage._backend {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3303,10 +3361,81 @@ nonisolated extension Sluice_V1_StatsResponse: SwiftProtobuf.Message, SwiftProto
         if _storage._configGeneration != rhs_storage._configGeneration {return false}
         if _storage._configSource != rhs_storage._configSource {return false}
         if _storage._snapshotPath != rhs_storage._snapshotPath {return false}
+        if _storage._backend != rhs_storage._backend {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_BackendStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BackendStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}address\0\u{1}state\0\u{3}on_failure\0\u{3}connections_up\0\u{3}decided_remote\0\u{3}denied_from_cache\0\u{3}decided_degraded\0\u{1}writes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.onFailure) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.connectionsUp) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.decidedRemote) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.deniedFromCache) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.decidedDegraded) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.writes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 3)
+    }
+    if !self.onFailure.isEmpty {
+      try visitor.visitSingularStringField(value: self.onFailure, fieldNumber: 4)
+    }
+    if self.connectionsUp != 0 {
+      try visitor.visitSingularUInt32Field(value: self.connectionsUp, fieldNumber: 5)
+    }
+    if self.decidedRemote != 0 {
+      try visitor.visitSingularUInt64Field(value: self.decidedRemote, fieldNumber: 6)
+    }
+    if self.deniedFromCache != 0 {
+      try visitor.visitSingularUInt64Field(value: self.deniedFromCache, fieldNumber: 7)
+    }
+    if self.decidedDegraded != 0 {
+      try visitor.visitSingularUInt64Field(value: self.decidedDegraded, fieldNumber: 8)
+    }
+    if self.writes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.writes, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_BackendStats, rhs: Sluice_V1_BackendStats) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.onFailure != rhs.onFailure {return false}
+    if lhs.connectionsUp != rhs.connectionsUp {return false}
+    if lhs.decidedRemote != rhs.decidedRemote {return false}
+    if lhs.deniedFromCache != rhs.deniedFromCache {return false}
+    if lhs.decidedDegraded != rhs.decidedDegraded {return false}
+    if lhs.writes != rhs.writes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

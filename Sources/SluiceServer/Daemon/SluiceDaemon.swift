@@ -187,12 +187,17 @@ public final class SluiceDaemon: Sendable {
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
                                                reputation: reputation, load: dispatcher.shedding, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
-                                               loopDelays: loopDelays)
+                                               loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend)
                 do {
-                    metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: {
-                        tracker.isDraining
-                            ? .init(ready: false, reason: "shutting down")
-                            : .init(ready: true, reason: "ready")
+                    metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: { [dispatcher] in
+                        guard !tracker.isDraining else { return .init(ready: false, reason: "shutting down") }
+                        // Checks are answered whatever Redis does (on_failure says how), so the
+                        // daemon stays ready; the body says which way they are decided.
+                        guard let redis = dispatcher.backend as? RedisBackend else { return .init(ready: true, reason: "ready") }
+                        let state = redis.breakerState
+                        return .init(ready: true, reason: state == "closed"
+                            ? "ready; backend redis: \(state)"
+                            : "ready; backend redis: \(state), checks take on_failure \(redis.settings.degraded.rawValue)")
                     }, logger: logger)
                 } catch {
                     throw SluiceError(.addressInUse, "cannot serve metrics on \(listener): \(error)")

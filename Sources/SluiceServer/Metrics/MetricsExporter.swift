@@ -28,14 +28,17 @@ final class MetricsExporter: Sendable {
     let version: String
     /// The event loops' queueing-delay gauges, in loop order.
     let loopDelays: [QueueDelayGauge]
+    /// The Redis backend, when limits are shared through one.
+    let redis: RedisBackend?
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
          events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: SheddingService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
-         version: String, loopDelays: [QueueDelayGauge] = []) {
+         version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil) {
         self.loopDelays = loopDelays
+        self.redis = redis
         self.reputation = reputation
         self.load = load
         self.anomaly = anomaly
@@ -114,6 +117,7 @@ final class MetricsExporter: Sendable {
                         [("queue", "check_events")], events.dropped)
             }
             appendFeatures(counter: counter, gauge: gauge)
+            if let redis { appendRedis(redis, counter: counter, gauge: gauge) }
             gauge("sluice_build_info", "Always 1; the labels say which build runs.", [("version", version)], 1)
             gauge("sluice_uptime_seconds", "Seconds since the daemon started.", [], Double(time.uptime()) / 1e9)
             gauge("sluice_heap_in_use_bytes", "Bytes the daemon holds from malloc (glibc's mallinfo2; SQLite's share included); resident memory above it is freed memory not yet returned.",
@@ -123,6 +127,12 @@ final class MetricsExporter: Sendable {
             buffer.reserveCapacity(16 << 10)
             registry.emit(into: &buffer)
             appendLatency(to: &buffer)
+            if let redis {
+                buffer.append(contentsOf: redis.counts.latency.exposition(
+                    name: "sluice_redis_round_trip_seconds", help: "From a pipelined write of script calls to Redis to its last reply.").utf8)
+                buffer.append(contentsOf: redis.counts.sizes.exposition(
+                    name: "sluice_redis_batch_size", help: "Script calls (checks) in one pipelined write to Redis.").utf8)
+            }
             return buffer
         }
     }
@@ -141,6 +151,31 @@ final class MetricsExporter: Sendable {
         text += "\(name)_sum \(Double(sum) / 1e9)\n"
         text += "\(name)_count \(count)\n"
         buffer.append(contentsOf: text.utf8)
+    }
+
+    /// The Redis backend: where checks were decided, errors by kind, the breaker.
+    func appendRedis(_ redis: RedisBackend, counter: (String, String, [(String, String)], UInt64) -> Void,
+                     gauge: (String, String, [(String, String)], Double) -> Void) {
+        let counts = redis.counts
+        let help = "Checks of backend: redis by where they were decided: in Redis, denied from the over-limit cache, or on the on_failure path."
+        counter("sluice_redis_decisions_total", help, [("path", "redis")], counts.decided.load(ordering: .relaxed))
+        counter("sluice_redis_decisions_total", help, [("path", "cache")], counts.cached.load(ordering: .relaxed))
+        counter("sluice_redis_decisions_total", help, [("path", "on_failure_\(redis.settings.degraded.rawValue)")],
+                counts.degraded.load(ordering: .relaxed))
+        counter("sluice_redis_writes_total", "Pipelined writes of script calls sent to Redis.", [], counts.writes.load(ordering: .relaxed))
+        for (kind, count) in counts.errorCounts {
+            counter("sluice_redis_errors_total", "Writes to Redis that failed, by kind (reply: an error reply to one script call).",
+                    [("kind", kind)], count)
+        }
+        let state = redis.breakerState
+        for name in ["closed", "open", "half_open"] {
+            gauge("sluice_redis_breaker_state", "1 for the circuit breaker's state now (open: checks take the on_failure path without asking Redis).",
+                  [("state", name)], state == name ? 1 : 0)
+        }
+        counter("sluice_redis_breaker_opened_total", "Times the circuit breaker opened.", [], counts.breakerOpened.load(ordering: .relaxed))
+        gauge("sluice_redis_connections_up", "Connections to Redis up now.", [], Double(redis.connectionsUp))
+        gauge("sluice_redis_denial_cache_entries", "Denials kept to answer again without Redis until their retry time.", [],
+              Double(redis.denials?.count ?? 0))
     }
 
     /// Feature flags, reputation and the store.

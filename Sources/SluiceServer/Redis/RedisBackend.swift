@@ -41,6 +41,8 @@ public final class RedisBackend: LimiterBackend {
         /// Failures in a row that open the circuit breaker; the first wait before a probe (ns).
         public var breakerThreshold = 5
         public var breakerCooldown: Int64 = 1_000_000_000
+        /// Denials kept to answer again without Redis until their retry time; 0: none.
+        public var denialCacheSize = 100_000
 
         public init() {}
     }
@@ -50,22 +52,26 @@ public final class RedisBackend: LimiterBackend {
     /// The degraded path's table, and the synchronous calls'.
     public let local: LimiterTable
     public let settings: Settings
-    let degradedCount = Atomic<UInt64>(0)
     let breaker: NIOLockedValueBox<CircuitBreaker>
     let logger: Logger
     let time: TimeSource
-    let redisCount = Atomic<UInt64>(0)
+    let counts = RedisStatistics()
+    let denials: DenialCache?
+    /// Where Redis listens, as a URL (`redis://host:port`, `unix:///path`).
+    public let address: String
 
     public init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
                 logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() })) {
+        address = client.configuration.endpoint.url
         self.client = client
         self.local = local
         self.settings = settings
         self.logger = logger
         time = TimeSource()
         breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
+        denials = settings.denialCacheSize > 0 ? DenialCache(capacity: settings.denialCacheSize) : nil
         batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
-                               eventLoop: group.next())
+                               eventLoop: group.next(), statistics: counts)
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
@@ -86,6 +92,7 @@ public final class RedisBackend: LimiterBackend {
         settings.useDaemonClock = redis.daemonClock
         settings.batchWindow = .nanoseconds(redis.batchWindow)
         settings.maxBatch = redis.maxBatch
+        settings.denialCacheSize = redis.denialCacheSize
         settings.degraded = switch redis.onFailure {
         case .local: .local
         case .failOpen: .failOpen
@@ -98,54 +105,84 @@ public final class RedisBackend: LimiterBackend {
     public func shutdown() { client.shutdown() }
 
     /// Checks decided in Redis, and on the degraded path, since start.
-    public var decidedInRedis: UInt64 { redisCount.load(ordering: .relaxed) }
-    public var decidedDegraded: UInt64 { degradedCount.load(ordering: .relaxed) }
+    public var decidedInRedis: UInt64 { counts.decided.load(ordering: .relaxed) }
+    public var decidedDegraded: UInt64 { counts.degraded.load(ordering: .relaxed) }
+    /// Checks denied from the over-limit cache, without asking Redis.
+    public var deniedFromCache: UInt64 { counts.cached.load(ordering: .relaxed) }
     /// The circuit breaker's state: `closed` (asking Redis), `open`, `half_open` (probing).
     public var breakerState: String { breaker.withLockedValue { $0.state.rawValue } }
     /// Pipelined writes of script calls sent since start (each gathers many requests).
-    public var writes: UInt64 { batcher.writes.load(ordering: .relaxed) }
+    public var writes: UInt64 { counts.writes.load(ordering: .relaxed) }
+    /// Connections to Redis up now.
+    public var connectionsUp: Int { client.connected }
 
     public var answersAtOnce: Bool { false }
 
     public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
         var calls: [RedisClient.ScriptCall] = []
         var placed: [Int] = []
+        var cacheKeys: [Fingerprint] = []
         calls.reserveCapacity(batch.count)
+        var decisions = [Decision](repeating: .blocked(), count: batch.count)
+        var fromCache: [Int] = []
         for (index, item) in batch.enumerated() where !item.skip {
-            guard let call = Self.call(for: item, settings: settings) else { continue }
+            let limits = Self.limits(of: item)
+            guard let call = Self.call(for: item, limits: limits, settings: settings) else { continue }
+            if let denials {
+                let key = DenialCache.key(of: item, limits: limits)
+                // A key checked twice in one batch is sent to Redis both times: the first
+                // check's answer is not known yet.
+                if let denied = denials.denial(of: item, key: key) {
+                    decisions[index] = denied
+                    fromCache.append(index)
+                    continue
+                }
+                cacheKeys.append(key)
+            }
             calls.append(call)
             placed.append(index)
         }
-        var decisions = [Decision](repeating: .blocked(), count: batch.count)
+        if !fromCache.isEmpty { counts.cached.add(UInt64(fromCache.count), ordering: .relaxed) }
+        let answered = Set(placed + fromCache)
         guard !calls.isEmpty else {
-            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip }, into: &decisions)
+            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !answered.contains($0) }, into: &decisions)
             completion(decisions)
             return
         }
-        let inRedis = Set(placed)
-        let blank = decisions, sent = placed
+        let inRedis = answered
+        let blank = decisions, sent = placed, keys = cacheKeys
         // An open breaker sends nothing: the checks are decided now, on the degraded path.
         guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
-            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip }, into: &decisions)
+            let cachedSet = Set(fromCache)
+            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !cachedSet.contains($0) }, into: &decisions)
             completion(decisions)
             return
         }
-        batcher.submit(calls) { replies in
-            self.recordOutcome(success: replies != nil && replies?.contains(where: { $0.errorMessage != nil }) == false)
+        batcher.submit(calls) { result in
             var decisions = blank
             var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
-            if let replies {
-                var decided: UInt64 = 0
-                for (reply, index) in zip(replies, sent) {
+            switch result {
+            case .success(let replies):
+                var decided: UInt64 = 0, errors = 0
+                for (offset, (reply, index)) in zip(replies, sent).enumerated() {
                     if let decision = Self.decision(reply, item: batch[index]) {
                         decisions[index] = decision
                         decided += 1
+                        if !decision.allowed, let denials = self.denials, offset < keys.count {
+                            denials.keep(decision, of: batch[index], key: keys[offset])
+                        }
                     } else {
+                        errors += 1
                         failed.append(index)
                     }
                 }
-                self.redisCount.add(decided, ordering: .relaxed)
-            } else {
+                if errors > 0 {
+                    for _ in 0..<errors { self.counts.recordError("reply") }
+                }
+                self.recordOutcome(success: errors == 0)
+                self.counts.decided.add(decided, ordering: .relaxed)
+            case .failure:
+                self.recordOutcome(success: false)
                 failed += sent
             }
             self.decideDegraded(batch, indices: failed, into: &decisions)
@@ -158,6 +195,7 @@ public final class RedisBackend: LimiterBackend {
         guard let changed = breaker.withLockedValue({ $0.record(success: success, now: time.now()) }) else { return }
         switch changed {
         case .open:
+            counts.breakerOpened.add(1, ordering: .relaxed)
             logger.warning("Redis is not answering: checks take the degraded path", metadata: [
                 "redis.breaker": "open", "redis.on_failure": "\(settings.degraded.rawValue)"])
         case .closed:
@@ -168,9 +206,8 @@ public final class RedisBackend: LimiterBackend {
 
     /// The script call of one check; nil for what the script does not decide (concurrency
     /// leases: the degraded path's table holds them).
-    static func call(for item: BatchCheck, settings: Settings) -> RedisClient.ScriptCall? {
-        let limits = Self.limits(of: item)
-        guard !Self.holdsLease(item) else { return nil }
+    static func call(for item: BatchCheck, limits: [BoundLimit], settings: Settings) -> RedisClient.ScriptCall? {
+        guard !limits.contains(where: { $0.spec.algorithm == .concurrency }) else { return nil }
         let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
         let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
         var arguments: [RESPArgument] = [.integer(settings.useDaemonClock ? item.now / 1_000 : 0),
@@ -200,7 +237,7 @@ public final class RedisBackend: LimiterBackend {
     /// Decides the checks at `indices` as the degraded policy says.
     func decideDegraded(_ batch: [BatchCheck], indices: [Int], into decisions: inout [Decision]) {
         guard !indices.isEmpty else { return }
-        degradedCount.add(UInt64(indices.count), ordering: .relaxed)
+        counts.degraded.add(UInt64(indices.count), ordering: .relaxed)
         for index in indices {
             var item = batch[index]
             switch settings.degraded {

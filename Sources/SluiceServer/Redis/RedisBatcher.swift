@@ -6,11 +6,14 @@ import Synchronization
 /// Gathers the script calls of many requests, from every connection's event loop, into one
 /// pipelined write: the first call of a batch starts a window (`redis.batch_window`, 200 µs by
 /// default), and the batch goes when the window ends or when it holds `maxBatch` calls, whichever
-/// comes first. Each request gets its own replies back, in order, or nil when the write failed.
+/// comes first. Each request gets its own replies back, in order, or the error that failed the
+/// write.
 final class RedisBatcher: Sendable {
+    typealias Replies = Result<ArraySlice<RESPValue>, RedisClientError>
+
     struct Waiting {
         let calls: [RedisClient.ScriptCall]
-        let deliver: @Sendable ([RESPValue]?) -> Void
+        let deliver: @Sendable (Replies) -> Void
     }
 
     struct Gathering {
@@ -27,9 +30,11 @@ final class RedisBatcher: Sendable {
     /// Where windows are timed.
     let eventLoop: any EventLoop
     let gathering = NIOLockedValueBox(Gathering())
-    let writes = Atomic<UInt64>(0)
+    let statistics: RedisStatistics
 
-    init(client: RedisClient, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop) {
+    init(client: RedisClient, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop,
+         statistics: RedisStatistics) {
+        self.statistics = statistics
         self.client = client
         self.window = window
         self.maxBatch = max(1, maxBatch)
@@ -38,7 +43,7 @@ final class RedisBatcher: Sendable {
     }
 
     /// Sends `calls` with the others of their window; `deliver` gets one reply per call.
-    func submit(_ calls: [RedisClient.ScriptCall], deliver: @escaping @Sendable ([RESPValue]?) -> Void) {
+    func submit(_ calls: [RedisClient.ScriptCall], deliver: @escaping @Sendable (Replies) -> Void) {
         guard window > .zero else {
             send([Waiting(calls: calls, deliver: deliver)])
             return
@@ -75,19 +80,30 @@ final class RedisBatcher: Sendable {
     }
 
     func send(_ batch: [Waiting]) {
-        writes.add(1, ordering: .relaxed)
+        statistics.writes.add(1, ordering: .relaxed)
         let calls = batch.flatMap(\.calls)
-        client.evaluate(CheckScript.source, calls: calls, deadline: .now() + timeout).whenComplete { result in
+        statistics.sizes.observe(Double(calls.count))
+        let started = NIODeadline.now()
+        client.evaluate(CheckScript.source, calls: calls, deadline: started + timeout).whenComplete { result in
+            let failure: RedisClientError
             switch result {
             case .success(let replies) where replies.count == calls.count:
+                self.statistics.latency.observe(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
                 var start = 0
                 for waiting in batch {
-                    waiting.deliver(Array(replies[start..<(start + waiting.calls.count)]))
+                    waiting.deliver(.success(replies[start..<(start + waiting.calls.count)]))
                     start += waiting.calls.count
                 }
-            default:
-                for waiting in batch { waiting.deliver(nil) }
+                return
+            case .success(let replies):
+                failure = RedisClientError(.protocolError, "\(replies.count) replies to \(calls.count) script calls")
+            case .failure(let error as RedisClientError):
+                failure = error
+            case .failure(let error):
+                failure = RedisClientError(.protocolError, "\(error)")
             }
+            self.statistics.recordError(failure.code.rawValue)
+            for waiting in batch { waiting.deliver(.failure(failure)) }
         }
     }
 }

@@ -408,6 +408,25 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         return response
     }
 
+    /// Where limits are decided, and how that is going (`Stats`, `/readyz`).
+    func backendStatistics() -> Sluice_V1_BackendStats {
+        var stats = Sluice_V1_BackendStats()
+        guard let redis = backend as? RedisBackend else {
+            stats.kind = "local"
+            return stats
+        }
+        stats.kind = "redis"
+        stats.address = redis.address
+        stats.state = redis.breakerState
+        stats.onFailure = redis.settings.degraded.rawValue
+        stats.connectionsUp = UInt32(clamping: redis.connectionsUp)
+        stats.decidedRemote = redis.decidedInRedis
+        stats.deniedFromCache = redis.deniedFromCache
+        stats.decidedDegraded = redis.decidedDegraded
+        stats.writes = redis.writes
+        return stats
+    }
+
     func statsResponse() -> WireResponse {
         let table = backend.statistics()
         var stats = Sluice_V1_StatsResponse()
@@ -431,6 +450,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         stats.configGeneration = live.generation
         stats.configSource = live.configuration.source
         stats.snapshotPath = live.configuration.snapshotPath ?? ""
+        stats.backend = backendStatistics()
         var response = WireResponse()
         response.stats = stats
         return response

@@ -592,6 +592,51 @@ void   sluice__v1__stats_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__stats_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__backend_stats__init
+                     (Sluice__V1__BackendStats         *message)
+{
+  static const Sluice__V1__BackendStats init_value = SLUICE__V1__BACKEND_STATS__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__backend_stats__get_packed_size
+                     (const Sluice__V1__BackendStats *message)
+{
+  assert(message->base.descriptor == &sluice__v1__backend_stats__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__backend_stats__pack
+                     (const Sluice__V1__BackendStats *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__backend_stats__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__backend_stats__pack_to_buffer
+                     (const Sluice__V1__BackendStats *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__backend_stats__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__BackendStats *
+       sluice__v1__backend_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__BackendStats *)
+     protobuf_c_message_unpack (&sluice__v1__backend_stats__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__backend_stats__free_unpacked
+                     (Sluice__V1__BackendStats *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__backend_stats__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__reload_request__init
                      (Sluice__V1__ReloadRequest         *message)
 {
@@ -3551,7 +3596,7 @@ const ProtobufCMessageDescriptor sluice__v1__stats_request__descriptor =
   (ProtobufCMessageInit) sluice__v1__stats_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descriptors[19] =
+static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descriptors[20] =
 {
   {
     "version",
@@ -3781,9 +3826,22 @@ static const ProtobufCFieldDescriptor sluice__v1__stats_response__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "backend",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__StatsResponse, backend),
+    &sluice__v1__backend_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__stats_response__field_indices_by_name[] = {
   3,   /* field[3] = allowed */
+  19,   /* field[19] = backend */
   2,   /* field[2] = checks */
   15,   /* field[15] = clock */
   16,   /* field[16] = config_generation */
@@ -3806,7 +3864,7 @@ static const unsigned sluice__v1__stats_response__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__stats_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor =
 {
@@ -3816,11 +3874,153 @@ const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor =
   "Sluice__V1__StatsResponse",
   "sluice.v1",
   sizeof(Sluice__V1__StatsResponse),
-  19,
+  20,
   sluice__v1__stats_response__field_descriptors,
   sluice__v1__stats_response__field_indices_by_name,
   1,  sluice__v1__stats_response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__stats_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__backend_stats__field_descriptors[9] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "address",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, address),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "on_failure",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, on_failure),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "connections_up",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, connections_up),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "decided_remote",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, decided_remote),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "denied_from_cache",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, denied_from_cache),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "decided_degraded",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, decided_degraded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "writes",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__BackendStats, writes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__backend_stats__field_indices_by_name[] = {
+  1,   /* field[1] = address */
+  4,   /* field[4] = connections_up */
+  7,   /* field[7] = decided_degraded */
+  5,   /* field[5] = decided_remote */
+  6,   /* field[6] = denied_from_cache */
+  0,   /* field[0] = kind */
+  3,   /* field[3] = on_failure */
+  2,   /* field[2] = state */
+  8,   /* field[8] = writes */
+};
+static const ProtobufCIntRange sluice__v1__backend_stats__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor sluice__v1__backend_stats__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.BackendStats",
+  "BackendStats",
+  "Sluice__V1__BackendStats",
+  "sluice.v1",
+  sizeof(Sluice__V1__BackendStats),
+  9,
+  sluice__v1__backend_stats__field_descriptors,
+  sluice__v1__backend_stats__field_indices_by_name,
+  1,  sluice__v1__backend_stats__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__backend_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 #define sluice__v1__reload_request__field_descriptors NULL

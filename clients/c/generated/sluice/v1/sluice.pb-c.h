@@ -28,6 +28,7 @@ typedef struct Sluice__V1__PingRequest Sluice__V1__PingRequest;
 typedef struct Sluice__V1__PingResponse Sluice__V1__PingResponse;
 typedef struct Sluice__V1__StatsRequest Sluice__V1__StatsRequest;
 typedef struct Sluice__V1__StatsResponse Sluice__V1__StatsResponse;
+typedef struct Sluice__V1__BackendStats Sluice__V1__BackendStats;
 typedef struct Sluice__V1__ReloadRequest Sluice__V1__ReloadRequest;
 typedef struct Sluice__V1__ReloadResponse Sluice__V1__ReloadResponse;
 typedef struct Sluice__V1__SnapshotRequest Sluice__V1__SnapshotRequest;
@@ -617,10 +618,58 @@ struct  Sluice__V1__StatsResponse
    * The snapshot file, empty when snapshots are off.
    */
   char *snapshot_path;
+  /*
+   * Where limits are decided, and how that is going.
+   */
+  Sluice__V1__BackendStats *backend;
 };
 #define SLUICE__V1__STATS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__stats_response__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+
+
+/*
+ * Where limits are decided: this daemon's own table, or a Redis the fleet shares.
+ */
+struct  Sluice__V1__BackendStats
+{
+  ProtobufCMessage base;
+  /*
+   * "local" or "redis".
+   */
+  char *kind;
+  /*
+   * Where Redis listens (redis://host:port or unix:///path); empty for local.
+   */
+  char *address;
+  /*
+   * The circuit breaker: "closed" (asking Redis), "open" (checks take on_failure's path) or
+   * "half_open" (a probe is out); empty for local.
+   */
+  char *state;
+  /*
+   * What checks do while Redis cannot answer: local, fail_open or fail_closed.
+   */
+  char *on_failure;
+  /*
+   * Connections to Redis up now.
+   */
+  uint32_t connections_up;
+  /*
+   * Checks decided in Redis, denied from the over-limit cache without asking it, and decided
+   * on the on_failure path, since start.
+   */
+  uint64_t decided_remote;
+  uint64_t denied_from_cache;
+  uint64_t decided_degraded;
+  /*
+   * Pipelined writes sent to Redis since start (each carries the checks of many requests).
+   */
+  uint64_t writes;
+};
+#define SLUICE__V1__BACKEND_STATS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__backend_stats__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -1639,6 +1688,25 @@ Sluice__V1__StatsResponse *
 void   sluice__v1__stats_response__free_unpacked
                      (Sluice__V1__StatsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__BackendStats methods */
+void   sluice__v1__backend_stats__init
+                     (Sluice__V1__BackendStats         *message);
+size_t sluice__v1__backend_stats__get_packed_size
+                     (const Sluice__V1__BackendStats   *message);
+size_t sluice__v1__backend_stats__pack
+                     (const Sluice__V1__BackendStats   *message,
+                      uint8_t             *out);
+size_t sluice__v1__backend_stats__pack_to_buffer
+                     (const Sluice__V1__BackendStats   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__BackendStats *
+       sluice__v1__backend_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__backend_stats__free_unpacked
+                     (Sluice__V1__BackendStats *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__ReloadRequest methods */
 void   sluice__v1__reload_request__init
                      (Sluice__V1__ReloadRequest         *message);
@@ -2383,6 +2451,9 @@ typedef void (*Sluice__V1__StatsRequest_Closure)
 typedef void (*Sluice__V1__StatsResponse_Closure)
                  (const Sluice__V1__StatsResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__BackendStats_Closure)
+                 (const Sluice__V1__BackendStats *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__ReloadRequest_Closure)
                  (const Sluice__V1__ReloadRequest *message,
                   void *closure_data);
@@ -2515,6 +2586,7 @@ extern const ProtobufCMessageDescriptor sluice__v1__ping_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__ping_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__stats_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__stats_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__backend_stats__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__reload_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__reload_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__snapshot_request__descriptor;
