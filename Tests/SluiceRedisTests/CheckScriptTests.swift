@@ -77,6 +77,58 @@ struct CheckScriptTests {
         #expect(allowed > 50 && denied > 50, "allowed \(allowed), denied \(denied)")
     }
 
+    @Test("the batch script decides checks in chunks exactly as one call each would, a key checked twice in a chunk included",
+          arguments: rules.map(\.0))
+    func batchMatchesSingle(rule: String) async throws {
+        let specs = try #require(Self.rules.first { $0.0 == rule }?.1)
+        let server = try RedisServer()
+        defer { server.stop() }
+        let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        defer { _ = redis.close() }
+        var random = SeededGenerator(seed: UInt64(rule.utf8.count) * 104_729)
+        var now: Int64 = 1_767_225_600_000 * 1_000
+        var checks: [(key: String, check: CheckScript.Check)] = []
+        for _ in 0..<400 {
+            now += Int64(random.next() % 300) * 1_000
+            let key = "k\(random.next() % 3)"
+            let hits = Int64([0, 1, 1, 1, 2, 3, 7][Int(random.next() % 7)])
+            var limits: [RESPArgument] = []
+            for spec in specs {
+                limits += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(spec.limit)), .integer(spec.period / 1_000), .integer(Int64(spec.burst))]
+            }
+            checks.append((key, CheckScript.Check(keys: [], nowMicros: now, hits: hits, limits: limits)))
+        }
+        // The same checks, once a call each (keys "single:…") and in chunks of 1 to 40 (keys
+        // "batch:…"): every reply the same.
+        func keyed(_ prefix: String, _ entry: (key: String, check: CheckScript.Check)) -> CheckScript.Check {
+            var check = entry.check
+            check.keys = specs.indices.map { .string("\(prefix):{\(rule):\(entry.key)}:\($0)") }
+            return check
+        }
+        var single: [RESPValue] = []
+        for entry in checks {
+            let call = CheckScript.call(keyed("single", entry), slackMs: 3_600_000)
+            single.append(try await redis.send(RESPCommand(["EVAL", .string(CheckScript.source), .integer(Int64(call.keys.count))] + call.keys
+                                                           + call.arguments), deadline: .now() + .seconds(5)).get())
+        }
+        var batched: [RESPValue] = []
+        var start = 0
+        while start < checks.count {
+            let end = min(checks.count, start + 1 + Int(random.next() % 40))
+            let call = CheckScript.batchCall(checks[start..<end].map { keyed("batch", $0) }, slackMs: 3_600_000)
+            let reply = try await redis.send(RESPCommand(["EVAL", .string(CheckScript.batchSource), .integer(Int64(call.keys.count))]
+                                                         + call.keys + call.arguments), deadline: .now() + .seconds(5)).get()
+            let replies = try #require(reply.elements, "\(reply)")
+            try #require(replies.count == end - start)
+            batched += replies
+            start = end
+        }
+        #expect(batched == single)
+        #expect(single.allSatisfy { $0.elements?.count == 8 })
+        // Both verdicts occur.
+        #expect(Set(single.compactMap { $0.elements?.first?.integer }) == [0, 1])
+    }
+
     @Test("with no time given the script takes the server's TIME, and keys expire when their state has recovered")
     func serverTime() async throws {
         let server = try RedisServer()

@@ -41,6 +41,8 @@ extension Configuration {
         public var maxBatch = 1_024
         /// Denials kept to answer again without Redis until their retry time; 0: none.
         public var denialCacheSize = 100_000
+        /// Checks decided by one script call (1: a call each).
+        public var checksPerCall = 64
 
         public init() {}
     }

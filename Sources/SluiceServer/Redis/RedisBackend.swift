@@ -43,6 +43,8 @@ public final class RedisBackend: LimiterBackend {
         public var breakerCooldown: Int64 = 1_000_000_000
         /// Denials kept to answer again without Redis until their retry time; 0: none.
         public var denialCacheSize = 100_000
+        /// Checks decided by one script call (1: a call each).
+        public var checksPerCall = 64
 
         public init() {}
     }
@@ -71,7 +73,7 @@ public final class RedisBackend: LimiterBackend {
         breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
         denials = settings.denialCacheSize > 0 ? DenialCache(capacity: settings.denialCacheSize) : nil
         batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
-                               eventLoop: group.next(), statistics: counts)
+                               eventLoop: group.next(), statistics: counts, checksPerCall: settings.checksPerCall, slackMs: settings.slackMs)
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
@@ -93,6 +95,7 @@ public final class RedisBackend: LimiterBackend {
         settings.batchWindow = .nanoseconds(redis.batchWindow)
         settings.maxBatch = redis.maxBatch
         settings.denialCacheSize = redis.denialCacheSize
+        settings.checksPerCall = redis.checksPerCall
         settings.degraded = switch redis.onFailure {
         case .local: .local
         case .failOpen: .failOpen
@@ -119,7 +122,7 @@ public final class RedisBackend: LimiterBackend {
     public var answersAtOnce: Bool { false }
 
     public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
-        var calls: [RedisClient.ScriptCall] = []
+        var calls: [CheckScript.Check] = []
         var placed: [Int] = []
         var cacheKeys: [Fingerprint] = []
         calls.reserveCapacity(batch.count)
@@ -206,18 +209,19 @@ public final class RedisBackend: LimiterBackend {
 
     /// The script call of one check; nil for what the script does not decide (concurrency
     /// leases: the degraded path's table holds them).
-    static func call(for item: BatchCheck, limits: [BoundLimit], settings: Settings) -> RedisClient.ScriptCall? {
+    static func call(for item: BatchCheck, limits: [BoundLimit], settings: Settings) -> CheckScript.Check? {
         guard !limits.contains(where: { $0.spec.algorithm == .concurrency }) else { return nil }
         let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
         let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
-        var arguments: [RESPArgument] = [.integer(settings.useDaemonClock ? item.now / 1_000 : 0),
-                                         .integer(Int64(clamping: item.hits)), .integer(settings.slackMs)]
+        var arguments: [RESPArgument] = []
+        arguments.reserveCapacity(4 * limits.count)
         for limit in limits {
             let spec = limit.spec.scaled(by: item.multiplier)
             arguments += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(clamping: spec.limit)), .integer(spec.period / 1_000),
                           .integer(Int64(clamping: spec.burst))]
         }
-        return RedisClient.ScriptCall(keys: keys, arguments: arguments)
+        return CheckScript.Check(keys: keys, nowMicros: settings.useDaemonClock ? item.now / 1_000 : 0, hits: Int64(clamping: item.hits),
+                                 limits: arguments)
     }
 
     /// The decision a script reply holds; nil for an error reply or one of the wrong shape.

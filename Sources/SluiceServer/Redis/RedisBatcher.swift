@@ -7,12 +7,13 @@ import Synchronization
 /// pipelined write: the first call of a batch starts a window (`redis.batch_window`, 200 µs by
 /// default), and the batch goes when the window ends or when it holds `maxBatch` calls, whichever
 /// comes first. Each request gets its own replies back, in order, or the error that failed the
-/// write.
+/// write. The checks of a write go `checksPerCall` to a script call (``CheckScript/batchSource``;
+/// 1: one call of ``CheckScript/source`` each).
 final class RedisBatcher: Sendable {
     typealias Replies = Result<ArraySlice<RESPValue>, RedisClientError>
 
     struct Waiting {
-        let calls: [RedisClient.ScriptCall]
+        let calls: [CheckScript.Check]
         let deliver: @Sendable (Replies) -> Void
     }
 
@@ -31,10 +32,14 @@ final class RedisBatcher: Sendable {
     let eventLoop: any EventLoop
     let gathering = NIOLockedValueBox(Gathering())
     let statistics: RedisStatistics
+    let checksPerCall: Int
+    let slackMs: Int64
 
     init(client: RedisClient, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop,
-         statistics: RedisStatistics) {
+         statistics: RedisStatistics, checksPerCall: Int, slackMs: Int64) {
         self.statistics = statistics
+        self.checksPerCall = max(1, checksPerCall)
+        self.slackMs = slackMs
         self.client = client
         self.window = window
         self.maxBatch = max(1, maxBatch)
@@ -43,7 +48,7 @@ final class RedisBatcher: Sendable {
     }
 
     /// Sends `calls` with the others of their window; `deliver` gets one reply per call.
-    func submit(_ calls: [RedisClient.ScriptCall], deliver: @escaping @Sendable (Replies) -> Void) {
+    func submit(_ calls: [CheckScript.Check], deliver: @escaping @Sendable (Replies) -> Void) {
         guard window > .zero else {
             send([Waiting(calls: calls, deliver: deliver)])
             return
@@ -79,12 +84,44 @@ final class RedisBatcher: Sendable {
         if !batch.isEmpty { send(batch) }
     }
 
+    /// One reply per check from one reply per call of ``CheckScript/batchSource`` (`sizes`:
+    /// the checks of each call). A call answered with an error, or with a reply of the wrong
+    /// shape, gives each of its checks that reply: those checks take the degraded path.
+    static func spread(_ replies: [RESPValue], sizes: [Int]) -> [RESPValue] {
+        var spread: [RESPValue] = []
+        spread.reserveCapacity(sizes.reduce(0, +))
+        for (reply, size) in zip(replies, sizes) {
+            if let elements = reply.elements, elements.count == size {
+                spread += elements
+            } else {
+                spread += repeatElement(reply.errorMessage != nil ? reply : .error("ERR sluice: \(size) checks answered \(reply)"), count: size)
+            }
+        }
+        return spread
+    }
+
     func send(_ batch: [Waiting]) {
         statistics.writes.add(1, ordering: .relaxed)
         let calls = batch.flatMap(\.calls)
         statistics.sizes.observe(Double(calls.count))
         let started = NIODeadline.now()
-        client.evaluate(CheckScript.source, calls: calls, deadline: started + timeout).whenComplete { result in
+        let sent: EventLoopFuture<[RESPValue]>
+        if checksPerCall == 1 {
+            sent = client.evaluate(CheckScript.source, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: started + timeout)
+        } else {
+            var grouped: [RedisClient.ScriptCall] = [], sizes: [Int] = []
+            var start = 0
+            while start < calls.count {
+                let end = min(calls.count, start + checksPerCall)
+                grouped.append(CheckScript.batchCall(calls[start..<end], slackMs: slackMs))
+                sizes.append(end - start)
+                start = end
+            }
+            sent = client.evaluate(CheckScript.batchSource, calls: grouped, deadline: started + timeout).map { replies in
+                Self.spread(replies, sizes: sizes)
+            }
+        }
+        sent.whenComplete { result in
             let failure: RedisClientError
             switch result {
             case .success(let replies) where replies.count == calls.count:
