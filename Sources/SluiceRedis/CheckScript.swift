@@ -10,8 +10,9 @@
 /// server's `TIME` (then daemons whose clocks differ still share one clock).
 ///
 /// Arguments: `ARGV[1]` now (µs, or 0), `ARGV[2]` hits (0 peeks), `ARGV[3]` slack (ms), then per
-/// limit its algorithm (1 GCRA, 2 token bucket, 3 sliding window, 4 fixed window), limit, period
-/// (µs) and burst. A key expires when its state has recovered, by the server's clock, plus the
+/// limit its algorithm (1 GCRA, 2 token bucket, 3 sliding window, 4 fixed window, 5 concurrency),
+/// limit, period (µs) and burst (for concurrency: the id of the lease an allowed check takes,
+/// in decimal). A key expires when its state has recovered, by the server's clock, plus the
 /// slack: with the daemons' clocks, keys must outlive their state by the most those clocks may
 /// differ from the server's, or a daemon whose clock is behind finds its state gone.
 /// Reply: allowed (0/1), reason (1 within limit, 2 over limit, 3 exceeds capacity), the index of
@@ -33,7 +34,7 @@ for i = 1, #KEYS do
   local at = 3 + (i - 1) * 4
   local evaluate = evaluators[tonumber(ARGV[at + 1])]
   if evaluate == nil then return redis.error_reply('ERR sluice: unknown algorithm ' .. tostring(ARGV[at + 1])) end
-  local decision, commit = evaluate(KEYS[i], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]))
+  local decision, commit = evaluate(KEYS[i], tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), ARGV[at + 4])
   decision[7] = i - 1
   best = tighter(best, decision)
   commits[i] = commit
@@ -76,7 +77,7 @@ for c = 1, tonumber(ARGV[2]) do
   for i = 0, count - 1 do
     local evaluate = evaluators[tonumber(ARGV[a])]
     if evaluate == nil then return redis.error_reply('ERR sluice: unknown algorithm ' .. tostring(ARGV[a])) end
-    local decision, commit = evaluate(KEYS[k + i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+    local decision, commit = evaluate(KEYS[k + i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3])
     decision[7] = i
     best = tighter(best, decision)
     commits[i + 1] = commit
@@ -100,6 +101,7 @@ local function ttl(ms) return math.max(1, math.ceil(ms + slack)) end
 -- Each evaluator returns a decision {allowed, reason, limit, remaining, reset, retry} and the
 -- function that commits it (nil when there is nothing to write).
 local function gcra(key, limit, period, burst)
+  burst = tonumber(burst)
   local interval = math.max(1, math.floor(period / limit))
   local tolerance = interval * burst
   local tat = tonumber(redis.call('GET', key) or '0')
@@ -124,6 +126,7 @@ end
 local function ceil_div(a, b) return math.ceil(a / b) end
 
 local function token_bucket(key, limit, period, burst)
+  burst = tonumber(burst)
   local capacity = burst * period
   local level, last = capacity, now
   local state = redis.call('GET', key)
@@ -249,8 +252,65 @@ local function tighter(a, b)
   return a
 end
 
-local evaluators = {gcra, token_bucket, sliding_window, fixed_window}
+-- Concurrency: leases in a sorted set, scored by when each expires (µs), each member
+-- '<lease id>:<weight>'. The lease id comes in the burst's place, as text: a 64-bit id does not
+-- fit a Lua number. Expired leases are dropped first: a crashed daemon's come back after
+-- `period`, as they do on the local table.
+local function concurrency(key, limit, period, lease)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local held, latest = 0, now
+  for i = 1, #members, 2 do
+    held = held + tonumber(string.match(members[i], ':(%d+)$'))
+    latest = math.max(latest, tonumber(members[i + 1]))
+  end
+  held = math.min(held, limit)
+  local reset = latest - now
+  if hits > limit then return {0, 3, limit, limit - held, reset, 0} end
+  local wanted = math.max(hits, 1)
+  if held + wanted > limit then
+    -- The earliest time enough leases expire for `wanted` to fit (the set is in expiry order).
+    local freed, retry = 0, reset
+    for i = 1, #members, 2 do
+      freed = freed + tonumber(string.match(members[i], ':(%d+)$'))
+      if held - math.min(freed, held) + wanted <= limit then
+        retry = tonumber(members[i + 1]) - now
+        break
+      end
+    end
+    return {0, 2, limit, limit - held, reset, retry}
+  end
+  if hits == 0 then return {1, 1, limit, limit - held, reset, 0} end
+  local keep = math.max(reset, period)
+  return {1, 1, limit, limit - held - hits, keep, 0},
+    function()
+      redis.call('ZADD', key, fmt(now + period), lease .. ':' .. fmt(hits))
+      redis.call('PEXPIRE', key, ttl(keep / 1000))
+    end
+end
 
+local evaluators = {gcra, token_bucket, sliding_window, fixed_window, concurrency}
+
+"""#
+
+    /// Returns a lease early: `KEYS[1]` the limit's set, `ARGV[1]` the lease id, `ARGV[2]` now
+    /// (µs, or 0 for the server's `TIME`). Reply: 1 when the lease was held and live, 0 otherwise.
+    public static let releaseSource = #"""
+local now = tonumber(ARGV[2])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live = 0
+for i = 1, #members, 2 do
+  if string.match(members[i], '^(%d+):') == ARGV[1] then
+    if tonumber(members[i + 1]) > now then live = 1 end
+    redis.call('ZREM', KEYS[1], members[i])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return live
 """#
 
     /// One check's part of a call: its keys (one per limit), its time (µs, 0: the server's),

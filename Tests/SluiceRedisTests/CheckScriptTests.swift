@@ -26,17 +26,23 @@ struct CheckScriptTests {
             ("fixed-window", [spec(4, second, .fixedWindow)]),
             ("burst-and-sustained", [spec(20, second, burst: 5, .gcra), spec(30, 5 * second, .fixedWindow)]),
             ("three", [spec(4, second, .slidingWindow), spec(8, 3 * second, burst: 6, .tokenBucket), spec(50, 60 * second, burst: 10, .gcra)]),
+            ("concurrency", [spec(5, 2 * second, .concurrency)]),
+            ("rate-and-concurrency", [spec(10, second, burst: 4, .gcra), spec(3, 3 * second, .concurrency)]),
         ]
     }()
 
     /// With an hour of slack: the test's clock runs ahead of the server's, which expires keys.
-    static func arguments(for specs: [LimitSpec], hits: UInt64, nowMicros: Int64, slackMs: Int64 = 3_600_000) -> [RESPArgument] {
-        var arguments: [RESPArgument] = [.integer(nowMicros), .integer(Int64(hits)), .integer(slackMs)]
-        for spec in specs {
-            arguments += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(spec.limit)), .integer(spec.period / 1_000),
-                          .integer(Int64(spec.burst))]
+    static func arguments(for specs: [LimitSpec], hits: UInt64, nowMicros: Int64, slackMs: Int64 = 3_600_000, lease: UInt64 = 1)
+        -> [RESPArgument] {
+        [.integer(nowMicros), .integer(Int64(hits)), .integer(slackMs)] + limits(specs, lease: lease)
+    }
+
+    /// Each limit's four values; a concurrency limit's lease id in the burst's place.
+    static func limits(_ specs: [LimitSpec], lease: UInt64) -> [RESPArgument] {
+        specs.flatMap { spec -> [RESPArgument] in
+            [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(spec.limit)), .integer(spec.period / 1_000),
+             spec.algorithm == .concurrency ? .string(String(lease)) : .integer(Int64(spec.burst))]
         }
-        return arguments
     }
 
     @Test("random checks over each rule, at whole milliseconds, get the local table's verdicts", arguments: rules.map(\.0))
@@ -58,7 +64,8 @@ struct CheckScriptTests {
             let local = table.check(key: Fingerprint.of(tenant: "", key: key), limits: limits, hits: UInt64(hits), now: now)
             let keys: [RESPArgument] = specs.indices.map { .string("sluice:{\(rule):\(key)}:\($0)") }
             let command = RESPCommand(["EVAL", .string(CheckScript.source), .integer(Int64(keys.count))] + keys
-                                      + Self.arguments(for: specs, hits: UInt64(hits), nowMicros: now / 1_000))
+                                      + Self.arguments(for: specs, hits: UInt64(hits), nowMicros: now / 1_000,
+                                                       lease: UInt64.max - UInt64(step)))
             let reply = try await redis.send(command, deadline: .now() + .seconds(5)).get()
             let fields = try #require(reply.elements?.compactMap { $0.integer }, "\(reply)")
             try #require(fields.count == 8, "\(reply)")
@@ -88,14 +95,11 @@ struct CheckScriptTests {
         var random = SeededGenerator(seed: UInt64(rule.utf8.count) * 104_729)
         var now: Int64 = 1_767_225_600_000 * 1_000
         var checks: [(key: String, check: CheckScript.Check)] = []
-        for _ in 0..<400 {
+        for step in 0..<400 {
             now += Int64(random.next() % 300) * 1_000
             let key = "k\(random.next() % 3)"
             let hits = Int64([0, 1, 1, 1, 2, 3, 7][Int(random.next() % 7)])
-            var limits: [RESPArgument] = []
-            for spec in specs {
-                limits += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(spec.limit)), .integer(spec.period / 1_000), .integer(Int64(spec.burst))]
-            }
+            let limits = Self.limits(specs, lease: UInt64.max - UInt64(step))
             checks.append((key, CheckScript.Check(keys: [], nowMicros: now, hits: hits, limits: limits)))
         }
         // The same checks, once a call each (keys "single:…") and in chunks of 1 to 40 (keys

@@ -183,18 +183,43 @@ struct RedisBackendTests {
         #expect(backend.decidedInRedis == 20)
     }
 
-    @Test("a concurrency limit is held on the local table, never sent to Redis")
-    func leasesStayLocal() async throws {
+    static func release(_ backend: RedisBackend, _ key: String, _ limit: BoundLimit, lease: UInt64, now: Int64) async -> Bool {
+        await withCheckedContinuation { continuation in
+            backend.release(key: Fingerprint.of(tenant: "t", key: key), limit: limit, leaseID: lease, now: now) { continuation.resume(returning: $0) }
+        }
+    }
+
+    @Test("concurrency leases are shared through Redis: taken on one daemon, counted on all, released on any, back after their period")
+    func sharedLeases() async throws {
         let server = try RedisServer()
         defer { server.stop() }
-        let backend = Self.backend(server.socket)
-        defer { backend.client.shutdown() }
-        try await Self.eventually { backend.client.connected == 2 }
+        var settings = RedisBackend.Settings()
+        settings.useDaemonClock = true
+        settings.timeout = .seconds(5)
+        let one = Self.backend(server.socket, settings), two = Self.backend(server.socket, settings)
+        defer { one.client.shutdown(); two.client.shutdown() }
+        try await Self.eventually { one.client.connected == 2 && two.client.connected == 2 }
+        // Two jobs at once, each lease held at most 60 s.
         let limit = BoundLimit.rule("jobs", index: 0, spec: try LimitSpec(limit: 2, period: 60 * Self.second, algorithm: .concurrency))
-        let decisions = await Self.decide(backend, (0..<3).map { _ in Self.check("dave", .single(limit)) })
-        #expect(decisions.map(\.allowed) == [true, true, false])
-        #expect(backend.decidedInRedis == 0)
+        let taken = await Self.decide(one, [Self.check("dave", .single(limit)), Self.check("dave", .single(limit))])
+        #expect(taken.map(\.allowed) == [true, true])
+        #expect(taken.allSatisfy { $0.leaseID != 0 } && taken[0].leaseID != taken[1].leaseID)
+        let refused = await Self.decide(two, [Self.check("dave", .single(limit), now: Self.start + Self.second)])[0]
+        #expect(!refused.allowed && refused.reason == .overLimit && refused.remaining == 0)
+        #expect(refused.retryAfter == 59 * Self.second, "the first lease expires 60 s after it was taken")
+        #expect(one.decidedInRedis == 2 && two.decidedInRedis == 1)
+        // Released through the other daemon: the room is back for everyone; a second release, or
+        // an id never handed out, releases nothing.
+        #expect(await Self.release(two, "dave", limit, lease: taken[0].leaseID, now: Self.start + 2 * Self.second))
+        #expect(await !Self.release(one, "dave", limit, lease: taken[0].leaseID, now: Self.start + 2 * Self.second))
+        #expect(await !Self.release(one, "dave", limit, lease: 12_345, now: Self.start + 2 * Self.second))
+        let again = await Self.decide(two, [Self.check("dave", .single(limit), now: Self.start + 3 * Self.second)])[0]
+        #expect(again.allowed && again.leaseID != 0)
+        #expect(await !Self.decide(one, [Self.check("dave", .single(limit), now: Self.start + 3 * Self.second)])[0].allowed)
+        // A daemon that dies holding a lease: it comes back 60 s after it was taken.
+        #expect(await Self.decide(one, [Self.check("dave", .single(limit), now: Self.start + 60 * Self.second + 1)])[0].allowed)
     }
+
 }
 
 @Suite("Redis backend, circuit breaker", .enabled(if: RedisServer.installed))

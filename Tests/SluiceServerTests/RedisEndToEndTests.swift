@@ -15,6 +15,7 @@ struct RedisEndToEndTests {
         redis: { url: "unix://\(socket)", timeout: 2s, on_failure: \(onFailure), expected_daemons: \(expectedDaemons) }
         rules:
           login: { limit: 10, period: 1h }
+          jobs: { limit: 1, period: 1h, algorithm: concurrency }
           api:
             limits:
               - { limit: 100, period: 1m, burst: 4 }
@@ -114,6 +115,31 @@ struct RedisEndToEndTests {
             ready = try HTTPGet.get(port: port, path: "/readyz")
             #expect(ready.status == 200 && ready.body.contains("backend redis: open, checks take on_failure local"), "\(ready.body)")
             await client.close()
+        }
+    }
+
+    @Test("a lease taken through one daemon holds on the other and is released through it over the socket")
+    func leasesAcrossDaemons() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { one in
+            try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { two in
+                let a = try await SluiceClient.connect(to: one.unix), b = try await SluiceClient.connect(to: two.unix)
+                let held = try await a.verdict(Make.check("export", rule: "jobs"))
+                #expect(held.allowed && held.leaseID != 0)
+                #expect(try await !b.verdict(Make.check("export", rule: "jobs")).allowed, "one at a time, fleet-wide")
+                var release = WireRequest()
+                release.id = 9
+                release.release.key = "export"
+                release.release.rule = "jobs"
+                release.release.leaseID = held.leaseID
+                let released = try await b.send(release)
+                #expect(released.id == 9 && released.release.released)
+                #expect(try await b.send(release).release.released == false, "released once")
+                #expect(try await b.verdict(Make.check("export", rule: "jobs")).allowed)
+                await a.close()
+                await b.close()
+            }
         }
     }
 }

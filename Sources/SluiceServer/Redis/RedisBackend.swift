@@ -124,14 +124,19 @@ public final class RedisBackend: LimiterBackend {
     public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
         var calls: [CheckScript.Check] = []
         var placed: [Int] = []
-        var cacheKeys: [Fingerprint] = []
+        // By call: the key its denial is kept under (nil: not kept), the lease it takes (0: none).
+        var cacheKeys: [Fingerprint?] = []
+        var leases: [UInt64] = []
         calls.reserveCapacity(batch.count)
         var decisions = [Decision](repeating: .blocked(), count: batch.count)
         var fromCache: [Int] = []
         for (index, item) in batch.enumerated() where !item.skip {
             let limits = Self.limits(of: item)
-            guard let call = Self.call(for: item, limits: limits, settings: settings) else { continue }
-            if let denials {
+            let leased = limits.contains { $0.spec.algorithm == .concurrency }
+            let lease: UInt64 = leased && item.hits > 0 ? UInt64.random(in: 1...UInt64.max) : 0
+            let call = Self.call(for: item, limits: limits, lease: lease, settings: settings)
+            // A lease released gives room back: a denial of a concurrency limit is not kept.
+            if let denials, !leased {
                 let key = DenialCache.key(of: item, limits: limits)
                 // A key checked twice in one batch is sent to Redis both times: the first
                 // check's answer is not known yet.
@@ -141,7 +146,10 @@ public final class RedisBackend: LimiterBackend {
                     continue
                 }
                 cacheKeys.append(key)
+            } else {
+                cacheKeys.append(nil)
             }
+            leases.append(lease)
             calls.append(call)
             placed.append(index)
         }
@@ -153,7 +161,7 @@ public final class RedisBackend: LimiterBackend {
             return
         }
         let inRedis = answered
-        let blank = decisions, sent = placed, keys = cacheKeys
+        let blank = decisions, sent = placed, keys = cacheKeys, leaseIDs = leases
         // An open breaker sends nothing: the checks are decided now, on the degraded path.
         guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
             let cachedSet = Set(fromCache)
@@ -168,11 +176,12 @@ public final class RedisBackend: LimiterBackend {
             case .success(let replies):
                 var decided: UInt64 = 0, errors = 0
                 for (offset, (reply, index)) in zip(replies, sent).enumerated() {
-                    if let decision = Self.decision(reply, item: batch[index]) {
+                    if var decision = Self.decision(reply, item: batch[index]) {
+                        if decision.allowed, offset < leaseIDs.count { decision.leaseID = leaseIDs[offset] }
                         decisions[index] = decision
                         decided += 1
-                        if !decision.allowed, let denials = self.denials, offset < keys.count {
-                            denials.keep(decision, of: batch[index], key: keys[offset])
+                        if !decision.allowed, let denials = self.denials, offset < keys.count, let key = keys[offset] {
+                            denials.keep(decision, of: batch[index], key: key)
                         }
                     } else {
                         errors += 1
@@ -207,10 +216,8 @@ public final class RedisBackend: LimiterBackend {
         }
     }
 
-    /// The script call of one check; nil for what the script does not decide (concurrency
-    /// leases: the degraded path's table holds them).
-    static func call(for item: BatchCheck, limits: [BoundLimit], settings: Settings) -> CheckScript.Check? {
-        guard !limits.contains(where: { $0.spec.algorithm == .concurrency }) else { return nil }
+    /// The script's part for one check; a concurrency limit takes lease `lease` (0: none).
+    static func call(for item: BatchCheck, limits: [BoundLimit], lease: UInt64, settings: Settings) -> CheckScript.Check {
         let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
         let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
         var arguments: [RESPArgument] = []
@@ -218,7 +225,7 @@ public final class RedisBackend: LimiterBackend {
         for limit in limits {
             let spec = limit.spec.scaled(by: item.multiplier)
             arguments += [.integer(Int64(spec.algorithm.rawValue)), .integer(Int64(clamping: spec.limit)), .integer(spec.period / 1_000),
-                          .integer(Int64(clamping: spec.burst))]
+                          spec.algorithm == .concurrency ? .string(String(lease)) : .integer(Int64(clamping: spec.burst))]
         }
         return CheckScript.Check(keys: keys, nowMicros: settings.useDaemonClock ? item.now / 1_000 : 0, hits: Int64(clamping: item.hits),
                                  limits: arguments)
@@ -294,4 +301,19 @@ public final class RedisBackend: LimiterBackend {
     }
 
     public func statistics() -> TableStatistics { local.statistics() }
+
+    /// Returns a lease to Redis; one Redis does not hold (taken on the degraded path while it
+    /// was away), or a release Redis cannot answer, goes to the local table.
+    public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64, completion: @escaping @Sendable (Bool) -> Void) {
+        let name = "sluice:{" + Self.hex(key.high) + Self.hex(key.low) + "}:" + Self.hex(limit.identity)
+        let call = RedisClient.ScriptCall(keys: [.string(name)],
+                                          arguments: [.string(String(leaseID)), .integer(settings.useDaemonClock ? now / 1_000 : 0)])
+        client.evaluate(CheckScript.releaseSource, calls: [call], deadline: .now() + settings.timeout).whenComplete { result in
+            if case .success(let replies) = result, replies.first?.integer == 1 {
+                completion(true)
+            } else {
+                completion(self.local.release(key: key, limit: limit, leaseID: leaseID, now: now))
+            }
+        }
+    }
 }

@@ -32,6 +32,10 @@ public protocol LimiterBackend: AnyObject, Sendable {
     /// Releases a concurrency lease; false when it was not held.
     func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool
 
+    /// Releases a concurrency lease, answering `completion` once (on any thread): what a
+    /// backend that is not ``answersAtOnce`` is asked.
+    func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64, completion: @escaping @Sendable (Bool) -> Void)
+
     /// Counts and sizes, for `Stats` and metrics.
     func statistics() -> TableStatistics
 }
@@ -44,6 +48,11 @@ extension LimiterBackend {
             decisions.withUnsafeMutableBufferPointer { check(batch: items, into: $0) }
         }
         completion(decisions)
+    }
+
+    /// A backend that answers at once releases at once too.
+    public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64, completion: @escaping @Sendable (Bool) -> Void) {
+        completion(release(key: key, limit: limit, leaseID: leaseID, now: now))
     }
 }
 

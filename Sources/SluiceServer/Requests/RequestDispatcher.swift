@@ -101,6 +101,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         -> EventLoopFuture<WireResponse>? {
         if let answer = reputationAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
         if let answer = tierAnswer(to: request, on: connection, eventLoop: eventLoop) { return answer }
+        if !answersAtOnce, case .release(let release) = request.body { return deferredRelease(release, id: request.id, eventLoop: eventLoop) }
         if case .reportLoad(let report) = request.body {
             // A step of the service's controller, on the adaptive queue (as its background tick).
             counters.requests.add(1, ordering: .relaxed)
@@ -373,18 +374,59 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     func answer(_ release: Sluice_V1_ReleaseRequest, id: UInt64) -> WireResponse {
-        guard !release.key.isEmpty else { return .error(id: id, .invalidArgument, "key must not be empty") }
+        switch resolve(release, id: id) {
+        case .failure(let error): return error.response
+        case .success(let (key, limits, now)):
+            var released = false
+            for limit in limits {
+                released = backend.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
+            }
+            var response = WireResponse()
+            response.release.released = released
+            return response
+        }
+    }
+
+    /// A release on a backend that answers later (Redis): the event loop is free meanwhile.
+    func deferredRelease(_ release: Sluice_V1_ReleaseRequest, id: UInt64, eventLoop: any EventLoop) -> EventLoopFuture<WireResponse> {
+        counters.requests.add(1, ordering: .relaxed)
+        switch resolve(release, id: id) {
+        case .failure(let error):
+            if case .error(let wire) = error.response.body { counters.recordError(wire.code) }
+            return eventLoop.makeSucceededFuture(error.response)
+        case .success(let (key, limits, now)):
+            guard !limits.isEmpty else {
+                var response = WireResponse()
+                response.release.released = false
+                return eventLoop.makeSucceededFuture(response)
+            }
+            let answers = limits.map { limit in
+                let promise = eventLoop.makePromise(of: Bool.self)
+                backend.release(key: key, limit: limit, leaseID: release.leaseID, now: now) { promise.succeed($0) }
+                return promise.futureResult
+            }
+            return EventLoopFuture.whenAllSucceed(answers, on: eventLoop).map { released in
+                var response = WireResponse()
+                response.release.released = released.contains(true)
+                return response
+            }
+        }
+    }
+
+    /// A release's key, its concurrency limits and its time, or the error to answer.
+    func resolve(_ release: Sluice_V1_ReleaseRequest, id: UInt64) -> Result<(Fingerprint, [BoundLimit], Int64), WireResponseError> {
+        guard !release.key.isEmpty else { return .failure(.init(.error(id: id, .invalidArgument, "key must not be empty"))) }
         let live = state.context().live
         let tenantEntry: Configuration.Tenant?
         switch lookUp(tenant: release.tenant, in: live.configuration, index: -1) {
         case .success(let entry): tenantEntry = entry
-        case .failure(let error): return .error(id: id, error.code, error.message)
+        case .failure(let error): return .failure(.init(.error(id: id, error.code, error.message)))
         }
         var now = time.now()
         if live.configuration.clock == .request {
             switch requestNow(release.nowMs, field: "now_ms", index: -1) {
             case .success(let value): now = value
-            case .failure(let error): return .error(id: id, error.code, error.message)
+            case .failure(let error): return .failure(.init(.error(id: id, error.code, error.message)))
             }
         }
         let source: LimitSource? = switch release.limitSource {
@@ -396,16 +438,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         switch resolveLimits(tenant: release.tenant, tenantEntry: tenantEntry, source: source, index: -1, in: live) {
         case .success((.single(let limit), _)): limits = [limit]
         case .success((.rule(let rule), _)): limits = rule
-        case .failure(let error): return .error(id: id, error.code, error.message)
+        case .failure(let error): return .failure(.init(.error(id: id, error.code, error.message)))
         }
-        let key = Fingerprint.of(tenant: release.tenant, key: release.key)
-        var released = false
-        for limit in limits where limit.spec.algorithm == .concurrency {
-            released = backend.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
-        }
-        var response = WireResponse()
-        response.release.released = released
-        return response
+        return .success((Fingerprint.of(tenant: release.tenant, key: release.key), limits.filter { $0.spec.algorithm == .concurrency }, now))
     }
 
     /// Where limits are decided, and how that is going (`Stats`, `/readyz`).
@@ -455,6 +490,13 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         response.stats = stats
         return response
     }
+}
+
+/// An answer that is an error, where a `Result` needs an `Error`.
+struct WireResponseError: Error {
+    let response: WireResponse
+
+    init(_ response: WireResponse) { self.response = response }
 }
 
 /// The version `sluiced` reports.
