@@ -60,6 +60,8 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     let maximumOutstandingChecks: Int
     /// Set once a close waits for the answers still queued.
     var closeAfterQueue = false
+    /// Set while a flush of answers written is queued on the loop (``flushSoon(context:)``).
+    var flushQueued = false
     /// Whether later frames must wait: a deferred answer, or as many check batches out as allowed.
     var holding: Bool { awaitingDeferred || outstandingChecks >= maximumOutstandingChecks }
     /// Set while whole frames wait in `partial` for this connection's next turn (reading paused).
@@ -341,6 +343,11 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             return false
         }
         let answered = frame.withUnsafeReadableBytes { processor.answerCheckFrame($0, into: &out) }
+        if !answered, let future = frame.withUnsafeReadableBytes({ processor.answerCheckFrameLater($0, eventLoop: context.eventLoop) }) {
+            pending = out
+            awaitCheckBatch(future, id: 0, context: context)
+            return true
+        }
         if !answered {
             let response: WireResponse
             do {
@@ -463,11 +470,28 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                 out?.writeBuffer(&ready)
             }
         }
-        if let out, out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        if let out, out.readableBytes > 0 {
+            // Batches decided together come back in tasks queued together: one flush (one
+            // write to the socket) after them all, not one per batch.
+            context.write(wrapOutboundOut(out), promise: nil)
+            flushSoon(context: context)
+        }
         if answerQueue.isEmpty, closeAfterQueue {
             closeAfterQueue = false
             flushPending(context: context)
             closeOnceWritten(context: context)
+        }
+    }
+
+    /// Flushes once the tasks already queued on the loop have run.
+    func flushSoon(context: ChannelHandlerContext) {
+        guard !flushQueued else { return }
+        flushQueued = true
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = loopBound.value
+            handler.flushQueued = false
+            if !handler.inactive { context.flush() }
         }
     }
 

@@ -21,6 +21,12 @@ public protocol RequestProcessor: Sendable {
     /// swift-protobuf and calls ``process(_:)``.
     func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool
 
+    /// The hot path for checks decided off the event loop (a backend a fleet shares): a frame
+    /// holding a check request, read straight from its bytes, and the future of its whole answer
+    /// frame; nil for a frame it does not read (then decoded and given to
+    /// ``answerChecks(_:into:eventLoop:)``).
+    func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>?
+
     /// A check request the fast path did not answer, decoded by swift-protobuf: appends its
     /// whole answer frame to `out` and returns nil, or returns the future of that frame when
     /// the checks are decided off the event loop (a backend a fleet shares). The connection goes
@@ -53,6 +59,9 @@ extension RequestProcessor {
 
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
+
+    /// No fast deferred path.
+    public func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? { nil }
 
     /// Answered by ``process(_:)``, at once.
     public func answerChecks(_ request: WireRequest, into out: inout ByteBuffer, eventLoop: (any EventLoop)?)

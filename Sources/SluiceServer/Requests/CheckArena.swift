@@ -47,6 +47,24 @@ final class CheckArena: @unchecked Sendable {
         }
     }
 
+    /// The checks of a `CheckRequest` read in place (``CheckFrameCodec``) from a copy of its
+    /// bytes; nil when the fast codec declines them.
+    init?(body: UnsafeRawBufferPointer, count: Int) {
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, body.count), alignment: 1)
+        if body.count > 0, let base = body.baseAddress { copy.baseAddress?.copyMemory(from: base, byteCount: body.count) }
+        let read = UnsafeMutableBufferPointer<CheckView>.allocate(capacity: count)
+        read.initialize(repeating: CheckView())
+        // Freed here, before any property is set: a failed init runs no deinit.
+        guard CheckFrameCodec.readChecks(UnsafeRawBufferPointer(rebasing: copy[0..<body.count]), into: read, trustUTF8: false) else {
+            read.deinitialize()
+            read.deallocate()
+            copy.deallocate()
+            return nil
+        }
+        bytes = copy
+        views = read
+    }
+
     deinit {
         views.deinitialize()
         views.deallocate()

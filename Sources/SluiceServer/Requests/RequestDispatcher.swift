@@ -298,6 +298,20 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         return answerChecks(id: id, body: body, trustUTF8: false, into: &out)
     }
 
+    public func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? {
+        guard !answersAtOnce, let (id, body) = CheckFrameCodec.checkBody(frame), let count = CheckFrameCodec.countChecks(body) else { return nil }
+        let context = state.context()
+        let maxBatch = context.live.configuration.maxBatch
+        if count == 0 || count > maxBatch {
+            var out = ByteBufferAllocator().buffer(capacity: 128)
+            out.writeResponseFrame(refusal(ofBatch: count, id: id, maxBatch: maxBatch))
+            return eventLoop.makeSucceededFuture(out)
+        }
+        guard let arena = CheckArena(body: body, count: count) else { return nil }
+        counters.requests.add(1, ordering: .relaxed)
+        return decideLater(id: id, arena: arena, context: context, eventLoop: eventLoop)
+    }
+
     /// Answers a check request from its `CheckRequest` bytes; false (nothing written) when the
     /// bytes are not canonical, or when the backend does not answer at once (the handler then
     /// decodes the request and calls ``answerChecks(_:into:eventLoop:)``, which defers it).
