@@ -33,6 +33,33 @@ public enum LimiterState: Sendable, Hashable {
         }
     }
 
+    /// This state after `hits` more were admitted at `now`, without a check (fast mode's sync
+    /// replays what this daemon admitted on top of the fleet's state; a window's count may pass
+    /// its limit, a GCRA's TAT run further ahead: debt the next checks wait out).
+    @inlinable
+    public func consuming(_ hits: UInt64, now: Int64, spec: LimitSpec) -> LimiterState {
+        guard hits > 0 else { return self }
+        switch self {
+        case .gcra(var state):
+            let (cost, overflow) = spec.emissionInterval.multipliedReportingOverflow(by: Int64(clamping: hits))
+            let (sum, past) = max(state.tat, now).addingReportingOverflow(cost)
+            state.tat = overflow || past ? .max : sum
+            return .gcra(state)
+        case .tokenBucket(var state):
+            let need = UInt128(hits) * UInt128(spec.period)
+            state.level = state.level > need ? state.level - need : 0
+            return .tokenBucket(state)
+        case .slidingWindow(var state):
+            state.current &+= hits
+            return .slidingWindow(state)
+        case .fixedWindow(var state):
+            state.count &+= hits
+            return .fixedWindow(state)
+        case .concurrency:
+            return self
+        }
+    }
+
     /// Whether this state belongs to `algorithm`.
     @inlinable
     public func matches(_ algorithm: Algorithm) -> Bool {

@@ -130,6 +130,15 @@ public final class LimiterTable: @unchecked Sendable {
         }
     }
 
+    /// Makes `state` (of `spec`, the limit as the checks scale it) the state of `limit` for
+    /// `key`, then consumes `hits` from it without a check: fast mode's sync, the fleet's state
+    /// from Redis plus what this daemon admitted since that state was read.
+    ///
+    /// - Complexity: O(1) expected.
+    public func adopt(key: Fingerprint, limit: BoundLimit, spec: LimitSpec, state: LimiterState, consuming hits: UInt64, now: Int64) {
+        withShard(for: key) { $0.adopt(key.combined(with: limit.identity), state: state, spec: spec, hits: hits, now: now, keyBits: key.shardBits) }
+    }
+
     /// Returns a concurrency lease early.
     ///
     /// - Returns: whether the lease was live.

@@ -528,6 +528,13 @@ final class Shard: @unchecked Sendable {
         }
     }
 
+    /// Replaces the state of `fingerprint` with `state` (made for `spec`), then consumes `hits`
+    /// from it without a check (fast mode's sync: the fleet's state, plus what this daemon
+    /// admitted since it was read).
+    func adopt(_ fingerprint: Fingerprint, state: LimiterState, spec: LimitSpec, hits: UInt64, now: Int64, keyBits: UInt16) {
+        store(state.consuming(hits, now: now, spec: spec), at: find(fingerprint), fingerprint: fingerprint, spec: spec, keyBits: keyBits)
+    }
+
     /// Returns lease `leaseID` of `limit` for `key` early.
     func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64) -> Bool {
         let fingerprint = key.combined(with: limit.identity)

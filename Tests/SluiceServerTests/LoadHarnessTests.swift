@@ -182,7 +182,7 @@ struct LoadHarnessTests {
         tiers:
           vip: { priority: 100, reserve: 1 }
           best_effort: { priority: 0 }
-        adaptive: { target_p99: 10ms, decrease: 0.1, cooldown: 0, minimum: 0.05, stale_after: 1m }
+        adaptive: { target_p99: 10ms, decrease: 0.1, cooldown: 0, minimum: 0.05, stale_after: 1d }
         features: { adaptive: { enabled: true } }
         """
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -202,7 +202,9 @@ struct LoadHarnessTests {
                 _ = try await TierEndToEndTests.set("best_effort-\(n)", "best_effort", client: client)
             }
             // The upstream is overloaded: the factor falls to its minimum and best effort is shed
-            // whole, while VIP keeps its reserve (all of it).
+            // whole, while VIP keeps its reserve (all of it). No report follows: with a shorter
+            // stale_after, a machine slow enough to take a minute to get to the run let the
+            // factor recover a step a tick (CI admitted 173 of 196 best-effort checks).
             _ = try await ReportLoadEndToEndTests.report("upstream", p99Ms: 5_000, client: client)
             let cut = try await ReportLoadEndToEndTests.report("upstream", p99Ms: 5_000, client: client).reportLoad
             #expect(cut.loadFactor == 0.05)

@@ -142,4 +142,30 @@ struct RedisEndToEndTests {
             }
         }
     }
+
+    @Test("redis.mode fast: two real daemons decide on their own tables and hold a limit between them through their syncs")
+    func fastModeAcrossDaemons() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let yaml = Self.yaml(redis.socket).replacingOccurrences(of: "expected_daemons: 2 }", with: "expected_daemons: 2, mode: fast, sync_interval: 1ms }")
+        try await TestDaemon.with(yaml: yaml, clock: .monotonic) { one in
+            try await TestDaemon.with(yaml: yaml, clock: .monotonic) { two in
+                let backend = try #require(one.daemon.dispatcher.backend as? RedisBackend)
+                #expect(backend.answersAtOnce, "fast mode answers from the table, on the event loop")
+                let a = try await SluiceClient.connect(to: one.unix), b = try await SluiceClient.connect(to: two.unix)
+                var allowed = 0
+                for index in 0..<30 {
+                    if try await (index % 2 == 0 ? a : b).verdict(Make.check("kim", rule: "login")).allowed { allowed += 1 }
+                    // Slower than the syncs: each daemon has seen the other's hits.
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                // Each daemon's view of the key is as old as its last sync of it, which follows
+                // its own last check: at the limit's edge each may admit one the other's latest
+                // hit has used (N - 1 = 1 here).
+                #expect((10...11).contains(allowed), "\(allowed)")
+                await a.close()
+                await b.close()
+            }
+        }
+    }
 }

@@ -43,6 +43,15 @@ extension Configuration {
         public var denialCacheSize = 100_000
         /// Checks decided by one script call (1: a call each).
         public var checksPerCall = 64
+        /// Where checks are decided: each in Redis (exact), or on each daemon's table, synced
+        /// with Redis every `syncInterval` (fast).
+        public enum Mode: String, Sendable, Equatable {
+            case exact
+            case fast
+        }
+        public var mode = Mode.exact
+        /// How often fast mode sends what a daemon admitted and takes the fleet's state (ns).
+        public var syncInterval: Int64 = 5_000_000
 
         public init() {}
     }

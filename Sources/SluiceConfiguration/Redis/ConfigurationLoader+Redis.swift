@@ -7,7 +7,7 @@ extension Reader {
     func readRedis(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.redis
         let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
-                         "batch_window", "max_batch", "deny_cache_size", "checks_per_call"]
+                         "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
@@ -36,6 +36,13 @@ extension Reader {
             case "max_batch": settings.maxBatch = try integer(value, path, 1...100_000)
             case "deny_cache_size": settings.denialCacheSize = try integer(value, path, 0...10_000_000)
             case "checks_per_call": settings.checksPerCall = try integer(value, path, 1...1_000)
+            case "mode":
+                let text = try string(value, path)
+                guard let mode = Configuration.RedisSettings.Mode(rawValue: text) else {
+                    throw error(value, path, "expected exact or fast, got '\(text)'")
+                }
+                settings.mode = mode
+            case "sync_interval": settings.syncInterval = try duration(value, path, 100_000...10_000_000_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }

@@ -45,6 +45,12 @@ public final class RedisBackend: LimiterBackend {
         public var denialCacheSize = 100_000
         /// Checks decided by one script call (1: a call each).
         public var checksPerCall = 64
+        /// Exact: every check decided in Redis. Fast: on this daemon's table, synced every
+        /// `syncInterval` (zero: only when ``sync()`` is called).
+        public var fast = false
+        public var syncInterval: TimeAmount = .milliseconds(5)
+        /// Limits with hits waiting for a sync, at most.
+        public var maxPendingSync = 1_000_000
 
         public init() {}
     }
@@ -59,6 +65,13 @@ public final class RedisBackend: LimiterBackend {
     let time: TimeSource
     let counts = RedisStatistics()
     let denials: DenialCache?
+    /// Fast mode's record of admitted hits; nil in exact mode.
+    let fast: FastSync?
+    /// Whether checks take the on_failure path now (the breaker is open), for fast mode's
+    /// synchronous checks: one load, no lock.
+    let degradedNow = Atomic<Bool>(false)
+    let syncTask: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
+    let syncLoop: any EventLoop
     /// Where Redis listens, as a URL (`redis://host:port`, `unix:///path`).
     public let address: String
 
@@ -71,9 +84,18 @@ public final class RedisBackend: LimiterBackend {
         self.logger = logger
         time = TimeSource()
         breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
-        denials = settings.denialCacheSize > 0 ? DenialCache(capacity: settings.denialCacheSize) : nil
+        denials = settings.denialCacheSize > 0 && !settings.fast ? DenialCache(capacity: settings.denialCacheSize) : nil
+        fast = settings.fast ? FastSync(capacity: settings.maxPendingSync) : nil
+        syncLoop = group.next()
         batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
                                eventLoop: group.next(), statistics: counts, checksPerCall: settings.checksPerCall, slackMs: settings.slackMs)
+        if fast != nil, settings.syncInterval > .zero {
+            let loop = syncLoop
+            let task = loop.scheduleRepeatedAsyncTask(initialDelay: settings.syncInterval, delay: settings.syncInterval) { [weak self] _ in
+                self?.sync() ?? loop.makeSucceededVoidFuture()
+            }
+            syncTask.withLockedValue { $0 = task }
+        }
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
@@ -96,6 +118,8 @@ public final class RedisBackend: LimiterBackend {
         settings.maxBatch = redis.maxBatch
         settings.denialCacheSize = redis.denialCacheSize
         settings.checksPerCall = redis.checksPerCall
+        settings.fast = redis.mode == .fast
+        settings.syncInterval = .nanoseconds(redis.syncInterval)
         settings.degraded = switch redis.onFailure {
         case .local: .local
         case .failOpen: .failOpen
@@ -104,8 +128,16 @@ public final class RedisBackend: LimiterBackend {
         self.init(client: RedisClient(client, group: group), local: local, settings: settings, group: group, logger: logger)
     }
 
-    /// Closes the connections.
-    public func shutdown() { client.shutdown() }
+    /// Closes the connections; in fast mode, first sends what was admitted since the last sync
+    /// (within the timeout), so a restart loses none of it.
+    public func shutdown() {
+        syncTask.withLockedValue { task in
+            task?.cancel()
+            task = nil
+        }
+        if fast != nil { try? sync().wait() }
+        client.shutdown()
+    }
 
     /// Checks decided in Redis, and on the degraded path, since start.
     public var decidedInRedis: UInt64 { counts.decided.load(ordering: .relaxed) }
@@ -119,7 +151,90 @@ public final class RedisBackend: LimiterBackend {
     /// Connections to Redis up now.
     public var connectionsUp: Int { client.connected }
 
-    public var answersAtOnce: Bool { false }
+    /// Exact mode answers later (from Redis); fast mode at once, from this daemon's table.
+    public var answersAtOnce: Bool { settings.fast }
+
+    // MARK: Fast mode
+
+    /// Sends the hits admitted since the last sync and adopts the state Redis answers; the
+    /// future completes when it is done (never fails: entries Redis did not take are kept for the
+    /// next sync). One sync at a time: a call while one is out completes at once.
+    @discardableResult
+    public func sync(now: Int64? = nil) -> EventLoopFuture<Void> {
+        guard let fast, fast.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return syncLoop.makeSucceededVoidFuture()
+        }
+        let entries = fast.drain()
+        guard !entries.isEmpty else {
+            fast.running.store(false, ordering: .releasing)
+            return syncLoop.makeSucceededVoidFuture()
+        }
+        // An open breaker waits for its probe: this sync, once the cooldown has passed.
+        guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
+            fast.restore(entries)
+            fast.running.store(false, ordering: .releasing)
+            return syncLoop.makeSucceededVoidFuture()
+        }
+        let now = now ?? time.now()
+        let perCall = max(1, settings.checksPerCall)
+        var calls: [RedisClient.ScriptCall] = []
+        var start = 0
+        while start < entries.count {
+            let end = min(entries.count, start + perCall)
+            calls.append(SyncScript.call(entries[start..<end].map { FastSync.entry($0, now: now) }, slackMs: settings.slackMs))
+            start = end
+        }
+        counts.writes.add(1, ordering: .relaxed)
+        counts.sizes.observe(Double(entries.count))
+        let started = NIODeadline.now()
+        return client.evaluate(SyncScript.source, calls: calls, deadline: started + settings.timeout).map { replies -> Void in
+            let states = replies.flatMap { $0.elements ?? [$0] }
+            guard states.count == entries.count else {
+                fast.restore(entries)
+                self.counts.recordError("reply")
+                self.recordOutcome(success: false)
+                return
+            }
+            self.counts.latency.observe(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+            var adopted: UInt64 = 0
+            for (entry, reply) in zip(entries, states) {
+                guard let state = FastSync.state(reply, spec: entry.spec) else { continue }
+                self.local.adopt(key: entry.key, limit: entry.limit, spec: entry.spec, state: state,
+                                 consuming: fast.recordedSince(entry), now: now)
+                adopted += 1
+            }
+            fast.syncs.add(1, ordering: .relaxed)
+            self.counts.decided.add(adopted, ordering: .relaxed)
+            self.recordOutcome(success: true)
+        }.recover { error in
+            fast.restore(entries)
+            self.counts.recordError((error as? RedisClientError)?.code.rawValue ?? "protocol_error")
+            self.recordOutcome(success: false)
+        }.always { _ in
+            fast.running.store(false, ordering: .releasing)
+        }
+    }
+
+    /// A fast-mode check on this daemon's table, as the breaker says: the table (admitted hits
+    /// recorded for the next sync), or the on_failure path.
+    func fastCheck(_ item: UnsafePointer<BatchCheck>, fast: FastSync) -> Decision {
+        let decision: Decision
+        if degradedNow.load(ordering: .relaxed) {
+            counts.degraded.add(1, ordering: .relaxed)
+            switch settings.degraded {
+            case .failOpen: return Self.openDecision(item.pointee)
+            case .failClosed: return Self.closedDecision(item.pointee, settings: settings)
+            case .local:
+                var share = item.pointee
+                if settings.expectedDaemons > 1 { share.multiplier /= Double(settings.expectedDaemons) }
+                decision = withUnsafePointer(to: share) { local.check($0) }
+            }
+        } else {
+            decision = local.check(item)
+        }
+        fast.record(item, admitted: decision.allowed)
+        return decision
+    }
 
     public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
         var calls: [CheckScript.Check] = []
@@ -207,10 +322,12 @@ public final class RedisBackend: LimiterBackend {
         guard let changed = breaker.withLockedValue({ $0.record(success: success, now: time.now()) }) else { return }
         switch changed {
         case .open:
+            degradedNow.store(true, ordering: .relaxed)
             counts.breakerOpened.add(1, ordering: .relaxed)
             logger.warning("Redis is not answering: checks take the degraded path", metadata: [
                 "redis.breaker": "open", "redis.on_failure": "\(settings.degraded.rawValue)"])
         case .closed:
+            degradedNow.store(false, ordering: .relaxed)
             logger.notice("Redis answers again: checks are decided in Redis", metadata: ["redis.breaker": "closed"])
         case .halfOpen: break
         }
@@ -218,8 +335,7 @@ public final class RedisBackend: LimiterBackend {
 
     /// The script's part for one check; a concurrency limit takes lease `lease` (0: none).
     static func call(for item: BatchCheck, limits: [BoundLimit], lease: UInt64, settings: Settings) -> CheckScript.Check {
-        let tag = "sluice:{" + hex(item.key.high) + hex(item.key.low) + "}:"
-        let keys = limits.map { RESPArgument.string(tag + hex($0.identity)) }
+        let keys = limits.map { RESPArgument.string(keyName(item.key, $0)) }
         var arguments: [RESPArgument] = []
         arguments.reserveCapacity(4 * limits.count)
         for limit in limits {
@@ -253,11 +369,9 @@ public final class RedisBackend: LimiterBackend {
             var item = batch[index]
             switch settings.degraded {
             case .failOpen:
-                decisions[index] = Decision(allowed: true, limit: 0, remaining: 0, resetAfter: 0, retryAfter: 0, reason: .withinLimit,
-                                            algorithm: Self.algorithm(of: item))
+                decisions[index] = Self.openDecision(item)
             case .failClosed:
-                decisions[index] = Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0,
-                                            retryAfter: Int64(settings.timeout.nanoseconds), reason: .overLimit, algorithm: Self.algorithm(of: item))
+                decisions[index] = Self.closedDecision(item, settings: settings)
             case .local:
                 // Items with a concurrency limit are always decided here, in full.
                 if !Self.holdsLease(item), settings.expectedDaemons > 1 {
@@ -270,6 +384,17 @@ public final class RedisBackend: LimiterBackend {
 
     static func algorithm(of item: BatchCheck) -> Algorithm { limits(of: item).first?.spec.algorithm ?? .gcra }
 
+    /// `fail_open`'s answer.
+    static func openDecision(_ item: BatchCheck) -> Decision {
+        Decision(allowed: true, limit: 0, remaining: 0, resetAfter: 0, retryAfter: 0, reason: .withinLimit, algorithm: algorithm(of: item))
+    }
+
+    /// `fail_closed`'s answer: retry after the timeout.
+    static func closedDecision(_ item: BatchCheck, settings: Settings) -> Decision {
+        Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0, retryAfter: Int64(settings.timeout.nanoseconds), reason: .overLimit,
+                 algorithm: algorithm(of: item))
+    }
+
     /// Every limit a check is decided against.
     static func limits(of item: BatchCheck) -> [BoundLimit] {
         switch item.limits {
@@ -281,6 +406,12 @@ public final class RedisBackend: LimiterBackend {
     /// Whether a check has a concurrency limit (decided on the local table, in full).
     static func holdsLease(_ item: BatchCheck) -> Bool { limits(of: item).contains { $0.spec.algorithm == .concurrency } }
 
+    /// The Redis key of `limit` for `key`: `sluice:{<key>}:<limit>`, the hash tag putting every
+    /// limit of a key in one Cluster slot.
+    static func keyName(_ key: Fingerprint, _ limit: BoundLimit) -> String {
+        "sluice:{" + hex(key.high) + hex(key.low) + "}:" + hex(limit.identity)
+    }
+
     static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
         return String(repeating: "0", count: 16 - digits.count) + digits
@@ -288,10 +419,23 @@ public final class RedisBackend: LimiterBackend {
 
     // The synchronous calls: the local table (see the type's comment).
 
-    public func check(_ item: UnsafePointer<BatchCheck>) -> Decision { local.check(item) }
+    public func check(_ item: UnsafePointer<BatchCheck>) -> Decision {
+        guard let fast else { return local.check(item) }
+        return fastCheck(item, fast: fast)
+    }
 
     public func check(batch: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>) {
+        guard let fast else {
+            local.check(batch: batch, into: decisions)
+            return
+        }
+        guard let base = batch.baseAddress else { return }
+        if degradedNow.load(ordering: .relaxed) {
+            for index in batch.indices where !batch[index].skip { decisions[index] = fastCheck(base + index, fast: fast) }
+            return
+        }
         local.check(batch: batch, into: decisions)
+        for index in batch.indices where !batch[index].skip { fast.record(base + index, admitted: decisions[index].allowed) }
     }
 
     public func evaluate(_ item: BatchCheck, factor: Double) -> Decision { local.evaluate(item, factor: factor) }
@@ -305,7 +449,7 @@ public final class RedisBackend: LimiterBackend {
     /// Returns a lease to Redis; one Redis does not hold (taken on the degraded path while it
     /// was away), or a release Redis cannot answer, goes to the local table.
     public func release(key: Fingerprint, limit: BoundLimit, leaseID: UInt64, now: Int64, completion: @escaping @Sendable (Bool) -> Void) {
-        let name = "sluice:{" + Self.hex(key.high) + Self.hex(key.low) + "}:" + Self.hex(limit.identity)
+        let name = Self.keyName(key, limit)
         let call = RedisClient.ScriptCall(keys: [.string(name)],
                                           arguments: [.string(String(leaseID)), .integer(settings.useDaemonClock ? now / 1_000 : 0)])
         client.evaluate(CheckScript.releaseSource, calls: [call], deadline: .now() + settings.timeout).whenComplete { result in
