@@ -57,14 +57,14 @@ struct RedisClientTests {
         server.stop(keepFolder: true)
         try await Self.eventually { client.connected == 0 }
         #expect(client.connected == 0)
-        let started = ContinuousClock.now
+        // Failed at once as unavailable, not at the deadline as a timeout: the code says which
+        // (a wall-clock bound failed on a CI machine loaded enough to take 11 s for the await).
         do {
-            _ = try await client.send([RESPCommand("PING")], deadline: soon()).get()
+            _ = try await client.send([RESPCommand("PING")], deadline: .now() + .seconds(3_600)).get()
             Issue.record("a reply with Redis down")
         } catch let error as RedisClientError {
             #expect(error.code == .unavailable)
         }
-        #expect(ContinuousClock.now - started < .seconds(5), "failed at once, not at the 10 s deadline")
         // Back at the same socket, with an empty script cache.
         let again = try RedisServer(directory: server.directory)
         defer { again.stop() }
