@@ -28,7 +28,11 @@ struct RedisConfigurationTests {
         #expect(redis.connections == 4 && redis.timeout == 50_000_000 && redis.maxPending == 500)
         #expect(redis.onFailure == .failClosed && redis.expectedDaemons == 3 && redis.daemonClock)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://cache\" }", source: "t").redis.address == .tcp(host: "cache", port: 6379))
-        #expect(redis.batchWindow == 200_000 && redis.maxBatch == 1_024, "the defaults")
+        #expect(redis.batchWindow == 200_000 && redis.maxBatch == 128, "the defaults")
+        #expect(redis.mode == .exact && redis.syncInterval == 5_000_000 && redis.checksPerCall == 64 && redis.denialCacheSize == 100_000)
+        let fast = try ConfigurationLoader.parse("redis: { mode: fast, sync_interval: 2ms, checks_per_call: 1, deny_cache_size: 0 }",
+                                                 source: "t").redis
+        #expect(fast.mode == .fast && fast.syncInterval == 2_000_000 && fast.checksPerCall == 1 && fast.denialCacheSize == 0)
         let batching = try ConfigurationLoader.parse("redis: { batch_window: 500us, max_batch: 64 }", source: "t").redis
         #expect(batching.batchWindow == 500_000 && batching.maxBatch == 64)
         #expect(try ConfigurationLoader.parse("redis: { batch_window: 0 }", source: "t").redis.batchWindow == 0)
@@ -49,6 +53,10 @@ struct RedisConfigurationTests {
         ("redis: { timeout: 0 }", "redis.timeout"),
         ("redis: { batch_window: 20ms }", "redis.batch_window"),
         ("redis: { conections: 2 }", "conections"),
+        ("redis: { mode: eventual }", "expected exact or fast"),
+        ("redis: { sync_interval: 20s }", "redis.sync_interval"),
+        ("redis: { checks_per_call: 0 }", "redis.checks_per_call"),
+        ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),
     ])
     func refused(yaml: String, expected: String) {
         let message = Self.failure(yaml)

@@ -38,7 +38,7 @@ extension Configuration {
         /// request's checks at once.
         public var batchWindow: Int64 = 200_000
         /// Checks that fill a write before the window ends.
-        public var maxBatch = 1_024
+        public var maxBatch = 128
         /// Denials kept to answer again without Redis until their retry time; 0: none.
         public var denialCacheSize = 100_000
         /// Checks decided by one script call (1: a call each).

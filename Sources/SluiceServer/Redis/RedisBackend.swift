@@ -37,7 +37,7 @@ public final class RedisBackend: LimiterBackend {
         /// How long checks of every connection are gathered into one write; zero: none.
         public var batchWindow: TimeAmount = .microseconds(200)
         /// Checks that fill a write before its window ends.
-        public var maxBatch = 1_024
+        public var maxBatch = 128
         /// Failures in a row that open the circuit breaker; the first wait before a probe (ns).
         public var breakerThreshold = 5
         public var breakerCooldown: Int64 = 1_000_000_000
