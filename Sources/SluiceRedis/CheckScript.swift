@@ -313,6 +313,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return live
 """#
 
+    /// The scripts as made once for ``RedisClient/evaluate(_:calls:deadline:)``.
+    public static let script = RedisScript(source)
+    public static let batchScript = RedisScript(batchSource)
+    public static let releaseScript = RedisScript(releaseSource)
+
     /// One check's part of a call: its keys (one per limit), its time (µs, 0: the server's),
     /// its hits, and per limit its algorithm, limit, period (µs) and burst.
     public struct Check: Sendable {

@@ -153,7 +153,14 @@ public final class RedisClient: Sendable {
     /// loading it first when it has none, and again when the server answers `NOSCRIPT` (its
     /// script cache was flushed, or it restarted), then retrying once.
     public func evaluate(_ script: String, calls: [ScriptCall], deadline: NIODeadline) -> EventLoopFuture<[RESPValue]> {
-        let known = scripts.withLockedValue { $0[script] }
+        evaluate(RedisScript(script), calls: calls, deadline: deadline)
+    }
+
+    /// ``evaluate(_:calls:deadline:)`` for a script made once: its SHA1 is kept in it, where a
+    /// source string would be hashed whole (kilobytes, with Unicode normalization) on every call
+    /// to find it (perf: 12 % of a daemon's time at 50 x 1).
+    public func evaluate(_ script: RedisScript, calls: [ScriptCall], deadline: NIODeadline) -> EventLoopFuture<[RESPValue]> {
+        let known = script.sha.withLockedValue { $0 } ?? scripts.withLockedValue { $0[script.source] }
         let sha = known.map { group.any().makeSucceededFuture($0) } ?? load(script, deadline: deadline)
         return sha.flatMap { sha in
             self.send(Self.commands(sha, calls), deadline: deadline).flatMap { replies in
@@ -170,12 +177,13 @@ public final class RedisClient: Sendable {
     }
 
     /// Loads `script`; its SHA1, as the server names it.
-    func load(_ script: String, deadline: NIODeadline) -> EventLoopFuture<String> {
-        send([RESPCommand("SCRIPT", "LOAD", .string(script))], deadline: deadline).flatMapThrowing { replies in
+    func load(_ script: RedisScript, deadline: NIODeadline) -> EventLoopFuture<String> {
+        send([RESPCommand("SCRIPT", "LOAD", .string(script.source))], deadline: deadline).flatMapThrowing { replies in
             guard let sha = replies[0].string, sha.utf8.count == 40 else {
                 throw RedisClientError(.scriptError, "Redis did not load the script: \(replies[0])")
             }
-            self.scripts.withLockedValue { $0[script] = sha }
+            script.sha.withLockedValue { $0 = sha }
+            self.scripts.withLockedValue { $0[script.source] = sha }
             return sha
         }
     }
@@ -188,4 +196,14 @@ public final class RedisClient: Sendable {
         }
         for connection in connections { _ = connection.close() }
     }
+}
+
+/// A Lua script to run with ``RedisClient/evaluate(_:calls:deadline:)``, made once: it keeps its
+/// SHA1 once a server has named it (the SHA1 of its text, the same on every server; a server that
+/// has lost the script answers `NOSCRIPT` and it is loaded again).
+public final class RedisScript: Sendable {
+    public let source: String
+    let sha = NIOLockedValueBox<String?>(nil)
+
+    public init(_ source: String) { self.source = source }
 }

@@ -88,6 +88,9 @@ end
 return replies
 """#
 
+    /// The script as made once for ``RedisClient/evaluate(_:calls:deadline:)``.
+    public static let script = RedisScript(source)
+
     /// One entry of a sync call: a limit's key, the daemon's time (µs), the limit's algorithm,
     /// limit, period (µs) and burst, and the hits to add.
     public struct Entry: Sendable {

@@ -16,12 +16,7 @@ extension Reader {
             case "password": settings.password = try string(value, path)
             case "connections": settings.connections = try integer(value, path, 1...64)
             case "timeout": settings.timeout = try duration(value, path, 1_000_000...10_000_000_000)
-            case "on_failure":
-                let text = try string(value, path)
-                guard let policy = Configuration.RedisSettings.OnFailure(rawValue: text) else {
-                    throw error(value, path, "expected local, fail_open or fail_closed, got '\(text)'")
-                }
-                settings.onFailure = policy
+            case "on_failure": settings.onFailure = try choice(value, path, expected: "local, fail_open or fail_closed")
             case "expected_daemons": settings.expectedDaemons = try integer(value, path, 1...10_000)
             case "clock":
                 let text = try string(value, path)
@@ -36,17 +31,20 @@ extension Reader {
             case "max_batch": settings.maxBatch = try integer(value, path, 1...100_000)
             case "deny_cache_size": settings.denialCacheSize = try integer(value, path, 0...10_000_000)
             case "checks_per_call": settings.checksPerCall = try integer(value, path, 1...1_000)
-            case "mode":
-                let text = try string(value, path)
-                guard let mode = Configuration.RedisSettings.Mode(rawValue: text) else {
-                    throw error(value, path, "expected exact or fast, got '\(text)'")
-                }
-                settings.mode = mode
+            case "mode": settings.mode = try choice(value, path, expected: "exact or fast")
             case "sync_interval": settings.syncInterval = try duration(value, path, 100_000...10_000_000_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }
         configuration.redis = settings
+    }
+
+    /// One of an enumeration's names (`expected` lists them for the error).
+    func choice<Choice: RawRepresentable>(_ node: Node, _ path: String, expected: String) throws(SluiceError) -> Choice
+    where Choice.RawValue == String {
+        let text = try string(node, path)
+        guard let value = Choice(rawValue: text) else { throw error(node, path, "expected \(expected), got '\(text)'") }
+        return value
     }
 
     /// `redis://[user:password@]host:port`, `redis://host` (port 6379) or `unix:///path/to.sock`.

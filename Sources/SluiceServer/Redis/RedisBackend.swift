@@ -1,21 +1,29 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import SluiceConfiguration
 import SluiceCore
 import SluiceRedis
 import Synchronization
 
-/// Limits shared by every daemon of a fleet, decided in Redis (issue 17, exact mode): each check
-/// is one call of ``CheckScript`` with one key per limit of its rule, all under the check key's
-/// hash tag (one Cluster slot), so a rule's limits are decided together as the local table
-/// decides them. A batch is one pipelined write.
+/// Limits shared by every daemon of a fleet through Redis (issue 17).
+///
+/// Exact mode: each check is decided in Redis by ``CheckScript`` with one key per limit of its
+/// rule, all under the check key's hash tag (one Cluster slot), so a rule's limits are decided
+/// together as the local table decides them; the checks of every connection go out in one
+/// pipelined write a window (``RedisBatcher``), many to a script call. A denial is kept and
+/// answered again until its retry time (``DenialCache``); concurrency leases live in Redis too.
+///
+/// Fast mode: each check is decided on this daemon's own table and what it admitted is synced
+/// with Redis every interval (``FastSync``, ``sync(now:)``).
 ///
 /// When Redis cannot answer (no connection, too much waiting, a timeout, an error reply) each
 /// check takes the degraded path its policy names: `local` decides it on this daemon's own table
 /// with its share of the limit (`limit / expectedDaemons`), `failOpen` allows it, `failClosed`
-/// denies it. Synchronous calls (a shadow evaluation, a lease release) go to the local table:
-/// waiting on the network would block the event loop.
+/// denies it. After `breakerThreshold` failures in a row the breaker sends checks that way at
+/// once. A shadow evaluation goes to the local table: waiting on the network would block the
+/// event loop.
 public final class RedisBackend: LimiterBackend {
     public enum Degraded: String, Sendable {
         case local
@@ -55,15 +63,26 @@ public final class RedisBackend: LimiterBackend {
         public init() {}
     }
 
-    let client: RedisClient
-    let batcher: RedisBatcher
+    /// A client and its batcher on one event loop: checks arriving on that loop are gathered,
+    /// sent and answered there, with no hop to another thread (each hop was a wake-up: perf put
+    /// a fifth of the daemon's time at 50 x 1 in task switches).
+    struct Lane: Sendable {
+        let client: RedisClient
+        let batcher: RedisBatcher
+    }
+
+    /// By event loop; `lane` is the one for any other thread.
+    let lanes: [ObjectIdentifier: Lane]
+    let lane: Lane
+    /// The first lane's client (fast mode's syncs, releases from no event loop, tests).
+    var client: RedisClient { lane.client }
     /// The degraded path's table, and the synchronous calls'.
     public let local: LimiterTable
     public let settings: Settings
     let breaker: NIOLockedValueBox<CircuitBreaker>
     let logger: Logger
     let time: TimeSource
-    let counts = RedisStatistics()
+    let counts: RedisStatistics
     let denials: DenialCache?
     /// Fast mode's record of admitted hits; nil in exact mode.
     let fast: FastSync?
@@ -75,10 +94,26 @@ public final class RedisBackend: LimiterBackend {
     /// Where Redis listens, as a URL (`redis://host:port`, `unix:///path`).
     public let address: String
 
-    public init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
-                logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() })) {
-        address = client.configuration.endpoint.url
-        self.client = client
+    /// A backend over `client`, its batches timed on one loop of `group`.
+    public convenience init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
+                            logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() })) {
+        self.init(lanes: [(group.next(), client)], local: local, settings: settings, group: group, logger: logger)
+    }
+
+    /// A backend with one client per event loop (each client's connections on its loop); `lanes`
+    /// must not be empty.
+    init(lanes clients: [(any EventLoop, RedisClient)], local: LimiterTable, settings: Settings, group: any EventLoopGroup, logger: Logger) {
+        let counts = RedisStatistics()
+        self.counts = counts
+        let made = clients.map { loop, client in
+            (ObjectIdentifier(loop), Lane(client: client, batcher: RedisBatcher(
+                client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout, eventLoop: loop,
+                statistics: counts, checksPerCall: settings.checksPerCall, slackMs: settings.slackMs)))
+        }
+        lanes = Dictionary(made, uniquingKeysWith: { first, _ in first })
+        // Both initializers pass one client at least (the convenience one a loop each).
+        lane = made[0].1
+        address = lane.client.configuration.endpoint.url
         self.local = local
         self.settings = settings
         self.logger = logger
@@ -87,8 +122,6 @@ public final class RedisBackend: LimiterBackend {
         denials = settings.denialCacheSize > 0 && !settings.fast ? DenialCache(capacity: settings.denialCacheSize) : nil
         fast = settings.fast ? FastSync(capacity: settings.maxPendingSync) : nil
         syncLoop = group.next()
-        batcher = RedisBatcher(client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout,
-                               eventLoop: group.next(), statistics: counts, checksPerCall: settings.checksPerCall, slackMs: settings.slackMs)
         if fast != nil, settings.syncInterval > .zero {
             let loop = syncLoop
             let task = loop.scheduleRepeatedAsyncTask(initialDelay: settings.syncInterval, delay: settings.syncInterval) { [weak self] _ in
@@ -125,7 +158,12 @@ public final class RedisBackend: LimiterBackend {
         case .failOpen: .failOpen
         case .failClosed: .failClosed
         }
-        self.init(client: RedisClient(client, group: group), local: local, settings: settings, group: group, logger: logger)
+        // The connections spread over the event loops, at least one on each.
+        let loops = Array(group.makeIterator())
+        var perLoop = client
+        perLoop.connections = max(1, redis.connections / max(1, loops.count))
+        perLoop.maximumPending = max(1, redis.maxPending / max(1, loops.count))
+        self.init(lanes: loops.map { ($0, RedisClient(perLoop, group: $0)) }, local: local, settings: settings, group: group, logger: logger)
     }
 
     /// Closes the connections; in fast mode, first sends what was admitted since the last sync
@@ -136,7 +174,7 @@ public final class RedisBackend: LimiterBackend {
             task = nil
         }
         if fast != nil { try? sync().wait() }
-        client.shutdown()
+        for lane in lanes.values { lane.client.shutdown() }
     }
 
     /// Checks decided in Redis, and on the degraded path, since start.
@@ -149,7 +187,7 @@ public final class RedisBackend: LimiterBackend {
     /// Pipelined writes of script calls sent since start (each gathers many requests).
     public var writes: UInt64 { counts.writes.load(ordering: .relaxed) }
     /// Connections to Redis up now.
-    public var connectionsUp: Int { client.connected }
+    public var connectionsUp: Int { lanes.values.reduce(0) { $0 + $1.client.connected } }
 
     /// Exact mode answers later (from Redis); fast mode at once, from this daemon's table.
     public var answersAtOnce: Bool { settings.fast }
@@ -187,7 +225,7 @@ public final class RedisBackend: LimiterBackend {
         counts.writes.add(1, ordering: .relaxed)
         counts.sizes.observe(Double(entries.count))
         let started = NIODeadline.now()
-        return client.evaluate(SyncScript.source, calls: calls, deadline: started + settings.timeout).map { replies -> Void in
+        return client.evaluate(SyncScript.script, calls: calls, deadline: started + settings.timeout).map { replies -> Void in
             let states = replies.flatMap { $0.elements ?? [$0] }
             guard states.count == entries.count else {
                 fast.restore(entries)
@@ -284,7 +322,8 @@ public final class RedisBackend: LimiterBackend {
             completion(decisions)
             return
         }
-        batcher.submit(calls) { result in
+        let lane = MultiThreadedEventLoopGroup.currentEventLoop.flatMap { lanes[ObjectIdentifier($0)] } ?? lane
+        lane.batcher.submit(calls) { result in
             var decisions = blank
             var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
             switch result {
@@ -452,7 +491,7 @@ public final class RedisBackend: LimiterBackend {
         let name = Self.keyName(key, limit)
         let call = RedisClient.ScriptCall(keys: [.string(name)],
                                           arguments: [.string(String(leaseID)), .integer(settings.useDaemonClock ? now / 1_000 : 0)])
-        client.evaluate(CheckScript.releaseSource, calls: [call], deadline: .now() + settings.timeout).whenComplete { result in
+        client.evaluate(CheckScript.releaseScript, calls: [call], deadline: .now() + settings.timeout).whenComplete { result in
             if case .success(let replies) = result, replies.first?.integer == 1 {
                 completion(true)
             } else {

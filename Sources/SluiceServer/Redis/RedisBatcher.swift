@@ -107,7 +107,7 @@ final class RedisBatcher: Sendable {
         let started = NIODeadline.now()
         let sent: EventLoopFuture<[RESPValue]>
         if checksPerCall == 1 {
-            sent = client.evaluate(CheckScript.source, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: started + timeout)
+            sent = client.evaluate(CheckScript.script, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: started + timeout)
         } else {
             var grouped: [RedisClient.ScriptCall] = [], sizes: [Int] = []
             var start = 0
@@ -117,7 +117,7 @@ final class RedisBatcher: Sendable {
                 sizes.append(end - start)
                 start = end
             }
-            sent = client.evaluate(CheckScript.batchSource, calls: grouped, deadline: started + timeout).map { replies in
+            sent = client.evaluate(CheckScript.batchScript, calls: grouped, deadline: started + timeout).map { replies in
                 Self.spread(replies, sizes: sizes)
             }
         }

@@ -283,7 +283,7 @@ extension RequestDispatcher {
         // only on `eventLoop`, here and when the decisions come back.
         let pending = NIOLoopBound((self, batch, work, arena, context), eventLoop: eventLoop)
         backend.decide(Array(work.scratch.items)) { decisions in
-            eventLoop.execute {
+            @Sendable func answer() {
                 let (dispatcher, batch, work, arena, context) = pending.value
                 withExtendedLifetime(arena) {
                     let target = work.scratch.decisions
@@ -294,6 +294,8 @@ extension RequestDispatcher {
                     promise.succeed(out)
                 }
             }
+            // Answered on the connection's loop: at once when the backend answers there.
+            if eventLoop.inEventLoop { answer() } else { eventLoop.execute { answer() } }
         }
         return promise.futureResult
     }
