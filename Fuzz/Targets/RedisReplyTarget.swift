@@ -1,4 +1,6 @@
+import SluiceCore
 import SluiceRedis
+import SluiceServer
 
 /// Redis replies as the client reads them: a stream read whole and the same stream read as it
 /// arrives in pieces (boundaries drawn from the input) give the same replies and end the same
@@ -58,6 +60,11 @@ enum RedisReplyTarget {
         }
         // Read back with the default limits: a status line's invalid UTF-8 reads as U+FFFD,
         // three bytes a byte, so what is written out can be longer than what was read.
+        // What the backend makes of a reply, as a check's verdict or as fast mode's state, is
+        // nil or sound for any reply: a server's numbers cannot trap it.
+        for value in whole {
+            if let problem = interpret(value) { return problem }
+        }
         let unlimited = RESPReader()
         for value in whole {
             var written: [UInt8] = []
@@ -65,6 +72,29 @@ enum RedisReplyTarget {
             var at = 0
             let reread = written.withUnsafeBytes { try? unlimited.read($0, at: &at) }
             guard reread == value, at == written.count else { return "\(value) written out does not read back as itself" }
+        }
+        return nil
+    }
+
+    static let limits: [BoundLimit] = [Algorithm.gcra, .tokenBucket, .slidingWindow, .fixedWindow, .concurrency].enumerated().compactMap {
+        guard let spec = try? LimitSpec(limit: 10, period: 1_000_000_000, algorithm: $0.element) else { return nil }
+        return BoundLimit.rule("fuzz", index: $0.offset, spec: spec)
+    }
+
+    /// A reply read as the check script's answer for one and for two limits, and as the sync
+    /// script's state for every algorithm; a problem, or nil.
+    static func interpret(_ value: RESPValue) -> String? {
+        let key = Fingerprint.of(tenant: "t", key: "k")
+        for limits in [BatchCheck.Limits.single(limits[0]), .rule(Array(limits.prefix(2)))] {
+            let item = BatchCheck(key: key, limits: limits, hits: 1, now: 1_767_225_600_000_000_000)
+            if let decision = RedisBackend.decision(value, item: item), decision.retryAfter < 0 || decision.resetAfter < 0 {
+                return "\(value) read as a decision with a negative time: \(decision)"
+            }
+        }
+        for limit in limits {
+            if let state = RedisBackend.fastState(value, spec: limit.spec), !state.matches(limit.spec.algorithm) {
+                return "\(value) read as a \(limit.spec.algorithm) state of another algorithm: \(state)"
+            }
         }
         return nil
     }

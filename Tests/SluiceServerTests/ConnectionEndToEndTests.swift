@@ -6,6 +6,7 @@ import SluiceCore
 import SluiceProto
 @testable import SluiceServer
 import Testing
+import SluiceTestKit
 
 @Suite("Connections end to end")
 struct ConnectionEndToEndTests {
@@ -213,7 +214,7 @@ enum RawListener {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)", path]
-        try process.run()
+        try process.spawn()
         process.waitUntilExit()
         return process.terminationStatus == 0
     }

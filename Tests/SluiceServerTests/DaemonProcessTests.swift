@@ -6,6 +6,7 @@ import SluiceClient
 import SluiceCore
 import SluiceProto
 import Testing
+import SluiceTestKit
 
 /// The real `sluiced` executable, as a user runs it.
 @Suite("sluiced process")
@@ -26,7 +27,7 @@ struct DaemonProcessTests {
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
-        try process.run()
+        try process.spawn()
         return (process, pipe)
     }
 
@@ -273,7 +274,7 @@ struct DaemonProcessTests {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try process.spawn()
         let output = out.fileHandleForReading.readDataToEndOfFile()
         let error = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
@@ -357,7 +358,7 @@ struct DaemonProcessTests {
         follower.arguments = ["alerts", "-e", "unix:\(socket)", "--recent", "0", "--count", "1"]
         let out = Pipe()
         follower.standardOutput = out
-        try follower.run()
+        try follower.spawn()
         for round in 0..<50 where follower.isRunning {
             try await Task.sleep(for: .milliseconds(200))
             try await stuff(from: "198.51.100.\(round + 1)", at: start + 10_000 + UInt64(round) * 2_000)

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import SluiceClient
 import SluiceProto
 import Testing
+import SluiceTestKit
 
 /// Durable reputation events against the real `sluiced`, killed with SIGKILL mid-stream.
 @Suite("sluiced durability")
@@ -16,7 +17,7 @@ struct DurabilityProcessTests {
         process.arguments = [database, "SELECT note FROM reputation_events;"]
         let output = Pipe()
         process.standardOutput = output
-        try process.run()
+        try process.spawn()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Set(String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init))

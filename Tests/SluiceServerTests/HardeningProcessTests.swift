@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import SluiceClient
 import SluiceProto
 import Testing
+import SluiceTestKit
 
 /// A blocking socket speaking raw bytes to a real `sluiced`, for what a well-behaved client
 /// never sends: exact hostile frames, reads split anywhere, stalls.
@@ -236,7 +237,7 @@ struct HardeningProcessTests {
             let output = Pipe()
             launcher.standardError = output
             launcher.standardOutput = output
-            try launcher.run()
+            try launcher.spawn()
             (process, pipe) = (launcher, output)
         } else {
             (process, pipe) = try DaemonProcessTests.launch(arguments)

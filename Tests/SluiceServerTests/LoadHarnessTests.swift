@@ -9,6 +9,7 @@ import SluiceProto
 @testable import SluiceServer
 import SluiceWire
 import Testing
+import SluiceTestKit
 
 /// sluice-bench's engine against real servers: a daemon on real sockets, and (when installed) a
 /// real redis-server running scripts/gcra.lua. The workloads use a fixed request clock or a
@@ -124,7 +125,7 @@ struct LoadHarnessTests {
         server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         server.arguments = ["--port", "0", "--unixsocket", socket, "--save", "", "--appendonly", "no", "--loglevel", "warning"]
         server.standardOutput = FileHandle.nullDevice
-        try server.run()
+        try server.spawn()
         defer {
             // SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM.
             kill(server.processIdentifier, SIGKILL)
@@ -138,7 +139,7 @@ struct LoadHarnessTests {
         cli.arguments = ["-s", socket, "SCRIPT", "LOAD", script]
         let pipe = Pipe()
         cli.standardOutput = pipe
-        try cli.run()
+        try cli.spawn()
         cli.waitUntilExit()
         let sha = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)

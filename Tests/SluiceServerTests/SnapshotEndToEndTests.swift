@@ -5,6 +5,7 @@ import SluiceCore
 import SluiceProto
 @testable import SluiceServer
 import Testing
+import SluiceTestKit
 
 /// A restart must not hand callers a fresh quota: through real daemons and a real file.
 @Suite("Snapshots end to end")
@@ -45,7 +46,7 @@ struct SnapshotEndToEndTests {
         // A process id that no longer runs: a child that exited.
         let gone = Process()
         gone.executableURL = URL(fileURLWithPath: "/bin/true")
-        try gone.run()
+        try gone.spawn()
         gone.waitUntilExit()
         let dead = gone.processIdentifier
         let stale = ["\(path).tmp-\(dead)", "\(path).anomaly.tmp-\(dead)", "\(path).tmp-\(getpid())"]

@@ -20,7 +20,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
-    try process.run()
+    try process.spawn()
     process.waitUntilExit()
     return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
 }

@@ -14,7 +14,7 @@ public final class SQLiteLockHolder {
         process.arguments = [path]
         process.standardInput = input
         process.standardOutput = output
-        try process.run()
+        try process.spawn()
         // `.timeout`: a daemon's commit under way when BEGIN IMMEDIATE runs would otherwise make
         // it fail ("database is locked") and the shell go on to print "held" without the lock.
         input.fileHandleForWriting.write(Data(".timeout 30000\nBEGIN IMMEDIATE;\n\(statement)\n.print held\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))

@@ -387,9 +387,11 @@ public final class RedisBackend: LimiterBackend {
     }
 
     /// The decision a script reply holds; nil for an error reply or one of the wrong shape.
-    static func decision(_ reply: RESPValue, item: BatchCheck) -> Decision? {
-        guard let fields = reply.elements?.compactMap({ $0.integer }), fields.count == 8,
-              let reason = DecisionReason(rawValue: UInt8(clamping: fields[1])), fields[2] >= 0 else { return nil }
+    package static func decision(_ reply: RESPValue, item: BatchCheck) -> Decision? {
+        // A reply of another shape, or with a negative count or time, is not the script's: the
+        // check takes the degraded path.
+        guard let fields = reply.elements?.compactMap({ $0.integer }), fields.count == 8, fields.dropFirst(2).allSatisfy({ $0 >= 0 }),
+              let reason = DecisionReason(rawValue: UInt8(clamping: fields[1])) else { return nil }
         let limits = Self.limits(of: item)
         guard fields[2] < limits.count else { return nil }
         var decision = Decision(allowed: fields[0] == 1, limit: UInt64(clamping: fields[3]), remaining: UInt64(clamping: fields[4]),
@@ -433,6 +435,9 @@ public final class RedisBackend: LimiterBackend {
         Decision(allowed: false, limit: 0, remaining: 0, resetAfter: 0, retryAfter: Int64(settings.timeout.nanoseconds), reason: .overLimit,
                  algorithm: algorithm(of: item))
     }
+
+    /// The table state fast mode's sync reply describes for `spec` (``FastSync/state(_:spec:)``).
+    package static func fastState(_ reply: RESPValue, spec: LimitSpec) -> LimiterState? { FastSync.state(reply, spec: spec) }
 
     /// Every limit a check is decided against.
     static func limits(of item: BatchCheck) -> [BoundLimit] {
