@@ -106,7 +106,9 @@ struct RedisEndToEndTests {
             #expect(down.state == "open" && down.decidedDegraded == 8)
             body = try HTTPGet.get(port: port, path: "/metrics").body
             #expect(sample("sluice_redis_breaker_state{state=\"open\"}", in: body) == 1)
-            #expect(sample("sluice_redis_breaker_opened_total", in: body) == 1)
+            // Once, or more on a machine slow enough for the 1 s cooldown to pass: a probe fails
+            // and the breaker opens again.
+            #expect((sample("sluice_redis_breaker_opened_total", in: body) ?? 0) >= 1)
             #expect(sample("sluice_redis_decisions_total{path=\"on_failure_local\"}", in: body) == 8)
             let errors = ["connect_failed", "connection_closed", "timeout", "unavailable"].compactMap {
                 sample("sluice_redis_errors_total{kind=\"\($0)\"}", in: body)
