@@ -53,6 +53,9 @@ extension Configuration {
         }
         fixed("listen.unix", \.unixListeners)
         fixed("backend", \.backend)
+        // A daemon that started with no check on Redis has no connection to it: a rule moved to
+        // Redis by a reload stays on the local table until a restart.
+        if !usesRedis, loaded.usesRedis { report.needsRestart.append("rules.*.backend") }
         fixed("redis", \.redis)
         fixed("listen.tcp", \.tcpListeners)
         fixed("server.threads", \.threads)

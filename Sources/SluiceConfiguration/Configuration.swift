@@ -51,6 +51,8 @@ public struct Configuration: Sendable {
         public var service: String?
         /// A limit relative to each subject's learned baseline; nil: the configured limits only.
         public var baseline: BaselineLimit?
+        /// Where its checks are decided, when not where `backend:` says for every rule.
+        public var backend: Backend?
 
         /// A rule.
         public init(name: String, limits: [BoundLimit]) {

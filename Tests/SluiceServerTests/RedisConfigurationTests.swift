@@ -38,6 +38,11 @@ struct RedisConfigurationTests {
         #expect(try ConfigurationLoader.parse("redis: { batch_window: 0 }", source: "t").redis.batchWindow == 0)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://[::1]:7000\" }", source: "t").redis.address == .tcp(host: "::1", port: 7000))
         #expect(try ConfigurationLoader.parse("redis: { url: \"unix:///run/redis.sock\" }", source: "t").redis.address == .unix(path: "/run/redis.sock"))
+        let perRule = try ConfigurationLoader.parse("rules: { a: { limit: 1, period: 1s, backend: redis }, b: { limit: 1, period: 1s } }", source: "t")
+        #expect(perRule.backend == .local && perRule.usesRedis && perRule.rules["a"]?.backend == .redis && perRule.rules["b"]?.backend == nil)
+        #expect(perRule.backendExceptions == Set(perRule.rules["a"]?.limits.map(\.identity) ?? []))
+        #expect(try ConfigurationLoader.parse("", source: "t").reloadPlan(applying: perRule).report.needsRestart.contains("rules.*.backend"),
+                "no Redis connection to move a rule to without a restart")
         let (_, report) = try ConfigurationLoader.parse("", source: "t").reloadPlan(applying: configuration)
         #expect(report.needsRestart.contains("backend") && report.needsRestart.contains("redis"))
     }
@@ -54,6 +59,7 @@ struct RedisConfigurationTests {
         ("redis: { batch_window: 20ms }", "redis.batch_window"),
         ("redis: { conections: 2 }", "conections"),
         ("redis: { mode: eventual }", "expected exact or fast"),
+        ("rules: { a: { limit: 1, period: 1s, backend: memcached } }", "rules.a.backend"),
         ("redis: { sync_interval: 20s }", "redis.sync_interval"),
         ("redis: { checks_per_call: 0 }", "redis.checks_per_call"),
         ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),

@@ -170,4 +170,38 @@ struct RedisEndToEndTests {
             }
         }
     }
+
+    @Test("backend per rule: with backend local, a rule saying backend: redis is shared by two daemons while the others stay per daemon, and a reload moves a rule")
+    func backendPerRule() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let yaml = { (movedRule: String) in """
+            redis: { url: "unix://\(redis.socket)", timeout: 2s }
+            rules:
+              shared: { limit: 10, period: 1h, backend: redis }
+              own: { limit: 10, period: 1h }
+              moved: { limit: 10, period: 1h\(movedRule) }
+            """ }
+        try await TestDaemon.with(yaml: yaml(""), clock: .monotonic) { one in
+            try await TestDaemon.with(yaml: yaml(""), clock: .monotonic) { two in
+                let a = try await SluiceClient.connect(to: one.unix), b = try await SluiceClient.connect(to: two.unix)
+                func allowed(_ rule: String, _ key: String) async throws -> Int {
+                    var count = 0
+                    for index in 0..<30 where try await (index % 2 == 0 ? a : b).verdict(Make.check(key, rule: rule)).allowed { count += 1 }
+                    return count
+                }
+                #expect(try await allowed("shared", "lee") == 10, "one limit for both daemons")
+                #expect(try await allowed("own", "lee") == 20, "each daemon its own")
+                #expect(try await allowed("moved", "lee") == 20)
+                let backend = try #require(one.daemon.dispatcher.backend as? RedisBackend)
+                #expect(backend.decidedLocally == 30 && backend.decidedInRedis + backend.deniedFromCache == 15)
+                // A reload that puts `moved` on Redis applies at once, on both.
+                _ = one.daemon.dispatcher.state.apply(try ConfigurationLoader.parse(yaml(", backend: redis"), source: "reload"))
+                _ = two.daemon.dispatcher.state.apply(try ConfigurationLoader.parse(yaml(", backend: redis"), source: "reload"))
+                #expect(try await allowed("moved", "max") == 10)
+                await a.close()
+                await b.close()
+            }
+        }
+    }
 }

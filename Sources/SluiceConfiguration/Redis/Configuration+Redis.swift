@@ -5,6 +5,24 @@ extension Configuration {
         case redis
     }
 
+    /// Whether any check is decided in Redis: `backend: redis`, or a rule (of any tenant) that
+    /// says so.
+    public var usesRedis: Bool {
+        backend == .redis || rules.values.contains { $0.backend == .redis }
+            || tenants.values.contains { $0.rules.values.contains { $0.backend == .redis } }
+    }
+
+    /// The identities of the limits of rules decided elsewhere than `backend:` says for every
+    /// rule (a rule's own `backend`).
+    public var backendExceptions: Set<UInt64> {
+        var exceptions: Set<UInt64> = []
+        let all = Array(rules.values) + tenants.values.flatMap { Array($0.rules.values) }
+        for rule in all where rule.backend != nil && rule.backend != backend {
+            for limit in rule.limits { exceptions.insert(limit.identity) }
+        }
+        return exceptions
+    }
+
     /// `redis:` the server the fleet's daemons share, and what a check does when it cannot answer.
     public struct RedisSettings: Sendable, Equatable {
         public enum Address: Sendable, Equatable {

@@ -32,6 +32,8 @@ public final class LiveConfiguration: Sendable {
     let anomalyShadow: Bool
     /// The subjects anomaly detection's responses apply to (its rollout); detection sees all.
     let anomalyRollout: CompiledFlag?
+    /// The limits of rules whose own `backend` is not `backend:`'s (``Configuration/backendExceptions``).
+    let backendExceptions: Set<UInt64>
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -47,6 +49,7 @@ public final class LiveConfiguration: Sendable {
         anomaly = AnomalyService.enabled(numbered)
         anomalyShadow = numbered.features[AnomalyService.feature]?.shadow == true
         anomalyRollout = numbered.features[AnomalyService.feature].map(CompiledFlag.init)
+        backendExceptions = numbered.backendExceptions
     }
 }
 

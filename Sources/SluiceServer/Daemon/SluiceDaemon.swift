@@ -136,8 +136,9 @@ public final class SluiceDaemon: Sendable {
         let chosen: any LimiterBackend
         if let backend {
             chosen = backend(table)
-        } else if configuration.backend == .redis {
-            chosen = RedisBackend(configuration.redis, local: table, group: group, logger: logger)
+        } else if configuration.usesRedis {
+            chosen = RedisBackend(configuration.redis, local: table, group: group, logger: logger,
+                                  routing: .init(state: state, remoteByDefault: configuration.backend == .redis))
             logger.info("limits are shared through Redis", metadata: ["redis": "\(configuration.redis.address)",
                                                                       "redis.on_failure": "\(configuration.redis.onFailure.rawValue)"])
         } else {

@@ -157,9 +157,10 @@ final class MetricsExporter: Sendable {
     func appendRedis(_ redis: RedisBackend, counter: (String, String, [(String, String)], UInt64) -> Void,
                      gauge: (String, String, [(String, String)], Double) -> Void) {
         let counts = redis.counts
-        let help = "Checks of backend: redis by where they were decided: in Redis, denied from the over-limit cache, or on the on_failure path."
+        let help = "Checks by where they were decided: in Redis, denied from the over-limit cache, on this daemon's table (a rule's backend: local), or on the on_failure path."
         counter("sluice_redis_decisions_total", help, [("path", "redis")], counts.decided.load(ordering: .relaxed))
         counter("sluice_redis_decisions_total", help, [("path", "cache")], counts.cached.load(ordering: .relaxed))
+        counter("sluice_redis_decisions_total", help, [("path", "local")], counts.local.load(ordering: .relaxed))
         counter("sluice_redis_decisions_total", help, [("path", "on_failure_\(redis.settings.degraded.rawValue)")],
                 counts.degraded.load(ordering: .relaxed))
         counter("sluice_redis_writes_total", "Pipelined writes of script calls sent to Redis.", [], counts.writes.load(ordering: .relaxed))

@@ -94,15 +94,48 @@ public final class RedisBackend: LimiterBackend {
     /// Where Redis listens, as a URL (`redis://host:port`, `unix:///path`).
     public let address: String
 
+    /// Which checks go to Redis: `backend:`'s choice for every rule, and the rules that say
+    /// otherwise (read from the configuration in force, so a reload applies).
+    public struct Routing: Sendable {
+        let state: LiveState
+        let remoteByDefault: Bool
+
+        public init(state: LiveState, remoteByDefault: Bool) {
+            self.state = state
+            self.remoteByDefault = remoteByDefault
+        }
+
+        /// The limits decided elsewhere than the default, on this thread.
+        @inline(__always)
+        func exceptions() -> Set<UInt64> { state.context().live.backendExceptions }
+
+        /// Whether `item` is decided in Redis, given `exceptions`.
+        @inline(__always)
+        func remote(_ item: BatchCheck, exceptions: Set<UInt64>) -> Bool {
+            guard !exceptions.isEmpty else { return remoteByDefault }
+            let identity: UInt64? = switch item.limits {
+            case .single(let limit): limit.identity
+            case .rule(let limits): limits.first?.identity
+            }
+            return identity.map { exceptions.contains($0) } == true ? !remoteByDefault : remoteByDefault
+        }
+    }
+
+    /// Nil: every check goes to Redis.
+    let routing: Routing?
+
     /// A backend over `client`, its batches timed on one loop of `group`.
     public convenience init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
-                            logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() })) {
-        self.init(lanes: [(group.next(), client)], local: local, settings: settings, group: group, logger: logger)
+                            logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() }),
+                            routing: Routing? = nil) {
+        self.init(lanes: [(group.next(), client)], local: local, settings: settings, group: group, logger: logger, routing: routing)
     }
 
     /// A backend with one client per event loop (each client's connections on its loop); `lanes`
     /// must not be empty.
-    init(lanes clients: [(any EventLoop, RedisClient)], local: LimiterTable, settings: Settings, group: any EventLoopGroup, logger: Logger) {
+    init(lanes clients: [(any EventLoop, RedisClient)], local: LimiterTable, settings: Settings, group: any EventLoopGroup, logger: Logger,
+         routing: Routing?) {
+        self.routing = routing
         let counts = RedisStatistics()
         self.counts = counts
         let made = clients.map { loop, client in
@@ -132,7 +165,8 @@ public final class RedisBackend: LimiterBackend {
     }
 
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
-    public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup, logger: Logger) {
+    public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup, logger: Logger,
+                            routing: Routing? = nil) {
         var client = RedisClient.Configuration(endpoint: {
             switch redis.address {
             case .tcp(let host, let port): return .tcp(host: host, port: port)
@@ -163,7 +197,8 @@ public final class RedisBackend: LimiterBackend {
         var perLoop = client
         perLoop.connections = max(1, redis.connections / max(1, loops.count))
         perLoop.maximumPending = max(1, redis.maxPending / max(1, loops.count))
-        self.init(lanes: loops.map { ($0, RedisClient(perLoop, group: $0)) }, local: local, settings: settings, group: group, logger: logger)
+        self.init(lanes: loops.map { ($0, RedisClient(perLoop, group: $0)) }, local: local, settings: settings, group: group, logger: logger,
+                  routing: routing)
     }
 
     /// Closes the connections; in fast mode, first sends what was admitted since the last sync
@@ -180,6 +215,8 @@ public final class RedisBackend: LimiterBackend {
     /// Checks decided in Redis, and on the degraded path, since start.
     public var decidedInRedis: UInt64 { counts.decided.load(ordering: .relaxed) }
     public var decidedDegraded: UInt64 { counts.degraded.load(ordering: .relaxed) }
+    /// Checks of rules decided on this daemon's own table (their `backend: local`).
+    public var decidedLocally: UInt64 { counts.local.load(ordering: .relaxed) }
     /// Checks denied from the over-limit cache, without asking Redis.
     public var deniedFromCache: UInt64 { counts.cached.load(ordering: .relaxed) }
     /// The circuit breaker's state: `closed` (asking Redis), `open`, `half_open` (probing).
@@ -255,7 +292,11 @@ public final class RedisBackend: LimiterBackend {
 
     /// A fast-mode check on this daemon's table, as the breaker says: the table (admitted hits
     /// recorded for the next sync), or the on_failure path.
-    func fastCheck(_ item: UnsafePointer<BatchCheck>, fast: FastSync) -> Decision {
+    func fastCheck(_ item: UnsafePointer<BatchCheck>, fast: FastSync, exceptions: Set<UInt64>) -> Decision {
+        if let routing, !routing.remote(item.pointee, exceptions: exceptions) {
+            counts.local.add(1, ordering: .relaxed)
+            return local.check(item)
+        }
         let decision: Decision
         if degradedNow.load(ordering: .relaxed) {
             counts.degraded.add(1, ordering: .relaxed)
@@ -283,7 +324,16 @@ public final class RedisBackend: LimiterBackend {
         calls.reserveCapacity(batch.count)
         var decisions = [Decision](repeating: .blocked(), count: batch.count)
         var fromCache: [Int] = []
+        var routedLocal = 0
+        let exceptions = routing?.exceptions() ?? []
         for (index, item) in batch.enumerated() where !item.skip {
+            // A rule decided on this daemon's own table (its `backend: local`): in full, now.
+            if let routing, !routing.remote(item, exceptions: exceptions) {
+                decisions[index] = withUnsafePointer(to: item) { local.check($0) }
+                fromCache.append(index)
+                routedLocal += 1
+                continue
+            }
             let limits = Self.limits(of: item)
             let leased = limits.contains { $0.spec.algorithm == .concurrency }
             let lease: UInt64 = leased && item.hits > 0 ? UInt64.random(in: 1...UInt64.max) : 0
@@ -306,7 +356,8 @@ public final class RedisBackend: LimiterBackend {
             calls.append(call)
             placed.append(index)
         }
-        if !fromCache.isEmpty { counts.cached.add(UInt64(fromCache.count), ordering: .relaxed) }
+        if routedLocal > 0 { counts.local.add(UInt64(routedLocal), ordering: .relaxed) }
+        if fromCache.count > routedLocal { counts.cached.add(UInt64(fromCache.count - routedLocal), ordering: .relaxed) }
         let answered = Set(placed + fromCache)
         guard !calls.isEmpty else {
             decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !answered.contains($0) }, into: &decisions)
@@ -465,7 +516,7 @@ public final class RedisBackend: LimiterBackend {
 
     public func check(_ item: UnsafePointer<BatchCheck>) -> Decision {
         guard let fast else { return local.check(item) }
-        return fastCheck(item, fast: fast)
+        return fastCheck(item, fast: fast, exceptions: routing?.exceptions() ?? [])
     }
 
     public func check(batch: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>) {
@@ -474,12 +525,17 @@ public final class RedisBackend: LimiterBackend {
             return
         }
         guard let base = batch.baseAddress else { return }
+        let exceptions = routing?.exceptions() ?? []
         if degradedNow.load(ordering: .relaxed) {
-            for index in batch.indices where !batch[index].skip { decisions[index] = fastCheck(base + index, fast: fast) }
+            for index in batch.indices where !batch[index].skip { decisions[index] = fastCheck(base + index, fast: fast, exceptions: exceptions) }
             return
         }
         local.check(batch: batch, into: decisions)
-        for index in batch.indices where !batch[index].skip { fast.record(base + index, admitted: decisions[index].allowed) }
+        for index in batch.indices where !batch[index].skip {
+            // A rule decided on this daemon's own table (its `backend: local`) is not shared.
+            if let routing, !routing.remote(batch[index], exceptions: exceptions) { continue }
+            fast.record(base + index, admitted: decisions[index].allowed)
+        }
     }
 
     public func evaluate(_ item: BatchCheck, factor: Double) -> Decision { local.evaluate(item, factor: factor) }

@@ -19,6 +19,8 @@ final class RedisStatistics: Sendable {
     let decided = Atomic<UInt64>(0)
     let cached = Atomic<UInt64>(0)
     let degraded = Atomic<UInt64>(0)
+    /// Checks of rules decided on this daemon's own table (a rule's `backend: local`).
+    let local = Atomic<UInt64>(0)
     /// Pipelined writes sent.
     let writes = Atomic<UInt64>(0)
     /// Times the breaker opened.
