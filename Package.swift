@@ -186,7 +186,7 @@ let package = Package(
         ),
         .target(
             name: "SluiceTestKit",
-            dependencies: ["SluiceCore", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            dependencies: ["SluiceCore", "SluiceLoad", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/SluiceTestKit"
         ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),

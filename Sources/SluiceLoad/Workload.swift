@@ -1,5 +1,8 @@
 import SluiceCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import SluiceIntelligence
 
 /// How keys are drawn.
@@ -105,7 +108,7 @@ public enum TraceReader {
             process.arguments = ["gzip", "-dc", path]
             let pipe = Pipe()
             process.standardOutput = pipe
-            try process.run()
+            try process.runSafely()
             input = pipe.fileHandleForReading
         } else {
             guard let handle = FileHandle(forReadingAtPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
@@ -151,7 +154,7 @@ public enum TraceReader {
             gzip.arguments = ["gzip", "-dc", path]
             let pipe = Pipe()
             gzip.standardOutput = pipe
-            try gzip.run()
+            try gzip.runSafely()
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             gzip.waitUntilExit()
             guard gzip.terminationStatus == 0 else { throw TraceError(description: "\(path): gzip -dc failed") }
@@ -269,5 +272,28 @@ extension CheckEvent {
     public init(_ row: CheckEvent) {
         self.init(timestampMs: Int64(row.timestampMs), tenant: row.tenant, subject: row.subject, ip: row.ip, route: row.route,
                   status: row.status, cost: row.cost)
+    }
+}
+
+extension Process {
+    /// Set once, before the first launch (see ``runSafely()``).
+    public static let largeAllocationsMapped: Bool = {
+        #if canImport(Glibc)
+        // mallopt(M_MMAP_THRESHOLD (-3 in glibc's malloc.h), 32 KiB), by name: <malloc.h> is not
+        // in Glibc's module.
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return false }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)(-3, 32 * 1_024) == 1
+        #else
+        return true
+        #endif
+    }()
+
+    /// `run()`, safe from a crash of Foundation's on Linux (swift-corelibs-foundation PR 5472,
+    /// fixed after Swift 6.3.1): it copies each `/proc/self/fd` entry's whole 256-byte name, past
+    /// the end of glibc's 32 KiB directory buffer when an entry sits at its end. With the mmap
+    /// threshold at 32 KiB that buffer gets pages of its own, with slack after it.
+    public func runSafely() throws {
+        _ = Self.largeAllocationsMapped
+        try run()
     }
 }
