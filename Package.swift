@@ -203,7 +203,7 @@ let package = Package(
         .testTarget(
             name: "SluiceStoreTests",
             dependencies: [
-                "SluiceStore", "SluiceIntelligence", "SluiceCore", "SluiceTestKit",
+                "SluiceStore", "SluiceIntelligence", "SluiceCore", "SluiceTestKit", "SluiceLoad",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

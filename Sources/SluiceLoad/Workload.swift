@@ -1,8 +1,5 @@
 import SluiceCore
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import SluiceIntelligence
 
 /// How keys are drawn.
@@ -101,14 +98,14 @@ public enum TraceReader {
     /// file is decompressed and parsed 4 MiB at a time, so memory does not grow with its length.
     public static func forEachRow(path: String, limit: Int? = nil, _ body: (CheckEvent) throws -> Void) throws {
         guard FileManager.default.isReadableFile(atPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
-        let process = Process()
+        let process = ChildProcess()
         let input: FileHandle
         if path.hasSuffix(".gz") {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = ["gzip", "-dc", path]
             let pipe = Pipe()
             process.standardOutput = pipe
-            try process.runSafely()
+            try process.run()
             input = pipe.fileHandleForReading
         } else {
             guard let handle = FileHandle(forReadingAtPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
@@ -149,12 +146,12 @@ public enum TraceReader {
     static func contents(of path: String) throws -> Data {
         if path.hasSuffix(".gz") {
             guard FileManager.default.isReadableFile(atPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
-            let gzip = Process()
+            let gzip = ChildProcess()
             gzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             gzip.arguments = ["gzip", "-dc", path]
             let pipe = Pipe()
             gzip.standardOutput = pipe
-            try gzip.runSafely()
+            try gzip.run()
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             gzip.waitUntilExit()
             guard gzip.terminationStatus == 0 else { throw TraceError(description: "\(path): gzip -dc failed") }
@@ -275,25 +272,3 @@ extension CheckEvent {
     }
 }
 
-extension Process {
-    /// Set once, before the first launch (see ``runSafely()``).
-    public static let largeAllocationsMapped: Bool = {
-        #if canImport(Glibc)
-        // mallopt(M_MMAP_THRESHOLD (-3 in glibc's malloc.h), 32 KiB), by name: <malloc.h> is not
-        // in Glibc's module.
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return false }
-        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32) -> Int32).self)(-3, 32 * 1_024) == 1
-        #else
-        return true
-        #endif
-    }()
-
-    /// `run()`, safe from a crash of Foundation's on Linux (swift-corelibs-foundation PR 5472,
-    /// fixed after Swift 6.3.1): it copies each `/proc/self/fd` entry's whole 256-byte name, past
-    /// the end of glibc's 32 KiB directory buffer when an entry sits at its end. With the mmap
-    /// threshold at 32 KiB that buffer gets pages of its own, with slack after it.
-    public func runSafely() throws {
-        _ = Self.largeAllocationsMapped
-        try run()
-    }
-}

@@ -7,6 +7,7 @@ import SluiceProto
 @testable import SluiceServer
 import Testing
 import SluiceTestKit
+import SluiceLoad
 
 @Suite("Connections end to end")
 struct ConnectionEndToEndTests {
@@ -211,10 +212,10 @@ struct ConnectionEndToEndTests {
 /// Leaves a socket file behind with no one listening, as a crashed daemon would.
 enum RawListener {
     static func bindAndAbandon(path: String) async throws -> Bool {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)", path]
-        try process.spawn()
+        try process.run()
         process.waitUntilExit()
         return process.terminationStatus == 0
     }

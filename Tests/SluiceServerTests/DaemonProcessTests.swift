@@ -7,6 +7,7 @@ import SluiceCore
 import SluiceProto
 import Testing
 import SluiceTestKit
+import SluiceLoad
 
 /// The real `sluiced` executable, as a user runs it.
 @Suite("sluiced process")
@@ -20,14 +21,14 @@ struct DaemonProcessTests {
         return url
     }
 
-    static func launch(_ arguments: [String]) throws -> (Process, Pipe) {
-        let process = Process()
+    static func launch(_ arguments: [String]) throws -> (ChildProcess, Pipe) {
+        let process = ChildProcess()
         process.executableURL = productsDirectory.appendingPathComponent("sluiced")
         process.arguments = arguments
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
-        try process.spawn()
+        try process.run()
         return (process, pipe)
     }
 
@@ -108,7 +109,7 @@ struct DaemonProcessTests {
         process.waitUntilExit()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 2)
-        #expect(output == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, baseline, burst, limit, limits, period, service\n")
+        #expect(output == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, period, service\n")
     }
 
     @Test("--print-default-config prints a file that --check-config accepts")
@@ -268,13 +269,13 @@ struct DaemonProcessTests {
 
     /// Runs sluicectl to completion: its exit status, standard output and standard error.
     static func sluicectl(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = productsDirectory.appendingPathComponent("sluicectl")
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.spawn()
+        try process.run()
         let output = out.fileHandleForReading.readDataToEndOfFile()
         let error = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
@@ -353,12 +354,12 @@ struct DaemonProcessTests {
         #expect(alert["kind"] as? String == "credential_stuffing" && alert["ip"] as? String == "192.0.2.1" && alert["scope"] as? String == "ip")
 
         // Following: alerts raised after it started, in the human format.
-        let follower = Process()
+        let follower = ChildProcess()
         follower.executableURL = Self.productsDirectory.appendingPathComponent("sluicectl")
         follower.arguments = ["alerts", "-e", "unix:\(socket)", "--recent", "0", "--count", "1"]
         let out = Pipe()
         follower.standardOutput = out
-        try follower.spawn()
+        try follower.run()
         for round in 0..<50 where follower.isRunning {
             try await Task.sleep(for: .milliseconds(200))
             try await stuff(from: "198.51.100.\(round + 1)", at: start + 10_000 + UInt64(round) * 2_000)

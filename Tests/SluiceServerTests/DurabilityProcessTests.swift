@@ -7,17 +7,18 @@ import SluiceClient
 import SluiceProto
 import Testing
 import SluiceTestKit
+import SluiceLoad
 
 /// Durable reputation events against the real `sluiced`, killed with SIGKILL mid-stream.
 @Suite("sluiced durability")
 struct DurabilityProcessTests {
     static func notes(in database: String) throws -> Set<String> {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
         process.arguments = [database, "SELECT note FROM reputation_events;"]
         let output = Pipe()
         process.standardOutput = output
-        try process.spawn()
+        try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Set(String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init))

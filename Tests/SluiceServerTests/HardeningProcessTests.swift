@@ -7,6 +7,7 @@ import SluiceClient
 import SluiceProto
 import Testing
 import SluiceTestKit
+import SluiceLoad
 
 /// A blocking socket speaking raw bytes to a real `sluiced`, for what a well-behaved client
 /// never sends: exact hostile frames, reads split anywhere, stalls.
@@ -220,24 +221,24 @@ struct HardeningProcessTests {
 
     /// Launches sluiced on `yaml` with a Unix socket, TCP on a free port and metrics on another.
     static func launch(_ name: String, yaml: String, extra: [String] = [], shell: String? = nil) throws
-        -> (process: Process, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int) {
+        -> (process: ChildProcess, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int) {
         let directory = try Self.directory(name)
         let file = "\(directory)/sluice.yaml"
         try yaml.write(toFile: file, atomically: true, encoding: .utf8)
         let port = try RawSocket.freePort(), metrics = try RawSocket.freePort()
         let arguments = ["--config", file, "--unix", "\(directory)/s.sock", "--tcp", "127.0.0.1:\(port)", "--metrics", "127.0.0.1:\(metrics)",
                          "--snapshot", "off", "--store", "off", "--log-format", "json"] + extra
-        let (process, pipe): (Process, Pipe)
+        let (process, pipe): (ChildProcess, Pipe)
         if let shell {
             // Through a shell that sets limits first, then becomes sluiced (exec).
             let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
-            let launcher = Process()
+            let launcher = ChildProcess()
             launcher.executableURL = URL(fileURLWithPath: "/bin/bash")
             launcher.arguments = ["-c", "\(shell); exec '\(DaemonProcessTests.productsDirectory.appendingPathComponent("sluiced").path)' \(quoted)"]
             let output = Pipe()
             launcher.standardError = output
             launcher.standardOutput = output
-            try launcher.spawn()
+            try launcher.run()
             (process, pipe) = (launcher, output)
         } else {
             (process, pipe) = try DaemonProcessTests.launch(arguments)
@@ -247,7 +248,7 @@ struct HardeningProcessTests {
 
     /// Waits until a launched daemon serves on its Unix socket and on its TCP port: it binds the
     /// Unix socket first, so a test that waited for that alone once found the port not yet open.
-    static func waitUntilServing(_ daemon: (process: Process, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int))
+    static func waitUntilServing(_ daemon: (process: ChildProcess, pipe: Pipe, directory: String, socket: String, port: Int, metrics: Int))
         async throws -> Bool {
         guard try await DaemonProcessTests.waitForSocket(daemon.socket) else { return false }
         for _ in 0..<300 {

@@ -121,11 +121,11 @@ struct LoadHarnessTests {
         let directory = TestDaemon.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/redis.sock"
-        let server = Process()
+        let server = ChildProcess()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         server.arguments = ["--port", "0", "--unixsocket", socket, "--save", "", "--appendonly", "no", "--loglevel", "warning"]
         server.standardOutput = FileHandle.nullDevice
-        try server.spawn()
+        try server.run()
         defer {
             // SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM.
             kill(server.processIdentifier, SIGKILL)
@@ -134,12 +134,12 @@ struct LoadHarnessTests {
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: socket) { usleep(50_000) }
         let script = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("scripts/gcra.lua"), encoding: .utf8)
-        let cli = Process()
+        let cli = ChildProcess()
         cli.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         cli.arguments = ["-s", socket, "SCRIPT", "LOAD", script]
         let pipe = Pipe()
         cli.standardOutput = pipe
-        try cli.spawn()
+        try cli.run()
         cli.waitUntilExit()
         let sha = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)

@@ -127,17 +127,23 @@ struct RedisFastModeTests {
         for _ in 0..<10 where Self.check(backend, "jo", limit, now: Self.start).allowed { allowed += 1 }
         #expect(allowed == 5, "this daemon's share while Redis is away")
         _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: .now() + .seconds(5)).get()
-        try await Task.sleep(for: .milliseconds(20))
-        // The next sync is the probe: it closes the breaker and delivers the 5 admitted hits.
-        try await backend.sync(now: Self.start).get()
+        // A sync after the cooldown is the probe: it closes the breaker and delivers the 5
+        // admitted hits. On a loaded machine a probe can time out too (Redis still working off
+        // what the pause held): the hits are kept and the next probe sends them.
+        var probes = 0
+        while backend.breakerState != "closed", probes < 100 {
+            try await Task.sleep(for: .milliseconds(50))
+            try await backend.sync(now: Self.start).get()
+            probes += 1
+        }
         #expect(backend.breakerState == "closed")
         let stored = try await admin.send(RESPCommand("GET", .string(RedisBackend.keyName(Fingerprint.of(tenant: "t", key: "jo"), limit))),
                                           deadline: .now() + .seconds(5)).get()
-        // GCRA: 5 hits of 360 s each from `start`, in microseconds; or 6: the sync that timed out
-        // was run by Redis once unpaused, and its hit is sent again (at least once: a hit is
-        // never lost, and one counted twice errs on the side of the limit).
-        let tat = stored.string.flatMap { Int64($0) }
-        #expect(tat == Self.start / 1_000 + 5 * 360_000_000 || tat == Self.start / 1_000 + 6 * 360_000_000, "\(stored)")
+        // GCRA: 5 hits of 360 s each from `start`, in microseconds; more when a sync that timed
+        // out was run by Redis once unpaused, and its hits are sent again (at least once: a hit
+        // is never lost, and one counted twice errs on the side of the limit).
+        let hits = stored.string.flatMap { Int64($0) }.map { ($0 - Self.start / 1_000) / 360_000_000 }
+        #expect(hits.map { $0 >= 5 && $0 <= 5 + 5 * Int64(probes) } == true, "\(stored), \(probes) probes")
     }
 
     /// The figures of docs/DISTRIBUTED.md: over-admission by daemons and sync interval, each

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import Testing
+import SluiceLoad
 
 /// `sluicectl reputation` and `sluicectl flags`, run as processes against the real `sluiced`
 /// started on its embedded default (reputation on, in shadow mode) with its own store.
@@ -12,7 +13,7 @@ struct ReputationCommandLineTests {
 
     /// A real sluiced on its own socket and store in `directory`, and a way to run sluicectl at it.
     struct Daemon {
-        let process: Process
+        let process: ChildProcess
         let socket: String
 
         init(directory: String, arguments: [String] = []) async throws {

@@ -6,6 +6,7 @@ import SluiceProto
 @testable import SluiceServer
 import Testing
 import SluiceTestKit
+import SluiceLoad
 
 /// A restart must not hand callers a fresh quota: through real daemons and a real file.
 @Suite("Snapshots end to end")
@@ -44,10 +45,9 @@ struct SnapshotEndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/table.snapshot"
         // A process id that no longer runs: a child that exited.
-        let gone = Process()
+        let gone = ChildProcess()
         gone.executableURL = URL(fileURLWithPath: "/bin/true")
-        try gone.spawn()
-        #expect(Process.largeAllocationsMapped, "the workaround for Foundation's Process.run is in place (mallopt)")
+        try gone.run()
         gone.waitUntilExit()
         let dead = gone.processIdentifier
         let stale = ["\(path).tmp-\(dead)", "\(path).anomaly.tmp-\(dead)", "\(path).tmp-\(getpid())"]

@@ -5,6 +5,7 @@ import SluiceIntelligence
 import SluiceStore
 import SluiceTestKit
 import Testing
+import SluiceLoad
 
 /// A fresh directory for one test's database files.
 func temporaryDirectory() -> String {
@@ -14,13 +15,13 @@ func temporaryDirectory() -> String {
 }
 
 func runSQLite(_ path: String, _ sql: String) throws -> String {
-    let process = Process()
+    let process = ChildProcess()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
     process.arguments = [path, sql]
     let output = Pipe()
     process.standardOutput = output
     process.standardError = output
-    try process.spawn()
+    try process.run()
     process.waitUntilExit()
     return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
 }

@@ -1,6 +1,7 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import SluiceLoad
 #endif
 
 /// A real redis-server for one test, on a Unix socket in a folder of its own (and on a TCP port
@@ -11,7 +12,7 @@ public final class RedisServer: @unchecked Sendable {
 
     public let directory: String
     public let socket: String
-    let process = Process()
+    let process = ChildProcess()
 
     /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only), in
     /// `directory` (a new one by default; an earlier server's, to restart it at the same socket).
@@ -24,7 +25,7 @@ public final class RedisServer: @unchecked Sendable {
                              "--dir", self.directory] + arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.spawn()
+        try process.run()
         // The socket file exists from bind(2); wait until a connection is accepted too. Up to
         // 30 s: a full test run starts many servers at once on two cores (the socket took more
         // than the 5 s this once allowed).

@@ -1,9 +1,10 @@
 import Foundation
+import SluiceLoad
 
 /// Another process (the `sqlite3` shell) holding a database's write lock, as a backup job or a
 /// second daemon pointed at the same file would.
 public final class SQLiteLockHolder {
-    let process = Process()
+    let process = ChildProcess()
     let input = Pipe()
     let output = Pipe()
 
@@ -14,7 +15,7 @@ public final class SQLiteLockHolder {
         process.arguments = [path]
         process.standardInput = input
         process.standardOutput = output
-        try process.spawn()
+        try process.run()
         // `.timeout`: a daemon's commit under way when BEGIN IMMEDIATE runs would otherwise make
         // it fail ("database is locked") and the shell go on to print "held" without the lock.
         input.fileHandleForWriting.write(Data(".timeout 30000\nBEGIN IMMEDIATE;\n\(statement)\n.print held\n.shell sleep \(seconds)\nCOMMIT;\n".utf8))
