@@ -1,0 +1,62 @@
+import Foundation
+import SluiceLoad
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// ChildProcess against real programs: output through a pipe read to its end, exit statuses, a
+/// signal's end, and no descriptor of the parent leaking into the child.
+@Suite("ChildProcess")
+struct ChildProcessTests {
+    @Test("output through a pipe reads to its end, and the exit status comes back")
+    func outputAndStatus() throws {
+        let child = ChildProcess()
+        child.executableURL = URL(fileURLWithPath: "/bin/sh")
+        child.arguments = ["-c", "printf 'out'; printf 'err' >&2; exit 3"]
+        let out = Pipe(), err = Pipe()
+        child.standardOutput = out
+        child.standardError = err
+        try child.run()
+        #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "out")
+        #expect(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) == "err")
+        child.waitUntilExit()
+        #expect(child.terminationStatus == 3 && child.terminationReason == .exit)
+        #expect(!child.isRunning)
+    }
+
+    @Test("a signal's end is told apart from an exit, and the child keeps only descriptors 0 to 2")
+    func signalAndDescriptors() throws {
+        // A pipe of the parent's, left open: the child must not hold its write end, or the
+        // read below would not see the end of the stream when the child's own output ends.
+        let stray = Pipe()
+        defer { try? stray.fileHandleForWriting.close() }
+        let child = ChildProcess()
+        child.executableURL = URL(fileURLWithPath: "/bin/sh")
+        child.arguments = ["-c", "ls /proc/self/fd | wc -l"]
+        let out = Pipe()
+        child.standardOutput = out
+        try child.run()
+        let count = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines))
+        // 0, 1, 2, and the one ls opens to read the folder.
+        #expect(count == 4, "\(String(describing: count)) descriptors")
+        #expect(child.terminationStatus == 0)
+
+        let sleeper = ChildProcess()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        #expect(sleeper.isRunning)
+        kill(sleeper.processIdentifier, SIGKILL)
+        sleeper.waitUntilExit()
+        #expect(sleeper.terminationReason == .uncaughtSignal && sleeper.terminationStatus == SIGKILL)
+    }
+
+    @Test("a missing executable is an error, not a crash")
+    func missing() {
+        let child = ChildProcess()
+        child.executableURL = URL(fileURLWithPath: "/nonexistent/program")
+        #expect(throws: (any Error).self) { try child.run() }
+    }
+}
