@@ -323,14 +323,15 @@ public final class RedisBackend: LimiterBackend {
         var leases: [UInt64] = []
         calls.reserveCapacity(batch.count)
         var decisions = [Decision](repeating: .blocked(), count: batch.count)
-        var fromCache: [Int] = []
+        // Decided here without Redis: from the over-limit cache, or a rule on the local table.
+        var decidedNow: [Int] = []
         var routedLocal = 0
         let exceptions = routing?.exceptions() ?? []
         for (index, item) in batch.enumerated() where !item.skip {
             // A rule decided on this daemon's own table (its `backend: local`): in full, now.
             if let routing, !routing.remote(item, exceptions: exceptions) {
                 decisions[index] = withUnsafePointer(to: item) { local.check($0) }
-                fromCache.append(index)
+                decidedNow.append(index)
                 routedLocal += 1
                 continue
             }
@@ -345,7 +346,7 @@ public final class RedisBackend: LimiterBackend {
                 // check's answer is not known yet.
                 if let denied = denials.denial(of: item, key: key) {
                     decisions[index] = denied
-                    fromCache.append(index)
+                    decidedNow.append(index)
                     continue
                 }
                 cacheKeys.append(key)
@@ -357,8 +358,8 @@ public final class RedisBackend: LimiterBackend {
             placed.append(index)
         }
         if routedLocal > 0 { counts.local.add(UInt64(routedLocal), ordering: .relaxed) }
-        if fromCache.count > routedLocal { counts.cached.add(UInt64(fromCache.count - routedLocal), ordering: .relaxed) }
-        let answered = Set(placed + fromCache)
+        if decidedNow.count > routedLocal { counts.cached.add(UInt64(decidedNow.count - routedLocal), ordering: .relaxed) }
+        let answered = Set(placed + decidedNow)
         guard !calls.isEmpty else {
             decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !answered.contains($0) }, into: &decisions)
             completion(decisions)
@@ -368,8 +369,8 @@ public final class RedisBackend: LimiterBackend {
         let blank = decisions, sent = placed, keys = cacheKeys, leaseIDs = leases
         // An open breaker sends nothing: the checks are decided now, on the degraded path.
         guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
-            let cachedSet = Set(fromCache)
-            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !cachedSet.contains($0) }, into: &decisions)
+            let alreadyDecided = Set(decidedNow)
+            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !alreadyDecided.contains($0) }, into: &decisions)
             completion(decisions)
             return
         }
