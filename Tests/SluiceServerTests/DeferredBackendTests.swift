@@ -190,11 +190,7 @@ struct DeferredBackendTests {
         }
         async let answered = client.send(pipelined: requests)
         // 270 batches: 128 are out at once (the connection's bound), the frames after them wait.
-        var waited = 0
-        while backend.count < 128, waited < 1_000 {
-            try await Task.sleep(for: .milliseconds(10))
-            waited += 1
-        }
+        try await RedisBackendTests.eventually { backend.count >= 128 }
         try await Task.sleep(for: .milliseconds(100))
         #expect(backend.count == 128)
         var rounds = 0
@@ -228,11 +224,7 @@ struct DeferredBackendTests {
             return request
         }
         async let answered = client.send(pipelined: requests)
-        var waited = 0
-        while backend.count < 5, waited < 1_000 {
-            try await Task.sleep(for: .milliseconds(10))
-            waited += 1
-        }
+        try await RedisBackendTests.eventually { backend.count >= 5 }
         async let stopped: Void = daemon.shutdown()
         // Past the quiet period the connection would close: it must wait for its answers.
         try await Task.sleep(for: .milliseconds(300))
