@@ -50,6 +50,10 @@ public final class ChildProcess: @unchecked Sendable {
                 let handle = reading ? pipe.fileHandleForReading : pipe.fileHandleForWriting
                 posix_spawn_file_actions_adddup2(&actions, handle.fileDescriptor, target)
                 closeInParent.append(handle)
+            case let handle as FileHandle where handle.fileDescriptor < 0:
+                // Foundation's `FileHandle.nullDevice` has no descriptor (-1): dup2 of it fails,
+                // and the child would write to the parent's stream.
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", reading ? O_RDONLY : O_WRONLY, 0)
             case let handle as FileHandle:
                 posix_spawn_file_actions_adddup2(&actions, handle.fileDescriptor, target)
             default: break

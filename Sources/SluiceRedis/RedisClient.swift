@@ -8,7 +8,7 @@ import Synchronization
 /// `maximumPending` commands in flight, or with no connection up, a send fails at once
 /// (``RedisClientError/Code/unavailable``), so the caller takes its degraded path instead of
 /// queueing without limit. It never blocks a thread.
-public final class RedisClient: Sendable {
+public final class RedisClient: RedisScripting {
     public struct Configuration: Sendable {
         public var endpoint: RedisEndpoint
         public var username: String?
@@ -56,6 +56,20 @@ public final class RedisClient: Sendable {
     public var connected: Int {
         state.withLockedValue { state in state.slots.filter { if case .up = $0 { true } else { false } }.count }
     }
+
+    /// Whether no connection is up yet and the first attempts are still under way (none failed):
+    /// a send fails now, but may not a moment later.
+    public var connecting: Bool {
+        state.withLockedValue { state in
+            !state.closed && state.slots.contains { if case .connecting = $0 { true } else { false } }
+                && !state.slots.contains { if case .up = $0 { true } else { false } }
+        }
+    }
+
+    /// One server: a script call's keys may lie in any slot.
+    public var slotted: Bool { false }
+
+    public var address: String { configuration.endpoint.url }
 
     func connect(_ index: Int) {
         let eventLoop = group.next()

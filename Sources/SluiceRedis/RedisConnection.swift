@@ -18,6 +18,9 @@ public struct RedisClientError: Error, Sendable, Equatable, CustomStringConverti
         case unavailable
         /// The server would not load or run a script.
         case scriptError = "script_error"
+        /// A Cluster redirected a command more often than a call follows, or answered with a
+        /// slot map that cannot be read.
+        case clusterError = "cluster_error"
     }
 
     public let code: Code
@@ -30,7 +33,7 @@ public struct RedisClientError: Error, Sendable, Equatable, CustomStringConverti
 }
 
 /// Where a Redis server listens.
-public enum RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
+public enum RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     case tcp(host: String, port: Int)
     case unix(path: String)
 

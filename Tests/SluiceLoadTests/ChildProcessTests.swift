@@ -25,6 +25,20 @@ struct ChildProcessTests {
         #expect(!child.isRunning)
     }
 
+    @Test("FileHandle.nullDevice (no descriptor of its own) sends the child's stream to /dev/null, not to the parent's")
+    func nullDevice() throws {
+        let child = ChildProcess()
+        child.executableURL = URL(fileURLWithPath: "/bin/sh")
+        child.arguments = ["-c", "exec 3>&1; readlink /proc/self/fd/3 >&2"]
+        child.standardOutput = FileHandle.nullDevice
+        let err = Pipe()
+        child.standardError = err
+        try child.run()
+        let target = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        child.waitUntilExit()
+        #expect(target.trimmingCharacters(in: .whitespacesAndNewlines) == "/dev/null")
+    }
+
     @Test("a signal's end is told apart from an exit, and the child keeps only descriptors 0 to 2")
     func signalAndDescriptors() throws {
         // A pipe of the parent's, left open: the child must not hold its write end, or the

@@ -38,6 +38,9 @@ struct RedisConfigurationTests {
         #expect(try ConfigurationLoader.parse("redis: { batch_window: 0 }", source: "t").redis.batchWindow == 0)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://[::1]:7000\" }", source: "t").redis.address == .tcp(host: "::1", port: 7000))
         #expect(try ConfigurationLoader.parse("redis: { url: \"unix:///run/redis.sock\" }", source: "t").redis.address == .unix(path: "/run/redis.sock"))
+        let cluster = try ConfigurationLoader.parse("redis: { cluster: [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2\"] }", source: "t").redis
+        #expect(cluster.cluster == [.tcp(host: "10.0.0.1", port: 7000), .tcp(host: "10.0.0.2", port: 6379)])
+        #expect(configuration.redis.cluster.isEmpty, "one server unless redis.cluster names nodes")
         let perRule = try ConfigurationLoader.parse("rules: { a: { limit: 1, period: 1s, backend: redis }, b: { limit: 1, period: 1s } }", source: "t")
         #expect(perRule.backend == .local && perRule.usesRedis && perRule.rules["a"]?.backend == .redis && perRule.rules["b"]?.backend == nil)
         #expect(perRule.backendExceptions == Set(perRule.rules["a"]?.limits.map(\.identity) ?? []))
@@ -63,6 +66,10 @@ struct RedisConfigurationTests {
         ("redis: { sync_interval: 20s }", "redis.sync_interval"),
         ("redis: { checks_per_call: 0 }", "redis.checks_per_call"),
         ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),
+        ("redis: { cluster: [] }", "expected from 1 to 1000 node addresses"),
+        ("redis: { cluster: \"redis://a:7000\" }", "expected a list"),
+        ("redis: { cluster: [\"redis://a:7000\", \"http://b\"] }", "redis.cluster[1]"),
+        ("redis: { url: \"redis://a\", cluster: [\"redis://b:7000\"] }", "either redis.url (one server) or redis.cluster"),
     ])
     func refused(yaml: String, expected: String) {
         let message = Self.failure(yaml)

@@ -39,6 +39,9 @@ extension Configuration {
         }
 
         public var address = Address.tcp(host: "127.0.0.1", port: 6379)
+        /// A Redis Cluster's nodes to read its slot map from (any of them; more than one in case
+        /// one is down); empty: the one server at `address`.
+        public var cluster: [Address] = []
         public var username: String?
         public var password: String?
         /// Connections kept open.

@@ -7,11 +7,18 @@ extension Reader {
     func readRedis(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.redis
         let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
-                         "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval"]
+                         "cluster", "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
             case "url": settings.address = try redisAddress(value, path)
+            case "cluster":
+                let nodes = try sequence(value, path)
+                guard !nodes.isEmpty, nodes.count <= 1_000 else { throw error(value, path, "expected from 1 to 1000 node addresses") }
+                settings.cluster = []
+                for (index, node) in nodes.enumerated() {
+                    settings.cluster.append(try redisAddress(node, "\(path)[\(index)]"))
+                }
             case "username": settings.username = try string(value, path)
             case "password": settings.password = try string(value, path)
             case "connections": settings.connections = try integer(value, path, 1...64)
@@ -35,6 +42,9 @@ extension Reader {
             case "sync_interval": settings.syncInterval = try duration(value, path, 100_000...10_000_000_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
+        }
+        if !settings.cluster.isEmpty, let url = try mapping(node, "redis", keys: keys).first(where: { $0.key == "url" }) {
+            throw error(url.value, "redis.url", "give either redis.url (one server) or redis.cluster (a Cluster's nodes), not both")
         }
         configuration.redis = settings
     }

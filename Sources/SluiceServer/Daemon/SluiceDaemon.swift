@@ -139,7 +139,7 @@ public final class SluiceDaemon: Sendable {
         } else if configuration.usesRedis {
             chosen = RedisBackend(configuration.redis, local: table, group: group, logger: logger,
                                   routing: .init(state: state, remoteByDefault: configuration.backend == .redis))
-            logger.info("limits are shared through Redis", metadata: ["redis": "\(configuration.redis.address)",
+            logger.info("limits are shared through Redis", metadata: ["redis": "\((chosen as? RedisBackend)?.address ?? "")",
                                                                       "redis.on_failure": "\(configuration.redis.onFailure.rawValue)"])
         } else {
             chosen = table

@@ -175,6 +175,14 @@ final class MetricsExporter: Sendable {
         }
         counter("sluice_redis_breaker_opened_total", "Times the circuit breaker opened.", [], counts.breakerOpened.load(ordering: .relaxed))
         gauge("sluice_redis_connections_up", "Connections to Redis up now.", [], Double(redis.connectionsUp))
+        if let cluster = redis.clusterCounts {
+            let help = "Redirections a Redis Cluster answered and the client followed: moved (the slot lives elsewhere), ask (the slot is moving), tryagain (its keys are split by a move)."
+            counter("sluice_redis_cluster_redirects_total", help, [("kind", "moved")], cluster.moved)
+            counter("sluice_redis_cluster_redirects_total", help, [("kind", "ask")], cluster.asked)
+            counter("sluice_redis_cluster_redirects_total", help, [("kind", "tryagain")], cluster.retried)
+            counter("sluice_redis_cluster_slot_map_reads_total", "Reads of the Cluster's slot map (CLUSTER SLOTS): at start, after a redirection or a node's failure.",
+                    [], cluster.refreshes)
+        }
         gauge("sluice_redis_denial_cache_entries", "Denials kept to answer again without Redis until their retry time.", [],
               Double(redis.denials?.count ?? 0))
     }

@@ -67,7 +67,7 @@ public final class RedisBackend: LimiterBackend {
     /// sent and answered there, with no hop to another thread (each hop was a wake-up: perf put
     /// a fifth of the daemon's time at 50 x 1 in task switches).
     struct Lane: Sendable {
-        let client: RedisClient
+        let client: any RedisScripting
         let batcher: RedisBatcher
     }
 
@@ -75,7 +75,7 @@ public final class RedisBackend: LimiterBackend {
     let lanes: [ObjectIdentifier: Lane]
     let lane: Lane
     /// The first lane's client (fast mode's syncs, releases from no event loop, tests).
-    var client: RedisClient { lane.client }
+    var client: any RedisScripting { lane.client }
     /// The degraded path's table, and the synchronous calls'.
     public let local: LimiterTable
     public let settings: Settings
@@ -125,7 +125,7 @@ public final class RedisBackend: LimiterBackend {
     let routing: Routing?
 
     /// A backend over `client`, its batches timed on one loop of `group`.
-    public convenience init(client: RedisClient, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
+    public convenience init(client: any RedisScripting, local: LimiterTable, settings: Settings, group: any EventLoopGroup,
                             logger: Logger = Logger(label: "sluiced.redis", factory: { _ in SwiftLogNoOpLogHandler() }),
                             routing: Routing? = nil) {
         self.init(lanes: [(group.next(), client)], local: local, settings: settings, group: group, logger: logger, routing: routing)
@@ -133,7 +133,7 @@ public final class RedisBackend: LimiterBackend {
 
     /// A backend with one client per event loop (each client's connections on its loop); `lanes`
     /// must not be empty.
-    init(lanes clients: [(any EventLoop, RedisClient)], local: LimiterTable, settings: Settings, group: any EventLoopGroup, logger: Logger,
+    init(lanes clients: [(any EventLoop, any RedisScripting)], local: LimiterTable, settings: Settings, group: any EventLoopGroup, logger: Logger,
          routing: Routing?) {
         self.routing = routing
         let counts = RedisStatistics()
@@ -146,7 +146,7 @@ public final class RedisBackend: LimiterBackend {
         lanes = Dictionary(made, uniquingKeysWith: { first, _ in first })
         // Both initializers pass one client at least (the convenience one a loop each).
         lane = made[0].1
-        address = lane.client.configuration.endpoint.url
+        address = lane.client.address
         self.local = local
         self.settings = settings
         self.logger = logger
@@ -167,12 +167,13 @@ public final class RedisBackend: LimiterBackend {
     /// The backend a configuration's `redis:` section describes, its connections on `group`.
     public convenience init(_ redis: Configuration.RedisSettings, local: LimiterTable, group: any EventLoopGroup, logger: Logger,
                             routing: Routing? = nil) {
-        var client = RedisClient.Configuration(endpoint: {
-            switch redis.address {
+        func endpoint(_ address: Configuration.RedisSettings.Address) -> RedisEndpoint {
+            switch address {
             case .tcp(let host, let port): return .tcp(host: host, port: port)
             case .unix(let path): return .unix(path: path)
             }
-        }())
+        }
+        var client = RedisClient.Configuration(endpoint: endpoint(redis.address))
         client.username = redis.username
         client.password = redis.password
         client.connections = redis.connections
@@ -197,8 +198,13 @@ public final class RedisBackend: LimiterBackend {
         var perLoop = client
         perLoop.connections = max(1, redis.connections / max(1, loops.count))
         perLoop.maximumPending = max(1, redis.maxPending / max(1, loops.count))
-        self.init(lanes: loops.map { ($0, RedisClient(perLoop, group: $0)) }, local: local, settings: settings, group: group, logger: logger,
-                  routing: routing)
+        let seeds = redis.cluster.map(endpoint)
+        // A Cluster: a pool per node on each loop, each loop's client with its own slot map.
+        let lanes = loops.map { loop -> (any EventLoop, any RedisScripting) in
+            guard !seeds.isEmpty else { return (loop, RedisClient(perLoop, group: loop)) }
+            return (loop, RedisClusterClient(RedisClusterClient.Configuration(seeds: seeds, node: perLoop), group: loop))
+        }
+        self.init(lanes: lanes, local: local, settings: settings, group: group, logger: logger, routing: routing)
     }
 
     /// Closes the connections; in fast mode, first sends what was admitted since the last sync
@@ -226,6 +232,14 @@ public final class RedisBackend: LimiterBackend {
     /// Connections to Redis up now.
     public var connectionsUp: Int { lanes.values.reduce(0) { $0 + $1.client.connected } }
 
+    /// A Cluster's redirections followed and slot map reads, over every lane; nil for one server.
+    public var clusterCounts: (moved: UInt64, asked: UInt64, retried: UInt64, refreshes: UInt64)? {
+        let clusters = lanes.values.compactMap { $0.client as? RedisClusterClient }
+        guard !clusters.isEmpty else { return nil }
+        let sums = clusters.map(\.statistics.counts).reduce([0, 0, 0, 0]) { zip($0, $1).map { $0 &+ $1 } }
+        return (sums[0], sums[1], sums[2], sums[3])
+    }
+
     /// Exact mode answers later (from Redis); fast mode at once, from this daemon's table.
     public var answersAtOnce: Bool { settings.fast }
 
@@ -239,26 +253,24 @@ public final class RedisBackend: LimiterBackend {
         guard let fast, fast.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return syncLoop.makeSucceededVoidFuture()
         }
-        let entries = fast.drain()
-        guard !entries.isEmpty else {
+        let drained = fast.drain()
+        guard !drained.isEmpty else {
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
         }
         // An open breaker waits for its probe: this sync, once the cooldown has passed.
         guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
-            fast.restore(entries)
+            fast.restore(drained)
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
         }
         let now = now ?? time.now()
-        let perCall = max(1, settings.checksPerCall)
-        var calls: [RedisClient.ScriptCall] = []
-        var start = 0
-        while start < entries.count {
-            let end = min(entries.count, start + perCall)
-            calls.append(SyncScript.call(entries[start..<end].map { FastSync.entry($0, now: now) }, slackMs: settings.slackMs))
-            start = end
-        }
+        let prepared = drained.map { FastSync.entry($0, now: now) }
+        // In a Cluster a call's entries share a slot: the replies come back in the groups' order.
+        let groups = client.groups(count: prepared.count, perCall: settings.checksPerCall) { prepared[$0].key.slot }
+        let calls = groups.map { group in SyncScript.call(group.map { prepared[$0] }, slackMs: settings.slackMs) }
+        let order = groups.flatMap { $0 }
+        let entries = order.map { drained[$0] }
         counts.writes.add(1, ordering: .relaxed)
         counts.sizes.observe(Double(entries.count))
         let started = NIODeadline.now()

@@ -24,7 +24,7 @@ final class RedisBatcher: Sendable {
         var open = false
     }
 
-    let client: RedisClient
+    let client: any RedisScripting
     let window: TimeAmount
     let maxBatch: Int
     let timeout: TimeAmount
@@ -35,7 +35,7 @@ final class RedisBatcher: Sendable {
     let checksPerCall: Int
     let slackMs: Int64
 
-    init(client: RedisClient, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop,
+    init(client: any RedisScripting, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop,
          statistics: RedisStatistics, checksPerCall: Int, slackMs: Int64) {
         self.statistics = statistics
         self.checksPerCall = max(1, checksPerCall)
@@ -109,16 +109,18 @@ final class RedisBatcher: Sendable {
         if checksPerCall == 1 {
             sent = client.evaluate(CheckScript.script, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: started + timeout)
         } else {
-            var grouped: [RedisClient.ScriptCall] = [], sizes: [Int] = []
-            var start = 0
-            while start < calls.count {
-                let end = min(calls.count, start + checksPerCall)
-                grouped.append(CheckScript.batchCall(calls[start..<end], slackMs: slackMs))
-                sizes.append(end - start)
-                start = end
-            }
+            // In a Cluster a call's checks share a slot (their keys' hash tag): the replies are
+            // put back in the checks' order.
+            let groups = client.groups(count: calls.count, perCall: checksPerCall) { calls[$0].keys.first?.slot ?? 0 }
+            let grouped = groups.map { group in CheckScript.batchCall(group.map { calls[$0] }, slackMs: slackMs) }
+            let sizes = groups.map(\.count)
+            let inOrder = !client.slotted
             sent = client.evaluate(CheckScript.batchScript, calls: grouped, deadline: started + timeout).map { replies in
-                Self.spread(replies, sizes: sizes)
+                let spread = Self.spread(replies, sizes: sizes)
+                guard !inOrder, spread.count == calls.count else { return spread }
+                var ordered = spread
+                for (position, index) in groups.joined().enumerated() { ordered[index] = spread[position] }
+                return ordered
             }
         }
         sent.whenComplete { result in
