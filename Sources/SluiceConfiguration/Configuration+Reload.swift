@@ -56,6 +56,9 @@ extension Configuration {
         // A daemon that started with no check on Redis has no connection to it: a rule moved to
         // Redis by a reload stays on the local table until a restart.
         if !usesRedis, loaded.usesRedis { report.needsRestart.append("rules.*.backend") }
+        // A daemon whose every rule was fast answers every check at once, on its event loop: a
+        // rule made exact by a reload stays fast until a restart.
+        if usesRedis, !decidesExactly, loaded.decidesExactly { report.needsRestart.append("rules.*.mode") }
         fixed("redis", \.redis)
         fixed("listen.tcp", \.tcpListeners)
         fixed("server.threads", \.threads)

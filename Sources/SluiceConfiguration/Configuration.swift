@@ -53,6 +53,9 @@ public struct Configuration: Sendable {
         public var baseline: BaselineLimit?
         /// Where its checks are decided, when not where `backend:` says for every rule.
         public var backend: Backend?
+        /// How it is decided in Redis (each check there, or on each daemon's table synced with
+        /// it), when not as `redis.mode` says; no effect on a rule decided locally.
+        public var mode: RedisSettings.Mode?
 
         /// A rule.
         public init(name: String, limits: [BoundLimit]) {

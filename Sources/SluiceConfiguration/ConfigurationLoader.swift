@@ -332,8 +332,9 @@ final class Reader {
             guard !name.isEmpty, name.utf8.count <= configuration.maxKeyBytes else {
                 throw error(ruleNode, rulePath, "a rule name must be 1 to \(configuration.maxKeyBytes) bytes")
             }
-            let all = try mapping(ruleNode, rulePath, keys: ["algorithm", "limit", "period", "burst", "limits", "service", "baseline", "backend"])
-            let pairs = all.filter { $0.key != "service" && $0.key != "baseline" && $0.key != "backend" }
+            let all = try mapping(ruleNode, rulePath, keys: ["algorithm", "limit", "period", "burst", "limits", "service", "baseline", "backend",
+                                                             "mode"])
+            let pairs = all.filter { !["service", "baseline", "backend", "mode"].contains($0.key) }
             var ruleAlgorithm = configuration.defaultAlgorithm
             for (k, v) in pairs where k == "algorithm" { ruleAlgorithm = try algorithm(v, "\(rulePath).algorithm") }
             var specs: [LimitSpec] = []
@@ -363,6 +364,7 @@ final class Reader {
                     rule.service = service
                 case "baseline": rule.baseline = try readBaseline(value, "\(rulePath).baseline")
                 case "backend": rule.backend = try readBackend(value, "\(rulePath).backend")
+                case "mode": rule.mode = try choice(value, "\(rulePath).mode", expected: "exact or fast")
                 default: break
                 }
             }

@@ -103,6 +103,14 @@ public final class RedisClusterClient: RedisScripting {
         }
     }
 
+    /// The node the map names for `slot` now; nil while unknown.
+    public func owner(of slot: Int) -> RedisEndpoint? {
+        state.withLockedValue { state in
+            let node = Int(state.slots[slot])
+            return node >= 0 ? state.nodes[node].endpoint : nil
+        }
+    }
+
     public func shutdown() {
         let nodes = state.withLockedValue { state in
             state.closed = true

@@ -100,17 +100,20 @@ struct RedisClusterTests {
         for port in cluster.ports { #expect(try cluster.keys(port) > 10, "node \(port)") }
     }
 
-    @Test("a slot moved while two daemons check a key in it is followed (ASK, TRYAGAIN, MOVED): every check decided in Redis, exactly the limit admitted")
+    @Test("a slot moved while two daemons check a key in it is followed (TRYAGAIN, ASK, then the new owner): every check decided in Redis, exactly the limit admitted")
     func slotMovedDuringLoad() async throws {
         let cluster = try RedisCluster()
         defer { cluster.stop() }
-        let one = Self.backend(cluster), two = Self.backend(cluster)
+        // `idle` reads the map before the move and checks nothing during it: its map is stale.
+        let one = Self.backend(cluster), two = Self.backend(cluster), idle = Self.backend(cluster)
         defer {
             one.shutdown()
             two.shutdown()
+            idle.shutdown()
         }
         try await Self.mapped(one)
         try await Self.mapped(two)
+        try await Self.mapped(idle)
         // Two limits, so two keys move one at a time: between them a call finds one key here and
         // one gone (TRYAGAIN). 300 an hour in a fixed window decides; the GCRA never does.
         let limits: [BoundLimit] = [.rule("hot", index: 0, spec: try Self.spec(300, 3_600 * Self.second, .fixedWindow)),
@@ -152,10 +155,17 @@ struct RedisClusterTests {
         #expect(one.decidedDegraded == 0 && two.decidedDegraded == 0, "\(one.counts.errorCounts) \(String(describing: one.clusterCounts))")
         #expect(one.decidedInRedis + two.decidedInRedis == UInt64(counts.total))
         let redirects = try [one, two].map { try Self.cluster($0).statistics.counts }.reduce([0, 0, 0, 0]) { zip($0, $1).map { $0 + $1 } }
-        #expect(redirects[0] > 0, "MOVED followed after the move: \(redirects)")
+        // After the move: a MOVED taught the map, or a read of the map (after an ASK) found it.
+        for backend in [one, two] { #expect(try Self.cluster(backend).owner(of: slot) == .tcp(host: "127.0.0.1", port: to)) }
         #expect(redirects[2] > 0, "TRYAGAIN retried while the keys were split: \(redirects)")
         #expect(redirects[1] > 0, "ASK followed once both keys had gone, before the move was final: \(redirects)")
         #expect(try Self.cluster(one).slotOwners.count == 3)
+        // The stale map sends the next check to the old owner, whose MOVED is followed.
+        let late = await RedisBackendTests.decide(idle, [BatchCheck(key: key, limits: .rule(limits), hits: 1, now: Int64(Date().timeIntervalSince1970 * 1e9))])
+        #expect(!late[0].allowed && late[0].limit == 300, "decided in Redis, over the limit: \(late[0])")
+        #expect(try Self.cluster(idle).statistics.moved.load(ordering: .relaxed) == 1)
+        #expect(try Self.cluster(idle).owner(of: slot) == .tcp(host: "127.0.0.1", port: to))
+        #expect(idle.decidedInRedis == 1 && idle.decidedDegraded == 0)
     }
 
     @Test("two daemons configured with redis.cluster share each limit across the Cluster's nodes; stats and /metrics show it")

@@ -41,6 +41,17 @@ struct RedisConfigurationTests {
         let cluster = try ConfigurationLoader.parse("redis: { cluster: [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2\"] }", source: "t").redis
         #expect(cluster.cluster == [.tcp(host: "10.0.0.1", port: 7000), .tcp(host: "10.0.0.2", port: 6379)])
         #expect(configuration.redis.cluster.isEmpty, "one server unless redis.cluster names nodes")
+        let modes = try ConfigurationLoader.parse("redis: { mode: fast }\nrules: { a: { limit: 1, period: 1s, mode: exact }, b: { limit: 1, period: 1s, mode: fast } }",
+                                                  source: "t")
+        #expect(modes.rules["a"]?.mode == .exact && modes.rules["b"]?.mode == .fast && modes.decidesExactly)
+        #expect(modes.modeExceptions == Set(modes.rules["a"]?.limits.map(\.identity) ?? []), "b's mode is redis.mode's: no exception")
+        let allFast = try ConfigurationLoader.parse("backend: redis\nredis: { mode: fast }\nrules: { a: { limit: 1, period: 1s } }", source: "t")
+        #expect(!allFast.decidesExactly)
+        let madeExact = try ConfigurationLoader.parse("backend: redis\nredis: { mode: fast }\nrules: { a: { limit: 1, period: 1s, mode: exact } }",
+                                                      source: "t")
+        #expect(allFast.reloadPlan(applying: madeExact).report.needsRestart.contains("rules.*.mode"),
+                "a daemon whose every rule was fast answers at once: an exact rule needs a restart")
+        #expect(!madeExact.reloadPlan(applying: allFast).report.needsRestart.contains("rules.*.mode"))
         let perRule = try ConfigurationLoader.parse("rules: { a: { limit: 1, period: 1s, backend: redis }, b: { limit: 1, period: 1s } }", source: "t")
         #expect(perRule.backend == .local && perRule.usesRedis && perRule.rules["a"]?.backend == .redis && perRule.rules["b"]?.backend == nil)
         #expect(perRule.backendExceptions == Set(perRule.rules["a"]?.limits.map(\.identity) ?? []))
@@ -67,6 +78,7 @@ struct RedisConfigurationTests {
         ("redis: { checks_per_call: 0 }", "redis.checks_per_call"),
         ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),
         ("redis: { cluster: [] }", "expected from 1 to 1000 node addresses"),
+        ("rules: { a: { limit: 1, period: 1s, mode: eventual } }", "rules.a.mode"),
         ("redis: { cluster: \"redis://a:7000\" }", "expected a list"),
         ("redis: { cluster: [\"redis://a:7000\", \"http://b\"] }", "redis.cluster[1]"),
         ("redis: { url: \"redis://a\", cluster: [\"redis://b:7000\"] }", "either redis.url (one server) or redis.cluster"),

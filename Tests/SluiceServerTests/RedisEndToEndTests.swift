@@ -173,6 +173,46 @@ struct RedisEndToEndTests {
         }
     }
 
+    @Test("mode per rule: an exact rule and a fast one on two daemons, either way round; each holds its limit across both",
+          arguments: ["exact", "fast"])
+    func modePerRule(defaultMode: String) async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let other = defaultMode == "exact" ? "fast" : "exact"
+        let yaml = """
+            backend: redis
+            redis: { url: "unix://\(redis.socket)", timeout: 2s, mode: \(defaultMode), sync_interval: 1ms }
+            rules:
+              by-default: { limit: 10, period: 1h }
+              own-mode: { limit: 10, period: 1h, mode: \(other) }
+            """
+        try await TestDaemon.with(yaml: yaml, clock: .monotonic) { one in
+            try await TestDaemon.with(yaml: yaml, clock: .monotonic) { two in
+                let backend = try #require(one.daemon.dispatcher.backend as? RedisBackend)
+                #expect(!backend.answersAtOnce, "an exact rule is answered from Redis, later, whichever the default")
+                let a = try await SluiceClient.connect(to: one.unix), b = try await SluiceClient.connect(to: two.unix)
+                var allowed: [String: Int] = [:]
+                let before = backend.decidedInRedis
+                for index in 0..<30 {
+                    for rule in ["by-default", "own-mode"] where try await (index % 2 == 0 ? a : b).verdict(Make.check("pat", rule: rule)).allowed {
+                        allowed[rule, default: 0] += 1
+                    }
+                    // Slower than the syncs, as in the fast-mode test.
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let exact = defaultMode == "exact" ? "by-default" : "own-mode", fast = defaultMode == "exact" ? "own-mode" : "by-default"
+                #expect(allowed[exact] == 10, "\(exact) is exact: \(allowed)")
+                #expect((10...11).contains(allowed[fast] ?? 0), "\(fast) is fast, within N - 1 of the limit: \(allowed)")
+                // This daemon's 15 exact checks went to Redis, or were denied from the cache;
+                // its fast ones were synced (each sync adopts the state of the keys it sent).
+                #expect(backend.decidedInRedis - before + backend.deniedFromCache >= 15)
+                #expect(backend.fast.syncs.load(ordering: .relaxed) > 0, "the fast rule's hits were synced")
+                await a.close()
+                await b.close()
+            }
+        }
+    }
+
     @Test("backend per rule: with backend local, a rule saying backend: redis is shared by two daemons while the others stay per daemon, and a reload moves a rule")
     func backendPerRule() async throws {
         let redis = try RedisServer()

@@ -23,6 +23,24 @@ extension Configuration {
         return exceptions
     }
 
+    /// The identities of the limits of rules decided in Redis otherwise than `redis.mode` says
+    /// for every rule (a rule's own `mode`).
+    public var modeExceptions: Set<UInt64> {
+        var exceptions: Set<UInt64> = []
+        let all = Array(rules.values) + tenants.values.flatMap { Array($0.rules.values) }
+        for rule in all where rule.mode != nil && rule.mode != redis.mode {
+            for limit in rule.limits { exceptions.insert(limit.identity) }
+        }
+        return exceptions
+    }
+
+    /// Whether some check may be decided exactly, in Redis, and be answered later: `redis.mode`
+    /// is exact, or a rule says so.
+    public var decidesExactly: Bool {
+        redis.mode == .exact || rules.values.contains { $0.mode == .exact }
+            || tenants.values.contains { $0.rules.values.contains { $0.mode == .exact } }
+    }
+
     /// `redis:` the server the fleet's daemons share, and what a check does when it cannot answer.
     public struct RedisSettings: Sendable, Equatable {
         public enum Address: Sendable, Equatable {

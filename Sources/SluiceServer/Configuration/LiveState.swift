@@ -34,6 +34,8 @@ public final class LiveConfiguration: Sendable {
     let anomalyRollout: CompiledFlag?
     /// The limits of rules whose own `backend` is not `backend:`'s (``Configuration/backendExceptions``).
     let backendExceptions: Set<UInt64>
+    /// The limits of rules whose own `mode` is not `redis.mode`'s (``Configuration/modeExceptions``).
+    let modeExceptions: Set<UInt64>
 
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
@@ -50,6 +52,7 @@ public final class LiveConfiguration: Sendable {
         anomalyShadow = numbered.features[AnomalyService.feature]?.shadow == true
         anomalyRollout = numbered.features[AnomalyService.feature].map(CompiledFlag.init)
         backendExceptions = numbered.backendExceptions
+        modeExceptions = numbered.modeExceptions
     }
 }
 

@@ -84,8 +84,10 @@ public final class RedisBackend: LimiterBackend {
     let time: TimeSource
     let counts: RedisStatistics
     let denials: DenialCache?
-    /// Fast mode's record of admitted hits; nil in exact mode.
-    let fast: FastSync?
+    /// Fast mode's record of admitted hits (of every rule in fast mode, `redis.mode`'s or its own).
+    let fast: FastSync
+    /// Whether every check is answered at once (every rule in fast mode, from the start).
+    public let answersAtOnce: Bool
     /// Whether checks take the on_failure path now (the breaker is open), for fast mode's
     /// synchronous checks: one load, no lock.
     let degradedNow = Atomic<Bool>(false)
@@ -112,12 +114,22 @@ public final class RedisBackend: LimiterBackend {
         /// Whether `item` is decided in Redis, given `exceptions`.
         @inline(__always)
         func remote(_ item: BatchCheck, exceptions: Set<UInt64>) -> Bool {
-            guard !exceptions.isEmpty else { return remoteByDefault }
+            Self.flips(item, exceptions) ? !remoteByDefault : remoteByDefault
+        }
+
+        /// The limits of rules decided in another mode than `redis.mode`, on this thread.
+        @inline(__always)
+        func modeExceptions() -> Set<UInt64> { state.context().live.modeExceptions }
+
+        /// Whether `item`'s rule is one of `exceptions`.
+        @inline(__always)
+        static func flips(_ item: BatchCheck, _ exceptions: Set<UInt64>) -> Bool {
+            guard !exceptions.isEmpty else { return false }
             let identity: UInt64? = switch item.limits {
             case .single(let limit): limit.identity
             case .rule(let limits): limits.first?.identity
             }
-            return identity.map { exceptions.contains($0) } == true ? !remoteByDefault : remoteByDefault
+            return identity.map { exceptions.contains($0) } == true
         }
     }
 
@@ -152,10 +164,15 @@ public final class RedisBackend: LimiterBackend {
         self.logger = logger
         time = TimeSource()
         breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
-        denials = settings.denialCacheSize > 0 && !settings.fast ? DenialCache(capacity: settings.denialCacheSize) : nil
-        fast = settings.fast ? FastSync(capacity: settings.maxPendingSync) : nil
+        // Some rule decided otherwise than the default, from the start (a reload that makes a
+        // rule exact while every rule was fast needs a restart: see `rules.*.mode`).
+        let mixed = !(routing?.modeExceptions().isEmpty ?? true)
+        answersAtOnce = settings.fast && !mixed
+        denials = settings.denialCacheSize > 0 && !answersAtOnce ? DenialCache(capacity: settings.denialCacheSize) : nil
+        fast = FastSync(capacity: settings.maxPendingSync)
         syncLoop = group.next()
-        if fast != nil, settings.syncInterval > .zero {
+        // Exact mode syncs too: a reload may make a rule fast.
+        if settings.syncInterval > .zero {
             let loop = syncLoop
             let task = loop.scheduleRepeatedAsyncTask(initialDelay: settings.syncInterval, delay: settings.syncInterval) { [weak self] _ in
                 self?.sync() ?? loop.makeSucceededVoidFuture()
@@ -214,7 +231,7 @@ public final class RedisBackend: LimiterBackend {
             task?.cancel()
             task = nil
         }
-        if fast != nil { try? sync().wait() }
+        try? sync().wait()
         for lane in lanes.values { lane.client.shutdown() }
     }
 
@@ -240,8 +257,6 @@ public final class RedisBackend: LimiterBackend {
         return (sums[0], sums[1], sums[2], sums[3])
     }
 
-    /// Exact mode answers later (from Redis); fast mode at once, from this daemon's table.
-    public var answersAtOnce: Bool { settings.fast }
 
     // MARK: Fast mode
 
@@ -250,7 +265,8 @@ public final class RedisBackend: LimiterBackend {
     /// next sync). One sync at a time: a call while one is out completes at once.
     @discardableResult
     public func sync(now: Int64? = nil) -> EventLoopFuture<Void> {
-        guard let fast, fast.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+        let fast = self.fast
+        guard fast.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return syncLoop.makeSucceededVoidFuture()
         }
         let drained = fast.drain()
@@ -339,12 +355,22 @@ public final class RedisBackend: LimiterBackend {
         var decidedNow: [Int] = []
         var routedLocal = 0
         let exceptions = routing?.exceptions() ?? []
+        let modes = routing?.modeExceptions() ?? []
+        var fastNow = 0
         for (index, item) in batch.enumerated() where !item.skip {
             // A rule decided on this daemon's own table (its `backend: local`): in full, now.
             if let routing, !routing.remote(item, exceptions: exceptions) {
                 decisions[index] = withUnsafePointer(to: item) { local.check($0) }
                 decidedNow.append(index)
                 routedLocal += 1
+                continue
+            }
+            // A rule in fast mode (`redis.mode`'s or its own): on this daemon's table, now,
+            // its hits sent with the next sync.
+            if settings.fast != Routing.flips(item, modes) {
+                decisions[index] = withUnsafePointer(to: item) { fastCheck($0, fast: fast, exceptions: exceptions) }
+                decidedNow.append(index)
+                fastNow += 1
                 continue
             }
             let limits = Self.limits(of: item)
@@ -370,7 +396,7 @@ public final class RedisBackend: LimiterBackend {
             placed.append(index)
         }
         if routedLocal > 0 { counts.local.add(UInt64(routedLocal), ordering: .relaxed) }
-        if decidedNow.count > routedLocal { counts.cached.add(UInt64(decidedNow.count - routedLocal), ordering: .relaxed) }
+        if decidedNow.count > routedLocal + fastNow { counts.cached.add(UInt64(decidedNow.count - routedLocal - fastNow), ordering: .relaxed) }
         let answered = Set(placed + decidedNow)
         guard !calls.isEmpty else {
             decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !answered.contains($0) }, into: &decisions)
@@ -528,12 +554,12 @@ public final class RedisBackend: LimiterBackend {
     // The synchronous calls: the local table (see the type's comment).
 
     public func check(_ item: UnsafePointer<BatchCheck>) -> Decision {
-        guard let fast else { return local.check(item) }
+        guard answersAtOnce else { return local.check(item) }
         return fastCheck(item, fast: fast, exceptions: routing?.exceptions() ?? [])
     }
 
     public func check(batch: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>) {
-        guard let fast else {
+        guard answersAtOnce else {
             local.check(batch: batch, into: decisions)
             return
         }
