@@ -141,7 +141,7 @@ public enum LoadDriver {
         guard plan.connections >= 1, plan.depth >= 1, plan.batch >= 1, plan.threads >= 1 else {
             throw LoadError("connections, depth, batch and threads must be at least 1")
         }
-        if case .redis = plan.targetProtocol, plan.batch != 1 {
+        if plan.targetProtocol.isRedis, plan.batch != 1 {
             throw LoadError("Redis takes one check per request: --batch must be 1")
         }
         if plan.duration == nil, plan.requests == nil, case .generated = plan.source {
@@ -406,7 +406,7 @@ final class Worker {
         scratch = []
         scratch.reserveCapacity(plan.batch)
         encoder = RequestEncoder(targetProtocol: plan.targetProtocol)
-        if case .redis = plan.targetProtocol { checksIDs = false } else { checksIDs = true }
+        checksIDs = !plan.targetProtocol.isRedis
         for (position, connection) in connections.enumerated() {
             connection.position = position
             _ = sluice_epoll_watch(epoll, connection.fd, UInt32(SLUICE_EPOLL_IN), UInt64(position), 0)

@@ -9,6 +9,18 @@ public enum TargetProtocol: Sendable, Equatable {
     case redis(sha: String)
     /// Sluice frames sent to a length-prefixed echo server: the floor any framed protocol pays.
     case echo
+    /// Redis RESP, envoy ratelimit's way: `INCRBY key hits` and `EXPIRE key period` pipelined
+    /// per request, a fixed window decided by the caller (allowed while the count is at most
+    /// `limit`).
+    case redisIncrement(limit: UInt64)
+
+    /// Whether the target is Redis (one check a request, answers without ids).
+    public var isRedis: Bool {
+        switch self {
+        case .redis, .redisIncrement: return true
+        case .sluice, .echo: return false
+        }
+    }
 }
 
 /// Builds request frames from checks encoded once, so that the harness spends its time on I/O,
@@ -32,6 +44,8 @@ public struct RequestEncoder: Sendable {
             return entry
         case .redis(let sha):
             return redisArguments.command(sha: sha, key: check.key, quantity: check.hitsPresence == nil ? 1 : check.hits)
+        case .redisIncrement:
+            return redisArguments.incrementCommands(key: check.key, quantity: check.hitsPresence == nil ? 1 : check.hits)
         }
     }
 
@@ -40,7 +54,7 @@ public struct RequestEncoder: Sendable {
 
     public func appendRequest(id: UInt64, entries: UnsafeBufferPointer<UnsafeBufferPointer<UInt8>>, to out: inout [UInt8]) {
         switch targetProtocol {
-        case .redis:
+        case .redis, .redisIncrement:
             for entry in entries { out.append(contentsOf: entry) }
         case .sluice, .echo:
             var checksLength = 0
@@ -74,7 +88,18 @@ public struct RedisGCRAArguments: Sendable {
 
     /// `EVALSHA sha 1 key burst count period quantity` as a RESP array of bulk strings.
     public func command(sha: String, key: String, quantity: UInt64) -> [UInt8] {
-        let parts = ["EVALSHA", sha, "1", key, String(burst), String(count), String(periodMs), String(quantity)]
+        Self.encode(["EVALSHA", sha, "1", key, String(burst), String(count), String(periodMs), String(quantity)])
+    }
+
+    /// envoy ratelimit's two commands for one descriptor: `INCRBY key quantity` then `EXPIRE key
+    /// seconds` (the period, at least a second). envoy puts the window's start in the key; the
+    /// key here is fixed (the entry is encoded once), which costs Redis the same work.
+    public func incrementCommands(key: String, quantity: UInt64) -> [UInt8] {
+        let name = "ratelimit_" + key
+        return Self.encode(["INCRBY", name, String(quantity)]) + Self.encode(["EXPIRE", name, String(max(1, (periodMs + 999) / 1_000))])
+    }
+
+    static func encode(_ parts: [String]) -> [UInt8] {
         var out = Array("*\(parts.count)\r\n".utf8)
         for part in parts {
             let bytes = Array(part.utf8)
@@ -122,6 +147,7 @@ public enum AnswerScanner {
         case .sluice: return try nextSluice(bytes, echo: false)
         case .echo: return try nextSluice(bytes, echo: true)
         case .redis: return try nextRESP(bytes)
+        case .redisIncrement(let limit): return try nextIncrement(bytes, limit: limit)
         }
     }
 
@@ -187,7 +213,21 @@ public enum AnswerScanner {
         case .error: answer.isError = true
         case .array(let firstInteger):
             if firstInteger == 0 { answer.allowed = 1 } else if firstInteger == 1 { answer.denied = 1 } else { answer.isError = true }
-        case .other: answer.isError = true
+        case .integer, .other: answer.isError = true
+        }
+        return (answer, position)
+    }
+
+    /// The two replies to `INCRBY` and `EXPIRE`: the count after this request, then 1 (or 0);
+    /// allowed while the count is at most `limit`.
+    static func nextIncrement(_ bytes: UnsafeRawBufferPointer, limit: UInt64) throws(AnswerStreamError) -> (Answer, Int)? {
+        var position = 0
+        guard let count = try RESP.skipValue(bytes, &position), try RESP.skipValue(bytes, &position) != nil else { return nil }
+        var answer = Answer(id: 0, allowed: 0, denied: 0, isError: false)
+        if case .integer(let value) = count {
+            if value >= 0, UInt64(value) <= limit { answer.allowed = 1 } else { answer.denied = 1 }
+        } else {
+            answer.isError = true
         }
         return (answer, position)
     }
@@ -229,6 +269,7 @@ enum RESP {
         case error
         /// An array; its first element if that is an integer (else -1).
         case array(firstInteger: Int64)
+        case integer(Int64)
         case other
     }
 
@@ -240,7 +281,7 @@ enum RESP {
         switch kind {
         case UInt8(ascii: "+"): value = .other
         case UInt8(ascii: "-"): value = .error
-        case UInt8(ascii: ":"): value = .other
+        case UInt8(ascii: ":"): value = .integer(try integer(line))
         case UInt8(ascii: "$"):
             let length = try integer(line)
             if length >= 0 {

@@ -31,7 +31,7 @@ struct SluiceBench: ParsableCommand {
     @Option(name: [.short, .long], help: "unix:PATH, a path, HOST:PORT or [IPv6]:PORT.")
     var endpoint = "unix:/tmp/sluice.sock"
 
-    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua) or echo (a length-prefixed echo server).")
+    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua), redis-incr (envoy ratelimit's pipelined INCRBY + EXPIRE, a fixed window) or echo (a length-prefixed echo server).")
     var target = "sluice"
 
     @Option(help: "The SHA1 of the GCRA script loaded into Redis (redis-cli SCRIPT LOAD).")
@@ -93,7 +93,9 @@ struct SluiceBench: ParsableCommand {
                 throw ValidationError("--target redis needs --redis-sha (40 hex digits, from redis-cli SCRIPT LOAD)")
             }
             targetProtocol = .redis(sha: sha)
-        default: throw ValidationError("--target must be sluice, redis or echo")
+        case "redis-incr":
+            targetProtocol = .redisIncrement(limit: try Self.parseLimit(limit).0)
+        default: throw ValidationError("--target must be sluice, redis, redis-incr or echo")
         }
         guard (1...1000).contains(batch) else { throw ValidationError("--batch must be 1 to 1000") }
         let (count, periodMs) = try Self.parseLimit(limit)

@@ -98,11 +98,11 @@ struct LoadWireTests {
         var random = FastRandom(seed: 7)
         for round in 0..<2_000 {
             let bytes = (0..<(round % 64)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            for target in [TargetProtocol.sluice, .echo, .redis(sha: String(repeating: "0", count: 40))] {
+            for target in [TargetProtocol.sluice, .echo, .redis(sha: String(repeating: "0", count: 40)), .redisIncrement(limit: 3)] {
                 _ = try? bytes.withUnsafeBytes { try AnswerScanner.next($0, protocol: target) }
             }
         }
-        #expect(Bool(true), "survived 6,000 random inputs")
+        #expect(Bool(true), "survived 8,000 random inputs")
     }
 
     @Test("RESP replies: an EVALSHA array, an error, split anywhere")
@@ -122,6 +122,21 @@ struct LoadWireTests {
         }
         #expect(throws: AnswerStreamError.self) {
             try Array("*99999999999\r\n".utf8).withUnsafeBytes { try AnswerScanner.next($0, protocol: .redis(sha: "")) }
+        }
+    }
+
+    @Test("envoy's way: INCRBY then EXPIRE per request; allowed while the count is within the limit, split anywhere")
+    func increment() throws {
+        let commands = RedisGCRAArguments(burst: 5, count: 5, periodMs: 1_500).incrementCommands(key: "k1", quantity: 2)
+        #expect(String(decoding: commands, as: UTF8.self)
+            == "*3\r\n$6\r\nINCRBY\r\n$12\r\nratelimit_k1\r\n$1\r\n2\r\n*3\r\n$6\r\nEXPIRE\r\n$12\r\nratelimit_k1\r\n$1\r\n2\r\n")
+        let stream = Array(":3\r\n:1\r\n:4\r\n:1\r\n-OOM command not allowed\r\n:0\r\n".utf8)
+        let expected = [Answer(id: 0, allowed: 1, denied: 0, isError: false), Answer(id: 0, allowed: 0, denied: 1, isError: false),
+                        Answer(id: 0, allowed: 0, denied: 0, isError: true)]
+        for split in 1...stream.count {
+            let (answers, rest) = try scan(stream, split: split, protocol: .redisIncrement(limit: 3))
+            #expect(answers == expected, "split \(split)")
+            #expect(rest.isEmpty)
         }
     }
 

@@ -116,7 +116,7 @@ struct LoadHarnessTests {
 
     static var redisInstalled: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
 
-    @Test("Redis: scripts/gcra.lua through EVALSHA allows exactly the burst per key", .enabled(if: LoadHarnessTests.redisInstalled))
+    @Test("Redis: scripts/gcra.lua through EVALSHA, and envoy's INCRBY + EXPIRE, allow exactly the limit per key", .enabled(if: LoadHarnessTests.redisInstalled))
     func redisGCRA() throws {
         let directory = TestDaemon.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -157,6 +157,18 @@ struct LoadHarnessTests {
         #expect(result.errors == 0 && result.unanswered == 0)
         #expect(result.allowed == 50)
         #expect(result.denied == 950)
+
+        // envoy ratelimit's way on the same server: INCRBY + EXPIRE per request, a fixed window of
+        // 5 a minute per key.
+        var incr = LoadPlan(endpoint: .unix(path: socket), targetProtocol: .redisIncrement(limit: 5),
+                            source: .generated(entries: try Self.entries(keys: 10, limit: 5, periodMs: 60_000, target: .redisIncrement(limit: 5)),
+                                               sampler: KeySampler(count: 10, distribution: .uniform)))
+        incr.connections = 4
+        incr.depth = 8
+        incr.requests = 1_000
+        let counted = try LoadDriver.run(incr)
+        #expect(counted.requests == 1_000 && counted.errors == 0 && counted.unanswered == 0)
+        #expect(counted.allowed == 50 && counted.denied == 950)
     }
 }
 
