@@ -33,6 +33,8 @@ struct RedisConfigurationTests {
         let fast = try ConfigurationLoader.parse("redis: { mode: fast, sync_interval: 2ms, checks_per_call: 1, deny_cache_size: 0 }",
                                                  source: "t").redis
         #expect(fast.mode == .fast && fast.syncInterval == 2_000_000 && fast.checksPerCall == 1 && fast.denialCacheSize == 0)
+        #expect(fast.syncMaxEntries == 4_096, "the default")
+        #expect(try ConfigurationLoader.parse("redis: { sync_max_entries: 1000 }", source: "t").redis.syncMaxEntries == 1_000)
         let batching = try ConfigurationLoader.parse("redis: { batch_window: 500us, max_batch: 64 }", source: "t").redis
         #expect(batching.batchWindow == 500_000 && batching.maxBatch == 64)
         #expect(try ConfigurationLoader.parse("redis: { batch_window: 0 }", source: "t").redis.batchWindow == 0)
@@ -78,6 +80,7 @@ struct RedisConfigurationTests {
         ("redis: { checks_per_call: 0 }", "redis.checks_per_call"),
         ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),
         ("redis: { cluster: [] }", "expected from 1 to 1000 node addresses"),
+        ("redis: { sync_max_entries: 0 }", "redis.sync_max_entries"),
         ("rules: { a: { limit: 1, period: 1s, mode: eventual } }", "rules.a.mode"),
         ("redis: { cluster: \"redis://a:7000\" }", "expected a list"),
         ("redis: { cluster: [\"redis://a:7000\", \"http://b\"] }", "redis.cluster[1]"),

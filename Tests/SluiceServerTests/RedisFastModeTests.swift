@@ -76,6 +76,38 @@ struct RedisFastModeTests {
         }
     }
 
+    @Test("a sync sends at most sync_max_entries, admitted hits first; the rest follow with the next syncs, and none is lost")
+    func boundedSync() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let one = Self.backend(server.socket) { $0.maxSyncEntries = 10 }, two = Self.backend(server.socket)
+        defer {
+            one.client.shutdown()
+            two.client.shutdown()
+        }
+        try await RedisBackendTests.eventually { one.client.connected == 2 && two.client.connected == 2 }
+        // Limit 1 an hour: 25 keys admitted once each, then 10 other keys only peeked at
+        // (nothing to count, only their view to refresh).
+        let limit = BoundLimit.rule("bounded", index: 0, spec: try LimitSpec(limit: 1, period: 3_600 * Self.second))
+        for index in 0..<25 { #expect(Self.check(one, "k\(index)", limit, now: Self.start).allowed) }
+        try await one.sync(now: Self.start).get()
+        #expect(one.fast.pending.count == 15, "10 sent, 15 wait")
+        for index in 0..<10 { _ = Self.check(one, "peek\(index)", limit, now: Self.start, hits: 0) }
+        #expect(one.fast.pending.count == 25)
+        try await one.sync(now: Self.start).get()
+        #expect(one.fast.pending.count == 15 && one.fast.pending.values { $0.hits > 0 }.count == 5, "admitted hits go first")
+        try await one.sync(now: Self.start).get()
+        #expect(one.fast.pending.count == 5 && one.fast.pending.values { $0.hits > 0 }.isEmpty)
+        try await one.sync(now: Self.start).get()
+        #expect(one.fast.pending.isEmpty && one.fast.syncs.load(ordering: .relaxed) == 4)
+        // Every admitted hit reached Redis: the other daemon, synced, denies all 25 keys.
+        for index in 0..<25 { _ = Self.check(two, "k\(index)", limit, now: Self.start) }
+        try await two.sync(now: Self.start).get()
+        var denied = 0
+        for index in 0..<25 where !Self.check(two, "k\(index)", limit, now: Self.start + Self.second).allowed { denied += 1 }
+        #expect(denied == 25)
+    }
+
     @Test("what a daemon admits reaches Redis: one daemon's hits hold on another after a sync, and on a new one that never saw them")
     func admittedHitsAreShared() async throws {
         let server = try RedisServer()

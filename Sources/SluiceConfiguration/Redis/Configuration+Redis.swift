@@ -91,6 +91,8 @@ extension Configuration {
         public var mode = Mode.exact
         /// How often fast mode sends what a daemon admitted and takes the fleet's state (ns).
         public var syncInterval: Int64 = 5_000_000
+        /// Entries (a key's limit each) one sync sends at most; more wait for the next sync.
+        public var syncMaxEntries = 4_096
 
         public init() {}
     }

@@ -7,7 +7,8 @@ extension Reader {
     func readRedis(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.redis
         let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
-                         "cluster", "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval"]
+                         "cluster", "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval",
+                         "sync_max_entries"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
@@ -40,6 +41,7 @@ extension Reader {
             case "checks_per_call": settings.checksPerCall = try integer(value, path, 1...1_000)
             case "mode": settings.mode = try choice(value, path, expected: "exact or fast")
             case "sync_interval": settings.syncInterval = try duration(value, path, 100_000...10_000_000_000)
+            case "sync_max_entries": settings.syncMaxEntries = try integer(value, path, 1...1_000_000)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }

@@ -31,6 +31,9 @@ final class FastSync: Sendable {
     let syncs = Atomic<UInt64>(0)
     /// Set while a sync is out: the next waits for it.
     let running = Atomic<Bool>(false)
+    /// The stripe the next drain starts at: where the last one stopped, so that no stripe waits
+    /// behind others that keep filling.
+    let nextStripe = Atomic<Int>(0)
 
     init(capacity: Int) {
         self.capacity = max(1, capacity)
@@ -65,9 +68,31 @@ final class FastSync: Sendable {
         if !kept { dropped.add(1, ordering: .relaxed) }
     }
 
-    /// Takes every entry recorded so far.
-    func drain() -> [Pending] {
-        pending.removeAll { _, _ in true }.map(\.value)
+    /// Takes the entries recorded so far, `maximum` at most: first those with admitted hits
+    /// (the fleet must count them), then those only checked (whose view is refreshed). What is
+    /// left waits for the next sync.
+    func drain(maximum: Int = .max) -> [Pending] {
+        var taken: [Pending] = []
+        let stripes = pending.stripeCount
+        let start = nextStripe.load(ordering: .relaxed)
+        var stopped = start
+        for admittedOnly in [true, false] {
+            for step in 0..<stripes where taken.count < maximum {
+                let index = (start + step) % stripes
+                pending.withStripe(index) { stripe in
+                    var keys: [Fingerprint] = []
+                    for (key, value) in stripe where taken.count < maximum && (!admittedOnly || value.hits > 0) {
+                        taken.append(value)
+                        keys.append(key)
+                    }
+                    // Removed after the walk: removing during it would copy the stripe's storage.
+                    for key in keys { stripe[key] = nil }
+                }
+                if taken.count >= maximum { stopped = index }
+            }
+        }
+        nextStripe.store(stopped, ordering: .relaxed)
+        return taken
     }
 
     /// Puts back entries a sync could not deliver, merged with what was recorded since.

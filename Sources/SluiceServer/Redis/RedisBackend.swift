@@ -59,6 +59,8 @@ public final class RedisBackend: LimiterBackend {
         public var syncInterval: TimeAmount = .milliseconds(5)
         /// Limits with hits waiting for a sync, at most.
         public var maxPendingSync = 1_000_000
+        /// Entries one sync sends at most (admitted hits first); the rest wait for the next.
+        public var maxSyncEntries = 4_096
 
         public init() {}
     }
@@ -205,6 +207,7 @@ public final class RedisBackend: LimiterBackend {
         settings.checksPerCall = redis.checksPerCall
         settings.fast = redis.mode == .fast
         settings.syncInterval = .nanoseconds(redis.syncInterval)
+        settings.maxSyncEntries = redis.syncMaxEntries
         settings.degraded = switch redis.onFailure {
         case .local: .local
         case .failOpen: .failOpen
@@ -269,7 +272,7 @@ public final class RedisBackend: LimiterBackend {
         guard fast.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
             return syncLoop.makeSucceededVoidFuture()
         }
-        let drained = fast.drain()
+        let drained = fast.drain(maximum: settings.maxSyncEntries)
         guard !drained.isEmpty else {
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
