@@ -185,6 +185,36 @@ struct RedisBackendTests {
         #expect(backend.decidedInRedis == 20)
     }
 
+    @Test("with no window a lone check goes at once; checks arriving while a write is out gather into the next write, sent when it is answered")
+    func gatherWhileOut() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var settings = RedisBackend.Settings()
+        settings.timeout = .seconds(10)
+        settings.denialCacheSize = 0
+        #expect(settings.batchWindow == .zero && settings.writesInFlight == 1, "the defaults")
+        let backend = Self.backend(server.socket, settings)
+        defer { backend.client.shutdown() }
+        try await Self.eventually { backend.client.connected == 2 }
+        let limit = BoundLimit.rule("gather", index: 0, spec: try LimitSpec(limit: 100, period: 3_600 * Self.second))
+        #expect(await Self.decide(backend, [Self.check("first", .single(limit))])[0].allowed)
+        #expect(backend.writes == 1, "a lone check goes at once")
+        // Redis holds every command for a moment: the write out waits, the next checks gather.
+        let admin = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        defer { _ = admin.close() }
+        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 1_000, "ALL"), deadline: .now() + .seconds(5)).get()
+        let allowed = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await Self.decide(backend, [Self.check("out", .single(limit))])[0].allowed }
+            try? await Task.sleep(for: .milliseconds(100))
+            for index in 0..<10 {
+                group.addTask { await Self.decide(backend, [Self.check("later\(index)", .single(limit))])[0].allowed }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(allowed == 11 && backend.decidedInRedis == 12)
+        #expect(backend.writes == 3, "the write held by the pause, then one for the ten gathered meanwhile")
+    }
+
     static func release(_ backend: RedisBackend, _ key: String, _ limit: BoundLimit, lease: UInt64, now: Int64) async -> Bool {
         await withCheckedContinuation { continuation in
             backend.release(key: Fingerprint.of(tenant: "t", key: key), limit: limit, leaseID: lease, now: now) { continuation.resume(returning: $0) }

@@ -28,7 +28,8 @@ struct RedisConfigurationTests {
         #expect(redis.connections == 4 && redis.timeout == 50_000_000 && redis.maxPending == 500)
         #expect(redis.onFailure == .failClosed && redis.expectedDaemons == 3 && redis.daemonClock)
         #expect(try ConfigurationLoader.parse("redis: { url: \"redis://cache\" }", source: "t").redis.address == .tcp(host: "cache", port: 6379))
-        #expect(redis.batchWindow == 200_000 && redis.maxBatch == 128, "the defaults")
+        #expect(redis.batchWindow == 0 && redis.writesInFlight == 1 && redis.maxBatch == 128, "the defaults")
+        #expect(try ConfigurationLoader.parse("redis: { writes_in_flight: 4 }", source: "t").redis.writesInFlight == 4)
         #expect(redis.mode == .exact && redis.syncInterval == 5_000_000 && redis.checksPerCall == 64 && redis.denialCacheSize == 100_000)
         let fast = try ConfigurationLoader.parse("redis: { mode: fast, sync_interval: 2ms, checks_per_call: 1, deny_cache_size: 0 }",
                                                  source: "t").redis
@@ -81,6 +82,7 @@ struct RedisConfigurationTests {
         ("redis: { deny_cache_size: -1 }", "redis.deny_cache_size"),
         ("redis: { cluster: [] }", "expected from 1 to 1000 node addresses"),
         ("redis: { sync_max_entries: 0 }", "redis.sync_max_entries"),
+        ("redis: { writes_in_flight: -1 }", "redis.writes_in_flight"),
         ("rules: { a: { limit: 1, period: 1s, mode: eventual } }", "rules.a.mode"),
         ("redis: { cluster: \"redis://a:7000\" }", "expected a list"),
         ("redis: { cluster: [\"redis://a:7000\", \"http://b\"] }", "redis.cluster[1]"),

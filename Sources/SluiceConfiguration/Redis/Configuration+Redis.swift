@@ -73,9 +73,11 @@ extension Configuration {
         public var daemonClock = false
         /// Commands waiting on Redis at most; past it checks take the `on_failure` path.
         public var maxPending = 10_000
-        /// How long checks from every connection are gathered into one write (ns); 0 sends each
-        /// request's checks at once.
-        public var batchWindow: Int64 = 200_000
+        /// How long a batch gathers checks from every connection, from its first, before it may
+        /// go (ns); 0: at once (it still gathers while `writesInFlight` writes are out).
+        public var batchWindow: Int64 = 0
+        /// Writes to Redis out at once per event loop while more checks gather (0: no bound).
+        public var writesInFlight = 1
         /// Checks that fill a write before the window ends.
         public var maxBatch = 128
         /// Denials kept to answer again without Redis until their retry time; 0: none.

@@ -8,7 +8,7 @@ extension Reader {
         var settings = configuration.redis
         let keys: Set = ["url", "username", "password", "connections", "timeout", "on_failure", "expected_daemons", "clock", "max_pending",
                          "cluster", "batch_window", "max_batch", "deny_cache_size", "checks_per_call", "mode", "sync_interval",
-                         "sync_max_entries"]
+                         "sync_max_entries", "writes_in_flight"]
         for (key, value) in try mapping(node, "redis", keys: keys) {
             let path = "redis.\(key)"
             switch key {
@@ -42,6 +42,7 @@ extension Reader {
             case "mode": settings.mode = try choice(value, path, expected: "exact or fast")
             case "sync_interval": settings.syncInterval = try duration(value, path, 100_000...10_000_000_000)
             case "sync_max_entries": settings.syncMaxEntries = try integer(value, path, 1...1_000_000)
+            case "writes_in_flight": settings.writesInFlight = try integer(value, path, 0...1_024)
             default: settings.maxPending = try integer(value, path, 1...10_000_000)
             }
         }

@@ -43,7 +43,9 @@ public final class RedisBackend: LimiterBackend {
         /// How long keys outlive their state, for clocks that differ (ms).
         public var slackMs: Int64 = 1_000
         /// How long checks of every connection are gathered into one write; zero: none.
-        public var batchWindow: TimeAmount = .microseconds(200)
+        public var batchWindow: TimeAmount = .zero
+        /// Writes a lane keeps out at most while more checks gather (0: no bound).
+        public var writesInFlight = 1
         /// Checks that fill a write before its window ends.
         public var maxBatch = 128
         /// Failures in a row that open the circuit breaker; the first wait before a probe (ns).
@@ -154,7 +156,8 @@ public final class RedisBackend: LimiterBackend {
         self.counts = counts
         let made = clients.map { loop, client in
             (ObjectIdentifier(loop), Lane(client: client, batcher: RedisBatcher(
-                client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, timeout: settings.timeout, eventLoop: loop,
+                client: client, window: settings.batchWindow, maxBatch: settings.maxBatch, maxInFlight: settings.writesInFlight,
+                timeout: settings.timeout, eventLoop: loop,
                 statistics: counts, checksPerCall: settings.checksPerCall, slackMs: settings.slackMs)))
         }
         lanes = Dictionary(made, uniquingKeysWith: { first, _ in first })
@@ -202,6 +205,7 @@ public final class RedisBackend: LimiterBackend {
         settings.expectedDaemons = redis.expectedDaemons
         settings.useDaemonClock = redis.daemonClock
         settings.batchWindow = .nanoseconds(redis.batchWindow)
+        settings.writesInFlight = redis.writesInFlight
         settings.maxBatch = redis.maxBatch
         settings.denialCacheSize = redis.denialCacheSize
         settings.checksPerCall = redis.checksPerCall

@@ -4,11 +4,16 @@ import SluiceRedis
 import Synchronization
 
 /// Gathers the script calls of many requests, from every connection's event loop, into one
-/// pipelined write: the first call of a batch starts a window (`redis.batch_window`, 200 µs by
-/// default), and the batch goes when the window ends or when it holds `maxBatch` calls, whichever
-/// comes first. Each request gets its own replies back, in order, or the error that failed the
-/// write. The checks of a write go `checksPerCall` to a script call (``CheckScript/batchSource``;
-/// 1: one call of ``CheckScript/source`` each).
+/// pipelined write. A batch goes
+/// - at once when it holds `maxBatch` calls;
+/// - otherwise once its window has passed (`redis.batch_window` from its first call; 0: none)
+///   and fewer than `maxInFlight` writes wait for their replies (`redis.writes_in_flight`; 0: no
+///   bound), or else when one of them is answered.
+/// So a lone check goes at once, and under load checks gather while earlier writes are out: the
+/// batches grow with the load, and the wait with them, no longer than a round trip (the way
+/// Nagle's algorithm and corking clients gather). Each request gets its own replies back, in
+/// order, or the error that failed the write. The checks of a write go `checksPerCall` to a
+/// script call (``CheckScript/batchSource``; 1: one call of ``CheckScript/source`` each).
 final class RedisBatcher: Sendable {
     typealias Replies = Result<ArraySlice<RESPValue>, RedisClientError>
 
@@ -22,6 +27,20 @@ final class RedisBatcher: Sendable {
         var calls = 0
         /// Set while a window is open (its flush is scheduled).
         var open = false
+        /// Set once the waiting batch's window has passed (at once with no window).
+        var due = false
+        /// Writes sent and not answered yet.
+        var inFlight = 0
+
+        /// Takes the waiting batch to send, counting its write.
+        mutating func take() -> [Waiting] {
+            let batch = waiting
+            waiting = []
+            calls = 0
+            due = false
+            inFlight += 1
+            return batch
+        }
     }
 
     let client: any RedisScripting
@@ -34,9 +53,11 @@ final class RedisBatcher: Sendable {
     let statistics: RedisStatistics
     let checksPerCall: Int
     let slackMs: Int64
+    let maxInFlight: Int
 
-    init(client: any RedisScripting, window: TimeAmount, maxBatch: Int, timeout: TimeAmount, eventLoop: any EventLoop,
+    init(client: any RedisScripting, window: TimeAmount, maxBatch: Int, maxInFlight: Int = 0, timeout: TimeAmount, eventLoop: any EventLoop,
          statistics: RedisStatistics, checksPerCall: Int, slackMs: Int64) {
+        self.maxInFlight = maxInFlight > 0 ? maxInFlight : .max
         self.statistics = statistics
         self.checksPerCall = max(1, checksPerCall)
         self.slackMs = slackMs
@@ -47,41 +68,47 @@ final class RedisBatcher: Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// Sends `calls` with the others of their window; `deliver` gets one reply per call.
+    /// Sends `calls` with the others of their batch; `deliver` gets one reply per call.
     func submit(_ calls: [CheckScript.Check], deliver: @escaping @Sendable (Replies) -> Void) {
-        guard window > .zero else {
-            send([Waiting(calls: calls, deliver: deliver)])
-            return
-        }
-        enum Next { case nothing, schedule, flush([Waiting]) }
+        enum Next { case nothing, schedule, send([Waiting]) }
         let next = gathering.withLockedValue { state -> Next in
             state.waiting.append(Waiting(calls: calls, deliver: deliver))
             state.calls += calls.count
-            if state.calls >= maxBatch {
-                let batch = state.waiting
-                state = Gathering(waiting: [], calls: 0, open: state.open)
-                return .flush(batch)
+            if state.calls >= maxBatch { return .send(state.take()) }
+            if window > .zero {
+                guard !state.open, !state.due else { return .nothing }
+                state.open = true
+                return .schedule
             }
-            if state.open { return .nothing }
-            state.open = true
-            return .schedule
+            state.due = true
+            return state.inFlight < maxInFlight ? .send(state.take()) : .nothing
         }
         switch next {
         case .nothing: break
-        case .flush(let batch): send(batch)
-        case .schedule:
-            eventLoop.scheduleTask(in: window) { self.flush() }
+        case .send(let batch): send(batch)
+        case .schedule: eventLoop.scheduleTask(in: window) { self.windowPassed() }
         }
     }
 
-    /// The window ended: sends what it gathered.
-    func flush() {
-        let batch = gathering.withLockedValue { state -> [Waiting] in
-            let batch = state.waiting
-            state = Gathering()
-            return batch
+    /// The window ended: the batch goes if a write may go out, else when one is answered.
+    func windowPassed() {
+        let batch = gathering.withLockedValue { state -> [Waiting]? in
+            state.open = false
+            guard !state.waiting.isEmpty else { return nil }
+            state.due = true
+            return state.inFlight < maxInFlight ? state.take() : nil
         }
-        if !batch.isEmpty { send(batch) }
+        if let batch { send(batch) }
+    }
+
+    /// A write was answered: the batch waiting for it goes, if its window has passed.
+    func answered() {
+        let batch = gathering.withLockedValue { state -> [Waiting]? in
+            state.inFlight -= 1
+            guard state.due, !state.waiting.isEmpty, state.inFlight < maxInFlight else { return nil }
+            return state.take()
+        }
+        if let batch { send(batch) }
     }
 
     /// One reply per check from one reply per call of ``CheckScript/batchSource`` (`sizes`:
@@ -124,6 +151,7 @@ final class RedisBatcher: Sendable {
             }
         }
         sent.whenComplete { result in
+            self.answered()
             let failure: RedisClientError
             switch result {
             case .success(let replies) where replies.count == calls.count:
