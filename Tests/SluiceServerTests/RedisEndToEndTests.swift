@@ -1,6 +1,7 @@
 import Foundation
 import SluiceClient
 import SluiceConfiguration
+import SluiceCore
 import SluiceProto
 import SluiceTestKit
 import Testing
@@ -56,6 +57,29 @@ struct RedisEndToEndTests {
                 #expect(backend.decidedInRedis + backend.deniedFromCache == 23 && backend.decidedDegraded == 0)
                 #expect(backend.deniedFromCache > 0)
             }
+        }
+    }
+
+    @Test("a restart loses nothing: the snapshot of a daemon whose rules are on Redis holds none of their state, and Redis keeps counting")
+    func restartLosesNothing() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let directory = TestDaemon.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/table.snapshot"
+        try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic, { $0.snapshotPath = path }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for _ in 0..<6 { #expect(try await client.verdict(Make.check("ivy", rule: "login")).allowed) }
+            await client.close()
+        }
+        let written = try #require(FileManager.default.contents(atPath: path), "shutdown wrote the snapshot")
+        #expect(try TableSnapshot(decoding: Array(written)).entries.isEmpty, "the login rule's state is in Redis, not in the snapshot")
+        try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic, { $0.snapshotPath = path }) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            var allowed = 0
+            for _ in 0..<10 where try await client.verdict(Make.check("ivy", rule: "login")).allowed { allowed += 1 }
+            #expect(allowed == 4, "10 an hour: 6 before the restart, 4 after")
+            await client.close()
         }
     }
 
