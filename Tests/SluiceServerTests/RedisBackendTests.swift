@@ -199,17 +199,23 @@ struct RedisBackendTests {
         let limit = BoundLimit.rule("gather", index: 0, spec: try LimitSpec(limit: 100, period: 3_600 * Self.second))
         #expect(await Self.decide(backend, [Self.check("first", .single(limit))])[0].allowed)
         #expect(backend.writes == 1, "a lone check goes at once")
-        // Redis holds every command for a moment: the write out waits, the next checks gather.
+        // Redis holds the scripts: the write out waits, the next checks gather.
         let admin = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = admin.close() }
-        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 1_000, "ALL"), deadline: .now() + .seconds(5)).get()
-        let allowed = await withTaskGroup(of: Bool.self) { group in
+        // Scripts write, so a write pause holds them; the admin's UNPAUSE still goes through.
+        _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 60_000, "WRITE"), deadline: .now() + .seconds(5)).get()
+        let batcher = backend.lane.batcher
+        let allowed = try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask { await Self.decide(backend, [Self.check("out", .single(limit))])[0].allowed }
-            try? await Task.sleep(for: .milliseconds(100))
+            try await Self.eventually { batcher.gathering.withLockedValue { $0.inFlight } == 1 }
             for index in 0..<10 {
                 group.addTask { await Self.decide(backend, [Self.check("later\(index)", .single(limit))])[0].allowed }
             }
-            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            // All ten wait behind the write out; then Redis answers again.
+            try await Self.eventually { batcher.gathering.withLockedValue { $0.calls } == 10 }
+            #expect(batcher.gathering.withLockedValue { $0.calls } == 10 && backend.writes == 2)
+            _ = try await admin.send(RESPCommand("CLIENT", "UNPAUSE"), deadline: .now() + .seconds(5)).get()
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
         }
         #expect(allowed == 11 && backend.decidedInRedis == 12)
         #expect(backend.writes == 3, "the write held by the pause, then one for the ten gathered meanwhile")
