@@ -49,7 +49,7 @@ struct RedisClusterTests {
 
     @Test("every algorithm and multi-limit rules get the local table's verdicts on a 3-node Cluster, with keys spread over every node")
     func sameVerdicts() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         defer { cluster.stop() }
         // One seed only: the other two nodes are found in its slot map.
         let backend = Self.backend(cluster, seeds: [cluster.ports[1]])
@@ -102,7 +102,7 @@ struct RedisClusterTests {
 
     @Test("a slot moved while two daemons check a key in it is followed (TRYAGAIN, ASK, then the new owner): every check decided in Redis, exactly the limit admitted")
     func slotMovedDuringLoad() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         defer { cluster.stop() }
         // `idle` reads the map before the move and checks nothing during it: its map is stale.
         let one = Self.backend(cluster), two = Self.backend(cluster), idle = Self.backend(cluster)
@@ -146,7 +146,7 @@ struct RedisClusterTests {
         }
         try await RedisBackendTests.eventually { counts.total >= 200 }
         // Keys one at a time, with checks running between the steps.
-        try cluster.moveSlot(slot, from: from, to: to, keysPerStep: 1) { usleep(100_000) }
+        try await cluster.moveSlot(slot, from: from, to: to, keysPerStep: 1, pause: .milliseconds(100))
         let moved = counts.total
         try await RedisBackendTests.eventually { counts.total >= moved + 400 }
         running.clear()
@@ -173,7 +173,7 @@ struct RedisClusterTests {
 
     @Test("two daemons configured with redis.cluster share each limit across the Cluster's nodes; stats and /metrics show it")
     func daemonsOnCluster() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         defer { cluster.stop() }
         let yaml = """
             backend: redis
@@ -223,7 +223,7 @@ struct RedisClusterTests {
 
     @Test("a Cluster whose nodes are all gone: checks take the on_failure path at once, never hang")
     func clusterDown() async throws {
-        let cluster = try RedisCluster()
+        let cluster = try await RedisCluster.start()
         let backend = Self.backend(cluster) { settings in
             settings.timeout = .milliseconds(200)
             settings.degraded = .failClosed

@@ -83,6 +83,45 @@ struct RedisEndToEndTests {
         }
     }
 
+    @Test("three daemons under concurrent load, twelve connections at once, admit exactly the limit of each key between them")
+    func threeDaemonsConcurrent() async throws {
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let yaml = Self.yaml(redis.socket, expectedDaemons: 3)
+        try await TestDaemon.with(yaml: yaml, clock: .monotonic) { one in
+            try await TestDaemon.with(yaml: yaml, clock: .monotonic) { two in
+                try await TestDaemon.with(yaml: yaml, clock: .monotonic) { three in
+                    var clients: [SluiceClient] = []
+                    for daemon in [one, two, three] {
+                        for index in 0..<4 { clients.append(try await SluiceClient.connect(to: index % 2 == 0 ? daemon.unix : daemon.tcp)) }
+                    }
+                    // Three keys, 40 checks each over the twelve connections at once: 10 an
+                    // hour each (the login rule), so exactly 30 pass.
+                    let allowed = try await withThrowingTaskGroup(of: [String].self) { group in
+                        for (index, client) in clients.enumerated() {
+                            group.addTask {
+                                var passed: [String] = []
+                                for round in 0..<10 {
+                                    let key = "zed-\((index + round) % 3)"
+                                    if try await client.verdict(Make.check(key, rule: "login")).allowed { passed.append(key) }
+                                }
+                                return passed
+                            }
+                        }
+                        return try await group.reduce(into: [String]()) { $0 += $1 }
+                    }
+                    #expect(allowed.count == 30, "\(allowed.count) admitted")
+                    #expect(Dictionary(grouping: allowed, by: { $0 }).mapValues(\.count) == ["zed-0": 10, "zed-1": 10, "zed-2": 10])
+                    for daemon in [one, two, three] {
+                        let backend = try #require(daemon.daemon.dispatcher.backend as? RedisBackend)
+                        #expect(backend.decidedDegraded == 0)
+                    }
+                    for client in clients { await client.close() }
+                }
+            }
+        }
+    }
+
     @Test("with Redis gone, a daemon keeps answering every check: each decides its share of the limit locally")
     func degradedLocal() async throws {
         let redis = try RedisServer()

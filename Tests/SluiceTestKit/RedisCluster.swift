@@ -4,6 +4,9 @@ import SluiceLoad
 /// A real Redis Cluster on loopback for one test: `nodes` cluster-enabled redis-servers, each on
 /// a free TCP port (and its own Unix socket), joined by `redis-cli --cluster create` with no
 /// replicas, so the 16,384 slots are spread over them. ``stop()`` kills them all.
+///
+/// Its waits are `Task.sleep`s: a test that blocked its thread for the seconds a Cluster takes to
+/// form would hold one of the few threads every other test's tasks run on (two on two cores).
 public final class RedisCluster: @unchecked Sendable {
     public static let cli = "/usr/bin/redis-cli"
     public static var installed: Bool { RedisServer.installed && FileManager.default.isExecutableFile(atPath: cli) }
@@ -12,7 +15,13 @@ public final class RedisCluster: @unchecked Sendable {
     /// Each node's TCP port, in the order of `servers`.
     public let ports: [Int]
 
-    public init(nodes: Int = 3) throws {
+    init(servers: [RedisServer], ports: [Int]) {
+        self.servers = servers
+        self.ports = ports
+    }
+
+    /// Starts `nodes` servers and joins them into a Cluster whose every node is ok.
+    public static func start(nodes: Int = 3) async throws -> RedisCluster {
         var servers: [RedisServer] = [], ports: [Int] = []
         var taken: Set<Int> = []
         func port() throws -> Int {
@@ -30,8 +39,7 @@ public final class RedisCluster: @unchecked Sendable {
                                                 "--cluster-node-timeout", "5000"]))
                 ports.append(client)
             }
-            self.servers = servers
-            self.ports = ports
+            let cluster = RedisCluster(servers: servers, ports: ports)
             let created = try Self.run(["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "0", "--cluster-yes"])
             guard created.status == 0 else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "redis-cli --cluster create failed: \(created.output)"])
@@ -39,13 +47,14 @@ public final class RedisCluster: @unchecked Sendable {
             // Every node must know every slot's owner before a test starts.
             var ready = false
             for _ in 0..<600 {
-                ready = try ports.allSatisfy { try cli($0, "CLUSTER", "INFO").contains("cluster_state:ok") }
+                ready = try ports.allSatisfy { try cluster.cli($0, "CLUSTER", "INFO").contains("cluster_state:ok") }
                 if ready { break }
-                usleep(50_000)
+                try await Task.sleep(for: .milliseconds(50))
             }
             guard ready else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "the Redis Cluster was not ok within 30 s"])
             }
+            return cluster
         } catch {
             for server in servers { server.stop() }
             throw error
@@ -100,18 +109,18 @@ public final class RedisCluster: @unchecked Sendable {
 
     /// Moves `slot` from the node on `from` to the node on `to`, as `redis-cli --cluster reshard`
     /// does: the target imports, the source migrates, keys go over in `keysPerStep`, then every
-    /// node is told the new owner. `between` runs after each step (a test's load keeps going).
-    public func moveSlot(_ slot: Int, from: Int, to: Int, keysPerStep: Int = 1, between: () -> Void = {}) throws {
+    /// node is told the new owner, with `pause` after each step (a test's load keeps going).
+    public func moveSlot(_ slot: Int, from: Int, to: Int, keysPerStep: Int = 1, pause: Duration = .zero) async throws {
         let source = try nodeID(from), target = try nodeID(to)
         try cli(to, "CLUSTER", "SETSLOT", String(slot), "IMPORTING", source)
         try cli(from, "CLUSTER", "SETSLOT", String(slot), "MIGRATING", target)
-        between()
+        try await Task.sleep(for: pause)
         while true {
             let keys = try cli(from, "CLUSTER", "GETKEYSINSLOT", String(slot), String(keysPerStep)).split(separator: "\n").map(String.init)
                 .filter { !$0.isEmpty }
             if keys.isEmpty { break }
             try command(from, ["MIGRATE", "127.0.0.1", String(to), "", "0", "5000", "KEYS"] + keys)
-            between()
+            try await Task.sleep(for: pause)
         }
         // The target first, then the source, then the others (the order redis-cli keeps).
         for port in [to, from] + ports.filter({ $0 != to && $0 != from }) { try cli(port, "CLUSTER", "SETSLOT", String(slot), "NODE", target) }
