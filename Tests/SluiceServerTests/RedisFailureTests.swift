@@ -99,8 +99,9 @@ struct RedisFailureTests {
 
         #expect(degraded > 0, "checks took the \(policy) path while Redis could not answer")
         #expect(backend.breakerState == "closed" && backend.decidedInRedis >= before + 200, "back in Redis")
-        // 100 ms of timeout; the margin is for a loaded machine.
-        #expect(record.slowest < .seconds(1), "every check answered within the timeout plus a margin: the slowest took \(record.slowest)")
+        // 100 ms of timeout; the margin is for a loaded machine (a full run on two cores has
+        // stalled the event loops' threads for over a second).
+        #expect(record.slowest < .seconds(3), "every check answered within the timeout plus a margin: the slowest took \(record.slowest)")
         #expect(record.answered > 100)
         switch policy {
         case .failOpen: #expect(record.openAnswers > 0 && record.closedAnswers == 0)

@@ -20,6 +20,9 @@ final class RedisBatcher: Sendable {
     struct Waiting {
         let calls: [CheckScript.Check]
         let deliver: @Sendable (Replies) -> Void
+        /// When it was submitted: its answer is due `timeout` after, however long it waited for
+        /// a write to go.
+        let submitted: NIODeadline
     }
 
     struct Gathering {
@@ -72,7 +75,7 @@ final class RedisBatcher: Sendable {
     func submit(_ calls: [CheckScript.Check], deliver: @escaping @Sendable (Replies) -> Void) {
         enum Next { case nothing, schedule, send([Waiting]) }
         let next = gathering.withLockedValue { state -> Next in
-            state.waiting.append(Waiting(calls: calls, deliver: deliver))
+            state.waiting.append(Waiting(calls: calls, deliver: deliver, submitted: .now()))
             state.calls += calls.count
             if state.calls >= maxBatch { return .send(state.take()) }
             if window > .zero {
@@ -132,9 +135,11 @@ final class RedisBatcher: Sendable {
         let calls = batch.flatMap(\.calls)
         statistics.sizes.observe(Double(calls.count))
         let started = NIODeadline.now()
+        // The oldest request's due time: no check waits longer than the timeout in all.
+        let deadline = (batch.map(\.submitted).min() ?? started) + timeout
         let sent: EventLoopFuture<[RESPValue]>
         if checksPerCall == 1 {
-            sent = client.evaluate(CheckScript.script, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: started + timeout)
+            sent = client.evaluate(CheckScript.script, calls: calls.map { CheckScript.call($0, slackMs: slackMs) }, deadline: deadline)
         } else {
             // In a Cluster a call's checks share a slot (their keys' hash tag): the replies are
             // put back in the checks' order.
@@ -142,7 +147,7 @@ final class RedisBatcher: Sendable {
             let grouped = groups.map { group in CheckScript.batchCall(group.map { calls[$0] }, slackMs: slackMs) }
             let sizes = groups.map(\.count)
             let inOrder = !client.slotted
-            sent = client.evaluate(CheckScript.batchScript, calls: grouped, deadline: started + timeout).map { replies in
+            sent = client.evaluate(CheckScript.batchScript, calls: grouped, deadline: deadline).map { replies in
                 let spread = Self.spread(replies, sizes: sizes)
                 guard !inOrder, spread.count == calls.count else { return spread }
                 var ordered = spread
