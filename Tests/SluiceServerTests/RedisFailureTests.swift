@@ -10,7 +10,9 @@ import Testing
 /// Redis killed, paused (`CLIENT PAUSE`) and slowed (`DEBUG SLEEP`) while checks run from many
 /// tasks: every check is answered within the timeout plus a margin, by the policy's path while
 /// Redis cannot answer, and decisions return to Redis once it can.
-@Suite("Redis failing during load", .enabled(if: RedisServer.installed))
+/// One case at a time: nine Redis servers under load at once took the machine from the tests
+/// beside them.
+@Suite("Redis failing during load", .enabled(if: RedisServer.installed), .serialized)
 struct RedisFailureTests {
     enum Failure: String, CaseIterable, Sendable {
         case killed, paused, slowed
@@ -53,7 +55,7 @@ struct RedisFailureTests {
         let running = ManagedAtomicFlag()
         let load = Task {
             await withTaskGroup(of: Void.self) { group in
-                for worker in 0..<4 {
+                for worker in 0..<2 {
                     group.addTask {
                         var index = 0
                         while running.isSet {
@@ -102,7 +104,7 @@ struct RedisFailureTests {
         // 100 ms of timeout; the margin is for a loaded machine (a full run on two cores has
         // stalled the event loops' threads for over a second).
         #expect(record.slowest < .seconds(3), "every check answered within the timeout plus a margin: the slowest took \(record.slowest)")
-        #expect(record.answered > 100)
+        #expect(record.answered > 50)
         switch policy {
         case .failOpen: #expect(record.openAnswers > 0 && record.closedAnswers == 0)
         case .failClosed: #expect(record.closedAnswers > 0 && record.openAnswers == 0)
