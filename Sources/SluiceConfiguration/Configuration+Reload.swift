@@ -58,7 +58,10 @@ extension Configuration {
         if !usesRedis, loaded.usesRedis { report.needsRestart.append("rules.*.backend") }
         // A daemon whose every rule was fast answers every check at once, on its event loop: a
         // rule made exact by a reload stays fast until a restart.
-        if usesRedis, !decidesExactly, loaded.decidesExactly { report.needsRestart.append("rules.*.mode") }
+        // One whose every rule was exact runs no syncs: a rule made fast stays exact until then.
+        if usesRedis, !decidesExactly && loaded.decidesExactly || !decidesFast && loaded.decidesFast {
+            report.needsRestart.append("rules.*.mode")
+        }
         fixed("redis", \.redis)
         fixed("listen.tcp", \.tcpListeners)
         fixed("server.threads", \.threads)

@@ -25,8 +25,8 @@ public final class RedisClusterClient: RedisScripting {
         public var node: RedisClient.Configuration
         /// Redirections one call follows at most.
         public var maximumRedirects = 5
-        /// The slot map is read again at most this often.
-        public var refreshInterval: TimeAmount = .milliseconds(100)
+        /// The slot map is read again at most this often (a `CLUSTER SLOTS` costs a node little).
+        public var refreshInterval: TimeAmount = .milliseconds(10)
         /// How long a call waits for `TRYAGAIN`'s moment, or for a node's first connection.
         public var retryDelay: TimeAmount = .milliseconds(1)
 
@@ -237,6 +237,14 @@ public final class RedisClusterClient: RedisScripting {
             case .failure(let error):
                 // A node whose first connection is still under way takes the call a moment later.
                 if inTime, error.code == .unavailable, node(outcome.node)?.connecting == true {
+                    again.append(outcome.index)
+                    wait = true
+                } else if inTime, redirects < configuration.maximumRedirects,
+                          [.unavailable, .connectFailed, .connectionClosed].contains(error.code) {
+                    // A node gone (failed, or failed over): the map is read again and the call
+                    // goes where it then says, a moment later; a redirection, so bounded.
+                    nodeFailed = true
+                    redirected = true
                     again.append(outcome.index)
                     wait = true
                 } else {

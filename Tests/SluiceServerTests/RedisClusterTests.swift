@@ -221,6 +221,52 @@ struct RedisClusterTests {
         for port in cluster.ports { #expect(try cluster.keys(port) > 0, "node \(port) holds keys") }
     }
 
+    @Test("a primary killed under load: its checks take on_failure until a replica is promoted, then every key is decided in Redis again, without a restart")
+    func failover() async throws {
+        // Three primaries with a replica each; a primary unreachable for 1 s is failed over.
+        let cluster = try await RedisCluster.start(nodes: 6, replicas: 1, nodeTimeoutMs: 1_000)
+        defer { cluster.stop() }
+        let backend = Self.backend(cluster) { settings in
+            settings.timeout = .milliseconds(500)
+            settings.breakerCooldown = 200_000_000
+        }
+        defer { backend.shutdown() }
+        try await Self.mapped(backend)
+        let limit = BoundLimit.rule("failover", index: 0, spec: try Self.spec(1_000_000, 3_600 * Self.second))
+        let keys = (0..<60).map { BatchCheck(key: Fingerprint.of(tenant: "t", key: "f\($0)"), limits: .single(limit), hits: 1, now: Self.start) }
+        _ = await RedisBackendTests.decide(backend, keys)
+        #expect(backend.decidedInRedis == 60)
+        // The primary of the first key's slot goes.
+        let slot = KeySlot.of(RedisBackend.keyName(keys[0].key, limit))
+        let primary = try #require(try cluster.owner(of: slot))
+        let index = try #require(cluster.ports.firstIndex(of: primary))
+        cluster.servers[index].stop()
+        let survivor = try #require(cluster.ports.first { $0 != primary })
+        // Checks keep being answered while the Cluster fails over: on_failure for what cannot
+        // reach Redis.
+        var answered = 0
+        let degradedBefore = backend.decidedDegraded
+        for _ in 0..<600 {
+            answered += await RedisBackendTests.decide(backend, keys).count
+            if cluster.isOK(asking: survivor), try cluster.owner(of: slot, asking: survivor) != primary { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try cluster.owner(of: slot, asking: survivor) != primary, "a replica took the slot over")
+        #expect(backend.decidedDegraded > degradedBefore, "checks of the lost primary took on_failure meanwhile")
+        // Once the Cluster is ok again, the map is read again and all 60 keys are decided in Redis.
+        var recovered = false
+        for _ in 0..<200 where !recovered {
+            let before = backend.decidedInRedis
+            _ = await RedisBackendTests.decide(backend, keys)
+            recovered = backend.decidedInRedis - before == 60
+            if !recovered { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let owners = try Self.cluster(backend).slotOwners
+        #expect(recovered, "every key decided in Redis again: \(backend.breakerState), map \(owners)")
+        #expect(try Self.cluster(backend).owner(of: slot) != .tcp(host: "127.0.0.1", port: primary))
+        #expect(answered > 0)
+    }
+
     @Test("a Cluster whose nodes are all gone: checks take the on_failure path at once, never hang")
     func clusterDown() async throws {
         let cluster = try await RedisCluster.start()

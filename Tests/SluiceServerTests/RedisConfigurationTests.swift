@@ -54,7 +54,11 @@ struct RedisConfigurationTests {
                                                       source: "t")
         #expect(allFast.reloadPlan(applying: madeExact).report.needsRestart.contains("rules.*.mode"),
                 "a daemon whose every rule was fast answers at once: an exact rule needs a restart")
-        #expect(!madeExact.reloadPlan(applying: allFast).report.needsRestart.contains("rules.*.mode"))
+        #expect(!madeExact.reloadPlan(applying: allFast).report.needsRestart.contains("rules.*.mode"), "it ran syncs: fast mode is there")
+        let allExact = try ConfigurationLoader.parse("backend: redis\nrules: { a: { limit: 1, period: 1s } }", source: "t")
+        let madeFast = try ConfigurationLoader.parse("backend: redis\nrules: { a: { limit: 1, period: 1s, mode: fast } }", source: "t")
+        #expect(allExact.reloadPlan(applying: madeFast).report.needsRestart.contains("rules.*.mode"),
+                "a daemon whose every rule was exact runs no syncs: a fast rule needs a restart")
         let perRule = try ConfigurationLoader.parse("rules: { a: { limit: 1, period: 1s, backend: redis }, b: { limit: 1, period: 1s } }", source: "t")
         #expect(perRule.backend == .local && perRule.usesRedis && perRule.rules["a"]?.backend == .redis && perRule.rules["b"]?.backend == nil)
         #expect(perRule.backendExceptions == Set(perRule.rules["a"]?.limits.map(\.identity) ?? []))

@@ -20,8 +20,9 @@ public final class RedisCluster: @unchecked Sendable {
         self.ports = ports
     }
 
-    /// Starts `nodes` servers and joins them into a Cluster whose every node is ok.
-    public static func start(nodes: Int = 3) async throws -> RedisCluster {
+    /// Starts `nodes` servers and joins them into a Cluster whose every node is ok, with
+    /// `replicas` replicas per primary; a node unreachable for `nodeTimeoutMs` is failed over.
+    public static func start(nodes: Int = 3, replicas: Int = 0, nodeTimeoutMs: Int = 5_000) async throws -> RedisCluster {
         var servers: [RedisServer] = [], ports: [Int] = []
         var taken: Set<Int> = []
         func port() throws -> Int {
@@ -36,18 +37,18 @@ public final class RedisCluster: @unchecked Sendable {
                 // The bus port is given (not port + 10,000, which may be past 65,535 or taken).
                 servers.append(try RedisServer(["--port", String(client), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                                                 "--cluster-config-file", "nodes.conf", "--cluster-port", String(bus),
-                                                "--cluster-node-timeout", "5000"]))
+                                                "--cluster-node-timeout", String(nodeTimeoutMs)]))
                 ports.append(client)
             }
             let cluster = RedisCluster(servers: servers, ports: ports)
-            let created = try Self.run(["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", "0", "--cluster-yes"])
+            let created = try Self.run(["--cluster", "create"] + ports.map { "127.0.0.1:\($0)" } + ["--cluster-replicas", String(replicas), "--cluster-yes"])
             guard created.status == 0 else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "redis-cli --cluster create failed: \(created.output)"])
             }
             // Every node must know every slot's owner before a test starts.
             var ready = false
             for _ in 0..<600 {
-                ready = try ports.allSatisfy { try cluster.cli($0, "CLUSTER", "INFO").contains("cluster_state:ok") }
+                ready = ports.allSatisfy { cluster.isOK(asking: $0) }
                 if ready { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
@@ -100,6 +101,11 @@ public final class RedisCluster: @unchecked Sendable {
             index += 1
         }
         return nil
+    }
+
+    /// Whether the node on `port` says the Cluster is ok (every slot served).
+    public func isOK(asking port: Int) -> Bool {
+        (try? cli(port, "CLUSTER", "INFO").contains("cluster_state:ok")) ?? false
     }
 
     /// Keys held by the node on `port`.

@@ -41,6 +41,12 @@ extension Configuration {
             || tenants.values.contains { $0.rules.values.contains { $0.mode == .exact } }
     }
 
+    /// Whether some check may be decided in fast mode: `redis.mode` is fast, or a rule says so.
+    public var decidesFast: Bool {
+        redis.mode == .fast || rules.values.contains { $0.mode == .fast }
+            || tenants.values.contains { $0.rules.values.contains { $0.mode == .fast } }
+    }
+
     /// `redis:` the server the fleet's daemons share, and what a check does when it cannot answer.
     public struct RedisSettings: Sendable, Equatable {
         public enum Address: Sendable, Equatable {

@@ -72,6 +72,7 @@ final class FastSync: Sendable {
     /// (the fleet must count them), then those only checked (whose view is refreshed). What is
     /// left waits for the next sync.
     func drain(maximum: Int = .max) -> [Pending] {
+        guard !pending.isEmpty else { return [] }
         var taken: [Pending] = []
         let stripes = pending.stripeCount
         let start = nextStripe.load(ordering: .relaxed)

@@ -92,6 +92,9 @@ public final class RedisBackend: LimiterBackend {
     let fast: FastSync
     /// Whether every check is answered at once (every rule in fast mode, from the start).
     public let answersAtOnce: Bool
+    /// Whether fast mode's syncs run (some rule was fast from the start): a rule a reload made
+    /// fast on a daemon without them stays exact until a restart.
+    let syncs: Bool
     /// Whether checks take the on_failure path now (the breaker is open), for fast mode's
     /// synchronous checks: one load, no lock.
     let degradedNow = Atomic<Bool>(false)
@@ -176,11 +179,18 @@ public final class RedisBackend: LimiterBackend {
         denials = settings.denialCacheSize > 0 && !answersAtOnce ? DenialCache(capacity: settings.denialCacheSize) : nil
         fast = FastSync(capacity: settings.maxPendingSync)
         syncLoop = group.next()
-        // Exact mode syncs too: a reload may make a rule fast.
-        if settings.syncInterval > .zero {
+        // Syncs run when some rule is fast from the start (a reload that makes a rule fast on a
+        // daemon with none needs a restart: see `rules.*.mode`).
+        syncs = settings.fast || mixed
+        if settings.syncInterval > .zero, syncs {
             let loop = syncLoop
-            let task = loop.scheduleRepeatedAsyncTask(initialDelay: settings.syncInterval, delay: settings.syncInterval) { [weak self] _ in
-                self?.sync() ?? loop.makeSucceededVoidFuture()
+            let task = loop.scheduleRepeatedAsyncTask(initialDelay: settings.syncInterval, delay: settings.syncInterval) { [weak self] task in
+                guard let self else {
+                    // A backend dropped without shutdown() stops its syncs here.
+                    task.cancel()
+                    return loop.makeSucceededVoidFuture()
+                }
+                return self.sync()
             }
             syncTask.withLockedValue { $0 = task }
         }
@@ -374,7 +384,7 @@ public final class RedisBackend: LimiterBackend {
             }
             // A rule in fast mode (`redis.mode`'s or its own): on this daemon's table, now,
             // its hits sent with the next sync.
-            if settings.fast != Routing.flips(item, modes) {
+            if syncs, settings.fast != Routing.flips(item, modes) {
                 decisions[index] = withUnsafePointer(to: item) { fastCheck($0, fast: fast, exceptions: exceptions) }
                 decidedNow.append(index)
                 fastNow += 1
