@@ -48,7 +48,7 @@ struct CheckScriptTests {
     @Test("random checks over each rule, at whole milliseconds, get the local table's verdicts", arguments: rules.map(\.0))
     func sameVerdicts(rule: String) async throws {
         let specs = try #require(Self.rules.first { $0.0 == rule }?.1)
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = redis.close() }
@@ -88,7 +88,7 @@ struct CheckScriptTests {
           arguments: rules.map(\.0))
     func batchMatchesSingle(rule: String) async throws {
         let specs = try #require(Self.rules.first { $0.0 == rule }?.1)
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = redis.close() }
@@ -135,7 +135,7 @@ struct CheckScriptTests {
 
     @Test("with no time given the script takes the server's TIME, and keys expire when their state has recovered")
     func serverTime() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = redis.close() }
@@ -162,7 +162,7 @@ struct CheckScriptTests {
 
     @Test("an unknown algorithm is an error reply naming it, and writes nothing")
     func unknownAlgorithm() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { _ = redis.close() }

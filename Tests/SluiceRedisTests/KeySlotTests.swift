@@ -26,7 +26,7 @@ struct KeySlotTests {
     func agreesWithRedis() async throws {
         // The cluster bus needs a TCP port: one that is free now, not port 0's 10000 (a server
         // an earlier, crashed run left behind held it).
-        let server = try RedisServer(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+        let server = try await RedisServer.start(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                       "--cluster-port", String(try #require(RedisServer.freePort()))])
         defer { server.stop() }
         let redis = try await RedisConnection.connect(to: .unix(path: server.socket), on: MultiThreadedEventLoopGroup.singleton.next()).get()

@@ -24,7 +24,7 @@ struct RedisClientTests {
 
     @Test("commands go out over every connection, and a script runs by its SHA1, reloaded after SCRIPT FLUSH")
     func scripts() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let client = Self.client(server.socket)
         defer { client.shutdown() }
@@ -48,7 +48,7 @@ struct RedisClientTests {
 
     @Test("while Redis is down sends fail at once as unavailable; when it is back the pool reconnects and scripts reload")
     func restart() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let client = Self.client(server.socket)
         defer { client.shutdown() }
         try await Self.eventually { client.connected == 2 }
@@ -66,7 +66,7 @@ struct RedisClientTests {
             #expect(error.code == .unavailable)
         }
         // Back at the same socket, with an empty script cache.
-        let again = try RedisServer(directory: server.directory)
+        let again = try await RedisServer.start(directory: server.directory)
         defer { again.stop() }
         try await Self.eventually { client.connected == 2 }
         #expect(client.connected == 2)
@@ -76,7 +76,7 @@ struct RedisClientTests {
 
     @Test("what waits on Redis is bounded: past the most in flight a send fails at once")
     func bounded() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let client = Self.client(server.socket, connections: 1, maximumPending: 10)
         defer { client.shutdown() }
@@ -108,7 +108,7 @@ struct RedisClientTests {
         await #expect(throws: RedisClientError.self) { try await client.send([RESPCommand("PING")], deadline: soon()).get() }
         #expect(client.connected == 0)
         // The pool kept trying (backoff at most 200 ms here).
-        let server = try RedisServer(directory: directory)
+        let server = try await RedisServer.start(directory: directory)
         defer { server.stop() }
         try await Self.eventually { client.connected == 2 }
         #expect(client.connected == 2)

@@ -19,7 +19,7 @@ struct RedisConnectionTests {
 
     @Test("commands get their replies: status, integers, bulk strings, nulls, errors, nested arrays")
     func replies() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await connect(server)
         defer { _ = redis.close() }
@@ -38,7 +38,7 @@ struct RedisConnectionTests {
 
     @Test("a thousand commands in one write come back in order, each with its own reply")
     func pipelined() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await connect(server)
         defer { _ = redis.close() }
@@ -55,7 +55,7 @@ struct RedisConnectionTests {
 
     @Test("a reply late past its deadline fails that command only; the replies after it still match theirs")
     func deadline() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let redis = try await connect(server)
         let admin = try await connect(server)
@@ -103,7 +103,7 @@ struct RedisConnectionTests {
 
     @Test("a wrong or missing password is refused with a clear error; the right one works")
     func password() async throws {
-        let server = try RedisServer(["--requirepass", "s3cret"])
+        let server = try await RedisServer.start(["--requirepass", "s3cret"])
         defer { server.stop() }
         do {
             _ = try await connect(server, password: "wrong")
@@ -124,7 +124,7 @@ struct RedisConnectionTests {
 
     @Test("a server killed with commands in flight fails them as closed; the next connect fails cleanly")
     func killed() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let redis = try await connect(server)
         let admin = try await connect(server)
         _ = try await admin.send(RESPCommand("CLIENT", "PAUSE", 2_000, "ALL"), deadline: soon()).get()

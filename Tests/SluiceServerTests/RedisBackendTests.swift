@@ -35,7 +35,7 @@ struct RedisBackendTests {
 
     @Test("two daemons with clocks a second apart admit exactly the limit between them, on Redis's clock and on their own")
     func sharedLimit() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         for useDaemonClock in [false, true] {
             var settings = RedisBackend.Settings()
@@ -65,7 +65,7 @@ struct RedisBackendTests {
 
     @Test("a key denied in Redis is denied from the over-limit cache until its retry time, without a round trip, even with Redis paused")
     func overLimitCache() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         settings.useDaemonClock = true
@@ -109,7 +109,7 @@ struct RedisBackendTests {
 
     @Test("a rule's limits are decided together in Redis: a denial by one consumes none of the others")
     func multiLimitAtomic() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         settings.timeout = .seconds(5)
@@ -134,7 +134,7 @@ struct RedisBackendTests {
 
     @Test("with Redis gone each check takes its policy's path: this daemon's share locally, open, or closed")
     func degraded() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         let limit = BoundLimit.rule("search", index: 0, spec: try LimitSpec(limit: 10, period: 60 * Self.second))
         var results: [RedisBackend.Degraded: Int] = [:]
         for policy in [RedisBackend.Degraded.local, .failOpen, .failClosed] {
@@ -163,7 +163,7 @@ struct RedisBackendTests {
     @Test("requests from many connections within one window go to Redis in one write; a full batch goes at once",
           arguments: [(1_024, 1), (5, 4)])
     func coalesced(maxBatch: Int, writes: UInt64) async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         // Counted from a check's submission: the window's 2 s are part of it.
@@ -188,7 +188,7 @@ struct RedisBackendTests {
 
     @Test("with no window a lone check goes at once; checks arriving while a write is out gather into the next write, sent when it is answered")
     func gatherWhileOut() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         settings.timeout = .seconds(10)
@@ -230,7 +230,7 @@ struct RedisBackendTests {
 
     @Test("concurrency leases are shared through Redis: taken on one daemon, counted on all, released on any, back after their period")
     func sharedLeases() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         settings.useDaemonClock = true
@@ -265,7 +265,7 @@ struct RedisBackendTests {
 struct RedisBreakerTests {
     @Test("a Redis that stops answering opens the breaker: checks are decided at once, not after the timeout; it closes when Redis answers")
     func opensAndCloses() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         var settings = RedisBackend.Settings()
         // Long enough that an answering Redis is never taken for a silent one on a loaded

@@ -26,7 +26,7 @@ struct RedisEndToEndTests {
 
     @Test("a limit of 10 holds across two daemons: 10 of 30 checks allowed, wherever they land")
     func sharedAcrossDaemons() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { one in
             try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { two in
@@ -62,7 +62,7 @@ struct RedisEndToEndTests {
 
     @Test("a restart loses nothing: the snapshot of a daemon whose rules are on Redis holds none of their state, and Redis keeps counting")
     func restartLosesNothing() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         let directory = TestDaemon.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -85,7 +85,7 @@ struct RedisEndToEndTests {
 
     @Test("three daemons under concurrent load, twelve connections at once, admit exactly the limit of each key between them")
     func threeDaemonsConcurrent() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         let yaml = Self.yaml(redis.socket, expectedDaemons: 3)
         try await TestDaemon.with(yaml: yaml, clock: .monotonic) { one in
@@ -124,7 +124,7 @@ struct RedisEndToEndTests {
 
     @Test("with Redis gone, a daemon keeps answering every check: each decides its share of the limit locally")
     func degradedLocal() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { daemon in
             let client = try await SluiceClient.connect(to: daemon.unix)
             #expect(try await client.verdict(Make.check("carol", rule: "login")).allowed)
@@ -141,7 +141,7 @@ struct RedisEndToEndTests {
 
     @Test("sluicectl stats, /readyz and /metrics show the backend: decisions by path, round trips, errors, the breaker")
     func backendIsObservable() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         // The 2 s timeout: with Redis killed below, sends fail at once (no connection), so the
         // breaker opens without waiting; a shorter one timed checks out on a loaded machine.
         let yaml = Self.yaml(redis.socket)
@@ -187,7 +187,7 @@ struct RedisEndToEndTests {
 
     @Test("a lease taken through one daemon holds on the other and is released through it over the socket")
     func leasesAcrossDaemons() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { one in
             try await TestDaemon.with(yaml: Self.yaml(redis.socket), clock: .monotonic) { two in
@@ -212,7 +212,7 @@ struct RedisEndToEndTests {
 
     @Test("redis.mode fast: two real daemons decide on their own tables and hold a limit between them through their syncs")
     func fastModeAcrossDaemons() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         let yaml = Self.yaml(redis.socket).replacingOccurrences(of: "expected_daemons: 2 }", with: "expected_daemons: 2, mode: fast, sync_interval: 1ms }")
         try await TestDaemon.with(yaml: yaml, clock: .monotonic) { one in
@@ -239,7 +239,7 @@ struct RedisEndToEndTests {
     @Test("mode per rule: an exact rule and a fast one on two daemons, either way round; each holds its limit across both",
           arguments: ["exact", "fast"])
     func modePerRule(defaultMode: String) async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         let other = defaultMode == "exact" ? "fast" : "exact"
         let yaml = """
@@ -278,7 +278,7 @@ struct RedisEndToEndTests {
 
     @Test("backend per rule: with backend local, a rule saying backend: redis is shared by two daemons while the others stay per daemon, and a reload moves a rule")
     func backendPerRule() async throws {
-        let redis = try RedisServer()
+        let redis = try await RedisServer.start()
         defer { redis.stop() }
         let yaml = { (movedRule: String) in """
             redis: { url: "unix://\(redis.socket)", timeout: 2s }

@@ -39,7 +39,7 @@ struct RedisFailureTests {
     @Test("each policy answers every check within the timeout plus a margin while Redis is killed, paused or slowed; decisions return to Redis after",
           arguments: Failure.allCases, [RedisBackend.Degraded.local, .failOpen, .failClosed])
     func failing(failure: Failure, policy: RedisBackend.Degraded) async throws {
-        var server = try RedisServer(["--enable-debug-command", "yes"])
+        var server = try await RedisServer.start(["--enable-debug-command", "yes"])
         let directory = server.directory
         defer { server.stop() }
         var settings = RedisBackend.Settings()
@@ -91,7 +91,7 @@ struct RedisFailureTests {
         // A second without Redis: checks take the policy's path, the breaker opens.
         try await Task.sleep(for: .seconds(1))
         let degraded = backend.decidedDegraded
-        if failure == .killed { server = try RedisServer(["--enable-debug-command", "yes"], directory: directory) }
+        if failure == .killed { server = try await RedisServer.start(["--enable-debug-command", "yes"], directory: directory) }
         _ = admin.close()
         // Redis answers again: a probe closes the breaker and checks are decided there again.
         let before = backend.decidedInRedis

@@ -61,7 +61,7 @@ struct RedisFastModeTests {
 
     @Test("three daemons offered three times a GCRA limit admit it within 1 % (synced every 5 ms); each algorithm holds across them")
     func threeDaemonsHoldTheLimit() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let gcra = try await Self.run(server.socket, daemons: 3, interval: 5, seconds: 4,
                                       spec: try LimitSpec(limit: 1_000, period: Self.second, burst: 100), key: "gcra")
@@ -78,7 +78,7 @@ struct RedisFastModeTests {
 
     @Test("a sync sends at most sync_max_entries, admitted hits first; the rest follow with the next syncs, and none is lost")
     func boundedSync() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let one = Self.backend(server.socket) { $0.maxSyncEntries = 10 }, two = Self.backend(server.socket)
         defer {
@@ -110,7 +110,7 @@ struct RedisFastModeTests {
 
     @Test("what a daemon admits reaches Redis: one daemon's hits hold on another after a sync, and on a new one that never saw them")
     func admittedHitsAreShared() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let one = Self.backend(server.socket), two = Self.backend(server.socket)
         defer { one.client.shutdown(); two.client.shutdown() }
@@ -137,7 +137,7 @@ struct RedisFastModeTests {
 
     @Test("with Redis gone, fast mode keeps deciding on the on_failure path and sends the hits it admitted once Redis is back")
     func redisGoneAndBack() async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let backend = Self.backend(server.socket) { settings in
             settings.timeout = .milliseconds(200)
@@ -185,7 +185,7 @@ struct RedisFastModeTests {
     @Test("over-admission of fast mode by daemons and sync interval stays within (N - 1) x R x T",
           arguments: [(2, 1), (2, 5), (2, 20), (3, 1), (3, 5), (3, 20), (5, 5)])
     func overAdmission(daemons: Int, interval: Int) async throws {
-        let server = try RedisServer()
+        let server = try await RedisServer.start()
         defer { server.stop() }
         let result = try await Self.run(server.socket, daemons: daemons, interval: interval, seconds: 2,
                                         spec: try LimitSpec(limit: 1_000, period: Self.second, burst: 100), key: "over")

@@ -35,7 +35,7 @@ public final class RedisCluster: @unchecked Sendable {
             for _ in 0..<nodes {
                 let client = try port(), bus = try port()
                 // The bus port is given (not port + 10,000, which may be past 65,535 or taken).
-                servers.append(try RedisServer(["--port", String(client), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                servers.append(try await RedisServer.start(["--port", String(client), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                                                 "--cluster-config-file", "nodes.conf", "--cluster-port", String(bus),
                                                 "--cluster-node-timeout", String(nodeTimeoutMs)]))
                 ports.append(client)

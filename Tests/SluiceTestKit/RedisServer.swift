@@ -15,8 +15,24 @@ public final class RedisServer: @unchecked Sendable {
     let process = ChildProcess()
 
     /// Starts it with `arguments` added to the defaults (no persistence, Unix socket only), in
-    /// `directory` (a new one by default; an earlier server's, to restart it at the same socket).
-    public init(_ arguments: [String] = [], directory: String? = nil) throws {
+    /// `directory` (a new one by default; an earlier server's, to restart it at the same socket),
+    /// and returns once it accepts connections. It waits with `Task.sleep`: a test that blocked
+    /// its thread while a loaded machine started the server would hold one of the few threads
+    /// every test's tasks run on (two on two cores), and others' deadlines would pass meanwhile.
+    public static func start(_ arguments: [String] = [], directory: String? = nil) async throws -> RedisServer {
+        let server = try RedisServer(spawning: arguments, directory: directory)
+        // The socket file exists from bind(2); wait until a connection is accepted too. Up to
+        // 30 s: a full test run starts many servers at once on two cores.
+        for _ in 0..<1_200 {
+            if FileManager.default.fileExists(atPath: server.socket), Self.accepts(server.socket) { return server }
+            guard server.process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        server.stop()
+        throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "redis-server did not accept on \(server.socket) within 30 s"])
+    }
+
+    init(spawning arguments: [String], directory: String?) throws {
         self.directory = directory ?? NSTemporaryDirectory() + "sluice-redis-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
         socket = self.directory + "/redis.sock"
@@ -26,22 +42,6 @@ public final class RedisServer: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        // The socket file exists from bind(2); wait until a connection is accepted too. Up to
-        // 30 s: a full test run starts many servers at once on two cores (the socket took more
-        // than the 5 s this once allowed).
-        var accepting = false
-        for _ in 0..<1_200 {
-            if FileManager.default.fileExists(atPath: socket), Self.accepts(socket) {
-                accepting = true
-                break
-            }
-            guard process.isRunning else { break }
-            usleep(25_000)
-        }
-        guard accepting else {
-            stop()
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "redis-server did not accept on \(socket) within 30 s"])
-        }
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick).
