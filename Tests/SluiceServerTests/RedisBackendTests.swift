@@ -7,6 +7,29 @@ import SluiceTestKit
 import Testing
 @testable import SluiceServer
 
+/// Redis key names, without a server.
+@Suite("Redis key names")
+struct RedisKeyNameTests {
+    @Test("a key's name is sluice:{<fingerprint in hex>}:<limit identity in hex>, 16 digits each, whatever the values")
+    func names() throws {
+        func expected(_ key: Fingerprint, _ limit: BoundLimit) -> String {
+            func hex(_ value: UInt64) -> String {
+                let digits = String(value, radix: 16)
+                return String(repeating: "0", count: 16 - digits.count) + digits
+            }
+            return "sluice:{" + hex(key.high) + hex(key.low) + "}:" + hex(limit.identity)
+        }
+        var random = SeededGenerator(seed: 17)
+        for index in 0..<1_000 {
+            let key = index == 0 ? Fingerprint(high: 0, low: 0) : index == 1 ? Fingerprint(high: .max, low: .max)
+                : Fingerprint(high: random.next(), low: random.next())
+            let limit = BoundLimit.rule("r\(index)", index: index % 3, spec: try LimitSpec(limit: 1, period: 1_000_000_000))
+            #expect(RedisBackend.keyName(key, limit) == expected(key, limit))
+            #expect(RedisBackend.keyBytes(key, limit) == Array(expected(key, limit).utf8))
+        }
+    }
+}
+
 /// Two daemons' backends sharing one real redis-server: the limit holds across both.
 @Suite("Redis backend, exact mode", .enabled(if: RedisServer.installed))
 struct RedisBackendTests {

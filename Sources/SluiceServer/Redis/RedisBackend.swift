@@ -481,7 +481,7 @@ public final class RedisBackend: LimiterBackend {
 
     /// The script's part for one check; a concurrency limit takes lease `lease` (0: none).
     static func call(for item: BatchCheck, limits: [BoundLimit], lease: UInt64, settings: Settings) -> CheckScript.Check {
-        let keys = limits.map { RESPArgument.string(keyName(item.key, $0)) }
+        let keys = limits.map { RESPArgument.bytes(keyBytes(item.key, $0)) }
         var arguments: [RESPArgument] = []
         arguments.reserveCapacity(4 * limits.count)
         for limit in limits {
@@ -497,15 +497,31 @@ public final class RedisBackend: LimiterBackend {
     package static func decision(_ reply: RESPValue, item: BatchCheck) -> Decision? {
         // A reply of another shape, or with a negative count or time, is not the script's: the
         // check takes the degraded path.
-        guard let fields = reply.elements?.compactMap({ $0.integer }), fields.count == 8, fields.dropFirst(2).allSatisfy({ $0 >= 0 }),
-              let reason = DecisionReason(rawValue: UInt8(clamping: fields[1])) else { return nil }
-        let limits = Self.limits(of: item)
-        guard fields[2] < limits.count else { return nil }
-        var decision = Decision(allowed: fields[0] == 1, limit: UInt64(clamping: fields[3]), remaining: UInt64(clamping: fields[4]),
-                                resetAfter: fields[5].multipliedReportingOverflow(by: 1_000).overflow ? .max : fields[5] * 1_000,
-                                retryAfter: fields[6].multipliedReportingOverflow(by: 1_000).overflow ? .max : fields[6] * 1_000,
-                                reason: reason, algorithm: limits[Int(fields[2])].spec.algorithm)
-        if limits.count > 1 { decision.limitIndex = UInt32(fields[2]) }
+        guard case .array(let elements?) = reply, elements.count == 8 else { return nil }
+        // The eight integers, read in place (no array of them made per reply).
+        func field(_ index: Int) -> Int64? {
+            guard case .integer(let value) = elements[index], index < 2 || value >= 0 else { return nil }
+            return value
+        }
+        guard let allowed = field(0), let reasonCode = field(1), let index = field(2), let limit = field(3), let remaining = field(4),
+              let reset = field(5), let retry = field(6), field(7) != nil,
+              let reason = DecisionReason(rawValue: UInt8(clamping: reasonCode)) else { return nil }
+        let algorithm: Algorithm, several: Bool
+        switch item.limits {
+        case .single(let only):
+            guard index == 0 else { return nil }
+            (algorithm, several) = (only.spec.algorithm, false)
+        case .rule(let limits):
+            guard index < limits.count else { return nil }
+            (algorithm, several) = (limits[Int(index)].spec.algorithm, limits.count > 1)
+        }
+        func nanoseconds(_ micros: Int64) -> Int64 {
+            let (value, overflow) = micros.multipliedReportingOverflow(by: 1_000)
+            return overflow ? .max : value
+        }
+        var decision = Decision(allowed: allowed == 1, limit: UInt64(clamping: limit), remaining: UInt64(clamping: remaining),
+                                resetAfter: nanoseconds(reset), retryAfter: nanoseconds(retry), reason: reason, algorithm: algorithm)
+        if several { decision.limitIndex = UInt32(index) }
         return decision
     }
 
@@ -560,12 +576,29 @@ public final class RedisBackend: LimiterBackend {
     /// The Redis key of `limit` for `key`: `sluice:{<key>}:<limit>`, the hash tag putting every
     /// limit of a key in one Cluster slot.
     static func keyName(_ key: Fingerprint, _ limit: BoundLimit) -> String {
-        "sluice:{" + hex(key.high) + hex(key.low) + "}:" + hex(limit.identity)
+        String(decoding: keyBytes(key, limit), as: UTF8.self)
     }
 
-    static func hex(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
+    /// ``keyName(_:_:)``'s bytes, written in place: one allocation a key, where the strings'
+    /// formatting and concatenation took eight.
+    static func keyBytes(_ key: Fingerprint, _ limit: BoundLimit) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: 58) { buffer, count in
+            func put(_ text: StaticString, at offset: Int) {
+                text.withUTF8Buffer { bytes in for (index, byte) in bytes.enumerated() { buffer[offset + index] = byte } }
+            }
+            func put(_ value: UInt64, at offset: Int) {
+                for index in 0..<16 {
+                    let nibble = Int(truncatingIfNeeded: value >> UInt64(60 - 4 * index)) & 0xF
+                    buffer[offset + index] = nibble < 10 ? UInt8(ascii: "0") + UInt8(nibble) : UInt8(ascii: "a") + UInt8(nibble - 10)
+                }
+            }
+            put("sluice:{", at: 0)
+            put(key.high, at: 8)
+            put(key.low, at: 24)
+            put("}:", at: 40)
+            put(limit.identity, at: 42)
+            count = 58
+        }
     }
 
     // The synchronous calls: the local table (see the type's comment).
