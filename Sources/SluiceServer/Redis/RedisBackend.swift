@@ -302,8 +302,8 @@ public final class RedisBackend: LimiterBackend {
         // In a Cluster a call's entries share a slot: the replies come back in the groups' order.
         let groups = client.groups(count: prepared.count, perCall: settings.checksPerCall) { prepared[$0].key.slot }
         let calls = groups.map { group in SyncScript.call(group.map { prepared[$0] }, slackMs: settings.slackMs) }
-        let order = groups.flatMap { $0 }
-        let entries = order.map { drained[$0] }
+        // One server's groups are the entries in order: nothing to reorder.
+        let entries = client.slotted ? groups.joined().map { drained[$0] } : drained
         counts.writes.add(1, ordering: .relaxed)
         counts.sizes.observe(Double(entries.count))
         let started = NIODeadline.now()
