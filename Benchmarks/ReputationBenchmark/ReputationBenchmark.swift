@@ -60,7 +60,10 @@ struct ReputationBenchmark {
         /// Check modes to run (default: all).
         var modes: Set<String>?
         /// A fixed number of checks per mode and round instead of a duration (for instruction
-        /// counts: scripts/bench-reputation.sh).
+        /// counts: scripts/bench-reputation.sh). Each check then carries its own time
+        /// (`clock: request`), 20 µs after the one before: what a check costs must not depend on
+        /// how fast the run goes (under callgrind, entries expired and baseline windows closed
+        /// by the wall clock, and the counts of one build moved by 3 %).
         var checks: Int?
     }
 
@@ -100,7 +103,8 @@ struct ReputationBenchmark {
 
     // MARK: cost per check
 
-    static func configuration(_ features: String, rule: String = "{ limit: 1000000, period: 1s }") throws -> Configuration {
+    static func configuration(_ features: String, rule: String = "{ limit: 1000000, period: 1s }", requestClock: Bool = false)
+        throws -> Configuration {
         var configuration = try ConfigurationLoader.parse("""
         rules:
           api: \(rule)
@@ -110,6 +114,7 @@ struct ReputationBenchmark {
         \(features)
         """, source: "bench.yaml")
         configuration.shards = 64
+        if requestClock { configuration.clock = .request }
         return configuration
     }
 
@@ -133,21 +138,11 @@ struct ReputationBenchmark {
             ("all", "features: { reputation: { rollout: 100 }, adaptive: { enabled: true }, anomaly: { enabled: true } }", true,
              "{ limit: 1000000, period: 1s, service: upstream, baseline: { factor: 3, floor: 10, ceiling: 10000000 } }"),
         ].filter { options.modes?.contains($0.0) ?? true }
-        // One frame per subject, one check each (the costliest case per check: nothing shared).
-        let frames: [[UInt8]] = try (0..<options.subjects).map { index in
-            var request = WireRequest()
-            request.id = UInt64(index + 1)
-            var check = WireCheck()
-            check.key = "api:user-\(index)"
-            check.subject = "user-\(index)"
-            check.rule = "api"
-            request.check.checks = [check]
-            return try request.serializedBytes()
-        }
+        let requestClock = options.checks != nil
         var dispatchers: [StandaloneDispatcher] = []
         for mode in modes {
-            let standalone = try StandaloneDispatcher(configuration: mode.rule.map { try configuration(mode.features, rule: $0) }
-                                                          ?? configuration(mode.features), logger: logger)
+            let standalone = try StandaloneDispatcher(configuration: configuration(mode.features, rule: mode.rule ?? "{ limit: 1000000, period: 1s }",
+                                                                                   requestClock: requestClock), logger: logger)
             if mode.name == "all" { standalone.putAnomalyResponse(subject: "someone-else") }
             if mode.name == "tiered" || mode.name == "all", let tiers = standalone.dispatcher.reputation?.tiers {
                 for index in 0..<options.subjects {
@@ -169,6 +164,23 @@ struct ReputationBenchmark {
                 }
             }
             dispatchers.append(standalone)
+        }
+        // One frame per subject, one check each (the costliest case per check: nothing shared);
+        // with a fixed count of checks, one frame per check, each carrying its time.
+        // The start of the next minute, plus a second: after the reputation events recorded above
+        // (so scores decay), and 50,000 checks stay within one baseline window.
+        let start = (UInt64(Date().timeIntervalSince1970 * 1_000) / 60_000 + 1) * 60_000 + 1_000
+        let frames: [[UInt8]] = try (0..<(options.checks ?? options.subjects)).map { position in
+            let index = position % options.subjects
+            var request = WireRequest()
+            request.id = UInt64(position + 1)
+            var check = WireCheck()
+            check.key = "api:user-\(index)"
+            check.subject = "user-\(index)"
+            check.rule = "api"
+            if requestClock { check.nowMs = start + UInt64(position / 50) }
+            request.check.checks = [check]
+            return try request.serializedBytes()
         }
         var results: [String: [Double]] = [:]
         var out = ByteBufferAllocator().buffer(capacity: 1 << 20)

@@ -33,6 +33,34 @@ struct LimiterTableTests {
         #expect(Fingerprint.of(tenant: "acme", key: "login:203.0.113.7").combined(with: 42).description == "e3a29da6f135ce7f80cd7d51abe06595")
     }
 
+    @Test("the stable hash reads a key's last bytes as it always did, at every length")
+    func stableHashTails() {
+        // The hash as first written: the bytes after the last whole word, one at a time.
+        func reference(_ bytes: [UInt8]) -> Fingerprint {
+            var hasher = StableHasher()
+            hasher.combine(UInt64(bytes.count) | 0x5100_0000_0000_0000)
+            var offset = 0
+            while offset + 8 <= bytes.count {
+                var word: UInt64 = 0
+                for index in 0..<8 { word |= UInt64(bytes[offset + index]) << (8 * UInt64(index)) }
+                hasher.combine(word)
+                offset += 8
+            }
+            if offset < bytes.count {
+                var tail: UInt64 = 0
+                for index in offset..<bytes.count { tail |= UInt64(bytes[index]) << (8 * UInt64(index - offset)) }
+                hasher.combine(tail)
+            }
+            return hasher.finalize()
+        }
+        for length in 0...40 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            var hasher = StableHasher()
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+            #expect(hasher.finalize() == reference(bytes), "length \(length)")
+        }
+    }
+
     @Test("several limits on one key: all allow and all consume, or none does")
     func multiLimitAtomic() throws {
         let table = LimiterTable(shardCount: 2, maxEntries: 1_000)

@@ -1,5 +1,6 @@
 import Dispatch
 import SluiceCore
+import Synchronization
 import Testing
 
 /// The map every in-memory book keeps its entries in.
@@ -29,6 +30,46 @@ struct StripedMapTests {
         #expect(map.removeValue(for: Self.key(1)) == 2)
         #expect(map.removeValue(for: Self.key(1)) == nil)
         #expect(map.isEmpty)
+    }
+
+    @Test("the filter never hides a key present, and forgets removed keys when their stripes are swept")
+    func filter() {
+        let map = StripedMap<Int>(stripeBits: 2, filterWordsPerStripe: 3)
+        let unfiltered = StripedMap<Int>(stripeBits: 2)
+        #expect(unfiltered.mayContain(Self.key(1)), "without a filter every key may be present")
+        #expect((0..<1_000).allSatisfy { !map.mayContain(Self.key($0)) }, "an empty map's filter says absent")
+        for number in 0..<100 { map.set(number, for: Self.key(number)) }
+        map.update(Self.key(100)) { $0 = 100 }
+        #expect((0...100).allSatisfy { map.mayContain(Self.key($0)) }, "no false negative")
+        // 101 keys in 4 × 4 words (rounded up to a power of two): some absent keys share bits.
+        let falsePositives = (1_000..<3_000).filter { map.mayContain(Self.key($0)) }.count
+        #expect(falsePositives < 2_000 / 3, "\(falsePositives) of 2,000 absent keys pass")
+        // Removed one by one: still "maybe" until a sweep rebuilds the stripes.
+        for number in 0..<50 { map.removeValue(for: Self.key(number)) }
+        #expect((0..<50).allSatisfy { map.mayContain(Self.key($0)) })
+        map.removeAll { _, value in value >= 50 && value < 100 }
+        #expect(map.count == 1 && map.mayContain(Self.key(100)), "the key left is still found")
+        let stale = (0..<100).filter { map.mayContain(Self.key($0)) }.count
+        #expect(stale <= 2, "after the sweep only keys sharing key 100's bit pass: \(stale)")
+        map.removeValue(for: Self.key(100))
+        map.rebuildFilter()
+        #expect((0...100).allSatisfy { !map.mayContain(Self.key($0)) }, "rebuilt empty")
+    }
+
+    @Test("readers and writers racing on a filtered map: a key present is always seen")
+    func filterUnderContention() {
+        let map = StripedMap<Int>(stripeBits: 3, filterWordsPerStripe: 2)
+        let missed = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            for round in 0..<2_000 {
+                // Each worker sweeps only its own old keys while the others write theirs.
+                let key = Self.key(worker * 10_000 + round), value = worker * 1_000_000 + round
+                map.set(value, for: key)
+                if !map.mayContain(key) || map.value(for: key) != value { missed.withLock { $0 += 1 } }
+                if round % 100 == 0 { map.removeAll { _, value in value / 1_000_000 == worker && value % 1_000_000 < round - 50 } }
+            }
+        }
+        #expect(missed.withLock { $0 } == 0)
     }
 
     @Test("removeAll, entries, values and stripes walk every entry once; the count follows")

@@ -37,6 +37,29 @@ import Testing
         return last
     }
 
+    @Test("a subject seen within one window has no buckets learned yet; saved and restored, it is the same baseline")
+    func unsampledBaseline() {
+        let book = BaselineBook()
+        let alice = Fingerprint.of(tenant: "", key: "alice")
+        #expect(book.observe(alice, hits: 3, now: Self.monday + 5 * Self.second, settings: settings) == nil)
+        #expect(book.observe(alice, hits: 2, now: Self.monday + 9 * Self.second, settings: settings) == nil)
+        let fresh = book.all()[0].1
+        #expect(fresh.buckets == 24 && fresh.normal.count == 24 && fresh.normal.allSatisfy(\.isNaN))
+        #expect(fresh.current == 5 && fresh.samples == 0)
+        // What the store writes and reads back: every bucket NaN.
+        let restored = Baseline(normal: fresh.normal, windowStart: fresh.windowStart, lastSeen: fresh.lastSeen, samples: 0)
+        var withHits = restored
+        withHits.current = fresh.current
+        #expect(withHits == fresh, "a bucket never sampled equals one never sampled")
+        let other = BaselineBook()
+        other.restore([(alice, withHits)], settings: settings)
+        #expect(other.count == 1)
+        // The next window closes the first: one sample, in the 00:00 bucket, 5 hits over 60 s.
+        _ = other.observe(alice, hits: 1, now: Self.monday + 61 * Self.second, settings: settings)
+        let sampled = other.all()[0].1
+        #expect(sampled.samples == 1 && abs(Double(sampled.normal[0]) - 5.0 / 60) < 1e-6 && sampled.normal[1].isNaN)
+    }
+
     @Test func aBaselineIsLearnedPerHourOfDayAndFollowsAChangingPattern() throws {
         let book = BaselineBook()
         let clock = ManualClock(start: Self.monday)

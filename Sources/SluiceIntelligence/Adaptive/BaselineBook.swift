@@ -31,9 +31,23 @@ public struct BaselineSettings: Sendable, Equatable {
 }
 
 /// One subject's learned baseline: an average rate per time-of-day bucket.
+///
+/// The buckets are allocated when the first window closes: a subject seen once (most of them,
+/// under a scan or a crowd of one-off callers) costs no allocation on the check path.
 public struct Baseline: Sendable, Equatable {
     /// Average hits per second, per bucket; NaN for a bucket never sampled.
-    public var normal: [Float]
+    public var normal: [Float] {
+        get { learned.isEmpty ? Array(repeating: .nan, count: Int(bucketCount)) : learned }
+        set {
+            learned = newValue
+            bucketCount = UInt32(clamping: newValue.count)
+        }
+    }
+    /// The buckets once one is sampled; empty before.
+    private var learned: [Float]
+    private var bucketCount: UInt32
+    /// How many time-of-day buckets it learns.
+    public var buckets: Int { Int(bucketCount) }
     /// Hits in the window being measured.
     public var current: UInt64 = 0
     /// Start of the window being measured (ns, a multiple of the window).
@@ -45,17 +59,25 @@ public struct Baseline: Sendable, Equatable {
 
     /// A subject first seen at `now`.
     public init(buckets: Int, windowStart: Int64, lastSeen: Int64) {
-        normal = Array(repeating: .nan, count: buckets)
+        learned = []
+        bucketCount = UInt32(clamping: max(0, buckets))
         self.windowStart = windowStart
         self.lastSeen = lastSeen
     }
 
     /// Restores a stored baseline.
     public init(normal: [Float], windowStart: Int64, lastSeen: Int64, samples: UInt32) {
-        self.normal = normal
+        learned = normal
+        bucketCount = UInt32(clamping: normal.count)
         self.windowStart = windowStart
         self.lastSeen = lastSeen
         self.samples = samples
+    }
+
+    /// Equal when every field is, a bucket never sampled (NaN) equal to another never sampled.
+    public static func == (lhs: Baseline, rhs: Baseline) -> Bool {
+        lhs.current == rhs.current && lhs.windowStart == rhs.windowStart && lhs.lastSeen == rhs.lastSeen && lhs.samples == rhs.samples
+            && lhs.bucketCount == rhs.bucketCount && lhs.normal.map(\.bitPattern) == rhs.normal.map(\.bitPattern)
     }
 
     /// The normal rate (hits per second) at `time`'s bucket; the average of the sampled buckets
@@ -63,9 +85,13 @@ public struct Baseline: Sendable, Equatable {
     public func normalRate(at time: Int64, settings: BaselineSettings) -> Double? {
         guard samples >= settings.warmup else { return nil }
         let bucket = settings.bucket(at: time)
-        if bucket < normal.count, !normal[bucket].isNaN { return Double(normal[bucket]) }
-        let learned = normal.filter { !$0.isNaN }
-        return learned.isEmpty ? nil : Double(learned.reduce(0, +)) / Double(learned.count)
+        if bucket < learned.count, !learned[bucket].isNaN { return Double(learned[bucket]) }
+        var sum: Float = 0, count = 0
+        for value in learned where !value.isNaN {
+            sum += value
+            count += 1
+        }
+        return count == 0 ? nil : Double(sum) / Double(count)
     }
 
     /// Closes every window that ended by `now`: the measured one is one sample of its bucket,
@@ -81,7 +107,7 @@ public struct Baseline: Sendable, Equatable {
         if nowWindow - start > day {
             let days = (nowWindow - start) / day
             let perBucket = Int(settings.bucketLength / window)
-            for bucket in 0..<normal.count { fold(bucket: bucket, rate: 0, count: Int(days) * max(1, perBucket), settings: settings) }
+            for bucket in 0..<Int(bucketCount) { fold(bucket: bucket, rate: 0, count: Int(days) * max(1, perBucket), settings: settings) }
             start += days * day
         }
         while start < nowWindow {
@@ -97,13 +123,14 @@ public struct Baseline: Sendable, Equatable {
     }
 
     mutating func fold(bucket: Int, rate: Double, count: Int, settings: BaselineSettings) {
-        guard count > 0, bucket < normal.count else { return }
+        guard count > 0, bucket < Int(bucketCount) else { return }
+        if learned.isEmpty { learned = Array(repeating: .nan, count: Int(bucketCount)) }
         let alpha = settings.smoothing
-        var value = normal[bucket].isNaN ? rate : Double(normal[bucket])
+        var value = learned[bucket].isNaN ? rate : Double(learned[bucket])
         // The first sample is taken whole; `count` equal samples fold in closed form.
-        let remaining = normal[bucket].isNaN ? count - 1 : count
+        let remaining = learned[bucket].isNaN ? count - 1 : count
         if remaining > 0 { value = rate + (value - rate) * pow(1 - alpha, Double(remaining)) }
-        normal[bucket] = Float(value)
+        learned[bucket] = Float(value)
         samples = UInt32(min(UInt64(UInt32.max), UInt64(samples) + UInt64(count)))
     }
 }
@@ -170,7 +197,7 @@ public final class BaselineBook: Sendable {
     /// Replaces the book's contents with stored baselines (at start); those whose bucket count no
     /// longer matches the settings are dropped (the buckets changed meaning).
     public func restore(_ baselines: [(Fingerprint, Baseline)], settings: BaselineSettings) {
-        for (subject, baseline) in baselines where baseline.normal.count == settings.buckets && map.count < settings.maxSubjects {
+        for (subject, baseline) in baselines where baseline.buckets == settings.buckets && map.count < settings.maxSubjects {
             map.set(baseline, for: subject)
             if baseline.lastSeen > latest.load(ordering: .relaxed) { latest.store(baseline.lastSeen, ordering: .relaxed) }
         }

@@ -68,6 +68,8 @@ public struct MultiplierCurve: Sendable, Equatable {
     /// The multiplier at `score`.
     ///
     /// - Complexity: O(points).
+    // Inlinable: called across modules, each call retained and released the points.
+    @inlinable
     public func multiplier(at score: Double) -> Double {
         guard let first = points.first, let last = points.last else { return 1 }
         if score <= first.score { return first.multiplier }

@@ -28,7 +28,7 @@ public struct TierAssignment: Sendable, Equatable {
 /// Assignments change rarely (operator requests) and are read on every check while the adaptive
 /// feature is on, so a check first reads an atomic count: with no assignment at all, nothing else.
 public final class TierBook: Sendable {
-    let map = StripedMap<TierAssignment>(stripeBits: 4)
+    @usableFromInline let map = StripedMap<TierAssignment>(stripeBits: 4)
 
     /// An empty book.
     public init() {}
@@ -41,6 +41,15 @@ public final class TierBook: Sendable {
         // Only the name, read in place: copying the whole assignment retained and released
         // each of its strings.
         return map.read(subject) { $0?.tier }
+    }
+
+    /// What `body` makes of the subject's tier name (nil: none), read in place under its
+    /// stripe's lock: the hot path's form, which copies no string (copied out, the name was
+    /// retained and released).
+    @inlinable
+    public func withTier<Result>(of subject: Fingerprint, _ body: (String?) -> Result) -> Result {
+        guard !map.isEmpty else { return body(nil) }
+        return map.read(subject) { body($0?.tier) }
     }
 
     /// The subject's assignment.

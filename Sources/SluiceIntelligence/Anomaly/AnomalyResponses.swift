@@ -56,7 +56,8 @@ public final class AnomalyResponseBook: Sendable {
         return UnsafeRawBufferPointer(buffer)
     }
 
-    let map = StripedMap<Entry>(stripeBits: 4)
+    /// With a filter: responses are few, and every check of every subject (and address) asks.
+    let map = StripedMap<Entry>(stripeBits: 4, filterWordsPerStripe: 16)
 
     public init() {}
 
@@ -78,7 +79,7 @@ public final class AnomalyResponseBook: Sendable {
 
     /// The response in force for `key` at `now`, nil when none.
     public func entry(for key: Fingerprint, at now: Int64) -> Entry? {
-        guard let entry = map.value(for: key), entry.until > now else { return nil }
+        guard map.mayContain(key), let entry = map.value(for: key), entry.until > now else { return nil }
         return entry
     }
 

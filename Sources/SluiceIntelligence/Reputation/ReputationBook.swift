@@ -4,29 +4,18 @@ import Glibc
 import Darwin
 #endif
 import SluiceCore
-import Synchronization
 
 /// Every tracked subject's reputation, in memory: what the hot path reads.
 ///
-/// Records are spread over lock stripes by fingerprint. A bit filter in front of them answers
-/// "certainly untracked" for most subjects with one relaxed atomic load and no lock: a subject
-/// without a record is at the neutral start. Each stripe owns its own range of filter words and
-/// sets or rebuilds them under its lock, so a rebuild never loses a bit set concurrently.
-// @unchecked: the filter is a raw allocation of atomics (only ever accessed atomically); the
-// records are behind their stripe locks.
-public final class ReputationBook: @unchecked Sendable {
-    @usableFromInline static let stripeBits = 6
-    @usableFromInline static let stripeCount = 1 << stripeBits
-    /// Filter words per stripe (64 bits each): 64 × 128 × 64 = 512 Ki bits, 64 KiB, small enough
-    /// to stay in a core's cache beside the table (at 512 KiB, its miss cost an untracked check
-    /// 60 ns). False positives, which only cost a locked lookup, are the tracked share of the
-    /// bits: 2 % with 10,000 tracked subjects, 17 % with 100,000.
-    @usableFromInline static let wordsPerStripe = 128
-
-    /// The records; a record's stripe there is the one ``stripe(of:)`` gives its filter words.
-    let records = StripedMap<ReputationRecord>(stripeBits: stripeBits)
-    @usableFromInline let filter: UnsafeMutablePointer<Synchronization.Atomic<UInt64>>
-    let filterWords: Int
+/// Records are spread over lock stripes by fingerprint. The map's filter answers "certainly
+/// untracked" for most subjects with one relaxed atomic load and no lock: a subject without a
+/// record is at the neutral start.
+public final class ReputationBook: Sendable {
+    /// The records, with a filter of 128 words per stripe: 64 × 128 × 64 = 512 Ki bits, 64 KiB,
+    /// small enough to stay in a core's cache beside the table (at 512 KiB, its miss cost an
+    /// untracked check 60 ns). False positives, which only cost a locked lookup, are the tracked
+    /// share of the bits: 2 % with 10,000 tracked subjects, 17 % with 100,000.
+    let records = StripedMap<ReputationRecord>(stripeBits: 6, filterWordsPerStripe: 128)
     /// Told of every change (a new record, or nil for a removed one) while the subject's stripe
     /// is locked, so that changes to one subject reach it in the order they were made.
     let onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String, _ event: ReputationEvent?) -> Void)?
@@ -40,25 +29,6 @@ public final class ReputationBook: @unchecked Sendable {
     public init(onChange: (@Sendable (Fingerprint, ReputationRecord?, _ tenant: String, _ subject: String, _ event: ReputationEvent?)
         -> Void)? = nil) {
         self.onChange = onChange
-        filterWords = Self.stripeCount * Self.wordsPerStripe
-        filter = .allocate(capacity: filterWords)
-        for index in 0..<filterWords { (filter + index).initialize(to: Synchronization.Atomic(0)) }
-    }
-
-    deinit {
-        filter.deinitialize(count: filterWords)
-        filter.deallocate()
-    }
-
-    @inlinable @inline(__always)
-    static func stripe(of subject: Fingerprint) -> Int { Int(truncatingIfNeeded: subject.low) & (stripeCount - 1) }
-
-    /// The filter word and bit of `subject`: within its stripe's range of words.
-    @inlinable @inline(__always)
-    static func filterPosition(of subject: Fingerprint) -> (word: Int, bit: UInt64) {
-        let bits = subject.high
-        let word = stripe(of: subject) * wordsPerStripe + Int(truncatingIfNeeded: (bits >> 6) % UInt64(wordsPerStripe))
-        return (word, 1 << (bits & 63))
     }
 
     /// The subject's score at `now`, nil when it has no record (it is neutral).
@@ -76,17 +46,13 @@ public final class ReputationBook: @unchecked Sendable {
     ///
     /// Not inlinable on purpose: inlined into another module, the atomic load was left generic
     /// and looked up its conformance at run time, 45 instructions per check (callgrind).
-    public func mayTrack(_ subject: Fingerprint) -> Bool {
-        let (word, bit) = Self.filterPosition(of: subject)
-        return filter[word].load(ordering: .relaxed) & bit != 0
-    }
+    public func mayTrack(_ subject: Fingerprint) -> Bool { records.mayContain(subject) }
 
     /// The same, from the model's two numbers (the hot path's form: no struct with references
     /// to copy).
     @inline(__always)
     public func score(of subject: Fingerprint, at now: Int64, neutral: Double, halfLife: Double) -> Double? {
-        let (word, bit) = Self.filterPosition(of: subject)
-        guard filter[word].load(ordering: .relaxed) & bit != 0 else { return nil }
+        guard records.mayContain(subject) else { return nil }
         guard let (score, at, pinned) = records.read(subject, { slot -> (Double, Int64, Bool)? in
             slot.map { ($0.score, $0.updatedAt, $0.pinned) }
         }) else { return nil }
@@ -129,8 +95,6 @@ public final class ReputationBook: @unchecked Sendable {
         records.update(subject) { slot in
             let next = change(slot)
             slot = next
-            let (word, bit) = Self.filterPosition(of: subject)
-            filter[word].bitwiseOr(bit, ordering: .relaxed)
             onChange?(subject, next, next.tenant, next.subject, event)
             return next
         }
@@ -144,8 +108,6 @@ public final class ReputationBook: @unchecked Sendable {
             let next = change(previous)
             slot = next
             if let next {
-                let (word, bit) = Self.filterPosition(of: subject)
-                filter[word].bitwiseOr(bit, ordering: .relaxed)
                 onChange?(subject, next, next.tenant, next.subject, nil)
             } else if let previous {
                 onChange?(subject, nil, previous.tenant, previous.subject, nil)
@@ -162,8 +124,6 @@ public final class ReputationBook: @unchecked Sendable {
             self.records.update(subject) { slot in
                 guard slot == nil else { return }
                 slot = record
-                let (word, bit) = Self.filterPosition(of: subject)
-                filter[word].bitwiseOr(bit, ordering: .relaxed)
             }
         }
     }
@@ -196,23 +156,9 @@ public final class ReputationBook: @unchecked Sendable {
                     removed.append(record)
                 }
             }
+            records.rebuildFilter()
         }
-        rebuildFilter()
         return removed
-    }
-
-    /// Clears filter bits of subjects no longer tracked, one stripe at a time.
-    func rebuildFilter() {
-        var words = [UInt64](repeating: 0, count: Self.wordsPerStripe)
-        records.forEachStripe { index, stripe in
-                for position in 0..<words.count { words[position] = 0 }
-                for subject in stripe.keys {
-                    let (word, bit) = Self.filterPosition(of: subject)
-                    words[word - index * Self.wordsPerStripe] |= bit
-                }
-                let base = index * Self.wordsPerStripe
-                for position in 0..<words.count { filter[base + position].store(words[position], ordering: .relaxed) }
-        }
     }
 
     /// Every record, optionally only `tenant`'s.

@@ -13,11 +13,16 @@ final class AdaptiveStage: CheckStage {
     let tiers: TierBook?
     let baselines: BaselineBook?
     let shedding: SheddingService
+    /// Borrowed: the stage holds them (see ``Borrowed``).
+    private let tierBook: Borrowed<TierBook>?
+    private let baselineBook: Borrowed<BaselineBook>?
 
     init(tiers: TierBook?, baselines: BaselineBook?, shedding: SheddingService) {
         self.tiers = tiers
         self.baselines = baselines
         self.shedding = shedding
+        tierBook = tiers.map(Borrowed.init)
+        baselineBook = baselines.map(Borrowed.init)
     }
 
     /// Whether anything adaptive applies to checks, without taking references (a check with the
@@ -43,9 +48,11 @@ final class AdaptiveStage: CheckStage {
         let items = batch.items, notes = batch.notes, series = batch.series
         var peeks = false
         let shadow = gate.shadow
+        // Borrowed for the batch: each call through a table read from `live` retained it.
+        let load = live.load.map(Borrowed.init), baselineTable = live.baseline.map(Borrowed.init)
         for index in 0..<batch.count {
-            let slot = live.load?.slot(ofSeries: series[index]) ?? -1
-            let relative = learning ? live.baseline?.entries[series[index]] : nil
+            let slot = load?({ $0.slot(ofSeries: series[index]) }) ?? -1
+            let relative = learning ? baselineTable?({ $0.entries[series[index]] }) : nil
             guard tiered || slot >= 0 || relative != nil else { continue }
             let subject = batch.subject(index)
             guard gate.includes(subject) else { continue }
@@ -65,21 +72,25 @@ final class AdaptiveStage: CheckStage {
                 }
             }
             // Counted toward the baseline even when the tier's own limits apply.
-            if let relative, let normal = observe(subject, hits: items[index].hits, now: items[index].now, in: live), !ownLimits {
+            if let relative, let baselineTable, let normal = observe(subject, hits: items[index].hits, now: items[index].now, in: baselineTable),
+               !ownLimits {
                 scale = relative.multiplier(normal: normal)
             }
-            if slot >= 0, let load = live.load {
+            if slot >= 0, let load {
                 // Shedding sheds traffic, not headroom: the tier's checks on the service's rules
                 // are admitted in the proportion of its multiplier (a subject well under its
                 // limit would never notice a smaller limit).
-                let multiplier = load.multiplier(slot: slot, tierClass: tierClass)
-                if !load.admit(slot: slot, tierClass: tierClass, hits: items[index].hits, multiplier: multiplier), !items[index].skip {
+                let admitted = load { load in
+                    load.admit(slot: slot, tierClass: tierClass, hits: items[index].hits,
+                               multiplier: load.multiplier(slot: slot, tierClass: tierClass))
+                }
+                if !admitted, !items[index].skip {
                     if shadow {
                         if notes[index].wouldDeny == nil { notes[index].wouldDeny = .shed }
                         notes[index].adaptiveShadow = true
                     } else {
                         items[index].skip = true
-                        notes[index].blockedFor = load.retryAfter
+                        notes[index].blockedFor = load { $0.retryAfter }
                         notes[index].blockReason = .shed
                     }
                 }
@@ -105,8 +116,8 @@ final class AdaptiveStage: CheckStage {
     /// configuration does not name.
     @inline(__always)
     private func tierIndex(of subject: Fingerprint, in live: LiveConfiguration) -> Int? {
-        guard let name = tiers?.tier(of: subject) else { return nil }
-        return live.tiers?.index(of: name)
+        guard let tierBook, let table = live.tiers else { return nil }
+        return tierBook { book in book.withTier(of: subject) { name in name.flatMap { table.names.firstIndex(of: $0) } } }
     }
 
     /// The tier's own limits for `rule`, if it has some.
@@ -118,9 +129,10 @@ final class AdaptiveStage: CheckStage {
 
     /// Counts the check toward the subject's baseline; its normal rate, once learned.
     @inline(__always)
-    private func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, in live: LiveConfiguration) -> Double? {
-        guard let table = live.baseline, let book = baselines else { return nil }
-        return book.observe(subject, hits: hits, now: now, settings: table.settings)
+    private func observe(_ subject: Fingerprint, hits: UInt64, now: Int64, in table: Borrowed<BaselineTable>) -> Double? {
+        guard let baselineBook else { return nil }
+        let settings = table { $0.settings }
+        return baselineBook { $0.observe(subject, hits: hits, now: now, settings: settings) }
     }
 
     /// Shadow mode: counts the allowed checks the feature would have denied.

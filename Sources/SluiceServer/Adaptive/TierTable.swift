@@ -38,12 +38,6 @@ final class TierTable: @unchecked Sendable {
         for bytes in nameBytes { bytes.deallocate() }
     }
 
-    /// The index of the tier named `name`, nil when the configuration has no such tier.
-    @inline(__always)
-    func index(of name: String) -> Int? {
-        names.firstIndex(of: name)
-    }
-
 }
 
 /// The adaptive feature's names.

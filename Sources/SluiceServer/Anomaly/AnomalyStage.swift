@@ -8,13 +8,24 @@ import SluiceIntelligence
 /// check is offered to the detector (never blocking: a full queue drops and counts).
 final class AnomalyStage: CheckStage {
     let anomaly: AnomalyService
+    /// Borrowed: `anomaly` holds them.
+    let responses: Borrowed<AnomalyResponseBook>
+    let tap: Borrowed<PackedEventTap>
 
-    init(anomaly: AnomalyService) { self.anomaly = anomaly }
+    init(anomaly: AnomalyService) {
+        self.anomaly = anomaly
+        responses = Borrowed(anomaly.responses)
+        tap = Borrowed(anomaly.tap)
+    }
 
     func isActive(in live: LiveConfiguration) -> Bool { live.anomaly }
 
     func prepare(_ batch: CheckBatch) -> Bool {
-        let book = anomaly.responses
+        responses { book in prepare(batch, book: book) }
+    }
+
+    @inline(__always)
+    private func prepare(_ batch: CheckBatch, book: AnomalyResponseBook) -> Bool {
         guard !book.isEmpty else { return false }
         let shadow = batch.live.anomalyShadow, rollout = batch.live.anomalyRollout
         let items = batch.items, notes = batch.notes
@@ -50,12 +61,13 @@ final class AnomalyStage: CheckStage {
 
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
         // Bytes, not strings: the detector's queue makes the strings when it drains the tap.
-        let tap = anomaly.tap
-        for index in 0..<batch.count {
-            let view = batch.views[index]
-            tap.offer(timestampMs: batch.items[index].now / 1_000_000, tenant: view.tenant,
-                      subject: view.subject.count > 0 ? view.subject : view.key, ip: view.ip, route: view.route,
-                      cost: max(1, batch.items[index].hits))
+        tap { tap in
+            for index in 0..<batch.count {
+                let view = batch.views[index]
+                tap.offer(timestampMs: batch.items[index].now / 1_000_000, tenant: view.tenant,
+                          subject: view.subject.count > 0 ? view.subject : view.key, ip: view.ip, route: view.route,
+                          cost: max(1, batch.items[index].hits))
+            }
         }
     }
 }

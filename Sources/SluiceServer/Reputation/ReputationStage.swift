@@ -10,14 +10,13 @@ import SluiceIntelligence
 /// The cost for a subject without a record is a hash (none when the subject is the key) and one
 /// relaxed load; the book is read under a stripe lock only for tracked subjects.
 final class ReputationStage: CheckStage {
-    /// Borrowed, not retained: the service holds the book for longer than any request (reading
-    /// a retained reference costs a retain and a release per request).
-    let book: Unmanaged<ReputationBook>
+    /// Borrowed: `hot` holds the book for longer than any request.
+    let book: Borrowed<ReputationBook>
     let hot: ReputationHotPath
 
     init(hot: ReputationHotPath) {
         self.hot = hot
-        book = Unmanaged.passUnretained(hot.book)
+        book = Borrowed(hot.book)
     }
 
     func isActive(in live: LiveConfiguration) -> Bool { live.reputation != nil }
@@ -25,15 +24,14 @@ final class ReputationStage: CheckStage {
     func prepare(_ batch: CheckBatch) -> Bool {
         // Active only with a gate.
         guard let gate = batch.live.reputation else { return false }
-        // Borrowed: the request holds its configuration.
-        unowned(unsafe) let live = batch.live
         var peeks = false
-        book._withUnsafeGuaranteedRef { book in
+        // Both borrowed: the request holds its configuration, `hot` the book.
+        Borrowed(batch.live) { live in book { book in
             for index in 0..<batch.count {
                 let subject = batch.subject(index)
                 guard gate.includes(subject) else { continue }
                 let items = batch.items, notes = batch.notes
-                if book.mayTrack(subject), let score = book.score(of: subject, at: items[index].now, neutral: gate.neutral, halfLife: gate.halfLife) {
+                if let score = book.score(of: subject, at: items[index].now, neutral: gate.neutral, halfLife: gate.halfLife) {
                     notes[index].score = score
                     let multiplier = live.reputationModel.curve.multiplier(at: score)
                     let blockedFor = score < gate.blockBelow ? live.reputationModel.timeUntilUnblocked(score) : nil
@@ -61,7 +59,7 @@ final class ReputationStage: CheckStage {
                     }
                 }
             }
-        }
+        } }
         return peeks
     }
 

@@ -111,10 +111,16 @@ extension CheckStage {
 /// of an array retained and released it each time (ten pairs a request with every feature on).
 struct StageList {
     let extra: [any CheckStage]
-    let reputation: ReputationStage?
-    let adaptive: AdaptiveStage
-    let anomaly: AnomalyStage
-    let tap: EventTapStage?
+    /// The stages, held; calls go through the borrowed references below (each call through a
+    /// held one retained and released the stage).
+    let reputationStage: ReputationStage?
+    let adaptiveStage: AdaptiveStage
+    let anomalyStage: AnomalyStage
+    let tapStage: EventTapStage?
+    let reputation: Borrowed<ReputationStage>?
+    let adaptive: Borrowed<AdaptiveStage>
+    let anomaly: Borrowed<AnomalyStage>
+    let tap: Borrowed<EventTapStage>?
 
     /// Bits of ``active(in:)``: the extra stages take the low bits, in order.
     static let reputationBit: UInt64 = 1 << 59, adaptiveBit: UInt64 = 1 << 60, anomalyBit: UInt64 = 1 << 61, tapBit: UInt64 = 1 << 62
@@ -122,10 +128,14 @@ struct StageList {
     init(extra: [any CheckStage], reputation: ReputationStage?, adaptive: AdaptiveStage, anomaly: AnomalyStage, tap: EventTapStage?) {
         precondition(extra.count < 59, "at most 58 extra stages")
         self.extra = extra
-        self.reputation = reputation
-        self.adaptive = adaptive
-        self.anomaly = anomaly
-        self.tap = tap
+        reputationStage = reputation
+        adaptiveStage = adaptive
+        anomalyStage = anomaly
+        tapStage = tap
+        self.reputation = reputation.map(Borrowed.init)
+        self.adaptive = Borrowed(adaptive)
+        self.anomaly = Borrowed(anomaly)
+        self.tap = tap.map(Borrowed.init)
     }
 
     /// The stages active for a request under `live`, as bits; 0 when none is.
@@ -135,10 +145,10 @@ struct StageList {
         if !extra.isEmpty {
             for index in extra.indices where extra[index].isActive(in: live) { active |= 1 << UInt64(index) }
         }
-        if let reputation, reputation.isActive(in: live) { active |= Self.reputationBit }
-        if adaptive.isActive(in: live) { active |= Self.adaptiveBit }
-        if anomaly.isActive(in: live) { active |= Self.anomalyBit }
-        if let tap, tap.isActive(in: live) { active |= Self.tapBit }
+        if let reputation, reputation({ $0.isActive(in: live) }) { active |= Self.reputationBit }
+        if adaptive({ $0.isActive(in: live) }) { active |= Self.adaptiveBit }
+        if anomaly({ $0.isActive(in: live) }) { active |= Self.anomalyBit }
+        if let tap, tap({ $0.isActive(in: live) }) { active |= Self.tapBit }
         return active
     }
 
@@ -152,9 +162,9 @@ struct StageList {
                 if extra[index].prepare(batch) { inOrder = true }
             }
         }
-        if active & Self.reputationBit != 0, let reputation, reputation.prepare(batch) { inOrder = true }
-        if active & Self.adaptiveBit != 0, adaptive.prepare(batch) { inOrder = true }
-        if active & Self.anomalyBit != 0, anomaly.prepare(batch) { inOrder = true }
+        if active & Self.reputationBit != 0, let reputation, reputation({ $0.prepare(batch) }) { inOrder = true }
+        if active & Self.adaptiveBit != 0, adaptive({ $0.prepare(batch) }) { inOrder = true }
+        if active & Self.anomalyBit != 0, anomaly({ $0.prepare(batch) }) { inOrder = true }
         return inOrder
     }
 
@@ -164,10 +174,10 @@ struct StageList {
         if !extra.isEmpty {
             for index in extra.indices where active & (1 << UInt64(index)) != 0 { extra[index].settle(batch, decisions: decisions) }
         }
-        if active & Self.reputationBit != 0, let reputation { reputation.settle(batch, decisions: decisions) }
-        if active & Self.adaptiveBit != 0 { adaptive.settle(batch, decisions: decisions) }
-        if active & Self.anomalyBit != 0 { anomaly.settle(batch, decisions: decisions) }
-        if active & Self.tapBit != 0, let tap { tap.settle(batch, decisions: decisions) }
+        if active & Self.reputationBit != 0, let reputation { reputation { $0.settle(batch, decisions: decisions) } }
+        if active & Self.adaptiveBit != 0 { adaptive { $0.settle(batch, decisions: decisions) } }
+        if active & Self.anomalyBit != 0 { anomaly { $0.settle(batch, decisions: decisions) } }
+        if active & Self.tapBit != 0, let tap { tap { $0.settle(batch, decisions: decisions) } }
     }
 }
 
