@@ -21,6 +21,46 @@ struct LiveStateTests {
         state.checkTotals()[LiveState.SeriesKey(tenant: tenant, rule: rule, decision: decision)] ?? 0
     }
 
+    @Test("the rule index finds what the configuration finds, by bytes, and places nothing it does not know",
+          arguments: [false, true])
+    func ruleIndex(strict: Bool) throws {
+        let live = LiveConfiguration(try Self.configuration("""
+        rules: { a: { limit: 1, period: 1s }, b: { limit: 5, period: 1m }, "login:v2": { limit: 3, period: 1s, burst: 6 } }
+        tenants:
+          acme: { rules: { own: { limit: 7, period: 1s }, a: { limit: 2, period: 1s } } }
+          "ümlaut-co": { rules: { b: { limit: 9, period: 1s } } }
+        strict_tenants: \(strict)
+        """), generation: 1)
+        func bytes(_ string: String, _ body: (UnsafeRawBufferPointer) -> Void) {
+            var string = string
+            string.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+        }
+        for tenant in ["", "acme", "ümlaut-co", "stranger", "acm", "acmee"] {
+            for rule in ["a", "b", "own", "login:v2", "login:v", "", "A", "ownn"] {
+                let expected = live.configuration.rule(rule, tenant: tenant)
+                let known = live.configuration.knows(tenant: tenant)
+                bytes(tenant) { tenantBytes in
+                    bytes(rule) { ruleBytes in
+                        let found = live.rules.resolve(tenant: tenantBytes, rule: ruleBytes)
+                        guard let expected, known else {
+                            #expect(found == nil, "tenant '\(tenant)', rule '\(rule)': not placed")
+                            return
+                        }
+                        guard let found else {
+                            Issue.record("tenant '\(tenant)', rule '\(rule)': not found")
+                            return
+                        }
+                        #expect(found.series == Self.series(rule, in: live, tenant: tenant), "tenant '\(tenant)', rule '\(rule)'")
+                        switch found.limits {
+                        case .single(let limit): #expect([limit] == expected.limits)
+                        case .rule(let limits): #expect(limits == expected.limits)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("every (tenant, rule) pair has its own series, labelled by configured names only")
     func seriesLabels() throws {
         let live = LiveConfiguration(try Self.configuration("""

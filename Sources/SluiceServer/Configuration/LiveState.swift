@@ -12,6 +12,8 @@ public final class LiveConfiguration: Sendable {
     /// 1 for the configuration the daemon started with, one more for each reload.
     public let generation: UInt64
     let series: CheckSeries
+    /// The rules and tenants compiled for the check path.
+    let rules: RuleIndex
     /// Reputation compiled for the hot path; nil when the feature is off.
     let reputation: ReputationGate?
     /// The reputation model, read in place for tracked subjects (a copy would retain its parts).
@@ -40,6 +42,7 @@ public final class LiveConfiguration: Sendable {
     init(_ configuration: Configuration, generation: UInt64) {
         var numbered = configuration
         series = CheckSeries.assign(&numbered)
+        rules = RuleIndex(numbered, series: series)
         self.configuration = numbered
         self.generation = generation
         reputation = ReputationGate(numbered)

@@ -269,6 +269,11 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now),
                              previous.series))
         }
+        // A configured rule, found from its bytes; anything else through the configuration below.
+        if let rule = check.rule, let (limits, series) = live.rules.resolve(tenant: check.tenant, rule: rule) {
+            previous = ResolvedLimits(tenant: check.tenant, rule: check.rule, limit: check.limit, limits: limits, series: series)
+            return .success((BatchCheck(key: .of(tenant: check.tenant, key: check.key), limits: limits, hits: hits, now: now), series))
+        }
         // Tenant and rule names are short: Swift keeps strings of up to 15 bytes inline, so
         // these conversions do not allocate in the common case.
         let tenant = check.tenant.count == 0 ? "" : String(decoding: check.tenant, as: UTF8.self)
