@@ -252,8 +252,15 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         }
         var decided = 0
         do {
-            while !closing, !holding, decided < budget,
-                  let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) {
+            while !closing, !holding, decided < budget {
+                // Two frames or more waiting: answered as one batch while the processor reads them.
+                if !refusingChecks, socketBacklog?.refusing != true {
+                    let batched = answerWhole(&bytes, limit: min(Self.framesPerBatch, budget - decided), context: context)
+                    decided += batched
+                    answered += batched
+                    if batched > 0 { continue }
+                }
+                guard let frame = try FrameDecoder.nextFrame(in: &bytes, maximum: maximumFrameBytes) else { break }
                 // A refusal costs next to nothing: it does not use the turn's budget.
                 if answer(frame, context: context) { decided += 1 }
                 answered += 1
@@ -284,6 +291,42 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
             backlogSince = nil
         }
         return answered
+    }
+
+    /// Frames answered as one batch at most (``RequestProcessor/answerCheckFrames(_:into:)``).
+    static let framesPerBatch = 64
+
+    /// Answers the whole frames at the front of `bytes`, if there are two or more, as one batch;
+    /// returns how many were answered (and consumed), 0 when the processor took none.
+    func answerWhole(_ bytes: inout ByteBuffer, limit: Int, context: ChannelHandlerContext) -> Int {
+        guard limit > 1 else { return 0 }
+        let maximum = maximumFrameBytes
+        let answered = bytes.withUnsafeReadableBytes { raw -> (frames: Int, bytes: Int) in
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: limit) { frames in
+                var count = 0, offset = 0
+                while count < limit, raw.count - offset >= 4 {
+                    let length = Int(UInt32(raw[offset]) << 24 | UInt32(raw[offset + 1]) << 16 | UInt32(raw[offset + 2]) << 8
+                                     | UInt32(raw[offset + 3]))
+                    // A frame too large is the single-frame path's to refuse.
+                    guard length <= maximum, raw.count - offset - 4 >= length else { break }
+                    (frames.baseAddress! + count).initialize(to: UnsafeRawBufferPointer(rebasing: raw[(offset + 4)..<(offset + 4 + length)]))
+                    count += 1
+                    offset += 4 + length
+                }
+                guard count > 1 else { return (0, 0) }
+                // Taken out of `pending` while written to, so that appending never copies it.
+                let held = pending != nil
+                var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)
+                pending = nil
+                let taken = processor.answerCheckFrames(UnsafeBufferPointer(rebasing: frames[0..<count]), into: &out)
+                if taken > 0 || held { pending = out }
+                var consumed = 0
+                for index in 0..<taken { consumed += 4 + frames[index].count }
+                return (taken, consumed)
+            }
+        }
+        bytes.moveReaderIndex(forwardBy: answered.bytes)
+        return answered.frames
     }
 
     /// Frames one connection may have answered per turn of a contended event loop (`Int.max`:

@@ -21,6 +21,13 @@ public protocol RequestProcessor: Sendable {
     /// swift-protobuf and calls ``process(_:)``.
     func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool
 
+    /// The hot path over the frames one read brought: answers, in order, a prefix of `frames`
+    /// (each a frame's bytes without its length prefix) as one batch, appending each one's
+    /// answer frame to `out`. Returns how many it answered; 0, having written nothing, when it
+    /// does not read the first (the handler then answers that one with
+    /// ``answerCheckFrame(_:into:)``).
+    func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int
+
     /// The hot path for checks decided off the event loop (a backend a fleet shares): a frame
     /// holding a check request, read straight from its bytes, and the future of its whole answer
     /// frame; nil for a frame it does not read (then decoded and given to
@@ -59,6 +66,9 @@ extension RequestProcessor {
 
     /// No fast path: every frame goes through swift-protobuf and ``process(_:)``.
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool { false }
+
+    /// No batch of frames: each is answered alone.
+    public func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int { 0 }
 
     /// No fast deferred path.
     public func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? { nil }

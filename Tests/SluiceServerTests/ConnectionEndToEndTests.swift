@@ -122,6 +122,41 @@ struct ConnectionEndToEndTests {
         }
     }
 
+    @Test("frames arriving together are decided together as if one by one: an invalid one, a declined one and a batch too large answered in their place")
+    func framesInOneWrite() async throws {
+        try await TestDaemon.with { daemon in
+            let raw = try await RawConnection.connect(daemon.unix)
+            let two = WireLimit(limit: 2, periodMs: 60_000)
+            func frame(_ id: UInt64, _ checks: [WireCheck]) throws -> [UInt8] {
+                var request = Make.request(checks[0])
+                request.check.checks = checks
+                request.id = id
+                return try RawConnection.frame(request)
+            }
+            var bytes: [UInt8] = []
+            bytes += try frame(1, [Make.check("k", limit: two)])
+            bytes += try frame(2, [Make.check("", limit: two)])               // invalid: an empty key
+            bytes += try frame(3, [Make.check("k", limit: two), Make.check("other", limit: two)])
+            bytes += try frame(4, [Make.check("ké", limit: two)])            // declined by the fast codec
+            bytes += try frame(5, [Make.check("k", limit: two)])             // the key's third hit: denied
+            bytes += try frame(6, Array(repeating: Make.check("big", limit: two), count: 1_001))  // above max_batch
+            bytes += try frame(7, [Make.check("ké", limit: two)])
+            bytes += try frame(8, [Make.check("other", limit: two)])
+            try await raw.write(bytes)
+            let answers = try await raw.responses(atLeast: 8)
+            #expect(answers.map(\.id) == Array(1...8))
+            #expect(answers[0].check.verdicts.map(\.allowed) == [true])
+            #expect(answers[1].error.code == .invalidArgument && answers[1].error.checkIndex == 0)
+            #expect(answers[2].check.verdicts.map(\.allowed) == [true, true])
+            #expect(answers[3].check.verdicts.map(\.allowed) == [true])
+            #expect(answers[4].check.verdicts.map(\.allowed) == [false], "the key had 2 of 2 used by frames 1 and 3")
+            #expect(answers[5].error.code == .invalidArgument, "\(answers[5])")
+            #expect(answers[6].check.verdicts.map(\.allowed) == [true])
+            #expect(answers[7].check.verdicts.map(\.allowed) == [true])
+            await raw.close()
+        }
+    }
+
     @Test("a request split into single bytes over a real socket is answered once")
     func splitOverSocket() async throws {
         // A byte a millisecond can take seconds on a loaded machine: no read timeout in the way.

@@ -69,6 +69,13 @@ struct CheckBatch {
 
     var count: Int { items.count }
 
+    /// Checks `range` of this batch, as a batch of their own.
+    func slice(_ range: Range<Int>) -> CheckBatch {
+        CheckBatch(views: UnsafeBufferPointer(rebasing: views[range]), items: UnsafeMutableBufferPointer(rebasing: items[range]),
+                   series: UnsafeBufferPointer(rebasing: series[range]),
+                   notes: notes.isEmpty ? notes : UnsafeMutableBufferPointer(rebasing: notes[range]), live: live)
+    }
+
     /// The fingerprint of check `index`'s subject (the key's when it names none), hashed at most
     /// once per check whichever stages ask for it.
     @inline(__always)
@@ -270,6 +277,69 @@ extension RequestDispatcher {
         }
     }
 
+    /// Decides the checks of several frames as one batch (``answerCheckFrames(_:into:)``) and
+    /// writes each frame's answer, in order. A frame with an invalid check ends the batch: the
+    /// frames before it are answered, then its error. Returns the frames answered.
+    func decideFrames(_ frames: UnsafeBufferPointer<FramePart>, views: UnsafeBufferPointer<CheckView>, context: WorkerContext,
+                      into out: inout ByteBuffer) -> Int {
+        let started = time.now()
+        let active = activeStages(in: context.live)
+        let live = context.live
+        return CheckScratch.with(count: views.count, notes: active != 0) { scratch -> Int in
+            var resolved = 0
+            defer { scratch.items.baseAddress!.deinitialize(count: resolved) }
+            let batchNow = live.configuration.clock == .monotonic ? started : 0
+            var failed: (frame: Int, error: WireError)?
+            frames: for (number, frame) in frames.enumerated() {
+                var previous = ResolvedLimits()
+                for index in frame.start..<(frame.start + frame.count) {
+                    switch resolve(views[index], index: index - frame.start, batchNow: batchNow, previous: &previous, in: live) {
+                    case .success(let (item, itemSeries)):
+                        (scratch.items.baseAddress! + index).initialize(to: item)
+                        scratch.series[index] = itemSeries
+                        resolved += 1
+                    case .failure(let error):
+                        // The frame leaves the batch: its checks resolved so far are dropped.
+                        scratch.items.baseAddress!.advanced(by: frame.start).deinitialize(count: index - frame.start)
+                        resolved = frame.start
+                        failed = (number, error)
+                        break frames
+                    }
+                }
+            }
+            let decidedFrames = failed?.frame ?? frames.count
+            if resolved > 0 {
+                let items = UnsafeMutableBufferPointer(rebasing: scratch.items[0..<resolved])
+                let batch = CheckBatch(views: UnsafeBufferPointer(rebasing: views[0..<resolved]), items: items,
+                                       series: UnsafeBufferPointer(rebasing: scratch.series[0..<resolved]),
+                                       notes: active != 0 ? UnsafeMutableBufferPointer(rebasing: scratch.notes[0..<resolved]) : scratch.notes,
+                                       live: live)
+                var inOrder = false
+                if active != 0 {
+                    batch.notes.initialize(repeating: CheckNote())
+                    inOrder = stages.prepare(batch, active: active)
+                }
+                let decisions = UnsafeMutableBufferPointer(rebasing: scratch.decisions[0..<resolved])
+                if inOrder {
+                    decideInOrder(batch, into: decisions)
+                } else {
+                    decisions.initialize(repeating: .blocked())
+                    backend.check(batch: UnsafeBufferPointer(items), into: decisions)
+                }
+                apply(batch, decisions: decisions, active: active, context: context)
+                for frame in frames[0..<decidedFrames] {
+                    let range = frame.start..<(frame.start + frame.count)
+                    encode(id: frame.id, batch.slice(range), decisions: UnsafeBufferPointer(rebasing: decisions[range]), scratch: scratch,
+                           annotated: active != 0, into: &out)
+                }
+                let latency = time.now() - started
+                for _ in 0..<decidedFrames { context.record(latency: latency) }
+            }
+            if let failed { writeError(failed.error, id: frames[failed.frame].id, into: &out) }
+            return failed.map { $0.frame + 1 } ?? frames.count
+        }
+    }
+
     /// Decides a batch against a backend that does not answer at once: resolves and prepares
     /// it now, hands it to the backend, and settles and encodes it on `eventLoop` when the
     /// decisions come. Its bytes and scratch live on the heap until then. A batch with a shadow
@@ -347,19 +417,25 @@ extension RequestDispatcher {
     @inline(__always)
     func settle(id: UInt64, _ batch: CheckBatch, scratch: CheckScratch, active: UInt64, context: WorkerContext, started: Int64,
                 into out: inout ByteBuffer) {
-        let decisions = scratch.decisions
+        apply(batch, decisions: scratch.decisions, active: active, context: context)
+        encode(id: id, batch, decisions: UnsafeBufferPointer(scratch.decisions), scratch: scratch, annotated: active != 0, into: &out)
+        context.record(latency: time.now() - started)
+    }
+
+    /// Applies the stages' blocks to the decisions, counts each check, and lets each active
+    /// stage settle.
+    @inline(__always)
+    func apply(_ batch: CheckBatch, decisions: UnsafeMutableBufferPointer<Decision>, active: UInt64, context: WorkerContext) {
         let annotated = active != 0
         for index in 0..<batch.count {
-            if annotated, scratch.notes[index].blockedFor >= 0 {
-                var decision = Decision.blocked(retryAfter: scratch.notes[index].blockedFor)
-                decision.reason = scratch.notes[index].blockReason
+            if annotated, batch.notes[index].blockedFor >= 0 {
+                var decision = Decision.blocked(retryAfter: batch.notes[index].blockedFor)
+                decision.reason = batch.notes[index].blockReason
                 decisions[index] = decision
             }
-            context.count(series: scratch.series[index], reason: decisions[index].reason)
+            context.count(series: batch.series[index], reason: decisions[index].reason)
         }
         if annotated { stages.settle(batch, decisions: UnsafeBufferPointer(decisions), active: active) }
-        encode(id: id, batch, decisions: UnsafeBufferPointer(decisions), scratch: scratch, annotated: annotated, into: &out)
-        context.record(latency: time.now() - started)
     }
 
     /// Decides the checks one at a time, in order, evaluating each shadow check just before it
@@ -393,7 +469,8 @@ extension RequestDispatcher {
             (scratch.names.baseAddress! + index).initialize(to: batch.views[index].rule ?? empty)
         }
         let names = UnsafeBufferPointer(scratch.names)
-        CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(scratch.verdicts),
+        // The first `count` of the scratch's room: a frame of a multi-frame batch uses a part of it.
+        CheckFrameCodec.writeCheckResponse(id: id, verdicts: UnsafeBufferPointer(rebasing: scratch.verdicts[0..<count]),
                                            rules: UnsafeBufferPointer(rebasing: names[0..<count]),
                                            tiers: annotated ? UnsafeBufferPointer(rebasing: names[count..<(2 * count)]) : nil,
                                            anomalies: annotated ? UnsafeBufferPointer(rebasing: names[(2 * count)...]) : nil, into: &out)

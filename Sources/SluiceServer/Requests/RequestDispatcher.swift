@@ -339,6 +339,54 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
+    /// Answers, in order, a prefix of `frames` (check requests, each without its length prefix)
+    /// decided as one batch: the table looks up all their keys at once, each shard locked once
+    /// and its slots prefetched, where frame by frame each lookup waited for its own memory.
+    /// Returns how many frames it answered; 0 (nothing written) when the backend does not answer
+    /// at once or the first frame is not one it reads (the caller answers that one alone).
+    ///
+    /// It takes the frames up to the first it does not read (not canonical, empty, or past
+    /// `max_batch` checks in all); a frame with an invalid check ends the batch: the frames
+    /// before it are answered, then its error.
+    public func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int {
+        guard answersAtOnce, frames.count > 0 else { return 0 }
+        let context = state.context()
+        let maxBatch = context.live.configuration.maxBatch
+        return withUnsafeTemporaryAllocation(of: FramePart.self, capacity: frames.count) { parts in
+            var taken = 0, total = 0
+            for frame in frames {
+                guard let (id, body) = CheckFrameCodec.checkBody(frame), let count = CheckFrameCodec.countChecks(body),
+                      count > 0, total + count <= maxBatch else { break }
+                (parts.baseAddress! + taken).initialize(to: FramePart(id: id, body: body, start: total, count: count))
+                taken += 1
+                total += count
+            }
+            guard taken > 0 else { return 0 }
+            return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: total) { views in
+                views.initialize(repeating: CheckView())
+                var read = 0
+                while read < taken, CheckFrameCodec.readChecks(parts[read].body, into: UnsafeMutableBufferPointer(
+                    rebasing: views[parts[read].start..<(parts[read].start + parts[read].count)]), trustUTF8: false) {
+                    read += 1
+                }
+                guard read > 0 else { return 0 }
+                let frameViews = UnsafeBufferPointer(rebasing: views[0..<(parts[read - 1].start + parts[read - 1].count)])
+                let answered = decideFrames(UnsafeBufferPointer(rebasing: parts[0..<read]), views: frameViews, context: context, into: &out)
+                counters.requests.add(UInt64(answered), ordering: .relaxed)
+                return answered
+            }
+        }
+    }
+
+    /// One frame of a multi-frame batch: its id, its `CheckRequest` bytes, and where its checks
+    /// lie in the batch.
+    struct FramePart {
+        let id: UInt64
+        let body: UnsafeRawBufferPointer
+        let start: Int
+        let count: Int
+    }
+
     /// The answer to a batch of `count` checks that is empty or above `max_batch` (counted).
     func refusal(ofBatch count: Int, id: UInt64, maxBatch: Int) -> WireResponse {
         counters.requests.add(1, ordering: .relaxed)
