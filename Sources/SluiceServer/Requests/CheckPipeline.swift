@@ -290,8 +290,9 @@ extension RequestDispatcher {
             defer { scratch.items.baseAddress!.deinitialize(count: resolved) }
             let batchNow = live.configuration.clock == .monotonic ? started : 0
             var failed: (frame: Int, error: WireError)?
+            // Shared by the frames: pipelined frames usually name the same rule or limit.
+            var previous = ResolvedLimits()
             frames: for (number, frame) in frames.enumerated() {
-                var previous = ResolvedLimits()
                 for index in frame.start..<(frame.start + frame.count) {
                     switch resolve(views[index], index: index - frame.start, batchNow: batchNow, previous: &previous, in: live) {
                     case .success(let (item, itemSeries)):
