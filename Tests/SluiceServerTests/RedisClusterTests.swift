@@ -171,6 +171,48 @@ struct RedisClusterTests {
         #expect(idle.decidedInRedis == 1 && idle.decidedDegraded == 0)
     }
 
+    @Test("fast mode on a 3-node Cluster: three daemons offered three times each limit, on keys over every node, admit it within 3 % (or 5)")
+    func fastModeOnCluster() async throws {
+        let cluster = try await RedisCluster.start()
+        defer { cluster.stop() }
+        let daemons = (0..<3).map { _ in
+            Self.backend(cluster) { settings in
+                settings.fast = true
+                settings.syncInterval = .zero
+            }
+        }
+        defer { for daemon in daemons { daemon.shutdown() } }
+        for daemon in daemons { try await Self.mapped(daemon) }
+        // 12 keys (over the three nodes' slots), 200 a second each after a burst of 20; every
+        // daemon offers each key a check a millisecond for 1 s, syncing every 5 ms: each sync
+        // gathers its entries by slot, one call per slot.
+        let limit = BoundLimit.rule("fast-cluster", index: 0, spec: try Self.spec(200, Self.second, burst: 20))
+        let keys = (0..<12).map { Fingerprint.of(tenant: "t", key: "fast-\($0)") }
+        let exact = LimiterTable(shardCount: 1, maxEntries: 1_000)
+        var admitted = [Int](repeating: 0, count: keys.count), exactAdmitted = [Int](repeating: 0, count: keys.count)
+        for millisecond in 0..<1_000 {
+            let now = Self.start + Int64(millisecond) * 1_000_000
+            for daemon in daemons {
+                for (index, key) in keys.enumerated() {
+                    var item = BatchCheck(key: key, limits: .single(limit), hits: 1, now: now)
+                    if withUnsafePointer(to: &item, { daemon.check($0) }).allowed { admitted[index] += 1 }
+                    if exact.check(key: key, limit: limit, hits: 1, now: now).allowed { exactAdmitted[index] += 1 }
+                }
+            }
+            if millisecond % 5 == 4 {
+                for daemon in daemons { try await daemon.sync(now: now).get() }
+            }
+        }
+        for (index, (fast, exact)) in zip(admitted, exactAdmitted).enumerated() {
+            #expect(Double(abs(fast - exact)) <= max(5, 0.03 * Double(exact)), "key \(index): fast \(fast), one exact table \(exact)")
+        }
+        for daemon in daemons {
+            #expect(daemon.decidedDegraded == 0 && !daemon.counts.errorCounts.contains { $0.count > 0 },
+                    "errors: \(daemon.counts.errorCounts.filter { $0.count > 0 }), \(daemon.decidedDegraded) degraded")
+        }
+        for port in cluster.ports { #expect(try cluster.keys(port) > 0, "node \(port) holds some of the keys") }
+    }
+
     @Test("two daemons configured with redis.cluster share each limit across the Cluster's nodes; stats and /metrics show it")
     func daemonsOnCluster() async throws {
         let cluster = try await RedisCluster.start()
