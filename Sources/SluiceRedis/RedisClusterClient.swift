@@ -111,6 +111,9 @@ public final class RedisClusterClient: RedisScripting {
         }
     }
 
+    /// The slot's primary, by its URL ("" while the map does not name one).
+    public func breakerNode(ofSlot slot: Int) -> String { owner(of: slot)?.url ?? "" }
+
     public func shutdown() {
         let nodes = state.withLockedValue { state in
             state.closed = true

@@ -20,9 +20,16 @@ public protocol RedisScripting: AnyObject, Sendable {
 
     /// Closes every connection; calls after this fail.
     func shutdown()
+
+    /// The node a call on `slot` goes to now, naming its circuit breaker: "" for a single
+    /// server (one breaker for everything); a Cluster's primary for the slot.
+    func breakerNode(ofSlot slot: Int) -> String
 }
 
 extension RedisScripting {
+    /// One server: one breaker.
+    public func breakerNode(ofSlot slot: Int) -> String { "" }
+
     /// `count` items (checks, sync entries) split into script calls of at most `perCall` each,
     /// in order; when ``slotted``, each call holds items of one slot (`slot(index)`) only. Each
     /// group lists its items' indices in ascending order, groups by their first item.

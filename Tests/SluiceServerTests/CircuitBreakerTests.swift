@@ -40,4 +40,24 @@ struct CircuitBreakerTests {
         #expect(record(false, 12 * second) == .open)
         #expect(allows(13 * second))
     }
+
+    @Test("a breaker per node: one node failing opens only its own; the state reported is the worst")
+    func perNode() {
+        let second = Self.second
+        var breakers = Breakers(CircuitBreaker(threshold: 2, cooldown: second))
+        // Called through these: #expect cannot take a mutating call.
+        func allows(_ node: String, _ now: Int64) -> Bool { breakers.allows(node, now: now) }
+        func record(_ node: String, _ success: Bool, _ now: Int64) -> CircuitBreaker.State? { breakers.record(node, success: success, now: now) }
+        #expect(allows("a", 0) && allows("b", 0))
+        #expect(record("a", false, 0) == nil)
+        #expect(record("b", true, 0) == nil)
+        #expect(record("a", false, 1) == .open)
+        #expect(!allows("a", 2) && allows("b", 2) && allows("c", 2))
+        #expect(breakers.state == .open && breakers.notClosed == (open: 1, of: 3))
+        // After the cooldown, one probe for "a"; its success closes it.
+        #expect(allows("a", second + 1) && breakers.state == .halfOpen)
+        #expect(!allows("a", second + 2))
+        #expect(record("a", true, second + 3) == .closed)
+        #expect(breakers.state == .closed && breakers.notClosed.open == 0)
+    }
 }

@@ -309,6 +309,54 @@ struct RedisClusterTests {
         #expect(answered > 0)
     }
 
+    @Test("one node of a Cluster gone: its slots' checks take on_failure, at once once its breaker opens; the other nodes' are still decided in Redis")
+    func oneNodeDown() async throws {
+        let cluster = try await RedisCluster.start()
+        defer { cluster.stop() }
+        // The nodes left go on serving their slots (without it, the Cluster refuses every slot
+        // once the lost node is marked failed).
+        for port in cluster.ports { _ = try cluster.cli(port, "CONFIG", "SET", "cluster-require-full-coverage", "no") }
+        let backend = Self.backend(cluster) { settings in
+            settings.timeout = .milliseconds(300)
+            settings.breakerThreshold = 2
+            settings.breakerCooldown = 60_000_000_000
+            settings.degraded = .failClosed
+        }
+        defer { backend.shutdown() }
+        try await Self.mapped(backend)
+        let limit = BoundLimit.rule("node-down", index: 0, spec: try Self.spec(1_000_000, 3_600 * Self.second))
+        let keys = (0..<60).map { BatchCheck(key: Fingerprint.of(tenant: "t", key: "n\($0)"), limits: .single(limit), hits: 1, now: Self.start) }
+        #expect(await RedisBackendTests.decide(backend, keys).allSatisfy(\.allowed))
+        #expect(backend.decidedInRedis == 60)
+        let lost = cluster.ports[0]
+        var onLost: [BatchCheck] = [], elsewhere: [BatchCheck] = []
+        for key in keys {
+            if try cluster.owner(of: KeySlot.of(RedisBackend.keyName(key.key, limit))) == lost { onLost.append(key) } else { elsewhere.append(key) }
+        }
+        try #require(!onLost.isEmpty && !elsewhere.isEmpty, "keys on every node")
+        cluster.servers[0].stop()
+        // Until the lost node's breaker opens, its checks wait out the timeout (fail_closed:
+        // denied); the other nodes' checks are answered by Redis all along.
+        for round in 0..<3 {
+            let before = backend.decidedInRedis
+            let decisions = await RedisBackendTests.decide(backend, keys)
+            for (key, decision) in zip(keys, decisions) {
+                let lostKey = onLost.contains { $0.key == key.key }
+                #expect(decision.allowed != lostKey, "round \(round): \(lostKey ? "lost" : "live") node's key: \(decision)")
+            }
+            #expect(backend.decidedInRedis - before == UInt64(elsewhere.count), "round \(round)")
+        }
+        #expect(backend.breakerState == "open" && backend.breakerNodes.open == 1, "\(backend.breakerNodes)")
+        // The lost node's checks are now answered at once, without asking it.
+        let started = ContinuousClock.now
+        let lostDecisions = await RedisBackendTests.decide(backend, onLost)
+        #expect(ContinuousClock.now - started < .milliseconds(150), "well within the 300 ms timeout")
+        #expect(lostDecisions.allSatisfy { !$0.allowed })
+        let before = backend.decidedInRedis
+        #expect(await RedisBackendTests.decide(backend, elsewhere).allSatisfy(\.allowed))
+        #expect(backend.decidedInRedis - before == UInt64(elsewhere.count))
+    }
+
     @Test("a Cluster whose nodes are all gone: checks take the on_failure path at once, never hang")
     func clusterDown() async throws {
         let cluster = try await RedisCluster.start()

@@ -195,10 +195,11 @@ public final class SluiceDaemon: Sendable {
                         // Checks are answered whatever Redis does (on_failure says how), so the
                         // daemon stays ready; the body says which way they are decided.
                         guard let redis = dispatcher.backend as? RedisBackend else { return .init(ready: true, reason: "ready") }
-                        let state = redis.breakerState
+                        let state = redis.breakerState, nodes = redis.breakerNodes
+                        let which = nodes.of > 1 ? ", \(nodes.open) of \(nodes.of) nodes: checks of their slots" : ", checks"
                         return .init(ready: true, reason: state == "closed"
                             ? "ready; backend redis: \(state)"
-                            : "ready; backend redis: \(state), checks take on_failure \(redis.settings.degraded.rawValue)")
+                            : "ready; backend redis: \(state)\(which) take on_failure \(redis.settings.degraded.rawValue)")
                     }, logger: logger)
                 } catch {
                     throw SluiceError(.addressInUse, "cannot serve metrics on \(listener): \(error)")

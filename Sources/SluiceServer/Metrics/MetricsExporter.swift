@@ -170,10 +170,13 @@ final class MetricsExporter: Sendable {
         }
         let state = redis.breakerState
         for name in ["closed", "open", "half_open"] {
-            gauge("sluice_redis_breaker_state", "1 for the circuit breaker's state now (open: checks take the on_failure path without asking Redis).",
+            gauge("sluice_redis_breaker_state", "1 for the circuit breaker's state now (open: checks take the on_failure path without asking Redis; on a Cluster, open when some node's breaker is).",
                   [("state", name)], state == name ? 1 : 0)
         }
-        counter("sluice_redis_breaker_opened_total", "Times the circuit breaker opened.", [], counts.breakerOpened.load(ordering: .relaxed))
+        counter("sluice_redis_breaker_opened_total", "Times a circuit breaker opened (a node's, on a Cluster).", [],
+                counts.breakerOpened.load(ordering: .relaxed))
+        gauge("sluice_redis_breaker_open_nodes", "Nodes whose circuit breaker is open or probing now (on a Cluster: primaries; else the server).",
+              [], Double(redis.breakerNodes.open))
         gauge("sluice_redis_connections_up", "Connections to Redis up now.", [], Double(redis.connectionsUp))
         if let cluster = redis.clusterCounts {
             let help = "Redirections a Redis Cluster answered and the client followed: moved (the slot lives elsewhere), ask (the slot is moving), tryagain (its keys are split by a move)."

@@ -59,3 +59,35 @@ struct CircuitBreaker: Sendable, Equatable {
         return state == before ? nil : state
     }
 }
+
+/// A circuit breaker per node that checks go to: one for a single server (node ""); on a
+/// Cluster, one per primary, so that a node that fails sends its slots' checks to the on_failure
+/// path while the other nodes' checks are still decided in Redis. Fast mode's syncs use node "".
+struct Breakers: Sendable {
+    /// What a node's breaker starts as.
+    let template: CircuitBreaker
+    private(set) var nodes: [String: CircuitBreaker] = [:]
+
+    init(_ template: CircuitBreaker) { self.template = template }
+
+    /// Whether a batch may be sent to `node` now (a probe, when its cooldown is over).
+    mutating func allows(_ node: String, now: Int64) -> Bool {
+        nodes[node, default: template].allows(now: now)
+    }
+
+    /// Takes what became of a batch sent to `node`; returns its new state when it changed.
+    mutating func record(_ node: String, success: Bool, now: Int64) -> CircuitBreaker.State? {
+        nodes[node, default: template].record(success: success, now: now)
+    }
+
+    /// The state that matters most: open when some node's checks take the on_failure path,
+    /// half open while a probe is out, else closed.
+    var state: CircuitBreaker.State {
+        let states = nodes.values.map(\.state)
+        if states.contains(.open) { return .open }
+        return states.contains(.halfOpen) ? .halfOpen : .closed
+    }
+
+    /// Nodes whose breaker is not closed, of the nodes asked so far.
+    var notClosed: (open: Int, of: Int) { (nodes.values.filter { $0.state != .closed }.count, nodes.count) }
+}

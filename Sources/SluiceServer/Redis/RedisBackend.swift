@@ -83,7 +83,8 @@ public final class RedisBackend: LimiterBackend {
     /// The degraded path's table, and the synchronous calls'.
     public let local: LimiterTable
     public let settings: Settings
-    let breaker: NIOLockedValueBox<CircuitBreaker>
+    /// A breaker per node (``Breakers``).
+    let breakers: NIOLockedValueBox<Breakers>
     let logger: Logger
     let time: TimeSource
     let counts: RedisStatistics
@@ -171,7 +172,7 @@ public final class RedisBackend: LimiterBackend {
         self.settings = settings
         self.logger = logger
         time = TimeSource()
-        breaker = NIOLockedValueBox(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown))
+        breakers = NIOLockedValueBox(Breakers(CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown)))
         // Some rule decided otherwise than the default, from the start (a reload that makes a
         // rule exact while every rule was fast needs a restart: see `rules.*.mode`).
         let mixed = !(routing?.modeExceptions().isEmpty ?? true)
@@ -260,7 +261,11 @@ public final class RedisBackend: LimiterBackend {
     /// Checks denied from the over-limit cache, without asking Redis.
     public var deniedFromCache: UInt64 { counts.cached.load(ordering: .relaxed) }
     /// The circuit breaker's state: `closed` (asking Redis), `open`, `half_open` (probing).
-    public var breakerState: String { breaker.withLockedValue { $0.state.rawValue } }
+    public var breakerState: String { breakers.withLockedValue { $0.state.rawValue } }
+
+    /// Nodes whose breaker is open or probing, of the nodes asked so far (a Cluster's primaries;
+    /// one for a single server).
+    public var breakerNodes: (open: Int, of: Int) { breakers.withLockedValue { $0.notClosed } }
     /// Pipelined writes of script calls sent since start (each gathers many requests).
     public var writes: UInt64 { counts.writes.load(ordering: .relaxed) }
     /// Connections to Redis up now.
@@ -292,7 +297,7 @@ public final class RedisBackend: LimiterBackend {
             return syncLoop.makeSucceededVoidFuture()
         }
         // An open breaker waits for its probe: this sync, once the cooldown has passed.
-        guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
+        guard breakers.withLockedValue({ $0.allows("", now: time.now()) }) else {
             fast.restore(drained)
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
@@ -312,7 +317,7 @@ public final class RedisBackend: LimiterBackend {
             guard states.count == entries.count else {
                 fast.restore(entries)
                 self.counts.recordError("reply")
-                self.recordOutcome(success: false)
+                self.recordOutcome(node: "", success: false)
                 return
             }
             self.counts.latency.observe(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
@@ -325,11 +330,11 @@ public final class RedisBackend: LimiterBackend {
             }
             fast.syncs.add(1, ordering: .relaxed)
             self.counts.decided.add(adopted, ordering: .relaxed)
-            self.recordOutcome(success: true)
+            self.recordOutcome(node: "", success: true)
         }.recover { error in
             fast.restore(entries)
             self.counts.recordError((error as? RedisClientError)?.code.rawValue ?? "protocol_error")
-            self.recordOutcome(success: false)
+            self.recordOutcome(node: "", success: false)
         }.always { _ in
             fast.running.store(false, ordering: .releasing)
         }
@@ -420,19 +425,32 @@ public final class RedisBackend: LimiterBackend {
             completion(decisions)
             return
         }
-        let inRedis = answered
-        let blank = decisions, sent = placed, keys = cacheKeys, leaseIDs = leases
-        // An open breaker sends nothing: the checks are decided now, on the degraded path.
-        guard breaker.withLockedValue({ $0.allows(now: time.now()) }) else {
-            let alreadyDecided = Set(decidedNow)
-            decideDegraded(batch, indices: batch.indices.filter { !batch[$0].skip && !alreadyDecided.contains($0) }, into: &decisions)
-            completion(decisions)
-            return
-        }
         let lane = MultiThreadedEventLoopGroup.currentEventLoop.flatMap { lanes[ObjectIdentifier($0)] } ?? lane
+        // Each call's node, and whether its breaker lets it through: a node whose breaker is open
+        // sends nothing, its checks are decided now on the degraded path (the other nodes'
+        // checks still go to Redis).
+        var nodes = calls.map { lane.client.breakerNode(ofSlot: $0.keys.first?.slot ?? 0) }
+        let now = time.now()
+        let shut = breakers.withLockedValue { breakers in Set(nodes).filter { !breakers.allows($0, now: now) } }
+        if !shut.isEmpty {
+            let kept = calls.indices.filter { !shut.contains(nodes[$0]) }
+            decideDegraded(batch, indices: calls.indices.filter { shut.contains(nodes[$0]) }.map { placed[$0] }, into: &decisions)
+            calls = kept.map { calls[$0] }
+            placed = kept.map { placed[$0] }
+            cacheKeys = kept.map { cacheKeys[$0] }
+            leases = kept.map { leases[$0] }
+            nodes = kept.map { nodes[$0] }
+            guard !calls.isEmpty else {
+                completion(decisions)
+                return
+            }
+        }
+        let inRedis = answered
+        let blank = decisions, sent = placed, keys = cacheKeys, leaseIDs = leases, callNodes = nodes
         lane.batcher.submit(calls) { result in
             var decisions = blank
             var failed = batch.indices.filter { !batch[$0].skip && !inRedis.contains($0) }
+            var failedNodes = Set<String>()
             switch result {
             case .success(let replies):
                 var decided: UInt64 = 0, errors = 0
@@ -447,34 +465,40 @@ public final class RedisBackend: LimiterBackend {
                     } else {
                         errors += 1
                         failed.append(index)
+                        failedNodes.insert(callNodes[offset])
                     }
                 }
                 if errors > 0 {
                     for _ in 0..<errors { self.counts.recordError("reply") }
                 }
-                self.recordOutcome(success: errors == 0)
                 self.counts.decided.add(decided, ordering: .relaxed)
             case .failure:
-                self.recordOutcome(success: false)
+                failedNodes = Set(callNodes)
                 failed += sent
             }
+            for node in Set(callNodes) { self.recordOutcome(node: node, success: !failedNodes.contains(node)) }
             self.decideDegraded(batch, indices: failed, into: &decisions)
             completion(decisions)
         }
     }
 
-    /// Feeds the breaker; logs each change of state once.
-    func recordOutcome(success: Bool) {
-        guard let changed = breaker.withLockedValue({ $0.record(success: success, now: time.now()) }) else { return }
+    /// Feeds `node`'s breaker ("" for a single server, and fast mode's syncs); logs each change
+    /// of state once.
+    func recordOutcome(node: String, success: Bool) {
+        guard let changed = breakers.withLockedValue({ $0.record(node, success: success, now: time.now()) }) else { return }
+        var metadata: Logger.Metadata = ["redis.breaker": "\(changed.rawValue)"]
+        if !node.isEmpty { metadata["redis.node"] = "\(node)" }
         switch changed {
         case .open:
-            degradedNow.store(true, ordering: .relaxed)
+            if node.isEmpty { degradedNow.store(true, ordering: .relaxed) }
             counts.breakerOpened.add(1, ordering: .relaxed)
-            logger.warning("Redis is not answering: checks take the degraded path", metadata: [
-                "redis.breaker": "open", "redis.on_failure": "\(settings.degraded.rawValue)"])
+            metadata["redis.on_failure"] = "\(settings.degraded.rawValue)"
+            logger.warning(node.isEmpty ? "Redis is not answering: checks take the degraded path"
+                : "a Redis Cluster node is not answering: checks of its slots take the degraded path", metadata: metadata)
         case .closed:
-            degradedNow.store(false, ordering: .relaxed)
-            logger.notice("Redis answers again: checks are decided in Redis", metadata: ["redis.breaker": "closed"])
+            if node.isEmpty { degradedNow.store(false, ordering: .relaxed) }
+            logger.notice(node.isEmpty ? "Redis answers again: checks are decided in Redis"
+                : "a Redis Cluster node answers again: checks of its slots are decided in Redis", metadata: metadata)
         case .halfOpen: break
         }
     }
