@@ -249,32 +249,11 @@ struct CheckScratch {
 }
 
 extension RequestDispatcher {
-    /// Validates every check, then decides them all and writes the answer; returns the error
-    /// instead if any check is invalid (then nothing was consumed and nothing written).
-    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, context: WorkerContext, into out: inout ByteBuffer) -> WireError? {
-        let started = time.now()
-        let active = activeStages(in: context.live)
-        return CheckScratch.with(count: views.count, notes: active != 0) { scratch -> WireError? in
-            var resolved = 0
-            defer { scratch.items.baseAddress!.deinitialize(count: resolved) }
-            let batch: CheckBatch, inOrder: Bool
-            switch prepare(views, scratch: scratch, active: active, started: started, live: context.live, resolved: &resolved) {
-            case .success(let prepared): (batch, inOrder) = prepared
-            case .failure(let error): return error
-            }
-            let decisions = scratch.decisions
-            if inOrder {
-                decideInOrder(batch, into: decisions)
-            } else if views.count == 1, !scratch.items[0].skip {
-                decisions.initialize(repeating: backend.check(scratch.items.baseAddress!))
-            } else {
-                // The table groups a batch by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
-                decisions.initialize(repeating: .blocked())
-                backend.check(batch: UnsafeBufferPointer(scratch.items), into: decisions)
-            }
-            settle(id: id, batch, scratch: scratch, active: active, context: context, started: started, into: &out)
-            return nil
-        }
+    /// Validates every check, then decides them all and writes the answer, or the first invalid
+    /// check's error (then nothing was consumed): one frame, the path of several.
+    func decide(id: UInt64, views: UnsafeBufferPointer<CheckView>, context: WorkerContext, into out: inout ByteBuffer) {
+        let frame = FramePart(id: id, body: UnsafeRawBufferPointer(start: nil, count: 0), start: 0, count: views.count)
+        _ = withUnsafePointer(to: frame) { decideFrames(UnsafeBufferPointer(start: $0, count: 1), views: views, context: context, into: &out) }
     }
 
     /// Decides the checks of several frames as one batch (``answerCheckFrames(_:into:)``) and
@@ -288,26 +267,7 @@ extension RequestDispatcher {
         return CheckScratch.with(count: views.count, notes: active != 0) { scratch -> Int in
             var resolved = 0
             defer { scratch.items.baseAddress!.deinitialize(count: resolved) }
-            let batchNow = live.configuration.clock == .monotonic ? started : 0
-            var failed: (frame: Int, error: WireError)?
-            // Shared by the frames: pipelined frames usually name the same rule or limit.
-            var previous = ResolvedLimits()
-            frames: for (number, frame) in frames.enumerated() {
-                for index in frame.start..<(frame.start + frame.count) {
-                    switch resolve(views[index], index: index - frame.start, batchNow: batchNow, previous: &previous, in: live) {
-                    case .success(let (item, itemSeries)):
-                        (scratch.items.baseAddress! + index).initialize(to: item)
-                        scratch.series[index] = itemSeries
-                        resolved += 1
-                    case .failure(let error):
-                        // The frame leaves the batch: its checks resolved so far are dropped.
-                        scratch.items.baseAddress!.advanced(by: frame.start).deinitialize(count: index - frame.start)
-                        resolved = frame.start
-                        failed = (number, error)
-                        break frames
-                    }
-                }
-            }
+            let failed = resolve(frames, views: views, scratch: scratch, started: started, live: live, resolved: &resolved)
             let decidedFrames = failed?.frame ?? frames.count
             if resolved > 0 {
                 let items = UnsafeMutableBufferPointer(rebasing: scratch.items[0..<resolved])
@@ -315,15 +275,14 @@ extension RequestDispatcher {
                                        series: UnsafeBufferPointer(rebasing: scratch.series[0..<resolved]),
                                        notes: active != 0 ? UnsafeMutableBufferPointer(rebasing: scratch.notes[0..<resolved]) : scratch.notes,
                                        live: live)
-                var inOrder = false
-                if active != 0 {
-                    batch.notes.initialize(repeating: CheckNote())
-                    inOrder = stages.prepare(batch, active: active)
-                }
+                let inOrder = prepareStages(batch, active: active)
                 let decisions = UnsafeMutableBufferPointer(rebasing: scratch.decisions[0..<resolved])
                 if inOrder {
                     decideInOrder(batch, into: decisions)
+                } else if resolved == 1, !items[0].skip {
+                    decisions.initialize(repeating: backend.check(items.baseAddress!))
                 } else {
+                    // The table groups a batch by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
                     decisions.initialize(repeating: .blocked())
                     backend.check(batch: UnsafeBufferPointer(items), into: decisions)
                 }
@@ -391,26 +350,49 @@ extension RequestDispatcher {
     @inline(__always)
     func prepare(_ views: UnsafeBufferPointer<CheckView>, scratch: CheckScratch, active: UInt64, started: Int64, live: LiveConfiguration,
                  resolved: inout Int) -> Result<(CheckBatch, Bool), WireError> {
-        let batchNow = live.configuration.clock == .monotonic ? started : 0
-        var previous = ResolvedLimits()
-        for index in 0..<views.count {
-            switch resolve(views[index], index: index, batchNow: batchNow, previous: &previous, in: live) {
-            case .success(let (item, itemSeries)):
-                (scratch.items.baseAddress! + index).initialize(to: item)
-                scratch.series[index] = itemSeries
-                resolved += 1
-            case .failure(let error):
-                return .failure(error)
-            }
+        let frame = FramePart(id: 0, body: UnsafeRawBufferPointer(start: nil, count: 0), start: 0, count: views.count)
+        let failed = withUnsafePointer(to: frame) {
+            resolve(UnsafeBufferPointer(start: $0, count: 1), views: views, scratch: scratch, started: started, live: live, resolved: &resolved)
         }
+        if let failed { return .failure(failed.error) }
         let batch = CheckBatch(views: views, items: scratch.items, series: UnsafeBufferPointer(scratch.series), notes: scratch.notes,
                                live: live)
-        var inOrder = false
-        if active != 0 {
-            scratch.notes.initialize(repeating: CheckNote())
-            inOrder = stages.prepare(batch, active: active)
+        return .success((batch, prepareStages(batch, active: active)))
+    }
+
+    /// Resolves the checks of `frames` into `scratch`, frame by frame (counting those initialized
+    /// in `resolved`). Stops at the first frame with an invalid check, whose checks resolved so
+    /// far are dropped, and returns it with the error.
+    @inline(__always)
+    func resolve(_ frames: UnsafeBufferPointer<FramePart>, views: UnsafeBufferPointer<CheckView>, scratch: CheckScratch, started: Int64,
+                 live: LiveConfiguration, resolved: inout Int) -> (frame: Int, error: WireError)? {
+        let batchNow = live.configuration.clock == .monotonic ? started : 0
+        // Shared by the frames: pipelined frames usually name the same rule or limit.
+        var previous = ResolvedLimits()
+        for (number, frame) in frames.enumerated() {
+            for index in frame.start..<(frame.start + frame.count) {
+                switch resolve(views[index], index: index - frame.start, batchNow: batchNow, previous: &previous, in: live) {
+                case .success(let (item, itemSeries)):
+                    (scratch.items.baseAddress! + index).initialize(to: item)
+                    scratch.series[index] = itemSeries
+                    resolved += 1
+                case .failure(let error):
+                    scratch.items.baseAddress!.advanced(by: frame.start).deinitialize(count: index - frame.start)
+                    resolved = frame.start
+                    return (number, error)
+                }
+            }
         }
-        return .success((batch, inOrder))
+        return nil
+    }
+
+    /// Lets each active stage prepare `batch` (its notes fresh first); true when it must be
+    /// decided in order.
+    @inline(__always)
+    func prepareStages(_ batch: CheckBatch, active: UInt64) -> Bool {
+        guard active != 0 else { return false }
+        batch.notes.initialize(repeating: CheckNote())
+        return stages.prepare(batch, active: active)
     }
 
     /// With the backend's decisions in `scratch.decisions`: applies the stages' blocks, counts

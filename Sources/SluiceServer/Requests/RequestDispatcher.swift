@@ -332,9 +332,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             views.initialize(repeating: CheckView())
             guard CheckFrameCodec.readChecks(body, into: views, trustUTF8: trustUTF8) else { return false }
             counters.requests.add(1, ordering: .relaxed)
-            if let error = decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out) {
-                writeError(error, id: id, into: &out)
-            }
+            decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out)
             return true
         }
     }
@@ -422,9 +420,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         if !answersAtOnce, let eventLoop {
             return decideLater(id: request.id, arena: arena, context: context, eventLoop: eventLoop)
         }
-        if let error = decide(id: request.id, views: UnsafeBufferPointer(arena.views), context: context, into: &out) {
-            writeError(error, id: request.id, into: &out)
-        }
+        decide(id: request.id, views: UnsafeBufferPointer(arena.views), context: context, into: &out)
         return nil
     }
 
