@@ -309,21 +309,29 @@ struct RedisClusterTests {
         #expect(answered > 0)
     }
 
-    @Test("one node of a Cluster gone: its slots' checks take on_failure, at once once its breaker opens; the other nodes' are still decided in Redis")
-    func oneNodeDown() async throws {
-        let cluster = try await RedisCluster.start()
-        defer { cluster.stop() }
-        // The nodes left go on serving their slots (without it, the Cluster refuses every slot
-        // once the lost node is marked failed).
+    /// A backend for a Cluster about to lose a node: the nodes left go on serving their slots
+    /// (without `cluster-require-full-coverage no` the Cluster refuses every slot once the lost
+    /// node is marked failed); a breaker opens after two failures and stays open; fail_closed.
+    static func losingOneNode(_ cluster: RedisCluster, fast: Bool) async throws -> RedisBackend {
         for port in cluster.ports { _ = try cluster.cli(port, "CONFIG", "SET", "cluster-require-full-coverage", "no") }
         let backend = Self.backend(cluster) { settings in
+            settings.fast = fast
+            settings.syncInterval = .zero
             settings.timeout = .milliseconds(300)
             settings.breakerThreshold = 2
             settings.breakerCooldown = 60_000_000_000
             settings.degraded = .failClosed
         }
-        defer { backend.shutdown() }
         try await Self.mapped(backend)
+        return backend
+    }
+
+    @Test("one node of a Cluster gone: its slots' checks take on_failure, at once once its breaker opens; the other nodes' are still decided in Redis")
+    func oneNodeDown() async throws {
+        let cluster = try await RedisCluster.start()
+        defer { cluster.stop() }
+        let backend = try await Self.losingOneNode(cluster, fast: false)
+        defer { backend.shutdown() }
         let limit = BoundLimit.rule("node-down", index: 0, spec: try Self.spec(1_000_000, 3_600 * Self.second))
         let keys = (0..<60).map { BatchCheck(key: Fingerprint.of(tenant: "t", key: "n\($0)"), limits: .single(limit), hits: 1, now: Self.start) }
         #expect(await RedisBackendTests.decide(backend, keys).allSatisfy(\.allowed))
@@ -355,6 +363,43 @@ struct RedisClusterTests {
         let before = backend.decidedInRedis
         #expect(await RedisBackendTests.decide(backend, elsewhere).allSatisfy(\.allowed))
         #expect(backend.decidedInRedis - before == UInt64(elsewhere.count))
+    }
+
+    @Test("fast mode, one node of a Cluster gone: the others' keys keep syncing; the lost node's take on_failure once its breaker opens")
+    func fastModeOneNodeDown() async throws {
+        let cluster = try await RedisCluster.start()
+        defer { cluster.stop() }
+        let backend = try await Self.losingOneNode(cluster, fast: true)
+        defer { backend.shutdown() }
+        let limit = BoundLimit.rule("fast-node-down", index: 0, spec: try Self.spec(1_000_000, 3_600 * Self.second))
+        let keys = (0..<30).map { Fingerprint.of(tenant: "t", key: "fd\($0)") }
+        let lost = cluster.ports[0]
+        let onLost = try Set(keys.filter { try cluster.owner(of: KeySlot.of(RedisBackend.keyName($0, limit))) == lost })
+        try #require(!onLost.isEmpty && onLost.count < keys.count, "keys on every node")
+        func checkAll(_ now: Int64) -> [Bool] {
+            keys.map { key in
+                var item = BatchCheck(key: key, limits: .single(limit), hits: 1, now: now)
+                return withUnsafePointer(to: &item) { backend.check($0) }.allowed
+            }
+        }
+        #expect(checkAll(Self.start).allSatisfy { $0 })
+        try await backend.sync(now: Self.start).get()
+        #expect(backend.fast.pending.isEmpty && backend.fast.syncs.load(ordering: .relaxed) == 1)
+        cluster.servers[0].stop()
+        // Each round: every key checked (decided here), then a sync. The lost node's entries
+        // stay pending; the others' are synced every time.
+        for round in 1...4 {
+            let now = Self.start + Int64(round) * Self.second
+            let allowed = checkAll(now)
+            try await backend.sync(now: now).get()
+            #expect(backend.fast.syncs.load(ordering: .relaxed) == UInt64(1 + round), "round \(round): the other nodes synced")
+            #expect(backend.fast.pending.count == onLost.count, "round \(round): only the lost node's keys wait")
+            if round >= 4 {
+                // Two failed syncs opened its breaker (round 2); from then its keys take fail_closed.
+                for (key, ok) in zip(keys, allowed) { #expect(ok != onLost.contains(key), "round \(round)") }
+            }
+        }
+        #expect(backend.breakerNodes.open == 1 && backend.breakerState == "open")
     }
 
     @Test("a Cluster whose nodes are all gone: checks take the on_failure path at once, never hang")

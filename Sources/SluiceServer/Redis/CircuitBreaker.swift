@@ -62,7 +62,7 @@ struct CircuitBreaker: Sendable, Equatable {
 
 /// A circuit breaker per node that checks go to: one for a single server (node ""); on a
 /// Cluster, one per primary, so that a node that fails sends its slots' checks to the on_failure
-/// path while the other nodes' checks are still decided in Redis. Fast mode's syncs use node "".
+/// path while the other nodes' checks are still decided in Redis (in fast mode: synced).
 struct Breakers: Sendable {
     /// What a node's breaker starts as.
     let template: CircuitBreaker
@@ -79,6 +79,9 @@ struct Breakers: Sendable {
     mutating func record(_ node: String, success: Bool, now: Int64) -> CircuitBreaker.State? {
         nodes[node, default: template].record(success: success, now: now)
     }
+
+    /// Whether `node`'s breaker is open or probing (its checks take the on_failure path).
+    func isShut(_ node: String) -> Bool { nodes[node].map { $0.state != .closed } ?? false }
 
     /// The state that matters most: open when some node's checks take the on_failure path,
     /// half open while a probe is out, else closed.

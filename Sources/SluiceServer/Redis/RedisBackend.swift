@@ -296,45 +296,67 @@ public final class RedisBackend: LimiterBackend {
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
         }
-        // An open breaker waits for its probe: this sync, once the cooldown has passed.
-        guard breakers.withLockedValue({ $0.allows("", now: time.now()) }) else {
-            fast.restore(drained)
+        let now = now ?? time.now()
+        let prepared = drained.map { FastSync.entry($0, now: now) }
+        // In a Cluster a call's entries share a slot; each call goes to its slot's node, whose
+        // breaker may hold it back (its entries wait for the next sync), the probe once its
+        // cooldown has passed. One server: one breaker for every call.
+        let groups = client.groups(count: prepared.count, perCall: settings.checksPerCall) { prepared[$0].key.slot }
+        let nodes = groups.map { client.breakerNode(ofSlot: prepared[$0[0]].key.slot) }
+        let stamp = time.now()
+        let shut = breakers.withLockedValue { breakers in Set(nodes).filter { !breakers.allows($0, now: stamp) } }
+        var going: [[Int]] = [], goingNodes: [String] = []
+        for (group, node) in zip(groups, nodes) {
+            if shut.contains(node) {
+                fast.restore(group.map { drained[$0] })
+            } else {
+                going.append(group)
+                goingNodes.append(node)
+            }
+        }
+        let sent = going, sentNodes = goingNodes
+        guard !sent.isEmpty else {
             fast.running.store(false, ordering: .releasing)
             return syncLoop.makeSucceededVoidFuture()
         }
-        let now = now ?? time.now()
-        let prepared = drained.map { FastSync.entry($0, now: now) }
-        // In a Cluster a call's entries share a slot: the replies come back in the groups' order.
-        let groups = client.groups(count: prepared.count, perCall: settings.checksPerCall) { prepared[$0].key.slot }
-        let calls = groups.map { group in SyncScript.call(group.map { prepared[$0] }, slackMs: settings.slackMs) }
-        // One server's groups are the entries in order: nothing to reorder.
-        let entries = client.slotted ? groups.joined().map { drained[$0] } : drained
+        let calls = sent.map { group in SyncScript.call(group.map { prepared[$0] }, slackMs: settings.slackMs) }
         counts.writes.add(1, ordering: .relaxed)
-        counts.sizes.observe(Double(entries.count))
+        counts.sizes.observe(Double(sent.reduce(0) { $0 + $1.count }))
         let started = NIODeadline.now()
         return client.evaluate(SyncScript.script, calls: calls, deadline: started + settings.timeout).map { replies -> Void in
-            let states = replies.flatMap { $0.elements ?? [$0] }
-            guard states.count == entries.count else {
-                fast.restore(entries)
+            guard replies.count == sent.count else {
+                fast.restore(sent.joined().map { drained[$0] })
                 self.counts.recordError("reply")
-                self.recordOutcome(node: "", success: false)
+                for node in Set(sentNodes) { self.recordOutcome(node: node, success: false) }
                 return
             }
             self.counts.latency.observe(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+            // Each call on its own: a node that failed keeps its entries for the next sync, the
+            // others' states are adopted.
             var adopted: UInt64 = 0
-            for (entry, reply) in zip(entries, states) {
-                guard let state = FastSync.state(reply, spec: entry.spec) else { continue }
-                self.local.adopt(key: entry.key, limit: entry.limit, spec: entry.spec, state: state,
-                                 consuming: fast.recordedSince(entry), now: now)
-                adopted += 1
+            var failedNodes = Set<String>()
+            for (call, (group, reply)) in zip(sent, replies).enumerated() {
+                guard let states = reply.elements, states.count == group.count else {
+                    fast.restore(group.map { drained[$0] })
+                    self.counts.recordError("reply")
+                    failedNodes.insert(sentNodes[call])
+                    continue
+                }
+                for (index, stateReply) in zip(group, states) {
+                    let entry = drained[index]
+                    guard let state = FastSync.state(stateReply, spec: entry.spec) else { continue }
+                    self.local.adopt(key: entry.key, limit: entry.limit, spec: entry.spec, state: state,
+                                     consuming: fast.recordedSince(entry), now: now)
+                    adopted += 1
+                }
             }
-            fast.syncs.add(1, ordering: .relaxed)
+            if failedNodes.count < Set(sentNodes).count { fast.syncs.add(1, ordering: .relaxed) }
             self.counts.decided.add(adopted, ordering: .relaxed)
-            self.recordOutcome(node: "", success: true)
+            for node in Set(sentNodes) { self.recordOutcome(node: node, success: !failedNodes.contains(node)) }
         }.recover { error in
-            fast.restore(entries)
+            fast.restore(sent.joined().map { drained[$0] })
             self.counts.recordError((error as? RedisClientError)?.code.rawValue ?? "protocol_error")
-            self.recordOutcome(node: "", success: false)
+            for node in Set(sentNodes) { self.recordOutcome(node: node, success: false) }
         }.always { _ in
             fast.running.store(false, ordering: .releasing)
         }
@@ -348,7 +370,7 @@ public final class RedisBackend: LimiterBackend {
             return local.check(item)
         }
         let decision: Decision
-        if degradedNow.load(ordering: .relaxed) {
+        if degradedNow.load(ordering: .relaxed), isShut(item.pointee) {
             counts.degraded.add(1, ordering: .relaxed)
             switch settings.degraded {
             case .failOpen: return Self.openDecision(item.pointee)
@@ -363,6 +385,14 @@ public final class RedisBackend: LimiterBackend {
         }
         fast.record(item, admitted: decision.allowed)
         return decision
+    }
+
+    /// Whether `item`'s node has its breaker open or probing (a single server: whether its
+    /// breaker is). Asked only while some breaker is, so a check pays for it only then.
+    func isShut(_ item: BatchCheck) -> Bool {
+        guard client.slotted, let limit = Self.limits(of: item).first else { return breakers.withLockedValue { $0.isShut("") } }
+        let node = client.breakerNode(ofSlot: KeySlot.of(Self.keyName(item.key, limit)))
+        return breakers.withLockedValue { $0.isShut(node) }
     }
 
     public func decide(_ batch: [BatchCheck], completion: @escaping @Sendable ([Decision]) -> Void) {
@@ -482,21 +512,23 @@ public final class RedisBackend: LimiterBackend {
         }
     }
 
-    /// Feeds `node`'s breaker ("" for a single server, and fast mode's syncs); logs each change
-    /// of state once.
+    /// Whether some breaker is open or probing.
+    var breakersNotClosed: Bool { breakers.withLockedValue { $0.state != .closed } }
+
+    /// Feeds `node`'s breaker ("" for a single server); logs each change of state once.
     func recordOutcome(node: String, success: Bool) {
         guard let changed = breakers.withLockedValue({ $0.record(node, success: success, now: time.now()) }) else { return }
         var metadata: Logger.Metadata = ["redis.breaker": "\(changed.rawValue)"]
         if !node.isEmpty { metadata["redis.node"] = "\(node)" }
+        // Fast mode's checks look at their node's breaker while any is not closed.
+        degradedNow.store(breakersNotClosed, ordering: .relaxed)
         switch changed {
         case .open:
-            if node.isEmpty { degradedNow.store(true, ordering: .relaxed) }
             counts.breakerOpened.add(1, ordering: .relaxed)
             metadata["redis.on_failure"] = "\(settings.degraded.rawValue)"
             logger.warning(node.isEmpty ? "Redis is not answering: checks take the degraded path"
                 : "a Redis Cluster node is not answering: checks of its slots take the degraded path", metadata: metadata)
         case .closed:
-            if node.isEmpty { degradedNow.store(false, ordering: .relaxed) }
             logger.notice(node.isEmpty ? "Redis answers again: checks are decided in Redis"
                 : "a Redis Cluster node answers again: checks of its slots are decided in Redis", metadata: metadata)
         case .halfOpen: break
