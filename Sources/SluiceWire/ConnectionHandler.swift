@@ -254,7 +254,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         do {
             while !closing, !holding, decided < budget {
                 // Two frames or more waiting: answered as one batch while the processor reads them.
-                if !refusingChecks, socketBacklog?.refusing != true {
+                if gathersFrames, !refusingChecks, socketBacklog?.refusing != true {
                     let batched = answerWhole(&bytes, limit: min(Self.framesPerBatch, budget - decided), context: context)
                     decided += batched
                     answered += batched
@@ -296,6 +296,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
     /// Frames answered as one batch at most (``RequestProcessor/answerCheckFrames(_:into:)``).
     static let framesPerBatch = 64
 
+    /// Whether the processor decides frames together (read once: it does not change).
+    lazy var gathersFrames = processor.answersCheckFramesTogether
+
     /// Answers the whole frames at the front of `bytes`, if there are two or more, as one batch;
     /// returns how many were answered (and consumed), 0 when the processor took none.
     func answerWhole(_ bytes: inout ByteBuffer, limit: Int, context: ChannelHandlerContext) -> Int {
@@ -313,7 +316,9 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                     count += 1
                     offset += 4 + length
                 }
-                guard count > 1 else { return (0, 0) }
+                // Only a run that starts with a check request: anything else is answered alone
+                // (and no answer buffer is made for nothing).
+                guard count > 1, CheckFrameCodec.checkBody(frames[0]) != nil else { return (0, 0) }
                 // Taken out of `pending` while written to, so that appending never copies it.
                 let held = pending != nil
                 var out = pending ?? context.channel.allocator.buffer(capacity: 4_096)

@@ -28,6 +28,10 @@ public protocol RequestProcessor: Sendable {
     /// ``answerCheckFrame(_:into:)``).
     func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int
 
+    /// Whether ``answerCheckFrames(_:into:)`` may answer anything: false spares the handler
+    /// gathering frames for it (a backend that answers later, or a processor without it).
+    var answersCheckFramesTogether: Bool { get }
+
     /// The hot path for checks decided off the event loop (a backend a fleet shares): a frame
     /// holding a check request, read straight from its bytes, and the future of its whole answer
     /// frame; nil for a frame it does not read (then decoded and given to
@@ -69,6 +73,9 @@ extension RequestProcessor {
 
     /// No batch of frames: each is answered alone.
     public func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int { 0 }
+
+    /// No batch of frames.
+    public var answersCheckFramesTogether: Bool { false }
 
     /// No fast deferred path.
     public func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? { nil }

@@ -346,6 +346,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     /// It takes the frames up to the first it does not read (not canonical, empty, or past
     /// `max_batch` checks in all); a frame with an invalid check ends the batch: the frames
     /// before it are answered, then its error.
+    /// Frames are decided together only by a backend that answers at once.
+    public var answersCheckFramesTogether: Bool { answersAtOnce }
+
     public func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int {
         guard answersAtOnce, frames.count > 0 else { return 0 }
         let context = state.context()
