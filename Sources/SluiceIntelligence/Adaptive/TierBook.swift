@@ -33,16 +33,6 @@ public final class TierBook: Sendable {
     /// An empty book.
     public init() {}
 
-    /// The subject's tier name, nil when it has none.
-    ///
-    /// - Complexity: O(1): one relaxed load when no subject has a tier, else a stripe lock.
-    public func tier(of subject: Fingerprint) -> String? {
-        guard !map.isEmpty else { return nil }
-        // Only the name, read in place: copying the whole assignment retained and released
-        // each of its strings.
-        return map.read(subject) { $0?.tier }
-    }
-
     /// What `body` makes of the subject's tier name (nil: none), read in place under its
     /// stripe's lock: the hot path's form, which copies no string (copied out, the name was
     /// retained and released).

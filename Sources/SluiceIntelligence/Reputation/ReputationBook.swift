@@ -41,13 +41,6 @@ public final class ReputationBook: Sendable {
         score(of: subject, at: now, neutral: model.neutral, halfLife: Double(model.halfLife))
     }
 
-    /// False when the subject certainly has no record (so it is neutral): one relaxed load. True
-    /// means "look it up" (a record, or another subject sharing its bit).
-    ///
-    /// Not inlinable on purpose: inlined into another module, the atomic load was left generic
-    /// and looked up its conformance at run time, 45 instructions per check (callgrind).
-    public func mayTrack(_ subject: Fingerprint) -> Bool { records.mayContain(subject) }
-
     /// The same, from the model's two numbers (the hot path's form: no struct with references
     /// to copy).
     @inline(__always)
