@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // A prefetch hint, which Swift cannot express, and epoll wrappers for the load harness.
@@ -47,6 +49,19 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             exclude: ["Migrations"]
+        ),
+        // The shared store: PostgreSQL (postgres-nio), the same migrations and protocols as SQLite.
+        .target(
+            name: "SluicePostgres",
+            dependencies: [
+                "SluiceCore", "SluiceIntelligence", "SluiceStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // Generated messages (checked in) and their mapping to Core types.
         .target(
@@ -203,8 +218,9 @@ let package = Package(
         .testTarget(
             name: "SluiceStoreTests",
             dependencies: [
-                "SluiceStore", "SluiceIntelligence", "SluiceCore", "SluiceTestKit", "SluiceLoad",
+                "SluiceStore", "SluicePostgres", "SluiceIntelligence", "SluiceCore", "SluiceTestKit", "SluiceLoad",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence", "SluiceCore",

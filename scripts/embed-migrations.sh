@@ -10,13 +10,15 @@ cat <<HEADER
 // A released migration never changes: add a new numbered file instead.
 
 /// The store's schema migrations, applied in this order at open.
-enum StoreMigrations {
-    struct Migration {
-        let identifier: String
-        let sql: String
+public enum StoreMigrations {
+    public struct Migration: Sendable {
+        /// Its file's name: applied migrations are recorded by it.
+        public let identifier: String
+        /// Its SQL as written: in SQLite's dialect, with --@postgres lines (see SQLDialect).
+        public let sql: String
     }
 
-    static let all: [Migration] = [
+    public static let all: [Migration] = [
 HEADER
 for file in $(ls Sources/SluiceStore/Migrations/*.sql | sort); do
   name=$(basename "$file" .sql)

@@ -128,7 +128,7 @@ public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineSt
     static func migrate(_ pool: DatabasePool) throws {
         var migrator = DatabaseMigrator()
         for migration in StoreMigrations.all {
-            let sql = migration.sql
+            let sql = migration.sql(for: .sqlite)
             migrator.registerMigration(migration.identifier) { db in try db.execute(sql: sql) }
         }
         let known = Set(StoreMigrations.all.map(\.identifier))
@@ -427,24 +427,13 @@ public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineSt
                     """)
                 while let row = try rows.next() {
                     let high: Int64 = row[0], low: Int64 = row[1], windowStart: Int64 = row[2], lastSeen: Int64 = row[3]
-                    let samples: Int64 = row[4], hits: Int64 = row[6]
-                    guard let blob = row[5] as Data?, !blob.isEmpty, blob.count % 4 == 0, blob.count <= 4 * 288,
-                          (0...Int64(UInt32.max)).contains(samples), hits >= 0 else {
+                    guard let blob = row[5] as Data?,
+                          let decoded = BaselineRow.decode(high: high, low: low, windowStart: windowStart, lastSeen: lastSeen,
+                                                           samples: row[4], hits: row[6], blob: blob) else {
                         skipped += 1
                         continue
                     }
-                    let normal = stride(from: 0, to: blob.count, by: 4).map { offset -> Float in
-                        var bits: UInt32 = 0
-                        for index in 0..<4 { bits |= UInt32(blob[blob.startIndex + offset + index]) << (8 * index) }
-                        return Float(bitPattern: bits)
-                    }
-                    guard normal.allSatisfy({ $0.isNaN || ($0.isFinite && $0 >= 0) }) else {
-                        skipped += 1
-                        continue
-                    }
-                    var baseline = Baseline(normal: normal, windowStart: windowStart, lastSeen: lastSeen, samples: UInt32(samples))
-                    baseline.current = UInt64(hits)
-                    baselines.append((Fingerprint(high: UInt64(bitPattern: high), low: UInt64(bitPattern: low)), baseline))
+                    baselines.append(decoded)
                 }
                 return (baselines, skipped)
             }
@@ -463,11 +452,7 @@ public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineSt
                     VALUES (?, ?, ?, ?, ?, ?, ?)
                     """)
                 for (subject, baseline) in baselines {
-                    var blob = Data(capacity: baseline.normal.count * 4)
-                    for value in baseline.normal {
-                        let bits = value.bitPattern
-                        for index in 0..<4 { blob.append(UInt8(truncatingIfNeeded: bits >> (8 * index))) }
-                    }
+                    let blob = Data(BaselineRow.blob(baseline.normal))
                     try statement.execute(arguments: [Int64(bitPattern: subject.high), Int64(bitPattern: subject.low), baseline.windowStart,
                                                       baseline.lastSeen, Int64(baseline.samples), blob,
                                                       Int64(clamping: baseline.current)])

@@ -68,14 +68,7 @@ public final class RedisCluster: @unchecked Sendable {
         let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: cli)
         process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        // Read to the end first: a full pipe would stop the child before it exits.
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        return try ChildProcess.output(of: process)
     }
 
     /// One command to the node on `port`; its reply as redis-cli prints it (raw).

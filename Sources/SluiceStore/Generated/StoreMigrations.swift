@@ -2,13 +2,15 @@
 // A released migration never changes: add a new numbered file instead.
 
 /// The store's schema migrations, applied in this order at open.
-enum StoreMigrations {
-    struct Migration {
-        let identifier: String
-        let sql: String
+public enum StoreMigrations {
+    public struct Migration: Sendable {
+        /// Its file's name: applied migrations are recorded by it.
+        public let identifier: String
+        /// Its SQL as written: in SQLite's dialect, with --@postgres lines (see SQLDialect).
+        public let sql: String
     }
 
-    static let all: [Migration] = [
+    public static let all: [Migration] = [
         Migration(identifier: "0001_reputation", sql: #"""
 -- 0001: reputation scores and the events that moved them.
 --
@@ -85,6 +87,18 @@ CREATE TABLE subject_baselines (
     normal          BLOB    NOT NULL,
     PRIMARY KEY (subject_high, subject_low)
 ) WITHOUT ROWID;
+"""#),
+        Migration(identifier: "0004_events_by_subject", sql: #"""
+-- 0004: on PostgreSQL, an index of each subject's events.
+--
+-- There several daemons write events, so no daemon knows every subject's chain of previous_id;
+-- a subject's recent events are read by this index instead. SQLite keeps its chains and no
+-- secondary index (inserts are faster without one), so this migration does nothing there.
+--@postgres CREATE INDEX reputation_events_by_subject ON reputation_events (subject_key, id);
+--
+-- And, there, where each forgotten subject's events end: a subject forgotten at neutral starts
+-- its recent events afresh (SQLite starts a new chain instead).
+--@postgres CREATE TABLE reputation_forgotten (subject_key BIGINT PRIMARY KEY, through_event_id BIGINT NOT NULL);
 """#),
     ]
 }

@@ -1,0 +1,10 @@
+-- 0004: on PostgreSQL, an index of each subject's events.
+--
+-- There several daemons write events, so no daemon knows every subject's chain of previous_id;
+-- a subject's recent events are read by this index instead. SQLite keeps its chains and no
+-- secondary index (inserts are faster without one), so this migration does nothing there.
+--@postgres CREATE INDEX reputation_events_by_subject ON reputation_events (subject_key, id);
+--
+-- And, there, where each forgotten subject's events end: a subject forgotten at neutral starts
+-- its recent events afresh (SQLite starts a new chain instead).
+--@postgres CREATE TABLE reputation_forgotten (subject_key BIGINT PRIMARY KEY, through_event_id BIGINT NOT NULL);
