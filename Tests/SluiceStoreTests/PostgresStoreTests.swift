@@ -30,7 +30,7 @@ struct PostgresStoreTests {
 
     @Test func daemonsStartingTogetherOnAnEmptyDatabaseMigrateItOnce() async throws {
         let server = try await PostgresServer.shared()
-        let database = try server.createDatabase()
+        let database = try await blocking { try server.createDatabase() }
         let endpoint = try PostgresEndpoint(url: server.socketURL(database: database))
         // Six stores opened at the same moment, each on its own thread, as six daemons would.
         let failures = NIOLockedValueBox<[String]>([])
@@ -45,7 +45,7 @@ struct PostgresStoreTests {
                 }
             }
         }
-        group.wait()
+        await withCheckedContinuation { done in group.notify(queue: .global()) { done.resume() } }
         #expect(failures.withLockedValue { $0 }.isEmpty)
         #expect(try server.psql("SELECT count(*), count(DISTINCT identifier) FROM sluice_migrations", database: database)
                 == "\(StoreMigrations.all.count)|\(StoreMigrations.all.count)")
@@ -55,7 +55,7 @@ struct PostgresStoreTests {
     /// order with no gap (what a daemon reading the others' events by id relies on).
     @Test func concurrentCommitsFromSeveralDaemonsLoseNothingAndNumberEventsInCommitOrder() async throws {
         let server = try await PostgresServer.shared()
-        let database = try server.createDatabase()
+        let database = try await blocking { try server.createDatabase() }
         let endpoint = try PostgresEndpoint(url: server.socketURL(database: database))
         let stores = try (0..<3).map { _ in try PostgresStore(endpoint) }
         let group = DispatchGroup()
@@ -72,7 +72,7 @@ struct PostgresStoreTests {
                 }
             }
         }
-        group.wait()
+        await withCheckedContinuation { done in group.notify(queue: .global()) { done.resume() } }
         #expect(failures.withLockedValue { $0 }.isEmpty)
         #expect(try stores[0].eventCount() == 3 * 40 * 25)
         #expect(try server.psql("SELECT count(DISTINCT note), min(id), max(id) FROM reputation_events", database: database) == "3000|1|3000")
@@ -86,21 +86,21 @@ struct PostgresStoreTests {
 
     @Test func aWrongPasswordAnUnreachableServerAndAMissingDatabaseAreClearErrors() async throws {
         let server = try await PostgresServer.shared()
-        let wrong = #expect(throws: StoreError.self) {
-            try PostgresStore(PostgresEndpoint(url: server.tcpURL(password: "not-the-password") + "?sslmode=disable"), timeout: .seconds(5))
+        let wrong = await #expect(throws: StoreError.self) {
+            try await blocking { try PostgresStore(PostgresEndpoint(url: server.tcpURL(password: "not-the-password") + "?sslmode=disable"), timeout: .seconds(5)) }
         }
         #expect(wrong?.message.contains("password authentication failed") == true, "\(wrong?.message ?? "")")
         #expect(wrong?.message.contains("not-the-password") == false)
         // The right password over TCP works (SCRAM), with TLS preferred and the server offering none.
-        let database = try server.createDatabase()
-        let store = try PostgresStore(PostgresEndpoint(url: server.tcpURL(database: database)))
+        let database = try await blocking { try server.createDatabase() }
+        let store = try await blocking { try PostgresStore(PostgresEndpoint(url: server.tcpURL(database: database))) }
         #expect(try store.eventCount() == 0)
         store.close()
 
         let nobody = try #require(RedisServer.freePort())
         let started = ContinuousClock.now
-        let unreachable = #expect(throws: StoreError.self) {
-            try PostgresStore(PostgresEndpoint(url: "postgres://sluice:x@127.0.0.1:\(nobody)/db?sslmode=disable"), timeout: .seconds(2))
+        let unreachable = await #expect(throws: StoreError.self) {
+            try await blocking { try PostgresStore(PostgresEndpoint(url: "postgres://sluice:x@127.0.0.1:\(nobody)/db?sslmode=disable"), timeout: .seconds(2)) }
         }
         #expect(ContinuousClock.now - started < .seconds(10))
         #expect(unreachable?.message.contains("127.0.0.1:\(nobody)") == true, "\(unreachable?.message ?? "")")
@@ -117,8 +117,8 @@ struct PostgresStoreTests {
         defer { redis.stop() }
         let port = try #require(Int(RedisCluster.run(["-s", redis.socket, "CONFIG", "GET", "port"]).output.split(separator: "\n").last ?? ""))
         let started = ContinuousClock.now
-        let error = #expect(throws: StoreError.self) {
-            try PostgresStore(PostgresEndpoint(url: "postgres://sluice:x@127.0.0.1:\(port)/db?sslmode=disable"), timeout: .seconds(2))
+        let error = await #expect(throws: StoreError.self) {
+            try await blocking { try PostgresStore(PostgresEndpoint(url: "postgres://sluice:x@127.0.0.1:\(port)/db?sslmode=disable"), timeout: .seconds(2)) }
         }
         #expect(ContinuousClock.now - started < .seconds(10))
         #expect(error?.message.contains("could not apply migrations") == true, "\(error?.message ?? "")")
@@ -126,7 +126,7 @@ struct PostgresStoreTests {
 
     @Test func aTableAlteredByHandFailsTheCommitInWordsAndNothingOfItLands() async throws {
         let server = try await PostgresServer.shared()
-        let database = try server.createDatabase()
+        let database = try await blocking { try server.createDatabase() }
         let store = try PostgresStore(PostgresEndpoint(url: server.socketURL(database: database)))
         try server.psql("ALTER TABLE reputation_scores DROP COLUMN pinned", database: database)
         var batch = StoreBatch()
@@ -148,22 +148,25 @@ struct PostgresStoreTests {
         let server = try await PostgresServer.start()
         defer { server.stop() }
         let store = try PostgresStore(PostgresEndpoint(url: server.socketURL()), timeout: .seconds(2))
-        var batch = StoreBatch()
-        batch.events = [ReputationEvent(tenant: "", subject: "s", kind: "x", weight: 1, at: 0)]
+        let batch = { () -> StoreBatch in
+            var batch = StoreBatch()
+            batch.events = [ReputationEvent(tenant: "", subject: "s", kind: "x", weight: 1, at: 0)]
+            return batch
+        }()
         try store.commit(batch)
 
         server.stop(keepData: true)
-        let down = #expect(throws: StoreError.self) { try store.commit(batch) }
+        let down = await #expect(throws: StoreError.self) { try await blocking { try store.commit(batch) } }
         #expect(down?.message.contains("could not commit") == true, "\(down?.message ?? "")")
 
         try await server.restart()
-        try store.commit(batch)
+        try await blocking { try store.commit(batch) }
         #expect(try store.eventCount() == 2)
 
         // Frozen (answers nothing, connections open): the operation fails after the timeout.
         server.freeze(true)
         let started = ContinuousClock.now
-        let frozen = #expect(throws: StoreError.self) { try store.commit(batch) }
+        let frozen = await #expect(throws: StoreError.self) { try await blocking { try store.commit(batch) } }
         let waited = ContinuousClock.now - started
         server.freeze(false)
         #expect(frozen?.message.contains("no answer within 2") == true, "\(frozen?.message ?? "")")

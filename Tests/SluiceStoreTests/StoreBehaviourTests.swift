@@ -41,7 +41,7 @@ struct TestStore: Sendable {
             return TestStore(backend: backend, path: temporaryDirectory() + "/sluice.db", server: nil, database: "")
         case .postgres:
             let server = try await PostgresServer.shared()
-            return TestStore(backend: backend, path: "", server: server, database: try server.createDatabase())
+            return TestStore(backend: backend, path: "", server: server, database: try await blocking { try server.createDatabase() })
         }
     }
 

@@ -42,8 +42,10 @@ public final class PostgresServer: @unchecked Sendable {
     public static func start(settings: [String: String] = [:]) async throws -> PostgresServer {
         guard let port = RedisServer.freePort() else { throw failure("no free TCP port") }
         let server = try PostgresServer(port: port)
-        try server.initialize()
-        try server.launch(settings: settings)
+        try await blocking {
+            try server.initialize()
+            try server.launch(settings: settings)
+        }
         try await server.waitUntilReady()
         return server
     }
@@ -114,7 +116,8 @@ public final class PostgresServer: @unchecked Sendable {
 
     func waitUntilReady() async throws {
         for _ in 0..<2_400 {
-            if FileManager.default.fileExists(atPath: socketPath), (try? run("pg_isready", ["-h", directory, "-p", String(port)])) != nil { return }
+            if FileManager.default.fileExists(atPath: socketPath),
+               (try? await blocking { try self.run("pg_isready", ["-h", self.directory, "-p", String(self.port)]) }) != nil { return }
             guard process?.isRunning == true else { break }
             try await Task.sleep(for: .milliseconds(25))
         }
@@ -159,7 +162,7 @@ public final class PostgresServer: @unchecked Sendable {
     /// Starts it again on the same cluster and port (after ``stop(keepData: true)``).
     public func restart() async throws {
         try? FileManager.default.removeItem(atPath: socketPath)
-        try launch()
+        try await blocking { try self.launch() }
         try await waitUntilReady()
     }
 
@@ -246,5 +249,14 @@ extension ChildProcess {
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, output)
+    }
+}
+
+/// Runs `body` on a Dispatch thread and waits for it without holding the test's thread: the
+/// tests' tasks share a cooperative pool of one thread per core (two in CI), and a test blocked
+/// for seconds on a socket or a child process would starve every other test's deadlines.
+public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
     }
 }
