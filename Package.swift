@@ -92,7 +92,7 @@ let package = Package(
             name: "SluiceServer",
             dependencies: [
                 "SluiceCore", "SluiceProto", "SluiceWire", "SluiceIntelligence", "SluiceStore", "SluiceConfiguration", "CSluiceSupport",
-                "SluiceRedis",
+                "SluiceRedis", "SluicePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -15,16 +15,33 @@ extension Reader {
         return value
     }
 
-    /// `store:` the SQLite file and its write-behind, retention and lock settings.
+    /// `store:` the database (the SQLite file, or PostgreSQL's URL) and its write-behind,
+    /// retention, lock and timeout settings.
     func readStore(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.store
-        let keys: Set = ["path", "commit_interval", "retention", "max_events", "busy_timeout", "max_pending_events"]
-        for (key, value) in try mapping(node, "store", keys: keys) {
+        let keys: Set = ["backend", "path", "url", "timeout", "commit_interval", "retention", "max_events", "busy_timeout", "max_pending_events"]
+        let entries = try mapping(node, "store", keys: keys)
+        for (key, value) in entries {
             let path = "store.\(key)"
             switch key {
+            case "backend":
+                let text = try string(value, path)
+                guard let backend = Configuration.StoreSettings.Backend(rawValue: text) else {
+                    throw error(value, path, "expected sqlite or postgres, got '\(text)'")
+                }
+                settings.backend = backend
             case "path":
                 let text = try string(value, path)
                 settings.path = text.isEmpty ? nil : text
+            case "url":
+                let text = try string(value, path)
+                guard text.isEmpty || text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") else {
+                    throw error(value, path, "expected postgres://user:password@host:port/database (or ?host=/socket/folder)")
+                }
+                settings.url = text.isEmpty ? nil : text
+            case "timeout":
+                settings.timeout = try duration(value, path)
+                guard (1_000_000...300_000_000_000).contains(settings.timeout) else { throw error(value, path, "expected 1ms to 5m") }
             case "commit_interval":
                 settings.commitInterval = try duration(value, path)
                 guard settings.commitInterval <= 10_000_000_000 else { throw error(value, path, "expected at most 10s") }
@@ -32,6 +49,19 @@ extension Reader {
             case "max_events": settings.maxEvents = try integer(value, path, 1...1_000_000_000)
             case "busy_timeout": settings.busyTimeout = try duration(value, path)
             default: settings.maxPendingEvents = try integer(value, path, 1...100_000_000)
+            }
+        }
+        // Each backend's own key, and only its own: a path left beside a PostgreSQL URL would
+        // leave the operator unsure which database holds the state.
+        switch settings.backend {
+        case .postgres:
+            guard settings.url != nil else { throw error(node, "store.url", "backend postgres needs store.url (postgres://user:password@host:port/database)") }
+            if let (_, value) = entries.first(where: { $0.0 == "path" }), settings.path != nil {
+                throw error(value, "store.path", "is for backend sqlite; with backend postgres the database is store.url")
+            }
+        case .sqlite:
+            if let (_, value) = entries.first(where: { $0.0 == "url" }), settings.url != nil {
+                throw error(value, "store.url", "is for backend postgres (set store.backend: postgres)")
             }
         }
         configuration.store = settings

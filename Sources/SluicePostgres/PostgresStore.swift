@@ -381,6 +381,10 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
         }
     }
 
+    public func probe() throws(StoreError) {
+        try run("reach the database") { connection in try query(connection, "SELECT 1") }
+    }
+
     // MARK: tiers
 
     public func loadTiers() throws(StoreError) -> [TierAssignment] {

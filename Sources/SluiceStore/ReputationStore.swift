@@ -52,6 +52,9 @@ public protocol ReputationStore: Sendable {
     func expireEvents(before: Int64, keepAtMost: Int, atMost limit: Int) throws(StoreError) -> Int
     /// How many events are stored.
     func eventCount() throws(StoreError) -> Int
+    /// Whether the database answers now (a trivial query): how a store that failed is seen to
+    /// be back when there is nothing to commit.
+    func probe() throws(StoreError)
 }
 
 /// Where operators' tier assignments are persisted (adaptive limiting).

@@ -373,6 +373,14 @@ public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineSt
         }
     }
 
+    public func probe() throws(StoreError) {
+        do {
+            _ = try pool.write { db in try Int.fetchOne(db, sql: "SELECT 1") }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "reach the database")
+        }
+    }
+
     // MARK: tiers
 
     /// Every stored tier assignment.

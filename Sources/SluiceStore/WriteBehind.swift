@@ -177,6 +177,13 @@ public final class WriteBehind: Sendable {
     /// - Parameter records: write the records too, whenever they were last written.
     @discardableResult
     public func commitOnQueue(records: Bool = false) -> StoreError? {
+        commit(records: records)
+    }
+
+    /// Whether the last commit failed (and nothing has been written since).
+    public var isFailing: Bool { statistics.withLockedValue { $0.lastError != nil } }
+
+    func commit(records: Bool) -> StoreError? {
         let (batch, waiters) = pending.withLockedValue { pending -> (StoreBatch, [Completion]) in
             pending.sinceRecords += 1
             let withRecords = records || pending.recordsNow || pending.sinceRecords >= recordsEvery
@@ -194,6 +201,16 @@ public final class WriteBehind: Sendable {
             return (taken, pending.waiters)
         }
         if batch.isEmpty {
+            // Nothing to write, but the last commit failed: the store is seen to be back (and
+            // durable events accepted again) once it answers.
+            if let store = store.withLockedValue({ $0 }), isFailing {
+                do {
+                    try store.probe()
+                } catch {
+                    return fail(batch, waiters, error)
+                }
+                statistics.withLockedValue { $0.lastError = nil }
+            }
             for waiter in waiters { waiter(.success(())) }
             return nil
         }

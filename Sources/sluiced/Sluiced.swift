@@ -47,7 +47,7 @@ struct Sluiced: AsyncParsableCommand {
     @Option(name: .long, help: "Keep the limiter table in this file across restarts (replaces snapshot.path; \"off\" keeps nothing).")
     var snapshot: String?
 
-    @Option(name: .long, help: "Keep reputation in this SQLite file (replaces store.path; \"off\" keeps it in memory only).")
+    @Option(name: .long, help: "Keep reputation, tiers and baselines in this SQLite file, or in PostgreSQL at a postgres:// URL (replaces the store's path or url; \"off\" keeps them in memory only).")
     var store: String?
 
     @Flag(name: .long, help: "Print the embedded default configuration and exit.")
@@ -126,7 +126,17 @@ struct Sluiced: AsyncParsableCommand {
             configuration.clock = mode
         }
         if let snapshot { configuration.snapshotPath = snapshot == "off" || snapshot.isEmpty ? nil : snapshot }
-        if let store { configuration.store.path = store == "off" || store.isEmpty ? nil : store }
+        if let store {
+            configuration.store.path = nil
+            configuration.store.url = nil
+            if store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") {
+                configuration.store.backend = .postgres
+                configuration.store.url = store
+            } else {
+                configuration.store.backend = .sqlite
+                configuration.store.path = store == "off" || store.isEmpty ? nil : store
+            }
+        }
         if let metrics {
             if metrics == "off" || metrics.isEmpty {
                 configuration.metricsListener = nil

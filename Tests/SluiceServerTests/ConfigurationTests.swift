@@ -118,6 +118,24 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("store: the SQLite file or PostgreSQL's URL, each with its own backend, and the password kept out of logs")
+    func storeBackends() throws {
+        let postgres = try ConfigurationLoader.parse("""
+            store: { backend: postgres, url: "postgres://sluice:s3cret@db:5432/limits", timeout: 2s }
+            """, source: "sluice.yaml").store
+        #expect(postgres.backend == .postgres && postgres.isPersistent && postgres.timeout == 2_000_000_000)
+        #expect(postgres.location == "postgres://sluice:***@db:5432/limits")
+        let sqlite = try ConfigurationLoader.parse("store: { path: /var/lib/sluice/sluice.db }\n", source: "sluice.yaml").store
+        #expect(sqlite.backend == .sqlite && sqlite.isPersistent && sqlite.location == "/var/lib/sluice/sluice.db")
+        #expect(!Configuration().store.isPersistent)
+        #expect(failure("store: { backend: mysql }\n").contains("store.backend: expected sqlite or postgres, got 'mysql'"))
+        #expect(failure("store: { backend: postgres }\n").contains("backend postgres needs store.url"))
+        #expect(failure("store: { backend: postgres, url: \"postgres://h/d\", path: /a.db }\n").contains("store.path: is for backend sqlite"))
+        #expect(failure("store: { url: \"postgres://h/d\" }\n").contains("store.url: is for backend postgres"))
+        #expect(failure("store: { backend: postgres, url: \"mysql://h/d\" }\n").contains("store.url: expected postgres://"))
+        #expect(failure("store: { backend: postgres, url: \"postgres://h/d\", timeout: 10m }\n").contains("store.timeout: expected 1ms to 5m"))
+    }
+
     @Test("errors name the file, line, key path and what was expected")
     func errorMessages() {
         #expect(failure("rules:\n  login:\n    limit: 5\n    perod: 1m\n") ==

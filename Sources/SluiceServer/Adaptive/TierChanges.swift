@@ -32,7 +32,7 @@ extension ReputationService {
                           "no tier named '\(tier)'; configured tiers: \(known.isEmpty ? "none (add them under tiers:)" : known.joined(separator: ", "))")
         }
         let store = status.withLockedValue { $0.store }
-        if settings.path != nil, store == nil {
+        if settings.isPersistent, store == nil {
             return .error(id: 0, .unavailable, "the store is not open, so the tier cannot be committed: \(storeError ?? "unknown error")")
         }
         do {

@@ -256,9 +256,9 @@ final class MetricsExporter: Sendable {
                 reputation.denials.dropped)
         counter("sluice_reputation_forgotten_total", "Records removed by the sweep (back at neutral, or beyond max_subjects).", [],
                 counts.forgotten)
-        guard configuration.store.path != nil else { return }
+        guard configuration.store.isPersistent else { return }
         let writer = reputation.writer.current
-        gauge("sluice_store_up", "1 when the SQLite store is open.", [], reputation.storeIsUp ? 1 : 0)
+        gauge("sluice_store_up", "1 when the store (SQLite or PostgreSQL) is open.", [], reputation.storeIsUp ? 1 : 0)
         counter("sluice_store_commits_total", "Group commits to the store, by result.", [("result", "ok")], writer.commits)
         counter("sluice_store_commits_total", "Group commits to the store, by result.", [("result", "failed")], writer.failures)
         gauge("sluice_store_last_commit_seconds", "How long the last group commit took.", [], Double(writer.lastCommitDuration) / 1e9)

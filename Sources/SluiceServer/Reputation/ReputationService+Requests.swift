@@ -24,11 +24,16 @@ extension ReputationService {
         case .failure(let error): return .failure(error)
         }
         if request.durable {
-            guard settings.path != nil else {
-                return .failure(WireError(.unavailable, "durable events need a store: set store.path in the configuration"))
+            guard settings.isPersistent else {
+                return .failure(WireError(.unavailable, "durable events need a store: set store.path (SQLite) or store.url (PostgreSQL) in the configuration"))
             }
             guard storeIsUp else {
                 return .failure(WireError(.unavailable, "the reputation store is not open, so durable events cannot be committed: \(storeError ?? "unknown error")"))
+            }
+            // The last commit failed: refused before they are applied, so a retry once the store
+            // is back counts them once.
+            if writer.isFailing {
+                return .failure(WireError(.unavailable, "the store cannot be written now, so durable events are refused (nothing was applied; send them again later): \(writer.current.lastError ?? "unknown error")"))
             }
         }
         let model = configuration.reputation.model
@@ -38,7 +43,7 @@ extension ReputationService {
         if let completion {
             // Durable: the events are in the store after the next commit; the scores they moved
             // follow within a second, and are rebuilt from the events at start if need be.
-            if settings.path != nil { writer.afterNextCommit(completion) } else { completion(.success(())) }
+            if settings.isPersistent { writer.afterNextCommit(completion) } else { completion(.success(())) }
         }
         return .success(events.count)
     }
@@ -195,7 +200,7 @@ extension ReputationService {
         if needsScore, !(request.score.isFinite && ReputationModel.range.contains(request.score)) {
             return completion(.error(id: 0, .invalidArgument, "score \(request.score) is outside 0…100"))
         }
-        if settings.path != nil, !storeIsUp {
+        if settings.isPersistent, !storeIsUp {
             return completion(.error(id: 0, .unavailable, "the reputation store is not open, so the change cannot be committed: \(storeError ?? "unknown error")"))
         }
         let model = configuration.reputation.model
@@ -228,7 +233,7 @@ extension ReputationService {
         var answer = WireResponse()
         answer.setReputation.reputation = reputation(tenant: tenant, subject: subject, record: record, model: model, now: now)
         let response = answer
-        guard settings.path != nil else { return completion(response) }
+        guard settings.isPersistent else { return completion(response) }
         writer.afterNextCommit(records: true) { result in
             switch result {
             case .success: completion(response)

@@ -1,10 +1,12 @@
 @preconcurrency import Dispatch
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
+import SluicePostgres
 import SluiceStore
 import Synchronization
 
@@ -116,7 +118,7 @@ public final class ReputationService: Sendable {
                                  })
         self.writer = writer
         // Only a store holds rows: without one, changes are not even queued.
-        let persist = settings.path != nil
+        let persist = settings.isPersistent
         let onChange: @Sendable (Fingerprint, ReputationRecord?, String, String, ReputationEvent?) -> Void = { key, record, tenant, subject, event in
             let change: StoreBatch.Change
             if let record {
@@ -144,7 +146,7 @@ public final class ReputationService: Sendable {
     /// Opens the store and loads every stored score (before any listener binds). A store that
     /// cannot be opened is logged; the `reputation-store` service retries it.
     func open() {
-        if settings.path != nil { _ = writer.onQueue({ openStore() }) }
+        if settings.isPersistent { _ = writer.onQueue({ openStore() }) }
     }
 
     /// The background work, in start order (a service group stops them in reverse):
@@ -157,7 +159,7 @@ public final class ReputationService: Sendable {
     ///   what is left at shutdown, before the writer's last commit.
     func services<C: Clock>(clock: C) -> [any Service] where C.Duration == Duration {
         var services: [any Service] = []
-        if settings.path != nil {
+        if settings.isPersistent {
             services.append(PeriodicService("reputation-writer", every: { [writer] in writer.interval }, on: writer.queue, clock: clock,
                                             tick: { [writer] in writer.commitOnQueue() },
                                             finish: { [self] in
@@ -177,7 +179,7 @@ public final class ReputationService: Sendable {
     /// dispatcher's stop, which has no service group).
     func flush() {
         pump.drainNow()
-        if settings.path != nil {
+        if settings.isPersistent {
             writer.onQueue { saveBaselinesOnQueue() }
             writer.flush()
         }
@@ -185,7 +187,7 @@ public final class ReputationService: Sendable {
 
     /// Saves every learned baseline, replacing the stored ones (with each snapshot, and at stop).
     func saveBaselines() {
-        guard settings.path != nil else { return }
+        guard settings.isPersistent else { return }
         writer.onQueue { saveBaselinesOnQueue() }
     }
 
@@ -199,16 +201,17 @@ public final class ReputationService: Sendable {
     }
 
     /// Whether the store is open (always true without one configured).
-    var storeIsUp: Bool { settings.path == nil || status.withLockedValue { $0.store != nil } }
+    var storeIsUp: Bool { !settings.isPersistent || status.withLockedValue { $0.store != nil } }
 
     /// Why the store is not open, if it is not.
     var storeError: String? { status.withLockedValue { $0.error } }
 
     /// Opens the store; on the writer's queue. False (logged) when it cannot.
     func openStore() -> Bool {
-        guard let path = settings.path else { return true }
+        guard settings.isPersistent else { return true }
+        let path = settings.location
         do {
-            let store = try Stores.open(path: path, busyTimeout: Double(settings.busyTimeout) / 1e9)
+            let store = try Self.openStore(settings, logger: logger)
             let records = try store.loadRecords()
             for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
                 tiers.assign(assignment)
@@ -247,6 +250,16 @@ public final class ReputationService: Sendable {
                              metadata: ["store.path": "\(path)", "error.message": "\(error.message)"])
             }
             return false
+        }
+    }
+
+    /// The store `settings` name: the SQLite file, or PostgreSQL (connected, migrated).
+    static func openStore(_ settings: Configuration.StoreSettings, logger: Logger) throws(StoreError) -> any DurableStore {
+        switch settings.backend {
+        case .sqlite:
+            return try Stores.open(path: settings.path ?? "", busyTimeout: Double(settings.busyTimeout) / 1e9)
+        case .postgres:
+            return try PostgresStore(PostgresEndpoint(url: settings.url ?? ""), timeout: .nanoseconds(settings.timeout), logger: logger)
         }
     }
 

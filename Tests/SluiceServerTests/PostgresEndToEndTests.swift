@@ -1,0 +1,165 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOConcurrencyHelpers
+import SluiceClient
+import SluiceProto
+import SluiceTestKit
+import SluiceLoad
+import Testing
+
+/// The real `sluiced` keeping its state in a real PostgreSQL 15 server.
+@Suite("sluiced on a PostgreSQL store", .enabled(if: PostgresServer.installed), .serialized)
+struct PostgresEndToEndTests {
+    static func durableEvents(_ notes: [String], subject: String) -> WireRequest {
+        var request = WireRequest()
+        request.recordEvents.durable = true
+        request.recordEvents.events = notes.map { note in
+            Sluice_V1_ReputationEvent.with {
+                $0.subject = subject
+                $0.kind = "auth_failure"
+                $0.note = note
+            }
+        }
+        return request
+    }
+
+    static func start(_ arguments: [String], socket: String) async throws -> ChildProcess {
+        let (process, _) = try DaemonProcessTests.launch(["--unix", socket, "--snapshot", "off", "--metrics", "off", "--log-level", "warning"] + arguments)
+        #expect(try await DaemonProcessTests.waitForSocket(socket))
+        return process
+    }
+
+    @Test("kill -9 in the middle of durable events loses none that were acknowledged; a daemon started on the same database serves the scores")
+    func killNineLosesNoAcknowledgedEvent() async throws {
+        let server = try await PostgresServer.shared()
+        let database = try await blocking { try server.createDatabase() }
+        let directory = NSTemporaryDirectory() + "sluiced-pg-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/s.sock"
+        let process = try await Self.start(["--store", server.socketURL(database: database)], socket: socket)
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+        let acknowledged = NIOLockedValueBox<[String]>([])
+        let stop = NIOLockedValueBox(false)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<3 {
+                group.addTask {
+                    let client = try await SluiceClient.connect(to: .unix(path: socket))
+                    var batch = 0
+                    while !stop.withLockedValue({ $0 }) {
+                        let notes = (0..<20).map { "w\(writer)-b\(batch)-e\($0)" }
+                        let request = Self.durableEvents(notes, subject: "subject-\(writer)-\(batch % 5)")
+                        batch += 1
+                        guard let response = try? await client.send(request) else { break }   // the daemon died
+                        if case .recordEvents(let answer) = response.body, answer.committed {
+                            acknowledged.withLockedValue { $0.append(contentsOf: notes) }
+                        }
+                    }
+                    await client.close()
+                }
+            }
+            group.addTask {
+                for _ in 0..<1_000 where acknowledged.withLockedValue({ $0.count }) < 1_000 {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                stop.withLockedValue { $0 = true }
+            }
+            try await group.waitForAll()
+        }
+        let acked = acknowledged.withLockedValue { $0 }
+        #expect(acked.count >= 500, "too few events acknowledged before the kill to mean anything: \(acked.count)")
+        let stored = Set(try await blocking { try server.psql("SELECT note FROM reputation_events", database: database) }.split(separator: "\n").map(String.init))
+        let lost = acked.filter { !stored.contains($0) }
+        #expect(lost.isEmpty, "\(lost.count) acknowledged events lost, e.g. \(lost.prefix(3))")
+
+        // Another daemon on the same database (a restart, or a replica): the scores are there.
+        let again = try await Self.start(["--store", server.tcpURL(database: database)], socket: socket)
+        defer { if again.isRunning { kill(again.processIdentifier, SIGKILL) } }
+        let client = try await SluiceClient.connect(to: .unix(path: socket))
+        var get = WireRequest()
+        get.getReputation.subject = "subject-0-0"
+        let answer = try await client.send(get).getReputation
+        #expect(answer.tracked)
+        #expect(answer.reputation.score < 50)
+        await client.close()
+        kill(again.processIdentifier, SIGTERM)
+        again.waitUntilExit()
+        #expect(again.terminationStatus == 0)
+    }
+
+    @Test("PostgreSQL down: checks are still answered, durable events are refused as unavailable, the others are kept and written once it is back")
+    func anOutageRefusesDurableEventsAndKeepsTheRest() async throws {
+        let server = try await PostgresServer.start()
+        defer { server.stop() }
+        let directory = NSTemporaryDirectory() + "sluiced-pg-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/s.sock", config = directory + "/sluice.yaml"
+        try """
+            store: { backend: postgres, url: "\(server.socketURL())", timeout: 1s, commit_interval: 50ms }
+            rules:
+              login: { limit: 10, period: 1h }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let process = try await Self.start(["--config", config], socket: socket)
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let client = try await SluiceClient.connect(to: .unix(path: socket))
+        let before = try await client.send(Self.durableEvents(["before"], subject: "alice"))
+        #expect(before.recordEvents.committed)
+
+        server.stop(keepData: true)
+        // The first durable event after the outage began fails at its commit, within the
+        // timeout and a margin: applied, not committed, and kept to be written (the answer says so).
+        let started = ContinuousClock.now
+        let failed = try await client.send(Self.durableEvents(["during-durable"], subject: "alice"))
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(!failed.recordEvents.committed)
+        if case .error(let error) = failed.body {
+            #expect(error.code == .unavailable, "\(error)")
+        } else {
+            Issue.record("a durable event was acknowledged with PostgreSQL down: \(failed)")
+        }
+        // Once a commit failed, durable events are refused before they are applied.
+        let refused = try await client.send(Self.durableEvents(["refused-durable"], subject: "alice"))
+        if case .error(let error) = refused.body {
+            #expect(error.code == .unavailable)
+            #expect(error.message.contains("nothing was applied"), "\(error.message)")
+        } else {
+            Issue.record("a durable event was taken with PostgreSQL known down: \(refused)")
+        }
+        // Non-durable events are applied and kept; checks are answered.
+        var plain = Self.durableEvents((0..<5).map { "during-\($0)" }, subject: "bob")
+        plain.recordEvents.durable = false
+        let kept = try await client.send(plain)
+        #expect(kept.recordEvents.recorded == 5)
+        let verdict = try await client.verdict(Make.check("alice", rule: "login"))
+        #expect(verdict.allowed)
+
+        try await server.restart()
+        // Back: the kept events are written with a later commit, without a restart; the refused
+        // one never is.
+        var written = ""
+        for _ in 0..<200 {
+            written = try await blocking { try server.psql("SELECT count(*) FROM reputation_events WHERE note LIKE 'during-%'") }
+            if written == "6" { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(written == "6")
+        #expect(try await blocking { try server.psql("SELECT count(*) FROM reputation_events WHERE note = 'refused-durable'") } == "0")
+        // Durable events are taken again once a commit (or, with nothing to write, a probe) succeeded.
+        var accepted = false
+        for _ in 0..<100 where !accepted {
+            accepted = try await client.send(Self.durableEvents(["after"], subject: "carol")).recordEvents.committed
+            if !accepted { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(accepted)
+        await client.close()
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+}
