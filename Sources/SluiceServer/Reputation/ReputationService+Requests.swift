@@ -30,11 +30,6 @@ extension ReputationService {
             guard storeIsUp else {
                 return .failure(WireError(.unavailable, "the reputation store is not open, so durable events cannot be committed: \(storeError ?? "unknown error")"))
             }
-            // The last commit failed: refused before they are applied, so a retry once the store
-            // is back counts them once.
-            if writer.isFailing {
-                return .failure(WireError(.unavailable, "the store cannot be written now, so durable events are refused (nothing was applied; send them again later): \(writer.current.lastError ?? "unknown error")"))
-            }
         }
         let model = configuration.reputation.model
         // Each event is queued for the store with the record it changed (the book's onChange).
