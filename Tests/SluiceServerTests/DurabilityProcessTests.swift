@@ -24,22 +24,14 @@ struct DurabilityProcessTests {
         return Set(String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
-    @Test("kill -9 in the middle of a stream of durable events loses none that were acknowledged")
-    func killNineLosesNoAcknowledgedEvent() async throws {
-        let directory = "/tmp/sluiced-durable-\(UInt32.random(in: .min ... .max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let socket = "\(directory)/s.sock", database = "\(directory)/sluice.db"
-        let (process, _) = try DaemonProcessTests.launch(["--unix", socket, "--store", database, "--snapshot", "off",
-                                                          "--metrics", "off", "--log-level", "warning"])
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        #expect(try await DaemonProcessTests.waitForSocket(socket))
-
+    /// Sends durable batches of 20 events (subjects `subject-W-N`) from `writers` connections,
+    /// back to back, and kills `process` with SIGKILL once `killAfter` events were acknowledged
+    /// (or after 10 s); returns the notes of every event acknowledged before the kill.
+    static func acknowledgedUntilKilled(socket: String, process: ChildProcess, writers: Int, killAfter: Int) async throws -> [String] {
         let acknowledged = NIOLockedValueBox<[String]>([])
         let stop = NIOLockedValueBox(false)
-        // Four connections, each sending durable batches of 20 events back to back.
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for writer in 0..<4 {
+            for writer in 0..<writers {
                 group.addTask {
                     let client = try await SluiceClient.connect(to: .unix(path: socket))
                     var batch = 0
@@ -64,8 +56,7 @@ struct DurabilityProcessTests {
                 }
             }
             group.addTask {
-                // Let a few hundred batches through, then kill without warning.
-                for _ in 0..<500 where acknowledged.withLockedValue({ $0.count }) < 2_000 {
+                for _ in 0..<1_000 where acknowledged.withLockedValue({ $0.count }) < killAfter {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 kill(process.processIdentifier, SIGKILL)
@@ -74,8 +65,22 @@ struct DurabilityProcessTests {
             }
             try await group.waitForAll()
         }
+        return acknowledged.withLockedValue { $0 }
+    }
+
+    @Test("kill -9 in the middle of a stream of durable events loses none that were acknowledged")
+    func killNineLosesNoAcknowledgedEvent() async throws {
+        let directory = "/tmp/sluiced-durable-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/s.sock", database = "\(directory)/sluice.db"
+        let (process, _) = try DaemonProcessTests.launch(["--unix", socket, "--store", database, "--snapshot", "off",
+                                                          "--metrics", "off", "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await DaemonProcessTests.waitForSocket(socket))
+
+        let acked = try await Self.acknowledgedUntilKilled(socket: socket, process: process, writers: 4, killAfter: 2_000)
         #expect(process.terminationReason == .uncaughtSignal)
-        let acked = acknowledged.withLockedValue { $0 }
         #expect(acked.count >= 1_000, "too few batches acknowledged before the kill to mean anything: \(acked.count)")
         let stored = try Self.notes(in: database)
         let lost = acked.filter { !stored.contains($0) }

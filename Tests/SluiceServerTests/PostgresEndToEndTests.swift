@@ -42,36 +42,8 @@ struct PostgresEndToEndTests {
         let process = try await Self.start(["--store", server.socketURL(database: database)], socket: socket)
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 
-        let acknowledged = NIOLockedValueBox<[String]>([])
-        let stop = NIOLockedValueBox(false)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for writer in 0..<3 {
-                group.addTask {
-                    let client = try await SluiceClient.connect(to: .unix(path: socket))
-                    var batch = 0
-                    while !stop.withLockedValue({ $0 }) {
-                        let notes = (0..<20).map { "w\(writer)-b\(batch)-e\($0)" }
-                        let request = Self.durableEvents(notes, subject: "subject-\(writer)-\(batch % 5)")
-                        batch += 1
-                        guard let response = try? await client.send(request) else { break }   // the daemon died
-                        if case .recordEvents(let answer) = response.body, answer.committed {
-                            acknowledged.withLockedValue { $0.append(contentsOf: notes) }
-                        }
-                    }
-                    await client.close()
-                }
-            }
-            group.addTask {
-                for _ in 0..<1_000 where acknowledged.withLockedValue({ $0.count }) < 1_000 {
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-                stop.withLockedValue { $0 = true }
-            }
-            try await group.waitForAll()
-        }
-        let acked = acknowledged.withLockedValue { $0 }
+        let acked = try await DurabilityProcessTests.acknowledgedUntilKilled(socket: socket, process: process, writers: 3, killAfter: 1_000)
+        #expect(process.terminationReason == .uncaughtSignal)
         #expect(acked.count >= 500, "too few events acknowledged before the kill to mean anything: \(acked.count)")
         let stored = Set(try await blocking { try server.psql("SELECT note FROM reputation_events", database: database) }.split(separator: "\n").map(String.init))
         let lost = acked.filter { !stored.contains($0) }
