@@ -173,7 +173,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-reputation-bench",
             dependencies: [
-                "SluiceServer", "SluiceConfiguration", "SluiceIntelligence", "SluiceStore", "SluiceProto", "SluiceCore",
+                "SluiceServer", "SluiceConfiguration", "SluiceIntelligence", "SluiceStore", "SluicePostgres", "SluiceProto", "SluiceCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

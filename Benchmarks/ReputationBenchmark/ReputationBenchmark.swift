@@ -15,6 +15,7 @@ import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceProto
+import SluicePostgres
 import SluiceServer
 import SluiceStore
 
@@ -65,6 +66,9 @@ struct ReputationBenchmark {
         /// how fast the run goes (under callgrind, entries expired and baseline windows closed
         /// by the wall clock, and the counts of one build moved by 3 %).
         var checks: Int?
+        /// A PostgreSQL database to measure ingestion into as well, beside SQLite, in the same
+        /// run (scripts/bench-store.sh starts one); its tables are emptied first.
+        var postgres: String?
     }
 
     static func parse() -> Options {
@@ -78,6 +82,7 @@ struct ReputationBenchmark {
             case "--memory-subjects": options.memorySubjects = Int(arguments.next() ?? "") ?? options.memorySubjects
             case "--only": options.only = arguments.next()
             case "--checks": options.checks = Int(arguments.next() ?? "")
+            case "--postgres": options.postgres = arguments.next()
             case "--modes": options.modes = Set((arguments.next() ?? "").split(separator: ",").map(String.init))
             default:
                 FileHandle.standardError.write(Data("unknown argument \(argument)\n".utf8))
@@ -228,11 +233,32 @@ struct ReputationBenchmark {
         let directory = NSTemporaryDirectory() + "sluice-bench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        print("\n== event ingestion into SQLite (\(directory))")
+        print("\n== event ingestion into the store (SQLite in \(directory))")
 
-        // 1. The store alone: one transaction of 100,000 events at a time.
+        // 1 and 2, into SQLite, then into PostgreSQL when one is given.
+        try ingestIntoStore(options, label: "SQLite") { name in try SQLiteReputationStore(path: "\(directory)/\(name).db") }
+        if let url = options.postgres {
+            try ingestIntoStore(options, label: "PostgreSQL") { _ in
+                let store = try PostgresStore(PostgresEndpoint(url: url), timeout: .seconds(60), logger: logger)
+                try store.emptyForBenchmark()
+                return store
+            }
+        }
+
+        // 3. The whole path: RecordEvents (fire-and-forget) through the dispatcher, validated,
+        //    applied to the book, and group-committed every 100 ms by the write-behind; offered
+        //    at a fixed rate, then as fast as one thread can send.
+        for rate in [200_000, 300_000, 0] {
+            try ingestThroughDispatcher(options, directory: directory, rate: rate)
+        }
+    }
+
+    /// 1. The store alone: one transaction of 100,000 events at a time, `rounds` times.
+    /// 2. Group commit alone: events handed to the write-behind (one thread) as fast as it takes
+    ///    them, committed every 100 ms on its queue, for 10 s.
+    static func ingestIntoStore(_ options: Options, label: String, open: (String) throws -> any DurableStore) throws {
         do {
-            let store = try SQLiteReputationStore(path: "\(directory)/store-only.db")
+            let store = try open("store-only")
             var rates: [Double] = []
             for round in 0..<options.rounds {
                 var batch = StoreBatch()
@@ -244,14 +270,11 @@ struct ReputationBenchmark {
                 try store.commit(batch)
                 rates.append(100_000 / (Double(nanoseconds() - started) / 1e9))
             }
-            print(String(format: "store.commit, 100k events per transaction: %.0f events/s (median; %@)", median(rates),
+            print(String(format: "%@: store.commit, 100k events per transaction: %.0f events/s (median; %@)", label as NSString, median(rates),
                          rates.map { String(format: "%.0f", $0) }.joined(separator: ", ") as NSString))
         }
-
-        // 2. Group commit alone: events handed to the write-behind (one thread) as fast as it
-        //    takes them, committed every 100 ms on its queue, for 10 s.
         do {
-            let store = try SQLiteReputationStore(path: "\(directory)/write-behind.db")
+            let store = try open("write-behind")
             let writer = WriteBehind(store: store, interval: .milliseconds(100), maxPendingEvents: 1_000_000)
             // The daemon's reputation-writer service does this; here a timer stands in for it.
             let committer = DispatchSource.makeTimerSource(queue: writer.queue)
@@ -272,15 +295,8 @@ struct ReputationBenchmark {
             writer.flush()
             let elapsed = Double(nanoseconds() - started) / 1e9
             let statistics = writer.current
-            print(String(format: "write-behind, group commit every 100 ms: %.0f events/s committed over %.1f s (%d transactions, %d dropped)",
-                         Double(statistics.eventsWritten) / elapsed, elapsed, statistics.commits, statistics.eventsDropped))
-        }
-
-        // 3. The whole path: RecordEvents (fire-and-forget) through the dispatcher, validated,
-        //    applied to the book, and group-committed every 100 ms by the write-behind; offered
-        //    at a fixed rate, then as fast as one thread can send.
-        for rate in [200_000, 300_000, 0] {
-            try ingestThroughDispatcher(options, directory: directory, rate: rate)
+            print(String(format: "%@: write-behind, group commit every 100 ms: %.0f events/s committed over %.1f s (%d transactions, %d dropped)",
+                         label as NSString, Double(statistics.eventsWritten) / elapsed, elapsed, statistics.commits, statistics.eventsDropped))
         }
     }
 

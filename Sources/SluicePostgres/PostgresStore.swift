@@ -385,6 +385,13 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
         try run("reach the database") { connection in try query(connection, "SELECT 1") }
     }
 
+    /// Deletes every event, score and mark (benchmarks start from an empty database).
+    public func emptyForBenchmark() throws(StoreError) {
+        try run("empty the tables") { connection in
+            try query(connection, "TRUNCATE reputation_events, reputation_scores, reputation_meta, reputation_forgotten")
+        }
+    }
+
     // MARK: tiers
 
     public func loadTiers() throws(StoreError) -> [TierAssignment] {
