@@ -83,7 +83,7 @@ struct PostgresEndToEndTests {
         let before = try await client.send(Self.durableEvents(["before"], subject: "alice"))
         #expect(before.recordEvents.committed)
 
-        server.stop(keepData: true)
+        try await blocking { server.stop(keepData: true) }
         // The first durable event after the outage began fails at its commit, within the
         // timeout and a margin: applied, not committed, and kept to be written (the answer says so).
         let started = ContinuousClock.now

@@ -155,7 +155,7 @@ struct PostgresStoreTests {
         }()
         try store.commit(batch)
 
-        server.stop(keepData: true)
+        try await blocking { server.stop(keepData: true) }
         let down = await #expect(throws: StoreError.self) { try await blocking { try store.commit(batch) } }
         #expect(down?.message.contains("could not commit") == true, "\(down?.message ?? "")")
 

@@ -151,9 +151,9 @@ public final class PostgresServer: @unchecked Sendable {
             for backend in backends { kill(backend, SIGKILL) }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            if let main { for _ in 0..<400 where kill(main, 0) == 0 { usleep(25_000) } }
+            if let main { for _ in 0..<400 where Self.isRunning(main) { usleep(25_000) } }
             // A restart must find the old backends gone (they hold the shared memory).
-            for _ in 0..<400 where backends.contains(where: { kill($0, 0) == 0 }) { usleep(25_000) }
+            for _ in 0..<400 where backends.contains(where: Self.isRunning) { usleep(25_000) }
         }
         process = nil
         if !keepData { try? FileManager.default.removeItem(atPath: directory) }
@@ -174,6 +174,16 @@ public final class PostgresServer: @unchecked Sendable {
         // The backends are the postmaster's children.
         kill(main, signal)
         for child in Self.children(of: main) { kill(child, signal) }
+    }
+
+    /// Whether `pid` still runs: a process killed whose parent is gone stays a zombie until
+    /// PID 1 reaps it, which in a container it may never do (`kill(pid, 0)` succeeds on a zombie,
+    /// and a wait for that would hold a test's thread for the whole bound).
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].split(separator: " ").first
+        return state != "Z" && state != "X"
     }
 
     static func children(of parent: Int32) -> [Int32] {
