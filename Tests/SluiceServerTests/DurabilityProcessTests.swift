@@ -92,6 +92,12 @@ struct DurabilityProcessTests {
                                                         "--metrics", "off", "--log-level", "warning"])
         defer { if again.isRunning { kill(again.processIdentifier, SIGKILL) } }
         #expect(try await DaemonProcessTests.waitForSocket(socket))
+        try await Self.servesTheScoresThenStops(again, socket: socket)
+    }
+
+    /// The daemon at `socket` (started after the kill) tracks `subject-0-0` with its score moved
+    /// below neutral by the events sent before; then it stops cleanly on SIGTERM.
+    static func servesTheScoresThenStops(_ daemon: ChildProcess, socket: String) async throws {
         let client = try await SluiceClient.connect(to: .unix(path: socket))
         var get = WireRequest()
         get.getReputation.subject = "subject-0-0"
@@ -99,8 +105,8 @@ struct DurabilityProcessTests {
         #expect(answer.tracked)
         #expect(answer.reputation.score < 50)
         await client.close()
-        kill(again.processIdentifier, SIGTERM)
-        again.waitUntilExit()
-        #expect(again.terminationStatus == 0)
+        kill(daemon.processIdentifier, SIGTERM)
+        daemon.waitUntilExit()
+        #expect(daemon.terminationStatus == 0)
     }
 }

@@ -52,16 +52,7 @@ struct PostgresEndToEndTests {
         // Another daemon on the same database (a restart, or a replica): the scores are there.
         let again = try await Self.start(["--store", server.tcpURL(database: database)], socket: socket)
         defer { if again.isRunning { kill(again.processIdentifier, SIGKILL) } }
-        let client = try await SluiceClient.connect(to: .unix(path: socket))
-        var get = WireRequest()
-        get.getReputation.subject = "subject-0-0"
-        let answer = try await client.send(get).getReputation
-        #expect(answer.tracked)
-        #expect(answer.reputation.score < 50)
-        await client.close()
-        kill(again.processIdentifier, SIGTERM)
-        again.waitUntilExit()
-        #expect(again.terminationStatus == 0)
+        try await DurabilityProcessTests.servesTheScoresThenStops(again, socket: socket)
     }
 
     @Test("PostgreSQL down: checks are still answered, durable events are answered unavailable, every event is kept and written once it is back")
