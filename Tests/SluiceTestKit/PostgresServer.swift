@@ -149,7 +149,11 @@ public final class PostgresServer: @unchecked Sendable {
             let backends = main.map(Self.children(of:)) ?? []
             if let main { kill(main, SIGKILL) }
             for backend in backends { kill(backend, SIGKILL) }
-            kill(process.processIdentifier, SIGKILL)
+            // As root `process` is `runuser`, the postmaster's parent: left alive it reaps the
+            // postmaster and exits. Killed first, the postmaster would be orphaned to a PID 1 that
+            // may never reap it, and its zombie would keep `postmaster.pid` looking alive to a restart.
+            for _ in 0..<200 where process.isRunning { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             process.waitUntilExit()
             if let main { for _ in 0..<400 where Self.isRunning(main) { usleep(25_000) } }
             // A restart must find the old backends gone (they hold the shared memory).
@@ -162,6 +166,8 @@ public final class PostgresServer: @unchecked Sendable {
     /// Starts it again on the same cluster and port (after ``stop(keepData: true)``).
     public func restart() async throws {
         try? FileManager.default.removeItem(atPath: socketPath)
+        // A postmaster left a zombie still passes PostgreSQL's own `kill(pid, 0)` test of its lock file.
+        if let old = postmaster, !Self.isRunning(old) { try? FileManager.default.removeItem(atPath: data + "/postmaster.pid") }
         try await blocking { try self.launch() }
         try await waitUntilReady()
     }
