@@ -31,6 +31,10 @@ extension Configuration {
         public var busyTimeout: Int64 = 1_000_000_000
         /// Events held in memory while the store cannot be written, at most.
         public var maxPendingEvents = 1_000_000
+        /// How often a daemon on PostgreSQL reads the other daemons' new events, tiers and
+        /// anomaly responses (ns): with `commitInterval`, how long a change on one daemon takes
+        /// to reach the others.
+        public var syncInterval: Int64 = 100_000_000
 
         /// The defaults (no file).
         public init() {}

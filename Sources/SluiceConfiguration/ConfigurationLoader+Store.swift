@@ -19,7 +19,7 @@ extension Reader {
     /// retention, lock and timeout settings.
     func readStore(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = configuration.store
-        let keys: Set = ["backend", "path", "url", "timeout", "commit_interval", "retention", "max_events", "busy_timeout", "max_pending_events"]
+        let keys: Set = ["backend", "path", "url", "timeout", "commit_interval", "retention", "max_events", "busy_timeout", "max_pending_events", "sync_interval"]
         let entries = try mapping(node, "store", keys: keys)
         for (key, value) in entries {
             let path = "store.\(key)"
@@ -48,6 +48,9 @@ extension Reader {
             case "retention": settings.retention = try duration(value, path)
             case "max_events": settings.maxEvents = try integer(value, path, 1...1_000_000_000)
             case "busy_timeout": settings.busyTimeout = try duration(value, path)
+            case "sync_interval":
+                settings.syncInterval = try duration(value, path)
+                guard (1_000_000...10_000_000_000).contains(settings.syncInterval) else { throw error(value, path, "expected 1ms to 10s") }
             default: settings.maxPendingEvents = try integer(value, path, 1...100_000_000)
             }
         }
@@ -62,6 +65,9 @@ extension Reader {
         case .sqlite:
             if let (_, value) = entries.first(where: { $0.0 == "url" }), settings.url != nil {
                 throw error(value, "store.url", "is for backend postgres (set store.backend: postgres)")
+            }
+            if let (_, value) = entries.first(where: { $0.0 == "sync_interval" }) {
+                throw error(value, "store.sync_interval", "is for backend postgres, where several daemons share the store")
             }
         }
         configuration.store = settings

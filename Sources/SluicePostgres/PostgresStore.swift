@@ -27,7 +27,7 @@ import SluiceStore
 ///   event's chain, so `previous_id` is 0 here;
 /// - text bound for PostgreSQL has any NUL replaced by U+FFFD (PostgreSQL's text cannot hold
 ///   NUL; one such note must not fail its whole group commit, again and again).
-public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @unchecked Sendable {
+public final class PostgresStore: SharedStore, @unchecked Sendable {
     public let endpoint: PostgresEndpoint
     /// How long one operation (connecting included) may take before it fails.
     public let timeout: TimeAmount
@@ -39,16 +39,24 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
     let tlsContext: NIOSSLContext?
     /// Counts connections made, for postgres-nio's ids.
     var connections = 0
+    /// This daemon's mark on the events and changes it writes.
+    public let origin = Int64.random(in: 1 ... .max)
+    /// Stored baselines idle this long (ns) before the newest one saved are deleted.
+    public let baselineIdleAfter: Int64
 
     /// Advisory lock keys (64-bit, arbitrary, fixed): "SLUCMIGR" and "SLUCEVNT".
     static let migrationLock: Int64 = 0x534C_5543_4D49_4752
     static let eventLock: Int64 = 0x534C_5543_4556_4E54
+    /// And "SLUCCHNG", for the ids of shared changes.
+    static let changeLock: Int64 = 0x534C_5543_4348_4E47
 
     /// Connects to `endpoint` and applies any pending migration (under a lock, so daemons
     /// starting together migrate once). Throws a ``StoreError`` in words: the server, and what
     /// it said (no such database, wrong password, a schema from a newer Sluice…).
-    public init(_ endpoint: PostgresEndpoint, timeout: TimeAmount = .seconds(5), logger: Logger = Logger(label: "sluiced.store.postgres")) throws(StoreError) {
+    public init(_ endpoint: PostgresEndpoint, timeout: TimeAmount = .seconds(5), baselineIdleAfter: Int64 = 7 * 86_400_000_000_000,
+                logger: Logger = Logger(label: "sluiced.store.postgres")) throws(StoreError) {
         self.endpoint = endpoint
+        self.baselineIdleAfter = baselineIdleAfter
         self.timeout = timeout
         self.logger = logger
         do {
@@ -249,91 +257,131 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
     // MARK: reputation
 
     public func loadRecords() throws(StoreError) -> [ReputationRecord] {
-        try run("read scores") { connection in
-            try query(connection, "SELECT tenant, subject, score, updated_ns, pinned, events FROM reputation_scores ORDER BY subject_key").map { row in
-                let (tenant, subject, score, updated, pinned, events) = try row.decode((String, String, Double, Int64, Int64, Int64).self)
-                // The schema's CHECKs keep these sane; a row edited by hand is clamped, not trusted.
-                return ReputationRecord(tenant: tenant, subject: subject, score: ReputationModel.clamp(score), updatedAt: updated,
-                                        pinned: pinned != 0, events: UInt64(max(0, events)))
-            }
+        try run("read scores") { connection in try loadRecords(on: connection) }
+    }
+
+    func loadRecords(on connection: PostgresConnection) throws -> [ReputationRecord] {
+        try query(connection, "SELECT tenant, subject, score, updated_ns, pinned, events FROM reputation_scores ORDER BY subject_key").map { row in
+            let (tenant, subject, score, updated, pinned, events) = try row.decode((String, String, Double, Int64, Int64, Int64).self)
+            // The schema's CHECKs keep these sane; a row edited by hand is clamped, not trusted.
+            return ReputationRecord(tenant: tenant, subject: subject, score: ReputationModel.clamp(score), updatedAt: updated,
+                                    pinned: pinned != 0, events: UInt64(max(0, events)))
         }
     }
 
     public func eventsAfterRecords() throws(StoreError) -> [ReputationEvent] {
-        try run("read events to replay") { connection in
-            try query(connection, """
-                SELECT tenant, subject, kind, weight, at_ns, note FROM reputation_events
-                WHERE id > coalesce((SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'), 0)
-                ORDER BY id
-                """).map(Self.event)
-        }
+        try run("read events to replay") { connection in try query(connection, Self.replayQuery(through: nil)).map { try Self.event($0).value } }
     }
 
-    static func event(_ row: PostgresRow) throws -> ReputationEvent {
-        let (tenant, subject, kind, weight, at, note) = try row.decode((String, String, String, Double, Int64, String).self)
-        return ReputationEvent(tenant: tenant, subject: subject, kind: kind, weight: weight, at: at, note: note)
+    /// Each subject's events after those its score row reflects (after its forgetting when it
+    /// has no row), up to `through` (all when nil), in commit order.
+    static func replayQuery(through: Int64?) -> PostgresQuery {
+        let bound = through.map { " AND e.id <= \($0)" } ?? ""
+        return PostgresQuery(unsafeSQL: """
+            SELECT e.id, e.origin, e.tenant, e.subject, e.kind, e.weight, e.at_ns, e.note FROM reputation_events e
+            LEFT JOIN reputation_scores s ON s.subject_key = e.subject_key
+            LEFT JOIN reputation_forgotten f ON f.subject_key = e.subject_key
+            WHERE e.id > coalesce(s.through_event_id, f.through_event_id, 0)\(bound)
+            ORDER BY e.id
+            """)
+    }
+
+    /// The columns id, origin, tenant, subject, kind, weight, at_ns, note.
+    static func event(_ row: PostgresRow) throws -> StoredEvent {
+        let (id, origin, tenant, subject, kind, weight, at, note) = try row.decode((Int64, Int64, String, String, String, Double, Int64, String).self)
+        return StoredEvent(id: id, origin: origin, value: ReputationEvent(tenant: tenant, subject: subject, kind: kind, weight: weight, at: at, note: note))
     }
 
     public func commit(_ batch: StoreBatch) throws(StoreError) {
         guard !batch.isEmpty else { return }
-        try run("commit") { connection in
-            try transaction(connection) {
-                if !batch.events.isEmpty {
-                    // Ids in commit order across daemons: taken under a lock held to the commit.
-                    try query(connection, "SELECT pg_advisory_xact_lock(\(Self.eventLock))")
-                    let first = try query(connection, "SELECT coalesce(max(id), 0) + 1 FROM reputation_events").first?.decode(Int64.self) ?? 1
-                    let events = batch.events
-                    let ids = (0..<Int64(events.count)).map { first + $0 }
-                    let keys = events.map { Self.subjectKey(tenant: $0.tenant, subject: $0.subject) }
-                    try query(connection, """
-                        INSERT INTO reputation_events (id, subject_key, previous_id, tenant, subject, kind, weight, at_ns, note)
-                        SELECT id, subject_key, 0, tenant, subject, kind, weight, at_ns, note
-                        FROM unnest(\(ids)::bigint[], \(keys)::bigint[], \(events.map { Self.text($0.tenant) })::text[],
-                                    \(events.map { Self.text($0.subject) })::text[], \(events.map { Self.text($0.kind) })::text[],
-                                    \(events.map(\.weight))::float8[], \(events.map(\.at))::bigint[], \(events.map { Self.text($0.note) })::text[])
-                             AS e(id, subject_key, tenant, subject, kind, weight, at_ns, note)
-                        """)
-                }
-                var upserts: [(key: Int64, record: ReputationRecord)] = []
-                var deletions: [Int64] = []
-                for (subject, change) in batch.records {
-                    let key = Int64(bitPattern: subject.low)
-                    switch change {
-                    case .upsert(let record): upserts.append((key, record))
-                    case .delete: deletions.append(key)
+        try run("commit") { connection in try transaction(connection) { try commit(batch, on: connection, after: nil, fold: nil) } }
+    }
+
+    /// Writes `batch` in the open transaction. With `cursor`, first reads the other daemons' events
+    /// after it (under the events' lock, so none is missed) and folds them into the batch's rows.
+    /// Returns them, and the id through which the rows reflect every event.
+    func commit(_ batch: StoreBatch, on connection: PostgresConnection, after cursor: Int64?,
+                fold: ((ReputationRecord?, ReputationEvent) -> ReputationRecord)?) throws -> (remote: [StoredEvent], through: Int64) {
+        var records = batch.records
+        var remote: [StoredEvent] = []
+        var through: Int64 = 0
+        if !batch.events.isEmpty || cursor != nil {
+            // Ids in commit order across daemons: taken under a lock held to the commit.
+            try query(connection, "SELECT pg_advisory_xact_lock(\(Self.eventLock))")
+        }
+        if let cursor {
+            remote = try query(connection, """
+                SELECT id, origin, tenant, subject, kind, weight, at_ns, note FROM reputation_events WHERE id > \(cursor) ORDER BY id
+                """).map(Self.event).filter { $0.origin != origin }
+            through = max(cursor, remote.last?.id ?? cursor)
+            if let fold {
+                for stored in remote {
+                    let key = Fingerprint.of(tenant: stored.value.tenant, key: stored.value.subject)
+                    switch records[key] {
+                    case .upsert(let record): records[key] = .upsert(fold(record, stored.value))
+                    case .delete: records[key] = .upsert(fold(nil, stored.value))
+                    case nil: break
                     }
-                }
-                if !upserts.isEmpty {
-                    try query(connection, """
-                        INSERT INTO reputation_scores (subject_key, tenant, subject, score, updated_ns, pinned, events, last_event_id)
-                        SELECT subject_key, tenant, subject, score, updated_ns, pinned, events, 0
-                        FROM unnest(\(upserts.map(\.key))::bigint[], \(upserts.map { Self.text($0.record.tenant) })::text[],
-                                    \(upserts.map { Self.text($0.record.subject) })::text[], \(upserts.map(\.record.score))::float8[],
-                                    \(upserts.map(\.record.updatedAt))::bigint[], \(upserts.map { Int64($0.record.pinned ? 1 : 0) })::bigint[],
-                                    \(upserts.map { Int64(clamping: $0.record.events) })::bigint[])
-                             AS r(subject_key, tenant, subject, score, updated_ns, pinned, events)
-                        ON CONFLICT (subject_key) DO UPDATE SET tenant = excluded.tenant, subject = excluded.subject, score = excluded.score,
-                            updated_ns = excluded.updated_ns, pinned = excluded.pinned, events = excluded.events
-                        """)
-                }
-                if !deletions.isEmpty {
-                    try query(connection, "DELETE FROM reputation_scores WHERE subject_key = ANY(\(deletions)::bigint[])")
-                    // A forgotten subject's recent events start afresh with its next one.
-                    try query(connection, """
-                        INSERT INTO reputation_forgotten (subject_key, through_event_id)
-                        SELECT k, (SELECT coalesce(max(id), 0) FROM reputation_events) FROM unnest(\(deletions)::bigint[]) AS f(k)
-                        ON CONFLICT (subject_key) DO UPDATE SET through_event_id = excluded.through_event_id
-                        """)
-                }
-                if batch.recordsComplete {
-                    try query(connection, """
-                        INSERT INTO reputation_meta (key, value)
-                        VALUES ('records_through_event_id', (SELECT coalesce(max(id), 0) FROM reputation_events))
-                        ON CONFLICT (key) DO UPDATE SET value = excluded.value
-                        """)
                 }
             }
         }
+        if !batch.events.isEmpty {
+            let first = try query(connection, "SELECT coalesce(max(id), 0) + 1 FROM reputation_events").first?.decode(Int64.self) ?? 1
+            let events = batch.events
+            let ids = (0..<Int64(events.count)).map { first + $0 }
+            let keys = events.map { Self.subjectKey(tenant: $0.tenant, subject: $0.subject) }
+            try query(connection, """
+                INSERT INTO reputation_events (id, subject_key, previous_id, tenant, subject, kind, weight, at_ns, note, origin)
+                SELECT id, subject_key, 0, tenant, subject, kind, weight, at_ns, note, \(origin)
+                FROM unnest(\(ids)::bigint[], \(keys)::bigint[], \(events.map { Self.text($0.tenant) })::text[],
+                            \(events.map { Self.text($0.subject) })::text[], \(events.map { Self.text($0.kind) })::text[],
+                            \(events.map(\.weight))::float8[], \(events.map(\.at))::bigint[], \(events.map { Self.text($0.note) })::text[])
+                     AS e(id, subject_key, tenant, subject, kind, weight, at_ns, note)
+                """)
+            through = ids.last ?? through
+        } else if cursor == nil, !records.isEmpty || batch.recordsComplete {
+            through = try query(connection, "SELECT coalesce(max(id), 0) FROM reputation_events").first?.decode(Int64.self) ?? 0
+        }
+        var upserts: [(key: Int64, record: ReputationRecord)] = []
+        var deletions: [Int64] = []
+        for (subject, change) in records {
+            let key = Int64(bitPattern: subject.low)
+            switch change {
+            case .upsert(let record): upserts.append((key, record))
+            case .delete: deletions.append(key)
+            }
+        }
+        if !upserts.isEmpty {
+            try query(connection, """
+                INSERT INTO reputation_scores (subject_key, tenant, subject, score, updated_ns, pinned, events, last_event_id, through_event_id)
+                SELECT subject_key, tenant, subject, score, updated_ns, pinned, events, 0, \(through)
+                FROM unnest(\(upserts.map(\.key))::bigint[], \(upserts.map { Self.text($0.record.tenant) })::text[],
+                            \(upserts.map { Self.text($0.record.subject) })::text[], \(upserts.map(\.record.score))::float8[],
+                            \(upserts.map(\.record.updatedAt))::bigint[], \(upserts.map { Int64($0.record.pinned ? 1 : 0) })::bigint[],
+                            \(upserts.map { Int64(clamping: $0.record.events) })::bigint[])
+                     AS r(subject_key, tenant, subject, score, updated_ns, pinned, events)
+                ON CONFLICT (subject_key) DO UPDATE SET tenant = excluded.tenant, subject = excluded.subject, score = excluded.score,
+                    updated_ns = excluded.updated_ns, pinned = excluded.pinned, events = excluded.events,
+                    through_event_id = excluded.through_event_id
+                """)
+        }
+        if !deletions.isEmpty {
+            try query(connection, "DELETE FROM reputation_scores WHERE subject_key = ANY(\(deletions)::bigint[])")
+            // A forgotten subject's recent events start afresh with its next one.
+            try query(connection, """
+                INSERT INTO reputation_forgotten (subject_key, through_event_id)
+                SELECT k, \(through) FROM unnest(\(deletions)::bigint[]) AS f(k)
+                ON CONFLICT (subject_key) DO UPDATE SET through_event_id = excluded.through_event_id
+                """)
+        }
+        if batch.recordsComplete {
+            // How far events may be expired (see expireEvents): the rows just written reflect them.
+            try query(connection, """
+                INSERT INTO reputation_meta (key, value) VALUES ('records_through_event_id', \(through))
+                ON CONFLICT (key) DO UPDATE SET value = greatest(reputation_meta.value, excluded.value)
+                """)
+        }
+        return (remote, through)
     }
 
     /// The column `subject_key`: 64 bits of the subject's stable fingerprint (as in SQLite).
@@ -345,11 +393,11 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
         let key = Self.subjectKey(tenant: tenant, subject: subject)
         return try run("read events") { connection in
             try query(connection, """
-                SELECT tenant, subject, kind, weight, at_ns, note FROM reputation_events
+                SELECT id, origin, tenant, subject, kind, weight, at_ns, note FROM reputation_events
                 WHERE subject_key = \(key) AND tenant = \(Self.text(tenant)) AND subject = \(Self.text(subject))
                   AND id > coalesce((SELECT through_event_id FROM reputation_forgotten WHERE subject_key = \(key)), 0)
                 ORDER BY id DESC LIMIT \(Int64(max(0, limit)))
-                """).map(Self.event)
+                """).map { try Self.event($0).value }
         }
     }
 
@@ -388,36 +436,46 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
     /// Deletes every event, score and mark (benchmarks start from an empty database).
     public func emptyForBenchmark() throws(StoreError) {
         try run("empty the tables") { connection in
-            try query(connection, "TRUNCATE reputation_events, reputation_scores, reputation_meta, reputation_forgotten")
+            try query(connection, "TRUNCATE reputation_events, reputation_scores, reputation_meta, reputation_forgotten, shared_changes, anomaly_responses")
         }
     }
 
     // MARK: tiers
 
     public func loadTiers() throws(StoreError) -> [TierAssignment] {
-        try run("read tiers") { connection in
-            try query(connection, "SELECT tenant, subject, tier, assigned_ns FROM subject_tiers ORDER BY subject_key").map { row in
-                let (tenant, subject, tier, assigned) = try row.decode((String, String, String, Int64).self)
-                return TierAssignment(tenant: tenant, subject: subject, tier: tier, assignedAt: assigned)
+        try run("read tiers") { connection in try loadTiers(on: connection) }
+    }
+
+    func loadTiers(on connection: PostgresConnection) throws -> [TierAssignment] {
+        try query(connection, "SELECT tenant, subject, tier, assigned_ns FROM subject_tiers ORDER BY subject_key").map { row in
+            let (tenant, subject, tier, assigned) = try row.decode((String, String, String, Int64).self)
+            return TierAssignment(tenant: tenant, subject: subject, tier: tier, assignedAt: assigned)
+        }
+    }
+
+    /// Stores the assignment, and records the change for the other daemons, in one transaction.
+    public func saveTier(_ assignment: TierAssignment) throws(StoreError) {
+        try run("save a tier") { connection in
+            try transaction(connection) {
+                try query(connection, """
+                    INSERT INTO subject_tiers (subject_key, tenant, subject, tier, assigned_ns)
+                    VALUES (\(Self.subjectKey(tenant: assignment.tenant, subject: assignment.subject)), \(Self.text(assignment.tenant)),
+                            \(Self.text(assignment.subject)), \(Self.text(assignment.tier)), \(assignment.assignedAt))
+                    ON CONFLICT (subject_key) DO UPDATE SET tenant = excluded.tenant, subject = excluded.subject, tier = excluded.tier,
+                        assigned_ns = excluded.assigned_ns
+                    """)
+                try record(.tier(assignment), at: assignment.assignedAt, on: connection)
             }
         }
     }
 
-    public func saveTier(_ assignment: TierAssignment) throws(StoreError) {
-        try run("save a tier") { connection in
-            try query(connection, """
-                INSERT INTO subject_tiers (subject_key, tenant, subject, tier, assigned_ns)
-                VALUES (\(Self.subjectKey(tenant: assignment.tenant, subject: assignment.subject)), \(Self.text(assignment.tenant)),
-                        \(Self.text(assignment.subject)), \(Self.text(assignment.tier)), \(assignment.assignedAt))
-                ON CONFLICT (subject_key) DO UPDATE SET tenant = excluded.tenant, subject = excluded.subject, tier = excluded.tier,
-                    assigned_ns = excluded.assigned_ns
-                """)
-        }
-    }
-
+    /// Removes the assignment, and records the change for the other daemons, in one transaction.
     public func removeTier(tenant: String, subject: String) throws(StoreError) {
         try run("remove a tier") { connection in
-            try query(connection, "DELETE FROM subject_tiers WHERE subject_key = \(Self.subjectKey(tenant: tenant, subject: subject))")
+            try transaction(connection) {
+                try query(connection, "DELETE FROM subject_tiers WHERE subject_key = \(Self.subjectKey(tenant: tenant, subject: subject))")
+                try record(.untier(tenant: tenant, subject: subject), at: Int64(Date().timeIntervalSince1970 * 1e9), on: connection)
+            }
         }
     }
 
@@ -443,10 +501,13 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
         }
     }
 
+    /// Writes these baselines over the stored ones of the same subjects, where they were seen
+    /// more recently (several daemons learn the same subject from their own share of its
+    /// traffic; the latest seen wins), and deletes rows of subjects idle for ``baselineIdleAfter``
+    /// before the latest of these.
     public func saveBaselines(_ baselines: [(Fingerprint, Baseline)]) throws(StoreError) {
         try run("save baselines") { connection in
             try transaction(connection) {
-                try query(connection, "DELETE FROM subject_baselines")
                 guard !baselines.isEmpty else { return }
                 let blobs = baselines.map { ByteBuffer(bytes: BaselineRow.blob($0.1.normal)) }
                 try query(connection, """
@@ -455,7 +516,12 @@ public final class PostgresStore: ReputationStore, TierStore, BaselineStore, @un
                                          \(baselines.map(\.1.windowStart))::bigint[], \(baselines.map(\.1.lastSeen))::bigint[],
                                          \(baselines.map { Int64($0.1.samples) })::bigint[], \(blobs)::bytea[],
                                          \(baselines.map { Int64(clamping: $0.1.current) })::bigint[])
+                    ON CONFLICT (subject_high, subject_low) DO UPDATE SET window_start_ns = excluded.window_start_ns,
+                        last_seen_ns = excluded.last_seen_ns, samples = excluded.samples, normal = excluded.normal, window_hits = excluded.window_hits
+                    WHERE excluded.last_seen_ns >= subject_baselines.last_seen_ns
                     """)
+                let latest = baselines.map(\.1.lastSeen).max() ?? 0
+                try query(connection, "DELETE FROM subject_baselines WHERE last_seen_ns < \(latest &- baselineIdleAfter)")
             }
         }
     }

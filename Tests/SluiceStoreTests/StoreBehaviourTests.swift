@@ -77,7 +77,7 @@ struct TestStore: Sendable {
         let place = try await TestStore.make(backend)
         do {
             let store = try place.open()
-            #expect(try store.appliedMigrations() == ["0001_reputation", "0002_tiers", "0003_baselines", "0004_events_by_subject"])
+            #expect(try store.appliedMigrations() == ["0001_reputation", "0002_tiers", "0003_baselines", "0004_events_by_subject", "0005_shared_state"])
             var batch = StoreBatch()
             batch.records[Fingerprint.of(tenant: "acme", key: "alice")] = .upsert(record("alice", 12.5))
             batch.records[Fingerprint.of(tenant: "acme", key: "pinned-bob")] = .upsert(record("pinned-bob", 90))
@@ -154,8 +154,15 @@ struct TestStore: Sendable {
     static func eventsOfTenSubjects(_ count: Int) -> StoreBatch {
         var batch = StoreBatch()
         batch.events = (0..<count).map { ReputationEvent(tenant: "", subject: "s\($0 % 10)", kind: "success", weight: 0.2, at: Int64($0)) }
+        // With the scores those events moved, as the daemon writes them.
+        for subject in 0..<min(count, 10) { batch.records.merge(Self.score(of: "s\(subject)", at: Int64(count))) { $1 } }
         batch.recordsComplete = true
         return batch
+    }
+
+    /// A score row change of `subject`.
+    static func score(of subject: String, at time: Int64) -> [Fingerprint: StoreBatch.Change] {
+        [Fingerprint.of(tenant: "", key: subject): .upsert(ReputationRecord(tenant: "", subject: subject, score: 52, updatedAt: time))]
     }
 
     @Test(arguments: Backend.available)
@@ -186,6 +193,7 @@ struct TestStore: Sendable {
         #expect(try store.eventCount() == 1)
         try store.commit(batch)
         later.recordsComplete = true
+        later.records = Self.score(of: "s0", at: 1)
         try store.commit(later)
         #expect(try store.eventsAfterRecords().isEmpty)
         #expect(try store.eventCount() == 25_002)
@@ -216,9 +224,25 @@ struct TestStore: Sendable {
         let mixed = try store.loadBaselines()
         #expect(mixed.skipped == 3)
         #expect(mixed.baselines.count == 1)
-        // Saving replaces every row.
-        try store.saveBaselines([])
-        #expect(try store.loadBaselines().baselines.isEmpty)
+        switch backend {
+        case .sqlite:
+            // One daemon: saving replaces every row.
+            try store.saveBaselines([])
+            #expect(try store.loadBaselines().baselines.isEmpty)
+        case .postgres:
+            // Several daemons save theirs: a subject's row is replaced by one seen later, not by
+            // one seen earlier, and rows idle a week before the latest saved go.
+            var older = learned, newer = learned
+            older.lastSeen -= 1
+            older.samples = 1
+            newer.lastSeen += 8 * 86_400_000_000_000
+            newer.samples = 99
+            try store.saveBaselines([(Fingerprint(high: .max, low: 1), older)])
+            #expect(try store.loadBaselines().baselines.first { $0.0 == Fingerprint(high: .max, low: 1) }?.1.samples == 42)
+            try store.saveBaselines([(Fingerprint(high: .max, low: 5), newer)])
+            let kept = try store.loadBaselines()
+            #expect(kept.baselines.map(\.0) == [Fingerprint(high: .max, low: 5)], "\(kept.baselines.map(\.0))")
+        }
     }
 
     @Test(arguments: Backend.available)

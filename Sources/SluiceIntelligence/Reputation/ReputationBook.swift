@@ -68,20 +68,22 @@ public final class ReputationBook: Sendable {
     @discardableResult
     public func apply(_ event: ReputationEvent, model: ReputationModel, replayed: Bool = false) -> ReputationRecord {
         let subject = Fingerprint.of(tenant: event.tenant, key: event.subject)
-        return upsert(subject, event: replayed ? nil : event) { existing in
-            var record = existing ?? ReputationRecord(tenant: event.tenant, subject: event.subject, score: model.neutral,
-                                                      updatedAt: event.at)
-            record.events &+= 1
-            guard !record.pinned else { return record }
-            if event.at >= record.updatedAt {
-                record.score = model.applying(event.weight, to: record.score, at: record.updatedAt, now: event.at)
-                record.updatedAt = event.at
-            } else {
-                let late = model.decayed(model.neutral + event.weight, from: event.at, to: record.updatedAt) - model.neutral
-                record.score = ReputationModel.clamp(record.score + late)
-            }
-            return record
+        return upsert(subject, event: replayed ? nil : event) { existing in Self.applying(event, to: existing, model: model) }
+    }
+
+    /// `existing` (nil: a subject at the neutral start) with `event` applied, as ``apply(_:model:replayed:)`` does.
+    public static func applying(_ event: ReputationEvent, to existing: ReputationRecord?, model: ReputationModel) -> ReputationRecord {
+        var record = existing ?? ReputationRecord(tenant: event.tenant, subject: event.subject, score: model.neutral, updatedAt: event.at)
+        record.events &+= 1
+        guard !record.pinned else { return record }
+        if event.at >= record.updatedAt {
+            record.score = model.applying(event.weight, to: record.score, at: record.updatedAt, now: event.at)
+            record.updatedAt = event.at
+        } else {
+            let late = model.decayed(model.neutral + event.weight, from: event.at, to: record.updatedAt) - model.neutral
+            record.score = ReputationModel.clamp(record.score + late)
         }
+        return record
     }
 
     func upsert(_ subject: Fingerprint, event: ReputationEvent?, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {

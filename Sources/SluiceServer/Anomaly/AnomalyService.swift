@@ -47,8 +47,9 @@ final class AnomalyService: Sendable {
     /// Checks and outcomes on their way to the detector, as bytes (about 64 Ki checks of short
     /// strings).
     let tap = PackedEventTap(capacityBytes: 6 << 20)
-    /// Blocks and tightenings in force, read by checks.
-    let responses = AnomalyResponseBook()
+    /// Blocks and tightenings in force, read by checks (the reputation service's, which shares
+    /// them with the other daemons on a shared store).
+    let responses: AnomalyResponseBook
     /// Where alerts are POSTed, when `anomaly.webhook` is set.
     let webhook: AlertWebhook
     /// Records a reputation penalty (`anomaly` event) for a subject.
@@ -61,8 +62,13 @@ final class AnomalyService: Sendable {
     /// Streams followed at once; more are refused with `CODE_OVERLOADED`.
     static let watcherLimit = 64
 
-    init(state live: LiveState, logger: Logger, penalize: @escaping @Sendable (String, String, Int64) -> Void = { _, _, _ in }) {
+    /// - Parameters:
+    ///   - share: told of each response put in force here (to store it for the other daemons).
+    init(state live: LiveState, logger: Logger, responses: AnomalyResponseBook = AnomalyResponseBook(),
+         share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)? = nil,
+         penalize: @escaping @Sendable (String, String, Int64) -> Void = { _, _, _ in }) {
         self.live = live
+        self.responses = responses
         self.logger = logger
         self.penalize = penalize
         let webhook = AlertWebhook(logger: logger)
@@ -73,7 +79,7 @@ final class AnomalyService: Sendable {
         self.state = state
         pump = EventPump(tap: tap, queue: DispatchQueue(label: "sluice.anomaly", qos: .utility), interval: .milliseconds(100),
                          batchLimit: 8_192) { events in
-            Self.consume(events, state: state, live: live, logger: logger, responses: responses, penalize: penalize, webhook: webhook)
+            Self.consume(events, state: state, live: live, logger: logger, responses: responses, share: share, penalize: penalize, webhook: webhook)
         }
     }
 
@@ -86,7 +92,11 @@ final class AnomalyService: Sendable {
     /// A detector whose `penalty` responses record an `anomaly` reputation event in `reputation`
     /// (none without reputation).
     convenience init(state: LiveState, reputation: ReputationService?, time: TimeSource, logger: Logger) {
-        self.init(state: state, logger: logger) { tenant, subject, atMs in
+        var share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)?
+        if let reputation {
+            share = { @Sendable key, entry in reputation.share(key: key, entry, at: time.now()) }
+        }
+        self.init(state: state, logger: logger, responses: reputation?.responses ?? AnomalyResponseBook(), share: share) { tenant, subject, atMs in
             guard let reputation else { return }
             var request = Sluice_V1_RecordEventsRequest()
             request.events = [.with {
@@ -105,7 +115,8 @@ final class AnomalyService: Sendable {
     }
 
     static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger,
-                        responses: AnomalyResponseBook, penalize: @Sendable (String, String, Int64) -> Void, webhook: AlertWebhook) {
+                        responses: AnomalyResponseBook, share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)?,
+                        penalize: @Sendable (String, String, Int64) -> Void, webhook: AlertWebhook) {
         let configuration = live.current.configuration
         state.withLockedValue { state in
             if state.detector.settings != configuration.anomaly {
@@ -123,7 +134,7 @@ final class AnomalyService: Sendable {
                                                      "anomaly.subject": "\(alert.subject ?? "")", "anomaly.ip": "\(alert.ip ?? "")",
                                                      "anomaly.detail": "\(alert.detail)"])
             }
-            respond(to: alerts, configuration: configuration, responses: responses, penalize: penalize)
+            respond(to: alerts, configuration: configuration, responses: responses, share: share, penalize: penalize)
             state.recent.append(contentsOf: alerts)
             if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
             write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
@@ -135,7 +146,7 @@ final class AnomalyService: Sendable {
     /// Carries out each alert's configured response. Blocks and tightenings are put in force in
     /// shadow mode too (checks then report what they would have met); a penalty is not.
     static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook,
-                        penalize: @Sendable (String, String, Int64) -> Void) {
+                        share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)? = nil, penalize: @Sendable (String, String, Int64) -> Void) {
         let shadow = configuration.features[feature]?.shadow == true
         let rollout = configuration.features[feature].map(CompiledFlag.init)
         if let newest = alerts.last?.timestampMs, !responses.isEmpty { responses.expire(now: newest &* 1_000_000) }
@@ -155,8 +166,10 @@ final class AnomalyService: Sendable {
                     penalize(alert.tenant ?? "", subject, alert.timestampMs)
                 }
             case .block, .tighten:
-                responses.set(.init(kind: kind, block: response.action == .block, factor: response.factor,
-                                    until: alert.timestampMs &* 1_000_000 &+ response.ttl), for: key)
+                let entry = AnomalyResponseBook.Entry(kind: kind, block: response.action == .block, factor: response.factor,
+                                                      until: alert.timestampMs &* 1_000_000 &+ response.ttl)
+                responses.set(entry, for: key)
+                share?(key, entry)
             }
         }
     }

@@ -192,14 +192,18 @@ public final class SluiceDaemon: Sendable {
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: { [dispatcher] in
                         guard !tracker.isDraining else { return .init(ready: false, reason: "shutting down") }
-                        // Checks are answered whatever Redis does (on_failure says how), so the
-                        // daemon stays ready; the body says which way they are decided.
-                        guard let redis = dispatcher.backend as? RedisBackend else { return .init(ready: true, reason: "ready") }
-                        let state = redis.breakerState, nodes = redis.breakerNodes
-                        let which = nodes.of > 1 ? ", \(nodes.open) of \(nodes.of) nodes: checks of their slots" : ", checks"
-                        return .init(ready: true, reason: state == "closed"
-                            ? "ready; backend redis: \(state)"
-                            : "ready; backend redis: \(state)\(which) take on_failure \(redis.settings.degraded.rawValue)")
+                        // Checks are answered whatever Redis or the store does (on_failure says
+                        // how), so the daemon stays ready; the body says how it is serving.
+                        var reason = "ready"
+                        if let redis = dispatcher.backend as? RedisBackend {
+                            let state = redis.breakerState, nodes = redis.breakerNodes
+                            let which = nodes.of > 1 ? ", \(nodes.open) of \(nodes.of) nodes: checks of their slots" : ", checks"
+                            reason += state == "closed"
+                                ? "; backend redis: \(state)"
+                                : "; backend redis: \(state)\(which) take on_failure \(redis.settings.degraded.rawValue)"
+                        }
+                        if let store = reputation.readiness { reason += "; store \(store)" }
+                        return .init(ready: true, reason: reason)
                     }, logger: logger)
                 } catch {
                     throw SluiceError(.addressInUse, "cannot serve metrics on \(listener): \(error)")

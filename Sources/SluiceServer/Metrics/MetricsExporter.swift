@@ -268,6 +268,17 @@ final class MetricsExporter: Sendable {
         counter("sluice_store_events_dropped_total", "Events dropped while the store could not be written (beyond store.max_pending_events).",
                 [], writer.eventsDropped)
         counter("sluice_store_events_expired_total", "Events deleted by retention or max_events.", [], counts.expired)
+        if configuration.store.backend == .postgres {
+            let sync = reputation.fleet.statistics
+            counter("sluice_store_sync_events_total", "Other daemons' reputation events applied from the shared store.", [], sync.eventsApplied)
+            counter("sluice_store_sync_changes_total", "Tier changes and anomaly responses applied from the shared store.", [], sync.changesApplied)
+            counter("sluice_store_sync_failures_total", "Reads of the other daemons' changes that failed.", [], sync.failures)
+            counter("sluice_store_sync_reloads_total", "Tiers and responses read whole after falling behind the kept changes.", [], sync.reloads)
+            counter("sluice_store_sync_responses_dropped_total", "Anomaly responses raised here that could not be shared (too many waiting).", [],
+                    sync.responsesDropped)
+            gauge("sluice_store_sync_event_id", "The newest event id this daemon has applied (every daemon's; compare across daemons).", [],
+                  Double(sync.cursor))
+        }
         gauge("sluice_store_memory_bytes", "Heap SQLite holds (page caches of every connection, statements).", [],
               Double(Stores.memoryInUse))
     }

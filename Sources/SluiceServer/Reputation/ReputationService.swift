@@ -62,6 +62,11 @@ public final class ReputationService: Sendable {
     public let tiers = TierBook()
     /// Subjects' learned baselines (the adaptive feature), saved in the same store.
     public let baselines = BaselineBook()
+    /// Anomaly responses in force (blocks and tightenings), read by checks; shared with the
+    /// other daemons on a shared store.
+    let responses = AnomalyResponseBook()
+    /// Keeps the books in step with the other daemons on a shared store (PostgreSQL).
+    let fleet: FleetSync
     let writer: WriteBehind
     /// Denied checks on their way to the background (`rate_limited` events).
     let denials: EventTap<ReputationEvent>
@@ -131,6 +136,8 @@ public final class ReputationService: Sendable {
         book = ReputationBook(onChange: persist ? onChange : nil)
         denials = EventTap(capacity: 65_536)
         hot = ReputationHotPath(book: book, denials: denials)
+        fleet = FleetSync(book: book, tiers: tiers, responses: responses, model: { [state] in state.current.configuration.reputation.model },
+                          logger: logger)
         let book = book
         let counts = NIOLockedValueBox(Counts())
         self.counts = counts
@@ -168,6 +175,10 @@ public final class ReputationService: Sendable {
                                             }))
             services.append(PeriodicService("reputation-store", every: { .seconds(10) }, on: writer.queue, clock: clock,
                                             tick: { [self] in if !storeIsUp { _ = openStore() } }))
+            if settings.backend == .postgres {
+                services.append(PeriodicService("store-sync", every: { [settings] in .nanoseconds(settings.syncInterval) }, on: writer.queue,
+                                                clock: clock, tick: { [self] in fleet.sync(now: time.now()) }))
+            }
         }
         services.append(PeriodicService("reputation-sweep", every: { [state] in .nanoseconds(state.current.configuration.reputation.sweepInterval) },
                                         on: writer.queue, clock: clock, tick: { [self] in sweep(now: time.now()) }))
@@ -203,6 +214,19 @@ public final class ReputationService: Sendable {
     /// Whether the store is open (always true without one configured).
     var storeIsUp: Bool { !settings.isPersistent || status.withLockedValue { $0.store != nil } }
 
+    /// The store's state in a phrase, for `/readyz` (nil without a store): up, or what fails and
+    /// what that means for callers.
+    var readiness: String? {
+        guard settings.isPersistent else { return nil }
+        let backend = settings.backend.rawValue
+        if let error = storeError, !storeIsUp { return "\(backend): not open, durable requests answered unavailable: \(error)" }
+        if let error = writer.current.lastError { return "\(backend): failing, changes kept in memory, durable requests answered unavailable: \(error)" }
+        if settings.backend == .postgres, let error = fleet.state.withLockedValue({ $0.failing }) {
+            return "\(backend): not syncing with the other daemons: \(error)"
+        }
+        return "\(backend): up"
+    }
+
     /// Why the store is not open, if it is not.
     var storeError: String? { status.withLockedValue { $0.error } }
 
@@ -211,10 +235,22 @@ public final class ReputationService: Sendable {
         guard settings.isPersistent else { return true }
         let path = settings.location
         do {
-            let store = try Self.openStore(settings, logger: logger)
-            let records = try store.loadRecords()
-            for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
-                tiers.assign(assignment)
+            let store = try Self.openStore(settings, baselineIdleAfter: state.current.configuration.baseline.idleAfter, logger: logger)
+            let records: [ReputationRecord], replay: [ReputationEvent]
+            let shared = store as? any SharedStore
+            if let shared {
+                // One snapshot of what every daemon wrote; syncing goes on from where it ends.
+                let snapshot = try shared.loadShared(now: time.now())
+                (records, replay) = (snapshot.records, snapshot.replay)
+                for assignment in snapshot.tiers where tiers.assignment(of: assignment.fingerprint) == nil { tiers.assign(assignment) }
+                for (key, entry) in snapshot.responses { responses.set(entry, for: key) }
+                fleet.attach(shared, cursor: snapshot.cursor)
+            } else {
+                records = try store.loadRecords()
+                for assignment in try store.loadTiers() where tiers.assignment(of: assignment.fingerprint) == nil {
+                    tiers.assign(assignment)
+                }
+                replay = try store.eventsAfterRecords()
             }
             let stored = try store.loadBaselines()
             if baselines.count == 0 { baselines.restore(stored.baselines, settings: state.current.configuration.baseline) }
@@ -223,7 +259,6 @@ public final class ReputationService: Sendable {
             }
             // Scores are written about once a second, events every commit: the events after
             // the last scores written are applied again, exactly as they were the first time.
-            let replay = try store.eventsAfterRecords()
             let changedSince = Set(book.records().map(\.fingerprint))   // non-empty only if the store opened late
             book.load(records)
             let model = state.current.configuration.reputation.model
@@ -232,7 +267,7 @@ public final class ReputationService: Sendable {
                 book.apply(event, model: model, replayed: true)
                 replayed += 1
             }
-            writer.attach(store)
+            writer.attach(shared.map { FleetCommitStore($0, fleet: fleet) } ?? store)
             status.withLockedValue {
                 $0.store = store
                 $0.error = nil
@@ -254,12 +289,14 @@ public final class ReputationService: Sendable {
     }
 
     /// The store `settings` name: the SQLite file, or PostgreSQL (connected, migrated).
-    static func openStore(_ settings: Configuration.StoreSettings, logger: Logger) throws(StoreError) -> any DurableStore {
+    static func openStore(_ settings: Configuration.StoreSettings, baselineIdleAfter: Int64 = BaselineSettings().idleAfter,
+                          logger: Logger) throws(StoreError) -> any DurableStore {
         switch settings.backend {
         case .sqlite:
             return try Stores.open(path: settings.path ?? "", busyTimeout: Double(settings.busyTimeout) / 1e9)
         case .postgres:
-            return try PostgresStore(PostgresEndpoint(url: settings.url ?? ""), timeout: .nanoseconds(settings.timeout), logger: logger)
+            return try PostgresStore(PostgresEndpoint(url: settings.url ?? ""), timeout: .nanoseconds(settings.timeout),
+                                     baselineIdleAfter: baselineIdleAfter, logger: logger)
         }
     }
 
@@ -286,6 +323,13 @@ public final class ReputationService: Sendable {
             } catch {
                 logger.warning("reputation store: events not expired", metadata: ["error.message": "\(error.message)"])
             }
+            if let shared = store as? any SharedStore {
+                do {
+                    try shared.expireChanges(before: now &- PostgresStore.changesKept)
+                } catch {
+                    logger.warning("store: shared changes not expired", metadata: ["error.message": "\(error.message)"])
+                }
+            }
         }
         counts.withLockedValue {
             $0.forgotten &+= UInt64(forgotten)
@@ -295,6 +339,13 @@ public final class ReputationService: Sendable {
         return (forgotten, expired)
     }
 
+
+    /// Stores a response put in force here for the other daemons (at the next sync), when the
+    /// store is shared.
+    func share(key: Fingerprint, _ entry: AnomalyResponseBook.Entry, at now: Int64) {
+        guard settings.backend == .postgres else { return }
+        fleet.share(key: key, entry, at: now)
+    }
 
     /// Counts events by kind, for `sluice_reputation_events_total`.
     func count(_ events: [ReputationEvent]) {

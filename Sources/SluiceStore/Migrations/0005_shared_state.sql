@@ -1,0 +1,21 @@
+-- 0005: state several daemons share on PostgreSQL. On SQLite, where one daemon writes, it does nothing.
+--
+-- Which daemon wrote each event (a random number each daemon draws when it opens the store): a
+-- daemon reading the others' new events by id skips its own, which it applied when it recorded them.
+--@postgres ALTER TABLE reputation_events ADD COLUMN origin BIGINT NOT NULL DEFAULT 0;
+--
+-- Each score row says which events it reflects: every event of its subject with an id up to
+-- through_event_id (several daemons write rows, each as of its own moment, so one mark for the
+-- whole table cannot say it). At start, a subject's later events are replayed onto its row.
+--@postgres ALTER TABLE reputation_scores ADD COLUMN through_event_id BIGINT NOT NULL DEFAULT 0;
+--@postgres UPDATE reputation_scores SET through_event_id = coalesce((SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'), 0);
+--
+-- Anomaly responses in force (blocks and tightenings), by the 128-bit key checks look them up
+-- by (a subject's fingerprint, or an address's): a daemon starting loads those not yet ended.
+--@postgres CREATE TABLE anomaly_responses (key_high BIGINT NOT NULL, key_low BIGINT NOT NULL, kind INTEGER NOT NULL CHECK (kind >= 0), block BOOLEAN NOT NULL, factor DOUBLE PRECISION NOT NULL CHECK (factor >= 0 AND factor <= 1), until_ns BIGINT NOT NULL, PRIMARY KEY (key_high, key_low));
+--
+-- Changes other daemons must apply within a second, in commit order (ids taken under the same
+-- advisory lock as events' ids): a tier set (tier) or removed (tier ''), a response put in force.
+-- Each daemon polls the rows after the last it saw. Rows are kept an hour; a daemon further
+-- behind than that reloads the tiers and responses whole.
+--@postgres CREATE TABLE shared_changes (id BIGINT PRIMARY KEY, origin BIGINT NOT NULL, at_ns BIGINT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('tier', 'response')), tenant TEXT NOT NULL DEFAULT '', subject TEXT NOT NULL DEFAULT '', tier TEXT NOT NULL DEFAULT '', key_high BIGINT NOT NULL DEFAULT 0, key_low BIGINT NOT NULL DEFAULT 0, response_kind INTEGER NOT NULL DEFAULT 0, block BOOLEAN NOT NULL DEFAULT false, factor DOUBLE PRECISION NOT NULL DEFAULT 1, until_ns BIGINT NOT NULL DEFAULT 0);
