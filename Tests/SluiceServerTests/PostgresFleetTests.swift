@@ -1,0 +1,262 @@
+import Foundation
+import NIOConcurrencyHelpers
+#if canImport(Glibc)
+import Glibc
+#endif
+import SluiceClient
+import SluiceProto
+import SluiceTestKit
+import SluiceLoad
+import Testing
+
+/// Three real `sluiced` processes sharing one real PostgreSQL 15 database: what one learns, the
+/// others decide with.
+@Suite("a fleet of daemons on one PostgreSQL store", .enabled(if: PostgresServer.installed), .serialized)
+struct PostgresFleetTests {
+    static let configuration = """
+        tiers:
+          vip: { multiplier: 4, priority: 10 }
+        anomaly:
+          warmup: 1ms
+          responses:
+            credential_stuffing: { action: block, ttl: 1h }
+        features: { reputation: { enabled: true }, adaptive: { enabled: true }, anomaly: { enabled: true } }
+        """
+
+    /// A running fleet: its daemons' sockets and processes, and a client to each.
+    struct Fleet {
+        var sockets: [String]
+        var processes: [ChildProcess]
+        var clients: [SluiceClient]
+        let directory: String
+        let arguments: [String]
+    }
+
+    static func startFleet(_ count: Int, server: PostgresServer, database: String) async throws -> Fleet {
+        let directory = NSTemporaryDirectory() + "sluiced-fleet-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let config = directory + "/sluice.yaml"
+        try """
+            store: { backend: postgres, url: "\(server.socketURL(database: database))" }
+            \(configuration)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        var fleet = Fleet(sockets: [], processes: [], clients: [], directory: directory, arguments: ["--config", config])
+        // Started together: the first of them migrates the empty database, under its lock.
+        for index in 0..<count { fleet.sockets.append(directory + "/\(index).sock") }
+        fleet.processes = try fleet.sockets.map { socket in
+            try DaemonProcessTests.launch(["--unix", socket, "--snapshot", "off", "--metrics", "off", "--log-level", "error"] + fleet.arguments).0
+        }
+        for socket in fleet.sockets {
+            #expect(try await DaemonProcessTests.waitForSocket(socket))
+            fleet.clients.append(try await SluiceClient.connect(to: .unix(path: socket)))
+        }
+        return fleet
+    }
+
+    static func stop(_ fleet: Fleet) async {
+        for client in fleet.clients { await client.close() }
+        for process in fleet.processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: fleet.directory)
+    }
+
+    static func events(_ count: Int, subjects: Int, offset: Int, durable: Bool = false) -> WireRequest {
+        var request = WireRequest()
+        request.recordEvents.durable = durable
+        request.recordEvents.events = (0..<count).map { index in
+            Sluice_V1_ReputationEvent.with {
+                $0.subject = "s\((offset + index) % subjects)"
+                $0.kind = index % 3 == 0 ? "auth_failure" : "success"
+            }
+        }
+        return request
+    }
+
+    static func reputation(_ subject: String, on client: SluiceClient) async throws -> Sluice_V1_GetReputationResponse {
+        var get = WireRequest()
+        get.getReputation.subject = subject
+        get.getReputation.recentEvents = 1
+        return try await client.send(get).getReputation
+    }
+
+    /// Polls `condition` every 2 ms until it holds, for at most `bound`; how long it took, or nil.
+    static func timeUntil(_ bound: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws -> Duration? {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < bound {
+            if try await condition() { return ContinuousClock.now - start }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return nil
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1e3 + Double(duration.components.attoseconds) / 1e15
+    }
+
+    @Test("three daemons writing events at once: every daemon counts every event exactly once, and a daemon killed and restarted agrees")
+    func concurrentWritersConverge() async throws {
+        let server = try await PostgresServer.shared()
+        let database = try await blocking { try server.createDatabase() }
+        var fleet = try await Self.startFleet(3, server: server, database: database)
+        defer { for process in fleet.processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await blocking { try server.psql("SELECT count(*) FROM sluice_migrations", database: database) } == "5")
+
+        // Each daemon: 200 batches of 10 events over the same 10 subjects, all at once.
+        let batches = 200, perBatch = 10, subjects = 10
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in fleet.clients {
+                group.addTask {
+                    for batch in 0..<batches {
+                        let answer = try await client.send(Self.events(perBatch, subjects: subjects, offset: batch * perBatch))
+                        #expect(answer.recordEvents.recorded == UInt32(perBatch), "\(answer)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let perSubject = UInt64(fleet.clients.count * batches * perBatch / subjects)
+        // Within a second or so every daemon has applied every event, each once.
+        let converged = try await Self.timeUntil {
+            for client in fleet.clients {
+                for subject in 0..<subjects where try await Self.reputation("s\(subject)", on: client).reputation.events != perSubject { return false }
+            }
+            return true
+        }
+        #expect(converged != nil, "the daemons did not converge on \(perSubject) events per subject")
+        if let converged { print("fleet: 3 daemons converged \(Self.milliseconds(converged)) ms after the last of 6,000 events was answered") }
+        var scores: [[Double]] = []
+        for client in fleet.clients {
+            var row: [Double] = []
+            for subject in 0..<subjects { row.append(try await Self.reputation("s\(subject)", on: client).reputation.score) }
+            scores.append(row)
+        }
+        // Read a few milliseconds apart, and decaying toward neutral meanwhile (a half-life of an
+        // hour moves them by about 1e-4 a second here): equal within that. One event more or less
+        // would move a score by a whole weight.
+        for row in scores.dropFirst() {
+            for (mine, theirs) in zip(row, scores[0]) { #expect(abs(mine - theirs) < 0.05, "\(scores)") }
+        }
+        let stored = try await blocking { try server.psql("SELECT count(*), count(DISTINCT id) FROM reputation_events", database: database) }
+        #expect(stored == "6000|6000")
+
+        // Killed and started again, daemon 2 rebuilds the same scores from the rows and the
+        // events after them (every row says through which event it reflects its subject).
+        try await Task.sleep(for: .milliseconds(1_200))   // score rows are written about once a second
+        kill(fleet.processes[2].processIdentifier, SIGKILL)
+        fleet.processes[2].waitUntilExit()
+        await fleet.clients[2].close()
+        try? FileManager.default.removeItem(atPath: fleet.sockets[2])
+        fleet.processes[2] = try DaemonProcessTests.launch(["--unix", fleet.sockets[2], "--snapshot", "off", "--metrics", "off",
+                                                            "--log-level", "error"] + fleet.arguments).0
+        #expect(try await DaemonProcessTests.waitForSocket(fleet.sockets[2]))
+        fleet.clients[2] = try await SluiceClient.connect(to: .unix(path: fleet.sockets[2]))
+        for subject in 0..<subjects {
+            let back = try await Self.reputation("s\(subject)", on: fleet.clients[2]).reputation
+            #expect(back.events == perSubject)
+            #expect(abs(back.score - scores[0][subject]) < 0.05)
+        }
+        await Self.stop(fleet)
+    }
+
+    @Test("an event, a tier and a block raised on one daemon are in force on the others within a second")
+    func changesReachTheOthersWithinASecond() async throws {
+        let server = try await PostgresServer.shared()
+        let database = try await blocking { try server.createDatabase() }
+        let fleet = try await Self.startFleet(3, server: server, database: database)
+        defer { for process in fleet.processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let clients = fleet.clients
+
+        // Events: a durable event acknowledged by one daemon (so committed), then polled on the next.
+        var delays: [Double] = []
+        for round in 0..<30 {
+            let from = clients[round % 3], to = clients[(round + 1) % 3]
+            var request = WireRequest()
+            request.recordEvents.durable = true
+            request.recordEvents.events = [.with {
+                $0.subject = "fresh\(round)"
+                $0.kind = "auth_failure"
+            }]
+            #expect(try await from.send(request).recordEvents.committed)
+            let delay = try await Self.timeUntil { try await Self.reputation("fresh\(round)", on: to).tracked }
+            delays.append(delay.map(Self.milliseconds) ?? .infinity)
+        }
+        delays.sort()
+        let median = delays[delays.count / 2]
+        print("fleet: event propagation over 30 rounds: median \(median) ms, worst \(delays.last ?? 0) ms")
+        // A shared 2-core machine can stall any one poll; the bound holds for nearly all.
+        #expect(median < 1_000)
+        #expect(delays.filter { $0 < 1_000 }.count >= 27, "\(delays)")
+
+        // A tier set on daemon 0 applies on 1 and 2; removed on 2, it is gone on 0 and 1.
+        var set = WireRequest()
+        set.setTier = .with {
+            $0.subject = "carol"
+            $0.tier = "vip"
+        }
+        #expect(try await clients[0].send(set).tier.assigned)
+        for client in clients[1...] {
+            let delay = try await Self.timeUntil {
+                var get = WireRequest()
+                get.getTier.subject = "carol"
+                return try await client.send(get).tier.assignment.tier == "vip"
+            }
+            #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "tier set: \(String(describing: delay))")
+            var check = Make.check("api:carol", limit: .with { $0.limit = 100; $0.periodMs = 60_000 }, nowMs: 0)
+            check.subject = "carol"
+            #expect(try await client.verdict(check).tier == "vip")
+        }
+        var remove = WireRequest()
+        remove.removeTier.subject = "carol"
+        #expect(try await clients[2].send(remove).tier.assigned)
+        for client in clients[..<2] {
+            let delay = try await Self.timeUntil {
+                var get = WireRequest()
+                get.getTier.subject = "carol"
+                return try await !client.send(get).tier.assigned
+            }
+            #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "tier removed: \(String(describing: delay))")
+        }
+
+        // A block: failed logins naming many subjects from one address, reported to daemon 1,
+        // raise credential_stuffing there, blocked for an hour; daemons 0 and 2 then deny that
+        // address too.
+        // Dated from now on: detection learns from its first observation (the checks above), and
+        // takes what is dated before it as learning.
+        let now = UInt64(Date().timeIntervalSince1970 * 1_000)
+        var outcomes = WireRequest()
+        outcomes.reportOutcome.outcomes = (0..<30).map { index in
+            Sluice_V1_Outcome.with {
+                $0.subject = "victim\(index)"
+                $0.ip = "203.0.113.77"
+                $0.route = "POST /login"
+                $0.status = 401
+                $0.timeMs = now + UInt64(index) * 10
+            }
+        }
+        let reported = try await clients[1].send(outcomes)
+        #expect(reported.error.code == .unspecified, "\(reported)")
+        // A new key each time: polling one key would exhaust its limit and sink its reputation.
+        let polls = NIOLockedValueBox(0)
+        func blocked(on client: SluiceClient) async throws -> Bool {
+            let poll = polls.withLockedValue { count -> Int in
+                count += 1
+                return count
+            }
+            var check = Make.check("login:poll\(poll)", limit: .with { $0.limit = 1_000_000; $0.periodMs = 60_000 }, nowMs: 0)
+            check.ip = "203.0.113.77"
+            let verdict = try await client.verdict(check)
+            return !verdict.allowed && verdict.reason == .anomaly
+        }
+        #expect(try await Self.timeUntil { try await blocked(on: clients[1]) } != nil, "daemon 1 raised no block")
+        for client in [clients[0], clients[2]] {
+            let delay = try await Self.timeUntil { try await blocked(on: client) }
+            #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "block: \(String(describing: delay))")
+        }
+        var other = Make.check("login:other", limit: .with { $0.limit = 100; $0.periodMs = 60_000 }, nowMs: 0)
+        other.ip = "203.0.113.78"
+        let otherVerdict = try await clients[0].verdict(other)
+        #expect(otherVerdict.allowed, "\(otherVerdict)")
+        // Stored: a daemon started now is blocking the address from its first check.
+        #expect(try await blocking { try server.psql("SELECT count(*) FROM anomaly_responses", database: database) } == "1")
+        await Self.stop(fleet)
+    }
+}
