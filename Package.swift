@@ -139,8 +139,10 @@ let package = Package(
             name: "sluicectl",
             dependencies: [
                 "SluiceClient", "SluiceProto", "SluiceCore", "SluiceIntelligence", "SluiceLoad", "SluiceConfiguration", "SluiceStore",
+                "SluicePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // The load harness's engine: workloads, pre-encoded requests, answer scanners, epoll loops.

@@ -152,3 +152,33 @@ extension PostgresStore {
         }
     }
 }
+
+// MARK: operators' tools
+
+extension PostgresStore: InspectableStore {
+    public func counts() throws(StoreError) -> StoreCounts {
+        try run("count rows") { connection in
+            let row = try query(connection, """
+                SELECT (SELECT count(*) FROM reputation_events), (SELECT count(*) FROM reputation_scores),
+                       (SELECT count(*) FROM subject_tiers), (SELECT count(*) FROM subject_baselines),
+                       (SELECT coalesce(max(id), 0) FROM reputation_events)
+                """).first
+            var counts = StoreCounts()
+            if let (events, scores, tiers, baselines, newest) = try row?.decode((Int64, Int64, Int64, Int64, Int64).self) {
+                (counts.events, counts.scores, counts.tiers, counts.baselines) = (Int(events), Int(scores), Int(tiers), Int(baselines))
+                counts.newestEventID = newest
+            }
+            return counts
+        }
+    }
+
+    public func storedEvents(after id: Int64, limit: Int) throws(StoreError) -> [StoredEvent] {
+        try events(after: id, limit: limit)
+    }
+
+    public func replayMark() throws(StoreError) -> Int64 {
+        try run("read the replay mark") { connection in
+            try query(connection, "SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'").first?.decode(Int64.self) ?? 0
+        }
+    }
+}

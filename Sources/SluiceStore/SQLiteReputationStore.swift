@@ -10,7 +10,7 @@ import SluiceIntelligence
 ///
 /// The schema is created and upgraded at open by the numbered migrations in
 /// `Sources/SluiceStore/Migrations` (embedded by `scripts/generate.sh`).
-public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineStore {
+public final class SQLiteReputationStore: InspectableStore {
     /// The database file.
     public let path: String
     let pool: DatabasePool
@@ -468,6 +468,51 @@ public final class SQLiteReputationStore: ReputationStore, TierStore, BaselineSt
             }
         } catch {
             throw Self.storeError(error, path: path, doing: "save baselines")
+        }
+    }
+}
+
+// MARK: operators' tools
+
+extension SQLiteReputationStore {
+    public func counts() throws(StoreError) -> StoreCounts {
+        do {
+            return try pool.read { db in
+                var counts = StoreCounts()
+                counts.events = try Int.fetchOne(db, sql: "SELECT count(*) FROM reputation_events") ?? 0
+                counts.scores = try Int.fetchOne(db, sql: "SELECT count(*) FROM reputation_scores") ?? 0
+                counts.tiers = try Int.fetchOne(db, sql: "SELECT count(*) FROM subject_tiers") ?? 0
+                counts.baselines = try Int.fetchOne(db, sql: "SELECT count(*) FROM subject_baselines") ?? 0
+                counts.newestEventID = try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM reputation_events") ?? 0
+                return counts
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "count rows")
+        }
+    }
+
+    public func storedEvents(after id: Int64, limit: Int) throws(StoreError) -> [StoredEvent] {
+        do {
+            return try pool.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT id, tenant, subject, kind, weight, at_ns, note FROM reputation_events WHERE id > ? ORDER BY id LIMIT ?
+                    """, arguments: [id, max(1, limit)]).map { row in
+                    StoredEvent(id: row[0], origin: 0,
+                                value: ReputationEvent(tenant: row[1], subject: row[2], kind: row[3], weight: row[4], at: row[5], note: row[6]))
+                }
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "read events")
+        }
+    }
+
+    public func replayMark() throws(StoreError) -> Int64 {
+        do {
+            return try pool.read { db in
+                try Int64.fetchOne(db, sql: "SELECT value FROM reputation_meta WHERE key = 'records_through_event_id'") ?? 0
+            }
+        } catch {
+            throw Self.storeError(error, path: path, doing: "read the replay mark")
         }
     }
 }

@@ -260,3 +260,79 @@ struct PostgresFleetTests {
         await Self.stop(fleet)
     }
 }
+
+/// `sluicectl store`: migrate, status and copy, run as an operator runs them, on real stores.
+@Suite("sluicectl store", .enabled(if: PostgresServer.installed), .serialized)
+struct StoreCommandLineTests {
+    @Test("a deployment moves from its SQLite file to PostgreSQL with sluicectl store copy: every count verified, the scores served the same")
+    func copyFromSQLiteToPostgres() async throws {
+        let server = try await PostgresServer.shared()
+        let database = try await blocking { try server.createDatabase() }
+        let url = server.tcpURL(database: database)
+        let directory = NSTemporaryDirectory() + "sluicectl-store-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/sluice.db", socket = directory + "/s.sock"
+        let config = directory + "/sluice.yaml"
+        try """
+            tiers:
+              vip: { multiplier: 4, priority: 10 }
+            features: { reputation: { enabled: true }, adaptive: { enabled: true } }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+
+        // A daemon on SQLite learns scores and a tier, then stops.
+        var daemon = try await PostgresEndToEndTests.start(["--config", config, "--store", file], socket: socket)
+        var client = try await SluiceClient.connect(to: .unix(path: socket))
+        for batch in 0..<20 {
+            var request = PostgresFleetTests.events(50, subjects: 25, offset: batch * 50)
+            request.recordEvents.durable = batch % 5 == 0
+            _ = try await client.send(request)
+        }
+        var set = WireRequest()
+        set.setTier = .with {
+            $0.subject = "s3"
+            $0.tier = "vip"
+        }
+        #expect(try await client.send(set).tier.assigned)
+        var before: [String: Sluice_V1_Reputation] = [:]
+        for subject in 0..<25 { before["s\(subject)"] = try await PostgresFleetTests.reputation("s\(subject)", on: client).reputation }
+        await client.close()
+        kill(daemon.processIdentifier, SIGTERM)
+        daemon.waitUntilExit()
+        #expect(daemon.terminationStatus == 0)
+
+        // Migrate ahead of the rollout, copy, verify.
+        let migrate = try DaemonProcessTests.sluicectl(["store", "migrate", url])
+        #expect(migrate.status == 0, "\(migrate)")
+        #expect(migrate.out.contains("5 migrations applied, 5 known"), "\(migrate.out)")
+        #expect(!migrate.out.contains(PostgresServer.password), "the password is never printed")
+        let copy = try DaemonProcessTests.sluicectl(["store", "copy", "--from", "sqlite:" + file, "--to", url])
+        #expect(copy.status == 0, "\(copy)")
+        #expect(copy.out.contains("source sqlite:\(file): 1000 events, 25 scores, 1 tiers"), "\(copy.out)")
+        #expect(copy.out.contains("1000 events, 25 scores, 1 tiers") && copy.out.contains("copied and verified"), "\(copy.out)")
+        let status = try DaemonProcessTests.sluicectl(["store", "status", url, "--json"])
+        let object = try #require(DaemonProcessTests.json(status.out), "\(status)")
+        #expect(object["backend"] as? String == "postgres" && object["events"] as? Int == 1000 && object["tiers"] as? Int == 1, "\(object)")
+        // A second copy into the same database is refused: it is not empty.
+        let again = try DaemonProcessTests.sluicectl(["store", "copy", "--from", file, "--to", url])
+        #expect(again.status == 2)
+        #expect(again.err.contains("the target already holds 1000 events"), "\(again.err)")
+        // A store that cannot be reached: one line, status 2.
+        let unreachable = try DaemonProcessTests.sluicectl(["store", "status", "postgres://sluice@127.0.0.1:1/none", "--timeout", "2"])
+        #expect(unreachable.status == 2 && unreachable.err.hasPrefix("sluicectl: "), "\(unreachable)")
+
+        // The daemon, now on PostgreSQL, serves the same scores and the tier.
+        daemon = try await PostgresEndToEndTests.start(["--config", config, "--store", url], socket: socket)
+        defer { if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) } }
+        client = try await SluiceClient.connect(to: .unix(path: socket))
+        for (subject, old) in before {
+            let now = try await PostgresFleetTests.reputation(subject, on: client).reputation
+            #expect(now.events == old.events, "\(subject)")
+            #expect(abs(now.score - old.score) < 0.05, "\(subject): \(old.score) then \(now.score)")
+        }
+        var get = WireRequest()
+        get.getTier.subject = "s3"
+        #expect(try await client.send(get).tier.assignment.tier == "vip")
+        await client.close()
+    }
+}
