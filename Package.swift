@@ -177,6 +177,7 @@ let package = Package(
             dependencies: [
                 "SluiceServer", "SluiceConfiguration", "SluiceIntelligence", "SluiceStore", "SluicePostgres", "SluiceProto", "SluiceCore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/ReputationBenchmark"

@@ -10,6 +10,7 @@
 // docs/BENCHMARKS.md with the command, the machine and the date. Not a test: it asserts nothing.
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SluiceConfiguration
 import SluiceCore
@@ -103,6 +104,7 @@ struct ReputationBenchmark {
         print("sluice-reputation-bench: \(ProcessInfo.processInfo.processorCount) cores, \(options.rounds) rounds of \(options.seconds) s")
         if options.only == nil || options.only == "checks" { try checks(options) }
         if options.only == nil || options.only == "ingest" { try ingest(options) }
+        if let url = options.postgres, options.only == nil || options.only == "ingest" || options.only == "fleet" { try fleet(options, url: url) }
         if options.only == nil || options.only == "memory" { memory(options) }
     }
 
@@ -350,6 +352,124 @@ struct ReputationBenchmark {
         let bytes = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         print(String(format: "  database: %.1f MB for %d events (%.0f bytes per event, indexes included); %d subjects tracked",
                      Double(bytes) / 1e6, written, Double(bytes) / Double(max(1, written)), standalone.book.count))
+    }
+
+    // MARK: a fleet on PostgreSQL
+
+    /// Three daemons' reputation engines (standalone dispatchers: the daemon's own service,
+    /// write-behind and sync, without sockets) on one PostgreSQL database, and one alone:
+    /// - as fast as they take them: each fed RecordEvents by its own thread for 10 s (what is
+    ///   committed per second, in all);
+    /// - at a fixed rate (`rate` events/s each, for 10 s) while a probe event recorded on one is
+    ///   timed until another's book has it (the propagation delay under load);
+    /// - idle, the same probes.
+    static func fleet(_ options: Options, url: String) throws {
+        print("\n== a fleet on PostgreSQL: event ingestion and propagation (store.commit_interval and store.sync_interval 100 ms)")
+        for daemons in [1, 3] {
+            let store = try PostgresStore(PostgresEndpoint(url: url), timeout: .seconds(60), logger: logger)
+            try store.emptyForBenchmark()
+            store.close()
+            var configuration = try configuration("features: { reputation: { rollout: 100 } }")
+            configuration.store.backend = .postgres
+            configuration.store.url = url
+            configuration.store.timeout = 60_000_000_000
+            let fleet = (0..<daemons).map { _ in StandaloneDispatcher(configuration: configuration, logger: logger) }
+            let (sent, committed) = feed(fleet, subjects: options.subjects, rate: nil, seconds: 10)
+            print(String(format: "%d daemon(s), as fast as they take them: sent %.0f events/s in all; committed %.0f events/s in all (seconds 2-10)",
+                         daemons, sent, committed))
+            if daemons > 1 {
+                let rate = 20_000
+                let deadline = nanoseconds() + 10_000_000_000
+                let probes = DispatchQueue(label: "probes")
+                let delays = NIOLockedValueBox<[Double]>([])
+                probes.async { delays.withLockedValue { $0 = probe(fleet, until: deadline) } }
+                let (loadedSent, loadedCommitted) = feed(fleet, subjects: options.subjects, rate: rate, seconds: 10)
+                probes.sync {}
+                print(String(format: "  at %d events/s each: sent %.0f events/s in all; committed %.0f events/s in all; propagation: %@",
+                             rate, loadedSent, loadedCommitted, summary(delays.withLockedValue { $0 }) as NSString))
+                let idle = probe(fleet, until: nanoseconds() + 10_000_000_000)
+                print("  idle: propagation: \(summary(idle))")
+            }
+            for member in fleet { blocking { await member.stop() } }
+        }
+    }
+
+    /// Feeds each daemon RecordEvents batches of 500 from its own thread for `seconds`, at
+    /// `rate` events/s each (nil: as fast as it takes them, keeping at most 400,000 pending);
+    /// returns events sent per second and events committed per second from second 2 on, in all.
+    static func feed(_ fleet: [StandaloneDispatcher], subjects: Int, rate: Int?, seconds: Double) -> (sent: Double, committed: Double) {
+        let batches: [WireRequest] = (0..<100).map { batch in
+            var request = WireRequest()
+            request.recordEvents.events = (0..<500).map { index in
+                Sluice_V1_ReputationEvent.with {
+                    $0.subject = "user-\((batch * 500 + index) * 7_919 % subjects)"
+                    $0.kind = index % 5 == 0 ? "success" : "auth_failure"
+                }
+            }
+            return request
+        }
+        let started = nanoseconds()
+        let deadline = started + Int64(seconds * 1e9)
+        let sent = NIOLockedValueBox(0)
+        let steadyFrom = NIOLockedValueBox<(time: Int64, written: UInt64)?>(nil)
+        let group = DispatchGroup()
+        for (index, member) in fleet.enumerated() {
+            DispatchQueue.global().async(group: group) {
+                var position = index * 33, mine = 0
+                while nanoseconds() < deadline {
+                    let now = nanoseconds()
+                    if index == 0, now - started >= 2_000_000_000 {
+                        steadyFrom.withLockedValue { steady in
+                            if steady == nil { steady = (now, fleet.reduce(0) { $0 + $1.storeStatistics.eventsWritten }) }
+                        }
+                    }
+                    if let rate, Double(mine) >= Double(now - started) / 1e9 * Double(rate) { usleep(500); continue }
+                    // Not beyond what the write-behind keeps: the rate is what is committed.
+                    if member.storeStatistics.pendingEvents > 400_000 { usleep(1_000); continue }
+                    _ = member.dispatcher.process(batches[position])
+                    position = (position + 1) % batches.count
+                    mine += 500
+                }
+                sent.withLockedValue { $0 += mine }
+            }
+        }
+        group.wait()
+        let fed = nanoseconds()
+        let written = fleet.reduce(0) { $0 + $1.storeStatistics.eventsWritten }
+        for member in fleet { member.flush() }
+        var committed = 0.0
+        if let from = steadyFrom.withLockedValue({ $0 }) { committed = Double(written - from.written) / (Double(fed - from.time) / 1e9) }
+        return (Double(sent.withLockedValue { $0 }) / (Double(fed - started) / 1e9), committed)
+    }
+
+    /// Every 50 ms until `deadline`: an event recorded on one daemon, and how long (ms) until the
+    /// next daemon's book has it.
+    static func probe(_ fleet: [StandaloneDispatcher], until deadline: Int64) -> [Double] {
+        var delays: [Double] = []
+        var round = 0
+        while nanoseconds() < deadline {
+            let from = fleet[round % fleet.count], to = fleet[(round + 1) % fleet.count]
+            let subject = "probe-\(UUID().uuidString)"
+            var request = WireRequest()
+            request.recordEvents.events = [.with {
+                $0.subject = subject
+                $0.kind = "auth_failure"
+            }]
+            let sent = nanoseconds()
+            _ = from.dispatcher.process(request)
+            while to.book.record(subject: subject) == nil, nanoseconds() - sent < 10_000_000_000 { usleep(500) }
+            delays.append(Double(nanoseconds() - sent) / 1e6)
+            round += 1
+            usleep(50_000)
+        }
+        return delays
+    }
+
+    static func summary(_ delays: [Double]) -> String {
+        let sorted = delays.sorted()
+        guard !sorted.isEmpty else { return "no probes" }
+        func at(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        return String(format: "%d probes, median %.0f ms, p99 %.0f ms, worst %.0f ms", sorted.count, at(0.5), at(0.99), sorted.last ?? 0)
     }
 
     // MARK: memory

@@ -55,7 +55,7 @@ struct PostgresEndToEndTests {
         try await DurabilityProcessTests.servesTheScoresThenStops(again, socket: socket)
     }
 
-    @Test("PostgreSQL down: checks are still answered, durable events are answered unavailable, every event is kept and written once it is back")
+    @Test("PostgreSQL down under two daemons: checks are still answered, durable events are answered unavailable, /readyz and /metrics say so, every event is kept, written once it is back, and reaches the other daemon")
     func anOutageRefusesDurableEventsAndKeepsTheRest() async throws {
         let server = try await PostgresServer.start()
         defer { server.stop() }
@@ -68,11 +68,17 @@ struct PostgresEndToEndTests {
             rules:
               login: { limit: 10, period: 1h }
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        let process = try await Self.start(["--config", config], socket: socket)
+        let port = try #require(RedisServer.freePort())
+        let process = try await Self.start(["--config", config, "--metrics", "127.0.0.1:\(port)"], socket: socket)
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // A second daemon on the same database: the other replica behind the load balancer.
+        let other = try await Self.start(["--config", config], socket: directory + "/other.sock")
+        defer { if other.isRunning { kill(other.processIdentifier, SIGKILL) } }
         let client = try await SluiceClient.connect(to: .unix(path: socket))
+        let otherClient = try await SluiceClient.connect(to: .unix(path: directory + "/other.sock"))
         let before = try await client.send(Self.durableEvents(["before"], subject: "alice"))
         #expect(before.recordEvents.committed)
+        #expect(try HTTPGet.get(port: port, path: "/readyz").body.contains("store postgres: up"))
 
         try await blocking { server.stop(keepData: true) }
         // The first durable event after the outage began fails at its commit, within the
@@ -97,6 +103,14 @@ struct PostgresEndToEndTests {
         #expect(kept.recordEvents.recorded == 5)
         let verdict = try await client.verdict(Make.check("alice", rule: "login"))
         #expect(verdict.allowed)
+        #expect(try await otherClient.verdict(Make.check("alice", rule: "login")).allowed)
+        // Still ready (checks are served), and saying why durable requests fail.
+        let ready = try HTTPGet.get(port: port, path: "/readyz")
+        #expect(ready.status == 200 && ready.body.contains("store postgres: failing, changes kept in memory, durable requests answered unavailable"),
+                "\(ready)")
+        let metrics = try HTTPGet.get(port: port, path: "/metrics").body
+        #expect((sample("sluice_store_commits_total{result=\"failed\"}", in: metrics) ?? 0) >= 1)
+        #expect((sample("sluice_store_pending_events", in: metrics) ?? 0) >= 5)
 
         try await server.restart()
         // Back: the kept events (the plain ones, and the durable ones that were told they would
@@ -108,6 +122,15 @@ struct PostgresEndToEndTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(written == "7")
+        // The other daemon catches up in commit order: bob's kept events reach its book.
+        var caughtUp = false
+        for _ in 0..<100 where !caughtUp {
+            var get = WireRequest()
+            get.getReputation.subject = "bob"
+            caughtUp = try await otherClient.send(get).getReputation.reputation.events == 5
+            if !caughtUp { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(caughtUp)
         // Durable events commit again.
         var accepted = false
         for _ in 0..<100 where !accepted {
@@ -115,7 +138,9 @@ struct PostgresEndToEndTests {
             if !accepted { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(accepted)
+        #expect(try HTTPGet.get(port: port, path: "/readyz").body.contains("store postgres: up"))
         await client.close()
+        await otherClient.close()
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)

@@ -62,6 +62,11 @@ public struct ReputationBookAccess: Sendable {
 
     /// Subjects with a record.
     public var count: Int { service?.book.count ?? 0 }
+
+    /// The subject's record: its score when last changed, and how many events it took.
+    public func record(tenant: String = "", subject: String) -> (score: Double, events: UInt64)? {
+        service?.book.record(of: Fingerprint.of(tenant: tenant, key: subject)).map { ($0.score, $0.events) }
+    }
 }
 
 extension StandaloneDispatcher {
