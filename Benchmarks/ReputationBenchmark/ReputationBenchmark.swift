@@ -302,22 +302,28 @@ struct ReputationBenchmark {
         }
     }
 
+    /// 100 RecordEvents requests of 500 events each (one in five `success`, the rest
+    /// `auth_failure`) spread over `subjects` subjects.
+    static func recordBatches(subjects: Int) -> [WireRequest] {
+        (0..<100).map { batch in
+            var request = WireRequest()
+            request.recordEvents.events = (0..<500).map { index in
+                Sluice_V1_ReputationEvent.with {
+                    $0.subject = "user-\((batch * 500 + index) * 7_919 % subjects)"
+                    $0.kind = index % 5 == 0 ? "success" : "auth_failure"
+                }
+            }
+            return request
+        }
+    }
+
     /// Offers RecordEvents batches of 500 at `rate` events/s (0: as fast as possible) for 10 s.
     static func ingestThroughDispatcher(_ options: Options, directory: String, rate: Int) throws {
         var configuration = try configuration("features: { reputation: { rollout: 100 } }")
         let path = "\(directory)/sluice-\(rate).db"
         configuration.store.path = path
         let standalone = StandaloneDispatcher(configuration: configuration, logger: logger)
-        let batches: [WireRequest] = (0..<100).map { batch in
-            var request = WireRequest()
-            request.recordEvents.events = (0..<500).map { index in
-                Sluice_V1_ReputationEvent.with {
-                    $0.subject = "user-\((batch * 500 + index) * 7_919 % options.subjects)"
-                    $0.kind = index % 5 == 0 ? "success" : "auth_failure"
-                }
-            }
-            return request
-        }
+        let batches = recordBatches(subjects: options.subjects)
         let seconds = 10.0
         let started = nanoseconds()
         let deadline = started + Int64(seconds * 1e9)
@@ -398,16 +404,7 @@ struct ReputationBenchmark {
     /// `rate` events/s each (nil: as fast as it takes them, keeping at most 400,000 pending);
     /// returns events sent per second and events committed per second from second 2 on, in all.
     static func feed(_ fleet: [StandaloneDispatcher], subjects: Int, rate: Int?, seconds: Double) -> (sent: Double, committed: Double) {
-        let batches: [WireRequest] = (0..<100).map { batch in
-            var request = WireRequest()
-            request.recordEvents.events = (0..<500).map { index in
-                Sluice_V1_ReputationEvent.with {
-                    $0.subject = "user-\((batch * 500 + index) * 7_919 % subjects)"
-                    $0.kind = index % 5 == 0 ? "success" : "auth_failure"
-                }
-            }
-            return request
-        }
+        let batches = recordBatches(subjects: subjects)
         let started = nanoseconds()
         let deadline = started + Int64(seconds * 1e9)
         let sent = NIOLockedValueBox(0)

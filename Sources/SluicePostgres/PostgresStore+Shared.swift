@@ -38,14 +38,21 @@ extension PostgresStore {
     public func changes(after id: Int64, limit: Int) throws(StoreError) -> (changes: [StoredChange], complete: Bool) {
         try run("read new changes") { connection in
             let rows = try query(connection, """
-                SELECT id, origin, at_ns, kind, tenant, subject, tier, key_high, key_low, response_kind, block, factor, until_ns
+                SELECT id, origin, at_ns, kind, tenant, subject, tier, key_high, key_low, response_kind, block, factor, until_ns,
+                       score, pinned, updated_ns, events
                 FROM shared_changes WHERE id > \(id) ORDER BY id LIMIT \(Int64(max(1, limit)))
                 """)
             var changes: [StoredChange] = []
             var firstID: Int64?
             for row in rows {
-                let (changeID, origin, at, kind, tenant, subject, tier, high, low, responseKind, block, factor, until) =
-                    try row.decode((Int64, Int64, Int64, String, String, String, String, Int64, Int64, Int32, Bool, Double, Int64).self)
+                let cells = row.makeRandomAccess()
+                let (changeID, origin, at) = (try cells[0].decode(Int64.self), try cells[1].decode(Int64.self), try cells[2].decode(Int64.self))
+                let (kind, tenant, subject, tier) = (try cells[3].decode(String.self), try cells[4].decode(String.self),
+                                                     try cells[5].decode(String.self), try cells[6].decode(String.self))
+                let (high, low, responseKind) = (try cells[7].decode(Int64.self), try cells[8].decode(Int64.self), try cells[9].decode(Int32.self))
+                let (block, factor, until) = (try cells[10].decode(Bool.self), try cells[11].decode(Double.self), try cells[12].decode(Int64.self))
+                let (score, pinned) = (try cells[13].decode(Double.self), try cells[14].decode(Bool.self))
+                let (updated, events) = (try cells[15].decode(Int64.self), try cells[16].decode(Int64.self))
                 if firstID == nil { firstID = changeID }
                 switch kind {
                 case "tier" where tier.isEmpty:
@@ -53,6 +60,13 @@ extension PostgresStore {
                 case "tier":
                     changes.append(StoredChange(id: changeID, origin: origin,
                                                 value: .tier(TierAssignment(tenant: tenant, subject: subject, tier: tier, assignedAt: at))))
+                case "reputation":
+                    // Clamped, as a score row read back is: a row edited by hand is not trusted.
+                    let record = ReputationRecord(tenant: tenant, subject: subject, score: ReputationModel.clamp(score), updatedAt: updated,
+                                                  pinned: pinned, events: UInt64(max(0, events)))
+                    changes.append(StoredChange(id: changeID, origin: origin, value: .reputation(record)))
+                case "reset":
+                    changes.append(StoredChange(id: changeID, origin: origin, value: .reset(tenant: tenant, subject: subject)))
                 default:
                     guard let entry = Self.entry(kind: responseKind, block: block, factor: factor, until: until) else { continue }
                     changes.append(StoredChange(id: changeID, origin: origin,
@@ -76,23 +90,51 @@ extension PostgresStore {
         return AnomalyResponseBook.Entry(kind: Int(kind), block: block, factor: factor, until: until)
     }
 
-    public func commit(_ batch: StoreBatch, after cursor: Int64,
-                       fold: (ReputationRecord?, ReputationEvent) -> ReputationRecord) throws(StoreError) -> (remote: [StoredEvent], through: Int64) {
-        try withoutActuallyEscaping(fold) { fold throws(StoreError) in
-            try run("commit") { connection in try transaction(connection) { try commit(batch, on: connection, after: cursor, fold: fold) } }
+    /// Two transactions: the events under the events' lock (held only for them), then the rows,
+    /// which need no lock (each row says through which id it reflects its subject, so any row a
+    /// daemon writes, in any order, is exact with the events replayed after it). When the rows
+    /// fail after the events committed, the error says so (`eventsCommitted`), after `applied`
+    /// was given the others' events.
+    public func commit(_ batch: StoreBatch, after cursor: Int64, fold: (ReputationRecord?, ReputationEvent) -> ReputationRecord,
+                       applied: ([StoredEvent], Int64) -> Void) throws(StoreError) {
+        guard !batch.events.isEmpty || !batch.records.isEmpty || batch.recordsComplete else { return }
+        let (remote, through) = try run("commit events") { connection in
+            try transaction(connection) { try commitEvents(batch.events, on: connection, after: cursor) }
+        }
+        applied(remote, through)
+        guard !batch.records.isEmpty || batch.recordsComplete else { return }
+        var records = batch.records
+        for stored in remote {
+            let key = Fingerprint.of(tenant: stored.value.tenant, key: stored.value.subject)
+            switch records[key] {
+            case .upsert(let record): records[key] = .upsert(fold(record, stored.value))
+            case .delete: records[key] = .upsert(fold(nil, stored.value))
+            case nil: break
+            }
+        }
+        do {
+            try run("commit scores") { connection in
+                try transaction(connection) { try commitRows(records, complete: batch.recordsComplete, through: through, on: connection) }
+            }
+        } catch {
+            var failed = error
+            failed.eventsCommitted = !batch.events.isEmpty
+            throw failed
         }
     }
 
-    public func saveResponse(key: Fingerprint, _ entry: AnomalyResponseBook.Entry, at now: Int64) throws(StoreError) {
-        try run("save an anomaly response") { connection in
+    public func share(_ change: SharedChange, at now: Int64) throws(StoreError) {
+        try run("share a change") { connection in
             try transaction(connection) {
-                try query(connection, """
-                    INSERT INTO anomaly_responses (key_high, key_low, kind, block, factor, until_ns)
-                    VALUES (\(Int64(bitPattern: key.high)), \(Int64(bitPattern: key.low)), \(Int32(entry.kind)), \(entry.block), \(entry.factor), \(entry.until))
-                    ON CONFLICT (key_high, key_low) DO UPDATE SET kind = excluded.kind, block = excluded.block, factor = excluded.factor,
-                        until_ns = excluded.until_ns
-                    """)
-                try record(.response(key: key, entry), at: now, on: connection)
+                if case .response(let key, let entry) = change {
+                    try query(connection, """
+                        INSERT INTO anomaly_responses (key_high, key_low, kind, block, factor, until_ns)
+                        VALUES (\(Int64(bitPattern: key.high)), \(Int64(bitPattern: key.low)), \(Int32(entry.kind)), \(entry.block), \(entry.factor), \(entry.until))
+                        ON CONFLICT (key_high, key_low) DO UPDATE SET kind = excluded.kind, block = excluded.block, factor = excluded.factor,
+                            until_ns = excluded.until_ns
+                        """)
+                }
+                try record(change, at: now, on: connection)
             }
         }
     }
@@ -118,6 +160,17 @@ extension PostgresStore {
                 INSERT INTO shared_changes (id, origin, at_ns, kind, key_high, key_low, response_kind, block, factor, until_ns)
                 VALUES (\(id), \(origin), \(now), 'response', \(Int64(bitPattern: key.high)), \(Int64(bitPattern: key.low)),
                         \(Int32(entry.kind)), \(entry.block), \(entry.factor), \(entry.until))
+                """)
+        case .reputation(let record):
+            try query(connection, """
+                INSERT INTO shared_changes (id, origin, at_ns, kind, tenant, subject, score, pinned, updated_ns, events)
+                VALUES (\(id), \(origin), \(now), 'reputation', \(Self.text(record.tenant)), \(Self.text(record.subject)), \(record.score),
+                        \(record.pinned), \(record.updatedAt), \(Int64(clamping: record.events)))
+                """)
+        case .reset(let tenant, let subject):
+            try query(connection, """
+                INSERT INTO shared_changes (id, origin, at_ns, kind, tenant, subject)
+                VALUES (\(id), \(origin), \(now), 'reset', \(Self.text(tenant)), \(Self.text(subject)))
                 """)
         }
     }

@@ -294,40 +294,33 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
 
     public func commit(_ batch: StoreBatch) throws(StoreError) {
         guard !batch.isEmpty else { return }
-        try run("commit") { connection in try transaction(connection) { try commit(batch, on: connection, after: nil, fold: nil) } }
+        try run("commit") { connection in
+            try transaction(connection) {
+                let through = try commitEvents(batch.events, on: connection, after: nil).through
+                try commitRows(batch.records, complete: batch.recordsComplete, through: through, on: connection)
+            }
+        }
     }
 
-    /// Writes `batch` in the open transaction. With `cursor`, first reads the other daemons' events
-    /// after it (under the events' lock, so none is missed) and folds them into the batch's rows.
-    /// Returns them, and the id through which the rows reflect every event.
-    func commit(_ batch: StoreBatch, on connection: PostgresConnection, after cursor: Int64?,
-                fold: ((ReputationRecord?, ReputationEvent) -> ReputationRecord)?) throws -> (remote: [StoredEvent], through: Int64) {
-        var records = batch.records
-        var remote: [StoredEvent] = []
-        var through: Int64 = 0
-        if !batch.events.isEmpty || cursor != nil {
+    /// Writes `events` in the open transaction, under the events' lock (so ids follow commit order
+    /// across daemons). With `cursor`, first reads the other daemons' events after it, which all
+    /// come before these. Returns them, and the id through which the caller has now seen every event.
+    func commitEvents(_ events: [ReputationEvent], on connection: PostgresConnection, after cursor: Int64?) throws -> (remote: [StoredEvent], through: Int64) {
+        if !events.isEmpty || cursor != nil {
             // Ids in commit order across daemons: taken under a lock held to the commit.
             try query(connection, "SELECT pg_advisory_xact_lock(\(Self.eventLock))")
         }
+        var remote: [StoredEvent] = []
+        var through = cursor ?? 0
         if let cursor {
             remote = try query(connection, """
                 SELECT id, origin, tenant, subject, kind, weight, at_ns, note FROM reputation_events WHERE id > \(cursor) ORDER BY id
-                """).map(Self.event).filter { $0.origin != origin }
+                """).map(Self.event)
             through = max(cursor, remote.last?.id ?? cursor)
-            if let fold {
-                for stored in remote {
-                    let key = Fingerprint.of(tenant: stored.value.tenant, key: stored.value.subject)
-                    switch records[key] {
-                    case .upsert(let record): records[key] = .upsert(fold(record, stored.value))
-                    case .delete: records[key] = .upsert(fold(nil, stored.value))
-                    case nil: break
-                    }
-                }
-            }
+            remote.removeAll { $0.origin == origin }
         }
-        if !batch.events.isEmpty {
+        if !events.isEmpty {
             let first = try query(connection, "SELECT coalesce(max(id), 0) + 1 FROM reputation_events").first?.decode(Int64.self) ?? 1
-            let events = batch.events
             let ids = (0..<Int64(events.count)).map { first + $0 }
             let keys = events.map { Self.subjectKey(tenant: $0.tenant, subject: $0.subject) }
             try query(connection, """
@@ -339,9 +332,15 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
                      AS e(id, subject_key, tenant, subject, kind, weight, at_ns, note)
                 """)
             through = ids.last ?? through
-        } else if cursor == nil, !records.isEmpty || batch.recordsComplete {
+        } else if cursor == nil {
             through = try query(connection, "SELECT coalesce(max(id), 0) FROM reputation_events").first?.decode(Int64.self) ?? 0
         }
+        return (remote, through)
+    }
+
+    /// Writes score rows (and deletions) that reflect every event of their subjects up to `through`,
+    /// in the open transaction; with `complete`, moves the expiry mark there.
+    func commitRows(_ records: [Fingerprint: StoreBatch.Change], complete: Bool, through: Int64, on connection: PostgresConnection) throws {
         var upserts: [(key: Int64, record: ReputationRecord)] = []
         var deletions: [Int64] = []
         for (subject, change) in records {
@@ -374,14 +373,13 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
                 ON CONFLICT (subject_key) DO UPDATE SET through_event_id = excluded.through_event_id
                 """)
         }
-        if batch.recordsComplete {
+        if complete {
             // How far events may be expired (see expireEvents): the rows just written reflect them.
             try query(connection, """
                 INSERT INTO reputation_meta (key, value) VALUES ('records_through_event_id', \(through))
                 ON CONFLICT (key) DO UPDATE SET value = greatest(reputation_meta.value, excluded.value)
                 """)
         }
-        return (remote, through)
     }
 
     /// The column `subject_key`: 64 bits of the subject's stable fingerprint (as in SQLite).

@@ -29,6 +29,10 @@ public enum SharedChange: Sendable, Equatable {
     case untier(tenant: String, subject: String)
     /// An anomaly response put in force, by the key checks look it up by.
     case response(key: Fingerprint, AnomalyResponseBook.Entry)
+    /// An operator's score for a subject (set, pinned or unpinned).
+    case reputation(ReputationRecord)
+    /// An operator's reset of a subject to the neutral start.
+    case reset(tenant: String, subject: String)
 }
 
 /// How far a daemon has applied what the store holds: every event with an id up to `events`, and
@@ -87,16 +91,17 @@ public protocol SharedStore: DurableStore {
     /// and responses whole).
     func changes(after id: Int64, limit: Int) throws(StoreError) -> (changes: [StoredChange], complete: Bool)
 
-    /// Commits `batch` as ``ReputationStore/commit(_:)`` does, and returns the other daemons'
-    /// events committed after `cursor` and before the batch's own, with the id through which
-    /// the caller has now seen every event. Rows in the batch are written with those events
-    /// folded in (`fold` applies one event to a row), so each row reflects every event of its
-    /// subject up to that id.
-    func commit(_ batch: StoreBatch, after cursor: Int64,
-                fold: (ReputationRecord?, ReputationEvent) -> ReputationRecord) throws(StoreError) -> (remote: [StoredEvent], through: Int64)
+    /// Commits `batch` as ``ReputationStore/commit(_:)`` does, and gives `applied` the other
+    /// daemons' events committed after `cursor` and before the batch's own, with the id through
+    /// which the caller has now seen every event. Rows in the batch are written with those
+    /// events folded in (`fold` applies one event to a row), so each row reflects every event of
+    /// its subject up to that id.
+    func commit(_ batch: StoreBatch, after cursor: Int64, fold: (ReputationRecord?, ReputationEvent) -> ReputationRecord,
+                applied: ([StoredEvent], Int64) -> Void) throws(StoreError)
 
-    /// Stores a response in force (replacing the key's) and records the change for the others.
-    func saveResponse(key: Fingerprint, _ entry: AnomalyResponseBook.Entry, at now: Int64) throws(StoreError)
+    /// Records `change` for the others (a response in force is also stored, replacing the key's;
+    /// tiers are stored and recorded by ``TierStore``).
+    func share(_ change: SharedChange, at now: Int64) throws(StoreError)
 
     /// The tiers and the responses ending after `now`, read whole (a reader that fell behind the
     /// kept changes), with the id of the newest change they reflect.

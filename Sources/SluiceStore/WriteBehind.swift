@@ -233,7 +233,8 @@ public final class WriteBehind: Sendable {
                 try store.commit(transaction)
             } catch {
                 var remaining = StoreBatch()
-                remaining.events = Array(batch.events[start...])
+                remaining.events = Array(batch.events[(error.eventsCommitted ? end : start)...])
+                if error.eventsCommitted { statistics.withLockedValue { $0.eventsWritten &+= UInt64(end - start) } }
                 remaining.records = batch.records
                 remaining.recordsComplete = batch.recordsComplete
                 return fail(remaining, waiters, error)

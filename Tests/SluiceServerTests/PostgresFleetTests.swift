@@ -157,7 +157,7 @@ struct PostgresFleetTests {
         await Self.stop(fleet)
     }
 
-    @Test("an event, a tier and a block raised on one daemon are in force on the others within a second")
+    @Test("an event, a tier, an operator's score and a block raised on one daemon are in force on the others within a second")
     func changesReachTheOthersWithinASecond() async throws {
         let server = try await PostgresServer.shared()
         let database = try await blocking { try server.createDatabase() }
@@ -214,6 +214,32 @@ struct PostgresFleetTests {
                 return try await !client.send(get).tier.assigned
             }
             #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "tier removed: \(String(describing: delay))")
+        }
+
+        // An operator's pin on daemon 0 holds on 1 and 2; a reset on 1 clears it on 0 and 2.
+        var pin = WireRequest()
+        pin.setReputation = .with {
+            $0.subject = "dave"
+            $0.action = .pin
+            $0.score = 90
+        }
+        #expect(try await clients[0].send(pin).setReputation.reputation.pinned)
+        for client in clients[1...] {
+            let delay = try await Self.timeUntil {
+                let reputation = try await Self.reputation("dave", on: client).reputation
+                return reputation.pinned && reputation.score == 90
+            }
+            #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "pin: \(String(describing: delay))")
+        }
+        var reset = WireRequest()
+        reset.setReputation = .with {
+            $0.subject = "dave"
+            $0.action = .reset
+        }
+        _ = try await clients[1].send(reset)
+        for client in [clients[0], clients[2]] {
+            let delay = try await Self.timeUntil { try await !Self.reputation("dave", on: client).tracked }
+            #expect(delay.map { Self.milliseconds($0) < 1_000 } == true, "reset: \(String(describing: delay))")
         }
 
         // A block: failed logins naming many subjects from one address, reported to daemon 1,

@@ -219,3 +219,39 @@ extension StoreCounts {
         return counts
     }
 }
+
+/// TLS to PostgreSQL, against a real server with `ssl = on` and real certificates.
+@Suite(.enabled(if: PostgresServer.installed && TestCertificates.installed), .serialized)
+struct PostgresTLSTests {
+    @Test func sslmodesEncryptAndVerifyFullChecksTheCertificate() async throws {
+        let certificates = try TestCertificates.make()
+        defer { certificates.remove() }
+        try PostgresServer.give(certificates)
+        let server = try await PostgresServer.start(settings: ["ssl": "on", "ssl_cert_file": certificates.certificate,
+                                                                "ssl_key_file": certificates.key])
+        defer { server.stop() }
+        /// How many client connections over TCP are encrypted now.
+        @Sendable func encrypted() throws -> String {
+            try server.psql("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.client_addr IS NOT NULL")
+        }
+        for mode in ["prefer", "require", "verify-full&sslrootcert=\(certificates.authority)"] {
+            let store = try await blocking { try PostgresStore(PostgresEndpoint(url: server.tcpURL() + "?sslmode=" + mode)) }
+            try await blocking { try store.probe() }
+            #expect(try await blocking { try encrypted() } == "1", "sslmode=\(mode)")
+            try await blocking { store.close() }
+        }
+        // disable: in clear.
+        let clear = try await blocking { try PostgresStore(PostgresEndpoint(url: server.tcpURL() + "?sslmode=disable")) }
+        #expect(try await blocking { try encrypted() } == "0")
+        try await blocking { clear.close() }
+        // verify-full against another authority: refused, in words.
+        let stranger = try TestCertificates.make()
+        defer { stranger.remove() }
+        let error = await #expect(throws: StoreError.self) {
+            try await blocking { try PostgresStore(PostgresEndpoint(url: server.tcpURL() + "?sslmode=verify-full&sslrootcert=\(stranger.authority)"),
+                                                   timeout: .seconds(10)) }
+        }
+        #expect(error?.message.lowercased().contains("certificate") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains(PostgresServer.password) == false)
+    }
+}

@@ -67,6 +67,14 @@ public final class PostgresServer: @unchecked Sendable {
         return pid
     }
 
+    /// Gives `certificates`' files to the server's user, its key readable by it alone (PostgreSQL
+    /// refuses a key others can read), for `ssl_cert_file` and `ssl_key_file`.
+    public static func give(_ certificates: TestCertificates) throws {
+        chmod(certificates.key, 0o600)
+        guard asRoot else { return }
+        for path in [certificates.directory, certificates.certificate, certificates.key] { try giveToPostgres(path) }
+    }
+
     static func giveToPostgres(_ path: String) throws {
         guard let account = getpwnam("postgres") else { throw failure("running as root, and there is no postgres user to run PostgreSQL as") }
         guard chown(path, account.pointee.pw_uid, account.pointee.pw_gid) == 0 else {

@@ -63,12 +63,15 @@ public final class ReputationBook: Sendable {
     /// An event older than the record's last change is added with its weight decayed by the
     /// difference, which is exact: a score is neutral plus the sum of its decayed weights.
     ///
-    /// - Parameter replayed: the event is stored already (replayed at start): the change is
-    ///   reported without it.
+    /// - Parameters:
+    ///   - replayed: the event is stored already (replayed at start): the change is reported
+    ///     without it.
+    ///   - reported: false when the change is not to be reported at all (another daemon's event:
+    ///     that daemon writes the subject's row).
     @discardableResult
-    public func apply(_ event: ReputationEvent, model: ReputationModel, replayed: Bool = false) -> ReputationRecord {
+    public func apply(_ event: ReputationEvent, model: ReputationModel, replayed: Bool = false, reported: Bool = true) -> ReputationRecord {
         let subject = Fingerprint.of(tenant: event.tenant, key: event.subject)
-        return upsert(subject, event: replayed ? nil : event) { existing in Self.applying(event, to: existing, model: model) }
+        return upsert(subject, event: replayed ? nil : event, reported: reported) { existing in Self.applying(event, to: existing, model: model) }
     }
 
     /// `existing` (nil: a subject at the neutral start) with `event` applied, as ``apply(_:model:replayed:)`` does.
@@ -86,11 +89,12 @@ public final class ReputationBook: Sendable {
         return record
     }
 
-    func upsert(_ subject: Fingerprint, event: ReputationEvent?, _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
+    func upsert(_ subject: Fingerprint, event: ReputationEvent?, reported: Bool = true,
+                _ change: (ReputationRecord?) -> ReputationRecord) -> ReputationRecord {
         records.update(subject) { slot in
             let next = change(slot)
             slot = next
-            onChange?(subject, next, next.tenant, next.subject, event)
+            if reported { onChange?(subject, next, next.tenant, next.subject, event) }
             return next
         }
     }

@@ -274,8 +274,8 @@ final class MetricsExporter: Sendable {
             counter("sluice_store_sync_changes_total", "Tier changes and anomaly responses applied from the shared store.", [], sync.changesApplied)
             counter("sluice_store_sync_failures_total", "Reads of the other daemons' changes that failed.", [], sync.failures)
             counter("sluice_store_sync_reloads_total", "Tiers and responses read whole after falling behind the kept changes.", [], sync.reloads)
-            counter("sluice_store_sync_responses_dropped_total", "Anomaly responses raised here that could not be shared (too many waiting).", [],
-                    sync.responsesDropped)
+            counter("sluice_store_sync_changes_dropped_total", "Anomaly responses and operators' scores made here that could not be shared (too many waiting).", [],
+                    sync.changesDropped)
             gauge("sluice_store_sync_event_id", "The newest event id this daemon has applied (every daemon's; compare across daemons).", [],
                   Double(sync.cursor))
         }

@@ -20,8 +20,8 @@ final class FleetSync: Sendable {
     struct State {
         var store: (any SharedStore)?
         var cursor = SharedCursor()
-        /// Responses raised here, not yet stored (tried again every sync).
-        var unsent: [(key: Fingerprint, entry: AnomalyResponseBook.Entry, at: Int64)] = []
+        /// Changes made here (responses, operators' scores), not yet stored (tried again every sync).
+        var unsent: [(change: SharedChange, at: Int64)] = []
         var statistics = Statistics()
         var failing: String?
     }
@@ -36,13 +36,13 @@ final class FleetSync: Sendable {
         var reloads: UInt64 = 0
         /// Syncs that failed (the store did not answer).
         var failures: UInt64 = 0
-        /// Responses raised here that could not be stored (too many waiting).
-        var responsesDropped: UInt64 = 0
+        /// Changes made here that could not be stored (too many waiting).
+        var changesDropped: UInt64 = 0
         /// The newest event id seen.
         var cursor: Int64 = 0
     }
 
-    /// Responses kept while the store is down, at most.
+    /// Changes kept while the store is down, at most.
     static let maxUnsent = 10_000
 
     let state = NIOLockedValueBox(State())
@@ -82,7 +82,7 @@ final class FleetSync: Sendable {
         do {
             try pullEvents(store)
             try pullChanges(store, now: now)
-            try pushResponses(store)
+            try pushChanges(store)
             if let previous = state.withLockedValue({ state -> String? in defer { state.failing = nil }; return state.failing }) {
                 logger.info("store sync: reading the other daemons' changes again", metadata: ["store.previous_error": "\(previous)"])
             }
@@ -156,6 +156,14 @@ final class FleetSync: Sendable {
                     // A later response of the same key wins, whichever daemon raised it.
                     if let existing = responses.entry(for: key, at: now), existing.until > entry.until, stored.origin != store.origin { continue }
                     responses.set(entry, for: key)
+                case .reputation(let record) where stored.origin != store.origin:
+                    // An operator's score replaces the subject's record (its row is written
+                    // here too). Not its own: events applied here since would be undone.
+                    book.update(record.fingerprint) { _ in record }
+                case .reset(let tenant, let subject) where stored.origin != store.origin:
+                    book.update(Fingerprint.of(tenant: tenant, key: subject)) { _ in nil }
+                case .reputation, .reset:
+                    break
                 }
             }
             state.withLockedValue {
@@ -166,22 +174,22 @@ final class FleetSync: Sendable {
         }
     }
 
-    /// Queues a response raised here, to store for the others at the next sync.
-    func share(key: Fingerprint, _ entry: AnomalyResponseBook.Entry, at now: Int64) {
+    /// Queues a change made here, to store for the others at the next sync.
+    func share(_ change: SharedChange, at now: Int64) {
         state.withLockedValue { state in
             if state.unsent.count >= Self.maxUnsent {
                 state.unsent.removeFirst()
-                state.statistics.responsesDropped &+= 1
+                state.statistics.changesDropped &+= 1
             }
-            state.unsent.append((key, entry, now))
+            state.unsent.append((change, now))
         }
     }
 
-    func pushResponses(_ store: any SharedStore) throws(StoreError) {
+    func pushChanges(_ store: any SharedStore) throws(StoreError) {
         let unsent = state.withLockedValue { $0.unsent }
-        for (index, response) in unsent.enumerated() {
+        for (index, change) in unsent.enumerated() {
             do {
-                try store.saveResponse(key: response.key, response.entry, at: response.at)
+                try store.share(change.change, at: change.at)
             } catch {
                 state.withLockedValue { $0.unsent.removeFirst(min(index, $0.unsent.count)) }
                 throw error
@@ -207,8 +215,8 @@ final class FleetCommitStore: ReputationStore {
         guard !batch.isEmpty else { return }
         let model = fleet.model()
         let cursor = fleet.state.withLockedValue { $0.cursor.events }
-        let (remote, through) = try store.commit(batch, after: cursor) { record, event in ReputationBook.applying(event, to: record, model: model) }
-        fleet.apply(remote, through: through, origin: store.origin)
+        try store.commit(batch, after: cursor, fold: { record, event in ReputationBook.applying(event, to: record, model: model) },
+                         applied: { remote, through in fleet.apply(remote, through: through, origin: store.origin) })
     }
 
     func loadRecords() throws(StoreError) -> [ReputationRecord] { try store.loadRecords() }

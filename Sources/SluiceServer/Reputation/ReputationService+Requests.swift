@@ -225,6 +225,14 @@ extension ReputationService {
         case .unspecified, .UNRECOGNIZED:
             return completion(.error(id: 0, .invalidArgument, "action must be set, pin, unpin or reset"))
         }
+        if settings.backend == .postgres {
+            // The other daemons apply it at their next sync after this one's.
+            if let record {
+                fleet.share(.reputation(record), at: now)
+            } else if request.action == .reset {
+                fleet.share(.reset(tenant: tenant, subject: subject), at: now)
+            }
+        }
         var answer = WireResponse()
         answer.setReputation.reputation = reputation(tenant: tenant, subject: subject, record: record, model: model, now: now)
         let response = answer

@@ -344,7 +344,7 @@ public final class ReputationService: Sendable {
     /// store is shared.
     func share(key: Fingerprint, _ entry: AnomalyResponseBook.Entry, at now: Int64) {
         guard settings.backend == .postgres else { return }
-        fleet.share(key: key, entry, at: now)
+        fleet.share(.response(key: key, entry), at: now)
     }
 
     /// Counts events by kind, for `sluice_reputation_events_total`.

@@ -117,11 +117,12 @@ CREATE TABLE subject_baselines (
 -- by (a subject's fingerprint, or an address's): a daemon starting loads those not yet ended.
 --@postgres CREATE TABLE anomaly_responses (key_high BIGINT NOT NULL, key_low BIGINT NOT NULL, kind INTEGER NOT NULL CHECK (kind >= 0), block BOOLEAN NOT NULL, factor DOUBLE PRECISION NOT NULL CHECK (factor >= 0 AND factor <= 1), until_ns BIGINT NOT NULL, PRIMARY KEY (key_high, key_low));
 --
--- Changes other daemons must apply within a second, in commit order (ids taken under the same
--- advisory lock as events' ids): a tier set (tier) or removed (tier ''), a response put in force.
--- Each daemon polls the rows after the last it saw. Rows are kept an hour; a daemon further
--- behind than that reloads the tiers and responses whole.
---@postgres CREATE TABLE shared_changes (id BIGINT PRIMARY KEY, origin BIGINT NOT NULL, at_ns BIGINT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('tier', 'response')), tenant TEXT NOT NULL DEFAULT '', subject TEXT NOT NULL DEFAULT '', tier TEXT NOT NULL DEFAULT '', key_high BIGINT NOT NULL DEFAULT 0, key_low BIGINT NOT NULL DEFAULT 0, response_kind INTEGER NOT NULL DEFAULT 0, block BOOLEAN NOT NULL DEFAULT false, factor DOUBLE PRECISION NOT NULL DEFAULT 1, until_ns BIGINT NOT NULL DEFAULT 0);
+-- Changes other daemons must apply within a second, in commit order (ids taken under an advisory
+-- lock held to the commit, as events' ids are): a tier set (tier) or removed (tier ''), a response
+-- put in force, an operator's score (set, pinned or unpinned: score, pinned, updated_ns, events)
+-- or reset. Each daemon polls the rows after the last it saw. Rows are kept an hour; a daemon
+-- further behind than that reloads the tiers and responses whole.
+--@postgres CREATE TABLE shared_changes (id BIGINT PRIMARY KEY, origin BIGINT NOT NULL, at_ns BIGINT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('tier', 'response', 'reputation', 'reset')), tenant TEXT NOT NULL DEFAULT '', subject TEXT NOT NULL DEFAULT '', tier TEXT NOT NULL DEFAULT '', key_high BIGINT NOT NULL DEFAULT 0, key_low BIGINT NOT NULL DEFAULT 0, response_kind INTEGER NOT NULL DEFAULT 0, block BOOLEAN NOT NULL DEFAULT false, factor DOUBLE PRECISION NOT NULL DEFAULT 1, until_ns BIGINT NOT NULL DEFAULT 0, score DOUBLE PRECISION NOT NULL DEFAULT 0, pinned BOOLEAN NOT NULL DEFAULT false, updated_ns BIGINT NOT NULL DEFAULT 0, events BIGINT NOT NULL DEFAULT 0);
 """#),
     ]
 }
