@@ -9,10 +9,12 @@
 # delay between them under that load and idle. Last, the cost of a check with the store on
 # SQLite and on PostgreSQL: a real sluiced (reputation on) under sluice-bench, 50 connections x 1,
 # alternating the two `rounds` times; the ratio of the medians.
-#   scripts/bench-store.sh [rounds=5]
+#   scripts/bench-store.sh [rounds=5] [fleet]     (fleet: only the fleet on PostgreSQL)
+# KEEP_LOG=1 keeps PostgreSQL's log (statements over 100 ms) in /tmp/bench-pg.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
+part=${2:-all}
 bin_pg=/usr/lib/postgresql/15/bin
 [ -x "$bin_pg/initdb" ] || { echo "bench-store.sh: PostgreSQL 15 missing (apt-get install -y postgresql)" >&2; exit 1; }
 for product in sluice-reputation-bench sluiced sluice-bench; do swift build -c release --product $product >/dev/null; done
@@ -23,15 +25,17 @@ as_pg=()
 if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; as_pg=(runuser -u postgres --); fi
 cleanup() {
   "${as_pg[@]}" "$bin_pg/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  [ -n "${KEEP_LOG:-}" ] && cp "$dir/server.log" /tmp/bench-pg.log
   rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
 "${as_pg[@]}" "$bin_pg/initdb" -D "$dir/data" -U sluice --auth-local=trust -E UTF8 --locale=C >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${as_pg[@]}" "$bin_pg/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-  -o "-k $dir -p $port -c listen_addresses='' -c shared_buffers=128MB" start >/dev/null
+  -o "-k $dir -p $port -c listen_addresses='' -c shared_buffers=128MB -c log_min_duration_statement=100" start >/dev/null
 "${as_pg[@]}" "$bin_pg/psql" -h "$dir" -p "$port" -U sluice -d postgres -q -c "CREATE DATABASE bench" >/dev/null
 url="postgres://sluice@/bench?host=$dir&port=$port"
+if [ "$part" = fleet ]; then "$bench" --only fleet --postgres "$url"; exit 0; fi
 "$bench" --only ingest --rounds "$rounds" --postgres "$url"
 
 echo

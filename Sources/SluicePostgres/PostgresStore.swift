@@ -47,6 +47,8 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
     /// Advisory lock keys (64-bit, arbitrary, fixed): "SLUCMIGR" and "SLUCEVNT".
     static let migrationLock: Int64 = 0x534C_5543_4D49_4752
     static let eventLock: Int64 = 0x534C_5543_4556_4E54
+    /// Rows read per query when reading events by id.
+    static let page = 10_000
     /// And "SLUCCHNG", for the ids of shared changes.
     static let changeLock: Int64 = 0x534C_5543_4348_4E47
 
@@ -313,11 +315,18 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
         var remote: [StoredEvent] = []
         var through = cursor ?? 0
         if let cursor {
-            remote = try query(connection, """
-                SELECT id, origin, tenant, subject, kind, weight, at_ns, note FROM reputation_events WHERE id > \(cursor) ORDER BY id
-                """).map(Self.event)
-            through = max(cursor, remote.last?.id ?? cursor)
-            remote.removeAll { $0.origin == origin }
+            // A page at a time, each `ORDER BY id LIMIT`: so the plan is the primary key's index
+            // whatever the statistics say (without a LIMIT, a table analyzed before its last
+            // million rows was read whole, 100 ms under this lock, on every commit).
+            while true {
+                let page = try query(connection, """
+                    SELECT id, origin, tenant, subject, kind, weight, at_ns, note FROM reputation_events
+                    WHERE id > \(through) ORDER BY id LIMIT \(Int64(Self.page))
+                    """).map(Self.event)
+                through = max(through, page.last?.id ?? through)
+                remote += page.lazy.filter { $0.origin != self.origin }
+                if page.count < Self.page { break }
+            }
         }
         if !events.isEmpty {
             let first = try query(connection, "SELECT coalesce(max(id), 0) + 1 FROM reputation_events").first?.decode(Int64.self) ?? 1
@@ -350,6 +359,10 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
             case .delete: deletions.append(key)
             }
         }
+        // In key order: daemons writing overlapping rows at once then lock them in the same
+        // order, and never deadlock.
+        upserts.sort { $0.key < $1.key }
+        deletions.sort()
         if !upserts.isEmpty {
             try query(connection, """
                 INSERT INTO reputation_scores (subject_key, tenant, subject, score, updated_ns, pinned, events, last_event_id, through_event_id)
@@ -358,18 +371,22 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
                             \(upserts.map { Self.text($0.record.subject) })::text[], \(upserts.map(\.record.score))::float8[],
                             \(upserts.map(\.record.updatedAt))::bigint[], \(upserts.map { Int64($0.record.pinned ? 1 : 0) })::bigint[],
                             \(upserts.map { Int64(clamping: $0.record.events) })::bigint[])
-                     AS r(subject_key, tenant, subject, score, updated_ns, pinned, events)
+                     WITH ORDINALITY AS r(subject_key, tenant, subject, score, updated_ns, pinned, events, position)
+                ORDER BY position
                 ON CONFLICT (subject_key) DO UPDATE SET tenant = excluded.tenant, subject = excluded.subject, score = excluded.score,
                     updated_ns = excluded.updated_ns, pinned = excluded.pinned, events = excluded.events,
                     through_event_id = excluded.through_event_id
                 """)
         }
         if !deletions.isEmpty {
-            try query(connection, "DELETE FROM reputation_scores WHERE subject_key = ANY(\(deletions)::bigint[])")
+            try query(connection, """
+                DELETE FROM reputation_scores WHERE subject_key IN
+                  (SELECT subject_key FROM reputation_scores WHERE subject_key = ANY(\(deletions)::bigint[]) ORDER BY subject_key FOR UPDATE)
+                """)
             // A forgotten subject's recent events start afresh with its next one.
             try query(connection, """
                 INSERT INTO reputation_forgotten (subject_key, through_event_id)
-                SELECT k, \(through) FROM unnest(\(deletions)::bigint[]) AS f(k)
+                SELECT k, \(through) FROM unnest(\(deletions)::bigint[]) WITH ORDINALITY AS f(k, position) ORDER BY position
                 ON CONFLICT (subject_key) DO UPDATE SET through_event_id = excluded.through_event_id
                 """)
         }
@@ -507,13 +524,18 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
         try run("save baselines") { connection in
             try transaction(connection) {
                 guard !baselines.isEmpty else { return }
+                // In key order, as score rows are: daemons saving at once never deadlock.
+                let baselines = baselines.sorted { (Int64(bitPattern: $0.0.high), Int64(bitPattern: $0.0.low)) < (Int64(bitPattern: $1.0.high), Int64(bitPattern: $1.0.low)) }
                 let blobs = baselines.map { ByteBuffer(bytes: BaselineRow.blob($0.1.normal)) }
                 try query(connection, """
                     INSERT INTO subject_baselines (subject_high, subject_low, window_start_ns, last_seen_ns, samples, normal, window_hits)
-                    SELECT * FROM unnest(\(baselines.map { Int64(bitPattern: $0.0.high) })::bigint[], \(baselines.map { Int64(bitPattern: $0.0.low) })::bigint[],
-                                         \(baselines.map(\.1.windowStart))::bigint[], \(baselines.map(\.1.lastSeen))::bigint[],
-                                         \(baselines.map { Int64($0.1.samples) })::bigint[], \(blobs)::bytea[],
-                                         \(baselines.map { Int64(clamping: $0.1.current) })::bigint[])
+                    SELECT high, low, window_start, last_seen, samples, normal, hits
+                    FROM unnest(\(baselines.map { Int64(bitPattern: $0.0.high) })::bigint[], \(baselines.map { Int64(bitPattern: $0.0.low) })::bigint[],
+                                \(baselines.map(\.1.windowStart))::bigint[], \(baselines.map(\.1.lastSeen))::bigint[],
+                                \(baselines.map { Int64($0.1.samples) })::bigint[], \(blobs)::bytea[],
+                                \(baselines.map { Int64(clamping: $0.1.current) })::bigint[])
+                         WITH ORDINALITY AS b(high, low, window_start, last_seen, samples, normal, hits, position)
+                    ORDER BY position
                     ON CONFLICT (subject_high, subject_low) DO UPDATE SET window_start_ns = excluded.window_start_ns,
                         last_seen_ns = excluded.last_seen_ns, samples = excluded.samples, normal = excluded.normal, window_hits = excluded.window_hits
                     WHERE excluded.last_seen_ns >= subject_baselines.last_seen_ns
