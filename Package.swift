@@ -244,7 +244,7 @@ let package = Package(
             name: "SluiceServerTests",
             dependencies: [
                 "SluiceServer", "SluiceConfiguration", "SluiceClient", "SluiceProto", "SluiceTestKit", "SluiceLoad", "SluiceWire", "SluiceCore",
-                "SluiceIntelligence", "SluiceRedis",
+                "SluiceIntelligence", "SluiceRedis", "SluiceStore", "SluicePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
