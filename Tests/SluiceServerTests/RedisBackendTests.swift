@@ -48,8 +48,10 @@ struct RedisBackendTests {
         await withCheckedContinuation { continuation in backend.decide(batch) { continuation.resume(returning: $0) } }
     }
 
+    /// Polls `condition` every 10 ms for up to 30 s (it holds within milliseconds alone; a full
+    /// run on two cores has kept tasks from being scheduled for over 10 s).
     static func eventually(_ condition: () -> Bool) async throws {
-        for _ in 0..<1_000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<3_000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
     }
 
     static func check(_ key: String, _ limits: BatchCheck.Limits, now: Int64 = start, hits: UInt64 = 1) -> BatchCheck {
