@@ -50,7 +50,8 @@ struct TestStore: Sendable {
     func open() throws -> any MigratedStore {
         switch backend {
         case .sqlite: return try SQLiteReputationStore(path: path)
-        case .postgres: return try PostgresStore(PostgresEndpoint(url: url))
+        // A full test run on two cores has kept a commit of 25,000 events past 5 s.
+        case .postgres: return try PostgresStore(PostgresEndpoint(url: url), timeout: .seconds(60))
         }
     }
 
