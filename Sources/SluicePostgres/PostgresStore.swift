@@ -314,7 +314,7 @@ public final class PostgresStore: SharedStore, @unchecked Sendable {
         }
         var remote: [StoredEvent] = []
         var through = cursor ?? 0
-        if let cursor {
+        if cursor != nil {
             // A page at a time, each `ORDER BY id LIMIT`: so the plan is the primary key's index
             // whatever the statistics say (without a LIMIT, a table analyzed before its last
             // million rows was read whole, 100 ms under this lock, on every commit).

@@ -193,7 +193,10 @@ struct HardeningProcessTests {
         let frame = try RawConnection.frame(ping)
         let socket = try RawSocket(unix: path)
         let frames = 1_500
-        let reader = Task.detached { () -> Int in
+        // Reader and writer block on the socket: on Dispatch threads of their own, not the test
+        // pool's few (a blocked pool left the reader unscheduled in CI, the daemon's answers
+        // unread, and the connection closed by write_timeout).
+        async let reading = blocking { () -> Int in
             var answered = 0
             while answered < frames, let response = socket.readResponse(timeout: 20) {
                 guard case .ping = response.body else { break }
@@ -201,15 +204,23 @@ struct HardeningProcessTests {
             }
             return answered
         }
-        var peak = 0
         let stream = frame + frame
-        for index in 0..<frames {
-            let start = index == 0 ? 0 : 3
-            let end = index == frames - 1 ? frame.count : frame.count + 3
-            #expect(socket.write(Array(stream[start..<end])))
-            if index % 100 == 0, let resident = DaemonProcessTests.residentBytes(pid) { peak = max(peak, resident) }
+        let (peakWhileWriting, failedWrites) = try await blocking { () -> (Int, Int) in
+            var peak = 0, failed = 0
+            for index in 0..<frames {
+                let start = index == 0 ? 0 : 3
+                let end = index == frames - 1 ? frame.count : frame.count + 3
+                if !socket.write(Array(stream[start..<end])) {
+                    failed += 1
+                    break
+                }
+                if index % 100 == 0, let resident = DaemonProcessTests.residentBytes(pid) { peak = max(peak, resident) }
+            }
+            return (peak, failed)
         }
-        let answered = await reader.value
+        #expect(failedWrites == 0, "the daemon closed the connection mid-stream")
+        var peak = peakWhileWriting
+        let answered = try await reading
         if let resident = DaemonProcessTests.residentBytes(pid) { peak = max(peak, resident) }
         #expect(answered == frames)
         // 150 MB went through; the daemon holds at most a frame or two per connection.
