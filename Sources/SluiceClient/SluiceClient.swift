@@ -1,6 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import SluiceProto
 import SluiceWire
 
@@ -18,28 +20,64 @@ public final class SluiceClient: Sendable {
     ///   - maximumFrameBytes: the largest response accepted.
     ///   - timeout: how long the connection may take.
     /// - Throws: the connection error (refused, no such socket, timed out).
+    ///   - tls: TLS on a TCP endpoint (a listener configured with `tls:`); nil: plain TCP.
     public static func connect(
         to endpoint: Endpoint,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         maximumFrameBytes: Int = 16 << 20,
-        timeout: TimeAmount = .seconds(5)
+        timeout: TimeAmount = .seconds(5),
+        tls: ClientTLS? = nil
     ) async throws -> SluiceClient {
+        var secure: (context: NIOSSLContext, serverName: String?)?
+        if let tls, case .tcp(let host, _) = endpoint {
+            secure = (try tls.makeContext(), tls.serverName ?? (ClientTLS.isAddress(host) ? nil : host))
+        }
+        let handshake = HandshakeWatch()
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let secure {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: secure.context, serverHostname: secure.serverName))
+                        try channel.pipeline.syncOperations.addHandler(handshake.handler(on: channel.eventLoop))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maximumFrameBytes: maximumFrameBytes)))
                     try channel.pipeline.syncOperations.addHandler(ClientHandler())
                 }
             }
         let channel: any Channel
-        switch endpoint {
-        case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
-        case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
+        do {
+            switch endpoint {
+            case .unix(let path): channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            case .tcp(let host, let port): channel = try await bootstrap.connect(host: host, port: port).get()
+            }
+        } catch {
+            handshake.abandon(error)
+            throw error
+        }
+        if secure != nil {
+            // Connected is not enough: a refused certificate would only show later as a closed
+            // connection. Its handshake's end, or its error (the certificate's, in words).
+            do {
+                try await handshake.completed(within: timeout, on: channel)
+            } catch {
+                try? await channel.close()
+                throw error
+            }
         }
         return SluiceClient(channel: channel)
+    }
+
+    /// A write promise that fails `answer` when the write fails: a request written to a connection
+    /// already closed (a TLS handshake refused, the daemon gone) never reaches the handler that
+    /// would fail it, and its caller would wait forever. (Completing `answer` twice is harmless:
+    /// the second is ignored.)
+    static func failing(_ answer: EventLoopPromise<WireResponse>, on channel: any Channel) -> EventLoopPromise<Void> {
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { answer.fail($0) }
+        return written
     }
 
     func assignID(_ request: inout WireRequest) {
@@ -53,7 +91,7 @@ public final class SluiceClient: Sendable {
         var request = request
         assignID(&request)
         let promise = channel.eventLoop.makePromise(of: WireResponse.self)
-        channel.writeAndFlush(PendingRequest(request: request, promise: promise), promise: nil)
+        channel.writeAndFlush(PendingRequest(request: request, promise: promise), promise: Self.failing(promise, on: channel))
         return try await promise.futureResult.get()
     }
 
@@ -65,7 +103,7 @@ public final class SluiceClient: Sendable {
             assignID(&request)
             let promise = channel.eventLoop.makePromise(of: WireResponse.self)
             futures.append(promise.futureResult)
-            channel.write(PendingRequest(request: request, promise: promise), promise: nil)
+            channel.write(PendingRequest(request: request, promise: promise), promise: Self.failing(promise, on: channel))
         }
         channel.flush()
         var responses: [WireResponse] = []
@@ -82,7 +120,9 @@ public final class SluiceClient: Sendable {
         var request = request
         assignID(&request)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: WireResponse.self, bufferingPolicy: .bufferingNewest(10_000))
-        channel.writeAndFlush(PendingStream(request: request, continuation: continuation), promise: nil)
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { continuation.finish(throwing: $0) }
+        channel.writeAndFlush(PendingStream(request: request, continuation: continuation), promise: written)
         return stream
     }
 
@@ -210,5 +250,51 @@ final class ClientHandler: ChannelDuplexHandler {
         while let pending = inFlight.popFirst() { pending.promise.fail(error) }
         for stream in streams.values { stream.finish(throwing: error) }
         streams = [:]
+    }
+}
+
+/// Watches a TLS connection's handshake: done when NIOSSL says so, failed with its error.
+final class HandshakeWatch: Sendable {
+    let promise = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
+
+    func handler(on loop: any EventLoop) -> Watcher {
+        let made = loop.makePromise(of: Void.self)
+        promise.withLockedValue { $0 = made }
+        return Watcher(promise: made)
+    }
+
+    /// Fails the watch (the connection was never made: a channel may have been set up and
+    /// dropped, leaving its promise unfulfilled).
+    func abandon(_ error: any Error) {
+        promise.withLockedValue { $0 }?.fail(error)
+    }
+
+    func completed(within timeout: TimeAmount, on channel: any Channel) async throws {
+        guard let promise = promise.withLockedValue({ $0 }) else { return }
+        let timer = channel.eventLoop.scheduleTask(in: timeout) { promise.fail(ClientTLSError("no TLS handshake within \(timeout)")) }
+        defer { timer.cancel() }
+        try await promise.futureResult.get()
+    }
+
+    final class Watcher: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+        let promise: EventLoopPromise<Void>
+
+        init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case TLSUserEvent.handshakeCompleted = event { promise.succeed(()) }
+            context.fireUserInboundEventTriggered(event)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.fail(error)
+            context.fireErrorCaught(error)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(ClientTLSError("the daemon closed the connection during the TLS handshake"))
+            context.fireChannelInactive()
+        }
     }
 }

@@ -30,13 +30,34 @@ public struct Configuration: Sendable {
         public var host: String
         /// The port; 0 picks a free one.
         public var port: Int
+        /// TLS on this listener: its files (nil: plain TCP).
+        public var tls: TLSFiles?
         /// Creates a listener.
-        public init(host: String, port: Int) {
+        public init(host: String, port: Int, tls: TLSFiles? = nil) {
             self.host = host
             self.port = port
+            self.tls = tls
         }
         /// `HOST:PORT`.
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// A TLS listener's files, read at start and again at each reload (SIGHUP): rotating a
+    /// certificate is replacing the files and reloading.
+    public struct TLSFiles: Sendable, Hashable {
+        /// The server's certificate chain (PEM: its certificate first, then intermediates).
+        public var certificate: String
+        /// Its private key (PEM).
+        public var key: String
+        /// Certificate authorities (PEM) whose client certificates are required (mutual TLS);
+        /// nil: no client certificate is asked for.
+        public var clientCA: String?
+
+        public init(certificate: String, key: String, clientCA: String? = nil) {
+            self.certificate = certificate
+            self.key = key
+            self.clientCA = clientCA
+        }
     }
 
     /// A named rule: one or more limits decided together.

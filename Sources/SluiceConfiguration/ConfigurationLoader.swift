@@ -268,14 +268,43 @@ final class Reader {
                 configuration.tcpListeners = []
                 for (i, item) in try sequence(value, "listen.tcp").enumerated() {
                     let path = "listen.tcp[\(i)]"
-                    let text = try string(item, path)
-                    guard let listener = Self.parseHostPort(text) else {
-                        throw error(item, path, "expected HOST:PORT such as 127.0.0.1:7420 or [::1]:7420, got '\(text)'")
+                    // HOST:PORT, or {address: HOST:PORT, tls: {certificate, key, client_ca}}.
+                    var address = item, tls: Configuration.TLSFiles?
+                    if case .mapping = item {
+                        let entries = try mapping(item, path, keys: ["address", "tls"])
+                        guard let given = entries.first(where: { $0.0 == "address" })?.1 else {
+                            throw error(item, "\(path).address", "expected the listener's address, HOST:PORT")
+                        }
+                        address = given
+                        if let node = entries.first(where: { $0.0 == "tls" })?.1 { tls = try readTLS(node, "\(path).tls") }
                     }
+                    let text = try string(address, path)
+                    guard var listener = Self.parseHostPort(text) else {
+                        throw error(address, path, "expected HOST:PORT such as 127.0.0.1:7420 or [::1]:7420, got '\(text)'")
+                    }
+                    listener.tls = tls
                     configuration.tcpListeners.append(listener)
                 }
             }
         }
+    }
+
+    /// `tls: {certificate, key, client_ca}`: the files are only named here; the daemon reads
+    /// them (at start, and at each reload) and refuses what it cannot read, in words.
+    func readTLS(_ node: Node, _ path: String) throws(SluiceError) -> Configuration.TLSFiles {
+        var certificate: String?, key: String?, clientCA: String?
+        for (name, value) in try mapping(node, path, keys: ["certificate", "key", "client_ca"]) {
+            let text = try string(value, "\(path).\(name)")
+            guard !text.isEmpty else { throw error(value, "\(path).\(name)", "expected a file's path") }
+            switch name {
+            case "certificate": certificate = text
+            case "key": key = text
+            default: clientCA = text
+            }
+        }
+        guard let certificate else { throw error(node, "\(path).certificate", "TLS needs the server's certificate chain (a PEM file)") }
+        guard let key else { throw error(node, "\(path).key", "TLS needs the certificate's private key (a PEM file)") }
+        return Configuration.TLSFiles(certificate: certificate, key: key, clientCA: clientCA)
     }
 
     static func parseHostPort(_ text: String) -> Configuration.TCPListener? {

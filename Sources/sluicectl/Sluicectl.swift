@@ -22,6 +22,27 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds to wait for the daemon.")
     var timeout: Double = 5
 
+    @Option(name: .long, help: "TLS: the authority (PEM) the daemon's certificate must chain to (default: $SLUICE_TLS_CA; with neither, plain TCP unless --tls).")
+    var tlsCa: String?
+
+    @Option(name: .long, help: "TLS: this client's certificate (PEM), for a listener that requires one (default: $SLUICE_TLS_CERT).")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "TLS: the key of --tls-cert (PEM) (default: $SLUICE_TLS_KEY).")
+    var tlsKey: String?
+
+    @Flag(name: .long, help: "TLS to a TCP endpoint, trusting the system's roots (implied by --tls-ca).")
+    var tls = false
+
+    /// The TLS settings the options and environment give; nil: plain.
+    var clientTLS: ClientTLS? {
+        let environment = ProcessInfo.processInfo.environment
+        let authority = tlsCa ?? environment["SLUICE_TLS_CA"]
+        let certificate = tlsCert ?? environment["SLUICE_TLS_CERT"], key = tlsKey ?? environment["SLUICE_TLS_KEY"]
+        guard tls || authority != nil || certificate != nil else { return nil }
+        return ClientTLS(authority: authority, certificate: certificate, key: key)
+    }
+
     func connect() async throws -> SluiceClient {
         let text = endpoint ?? ProcessInfo.processInfo.environment["SLUICE_ENDPOINT"] ?? "unix:/tmp/sluice.sock"
         let target: Endpoint
@@ -31,7 +52,7 @@ struct ConnectionOptions: ParsableArguments {
             throw Failure("--endpoint: \(error)")
         }
         do {
-            return try await SluiceClient.connect(to: target, timeout: .milliseconds(Int64(timeout * 1_000)))
+            return try await SluiceClient.connect(to: target, timeout: .milliseconds(Int64(timeout * 1_000)), tls: clientTLS)
         } catch {
             throw Failure("cannot connect to \(target): \(error)")
         }
@@ -41,7 +62,9 @@ struct ConnectionOptions: ParsableArguments {
         let client = try await connect()
         defer { Task { await client.close() } }
         let response = try await withThrowingTaskGroup(of: WireResponse.self) { group in
-            group.addTask { try await client.send(request) }
+            group.addTask {
+                try await client.send(request)
+            }
             group.addTask {
                 try await Task.sleep(for: .milliseconds(Int64(timeout * 1_000)))
                 throw Failure("no answer within \(timeout) s")
@@ -69,6 +92,15 @@ extension AsyncParsableCommand {
             try await body()
         } catch let failure as Failure {
             FileHandle.standardError.write(Data("sluicectl: \(failure.description)\n".utf8))
+            throw ExitCode(2)
+        } catch let exit as ExitCode {
+            throw exit
+        } catch where "\(error)".hasPrefix("frameTooLarge") {
+            // A length no daemon sends: most likely a TLS listener's first bytes read as a frame.
+            FileHandle.standardError.write(Data("sluicectl: the answer is not Sluice's framing (\(error)); if the listener speaks TLS, use --tls-ca (or --tls)\n".utf8))
+            throw ExitCode(2)
+        } catch {
+            FileHandle.standardError.write(Data("sluicectl: \(error)\n".utf8))
             throw ExitCode(2)
         }
     }

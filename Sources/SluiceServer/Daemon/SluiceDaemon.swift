@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
@@ -101,6 +102,10 @@ public final class SluiceDaemon: Sendable {
         guard !configuration.unixListeners.isEmpty || !configuration.tcpListeners.isEmpty else {
             throw SluiceError(.invalidConfiguration, "no listeners: configure at least one Unix socket or TCP address")
         }
+        // TLS listeners' files, read before anything starts: one that cannot be read is a start
+        // refused in words, not a listener that fails every handshake.
+        var tls: [Configuration.TCPListener: ListenerTLS] = [:]
+        for listener in configuration.tcpListeners { if let files = listener.tls { tls[listener] = try ListenerTLS(files) } }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         // With request times, checks of different keys need not arrive in time order, so
@@ -131,7 +136,9 @@ public final class SluiceDaemon: Sendable {
         }
         snapshotter?.restore()
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
-        let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger)
+        let contexts = Array(tls.values)
+        let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger,
+                                  reloadFiles: { () throws(SluiceError) in for context in contexts { try context.reload() } })
         let shedding = SheddingService(state: state)
         let chosen: any LimiterBackend
         if let backend {
@@ -176,14 +183,15 @@ public final class SluiceDaemon: Sendable {
             for listener in configuration.tcpListeners {
                 let channel: any Channel
                 do {
-                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true, gauges: gauges)
+                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true, gauges: gauges, tls: tls[listener])
                         .bind(host: listener.host, port: listener.port).get()
                 } catch {
                     throw SluiceError(.addressInUse, "cannot listen on \(listener): \(error)")
                 }
                 bound.append(channel)
                 if let address = channel.localAddress { tcpAddresses.append(address) }
-                logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)"])
+                logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)",
+                                                    "listen.tls": "\(listener.tls == nil ? "off" : listener.tls?.clientCA == nil ? "on" : "on, client certificates required")"])
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
@@ -262,7 +270,7 @@ public final class SluiceDaemon: Sendable {
 
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, _ tracker: ConnectionTracker,
                           _ dispatcher: RequestDispatcher, _ logger: Logger, tcp: Bool,
-                          gauges: [ObjectIdentifier: QueueDelayGauge]) -> ServerBootstrap {
+                          gauges: [ObjectIdentifier: QueueDelayGauge], tls: ListenerTLS? = nil) -> ServerBootstrap {
         let initial = dispatcher.configuration
         let counters = dispatcher.counters
         let kind: ConnectionKind = tcp ? .tcp : .unix
@@ -280,6 +288,9 @@ public final class SluiceDaemon: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2_048, maximum: readBytesPerTurn))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // TLS first: every byte after it is the decrypted stream (a client that does
+                    // not speak TLS fails the handshake and is closed by ConnectionHandler).
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current)) }
                     // Read per connection, so a reload's limits apply to the next connection.
                     let configuration = dispatcher.configuration
                     let open = counters.connectionsOpen.add(1, ordering: .relaxed).newValue

@@ -28,8 +28,13 @@ final class Operator: OperatorActions, Sendable {
     /// Flags changed by `sluicectl flags` since the file was last applied.
     let overridden = NIOLockedValueBox<Set<String>>([])
 
+    /// Reads again the files the configuration names but does not hold (TLS certificates and
+    /// keys): before a reload applies, so that a bad file refuses the whole reload.
+    let reloadFiles: @Sendable () throws(SluiceError) -> Void
+
     init(state: LiveState, loader: @escaping @Sendable () throws -> Configuration, snapshotter: Snapshotter?,
-         metrics: SluiceMetrics?, time: TimeSource, logger: Logger) {
+         metrics: SluiceMetrics?, time: TimeSource, logger: Logger, reloadFiles: @escaping @Sendable () throws(SluiceError) -> Void = {}) {
+        self.reloadFiles = reloadFiles
         self.state = state
         self.loader = loader
         self.snapshotter = snapshotter
@@ -61,6 +66,15 @@ final class Operator: OperatorActions, Sendable {
                     "error.code": "\(refusal.code)", "error.message": "\(refusal.message)",
                 ])
                 return .failure(refusal)
+            }
+            do throws(SluiceError) {
+                try reloadFiles()
+            } catch {
+                metrics?.reloadFailed()
+                logger.error("configuration not reloaded; the one in force stays", metadata: [
+                    "error.code": "\(error.code)", "error.message": "\(error.message)",
+                ])
+                return .failure(error)
             }
             let previousFeatures = state.current.configuration.features
             let (configuration, report) = state.current.configuration.reloadPlan(applying: loaded)
