@@ -44,7 +44,7 @@ struct FleetSyncTests {
         let url = server.socketURL(database: database)
         let (a, b) = try await blocking { (try Member(url: url), try Member(url: url)) }
         // A row PostgreSQL refuses (a constraint added by hand): the events go in, the rows fail.
-        try await blocking { try server.psql("ALTER TABLE reputation_scores ADD CONSTRAINT poison CHECK (subject <> 'poison')", database: database) }
+        _ = try await blocking { try server.psql("ALTER TABLE reputation_scores ADD CONSTRAINT poison CHECK (subject <> 'poison')", database: database) }
         a.record("poison", at: 1)
         a.record("fine", at: 2)
         let failed = try #require(a.writer.flush())
@@ -55,7 +55,7 @@ struct FleetSyncTests {
         #expect(b.fleet.sync(now: 0) == nil)
         #expect(b.events(of: "poison") == 1 && b.events(of: "fine") == 1)
         // The constraint gone, the rows go in with the next commit, and no event twice.
-        try await blocking { try server.psql("ALTER TABLE reputation_scores DROP CONSTRAINT poison", database: database) }
+        _ = try await blocking { try server.psql("ALTER TABLE reputation_scores DROP CONSTRAINT poison", database: database) }
         #expect(a.writer.flush() == nil)
         #expect(try await blocking { try server.psql("SELECT count(*) FROM reputation_events", database: database) } == "2")
         #expect(try await blocking { try server.psql("SELECT subject, events FROM reputation_scores ORDER BY subject", database: database) }
