@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import SluiceConfiguration
 import SluicePostgres
 import SluiceStore
 
@@ -38,11 +39,7 @@ struct StoreCommand: AsyncParsableCommand {
     }
 
     /// `name` as it may be printed (no password).
-    static func location(_ name: String) -> String {
-        guard let scheme = name.range(of: "://"), let at = name[scheme.upperBound...].firstIndex(of: "@"),
-              let colon = name[scheme.upperBound..<at].firstIndex(of: ":") else { return name }
-        return String(name[..<colon]) + ":…" + String(name[at...])
-    }
+    static func location(_ name: String) -> String { Configuration.StoreSettings.redacted(name) }
 
     struct Migrate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
