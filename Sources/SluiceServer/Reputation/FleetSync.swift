@@ -38,7 +38,7 @@ final class FleetSync: Sendable {
         var failures: UInt64 = 0
         /// Changes made here that could not be stored (too many waiting).
         var changesDropped: UInt64 = 0
-        /// The newest event id seen.
+        /// The newest event id seen (the cursor, filled in when read).
         var cursor: Int64 = 0
     }
 
@@ -63,14 +63,19 @@ final class FleetSync: Sendable {
     /// Whether a shared store is attached.
     var isActive: Bool { state.withLockedValue { $0.store != nil } }
 
-    var statistics: Statistics { state.withLockedValue { $0.statistics } }
+    var statistics: Statistics {
+        state.withLockedValue { state in
+            var statistics = state.statistics
+            statistics.cursor = state.cursor.events
+            return statistics
+        }
+    }
 
     /// Starts syncing with `store` from `cursor` (where the snapshot the books were loaded from ends).
     func attach(_ store: any SharedStore, cursor: SharedCursor) {
         state.withLockedValue {
             $0.store = store
             $0.cursor = cursor
-            $0.statistics.cursor = cursor.events
         }
     }
 
@@ -123,7 +128,6 @@ final class FleetSync: Sendable {
         }
         state.withLockedValue {
             $0.cursor.events = max($0.cursor.events, through)
-            $0.statistics.cursor = $0.cursor.events
             $0.statistics.eventsApplied &+= applied
         }
     }
