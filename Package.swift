@@ -24,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // SHA-256 for API token hashes; already built for postgres-nio, so it costs no build time.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        // DER, to read a client certificate's subject; already built for swift-crypto.
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // A prefetch hint, which Swift cannot express, and epoll wrappers for the load harness.
@@ -85,6 +89,7 @@ let package = Package(
             dependencies: [
                 "SluiceCore", "SluiceIntelligence",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Listeners, request dispatch, metrics endpoint, reload, lifecycle.
@@ -103,6 +108,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
         // A RESP2 client for Redis on SwiftNIO (no Swift Redis client is in the package mirror):

@@ -20,7 +20,7 @@ trap cleanup EXIT INT TERM
 
 run() { # label, binary, extra flags...
   local label=$1 binary=$2; shift 2
-  "$binary" --unix "$dir/s.sock" --tcp 127.0.0.1:0 --snapshot off --store off --log-level warning "$@" >"$dir/$label.log" 2>&1 &
+  "$binary" --unix "$dir/s.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off --log-level warning "$@" >"$dir/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
   for workload in "d1:-d 1" "d16:-d 16" "b100:-d 1 -b 100"; do

@@ -31,7 +31,7 @@ run() { # label, binary
   printf 'server: { threads: 1 }\n' >"$dir/sluice.yaml"
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$binary" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --snapshot off --store off --metrics off \
+  "$binary" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --tcp-auth none --snapshot off --store off --metrics off \
     --log-level critical >"$dir/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done

@@ -61,7 +61,7 @@ redis: { cluster: ["redis://${nodes[0]}", "redis://${nodes[1]}"], connections: 2
 YAML
 start() { # name, configuration (none: the embedded default, the local table)
   local name=$1 config=${2:-}
-  "$bin/sluiced" ${config:+--config "$config"} --unix "$dir/$name.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off \
+  "$bin/sluiced" ${config:+--config "$config"} --unix "$dir/$name.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off --metrics off \
     --log-level warning >"$dir/sluiced-$name.log" 2>&1 &
   pids+=($!)
   wait_for_socket "$dir/$name.sock" "sluiced ($name)"

@@ -23,7 +23,7 @@ redis: { url: "unix://$dir/redis.sock", connections: 4, timeout: 1s }
 YAML
 start() { # socket name, then sluiced arguments
   local name=$1; shift
-  "$bin/sluiced" "$@" --unix "$dir/$name.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off --log-level warning \
+  "$bin/sluiced" "$@" --unix "$dir/$name.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off --metrics off --log-level warning \
     >"$dir/sluiced-$name.log" 2>&1 &
   pids+=($!)
   wait_for_socket "$dir/$name.sock" "sluiced ($name)"

@@ -19,7 +19,7 @@ cc -O2 -o "$dir/echo_server" Benchmarks/c-baseline/echo_server.c
 
 redis-server --port 0 --unixsocket "$dir/redis.sock" --save '' --appendonly no --loglevel warning >"$dir/redis.log" 2>&1 &
 pids+=($!)
-"$bin/sluiced" --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off --log-level warning >"$dir/sluiced.log" 2>&1 &
+"$bin/sluiced" --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off --metrics off --log-level warning >"$dir/sluiced.log" 2>&1 &
 pids+=($!)
 "$dir/echo_server" "$dir/echo.sock" >"$dir/echo.log" 2>&1 &
 pids+=($!)

@@ -46,14 +46,14 @@ features:
 tenants:
   acme: { rules: { login: { limit: 5, period: 1m, algorithm: sliding_window } } }
 YAML
-"$sluiced" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --metrics "127.0.0.1:$metrics" \
+"$sluiced" --config "$dir/sluice.yaml" --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --tcp-auth none --metrics "127.0.0.1:$metrics" \
   --snapshot "$dir/table.snapshot" --store "$dir/sluice.db" --log-level error >"$out/sluiced.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 echo "== soaking sluiced (pid $pid) for $seconds s; samples in $out/soak.jsonl"
 status=0
-python3 scripts/soak.py ${SOAK_ONLY:+--only $SOAK_ONLY} --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --pid "$pid" --seconds "$seconds" --root . --metrics "127.0.0.1:$metrics" | tee "$out/soak.jsonl" || status=$?
+python3 scripts/soak.py ${SOAK_ONLY:+--only $SOAK_ONLY} --unix "$dir/s.sock" --tcp "127.0.0.1:$port" --tcp-auth none --pid "$pid" --seconds "$seconds" --root . --metrics "127.0.0.1:$metrics" | tee "$out/soak.jsonl" || status=$?
 kill -TERM $pid 2>/dev/null || status=1
 exited=0
 wait $pid 2>/dev/null || exited=$?

@@ -21,12 +21,15 @@ public final class SluiceClient: Sendable {
     ///   - timeout: how long the connection may take.
     /// - Throws: the connection error (refused, no such socket, timed out).
     ///   - tls: TLS on a TCP endpoint (a listener configured with `tls:`); nil: plain TCP.
+    ///   - token: an API token (`sluicectl token create`), presented first: a refused token
+    ///     throws ``ClientError/refused(_:)`` with the daemon's error (CODE_UNAUTHENTICATED).
     public static func connect(
         to endpoint: Endpoint,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         maximumFrameBytes: Int = 16 << 20,
         timeout: TimeAmount = .seconds(5),
-        tls: ClientTLS? = nil
+        tls: ClientTLS? = nil,
+        token: String? = nil
     ) async throws -> SluiceClient {
         var secure: (context: NIOSSLContext, serverName: String?)?
         if let tls, case .tcp(let host, _) = endpoint {
@@ -67,7 +70,19 @@ public final class SluiceClient: Sendable {
                 throw error
             }
         }
-        return SluiceClient(channel: channel)
+        let client = SluiceClient(channel: channel)
+        if let token {
+            var request = WireRequest()
+            request.authenticate.token = token
+            do {
+                let answer = try await client.send(request)
+                if case .error(let error) = answer.body { throw ClientError.refused(error) }
+            } catch {
+                await client.close()
+                throw error
+            }
+        }
+        return client
     }
 
     /// A write promise that fails `answer` when the write fails: a request written to a connection

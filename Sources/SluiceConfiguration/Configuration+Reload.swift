@@ -31,6 +31,8 @@ extension Configuration {
     /// no rule at all (empty, only comments, or truncated by an editor) would remove every rule
     /// in force, so every check naming one would fail: refused unless the file says `rules: {}`.
     public func reloadRefusal(applying loaded: Configuration) -> SluiceError? {
+        // No check of credentials here: a reload that revokes the last token must apply (its
+        // listeners then refuse everyone), or a revoked token would go on serving.
         let inForce = rulesByReportName.count
         guard inForce > 0, loaded.rulesByReportName.isEmpty, !loaded.declaresRules else { return nil }
         return SluiceError(.invalidConfiguration, "\(loaded.source): configures no rules and would remove all \(inForce) in force; "

@@ -17,10 +17,14 @@ public struct Configuration: Sendable {
         public var path: String
         /// The file mode set on the socket (default 0660).
         public var mode: UInt16 = 0o660
+        /// `none` (the default): the socket's mode is the gate, and a peer not in
+        /// `auth.unix_peers` may do everything; `token`: such a peer must authenticate.
+        public var auth = ListenerAuth.none
         /// Creates a listener.
-        public init(path: String, mode: UInt16 = 0o660) {
+        public init(path: String, mode: UInt16 = 0o660, auth: ListenerAuth = .none) {
             self.path = path
             self.mode = mode
+            self.auth = auth
         }
     }
 
@@ -32,11 +36,14 @@ public struct Configuration: Sendable {
         public var port: Int
         /// TLS on this listener: its files (nil: plain TCP).
         public var tls: TLSFiles?
+        /// Whether a connection must authenticate first (the default), or not (loopback only).
+        public var auth: ListenerAuth
         /// Creates a listener.
-        public init(host: String, port: Int, tls: TLSFiles? = nil) {
+        public init(host: String, port: Int, tls: TLSFiles? = nil, auth: ListenerAuth = .token) {
             self.host = host
             self.port = port
             self.tls = tls
+            self.auth = auth
         }
         /// `HOST:PORT`.
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -112,7 +119,9 @@ public struct Configuration: Sendable {
     /// Unix socket listeners.
     public var unixListeners: [UnixListener] = [UnixListener(path: "/tmp/sluice.sock")]
     /// TCP listeners.
-    public var tcpListeners: [TCPListener] = [TCPListener(host: "127.0.0.1", port: 7420)]
+    public var tcpListeners: [TCPListener] = [TCPListener(host: "127.0.0.1", port: 7420, auth: .none)]
+    /// Credentials and identities (docs/SECURITY.md).
+    public var auth = Auth()
     /// The largest frame body accepted, in bytes.
     public var maxFrameBytes = 1 << 20
     /// Connections served at once; more are answered `CODE_OVERLOADED` and closed.

@@ -143,7 +143,7 @@ final class Reader {
     }
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
-        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "log",
+        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "auth", "log",
                                                        "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly",
                                                        "backend", "redis"])
         // Defaults first: rules below depend on the default algorithm.
@@ -186,6 +186,7 @@ final class Reader {
                         configuration.metricsListener = listener
                     }
                 }
+            case "auth": try readAuth(value, &configuration)
             case "admin":
                 for (k, v) in try mapping(value, "admin", keys: ["allow_tcp"]) where k == "allow_tcp" {
                     configuration.adminOverTCP = try bool(v, "admin.allow_tcp")
@@ -247,9 +248,11 @@ final class Reader {
                         continue
                     }
                     var listener = Configuration.UnixListener(path: "")
-                    for (k, v) in try mapping(item, path, keys: ["path", "mode"]) {
+                    for (k, v) in try mapping(item, path, keys: ["path", "mode", "auth"]) {
                         if k == "path" {
                             listener.path = try string(v, "\(path).path")
+                        } else if k == "auth" {
+                            listener.auth = try listenerAuth(v, "\(path).auth")
                         } else {
                             let text = try string(v, "\(path).mode")
                             guard let mode = UInt16(text, radix: 8), mode <= 0o777 else {
@@ -269,9 +272,10 @@ final class Reader {
                 for (i, item) in try sequence(value, "listen.tcp").enumerated() {
                     let path = "listen.tcp[\(i)]"
                     // HOST:PORT, or {address: HOST:PORT, tls: {certificate, key, client_ca}}.
-                    var address = item, tls: Configuration.TLSFiles?
+                    var address = item, tls: Configuration.TLSFiles?, auth = Configuration.ListenerAuth.token
                     if case .mapping = item {
-                        let entries = try mapping(item, path, keys: ["address", "tls"])
+                        let entries = try mapping(item, path, keys: ["address", "tls", "auth"])
+                        if let node = entries.first(where: { $0.0 == "auth" })?.1 { auth = try listenerAuth(node, "\(path).auth") }
                         guard let given = entries.first(where: { $0.0 == "address" })?.1 else {
                             throw error(item, "\(path).address", "expected the listener's address, HOST:PORT")
                         }
@@ -283,6 +287,10 @@ final class Reader {
                         throw error(address, path, "expected HOST:PORT such as 127.0.0.1:7420 or [::1]:7420, got '\(text)'")
                     }
                     listener.tls = tls
+                    listener.auth = auth
+                    if auth == .none, !Configuration.isLoopback(listener.host) {
+                        throw error(item, "\(path).auth", "auth: none is allowed only on a loopback address (127.0.0.1, ::1): anyone who can reach \(listener.host) could act for every tenant")
+                    }
                     configuration.tcpListeners.append(listener)
                 }
             }

@@ -11,9 +11,10 @@ public enum DefaultConfiguration {
       unix:
         - path: /tmp/sluice.sock
           mode: "0660"          # owner and group may connect
-      # TCP: loopback only unless you say otherwise.
+      # TCP: loopback only unless you say otherwise. A TCP listener requires every client to
+      # authenticate (auth.tokens_file) unless it says auth: none, allowed only on loopback.
       tcp:
-        - 127.0.0.1:7420
+        - { address: 127.0.0.1:7420, auth: none }
 
     server:
       max_frame_bytes: 1048576  # larger frames are refused and the connection closed
@@ -48,6 +49,13 @@ public enum DefaultConfiguration {
     # whose mode says who may connect; on TCP only if allowed here.
     admin:
       allow_tcp: false
+
+    # Who may connect (docs/SECURITY.md). sluicectl token create --file FILE makes a token, prints
+    # it once and writes only its salted hash to FILE; name FILE here and reload.
+    auth:
+      # tokens_file: /etc/sluice/tokens.yaml
+      max_failures: 3           # failed authentications before a connection is closed
+      failures_per_minute: 30   # per client address; past it, its attempts are refused for a while
 
     log:
       level: info               # trace, debug, info, notice, warning, error, critical

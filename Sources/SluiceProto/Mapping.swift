@@ -103,6 +103,8 @@ extension Sluice_V1_Error.Code {
         case .forbidden: "CODE_FORBIDDEN"
         case .invalidConfiguration: "CODE_INVALID_CONFIGURATION"
         case .unavailable: "CODE_UNAVAILABLE"
+        case .unauthenticated: "CODE_UNAUTHENTICATED"
+        case .quotaExceeded: "CODE_QUOTA_EXCEEDED"
         case .UNRECOGNIZED(let value): "CODE_\(value)"
         }
     }

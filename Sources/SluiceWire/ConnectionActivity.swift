@@ -48,6 +48,8 @@ public enum ConnectionEnd: Int, CaseIterable, Sendable, CustomStringConvertible 
     case evicted
     /// Its answers could not be written for `server.write_timeout`: the client stopped reading.
     case writeTimeout
+    /// It failed to authenticate `auth.max_failures` times, or was refused for its address.
+    case unauthenticated
 
     /// The metric label.
     public var description: String {
@@ -56,6 +58,7 @@ public enum ConnectionEnd: Int, CaseIterable, Sendable, CustomStringConvertible 
         case .readTimeout: "read_timeout"
         case .evicted: "evicted"
         case .writeTimeout: "write_timeout"
+        case .unauthenticated: "unauthenticated"
         }
     }
 }

@@ -264,6 +264,10 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
                 // A refusal costs next to nothing: it does not use the turn's budget.
                 if answer(frame, context: context) { decided += 1 }
                 answered += 1
+                if processor.closeRequested {
+                    end(.unauthenticated, context: context)
+                    break
+                }
             }
         } catch FramingError.frameTooLarge(let length, let maximum) {
             processor.recordFailedFrame(.frameTooLarge)

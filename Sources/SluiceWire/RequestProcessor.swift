@@ -62,9 +62,16 @@ public protocol RequestProcessor: Sendable {
     /// Called when the connection layer closed a connection on its own (idle, stalled, evicted).
     /// For counting.
     func connectionEnded(_ reason: ConnectionEnd)
+
+    /// Set once the connection should be closed after the answers written so far (it failed to
+    /// authenticate too often). Read after each frame answered on its own.
+    var closeRequested: Bool { get }
 }
 
 extension RequestProcessor {
+    /// Never.
+    public var closeRequested: Bool { false }
+
     /// Nothing counted.
     public func connectionEnded(_ reason: ConnectionEnd) {}
 

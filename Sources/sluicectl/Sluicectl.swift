@@ -11,7 +11,7 @@ struct Sluicectl: AsyncParsableCommand {
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
         subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, TiersCommand.self, Flags.self,
-                      Replay.self, Alerts.self, StoreCommand.self]
+                      Replay.self, Alerts.self, StoreCommand.self, TokenCommand.self]
     )
 }
 
@@ -34,6 +34,21 @@ struct ConnectionOptions: ParsableArguments {
     @Flag(name: .long, help: "TLS to a TCP endpoint, trusting the system's roots (implied by --tls-ca).")
     var tls = false
 
+    @Option(name: .long, help: "An API token to authenticate with (default: $SLUICE_TOKEN). Visible to other users in the process list: prefer --token-file or the variable.")
+    var token: String?
+
+    @Option(name: .long, help: "A file holding the API token (default: $SLUICE_TOKEN_FILE).")
+    var tokenFile: String?
+
+    /// The token the options, the environment or a file give; nil: none.
+    func presentedToken() throws -> String? {
+        let environment = ProcessInfo.processInfo.environment
+        if let token = token ?? environment["SLUICE_TOKEN"], !token.isEmpty { return token }
+        guard let file = tokenFile ?? environment["SLUICE_TOKEN_FILE"] else { return nil }
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw Failure("cannot read the token file \(file)") }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// The TLS settings the options and environment give; nil: plain.
     var clientTLS: ClientTLS? {
         let environment = ProcessInfo.processInfo.environment
@@ -51,8 +66,11 @@ struct ConnectionOptions: ParsableArguments {
         } catch {
             throw Failure("--endpoint: \(error)")
         }
+        let token = try presentedToken()
         do {
-            return try await SluiceClient.connect(to: target, timeout: .milliseconds(Int64(timeout * 1_000)), tls: clientTLS)
+            return try await SluiceClient.connect(to: target, timeout: .milliseconds(Int64(timeout * 1_000)), tls: clientTLS, token: token)
+        } catch ClientError.refused(let error) {
+            throw Failure("\(error.code.name): \(error.message)")
         } catch {
             throw Failure("cannot connect to \(target): \(error)")
         }

@@ -32,6 +32,9 @@ struct Sluiced: AsyncParsableCommand {
     @Option(name: .customLong("tcp"), help: "Listen on HOST:PORT (repeatable; replaces configured listeners).")
     var tcpAddresses: [String] = []
 
+    @Option(name: .customLong("tcp-auth"), help: "token (default: every --tcp client authenticates first) or none (loopback addresses only).")
+    var tcpAuth: String?
+
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (replaces log.level).")
     var logLevel: Logger.Level?
 
@@ -113,8 +116,14 @@ struct Sluiced: AsyncParsableCommand {
             configuration.unixListeners = unixPaths.map { .init(path: $0) }
             configuration.tcpListeners = []
             for text in tcpAddresses {
-                guard let listener = ConfigurationLoader.parseHostPort(text) else {
+                guard var listener = ConfigurationLoader.parseHostPort(text) else {
                     throw SluiceError(.invalidArgument, "--tcp expects HOST:PORT such as 127.0.0.1:7420, got '\(text)'")
+                }
+                if let tcpAuth {
+                    guard let auth = Configuration.ListenerAuth(rawValue: tcpAuth) else {
+                        throw SluiceError(.invalidArgument, "--tcp-auth expects token or none, got '\(tcpAuth)'")
+                    }
+                    listener.auth = auth
                 }
                 configuration.tcpListeners.append(listener)
             }

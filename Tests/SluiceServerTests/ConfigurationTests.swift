@@ -23,7 +23,7 @@ struct ConfigurationTests {
     func embeddedDefault() throws {
         let configuration = try ConfigurationLoader.embeddedDefault()
         #expect(configuration.unixListeners == [.init(path: "/tmp/sluice.sock", mode: 0o660)])
-        #expect(configuration.tcpListeners == [.init(host: "127.0.0.1", port: 7420)])
+        #expect(configuration.tcpListeners == [.init(host: "127.0.0.1", port: 7420, auth: .none)])
         #expect(configuration.maxFrameBytes == 1 << 20)
         #expect(configuration.maxBatch == 1_000)
         #expect(configuration.clock == .monotonic)

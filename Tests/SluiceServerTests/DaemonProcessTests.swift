@@ -50,7 +50,7 @@ struct DaemonProcessTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/s.sock"
         let snapshot = "\(directory)/table.snapshot"
-        let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--log-level", "warning",
+        let (process, _) = try Self.launch(["--unix", socket, "--tcp", "127.0.0.1:0", "--tcp-auth", "none", "--log-level", "warning",
                                             "--store", "\(directory)/sluice.db", "--snapshot", snapshot, "--metrics", "127.0.0.1:0"])
         #expect(try await Self.waitForSocket(socket))
         let client = try await SluiceClient.connect(to: .unix(path: socket))

@@ -40,7 +40,7 @@ struct TestDaemon {
         let directory = temporaryDirectory()
         let settle: @Sendable (inout Configuration) -> Void = { configuration in
             configuration.unixListeners = [.init(path: "\(directory)/sluice.sock")]
-            configuration.tcpListeners = [.init(host: "127.0.0.1", port: 0)]
+            configuration.tcpListeners = [.init(host: "127.0.0.1", port: 0, auth: .none)]
             configuration.clock = clock
             configuration.threads = 2
             configuration.shards = 8

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import SluiceClient
+import SluiceConfiguration
 import SluiceProto
 import SluiceTestKit
 import SluiceLoad
@@ -17,7 +18,7 @@ struct TLSEndToEndTests {
         let port: Int
         let directory: String
 
-        init(certificates: TestCertificates, clientCA: String? = nil) async throws {
+        init(certificates: TestCertificates, clientCA: String? = nil, auth: String = "none", extra: String = "") async throws {
             directory = NSTemporaryDirectory() + "sluiced-tls-\(UInt32.random(in: .min ... .max))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             port = try #require(RedisServer.freePort())
@@ -27,10 +28,10 @@ struct TLSEndToEndTests {
                 listen:
                   unix: ["\(directory)/s.sock"]
                   tcp:
-                    - { address: "127.0.0.1:\(port)", tls: \(tls) }
+                    - { address: "127.0.0.1:\(port)", tls: \(tls), auth: \(auth) }
                 rules:
                   api: { limit: 1000, period: 1s }
-                """.write(toFile: directory + "/sluice.yaml", atomically: true, encoding: .utf8)
+                """ + "\n" + extra.write(toFile: directory + "/sluice.yaml", atomically: true, encoding: .utf8)
             (process, _) = try DaemonProcessTests.launch(["--config", directory + "/sluice.yaml", "--snapshot", "off", "--metrics", "off",
                                                            "--store", "off", "--log-level", "warning"])
             #expect(try await DaemonProcessTests.waitForSocket(directory + "/s.sock"))
@@ -128,6 +129,36 @@ struct TLSEndToEndTests {
         #expect(daemon.process.isRunning)
     }
 
+    @Test("a client certificate names its identity: a mapped one acts for its tenant only; an unmapped one must present a token")
+    func certificatesMapToIdentities() async throws {
+        let certificates = try TestCertificates.make()
+        defer { certificates.remove() }
+        let alice = try certificates.issue("alice", commonName: "alice-api", client: true)
+        let bob = try certificates.issue("bob", commonName: "bob-api", client: true)
+        let token = AccessToken.make()
+        let daemon = try await Daemon(certificates: certificates, clientCA: certificates.authority, auth: "token", extra: """
+            tenants:
+              acme: { rules: { api: { limit: 1000, period: 1s } } }
+            auth:
+              certificates: [{ subject: alice-api, tenant: acme, roles: [check] }]
+              tokens: [{ id: "\(token.id)", name: bob, tenant: "*", roles: [check], hash: "\(token.digest)" }]
+            """)
+        defer { daemon.stop() }
+        let asAlice = try await SluiceClient.connect(
+            to: daemon.endpoint, tls: ClientTLS(authority: certificates.authority, certificate: alice.certificate, key: alice.key))
+        #expect(try await asAlice.verdict(Make.check("k", rule: "api", nowMs: 0)).allowed)
+        let foreign = try await asAlice.send(Make.request(Make.check("k", rule: "api", nowMs: 0, tenant: "globex")))
+        #expect(foreign.error.code == .forbidden, "\(foreign)")
+        await asAlice.close()
+        let bobTLS = ClientTLS(authority: certificates.authority, certificate: bob.certificate, key: bob.key)
+        let asBob = try await SluiceClient.connect(to: daemon.endpoint, tls: bobTLS)
+        #expect(try await asBob.send(Make.request(Make.check("k", rule: "api", nowMs: 0))).error.code == .unauthenticated)
+        await asBob.close()
+        let bobWithToken = try await SluiceClient.connect(to: daemon.endpoint, tls: bobTLS, token: token.token)
+        #expect(try await bobWithToken.verdict(Make.check("k", rule: "api", nowMs: 0, tenant: "globex")).allowed)
+        await bobWithToken.close()
+    }
+
     @Test("a rotated certificate is read at SIGHUP: new connections get it, open ones go on; a bad file refuses the reload and the old one stays")
     func rotation() async throws {
         let certificates = try TestCertificates.make()
@@ -176,7 +207,7 @@ struct TLSEndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try """
             listen:
-              tcp: [{ address: "127.0.0.1:0", tls: { certificate: "\(directory)/missing.pem", key: "\(directory)/missing.key" } }]
+              tcp: [{ address: "127.0.0.1:0", auth: none, tls: { certificate: "\(directory)/missing.pem", key: "\(directory)/missing.key" } }]
             """.write(toFile: directory + "/sluice.yaml", atomically: true, encoding: .utf8)
         let (process, pipe) = try DaemonProcessTests.launch(["--config", directory + "/sluice.yaml", "--snapshot", "off", "--metrics", "off"])
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -321,6 +321,15 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .watchAlerts(newValue)}
   }
 
+  /// Presents a token (docs/SECURITY.md): the first request on a listener that requires one.
+  public var authenticate: Sluice_V1_AuthenticateRequest {
+    get {
+      if case .authenticate(let v)? = body {return v}
+      return Sluice_V1_AuthenticateRequest()
+    }
+    set {body = .authenticate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -350,6 +359,8 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     case reportOutcome(Sluice_V1_ReportOutcomeRequest)
     /// Follows anomaly alerts as they are raised (docs/ANOMALY.md): a stream. Served everywhere.
     case watchAlerts(Sluice_V1_WatchAlertsRequest)
+    /// Presents a token (docs/SECURITY.md): the first request on a listener that requires one.
+    case authenticate(Sluice_V1_AuthenticateRequest)
 
   }
 
@@ -502,6 +513,14 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .watchAlerts(newValue)}
   }
 
+  public var authenticate: Sluice_V1_AuthenticateResponse {
+    get {
+      if case .authenticate(let v)? = body {return v}
+      return Sluice_V1_AuthenticateResponse()
+    }
+    set {body = .authenticate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -522,8 +541,49 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case reportLoad(Sluice_V1_ReportLoadResponse)
     case reportOutcome(Sluice_V1_ReportOutcomeResponse)
     case watchAlerts(Sluice_V1_WatchAlertsResponse)
+    case authenticate(Sluice_V1_AuthenticateResponse)
 
   }
+
+  public init() {}
+}
+
+/// Makes the connection act as the identity a token names (docs/SECURITY.md). On a TCP listener
+/// that requires authentication (the default) it must come first: every other request before it
+/// is answered CODE_UNAUTHENTICATED. It may also be sent on a Unix socket, to act as a narrower
+/// identity than the socket grants. Once a connection is authenticated its identity is fixed:
+/// a second Authenticate is refused (CODE_FORBIDDEN) unless it names the same identity.
+public nonisolated struct Sluice_V1_AuthenticateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The token as `sluicectl token create` printed it: sluice_<id>_<secret>.
+  public var token: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_AuthenticateResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The identity's name, as configured.
+  public var identity: String = String()
+
+  /// The one tenant the connection may act for; empty with `all_tenants`, or for the default
+  /// tenant. A check (or any request) that leaves its tenant empty acts for this tenant.
+  public var tenant: String = String()
+
+  public var allTenants: Bool = false
+
+  /// What the connection may do: check, report, read, operator (operator may do everything).
+  public var roles: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1733,6 +1793,10 @@ public nonisolated struct Sluice_V1_Error: Sendable {
   /// For errors about one check of a batch: its index. -1 when the error is about the whole request.
   public var checkIndex: Int32 = 0
 
+  /// For CODE_QUOTA_EXCEEDED and throttled CODE_UNAUTHENTICATED: milliseconds to wait before
+  /// trying again (0: not said).
+  public var retryAfterMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Code: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1766,8 +1830,9 @@ public nonisolated struct Sluice_V1_Error: Sendable {
     /// The daemon is shutting down and takes no new work.
     case shuttingDown // = 9
 
-    /// An operator request arrived where operator requests are not served (TCP without
-    /// admin.allow_tcp).
+    /// The connection's identity may not make this request (its roles do not include it), or
+    /// not for the tenant it names; or an operator request arrived on an unauthenticated TCP
+    /// listener without admin.allow_tcp. The message says which.
     case forbidden // = 10
 
     /// A reload found the configuration file invalid; the message names the key and the problem.
@@ -1777,6 +1842,16 @@ public nonisolated struct Sluice_V1_Error: Sendable {
     /// The request needs something the daemon was not configured with (a snapshot path, a
     /// configuration file), or a write to disk failed.
     case unavailable // = 12
+
+    /// The connection has not authenticated (a listener that requires a token), or the token
+    /// presented is not valid. The message never says which part was wrong. After
+    /// auth.max_failures on one connection it is closed; an address failing too often is
+    /// refused for a while without its tokens being looked at.
+    case unauthenticated // = 13
+
+    /// The tenant is over one of its quotas (checks per second, connections); the message names
+    /// it and `retry_after_ms` says when to try again.
+    case quotaExceeded // = 14
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -1798,6 +1873,8 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       case 10: self = .forbidden
       case 11: self = .invalidConfiguration
       case 12: self = .unavailable
+      case 13: self = .unauthenticated
+      case 14: self = .quotaExceeded
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -1817,6 +1894,8 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       case .forbidden: return 10
       case .invalidConfiguration: return 11
       case .unavailable: return 12
+      case .unauthenticated: return 13
+      case .quotaExceeded: return 14
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -1836,6 +1915,8 @@ public nonisolated struct Sluice_V1_Error: Sendable {
       .forbidden,
       .invalidConfiguration,
       .unavailable,
+      .unauthenticated,
+      .quotaExceeded,
     ]
 
   }
@@ -1983,7 +2064,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2226,6 +2307,19 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .watchAlerts(v)
         }
       }()
+      case 20: try {
+        var v: Sluice_V1_AuthenticateRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .authenticate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .authenticate(v)
+        }
+      }()
       default: break
       }
     }
@@ -2312,6 +2406,10 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .watchAlerts(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
+    case .authenticate?: try {
+      guard case .authenticate(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2327,7 +2425,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2557,6 +2655,19 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .watchAlerts(v)
         }
       }()
+      case 19: try {
+        var v: Sluice_V1_AuthenticateResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .authenticate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .authenticate(v)
+        }
+      }()
       default: break
       }
     }
@@ -2639,6 +2750,10 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
       guard case .watchAlerts(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
     }()
+    case .authenticate?: try {
+      guard case .authenticate(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2647,6 +2762,81 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
   public static func ==(lhs: Sluice_V1_Response, rhs: Sluice_V1_Response) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.body != rhs.body {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_AuthenticateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuthenticateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.token) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.token.isEmpty {
+      try visitor.visitSingularStringField(value: self.token, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_AuthenticateRequest, rhs: Sluice_V1_AuthenticateRequest) -> Bool {
+    if lhs.token != rhs.token {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_AuthenticateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuthenticateResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}identity\0\u{1}tenant\0\u{3}all_tenants\0\u{1}roles\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.identity) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.allTenants) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.roles) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.identity.isEmpty {
+      try visitor.visitSingularStringField(value: self.identity, fieldNumber: 1)
+    }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 2)
+    }
+    if self.allTenants != false {
+      try visitor.visitSingularBoolField(value: self.allTenants, fieldNumber: 3)
+    }
+    if !self.roles.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.roles, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_AuthenticateResponse, rhs: Sluice_V1_AuthenticateResponse) -> Bool {
+    if lhs.identity != rhs.identity {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.allTenants != rhs.allTenants {return false}
+    if lhs.roles != rhs.roles {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4737,7 +4927,7 @@ nonisolated extension Sluice_V1_TierLoad: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Error"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}check_index\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}check_index\0\u{3}retry_after_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4748,6 +4938,7 @@ nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 1: try { try decoder.decodeSingularEnumField(value: &self.code) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.checkIndex) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.retryAfterMs) }()
       default: break
       }
     }
@@ -4763,6 +4954,9 @@ nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.checkIndex != 0 {
       try visitor.visitSingularInt32Field(value: self.checkIndex, fieldNumber: 3)
     }
+    if self.retryAfterMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.retryAfterMs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4770,13 +4964,14 @@ nonisolated extension Sluice_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
     if lhs.checkIndex != rhs.checkIndex {return false}
+    if lhs.retryAfterMs != rhs.retryAfterMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Sluice_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_UNKNOWN_RULE\0\u{1}CODE_UNKNOWN_TENANT\0\u{1}CODE_FRAME_TOO_LARGE\0\u{1}CODE_MALFORMED_MESSAGE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_INTERNAL\0\u{1}CODE_UNSUPPORTED\0\u{1}CODE_SHUTTING_DOWN\0\u{1}CODE_FORBIDDEN\0\u{1}CODE_INVALID_CONFIGURATION\0\u{1}CODE_UNAVAILABLE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_UNKNOWN_RULE\0\u{1}CODE_UNKNOWN_TENANT\0\u{1}CODE_FRAME_TOO_LARGE\0\u{1}CODE_MALFORMED_MESSAGE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_INTERNAL\0\u{1}CODE_UNSUPPORTED\0\u{1}CODE_SHUTTING_DOWN\0\u{1}CODE_FORBIDDEN\0\u{1}CODE_INVALID_CONFIGURATION\0\u{1}CODE_UNAVAILABLE\0\u{1}CODE_UNAUTHENTICATED\0\u{1}CODE_QUOTA_EXCEEDED\0")
 }
 
 nonisolated extension Sluice_V1_ReportOutcomeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

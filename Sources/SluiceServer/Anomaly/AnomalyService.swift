@@ -38,9 +38,13 @@ final class AnomalyService: Sendable {
         var stream: ResponseStream
         var kinds: Set<String>
         var tenant: String
+        /// Only its tenant's alerts: none of the global ones (a watcher bound to one tenant).
+        var tenantOnly = false
 
         func wants(_ alert: AnomalyAlert) -> Bool {
-            (kinds.isEmpty || kinds.contains(alert.kind)) && (tenant.isEmpty || alert.tenant == nil || alert.tenant == tenant)
+            guard kinds.isEmpty || kinds.contains(alert.kind) else { return false }
+            if tenantOnly { return alert.scope != .global && (alert.tenant ?? "") == tenant }
+            return tenant.isEmpty || alert.tenant == nil || alert.tenant == tenant
         }
     }
 
@@ -194,7 +198,7 @@ final class AnomalyService: Sendable {
     /// Opens a `WatchAlerts` stream: answered with the recent alerts it asks for, then pushed
     /// every new alert it wants. Registered under the same lock the pump raises alerts under, so
     /// nothing falls between the recent ones and the first push.
-    func watch(_ request: Sluice_V1_WatchAlertsRequest, stream: ResponseStream, configuration: Configuration) -> WireResponse {
+    func watch(_ request: Sluice_V1_WatchAlertsRequest, stream: ResponseStream, configuration: Configuration, tenantOnly: Bool = false) -> WireResponse {
         guard request.recent <= UInt32(Self.recentLimit) else {
             return .error(id: 0, .invalidArgument, "recent must be 0 to \(Self.recentLimit)")
         }
@@ -209,7 +213,7 @@ final class AnomalyService: Sendable {
             return .error(id: 0, .unavailable,
                           "anomaly detection is off, so no alert will come: turn it on (features.anomaly.enabled: true, or sluicectl flags anomaly --enable)")
         }
-        let watcher = Watcher(stream: stream, kinds: Set(request.kinds), tenant: request.tenant)
+        let watcher = Watcher(stream: stream, kinds: Set(request.kinds), tenant: request.tenant, tenantOnly: tenantOnly)
         return state.withLockedValue { state in
             state.watchers.removeAll { !$0.stream.isOpen }
             guard state.watchers.count < Self.watcherLimit else {

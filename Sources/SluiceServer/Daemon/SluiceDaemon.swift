@@ -104,6 +104,7 @@ public final class SluiceDaemon: Sendable {
         }
         // TLS listeners' files, read before anything starts: one that cannot be read is a start
         // refused in words, not a listener that fails every handshake.
+        try configuration.checkAuthentication()
         var tls: [Configuration.TCPListener: ListenerTLS] = [:]
         for listener in configuration.tcpListeners { if let files = listener.tls { tls[listener] = try ListenerTLS(files) } }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
@@ -173,17 +174,19 @@ public final class SluiceDaemon: Sendable {
         do {
             for listener in configuration.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
-                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false, gauges: gauges)
+                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false, gauges: gauges, auth: listener.auth)
                     .bind(unixDomainSocketPath: listener.path).get()
                 bound.append(channel)
                 unixPaths.append(listener.path)
                 try UnixSocketPath.setMode(listener.path, listener.mode)
-                logger.info("listening", metadata: ["listen.unix": "\(listener.path)", "listen.mode": "\(String(listener.mode, radix: 8))"])
+                logger.info("listening", metadata: ["listen.unix": "\(listener.path)", "listen.mode": "\(String(listener.mode, radix: 8))",
+                                                    "listen.auth": "\(listener.auth)"])
             }
             for listener in configuration.tcpListeners {
                 let channel: any Channel
                 do {
-                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true, gauges: gauges, tls: tls[listener])
+                    channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: true, gauges: gauges, tls: tls[listener],
+                                                  auth: listener.auth)
                         .bind(host: listener.host, port: listener.port).get()
                 } catch {
                     throw SluiceError(.addressInUse, "cannot listen on \(listener): \(error)")
@@ -191,12 +194,13 @@ public final class SluiceDaemon: Sendable {
                 bound.append(channel)
                 if let address = channel.localAddress { tcpAddresses.append(address) }
                 logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)",
-                                                    "listen.tls": "\(listener.tls == nil ? "off" : listener.tls?.clientCA == nil ? "on" : "on, client certificates required")"])
+                                                    "listen.tls": "\(listener.tls == nil ? "off" : listener.tls?.clientCA == nil ? "on" : "on, client certificates required")",
+                                                    "listen.auth": "\(listener.auth)"])
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
                                                reputation: reputation, load: dispatcher.shedding, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
-                                               loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend)
+                                               loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend, gatekeeper: dispatcher.gatekeeper)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: { [dispatcher] in
                         guard !tracker.isDraining else { return .init(ready: false, reason: "shutting down") }
@@ -270,7 +274,8 @@ public final class SluiceDaemon: Sendable {
 
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, _ tracker: ConnectionTracker,
                           _ dispatcher: RequestDispatcher, _ logger: Logger, tcp: Bool,
-                          gauges: [ObjectIdentifier: QueueDelayGauge], tls: ListenerTLS? = nil) -> ServerBootstrap {
+                          gauges: [ObjectIdentifier: QueueDelayGauge], tls: ListenerTLS? = nil,
+                          auth: Configuration.ListenerAuth) -> ServerBootstrap {
         let initial = dispatcher.configuration
         let counters = dispatcher.counters
         let kind: ConnectionKind = tcp ? .tcp : .unix
@@ -290,7 +295,8 @@ public final class SluiceDaemon: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     // TLS first: every byte after it is the decrypted stream (a client that does
                     // not speak TLS fails the handshake and is closed by ConnectionHandler).
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current)) }
+                    let tlsHandler = tls.map { NIOSSLServerHandler(context: $0.current) }
+                    if let tlsHandler { try channel.pipeline.syncOperations.addHandler(tlsHandler) }
                     // Read per connection, so a reload's limits apply to the next connection.
                     let configuration = dispatcher.configuration
                     let open = counters.connectionsOpen.add(1, ordering: .relaxed).newValue
@@ -311,8 +317,25 @@ public final class SluiceDaemon: Sendable {
                         idle: configuration.idleTimeoutMs > 0 ? .milliseconds(configuration.idleTimeoutMs) : nil,
                         read: configuration.readTimeoutMs > 0 ? .milliseconds(configuration.readTimeoutMs) : nil,
                         write: configuration.writeTimeoutMs > 0 ? .milliseconds(configuration.writeTimeoutMs) : nil)
+                    let session = ConnectionSession(dispatcher: dispatcher, gatekeeper: dispatcher.gatekeeper,
+                                                    address: channel.remoteAddress?.ipAddress ?? "unix", kind: kind,
+                                                    principal: auth == .none ? .open : nil)
+                    if let tlsHandler, tls?.files.clientCA != nil, auth == .token, !configuration.auth.certificates.isEmpty {
+                        // The client's certificate, verified by the handshake (client_ca), names
+                        // its identity: looked at on its first request, after the handshake.
+                        session.identifyPeer = { [dispatcher] in
+                            guard let der = try? tlsHandler.peerCertificate?.toDERBytes(),
+                                  let name = CertificateName.commonName(der: der) else { return nil }
+                            return dispatcher.configuration.auth.certificates[name]
+                        }
+                    }
+                    if kind == .unix, !configuration.auth.unixPeers.isEmpty {
+                        let peers = configuration.auth.unixPeers
+                        // Read at once: the initializer runs on the channel's loop.
+                        UnixPeer.uid(of: channel) { uid in if let identity = peers[uid] { session.principal = Principal(identity) } }
+                    }
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(processor: dispatcher, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
+                        ConnectionHandler(processor: session, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
                                           timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)],
                                           framesPerTurn: configuration.framesPerTurn > 0 ? configuration.framesPerTurn : nil))
                 }

@@ -30,13 +30,16 @@ final class MetricsExporter: Sendable {
     let loopDelays: [QueueDelayGauge]
     /// The Redis backend, when limits are shared through one.
     let redis: RedisBackend?
+    /// Authentication's counters.
+    let gatekeeper: Gatekeeper?
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
          events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: SheddingService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
-         version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil) {
+         version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil, gatekeeper: Gatekeeper? = nil) {
+        self.gatekeeper = gatekeeper
         self.loopDelays = loopDelays
         self.redis = redis
         self.reputation = reputation
@@ -96,6 +99,17 @@ final class MetricsExporter: Sendable {
             for reason in ConnectionEnd.allCases {
                 counter("sluice_connections_closed_total", "Connections the daemon closed on its own: idle, stalled in a frame, or evicted for room.",
                         [("reason", reason.description)], counters.ends(reason))
+            }
+            if let gatekeeper {
+                for result in Gatekeeper.Result.allCases {
+                    counter("sluice_auth_attempts_total",
+                            "Authenticate requests by result: accepted, rejected (no such token, or a wrong one), throttled (the address failed too often).",
+                            [("result", result.description)], gatekeeper.results.read(result.rawValue))
+                }
+                counter("sluice_auth_refused_requests_total", "Requests refused by authentication: unauthenticated (none yet), forbidden (the identity's role or tenant).",
+                        [("reason", "unauthenticated")], gatekeeper.unauthenticatedRequests.load(ordering: .relaxed))
+                counter("sluice_auth_refused_requests_total", "Requests refused by authentication: unauthenticated (none yet), forbidden (the identity's role or tenant).",
+                        [("reason", "forbidden")], gatekeeper.forbiddenRequests.load(ordering: .relaxed))
             }
             counter("sluice_accept_errors_total", "Accepts that failed for want of file descriptors or memory (the listener then backs off).", [],
                     counters.acceptErrors.load(ordering: .relaxed))

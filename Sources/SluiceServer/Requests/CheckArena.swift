@@ -8,6 +8,8 @@ import SluiceWire
 final class CheckArena: @unchecked Sendable {
     let views: UnsafeMutableBufferPointer<CheckView>
     let bytes: UnsafeMutableRawBufferPointer
+    /// What else the views point into (a principal's tenant bytes), kept as long as they are.
+    var keepAlive: AnyObject?
 
     init(_ checks: [Sluice_V1_Check]) {
         var total = 0

@@ -95,6 +95,11 @@ final class Operator: OperatorActions, Sendable {
                 "rules.added": "\(report.rulesAdded)", "rules.changed": "\(report.rulesChanged)",
                 "rules.removed": "\(report.rulesRemoved)", "config.needs_restart": "\(report.needsRestart)",
             ])
+            do throws(SluiceError) {
+                try configuration.checkAuthentication()
+            } catch {
+                logger.warning("a listener now refuses every client", metadata: ["error.message": "\(error.message)"])
+            }
             if !report.needsRestart.isEmpty {
                 logger.warning("some changed settings apply only after a restart", metadata: [
                     "config.needs_restart": "\(report.needsRestart.joined(separator: ", "))",

@@ -33,6 +33,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let version: String
     /// The backend's ``LimiterBackend/answersAtOnce``, read once.
     let answersAtOnce: Bool
+    /// Tokens presented, and failures per address.
+    let gatekeeper = Gatekeeper()
 
     /// A dispatcher over the services the daemon built.
     ///
@@ -89,6 +91,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
              .setTier, .getTier, .listTiers, .removeTier, .watchAlerts:
             // Reached only without an event loop to defer to (see deferredAnswer).
             response = .error(id: request.id, .unsupported, "this request needs a connection")
+        case .authenticate:
+            response = .error(id: request.id, .unsupported, "this daemon was embedded without authentication")
         case nil:
             response = .error(id: request.id, .unsupported, "the request has no body, or one this daemon does not know")
         }
@@ -142,10 +146,16 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     public func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream) -> WireResponse {
+        openStream(request, on: connection, stream: stream, tenantOnly: false)
+    }
+
+    /// The same; `tenantOnly`: a watcher bound to its tenant, sent none of the daemon-wide
+    /// (global) alerts, which are about every tenant's traffic.
+    func openStream(_ request: WireRequest, on connection: ConnectionKind, stream: ResponseStream, tenantOnly: Bool) -> WireResponse {
         counters.requests.add(1, ordering: .relaxed)
         var response: WireResponse
         if case .watchAlerts(let watch) = request.body {
-            response = anomaly.watch(watch, stream: stream, configuration: state.current.configuration)
+            response = anomaly.watch(watch, stream: stream, configuration: state.current.configuration, tenantOnly: tenantOnly)
         } else {
             response = .error(id: request.id, .unsupported, "this request is not a stream")
         }
@@ -299,11 +309,21 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     }
 
     public func answerCheckFrame(_ frame: UnsafeRawBufferPointer, into out: inout ByteBuffer) -> Bool {
+        answerCheckFrame(frame, scope: nil, into: &out)
+    }
+
+    /// The same, for a connection acting as `scope`: its checks are held to its tenant
+    /// (``Principal/admit(_:)``); nil: as they come.
+    func answerCheckFrame(_ frame: UnsafeRawBufferPointer, scope: Principal?, into out: inout ByteBuffer) -> Bool {
         guard let (id, body) = CheckFrameCodec.checkBody(frame) else { return false }
-        return answerChecks(id: id, body: body, trustUTF8: false, into: &out)
+        return answerChecks(id: id, body: body, trustUTF8: false, scope: scope, into: &out)
     }
 
     public func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? {
+        answerCheckFrameLater(frame, scope: nil, eventLoop: eventLoop)
+    }
+
+    func answerCheckFrameLater(_ frame: UnsafeRawBufferPointer, scope: Principal?, eventLoop: any EventLoop) -> EventLoopFuture<ByteBuffer>? {
         guard !answersAtOnce, let (id, body) = CheckFrameCodec.checkBody(frame), let count = CheckFrameCodec.countChecks(body) else { return nil }
         let context = state.context()
         let maxBatch = context.live.configuration.maxBatch
@@ -314,13 +334,23 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
         guard let arena = CheckArena(body: body, count: count) else { return nil }
         counters.requests.add(1, ordering: .relaxed)
+        if let scope {
+            // The views may point at the principal's tenant bytes: the arena keeps it alive.
+            arena.keepAlive = scope
+            if let error = scope.admit(arena.views) {
+                gatekeeper.forbiddenRequests.add(1, ordering: .relaxed)
+                var out = ByteBufferAllocator().buffer(capacity: 128)
+                writeError(error, id: id, into: &out)
+                return eventLoop.makeSucceededFuture(out)
+            }
+        }
         return decideLater(id: id, arena: arena, context: context, eventLoop: eventLoop)
     }
 
     /// Answers a check request from its `CheckRequest` bytes; false (nothing written) when the
     /// bytes are not canonical, or when the backend does not answer at once (the handler then
     /// decodes the request and calls ``answerChecks(_:into:eventLoop:)``, which defers it).
-    func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, into out: inout ByteBuffer) -> Bool {
+    func answerChecks(id: UInt64, body: UnsafeRawBufferPointer, trustUTF8: Bool, scope: Principal? = nil, into out: inout ByteBuffer) -> Bool {
         guard answersAtOnce, let count = CheckFrameCodec.countChecks(body) else { return false }
         let context = state.context()
         let maxBatch = context.live.configuration.maxBatch
@@ -332,7 +362,12 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             views.initialize(repeating: CheckView())
             guard CheckFrameCodec.readChecks(body, into: views, trustUTF8: trustUTF8) else { return false }
             counters.requests.add(1, ordering: .relaxed)
-            decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out)
+            if let scope, let error = scope.admit(views) {
+                gatekeeper.forbiddenRequests.add(1, ordering: .relaxed)
+                writeError(error, id: id, into: &out)
+                return true
+            }
+            withExtendedLifetime(scope) { decide(id: id, views: UnsafeBufferPointer(views), context: context, into: &out) }
             return true
         }
     }
@@ -350,6 +385,12 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     public var answersCheckFramesTogether: Bool { answersAtOnce }
 
     public func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, into out: inout ByteBuffer) -> Int {
+        answerCheckFrames(frames, scope: nil, into: &out)
+    }
+
+    /// The same, for a connection acting as `scope`: a frame with a check of another tenant
+    /// ends the batch like an invalid check (the frames before it answered, then its error).
+    func answerCheckFrames(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, scope: Principal?, into out: inout ByteBuffer) -> Int {
         guard answersAtOnce, frames.count > 0 else { return 0 }
         let context = state.context()
         let maxBatch = context.live.configuration.maxBatch
@@ -366,13 +407,30 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             return withUnsafeTemporaryAllocation(of: CheckView.self, capacity: total) { views in
                 views.initialize(repeating: CheckView())
                 var read = 0
-                while read < taken, CheckFrameCodec.readChecks(parts[read].body, into: UnsafeMutableBufferPointer(
-                    rebasing: views[parts[read].start..<(parts[read].start + parts[read].count)]), trustUTF8: false) {
+                var refused: WireError?
+                while read < taken {
+                    let frameViews = UnsafeMutableBufferPointer(rebasing: views[parts[read].start..<(parts[read].start + parts[read].count)])
+                    guard CheckFrameCodec.readChecks(parts[read].body, into: frameViews, trustUTF8: false) else { break }
+                    if let scope, let error = scope.admit(frameViews) {
+                        gatekeeper.forbiddenRequests.add(1, ordering: .relaxed)
+                        refused = error
+                        break
+                    }
                     read += 1
                 }
-                guard read > 0 else { return 0 }
-                let frameViews = UnsafeBufferPointer(rebasing: views[0..<(parts[read - 1].start + parts[read - 1].count)])
-                let answered = decideFrames(UnsafeBufferPointer(rebasing: parts[0..<read]), views: frameViews, context: context, into: &out)
+                guard read > 0 || refused != nil else { return 0 }
+                var answered = 0
+                if read > 0 {
+                    let frameViews = UnsafeBufferPointer(rebasing: views[0..<(parts[read - 1].start + parts[read - 1].count)])
+                    answered = withExtendedLifetime(scope) {
+                        decideFrames(UnsafeBufferPointer(rebasing: parts[0..<read]), views: frameViews, context: context, into: &out)
+                    }
+                }
+                // The refused frame is answered after the ones before it, when they all were.
+                if let refused, answered == read {
+                    writeError(refused, id: parts[read].id, into: &out)
+                    answered += 1
+                }
                 counters.requests.add(UInt64(answered), ordering: .relaxed)
                 return answered
             }

@@ -59,6 +59,9 @@ typedef enum sluice_status {
     SLUICE_INTERNAL = 7,
     SLUICE_UNSUPPORTED = 8,
     SLUICE_SHUTTING_DOWN = 9,
+    SLUICE_FORBIDDEN = 10,       /* the identity may not make this request, or not for that tenant */
+    SLUICE_UNAUTHENTICATED = 13, /* no token, or a token that is not valid (docs/SECURITY.md) */
+    SLUICE_QUOTA_EXCEEDED = 14,
 
     /* This library's own. */
     SLUICE_E_ARGUMENT = -1, /* a bad argument to a call of this library */
@@ -137,6 +140,14 @@ typedef struct sluice_client sluice_client;
  * (0 or less: 5000 ms). Returns NULL with `error` filled on failure.
  */
 sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error);
+
+/*
+ * The same, presenting an API token (`sluicectl token create`) first on this connection and on
+ * every reconnection, for a TCP listener that requires one (docs/SECURITY.md). A refused token
+ * returns NULL with error->code SLUICE_UNAUTHENTICATED (and the daemon's sentence); NULL or ""
+ * presents none. The client keeps a copy of the token.
+ */
+sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error);
 
 /* Closes the connection and frees the client. NULL is fine. */
 void sluice_close(sluice_client *client);

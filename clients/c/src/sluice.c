@@ -44,6 +44,7 @@ typedef struct pending_request {
 
 struct sluice_client {
     char *endpoint;
+    char *token; /* presented after each connect; NULL: none */
     int fd;
     int timeout_ms;
     uint64_t next_id;
@@ -105,6 +106,9 @@ const char *sluice_status_name(int status) {
     case SLUICE_INTERNAL: return "internal";
     case SLUICE_UNSUPPORTED: return "unsupported";
     case SLUICE_SHUTTING_DOWN: return "shutting_down";
+    case SLUICE_FORBIDDEN: return "forbidden";
+    case SLUICE_UNAUTHENTICATED: return "unauthenticated";
+    case SLUICE_QUOTA_EXCEEDED: return "quota_exceeded";
     case SLUICE_E_ARGUMENT: return "argument";
     case SLUICE_E_CONNECT: return "connect";
     case SLUICE_E_TIMEOUT: return "timeout";
@@ -172,7 +176,7 @@ static int connect_within(int fd, const struct sockaddr *address, socklen_t leng
     return problem;
 }
 
-static int open_connection(sluice_client *client, sluice_error *error) {
+static int open_socket(sluice_client *client, sluice_error *error) {
     const char *endpoint = client->endpoint;
     int timeout = client->timeout_ms;
     bool is_unix = strncmp(endpoint, "unix:", 5) == 0 || strchr(endpoint, '/') != NULL;
@@ -246,12 +250,45 @@ static int open_connection(sluice_client *client, sluice_error *error) {
     return SLUICE_OK;
 }
 
+static int queue_request(sluice_client *client, Sluice__V1__Request *request, uint32_t kind, uint32_t count,
+                         sluice_error *error);
+static int next_response(sluice_client *client, Sluice__V1__Response **response, pending_request *request,
+                         sluice_error *error);
+
+/* Connects, then presents the token (if any): its refusal closes the connection again. */
+static int open_connection(sluice_client *client, sluice_error *error) {
+    int status = open_socket(client, error);
+    if (status != SLUICE_OK || !client->token) return status;
+    Sluice__V1__AuthenticateRequest body = SLUICE__V1__AUTHENTICATE_REQUEST__INIT;
+    body.token = client->token;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_AUTHENTICATE;
+    request.authenticate = &body;
+    if ((status = queue_request(client, &request, KIND_PING, 0, error)) != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    status = next_response(client, &response, &pending, error);
+    if (status != SLUICE_OK) {
+        drop_connection(client);
+        return status;
+    }
+    bool ok = response->body_case == SLUICE__V1__RESPONSE__BODY_AUTHENTICATE;
+    sluice__v1__response__free_unpacked(response, NULL);
+    if (!ok) return fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered Authenticate with something else");
+    return SLUICE_OK;
+}
+
 static int ensure_connected(sluice_client *client, sluice_error *error) {
     if (client->fd >= 0) return SLUICE_OK;
     return open_connection(client, error);
 }
 
 sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error) {
+    return sluice_connect_token(endpoint, NULL, timeout_ms, error);
+}
+
+sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error) {
     clear_error(error);
     if (!endpoint || endpoint[0] == '\0') {
         set_error(error, SLUICE_E_ARGUMENT, -1, "no endpoint given");
@@ -264,6 +301,11 @@ sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error
         return NULL;
     }
     client->fd = -1;
+    if (token && token[0] != '\0' && !(client->token = strdup(token))) {
+        sluice_close(client);
+        set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
+        return NULL;
+    }
     client->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
     client->next_id = 1;
     if (open_connection(client, error) != SLUICE_OK) {
@@ -277,6 +319,7 @@ void sluice_close(sluice_client *client) {
     if (!client) return;
     drop_connection(client);
     free(client->endpoint);
+    free(client->token);
     free(client->wbuf);
     free(client->rbuf);
     free(client->pending);

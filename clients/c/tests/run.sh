@@ -12,12 +12,28 @@ sluiced=${SLUICED:-$root/.build/debug/sluiced}
 dir=$(mktemp -d)
 daemon=
 anomaly=
+secured=
 cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  [ -n "$secured" ] && kill "$secured" 2>/dev/null && wait "$secured" 2>/dev/null
   [ -n "$anomaly" ] && kill "$anomaly" 2>/dev/null && wait "$anomaly" 2>/dev/null
   rm -rf "$dir"
 }
 trap cleanup EXIT
+
+# Waits for the daemon (pid $1, log $2) to be ready and prints its TCP port.
+tcp_port() {
+  for _ in $(seq 1 100); do
+    grep -q "sluiced ready" "$2" && break
+    kill -0 "$1" 2>/dev/null || { cat "$2" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q "sluiced ready" "$2" || { echo "run.sh: sluiced did not start in 10 s" >&2; cat "$2" >&2; exit 1; }
+  local port
+  port=$(sed -n 's/.*listen.tcp=.*:\([0-9]*\) .*/\1/p' "$2" | head -1)
+  [ -n "$port" ] || { echo "run.sh: no TCP port in $2" >&2; cat "$2" >&2; exit 1; }
+  echo "$port"
+}
 
 # The queueing-delay bound off: the pipelining test queues 20,000 checks at once, which a debug
 # daemon takes longer than max_queue_delay (100 ms) to decide, and would rightly refuse some of
@@ -25,17 +41,10 @@ trap cleanup EXIT
 # The embedded default (its rule "default" is tested) with the bound off.
 "$sluiced" --print-default-config | sed 's/^  max_queue_delay: [0-9a-z]*/  max_queue_delay: 0/' >"$dir/sluice.yaml"
 grep -q "^  max_queue_delay: 0 " "$dir/sluice.yaml" || { echo "run.sh: the default configuration has no max_queue_delay to turn off" >&2; exit 1; }
-"$sluiced" --config "$dir/sluice.yaml" --clock request --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --snapshot off --store off \
+"$sluiced" --config "$dir/sluice.yaml" --clock request --unix "$dir/sluice.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off \
   --metrics off >"$dir/log" 2>&1 &
 daemon=$!
-for _ in $(seq 1 100); do
-  grep -q "sluiced ready" "$dir/log" && break
-  kill -0 "$daemon" 2>/dev/null || { cat "$dir/log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "sluiced ready" "$dir/log" || { echo "run.sh: sluiced did not start in 10 s" >&2; cat "$dir/log" >&2; exit 1; }
-port=$(sed -n 's/.*listen.tcp=.*:\([0-9]*\) .*/\1/p' "$dir/log" | head -1)
-[ -n "$port" ] || { echo "run.sh: no TCP port in the daemon's log" >&2; cat "$dir/log" >&2; exit 1; }
+port=$(tcp_port "$daemon" "$dir/log")
 
 # A second daemon with anomaly detection on and no warm-up, for outcomes and the alert stream.
 printf 'anomaly: { warmup: 1ms }\nfeatures: { anomaly: { enabled: true } }\n' >"$dir/anomaly.yaml"
@@ -49,12 +58,21 @@ for _ in $(seq 1 100); do
 done
 [ -S "$dir/anomaly.sock" ] || { echo "run.sh: the anomaly daemon did not start in 10 s" >&2; cat "$dir/anomaly.log" >&2; exit 1; }
 
+# A third with a TCP listener that requires a token, made by sluicectl for tenant acme.
+token=$("$(dirname "$sluiced")/sluicectl" token create --file "$dir/tokens.yaml" --name c-client --tenant acme --role check 2>/dev/null)
+printf 'auth: { tokens_file: %s }\nserver: { clock: request }\ntenants: { acme: { rules: { api: { limit: 1, period: 1m } } } }\n' \
+  "$dir/tokens.yaml" >"$dir/secured.yaml"
+"$sluiced" --config "$dir/secured.yaml" --unix "$dir/secured.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off \
+  >"$dir/secured.log" 2>&1 &
+secured=$!
+secured_port=$(tcp_port "$secured" "$dir/secured.log")
+
 if command -v valgrind >/dev/null; then
   valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock"
+    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token"
 else
   echo "run.sh: valgrind not installed; running without it" >&2
-  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock"
+  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token"
 fi
 
 # The example: allowed (exit 0) under the default rule, and exit 2 for an unreachable daemon.

@@ -473,14 +473,49 @@ static void test_bad_server(enum fake_mode mode, int expected, const char *what)
     unlink(path);
 }
 
+/* A TCP listener that requires a token: none is refused, a wrong one too; the right one acts
+ * for its tenant (acme) only, an empty tenant being acme's. */
+static void test_token(const char *endpoint, const char *token) {
+    sluice_error error;
+    sluice_check check = {.key = "c-token", .rule = "api", .now_ms = 1767225600000ULL};
+    sluice_verdict verdict;
+    sluice_client *anonymous = sluice_connect(endpoint, 5000, &error);
+    EXPECT(anonymous != NULL, "connect %s: %s", endpoint, error.message);
+    if (anonymous) {
+        int status = sluice_check_one(anonymous, &check, &verdict, &error);
+        EXPECT(status == SLUICE_UNAUTHENTICATED, "a check without a token: %s (%s)", sluice_status_name(status), error.message);
+        sluice_close(anonymous);
+    }
+    char wrong[256];
+    snprintf(wrong, sizeof wrong, "%s", token);
+    size_t length = strlen(wrong);
+    if (length > 0) wrong[length - 1] = wrong[length - 1] == 'A' ? 'B' : 'A';
+    sluice_client *refused = sluice_connect_token(endpoint, wrong, 5000, &error);
+    EXPECT(refused == NULL && error.code == SLUICE_UNAUTHENTICATED, "a wrong token: %s", error.message);
+    sluice_close(refused);
+    sluice_client *client = sluice_connect_token(endpoint, token, 5000, &error);
+    EXPECT(client != NULL, "connect with the token: %s", error.message);
+    if (!client) return;
+    EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK && verdict.allowed, "a check of acme: %s", error.message);
+    check.tenant = "acme";
+    EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK && !verdict.allowed,
+           "the empty tenant was acme's: its one a minute is spent");
+    check.tenant = "globex";
+    int status = sluice_check_one(client, &check, &verdict, &error);
+    EXPECT(status == SLUICE_FORBIDDEN && error.check_index == 0, "another tenant: %s (%s)", sluice_status_name(status), error.message);
+    EXPECT(sluice_ping(client, &error) == SLUICE_OK, "ping after a refusal: %s", error.message);
+    sluice_close(client);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT]\n", argv[0]);
+        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT [TOKEN_ENDPOINT TOKEN]]\n", argv[0]);
         return 2;
     }
     unix_endpoint = argv[1];
     tcp_endpoint = argv[2];
     anomaly_endpoint = argc > 3 ? argv[3] : NULL;
+    const char *token_endpoint = argc > 5 ? argv[4] : NULL, *token = argc > 5 ? argv[5] : NULL;
 
     test_connect_errors();
     test_ping(unix_endpoint);
@@ -500,6 +535,7 @@ int main(int argc, char **argv) {
         sluice_close(client);
     }
     if (anomaly_endpoint) test_anomaly(anomaly_endpoint);
+    if (token_endpoint) test_token(token_endpoint, token);
     test_bad_server(FAKE_CLOSE, SLUICE_E_IO, "a server that hangs up");
     test_bad_server(FAKE_GARBAGE, SLUICE_E_PROTOCOL, "a server that sends garbage");
     test_bad_server(FAKE_HUGE_LENGTH, SLUICE_E_PROTOCOL, "a server that sends an absurd length");

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import socket
+import ssl
 import struct
 
 from . import sluice_pb2 as pb
@@ -134,10 +135,20 @@ def _limit(c: Check) -> pb.Limit:
 
 class Client:
     """One connection to a daemon at ``endpoint``: ``unix:PATH``, a path, ``HOST:PORT`` or
-    ``[IPv6]:PORT``. ``timeout`` (seconds) bounds the connect and each wait for an answer."""
+    ``[IPv6]:PORT``. ``timeout`` (seconds) bounds the connect and each wait for an answer.
 
-    def __init__(self, endpoint: str = "unix:/tmp/sluice.sock", timeout: float = 5.0):
+    ``token``: an API token (``sluicectl token create``), presented first on every connection
+    (it reconnects with it too); a refused token raises ``SluiceError`` with code
+    ``unauthenticated``. ``tls``: for a TCP listener configured with ``tls:``, an
+    ``ssl.SSLContext`` (``ssl.create_default_context(cafile=...)``, with ``load_cert_chain`` for
+    mutual TLS), or ``True`` for the system's roots. ``server_name``: the name the daemon's
+    certificate must carry (default: the endpoint's host)."""
+
+    def __init__(self, endpoint: str = "unix:/tmp/sluice.sock", timeout: float = 5.0, token: str | None = None,
+                 tls: "ssl.SSLContext | bool | None" = None, server_name: str | None = None):
         self.endpoint, self.timeout = endpoint, timeout
+        self.token, self.server_name = token, server_name
+        self._tls = ssl.create_default_context() if tls is True else (tls or None)
         self._socket: socket.socket | None = None
         self._buffer = bytearray()
         self._pending: collections.deque[int] = collections.deque()
@@ -162,9 +173,22 @@ class Client:
                     raise SluiceError("argument", f"endpoint {target!r} is neither unix:PATH nor HOST:PORT")
                 s = socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as error:
+                if self._tls is not None:
+                    try:
+                        s = self._tls.wrap_socket(s, server_hostname=self.server_name or host.strip("[]"))
+                    except (OSError, ssl.SSLError):
+                        s.close()
+                        raise
+        except OSError as error:  # ssl.SSLError included: a refused certificate, in OpenSSL's words
             raise SluiceConnectionError(f"cannot connect to {target}: {error}") from None
         self._socket, self._buffer, self._pending = s, bytearray(), collections.deque()
+        if self.token:
+            self._send(self._request(authenticate=pb.AuthenticateRequest(token=self.token)))
+            try:
+                self._receive()
+            except SluiceError:
+                self.close()
+                raise
 
     def close(self) -> None:
         """Closes the connection; answers still pending are dropped."""

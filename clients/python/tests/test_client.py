@@ -22,6 +22,20 @@ from sluice_client import Check, Client, SluiceConnectionError, SluiceError  # n
 T0 = 1767225600000  # 2026-01-01 in ms
 
 
+def wait_ready(cls):
+    """Waits for ``cls.daemon`` to log that it is ready; returns its log so far."""
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and "sluiced ready" not in text:
+        time.sleep(0.05)
+        cls.log.seek(0)
+        text = cls.log.read()
+    if "sluiced ready" not in text:
+        cls.daemon.kill()
+        raise RuntimeError("sluiced did not start:\n" + text)
+    return text
+
+
 def start_daemon(cls, arguments):
     """Starts sluiced for a test class (its socket, port, log and temp dir on ``cls``)."""
     sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
@@ -37,18 +51,10 @@ def start_daemon(cls, arguments):
         with open(config, "w") as file:
             file.write(re.sub(r"max_queue_delay: \S+", "max_queue_delay: 0", default))
         arguments = [*arguments, "--config", config]
-    cls.daemon = subprocess.Popen([sluiced, *arguments, "--unix", cls.socket_path, "--tcp", "127.0.0.1:0",
+    cls.daemon = subprocess.Popen([sluiced, *arguments, "--unix", cls.socket_path, "--tcp", "127.0.0.1:0", "--tcp-auth", "none",
                                    "--snapshot", "off", "--store", "off", "--metrics", "off"],
                                   stdout=cls.log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    text = ""
-    while time.monotonic() < deadline and "sluiced ready" not in text:
-        time.sleep(0.05)
-        cls.log.seek(0)
-        text = cls.log.read()
-    if "sluiced ready" not in text:
-        cls.daemon.kill()
-        raise RuntimeError("sluiced did not start:\n" + text)
+    text = wait_ready(cls)
     cls.port = int(re.search(r"listen\.tcp=\S*:(\d+)", text).group(1))
     cls.endpoints = ["unix:" + cls.socket_path, f"127.0.0.1:{cls.port}"]
 
@@ -240,6 +246,76 @@ class BrokenConnectionTests(unittest.TestCase):
         client.close()
         thread.join()
         listener.close()
+
+
+class TokenAndTLSTests(unittest.TestCase):
+    """A TCP listener with TLS that requires a token: a certificate made here by openssl, a token
+    made by sluicectl token create."""
+
+    @classmethod
+    def setUpClass(cls):
+        sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
+        sluicectl = os.path.join(os.path.dirname(sluiced), "sluicectl")
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", f"{d}/server.key", "-out", f"{d}/server.pem"], check=True, capture_output=True)
+        made = subprocess.run([sluicectl, "token", "create", "--file", f"{d}/tokens.yaml", "--name", "py", "--tenant", "acme",
+                               "--role", "check"], check=True, capture_output=True, text=True)
+        cls.token = made.stdout.strip()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            cls.port = probe.getsockname()[1]
+        with open(f"{d}/sluice.yaml", "w") as file:
+            file.write(f"""
+listen:
+  unix: ["{d}/s.sock"]
+  tcp: [{{ address: "127.0.0.1:{cls.port}", tls: {{ certificate: "{d}/server.pem", key: "{d}/server.key" }} }}]
+auth: {{ tokens_file: tokens.yaml }}
+server: {{ clock: request, max_queue_delay: 0 }}
+tenants:
+  acme: {{ rules: {{ api: {{ limit: 1, period: 1m }} }} }}
+""")
+        cls.log = open(f"{d}/log", "w+")
+        cls.daemon = subprocess.Popen([sluiced, "--config", f"{d}/sluice.yaml", "--snapshot", "off", "--store", "off", "--metrics", "off"],
+                                      stdout=cls.log, stderr=subprocess.STDOUT)
+        wait_ready(cls)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.terminate()
+        cls.daemon.wait(timeout=15)
+        cls.log.close()
+        cls.dir.cleanup()
+
+    def tls(self):
+        import ssl
+        return ssl.create_default_context(cafile=f"{self.dir.name}/server.pem")
+
+    def test_token_over_tls_acts_for_its_tenant(self):
+        with Client(f"127.0.0.1:{self.port}", tls=self.tls(), token=self.token) as client:
+            # The tenant left empty is the token's: acme's rule, one a minute.
+            self.assertTrue(client.check("k", rule="api", now_ms=T0).allowed)
+            self.assertFalse(client.check("k", rule="api", tenant="acme", now_ms=T0).allowed)
+            with self.assertRaises(SluiceError) as refused:
+                client.check("k", rule="api", tenant="globex", now_ms=T0)
+            self.assertEqual(refused.exception.code, "forbidden")
+
+    def test_missing_or_wrong_token_is_refused(self):
+        with Client(f"127.0.0.1:{self.port}", tls=self.tls()) as client:
+            with self.assertRaises(SluiceError) as refused:
+                client.check("k", rule="api", now_ms=T0)
+            self.assertEqual(refused.exception.code, "unauthenticated")
+        with self.assertRaises(SluiceError) as wrong:
+            Client(f"127.0.0.1:{self.port}", tls=self.tls(), token=self.token[:-1] + ("A" if self.token[-1] != "A" else "B"))
+        self.assertEqual(wrong.exception.code, "unauthenticated")
+
+    def test_untrusted_certificate_is_refused(self):
+        import ssl
+        with self.assertRaises(SluiceConnectionError) as refused:
+            Client(f"127.0.0.1:{self.port}", tls=ssl.create_default_context(), token=self.token)
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", str(refused.exception))
 
 
 if __name__ == "__main__":

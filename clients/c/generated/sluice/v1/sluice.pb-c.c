@@ -97,6 +97,96 @@ void   sluice__v1__response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__authenticate_request__init
+                     (Sluice__V1__AuthenticateRequest         *message)
+{
+  static const Sluice__V1__AuthenticateRequest init_value = SLUICE__V1__AUTHENTICATE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__authenticate_request__get_packed_size
+                     (const Sluice__V1__AuthenticateRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__authenticate_request__pack
+                     (const Sluice__V1__AuthenticateRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__authenticate_request__pack_to_buffer
+                     (const Sluice__V1__AuthenticateRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__AuthenticateRequest *
+       sluice__v1__authenticate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__AuthenticateRequest *)
+     protobuf_c_message_unpack (&sluice__v1__authenticate_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__authenticate_request__free_unpacked
+                     (Sluice__V1__AuthenticateRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__authenticate_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__authenticate_response__init
+                     (Sluice__V1__AuthenticateResponse         *message)
+{
+  static const Sluice__V1__AuthenticateResponse init_value = SLUICE__V1__AUTHENTICATE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__authenticate_response__get_packed_size
+                     (const Sluice__V1__AuthenticateResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__authenticate_response__pack
+                     (const Sluice__V1__AuthenticateResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__authenticate_response__pack_to_buffer
+                     (const Sluice__V1__AuthenticateResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__authenticate_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__AuthenticateResponse *
+       sluice__v1__authenticate_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__AuthenticateResponse *)
+     protobuf_c_message_unpack (&sluice__v1__authenticate_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__authenticate_response__free_unpacked
+                     (Sluice__V1__AuthenticateResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__authenticate_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__check_request__init
                      (Sluice__V1__CheckRequest         *message)
 {
@@ -2302,7 +2392,7 @@ void   sluice__v1__alert__free_unpacked
   assert(message->base.descriptor == &sluice__v1__alert__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[19] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[20] =
 {
   {
     "id",
@@ -2532,8 +2622,21 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[19]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "authenticate",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, authenticate),
+    &sluice__v1__authenticate_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
+  19,   /* field[19] = authenticate */
   1,   /* field[1] = check */
   11,   /* field[11] = flags */
   8,   /* field[8] = get_reputation */
@@ -2557,7 +2660,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2567,14 +2670,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  19,
+  20,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[18] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[19] =
 {
   {
     "id",
@@ -2792,8 +2895,21 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[18
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "authenticate",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, authenticate),
+    &sluice__v1__authenticate_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
+  18,   /* field[18] = authenticate */
   1,   /* field[1] = check */
   2,   /* field[2] = error */
   12,   /* field[12] = flags */
@@ -2816,7 +2932,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -2826,11 +2942,126 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  18,
+  19,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__authenticate_request__field_descriptors[1] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__AuthenticateRequest, token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__authenticate_request__field_indices_by_name[] = {
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange sluice__v1__authenticate_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__authenticate_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.AuthenticateRequest",
+  "AuthenticateRequest",
+  "Sluice__V1__AuthenticateRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__AuthenticateRequest),
+  1,
+  sluice__v1__authenticate_request__field_descriptors,
+  sluice__v1__authenticate_request__field_indices_by_name,
+  1,  sluice__v1__authenticate_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__authenticate_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__authenticate_response__field_descriptors[4] =
+{
+  {
+    "identity",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__AuthenticateResponse, identity),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__AuthenticateResponse, tenant),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "all_tenants",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__AuthenticateResponse, all_tenants),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "roles",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Sluice__V1__AuthenticateResponse, n_roles),
+    offsetof(Sluice__V1__AuthenticateResponse, roles),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__authenticate_response__field_indices_by_name[] = {
+  2,   /* field[2] = all_tenants */
+  0,   /* field[0] = identity */
+  3,   /* field[3] = roles */
+  1,   /* field[1] = tenant */
+};
+static const ProtobufCIntRange sluice__v1__authenticate_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__authenticate_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.AuthenticateResponse",
+  "AuthenticateResponse",
+  "Sluice__V1__AuthenticateResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__AuthenticateResponse),
+  4,
+  sluice__v1__authenticate_response__field_descriptors,
+  sluice__v1__authenticate_response__field_indices_by_name,
+  1,  sluice__v1__authenticate_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__authenticate_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor sluice__v1__check_request__field_descriptors[1] =
@@ -6121,7 +6352,7 @@ const ProtobufCMessageDescriptor sluice__v1__tier_load__descriptor =
   (ProtobufCMessageInit) sluice__v1__tier_load__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[13] =
+static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[15] =
 {
   { "CODE_UNSPECIFIED", "SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED", 0 },
   { "CODE_INVALID_ARGUMENT", "SLUICE__V1__ERROR__CODE__CODE_INVALID_ARGUMENT", 1 },
@@ -6136,11 +6367,13 @@ static const ProtobufCEnumValue sluice__v1__error__code__enum_values_by_number[1
   { "CODE_FORBIDDEN", "SLUICE__V1__ERROR__CODE__CODE_FORBIDDEN", 10 },
   { "CODE_INVALID_CONFIGURATION", "SLUICE__V1__ERROR__CODE__CODE_INVALID_CONFIGURATION", 11 },
   { "CODE_UNAVAILABLE", "SLUICE__V1__ERROR__CODE__CODE_UNAVAILABLE", 12 },
+  { "CODE_UNAUTHENTICATED", "SLUICE__V1__ERROR__CODE__CODE_UNAUTHENTICATED", 13 },
+  { "CODE_QUOTA_EXCEEDED", "SLUICE__V1__ERROR__CODE__CODE_QUOTA_EXCEEDED", 14 },
 };
 static const ProtobufCIntRange sluice__v1__error__code__value_ranges[] = {
-{0, 0},{0, 13}
+{0, 0},{0, 15}
 };
-static const ProtobufCEnumValueIndex sluice__v1__error__code__enum_values_by_name[13] =
+static const ProtobufCEnumValueIndex sluice__v1__error__code__enum_values_by_name[15] =
 {
   { "CODE_FORBIDDEN", 10 },
   { "CODE_FRAME_TOO_LARGE", 4 },
@@ -6149,7 +6382,9 @@ static const ProtobufCEnumValueIndex sluice__v1__error__code__enum_values_by_nam
   { "CODE_INVALID_CONFIGURATION", 11 },
   { "CODE_MALFORMED_MESSAGE", 5 },
   { "CODE_OVERLOADED", 6 },
+  { "CODE_QUOTA_EXCEEDED", 14 },
   { "CODE_SHUTTING_DOWN", 9 },
+  { "CODE_UNAUTHENTICATED", 13 },
   { "CODE_UNAVAILABLE", 12 },
   { "CODE_UNKNOWN_RULE", 2 },
   { "CODE_UNKNOWN_TENANT", 3 },
@@ -6163,15 +6398,15 @@ const ProtobufCEnumDescriptor sluice__v1__error__code__descriptor =
   "Code",
   "Sluice__V1__Error__Code",
   "sluice.v1",
-  13,
+  15,
   sluice__v1__error__code__enum_values_by_number,
-  13,
+  15,
   sluice__v1__error__code__enum_values_by_name,
   1,
   sluice__v1__error__code__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__error__field_descriptors[3] =
+static const ProtobufCFieldDescriptor sluice__v1__error__field_descriptors[4] =
 {
   {
     "code",
@@ -6209,16 +6444,29 @@ static const ProtobufCFieldDescriptor sluice__v1__error__field_descriptors[3] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry_after_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__Error, retry_after_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__error__field_indices_by_name[] = {
   2,   /* field[2] = check_index */
   0,   /* field[0] = code */
   1,   /* field[1] = message */
+  3,   /* field[3] = retry_after_ms */
 };
 static const ProtobufCIntRange sluice__v1__error__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor sluice__v1__error__descriptor =
 {
@@ -6228,7 +6476,7 @@ const ProtobufCMessageDescriptor sluice__v1__error__descriptor =
   "Sluice__V1__Error",
   "sluice.v1",
   sizeof(Sluice__V1__Error),
-  3,
+  4,
   sluice__v1__error__field_descriptors,
   sluice__v1__error__field_indices_by_name,
   1,  sluice__v1__error__number_ranges,

@@ -17,6 +17,8 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Sluice__V1__Request Sluice__V1__Request;
 typedef struct Sluice__V1__Response Sluice__V1__Response;
+typedef struct Sluice__V1__AuthenticateRequest Sluice__V1__AuthenticateRequest;
+typedef struct Sluice__V1__AuthenticateResponse Sluice__V1__AuthenticateResponse;
 typedef struct Sluice__V1__CheckRequest Sluice__V1__CheckRequest;
 typedef struct Sluice__V1__CheckResponse Sluice__V1__CheckResponse;
 typedef struct Sluice__V1__Limit Sluice__V1__Limit;
@@ -134,8 +136,9 @@ typedef enum _Sluice__V1__Error__Code {
    */
   SLUICE__V1__ERROR__CODE__CODE_SHUTTING_DOWN = 9,
   /*
-   * An operator request arrived where operator requests are not served (TCP without
-   * admin.allow_tcp).
+   * The connection's identity may not make this request (its roles do not include it), or
+   * not for the tenant it names; or an operator request arrived on an unauthenticated TCP
+   * listener without admin.allow_tcp. The message says which.
    */
   SLUICE__V1__ERROR__CODE__CODE_FORBIDDEN = 10,
   /*
@@ -147,7 +150,19 @@ typedef enum _Sluice__V1__Error__Code {
    * The request needs something the daemon was not configured with (a snapshot path, a
    * configuration file), or a write to disk failed.
    */
-  SLUICE__V1__ERROR__CODE__CODE_UNAVAILABLE = 12
+  SLUICE__V1__ERROR__CODE__CODE_UNAVAILABLE = 12,
+  /*
+   * The connection has not authenticated (a listener that requires a token), or the token
+   * presented is not valid. The message never says which part was wrong. After
+   * auth.max_failures on one connection it is closed; an address failing too often is
+   * refused for a while without its tokens being looked at.
+   */
+  SLUICE__V1__ERROR__CODE__CODE_UNAUTHENTICATED = 13,
+  /*
+   * The tenant is over one of its quotas (checks per second, connections); the message names
+   * it and `retry_after_ms` says when to try again.
+   */
+  SLUICE__V1__ERROR__CODE__CODE_QUOTA_EXCEEDED = 14
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__ERROR__CODE)
 } Sluice__V1__Error__Code;
 /*
@@ -220,7 +235,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_REMOVE_TIER = 16,
   SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17,
   SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18,
-  SLUICE__V1__REQUEST__BODY_WATCH_ALERTS = 19
+  SLUICE__V1__REQUEST__BODY_WATCH_ALERTS = 19,
+  SLUICE__V1__REQUEST__BODY_AUTHENTICATE = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -271,6 +287,10 @@ struct  Sluice__V1__Request
      * Follows anomaly alerts as they are raised (docs/ANOMALY.md): a stream. Served everywhere.
      */
     Sluice__V1__WatchAlertsRequest *watch_alerts;
+    /*
+     * Presents a token (docs/SECURITY.md): the first request on a listener that requires one.
+     */
+    Sluice__V1__AuthenticateRequest *authenticate;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -296,7 +316,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_LIST_TIERS = 15,
   SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16,
   SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17,
-  SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS = 18
+  SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS = 18,
+  SLUICE__V1__RESPONSE__BODY_AUTHENTICATE = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -326,11 +347,56 @@ struct  Sluice__V1__Response
     Sluice__V1__ReportLoadResponse *report_load;
     Sluice__V1__ReportOutcomeResponse *report_outcome;
     Sluice__V1__WatchAlertsResponse *watch_alerts;
+    Sluice__V1__AuthenticateResponse *authenticate;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__response__descriptor) \
     , 0, SLUICE__V1__RESPONSE__BODY__NOT_SET, {0} }
+
+
+/*
+ * Makes the connection act as the identity a token names (docs/SECURITY.md). On a TCP listener
+ * that requires authentication (the default) it must come first: every other request before it
+ * is answered CODE_UNAUTHENTICATED. It may also be sent on a Unix socket, to act as a narrower
+ * identity than the socket grants. Once a connection is authenticated its identity is fixed:
+ * a second Authenticate is refused (CODE_FORBIDDEN) unless it names the same identity.
+ */
+struct  Sluice__V1__AuthenticateRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The token as `sluicectl token create` printed it: sluice_<id>_<secret>.
+   */
+  char *token;
+};
+#define SLUICE__V1__AUTHENTICATE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__authenticate_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Sluice__V1__AuthenticateResponse
+{
+  ProtobufCMessage base;
+  /*
+   * The identity's name, as configured.
+   */
+  char *identity;
+  /*
+   * The one tenant the connection may act for; empty with `all_tenants`, or for the default
+   * tenant. A check (or any request) that leaves its tenant empty acts for this tenant.
+   */
+  char *tenant;
+  protobuf_c_boolean all_tenants;
+  /*
+   * What the connection may do: check, report, read, operator (operator may do everything).
+   */
+  size_t n_roles;
+  char **roles;
+};
+#define SLUICE__V1__AUTHENTICATE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__authenticate_response__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL }
 
 
 /*
@@ -1299,10 +1365,15 @@ struct  Sluice__V1__Error
    * For errors about one check of a batch: its index. -1 when the error is about the whole request.
    */
   int32_t check_index;
+  /*
+   * For CODE_QUOTA_EXCEEDED and throttled CODE_UNAUTHENTICATED: milliseconds to wait before
+   * trying again (0: not said).
+   */
+  uint64_t retry_after_ms;
 };
 #define SLUICE__V1__ERROR__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__error__descriptor) \
-    , SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0 }
+    , SLUICE__V1__ERROR__CODE__CODE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
@@ -1478,6 +1549,44 @@ Sluice__V1__Response *
                       const uint8_t       *data);
 void   sluice__v1__response__free_unpacked
                      (Sluice__V1__Response *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__AuthenticateRequest methods */
+void   sluice__v1__authenticate_request__init
+                     (Sluice__V1__AuthenticateRequest         *message);
+size_t sluice__v1__authenticate_request__get_packed_size
+                     (const Sluice__V1__AuthenticateRequest   *message);
+size_t sluice__v1__authenticate_request__pack
+                     (const Sluice__V1__AuthenticateRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__authenticate_request__pack_to_buffer
+                     (const Sluice__V1__AuthenticateRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__AuthenticateRequest *
+       sluice__v1__authenticate_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__authenticate_request__free_unpacked
+                     (Sluice__V1__AuthenticateRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__AuthenticateResponse methods */
+void   sluice__v1__authenticate_response__init
+                     (Sluice__V1__AuthenticateResponse         *message);
+size_t sluice__v1__authenticate_response__get_packed_size
+                     (const Sluice__V1__AuthenticateResponse   *message);
+size_t sluice__v1__authenticate_response__pack
+                     (const Sluice__V1__AuthenticateResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__authenticate_response__pack_to_buffer
+                     (const Sluice__V1__AuthenticateResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__AuthenticateResponse *
+       sluice__v1__authenticate_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__authenticate_response__free_unpacked
+                     (Sluice__V1__AuthenticateResponse *message,
                       ProtobufCAllocator *allocator);
 /* Sluice__V1__CheckRequest methods */
 void   sluice__v1__check_request__init
@@ -2418,6 +2527,12 @@ typedef void (*Sluice__V1__Request_Closure)
 typedef void (*Sluice__V1__Response_Closure)
                  (const Sluice__V1__Response *message,
                   void *closure_data);
+typedef void (*Sluice__V1__AuthenticateRequest_Closure)
+                 (const Sluice__V1__AuthenticateRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__AuthenticateResponse_Closure)
+                 (const Sluice__V1__AuthenticateResponse *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__CheckRequest_Closure)
                  (const Sluice__V1__CheckRequest *message,
                   void *closure_data);
@@ -2575,6 +2690,8 @@ extern const ProtobufCEnumDescriptor    sluice__v1__algorithm__descriptor;
 extern const ProtobufCEnumDescriptor    sluice__v1__reason__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__authenticate_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__authenticate_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__check_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__check_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__limit__descriptor;
