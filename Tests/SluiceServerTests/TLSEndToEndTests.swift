@@ -24,14 +24,14 @@ struct TLSEndToEndTests {
             port = try #require(RedisServer.freePort())
             let tls = "{ certificate: \"\(certificates.certificate)\", key: \"\(certificates.key)\""
                 + (clientCA.map { ", client_ca: \"\($0)\"" } ?? "") + " }"
-            try """
+            try ("""
                 listen:
                   unix: ["\(directory)/s.sock"]
                   tcp:
                     - { address: "127.0.0.1:\(port)", tls: \(tls), auth: \(auth) }
                 rules:
                   api: { limit: 1000, period: 1s }
-                """ + "\n" + extra.write(toFile: directory + "/sluice.yaml", atomically: true, encoding: .utf8)
+                """ + "\n" + extra).write(toFile: directory + "/sluice.yaml", atomically: true, encoding: .utf8)
             (process, _) = try DaemonProcessTests.launch(["--config", directory + "/sluice.yaml", "--snapshot", "off", "--metrics", "off",
                                                            "--store", "off", "--log-level", "warning"])
             #expect(try await DaemonProcessTests.waitForSocket(directory + "/s.sock"))
