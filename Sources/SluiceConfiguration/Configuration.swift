@@ -98,6 +98,8 @@ public struct Configuration: Sendable {
         public var name: String
         /// Its rules.
         public var rules: [String: Rule]
+        /// What it may consume (over the top-level `quotas:`); nil: the defaults.
+        public var quotas: TenantQuotas?
         /// The first of its metric series (see ``CheckSeries``).
         public var seriesBase = 0
 
@@ -122,6 +124,8 @@ public struct Configuration: Sendable {
     public var tcpListeners: [TCPListener] = [TCPListener(host: "127.0.0.1", port: 7420, auth: .none)]
     /// Credentials and identities (docs/SECURITY.md).
     public var auth = Auth()
+    /// Quotas every declared tenant has unless it says otherwise (`quotas:`); nil: none.
+    public var defaultQuotas: TenantQuotas?
     /// The largest frame body accepted, in bytes.
     public var maxFrameBytes = 1 << 20
     /// Connections served at once; more are answered `CODE_OVERLOADED` and closed.

@@ -143,7 +143,7 @@ final class Reader {
     }
 
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
-        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "auth", "log",
+        let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "auth", "quotas", "log",
                                                        "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly",
                                                        "backend", "redis"])
         // Defaults first: rules below depend on the default algorithm.
@@ -187,6 +187,7 @@ final class Reader {
                     }
                 }
             case "auth": try readAuth(value, &configuration)
+            case "quotas": configuration.defaultQuotas = try readQuotas(value, "quotas")
             case "admin":
                 for (k, v) in try mapping(value, "admin", keys: ["allow_tcp"]) where k == "allow_tcp" {
                     configuration.adminOverTCP = try bool(v, "admin.allow_tcp")
@@ -226,8 +227,12 @@ final class Reader {
                         throw error(tenantNode, path, "a tenant name must be 1 to \(configuration.maxKeyBytes) bytes")
                     }
                     var tenant = Configuration.Tenant(name: name, rules: [:])
-                    for (k, v) in try mapping(tenantNode, path, keys: ["rules"]) where k == "rules" {
-                        tenant.rules = try readRules(v, "\(path).rules", configuration)
+                    for (k, v) in try mapping(tenantNode, path, keys: ["rules", "quotas"]) {
+                        if k == "rules" {
+                            tenant.rules = try readRules(v, "\(path).rules", configuration)
+                        } else {
+                            tenant.quotas = try readQuotas(v, "\(path).quotas")
+                        }
                     }
                     configuration.tenants[name] = tenant
                 }

@@ -25,6 +25,10 @@ final class ConnectionSession: RequestProcessor, @unchecked Sendable {
     var identifyPeer: (() -> Configuration.Auth.Identity?)?
     /// The configuration generation the identity was last found standing under.
     var generation: UInt64
+    /// The tenant whose connection quota this connection holds a place in.
+    var slot: String?
+    /// Why the identity its peer proved was not taken (its tenant's connections are all open).
+    var peerRefusal: WireError?
     /// Failed authentications and requests refused for want of one, on this connection.
     var failures = 0
     var closeRequested = false
@@ -45,14 +49,42 @@ final class ConnectionSession: RequestProcessor, @unchecked Sendable {
     var current: Principal? {
         if principal == nil, let identify = identifyPeer {
             identifyPeer = nil
-            principal = identify().map { Principal($0) }
+            if let identity = identify() {
+                peerRefusal = assume(Principal(identity))
+                if peerRefusal != nil { closeRequested = true }
+            }
         }
         let now = dispatcher.state.generation.load(ordering: .relaxed)
         if now != generation {
             generation = now
-            if let principal, !principal.stands(under: dispatcher.configuration.auth) { self.principal = nil }
+            if let principal, !principal.stands(under: dispatcher.configuration.auth) {
+                self.principal = nil
+                releaseSlot()
+            }
         }
         return principal
+    }
+
+    /// Acts as `principal` from now on, taking a place in its tenant's connection quota; the
+    /// refusal when its tenant has all its connections open (the identity is then not taken).
+    func assume(_ principal: Principal) -> WireError? {
+        let tenant = principal.identity.tenant
+        if tenant != slot {
+            let quotas = dispatcher.connectionQuotas
+            if let tenant, let refusal = quotas.acquire(tenant: tenant, limit: dispatcher.configuration.quotas(for: tenant)?.maxConnections) {
+                return refusal
+            }
+            releaseSlot()
+            slot = tenant
+        }
+        self.principal = principal
+        return nil
+    }
+
+    /// Gives back its place in its tenant's connection quota (when it closes, or loses its identity).
+    func releaseSlot() {
+        if let slot { dispatcher.connectionQuotas.release(tenant: slot) }
+        slot = nil
     }
 
     /// Where an operator request is served as coming from: an authenticated identity's roles
@@ -129,6 +161,7 @@ final class ConnectionSession: RequestProcessor, @unchecked Sendable {
     /// The refusal of `request` (counted), or nil with its tenant fields set for the identity.
     func admit(_ request: inout WireRequest) -> WireResponse? {
         guard let principal = current else {
+            if let peerRefusal { return refuse(peerRefusal, id: request.id) }
             gatekeeper.unauthenticatedRequests.add(1, ordering: .relaxed)
             fail()
             return refuse(WireError(.unauthenticated, "this listener requires authentication: send an Authenticate request with a token first"),
@@ -171,7 +204,11 @@ final class ConnectionSession: RequestProcessor, @unchecked Sendable {
                 return refuse(WireError(.forbidden, "this connection is authenticated as '\(known.identity.name)' already; open another to act as '\(identity.name)'"),
                               id: id)
             }
-            if principal?.identity != identity || principal?.tokenID != token.id { principal = Principal(identity, tokenID: token.id) }
+            if principal?.identity != identity || principal?.tokenID != token.id,
+               let refusal = assume(Principal(identity, tokenID: token.id)) {
+                closeRequested = true
+                return refuse(refusal, id: id)
+            }
             failures = 0
             dispatcher.counters.requests.add(1, ordering: .relaxed)
             var response = WireResponse()

@@ -38,8 +38,10 @@ public final class LiveConfiguration: Sendable {
     let backendExceptions: Set<UInt64>
     /// The limits of rules whose own `mode` is not `redis.mode`'s (``Configuration/modeExceptions``).
     let modeExceptions: Set<UInt64>
+    /// Tenants' checks-per-second quotas; nil when none is set.
+    let quotas: QuotaTable?
 
-    init(_ configuration: Configuration, generation: UInt64) {
+    init(_ configuration: Configuration, generation: UInt64, previous: LiveConfiguration? = nil) {
         var numbered = configuration
         series = CheckSeries.assign(&numbered)
         rules = RuleIndex(numbered, series: series)
@@ -56,6 +58,7 @@ public final class LiveConfiguration: Sendable {
         anomalyRollout = numbered.features[AnomalyService.feature].map(CompiledFlag.init)
         backendExceptions = numbered.backendExceptions
         modeExceptions = numbered.modeExceptions
+        quotas = QuotaTable(numbered, previous: previous?.quotas)
     }
 }
 
@@ -199,7 +202,7 @@ public final class LiveState: Sendable {
     @discardableResult
     public func apply(_ configuration: Configuration) -> LiveConfiguration {
         shared.withLockedValue { shared in
-            let live = LiveConfiguration(configuration, generation: shared.live.generation + 1)
+            let live = LiveConfiguration(configuration, generation: shared.live.generation + 1, previous: shared.live)
             shared.live = live
             generation.store(live.generation, ordering: .releasing)
             return live

@@ -200,7 +200,8 @@ public final class SluiceDaemon: Sendable {
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
                                                reputation: reputation, load: dispatcher.shedding, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
-                                               loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend, gatekeeper: dispatcher.gatekeeper)
+                                               loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend, gatekeeper: dispatcher.gatekeeper,
+                                               connectionQuotas: dispatcher.connectionQuotas)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: { [dispatcher] in
                         guard !tracker.isDraining else { return .init(ready: false, reason: "shutting down") }
@@ -331,9 +332,16 @@ public final class SluiceDaemon: Sendable {
                     }
                     if kind == .unix, !configuration.auth.unixPeers.isEmpty {
                         let peers = configuration.auth.unixPeers
-                        // Read at once: the initializer runs on the channel's loop.
-                        UnixPeer.uid(of: channel) { uid in if let identity = peers[uid] { session.principal = Principal(identity) } }
+                        // Read at once: the initializer runs on the channel's loop. Taken at the
+                        // first request, like a certificate's identity.
+                        UnixPeer.uid(of: channel) { uid in
+                            guard let identity = peers[uid] else { return }
+                            session.principal = nil
+                            session.identifyPeer = { identity }
+                        }
                     }
+                    // Its place in its tenant's connection quota is given back when it closes.
+                    channel.closeFuture.whenComplete { _ in session.releaseSlot() }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(processor: session, logger: logger, maximumFrameBytes: configuration.maxFrameBytes,
                                           timeouts: timeouts, activity: activity, queueDelay: gauges[ObjectIdentifier(channel.eventLoop)],

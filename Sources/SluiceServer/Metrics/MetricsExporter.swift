@@ -32,14 +32,18 @@ final class MetricsExporter: Sendable {
     let redis: RedisBackend?
     /// Authentication's counters.
     let gatekeeper: Gatekeeper?
+    /// Connections per tenant.
+    let connectionQuotas: ConnectionQuotas?
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
     init(metrics: SluiceMetrics, state: LiveState, table: LimiterTable, counters: ServerCounters,
          events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: SheddingService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
-         version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil, gatekeeper: Gatekeeper? = nil) {
+         version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil, gatekeeper: Gatekeeper? = nil,
+         connectionQuotas: ConnectionQuotas? = nil) {
         self.gatekeeper = gatekeeper
+        self.connectionQuotas = connectionQuotas
         self.loopDelays = loopDelays
         self.redis = redis
         self.reputation = reputation
@@ -110,6 +114,20 @@ final class MetricsExporter: Sendable {
                         [("reason", "unauthenticated")], gatekeeper.unauthenticatedRequests.load(ordering: .relaxed))
                 counter("sluice_auth_refused_requests_total", "Requests refused by authentication: unauthenticated (none yet), forbidden (the identity's role or tenant).",
                         [("reason", "forbidden")], gatekeeper.forbiddenRequests.load(ordering: .relaxed))
+            }
+            for rate in state.current.quotas?.rates ?? [] {
+                counter("sluice_tenant_quota_refusals_total", "Requests refused CODE_QUOTA_EXCEEDED, by tenant and quota.",
+                        [("tenant", rate.tenant), ("quota", "checks_per_second")], rate.refusals.load(ordering: .relaxed))
+            }
+            if let connectionQuotas {
+                let counts = connectionQuotas.snapshot
+                for (tenant, refused) in counts.refused.sorted(by: { $0.key < $1.key }) {
+                    counter("sluice_tenant_quota_refusals_total", "Requests refused CODE_QUOTA_EXCEEDED, by tenant and quota.",
+                            [("tenant", tenant), ("quota", "max_connections")], refused)
+                }
+                for (tenant, open) in counts.open.sorted(by: { $0.key < $1.key }) {
+                    gauge("sluice_tenant_connections", "Connections open now acting as one tenant's identity.", [("tenant", tenant)], Double(open))
+                }
             }
             counter("sluice_accept_errors_total", "Accepts that failed for want of file descriptors or memory (the listener then backs off).", [],
                     counters.acceptErrors.load(ordering: .relaxed))

@@ -382,6 +382,14 @@ extension RequestDispatcher {
                     return (number, error)
                 }
             }
+            // The tenants' checks-per-second quotas, once the frame is valid: a refused frame is
+            // answered like one with an invalid check.
+            if let quotas = live.quotas,
+               let error = quotas.charge(UnsafeBufferPointer(rebasing: views[frame.start..<(frame.start + frame.count)]), now: started) {
+                scratch.items.baseAddress!.advanced(by: frame.start).deinitialize(count: frame.count)
+                resolved = frame.start
+                return (number, error)
+            }
         }
         return nil
     }

@@ -35,6 +35,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let answersAtOnce: Bool
     /// Tokens presented, and failures per address.
     let gatekeeper = Gatekeeper()
+    /// Connections open per tenant, for `max_connections`.
+    let connectionQuotas = ConnectionQuotas()
 
     /// A dispatcher over the services the daemon built.
     ///

@@ -1,0 +1,38 @@
+import SluiceCore
+
+extension Configuration {
+    /// What one tenant may consume, so that a noisy tenant cannot hurt the others
+    /// (docs/SECURITY.md, "Quotas"). Each limit unset: none.
+    public struct TenantQuotas: Sendable, Equatable {
+        /// Checks per second the tenant's requests may carry, on this daemon; past it a request
+        /// is refused `CODE_QUOTA_EXCEEDED` with `retry_after_ms`.
+        public var checksPerSecond: UInt64?
+        /// Checks it may send at once past the rate (default: one second's worth).
+        public var burst: UInt64?
+        /// Connections authenticated as the tenant's identities open at once, on this daemon.
+        public var maxConnections: Int?
+
+        public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil) {
+            self.checksPerSecond = checksPerSecond
+            self.burst = burst
+            self.maxConnections = maxConnections
+        }
+
+        /// These quotas, each unset one taken from `defaults`.
+        func over(_ defaults: TenantQuotas) -> TenantQuotas {
+            TenantQuotas(checksPerSecond: checksPerSecond ?? defaults.checksPerSecond, burst: burst ?? defaults.burst,
+                         maxConnections: maxConnections ?? defaults.maxConnections)
+        }
+
+        /// Whether any limit is set.
+        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil }
+    }
+
+    /// The quotas of the declared tenant `tenant`: its own over the top-level `quotas:`; nil for
+    /// an undeclared tenant (or the default one) and for a tenant with none.
+    public func quotas(for tenant: String) -> TenantQuotas? {
+        guard let declared = tenants[tenant] else { return nil }
+        let merged = (declared.quotas ?? TenantQuotas()).over(defaultQuotas ?? TenantQuotas())
+        return merged.isEmpty ? nil : merged
+    }
+}

@@ -1,0 +1,21 @@
+import SluiceCore
+import Yams
+
+extension Reader {
+    /// `quotas:` (top level: every declared tenant's defaults) or `tenants.NAME.quotas:`.
+    func readQuotas(_ node: Node, _ path: String) throws(SluiceError) -> Configuration.TenantQuotas {
+        var quotas = Configuration.TenantQuotas()
+        for (key, value) in try mapping(node, path, keys: ["checks_per_second", "burst", "max_connections"]) {
+            let keyPath = "\(path).\(key)"
+            switch key {
+            case "checks_per_second": quotas.checksPerSecond = UInt64(try integer(value, keyPath, 1...1_000_000_000))
+            case "burst": quotas.burst = UInt64(try integer(value, keyPath, 1...1_000_000_000))
+            default: quotas.maxConnections = try integer(value, keyPath, 1...1_000_000)
+            }
+        }
+        if quotas.burst != nil, quotas.checksPerSecond == nil {
+            throw error(node, "\(path).burst", "is for checks_per_second: set it too")
+        }
+        return quotas
+    }
+}
