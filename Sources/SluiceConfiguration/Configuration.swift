@@ -169,6 +169,9 @@ public struct Configuration: Sendable {
     public var snapshotIntervalMs: Int64 = 30_000
     /// Where Prometheus metrics, /healthz and /readyz are served over HTTP; nil: not served.
     public var metricsListener: TCPListener?
+    /// A file holding the bearer token `GET /metrics` must present (`Authorization: Bearer …`);
+    /// read at start and at each reload. Nil: /metrics is open.
+    public var metricsBearerTokenFile: String?
     /// Whether operator requests (reload, snapshot) are served on TCP connections too. They are
     /// always served on Unix sockets, whose file mode says who may connect.
     public var adminOverTCP = false

@@ -175,17 +175,27 @@ final class Reader {
                     }
                 }
             case "metrics":
-                for (k, v) in try mapping(value, "metrics", keys: ["listen"]) where k == "listen" {
-                    let text = try string(v, "metrics.listen")
-                    if text.isEmpty || text == "off" {
-                        configuration.metricsListener = nil
-                    } else {
-                        guard let listener = Self.parseHostPort(text) else {
-                            throw error(v, "metrics.listen", "expected HOST:PORT such as 127.0.0.1:7421, or \"off\", got '\(text)'")
+                var tls: Configuration.TLSFiles?
+                for (k, v) in try mapping(value, "metrics", keys: ["listen", "tls", "bearer_token_file"]) {
+                    switch k {
+                    case "listen":
+                        let text = try string(v, "metrics.listen")
+                        if text.isEmpty || text == "off" {
+                            configuration.metricsListener = nil
+                        } else {
+                            guard let listener = Self.parseHostPort(text) else {
+                                throw error(v, "metrics.listen", "expected HOST:PORT such as 127.0.0.1:7421, or \"off\", got '\(text)'")
+                            }
+                            configuration.metricsListener = listener
                         }
-                        configuration.metricsListener = listener
+                    case "tls": tls = try readTLS(v, "metrics.tls")
+                    default:
+                        let file = try string(v, "metrics.bearer_token_file")
+                        guard !file.isEmpty else { throw error(v, "metrics.bearer_token_file", "expected a file's path") }
+                        configuration.metricsBearerTokenFile = resolve(file)
                     }
                 }
+                if let tls { configuration.metricsListener?.tls = tls }
             case "auth": try readAuth(value, &configuration)
             case "quotas": configuration.defaultQuotas = try readQuotas(value, "quotas")
             case "admin":

@@ -150,9 +150,11 @@ struct Sluiced: AsyncParsableCommand {
             if metrics == "off" || metrics.isEmpty {
                 configuration.metricsListener = nil
             } else {
-                guard let listener = ConfigurationLoader.parseHostPort(metrics) else {
+                guard var listener = ConfigurationLoader.parseHostPort(metrics) else {
                     throw SluiceError(.invalidArgument, "--metrics expects HOST:PORT such as 127.0.0.1:7421, or off, got '\(metrics)'")
                 }
+                // The file's metrics.tls still applies to the address given here.
+                listener.tls = configuration.metricsListener?.tls
                 configuration.metricsListener = listener
             }
         }

@@ -159,6 +159,73 @@ struct TLSEndToEndTests {
         await bobWithToken.close()
     }
 
+    /// curl's status code and body for `url` (nil: curl could not connect or verify).
+    static func curl(_ arguments: [String]) throws -> (status: Int, body: String)? {
+        let process = ChildProcess()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-s", "-w", "\n%{http_code}"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let newline = text.lastIndex(of: "\n"), let status = Int(text[text.index(after: newline)...]) else {
+            return nil
+        }
+        return (status, String(text[..<newline]))
+    }
+
+    @Test("the metrics endpoint serves TLS and asks /metrics for a bearer token; /healthz stays open; the token is read again at reload", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")))
+    func metricsOverTLSWithABearerToken() async throws {
+        let certificates = try TestCertificates.make()
+        defer { certificates.remove() }
+        let directory = NSTemporaryDirectory() + "sluiced-metrics-tls-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let port = try #require(RedisServer.freePort())
+        try "first-token-0123456789\n".write(toFile: "\(directory)/metrics-token", atomically: true, encoding: .utf8)
+        try """
+            listen: { unix: ["\(directory)/s.sock"], tcp: [] }
+            metrics:
+              listen: "127.0.0.1:\(port)"
+              tls: { certificate: "\(certificates.certificate)", key: "\(certificates.key)" }
+              bearer_token_file: metrics-token
+            """.write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
+        let (process, _) = try DaemonProcessTests.launch(["--config", "\(directory)/sluice.yaml", "--snapshot", "off", "--store", "off",
+                                                          "--log-level", "warning"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        #expect(try await DaemonProcessTests.waitForSocket("\(directory)/s.sock"))
+        let url = "https://localhost:\(port)"
+        let trust = ["--cacert", certificates.authority]
+        let withToken = try await blocking { try Self.curl(trust + ["-H", "Authorization: Bearer first-token-0123456789", "\(url)/metrics"]) }
+        #expect(withToken?.status == 200 && withToken?.body.contains("sluice_connections_open") == true)
+        let without = try await blocking { try Self.curl(trust + ["\(url)/metrics"]) }
+        #expect(without?.status == 401)
+        let wrong = try await blocking { try Self.curl(trust + ["-H", "Authorization: Bearer first-token-0123456780", "\(url)/metrics"]) }
+        #expect(wrong?.status == 401)
+        let health = try await blocking { try Self.curl(trust + ["\(url)/healthz"]) }
+        #expect(health?.status == 200)
+        // Plain HTTP, or a client that does not trust the authority, gets nothing.
+        #expect(try await blocking { try Self.curl(["http://127.0.0.1:\(port)/healthz"]) } == nil)
+        #expect(try await blocking { try Self.curl(["\(url)/healthz"]) } == nil)
+        // Rotation: a new token in the file, then a reload.
+        try "second-token-0123456789\n".write(toFile: "\(directory)/metrics-token", atomically: true, encoding: .utf8)
+        kill(process.processIdentifier, SIGHUP)
+        var rotated: (status: Int, body: String)?
+        for _ in 0..<100 {
+            rotated = try await blocking { try Self.curl(trust + ["-H", "Authorization: Bearer second-token-0123456789", "\(url)/metrics"]) }
+            if rotated?.status == 200 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(rotated?.status == 200)
+        let old = try await blocking { try Self.curl(trust + ["-H", "Authorization: Bearer first-token-0123456789", "\(url)/metrics"]) }
+        #expect(old?.status == 401)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+
     @Test("a rotated certificate is read at SIGHUP: new connections get it, open ones go on; a bad file refuses the reload and the old one stays")
     func rotation() async throws {
         let certificates = try TestCertificates.make()

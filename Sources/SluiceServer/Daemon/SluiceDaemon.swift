@@ -107,6 +107,8 @@ public final class SluiceDaemon: Sendable {
         try configuration.checkAuthentication()
         var tls: [Configuration.TCPListener: ListenerTLS] = [:]
         for listener in configuration.tcpListeners { if let files = listener.tls { tls[listener] = try ListenerTLS(files) } }
+        let metricsTLS = try configuration.metricsListener?.tls.map { files throws(SluiceError) in try ListenerTLS(files) }
+        let metricsToken = try configuration.metricsBearerTokenFile.map { path throws(SluiceError) in try MetricsToken(path: path) }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         // With request times, checks of different keys need not arrive in time order, so
@@ -137,9 +139,12 @@ public final class SluiceDaemon: Sendable {
         }
         snapshotter?.restore()
         let loader = reloadFrom ?? Self.fileLoader(configuration.source)
-        let contexts = Array(tls.values)
+        let contexts = Array(tls.values) + (metricsTLS.map { [$0] } ?? [])
         let operations = Operator(state: state, loader: loader, snapshotter: snapshotter, metrics: metrics, time: time, logger: logger,
-                                  reloadFiles: { () throws(SluiceError) in for context in contexts { try context.reload() } })
+                                  reloadFiles: { () throws(SluiceError) in
+                                      for context in contexts { try context.reload() }
+                                      try metricsToken?.reload()
+                                  })
         let shedding = SheddingService(state: state)
         let chosen: any LimiterBackend
         if let backend {
@@ -203,7 +208,8 @@ public final class SluiceDaemon: Sendable {
                                                loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend, gatekeeper: dispatcher.gatekeeper,
                                                connectionQuotas: dispatcher.connectionQuotas)
                 do {
-                    metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, readiness: { [dispatcher] in
+                    metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, tls: metricsTLS, token: metricsToken,
+                                                                    readiness: { [dispatcher] in
                         guard !tracker.isDraining else { return .init(ready: false, reason: "shutting down") }
                         // Checks are answered whatever Redis or the store does (on_failure says
                         // how), so the daemon stays ready; the body says how it is serving.

@@ -2,12 +2,15 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import SluiceConfiguration
 
 /// The operator's HTTP listener: `GET /metrics` (Prometheus text format), `GET /healthz` (the
 /// process answers) and `GET /readyz` (it serves checks: listeners bound, not shutting down).
 /// Anything else is a 404 or 405. Requests have no body; one larger than a few kilobytes of
-/// headers is refused by the HTTP parser.
+/// headers is refused by the HTTP parser. With `metrics.tls` it speaks TLS only; with
+/// `metrics.bearer_token_file`, `/metrics` answers 401 without `Authorization: Bearer <token>`
+/// (`/healthz` and `/readyz` stay open: load balancers probe them without credentials).
 enum MetricsEndpoint {
     /// What `/readyz` reports.
     struct Readiness: Sendable {
@@ -16,14 +19,20 @@ enum MetricsEndpoint {
     }
 
     static func bind(_ listener: Configuration.TCPListener, group: any EventLoopGroup, exporter: MetricsExporter,
+                     tls: ListenerTLS? = nil, token: MetricsToken? = nil,
                      readiness: @escaping @Sendable () -> Readiness, logger: Logger) async throws -> any Channel {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
+                do {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current)) }
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(exporter: exporter, readiness: readiness))
+                        HTTPHandler(exporter: exporter, readiness: readiness, token: token))
                 }
             }
             .bind(host: listener.host, port: listener.port).get()
@@ -35,11 +44,13 @@ enum MetricsEndpoint {
 
         let exporter: MetricsExporter
         let readiness: @Sendable () -> Readiness
+        let token: MetricsToken?
         var head: HTTPRequestHead?
 
-        init(exporter: MetricsExporter, readiness: @escaping @Sendable () -> Readiness) {
+        init(exporter: MetricsExporter, readiness: @escaping @Sendable () -> Readiness, token: MetricsToken?) {
             self.exporter = exporter
             self.readiness = readiness
+            self.token = token
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -58,7 +69,14 @@ enum MetricsEndpoint {
             let status: HTTPResponseStatus
             var contentType = "text/plain; charset=utf-8"
             var body: [UInt8]
+            var headers = HTTPHeaders()
+            // (A `where` on a case of two patterns would guard the last one only.)
+            let refused = path == "/metrics" && token?.accepts(head.headers.first(name: "Authorization")) == false
             switch (head.method, path) {
+            case (.GET, "/metrics") where refused, (.HEAD, "/metrics") where refused:
+                status = .unauthorized
+                headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"sluice metrics\"")
+                body = Array("a bearer token is required: Authorization: Bearer <metrics.bearer_token_file's token>\n".utf8)
             case (.GET, "/metrics"), (.HEAD, "/metrics"):
                 status = .ok
                 contentType = "text/plain; version=0.0.4; charset=utf-8"
@@ -77,7 +95,6 @@ enum MetricsEndpoint {
                 status = .notFound
                 body = Array("not found: try /metrics, /healthz or /readyz\n".utf8)
             }
-            var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: contentType)
             headers.add(name: "Content-Length", value: "\(body.count)")
             if head.method == .HEAD { body = [] }
