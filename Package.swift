@@ -172,6 +172,8 @@ let package = Package(
             dependencies: [
                 "SluiceLoad", "SluiceProto", "SluiceCore", "SluiceClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // In-process table benchmark: decisions per second and bytes per key.

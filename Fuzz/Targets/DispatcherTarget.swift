@@ -52,7 +52,7 @@ final class DispatcherTarget: @unchecked Sendable {
       bucket: { limit: 5, period: 1s, burst: 10, algorithm: token_bucket }
     tenants:
       acme:
-        quotas: { checks_per_second: 100000, burst: 100 }
+        quotas: { checks_per_second: 100000, burst: 100, max_keys: 256 }
         rules:
           login: { limit: 5, period: 1m, algorithm: sliding_window }
     """

@@ -78,6 +78,12 @@ extension Configuration {
         fixed("log.level", \.logLevel)
         fixed("log.format", \.logFormat)
         fixed("store", \.store)
+        // A tenant's own table is sized at its making: a new size waits for a restart.
+        for name in tenants.keys.sorted() {
+            if let before = quotas(for: name)?.maxKeys, let after = loaded.quotas(for: name)?.maxKeys, before != after {
+                report.needsRestart.append("tenants.\(name).quotas.max_keys")
+            }
+        }
 
         let before = rulesByReportName, after = loaded.rulesByReportName
         report.rulesAdded = after.keys.filter { before[$0] == nil }.sorted()

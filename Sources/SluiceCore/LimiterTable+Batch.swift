@@ -20,6 +20,9 @@ public struct BatchCheck: Sendable {
     public var multiplier: Double
     /// When true the table leaves this check alone (its decision was made elsewhere, e.g. a block).
     public var skip: Bool
+    /// Which table holds its key: 0 the shared one, else a tenant's own (its `max_keys` quota),
+    /// numbered by the server. The table itself does not read it.
+    public var partition: UInt16 = 0
 
     /// Creates a batch item.
     public init(key: Fingerprint, limits: Limits, hits: UInt64, now: Int64, multiplier: Double = 1, skip: Bool = false) {

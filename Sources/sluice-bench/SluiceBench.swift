@@ -73,6 +73,11 @@ struct SluiceBench: ParsableCommand {
     @Option(help: "Upstream mode: how long a request waits for the upstream, e.g. 1s.") var upstreamTimeout = "1s"
     @Option(help: "Upstream mode: write each second's figures per tier here (JSON lines).") var timeline: String?
 
+    @Option(help: "epoll (the default: raw sockets, fastest) or nio (the Swift client: speaks TLS; compare plain and TLS with it).")
+    var engine = "epoll"
+    @Option(help: "The nio engine: TLS, trusting this authority (PEM).") var tlsCa: String?
+    @Option(help: "An API token presented on each connection first (nio engine).") var token: String?
+
     @Flag(help: "Print the summary as JSON on standard output.") var json = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
 
@@ -107,6 +112,22 @@ struct SluiceBench: ParsableCommand {
         }
         guard Self.algorithms[algorithm] != nil else {
             throw ValidationError("--algorithm must be one of \(Self.algorithms.keys.sorted().joined(separator: ", "))")
+        }
+        if engine == "nio" || tlsCa != nil || token != nil {
+            guard engine == "nio" else { throw ValidationError("--tls-ca and --token need --engine nio") }
+            guard let duration else { throw ValidationError("--engine nio needs --duration") }
+            let seconds = try Self.parseDuration(duration)
+            let target: Endpoint
+            do { target = try Endpoint(parsing: endpoint) } catch { throw ValidationError("--endpoint \(endpoint): \(error)") }
+            let summary = try NIOEngine.run(.init(endpoint: target, tls: tlsCa.map { ClientTLS(authority: $0) }, token: token,
+                                                  connections: connections, depth: depth, batch: batch, keys: keys, seconds: seconds,
+                                                  warmup: warmup, tenant: tenant, rule: rule, limit: spec))
+            if json {
+                print(String(decoding: try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                print(summary)
+            }
+            return
         }
         let redisArguments = RedisGCRAArguments(burst: burst == 0 ? count : burst, count: count, periodMs: periodMs)
         let encoder = RequestEncoder(targetProtocol: targetProtocol)

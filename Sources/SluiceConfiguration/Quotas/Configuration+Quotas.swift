@@ -11,21 +11,25 @@ extension Configuration {
         public var burst: UInt64?
         /// Connections authenticated as the tenant's identities open at once, on this daemon.
         public var maxConnections: Int?
+        /// Keys the tenant may hold: its keys live in a table of its own of this size, whose
+        /// least recently used keys are evicted when it is full (never another tenant's).
+        public var maxKeys: Int?
 
-        public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil) {
+        public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil, maxKeys: Int? = nil) {
             self.checksPerSecond = checksPerSecond
             self.burst = burst
             self.maxConnections = maxConnections
+            self.maxKeys = maxKeys
         }
 
         /// These quotas, each unset one taken from `defaults`.
         func over(_ defaults: TenantQuotas) -> TenantQuotas {
             TenantQuotas(checksPerSecond: checksPerSecond ?? defaults.checksPerSecond, burst: burst ?? defaults.burst,
-                         maxConnections: maxConnections ?? defaults.maxConnections)
+                         maxConnections: maxConnections ?? defaults.maxConnections, maxKeys: maxKeys ?? defaults.maxKeys)
         }
 
         /// Whether any limit is set.
-        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil }
+        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil && maxKeys == nil }
     }
 
     /// The quotas of the declared tenant `tenant`: its own over the top-level `quotas:`; nil for

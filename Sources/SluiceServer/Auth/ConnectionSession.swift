@@ -230,6 +230,17 @@ final class ConnectionSession: RequestProcessor, @unchecked Sendable {
         stats.uptimeMs = whole.uptimeMs
         stats.clock = whole.clock
         stats.configGeneration = whole.configGeneration
+        // Its own table, when it has one (quotas.max_keys): its keys, its evictions.
+        let live = dispatcher.state.current
+        if let tenant = principal?.identity.tenant, let partitions = live.partitions {
+            let number = partitions.partition(for: tenant)
+            if number != 0 {
+                let own = partitions.table(number).statistics()
+                stats.entries = UInt64(own.entries)
+                stats.maxEntries = UInt64(own.maxEntries)
+                stats.evictions = own.evictions
+            }
+        }
         response.stats = stats
         response.id = id
         return response

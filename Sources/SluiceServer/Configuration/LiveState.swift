@@ -40,6 +40,8 @@ public final class LiveConfiguration: Sendable {
     let modeExceptions: Set<UInt64>
     /// Tenants' checks-per-second quotas; nil when none is set.
     let quotas: QuotaTable?
+    /// Tenants' own tables (`max_keys`); nil when no tenant has one.
+    let partitions: TablePartitions?
 
     init(_ configuration: Configuration, generation: UInt64, previous: LiveConfiguration? = nil) {
         var numbered = configuration
@@ -59,6 +61,7 @@ public final class LiveConfiguration: Sendable {
         backendExceptions = numbered.backendExceptions
         modeExceptions = numbered.modeExceptions
         quotas = QuotaTable(numbered, previous: previous?.quotas)
+        partitions = TablePartitions(numbered, previous: previous?.partitions)
     }
 }
 

@@ -133,6 +133,11 @@ public final class SluiceDaemon: Sendable {
         if let anomalyPath { anomaly.restoreState(from: anomalyPath, now: time.now()) }
         var companions: [@Sendable () -> Void] = [{ reputation.saveBaselines() }]
         if let anomalyPath { companions.append { anomaly.saveState(to: anomalyPath) } }
+        // Tenants' own tables (quotas.max_keys) beside the snapshot, those of the configuration in force.
+        if let base = configuration.snapshotPath {
+            PartitionSnapshots.restore(state.current.partitions, base: base, logger: logger)
+            companions.append { PartitionSnapshots.write(state.current.partitions, base: base, now: time.now(), logger: logger) }
+        }
         // The table is restored before any listener accepts, so no check sees it empty.
         let snapshotter = configuration.snapshotPath.map {
             Snapshotter(path: $0, table: table, time: time, logger: logger, metrics: metrics, companions: companions)

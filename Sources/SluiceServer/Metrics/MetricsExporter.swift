@@ -115,6 +115,13 @@ final class MetricsExporter: Sendable {
                 counter("sluice_auth_refused_requests_total", "Requests refused by authentication: unauthenticated (none yet), forbidden (the identity's role or tenant).",
                         [("reason", "forbidden")], gatekeeper.forbiddenRequests.load(ordering: .relaxed))
             }
+            for partition in state.current.partitions?.list ?? [] {
+                let own = partition.table.statistics()
+                gauge("sluice_tenant_table_entries", "Keys held in a tenant's own table (quotas.max_keys).", [("tenant", partition.tenant)],
+                      Double(own.entries))
+                counter("sluice_tenant_table_evictions_total", "Keys evicted from a tenant's own table because it was full (its own keys only).",
+                        [("tenant", partition.tenant)], own.evictions)
+            }
             for rate in state.current.quotas?.rates ?? [] {
                 counter("sluice_tenant_quota_refusals_total", "Requests refused CODE_QUOTA_EXCEEDED, by tenant and quota.",
                         [("tenant", rate.tenant), ("quota", "checks_per_second")], rate.refusals.load(ordering: .relaxed))

@@ -280,11 +280,11 @@ extension RequestDispatcher {
                 if inOrder {
                     decideInOrder(batch, into: decisions)
                 } else if resolved == 1, !items[0].skip {
-                    decisions.initialize(repeating: backend.check(items.baseAddress!))
+                    decisions.initialize(repeating: target(items[0].partition, live).check(items.baseAddress!))
                 } else {
                     // The table groups a batch by shard, one lock per shard, slots prefetched (docs/BENCHMARKS.md).
                     decisions.initialize(repeating: .blocked())
-                    backend.check(batch: UnsafeBufferPointer(items), into: decisions)
+                    check(batch: UnsafeBufferPointer(items), into: decisions, live: live)
                 }
                 apply(batch, decisions: decisions, active: active, context: context)
                 for frame in frames[0..<decidedFrames] {
@@ -436,11 +436,49 @@ extension RequestDispatcher {
         for index in 0..<batch.count {
             // A buffer with an element at `index` has a base address.
             let item = UnsafePointer(batch.items.baseAddress! + index)
+            let table = target(item.pointee.partition, batch.live)
             if batch.notes[index].peekFactor != 0 {
-                let decision = backend.evaluate(item.pointee, factor: batch.notes[index].peekFactor)
+                let decision = table.evaluate(item.pointee, factor: batch.notes[index].peekFactor)
                 if !decision.allowed { batch.notes[index].wouldDeny = decision.reason }
             }
-            (decisions.baseAddress! + index).initialize(to: item.pointee.skip ? .blocked() : backend.check(item))
+            (decisions.baseAddress! + index).initialize(to: item.pointee.skip ? .blocked() : table.check(item))
+        }
+    }
+
+    /// Where a check of `partition` is decided: the backend, or its tenant's own table.
+    @inline(__always)
+    func target(_ partition: UInt16, _ live: LiveConfiguration) -> any LimiterBackend {
+        guard partition != 0, let partitions = live.partitions else { return backend }
+        return partitions.table(partition)
+    }
+
+    /// Decides a batch against the backend, and the checks of tenants with tables of their own
+    /// against those: each table's checks as one batch of it, in order (a key lives in one).
+    func check(batch items: UnsafeBufferPointer<BatchCheck>, into decisions: UnsafeMutableBufferPointer<Decision>, live: LiveConfiguration) {
+        guard live.partitions != nil, items.contains(where: { $0.partition != 0 }) else {
+            backend.check(batch: items, into: decisions)
+            return
+        }
+        var remaining = Set(items.map(\.partition))
+        withUnsafeTemporaryAllocation(of: BatchCheck.self, capacity: items.count) { gathered in
+            withUnsafeTemporaryAllocation(of: Decision.self, capacity: items.count) { answers in
+                withUnsafeTemporaryAllocation(of: Int.self, capacity: items.count) { positions in
+                    while let partition = remaining.popFirst() {
+                        var count = 0
+                        for index in items.indices where items[index].partition == partition {
+                            (gathered.baseAddress! + count).initialize(to: items[index])
+                            (answers.baseAddress! + count).initialize(to: decisions[index])
+                            positions[count] = index
+                            count += 1
+                        }
+                        target(partition, live).check(batch: UnsafeBufferPointer(rebasing: gathered[0..<count]),
+                                                      into: UnsafeMutableBufferPointer(rebasing: answers[0..<count]))
+                        for slot in 0..<count { decisions[positions[slot]] = answers[slot] }
+                        gathered.baseAddress!.deinitialize(count: count)
+                        answers.baseAddress!.deinitialize(count: count)
+                    }
+                }
+            }
         }
     }
 

@@ -37,6 +37,9 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     let gatekeeper = Gatekeeper()
     /// Connections open per tenant, for `max_connections`.
     let connectionQuotas = ConnectionQuotas()
+    /// Whether checks of tenants with `max_keys` go to their own tables: only when checks are
+    /// decided in this daemon's table (a shared backend keeps its own keys).
+    let routesPartitions: Bool
 
     /// A dispatcher over the services the daemon built.
     ///
@@ -53,6 +56,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.state = state
         self.backend = backend
         answersAtOnce = backend.answersAtOnce
+        routesPartitions = backend is LimiterTable
         self.counters = counters
         self.events = events
         self.operations = operations
@@ -256,9 +260,19 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         }
     }
 
-    /// A check validated and ready for the table, with the metric series it counts under.
+    /// A check validated and ready for the table, with the metric series it counts under, and
+    /// the table its tenant's keys live in (``TablePartitions``).
+    @inline(__always)
     func resolve(_ check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits,
                  in live: LiveConfiguration) -> Result<(BatchCheck, Int), WireError> {
+        let result = resolveLimits(of: check, index: index, batchNow: batchNow, previous: &previous, in: live)
+        guard routesPartitions, let partitions = live.partitions, case .success(var (item, series)) = result else { return result }
+        item.partition = partitions.partition(for: check.tenant)
+        return .success((item, series))
+    }
+
+    func resolveLimits(of check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits,
+                       in live: LiveConfiguration) -> Result<(BatchCheck, Int), WireError> {
         let maxBytes = live.configuration.maxKeyBytes
         guard check.key.count > 0 else {
             return .failure(WireError(.invalidArgument, "key must not be empty", checkIndex: Int32(index)))
@@ -503,9 +517,11 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         switch resolve(release, id: id) {
         case .failure(let error): return error.response
         case .success(let (key, limits, now)):
+            let live = state.current
+            let table = routesPartitions ? target(live.partitions?.partition(for: release.tenant) ?? 0, live) : backend
             var released = false
             for limit in limits {
-                released = backend.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
+                released = table.release(key: key, limit: limit, leaseID: release.leaseID, now: now) || released
             }
             var response = WireResponse()
             response.release.released = released
