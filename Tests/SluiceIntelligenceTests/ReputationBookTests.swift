@@ -65,6 +65,31 @@ import Testing
         #expect(book.records().map(\.subject).sorted() == ["harsh", "pinned"])
     }
 
+    @Test func aTenantOverItsSubjectQuotaLosesItsOwnMildestRecordsFirst() {
+        func filled() -> ReputationBook {
+            let book = ReputationBook()
+            for index in 0..<100 {
+                book.apply(ReputationEvent(tenant: "noisy", subject: "n\(index)", kind: EventKind.authFailure, weight: -10 - Double(index % 10),
+                                           at: 0), model: model)
+            }
+            for index in 0..<10 {
+                book.apply(ReputationEvent(tenant: "quiet", subject: "q\(index)", kind: EventKind.authFailure, weight: -5, at: 0), model: model)
+            }
+            return book
+        }
+        // The whole book may hold 50: without a per-tenant quota the mildest records go, and the
+        // quiet tenant's (5 points from neutral) are the mildest of all.
+        let shared = filled()
+        #expect(shared.compact(now: 0, model: model, maxSubjects: 50).count == 60)
+        #expect(shared.records(tenant: "quiet").isEmpty)
+        // With the noisy tenant held to 30, its own excess goes first and the cap is not reached.
+        let quota = filled()
+        #expect(quota.compact(now: 0, model: model, maxSubjects: 50, perTenant: ["noisy": 30]).count == 70)
+        #expect(quota.records(tenant: "quiet").count == 10, "the quiet tenant keeps every record")
+        #expect(quota.records(tenant: "noisy").count == 30)
+        #expect(quota.records(tenant: "noisy").allSatisfy { $0.score(at: 0, model: model) <= 50 - 17 }, "its harshest are kept")
+    }
+
     @Test func theFilterNeverHidesATrackedSubject() {
         let book = ReputationBook()
         var subjects: [Fingerprint] = []

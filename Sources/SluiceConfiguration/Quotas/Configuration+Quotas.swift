@@ -14,22 +14,28 @@ extension Configuration {
         /// Keys the tenant may hold: its keys live in a table of its own of this size, whose
         /// least recently used keys are evicted when it is full (never another tenant's).
         public var maxKeys: Int?
+        /// Reputation records the tenant may hold: at each sweep (`reputation.sweep_interval`) its
+        /// records nearest neutral beyond this are forgotten, before anyone else's.
+        public var maxSubjects: Int?
 
-        public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil, maxKeys: Int? = nil) {
+        public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil, maxKeys: Int? = nil,
+                    maxSubjects: Int? = nil) {
             self.checksPerSecond = checksPerSecond
             self.burst = burst
             self.maxConnections = maxConnections
             self.maxKeys = maxKeys
+            self.maxSubjects = maxSubjects
         }
 
         /// These quotas, each unset one taken from `defaults`.
         func over(_ defaults: TenantQuotas) -> TenantQuotas {
             TenantQuotas(checksPerSecond: checksPerSecond ?? defaults.checksPerSecond, burst: burst ?? defaults.burst,
-                         maxConnections: maxConnections ?? defaults.maxConnections, maxKeys: maxKeys ?? defaults.maxKeys)
+                         maxConnections: maxConnections ?? defaults.maxConnections, maxKeys: maxKeys ?? defaults.maxKeys,
+                         maxSubjects: maxSubjects ?? defaults.maxSubjects)
         }
 
         /// Whether any limit is set.
-        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil && maxKeys == nil }
+        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil && maxKeys == nil && maxSubjects == nil }
     }
 
     /// The quotas of the declared tenant `tenant`: its own over the top-level `quotas:`; nil for

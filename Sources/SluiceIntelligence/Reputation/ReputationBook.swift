@@ -128,11 +128,13 @@ public final class ReputationBook: Sendable {
     }
 
     /// Removes every unpinned record whose score at `now` is back within ``ReputationModel/neutralBand``
-    /// of neutral, then the records nearest neutral while more than `maxSubjects` remain; rebuilds
+    /// of neutral, then, for each tenant in `perTenant` holding more records than its number, its
+    /// own records nearest neutral (a tenant's `max_subjects`: its excess goes before anyone
+    /// else's), then the records nearest neutral while more than `maxSubjects` remain; rebuilds
     /// the filter. Returns what it removed.
     ///
     /// - Complexity: O(records), one stripe locked at a time.
-    public func compact(now: Int64, model: ReputationModel, maxSubjects: Int = .max) -> [ReputationRecord] {
+    public func compact(now: Int64, model: ReputationModel, maxSubjects: Int = .max, perTenant: [String: Int] = [:]) -> [ReputationRecord] {
         var removed: [ReputationRecord] = []
         // Told under the stripe's lock, as every change is.
         for (subject, record) in records.removeAll(where: { subject, record in
@@ -142,6 +144,23 @@ public final class ReputationBook: Sendable {
         }) {
             _ = subject
             removed.append(record)
+        }
+        if !perTenant.isEmpty {
+            var counts: [String: Int] = [:]
+            for record in records.values(where: { perTenant[$0.tenant] != nil }) { counts[record.tenant, default: 0] += 1 }
+            for (tenant, held) in counts {
+                guard let most = perTenant[tenant], held > most else { continue }
+                var candidates = records.entries { _, record in !record.pinned && record.tenant == tenant }
+                    .map { (distance: abs($0.value.score(at: now, model: model) - model.neutral), subject: $0.key) }
+                candidates.sort { $0.distance < $1.distance }
+                for candidate in candidates.prefix(held - most) {
+                    if let record = record(of: candidate.subject) {
+                        update(candidate.subject) { _ in nil }
+                        removed.append(record)
+                    }
+                }
+            }
+            records.rebuildFilter()
         }
         let remaining = count
         if remaining > maxSubjects {

@@ -305,8 +305,10 @@ public final class ReputationService: Sendable {
     @discardableResult
     func sweep(now: Int64) -> (forgotten: Int, expired: Int) {
         let configuration = state.current.configuration
+        var perTenant: [String: Int] = [:]
+        for name in configuration.tenants.keys { if let most = configuration.quotas(for: name)?.maxSubjects { perTenant[name] = most } }
         let forgotten = book.compact(now: now, model: configuration.reputation.model,
-                                     maxSubjects: configuration.reputation.maxSubjects).count
+                                     maxSubjects: configuration.reputation.maxSubjects, perTenant: perTenant).count
         baselines.sweep(now: now, settings: configuration.baseline)
         var expired = 0
         if let store = status.withLockedValue({ $0.store }) {
