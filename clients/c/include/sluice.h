@@ -149,6 +149,24 @@ sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error
  */
 sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error);
 
+/* Everything a connection may be given; zero-initialise it and set what you need. */
+typedef struct sluice_options {
+    int timeout_ms;          /* as sluice_connect's (0 or less: 5000 ms) */
+    const char *token;       /* an API token presented first on every (re)connection; NULL or "": none */
+    bool tls;                /* TLS to a TCP endpoint (implied by tls_ca and tls_cert) */
+    const char *tls_ca;      /* the authority (PEM file) the daemon's certificate must chain to; NULL: the system's */
+    const char *tls_cert;    /* this client's certificate (PEM), for a listener that requires one (mutual TLS) */
+    const char *tls_key;     /* its private key (PEM) */
+    const char *server_name; /* the name the daemon's certificate must carry; NULL: the endpoint's host */
+} sluice_options;
+
+/*
+ * Connects with `options` (NULL: as sluice_connect). With TLS the daemon's certificate is always
+ * verified (chain and name); a refused one returns NULL with SLUICE_E_CONNECT and OpenSSL's
+ * reason. The client keeps copies of the strings.
+ */
+sluice_client *sluice_connect_with(const char *endpoint, const sluice_options *options, sluice_error *error);
+
 /* Closes the connection and frees the client. NULL is fine. */
 void sluice_close(sluice_client *client);
 

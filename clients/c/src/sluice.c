@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "sluice.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -21,6 +22,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "sluice/v1/sluice.pb-c.h"
 
@@ -45,6 +50,9 @@ typedef struct pending_request {
 struct sluice_client {
     char *endpoint;
     char *token; /* presented after each connect; NULL: none */
+    SSL_CTX *tls;     /* TLS settings (NULL: plain), made once at sluice_connect_with */
+    SSL *ssl;         /* this connection's TLS state, NULL when plain or not connected */
+    char *server_name; /* the name the daemon's certificate must carry; NULL: the endpoint's host */
     int fd;
     int timeout_ms;
     uint64_t next_id;
@@ -122,6 +130,8 @@ const char *sluice_status_name(int status) {
 
 /* Closes the connection and forgets everything in flight; the next call reconnects. */
 static void drop_connection(sluice_client *client) {
+    if (client->ssl) SSL_free(client->ssl);
+    client->ssl = NULL;
     if (client->fd >= 0) close(client->fd);
     client->fd = -1;
     client->wlen = client->wpos = 0;
@@ -174,6 +184,50 @@ static int connect_within(int fd, const struct sockaddr *address, socklen_t leng
     socklen_t size = sizeof problem;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &problem, &size) != 0) return errno;
     return problem;
+}
+
+/* OpenSSL's reason for the last failure, and the certificate's when verification failed. */
+static int tls_failure(sluice_client *client, sluice_error *error, const char *what) {
+    char reason[160] = "";
+    unsigned long code = ERR_get_error();
+    if (code) ERR_error_string_n(code, reason, sizeof reason);
+    ERR_clear_error();
+    long verified = client->ssl ? SSL_get_verify_result(client->ssl) : X509_V_OK;
+    const char *certificate = verified != X509_V_OK ? X509_verify_cert_error_string(verified) : NULL;
+    drop_connection(client);
+    return set_error(error, SLUICE_E_CONNECT, -1, "%s %s: %s%s%s", what, client->endpoint, reason[0] ? reason : "the connection closed",
+                     certificate ? "; certificate: " : "", certificate ? certificate : "");
+}
+
+/* The TLS handshake on the connected socket, within the timeout; the daemon's certificate is
+ * verified against the authority and `name`. */
+static int handshake(sluice_client *client, const char *name, sluice_error *error) {
+    ERR_clear_error();
+    client->ssl = SSL_new(client->tls);
+    if (!client->ssl || SSL_set_fd(client->ssl, client->fd) != 1) return tls_failure(client, error, "cannot start TLS to");
+    SSL_set_mode(client->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* SNI for a name, and the name (or address) the certificate must carry. */
+    struct in6_addr unused6;
+    struct in_addr unused4;
+    bool address = inet_pton(AF_INET, name, &unused4) == 1 || inet_pton(AF_INET6, name, &unused6) == 1;
+    if (!address) SSL_set_tlsext_host_name(client->ssl, name);
+    X509_VERIFY_PARAM *parameters = SSL_get0_param(client->ssl);
+    if ((address ? X509_VERIFY_PARAM_set1_ip_asc(parameters, name) : X509_VERIFY_PARAM_set1_host(parameters, name, 0)) != 1)
+        return tls_failure(client, error, "cannot verify the name of");
+    for (;;) {
+        int result = SSL_connect(client->ssl);
+        if (result == 1) return SLUICE_OK;
+        int reason = SSL_get_error(client->ssl, result);
+        short wanted = reason == SSL_ERROR_WANT_READ ? POLLIN : reason == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        if (!wanted) return tls_failure(client, error, "TLS handshake failed with");
+        int events = wait_for(client->fd, wanted, client->timeout_ms);
+        if (events == 0) {
+            drop_connection(client);
+            return set_error(error, SLUICE_E_TIMEOUT, -1, "the TLS handshake with %s took more than %d ms", client->endpoint,
+                             client->timeout_ms);
+        }
+        if (events < 0) return tls_failure(client, error, "poll failed during the TLS handshake with");
+    }
 }
 
 static int open_socket(sluice_client *client, sluice_error *error) {
@@ -247,7 +301,7 @@ static int open_socket(sluice_client *client, sluice_error *error) {
     if (client->fd < 0)
         return set_error(error, problem == ETIMEDOUT ? SLUICE_E_TIMEOUT : SLUICE_E_CONNECT, -1,
                          "cannot connect to %s: %s", endpoint, strerror(problem));
-    return SLUICE_OK;
+    return client->tls ? handshake(client, client->server_name ? client->server_name : host, error) : SLUICE_OK;
 }
 
 static int queue_request(sluice_client *client, Sluice__V1__Request *request, uint32_t kind, uint32_t count,
@@ -289,6 +343,42 @@ sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error
 }
 
 sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error) {
+    sluice_options options = {.timeout_ms = timeout_ms, .token = token};
+    return sluice_connect_with(endpoint, &options, error);
+}
+
+/* The TLS settings `options` ask for; NULL with `error` filled when a file cannot be used. */
+static SSL_CTX *tls_context(const sluice_options *options, sluice_error *error) {
+    ERR_clear_error();
+    SSL_CTX *context = SSL_CTX_new(TLS_client_method());
+    char reason[160] = "";
+    const char *what = "cannot set up TLS";
+    if (!context) goto failed;
+    SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+    SSL_CTX_set_verify(context, SSL_VERIFY_PEER, NULL);
+    what = "cannot read the TLS authority";
+    if (options->tls_ca ? SSL_CTX_load_verify_locations(context, options->tls_ca, NULL) != 1
+                        : SSL_CTX_set_default_verify_paths(context) != 1) goto failed;
+    if (options->tls_cert) {
+        what = "cannot read the TLS client certificate or key";
+        if (SSL_CTX_use_certificate_chain_file(context, options->tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(context, options->tls_key ? options->tls_key : options->tls_cert, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(context) != 1) goto failed;
+    }
+    return context;
+failed:
+    if (ERR_peek_last_error()) ERR_error_string_n(ERR_get_error(), reason, sizeof reason);
+    ERR_clear_error();
+    if (context) SSL_CTX_free(context);
+    set_error(error, SLUICE_E_ARGUMENT, -1, "%s: %s", what, reason[0] ? reason : "OpenSSL failed");
+    return NULL;
+}
+
+sluice_client *sluice_connect_with(const char *endpoint, const sluice_options *given, sluice_error *error) {
+    sluice_options none = {0};
+    const sluice_options *options = given ? given : &none;
+    int timeout_ms = options->timeout_ms;
+    const char *token = options->token;
     clear_error(error);
     if (!endpoint || endpoint[0] == '\0') {
         set_error(error, SLUICE_E_ARGUMENT, -1, "no endpoint given");
@@ -301,6 +391,23 @@ sluice_client *sluice_connect_token(const char *endpoint, const char *token, int
         return NULL;
     }
     client->fd = -1;
+    if (options->tls || options->tls_ca || options->tls_cert) {
+        bool is_unix = strncmp(endpoint, "unix:", 5) == 0 || strchr(endpoint, '/') != NULL;
+        if (is_unix) {
+            sluice_close(client);
+            set_error(error, SLUICE_E_ARGUMENT, -1, "TLS is for TCP endpoints, not %s", endpoint);
+            return NULL;
+        }
+        if (!(client->tls = tls_context(options, error))) {
+            sluice_close(client);
+            return NULL;
+        }
+        if (options->server_name && !(client->server_name = strdup(options->server_name))) {
+            sluice_close(client);
+            set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
+            return NULL;
+        }
+    }
     if (token && token[0] != '\0' && !(client->token = strdup(token))) {
         sluice_close(client);
         set_error(error, SLUICE_E_NOMEM, -1, "out of memory");
@@ -318,6 +425,8 @@ sluice_client *sluice_connect_token(const char *endpoint, const char *token, int
 void sluice_close(sluice_client *client) {
     if (!client) return;
     drop_connection(client);
+    if (client->tls) SSL_CTX_free(client->tls);
+    free(client->server_name);
     free(client->endpoint);
     free(client->token);
     free(client->wbuf);
@@ -380,6 +489,19 @@ static int read_available(sluice_client *client, sluice_error *error) {
         if (!reserve(&client->rbuf, &client->rcap, client->rlen + 65536))
             return fail(client, error, SLUICE_E_NOMEM, "out of memory for the read buffer");
     }
+    if (client->ssl) {
+        ERR_clear_error();
+        int n = SSL_read(client->ssl, client->rbuf + client->rlen, (int)(client->rcap - client->rlen > INT32_MAX ? INT32_MAX : client->rcap - client->rlen));
+        if (n > 0) {
+            client->rlen += (size_t)n;
+            return 1;
+        }
+        int reason = SSL_get_error(client->ssl, n);
+        if (reason == SSL_ERROR_WANT_READ || reason == SSL_ERROR_WANT_WRITE) return 0;
+        if (reason == SSL_ERROR_ZERO_RETURN) return fail(client, error, SLUICE_E_IO, "the daemon closed the connection");
+        return fail(client, error, SLUICE_E_IO, "reading from the daemon failed (TLS: %s)",
+                    reason == SSL_ERROR_SYSCALL && errno ? strerror(errno) : ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(ERR_peek_last_error()) : "closed");
+    }
     for (;;) {
         ssize_t n = recv(client->fd, client->rbuf + client->rlen, client->rcap - client->rlen, 0);
         if (n > 0) {
@@ -396,14 +518,28 @@ static int read_available(sluice_client *client, sluice_error *error) {
 /* Sends everything queued; while the socket is full it also reads, so neither side can stall. */
 static int flush_out(sluice_client *client, sluice_error *error) {
     while (client->wpos < client->wlen) {
-        ssize_t n = send(client->fd, client->wbuf + client->wpos, client->wlen - client->wpos, MSG_NOSIGNAL);
-        if (n > 0) {
-            client->wpos += (size_t)n;
-            continue;
+        size_t left = client->wlen - client->wpos;
+        if (client->ssl) {
+            ERR_clear_error();
+            int n = SSL_write(client->ssl, client->wbuf + client->wpos, (int)(left > INT32_MAX ? INT32_MAX : left));
+            if (n > 0) {
+                client->wpos += (size_t)n;
+                continue;
+            }
+            int reason = SSL_get_error(client->ssl, n);
+            if (reason != SSL_ERROR_WANT_READ && reason != SSL_ERROR_WANT_WRITE)
+                return fail(client, error, SLUICE_E_IO, "writing to the daemon failed (TLS: %s)",
+                            reason == SSL_ERROR_SYSCALL && errno ? strerror(errno) : "the connection broke");
+        } else {
+            ssize_t n = send(client->fd, client->wbuf + client->wpos, left, MSG_NOSIGNAL);
+            if (n > 0) {
+                client->wpos += (size_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return fail(client, error, SLUICE_E_IO, "writing to the daemon failed: %s", strerror(errno));
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return fail(client, error, SLUICE_E_IO, "writing to the daemon failed: %s", strerror(errno));
         int events = wait_for(client->fd, POLLOUT | POLLIN, client->timeout_ms);
         if (events == 0)
             return fail(client, error, SLUICE_E_TIMEOUT, "the daemon took no data for %d ms", client->timeout_ms);

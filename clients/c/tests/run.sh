@@ -60,19 +60,29 @@ done
 
 # A third with a TCP listener that requires a token, made by sluicectl for tenant acme.
 token=$("$(dirname "$sluiced")/sluicectl" token create --file "$dir/tokens.yaml" --name c-client --tenant acme --role check 2>/dev/null)
-printf 'auth: { tokens_file: %s }\nserver: { clock: request }\ntenants: { acme: { rules: { api: { limit: 1, period: 1m } } } }\n' \
-  "$dir/tokens.yaml" >"$dir/secured.yaml"
-"$sluiced" --config "$dir/secured.yaml" --unix "$dir/secured.sock" --tcp 127.0.0.1:0 --snapshot off --store off --metrics off \
-  >"$dir/secured.log" 2>&1 &
+# Its second listener speaks TLS, with a certificate for 127.0.0.1 made here.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$dir/server.key" -out "$dir/server.pem" >/dev/null 2>&1
+cat >"$dir/secured.yaml" <<YAML
+listen:
+  unix: ["$dir/secured.sock"]
+  tcp: ["127.0.0.1:0", { address: "127.0.0.1:0", tls: { certificate: "$dir/server.pem", key: "$dir/server.key" } }]
+auth: { tokens_file: $dir/tokens.yaml }
+server: { clock: request }
+tenants: { acme: { rules: { api: { limit: 1, period: 1m } } } }
+YAML
+"$sluiced" --config "$dir/secured.yaml" --snapshot off --store off --metrics off >"$dir/secured.log" 2>&1 &
 secured=$!
 secured_port=$(tcp_port "$secured" "$dir/secured.log")
+tls_port=$(sed -n 's/.*listen.tcp=.*:\([0-9]*\) .*/\1/p' "$dir/secured.log" | sed -n 2p)
+[ -n "$tls_port" ] || { echo "run.sh: no TLS port in the token daemon's log" >&2; cat "$dir/secured.log" >&2; exit 1; }
 
 if command -v valgrind >/dev/null; then
   valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token"
+    --error-exitcode=3 build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token" "127.0.0.1:$tls_port" "$dir/server.pem"
 else
   echo "run.sh: valgrind not installed; running without it" >&2
-  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token"
+  build/test_sluice "unix:$dir/sluice.sock" "127.0.0.1:$port" "unix:$dir/anomaly.sock" "127.0.0.1:$secured_port" "$token" "127.0.0.1:$tls_port" "$dir/server.pem"
 fi
 
 # The example: allowed (exit 0) under the default rule, and exit 2 for an unreachable daemon.

@@ -507,15 +507,44 @@ static void test_token(const char *endpoint, const char *token) {
     sluice_close(client);
 }
 
+/* The same daemon's TLS listener: the token over TLS with its authority; refused without it. */
+static void test_tls(const char *endpoint, const char *authority, const char *token) {
+    sluice_error error;
+    sluice_options options = {.timeout_ms = 5000, .token = token, .tls_ca = authority};
+    sluice_client *client = sluice_connect_with(endpoint, &options, &error);
+    EXPECT(client != NULL, "connect over TLS: %s", error.message);
+    if (client) {
+        sluice_check check = {.key = "c-tls", .rule = "api", .now_ms = 1767225600000ULL};
+        sluice_verdict verdict;
+        EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK && verdict.allowed, "a check over TLS: %s", error.message);
+        check.tenant = "globex";
+        EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_FORBIDDEN, "another tenant over TLS: %s", error.message);
+        for (int i = 0; i < 50; i++) EXPECT(sluice_ping(client, &error) == SLUICE_OK, "ping over TLS: %s", error.message);
+        sluice_close(client);
+    }
+    sluice_options untrusted = {.timeout_ms = 5000, .token = token, .tls = true};
+    sluice_client *stranger = sluice_connect_with(endpoint, &untrusted, &error);
+    EXPECT(stranger == NULL && error.code == SLUICE_E_CONNECT && strstr(error.message, "certificate"),
+           "the system's roots do not trust the test authority: %s", error.message);
+    sluice_close(stranger);
+    sluice_client *plain = sluice_connect_token(endpoint, token, 5000, &error);
+    EXPECT(plain == NULL && error.code < 0, "plain TCP to a TLS port: %s (%s)", sluice_status_name(error.code), error.message);
+    sluice_close(plain);
+    sluice_options missing = {.tls_ca = "/nonexistent/ca.pem"};
+    EXPECT(sluice_connect_with(endpoint, &missing, &error) == NULL && error.code == SLUICE_E_ARGUMENT, "an unreadable authority: %s",
+           error.message);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT [TOKEN_ENDPOINT TOKEN]]\n", argv[0]);
+        fprintf(stderr, "usage: %s UNIX_ENDPOINT TCP_ENDPOINT [ANOMALY_ENDPOINT [TOKEN_ENDPOINT TOKEN [TLS_ENDPOINT AUTHORITY]]]\n", argv[0]);
         return 2;
     }
     unix_endpoint = argv[1];
     tcp_endpoint = argv[2];
     anomaly_endpoint = argc > 3 ? argv[3] : NULL;
     const char *token_endpoint = argc > 5 ? argv[4] : NULL, *token = argc > 5 ? argv[5] : NULL;
+    const char *tls_endpoint = argc > 7 ? argv[6] : NULL, *authority = argc > 7 ? argv[7] : NULL;
 
     test_connect_errors();
     test_ping(unix_endpoint);
@@ -536,6 +565,7 @@ int main(int argc, char **argv) {
     }
     if (anomaly_endpoint) test_anomaly(anomaly_endpoint);
     if (token_endpoint) test_token(token_endpoint, token);
+    if (tls_endpoint) test_tls(tls_endpoint, authority, token);
     test_bad_server(FAKE_CLOSE, SLUICE_E_IO, "a server that hangs up");
     test_bad_server(FAKE_GARBAGE, SLUICE_E_PROTOCOL, "a server that sends garbage");
     test_bad_server(FAKE_HUGE_LENGTH, SLUICE_E_PROTOCOL, "a server that sends an absurd length");
