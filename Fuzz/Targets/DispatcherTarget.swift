@@ -53,6 +53,8 @@ final class DispatcherTarget: @unchecked Sendable {
     tenants:
       acme:
         quotas: { checks_per_second: 100000, burst: 100, max_keys: 256 }
+        features: { reputation: { shadow: true }, adaptive: { rollout: 50 } }
+        reputation: { weights: { auth_failure: -20 } }
         rules:
           login: { limit: 5, period: 1m, algorithm: sliding_window }
     """

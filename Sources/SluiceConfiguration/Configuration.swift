@@ -100,6 +100,12 @@ public struct Configuration: Sendable {
         public var rules: [String: Rule]
         /// What it may consume (over the top-level `quotas:`); nil: the defaults.
         public var quotas: TenantQuotas?
+        /// Its own feature flags, key by key over the global ones (``Configuration/settings(for:)``).
+        public var featureOverrides: [String: FlagOverride] = [:]
+        /// Its own reputation event weights, over the global ones; nil: the global ones.
+        public var reputationWeights: [String: Double]?
+        /// Its own anomaly responses, kind by kind over `anomaly.responses`.
+        public var anomalyResponses: [String: AnomalyResponse] = [:]
         /// The first of its metric series (see ``CheckSeries``).
         public var seriesBase = 0
 

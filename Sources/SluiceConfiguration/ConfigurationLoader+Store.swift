@@ -73,6 +73,16 @@ extension Reader {
         configuration.store = settings
     }
 
+    /// A rollout: a percentage from 0 to 100, with or without `%`.
+    func rolloutPercent(_ value: Node, _ path: String) throws(SluiceError) -> Double {
+        var text = try string(value, path).trimmingCharacters(in: .whitespaces)
+        if text.hasSuffix("%") { text.removeLast() }
+        guard let percent = Double(text), percent.isFinite, (0...100).contains(percent) else {
+            throw error(value, path, "expected a percentage from 0 to 100 (e.g. 5 or 25%), got '\(text)'")
+        }
+        return percent
+    }
+
     /// `features:` one flag per known feature: enabled, rollout (percent) and shadow.
     func readFeatures(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var flags: [String: FeatureFlag] = [:]
@@ -83,13 +93,7 @@ extension Reader {
                 switch key {
                 case "enabled": flag.enabled = try bool(value, "\(path).enabled")
                 case "shadow": flag.shadow = try bool(value, "\(path).shadow")
-                default:
-                    var text = try string(value, "\(path).rollout").trimmingCharacters(in: .whitespaces)
-                    if text.hasSuffix("%") { text.removeLast() }
-                    guard let percent = Double(text), percent.isFinite, (0...100).contains(percent) else {
-                        throw error(value, "\(path).rollout", "expected a percentage from 0 to 100 (e.g. 5 or 25%), got '\(text)'")
-                    }
-                    flag.rolloutPercent = percent
+                default: flag.rolloutPercent = try rolloutPercent(value, "\(path).rollout")
                 }
             }
             flags[name] = flag

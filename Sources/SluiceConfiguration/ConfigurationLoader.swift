@@ -237,11 +237,16 @@ final class Reader {
                         throw error(tenantNode, path, "a tenant name must be 1 to \(configuration.maxKeyBytes) bytes")
                     }
                     var tenant = Configuration.Tenant(name: name, rules: [:])
-                    for (k, v) in try mapping(tenantNode, path, keys: ["rules", "quotas"]) {
-                        if k == "rules" {
-                            tenant.rules = try readRules(v, "\(path).rules", configuration)
-                        } else {
-                            tenant.quotas = try readQuotas(v, "\(path).quotas")
+                    for (k, v) in try mapping(tenantNode, path, keys: ["rules", "quotas", "features", "reputation", "anomaly"]) {
+                        switch k {
+                        case "anomaly":
+                            for (key, node) in try mapping(v, "\(path).anomaly", keys: ["responses"]) where key == "responses" {
+                                tenant.anomalyResponses = try readAnomalyResponses(node, "\(path).anomaly.responses")
+                            }
+                        case "rules": tenant.rules = try readRules(v, "\(path).rules", configuration)
+                        case "quotas": tenant.quotas = try readQuotas(v, "\(path).quotas")
+                        case "features": tenant.featureOverrides = try readFeatureOverrides(v, "\(path).features")
+                        default: tenant.reputationWeights = try readTenantReputation(v, "\(path).reputation")
                         }
                     }
                     configuration.tenants[name] = tenant

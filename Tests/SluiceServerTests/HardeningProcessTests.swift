@@ -300,27 +300,35 @@ struct HardeningProcessTests {
         #expect(follower.write(try RawConnection.frame(watch)))
         #expect(follower.readResponse()?.id == 9)
 
-        let started = Date()
-        // The stalled frames go first (300 ms), then the silent one (600 ms); pings keep `active` open.
-        #expect(oneByte.closedByPeer(within: 3))
-        #expect(almostWhole.closedByPeer(within: 3))
-        #expect(Date().timeIntervalSince(started) < 2.5)
-        // Opened only now: on a loaded machine the waits above can outlast idle_timeout, which
-        // once closed a connection opened earlier (and counted it idle) before its first ping.
-        let active = try RawSocket(tcpPort: daemon.port)
-        let pingsStarted = Date()
-        var pings = 0
-        while Date().timeIntervalSince(pingsStarted) < 1.2 {
-            if try Self.ping(active, id: UInt64(100 + pings)) { pings += 1 }
-            // A thread's own sleep: a task's sleep on a cooperative pool that other tests'
-            // blocking work starves once resumed past idle_timeout, and the daemon rightly
-            // closed this connection as idle (seen in CI).
-            usleep(150_000)
+        // Timed with a thread's own sleeps, off the tests' cooperative pool (see `blocking`):
+        // a task's sleep there, delayed by other tests' blocking work past idle_timeout, once
+        // let the daemon rightly close the pinging connection as idle (seen in CI).
+        let sockets = UncheckedSendable((oneByte, almostWhole, silent, follower))
+        let port = daemon.port
+        let seen = try await blocking { () throws -> (stalledClosed: Bool, inTime: Bool, pings: Int, silentClosed: Bool, stillOpen: Bool, followerOpen: Bool) in
+            let (oneByte, almostWhole, silent, follower) = sockets.value
+            let started = Date()
+            // The stalled frames go first (300 ms), then the silent one (600 ms); pings keep `active` open.
+            let stalledClosed = oneByte.closedByPeer(within: 3) && almostWhole.closedByPeer(within: 3)
+            let inTime = Date().timeIntervalSince(started) < 2.5
+            // Opened only now: on a loaded machine the waits above can outlast idle_timeout.
+            let active = try RawSocket(tcpPort: port)
+            let pingsStarted = Date()
+            var pings = 0
+            while Date().timeIntervalSince(pingsStarted) < 1.2 {
+                if try Self.ping(active, id: UInt64(100 + pings)) { pings += 1 }
+                usleep(150_000)
+            }
+            let silentClosed = silent.closedByPeer(within: 1)
+            let stillOpen = try Self.ping(active, id: 1)
+            let followerOpen = !follower.closedByPeer(within: 0.2)
+            return (stalledClosed, inTime, pings, silentClosed, stillOpen, followerOpen)
         }
-        #expect(pings >= 5)
-        #expect(silent.closedByPeer(within: 1))
-        #expect(try Self.ping(active, id: 1), "a connection that keeps asking stays open")
-        #expect(!follower.closedByPeer(within: 0.2), "a stream's follower waits on the daemon: not idle")
+        #expect(seen.stalledClosed && seen.inTime)
+        #expect(seen.pings >= 5)
+        #expect(seen.silentClosed)
+        #expect(seen.stillOpen, "a connection that keeps asking stays open")
+        #expect(seen.followerOpen, "a stream's follower waits on the daemon: not idle")
         let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
         #expect(sample(#"sluice_connections_closed_total{reason="read_timeout"}"#, in: body) == 2)
         #expect(sample(#"sluice_connections_closed_total{reason="idle"}"#, in: body) == 1)
@@ -585,4 +593,10 @@ struct HardeningProcessTests {
         kill(pid, SIGTERM)
         daemon.process.waitUntilExit()
     }
+}
+
+/// A value handed to `blocking` that the test alone touches meanwhile.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -30,30 +30,7 @@ extension Reader {
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
             case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
             case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
-            case "responses":
-                for (kind, responseNode) in try mapping(value, path, keys: nil) {
-                    let responsePath = "\(path).\(kind)"
-                    guard AnomalyResponseBook.kinds.contains(kind) else {
-                        throw error(responseNode, responsePath, "unknown alert kind; expected one of \(AnomalyResponseBook.kinds.sorted().joined(separator: ", "))")
-                    }
-                    var response = AnomalyResponse(action: .alert)
-                    for (key, node) in try mapping(responseNode, responsePath, keys: ["action", "ttl", "factor"]) {
-                        switch key {
-                        case "action":
-                            let name = try string(node, "\(responsePath).action")
-                            guard let action = AnomalyResponse.Action(rawValue: name) else {
-                                throw error(node, "\(responsePath).action", "expected alert, penalty, block or tighten, got '\(name)'")
-                            }
-                            response.action = action
-                        case "ttl": response.ttl = try duration(node, "\(responsePath).ttl", 1_000_000_000...30 * 86_400_000_000_000)
-                        default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
-                        }
-                    }
-                    if kind == "new_source_surge" || kind == "traffic_surge", response.action != .alert {
-                        throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
-                    }
-                    configuration.anomalyResponses[kind] = response
-                }
+            case "responses": configuration.anomalyResponses = try readAnomalyResponses(value, path)
             case "webhook":
                 var webhook: WebhookSettings?
                 var retries: Int?, backoff: Int64?, timeout: Int64?
@@ -83,5 +60,34 @@ extension Reader {
             }
         }
         configuration.anomaly = settings
+    }
+
+    /// `responses:` what each alert kind does (`anomaly.responses`, or a tenant's own).
+    func readAnomalyResponses(_ value: Node, _ path: String) throws(SluiceError) -> [String: AnomalyResponse] {
+        var responses: [String: AnomalyResponse] = [:]
+        for (kind, responseNode) in try mapping(value, path, keys: nil) {
+            let responsePath = "\(path).\(kind)"
+            guard AnomalyResponseBook.kinds.contains(kind) else {
+                throw error(responseNode, responsePath, "unknown alert kind; expected one of \(AnomalyResponseBook.kinds.sorted().joined(separator: ", "))")
+            }
+            var response = AnomalyResponse(action: .alert)
+            for (key, node) in try mapping(responseNode, responsePath, keys: ["action", "ttl", "factor"]) {
+                switch key {
+                case "action":
+                    let name = try string(node, "\(responsePath).action")
+                    guard let action = AnomalyResponse.Action(rawValue: name) else {
+                        throw error(node, "\(responsePath).action", "expected alert, penalty, block or tighten, got '\(name)'")
+                    }
+                    response.action = action
+                case "ttl": response.ttl = try duration(node, "\(responsePath).ttl", 1_000_000_000...30 * 86_400_000_000_000)
+                default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
+                }
+            }
+            if kind == "new_source_surge" || kind == "traffic_surge", response.action != .alert {
+                throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
+            }
+            responses[kind] = response
+        }
+        return responses
     }
 }

@@ -28,7 +28,7 @@ final class AdaptiveStage: CheckStage {
     /// Whether anything adaptive applies to checks, without taking references (a check with the
     /// feature off pays nothing).
     func isActive(in live: LiveConfiguration) -> Bool {
-        guard live.adaptive != nil else { return false }
+        guard live.adaptive != nil || live.tenantGates?.anyAdaptive == true else { return false }
         return (live.tiers != nil && (tiers?.count ?? 0) > 0) || live.load != nil || (baselines != nil && live.baseline != nil)
     }
 
@@ -40,20 +40,24 @@ final class AdaptiveStage: CheckStage {
 
     @inline(__always)
     private func prepare(_ batch: CheckBatch, live: LiveConfiguration) -> Bool {
-        guard let gate = live.adaptive else { return false }
+        guard live.adaptive != nil || live.tenantGates?.anyAdaptive == true else { return false }
+        var last: (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?
         let tiered = live.tiers != nil && (tiers?.count ?? 0) > 0
         let learning = baselines != nil && live.baseline != nil
         guard tiered || live.load != nil || learning else { return false }
         let untiered = live.tiers?.names.count ?? 0
         let items = batch.items, notes = batch.notes, series = batch.series
         var peeks = false
-        let shadow = gate.shadow
         // Borrowed for the batch: each call through a table read from `live` retained it.
         let load = live.load.map(Borrowed.init), baselineTable = live.baseline.map(Borrowed.init)
         for index in 0..<batch.count {
             let slot = load?({ $0.slot(ofSeries: series[index]) }) ?? -1
             let relative = learning ? baselineTable?({ $0.entries[series[index]] }) : nil
             guard tiered || slot >= 0 || relative != nil else { continue }
+            // The check's tenant's own flag, or the global one.
+            let own = live.tenantGates.map { batch.tenantGates(index, $0, last: &last) } ?? nil
+            guard let gate = own.map({ $0.adaptive }) ?? live.adaptive else { continue }
+            let shadow = gate.shadow
             let subject = batch.subject(index)
             guard gate.includes(subject) else { continue }
             var tierClass = untiered
@@ -137,7 +141,8 @@ final class AdaptiveStage: CheckStage {
 
     /// Shadow mode: counts the allowed checks the feature would have denied.
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
-        guard let gate = batch.live.adaptive, gate.shadow else { return }
+        // Marked only by checks whose gate was in shadow mode (theirs or the global one).
+        guard batch.live.adaptive?.shadow == true || batch.live.tenantGates?.anyAdaptive == true else { return }
         var wouldDeny: UInt64 = 0
         for index in 0..<batch.count where batch.notes[index].adaptiveShadow && batch.notes[index].wouldDeny != nil && decisions[index].allowed {
             wouldDeny &+= 1

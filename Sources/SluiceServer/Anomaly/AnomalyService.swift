@@ -114,8 +114,9 @@ final class AnomalyService: Sendable {
     }
 
     /// Whether the event loops should offer checks now (the flag is on).
+    /// Whether detection runs at all: on globally, or for some tenant (`tenants.NAME.features`).
     static func enabled(_ configuration: Configuration) -> Bool {
-        configuration.features[feature]?.enabled == true
+        configuration.enabledAnywhere(feature)
     }
 
     static func consume(_ events: [Event], state: NIOLockedValueBox<State>, live: LiveState, logger: Logger,
@@ -151,12 +152,15 @@ final class AnomalyService: Sendable {
     /// shadow mode too (checks then report what they would have met); a penalty is not.
     static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook,
                         share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)? = nil, penalize: @Sendable (String, String, Int64) -> Void) {
-        let shadow = configuration.features[feature]?.shadow == true
-        let rollout = configuration.features[feature].map(CompiledFlag.init)
         if let newest = alerts.last?.timestampMs, !responses.isEmpty { responses.expire(now: newest &* 1_000_000) }
         for alert in alerts {
-            guard let response = configuration.anomalyResponses[alert.kind], response.action != .alert,
-                  let kind = AnomalyResponseBook.kinds.firstIndex(of: alert.kind) else { continue }
+            // The alert's tenant's own response and flag (tenants.NAME), or the global ones.
+            let tenant = alert.tenant ?? ""
+            let flag = configuration.feature(feature, for: tenant)
+            let shadow = flag?.shadow == true
+            let rollout = flag.map(CompiledFlag.init)
+            guard let response = configuration.tenants[tenant]?.anomalyResponses[alert.kind] ?? configuration.anomalyResponses[alert.kind],
+                  response.action != .alert, let kind = AnomalyResponseBook.kinds.firstIndex(of: alert.kind) else { continue }
             let key: Fingerprint
             switch alert.scope {
             case .subject: key = Fingerprint.of(tenant: alert.tenant ?? "", key: alert.subject ?? "")
@@ -289,12 +293,16 @@ final class AnomalyService: Sendable {
             response.reportOutcome.recorded = 0
             return response
         }
+        var recorded: UInt32 = 0
         for outcome in request.outcomes {
+            // Only outcomes of tenants with detection on (their own flag, or the global one).
+            guard configuration.feature(Self.feature, for: outcome.tenant)?.enabled == true else { continue }
             let time = outcome.timeMs > 0 ? Int64(clamping: outcome.timeMs) : now / 1_000_000
             tap.offer(CheckEvent(timestampMs: time, tenant: outcome.tenant, subject: outcome.subject, ip: outcome.ip, route: outcome.route,
                                  status: Int(outcome.status)), mark: true)
+            recorded += 1
         }
-        response.reportOutcome.recorded = UInt32(request.outcomes.count)
+        response.reportOutcome.recorded = recorded
         return response
     }
 

@@ -27,10 +27,19 @@ final class AnomalyStage: CheckStage {
     @inline(__always)
     private func prepare(_ batch: CheckBatch, book: AnomalyResponseBook) -> Bool {
         guard !book.isEmpty else { return false }
-        let shadow = batch.live.anomalyShadow, rollout = batch.live.anomalyRollout
         let items = batch.items, notes = batch.notes
         var peeks = false
+        var last: (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?
         for index in 0..<batch.count {
+            // The check's tenant's own flag, or the global one.
+            var shadow = batch.live.anomalyShadow, rollout = batch.live.anomalyRollout
+            if let tenants = batch.live.tenantGates, let own = batch.tenantGates(index, tenants, last: &last) {
+                guard own.anomaly.enabled else { continue }
+                shadow = own.anomaly.shadow
+                rollout = own.anomaly.rollout
+            } else if !batch.live.anomalyGlobal {
+                continue
+            }
             let now = items[index].now
             let subject = batch.subject(index)
             // Responses apply to the subjects in the flag's rollout; detection sees everyone.
@@ -61,8 +70,15 @@ final class AnomalyStage: CheckStage {
 
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
         // Bytes, not strings: the detector's queue makes the strings when it drains the tap.
+        var last: (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?
         tap { tap in
             for index in 0..<batch.count {
+                // Only checks of tenants with detection on (their own flag, or the global one).
+                if let tenants = batch.live.tenantGates, let own = batch.tenantGates(index, tenants, last: &last) {
+                    guard own.anomaly.enabled else { continue }
+                } else if !batch.live.anomalyGlobal {
+                    continue
+                }
                 let view = batch.views[index]
                 tap.offer(timestampMs: batch.items[index].now / 1_000_000, tenant: view.tenant,
                           subject: view.subject.count > 0 ? view.subject : view.key, ip: view.ip, route: view.route,

@@ -28,8 +28,10 @@ public final class LiveConfiguration: Sendable {
     let baseline: BaselineTable?
     /// The adaptive flag; nil when off.
     let adaptive: AdaptiveGate?
-    /// Whether checks are offered to anomaly detection.
+    /// Whether checks are offered to anomaly detection (globally, or for some tenant).
     let anomaly: Bool
+    /// Whether the global flag has detection on (for tenants without a flag of their own).
+    let anomalyGlobal: Bool
     /// Whether anomaly detection's responses only report (shadow mode).
     let anomalyShadow: Bool
     /// The subjects anomaly detection's responses apply to (its rollout); detection sees all.
@@ -42,6 +44,8 @@ public final class LiveConfiguration: Sendable {
     let quotas: QuotaTable?
     /// Tenants' own tables (`max_keys`); nil when no tenant has one.
     let partitions: TablePartitions?
+    /// Tenants' own feature flags and reputation weights; nil when no tenant has any.
+    let tenantGates: TenantGates?
 
     init(_ configuration: Configuration, generation: UInt64, previous: LiveConfiguration? = nil) {
         var numbered = configuration
@@ -51,11 +55,18 @@ public final class LiveConfiguration: Sendable {
         self.generation = generation
         reputation = ReputationGate(numbered)
         reputationModel = numbered.reputation.model
-        tiers = TierTable(numbered)
-        load = SheddingTable(numbered, series: series, tiers: tiers)
-        baseline = BaselineTable(numbered, series: series)
+        // The adaptive tables exist when any tenant has the feature on, even if it is off globally.
+        var adaptiveTables = numbered
+        if numbered.enabledAnywhere(AdaptiveFeature.name), numbered.features[AdaptiveFeature.name]?.enabled != true {
+            adaptiveTables.features[AdaptiveFeature.name] = FeatureFlag(name: AdaptiveFeature.name)
+        }
+        tiers = TierTable(adaptiveTables)
+        load = SheddingTable(adaptiveTables, series: series, tiers: tiers)
+        baseline = BaselineTable(adaptiveTables, series: series)
         adaptive = AdaptiveGate(numbered)
-        anomaly = AnomalyService.enabled(numbered)
+        tenantGates = TenantGates(numbered)
+        anomalyGlobal = numbered.features[AnomalyService.feature]?.enabled == true
+        anomaly = anomalyGlobal || tenantGates?.anyAnomaly == true
         anomalyShadow = numbered.features[AnomalyService.feature]?.shadow == true
         anomalyRollout = numbered.features[AnomalyService.feature].map(CompiledFlag.init)
         backendExceptions = numbered.backendExceptions

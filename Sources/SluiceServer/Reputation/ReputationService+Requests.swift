@@ -63,6 +63,9 @@ extension ReputationService {
             if configuration.strictTenants, !wire.tenant.isEmpty, configuration.tenants[wire.tenant] == nil {
                 return failure("tenant '\(wire.tenant)' is not configured", code: .unknownTenant)
             }
+            // A tenant with weights of its own takes them over the global ones.
+            let weights = configuration.tenants[wire.tenant]?.reputationWeights != nil
+                ? configuration.settings(for: wire.tenant).reputation.model.weights : weights
             guard let configured = weights[wire.kind] else {
                 return failure("unknown event kind '\(wire.kind)'; configured kinds: \(weights.keys.sorted().joined(separator: ", "))")
             }

@@ -19,15 +19,22 @@ final class ReputationStage: CheckStage {
         book = Borrowed(hot.book)
     }
 
-    func isActive(in live: LiveConfiguration) -> Bool { live.reputation != nil }
+    func isActive(in live: LiveConfiguration) -> Bool { live.reputation != nil || live.tenantGates?.anyReputation == true }
+
+    /// The gate check `index` takes: its tenant's own flag, or the global one (nil: off for it).
+    @inline(__always)
+    func gate(_ batch: CheckBatch, _ index: Int, last: inout (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?) -> ReputationGate? {
+        guard let tenants = batch.live.tenantGates, let own = batch.tenantGates(index, tenants, last: &last) else { return batch.live.reputation }
+        return own.reputation
+    }
 
     func prepare(_ batch: CheckBatch) -> Bool {
-        // Active only with a gate.
-        guard let gate = batch.live.reputation else { return false }
         var peeks = false
+        var last: (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?
         // Both borrowed: the request holds its configuration, `hot` the book.
         Borrowed(batch.live) { live in book { book in
             for index in 0..<batch.count {
+                guard let gate = gate(batch, index, last: &last) else { continue }
                 let subject = batch.subject(index)
                 guard gate.includes(subject) else { continue }
                 let items = batch.items, notes = batch.notes
@@ -64,9 +71,10 @@ final class ReputationStage: CheckStage {
     }
 
     func settle(_ batch: CheckBatch, decisions: UnsafeBufferPointer<Decision>) {
-        guard let gate = batch.live.reputation else { return }
         var wouldDeny: UInt64 = 0
+        var last: (tenant: UnsafeRawBufferPointer, gates: TenantGates.Gates?)?
         for index in 0..<batch.count {
+            guard let gate = gate(batch, index, last: &last) else { continue }
             let reason = decisions[index].reason
             if gate.shadow, decisions[index].allowed, batch.notes[index].wouldDeny != nil { wouldDeny &+= 1 }
             if gate.recordDenials, reason == .overLimit || reason == .exceedsCapacity, batch.items[index].hits > 0 {

@@ -1,0 +1,88 @@
+import SluiceCore
+import SluiceIntelligence
+import Yams
+
+extension Configuration {
+    /// What a tenant changes of a feature flag (`tenants.NAME.features.FEATURE`): each key it sets
+    /// replaces the global flag's; the others are the global flag's.
+    public struct FlagOverride: Sendable, Equatable {
+        public var enabled: Bool?
+        public var rolloutPercent: Double?
+        public var shadow: Bool?
+
+        public init(enabled: Bool? = nil, rolloutPercent: Double? = nil, shadow: Bool? = nil) {
+            self.enabled = enabled
+            self.rolloutPercent = rolloutPercent
+            self.shadow = shadow
+        }
+    }
+
+    /// Whether `tenant` has settings of its own (flags or reputation weights).
+    public func hasOwnSettings(_ tenant: String) -> Bool {
+        guard let declared = tenants[tenant] else { return false }
+        return !declared.featureOverrides.isEmpty || declared.reputationWeights != nil
+    }
+
+    /// The configuration as `tenant`'s checks and events see it: the global one with the
+    /// tenant's feature flags and reputation weights over it (itself for a tenant without any).
+    public func settings(for tenant: String) -> Configuration {
+        guard let declared = tenants[tenant], hasOwnSettings(tenant) else { return self }
+        var own = self
+        for name in declared.featureOverrides.keys { own.features[name] = feature(name, for: tenant) }
+        if let weights = declared.reputationWeights {
+            own.reputation.model.weights.merge(weights) { _, tenant in tenant }
+        }
+        return own
+    }
+
+    /// The flag of `feature` as `tenant`'s checks and events see it; nil when neither the
+    /// tenant nor the global configuration sets it.
+    public func feature(_ name: String, for tenant: String) -> FeatureFlag? {
+        guard let change = tenants[tenant]?.featureOverrides[name] else { return features[name] }
+        var flag = features[name] ?? FeatureFlag(name: name, enabled: false)
+        if let enabled = change.enabled { flag.enabled = enabled }
+        if let rollout = change.rolloutPercent { flag.rolloutPercent = rollout }
+        if let shadow = change.shadow { flag.shadow = shadow }
+        return flag
+    }
+
+    /// Whether `feature` is enabled globally or for any declared tenant.
+    public func enabledAnywhere(_ feature: String) -> Bool {
+        if features[feature]?.enabled == true { return true }
+        return tenants.values.contains { $0.featureOverrides[feature]?.enabled == true }
+    }
+}
+
+extension Reader {
+    /// `tenants.NAME.features:` flags as `features:` has them, each key optional.
+    func readFeatureOverrides(_ node: Node, _ path: String) throws(SluiceError) -> [String: Configuration.FlagOverride] {
+        var overrides: [String: Configuration.FlagOverride] = [:]
+        for (name, flagNode) in try mapping(node, path, keys: Set(Configuration.knownFeatures)) {
+            let flagPath = "\(path).\(name)"
+            var change = Configuration.FlagOverride()
+            for (key, value) in try mapping(flagNode, flagPath, keys: ["enabled", "rollout", "shadow"]) {
+                switch key {
+                case "enabled": change.enabled = try bool(value, "\(flagPath).enabled")
+                case "shadow": change.shadow = try bool(value, "\(flagPath).shadow")
+                default: change.rolloutPercent = try rolloutPercent(value, "\(flagPath).rollout")
+                }
+            }
+            overrides[name] = change
+        }
+        return overrides
+    }
+
+    /// `tenants.NAME.reputation:` the tenant's own event weights (over the global ones).
+    func readTenantReputation(_ node: Node, _ path: String) throws(SluiceError) -> [String: Double] {
+        var weights: [String: Double] = [:]
+        for (key, value) in try mapping(node, path, keys: ["weights"]) where key == "weights" {
+            for (kind, weightNode) in try mapping(value, "\(path).weights", keys: nil) {
+                guard Self.isKindName(kind) else {
+                    throw error(weightNode, "\(path).weights.\(kind)", "an event kind is 1 to 64 of a-z, 0-9 and _")
+                }
+                weights[kind] = try number(weightNode, "\(path).weights.\(kind)", -100...100)
+            }
+        }
+        return weights
+    }
+}
