@@ -20,7 +20,10 @@ trap cleanup EXIT INT TERM
 
 run() { # label, binary, extra flags...
   local label=$1 binary=$2; shift 2
-  "$binary" --unix "$dir/s.sock" --tcp 127.0.0.1:0 --tcp-auth none --snapshot off --store off --log-level warning "$@" >"$dir/$label.log" 2>&1 &
+  # --tcp-auth none where the binary has it (a build before authentication has no such flag).
+  local auth=()
+  "$binary" --help 2>&1 | grep -q -- --tcp-auth && auth=(--tcp-auth none)
+  "$binary" --unix "$dir/s.sock" --tcp 127.0.0.1:0 "${auth[@]}" --snapshot off --store off --log-level warning "$@" >"$dir/$label.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
   for workload in "d1:-d 1" "d16:-d 16" "b100:-d 1 -b 100"; do
