@@ -4,6 +4,7 @@ import Glibc
 import CSluiceSupport
 import Foundation
 import Histogram
+import SluiceProto
 import Synchronization
 
 /// Where the target listens.
@@ -90,6 +91,8 @@ public struct LoadPlan: Sendable {
     public var progress = false
     public var source: LoadSource
     public var seed: UInt64 = 1
+    /// An API token each connection presents first (a listener that requires one); nil: none.
+    public var token: String?
 
     public init(endpoint: LoadEndpoint, targetProtocol: TargetProtocol, source: LoadSource) {
         self.endpoint = endpoint
@@ -153,6 +156,14 @@ public enum LoadDriver {
         var sockets: [[Int32]] = Array(repeating: [], count: threads)
         for index in 0..<plan.connections {
             let fd = try connect(plan.endpoint)
+            if let token = plan.token {
+                do {
+                    try authenticate(fd, token: token)
+                } catch {
+                    close(fd)
+                    throw error
+                }
+            }
             sockets[index % threads].append(fd)
         }
         let counters = ProgressCounters()
@@ -258,6 +269,47 @@ public enum LoadDriver {
                 current = info.pointee.ai_next
             }
             throw LoadError("cannot connect to \(host):\(port): \(reason)")
+        }
+    }
+
+    /// Presents `token` on a fresh connection and waits (at most 5 s) for the daemon to accept it.
+    static func authenticate(_ fd: Int32, token: String) throws {
+        var request = Sluice_V1_Request()
+        request.id = 1
+        request.authenticate.token = token
+        let body: [UInt8] = try request.serializedBytes()
+        var frame: [UInt8] = [UInt8(truncatingIfNeeded: body.count >> 24), UInt8(truncatingIfNeeded: body.count >> 16),
+                              UInt8(truncatingIfNeeded: body.count >> 8), UInt8(truncatingIfNeeded: body.count)]
+        frame += body
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        func wait(_ events: Int16) throws {
+            var poller = pollfd(fd: fd, events: events, revents: 0)
+            let left = Int32(max(0, (deadline - monotonicNanoseconds()) / 1_000_000))
+            guard left > 0, poll(&poller, 1, left) > 0 else { throw LoadError("no answer to Authenticate within 5 s") }
+        }
+        var sent = 0
+        while sent < frame.count {
+            let n = frame[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { sent += n; continue }
+            guard n < 0, errno == EAGAIN || errno == EINTR else { throw LoadError("writing Authenticate: \(String(cString: strerror(errno)))") }
+            try wait(Int16(POLLOUT))
+        }
+        var answer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4_096)
+        while true {
+            if answer.count >= 4 {
+                let length = Int(answer[0]) << 24 | Int(answer[1]) << 16 | Int(answer[2]) << 8 | Int(answer[3])
+                if answer.count >= 4 + length {
+                    let response = try Sluice_V1_Response(serializedBytes: Array(answer[4..<(4 + length)]))
+                    if case .error(let error) = response.body { throw LoadError("the token was refused: \(error.code.name): \(error.message)") }
+                    guard answer.count == 4 + length else { throw LoadError("the daemon sent more than the answer to Authenticate") }
+                    return
+                }
+            }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { answer += chunk[0..<n]; continue }
+            guard n < 0, errno == EAGAIN || errno == EINTR else { throw LoadError("the daemon closed the connection during Authenticate") }
+            try wait(Int16(POLLIN))
         }
     }
 

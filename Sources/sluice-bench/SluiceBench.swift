@@ -76,7 +76,7 @@ struct SluiceBench: ParsableCommand {
     @Option(help: "epoll (the default: raw sockets, fastest) or nio (the Swift client: speaks TLS; compare plain and TLS with it).")
     var engine = "epoll"
     @Option(help: "The nio engine: TLS, trusting this authority (PEM).") var tlsCa: String?
-    @Option(help: "An API token presented on each connection first (nio engine).") var token: String?
+    @Option(help: "An API token each connection presents first (a listener that requires one).") var token: String?
 
     @Flag(help: "Print the summary as JSON on standard output.") var json = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
@@ -113,8 +113,8 @@ struct SluiceBench: ParsableCommand {
         guard Self.algorithms[algorithm] != nil else {
             throw ValidationError("--algorithm must be one of \(Self.algorithms.keys.sorted().joined(separator: ", "))")
         }
-        if engine == "nio" || tlsCa != nil || token != nil {
-            guard engine == "nio" else { throw ValidationError("--tls-ca and --token need --engine nio") }
+        if engine == "nio" || tlsCa != nil {
+            guard engine == "nio" else { throw ValidationError("--tls-ca needs --engine nio") }
             guard let duration else { throw ValidationError("--engine nio needs --duration") }
             let seconds = try Self.parseDuration(duration)
             let target: Endpoint
@@ -208,6 +208,7 @@ struct SluiceBench: ParsableCommand {
         plan.rate = rate
         plan.warmup = warmup
         plan.seed = seed
+        plan.token = token
         plan.progress = !quiet && isatty(2) != 0
         if replay == nil, plan.duration == nil, plan.requests == nil { plan.duration = 10 }
         let result = try LoadDriver.run(plan)

@@ -249,3 +249,27 @@ struct LoadHarnessTests {
         try await group.shutdownGracefully()
     }
 }
+
+extension LoadHarnessTests {
+    @Test("the epoll engine presents a token on each connection first; a refused one fails the run in words")
+    func tokens() async throws {
+        var tokens = AuthEndToEndTests.Tokens()
+        tokens.add("bench", tenant: "*", roles: [.check])
+        try await TestDaemon.with(yaml: AuthEndToEndTests.configuration(tokens), { $0.tcpListeners = [.init(host: "127.0.0.1", port: 0)] }) { daemon in
+            let endpoint = LoadEndpoint.tcp(host: "127.0.0.1", port: daemon.daemon.tcpPorts[0])
+            let entries = try Self.entries(keys: 10, limit: 1_000, periodMs: 60_000, target: .sluice)
+            var plan = LoadPlan(endpoint: endpoint, targetProtocol: .sluice,
+                                source: .generated(entries: entries, sampler: KeySampler(count: 10, distribution: .uniform)))
+            plan.connections = 3
+            plan.depth = 2
+            plan.requests = 300
+            plan.token = tokens["bench"]
+            let good = plan
+            let result = try await blocking { try LoadDriver.run(good) }
+            #expect(result.requests == 300 && result.errors == 0 && result.allowed == 300)
+            plan.token = "sluice_000000000000_wrong"
+            let wrong = plan
+            await #expect(throws: LoadError.self) { _ = try await blocking { try LoadDriver.run(wrong) } }
+        }
+    }
+}
