@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import SluiceConfiguration
 import SluiceCore
+import SluiceWire
 
 /// A dispatcher with its own table and reputation, and no listeners: for in-process benchmarks
 /// and for embedding the decision engine in another server.
@@ -86,5 +87,15 @@ extension StandaloneDispatcher {
     public func putAnomalyResponse(tenant: String = "", subject: String, block: Bool = false, factor: Double = 0.5, until: Int64 = .max) {
         dispatcher.anomaly.responses.set(.init(kind: 0, block: block, factor: factor, until: until),
                                          for: Fingerprint.of(tenant: tenant, key: subject))
+    }
+}
+
+extension StandaloneDispatcher {
+    /// The processor of one connection acting as an identity of `tenant` (nil: every tenant)
+    /// with `roles`, as a daemon's connection authenticated with such a token is served: each
+    /// request held to the roles, each tenant field to the tenant. For fuzzing and embedders.
+    public func connection(tenant: String?, roles: Set<Configuration.Auth.Role>) -> any RequestProcessor {
+        ConnectionSession(dispatcher: dispatcher, gatekeeper: dispatcher.gatekeeper, address: "embedded", kind: .unix,
+                          principal: Principal(.init(name: "embedded", tenant: tenant, roles: roles)))
     }
 }
