@@ -105,6 +105,7 @@ public final class SluiceDaemon: Sendable {
         // TLS listeners' files, read before anything starts: one that cannot be read is a start
         // refused in words, not a listener that fails every handshake.
         try configuration.checkAuthentication()
+        TokensFileCheck.warnIfShared(configuration.auth.tokensFile, logger: logger)
         var tls: [Configuration.TCPListener: ListenerTLS] = [:]
         for listener in configuration.tcpListeners { if let files = listener.tls { tls[listener] = try ListenerTLS(files) } }
         let metricsTLS = try configuration.metricsListener?.tls.map { files throws(SluiceError) in try ListenerTLS(files) }

@@ -95,6 +95,7 @@ final class Operator: OperatorActions, Sendable {
                 "rules.added": "\(report.rulesAdded)", "rules.changed": "\(report.rulesChanged)",
                 "rules.removed": "\(report.rulesRemoved)", "config.needs_restart": "\(report.needsRestart)",
             ])
+            TokensFileCheck.warnIfShared(configuration.auth.tokensFile, logger: logger)
             do throws(SluiceError) {
                 try configuration.checkAuthentication()
             } catch {
