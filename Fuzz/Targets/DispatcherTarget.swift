@@ -55,6 +55,7 @@ final class DispatcherTarget: @unchecked Sendable {
         quotas: { checks_per_second: 100000, burst: 100, max_keys: 256 }
         features: { reputation: { shadow: true }, adaptive: { rollout: 50 } }
         reputation: { weights: { auth_failure: -20 } }
+        tiers: { vip: { multiplier: 8, rules: { api: { limit: 500, period: 1s } } } }
         rules:
           login: { limit: 5, period: 1m, algorithm: sliding_window }
     """

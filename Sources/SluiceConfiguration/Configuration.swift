@@ -106,6 +106,8 @@ public struct Configuration: Sendable {
         public var reputationWeights: [String: Double]?
         /// Its own anomaly responses, kind by kind over `anomaly.responses`.
         public var anomalyResponses: [String: AnomalyResponse] = [:]
+        /// Its own multiplier and limits for tiers the configuration defines (`tiers:`), tier by tier.
+        public var tierOverrides: [String: TierOverride] = [:]
         /// The first of its metric series (see ``CheckSeries``).
         public var seriesBase = 0
 

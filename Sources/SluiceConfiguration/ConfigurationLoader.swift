@@ -46,6 +46,8 @@ final class Reader {
     let source: String
     /// Where `tiers:` was, for errors found after every section is read.
     var tiersNode: Node?
+    /// Where each `tenants.NAME.tiers:` was (its path and node), likewise.
+    var tenantTierNodes: [(String, Node)] = []
 
     init(source: String) {
         self.source = source
@@ -237,8 +239,9 @@ final class Reader {
                         throw error(tenantNode, path, "a tenant name must be 1 to \(configuration.maxKeyBytes) bytes")
                     }
                     var tenant = Configuration.Tenant(name: name, rules: [:])
-                    for (k, v) in try mapping(tenantNode, path, keys: ["rules", "quotas", "features", "reputation", "anomaly"]) {
+                    for (k, v) in try mapping(tenantNode, path, keys: ["rules", "quotas", "features", "reputation", "anomaly", "tiers"]) {
                         switch k {
+                        case "tiers": tenant.tierOverrides = try readTierOverrides(v, "\(path).tiers", configuration)
                         case "anomaly":
                             for (key, node) in try mapping(v, "\(path).anomaly", keys: ["responses"]) where key == "responses" {
                                 tenant.anomalyResponses = try readAnomalyResponses(node, "\(path).anomaly.responses")

@@ -117,6 +117,36 @@ struct TenantSettingsEndToEndTests {
         }
     }
 
+    @Test("a tenant's own numbers for a tier: its VIP subjects get its multiplier and limits; another tenant's VIPs the configuration's")
+    func tiersPerTenant() async throws {
+        let yaml = """
+            rules: { api: { limit: 100, period: 1s }, export: { limit: 10, period: 1m } }
+            tiers: { vip: { multiplier: 4, priority: 100 } }
+            features: { adaptive: { enabled: true } }
+            tenants:
+              generous: { tiers: { vip: { multiplier: 10, rules: { export: { limit: 1000, period: 1m } } } } }
+              plain: {}
+            """
+        try await TestDaemon.with(yaml: yaml) { daemon in
+            let client = try await SluiceClient.connect(to: daemon.unix)
+            for tenant in ["generous", "plain"] {
+                var request = WireRequest()
+                request.setTier = .with { $0.tenant = tenant; $0.subject = "carol"; $0.tier = "vip" }
+                #expect(try await client.send(request).tier.assigned)
+            }
+            #expect(try await client.verdict(Self.check("carol", tenant: "generous")).limit == 1_000)
+            #expect(try await client.verdict(Self.check("carol", tenant: "plain")).limit == 400)
+            var export = Self.check("carol", tenant: "generous")
+            export.rule = "export"
+            #expect(try await client.verdict(export).limit == 1_000, "its own limits for the rule")
+            export.tenant = "plain"
+            #expect(try await client.verdict(export).limit == 40)
+            await client.close()
+        }
+        #expect(ConfigurationTests.failure("tiers: { vip: { multiplier: 2 } }\ntenants: { a: { tiers: { gold: { multiplier: 3 } } } }")
+            .contains("no tier named 'gold'"))
+    }
+
     @Test("anomaly detection on for one tenant only: its outcomes are taken, another tenant's are not")
     func anomalyPerTenant() async throws {
         let yaml = """

@@ -35,6 +35,19 @@ extension Reader {
     /// otherwise never apply. Checked once every section is read.
     func checkTierRules(_ configuration: Configuration) throws(SluiceError) {
         let known = Set(configuration.rules.keys).union(configuration.tenants.values.flatMap(\.rules.keys))
+        // A tenant's tiers are its numbers for the configuration's tiers, never new ones.
+        for (name, tenant) in configuration.tenants.sorted(by: { $0.key < $1.key }) {
+            for tier in tenant.tierOverrides.keys.sorted() where configuration.tiers[tier] == nil {
+                let node = tenantTierNodes.first { $0.0 == "tenants.\(name).tiers" }?.1
+                throw error(node, "tenants.\(name).tiers.\(tier)", "no tier named '\(tier)' is configured (tiers:); a tenant sets its own numbers for the configuration's tiers")
+            }
+            for (tier, change) in tenant.tierOverrides.sorted(by: { $0.key < $1.key }) {
+                for rule in change.rules.keys.sorted() where !known.contains(rule) {
+                    let node = tenantTierNodes.first { $0.0 == "tenants.\(name).tiers" }?.1
+                    throw error(node, "tenants.\(name).tiers.\(tier).rules.\(rule)", "no rule named '\(rule)' is configured")
+                }
+            }
+        }
         for tier in configuration.tiers.values.sorted(by: { $0.name < $1.name }) {
             for name in tier.rules.keys.sorted() where !known.contains(name) {
                 throw error(tiersNode, "tiers.\(tier.name).rules.\(name)", "no rule named '\(name)' is configured")

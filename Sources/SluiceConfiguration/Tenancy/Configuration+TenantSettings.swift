@@ -17,10 +17,22 @@ extension Configuration {
         }
     }
 
-    /// Whether `tenant` has settings of its own (flags or reputation weights).
+    /// A tenant's own numbers for a tier the configuration defines: its multiplier and its
+    /// limits per rule (priority and reserve stay the fleet's: they order shedding across tenants).
+    public struct TierOverride: Sendable, Equatable {
+        public var multiplier: Double?
+        public var rules: [String: [BoundLimit]] = [:]
+
+        public init(multiplier: Double? = nil, rules: [String: [BoundLimit]] = [:]) {
+            self.multiplier = multiplier
+            self.rules = rules
+        }
+    }
+
+    /// Whether `tenant` has settings of its own (flags, reputation weights, tiers).
     public func hasOwnSettings(_ tenant: String) -> Bool {
         guard let declared = tenants[tenant] else { return false }
-        return !declared.featureOverrides.isEmpty || declared.reputationWeights != nil
+        return !declared.featureOverrides.isEmpty || declared.reputationWeights != nil || !declared.tierOverrides.isEmpty
     }
 
     /// The configuration as `tenant`'s checks and events see it: the global one with the
@@ -31,6 +43,12 @@ extension Configuration {
         for name in declared.featureOverrides.keys { own.features[name] = feature(name, for: tenant) }
         if let weights = declared.reputationWeights {
             own.reputation.model.weights.merge(weights) { _, tenant in tenant }
+        }
+        for (name, change) in declared.tierOverrides {
+            guard var tier = own.tiers[name] else { continue }
+            if let multiplier = change.multiplier { tier.multiplier = multiplier }
+            tier.rules.merge(change.rules) { _, tenant in tenant }
+            own.tiers[name] = tier
         }
         return own
     }
@@ -69,6 +87,26 @@ extension Reader {
             }
             overrides[name] = change
         }
+        return overrides
+    }
+
+    /// `tenants.NAME.tiers:` the tenant's own multiplier and limits for tiers `tiers:` defines
+    /// (checked against them once every section is read).
+    func readTierOverrides(_ node: Node, _ path: String, _ configuration: Configuration) throws(SluiceError) -> [String: Configuration.TierOverride] {
+        var overrides: [String: Configuration.TierOverride] = [:]
+        for (name, tierNode) in try mapping(node, path, keys: nil) {
+            let tierPath = "\(path).\(name)"
+            var change = Configuration.TierOverride()
+            for (key, value) in try mapping(tierNode, tierPath, keys: ["multiplier", "rules"]) {
+                if key == "multiplier" {
+                    change.multiplier = try number(value, "\(tierPath).multiplier", 0.001...1_000)
+                } else {
+                    for (ruleName, rule) in try readRules(value, "\(tierPath).rules", configuration) { change.rules[ruleName] = rule.limits }
+                }
+            }
+            overrides[name] = change
+        }
+        tenantTierNodes.append((path, node))
         return overrides
     }
 

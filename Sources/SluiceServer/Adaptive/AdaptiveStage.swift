@@ -66,13 +66,15 @@ final class AdaptiveStage: CheckStage {
             if tiered, let tier = tierIndex(of: subject, in: live) {
                 tierClass = tier
                 notes[index].tier = UnsafeRawBufferPointer(live.tiers!.nameBytes[tier])
+                // The tenant's own numbers for the tier (same names, same order), or the configuration's.
+                let table = own?.tiers ?? live.tiers!
                 // The tier's own limits for this rule, if it has some, replace the rule's (and
                 // the multiplier); otherwise its multiplier scales them.
-                if let limits = tierLimits(tier: tier, rule: batch.views[index].rule, in: live) {
+                if let limits = tierLimits(tier: tier, rule: batch.views[index].rule, in: table) {
                     ownLimits = true
                     if !shadow { items[index].limits = limits }
                 } else {
-                    if !shadow { items[index].multiplier *= live.tiers!.multipliers[tier] }
+                    if !shadow { items[index].multiplier *= table.multipliers[tier] }
                 }
             }
             // Counted toward the baseline even when the tier's own limits apply.
@@ -126,8 +128,8 @@ final class AdaptiveStage: CheckStage {
 
     /// The tier's own limits for `rule`, if it has some.
     @inline(__always)
-    private func tierLimits(tier: Int, rule: UnsafeRawBufferPointer?, in live: LiveConfiguration) -> BatchCheck.Limits? {
-        guard let table = live.tiers, !table.rules[tier].isEmpty, let rule else { return nil }
+    private func tierLimits(tier: Int, rule: UnsafeRawBufferPointer?, in table: TierTable) -> BatchCheck.Limits? {
+        guard !table.rules[tier].isEmpty, let rule else { return nil }
         return table.rules[tier][String(decoding: rule, as: UTF8.self)]
     }
 

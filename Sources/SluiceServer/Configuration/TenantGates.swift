@@ -28,6 +28,9 @@ final class TenantGates: Sendable {
         let reputation: ReputationGate?
         let adaptive: AdaptiveGate?
         let anomaly: AnomalyGate
+        /// Its tiers with its own numbers (the configuration's names, in the same order); nil
+        /// when it sets none of its own.
+        let tiers: TierTable?
     }
 
     let entries: [UInt64: Gates]
@@ -42,14 +45,22 @@ final class TenantGates: Sendable {
         for name in configuration.tenants.keys where configuration.hasOwnSettings(name) {
             let own = configuration.settings(for: name)
             let bytes = Array(name.utf8)
+            let tiers = configuration.tenants[name]?.tierOverrides.isEmpty == false ? TierTable(Self.withAdaptive(own)) : nil
             entries[QuotaTable.key(bytes)] = Gates(name: bytes, reputation: ReputationGate(own), adaptive: AdaptiveGate(own),
-                                                   anomaly: AnomalyGate(own))
+                                                   anomaly: AnomalyGate(own), tiers: tiers)
         }
         guard !entries.isEmpty else { return nil }
         self.entries = entries
         anyReputation = entries.values.contains { $0.reputation != nil }
         anyAdaptive = entries.values.contains { $0.adaptive != nil }
         anyAnomaly = entries.values.contains { $0.anomaly.enabled }
+    }
+
+    /// `configuration` with the adaptive flag on, for compiling tables the flag only gates.
+    static func withAdaptive(_ configuration: Configuration) -> Configuration {
+        var on = configuration
+        on.features[AdaptiveFeature.name] = FeatureFlag(name: AdaptiveFeature.name)
+        return on
     }
 
     /// The gates of `tenant`, nil when it has no settings of its own.
