@@ -106,6 +106,8 @@ public struct Configuration: Sendable {
         public var reputationWeights: [String: Double]?
         /// Its own anomaly responses, kind by kind over `anomaly.responses`.
         public var anomalyResponses: [String: AnomalyResponse] = [:]
+        /// Its own thresholds for subject signals (`spike_factor` …), key by key over `anomaly:`.
+        public var anomalyThresholds: [String: Double] = [:]
         /// Its own multiplier and limits for tiers the configuration defines (`tiers:`), tier by tier.
         public var tierOverrides: [String: TierOverride] = [:]
         /// The first of its metric series (see ``CheckSeries``).

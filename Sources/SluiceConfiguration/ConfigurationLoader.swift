@@ -243,8 +243,16 @@ final class Reader {
                         switch k {
                         case "tiers": tenant.tierOverrides = try readTierOverrides(v, "\(path).tiers", configuration)
                         case "anomaly":
-                            for (key, node) in try mapping(v, "\(path).anomaly", keys: ["responses"]) where key == "responses" {
-                                tenant.anomalyResponses = try readAnomalyResponses(node, "\(path).anomaly.responses")
+                            let thresholds = Configuration.tenantAnomalyThresholds
+                            for (key, node) in try mapping(v, "\(path).anomaly", keys: Set(thresholds.map(\.key) + ["responses"])) {
+                                if key == "responses" {
+                                    tenant.anomalyResponses = try readAnomalyResponses(node, "\(path).anomaly.responses")
+                                } else if let threshold = thresholds.first(where: { $0.key == key }) {
+                                    let keyPath = "\(path).anomaly.\(key)"
+                                    tenant.anomalyThresholds[key] = threshold.whole
+                                        ? Double(try integer(node, keyPath, Int(threshold.range.lowerBound)...Int(threshold.range.upperBound)))
+                                        : try number(node, keyPath, threshold.range)
+                                }
                             }
                         case "rules": tenant.rules = try readRules(v, "\(path).rules", configuration)
                         case "quotas": tenant.quotas = try readQuotas(v, "\(path).quotas")

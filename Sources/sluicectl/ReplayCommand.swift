@@ -26,7 +26,7 @@ struct Replay: AsyncParsableCommand {
     func replay() throws {
         var settings = AnomalySettings()
         if let config {
-            do { settings = try ConfigurationLoader.load(file: config).anomaly } catch { throw Failure("\(error)") }
+            do { settings = try ConfigurationLoader.load(file: config).anomalyWithTenants } catch { throw Failure("\(error)") }
         }
         let detector = AnomalyDetector(settings: settings)
         if let state, let bytes = FileManager.default.contents(atPath: state) {

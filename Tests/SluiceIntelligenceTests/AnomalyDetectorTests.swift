@@ -339,3 +339,26 @@ import Testing
         #expect(AnomalyDetector.resourceID("GET /api/items/42/a1b2c3d4e5") == 42, "a number is preferred")
     }
 }
+
+extension AnomalyDetectorTests {
+    @Test func aTenantsOwnSubjectThresholdsApplyToItsSubjectsOnly() {
+        var settings = self.settings
+        var strict = settings
+        strict.failuresPerSubject = 3
+        settings.tenants["strict"] = strict
+        let detector = AnomalyDetector(settings: settings)
+        _ = Self.run(detector, Self.background(from: Self.t0, to: Self.t0 + 20 * Self.minute))
+        let start = Self.t0 + 21 * Self.minute
+        // Four failures in a minute for one subject of each tenant: past the strict tenant's 3,
+        // under everyone else's 10.
+        var raised: [AnomalyAlert] = []
+        for tenant in ["strict", "t"] {
+            for index in 0..<4 {
+                raised += detector.observeOutcome(.init(timestampMs: start + Int64(index) * 5_000, tenant: tenant, subject: "victim-\(tenant)",
+                                                        ip: "198.18.0.\(index)", route: "POST /login", status: 401))
+            }
+        }
+        #expect(raised.map(\.kind) == ["brute_force"], "\(raised)")
+        #expect(raised.first?.tenant == "strict")
+    }
+}

@@ -183,6 +183,15 @@ struct TenantSettingsEndToEndTests {
         #expect(ConfigurationTests.failure("tenants: { a: { features: { magic: { enabled: true } } } }").contains("unknown key"))
         #expect(ConfigurationTests.failure("tenants: { a: { features: { reputation: { rollout: 120 } } } }").contains("percentage"))
         #expect(ConfigurationTests.failure("tenants: { a: { reputation: { weights: { auth_failure: -500 } } } }").contains("-100"))
+        let thresholds = try ConfigurationLoader.parse("""
+            anomaly: { failures_per_subject: 12 }
+            tenants: { a: { anomaly: { failures_per_subject: 3, spike_factor: 4 } }, b: {} }
+            """, source: "test.yaml").anomalyWithTenants
+        #expect(thresholds.failuresPerSubject == 12 && thresholds.tenants.keys.sorted() == ["a"])
+        #expect(thresholds.tenants["a"]?.failuresPerSubject == 3 && thresholds.tenants["a"]?.spikeFactor == 4)
+        #expect(thresholds.forSubjects(of: "b").failuresPerSubject == 12)
+        #expect(ConfigurationTests.failure("tenants: { a: { anomaly: { failures_per_ip: 3 } } }").contains("unknown key"))
+        #expect(ConfigurationTests.failure("tenants: { a: { anomaly: { failures_per_subject: 1 } } }").contains("from 2 to"))
     }
 }
 

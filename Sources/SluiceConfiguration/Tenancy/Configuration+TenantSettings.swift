@@ -64,6 +64,34 @@ extension Configuration {
         return flag
     }
 
+    /// Anomaly detection's settings with each tenant's own subject thresholds
+    /// (`tenants.NAME.anomaly`) in ``AnomalySettings/tenants``: what the detector runs with.
+    public var anomalyWithTenants: AnomalySettings {
+        var settings = anomaly
+        for (name, tenant) in tenants where !tenant.anomalyThresholds.isEmpty {
+            var own = anomaly
+            for (key, value) in tenant.anomalyThresholds {
+                switch key {
+                case "spike_factor": own.spikeFactor = value
+                case "spike_minimum_rate": own.spikeMinimumRate = value
+                case "enumeration_distinct_ids": own.enumerationDistinctIds = Int(value)
+                case "sources_per_subject": own.sourcesPerSubject = Int(value)
+                case "failures_per_subject": own.failuresPerSubject = Int(value)
+                default: own.newSubjectFactor = value
+                }
+            }
+            settings.tenants[name] = own
+        }
+        return settings
+    }
+
+    /// The subject thresholds a tenant may set (`tenants.NAME.anomaly`), with their ranges.
+    public static let tenantAnomalyThresholds: [(key: String, range: ClosedRange<Double>, whole: Bool)] = [
+        ("spike_factor", 1.5...1_000, false), ("spike_minimum_rate", 0.01...1_000_000, false),
+        ("enumeration_distinct_ids", 2...255, true), ("sources_per_subject", 2...255, true),
+        ("failures_per_subject", 2...60_000, true), ("new_subject_factor", 1...1_000, false),
+    ]
+
     /// Whether `feature` is enabled globally or for any declared tenant.
     public func enabledAnywhere(_ feature: String) -> Bool {
         if features[feature]?.enabled == true { return true }

@@ -88,8 +88,19 @@ public struct AnomalySettings: Sendable, Equatable {
     public var maxSubjects = 1_000_000
     /// IPs with state at most; beyond, a new IP counts as a new source.
     public var maxSources = 1_000_000
+    /// Tenants' own thresholds (`tenants.NAME.anomaly`): whole settings, of which the subject
+    /// signals' thresholds (rate spike, enumeration, many sources, brute force) are read for
+    /// that tenant's subjects. Address and global signals see every tenant's traffic: theirs
+    /// stay these.
+    public var tenants: [String: AnomalySettings] = [:]
 
     public init() {}
+
+    /// The settings whose subject thresholds apply to `tenant`'s subjects.
+    @inline(__always)
+    public func forSubjects(of tenant: String) -> AnomalySettings {
+        tenants.isEmpty ? self : (tenants[tenant] ?? self)
+    }
 }
 
 /// The detection engine: fed observations in time order, it keeps bounded state per subject,
@@ -431,11 +442,12 @@ public final class AnomalyDetector {
         guard failed else { return nil }
         subject.failures &+= 1
         let failures = Int(subject.failures)
-        guard !learning, failures >= settings.failuresPerSubject, 2 * failures >= Int(subject.outcomes),
+        let own = settings.forSubjects(of: observation.tenant)
+        guard !learning, failures >= own.failuresPerSubject, 2 * failures >= Int(subject.outcomes),
               now - subject.lastAlert >= settings.cooldownMs else { return nil }
         subject.lastAlert = now
         return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                            kind: "brute_force", score: Double(failures) / Double(settings.failuresPerSubject),
+                            kind: "brute_force", score: Double(failures) / Double(own.failuresPerSubject),
                             detail: "\(failures) failures of \(subject.outcomes) outcomes for this subject in a minute")
     }
 
@@ -549,8 +561,10 @@ public final class AnomalyDetector {
         // A subject seen for less than `subjectWarmupMs` has no baseline yet: it learns from
         // everything, and only a rate far above any normal one counts.
         let baseline = Double(subject.baseline)
-        let threshold = settled ? max(settings.spikeMinimumRate, settings.spikeFactor * baseline)
-            : settings.spikeMinimumRate * settings.newSubjectFactor
+        // The subject's tenant's own thresholds, if it has some (tenants.NAME.anomaly).
+        let own = settings.forSubjects(of: observation.tenant)
+        let threshold = settled ? max(own.spikeMinimumRate, own.spikeFactor * baseline)
+            : own.spikeMinimumRate * own.newSubjectFactor
         let spiking = rate >= threshold
         if !spiking || !settled {
             // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
@@ -566,7 +580,7 @@ public final class AnomalyDetector {
                                        detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, baseline)))
         }
         if subject.ids.counter.add(Self.resource(observation.route)), !learning,
-           case let idThreshold = subject.ids.threshold(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2),
+           case let idThreshold = subject.ids.threshold(floor: Double(own.enumerationDistinctIds), factor: own.spikeFactor / 2),
            case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
             subject.lastAlert = now
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
@@ -577,7 +591,7 @@ public final class AnomalyDetector {
         // A new subject has no normal yet: only `newSubjectFactor` times the floor counts.
         if subject.sources.counter.add(ipKey), !learning,
            case let sourceThreshold = subject.sources.threshold(
-            floor: Double(settings.sourcesPerSubject) * (settled ? 1 : settings.newSubjectFactor), factor: settings.spikeFactor / 2),
+            floor: Double(own.sourcesPerSubject) * (settled ? 1 : own.newSubjectFactor), factor: own.spikeFactor / 2),
            case let seenFrom = subject.sources.counter.estimate, seenFrom >= sourceThreshold, now - subject.lastAlert >= settings.cooldownMs {
             subject.lastAlert = now
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
@@ -604,7 +618,8 @@ public final class AnomalyDetector {
         }
         let fingerprint = Fingerprint(high: key, low: key &* 0x9E37_79B9_7F4A_7C15)
         overflow.add(fingerprint, count: UInt32(clamping: observation.cost))
-        let threshold = settings.spikeMinimumRate * settings.newSubjectFactor
+        let own = settings.forSubjects(of: observation.tenant)
+        let threshold = own.spikeMinimumRate * own.newSubjectFactor
         let rate = Double(overflow.estimate(fingerprint)) / 30
         guard !learning, rate >= threshold, !overflowAlerted.contains(key), overflowAlerted.count < 10_000 else { return nil }
         overflowAlerted.insert(key)

@@ -79,7 +79,7 @@ final class AnomalyService: Sendable {
         self.webhook = webhook
         let responses = responses
         let configuration = live.current.configuration
-        let state = NIOLockedValueBox(State(detector: AnomalyDetector(settings: configuration.anomaly)))
+        let state = NIOLockedValueBox(State(detector: AnomalyDetector(settings: configuration.anomalyWithTenants)))
         self.state = state
         pump = EventPump(tap: tap, queue: DispatchQueue(label: "sluice.anomaly", qos: .utility), interval: .milliseconds(100),
                          batchLimit: 8_192) { events in
@@ -124,9 +124,10 @@ final class AnomalyService: Sendable {
                         penalize: @Sendable (String, String, Int64) -> Void, webhook: AlertWebhook) {
         let configuration = live.current.configuration
         state.withLockedValue { state in
-            if state.detector.settings != configuration.anomaly {
+            let settings = configuration.anomalyWithTenants
+            if state.detector.settings != settings {
                 // A reload changed the thresholds: learning starts over with them.
-                state.detector = AnomalyDetector(settings: configuration.anomaly)
+                state.detector = AnomalyDetector(settings: settings)
             }
             var alerts: [AnomalyAlert] = []
             for event in events {
