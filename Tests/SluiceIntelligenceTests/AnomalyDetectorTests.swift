@@ -1,6 +1,6 @@
 import SluiceCore
 import Foundation
-import SluiceIntelligence
+@testable import SluiceIntelligence
 import SluiceTestKit
 import Testing
 
@@ -360,5 +360,23 @@ extension AnomalyDetectorTests {
         }
         #expect(raised.map(\.kind) == ["brute_force"], "\(raised)")
         #expect(raised.first?.tenant == "strict")
+    }
+}
+
+extension AnomalyDetectorTests {
+    @Test func twoTenantsSubjectsOfOneNameAreTwoRecords() {
+        let detector = AnomalyDetector(settings: settings)
+        _ = Self.run(detector, Self.background(from: Self.t0, to: Self.t0 + 20 * Self.minute))
+        let start = Self.t0 + 21 * Self.minute
+        // Six failures each for "shared" in two tenants: 12 would be brute force for one record
+        // (failures_per_subject 10); as two records, neither is.
+        var raised: [AnomalyAlert] = []
+        for index in 0..<12 {
+            raised += detector.observeOutcome(.init(timestampMs: start + Int64(index) * 2_000, tenant: index % 2 == 0 ? "acme" : "globex",
+                                                    subject: "shared", ip: "198.18.0.\(index)", route: "POST /login", status: 401))
+        }
+        #expect(raised.filter { $0.kind == "brute_force" }.isEmpty, "\(raised)")
+        #expect(AnomalyDetector.subjectKey(.init(timestampMs: 0, tenant: "", subject: "s", ip: "", route: "", status: 0))
+            == AnomalyDetector.hash("s"), "the default tenant's keys are as before")
     }
 }

@@ -34,7 +34,7 @@ import Testing
         let restored = AnomalyDetector(settings: settings)
         try restored.restoreState(bytes)
         #expect(restored.tracked == saved.tracked)
-        let key = AnomalyDetector.hash("key_a")
+        let key = AnomalyDetector.subjectKey(.init(timestampMs: 0, tenant: "t", subject: "key_a"))
         #expect(restored.subjects[key]?.baseline == saved.subjects[key]?.baseline)
         #expect(restored.subjects[key]?.firstSeen == Self.t0)
         #expect(restored.allRequests.normal == saved.allRequests.normal)

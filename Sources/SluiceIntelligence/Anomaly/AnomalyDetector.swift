@@ -306,6 +306,17 @@ public final class AnomalyDetector {
     /// Subjects and sources with state now.
     public var tracked: (subjects: Int, sources: Int) { (subjects.count, sources.count) }
 
+    /// A subject's record key: its tenant's name and its own, so that two tenants' subjects of
+    /// one name are two records that cannot raise or hide each other's alerts. The default
+    /// tenant's keys are the subject's hash alone, as they were before tenants were counted in.
+    static func subjectKey(_ observation: CheckEvent) -> UInt64 {
+        guard !observation.tenant.isEmpty else { return hash(observation.subject) }
+        var hasher = StableHasher()
+        hasher.combine(observation.tenant)
+        hasher.combine(observation.subject)
+        return hasher.finalize().low
+    }
+
     static func hash(_ text: String) -> UInt64 {
         var hasher = StableHasher()
         hasher.combine(text)
@@ -412,7 +423,7 @@ public final class AnomalyDetector {
         let learning = now - (start ?? now) < settings.warmupMs
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
-        let subjectKey = Self.hash(observation.subject)
+        let subjectKey = Self.subjectKey(observation)
         if var subject = subjects[subjectKey] ?? (failed && subjects.count < settings.maxSubjects
                                                    ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) {
             roll(&subject, to: minute, settled: settled(subject.firstSeen, now))
@@ -487,7 +498,7 @@ public final class AnomalyDetector {
         let bucket = now / Self.bucketMs
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
-        let subjectKey = Self.hash(observation.subject)
+        let subjectKey = Self.subjectKey(observation)
         let ipKey = Self.hash(observation.ip)
 
         // The IP: how many subjects it names against its own normal; whether it is new.
