@@ -380,3 +380,28 @@ extension AnomalyDetectorTests {
             == AnomalyDetector.hash("s"), "the default tenant's keys are as before")
     }
 }
+
+extension AnomalyDetectorTests {
+    @Test func aTenantPastItsRecordQuotaTakesNoOtherTenantsRoom() {
+        var settings = self.settings
+        settings.maxSubjects = 1_000
+        settings.tenantRecordLimits["noisy"] = 20
+        let detector = AnomalyDetector(settings: settings)
+        let start = Self.t0
+        // The noisy tenant names 500 new subjects; the quiet one 50.
+        for index in 0..<500 {
+            _ = detector.observe(.init(timestampMs: start + Int64(index), tenant: "noisy", subject: "n\(index)", ip: "10.9.0.1",
+                                       route: "GET /", status: 200))
+        }
+        for index in 0..<50 {
+            _ = detector.observe(.init(timestampMs: start + 1_000 + Int64(index), tenant: "quiet", subject: "q\(index)", ip: "10.9.0.2",
+                                       route: "GET /", status: 200))
+        }
+        #expect(detector.tracked.subjects == 70, "20 of the noisy tenant's, all 50 of the quiet one's")
+        #expect(detector.recordCounts["noisy"] == 20)
+        #expect(detector.untracked.subjects >= 480, "the rest counted in the sketch")
+        // Forgotten when idle: the quota's room comes back.
+        detector.sweep(now: start + settings.idleMs + 10_000)
+        #expect(detector.tracked.subjects == 0 && detector.recordCounts["noisy"] == 0)
+    }
+}

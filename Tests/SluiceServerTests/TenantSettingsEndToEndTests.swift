@@ -190,6 +190,8 @@ struct TenantSettingsEndToEndTests {
         #expect(thresholds.failuresPerSubject == 12 && thresholds.tenants.keys.sorted() == ["a"])
         #expect(thresholds.tenants["a"]?.failuresPerSubject == 3 && thresholds.tenants["a"]?.spikeFactor == 4)
         #expect(thresholds.forSubjects(of: "b").failuresPerSubject == 12)
+        let limits = try ConfigurationLoader.parse("tenants: { a: { quotas: { max_anomaly_records: 500 } }, b: {} }", source: "test.yaml")
+        #expect(limits.anomalyWithTenants.tenantRecordLimits == ["a": 500])
         #expect(ConfigurationTests.failure("tenants: { a: { anomaly: { failures_per_ip: 3 } } }").contains("unknown key"))
         #expect(ConfigurationTests.failure("tenants: { a: { anomaly: { failures_per_subject: 1 } } }").contains("from 2 to"))
     }

@@ -17,9 +17,13 @@ extension Configuration {
         /// Reputation records the tenant may hold: at each sweep (`reputation.sweep_interval`) its
         /// records nearest neutral beyond this are forgotten, before anyone else's.
         public var maxSubjects: Int?
+        /// Anomaly detection records of its subjects at most; past it its new subjects are
+        /// counted in detection's sketch (as past `anomaly.max_subjects`), no one else's room taken.
+        public var maxAnomalyRecords: Int?
 
         public init(checksPerSecond: UInt64? = nil, burst: UInt64? = nil, maxConnections: Int? = nil, maxKeys: Int? = nil,
-                    maxSubjects: Int? = nil) {
+                    maxSubjects: Int? = nil, maxAnomalyRecords: Int? = nil) {
+            self.maxAnomalyRecords = maxAnomalyRecords
             self.checksPerSecond = checksPerSecond
             self.burst = burst
             self.maxConnections = maxConnections
@@ -31,11 +35,13 @@ extension Configuration {
         func over(_ defaults: TenantQuotas) -> TenantQuotas {
             TenantQuotas(checksPerSecond: checksPerSecond ?? defaults.checksPerSecond, burst: burst ?? defaults.burst,
                          maxConnections: maxConnections ?? defaults.maxConnections, maxKeys: maxKeys ?? defaults.maxKeys,
-                         maxSubjects: maxSubjects ?? defaults.maxSubjects)
+                         maxSubjects: maxSubjects ?? defaults.maxSubjects, maxAnomalyRecords: maxAnomalyRecords ?? defaults.maxAnomalyRecords)
         }
 
         /// Whether any limit is set.
-        public var isEmpty: Bool { checksPerSecond == nil && maxConnections == nil && maxKeys == nil && maxSubjects == nil }
+        public var isEmpty: Bool {
+            checksPerSecond == nil && maxConnections == nil && maxKeys == nil && maxSubjects == nil && maxAnomalyRecords == nil
+        }
     }
 
     /// The quotas of the declared tenant `tenant`: its own over the top-level `quotas:`; nil for

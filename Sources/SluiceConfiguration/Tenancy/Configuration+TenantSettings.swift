@@ -65,7 +65,9 @@ extension Configuration {
     }
 
     /// Anomaly detection's settings with each tenant's own subject thresholds
-    /// (`tenants.NAME.anomaly`) in ``AnomalySettings/tenants``: what the detector runs with.
+    /// (`tenants.NAME.anomaly`) in ``AnomalySettings/tenants`` and record quotas
+    /// (`quotas.max_anomaly_records`) in ``AnomalySettings/tenantRecordLimits``: what the
+    /// detector runs with.
     public var anomalyWithTenants: AnomalySettings {
         var settings = anomaly
         for (name, tenant) in tenants where !tenant.anomalyThresholds.isEmpty {
@@ -81,6 +83,9 @@ extension Configuration {
                 }
             }
             settings.tenants[name] = own
+        }
+        for name in tenants.keys {
+            if let limit = quotas(for: name)?.maxAnomalyRecords { settings.tenantRecordLimits[name] = limit }
         }
         return settings
     }

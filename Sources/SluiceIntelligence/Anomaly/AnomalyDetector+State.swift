@@ -111,6 +111,9 @@ extension AnomalyDetector {
         allRequests = rates[1]
         subjects = restoredSubjects
         sources = restoredSources
+        // Restored records are nobody's in the tenants' record quotas until they are forgotten.
+        recordTenants = [:]
+        recordCounts = [:]
     }
 
     /// A record count, checked against the bytes left (so an absurd count allocates nothing).

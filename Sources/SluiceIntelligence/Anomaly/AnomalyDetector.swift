@@ -93,6 +93,10 @@ public struct AnomalySettings: Sendable, Equatable {
     /// that tenant's subjects. Address and global signals see every tenant's traffic: theirs
     /// stay these.
     public var tenants: [String: AnomalySettings] = [:]
+    /// Subject records a tenant may hold at most (its `max_anomaly_records` quota); past it,
+    /// its new subjects are counted in the sketch like those past `maxSubjects`, and no other
+    /// tenant's room is taken.
+    public var tenantRecordLimits: [String: Int] = [:]
 
     public init() {}
 
@@ -259,6 +263,11 @@ public final class AnomalyDetector {
 
     public let settings: AnomalySettings
     var subjects: [UInt64: Subject] = [:]
+    /// For tenants with a record quota: which tenant each of their records is, and how many
+    /// each holds (counted from this detector's start: records restored from a saved state are
+    /// not counted until they are forgotten).
+    var recordTenants: [UInt64: String] = [:]
+    var recordCounts: [String: Int] = [:]
     var sources: [UInt64: Source] = [:]
     var start: Int64?
     /// Requests from young sources, per 5 s, and its smoothed normal (per 30 s).
@@ -424,7 +433,7 @@ public final class AnomalyDetector {
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
         let subjectKey = Self.subjectKey(observation)
-        if var subject = subjects[subjectKey] ?? (failed && subjects.count < settings.maxSubjects
+        if var subject = subjects[subjectKey] ?? (failed && mayTrack(subjectKey, of: observation.tenant)
                                                    ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) {
             roll(&subject, to: minute, settled: settled(subject.firstSeen, now))
             subject.lastSeen = max(subject.lastSeen, now)
@@ -557,7 +566,7 @@ public final class AnomalyDetector {
 
         // The subject: rate against its own baseline, distinct ids, distinct IPs.
         let subjectIndex = subjects.index(forKey: subjectKey)
-        guard var subject = subjectIndex.map({ subjects.values[$0] }) ?? (subjects.count < settings.maxSubjects
+        guard var subject = subjectIndex.map({ subjects.values[$0] }) ?? (mayTrack(subjectKey, of: observation.tenant)
                                                      ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) else {
             if let alert = observeUntracked(observation, key: subjectKey, learning: learning) { alerts.append(alert) }
             sweepIfDue(now: now)
@@ -639,6 +648,19 @@ public final class AnomalyDetector {
                             detail: String(format: "about %.1f requests/s over 30 s from a subject without a record (the detector holds max_subjects)", rate))
     }
 
+    /// Whether a record may be made for a new subject of `tenant`: room under `maxSubjects`, and
+    /// under the tenant's own record quota if it has one (then the record is counted as its).
+    @inline(__always)
+    func mayTrack(_ key: UInt64, of tenant: String) -> Bool {
+        guard subjects.count < settings.maxSubjects else { return false }
+        guard !settings.tenantRecordLimits.isEmpty, let limit = settings.tenantRecordLimits[tenant] else { return true }
+        let held = recordCounts[tenant, default: 0]
+        guard held < limit else { return false }
+        recordCounts[tenant] = held + 1
+        recordTenants[key] = tenant
+        return true
+    }
+
     /// Sweeps every quarter of the idle time (each sweep walks every entry), and three times as
     /// often while the detector turns new subjects or addresses away.
     func sweepIfDue(now: Int64) {
@@ -657,7 +679,10 @@ public final class AnomalyDetector {
         lastSweep = now
         untrackedAtSweep = untracked.subjects &+ untracked.sources
         let idle = settings.idleMs
-        for key in subjects.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) { subjects.removeValue(forKey: key) }
+        for key in subjects.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) {
+            subjects.removeValue(forKey: key)
+            if let tenant = recordTenants.removeValue(forKey: key) { recordCounts[tenant, default: 1] -= 1 }
+        }
         for key in sources.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) { sources.removeValue(forKey: key) }
     }
 }
