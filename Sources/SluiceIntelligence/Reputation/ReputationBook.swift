@@ -150,33 +150,32 @@ public final class ReputationBook: Sendable {
             for record in records.values(where: { perTenant[$0.tenant] != nil }) { counts[record.tenant, default: 0] += 1 }
             for (tenant, held) in counts {
                 guard let most = perTenant[tenant], held > most else { continue }
-                var candidates = records.entries { _, record in !record.pinned && record.tenant == tenant }
-                    .map { (distance: abs($0.value.score(at: now, model: model) - model.neutral), subject: $0.key) }
-                candidates.sort { $0.distance < $1.distance }
-                for candidate in candidates.prefix(held - most) {
-                    if let record = record(of: candidate.subject) {
-                        update(candidate.subject) { _ in nil }
-                        removed.append(record)
-                    }
-                }
+                forgetMildest(held - most, now: now, model: model, into: &removed) { $0.tenant == tenant }
             }
             records.rebuildFilter()
         }
         let remaining = count
         if remaining > maxSubjects {
             // Forget the mildest records first: they matter least to any decision.
-            var candidates = records.entries { _, record in !record.pinned }
-                .map { (distance: abs($0.value.score(at: now, model: model) - model.neutral), subject: $0.key) }
-            candidates.sort { $0.distance < $1.distance }
-            for candidate in candidates.prefix(remaining - maxSubjects) {
-                if let record = record(of: candidate.subject) {
-                    update(candidate.subject) { _ in nil }
-                    removed.append(record)
-                }
-            }
+            forgetMildest(remaining - maxSubjects, now: now, model: model, into: &removed) { _ in true }
             records.rebuildFilter()
         }
         return removed
+    }
+
+    /// Forgets the `count` unpinned records nearest neutral among those `included` takes,
+    /// appending them to `removed`.
+    func forgetMildest(_ count: Int, now: Int64, model: ReputationModel, into removed: inout [ReputationRecord],
+                       where included: (ReputationRecord) -> Bool) {
+        var candidates = records.entries { _, record in !record.pinned && included(record) }
+            .map { (distance: abs($0.value.score(at: now, model: model) - model.neutral), subject: $0.key) }
+        candidates.sort { $0.distance < $1.distance }
+        for candidate in candidates.prefix(count) {
+            if let record = record(of: candidate.subject) {
+                update(candidate.subject) { _ in nil }
+                removed.append(record)
+            }
+        }
     }
 
     /// Every record, optionally only `tenant`'s.
