@@ -36,6 +36,14 @@ def wait_ready(cls):
     return text
 
 
+def stop_daemon(cls):
+    """Stops the daemon a test class started and removes its temp dir."""
+    cls.daemon.terminate()
+    cls.daemon.wait(timeout=15)
+    cls.log.close()
+    cls.dir.cleanup()
+
+
 def start_daemon(cls, arguments):
     """Starts sluiced for a test class (its socket, port, log and temp dir on ``cls``)."""
     sluiced = os.environ.get("SLUICED", os.path.join(ROOT, ".build", "debug", "sluiced"))
@@ -66,10 +74,7 @@ class DaemonTests(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.daemon.terminate()
-        cls.daemon.wait(timeout=15)
-        cls.log.close()
-        cls.dir.cleanup()
+        stop_daemon(cls)
 
     def each_endpoint(self):
         for endpoint in self.endpoints:
@@ -284,10 +289,7 @@ tenants:
 
     @classmethod
     def tearDownClass(cls):
-        cls.daemon.terminate()
-        cls.daemon.wait(timeout=15)
-        cls.log.close()
-        cls.dir.cleanup()
+        stop_daemon(cls)
 
     def tls(self):
         import ssl
