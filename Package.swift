@@ -28,6 +28,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         // DER, to read a client certificate's subject; already built for swift-crypto.
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        // Envoy's rate limit service (gRPC over HTTP/2, on the NIO transport) and the IETF
+        // RateLimit header fields (structured-field syntax).
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
     ],
     targets: [
         // A prefetch hint, which Swift cannot express, and epoll wrappers for the load harness.
@@ -109,6 +115,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
             ]
         ),
         // A RESP2 client for Redis on SwiftNIO (no Swift Redis client is in the package mirror):

@@ -18,11 +18,13 @@ plugin="$root/.build-protoc/release/protoc-gen-swift"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mkdir -p "$out/swift" "$out/c"
-protos=$(cd proto && find . -name '*.proto' | sort)
+protos=$(cd proto && find ./sluice -name '*.proto' | sort)
+# Envoy's rate limit service (trimmed): Swift only, for the daemon's gRPC front.
+envoy_protos=$(cd proto && find ./envoy -name '*.proto' | sort)
 
 (cd proto && protoc --plugin=protoc-gen-swift="$plugin" \
     --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
-    --swift_out="$out/swift" $protos)
+    --swift_out="$out/swift" $protos $envoy_protos)
 
 have_c=0
 if [ -d clients/c ]; then

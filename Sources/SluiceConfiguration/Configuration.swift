@@ -230,6 +230,9 @@ public struct Configuration: Sendable {
     /// Where alerts are POSTed (`anomaly.webhook`); nil: nowhere.
     public var anomalyWebhook: WebhookSettings?
 
+    /// Envoy's rate limit service and envoy ratelimit's descriptor files (`envoy:`).
+    public var envoy = EnvoySettings()
+
     /// The built-in defaults (what the embedded default file also says).
     public init() {}
 

@@ -147,7 +147,7 @@ final class Reader {
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
         let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "auth", "quotas", "log",
                                                        "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly",
-                                                       "backend", "redis"])
+                                                       "backend", "redis", "envoy"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -229,6 +229,7 @@ final class Reader {
             case "strict_tenants": configuration.strictTenants = try bool(value, "strict_tenants")
             case "backend": configuration.backend = try readBackend(value, "backend")
             case "redis": try readRedis(value, &configuration)
+            case "envoy": try readEnvoy(value, &configuration)
             case "rules":
                 configuration.rules = try readRules(value, "rules", configuration)
                 configuration.declaresRules = true
@@ -266,14 +267,15 @@ final class Reader {
             }
         }
         try checkTierRules(configuration)
+        try configuration.compileDescriptorRules()
     }
 
-    func readListen(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
-        for (key, value) in try mapping(node, "listen", keys: ["unix", "tcp"]) {
+    func readListen(_ node: Node, _ configuration: inout Configuration, _ prefix: String = "listen") throws(SluiceError) {
+        for (key, value) in try mapping(node, prefix, keys: ["unix", "tcp"]) {
             if key == "unix" {
                 configuration.unixListeners = []
-                for (i, item) in try sequence(value, "listen.unix").enumerated() {
-                    let path = "listen.unix[\(i)]"
+                for (i, item) in try sequence(value, "\(prefix).unix").enumerated() {
+                    let path = "\(prefix).unix[\(i)]"
                     if case .scalar = item {
                         configuration.unixListeners.append(.init(path: try string(item, path)))
                         continue
@@ -300,8 +302,8 @@ final class Reader {
                 }
             } else {
                 configuration.tcpListeners = []
-                for (i, item) in try sequence(value, "listen.tcp").enumerated() {
-                    let path = "listen.tcp[\(i)]"
+                for (i, item) in try sequence(value, "\(prefix).tcp").enumerated() {
+                    let path = "\(prefix).tcp[\(i)]"
                     // HOST:PORT, or {address: HOST:PORT, tls: {certificate, key, client_ca}}.
                     var address = item, tls: Configuration.TLSFiles?, auth = Configuration.ListenerAuth.token
                     if case .mapping = item {

@@ -37,6 +37,8 @@ public final class SluiceDaemon: Sendable {
     let tracker: ConnectionTracker
     let listeners: [any Channel]
     let metricsChannel: (any Channel)?
+    /// Envoy's rate limit service, when `envoy.listen` names listeners.
+    let envoy: RateLimitServers?
     let logger: Logger
     let operations: Operator
     /// Every background engine and shutdown step, running from start to shutdown.
@@ -55,8 +57,9 @@ public final class SluiceDaemon: Sendable {
 
     init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
          metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
-         metricsChannel: (any Channel)?, logger: Logger, operations: Operator, sampling: [RepeatedTask]) {
+         metricsChannel: (any Channel)?, envoy: RateLimitServers?, logger: Logger, operations: Operator, sampling: [RepeatedTask]) {
         self.sampling = sampling
+        self.envoy = envoy
         self.dispatcher = dispatcher
         self.unixPaths = unixPaths
         self.tcpAddresses = tcpAddresses
@@ -75,6 +78,9 @@ public final class SluiceDaemon: Sendable {
 
     /// The TCP ports bound, in listener order.
     public var tcpPorts: [Int] { tcpAddresses.compactMap(\.port) }
+
+    /// The TCP ports Envoy's rate limit service bound, in listener order.
+    public var envoyPorts: [Int] { envoy?.tcpPorts ?? [] }
 
     /// Restores the snapshot, binds every listener and the metrics endpoint, and starts serving.
     ///
@@ -182,6 +188,7 @@ public final class SluiceDaemon: Sendable {
         var unixPaths: [String] = []
         var tcpAddresses: [SocketAddress] = []
         var metricsChannel: (any Channel)?
+        var envoy: RateLimitServers?
         do {
             for listener in configuration.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
@@ -207,6 +214,11 @@ public final class SluiceDaemon: Sendable {
                 logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)",
                                                     "listen.tls": "\(listener.tls == nil ? "off" : listener.tls?.clientCA == nil ? "on" : "on, client certificates required")",
                                                     "listen.auth": "\(listener.auth)"])
+            }
+            if configuration.envoy.isServed {
+                let front = EnvoyFront(dispatcher: dispatcher, group: group, now: { time.now() })
+                envoy = try await RateLimitServers.start(configuration.envoy, front: front, group: group,
+                                                         maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
@@ -237,6 +249,8 @@ public final class SluiceDaemon: Sendable {
             }
         } catch {
             for channel in bound { try? await channel.close() }
+            await envoy?.stop()
+            for listener in configuration.envoy.unixListeners { UnixSocketPath.remove(listener.path) }
             try? await metricsChannel?.close()
             for path in unixPaths { UnixSocketPath.remove(path) }
             reputation.flush()
@@ -249,7 +263,7 @@ public final class SluiceDaemon: Sendable {
         ])
         let daemon = SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                                   metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
-                                  listeners: bound, metricsChannel: metricsChannel, logger: logger, operations: operations,
+                                  listeners: bound, metricsChannel: metricsChannel, envoy: envoy, logger: logger, operations: operations,
                                   sampling: sampling)
         let probe = LoopDelayProbe(group: group)
         // Started in this order, stopped in reverse: first the listeners stop accepting and
@@ -400,8 +414,10 @@ public final class SluiceDaemon: Sendable {
         logger.info("shutting down: no new connections, answering what is in flight")
         tracker.beginDraining()
         for listener in listeners { try? await listener.close() }
+        await envoy?.stop()
         await tracker.drain(deadline: .seconds(10))
         for path in unixPaths { UnixSocketPath.remove(path) }
+        for listener in configuration.envoy.unixListeners { UnixSocketPath.remove(listener.path) }
     }
 
     /// Step 2 (the `metrics-endpoint` service): closes the metrics endpoint.
