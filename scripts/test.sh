@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: the Swift tests (swift test), then libsluice's C tests and the Python
-# client's tests, each against a real sluiced, then a short run of every fuzz target (libFuzzer).
+# The whole test suite: the Swift tests (swift test), then libsluice's C tests, the Python
+# client's tests and Envoy's rate limit service (grpcio acting as Envoy), each against a real sluiced, then a short run of every fuzz target (libFuzzer).
 # Needs protobuf-c and valgrind for the C part and
 # python3 with venv for the Python part (.ci/run installs them); a part whose tools are missing
 # fails with a sentence saying what to install.
@@ -32,6 +32,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c 'import google.protobuf' 2>/dev/null || "$venv/bin/pip" install -q "protobuf>=4.21,<8"
 SLUICED=$sluiced "$venv/bin/python" -W error::ResourceWarning -m unittest discover -s clients/python/tests
+
+echo "== Envoy's rate limit service (Python grpcio acting as Envoy)"
+"$venv/bin/python" -c 'import grpc, envoy.service.ratelimit.v3.rls_pb2_grpc' 2>/dev/null ||
+  "$venv/bin/pip" install -q "protobuf>=4.21,<8" "grpcio==1.85.*" "xds-protos==1.85.0"
+SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/envoy
 
 # A short run of every fuzz target from its checked-in corpus (docs/FUZZING.md): about a minute,
 # after a build of its own (.build-fuzz). SLUICE_SKIP_FUZZ=1 leaves it out of a local run.

@@ -143,9 +143,10 @@ extension Reader {
             if shareThreshold, !finalKey.contains("*") {
                 throw error(item, "\(itemPath).share_threshold", "share_threshold needs a wildcard value (one with '*'), found '\(finalKey)'")
             }
-            let limit = try limitNode.map { node throws(SluiceError) in
+            var limit = try limitNode.map { node throws(SluiceError) in
                 try readDescriptorLimit(node, "\(itemPath).rate_limit", path: fullKey, shadow: shadow, configuration)
             }
+            limit?.quota = quota
             let nested = try readDescriptors(below, "\(itemPath).descriptors", parentKey: fullKey, configuration)
             if finalKey.contains("*") {
                 wildcards.append((finalKey, finalKey.split(separator: "*", omittingEmptySubsequences: false).map(String.init)))

@@ -189,6 +189,7 @@ public final class SluiceDaemon: Sendable {
         var tcpAddresses: [SocketAddress] = []
         var metricsChannel: (any Channel)?
         var envoy: RateLimitServers?
+        let envoyCounters = EnvoyCounters()
         do {
             for listener in configuration.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
@@ -216,7 +217,7 @@ public final class SluiceDaemon: Sendable {
                                                     "listen.auth": "\(listener.auth)"])
             }
             if configuration.envoy.isServed {
-                let front = EnvoyFront(dispatcher: dispatcher, group: group, now: { time.now() })
+                let front = EnvoyFront(dispatcher: dispatcher, group: group, counters: envoyCounters, now: { time.now() })
                 envoy = try await RateLimitServers.start(configuration.envoy, front: front, group: group,
                                                          maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
             }
@@ -224,7 +225,8 @@ public final class SluiceDaemon: Sendable {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,
                                                reputation: reputation, load: dispatcher.shedding, anomaly: dispatcher.anomaly, time: time, version: SluiceVersion.current,
                                                loopDelays: loopDelays, redis: dispatcher.backend as? RedisBackend, gatekeeper: dispatcher.gatekeeper,
-                                               connectionQuotas: dispatcher.connectionQuotas)
+                                               connectionQuotas: dispatcher.connectionQuotas,
+                                               envoy: configuration.envoy.isServed ? envoyCounters : nil)
                 do {
                     metricsChannel = try await MetricsEndpoint.bind(listener, group: group, exporter: exporter, tls: metricsTLS, token: metricsToken,
                                                                     readiness: { [dispatcher] in

@@ -31,12 +31,13 @@ final class EnvoyFront: Sendable {
 
     let dispatcher: RequestDispatcher
     let group: any EventLoopGroup
-    let counters = EnvoyCounters()
+    let counters: EnvoyCounters
     /// Reads the wall clock for `duration_until_reset` (the request clock's time is the check's).
     let now: @Sendable () -> Int64
 
-    init(dispatcher: RequestDispatcher, group: any EventLoopGroup, now: @escaping @Sendable () -> Int64) {
+    init(dispatcher: RequestDispatcher, group: any EventLoopGroup, counters: EnvoyCounters, now: @escaping @Sendable () -> Int64) {
         self.dispatcher = dispatcher
+        self.counters = counters
         self.group = group
         self.now = now
     }

@@ -34,6 +34,8 @@ final class MetricsExporter: Sendable {
     let gatekeeper: Gatekeeper?
     /// Connections per tenant.
     let connectionQuotas: ConnectionQuotas?
+    /// Envoy's rate limit service, when served.
+    let envoy: EnvoyCounters?
     /// The value each scrape-time counter had at the last scrape, by name and labels.
     let exported = NIOLockedValueBox<[String: UInt64]>([:])
 
@@ -41,7 +43,8 @@ final class MetricsExporter: Sendable {
          events: EventTap<CheckEvent>?, reputation: ReputationService? = nil, load: SheddingService? = nil,
          anomaly: AnomalyService? = nil, time: TimeSource,
          version: String, loopDelays: [QueueDelayGauge] = [], redis: RedisBackend? = nil, gatekeeper: Gatekeeper? = nil,
-         connectionQuotas: ConnectionQuotas? = nil) {
+         connectionQuotas: ConnectionQuotas? = nil, envoy: EnvoyCounters? = nil) {
+        self.envoy = envoy
         self.gatekeeper = gatekeeper
         self.connectionQuotas = connectionQuotas
         self.loopDelays = loopDelays
@@ -114,6 +117,19 @@ final class MetricsExporter: Sendable {
                         [("reason", "unauthenticated")], gatekeeper.unauthenticatedRequests.load(ordering: .relaxed))
                 counter("sluice_auth_refused_requests_total", "Requests refused by authentication: unauthenticated (none yet), forbidden (the identity's role or tenant).",
                         [("reason", "forbidden")], gatekeeper.forbiddenRequests.load(ordering: .relaxed))
+            }
+            if let envoy {
+                let requests = "Envoy ShouldRateLimit calls by overall answer: ok, over_limit, error (a gRPC status other than OK)."
+                counter("sluice_envoy_requests_total", requests, [("result", "ok")], envoy.overallOK.load(ordering: .relaxed))
+                counter("sluice_envoy_requests_total", requests, [("result", "over_limit")], envoy.overallOverLimit.load(ordering: .relaxed))
+                counter("sluice_envoy_requests_total", requests, [("result", "error")], envoy.errors.load(ordering: .relaxed))
+                let descriptors = "Descriptors of Envoy calls: within_limit, over_limit, shadowed (over, answered OK by shadow_mode), no_limit (no match, an unknown domain, replaced)."
+                counter("sluice_envoy_descriptors_total", descriptors, [("result", "within_limit")], envoy.withinLimit.load(ordering: .relaxed))
+                counter("sluice_envoy_descriptors_total", descriptors, [("result", "over_limit")], envoy.overLimit.load(ordering: .relaxed))
+                counter("sluice_envoy_descriptors_total", descriptors, [("result", "shadowed")], envoy.shadowed.load(ordering: .relaxed))
+                counter("sluice_envoy_descriptors_total", descriptors, [("result", "no_limit")], envoy.noLimit.load(ordering: .relaxed))
+                counter("sluice_envoy_unknown_domain_requests_total", "Envoy calls naming a domain no descriptor file declares (answered OK).", [],
+                        envoy.unknownDomain.load(ordering: .relaxed))
             }
             for partition in state.current.partitions?.list ?? [] {
                 let own = partition.table.statistics()
