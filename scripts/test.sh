@@ -38,6 +38,11 @@ echo "== Envoy's rate limit service (Python grpcio acting as Envoy)"
   "$venv/bin/pip" install -q "protobuf>=4.21,<8" "grpcio==1.85.*" "xds-protos==1.85.0"
 SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/envoy
 
+echo "== the HTTP/JSON API (checked against docs/openapi.json)"
+"$venv/bin/python" -c 'import jsonschema, openapi_spec_validator' 2>/dev/null ||
+  "$venv/bin/pip" install -q "jsonschema==4.*" "openapi-spec-validator==0.7.*"
+SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/http
+
 # A short run of every fuzz target from its checked-in corpus (docs/FUZZING.md): about a minute,
 # after a build of its own (.build-fuzz). SLUICE_SKIP_FUZZ=1 leaves it out of a local run.
 if [ "${SLUICE_SKIP_FUZZ:-0}" != 1 ]; then

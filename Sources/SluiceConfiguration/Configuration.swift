@@ -233,6 +233,9 @@ public struct Configuration: Sendable {
     /// Envoy's rate limit service and envoy ratelimit's descriptor files (`envoy:`).
     public var envoy = EnvoySettings()
 
+    /// The HTTP/JSON API's listeners (`http:`).
+    public var http = HTTPSettings()
+
     /// The built-in defaults (what the embedded default file also says).
     public init() {}
 

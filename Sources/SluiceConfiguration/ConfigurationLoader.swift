@@ -147,7 +147,7 @@ final class Reader {
     func read(_ root: Node, into configuration: inout Configuration) throws(SluiceError) {
         let sections = try mapping(root, "", keys: ["listen", "server", "table", "snapshot", "metrics", "admin", "auth", "quotas", "log",
                                                        "defaults", "strict_tenants", "rules", "tenants", "reputation", "store", "features", "tiers", "adaptive", "baseline", "anomaly",
-                                                       "backend", "redis", "envoy"])
+                                                       "backend", "redis", "envoy", "http"])
         // Defaults first: rules below depend on the default algorithm.
         for (key, value) in sections where key == "defaults" {
             for (k, v) in try mapping(value, "defaults", keys: ["algorithm"]) where k == "algorithm" {
@@ -230,6 +230,7 @@ final class Reader {
             case "backend": configuration.backend = try readBackend(value, "backend")
             case "redis": try readRedis(value, &configuration)
             case "envoy": try readEnvoy(value, &configuration)
+            case "http": try readHTTP(value, &configuration)
             case "rules":
                 configuration.rules = try readRules(value, "rules", configuration)
                 configuration.declaresRules = true

@@ -113,7 +113,9 @@ public final class SluiceDaemon: Sendable {
         try configuration.checkAuthentication()
         TokensFileCheck.warnIfShared(configuration.auth.tokensFile, logger: logger)
         var tls: [Configuration.TCPListener: ListenerTLS] = [:]
-        for listener in configuration.tcpListeners { if let files = listener.tls { tls[listener] = try ListenerTLS(files) } }
+        for listener in configuration.tcpListeners + configuration.http.tcpListeners {
+            if let files = listener.tls { tls[listener] = try ListenerTLS(files) }
+        }
         let metricsTLS = try configuration.metricsListener?.tls.map { files throws(SluiceError) in try ListenerTLS(files) }
         let metricsToken = try configuration.metricsBearerTokenFile.map { path throws(SluiceError) in try MetricsToken(path: path) }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
@@ -215,6 +217,10 @@ public final class SluiceDaemon: Sendable {
                 logger.info("listening", metadata: ["listen.tcp": "\(channel.localAddress?.description ?? listener.description)",
                                                     "listen.tls": "\(listener.tls == nil ? "off" : listener.tls?.clientCA == nil ? "on" : "on, client certificates required")",
                                                     "listen.auth": "\(listener.auth)"])
+            }
+            if configuration.http.isServed {
+                bound += try await HTTPAPI.bind(configuration.http, dispatcher: dispatcher, group: group, tls: tls, logger: logger)
+                unixPaths += configuration.http.unixListeners.map(\.path)
             }
             if configuration.envoy.isServed {
                 let front = EnvoyFront(dispatcher: dispatcher, group: group, counters: envoyCounters, now: { time.now() })

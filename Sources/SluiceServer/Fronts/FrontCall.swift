@@ -14,10 +14,15 @@ struct FrontCall {
     let loop: any EventLoop
     let session: ConnectionSession
 
-    /// A call from `address`; `token` nil on a listener that requires none.
+    /// A call from `address`, on one of `group`'s loops.
     init(dispatcher: RequestDispatcher, group: any EventLoopGroup, address: String, requiresToken: Bool) {
+        self.init(dispatcher: dispatcher, loop: group.next(), address: address, requiresToken: requiresToken)
+    }
+
+    /// A call from `address`, on `loop` (a connection's own).
+    init(dispatcher: RequestDispatcher, loop: any EventLoop, address: String, requiresToken: Bool) {
         self.dispatcher = dispatcher
-        loop = group.next()
+        self.loop = loop
         session = ConnectionSession(dispatcher: dispatcher, gatekeeper: dispatcher.gatekeeper, address: address, kind: .tcp,
                                     principal: requiresToken ? nil : .open)
     }
@@ -25,27 +30,40 @@ struct FrontCall {
     /// Runs `requests` in order on the call's event loop, after presenting `token` (when the
     /// listener requires one): each one's answer, or the refusal of the token in place of them all.
     func run(_ requests: [WireRequest], token: String?) async -> [WireResponse] {
-        let session = session, loop = loop
-        let future = loop.flatSubmit { () -> EventLoopFuture<[WireResponse]> in
-            if session.principal == nil {
-                var authenticate = WireRequest()
-                authenticate.authenticate.token = token ?? ""
-                let answer = session.process(authenticate)
-                if case .error = answer.body { return loop.makeSucceededFuture([answer]) }
-            }
-            var answers: [EventLoopFuture<WireResponse>] = []
-            for request in requests { answers.append(Self.answer(request, session: session, loop: loop)) }
-            return EventLoopFuture.whenAllSucceed(answers, on: loop)
-        }
-        defer { loop.execute { session.releaseSlot() } }
+        let future = loop.flatSubmit { self.answers(requests, token: token) }
         do {
             return try await future.get()
         } catch {
-            var response = WireResponse()
-            response.error.code = .internal
-            response.error.message = "the request could not be answered: \(error)"
-            return [response]
+            return [Self.failure(error)]
         }
+    }
+
+    /// ``run(_:token:)`` on the call's loop, from that loop: the answers' future. The session
+    /// gives back its place in its tenant's connection quota when they are all answered.
+    func answers(_ requests: [WireRequest], token: String?) -> EventLoopFuture<[WireResponse]> {
+        loop.preconditionInEventLoop()
+        let session = session, loop = loop
+        if session.principal == nil {
+            var authenticate = WireRequest()
+            authenticate.authenticate.token = token ?? ""
+            let answer = session.process(authenticate)
+            if case .error = answer.body {
+                session.releaseSlot()
+                return loop.makeSucceededFuture([answer])
+            }
+        }
+        var answers: [EventLoopFuture<WireResponse>] = []
+        for request in requests { answers.append(Self.answer(request, session: session, loop: loop)) }
+        let all = EventLoopFuture.whenAllSucceed(answers, on: loop).flatMapErrorThrowing { [Self.failure($0)] }
+        all.whenComplete { _ in session.releaseSlot() }
+        return all
+    }
+
+    static func failure(_ error: any Error) -> WireResponse {
+        var response = WireResponse()
+        response.error.code = .internal
+        response.error.message = "the request could not be answered: \(error)"
+        return response
     }
 
     /// One request's answer: checks through the check path (at once, or when the backend

@@ -1,0 +1,33 @@
+import SluiceCore
+import Yams
+
+extension Configuration {
+    /// The HTTP/JSON API (`http:`, docs/PROTOCOL.md "HTTP/JSON"): where it listens. Its bodies
+    /// are bounded by `server.max_frame_bytes`, its identities are the framed protocol's.
+    public struct HTTPSettings: Sendable {
+        /// TCP listeners (`HOST:PORT`, or with `tls` and `auth`; a token by default).
+        public var tcpListeners: [TCPListener] = []
+        /// Unix socket listeners (`curl --unix-socket`).
+        public var unixListeners: [UnixListener] = []
+
+        public init() {}
+
+        /// Whether the API is served at all.
+        public var isServed: Bool { !tcpListeners.isEmpty || !unixListeners.isEmpty }
+    }
+}
+
+extension Reader {
+    func readHTTP(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
+        var settings = Configuration.HTTPSettings()
+        for (key, value) in try mapping(node, "http", keys: ["listen"]) where key == "listen" {
+            var listeners = Configuration()
+            listeners.unixListeners = []
+            listeners.tcpListeners = []
+            try readListen(value, &listeners, "http.listen")
+            settings.tcpListeners = listeners.tcpListeners
+            settings.unixListeners = listeners.unixListeners
+        }
+        configuration.http = settings
+    }
+}
