@@ -14,13 +14,7 @@ extension Reader {
         var inline: [Node] = []
         for (key, value) in try mapping(node, "envoy", keys: ["listen", "config", "domains", "headers", "subject_key"]) {
             switch key {
-            case "listen":
-                var listeners = Configuration()
-                listeners.unixListeners = []
-                listeners.tcpListeners = []
-                try readListen(value, &listeners, "envoy.listen")
-                settings.tcpListeners = listeners.tcpListeners
-                settings.unixListeners = listeners.unixListeners
+            case "listen": (settings.tcpListeners, settings.unixListeners) = try readListeners(value, "envoy.listen")
             case "config":
                 let items = value.sequence.map(Array.init) ?? [value]
                 for (i, item) in items.enumerated() {

@@ -21,13 +21,17 @@ extension Reader {
     func readHTTP(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = Configuration.HTTPSettings()
         for (key, value) in try mapping(node, "http", keys: ["listen"]) where key == "listen" {
-            var listeners = Configuration()
-            listeners.unixListeners = []
-            listeners.tcpListeners = []
-            try readListen(value, &listeners, "http.listen")
-            settings.tcpListeners = listeners.tcpListeners
-            settings.unixListeners = listeners.unixListeners
+            (settings.tcpListeners, settings.unixListeners) = try readListeners(value, "http.listen")
         }
         configuration.http = settings
+    }
+
+    /// A front's own `listen: {tcp: […], unix: […]}`, read as the daemon's `listen:` is.
+    func readListeners(_ node: Node, _ path: String) throws(SluiceError) -> ([Configuration.TCPListener], [Configuration.UnixListener]) {
+        var listeners = Configuration()
+        listeners.unixListeners = []
+        listeners.tcpListeners = []
+        try readListen(node, &listeners, path)
+        return (listeners.tcpListeners, listeners.unixListeners)
     }
 }

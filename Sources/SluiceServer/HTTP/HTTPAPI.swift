@@ -71,21 +71,9 @@ enum HTTPAPI {
 
     static func bootstrap(_ group: MultiThreadedEventLoopGroup, dispatcher: RequestDispatcher, tls: ListenerTLS?,
                           requiresToken: Bool) -> ServerBootstrap {
-        ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                do {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.current)) }
-                } catch {
-                    return channel.eventLoop.makeFailedFuture(error)
-                }
-                return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(
-                        Handler(dispatcher: dispatcher, requiresToken: requiresToken,
-                                address: channel.remoteAddress?.ipAddress ?? "unix"))
-                }
-            }
+        MetricsEndpoint.bootstrap(group, backlog: 256, tls: tls) { channel in
+            Handler(dispatcher: dispatcher, requiresToken: requiresToken, address: channel.remoteAddress?.ipAddress ?? "unix")
+        }
     }
 
     /// An answer: status, JSON body, extra headers.

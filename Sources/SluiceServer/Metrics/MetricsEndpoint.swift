@@ -21,8 +21,16 @@ enum MetricsEndpoint {
     static func bind(_ listener: Configuration.TCPListener, group: any EventLoopGroup, exporter: MetricsExporter,
                      tls: ListenerTLS? = nil, token: MetricsToken? = nil,
                      readiness: @escaping @Sendable () -> Readiness, logger: Logger) async throws -> any Channel {
-        try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 64)
+        try await bootstrap(group, backlog: 64, tls: tls) { _ in HTTPHandler(exporter: exporter, readiness: readiness, token: token) }
+            .bind(host: listener.host, port: listener.port).get()
+    }
+
+    /// An HTTP/1.1 server: TLS first when `tls` is given, NIO's HTTP pipeline (with its
+    /// pipelining and error handling), then the handler `makeHandler` makes for each connection.
+    static func bootstrap(_ group: any EventLoopGroup, backlog: Int32, tls: ListenerTLS?,
+                          makeHandler: @escaping @Sendable (any Channel) -> any ChannelInboundHandler) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 do {
@@ -31,11 +39,9 @@ enum MetricsEndpoint {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
                 return channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(exporter: exporter, readiness: readiness, token: token))
+                    try channel.pipeline.syncOperations.addHandler(makeHandler(channel))
                 }
             }
-            .bind(host: listener.host, port: listener.port).get()
     }
 
     final class HTTPHandler: ChannelInboundHandler {
