@@ -84,6 +84,17 @@ public struct Configuration: Sendable {
         /// How it is decided in Redis (each check there, or on each daemon's table synced with
         /// it), when not as `redis.mode` says; no effect on a rule decided locally.
         public var mode: RedisSettings.Mode?
+        /// `shadow`: decided and counted, but never denies; a check it would deny is allowed
+        /// with `would_deny` and counted as `shadow_over_limit`.
+        public var shadow = false
+        /// `unlimited`: every check allowed, nothing counted or stored (an exemption).
+        public var unlimited = false
+        /// `replaces`: rules this one stands in for when a request checks both (those checks are
+        /// allowed without counting), as envoy ratelimit's `replaces`.
+        public var replaces: [String] = []
+
+        /// An unlimited rule's stand-in limit: never consulted (its checks skip the table).
+        public static let unlimitedLimit = try! LimitSpec(limit: LimitSpec.maximumLimit, period: 1_000_000_000)
 
         /// A rule.
         public init(name: String, limits: [BoundLimit]) {

@@ -121,15 +121,17 @@ final class Reader {
 
     func duration(_ node: Node, _ path: String) throws(SluiceError) -> Int64 {
         let text = try string(node, path).trimmingCharacters(in: .whitespaces)
-        let units: [(String, Int64)] = [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000), ("m", 60_000_000_000),
-                                        ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)]
+        // Envoy's unit names: one of each, `month` 30 days and `year` 365 as envoy ratelimit counts them.
+        if let unit = DescriptorRateLimit.Unit(name: text) { return unit.seconds * 1_000_000_000 }
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("us", 1_000), ("s", 1_000_000_000), ("mo", 2_592_000_000_000_000), ("m", 60_000_000_000),
+                                        ("h", 3_600_000_000_000), ("d", 86_400_000_000_000), ("w", 604_800_000_000_000), ("y", 31_536_000_000_000_000)]
         var number = Substring(text), scale: Int64 = 1_000_000
         for (suffix, unit) in units where text.hasSuffix(suffix) {
             let candidate = text.dropLast(suffix.count)
             if Int64(candidate) != nil { number = candidate; scale = unit; break }
         }
         guard let value = Int64(number), value > 0 else {
-            throw error(node, path, "expected a duration like 500ms, 1s, 1m, 1h or 1d (a bare number is milliseconds), got '\(text)'")
+            throw error(node, path, "expected a duration like 500ms, 1s, 1m, 1h, 1d, 1w, 1mo (30 days) or 1y (365 days), or minute, hour, day, week, month (a bare number is milliseconds), got '\(text)'")
         }
         let (product, overflow) = value.multipliedReportingOverflow(by: scale)
         guard !overflow else { throw error(node, path, "duration '\(text)' is too long") }
@@ -404,12 +406,19 @@ final class Reader {
                 throw error(ruleNode, rulePath, "a rule name must be 1 to \(configuration.maxKeyBytes) bytes")
             }
             let all = try mapping(ruleNode, rulePath, keys: ["algorithm", "limit", "period", "burst", "limits", "service", "baseline", "backend",
-                                                             "mode"])
-            let pairs = all.filter { !["service", "baseline", "backend", "mode"].contains($0.key) }
+                                                             "mode", "shadow", "unlimited", "replaces"])
+            let modeKeys = ["service", "baseline", "backend", "mode", "shadow", "unlimited", "replaces"]
+            let pairs = all.filter { !modeKeys.contains($0.key) }
             var ruleAlgorithm = configuration.defaultAlgorithm
             for (k, v) in pairs where k == "algorithm" { ruleAlgorithm = try algorithm(v, "\(rulePath).algorithm") }
             var specs: [LimitSpec] = []
-            if let limitsNode = pairs.first(where: { $0.key == "limits" })?.value {
+            let unlimited = try all.first(where: { $0.key == "unlimited" }).map { pair throws(SluiceError) in try bool(pair.value, "\(rulePath).unlimited") } ?? false
+            if unlimited {
+                if let limitKey = pairs.first(where: { ["limit", "period", "burst", "limits", "algorithm"].contains($0.key) }) {
+                    throw error(limitKey.value, "\(rulePath).\(limitKey.key)", "an unlimited rule has no limits; remove \(limitKey.key) or unlimited")
+                }
+                specs.append(Configuration.Rule.unlimitedLimit)
+            } else if let limitsNode = pairs.first(where: { $0.key == "limits" })?.value {
                 if pairs.contains(where: { ["limit", "period", "burst"].contains($0.key) }) {
                     throw error(ruleNode, rulePath, "give either limit/period/burst or a list under limits, not both")
                 }
@@ -436,9 +445,20 @@ final class Reader {
                 case "baseline": rule.baseline = try readBaseline(value, "\(rulePath).baseline")
                 case "backend": rule.backend = try readBackend(value, "\(rulePath).backend")
                 case "mode": rule.mode = try choice(value, "\(rulePath).mode", expected: "exact or fast")
+                case "shadow": rule.shadow = try bool(value, "\(rulePath).shadow")
+                case "unlimited": rule.unlimited = try bool(value, "\(rulePath).unlimited")
+                case "replaces":
+                    for (i, item) in try sequence(value, "\(rulePath).replaces").enumerated() {
+                        let replaced = try string(item, "\(rulePath).replaces[\(i)]")
+                        guard !replaced.isEmpty, replaced != name else {
+                            throw error(item, "\(rulePath).replaces[\(i)]", "expected the name of another rule")
+                        }
+                        rule.replaces.append(replaced)
+                    }
                 default: break
                 }
             }
+            if rule.unlimited, rule.shadow { throw error(ruleNode, "\(rulePath).shadow", "an unlimited rule denies nothing to shadow") }
             rules[name] = rule
         }
         return rules

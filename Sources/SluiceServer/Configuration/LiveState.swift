@@ -46,6 +46,8 @@ public final class LiveConfiguration: Sendable {
     let partitions: TablePartitions?
     /// Tenants' own feature flags and reputation weights; nil when no tenant has any.
     let tenantGates: TenantGates?
+    /// Rules' shadow, unlimited and replaces, per series; nil when no rule has any.
+    let ruleModes: RuleModes?
 
     init(_ configuration: Configuration, generation: UInt64, previous: LiveConfiguration? = nil) {
         var numbered = configuration
@@ -73,6 +75,7 @@ public final class LiveConfiguration: Sendable {
         modeExceptions = numbered.modeExceptions
         quotas = QuotaTable(numbered, previous: previous?.quotas)
         partitions = TablePartitions(numbered, previous: previous?.partitions)
+        ruleModes = RuleModes(numbered, series: series)
     }
 }
 
@@ -157,6 +160,12 @@ final class WorkerContext: @unchecked Sendable {
     @inline(__always)
     func count(series: Int, reason: DecisionReason) {
         checks.bump(CheckSeries.counter(series: series, reason: reason))
+    }
+
+    /// Counts a check a rule in shadow allowed but would have denied.
+    @inline(__always)
+    func countShadowed(series: Int) {
+        checks.bump(CheckSeries.shadowCounter(series: series))
     }
 
     /// Records how long one request took to decide.

@@ -81,7 +81,7 @@ final class MetricsExporter: Sendable {
             }
 
             for (series, total) in state.checkTotals() {
-                counter("sluice_checks_total", "Checks decided, by tenant, rule and decision (allowed, over_limit, exceeds_capacity, blocked, reputation).",
+                counter("sluice_checks_total", "Checks decided, by tenant, rule and decision (allowed, over_limit, exceeds_capacity, blocked, reputation, shed, anomaly, shadow_over_limit: allowed by a rule in shadow that would have denied it).",
                         [("tenant", series.tenant), ("rule", series.rule), ("decision", series.decision)], total)
             }
             counter("sluice_requests_total", "Request frames answered, checks and others, including those answered with an error.", [],

@@ -33,6 +33,12 @@ struct CheckNote {
     var peekFactor: Double = 0
     /// The subject's tier name (the tier table's bytes); empty when none.
     var tier = UnsafeRawBufferPointer(start: nil, count: 0)
+    /// Its rule's mode (``RuleModeStage``): ``exempt``, ``shadowed``.
+    var ruleMode: UInt8 = 0
+    /// Allowed without counting: an unlimited rule, or one another rule of the request replaces.
+    static let exempt: UInt8 = 1
+    /// Its rule is in shadow: a denial by its limits is reported, not enforced.
+    static let shadowed: UInt8 = 2
 
     @inline(__always)
     func annotate(_ fields: inout CheckFrameCodec.VerdictFields) {
@@ -118,6 +124,8 @@ extension CheckStage {
 /// of an array retained and released it each time (ten pairs a request with every feature on).
 struct StageList {
     let extra: [any CheckStage]
+    /// Rules' modes (shadow, unlimited, replaces), before every feature.
+    let ruleModes = RuleModeStage()
     /// The stages, held; calls go through the borrowed references below (each call through a
     /// held one retained and released the stage).
     let reputationStage: ReputationStage?
@@ -130,10 +138,11 @@ struct StageList {
     let tap: Borrowed<EventTapStage>?
 
     /// Bits of ``active(in:)``: the extra stages take the low bits, in order.
+    static let ruleModeBit: UInt64 = 1 << 58
     static let reputationBit: UInt64 = 1 << 59, adaptiveBit: UInt64 = 1 << 60, anomalyBit: UInt64 = 1 << 61, tapBit: UInt64 = 1 << 62
 
     init(extra: [any CheckStage], reputation: ReputationStage?, adaptive: AdaptiveStage, anomaly: AnomalyStage, tap: EventTapStage?) {
-        precondition(extra.count < 59, "at most 58 extra stages")
+        precondition(extra.count < 58, "at most 57 extra stages")
         self.extra = extra
         reputationStage = reputation
         adaptiveStage = adaptive
@@ -152,6 +161,7 @@ struct StageList {
         if !extra.isEmpty {
             for index in extra.indices where extra[index].isActive(in: live) { active |= 1 << UInt64(index) }
         }
+        if live.ruleModes != nil { active |= Self.ruleModeBit }
         if let reputation, reputation({ $0.isActive(in: live) }) { active |= Self.reputationBit }
         if adaptive({ $0.isActive(in: live) }) { active |= Self.adaptiveBit }
         if anomaly({ $0.isActive(in: live) }) { active |= Self.anomalyBit }
@@ -169,6 +179,7 @@ struct StageList {
                 if extra[index].prepare(batch) { inOrder = true }
             }
         }
+        if active & Self.ruleModeBit != 0 { _ = ruleModes.prepare(batch) }
         if active & Self.reputationBit != 0, let reputation, reputation({ $0.prepare(batch) }) { inOrder = true }
         if active & Self.adaptiveBit != 0, adaptive({ $0.prepare(batch) }) { inOrder = true }
         if active & Self.anomalyBit != 0, anomaly({ $0.prepare(batch) }) { inOrder = true }
@@ -419,10 +430,24 @@ extension RequestDispatcher {
     func apply(_ batch: CheckBatch, decisions: UnsafeMutableBufferPointer<Decision>, active: UInt64, context: WorkerContext) {
         let annotated = active != 0
         for index in 0..<batch.count {
-            if annotated, batch.notes[index].blockedFor >= 0 {
-                var decision = Decision.blocked(retryAfter: batch.notes[index].blockedFor)
-                decision.reason = batch.notes[index].blockReason
-                decisions[index] = decision
+            if annotated {
+                let mode = batch.notes[index].ruleMode
+                if mode & CheckNote.exempt != 0 {
+                    decisions[index] = .exempt
+                } else if batch.notes[index].blockedFor >= 0 {
+                    var decision = Decision.blocked(retryAfter: batch.notes[index].blockedFor)
+                    decision.reason = batch.notes[index].blockReason
+                    decisions[index] = decision
+                } else if mode & CheckNote.shadowed != 0, !decisions[index].allowed,
+                          decisions[index].reason == .overLimit || decisions[index].reason == .exceedsCapacity {
+                    // A rule in shadow: its own limit's denial is reported, not enforced.
+                    batch.notes[index].wouldDeny = decisions[index].reason
+                    decisions[index].allowed = true
+                    decisions[index].reason = .withinLimit
+                    decisions[index].retryAfter = 0
+                    context.countShadowed(series: batch.series[index])
+                    continue
+                }
             }
             context.count(series: batch.series[index], reason: decisions[index].reason)
         }

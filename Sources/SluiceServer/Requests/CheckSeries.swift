@@ -2,7 +2,7 @@ import SluiceConfiguration
 import SluiceCore
 
 /// The series of `sluice_checks_total`: one per (tenant, rule) pair a check can count under,
-/// times seven decisions. Labels come only from configured names, so the number of series is
+/// times eight decisions. Labels come only from configured names, so the number of series is
 /// bounded by the configuration, never by the keys callers send.
 ///
 /// Each tenant owns a block of slots: slot 0 for inline limits, then one per global rule, then
@@ -10,8 +10,9 @@ import SluiceCore
 /// and `_other`) get a block of the first two kinds. A check's series is its tenant's base plus
 /// its rule's slot, both stored in the configuration, so counting costs no lookup.
 struct CheckSeries: Sendable {
-    /// The `decision` label of each of a series' seven counters.
-    static let decisions = ["allowed", "over_limit", "exceeds_capacity", "blocked", "reputation", "shed", "anomaly"]
+    /// The `decision` label of each of a series' eight counters; the last counts checks a rule in
+    /// shadow allowed but would have denied (instead of `allowed`).
+    static let decisions = ["allowed", "over_limit", "exceeds_capacity", "blocked", "reputation", "shed", "anomaly", "shadow_over_limit"]
     /// The `tenant` label of the default tenant.
     static let defaultTenant = "_default"
     /// The `tenant` label of tenants the configuration does not declare.
@@ -26,7 +27,7 @@ struct CheckSeries: Sendable {
     /// The base of the block undeclared tenants share.
     let otherBase: Int
 
-    /// Counters needed: seven per series.
+    /// Counters needed: eight per series.
     var counterCount: Int { labels.count * Self.decisions.count }
 
     /// Numbers the series of `configuration`, writing each rule's slot and each tenant's base into it.
@@ -66,6 +67,10 @@ struct CheckSeries: Sendable {
     /// The counter of `reason` within `series`.
     @inline(__always)
     static func counter(series: Int, reason: DecisionReason) -> Int {
-        series &* 7 &+ (Int(reason.rawValue) &- 1)
+        series &* 8 &+ (Int(reason.rawValue) &- 1)
     }
+
+    /// The counter of checks `series`' rule in shadow would have denied.
+    @inline(__always)
+    static func shadowCounter(series: Int) -> Int { series &* 8 &+ 7 }
 }
