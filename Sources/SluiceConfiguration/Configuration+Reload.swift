@@ -65,6 +65,16 @@ extension Configuration {
             report.needsRestart.append("rules.*.mode")
         }
         fixed("redis", \.redis)
+        // The fronts' listeners are bound at start; their domains, headers and the rest apply now.
+        if envoy.tcpListeners != loaded.envoy.tcpListeners || envoy.unixListeners != loaded.envoy.unixListeners {
+            report.needsRestart.append("envoy.listen")
+        }
+        applied.envoy.tcpListeners = envoy.tcpListeners
+        applied.envoy.unixListeners = envoy.unixListeners
+        if http.tcpListeners != loaded.http.tcpListeners || http.unixListeners != loaded.http.unixListeners {
+            report.needsRestart.append("http.listen")
+        }
+        applied.http = http
         fixed("listen.tcp", \.tcpListeners)
         fixed("server.threads", \.threads)
         fixed("server.clock", \.clock)

@@ -139,7 +139,7 @@ struct ConfigurationTests {
     @Test("errors name the file, line, key path and what was expected")
     func errorMessages() {
         #expect(failure("rules:\n  login:\n    limit: 5\n    perod: 1m\n") ==
-                "sluice.yaml:4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, service")
+                "sluice.yaml:4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, replaces, service, shadow, unlimited")
         #expect(failure("rules:\n  login: { limit: 5, period: 1x }\n").contains("rules.login.period: expected a duration"))
         #expect(failure("rules:\n  login: { limit: 0, period: 1s }\n").contains("rules.login.limit: expected a whole number from 1"))
         #expect(failure("rules:\n  login: { period: 1s }\n").contains("rules.login.limit: required"))

@@ -109,7 +109,7 @@ struct DaemonProcessTests {
         process.waitUntilExit()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 2)
-        #expect(output == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, service\n")
+        #expect(output == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, replaces, service, shadow, unlimited\n")
     }
 
     @Test("--print-default-config prints a file that --check-config accepts")
