@@ -177,7 +177,8 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
-        // The load harness: closed and open loop, trace replay, Sluice, Redis and echo targets.
+        // The load harness: closed and open loop, trace replay, Sluice, HTTP, Redis and echo
+        // targets, and Envoy's side of the gRPC rate limit service.
         .executableTarget(
             name: "sluice-bench",
             dependencies: [
@@ -185,6 +186,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ]
         ),
         // In-process table benchmark: decisions per second and bytes per key.

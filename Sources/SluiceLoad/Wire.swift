@@ -13,11 +13,14 @@ public enum TargetProtocol: Sendable, Equatable {
     /// per request, a fixed window decided by the caller (allowed while the count is at most
     /// `limit`).
     case redisIncrement(limit: UInt64)
+    /// Sluice's HTTP/JSON API: `POST /v1/check` with one check's JSON per request, on
+    /// kept-alive HTTP/1.1 connections (pipelined at depths above 1).
+    case http
 
-    /// Whether the target is Redis (one check a request, answers without ids).
+    /// Whether the target answers one check a request, in order, without ids (Redis, HTTP).
     public var isRedis: Bool {
         switch self {
-        case .redis, .redisIncrement: return true
+        case .redis, .redisIncrement, .http: return true
         case .sluice, .echo: return false
         }
     }
@@ -46,6 +49,11 @@ public struct RequestEncoder: Sendable {
             return redisArguments.command(sha: sha, key: check.key, quantity: check.hitsPresence == nil ? 1 : check.hits)
         case .redisIncrement:
             return redisArguments.incrementCommands(key: check.key, quantity: check.hitsPresence == nil ? 1 : check.hits)
+        case .http:
+            var options = JSONEncodingOptions()
+            options.preserveProtoFieldNames = true
+            let body = Array(try check.jsonString(options: options).utf8)
+            return Array("POST /v1/check HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
         }
     }
 
@@ -54,7 +62,7 @@ public struct RequestEncoder: Sendable {
 
     public func appendRequest(id: UInt64, entries: UnsafeBufferPointer<UnsafeBufferPointer<UInt8>>, to out: inout [UInt8]) {
         switch targetProtocol {
-        case .redis, .redisIncrement:
+        case .redis, .redisIncrement, .http:
             for entry in entries { out.append(contentsOf: entry) }
         case .sluice, .echo:
             var checksLength = 0
@@ -148,7 +156,34 @@ public enum AnswerScanner {
         case .echo: return try nextSluice(bytes, echo: true)
         case .redis: return try nextRESP(bytes)
         case .redisIncrement(let limit): return try nextIncrement(bytes, limit: limit)
+        case .http: return try nextHTTP(bytes)
         }
+    }
+
+    /// An HTTP/1.1 answer of `/v1/check`: its head up to the blank line, `Content-Length` bytes
+    /// of body; allowed when the body starts `{"allowed":true` (the API writes it first).
+    static func nextHTTP(_ bytes: UnsafeRawBufferPointer) throws(AnswerStreamError) -> (Answer, Int)? {
+        guard bytes.count >= 16 else { return nil }
+        var end = -1
+        var index = 3
+        while index < bytes.count {
+            if bytes[index] == 10, bytes[index - 1] == 13, bytes[index - 2] == 10, bytes[index - 3] == 13 { end = index + 1; break }
+            index += 1
+        }
+        guard end > 0 else {
+            if bytes.count > 16_384 { throw AnswerStreamError(description: "an HTTP head longer than 16 KiB") }
+            return nil
+        }
+        let head = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<end]), as: UTF8.self)
+        guard let line = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+              let length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)), length <= maximumFrame else {
+            throw AnswerStreamError(description: "an HTTP answer without a Content-Length")
+        }
+        guard bytes.count >= end + length else { return nil }
+        let ok = head.hasPrefix("HTTP/1.1 200")
+        let allowedPrefix = Array("{\"allowed\":true".utf8)
+        let allowed = ok && length >= allowedPrefix.count && UnsafeRawBufferPointer(rebasing: bytes[end..<(end + allowedPrefix.count)]).elementsEqual(allowedPrefix)
+        return (Answer(id: 0, allowed: ok && allowed ? 1 : 0, denied: ok && !allowed ? 1 : 0, isError: !ok), end + length)
     }
 
     static func nextSluice(_ bytes: UnsafeRawBufferPointer, echo: Bool) throws(AnswerStreamError) -> (Answer, Int)? {

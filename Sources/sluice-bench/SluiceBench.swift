@@ -31,7 +31,7 @@ struct SluiceBench: ParsableCommand {
     @Option(name: [.short, .long], help: "unix:PATH, a path, HOST:PORT or [IPv6]:PORT.")
     var endpoint = "unix:/tmp/sluice.sock"
 
-    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua), redis-incr (envoy ratelimit's pipelined INCRBY + EXPIRE, a fixed window) or echo (a length-prefixed echo server).")
+    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua), redis-incr (envoy ratelimit's pipelined INCRBY + EXPIRE, a fixed window), http (Sluice's POST /v1/check, one check a request) or echo (a length-prefixed echo server).")
     var target = "sluice"
 
     @Option(help: "The SHA1 of the GCRA script loaded into Redis (redis-cli SCRIPT LOAD).")
@@ -73,10 +73,12 @@ struct SluiceBench: ParsableCommand {
     @Option(help: "Upstream mode: how long a request waits for the upstream, e.g. 1s.") var upstreamTimeout = "1s"
     @Option(help: "Upstream mode: write each second's figures per tier here (JSON lines).") var timeline: String?
 
-    @Option(help: "epoll (the default: raw sockets, fastest) or nio (the Swift client: speaks TLS; compare plain and TLS with it).")
+    @Option(help: "epoll (the default: raw sockets, fastest), nio (the Swift client: speaks TLS; compare plain and TLS with it) or grpc (Envoy's ShouldRateLimit calls, grpc-swift-2).")
     var engine = "epoll"
     @Option(help: "The nio engine: TLS, trusting this authority (PEM).") var tlsCa: String?
     @Option(help: "An API token each connection presents first (a listener that requires one).") var token: String?
+    @Option(help: "The grpc engine: the Envoy domain of every call.") var domain = "bench"
+    @Option(help: "The grpc engine: the descriptor entry's key (its value is the random key).") var descriptorKey = "user"
 
     @Flag(help: "Print the summary as JSON on standard output.") var json = false
     @Flag(help: "No progress line, even on a terminal.") var quiet = false
@@ -93,6 +95,7 @@ struct SluiceBench: ParsableCommand {
         switch target {
         case "sluice": targetProtocol = .sluice
         case "echo": targetProtocol = .echo
+        case "http": targetProtocol = .http
         case "redis":
             guard let sha = redisSHA, sha.count == 40 else {
                 throw ValidationError("--target redis needs --redis-sha (40 hex digits, from redis-cli SCRIPT LOAD)")
@@ -100,7 +103,7 @@ struct SluiceBench: ParsableCommand {
             targetProtocol = .redis(sha: sha)
         case "redis-incr":
             targetProtocol = .redisIncrement(limit: try Self.parseLimit(limit).0)
-        default: throw ValidationError("--target must be sluice, redis, redis-incr or echo")
+        default: throw ValidationError("--target must be sluice, http, redis, redis-incr or echo")
         }
         guard (1...1000).contains(batch) else { throw ValidationError("--batch must be 1 to 1000") }
         let (count, periodMs) = try Self.parseLimit(limit)
@@ -112,6 +115,21 @@ struct SluiceBench: ParsableCommand {
         }
         guard Self.algorithms[algorithm] != nil else {
             throw ValidationError("--algorithm must be one of \(Self.algorithms.keys.sorted().joined(separator: ", "))")
+        }
+        if engine == "grpc" {
+            guard let duration else { throw ValidationError("--engine grpc needs --duration") }
+            let seconds = try Self.parseDuration(duration)
+            let target: Endpoint
+            do { target = try Endpoint(parsing: endpoint) } catch { throw ValidationError("--endpoint \(endpoint): \(error)") }
+            var settings = GRPCEngine.Settings(host: "127.0.0.1", port: 0, unixPath: nil, connections: connections, depth: depth, keys: keys,
+                                               seconds: seconds, warmup: warmup, domain: domain, descriptorKey: descriptorKey, token: token, rate: rate)
+            switch target {
+            case .unix(let path): settings.unixPath = path
+            case .tcp(let host, let port): (settings.host, settings.port) = (host, port)
+            }
+            let summary = try GRPCEngine.run(settings)
+            print(String(decoding: try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys]), as: UTF8.self))
+            return
         }
         if engine == "nio" || tlsCa != nil {
             guard engine == "nio" else { throw ValidationError("--tls-ca needs --engine nio") }
