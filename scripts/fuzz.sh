@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(framer decoder dispatcher configuration snapshot anomaly-state trace redis)
+[ ${#targets[@]} -gt 0 ] || targets=(framer decoder dispatcher configuration snapshot anomaly-state trace redis envoy http)
 
 scratch=.build-fuzz
 binary="$scratch/release/sluice-fuzz"

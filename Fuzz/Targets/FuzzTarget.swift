@@ -24,6 +24,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case trace
     /// The Redis client's reply reader: whole or in pieces, the same replies.
     case redis
+    /// Envoy's `ShouldRateLimit`, from a request's bytes to its answer.
+    case envoy
+    /// The HTTP/JSON API, from a connection's bytes through NIO's HTTP parser to its answers.
+    case http
 
     /// Runs the target on `bytes`; returns what property failed, or nil. A crash is a failure too.
     public func run(_ bytes: UnsafeRawBufferPointer) -> String? {
@@ -36,6 +40,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .anomalyState: AnomalyStateTarget.run(bytes)
         case .trace: TraceTarget.run(bytes)
         case .redis: RedisReplyTarget.run(bytes)
+        case .envoy: EnvoyTarget.shared.run(bytes)
+        case .http: HTTPTarget.run(bytes)
         }
     }
 

@@ -103,9 +103,13 @@ public enum SeedCorpus {
             ("oversized", seed + frames[0] + [0x00, 0x10, 0x00, 0x01, 1, 2, 3]),
             ("empty-frames", [1, 2, 3, 4, 5, 6, 7, 8] + [0, 0, 0, 0, 0, 0, 0, 0] + frames[0]),
         ]
+        inputs[.envoy] = envoyInputs()
+        inputs[.http] = httpInputs()
         inputs[.configuration] = [
             ("embedded-default", Array(DefaultConfiguration.yaml.utf8)),
             ("every-feature", Array(DispatcherTarget.yaml.utf8)),
+            ("envoy-domains", Array(EnvoyTarget.yaml.utf8)),
+            ("rule-modes", Array("rules:\n  a: { limit: 2, period: 1w, shadow: true }\n  b: { unlimited: true }\n  c: { limit: 1, period: month, replaces: [a] }\nhttp:\n  listen: { tcp: [\"127.0.0.1:0\"] }\n".utf8)),
             ("bad-key", Array("rules:\n  login:\n    limit: 5\n    perod: 1m\n".utf8)),
         ]
         inputs[.snapshot] = snapshotInputs()
@@ -159,6 +163,63 @@ public enum SeedCorpus {
             let start = text.index(text.startIndex, offsetBy: offset)
             return UInt8(text[start..<text.index(start, offsetBy: 2)], radix: 16) ?? 0
         }
+    }
+
+    /// Envoy requests: each kind of descriptor of ``EnvoyTarget``'s domains, overrides, hits.
+    static func envoyInputs() -> [(name: String, bytes: [UInt8])] {
+        typealias Request = Envoy_Service_Ratelimit_V3_RateLimitRequest
+        typealias Descriptor = Envoy_Service_Ratelimit_V3_RateLimitDescriptor
+        func descriptor(_ entries: [(String, String)], hits: UInt64? = nil, override: UInt32? = nil) -> Descriptor {
+            var descriptor = Descriptor()
+            descriptor.entries = entries.map { key, value in
+                var entry = Descriptor.Entry()
+                entry.key = key
+                entry.value = value
+                return entry
+            }
+            if let hits { descriptor.hitsAddend = .init(hits) }
+            if let override {
+                descriptor.limit.requestsPerUnit = override
+                descriptor.limit.unit = .minute
+            }
+            return descriptor
+        }
+        func request(_ name: String, _ descriptors: [Descriptor], hits: UInt32 = 0, domain: String = "edge") -> (String, [UInt8]) {
+            var request = Request()
+            request.domain = domain
+            request.descriptors = descriptors
+            request.hitsAddend = hits
+            return (name, (try? request.serializedBytes()) ?? [])
+        }
+        return [
+            request("every-kind", [descriptor([("remote_address", "203.0.113.1")]), descriptor([("path", "/api/v1")]),
+                                   descriptor([("path", "/aXbYc")]), descriptor([("source", "proxy"), ("destination", "x")]),
+                                   descriptor([("source", "proxy"), ("destination", "free")]),
+                                   descriptor([("source", "proxy"), ("destination", "banned")]), descriptor([("service", "s")]),
+                                   descriptor([("trial", "t")])], hits: 2),
+            request("override-and-hits", [descriptor([("any", "thing")], hits: 0, override: 5), descriptor([("remote_address", "x")], hits: 7)]),
+            request("unknown-domain", [descriptor([("a", "b")])], domain: "nope"),
+            request("empty-domain", [descriptor([("a", "b")])], domain: ""),
+            request("no-descriptors", []),
+        ]
+    }
+
+    /// HTTP requests of every route, one connection's worth, pipelined.
+    static func httpInputs() -> [(name: String, bytes: [UInt8])] {
+        func post(_ path: String, _ body: String) -> String {
+            "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let all = post("/v1/check", #"{"key":"a","rule":"default"}"#)
+            + post("/v1/check", #"{"checks":[{"key":"b","rule":"leases"},{"key":"c","limit":{"limit":"3","period_ms":1000}}]}"#)
+            + post("/v1/release", #"{"key":"b","rule":"leases","lease_id":1}"#)
+            + post("/v1/report", #"{"events":[{"subject":"s","kind":"auth_failure"}],"outcomes":[{"subject":"s","status":401}]}"#)
+            + "GET /v1/reputation/s?recent_events=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        return [
+            ("every-route", Array(all.utf8)),
+            ("bad-json", Array(post("/v1/check", #"{"key": [1, {"#).utf8)),
+            ("wrong-type", Array("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}".utf8)),
+            ("not-http", [0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]),
+        ]
     }
 
     /// Writes every seed input to `directory/TARGET/NAME`; returns how many.

@@ -56,6 +56,57 @@ final class EnvoyFront: Sendable {
 
     /// Answers `request` for a caller at `address` presenting `token` (nil: none).
     func answer(_ request: Request, token: String?, address: String, requiresToken: Bool) async throws(Failure) -> Response {
+        let loop = group.next()
+        let result = try? await loop.flatSubmit {
+            self.answer(request, token: token, address: address, requiresToken: requiresToken, on: loop)
+        }.get()
+        switch result {
+        case .success(let response): return response
+        case .failure(let failure): throw failure
+        case nil: throw fail(.internal, "the request could not be answered")
+        }
+    }
+
+    /// What a request comes to before anything is decided: a plan per descriptor, and the
+    /// native checks of those that are counted.
+    struct Planned {
+        var plans: [Plan]
+        var checks: [Sluice_V1_Check]
+        var headers: Configuration.EnvoySettings.Headers
+    }
+
+    /// ``answer(_:token:address:requiresToken:)`` on `loop`, from that loop.
+    func answer(_ request: Request, token: String?, address: String, requiresToken: Bool,
+                on loop: any EventLoop) -> EventLoopFuture<Result<Response, Failure>> {
+        let planned: Planned
+        do {
+            planned = try plan(request)
+        } catch {
+            return loop.makeSucceededFuture(.failure(error))
+        }
+        let wanted = planned.plans.compactMap { plan -> Int? in if case .check(let index, _) = plan { index } else { nil } }
+        guard !wanted.isEmpty else {
+            return loop.makeSucceededFuture(.success(respond(plans: planned.plans, verdicts: [], headers: planned.headers)))
+        }
+        var native = WireRequest()
+        // Only the checks still applied: a replaced one is not counted.
+        native.check.checks = wanted.map { planned.checks[$0] }
+        let call = FrontCall(dispatcher: dispatcher, loop: loop, address: address, requiresToken: requiresToken)
+        return call.answers([native], token: token).map { responses in
+            let answer = responses.first ?? WireResponse()
+            switch answer.body {
+            case .check(let response) where response.verdicts.count == wanted.count:
+                var byIndex = [Sluice_V1_Verdict](repeating: .init(), count: planned.checks.count)
+                for (slot, index) in wanted.enumerated() { byIndex[index] = response.verdicts[slot] }
+                return .success(self.respond(plans: planned.plans, verdicts: byIndex, headers: planned.headers))
+            case .error(let error): return .failure(self.fail(error))
+            default: return .failure(self.fail(.internal, "the check path answered something other than verdicts"))
+            }
+        }
+    }
+
+    /// The plan of each descriptor, as envoy ratelimit reads the request.
+    func plan(_ request: Request) throws(Failure) -> Planned {
         counters.requests.add(1, ordering: .relaxed)
         let configuration = dispatcher.configuration
         guard !request.domain.isEmpty else { throw fail(.invalidArgument, "rate limit domain must not be empty") }
@@ -128,24 +179,7 @@ final class EnvoyFront: Sendable {
                 }
             }
         }
-        var verdicts: [Sluice_V1_Verdict] = []
-        let wanted = plans.compactMap { plan -> Int? in if case .check(let index, _) = plan { index } else { nil } }
-        if !wanted.isEmpty {
-            var native = WireRequest()
-            // Only the checks still applied: a replaced one is not counted.
-            native.check.checks = wanted.map { checks[$0] }
-            let call = FrontCall(dispatcher: dispatcher, group: group, address: address, requiresToken: requiresToken)
-            let answer = await call.run([native], token: token).first ?? WireResponse()
-            switch answer.body {
-            case .check(let response) where response.verdicts.count == wanted.count:
-                var byIndex = [Sluice_V1_Verdict](repeating: .init(), count: checks.count)
-                for (slot, index) in wanted.enumerated() { byIndex[index] = response.verdicts[slot] }
-                verdicts = byIndex
-            case .error(let error): throw fail(error)
-            default: throw fail(.internal, "the check path answered something other than verdicts")
-            }
-        }
-        return respond(plans: plans, verdicts: verdicts, headers: settings.headers)
+        return Planned(plans: plans, checks: checks, headers: settings.headers)
     }
 
     /// The answer, from the plans and the verdicts of their checks.

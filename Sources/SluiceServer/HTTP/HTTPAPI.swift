@@ -122,6 +122,18 @@ enum HTTPAPI {
         var body: ByteBuffer?
         /// The body grew past `server.max_frame_bytes`: answered 413, the rest ignored.
         var tooLarge = false
+        /// Requests read and not yet answered (NIO's pipelining handler passes one at a time).
+        var pending = 0
+        /// The client closed its side: the connection closes once every request is answered.
+        var inputClosed = false
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                inputClosed = true
+                if pending == 0 { context.close(promise: nil) }
+            }
+            context.fireUserInboundEventTriggered(event)
+        }
 
         init(dispatcher: RequestDispatcher, requiresToken: Bool, address: String) {
             self.dispatcher = dispatcher
@@ -158,6 +170,7 @@ enum HTTPAPI {
                           head: head, context: context, close: true)
                     return
                 }
+                pending += 1
                 let future = answer(head, bytes, loop: context.eventLoop)
                 future.whenComplete { result in
                     let answer = (try? result.get()) ?? .error(.internalServerError, .internal, "the request could not be answered")
@@ -179,7 +192,8 @@ enum HTTPAPI {
             buffer.writeInteger(UInt8(ascii: "\n"))
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-            if !keepAlive { done.whenComplete { _ in context.close(promise: nil) } }
+            pending = max(0, pending - 1)
+            if !keepAlive || (inputClosed && pending == 0) { done.whenComplete { _ in context.close(promise: nil) } }
         }
 
         func answer(_ head: HTTPRequestHead, _ body: [UInt8], loop: any EventLoop) -> EventLoopFuture<Answer> {
