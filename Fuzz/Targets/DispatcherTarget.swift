@@ -17,12 +17,17 @@ import SwiftProtobuf
 final class DispatcherTarget: @unchecked Sendable {
     static let shared = DispatcherTarget()
 
-    static let yaml = """
+    /// What every in-memory target's daemon runs with: the request clock, small bounds, no files.
+    static let base = """
     server: { clock: request, max_batch: 64, max_key_bytes: 256 }
     table: { shards: 4, max_entries: 4096 }
     snapshot: { path: "" }
     store: { path: "" }
     metrics: { listen: "off" }
+
+    """
+
+    static let yaml = base + """
     reputation: { max_subjects: 4096, block_below: 10 }
     features:
       reputation: { enabled: true, rollout: 100, shadow: false }

@@ -18,12 +18,7 @@ import SluiceServer
 final class EnvoyTarget: @unchecked Sendable {
     static let shared = EnvoyTarget()
 
-    static let yaml = """
-    server: { clock: request, max_batch: 64, max_key_bytes: 256 }
-    table: { shards: 4, max_entries: 4096 }
-    snapshot: { path: "" }
-    store: { path: "" }
-    metrics: { listen: "off" }
+    static let yaml = DispatcherTarget.base + """
     features:
       reputation: { enabled: true }
     envoy:
