@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Decisions per second and latency through each front door of one sluiced (release): the native
 # framed protocol (sluice-bench's epoll engine), the HTTP/JSON API (the same engine, POST
-# /v1/check on kept-alive HTTP/1.1) and Envoy's gRPC rate limit service (sluice-bench --engine
-# grpc: grpc-swift-2 clients calling ShouldRateLimit), each at 50 connections and one request in
-# flight per connection, alternating each round; then the gRPC front's p99 at half of its peak
-# (open loop). Every request is one check on one of 100,000 keys, allowed (a limit far above
+# /v1/check on kept-alive HTTP/1.1) and Envoy's gRPC rate limit service (sluice-bench --target
+# grpc: the same engine writing each ShouldRateLimit call as raw HTTP/2 frames, a client as lean as
+# Envoy's), each at 50 connections and one request in flight per connection, alternating each
+# round; then the gRPC front's p99 at half of its peak (open loop), and once more with the Swift
+# gRPC client (--engine grpc, grpc-swift-2) for comparison. Every request is one check on one of 100,000 keys, allowed (a limit far above
 # the load), decided by the same fixed-window limit behind each door.
 #   scripts/bench-fronts.sh [seconds=10] [rounds=3] [threads=1]
 set -euo pipefail
@@ -48,11 +49,12 @@ common=(-c 50 -d 1 --keys 100000 --duration "${seconds}s" --warmup 1 --json --qu
 for round in $(seq 1 "$rounds"); do
   "$bin/sluice-bench" -e "127.0.0.1:$native" --tenant bench --rule native "${common[@]}" | tag native "$round"
   "$bin/sluice-bench" -e "127.0.0.1:$http" --target http --tenant bench --rule native "${common[@]}" | tag http "$round"
-  "$bin/sluice-bench" --engine grpc -e "127.0.0.1:$grpc" --domain bench --descriptor-key user "${common[@]}" | tag grpc "$round"
+  "$bin/sluice-bench" --target grpc -e "127.0.0.1:$grpc" --domain bench --descriptor-key user "${common[@]}" | tag grpc "$round"
 done | tee "$dir/all.jsonl"
+"$bin/sluice-bench" --engine grpc -e "127.0.0.1:$grpc" --domain bench --descriptor-key user "${common[@]}" | tag grpc-swift-client 0 | tee -a "$dir/all.jsonl"
 peak=$(python3 -c 'import json,sys,statistics; print(statistics.median(json.loads(l)["requests_per_s"] for l in open(sys.argv[1]) if json.loads(l)["front"]=="grpc"))' "$dir/all.jsonl")
 half=$(python3 -c "print(round($peak / 2))")
-"$bin/sluice-bench" --engine grpc -e "127.0.0.1:$grpc" --domain bench --descriptor-key user -c 50 -d 1 --keys 100000 \
+"$bin/sluice-bench" --target grpc -e "127.0.0.1:$grpc" --domain bench --descriptor-key user -c 50 -d 1 --keys 100000 \
   --duration "${seconds}s" --warmup 1 --rate "$half" --json --quiet | tag grpc-half-peak 0 | tee -a "$dir/all.jsonl"
 python3 - "$dir/all.jsonl" <<'PY'
 import json, statistics, sys
@@ -66,6 +68,8 @@ for f in ("native", "http", "grpc"):
     print(f"{f:7} requests/s median {med[f]:>10,.0f}   p50 {q:>7.0f} us   p99 {p:>7.0f} us   errors {sum(r.get('errors', 0) for r in of(f))}")
 print(f"gRPC / native: {med['grpc'] / med['native']:.2f}x (goal >= 0.3); HTTP / native: {med['http'] / med['native']:.2f}x;"
       f" per-round gRPC/native: {[round(rate(g) / rate(n), 2) for n, g in zip(of('native'), of('grpc'))]}")
+swift = of("grpc-swift-client")[0]
+print(f"gRPC with the Swift client (grpc-swift-2, --engine grpc): {rate(swift):,.0f} calls/s, p99 {swift['latency_us']['p99']:.0f} us")
 half = of("grpc-half-peak")[0]
 print(f"gRPC at half its peak ({rate(half):,.0f} calls/s offered open loop): p50 {half['latency_us']['p50']:.0f} us,"
       f" p99 {half['latency_us']['p99']:.0f} us (goal < 2000), errors {half.get('errors', 0)}")

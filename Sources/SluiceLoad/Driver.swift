@@ -156,6 +156,14 @@ public enum LoadDriver {
         var sockets: [[Int32]] = Array(repeating: [], count: threads)
         for index in 0..<plan.connections {
             let fd = try connect(plan.endpoint)
+            if case .grpc = plan.targetProtocol {
+                do {
+                    try http2Handshake(fd)
+                } catch {
+                    close(fd)
+                    throw error
+                }
+            }
             if let token = plan.token {
                 do {
                     try authenticate(fd, token: token)
@@ -270,6 +278,42 @@ public enum LoadDriver {
             }
             throw LoadError("cannot connect to \(host):\(port): \(reason)")
         }
+    }
+
+    /// Opens HTTP/2 on a fresh connection: the preface and SETTINGS, then waits (at most 5 s)
+    /// for the server's SETTINGS and acknowledges them.
+    static func http2Handshake(_ fd: Int32) throws {
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        func wait(_ events: Int16) throws {
+            var poller = pollfd(fd: fd, events: events, revents: 0)
+            let left = Int32(max(0, (deadline - monotonicNanoseconds()) / 1_000_000))
+            guard left > 0, poll(&poller, 1, left) > 0 else { throw LoadError("no HTTP/2 SETTINGS from the server within 5 s") }
+        }
+        func write(_ bytes: [UInt8]) throws {
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if n > 0 { sent += n; continue }
+                guard n < 0, errno == EAGAIN || errno == EINTR else { throw LoadError("writing the HTTP/2 preface: \(String(cString: strerror(errno)))") }
+                try wait(Int16(POLLOUT))
+            }
+        }
+        try write(GRPCWire.preface)
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4_096)
+        while true {
+            // The server's own SETTINGS (not an acknowledgement) is its first frame.
+            if received.count >= 9 {
+                let length = Int(received[0]) << 16 | Int(received[1]) << 8 | Int(received[2])
+                guard received[3] == 4, received[4] & 0x1 == 0 else { throw LoadError("the server did not open with HTTP/2 SETTINGS") }
+                if received.count >= 9 + length { break }
+            }
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { received += chunk[0..<n]; continue }
+            guard n < 0, errno == EAGAIN || errno == EINTR else { throw LoadError("the server closed the connection during the HTTP/2 handshake") }
+            try wait(Int16(POLLIN))
+        }
+        try write(GRPCWire.settingsAck)
     }
 
     /// Presents `token` on a fresh connection and waits (at most 5 s) for the daemon to accept it.

@@ -16,11 +16,16 @@ public enum TargetProtocol: Sendable, Equatable {
     /// Sluice's HTTP/JSON API: `POST /v1/check` with one check's JSON per request, on
     /// kept-alive HTTP/1.1 connections (pipelined at depths above 1).
     case http
+    /// Envoy's rate limit service: one gRPC call of `ShouldRateLimit` per request (one
+    /// descriptor `[(descriptorKey, the check's key)]` in `domain`), written as raw HTTP/2 frames
+    /// on a connection the driver opened with ``GRPCWire/handshake(_:)``: the cost of a client as
+    /// lean as Envoy's, not of a Swift gRPC stack.
+    case grpc(domain: String, descriptorKey: String)
 
-    /// Whether the target answers one check a request, in order, without ids (Redis, HTTP).
+    /// Whether the target answers one check a request, in order, without ids (Redis, HTTP, gRPC at depth 1).
     public var isRedis: Bool {
         switch self {
-        case .redis, .redisIncrement, .http: return true
+        case .redis, .redisIncrement, .http, .grpc: return true
         case .sluice, .echo: return false
         }
     }
@@ -54,6 +59,16 @@ public struct RequestEncoder: Sendable {
             options.preserveProtoFieldNames = true
             let body = Array(try check.jsonString(options: options).utf8)
             return Array("POST /v1/check HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+        case .grpc(let domain, let descriptorKey):
+            var request = Envoy_Service_Ratelimit_V3_RateLimitRequest()
+            request.domain = domain
+            var descriptor = Envoy_Service_Ratelimit_V3_RateLimitDescriptor()
+            var entry = Envoy_Service_Ratelimit_V3_RateLimitDescriptor.Entry()
+            entry.key = descriptorKey
+            entry.value = check.key
+            descriptor.entries = [entry]
+            request.descriptors = [descriptor]
+            return try request.serializedBytes()
         }
     }
 
@@ -64,6 +79,8 @@ public struct RequestEncoder: Sendable {
         switch targetProtocol {
         case .redis, .redisIncrement, .http:
             for entry in entries { out.append(contentsOf: entry) }
+        case .grpc:
+            for entry in entries { GRPCWire.appendCall(stream: UInt32(truncatingIfNeeded: id &* 2 &- 1), message: entry, to: &out) }
         case .sluice, .echo:
             var checksLength = 0
             for entry in entries { checksLength += entry.count }
@@ -157,6 +174,7 @@ public enum AnswerScanner {
         case .redis: return try nextRESP(bytes)
         case .redisIncrement(let limit): return try nextIncrement(bytes, limit: limit)
         case .http: return try nextHTTP(bytes)
+        case .grpc: return try GRPCWire.nextAnswer(bytes)
         }
     }
 
@@ -375,5 +393,98 @@ enum RESP {
             value = value * 10 + Int64(byte - 48)
         }
         return negative ? -value : value
+    }
+}
+
+/// Just enough HTTP/2 and gRPC framing for a load client (RFC 9113, gRPC over HTTP/2): the
+/// connection preface, a unary call as a HEADERS frame (HPACK without Huffman or indexing) and a
+/// DATA frame, and answers read from frame headers and the response's first field.
+public enum GRPCWire {
+    /// `POST /envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` with gRPC's headers.
+    static let headerBlock: [UInt8] = {
+        var block: [UInt8] = [0x83, 0x86] // :method POST, :scheme http (static table)
+        func literal(index: UInt8, _ value: String) {
+            block.append(index) // literal without indexing, name from the static table (4-bit prefix)
+            block.append(UInt8(value.utf8.count))
+            block += Array(value.utf8)
+        }
+        literal(index: 0x04, "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit")
+        literal(index: 0x01, "sluice") // :authority
+        block += [0x0F, 0x10] // content-type (static index 31)
+        block.append(UInt8("application/grpc".utf8.count))
+        block += Array("application/grpc".utf8)
+        block += [0x00, 0x02] + Array("te".utf8) + [0x08] + Array("trailers".utf8)
+        return block
+    }()
+
+    static func appendFrameHeader(length: Int, type: UInt8, flags: UInt8, stream: UInt32, to out: inout [UInt8]) {
+        out += [UInt8(truncatingIfNeeded: length >> 16), UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length), type, flags,
+                UInt8(truncatingIfNeeded: stream >> 24) & 0x7F, UInt8(truncatingIfNeeded: stream >> 16), UInt8(truncatingIfNeeded: stream >> 8),
+                UInt8(truncatingIfNeeded: stream)]
+    }
+
+    /// One unary call on `stream`: HEADERS (end of headers), then DATA (end of stream) holding
+    /// the length-prefixed message.
+    static func appendCall(stream: UInt32, message: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        appendFrameHeader(length: headerBlock.count, type: 1, flags: 0x4, stream: stream, to: &out)
+        out += headerBlock
+        appendFrameHeader(length: 5 + message.count, type: 0, flags: 0x1, stream: stream, to: &out)
+        out += [0, UInt8(truncatingIfNeeded: message.count >> 24), UInt8(truncatingIfNeeded: message.count >> 16),
+                UInt8(truncatingIfNeeded: message.count >> 8), UInt8(truncatingIfNeeded: message.count)]
+        out.append(contentsOf: message)
+    }
+
+    /// What a client sends first: the preface, empty SETTINGS, the connection's receive window
+    /// opened to its largest (answers are never held back by flow control).
+    public static var preface: [UInt8] {
+        var out = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+        appendFrameHeader(length: 0, type: 4, flags: 0, stream: 0, to: &out)
+        appendFrameHeader(length: 4, type: 8, flags: 0, stream: 0, to: &out)
+        let increment: UInt32 = 0x7FFF_FFFF - 65_535
+        out += [UInt8(truncatingIfNeeded: increment >> 24), UInt8(truncatingIfNeeded: increment >> 16), UInt8(truncatingIfNeeded: increment >> 8),
+                UInt8(truncatingIfNeeded: increment)]
+        return out
+    }
+
+    /// The SETTINGS acknowledgement a client owes the server's first SETTINGS.
+    public static var settingsAck: [UInt8] {
+        var out: [UInt8] = []
+        appendFrameHeader(length: 0, type: 4, flags: 0x1, stream: 0, to: &out)
+        return out
+    }
+
+    /// The next call's answer: frames are read up to the first that ends a stream (trailers);
+    /// the call is allowed when its message's `overall_code` (field 1) is OK, denied when
+    /// OVER_LIMIT, an error otherwise (a status without a message). Frames on stream 0
+    /// (SETTINGS, WINDOW_UPDATE, PING) are skipped; GOAWAY is an error of the stream.
+    static func nextAnswer(_ bytes: UnsafeRawBufferPointer) throws(AnswerStreamError) -> (Answer, Int)? {
+        var position = 0
+        var code: UInt64 = 0
+        while bytes.count - position >= 9 {
+            let length = Int(bytes[position]) << 16 | Int(bytes[position + 1]) << 8 | Int(bytes[position + 2])
+            let type = bytes[position + 3], flags = bytes[position + 4]
+            let stream = (UInt32(bytes[position + 5]) & 0x7F) << 24 | UInt32(bytes[position + 6]) << 16 | UInt32(bytes[position + 7]) << 8
+                | UInt32(bytes[position + 8])
+            guard length <= 1 << 24 else { throw AnswerStreamError(description: "an HTTP/2 frame of \(length) bytes") }
+            guard bytes.count - position >= 9 + length else { return nil }
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[(position + 9)..<(position + 9 + length)])
+            position += 9 + length
+            if type == 7 { throw AnswerStreamError(description: "the server sent GOAWAY") }
+            guard stream != 0 else { continue }
+            if type == 0 {
+                var body = payload
+                if flags & 0x8 != 0, let pad = body.first { body = UnsafeRawBufferPointer(rebasing: body[1..<max(1, body.count - Int(pad))]) }
+                if body.count > 5 {
+                    var reader = ProtoReader(UnsafeRawBufferPointer(rebasing: body[5...]))
+                    while let (field, wire) = try reader.tag() {
+                        if field == 1, wire == 0 { code = try reader.varint() } else { try reader.skip(wire) }
+                    }
+                }
+            }
+            if (type == 0 || type == 1), flags & 0x1 != 0 {
+                return (Answer(id: 0, allowed: code == 1 ? 1 : 0, denied: code == 2 ? 1 : 0, isError: code != 1 && code != 2), position)
+            }
+        }
+        return nil
     }
 }

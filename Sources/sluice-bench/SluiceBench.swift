@@ -31,7 +31,7 @@ struct SluiceBench: ParsableCommand {
     @Option(name: [.short, .long], help: "unix:PATH, a path, HOST:PORT or [IPv6]:PORT.")
     var endpoint = "unix:/tmp/sluice.sock"
 
-    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua), redis-incr (envoy ratelimit's pipelined INCRBY + EXPIRE, a fixed window), http (Sluice's POST /v1/check, one check a request) or echo (a length-prefixed echo server).")
+    @Option(help: "sluice, redis (EVALSHA of scripts/gcra.lua), redis-incr (envoy ratelimit's pipelined INCRBY + EXPIRE, a fixed window), http (Sluice's POST /v1/check, one check a request), grpc (Envoy's ShouldRateLimit as raw HTTP/2 frames, one descriptor a call; --domain, --descriptor-key) or echo (a length-prefixed echo server).")
     var target = "sluice"
 
     @Option(help: "The SHA1 of the GCRA script loaded into Redis (redis-cli SCRIPT LOAD).")
@@ -96,6 +96,7 @@ struct SluiceBench: ParsableCommand {
         case "sluice": targetProtocol = .sluice
         case "echo": targetProtocol = .echo
         case "http": targetProtocol = .http
+        case "grpc": targetProtocol = .grpc(domain: domain, descriptorKey: descriptorKey)
         case "redis":
             guard let sha = redisSHA, sha.count == 40 else {
                 throw ValidationError("--target redis needs --redis-sha (40 hex digits, from redis-cli SCRIPT LOAD)")
@@ -103,9 +104,12 @@ struct SluiceBench: ParsableCommand {
             targetProtocol = .redis(sha: sha)
         case "redis-incr":
             targetProtocol = .redisIncrement(limit: try Self.parseLimit(limit).0)
-        default: throw ValidationError("--target must be sluice, http, redis, redis-incr or echo")
+        default: throw ValidationError("--target must be sluice, http, grpc, redis, redis-incr or echo")
         }
         guard (1...1000).contains(batch) else { throw ValidationError("--batch must be 1 to 1000") }
+        if case .grpc = targetProtocol, token != nil {
+            throw ValidationError("--target grpc sends no token: use a listener with auth: none, or --engine grpc --token")
+        }
         let (count, periodMs) = try Self.parseLimit(limit)
         let spec = Sluice_V1_Limit.with {
             $0.limit = count

@@ -35,8 +35,12 @@ final class EnvoyFront: Sendable {
     /// Reads the wall clock for `duration_until_reset` (the request clock's time is the check's).
     let now: @Sendable () -> Int64
 
+    /// The loop its calls run on (their tasks prefer it) and decide their checks on.
+    let loop: any EventLoop
+
     init(dispatcher: RequestDispatcher, group: any EventLoopGroup, counters: EnvoyCounters, now: @escaping @Sendable () -> Int64) {
         self.dispatcher = dispatcher
+        loop = group.next()
         self.counters = counters
         self.group = group
         self.now = now
@@ -56,10 +60,12 @@ final class EnvoyFront: Sendable {
 
     /// Answers `request` for a caller at `address` presenting `token` (nil: none).
     func answer(_ request: Request, token: String?, address: String, requiresToken: Bool) async throws(Failure) -> Response {
-        let loop = group.next()
-        let result = try? await loop.flatSubmit {
-            self.answer(request, token: token, address: address, requiresToken: requiresToken, on: loop)
-        }.get()
+        let loop = loop
+        // On the loop already when the call's task prefers it (RateLimitServers); else hop there.
+        let future = loop.inEventLoop
+            ? answer(request, token: token, address: address, requiresToken: requiresToken, on: loop)
+            : loop.flatSubmit { self.answer(request, token: token, address: address, requiresToken: requiresToken, on: loop) }
+        let result = try? await future.get()
         switch result {
         case .success(let response): return response
         case .failure(let failure): throw failure

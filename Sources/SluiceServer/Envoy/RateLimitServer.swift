@@ -137,7 +137,9 @@ final class RateLimitServers: Sendable {
     static func serve(_ transport: HTTP2ServerTransport.Posix, _ service: RateLimitService, description: String,
                       into running: inout [Running]) async throws -> GRPCServer<HTTP2ServerTransport.Posix> {
         let server = GRPCServer(transport: transport, services: [service])
-        let task = Task { try await server.serve() }
+        // Every call's task runs on the front's loop (LoopTaskExecutor), as its checks do.
+        let executor = LoopTaskExecutor(service.front.loop)
+        let task = Task(executorPreference: executor) { try await server.serve() }
         do {
             _ = try await transport.listeningAddress
         } catch {
