@@ -223,9 +223,9 @@ public final class SluiceDaemon: Sendable {
                 unixPaths += configuration.http.unixListeners.map(\.path)
             }
             if configuration.envoy.isServed {
-                let front = EnvoyFront(dispatcher: dispatcher, group: group, counters: envoyCounters, now: { time.now() })
-                envoy = try await RateLimitServers.start(configuration.envoy, front: front, group: group,
-                                                         maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
+                envoy = try await RateLimitServers.start(configuration.envoy, threads: threads, makeFront: { loop in
+                    EnvoyFront(dispatcher: dispatcher, group: loop, counters: envoyCounters, now: { time.now() })
+                }, maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,

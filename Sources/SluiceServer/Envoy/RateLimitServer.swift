@@ -2,6 +2,8 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import Logging
+import Glibc
+import NIOCore
 import NIOPosix
 import SluiceConfiguration
 import SluiceCore
@@ -64,9 +66,12 @@ struct RateLimitService: RegistrableRPCService {
     }
 }
 
-/// The gRPC listeners of Envoy's service (`envoy.listen`): one grpc-swift-2 server per listener
-/// on the daemon's own event loops, started with the daemon and drained with the other
-/// listeners at shutdown.
+/// The gRPC listeners of Envoy's service (`envoy.listen`), on event loops of their own: one
+/// lane (a one-thread event loop group) per daemon thread. Each TCP listener is a listening
+/// socket per lane on one port (`SO_REUSEPORT`: the kernel spreads connections over them), each
+/// served by a grpc-swift-2 server whose calls run on that lane's loop (``LoopTaskExecutor``) and
+/// decide their checks there: a call never changes threads. Unix socket listeners take the first
+/// lane. Started with the daemon, drained with the other listeners at shutdown.
 final class RateLimitServers: Sendable {
     struct Running: Sendable {
         let server: GRPCServer<HTTP2ServerTransport.Posix>
@@ -75,18 +80,23 @@ final class RateLimitServers: Sendable {
     }
 
     let running: [Running]
-    /// The TCP addresses bound (with the ports actually bound, for port 0).
+    /// The TCP ports bound (the ports actually bound, for port 0), in listener order.
     let tcpPorts: [Int]
+    let lanes: [MultiThreadedEventLoopGroup]
 
-    init(running: [Running], tcpPorts: [Int]) {
+    init(running: [Running], tcpPorts: [Int], lanes: [MultiThreadedEventLoopGroup]) {
         self.running = running
         self.tcpPorts = tcpPorts
+        self.lanes = lanes
     }
 
-    /// Binds every listener of `settings`; throws naming the listener that could not be bound
-    /// (after closing those that were).
-    static func start(_ settings: Configuration.EnvoySettings, front: EnvoyFront, group: MultiThreadedEventLoopGroup,
+    /// Binds every listener of `settings` on `threads` lanes, each with the front `makeFront`
+    /// makes for its loop; throws naming the listener that could not be bound (after closing
+    /// those that were).
+    static func start(_ settings: Configuration.EnvoySettings, threads: Int, makeFront: (any EventLoop) -> EnvoyFront,
                       maximumMessageBytes: Int, logger: Logger) async throws -> RateLimitServers {
+        let lanes = (0..<max(1, threads)).map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
+        let fronts = lanes.map { makeFront($0.next()) }
         var running: [Running] = []
         var ports: [Int] = []
         var config = HTTP2ServerTransport.Posix.Config.defaults
@@ -95,16 +105,13 @@ final class RateLimitServers: Sendable {
             for listener in settings.unixListeners {
                 try UnixSocketPath.prepare(listener.path)
                 let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: listener.path), transportSecurity: .plaintext,
-                                                           config: config, eventLoopGroup: group)
-                let server = try await serve(transport, RateLimitService(front: front, requiresToken: listener.auth == .token),
-                                             description: "unix \(listener.path)", into: &running)
-                _ = server
+                                                           config: config, eventLoopGroup: lanes[0])
+                try await serve(transport, RateLimitService(front: fronts[0], requiresToken: listener.auth == .token),
+                                description: "unix \(listener.path)", into: &running)
                 try UnixSocketPath.setMode(listener.path, listener.mode)
                 logger.info("serving envoy's rate limit service", metadata: ["envoy.listen.unix": "\(listener.path)", "listen.auth": "\(listener.auth)"])
             }
             for listener in settings.tcpListeners {
-                let address: GRPCNIOTransportCore.SocketAddress = listener.host.contains(":")
-                    ? .ipv6(host: listener.host, port: listener.port) : .ipv4(host: listener.host, port: listener.port)
                 var security = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
                 if let tls = listener.tls {
                     let chain: [TLSConfig.CertificateSource] = [.file(path: tls.certificate, format: .pem)]
@@ -117,25 +124,30 @@ final class RateLimitServers: Sendable {
                         security = .tls(certificateChain: chain, privateKey: key)
                     }
                 }
-                let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: security, config: config, eventLoopGroup: group)
-                _ = try await serve(transport, RateLimitService(front: front, requiresToken: listener.auth == .token),
+                var port = listener.port
+                for (lane, front) in zip(lanes, fronts) {
+                    let socket = try ReusePortSocket.listen(host: listener.host, port: port, description: "\(listener)")
+                    port = socket.port
+                    let transport = HTTP2ServerTransport.Posix(listeningSocketDescriptor: Int(socket.descriptor), transportSecurity: security,
+                                                               config: config, eventLoopGroup: lane)
+                    try await serve(transport, RateLimitService(front: front, requiresToken: listener.auth == .token),
                                     description: "\(listener)", into: &running)
-                let bound = try await transport.listeningAddress
-                if let port = bound.ipv4?.port ?? bound.ipv6?.port { ports.append(port) }
-                logger.info("serving envoy's rate limit service", metadata: ["envoy.listen.tcp": "\(bound)", "listen.tls": "\(listener.tls == nil ? "off" : "on")",
-                                                                             "listen.auth": "\(listener.auth)"])
+                }
+                ports.append(port)
+                logger.info("serving envoy's rate limit service", metadata: ["envoy.listen.tcp": "\(listener.host):\(port)",
+                                                                             "listen.tls": "\(listener.tls == nil ? "off" : "on")",
+                                                                             "listen.auth": "\(listener.auth)", "envoy.lanes": "\(lanes.count)"])
             }
         } catch {
-            let partial = RateLimitServers(running: running, tcpPorts: ports)
-            await partial.stop()
+            await RateLimitServers(running: running, tcpPorts: ports, lanes: lanes).stop()
             throw error
         }
-        return RateLimitServers(running: running, tcpPorts: ports)
+        return RateLimitServers(running: running, tcpPorts: ports, lanes: lanes)
     }
 
     /// Starts `service` on `transport` and waits until it listens (or failed to).
     static func serve(_ transport: HTTP2ServerTransport.Posix, _ service: RateLimitService, description: String,
-                      into running: inout [Running]) async throws -> GRPCServer<HTTP2ServerTransport.Posix> {
+                      into running: inout [Running]) async throws {
         let server = GRPCServer(transport: transport, services: [service])
         // Every call's task runs on the front's loop (LoopTaskExecutor), as its checks do.
         let executor = LoopTaskExecutor(service.front.loop)
@@ -148,10 +160,9 @@ final class RateLimitServers: Sendable {
             throw SluiceError(.addressInUse, "cannot serve envoy's rate limit service on \(description): \(error)")
         }
         running.append(Running(server: server, task: task, description: description))
-        return server
     }
 
-    /// Stops accepting calls, lets those in flight finish (at most `deadline`), then stops.
+    /// Stops accepting calls, lets those in flight finish (at most `deadline`), then stops the lanes.
     func stop(deadline: Duration = .seconds(10)) async {
         for entry in running { entry.server.beginGracefulShutdown() }
         for entry in running {
@@ -163,5 +174,49 @@ final class RateLimitServers: Sendable {
             _ = try? await task.value
             timer.cancel()
         }
+        for lane in lanes { try? await lane.shutdownGracefully() }
+    }
+}
+
+/// A listening TCP socket that others may share its port with (`SO_REUSEPORT`), for a server per
+/// event loop on one port.
+enum ReusePortSocket {
+    static func listen(host: String, port: Int, description: String) throws(SluiceError) -> (descriptor: Int32, port: Int) {
+        let address: NIOCore.SocketAddress
+        do {
+            address = try NIOCore.SocketAddress.makeAddressResolvingHost(host, port: port)
+        } catch {
+            throw SluiceError(.addressInUse, "cannot serve envoy's rate limit service on \(description): \(error)")
+        }
+        let family = address.protocol.rawValue
+        let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw failure(description, "socket") }
+        var one: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.withSockAddr { pointer, size in bind(descriptor, pointer, socklen_t(size)) }
+        guard bound == 0, Glibc.listen(descriptor, 256) == 0 else {
+            let error = failure(description, "bind")
+            close(descriptor)
+            throw error
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0 else {
+            let error = failure(description, "getsockname")
+            close(descriptor)
+            throw error
+        }
+        let actual = withUnsafePointer(to: &storage) { pointer -> Int in
+            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+        return (descriptor, actual)
+    }
+
+    static func failure(_ description: String, _ call: String) -> SluiceError {
+        SluiceError(.addressInUse, "cannot serve envoy's rate limit service on \(description): \(call): \(String(cString: strerror(errno)))")
     }
 }
