@@ -2,6 +2,7 @@ import NIOCore
 import SluiceConfiguration
 import SluiceCore
 import SluiceProto
+import SluiceWire
 import SwiftProtobuf
 import Synchronization
 
@@ -244,7 +245,7 @@ final class EnvoyFront: Sendable {
         response.overallCode = over ? .overLimit : .ok
         counters.overall(over)
         if headers != .off, !policies.isEmpty {
-            response.responseHeadersToAdd = RateLimitHeaderFields.fields(policies, style: headers).map { field in
+            response.responseHeadersToAdd = RateLimitHeaderFields.fields(policies, style: .init(rawValue: headers.rawValue) ?? .off).map { field in
                 var header = Envoy_Service_Ratelimit_V3_HeaderValue()
                 header.key = field.name
                 header.value = field.value

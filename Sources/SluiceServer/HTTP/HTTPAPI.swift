@@ -7,6 +7,7 @@ import NIOSSL
 import SluiceConfiguration
 import SluiceCore
 import SluiceProto
+import SluiceWire
 import SwiftProtobuf
 
 /// The HTTP/JSON API (docs/PROTOCOL.md, "HTTP/JSON"; docs/openapi.yaml): the framed protocol's
@@ -365,12 +366,7 @@ enum HTTPAPI {
 
         /// RateLimit headers for one verdict, and `Retry-After` when it was denied.
         static func headers(_ verdict: Sluice_V1_Verdict) -> [(String, String)] {
-            let name = verdict.rule.isEmpty ? "inline" : verdict.rule
-            let reset = Int64(clamping: (verdict.resetAfterMs + 999) / 1_000)
-            var fields = RateLimitHeaderFields.fields([.init(name: name, quota: verdict.limit, windowSeconds: 0, remaining: verdict.remaining,
-                                                             resetSeconds: reset)], style: .draft)
-            if !verdict.allowed, verdict.retryAfterMs > 0 { fields.append(("Retry-After", "\((verdict.retryAfterMs + 999) / 1_000)")) }
-            return fields.map { ($0.name, $0.value) }
+            RateLimitHeaderFields.fields(for: verdict).map { ($0.name, $0.value) }
         }
 
         static func object(_ body: [UInt8]) throws(BadRequest) -> [String: Any] {

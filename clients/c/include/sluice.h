@@ -273,6 +273,20 @@ int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *drop
 /* A stable name for a status: "ok", "unknown_rule", "io", ... */
 const char *sluice_status_name(int status);
 
+/*
+ * The HTTP fields that tell your caller its limit, for `verdict`, as header lines ending in
+ * "\r\n" written to `out` (always terminated when `size` > 0): the IETF draft's RateLimit-Policy
+ * and RateLimit (draft-ietf-httpapi-ratelimit-headers), with SLUICE_HEADERS_LEGACY the older
+ * X-RateLimit-Limit/-Remaining/-Reset, and Retry-After when the verdict was denied. `policy`
+ * names the policy (NULL: the verdict's rule, else "inline"); `window_seconds` is the limit's
+ * period when it should be said (0: not said). Returns the length the lines need (as
+ * snprintf: a result >= size means `out` was too small and holds a truncated copy).
+ */
+#define SLUICE_HEADERS_DRAFT 1
+#define SLUICE_HEADERS_LEGACY 2
+int sluice_ratelimit_headers(const sluice_verdict *verdict, const char *policy, uint64_t window_seconds, int which, char *out,
+                             size_t size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -102,6 +102,50 @@ static void clear_error(sluice_error *error) {
     }
 }
 
+int sluice_ratelimit_headers(const sluice_verdict *verdict, const char *policy, uint64_t window_seconds, int which, char *out,
+                             size_t size) {
+    if (size > 0) out[0] = '\0';
+    if (!verdict) return 0;
+    const char *name = policy ? policy : (verdict->rule[0] ? verdict->rule : "inline");
+    /* A structured-field string: printable ASCII, '"' and '\\' escaped; anything else becomes '?'. */
+    char quoted[2 * sizeof verdict->rule + 3];
+    size_t q = 0;
+    quoted[q++] = '"';
+    for (const char *c = name; *c && q < sizeof quoted - 3; c++) {
+        unsigned char u = (unsigned char)*c;
+        if (u == '"' || u == '\\') quoted[q++] = '\\';
+        quoted[q++] = (u >= 0x20 && u < 0x7F) ? (char)u : '?';
+    }
+    quoted[q++] = '"';
+    quoted[q] = '\0';
+    unsigned long long reset = (unsigned long long)(verdict->reset_after_ms / 1000 + (verdict->reset_after_ms % 1000 ? 1 : 0));
+    size_t used = 0;
+    int total = 0;
+#define SLUICE_APPEND(...)                                                                                             \
+    do {                                                                                                               \
+        int n = snprintf(out ? out + (used < size ? used : size) : NULL, used < size ? size - used : 0, __VA_ARGS__);  \
+        if (n > 0) {                                                                                                   \
+            total += n;                                                                                                \
+            used += (size_t)n;                                                                                         \
+        }                                                                                                              \
+    } while (0)
+    if (which & SLUICE_HEADERS_DRAFT) {
+        SLUICE_APPEND("RateLimit-Policy: %s;q=%llu", quoted, (unsigned long long)verdict->limit);
+        if (window_seconds > 0) SLUICE_APPEND(";w=%llu", (unsigned long long)window_seconds);
+        SLUICE_APPEND("\r\nRateLimit: %s;r=%llu;t=%llu\r\n", quoted, (unsigned long long)verdict->remaining, reset);
+    }
+    if (which & SLUICE_HEADERS_LEGACY) {
+        SLUICE_APPEND("X-RateLimit-Limit: %llu\r\nX-RateLimit-Remaining: %llu\r\nX-RateLimit-Reset: %llu\r\n",
+                      (unsigned long long)verdict->limit, (unsigned long long)verdict->remaining, reset);
+    }
+    if (!verdict->allowed && verdict->retry_after_ms > 0) {
+        SLUICE_APPEND("Retry-After: %llu\r\n",
+                      (unsigned long long)(verdict->retry_after_ms / 1000 + (verdict->retry_after_ms % 1000 ? 1 : 0)));
+    }
+#undef SLUICE_APPEND
+    return total;
+}
+
 const char *sluice_status_name(int status) {
     switch (status) {
     case SLUICE_OK: return "ok";

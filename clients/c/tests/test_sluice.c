@@ -210,6 +210,28 @@ static void test_inline_gcra(sluice_client *client) {
            "the denied big check consumed something");
 }
 
+static void test_ratelimit_headers(sluice_client *client) {
+    sluice_error error;
+    sluice_verdict verdict;
+    const char *key = fresh_key("headers");
+    sluice_check check = inline_check(key, 2, 60000, T0);
+    EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK, "check: %s", error.message);
+    char lines[256];
+    int n = sluice_ratelimit_headers(&verdict, "api", 60, SLUICE_HEADERS_DRAFT, lines, sizeof lines);
+    EXPECT(strcmp(lines, "RateLimit-Policy: \"api\";q=2;w=60\r\nRateLimit: \"api\";r=1;t=30\r\n") == 0, "draft: %s", lines);
+    EXPECT(n == (int)strlen(lines), "length %d", n);
+    EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK, "second: %s", error.message);
+    EXPECT(sluice_check_one(client, &check, &verdict, &error) == SLUICE_OK && !verdict.allowed, "third allowed");
+    n = sluice_ratelimit_headers(&verdict, NULL, 0, SLUICE_HEADERS_DRAFT | SLUICE_HEADERS_LEGACY, lines, sizeof lines);
+    EXPECT(strstr(lines, "RateLimit-Policy: \"inline\";q=2\r\n") && strstr(lines, "X-RateLimit-Remaining: 0\r\n") &&
+               strstr(lines, "Retry-After: 30\r\n"),
+           "denied: %s", lines);
+    /* Too small a buffer: truncated, terminated, and the length needed returned. */
+    char small[8];
+    int needed = sluice_ratelimit_headers(&verdict, NULL, 0, SLUICE_HEADERS_DRAFT, small, sizeof small);
+    EXPECT(needed > (int)sizeof small && strlen(small) == sizeof small - 1, "needed %d, got '%s'", needed, small);
+}
+
 static void test_rules_and_errors(sluice_client *client) {
     sluice_error error;
     sluice_verdict verdict;
@@ -556,6 +578,7 @@ int main(int argc, char **argv) {
         EXPECT(client != NULL, "connect %s: %s", endpoints[i], error.message);
         if (!client) continue;
         test_inline_gcra(client);
+        test_ratelimit_headers(client);
         test_rules_and_errors(client);
         test_batch(client);
         test_pipeline(client);

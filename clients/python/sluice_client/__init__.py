@@ -105,6 +105,28 @@ class Verdict:
                        v.multiplier or 1.0,
                        _reason(v.would_deny_reason) if v.would_deny else "")
 
+    def ratelimit_headers(self, policy: str | None = None, window_seconds: int = 0, legacy: bool = False,
+                          draft: bool = True) -> dict[str, str]:
+        """The HTTP fields that tell your caller its limit, for this verdict: the IETF draft's
+        ``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers), with
+        ``legacy`` the older ``X-RateLimit-Limit``/``-Remaining``/``-Reset``, and
+        ``Retry-After`` when denied. ``policy`` names it (default: the rule, else "inline");
+        ``window_seconds`` is the limit's period, when you want it said (``w``)."""
+        name = policy if policy is not None else (self.rule or "inline")
+        reset = -(-self.reset_after_ms // 1000)
+        headers: dict[str, str] = {}
+        if draft:
+            quoted = '"' + "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in name).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            headers["RateLimit-Policy"] = f"{quoted};q={self.limit}" + (f";w={window_seconds}" if window_seconds > 0 else "")
+            headers["RateLimit"] = f"{quoted};r={self.remaining};t={reset}"
+        if legacy:
+            headers["X-RateLimit-Limit"] = str(self.limit)
+            headers["X-RateLimit-Remaining"] = str(self.remaining)
+            headers["X-RateLimit-Reset"] = str(reset)
+        if not self.allowed and self.retry_after_ms > 0:
+            headers["Retry-After"] = str(-(-self.retry_after_ms // 1000))
+        return headers
+
 
 def _reason(value: int) -> str:
     return pb.Reason.Name(value).removeprefix("REASON_").lower()

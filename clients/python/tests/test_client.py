@@ -105,6 +105,18 @@ class DaemonTests(unittest.TestCase):
             self.assertTrue(client.check(key, limit=3, period_ms=1000, now_ms=T0 + 334).allowed)
             self.assertFalse(client.check(key, limit=3, period_ms=1000, now_ms=T0 + 334).allowed)
 
+    def test_ratelimit_headers_for_a_verdict(self):
+        with Client(self.endpoints[0]) as client:
+            allowed = client.check("headers", limit=2, period_ms=60_000, now_ms=T0)
+            self.assertEqual(allowed.ratelimit_headers(policy="api", window_seconds=60),
+                             {"RateLimit-Policy": '"api";q=2;w=60', "RateLimit": '"api";r=1;t=30'})
+            client.check("headers", limit=2, period_ms=60_000, now_ms=T0)
+            denied = client.check("headers", limit=2, period_ms=60_000, now_ms=T0)
+            headers = denied.ratelimit_headers(legacy=True)
+            self.assertEqual(headers["RateLimit-Policy"], '"inline";q=2')
+            self.assertEqual(headers["X-RateLimit-Remaining"], "0")
+            self.assertEqual(headers["Retry-After"], "30")
+
     def test_rules_and_errors(self):
         for client in self.each_endpoint():
             verdict = client.check(self.key("rule"), rule="default", now_ms=T0)

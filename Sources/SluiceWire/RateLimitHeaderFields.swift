@@ -1,26 +1,58 @@
 import RawStructuredFieldValues
-import SluiceConfiguration
+import SluiceProto
 
 /// The HTTP fields that tell a client its limits: the IETF draft's `RateLimit-Policy` and
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers, structured-field lists written by
 /// swift-http-structured-headers), and the older `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
-enum RateLimitHeaderFields {
+/// The daemon's Envoy and HTTP fronts write them; the Swift client offers them for a verdict.
+public enum RateLimitHeaderFields {
+    /// Which fields.
+    public enum Style: String, Sendable, Hashable {
+        case off, draft, legacy, both
+    }
+
     /// One limit that applied: its name, quota and window, and where the request left it.
-    struct Policy: Equatable {
-        var name: String
+    public struct Policy: Equatable, Sendable {
+        public var name: String
         /// Requests per window (0: none allowed).
-        var quota: UInt64
+        public var quota: UInt64
         /// The window in seconds (0: not a windowed limit).
-        var windowSeconds: Int64
+        public var windowSeconds: Int64
         /// Requests left in the window.
-        var remaining: UInt64
+        public var remaining: UInt64
         /// Seconds until the window (or the limit) resets.
-        var resetSeconds: Int64
+        public var resetSeconds: Int64
+
+        public init(name: String, quota: UInt64, windowSeconds: Int64, remaining: UInt64, resetSeconds: Int64) {
+            self.name = name
+            self.quota = quota
+            self.windowSeconds = windowSeconds
+            self.remaining = remaining
+            self.resetSeconds = resetSeconds
+        }
+
+        /// A verdict's policy: named `name` (else its rule, else `inline`), its effective limit
+        /// per `windowSeconds` (0: unsaid), what is left, and the seconds until it is recovered.
+        public init(_ verdict: Sluice_V1_Verdict, name: String? = nil, windowSeconds: Int64 = 0) {
+            self.init(name: name ?? (verdict.rule.isEmpty ? "inline" : verdict.rule), quota: verdict.limit, windowSeconds: windowSeconds,
+                      remaining: verdict.remaining, resetSeconds: Int64(clamping: verdict.resetAfterMs / 1_000 + (verdict.resetAfterMs % 1_000 > 0 ? 1 : 0)))
+        }
+    }
+
+    /// The fields for one verdict (see ``Policy/init(_:name:windowSeconds:)``), with
+    /// `Retry-After` (whole seconds) when it was denied.
+    public static func fields(for verdict: Sluice_V1_Verdict, name: String? = nil, windowSeconds: Int64 = 0,
+                              style: Style = .draft) -> [(name: String, value: String)] {
+        var all = fields([Policy(verdict, name: name, windowSeconds: windowSeconds)], style: style)
+        if !verdict.allowed, verdict.retryAfterMs > 0 {
+            all.append(("Retry-After", String(verdict.retryAfterMs / 1_000 + (verdict.retryAfterMs % 1_000 > 0 ? 1 : 0))))
+        }
+        return all
     }
 
     /// The fields for `policies` in `style`; the older trio describes the policy with the least
     /// room left (the first such), as envoy ratelimit's do.
-    static func fields(_ policies: [Policy], style: Configuration.EnvoySettings.Headers) -> [(name: String, value: String)] {
+    public static func fields(_ policies: [Policy], style: Style) -> [(name: String, value: String)] {
         guard style != .off, !policies.isEmpty else { return [] }
         var fields: [(String, String)] = []
         if style == .draft || style == .both {
