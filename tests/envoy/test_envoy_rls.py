@@ -554,6 +554,32 @@ class AuthenticationTests(unittest.TestCase):
             shutil.rmtree(directory, ignore_errors=True)
 
 
+class TLSTests(unittest.TestCase):
+    def test_a_tls_listener_serves_envoy_with_a_real_certificate_and_refuses_plain_text(self):
+        directory = tempfile.mkdtemp(prefix="sluice-envoy-tls-")
+        key, certificate = os.path.join(directory, "server.key"), os.path.join(directory, "server.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", certificate],
+                       check=True, capture_output=True)
+        config = CONFIG.replace('tcp: [{address: "127.0.0.1:0", auth: none}]',
+                                f'tcp: [{{address: "127.0.0.1:0", auth: none, tls: {{certificate: "{certificate}", key: "{key}"}}}}]')
+        daemon = Daemon(config, {"edge.yaml": EDGE})
+        try:
+            with open(certificate, "rb") as file:
+                credentials = grpc.ssl_channel_credentials(root_certificates=file.read())
+            channel = grpc.secure_channel(f"localhost:{daemon.port}", credentials)
+            daemon.channels.append(channel)
+            answer = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(request("edge", [("user", "tls")]))
+            self.assertEqual((answer.overall_code, answer.statuses[0].limit_remaining), (OK, 2))
+            plain = daemon.stub(f"127.0.0.1:{daemon.port}")
+            with self.assertRaises(grpc.RpcError) as caught:
+                plain.ShouldRateLimit(request("edge", [("user", "tls")]), timeout=5)
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        finally:
+            daemon.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 REDIS = shutil.which("redis-server")
 
 
