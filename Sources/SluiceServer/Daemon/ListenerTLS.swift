@@ -7,12 +7,15 @@ import SluiceCore
 /// new connections get the newest; those open keep theirs (nothing is dropped by a rotation).
 final class ListenerTLS: Sendable {
     let files: Configuration.TLSFiles
+    /// Offered by ALPN (`h2` for gRPC); none for the framed protocol.
+    let applicationProtocols: [String]
     let context: NIOLockedValueBox<NIOSSLContext>
 
     /// Reads `files`; throws, in words, when a file cannot be read or does not hold what it should.
-    init(_ files: Configuration.TLSFiles) throws(SluiceError) {
+    init(_ files: Configuration.TLSFiles, applicationProtocols: [String] = []) throws(SluiceError) {
         self.files = files
-        context = NIOLockedValueBox(try Self.makeContext(files))
+        self.applicationProtocols = applicationProtocols
+        context = NIOLockedValueBox(try Self.makeContext(files, applicationProtocols: applicationProtocols))
     }
 
     /// The context for a new connection.
@@ -21,11 +24,11 @@ final class ListenerTLS: Sendable {
     /// Reads the files again (a rotated certificate); on failure the context in force stays and
     /// the error says why.
     func reload() throws(SluiceError) {
-        let fresh = try Self.makeContext(files)
+        let fresh = try Self.makeContext(files, applicationProtocols: applicationProtocols)
         context.withLockedValue { $0 = fresh }
     }
 
-    static func makeContext(_ files: Configuration.TLSFiles) throws(SluiceError) -> NIOSSLContext {
+    static func makeContext(_ files: Configuration.TLSFiles, applicationProtocols: [String] = []) throws(SluiceError) -> NIOSSLContext {
         let chain: [NIOSSLCertificate]
         do {
             chain = try NIOSSLCertificate.fromPEMFile(files.certificate)
@@ -41,6 +44,7 @@ final class ListenerTLS: Sendable {
         }
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = applicationProtocols
         if let authority = files.clientCA {
             do {
                 let roots = try NIOSSLCertificate.fromPEMFile(authority)

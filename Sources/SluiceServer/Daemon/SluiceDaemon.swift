@@ -223,9 +223,9 @@ public final class SluiceDaemon: Sendable {
                 unixPaths += configuration.http.unixListeners.map(\.path)
             }
             if configuration.envoy.isServed {
-                envoy = try await RateLimitServers.start(configuration.envoy, threads: threads, makeFront: { loop in
-                    EnvoyFront(dispatcher: dispatcher, group: loop, counters: envoyCounters, now: { time.now() })
-                }, maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
+                envoy = try await RateLimitServers.start(configuration.envoy, threads: threads,
+                                                         front: EnvoyFront(dispatcher: dispatcher, counters: envoyCounters, now: { time.now() }),
+                                                         maximumMessageBytes: configuration.maxFrameBytes, logger: logger)
             }
             if let listener = configuration.metricsListener {
                 let exporter = MetricsExporter(metrics: metrics, state: state, table: table, counters: counters, events: events,

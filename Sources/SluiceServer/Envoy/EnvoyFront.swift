@@ -31,19 +31,13 @@ final class EnvoyFront: Sendable {
     }
 
     let dispatcher: RequestDispatcher
-    let group: any EventLoopGroup
     let counters: EnvoyCounters
     /// Reads the wall clock for `duration_until_reset` (the request clock's time is the check's).
     let now: @Sendable () -> Int64
 
-    /// The loop its calls run on (their tasks prefer it) and decide their checks on.
-    let loop: any EventLoop
-
-    init(dispatcher: RequestDispatcher, group: any EventLoopGroup, counters: EnvoyCounters, now: @escaping @Sendable () -> Int64) {
+    init(dispatcher: RequestDispatcher, counters: EnvoyCounters, now: @escaping @Sendable () -> Int64) {
         self.dispatcher = dispatcher
-        loop = group.next()
         self.counters = counters
-        self.group = group
         self.now = now
     }
 
@@ -59,21 +53,6 @@ final class EnvoyFront: Sendable {
         case check(Int, DescriptorRateLimit)
     }
 
-    /// Answers `request` for a caller at `address` presenting `token` (nil: none).
-    func answer(_ request: Request, token: String?, address: String, requiresToken: Bool) async throws(Failure) -> Response {
-        let loop = loop
-        // On the loop already when the call's task prefers it (RateLimitServers); else hop there.
-        let future = loop.inEventLoop
-            ? answer(request, token: token, address: address, requiresToken: requiresToken, on: loop)
-            : loop.flatSubmit { self.answer(request, token: token, address: address, requiresToken: requiresToken, on: loop) }
-        let result = try? await future.get()
-        switch result {
-        case .success(let response): return response
-        case .failure(let failure): throw failure
-        case nil: throw fail(.internal, "the request could not be answered")
-        }
-    }
-
     /// What a request comes to before anything is decided: a plan per descriptor, and the
     /// native checks of those that are counted.
     struct Planned {
@@ -82,7 +61,8 @@ final class EnvoyFront: Sendable {
         var headers: Configuration.EnvoySettings.Headers
     }
 
-    /// ``answer(_:token:address:requiresToken:)`` on `loop`, from that loop.
+    /// Answers `request` for a caller at `address` presenting `token` (nil: none), deciding
+    /// its checks on `loop`, from that loop (its connection's, ``RateLimitStreams``).
     func answer(_ request: Request, token: String?, address: String, requiresToken: Bool,
                 on loop: any EventLoop) -> EventLoopFuture<Result<Response, Failure>> {
         let planned: Planned

@@ -20,7 +20,7 @@ extension StandaloneDispatcher {
     /// once), as a listener without tokens would.
     public func shouldRateLimit(_ bytes: [UInt8], on loop: any EventLoop) -> EnvoyOutcome {
         guard let request = try? Envoy_Service_Ratelimit_V3_RateLimitRequest(serializedBytes: bytes) else { return .undecodable }
-        let front = EnvoyFront(dispatcher: dispatcher, group: loop, counters: EnvoyCounters(), now: { 1_767_225_600_000_000_000 })
+        let front = EnvoyFront(dispatcher: dispatcher, counters: EnvoyCounters(), now: { 1_767_225_600_000_000_000 })
         var outcome = EnvoyOutcome.pending
         front.answer(request, token: nil, address: "embedded", requiresToken: false, on: loop).whenSuccess { result in
             switch result {
