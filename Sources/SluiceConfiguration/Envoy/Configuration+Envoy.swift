@@ -1,7 +1,7 @@
 import SluiceCore
 
 extension Configuration {
-    /// Envoy's rate limit service (`envoy:`, docs/ENVOY.md): where it listens, envoy ratelimit's
+    /// Envoy's rate limit service (`envoy:`, docs/MIGRATING.md): where it listens, envoy ratelimit's
     /// descriptor files, and what it adds to Envoy's answers.
     public struct EnvoySettings: Sendable {
         /// Which RateLimit header fields go into `response_headers_to_add`.

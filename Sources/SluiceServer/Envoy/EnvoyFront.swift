@@ -6,7 +6,7 @@ import SluiceWire
 import SwiftProtobuf
 import Synchronization
 
-/// Envoy's `ShouldRateLimit`, answered as envoy ratelimit answers it (docs/ENVOY.md), with
+/// Envoy's `ShouldRateLimit`, answered as envoy ratelimit answers it (docs/MIGRATING.md), with
 /// each counted descriptor decided as a check of the domain's tenant through the check path.
 ///
 /// - an empty domain or no descriptors is an error (`INVALID_ARGUMENT`);
