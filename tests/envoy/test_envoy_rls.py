@@ -554,6 +554,36 @@ class AuthenticationTests(unittest.TestCase):
             shutil.rmtree(directory, ignore_errors=True)
 
 
+FEATURES = CONFIG + """\
+features:
+  reputation: { enabled: true, shadow: false }
+  adaptive: { enabled: true }
+tiers:
+  vip: { multiplier: 4, priority: 10 }
+"""
+
+
+class FeatureTests(unittest.TestCase):
+    """Sluice's features through the Envoy path: the caller is the remote_address entry."""
+
+    def test_a_tier_scales_and_a_reputation_blocks_the_caller_of_an_envoy_descriptor(self):
+        daemon = Daemon(FEATURES, {"edge.yaml": EDGE})
+        sluicectl = os.path.join(os.path.dirname(SLUICED), "sluicectl")
+        endpoint = "unix:" + os.path.join(daemon.dir, "sluice.sock")
+        try:
+            stub = daemon.stub()
+            plain = stub.ShouldRateLimit(request("edge", [("remote_address", "198.51.100.1")]))
+            self.assertEqual(plain.statuses[0].limit_remaining, 4)
+            subprocess.run([sluicectl, "tiers", "set", "-e", endpoint, "198.51.100.2", "--tenant", "edge", "vip"], check=True, capture_output=True)
+            vip = stub.ShouldRateLimit(request("edge", [("remote_address", "198.51.100.2")]))
+            self.assertEqual(vip.statuses[0].limit_remaining, 19, "4x the 5 per hour")
+            subprocess.run([sluicectl, "reputation", "set", "-e", endpoint, "198.51.100.3", "0", "--tenant", "edge"], check=True, capture_output=True)
+            blocked = stub.ShouldRateLimit(request("edge", [("remote_address", "198.51.100.3")]))
+            self.assertEqual((blocked.overall_code, blocked.statuses[0].code), (OVER, OVER))
+        finally:
+            daemon.stop()
+
+
 class TLSTests(unittest.TestCase):
     def test_a_tls_listener_serves_envoy_with_a_real_certificate_and_refuses_plain_text(self):
         directory = tempfile.mkdtemp(prefix="sluice-envoy-tls-")
