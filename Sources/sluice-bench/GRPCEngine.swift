@@ -1,9 +1,7 @@
-import Dispatch
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
-import NIOConcurrencyHelpers
 import SluiceProto
 
 /// Envoy's side of the rate limit service: grpc-swift-2 clients calling `ShouldRateLimit`, one
@@ -38,28 +36,12 @@ enum GRPCEngine {
     }
 
     static func run(_ settings: Settings) throws -> [String: Any] {
-        let outcome = NIOLockedValueBox<Result<Tally, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                let tally = try await Self.load(settings)
-                outcome.withLockedValue { $0 = .success(tally) }
-            } catch {
-                outcome.withLockedValue { $0 = .failure(error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        let tally = try outcome.withLockedValue { $0! }.get()
+        let tally = try AsyncEngine.block { try await Self.load(settings) }
         let measured = settings.seconds - settings.warmup
-        let sorted = tally.latencies.sorted()
-        func percentile(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1_000
-        }
         return ["engine": "grpc", "connections": settings.connections, "depth": settings.depth, "seconds": measured,
                 "requests": tally.requests, "over_limit": tally.overLimit, "errors": tally.errors,
                 "requests_per_s": Double(tally.requests) / measured, "checks_per_s": Double(tally.requests) / measured,
-                "latency_us": ["p50": percentile(0.5), "p99": percentile(0.99), "p999": percentile(0.999)]]
+                "latency_us": AsyncEngine.percentiles(tally.latencies)]
     }
 
     static func load(_ settings: Settings) async throws -> Tally {
@@ -116,7 +98,7 @@ enum GRPCEngine {
                             tally.requests += 1
                             if code < 0 { tally.errors += 1 } else if code == 2 { tally.overLimit += 1 }
                             let elapsed = now - sent
-                            tally.latencies.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                            tally.latencies.append(AsyncEngine.nanoseconds(elapsed))
                         }
                         return tally
                     }

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -34,28 +33,12 @@ enum NIOEngine {
 
     /// Runs the load and returns its summary (as `--json` prints it).
     static func run(_ settings: Settings) throws -> [String: Any] {
-        let outcome = NIOLockedValueBox<Result<Tally, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                let tally = try await Self.load(settings)
-                outcome.withLockedValue { $0 = .success(tally) }
-            } catch {
-                outcome.withLockedValue { $0 = .failure(error) }
-            }
-            done.signal()
-        }
-        done.wait()
-        let tally = try outcome.withLockedValue { $0! }.get()
+        let tally = try AsyncEngine.block { try await Self.load(settings) }
         let measured = settings.seconds - settings.warmup
-        let sorted = tally.latencies.sorted()
-        func percentile(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1_000
-        }
         return ["engine": "nio", "tls": settings.tls != nil, "connections": settings.connections, "depth": settings.depth,
                 "batch": settings.batch, "seconds": measured, "requests": tally.requests, "errors": tally.errors,
                 "requests_per_s": Double(tally.requests) / measured, "checks_per_s": Double(tally.checks) / measured,
-                "latency_us": ["p50": percentile(0.5), "p99": percentile(0.99), "p999": percentile(0.999)]]
+                "latency_us": AsyncEngine.percentiles(tally.latencies)]
     }
 
     static func load(_ settings: Settings) async throws -> Tally {
@@ -90,7 +73,7 @@ enum NIOEngine {
                             tally.requests += 1
                             if case .error = answer.body { tally.errors += 1 } else { tally.checks += settings.batch }
                             let elapsed = now - sent
-                            tally.latencies.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                            tally.latencies.append(AsyncEngine.nanoseconds(elapsed))
                         }
                         return tally
                     }
