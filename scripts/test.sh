@@ -43,6 +43,9 @@ echo "== the HTTP/JSON API (checked against docs/openapi.json)"
   "$venv/bin/pip" install -q "jsonschema==4.*" "openapi-spec-validator==0.7.*"
 SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/http
 
+echo "== the second trace generator (scripts/traces/gen_field.py)"
+"$venv/bin/python" -m unittest discover -s tests/traces
+
 # A short run of every fuzz target from its checked-in corpus (docs/FUZZING.md): about a minute,
 # after a build of its own (.build-fuzz). SLUICE_SKIP_FUZZ=1 leaves it out of a local run.
 if [ "${SLUICE_SKIP_FUZZ:-0}" != 1 ]; then
