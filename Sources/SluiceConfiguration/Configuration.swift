@@ -93,9 +93,6 @@ public struct Configuration: Sendable {
         /// allowed without counting), as envoy ratelimit's `replaces`.
         public var replaces: [String] = []
 
-        /// An unlimited rule's stand-in limit: never consulted (its checks skip the table).
-        public static let unlimitedLimit = try! LimitSpec(limit: LimitSpec.maximumLimit, period: 1_000_000_000)
-
         /// A rule.
         public init(name: String, limits: [BoundLimit]) {
             self.name = name

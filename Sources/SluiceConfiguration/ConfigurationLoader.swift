@@ -417,7 +417,8 @@ final class Reader {
                 if let limitKey = pairs.first(where: { ["limit", "period", "burst", "limits", "algorithm"].contains($0.key) }) {
                     throw error(limitKey.value, "\(rulePath).\(limitKey.key)", "an unlimited rule has no limits; remove \(limitKey.key) or unlimited")
                 }
-                specs.append(Configuration.Rule.unlimitedLimit)
+                // A stand-in, never consulted: an unlimited rule's checks skip the table.
+                specs.append(try readLimit(pairs: [], node: ruleNode, rulePath, limit: LimitSpec.maximumLimit, period: 1_000_000_000))
             } else if let limitsNode = pairs.first(where: { $0.key == "limits" })?.value {
                 if pairs.contains(where: { ["limit", "period", "burst"].contains($0.key) }) {
                     throw error(ruleNode, rulePath, "give either limit/period/burst or a list under limits, not both")
@@ -486,9 +487,9 @@ final class Reader {
         return try readLimit(pairs: pairs, node: node, path, algorithm: defaultAlgorithm)
     }
 
-    func readLimit(pairs: [(key: String, value: Node)], node: Node, _ path: String,
-                   algorithm defaultAlgorithm: Algorithm) throws(SluiceError) -> LimitSpec {
-        var limit: UInt64?, period: Int64?, burst: UInt64 = 0, limitAlgorithm = defaultAlgorithm
+    func readLimit(pairs: [(key: String, value: Node)], node: Node, _ path: String, algorithm defaultAlgorithm: Algorithm = .gcra,
+                   limit presetLimit: UInt64? = nil, period presetPeriod: Int64? = nil) throws(SluiceError) -> LimitSpec {
+        var limit: UInt64? = presetLimit, period: Int64? = presetPeriod, burst: UInt64 = 0, limitAlgorithm = defaultAlgorithm
         for (key, value) in pairs {
             switch key {
             case "limit": limit = UInt64(try integer(value, "\(path).limit", 1...Int(LimitSpec.maximumLimit)))
