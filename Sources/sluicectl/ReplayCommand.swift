@@ -14,6 +14,7 @@ struct Replay: AsyncParsableCommand {
 
     @Argument(help: "A trace: PREFIX.csv.gz or .csv.") var trace: String
     @Option(help: "Where to write the alerts (JSON Lines).") var alerts: String
+    @Flag(help: "Print what each peer group learned (its busiest minutes), busiest groups first.") var peers = false
     @Option(help: "A configuration file whose anomaly: section sets the thresholds (default: the built-in ones).") var config: String?
     @Option(help: ArgumentHelp("A detector state file: read first if it exists, written at the end.",
                                discussion: "The format sluiced keeps beside its snapshot (SNAPSHOT.anomaly): replay history to warm a daemon up before it starts."))
@@ -50,6 +51,14 @@ struct Replay: AsyncParsableCommand {
         FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
                                                    rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
                                                    tracked.sources).utf8))
+        if peers {
+            print("peer group                                     minutes   hits/min  distinct/min  sustained/min  (p99.9)")
+            func show(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "-" }
+            for group in detector.peerGroups.prefix(40) {
+                print(group.name.padding(toLength: 44, withPad: " ", startingAt: 0)
+                      + String(format: " %10.0f %10@ %13@ %14@", group.minutes, show(group.hits), show(group.distinct), show(group.sustained)))
+            }
+        }
         if let state {
             let saving = Date()
             let bytes = detector.encodedState()

@@ -58,7 +58,8 @@ import Testing
         let spikes = alerts.filter { $0.kind == "rate_spike" }
         #expect(spikes.count == 1, "one alert, then the cooldown: \(spikes)")
         #expect(spikes.first?.subject == "key_a")
-        #expect((spikes.first?.timestampMs ?? 0) - floodStart <= 10_000, "within 10 s")
+        // Over its threshold within seconds, then held for spike_persistence (15 s).
+        #expect((spikes.first?.timestampMs ?? 0) - floodStart <= 25_000, "within 25 s")
         #expect(alerts.allSatisfy { $0.subject == "key_a" || $0.scope != .subject }, "no background subject: \(alerts)")
     }
 
@@ -180,7 +181,7 @@ import Testing
         let alerts = Self.run(detector, rows)
         #expect(alerts.map(\.kind) == ["enumeration"], "\(alerts)")
         #expect(alerts.first?.subject == "u_crawler")
-        #expect((alerts.first?.timestampMs ?? 0) - start <= 15_000)
+        #expect((alerts.first?.timestampMs ?? 0) - start <= 30_000, "over the threshold within seconds, held for spike_persistence")
     }
 
     @Test func manySourcesIsASubjectSeenFromManyAddressesAgainstItsOwnNormal() {
@@ -358,7 +359,8 @@ extension AnomalyDetectorTests {
                                                         ip: "198.18.0.\(index)", route: "POST /login", status: 401))
             }
         }
-        #expect(raised.map(\.kind) == ["brute_force"], "\(raised)")
+        // Eight addresses failing once each is also a (global) failure surge; the subjects' is the point here.
+        #expect(raised.filter { $0.scope == .subject }.map(\.kind) == ["brute_force"], "\(raised)")
         #expect(raised.first?.tenant == "strict")
     }
 }

@@ -125,15 +125,18 @@ import Testing
             #expect(pushed.first?.detail.contains("failures") == true)
             #expect(try await Self.next(1, from: &everything).map(\.kind) == ["credential_stuffing"])
 
-            for index in 0..<600 {
+            // 20 a second for a minute from a new key: held past new_subject_persistence (45 s).
+            for index in 0..<1_200 {
                 var check = Make.check("key_flood", limit: .with { $0.limit = 1_000_000; $0.periodMs = 1_000 },
                                        nowMs: epochMs + 20_000 + UInt64(index) * 50)
                 check.ip = "198.51.100.9"
                 _ = try await sender.verdict(check)
             }
-            let spike = try await Self.next(1, from: &everything)
-            #expect(spike.map(\.kind) == ["rate_spike"])
-            #expect(spike.first?.subject == "key_flood")
+            // The whole daemon's traffic surged too (a global alert may come first).
+            var spike: [Sluice_V1_Alert] = []
+            for _ in 0..<3 where !spike.contains(where: { $0.kind == "rate_spike" }) { spike += try await Self.next(1, from: &everything) }
+            #expect(spike.filter { $0.kind != "traffic_surge" }.map(\.kind) == ["rate_spike"])
+            #expect(spike.last?.subject == "key_flood")
 
             // A late follower asks for the recent ones first; a bad request is refused with a reason.
             let late = try await SluiceClient.connect(to: daemon.unix)
@@ -197,7 +200,7 @@ import Testing
             try await send(client, from: restart, to: restart + 30_000, every: 50)
             let flood = try await Self.waitForAlert(in: log) { $0["kind"] as? String == "rate_spike" }
             #expect(flood?["subject"] as? String == "key_steady")
-            #expect(((flood?["ts_ms"] as? NSNumber)?.uint64Value ?? 0) - restart <= 15_000)
+            #expect(((flood?["ts_ms"] as? NSNumber)?.uint64Value ?? 0) - restart <= 25_000)
             #expect(!(try String(contentsOfFile: log, encoding: .utf8)).contains("new_source_surge"), "its address is not new")
             await client.close()
         }

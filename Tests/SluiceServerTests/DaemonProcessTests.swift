@@ -368,7 +368,7 @@ struct DaemonProcessTests {
         #expect(follower.terminationStatus == 0)
         let line = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(line.contains("credential_stuffing ip 198.51.100."), "\(line)")
-        #expect(line.contains("failures naming"), "\(line)")
+        #expect(line.contains("failures") && line.contains("naming"), "\(line)")
 
         let refused = try Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5000"])
         #expect(refused.status == 2)

@@ -83,7 +83,7 @@ extension Reader {
                 default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
                 }
             }
-            if kind == "new_source_surge" || kind == "traffic_surge", response.action != .alert {
+            if kind == "new_source_surge" || kind == "traffic_surge" || kind == "failure_surge", response.action != .alert {
                 throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
             }
             responses[kind] = response

@@ -7,27 +7,32 @@ import SluiceCore
 /// takes every address for a new one. The windows of the last 30 s and the current minute's
 /// counts are not kept: they refill within a minute.
 ///
-/// Format, little-endian (the table snapshot's reader and checksum): "SLAD", version 1, then the
-/// fields below, then the ``StableChecksum`` of every byte before it. A file that does not decode whole (wrong magic or version, a count the bytes
+/// Format, little-endian (the table snapshot's reader and checksum): "SLAD", version 2, then the
+/// fields below, then the ``StableChecksum`` of every byte before it. Version 2 added the
+/// diffuse failures' normal, each subject's burst peak and sustained distinct count, and the
+/// peer groups' histograms; version 1 files are still read (those start from nothing). A file that does not decode whole (wrong magic or version, a count the bytes
 /// do not hold, a checksum that does not match, a value out of range) is refused as a whole.
 extension AnomalyDetector {
     /// Why state bytes could not be read (the table snapshot's error).
     public typealias StateError = SnapshotError
 
     static let stateMagic: [UInt8] = Array("SLAD".utf8)
-    static let stateVersion: UInt32 = 1
-    static let subjectBytes = 8 + 4 * 8 + 4 + 2 * (4 + 4)
+    static let stateVersion: UInt32 = 2
+    static func subjectBytes(version: UInt32) -> Int { 8 + 4 * 8 + 4 + 2 * (4 + 4) + (version >= 2 ? 8 : 0) }
+    static let histogramBytes = (FadingLogHistogram.bins + 1) * 4 + 8
+    static let groupBytes = 8 + 3 * histogramBytes
     static let sourceBytes = 8 + 3 * 8 + 4 + 4
 
     /// The learned state, encoded.
     public func encodedState() -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(96 + subjects.count * Self.subjectBytes + sources.count * Self.sourceBytes)
+        out.reserveCapacity(96 + subjects.count * Self.subjectBytes(version: Self.stateVersion) + sources.count * Self.sourceBytes
+                            + peers.groups.count * Self.groupBytes)
         out += Self.stateMagic
         out.appendLittleEndian(Self.stateVersion)
         out.appendLittleEndian(UInt64(bitPattern: start ?? -1))
         out.appendLittleEndian(UInt64(bitPattern: lastGlobalAlert))
-        for rate in [youngRequests, allRequests] {
+        for rate in [youngRequests, allRequests, diffuseFailures] {
             out.appendLittleEndian(rate.normal.bitPattern)
             out.appendLittleEndian(rate.samples.bitPattern)
         }
@@ -42,6 +47,8 @@ extension AnomalyDetector {
                 out.appendLittleEndian(distinct.normal.bitPattern)
                 out.appendLittleEndian(distinct.samples)
             }
+            out.appendLittleEndian(subject.peak.bitPattern)
+            out.appendLittleEndian(subject.sustained.bitPattern)
         }
         out.appendLittleEndian(UInt64(sources.count))
         for (key, source) in sources {
@@ -49,6 +56,15 @@ extension AnomalyDetector {
             for value in [source.firstSeen, source.lastSeen, source.lastAlert] { out.appendLittleEndian(UInt64(bitPattern: value)) }
             out.appendLittleEndian(source.subjects.normal.bitPattern)
             out.appendLittleEndian(source.subjects.samples)
+        }
+        out.appendLittleEndian(UInt64(peers.index.count))
+        for (key, group) in peers.index.sorted(by: { $0.value < $1.value }) {
+            out.appendLittleEndian(key)
+            for histogram in [peers.groups[Int(group)].hits, peers.groups[Int(group)].distinct, peers.groups[Int(group)].sustained] {
+                for bin in 0..<FadingLogHistogram.bins { out.appendLittleEndian(histogram[bin].bitPattern) }
+                out.appendLittleEndian(histogram.total.bitPattern)
+                out.appendLittleEndian(UInt64(bitPattern: histogram.faded))
+            }
         }
         out.appendLittleEndian(StableChecksum.of(out[...]))
         return out
@@ -67,11 +83,13 @@ extension AnomalyDetector {
         }
         var reader = SnapshotReader(bytes[4..<end])
         let version: UInt32 = try reader.read()
-        guard version == Self.stateVersion else { throw StateError("version \(version); this sluiced reads version \(Self.stateVersion)") }
+        guard version == 1 || version == Self.stateVersion else {
+            throw StateError("version \(version); this sluiced reads versions 1 and \(Self.stateVersion)")
+        }
         let savedStart = Int64(bitPattern: try reader.read())
         let savedGlobalAlert = try Self.time(&reader)
         var rates: [GlobalRate] = []
-        for _ in 0..<2 {
+        for _ in 0..<(version >= 2 ? 3 : 2) {
             var rate = GlobalRate()
             rate.normal = Double(bitPattern: try reader.read())
             rate.samples = Double(bitPattern: try reader.read())
@@ -80,7 +98,7 @@ extension AnomalyDetector {
             }
             rates.append(rate)
         }
-        let subjectCount = try Self.count(&reader, of: Self.subjectBytes)
+        let subjectCount = try Self.count(&reader, of: Self.subjectBytes(version: version))
         var restoredSubjects: [UInt64: Subject] = [:]
         restoredSubjects.reserveCapacity(min(subjectCount, settings.maxSubjects))
         for _ in 0..<subjectCount {
@@ -91,7 +109,12 @@ extension AnomalyDetector {
             subject.baseline = Float(bitPattern: try reader.read())
             subject.ids = try Self.distinct(&reader)
             subject.sources = try Self.distinct(&reader)
-            guard subject.baseline.isFinite, subject.baseline >= 0 else { throw StateError("a subject's normal out of range") }
+            if version >= 2 {
+                subject.peak = Float(bitPattern: try reader.read())
+                subject.sustained = Float(bitPattern: try reader.read())
+            }
+            guard subject.baseline.isFinite, subject.baseline >= 0, subject.peak.isFinite, subject.peak >= 0,
+                  subject.sustained.isFinite, subject.sustained >= 0 else { throw StateError("a subject's normal out of range") }
             if restoredSubjects.count < settings.maxSubjects { restoredSubjects[key] = subject }
         }
         let sourceCount = try Self.count(&reader, of: Self.sourceBytes)
@@ -104,11 +127,37 @@ extension AnomalyDetector {
             source.subjects = try Self.distinct(&reader)
             if restoredSources.count < settings.maxSources { restoredSources[key] = source }
         }
+        var restoredPeers = PeerGroups()
+        if version >= 2 {
+            let groupCount = try Self.count(&reader, of: Self.groupBytes)
+            for _ in 0..<groupCount {
+                let key: UInt64 = try reader.read()
+                var group = PeerGroup()
+                for feature: WritableKeyPath<PeerGroup, FadingLogHistogram> in [\.hits, \.distinct, \.sustained] {
+                    var histogram = FadingLogHistogram()
+                    for bin in 0..<FadingLogHistogram.bins { histogram[bin] = Float(bitPattern: try reader.read()) }
+                    histogram.total = Float(bitPattern: try reader.read())
+                    histogram.faded = try Self.time(&reader)
+                    guard (0..<FadingLogHistogram.bins).allSatisfy({ histogram[$0].isFinite && histogram[$0] >= 0 }),
+                          histogram.total.isFinite, histogram.total >= 0 else { throw StateError("a peer group's counts out of range") }
+                    group[keyPath: feature] = histogram
+                }
+                if key == 0 {
+                    restoredPeers.groups[0] = group
+                } else if restoredPeers.index[key] == nil, restoredPeers.groups.count < PeerGroups.capacity {
+                    restoredPeers.index[key] = UInt16(restoredPeers.groups.count)
+                    restoredPeers.groups.append(group)
+                    restoredPeers.names.append("(restored)")
+                }
+            }
+        }
         guard reader.remaining == 0 else { throw StateError("\(reader.remaining) bytes too many") }
         start = savedStart >= 0 ? min(savedStart, Self.timeRange.upperBound) : nil
         lastGlobalAlert = savedGlobalAlert
         youngRequests = rates[0]
         allRequests = rates[1]
+        diffuseFailures = rates.count > 2 ? rates[2] : GlobalRate()
+        peers = restoredPeers
         subjects = restoredSubjects
         sources = restoredSources
         // Restored records are nobody's in the tenants' record quotas until they are forgotten.

@@ -72,8 +72,35 @@ public struct AnomalySettings: Sendable, Equatable {
     public var surgeFactor = 8.0
     /// ... and at least this many.
     public var surgeMinimum = 300.0
+    /// ... coming from at least this many addresses first seen in the last 30 s: a surge from a
+    /// few new addresses (a new internal service's first run) is not a crowd of new sources.
+    public var surgeSources = 20.0
     /// Traffic surge: all requests over 30 s against their learned normal (and `surgeMinimum`).
     public var trafficFactor = 6.0
+    /// A rate spike (or a minute of many distinct resources) must hold this long (ms) before it
+    /// is one: a burst that ends sooner is the subject's own spread (a batch job, a cron run),
+    /// and is learned as its peak. A new subject, of which nothing is known, must hold it for
+    /// `newSubjectPersistenceMs`.
+    public var spikePersistenceMs: Int64 = 15_000
+    public var newSubjectPersistenceMs: Int64 = 45_000
+    /// A settled subject's rate must also be this many times the peak of its past bursts.
+    public var peakFactor = 2.0
+    /// Peers: a subject is compared with the `peerQuantile` of its peer group's minutes (same
+    /// tenant, kind of client and kind of route) times `peerMargin`, once the group has
+    /// `peerMinimumSamples` minutes (fading: the last few hours weigh most).
+    public var peerQuantile = 0.999
+    public var peerMargin = 1.5
+    public var peerMinimumSamples = 50.0
+    /// Enumeration in order: steps of +1 or +2 from one numeric id (100 or more) to the next,
+    /// halved each minute.
+    public var sequentialSteps = 20.0
+    /// Sustained scraping: distinct resources per minute averaged over about 5 minutes.
+    public var sustainedDistinct = 16.0
+    /// Diffuse failures: failed outcomes in 30 s from addresses that failed at most twice in
+    /// their 5 minutes (credential stuffing spread over hundreds of addresses), at least this
+    /// many and `failureSurgeFactor` times their normal.
+    public var failureSurgeMinimum = 8.0
+    public var failureSurgeFactor = 8.0
     /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
     public var subjectWarmupMs: Int64 = 10 * 60_000
     /// Until then, a rate spike needs this many times `spikeMinimumRate`.
@@ -144,6 +171,20 @@ public final class AnomalyDetector {
                 for step in 1...gap { slots[Int((newest + step) % Int64(AnomalyDetector.windowBuckets))] = 0 }
             }
             newest = bucket
+        }
+
+        /// The total of the newest `count` buckets ending at `bucket` (the current one included).
+        mutating func latest(_ count: Int, at bucket: Int64) -> UInt32 {
+            advance(to: bucket)
+            return withUnsafeBytes(of: counts) { raw in
+                let slots = raw.bindMemory(to: UInt32.self)
+                var sum: UInt32 = 0
+                // Never before bucket 0 (times start at 0): the slots past it are empty anyway.
+                for back in 0..<min(count, AnomalyDetector.windowBuckets, Int(bucket) + 1) {
+                    sum &+= slots[Int((bucket - Int64(back)) % Int64(AnomalyDetector.windowBuckets))]
+                }
+                return sum
+            }
         }
 
         /// The total over the window ending at `bucket`.
@@ -217,6 +258,25 @@ public final class AnomalyDetector {
         var failures: UInt32 = 0
         /// Smoothed hits per second over about 30 minutes: the subject's own normal.
         var baseline: Float = 0
+        /// The highest 30 s rate (hits/s) of its bursts that ended on their own within
+        /// `spikePersistence`: its own spread, so a partner's batch job is its normal. Fades by
+        /// half every 6 hours.
+        var peak: Float = 0
+        /// The highest rate of the burst under way, and when it crossed the threshold (`never`: none).
+        var burstMax: Float = 0
+        var spikeSince: Int64 = AnomalyDetector.never
+        /// When its distinct resources of the minute crossed their threshold (`never`: not over).
+        var enumerationSince: Int64 = AnomalyDetector.never
+        /// Hits in the minute of `lastSeen`.
+        var minuteHits: UInt32 = 0
+        /// The last numeric id it requested (its low 32 bits), and its steps of +1 or +2 from one
+        /// id to the next, halved each minute: a walk through ids in order.
+        var lastID: UInt32 = 0
+        var sequential: Float = 0
+        /// Distinct resources per minute, averaged over about 5 minutes (closed minutes only).
+        var sustained: Float = 0
+        /// Its peer group (``PeerGroups``), set at the first request of each minute.
+        var group: UInt16 = 0
     }
 
     /// An address's record: 56 bytes. Its per-minute counts are of the minute of `lastSeen`.
@@ -228,6 +288,10 @@ public final class AnomalyDetector {
         var failures: FailureLog?
         /// Distinct subjects named by its requests.
         var subjects = DistinctPerMinute()
+        /// Its hits in the current 30 s (of `hitsWindow`, timestamp / 30 s), of which at most
+        /// `youngShare` count towards a surge of new sources: a crowd is many sources.
+        var hits: UInt32 = 0
+        var hitsWindow: Int64 = 0
     }
 
     /// The failures of an address that has failed: in the current minute, and in the current
@@ -269,11 +333,19 @@ public final class AnomalyDetector {
     var recordTenants: [UInt64: String] = [:]
     var recordCounts: [String: Int] = [:]
     var sources: [UInt64: Source] = [:]
+    /// The peer groups and their minutes.
+    var peers = PeerGroups()
     var start: Int64?
     /// Requests from young sources, per 5 s, and its smoothed normal (per 30 s).
     var youngRequests = GlobalRate()
     /// All requests, the same way.
     var allRequests = GlobalRate()
+    /// Failures from addresses that failed at most twice in their 5 minutes, the same way, and
+    /// those counted since it was last brought up to date.
+    var diffuseFailures = GlobalRate()
+    /// Addresses first seen, per 5 s over the last 30 s.
+    var newSources = Window()
+    var diffusePending: UInt32 = 0
     var lastGlobalAlert: Int64 = AnomalyDetector.never
     var lastSweep: Int64 = 0
     /// Hits of subjects without a record (over `maxSubjects`) in the current 30 s, and the
@@ -345,6 +417,11 @@ public final class AnomalyDetector {
     /// route (`…/items/48213`) is settled by its last few bytes, and a generated id is hashed
     /// only once it is known to be one.
     static func resourceID(bytes: UnsafeBufferPointer<UInt8>) -> UInt64? {
+        resourceParts(bytes: bytes).map(\.id)
+    }
+
+    /// ``resourceID(bytes:)``, saying whether the id is a number (not a hashed token).
+    static func resourceParts(bytes: UnsafeBufferPointer<UInt8>) -> (id: UInt64, numeric: Bool)? {
         var token: UInt64?
         var end = bytes.count
         while end > 0 {
@@ -367,22 +444,28 @@ public final class AnomalyDetector {
                 if digits, end - start <= 19 {
                     var id: UInt64 = 0
                     for byte in bytes[start..<end] { id = id &* 10 &+ UInt64(byte - 48) }
-                    return id
+                    return (id, true)
                 }
                 if token == nil, hex, digit, letter, end - start >= 8 { token = fnv1a(bytes[start..<end]) }
             }
             end = start - 1
         }
-        return token
+        return token.map { ($0, false) }
     }
 
     /// The resource a request names, for enumeration: its route's id (``resourceID(_:)``), or,
     /// for a route without one, the route itself (method and path, the query left out), hashed.
     /// So a crawl of pages named by words (`/products/blue-widget`) counts as one of ids.
     static func resource(_ route: String) -> UInt64 {
+        resourceAndNumber(route).resource
+    }
+
+    /// ``resource(_:)``, and the route's id when it is a number.
+    static func resourceAndNumber(_ route: String) -> (resource: UInt64, number: UInt64?) {
         var route = route
         return route.withUTF8 { bytes in
-            resourceID(bytes: bytes) ?? fnv1a(bytes[..<(bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex)])
+            if let parts = resourceParts(bytes: bytes) { return (parts.id, parts.numeric ? parts.id : nil) }
+            return (fnv1a(bytes[..<(bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex)]), nil)
         }
     }
 
@@ -402,17 +485,90 @@ public final class AnomalyDetector {
     /// Starts a new minute of a subject's counts when `minute` is past the one they are of (that
     /// of its latest event), closing the last one into its normals. Called before `lastSeen`
     /// moves. An event older than the latest (live, a late outcome) counts in the current minute.
-    func roll(_ subject: inout Subject, to minute: Int64, settled: Bool) {
-        guard minute > subject.lastSeen / 60_000 else { return }
-        subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settled)
-        subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settled)
+    ///
+    /// The closed minute is a sample of its peer group's minutes (unless it was alerted on),
+    /// and its distinct resources enter the subject's 5-minute average, which is compared with
+    /// its normal and its peers' here: a sustained scrape is an `enumeration` alert.
+    func roll(_ subject: inout Subject, to minute: Int64, settled: Bool, observation: CheckEvent) -> AnomalyAlert? {
+        let last = subject.lastSeen / 60_000
+        guard minute > last else { return nil }
+        let now = observation.timestampMs
+        let closedDistinct = subject.ids.counter.estimate
+        let gap = Double(minute - last)
+        // About 5 minutes: the closed minute weighs 1 - d, then each silent minute fades it. A
+        // minute counts for at most twice the floor, so that one burst is not a sustained pace.
+        let fade = 0.8187307530779818  // exp(-1/5)
+        let capped = min(closedDistinct, 2 * max(settings.forSubjects(of: observation.tenant).sustainedDistinct,
+                                                  peerThreshold(\.sustained, of: Int(subject.group)) ?? 0))
+        subject.sustained = Float((Double(subject.sustained) * fade + capped * (1 - fade)) * pow(fade, gap - 1))
+        subject.sequential *= Float(pow(0.5, gap))
+        subject.peak *= Float(pow(0.5, gap / 360))
+        let alerted = subject.lastAlert >= last * 60_000
+        // Whether it was settled in the minute closed (not now: it may have been away an hour).
+        let settledThen = subject.lastSeen - subject.firstSeen >= settings.subjectWarmupMs
+        if !alerted {
+            let group = Int(subject.group)
+            peers.groups[group].hits.add(Double(subject.minuteHits), at: now, halfLife: Self.peerHalfLifeMs)
+            peers.groups[group].distinct.add(closedDistinct, at: now, halfLife: Self.peerHalfLifeMs)
+            peers.groups[group].sustained.add(Double(subject.sustained), at: now, halfLife: Self.peerHalfLifeMs)
+        }
+        let normalDistinct = Double(subject.ids.normal)
+        let over = closedDistinct >= max(subject.ids.threshold(floor: Double(settings.forSubjects(of: observation.tenant).enumerationDistinctIds),
+                                                               factor: settings.spikeFactor / 2),
+                                         peerThreshold(\.distinct, of: Int(subject.group)) ?? 0)
+        if !over || gap > 1 { subject.enumerationSince = Self.never }
+        subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settledThen)
+        subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settledThen)
         subject.outcomes = 0
         subject.failures = 0
+        subject.minuteHits = 0
+        // The largest group the subject has been part of: the one that knows most about its kind.
+        let current = peers.group(tenant: observation.tenant, subject: observation.subject, route: observation.route)
+        if peers.groups[Int(current)].hits.total > peers.groups[Int(subject.group)].hits.total { subject.group = current }
+        guard gap == 1, now - (start ?? now) >= settings.warmupMs, now - subject.lastAlert >= settings.cooldownMs else { return nil }
+        let own = settings.forSubjects(of: observation.tenant)
+        let peer = peerThreshold(\.sustained, of: Int(subject.group))
+        let threshold = max(own.sustainedDistinct, settled ? own.spikeFactor / 2 * normalDistinct : 0, peer ?? 0)
+        let sustained = Double(subject.sustained)
+        guard sustained >= threshold else { return nil }
+        subject.lastAlert = now
+        return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                            kind: "enumeration", score: sustained / threshold,
+                            detail: String(format: "%.1f distinct resources a minute, sustained over about 5 minutes, against a threshold of %.1f (%@)",
+                                           sustained, threshold,
+                                           Self.because(floor: own.sustainedDistinct, own: settled ? normalDistinct : nil, ownFactor: own.spikeFactor / 2,
+                                                        peers: peer, unit: "a minute")))
     }
 
-    func roll(_ source: inout Source, to minute: Int64, settled: Bool) {
+    /// The most one new source adds to the requests of new sources in 30 s (a request a second).
+    static let youngShare: UInt32 = 30
+
+    /// A burst that ended within this (ms), alerted on or not, is learned as the subject's peak.
+    static let learnableBurstMs: Int64 = 3 * 60_000
+
+    /// How long a peer group's samples take to weigh half (ms): the last few hours count.
+    static let peerHalfLifeMs: Int64 = 2 * 3_600_000
+
+    /// A peer group's threshold for a feature: its `peerQuantile` times `peerMargin`, or nil
+    /// while the group has too few minutes.
+    func peerThreshold(_ feature: KeyPath<PeerGroup, FadingLogHistogram>, of group: Int) -> Double? {
+        peers.groups[group][keyPath: feature].quantile(settings.peerQuantile, minimum: Float(settings.peerMinimumSamples))
+            .map { $0 * settings.peerMargin }
+    }
+
+    /// The sentence that says what a threshold was made of: the floor, the entity's own normal
+    /// (times its factor), its peers' quantile.
+    static func because(floor: Double, own: Double?, ownFactor: Double, peers: Double?, unit: String) -> String {
+        var parts = [String(format: "floor %.1f", floor)]
+        if let own { parts.append(String(format: "%.0f× its normal of %.1f %@", ownFactor, own, unit)) }
+        if let peers { parts.append(String(format: "its peers' busiest 0.1%% reach %.1f, with margin", peers)) }
+        return parts.joined(separator: "; ")
+    }
+
+    func roll(_ source: inout Source, to minute: Int64) {
         guard minute > source.lastSeen / 60_000 else { return }
-        source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2, settled: settled)
+        source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2,
+                              settled: settled(source.firstSeen, source.lastSeen))
         if let failures = source.failures {
             failures.minuteFailures = 0
             failures.minuteSubjects = []
@@ -433,9 +589,8 @@ public final class AnomalyDetector {
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
         let subjectKey = Self.subjectKey(observation)
-        if var subject = subjects[subjectKey] ?? (failed && mayTrack(subjectKey, of: observation.tenant)
-                                                   ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) {
-            roll(&subject, to: minute, settled: settled(subject.firstSeen, now))
+        if var subject = subjects[subjectKey] ?? (failed && mayTrack(subjectKey, of: observation.tenant) ? newSubject(observation) : nil) {
+            if let alert = roll(&subject, to: minute, settled: settled(subject.firstSeen, now), observation: observation) { alerts.append(alert) }
             subject.lastSeen = max(subject.lastSeen, now)
             if let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
             subjects[subjectKey] = subject
@@ -446,12 +601,13 @@ public final class AnomalyDetector {
             if failed { untracked.sources &+= 1 }
             return alerts
         }
-        roll(&source, to: minute, settled: settled(source.firstSeen, now))
+        roll(&source, to: minute)
         source.lastSeen = max(source.lastSeen, now)
         if let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, source: &source, learning: learning) {
             alerts.append(alert)
         }
         sources[ipKey] = source
+        if let alert = failureSurge(now: now, learning: learning) { alerts.append(alert) }
         return alerts
     }
 
@@ -478,17 +634,35 @@ public final class AnomalyDetector {
         guard let log = source.failures ?? (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
         source.failures = log
         log.count(failed: failed, subject: subjectKey, at: now)
+        // Few failures from this address: if many addresses fail that way at once, it is a
+        // stuffing spread thin (``failureSurge(now:learning:)``).
+        if failed, log.windowFailures <= 2 { diffusePending &+= 1 }
         guard failed, !learning, now - source.lastAlert >= settings.cooldownMs else { return nil }
         let fast = Int(log.minuteFailures) >= settings.failuresPerIP && log.minuteSubjects.count >= settings.failedSubjectsPerIP
-        let slow = log.windowSubjects.count >= 2 * settings.failedSubjectsPerIP && 2 * log.windowFailures >= log.windowOutcomes
+        let slow = log.windowSubjects.count >= settings.failedSubjectsPerIP && 2 * log.windowFailures >= log.windowOutcomes
         guard fast || slow else { return nil }
         source.lastAlert = now
         return AnomalyAlert(timestampMs: now, scope: .ip, subject: nil, ip: observation.ip, tenant: observation.tenant,
                             kind: "credential_stuffing",
                             score: fast ? Double(log.minuteFailures) / Double(settings.failuresPerIP)
-                                : Double(log.windowSubjects.count) / Double(2 * settings.failedSubjectsPerIP),
+                                : Double(log.windowSubjects.count) / Double(settings.failedSubjectsPerIP),
                             detail: fast ? "\(log.minuteFailures) failures naming \(log.minuteSubjects.count) subjects in a minute"
                                 : "\(log.windowFailures) failures of \(log.windowOutcomes) outcomes naming \(log.windowSubjects.count) subjects in 5 minutes")
+    }
+
+    /// The diffuse failures counted since the last call enter the global 30 s count, which is
+    /// compared with its normal: a `failure_surge` when many addresses fail a little each.
+    func failureSurge(now: Int64, learning: Bool) -> AnomalyAlert? {
+        let value = diffusePending
+        diffusePending = 0
+        let total = diffuseFailures.add(value, bucket: now / Self.bucketMs, learning: learning, factor: settings.failureSurgeFactor)
+        guard !learning, now - lastGlobalAlert >= 2 * settings.cooldownMs, total >= settings.failureSurgeMinimum,
+              total >= settings.failureSurgeFactor * max(1, diffuseFailures.normal) else { return nil }
+        lastGlobalAlert = now
+        return AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "failure_surge",
+                            score: total / max(1, diffuseFailures.normal),
+                            detail: String(format: "%.0f failed requests in 30 s from addresses that each failed at most twice in 5 minutes, against a normal of %.1f (threshold %.0f× and at least %.0f): credential stuffing spread thin",
+                                           total, diffuseFailures.normal, settings.failureSurgeFactor, settings.failureSurgeMinimum))
     }
 
     /// Takes one request (live, a check; its status is not read), in time order: the rate,
@@ -510,18 +684,34 @@ public final class AnomalyDetector {
         let subjectKey = Self.subjectKey(observation)
         let ipKey = Self.hash(observation.ip)
 
+        // The subject's record, looked up before the address's (which does not touch `subjects`,
+        // so the index stays valid): a known subject on a new address is a user who moved (a
+        // phone, a trip, a crowd reading one story), not a new source.
+        let subjectIndex = subjects.index(forKey: subjectKey)
+        let knownSubject = subjectIndex.map { now - subjects.values[$0].firstSeen > 5 * 60_000 } ?? false
+
         // The IP: how many subjects it names against its own normal; whether it is new.
         let young: Bool
+        // What this request adds to the requests of new sources (within one source's share).
+        var youngShare: UInt32 = 0
         // Looked up once: the record is written back through its index (no second hash).
         let sourceIndex = sources.index(forKey: ipKey)
         if var source = sourceIndex.map({ sources.values[$0] })
             ?? (sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) {
             let settled = settled(source.firstSeen, now)
-            roll(&source, to: minute, settled: settled)
+            roll(&source, to: minute)
             source.lastSeen = max(source.lastSeen, now)
             // New: first seen in the last 5 minutes, but not in the detector's first 5 minutes,
             // when every address is one it had not seen yet (at start, after a restart).
-            young = now - source.firstSeen <= 5 * 60_000 && source.firstSeen - (start ?? now) >= 5 * 60_000
+            young = !knownSubject && now - source.firstSeen <= 5 * 60_000 && source.firstSeen - (start ?? now) >= 5 * 60_000
+            if sourceIndex == nil { newSources.add(1, bucket: bucket) }
+            if now / 30_000 != source.hitsWindow {
+                source.hitsWindow = now / 30_000
+                source.hits = 0
+            }
+            let before = source.hits
+            source.hits &+= UInt32(clamping: observation.cost)
+            youngShare = young ? min(source.hits, Self.youngShare) - min(before, Self.youngShare) : 0
             // Its estimate changes only when a new bit is set: only then is it compared.
             if source.subjects.counter.add(subjectKey), !learning {
                 // A new IP has no normal yet: only twice the floor counts.
@@ -543,19 +733,23 @@ public final class AnomalyDetector {
         } else {
             // The detector is full: an IP it cannot remember is one it does not know.
             young = true
+            youngShare = min(UInt32(clamping: observation.cost), Self.youngShare)
+            newSources.add(1, bucket: bucket)
             untracked.sources &+= 1
         }
+        if withOutcome, let alert = failureSurge(now: now, learning: learning) { alerts.append(alert) }
 
         // Global: requests from young sources, and all requests, each against its normal.
         let cost = UInt32(clamping: observation.cost)
-        let youngTotal = youngRequests.add(young ? cost : 0, bucket: bucket, learning: learning, factor: settings.surgeFactor)
+        let youngTotal = youngRequests.add(youngShare, bucket: bucket, learning: learning, factor: settings.surgeFactor)
         let allTotal = allRequests.add(cost, bucket: bucket, learning: learning, factor: settings.trafficFactor)
         if !learning, now - lastGlobalAlert >= 2 * settings.cooldownMs {
-            if youngTotal >= settings.surgeMinimum, youngTotal >= settings.surgeFactor * max(1, youngRequests.normal) {
+            if youngTotal >= settings.surgeMinimum, youngTotal >= settings.surgeFactor * max(1, youngRequests.normal),
+               Double(newSources.total(at: bucket)) >= settings.surgeSources {
                 lastGlobalAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "new_source_surge",
                                            score: youngTotal / max(1, youngRequests.normal),
-                                           detail: "\(Int(youngTotal)) requests in 30 s from sources first seen in the last 5 minutes (normal \(Int(youngRequests.normal)))"))
+                                           detail: "\(Int(youngTotal)) requests in 30 s from addresses first seen in the last 5 minutes, by subjects as new as they are (normal \(Int(youngRequests.normal)), threshold \(Int(settings.surgeFactor))× and at least \(Int(settings.surgeMinimum)))"))
             } else if allTotal >= settings.surgeMinimum, allTotal >= settings.trafficFactor * max(1, allRequests.normal) {
                 lastGlobalAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "traffic_surge",
@@ -565,48 +759,50 @@ public final class AnomalyDetector {
         }
 
         // The subject: rate against its own baseline, distinct ids, distinct IPs.
-        let subjectIndex = subjects.index(forKey: subjectKey)
         guard var subject = subjectIndex.map({ subjects.values[$0] }) ?? (mayTrack(subjectKey, of: observation.tenant)
-                                                     ? Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now) : nil) else {
+                                                     ? newSubject(observation) : nil) else {
             if let alert = observeUntracked(observation, key: subjectKey, learning: learning) { alerts.append(alert) }
             sweepIfDue(now: now)
             return alerts
         }
         let settled = settled(subject.firstSeen, now)
-        roll(&subject, to: minute, settled: settled)
+        if let alert = roll(&subject, to: minute, settled: settled, observation: observation) { alerts.append(alert) }
         subject.lastSeen = max(subject.lastSeen, now)
+        subject.minuteHits &+= UInt32(clamping: observation.cost)
         subject.window.add(UInt32(clamping: observation.cost), bucket: bucket)
-        let recent = Double(subject.window.total(at: bucket))
-        let rate = recent / 30
-        // A subject seen for less than `subjectWarmupMs` has no baseline yet: it learns from
-        // everything, and only a rate far above any normal one counts.
-        let baseline = Double(subject.baseline)
-        // The subject's tenant's own thresholds, if it has some (tenants.NAME.anomaly).
         let own = settings.forSubjects(of: observation.tenant)
-        let threshold = settled ? max(own.spikeMinimumRate, own.spikeFactor * baseline)
-            : own.spikeMinimumRate * own.newSubjectFactor
-        let spiking = rate >= threshold
-        if !spiking || !settled {
-            // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
-            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
-            let weight = min(1, elapsed / 1_800)
-            subject.baseline = Float(baseline + weight * (rate - baseline))
-            subject.lastBaselineUpdate = now
+        if let alert = rateSpike(&subject, observation: observation, own: own, settled: settled, learning: learning) { alerts.append(alert) }
+        let (resource, number) = Self.resourceAndNumber(observation.route)
+        if let number, number >= 100 {
+            // A walk through ids in order: the next id, or the one after.
+            let step = UInt32(truncatingIfNeeded: number) &- subject.lastID
+            if step == 1 || step == 2 { subject.sequential += 1 }
+            subject.lastID = UInt32(truncatingIfNeeded: number)
+            if !learning, Double(subject.sequential) >= own.sequentialSteps, now - subject.lastAlert >= settings.cooldownMs {
+                subject.lastAlert = now
+                alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                                           kind: "enumeration", score: Double(subject.sequential) / own.sequentialSteps,
+                                           detail: String(format: "walking ids in order: %.0f steps to the next id or the one after within the last minutes (threshold %.0f), now at %llu",
+                                                          subject.sequential, own.sequentialSteps, number)))
+            }
         }
-        if !learning, spiking, now - subject.lastAlert >= settings.cooldownMs {
-            subject.lastAlert = now
-            alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
-                                       kind: "rate_spike", score: rate / threshold,
-                                       detail: String(format: "%.1f requests/s over 30 s, normal %.3f", rate, baseline)))
-        }
-        if subject.ids.counter.add(Self.resource(observation.route)), !learning,
-           case let idThreshold = subject.ids.threshold(floor: Double(own.enumerationDistinctIds), factor: own.spikeFactor / 2),
-           case let distinct = subject.ids.counter.estimate, distinct >= idThreshold, now - subject.lastAlert >= settings.cooldownMs {
+        // Many distinct resources within a minute, for `spikePersistenceMs` (into the next minute
+        // if the last one was over too): a burst that ends sooner is a batch job's.
+        if subject.ids.counter.add(resource), !learning,
+           case let peer = peerThreshold(\.distinct, of: Int(subject.group)),
+           case let idThreshold = max(subject.ids.threshold(floor: Double(own.enumerationDistinctIds), factor: own.spikeFactor / 2), peer ?? 0),
+           case let distinct = subject.ids.counter.estimate, distinct >= idThreshold {
+            if subject.enumerationSince == Self.never { subject.enumerationSince = now }
+            if now - subject.enumerationSince >= (settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs),
+               now - subject.lastAlert >= settings.cooldownMs {
             subject.lastAlert = now
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                                        kind: "enumeration", score: distinct / idThreshold,
-                                       detail: String(format: "%.0f distinct resources (ids or routes) within a minute, normal %.1f", distinct,
-                                                      subject.ids.normal)))
+                                       detail: String(format: "%.0f distinct resources (ids or routes) within a minute, over for %.0f s, against a threshold of %.1f (%@)",
+                                                      distinct, Double(now - subject.enumerationSince) / 1_000, idThreshold,
+                                                      Self.because(floor: Double(own.enumerationDistinctIds), own: Double(subject.ids.normal),
+                                                                   ownFactor: own.spikeFactor / 2, peers: peer, unit: "a minute"))))
+            }
         }
         // A new subject has no normal yet: only `newSubjectFactor` times the floor counts.
         if subject.sources.counter.add(ipKey), !learning,
@@ -623,6 +819,71 @@ public final class AnomalyDetector {
         if let subjectIndex { subjects.values[subjectIndex] = subject } else { subjects[subjectKey] = subject }
         sweepIfDue(now: now)
         return alerts
+    }
+
+    /// A new subject's record, in the peer group of its first request.
+    func newSubject(_ observation: CheckEvent) -> Subject {
+        let now = observation.timestampMs
+        var subject = Subject(lastBaselineUpdate: now, firstSeen: now, lastSeen: now)
+        subject.group = peers.group(tenant: observation.tenant, subject: observation.subject, route: observation.route)
+        return subject
+    }
+
+    /// The rate spike: the subject's hits over 30 s, and over its last 5 to 10 s, both at or
+    /// above its threshold for `spikePersistenceMs`. A settled subject's threshold is its own:
+    /// `spike_factor` times its normal and `peakFactor` times the peak of its past bursts, over
+    /// the minimum rate. A new one's is its peers': their busiest minutes, with margin, over
+    /// `new_subject_factor` times the minimum. A burst that ends sooner, or while detection
+    /// still learns, is the subject's own spread: its peak.
+    func rateSpike(_ subject: inout Subject, observation: CheckEvent, own: AnomalySettings, settled: Bool, learning: Bool) -> AnomalyAlert? {
+        let now = observation.timestampMs
+        let bucket = now / Self.bucketMs
+        let rate = Double(subject.window.total(at: bucket)) / 30
+        let current = Double(subject.window.latest(2, at: bucket)) / (5 + Double(now % Self.bucketMs) / 1_000)
+        let baseline = Double(subject.baseline)
+        let peer = peerThreshold(\.hits, of: Int(subject.group)).map { $0 / 60 }
+        let threshold = settled ? max(own.spikeMinimumRate, own.spikeFactor * baseline, own.peakFactor * Double(subject.peak))
+            : max(own.spikeMinimumRate * own.newSubjectFactor, peer ?? 0)
+        let spiking = rate >= threshold && current >= threshold
+        if spiking {
+            if subject.spikeSince == Self.never {
+                subject.spikeSince = now
+                subject.burstMax = 0
+            }
+            subject.burstMax = max(subject.burstMax, Float(rate))
+        } else {
+            if subject.spikeSince != Self.never, subject.lastAlert < subject.spikeSince || now - subject.spikeSince <= Self.learnableBurstMs {
+                // Over before it held, or while learning, or within a few minutes even if it was
+                // alerted on: the subject's own spread, as a batch job's run (a flood that matters
+                // goes on for longer, and is not learned).
+                subject.peak = max(subject.peak, subject.burstMax)
+            }
+            subject.spikeSince = Self.never
+            // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
+            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
+            let weight = min(1, elapsed / 1_800)
+            subject.baseline = Float(baseline + weight * (rate - baseline))
+            subject.lastBaselineUpdate = now
+        }
+        if !settled, spiking {
+            // A subject without a normal learns from everything it sends.
+            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
+            subject.baseline = Float(baseline + min(1, elapsed / 1_800) * (rate - baseline))
+            subject.lastBaselineUpdate = now
+        }
+        guard !learning, spiking, now - subject.spikeSince >= (settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs),
+              now - subject.lastAlert >= settings.cooldownMs else { return nil }
+        subject.lastAlert = now
+        let held = Double(now - subject.spikeSince) / 1_000
+        let why = settled
+            ? String(format: "its normal %.2f/s × %.0f, its bursts' peak %.2f/s × %.1f, floor %.1f/s", baseline, own.spikeFactor,
+                     Double(subject.peak), own.peakFactor, own.spikeMinimumRate)
+            : String(format: "a new subject: floor %.1f/s%@", own.spikeMinimumRate * own.newSubjectFactor,
+                     peer.map { String(format: ", its peers' busiest 0.1%% of minutes %.2f/s with margin", $0) } ?? "")
+        return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                            kind: "rate_spike", score: rate / threshold,
+                            detail: String(format: "%.1f requests/s over 30 s, held for %.0f s, against a threshold of %.2f/s (%@)",
+                                           rate, held, threshold, why))
     }
 
     /// A request of a subject the full detector has no record for: its hits in the current 30 s

@@ -1,0 +1,138 @@
+import Foundation
+import SluiceCore
+
+/// A fading histogram of non-negative values on a logarithmic scale, for the high quantiles of a
+/// population (what most of a tenant's browsers do in a minute): 48 bins of a quarter octave
+/// each (values 0 to about 4 million, each bin's upper edge within 19 % of its lower), with
+/// every count halved each `halfLife` of samples' time, so that the quantile follows the
+/// traffic of the last hours, not of the first. 196 bytes, no allocation.
+struct FadingLogHistogram {
+    static let bins = 48
+    var counts = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
+    /// Everything counted (faded the same way).
+    var total: Float = 0
+    /// The time (ms) of the last fading.
+    var faded: Int64 = 0
+
+    /// The bin of `value`: 0 for 0, then a quarter octave each.
+    @inline(__always)
+    static func bin(_ value: Double) -> Int {
+        guard value > 0 else { return 0 }
+        return min(bins - 1, 1 + Int((4 * log2(1 + value)).rounded(.down)))
+    }
+
+    /// The largest value of bin `index` (its upper edge).
+    static func upperEdge(_ index: Int) -> Double {
+        index == 0 ? 0 : pow(2, Double(index) / 4) - 1
+    }
+
+    subscript(index: Int) -> Float {
+        get { index < 16 ? counts.0[index] : index < 32 ? counts.1[index - 16] : counts.2[index - 32] }
+        set {
+            if index < 16 { counts.0[index] = newValue } else if index < 32 { counts.1[index - 16] = newValue } else { counts.2[index - 32] = newValue }
+        }
+    }
+
+    /// Counts `value`, observed at `now` (ms); halves everything first if `halfLife` (ms) passed.
+    mutating func add(_ value: Double, at now: Int64, halfLife: Int64) {
+        if now - faded >= halfLife {
+            counts.0 *= 0.5
+            counts.1 *= 0.5
+            counts.2 *= 0.5
+            total *= 0.5
+            faded = now
+        }
+        self[Self.bin(value)] += 1
+        total += 1
+    }
+
+    /// The smallest value at or under which a `quantile` share of the counts lie (the upper edge
+    /// of its bin, so never an underestimate), or nil while fewer than `minimum` were counted.
+    func quantile(_ quantile: Double, minimum: Float) -> Double? {
+        guard total >= minimum else { return nil }
+        let above = Float(1 - quantile) * total
+        var seen: Float = 0
+        var index = Self.bins - 1
+        while index > 0 {
+            seen += self[index]
+            if seen > above { break }
+            index -= 1
+        }
+        return Self.upperEdge(index)
+    }
+}
+
+/// What the subjects of one peer group do in a minute: the same tenant, the same kind of client
+/// (anonymous or identified) and the same kind of route (method and first path segment:
+/// `GET /catalog`, `POST /session`). Three fading histograms of their minutes: hits, distinct
+/// resources, and the sustained distinct resources (a 5-minute average).
+struct PeerGroup {
+    var hits = FadingLogHistogram()
+    var distinct = FadingLogHistogram()
+    var sustained = FadingLogHistogram()
+}
+
+/// The peer groups, at most `capacity`; past that, new kinds share group 0, whose quantiles
+/// then describe a mixture (conservative: higher than most of its members').
+struct PeerGroups {
+    static let capacity = 4_096
+    var index: [UInt64: UInt16] = [0: 0]
+    var groups: [PeerGroup] = [PeerGroup()]
+    /// Each group's name: tenant, kind of client, kind of route.
+    var names: [String] = ["(others)"]
+
+    /// The group of a request of `tenant` by `subject` on `route`, made if new.
+    mutating func group(tenant: String, subject: String, route: String) -> UInt16 {
+        let client = subject.hasPrefix("ip:") ? "anonymous" : "identified"
+        let kind = String(Self.routeKind(route))
+        var hasher = StableHasher()
+        hasher.combine(tenant)
+        hasher.combine(client)
+        hasher.combine(kind)
+        let key = hasher.finalize().low | 1
+        if let found = index[key] { return found }
+        guard groups.count < Self.capacity else { return 0 }
+        let made = UInt16(groups.count)
+        groups.append(PeerGroup())
+        names.append("\(tenant.isEmpty ? "-" : tenant) \(client) \(kind)")
+        index[key] = made
+        return made
+    }
+
+    /// A route's kind: its method and first path segment (`GET /catalog/items/7` → `GET /catalog`).
+    static func routeKind(_ route: String) -> Substring {
+        let utf8 = route.utf8
+        guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return Substring(route) }
+        var end = utf8.index(after: space)
+        if end < utf8.endIndex, utf8[end] == UInt8(ascii: "/") { end = utf8.index(after: end) }
+        while end < utf8.endIndex, utf8[end] != UInt8(ascii: "/"), utf8[end] != UInt8(ascii: "?") { end = utf8.index(after: end) }
+        return Substring(route.utf8[utf8.startIndex..<end])
+    }
+}
+
+/// What one peer group has learned, for `sluicectl replay --peers` and the report.
+public struct PeerGroupSummary: Sendable {
+    /// Tenant, kind of client and kind of route (`shop identified GET /catalog`).
+    public var name: String
+    /// Minutes counted (fading).
+    public var minutes: Double
+    /// The quantile the detector compares with (`peerQuantile`) of hits, distinct resources
+    /// and sustained distinct resources per minute; nil while too few minutes were counted.
+    public var hits: Double?
+    public var distinct: Double?
+    public var sustained: Double?
+}
+
+extension AnomalyDetector {
+    /// The peer groups, busiest first.
+    public var peerGroups: [PeerGroupSummary] {
+        let minimum = Float(settings.peerMinimumSamples)
+        return peers.groups.indices.map { index in
+            let group = peers.groups[index]
+            return PeerGroupSummary(name: index < peers.names.count ? peers.names[index] : "?", minutes: Double(group.hits.total),
+                                    hits: group.hits.quantile(settings.peerQuantile, minimum: minimum),
+                                    distinct: group.distinct.quantile(settings.peerQuantile, minimum: minimum),
+                                    sustained: group.sustained.quantile(settings.peerQuantile, minimum: minimum))
+        }.sorted { $0.minutes > $1.minutes }
+    }
+}

@@ -1,0 +1,59 @@
+import SluiceCore
+import SluiceTestKit
+import Foundation
+@testable import SluiceIntelligence
+import Testing
+
+/// Peers, spread and the failure surge: the signals that judge a subject by what others like it
+/// do and by its own bursts, on synthetic sequences in simulated time.
+@Suite struct AnomalyPeerTests {
+    static let t0 = AnomalyDetectorTests.t0
+    static let minute = AnomalyDetectorTests.minute
+    var settings: AnomalySettings { AnomalyDetectorTests().settings }
+
+    @Test func aFadingHistogramsQuantileIsTheUpperEdgeOfItsBinAndNeedsItsMinimum() {
+        var histogram = FadingLogHistogram()
+        for value in 0..<1_000 { histogram.add(Double(value % 100), at: Self.t0, halfLife: 3_600_000) }
+        #expect(histogram.quantile(0.99, minimum: 2_000) == nil)
+        let p99 = histogram.quantile(0.99, minimum: 100) ?? 0
+        #expect(p99 >= 99 && p99 <= 99 * 1.2, "\(p99)")
+        let p50 = histogram.quantile(0.5, minimum: 100) ?? 0
+        #expect(p50 >= 49 && p50 <= 49 * 1.2, "\(p50)")
+        // A half-life later, the old counts weigh half.
+        histogram.add(0, at: Self.t0 + 3_600_000, halfLife: 3_600_000)
+        #expect(histogram.total == 501)
+    }
+
+    @Test func aRoutesKindIsItsMethodAndFirstSegment() {
+        #expect(PeerGroups.routeKind("GET /catalog/items/7") == "GET /catalog")
+        #expect(PeerGroups.routeKind("POST /session") == "POST /session")
+        #expect(PeerGroups.routeKind("GET /?q=1") == "GET /")
+        #expect(PeerGroups.routeKind("GET") == "GET")
+    }
+
+    /// Browsers of one tenant: `count` users, each a page every `every` ms on its own address,
+    /// reading items from a catalogue at random.
+    static func browsers(_ count: Int, from: Int64, to: Int64, every: Int64, seed: UInt64) -> [CheckEvent] {
+        var generator = SeededGenerator(seed: seed)
+        var rows: [CheckEvent] = []
+        for user in 0..<count {
+            var time = from + Int64(generator.next() % UInt64(every))
+            while time < to {
+                rows.append(.init(timestampMs: time, tenant: "shop", subject: "user\(user)", ip: "198.51.\(user / 250).\(user % 250)",
+                                  route: "GET /catalog/items/\(1 + generator.next() % 50_000)", status: 200))
+                time += every / 2 + Int64(generator.next() % UInt64(every))
+            }
+        }
+        return rows
+    }
+
+    @Test func aSubjectIsJudgedAgainstItsPeersOnceTheyHaveEnoughMinutes() {
+        let detector = AnomalyDetector(settings: settings)
+        let rows = Self.browsers(60, from: Self.t0, to: Self.t0 + 20 * Self.minute, every: 2_500, seed: 1)
+        _ = AnomalyDetectorTests.run(detector, rows)
+        let group = detector.peers.group(tenant: "shop", subject: "user1", route: "GET /catalog/items/1")
+        let threshold = detector.peerThreshold(\.distinct, of: Int(group))
+        // About 24 pages a minute each: their busiest minutes, with margin.
+        #expect(threshold.map { $0 >= 30 && $0 <= 60 } == true, "\(String(describing: threshold))")
+    }
+}
