@@ -57,3 +57,48 @@ import Testing
         #expect(threshold.map { $0 >= 30 && $0 <= 60 } == true, "\(String(describing: threshold))")
     }
 }
+
+extension AnomalyPeerTests {
+    /// Ordinary traffic that thresholds far too low call anomalous: bursty users, each a few
+    /// minutes of quick requests now and then.
+    static func burstyUsers(_ count: Int, from: Int64, to: Int64, seed: UInt64) -> [CheckEvent] {
+        var generator = SeededGenerator(seed: seed)
+        var rows: [CheckEvent] = []
+        for user in 0..<count {
+            var time = from + Int64(generator.next() % 600_000)
+            while time < to {
+                // A session: 20 to 80 requests, 0.3 to 2 s apart, then 5 to 25 minutes away.
+                for _ in 0..<(20 + generator.next() % 60) {
+                    rows.append(.init(timestampMs: time, tenant: "t", subject: "user\(user)", ip: "198.51.\(user / 250).\(user % 250)",
+                                      route: "GET /feed", status: 200))
+                    time += 300 + Int64(generator.next() % 1_700)
+                }
+                time += 300_000 + Int64(generator.next() % 1_200_000)
+            }
+        }
+        return rows
+    }
+
+    @Test func theAlertBudgetHoldsSubjectAlertsToAboutItsRateWhateverTheThresholds() {
+        var careless = settings
+        // Thresholds no operator should set: every session is a "spike".
+        careless.spikeFactor = 1.1
+        careless.spikeMinimumRate = 0.05
+        careless.newSubjectFactor = 1
+        careless.spikePersistenceMs = 0
+        careless.newSubjectPersistenceMs = 0
+        careless.peakFactor = 0
+        let rows = Self.burstyUsers(400, from: Self.t0, to: Self.t0 + 3 * 3_600_000, seed: 3)
+        var unbudgeted = careless
+        unbudgeted.alertBudgetPerHour = .infinity
+        let flood = AnomalyDetectorTests.run(AnomalyDetector(settings: unbudgeted), rows).filter { $0.scope == .subject }
+        let detector = AnomalyDetector(settings: careless)
+        let alerts = AnomalyDetectorTests.run(detector, rows).filter { $0.scope == .subject }
+        // The last hour, once the budget has learned the scores: about 10, not hundreds.
+        let lastHour = alerts.filter { $0.timestampMs >= Self.t0 + 2 * 3_600_000 }.count
+        let lastHourUnbudgeted = flood.filter { $0.timestampMs >= Self.t0 + 2 * 3_600_000 }.count
+        #expect(lastHourUnbudgeted > 200, "the careless thresholds alert on ordinary sessions: \(lastHourUnbudgeted)")
+        #expect(lastHour <= 20, "the budget holds them to about 10 an hour: \(lastHour)")
+        #expect(detector.budget > 1)
+    }
+}

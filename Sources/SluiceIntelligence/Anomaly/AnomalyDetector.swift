@@ -101,6 +101,12 @@ public struct AnomalySettings: Sendable, Equatable {
     /// many and `failureSurgeFactor` times their normal.
     public var failureSurgeMinimum = 8.0
     public var failureSurgeFactor = 8.0
+    /// The alert budget: subject alerts an hour that ordinary traffic may raise. Every subject's
+    /// minute has a score (its highest signal against its threshold); the scores of the last
+    /// hour or so are kept in a fading histogram, and the thresholds are raised by the factor
+    /// above which at most this many minutes an hour scored. Where the thresholds suit the
+    /// traffic the factor is 1; where they do not, the alerts stay within the budget.
+    public var alertBudgetPerHour = 10.0
     /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
     public var subjectWarmupMs: Int64 = 10 * 60_000
     /// Until then, a rate spike needs this many times `spikeMinimumRate`.
@@ -277,6 +283,11 @@ public final class AnomalyDetector {
         var sustained: Float = 0
         /// Its peer group (``PeerGroups``), set at the first request of each minute.
         var group: UInt16 = 0
+        /// Its highest score of the minute: a signal's value against its threshold.
+        var minuteScore: Float = 0
+        /// Whether its last alert came within an hour of the one before: the same incident, not
+        /// counted in the alert budget again.
+        var realerted = false
     }
 
     /// An address's record: 56 bytes. Its per-minute counts are of the minute of `lastSeen`.
@@ -335,6 +346,11 @@ public final class AnomalyDetector {
     var sources: [UInt64: Source] = [:]
     /// The peer groups and their minutes.
     var peers = PeerGroups()
+    /// The subjects' minutes' scores, and the factor (at least 1) the alert budget puts on
+    /// every subject threshold, updated once a minute (``updateBudget(now:)``).
+    var scores = FadingLogHistogram()
+    public internal(set) var budget: Double = 1
+    var budgetMinute: Int64 = -1
     var start: Int64?
     /// Requests from young sources, per 5 s, and its smoothed normal (per 30 s).
     var youngRequests = GlobalRate()
@@ -504,6 +520,13 @@ public final class AnomalyDetector {
         subject.sequential *= Float(pow(0.5, gap))
         subject.peak *= Float(pow(0.5, gap / 360))
         let alerted = subject.lastAlert >= last * 60_000
+        // The budget counts new incidents: not the minutes of a subject alerted on within the
+        // hour before (a scraper at work for hours), nor a second alert within an hour.
+        if alerted ? !subject.realerted : subject.lastAlert < last * 60_000 - Self.incidentMs {
+            scores.add(Double(subject.minuteScore) * 100, at: now, halfLife: Self.budgetHalfLifeMs)
+        }
+        subject.minuteScore = 0
+        updateBudget(now: now)
         // Whether it was settled in the minute closed (not now: it may have been away an hour).
         let settledThen = subject.lastSeen - subject.firstSeen >= settings.subjectWarmupMs
         if !alerted {
@@ -530,8 +553,8 @@ public final class AnomalyDetector {
         let peer = peerThreshold(\.sustained, of: Int(subject.group))
         let threshold = max(own.sustainedDistinct, settled ? own.spikeFactor / 2 * normalDistinct : 0, peer ?? 0)
         let sustained = Double(subject.sustained)
-        guard sustained >= threshold else { return nil }
-        subject.lastAlert = now
+        guard gate(&subject, sustained / threshold) else { return nil }
+        markAlerted(&subject, now)
         return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                             kind: "enumeration", score: sustained / threshold,
                             detail: String(format: "%.1f distinct resources a minute, sustained over about 5 minutes, against a threshold of %.1f (%@)",
@@ -542,6 +565,38 @@ public final class AnomalyDetector {
 
     /// The most one new source adds to the requests of new sources in 30 s (a request a second).
     static let youngShare: UInt32 = 30
+
+    /// How long the scores take to weigh half (ms) for the alert budget.
+    static let budgetHalfLifeMs: Int64 = 3_600_000
+
+    /// Brings the budget's factor up to date, once a minute: the score (at least 1) above which
+    /// at most `alertBudgetPerHour` of the subjects' minutes lie. With a half-life of an hour,
+    /// the faded counts hold about 1/ln 2 hours of minutes.
+    func updateBudget(now: Int64) {
+        guard now / 60_000 != budgetMinute else { return }
+        budgetMinute = now / 60_000
+        let limit = Float(settings.alertBudgetPerHour / log(2))
+        budget = max(1, scores.edge(leavingAtMost: limit) / 100)
+    }
+
+    /// An alert on the same subject within this (ms) of its last is the same incident.
+    static let incidentMs: Int64 = 3_600_000
+
+    /// Notes an alert on `subject` at `now`.
+    @inline(__always)
+    func markAlerted(_ subject: inout Subject, _ now: Int64) {
+        subject.realerted = now - subject.lastAlert < Self.incidentMs
+        subject.lastAlert = now
+    }
+
+    /// Records `score` as one of the subject's this minute, and says whether it is over: at
+    /// least 1, and at least the budget's factor. A score that has not `held` (a spike younger
+    /// than its persistence) is recorded as under 1: the budget counts what would alert.
+    @inline(__always)
+    func gate(_ subject: inout Subject, _ score: Double, held: Bool = true) -> Bool {
+        subject.minuteScore = max(subject.minuteScore, Float(min(held ? score : min(score, 0.99), 1e6)))
+        return score >= budget
+    }
 
     /// A burst that ended within this (ms), alerted on or not, is learned as the subject's peak.
     static let learnableBurstMs: Int64 = 3 * 60_000
@@ -619,9 +674,9 @@ public final class AnomalyDetector {
         subject.failures &+= 1
         let failures = Int(subject.failures)
         let own = settings.forSubjects(of: observation.tenant)
-        guard !learning, failures >= own.failuresPerSubject, 2 * failures >= Int(subject.outcomes),
+        guard 2 * failures >= Int(subject.outcomes), gate(&subject, Double(failures) / Double(own.failuresPerSubject)), !learning,
               now - subject.lastAlert >= settings.cooldownMs else { return nil }
-        subject.lastAlert = now
+        markAlerted(&subject, now)
         return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                             kind: "brute_force", score: Double(failures) / Double(own.failuresPerSubject),
                             detail: "\(failures) failures of \(subject.outcomes) outcomes for this subject in a minute")
@@ -778,8 +833,8 @@ public final class AnomalyDetector {
             let step = UInt32(truncatingIfNeeded: number) &- subject.lastID
             if step == 1 || step == 2 { subject.sequential += 1 }
             subject.lastID = UInt32(truncatingIfNeeded: number)
-            if !learning, Double(subject.sequential) >= own.sequentialSteps, now - subject.lastAlert >= settings.cooldownMs {
-                subject.lastAlert = now
+            if gate(&subject, Double(subject.sequential) / own.sequentialSteps), !learning, now - subject.lastAlert >= settings.cooldownMs {
+                markAlerted(&subject, now)
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                                            kind: "enumeration", score: Double(subject.sequential) / own.sequentialSteps,
                                            detail: String(format: "walking ids in order: %.0f steps to the next id or the one after within the last minutes (threshold %.0f), now at %llu",
@@ -791,11 +846,13 @@ public final class AnomalyDetector {
         if subject.ids.counter.add(resource), !learning,
            case let peer = peerThreshold(\.distinct, of: Int(subject.group)),
            case let idThreshold = max(subject.ids.threshold(floor: Double(own.enumerationDistinctIds), factor: own.spikeFactor / 2), peer ?? 0),
-           case let distinct = subject.ids.counter.estimate, distinct >= idThreshold {
+           case let distinct = subject.ids.counter.estimate,
+           case let persistence = settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs,
+           gate(&subject, distinct / idThreshold,
+                held: subject.enumerationSince != Self.never && now - subject.enumerationSince >= persistence) {
             if subject.enumerationSince == Self.never { subject.enumerationSince = now }
-            if now - subject.enumerationSince >= (settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs),
-               now - subject.lastAlert >= settings.cooldownMs {
-            subject.lastAlert = now
+            if now - subject.enumerationSince >= persistence, now - subject.lastAlert >= settings.cooldownMs {
+            markAlerted(&subject, now)
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                                        kind: "enumeration", score: distinct / idThreshold,
                                        detail: String(format: "%.0f distinct resources (ids or routes) within a minute, over for %.0f s, against a threshold of %.1f (%@)",
@@ -808,8 +865,8 @@ public final class AnomalyDetector {
         if subject.sources.counter.add(ipKey), !learning,
            case let sourceThreshold = subject.sources.threshold(
             floor: Double(own.sourcesPerSubject) * (settled ? 1 : own.newSubjectFactor), factor: own.spikeFactor / 2),
-           case let seenFrom = subject.sources.counter.estimate, seenFrom >= sourceThreshold, now - subject.lastAlert >= settings.cooldownMs {
-            subject.lastAlert = now
+           case let seenFrom = subject.sources.counter.estimate, gate(&subject, seenFrom / sourceThreshold), now - subject.lastAlert >= settings.cooldownMs {
+            markAlerted(&subject, now)
             alerts.append(AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                                        kind: "many_sources", score: seenFrom / sourceThreshold,
                                        detail: String(format: "seen from %.0f distinct IPs within a minute, normal %.1f", seenFrom,
@@ -844,7 +901,9 @@ public final class AnomalyDetector {
         let peer = peerThreshold(\.hits, of: Int(subject.group)).map { $0 / 60 }
         let threshold = settled ? max(own.spikeMinimumRate, own.spikeFactor * baseline, own.peakFactor * Double(subject.peak))
             : max(own.spikeMinimumRate * own.newSubjectFactor, peer ?? 0)
-        let spiking = rate >= threshold && current >= threshold
+        let persistence = settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs
+        let spiking = gate(&subject, min(rate, current) / threshold,
+                           held: subject.spikeSince != Self.never && now - subject.spikeSince >= persistence)
         if spiking {
             if subject.spikeSince == Self.never {
                 subject.spikeSince = now
@@ -871,9 +930,8 @@ public final class AnomalyDetector {
             subject.baseline = Float(baseline + min(1, elapsed / 1_800) * (rate - baseline))
             subject.lastBaselineUpdate = now
         }
-        guard !learning, spiking, now - subject.spikeSince >= (settled ? own.spikePersistenceMs : own.newSubjectPersistenceMs),
-              now - subject.lastAlert >= settings.cooldownMs else { return nil }
-        subject.lastAlert = now
+        guard !learning, spiking, now - subject.spikeSince >= persistence, now - subject.lastAlert >= settings.cooldownMs else { return nil }
+        markAlerted(&subject, now)
         let held = Double(now - subject.spikeSince) / 1_000
         let why = settled
             ? String(format: "its normal %.2f/s × %.0f, its bursts' peak %.2f/s × %.1f, floor %.1f/s", baseline, own.spikeFactor,

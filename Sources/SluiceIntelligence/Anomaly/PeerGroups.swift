@@ -46,6 +46,18 @@ struct FadingLogHistogram {
         total += 1
     }
 
+    /// The smallest bin edge above which at most `limit` of the counts lie (0 if all do).
+    func edge(leavingAtMost limit: Float) -> Double {
+        var seen: Float = 0
+        var index = Self.bins - 1
+        while index > 0 {
+            if seen + self[index] > limit { return Self.upperEdge(index) }
+            seen += self[index]
+            index -= 1
+        }
+        return 0
+    }
+
     /// The smallest value at or under which a `quantile` share of the counts lie (the upper edge
     /// of its bin, so never an underestimate), or nil while fewer than `minimum` were counted.
     func quantile(_ quantile: Double, minimum: Float) -> Double? {
