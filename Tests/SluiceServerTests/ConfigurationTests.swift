@@ -67,6 +67,37 @@ struct ConfigurationTests {
         #expect(configuration.anomalyWebhook != nil)
     }
 
+    @Test("detection's peer, persistence, surge and budget settings are read, and out-of-range values refused by key")
+    func anomalyGeneralisationSettings() throws {
+        let configuration = try ConfigurationLoader.parse("""
+        anomaly:
+          spike_persistence: 20s
+          new_subject_persistence: 1m
+          peak_factor: 3
+          peer_quantile: 0.99
+          peer_margin: 2
+          peer_minimum_minutes: 100
+          sequential_steps: 30
+          sustained_distinct: 25
+          failure_surge_minimum: 12
+          failure_surge_factor: 6
+          surge_sources: 50
+          alert_budget_per_hour: 4
+        tenants: { shop: { anomaly: { sequential_steps: 40, sustained_distinct: 30 } } }
+        """, source: "anomaly.yaml")
+        let settings = configuration.anomalyWithTenants
+        #expect(settings.spikePersistenceMs == 20_000 && settings.newSubjectPersistenceMs == 60_000)
+        #expect(settings.peakFactor == 3 && settings.peerQuantile == 0.99 && settings.peerMargin == 2 && settings.peerMinimumSamples == 100)
+        #expect(settings.sequentialSteps == 30 && settings.sustainedDistinct == 25)
+        #expect(settings.failureSurgeMinimum == 12 && settings.failureSurgeFactor == 6 && settings.surgeSources == 50)
+        #expect(settings.alertBudgetPerHour == 4)
+        #expect(settings.forSubjects(of: "shop").sequentialSteps == 40 && settings.forSubjects(of: "shop").sustainedDistinct == 30)
+        for bad in ["peer_quantile: 1.5", "alert_budget_per_hour: 0", "failure_surge_factor: 1", "sequential_steps: 1", "spike_persistence: -1s"] {
+            #expect(throws: SluiceError.self) { try ConfigurationLoader.parse("anomaly: { \(bad) }", source: "bad.yaml") }
+        }
+        #expect(throws: SluiceError.self) { try ConfigurationLoader.parse("anomaly: { responses: { failure_surge: { action: block, ttl: 1m } } }", source: "bad.yaml") }
+    }
+
     @Test("a full file is read: listeners, limits, tenants, durations, per-limit algorithms")
     func fullFile() throws {
         let configuration = try ConfigurationLoader.parse("""

@@ -10,7 +10,9 @@ extension Reader {
         let keys: Set = ["spike_factor", "spike_minimum_rate", "enumeration_distinct_ids", "failures_per_ip", "failed_subjects_per_ip",
                          "sources_per_subject", "failures_per_subject", "subjects_per_ip", "max_subjects", "max_sources", "traffic_factor",
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
-                         "alert_log", "responses", "webhook"]
+                         "alert_log", "responses", "webhook", "spike_persistence", "new_subject_persistence", "peak_factor",
+                         "peer_quantile", "peer_margin", "peer_minimum_minutes", "sequential_steps", "sustained_distinct",
+                         "failure_surge_minimum", "failure_surge_factor", "surge_sources", "alert_budget_per_hour"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
             let path = "anomaly.\(key)"
             switch key {
@@ -30,6 +32,18 @@ extension Reader {
             case "warmup": settings.warmupMs = try duration(value, path, 0...86_400_000_000_000) / 1_000_000
             case "subject_warmup": settings.subjectWarmupMs = try duration(value, path, 1_000_000_000...86_400_000_000_000) / 1_000_000
             case "new_subject_factor": settings.newSubjectFactor = try number(value, path, 1...1_000)
+            case "spike_persistence": settings.spikePersistenceMs = try duration(value, path, 0...3_600_000_000_000) / 1_000_000
+            case "new_subject_persistence": settings.newSubjectPersistenceMs = try duration(value, path, 0...3_600_000_000_000) / 1_000_000
+            case "peak_factor": settings.peakFactor = try number(value, path, 0...1_000)
+            case "peer_quantile": settings.peerQuantile = try number(value, path, 0.5...0.99999)
+            case "peer_margin": settings.peerMargin = try number(value, path, 1...1_000)
+            case "peer_minimum_minutes": settings.peerMinimumSamples = try number(value, path, 1...1_000_000_000)
+            case "sequential_steps": settings.sequentialSteps = try number(value, path, 2...1_000_000)
+            case "sustained_distinct": settings.sustainedDistinct = try number(value, path, 1...1_000_000)
+            case "failure_surge_minimum": settings.failureSurgeMinimum = try number(value, path, 1...100_000_000)
+            case "failure_surge_factor": settings.failureSurgeFactor = try number(value, path, 1.5...1_000)
+            case "surge_sources": settings.surgeSources = try number(value, path, 0...100_000_000)
+            case "alert_budget_per_hour": settings.alertBudgetPerHour = try number(value, path, 0.1...1_000_000)
             case "responses": configuration.anomalyResponses = try readAnomalyResponses(value, path)
             case "webhook":
                 var webhook: WebhookSettings?

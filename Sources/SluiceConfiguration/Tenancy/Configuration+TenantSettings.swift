@@ -79,6 +79,8 @@ extension Configuration {
                 case "enumeration_distinct_ids": own.enumerationDistinctIds = Int(value)
                 case "sources_per_subject": own.sourcesPerSubject = Int(value)
                 case "failures_per_subject": own.failuresPerSubject = Int(value)
+                case "sequential_steps": own.sequentialSteps = value
+                case "sustained_distinct": own.sustainedDistinct = value
                 default: own.newSubjectFactor = value
                 }
             }
@@ -95,6 +97,7 @@ extension Configuration {
         ("spike_factor", 1.5...1_000, false), ("spike_minimum_rate", 0.01...1_000_000, false),
         ("enumeration_distinct_ids", 2...255, true), ("sources_per_subject", 2...255, true),
         ("failures_per_subject", 2...60_000, true), ("new_subject_factor", 1...1_000, false),
+        ("sequential_steps", 2...1_000_000, false), ("sustained_distinct", 1...1_000_000, false),
     ]
 
     /// Whether `feature` is enabled globally or for any declared tenant.
