@@ -36,10 +36,12 @@ struct Replay: AsyncParsableCommand {
         let started = Date()
         var lines: [String] = []
         var rows = 0
+        var highestBudget = 1.0
         do {
         try TraceReader.forEachRow(path: trace) { row in
             rows += 1
             let raised = detector.observe(CheckEvent(row))
+            highestBudget = max(highestBudget, detector.budget)
             for alert in raised { lines.append(alert.jsonLine) }
         }
         } catch let error as TraceError {
@@ -48,9 +50,9 @@ struct Replay: AsyncParsableCommand {
         let seconds = Date().timeIntervalSince(started)
         try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)
         let tracked = detector.tracked
-        FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end\n",
+        FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s (%.0f rows/s, decompression included); %d subjects and %d sources tracked at the end; alert budget factor %.2f (highest %.2f)\n",
                                                    rows, lines.count, seconds, Double(rows) / max(seconds, 1e-9), tracked.subjects,
-                                                   tracked.sources).utf8))
+                                                   tracked.sources, detector.budget, highestBudget).utf8))
         if peers {
             print("peer group                                     minutes   hits/min  distinct/min  sustained/min  (p99.9)")
             func show(_ value: Double?) -> String { value.map { String(format: "%.1f", $0) } ?? "-" }

@@ -102,3 +102,44 @@ extension AnomalyPeerTests {
         #expect(detector.budget > 1)
     }
 }
+
+extension AnomalyPeerTests {
+    /// Users logging in over an hour, a few mistyping: the failures of known subjects.
+    static func logins(from: Int64, to: Int64) -> [CheckEvent] {
+        stride(from: from, to: to, by: 2_000).flatMap { time -> [CheckEvent] in
+            let user = Int(time / 2_000 % 300)
+            let ip = "198.51.\(user / 250).\(user % 250)"
+            var rows = [CheckEvent(timestampMs: time, tenant: "t", subject: "user\(user)", ip: ip, route: "POST /login",
+                                   status: user % 40 == 0 ? 401 : 200)]
+            rows.append(.init(timestampMs: time + 500, tenant: "t", subject: "user\(user)", ip: ip, route: "GET /home", status: 200))
+            return rows
+        }
+    }
+
+    @Test func stuffingSpreadOverHundredsOfAddressesIsAFailureSurgeButAFewBusyAddressesAreNot() {
+        let detector = AnomalyDetector(settings: settings)
+        var rows = Self.logins(from: Self.t0, to: Self.t0 + 60 * Self.minute)
+        // 400 addresses, each trying two names from a list once, over 20 minutes.
+        let thin = Self.t0 + 30 * Self.minute
+        for index in 0..<800 {
+            rows.append(.init(timestampMs: thin + Int64(index) * 1_500, tenant: "t", subject: "list-\(index)", ip: "203.0.\(index / 2 / 200).\(index / 2 % 200)",
+                              route: "POST /login", status: 401))
+        }
+        let alerts = AnomalyDetectorTests.run(detector, rows)
+        let surges = alerts.filter { $0.kind == "failure_surge" }
+        #expect(surges.first.map { $0.scope == .global && $0.timestampMs - thin <= 3 * Self.minute } == true, "\(alerts)")
+        #expect(surges.first?.detail.contains("for subjects not seen before") == true)
+        #expect(!alerts.contains { $0.scope == .ip }, "no address stands out: \(alerts)")
+
+        // Four addresses at 2 attempts a second each: their own (address) alerts, no global one.
+        let concentrated = AnomalyDetector(settings: settings)
+        var busy = Self.logins(from: Self.t0, to: Self.t0 + 60 * Self.minute)
+        for index in 0..<4_000 {
+            busy.append(.init(timestampMs: thin + Int64(index) * 125, tenant: "t", subject: "list-\(index)", ip: "192.0.2.\(index % 4)",
+                              route: "POST /login", status: 401))
+        }
+        let raised = AnomalyDetectorTests.run(concentrated, busy)
+        #expect(!raised.contains { $0.scope == .global }, "\(raised.filter { $0.scope == .global })")
+        #expect(Set(raised.filter { $0.kind == "credential_stuffing" }.compactMap(\.ip)).count == 4)
+    }
+}

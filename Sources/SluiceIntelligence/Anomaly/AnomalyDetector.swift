@@ -96,10 +96,10 @@ public struct AnomalySettings: Sendable, Equatable {
     public var sequentialSteps = 20.0
     /// Sustained scraping: distinct resources per minute averaged over about 5 minutes.
     public var sustainedDistinct = 16.0
-    /// Diffuse failures: failed outcomes in 30 s from addresses that failed at most twice in
-    /// their 5 minutes (credential stuffing spread over hundreds of addresses), at least this
-    /// many and `failureSurgeFactor` times their normal.
-    public var failureSurgeMinimum = 8.0
+    /// Diffuse failures: addresses failing for the first time in 5 to 10 minutes, for subjects
+    /// not seen before, over the last 6 minutes (credential stuffing spread over hundreds of
+    /// addresses): at least this many and `failureSurgeFactor` times their normal.
+    public var failureSurgeMinimum = 20.0
     public var failureSurgeFactor = 8.0
     /// The alert budget: subject alerts an hour that ordinary traffic may raise. Every subject's
     /// minute has a score (its highest signal against its threshold); the scores of the last
@@ -264,9 +264,9 @@ public final class AnomalyDetector {
         var failures: UInt32 = 0
         /// Smoothed hits per second over about 30 minutes: the subject's own normal.
         var baseline: Float = 0
-        /// The highest 30 s rate (hits/s) of its bursts that ended on their own within
-        /// `spikePersistence`: its own spread, so a partner's batch job is its normal. Fades by
-        /// half every 6 hours.
+        /// The 30 s rate (hits/s) its bursts reach: a running average of the highest rates of the
+        /// bursts that ended on their own, quicker to rise than to fall. Its own spread, so a
+        /// partner's batch job is its normal. Fades by half every 6 hours.
         var peak: Float = 0
         /// The highest rate of the burst under way, and when it crossed the threshold (`never`: none).
         var burstMax: Float = 0
@@ -316,12 +316,15 @@ public final class AnomalyDetector {
         var windowOutcomes: UInt32 = 0
         var windowFailures: UInt32 = 0
         var windowSubjects: Set<UInt64> = []
+        /// Failures in the 5 minutes before the current ones (0 if those were further back).
+        var previousFailures: UInt32 = 0
 
         init(window: Int64) { self.window = window }
 
         /// Counts an outcome (and the subject, if it failed), starting a new window when due.
         func count(failed: Bool, subject: UInt64, at now: Int64) {
             if now / 300_000 > window {
+                previousFailures = now / 300_000 == window + 1 ? windowFailures : 0
                 window = now / 300_000
                 windowOutcomes = 0
                 windowFailures = 0
@@ -363,6 +366,8 @@ public final class AnomalyDetector {
     var newSources = Window()
     var diffusePending: UInt32 = 0
     var lastGlobalAlert: Int64 = AnomalyDetector.never
+    /// The failure surge's own cooldown: a stuffing under way does not hide a botnet's surge.
+    var lastFailureSurge: Int64 = AnomalyDetector.never
     var lastSweep: Int64 = 0
     /// Hits of subjects without a record (over `maxSubjects`) in the current 30 s, and the
     /// window's number: a sketch of 64 Ki × 4 counters (1 MiB).
@@ -522,7 +527,9 @@ public final class AnomalyDetector {
         let alerted = subject.lastAlert >= last * 60_000
         // The budget counts new incidents: not the minutes of a subject alerted on within the
         // hour before (a scraper at work for hours), nor a second alert within an hour.
-        if alerted ? !subject.realerted : subject.lastAlert < last * 60_000 - Self.incidentMs {
+        // Nor the warm-up's minutes, when nothing alerts and every subject is new.
+        if last * 60_000 - (start ?? 0) >= settings.warmupMs,
+           alerted ? !subject.realerted : subject.lastAlert < last * 60_000 - Self.incidentMs {
             scores.add(Double(subject.minuteScore) * 100, at: now, halfLife: Self.budgetHalfLifeMs)
         }
         subject.minuteScore = 0
@@ -541,7 +548,10 @@ public final class AnomalyDetector {
                                          peerThreshold(\.distinct, of: Int(subject.group)) ?? 0)
         if !over || gap > 1 { subject.enumerationSince = Self.never }
         subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settledThen)
-        subject.sources.close(floor: Double(settings.sourcesPerSubject), factor: settings.spikeFactor / 2, settled: settledThen)
+        // A new subject's addresses are not learned past their threshold either: a key leaked
+        // on its first day must not teach itself that a hundred places are its normal.
+        subject.sources.close(floor: Double(settings.sourcesPerSubject) * (settledThen ? 1 : settings.newSubjectFactor),
+                              factor: settings.spikeFactor / 2, settled: true)
         subject.outcomes = 0
         subject.failures = 0
         subject.minuteHits = 0
@@ -644,6 +654,7 @@ public final class AnomalyDetector {
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
         let subjectKey = Self.subjectKey(observation)
+        let knownSubject = subjects[subjectKey].map { now - $0.firstSeen > 5 * 60_000 } ?? false
         if var subject = subjects[subjectKey] ?? (failed && mayTrack(subjectKey, of: observation.tenant) ? newSubject(observation) : nil) {
             if let alert = roll(&subject, to: minute, settled: settled(subject.firstSeen, now), observation: observation) { alerts.append(alert) }
             subject.lastSeen = max(subject.lastSeen, now)
@@ -658,7 +669,8 @@ public final class AnomalyDetector {
         }
         roll(&source, to: minute)
         source.lastSeen = max(source.lastSeen, now)
-        if let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, source: &source, learning: learning) {
+        if let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, knownSubject: knownSubject, source: &source,
+                               learning: learning) {
             alerts.append(alert)
         }
         sources[ipKey] = source
@@ -684,14 +696,16 @@ public final class AnomalyDetector {
 
     /// Credential stuffing: many failures from one IP, naming many subjects: within a minute,
     /// or, slower, twice as many subjects within 5 minutes while most of its outcomes fail.
-    func outcome(of observation: CheckEvent, failed: Bool, subjectKey: UInt64, source: inout Source, learning: Bool) -> AnomalyAlert? {
+    func outcome(of observation: CheckEvent, failed: Bool, subjectKey: UInt64, knownSubject: Bool, source: inout Source,
+                 learning: Bool) -> AnomalyAlert? {
         let now = observation.timestampMs
         guard let log = source.failures ?? (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
         source.failures = log
         log.count(failed: failed, subject: subjectKey, at: now)
-        // Few failures from this address: if many addresses fail that way at once, it is a
-        // stuffing spread thin (``failureSurge(now:learning:)``).
-        if failed, log.windowFailures <= 2 { diffusePending &+= 1 }
+        // This address's first failure in 5 to 10 minutes, for a subject not seen before (a name
+        // from a list, not one of the service's users mistyping): if many addresses fail that
+        // way at once, it is a stuffing spread thin (``failureSurge(now:learning:)``).
+        if failed, !knownSubject, log.windowFailures &+ log.previousFailures == 1 { diffusePending &+= 1 }
         guard failed, !learning, now - source.lastAlert >= settings.cooldownMs else { return nil }
         let fast = Int(log.minuteFailures) >= settings.failuresPerIP && log.minuteSubjects.count >= settings.failedSubjectsPerIP
         let slow = log.windowSubjects.count >= settings.failedSubjectsPerIP && 2 * log.windowFailures >= log.windowOutcomes
@@ -710,13 +724,18 @@ public final class AnomalyDetector {
     func failureSurge(now: Int64, learning: Bool) -> AnomalyAlert? {
         let value = diffusePending
         diffusePending = 0
-        let total = diffuseFailures.add(value, bucket: now / Self.bucketMs, learning: learning, factor: settings.failureSurgeFactor)
-        guard !learning, now - lastGlobalAlert >= 2 * settings.cooldownMs, total >= settings.failureSurgeMinimum,
+        // Buckets of a minute: the window is 6 minutes.
+        let total = diffuseFailures.add(value, bucket: now / 60_000, learning: learning, factor: settings.failureSurgeFactor)
+        // Under way: the last minute or two hold their share too (not a surge that has ended
+        // and lingers in the window).
+        let recent = Double(diffuseFailures.window.latest(2, at: now / 60_000))
+        guard !learning, now - lastFailureSurge >= 2 * settings.cooldownMs, total >= settings.failureSurgeMinimum,
+              recent >= settings.failureSurgeMinimum / 3,
               total >= settings.failureSurgeFactor * max(1, diffuseFailures.normal) else { return nil }
-        lastGlobalAlert = now
+        lastFailureSurge = now
         return AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "failure_surge",
                             score: total / max(1, diffuseFailures.normal),
-                            detail: String(format: "%.0f failed requests in 30 s from addresses that each failed at most twice in 5 minutes, against a normal of %.1f (threshold %.0f× and at least %.0f): credential stuffing spread thin",
+                            detail: String(format: "%.0f addresses in 6 minutes each failing for the first time in 5 to 10 minutes, for subjects not seen before, against a normal of %.1f (threshold %.0f× and at least %.0f): credential stuffing spread thin",
                                            total, diffuseFailures.normal, settings.failureSurgeFactor, settings.failureSurgeMinimum))
     }
 
@@ -781,7 +800,8 @@ public final class AnomalyDetector {
                                                           source.subjects.normal)))
                 }
             }
-            if withOutcome, let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, source: &source, learning: learning) {
+            if withOutcome, let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, knownSubject: knownSubject,
+                                                source: &source, learning: learning) {
                 alerts.append(alert)
             }
             if let sourceIndex { sources.values[sourceIndex] = source } else { sources[ipKey] = source }
@@ -911,11 +931,16 @@ public final class AnomalyDetector {
             }
             subject.burstMax = max(subject.burstMax, Float(rate))
         } else {
-            if subject.spikeSince != Self.never, subject.lastAlert < subject.spikeSince || now - subject.spikeSince <= Self.learnableBurstMs {
-                // Over before it held, or while learning, or within a few minutes even if it was
-                // alerted on: the subject's own spread, as a batch job's run (a flood that matters
-                // goes on for longer, and is not learned).
-                subject.peak = max(subject.peak, subject.burstMax)
+            let quietBefore = subject.lastAlert < subject.spikeSince - settings.cooldownMs
+            let firstAndShort = subject.lastAlert >= subject.spikeSince && !subject.realerted && now - subject.spikeSince <= Self.learnableBurstMs
+            if subject.spikeSince != Self.never, quietBefore || firstAndShort {
+                // Over before it held (or while learning), with no alert near it; or a first
+                // alert's burst that ended within a few minutes: the subject's own spread, as a
+                // batch job's run. Not the lulls of a flood under way (alerted on, or near an
+                // alert). Half way towards a higher burst, an eighth towards a lower one: one
+                // lucky burst does not double the threshold for hours.
+                let burst = subject.burstMax
+                subject.peak += (burst - subject.peak) * (burst > subject.peak ? 0.5 : 0.125)
             }
             subject.spikeSince = Self.never
             // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.

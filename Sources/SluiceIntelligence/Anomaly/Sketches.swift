@@ -72,3 +72,81 @@ public struct CountMinSketch: Sendable, Equatable {
     /// Bytes of counters.
     public var bytes: Int { counters.count * MemoryLayout<UInt32>.stride }
 }
+
+/// The heaviest keys of a stream in bounded memory (space-saving, Metwally, Agrawal and El
+/// Abbadi): `capacity` counters; a new key, when all are taken, replaces the smallest and
+/// inherits its count as its possible overcount. Every key whose true count exceeds N/capacity
+/// is kept, and a kept key's count overstates its true count by at most its `error`.
+/// Updates are O(log capacity): the counters are a binary min-heap with each key's position.
+public struct SpaceSaving<Key: Hashable> {
+    public struct Entry {
+        public var key: Key
+        public var count: UInt64
+        /// How much of `count` may belong to the keys it replaced.
+        public var error: UInt64
+    }
+
+    public let capacity: Int
+    var heap: [Entry] = []
+    var position: [Key: Int] = [:]
+    /// Everything added.
+    public private(set) var total: UInt64 = 0
+
+    public init(capacity: Int) {
+        self.capacity = max(1, capacity)
+        heap.reserveCapacity(self.capacity)
+    }
+
+    /// Adds `count` to `key`.
+    public mutating func add(_ key: Key, count: UInt64 = 1) {
+        total &+= count
+        if let index = position[key] {
+            heap[index].count &+= count
+            siftDown(index)
+        } else if heap.count < capacity {
+            heap.append(Entry(key: key, count: count, error: 0))
+            position[key] = heap.count - 1
+            siftUp(heap.count - 1)
+        } else {
+            let smallest = heap[0]
+            position[smallest.key] = nil
+            heap[0] = Entry(key: key, count: smallest.count &+ count, error: smallest.count)
+            position[key] = 0
+            siftDown(0)
+        }
+    }
+
+    /// The `count` heaviest keys, heaviest first.
+    public func top(_ count: Int) -> [Entry] {
+        Array(heap.sorted { $0.count > $1.count }.prefix(count))
+    }
+
+    mutating func siftUp(_ start: Int) {
+        var child = start
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].count < heap[parent].count else { return }
+            swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func siftDown(_ start: Int) {
+        var parent = start
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < heap.count, heap[left].count < heap[smallest].count { smallest = left }
+            if right < heap.count, heap[right].count < heap[smallest].count { smallest = right }
+            guard smallest != parent else { return }
+            swapAt(parent, smallest)
+            parent = smallest
+        }
+    }
+
+    mutating func swapAt(_ a: Int, _ b: Int) {
+        heap.swapAt(a, b)
+        position[heap[a].key] = a
+        position[heap[b].key] = b
+    }
+}
