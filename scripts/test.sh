@@ -43,8 +43,8 @@ echo "== the HTTP/JSON API (checked against docs/openapi.json)"
   "$venv/bin/pip" install -q "jsonschema==4.*" "openapi-spec-validator==0.7.*"
 SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/http
 
-echo "== the second trace generator (scripts/traces/gen_field.py)"
-"$venv/bin/python" -m unittest discover -s tests/traces
+echo "== the second trace generator (scripts/traces/gen_field.py), and sluicectl report in headless Chromium"
+SLUICECTL=$(swift build --show-bin-path)/sluicectl "$venv/bin/python" -m unittest discover -s tests/traces
 
 # A short run of every fuzz target from its checked-in corpus (docs/FUZZING.md): about a minute,
 # after a build of its own (.build-fuzz). SLUICE_SKIP_FUZZ=1 leaves it out of a local run.

@@ -11,7 +11,7 @@ struct Sluicectl: AsyncParsableCommand {
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
         subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, TiersCommand.self, Flags.self,
-                      Replay.self, Alerts.self, StoreCommand.self, TokenCommand.self]
+                      Replay.self, Report.self, Alerts.self, StoreCommand.self, TokenCommand.self]
     )
 }
 

@@ -86,7 +86,7 @@ struct PeerGroup {
 
 /// The peer groups, at most `capacity`; past that, new kinds share group 0, whose quantiles
 /// then describe a mixture (conservative: higher than most of its members').
-struct PeerGroups {
+public struct PeerGroups {
     static let capacity = 4_096
     var index: [UInt64: UInt16] = [0: 0]
     var groups: [PeerGroup] = [PeerGroup()]
@@ -112,7 +112,7 @@ struct PeerGroups {
     }
 
     /// A route's kind: its method and first path segment (`GET /catalog/items/7` → `GET /catalog`).
-    static func routeKind(_ route: String) -> Substring {
+    public static func routeKind(_ route: String) -> Substring {
         let utf8 = route.utf8
         guard let space = utf8.firstIndex(of: UInt8(ascii: " ")) else { return Substring(route) }
         var end = utf8.index(after: space)
@@ -136,6 +136,13 @@ public struct PeerGroupSummary: Sendable {
 }
 
 extension AnomalyDetector {
+    /// The subjects' minutes' scores the alert budget keeps (fading, about the last hour): each
+    /// bin's upper score and its minutes, with the budget's factor (the alert threshold is the
+    /// larger of it and 1).
+    public var scoreDistribution: (bins: [(score: Double, minutes: Double)], threshold: Double) {
+        ((1..<FadingLogHistogram.bins).map { (FadingLogHistogram.upperEdge($0) / 100, Double(scores[$0])) }, budget)
+    }
+
     /// The peer groups, busiest first.
     public var peerGroups: [PeerGroupSummary] {
         let minimum = Float(settings.peerMinimumSamples)
