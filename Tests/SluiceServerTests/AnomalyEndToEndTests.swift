@@ -71,6 +71,8 @@ import Testing
             #expect(sample("sluice_anomaly_alerts_total{kind=\"credential_stuffing\"}", in: body) == 1)
             #expect(sample("sluice_anomaly_alerts_total{kind=\"rate_spike\"}", in: body) == 1)
             #expect(sample("sluice_anomaly_alerts_total{kind=\"brute_force\"}", in: body) == 0)
+            #expect(sample("sluice_anomaly_tenant_alerts_total{tenant=\"(default)\",kind=\"rate_spike\"}", in: body) == 1)
+            #expect(sample("sluice_anomaly_tenant_alerts_total{tenant=\"(default)\",kind=\"credential_stuffing\"}", in: body) == 1)
             #expect(sample("sluice_anomaly_tracked{entity=\"subject\"}", in: body) == 21, "the victims and the key")
             #expect(sample("sluice_anomaly_untracked_total{entity=\"subject\"}", in: body) == 0)
             // Bad outcomes are refused whole, with the index of the first bad one.

@@ -26,6 +26,9 @@ final class AnomalyService: Sendable {
     struct State: @unchecked Sendable {
         var detector: AnomalyDetector
         var alertsByKind: [String: UInt64] = [:]
+        /// Alerts by tenant label (a declared tenant, `(default)`, `(none)` for global alerts,
+        /// `(undeclared)` for any other: bounded by the configuration) and kind.
+        var alertsByTenant: [String: [String: UInt64]] = [:]
         var recent: [AnomalyAlert] = []
         var log: FileHandle?
         var logPath: String?
@@ -136,6 +139,8 @@ final class AnomalyService: Sendable {
             guard !alerts.isEmpty else { return }
             for alert in alerts {
                 state.alertsByKind[alert.kind, default: 0] &+= 1
+                let tenant = alert.tenant.map { $0.isEmpty ? "(default)" : configuration.tenants[$0] != nil ? $0 : "(undeclared)" } ?? "(none)"
+                state.alertsByTenant[tenant, default: [:]][alert.kind, default: 0] &+= 1
                 logger.warning("anomaly", metadata: ["anomaly.kind": "\(alert.kind)", "anomaly.scope": "\(alert.scope.rawValue)",
                                                      "anomaly.subject": "\(alert.subject ?? "")", "anomaly.ip": "\(alert.ip ?? "")",
                                                      "anomaly.detail": "\(alert.detail)"])
@@ -363,6 +368,7 @@ final class AnomalyService: Sendable {
 
     /// Alerts raised since start, by kind.
     var alertsByKind: [String: UInt64] { state.withLockedValue { $0.alertsByKind } }
+    var alertsByTenant: [String: [String: UInt64]] { state.withLockedValue { $0.alertsByTenant } }
 
     /// The most recent alerts, oldest first.
     var recent: [AnomalyAlert] { state.withLockedValue { $0.recent } }

@@ -262,6 +262,13 @@ final class MetricsExporter: Sendable {
             for kind in AnomalyResponseBook.kinds.sorted() {
                 counter("sluice_anomaly_alerts_total", "Anomaly alerts raised, by kind.", [("kind", kind)], anomaly.alertsByKind[kind] ?? 0)
             }
+            for (tenant, kinds) in anomaly.alertsByTenant.sorted(by: { $0.key < $1.key }) {
+                for (kind, count) in kinds.sorted(by: { $0.key < $1.key }) {
+                    counter("sluice_anomaly_tenant_alerts_total",
+                            "Anomaly alerts raised, by tenant (a declared one, (default), (none) for global alerts, (undeclared) for others) and kind.",
+                            [("tenant", tenant), ("kind", kind)], count)
+                }
+            }
             let webhook = anomaly.webhook.counts
             for (result, value) in [("delivered", webhook.delivered), ("failed", webhook.failed), ("dropped", webhook.dropped)] {
                 counter("sluice_anomaly_webhook_alerts_total", "Alerts POSTed to anomaly.webhook: delivered, failed after every retry, or dropped (queue full).",
