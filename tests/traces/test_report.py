@@ -44,7 +44,8 @@ class ReportTests(unittest.TestCase):
     def test_the_page_is_written_and_opens_offline(self):
         self.assertEqual(self.report.returncode, 0, self.report.stderr)
         self.assertIn("report written to", self.report.stderr)
-        html = open(self.page, encoding="utf-8").read()
+        with open(self.page, encoding="utf-8") as page:
+            html = page.read()
         self.assertNotIn("http://", html.replace('xmlns="http://www.w3.org/2000/svg"', ""), "nothing is fetched")
         self.assertNotIn("https://", html)
         with open(self.alerts) as alerts:
