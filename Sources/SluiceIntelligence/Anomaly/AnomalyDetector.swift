@@ -212,9 +212,9 @@ public final class AnomalyDetector {
 
         /// Ends the minute. It is a sample of the normal if anything was counted, unless it was
         /// an anomaly (while the entity is new, every minute is a sample).
-        mutating func close(floor: Double, factor: Double, settled: Bool) {
+        mutating func close(floor: Double, factor: Double, settled: Bool, learn: Bool = true) {
             let closed = counter.estimate
-            if closed > 0, closed < threshold(floor: floor, factor: factor) || !settled {
+            if learn, closed > 0, closed < threshold(floor: floor, factor: factor) || !settled {
                 normal += (Float(closed) - normal) / (samples == 0 ? 1 : 30)
                 samples &+= 1
             }
@@ -550,8 +550,10 @@ public final class AnomalyDetector {
         subject.ids.close(floor: Double(settings.enumerationDistinctIds), factor: settings.spikeFactor / 2, settled: settledThen)
         // A new subject's addresses are not learned past their threshold either: a key leaked
         // on its first day must not teach itself that a hundred places are its normal.
+        // Nor is its first minute, seen only in part: a key leaked to a hundred places would
+        // learn a few dozen as its normal, and four times that is more than a full minute reaches.
         subject.sources.close(floor: Double(settings.sourcesPerSubject) * (settledThen ? 1 : settings.newSubjectFactor),
-                              factor: settings.spikeFactor / 2, settled: true)
+                              factor: settings.spikeFactor / 2, settled: true, learn: last * 60_000 > subject.firstSeen)
         subject.outcomes = 0
         subject.failures = 0
         subject.minuteHits = 0
