@@ -143,3 +143,21 @@ extension AnomalyPeerTests {
         #expect(Set(raised.filter { $0.kind == "credential_stuffing" }.compactMap(\.ip)).count == 4)
     }
 }
+
+extension AnomalyPeerTests {
+    @Test func aSurgesShapeNamesItsPrefixesAndRoutes() {
+        #expect(SurgeShape.prefix("203.0.113.77") == "203.0.113.0/24")
+        #expect(SurgeShape.prefix("2001:db8:1234:5::1") == "2001:db8:1234::/48")
+        #expect(SurgeShape.prefix("2001:db8::1") == "2001:db8:0::/48")
+        #expect(SurgeShape.prefix("not an address") == "not an address")
+        var shape = SurgeShape()
+        for index in 0..<800 {
+            let ip = index % 5 == 0 ? "198.51.100.\(index % 250)" : "203.0.\(index % 200).\(index % 7)"
+            shape.count(.init(timestampMs: Self.t0 + Int64(index), tenant: "t", subject: "ip:\(ip)", ip: ip,
+                              route: index % 3 == 0 ? "GET /search?q=\(index)" : "GET /"), at: Self.t0 + Int64(index))
+        }
+        // A fifth of the requests from one /24, the rest spread; a third on /search (one in 8 counted).
+        #expect(shape.summary.contains("198.51.100.0/24 20 %"), "\(shape.summary)")
+        #expect(shape.summary.contains("GET /search 34 %") && shape.summary.contains("GET / 66 %"), "\(shape.summary)")
+    }
+}

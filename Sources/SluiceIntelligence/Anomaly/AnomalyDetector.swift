@@ -364,6 +364,8 @@ public final class AnomalyDetector {
     var diffuseFailures = GlobalRate()
     /// Addresses first seen, per 5 s over the last 30 s.
     var newSources = Window()
+    /// Where the requests of new sources come from and go (prefixes, routes): the surge's shape.
+    var surgeShape = SurgeShape()
     var diffusePending: UInt32 = 0
     var lastGlobalAlert: Int64 = AnomalyDetector.never
     /// The failure surge's own cooldown: a stuffing under way does not hide a botnet's surge.
@@ -818,6 +820,7 @@ public final class AnomalyDetector {
 
         // Global: requests from young sources, and all requests, each against its normal.
         let cost = UInt32(clamping: observation.cost)
+        if youngShare > 0 { surgeShape.count(observation, at: now) }
         let youngTotal = youngRequests.add(youngShare, bucket: bucket, learning: learning, factor: settings.surgeFactor)
         let allTotal = allRequests.add(cost, bucket: bucket, learning: learning, factor: settings.trafficFactor)
         if !learning, now - lastGlobalAlert >= 2 * settings.cooldownMs {
@@ -826,7 +829,7 @@ public final class AnomalyDetector {
                 lastGlobalAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "new_source_surge",
                                            score: youngTotal / max(1, youngRequests.normal),
-                                           detail: "\(Int(youngTotal)) requests in 30 s from addresses first seen in the last 5 minutes, by subjects as new as they are (normal \(Int(youngRequests.normal)), threshold \(Int(settings.surgeFactor))× and at least \(Int(settings.surgeMinimum)))"))
+                                           detail: "\(Int(youngTotal)) requests in 30 s from addresses first seen in the last 5 minutes, by subjects as new as they are (normal \(Int(youngRequests.normal)), threshold \(Int(settings.surgeFactor))× and at least \(Int(settings.surgeMinimum))), \(newSources.total(at: bucket)) of the addresses new in those 30 s; " + surgeShape.summary))
             } else if allTotal >= settings.surgeMinimum, allTotal >= settings.trafficFactor * max(1, allRequests.normal) {
                 lastGlobalAlert = now
                 alerts.append(AnomalyAlert(timestampMs: now, scope: .global, subject: nil, ip: nil, tenant: nil, kind: "traffic_surge",

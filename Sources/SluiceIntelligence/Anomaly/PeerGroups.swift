@@ -155,3 +155,58 @@ extension AnomalyDetector {
         }.sorted { $0.minutes > $1.minutes }
     }
 }
+
+/// The shape of the requests from new sources over the last minute or so: their address prefixes
+/// (IPv4 /24, IPv6 /48) and routes (method and first path segment), in two small space-saving
+/// sketches started afresh every minute (the last full minute is kept beside the current one).
+/// A surge from a few prefixes can be blocked by prefix; one spread over thousands cannot, and
+/// the routes it hits say what it is after. One request in `sampling` is counted: a botnet's
+/// flood is most of the rows, and the shares need no more.
+struct SurgeShape {
+    static let capacity = 32
+    static let sampling: UInt32 = 8
+    var seen: UInt32 = 0
+    var minute: Int64 = -1
+    var prefixes = SpaceSaving<String>(capacity: capacity)
+    var routes = SpaceSaving<String>(capacity: capacity)
+    var last: (prefixes: SpaceSaving<String>, routes: SpaceSaving<String>)?
+
+    mutating func count(_ observation: CheckEvent, at now: Int64) {
+        seen &+= 1
+        guard seen % Self.sampling == 1 else { return }
+        if now / 60_000 != minute {
+            last = minute == now / 60_000 - 1 ? (prefixes, routes) : nil
+            minute = now / 60_000
+            prefixes = SpaceSaving(capacity: Self.capacity)
+            routes = SpaceSaving(capacity: Self.capacity)
+        }
+        prefixes.add(Self.prefix(observation.ip))
+        routes.add(String(PeerGroups.routeKind(observation.route)))
+    }
+
+    /// An address's /24 (IPv4) or /48 (IPv6), as text; the address itself if it is neither.
+    static func prefix(_ ip: String) -> String {
+        if ip.contains(":") {
+            var groups = ip.split(separator: ":", omittingEmptySubsequences: false).prefix(3).map(String.init)
+            if let gap = groups.firstIndex(of: "") { groups = Array(groups[..<gap]) }
+            while groups.count < 3 { groups.append("0") }
+            return groups.joined(separator: ":") + "::/48"
+        }
+        let octets = ip.split(separator: ".")
+        guard octets.count == 4 else { return ip }
+        return octets.prefix(3).joined(separator: ".") + ".0/24"
+    }
+
+    /// The busiest prefixes and routes with their shares, in words.
+    var summary: String {
+        func shares(_ sketch: SpaceSaving<String>, _ other: SpaceSaving<String>?) -> String {
+            var merged: [String: UInt64] = [:]
+            for entry in sketch.top(Self.capacity) { merged[entry.key, default: 0] += entry.count }
+            for entry in other?.top(Self.capacity) ?? [] { merged[entry.key, default: 0] += entry.count }
+            let total = max(1, sketch.total + (other?.total ?? 0))
+            return merged.sorted { $0.value > $1.value }.prefix(3)
+                .map { "\($0.key) \(Int((Double($0.value) / Double(total) * 100).rounded())) %" }.joined(separator: ", ")
+        }
+        return "busiest prefixes: \(shares(prefixes, last?.prefixes)); routes: \(shares(routes, last?.routes))"
+    }
+}
