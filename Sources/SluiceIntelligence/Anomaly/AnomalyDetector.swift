@@ -516,12 +516,13 @@ public final class AnomalyDetector {
         let last = subject.lastSeen / 60_000
         guard minute > last else { return nil }
         let now = observation.timestampMs
+        let own = settings.forSubjects(of: observation.tenant)
         let closedDistinct = subject.ids.counter.estimate
         let gap = Double(minute - last)
         // About 5 minutes: the closed minute weighs 1 - d, then each silent minute fades it. A
         // minute counts for at most twice the floor, so that one burst is not a sustained pace.
         let fade = 0.8187307530779818  // exp(-1/5)
-        let capped = min(closedDistinct, 2 * max(settings.forSubjects(of: observation.tenant).sustainedDistinct,
+        let capped = min(closedDistinct, 2 * max(own.sustainedDistinct,
                                                   peerThreshold(\.sustained, of: Int(subject.group)) ?? 0))
         subject.sustained = Float((Double(subject.sustained) * fade + capped * (1 - fade)) * pow(fade, gap - 1))
         subject.sequential *= Float(pow(0.5, gap))
@@ -545,7 +546,7 @@ public final class AnomalyDetector {
             peers.groups[group].sustained.add(Double(subject.sustained), at: now, halfLife: Self.peerHalfLifeMs)
         }
         let normalDistinct = Double(subject.ids.normal)
-        let over = closedDistinct >= max(subject.ids.threshold(floor: Double(settings.forSubjects(of: observation.tenant).enumerationDistinctIds),
+        let over = closedDistinct >= max(subject.ids.threshold(floor: Double(own.enumerationDistinctIds),
                                                                factor: settings.spikeFactor / 2),
                                          peerThreshold(\.distinct, of: Int(subject.group)) ?? 0)
         if !over || gap > 1 { subject.enumerationSince = Self.never }
@@ -563,7 +564,6 @@ public final class AnomalyDetector {
         let current = peers.group(tenant: observation.tenant, subject: observation.subject, route: observation.route)
         if peers.groups[Int(current)].hits.total > peers.groups[Int(subject.group)].hits.total { subject.group = current }
         guard gap == 1, now - (start ?? now) >= settings.warmupMs, now - subject.lastAlert >= settings.cooldownMs else { return nil }
-        let own = settings.forSubjects(of: observation.tenant)
         let peer = peerThreshold(\.sustained, of: Int(subject.group))
         let threshold = max(own.sustainedDistinct, settled ? own.spikeFactor / 2 * normalDistinct : 0, peer ?? 0)
         let sustained = Double(subject.sustained)
@@ -658,8 +658,9 @@ public final class AnomalyDetector {
         let minute = now / 60_000
         var alerts: [AnomalyAlert] = []
         let subjectKey = Self.subjectKey(observation)
-        let knownSubject = subjects[subjectKey].map { now - $0.firstSeen > 5 * 60_000 } ?? false
-        if var subject = subjects[subjectKey] ?? (failed && mayTrack(subjectKey, of: observation.tenant) ? newSubject(observation) : nil) {
+        let known = subjects[subjectKey]
+        let knownSubject = known.map { now - $0.firstSeen > 5 * 60_000 } ?? false
+        if var subject = known ?? (failed && mayTrack(subjectKey, of: observation.tenant) ? newSubject(observation) : nil) {
             if let alert = roll(&subject, to: minute, settled: settled(subject.firstSeen, now), observation: observation) { alerts.append(alert) }
             subject.lastSeen = max(subject.lastSeen, now)
             if let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
@@ -948,14 +949,10 @@ public final class AnomalyDetector {
                 subject.peak += (burst - subject.peak) * (burst > subject.peak ? 0.5 : 0.125)
             }
             subject.spikeSince = Self.never
-            // The baseline learns from what is not an anomaly: hits per second, smoothed over ~30 min.
-            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
-            let weight = min(1, elapsed / 1_800)
-            subject.baseline = Float(baseline + weight * (rate - baseline))
-            subject.lastBaselineUpdate = now
         }
-        if !settled, spiking {
-            // A subject without a normal learns from everything it sends.
+        if !spiking || !settled {
+            // The baseline learns from what is not an anomaly (and a subject without a normal
+            // from everything it sends): hits per second, smoothed over ~30 min.
             let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
             subject.baseline = Float(baseline + min(1, elapsed / 1_800) * (rate - baseline))
             subject.lastBaselineUpdate = now
