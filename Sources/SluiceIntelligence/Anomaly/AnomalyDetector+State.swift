@@ -37,7 +37,7 @@ extension AnomalyDetector {
             out.appendLittleEndian(rate.samples.bitPattern)
         }
         out.appendLittleEndian(UInt64(subjects.count))
-        for (key, subject) in subjects {
+        subjects.forEach { key, subject in
             out.appendLittleEndian(key)
             for value in [subject.lastBaselineUpdate, subject.firstSeen, subject.lastSeen, subject.lastAlert] {
                 out.appendLittleEndian(UInt64(bitPattern: value))
@@ -51,7 +51,7 @@ extension AnomalyDetector {
             out.appendLittleEndian(subject.sustained.bitPattern)
         }
         out.appendLittleEndian(UInt64(sources.count))
-        for (key, source) in sources {
+        sources.forEach { key, source in
             out.appendLittleEndian(key)
             for value in [source.firstSeen, source.lastSeen, source.lastAlert] { out.appendLittleEndian(UInt64(bitPattern: value)) }
             out.appendLittleEndian(source.subjects.normal.bitPattern)
@@ -99,8 +99,7 @@ extension AnomalyDetector {
             rates.append(rate)
         }
         let subjectCount = try Self.count(&reader, of: Self.subjectBytes(version: version))
-        var restoredSubjects: [UInt64: Subject] = [:]
-        restoredSubjects.reserveCapacity(min(subjectCount, settings.maxSubjects))
+        var restoredSubjects = RecordTable<Subject>(maxCount: settings.maxSubjects)
         for _ in 0..<subjectCount {
             let key: UInt64 = try reader.read()
             var subject = Subject(lastBaselineUpdate: try Self.time(&reader), firstSeen: try Self.time(&reader),
@@ -118,8 +117,7 @@ extension AnomalyDetector {
             if restoredSubjects.count < settings.maxSubjects { restoredSubjects[key] = subject }
         }
         let sourceCount = try Self.count(&reader, of: Self.sourceBytes)
-        var restoredSources: [UInt64: Source] = [:]
-        restoredSources.reserveCapacity(min(sourceCount, settings.maxSources))
+        var restoredSources = RecordTable<Source>(maxCount: settings.maxSources)
         for _ in 0..<sourceCount {
             let key: UInt64 = try reader.read()
             var source = Source(firstSeen: try Self.time(&reader), lastSeen: try Self.time(&reader))
@@ -160,6 +158,7 @@ extension AnomalyDetector {
         peers = restoredPeers
         subjects = restoredSubjects
         sources = restoredSources
+        failureLogs = [:]
         // Restored records are nobody's in the tenants' record quotas until they are forgotten.
         recordTenants = [:]
         recordCounts = [:]

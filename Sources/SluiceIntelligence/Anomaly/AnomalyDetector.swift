@@ -157,8 +157,13 @@ public final class AnomalyDetector {
     /// Counts in the last 6 buckets of 5 s, as a ring.
     struct Window {
         var counts = (UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0), UInt32(0))
-        /// The bucket number (timestamp / 5 s) of the newest count.
-        var newest: Int64 = 0
+        /// The bucket number (timestamp / 5 s, or a minute for the failure surge) of the newest
+        /// count; 32 bits hold buckets of 5 s until the year 2310.
+        var packedNewest: Int32 = 0
+        var newest: Int64 {
+            get { Int64(packedNewest) }
+            set { packedNewest = Int32(clamping: newValue) }
+        }
 
         mutating func add(_ value: UInt32, bucket: Int64) {
             advance(to: bucket)
@@ -170,13 +175,14 @@ public final class AnomalyDetector {
         }
 
         mutating func advance(to bucket: Int64) {
+            let newest = self.newest
             guard bucket > newest else { return }
             withUnsafeMutableBytes(of: &counts) { raw in
                 let slots = raw.bindMemory(to: UInt32.self)
                 let gap = min(Int64(AnomalyDetector.windowBuckets), bucket - newest)
                 for step in 1...gap { slots[Int((newest + step) % Int64(AnomalyDetector.windowBuckets))] = 0 }
             }
-            newest = bucket
+            self.newest = bucket
         }
 
         /// The total of the newest `count` buckets ending at `bucket` (the current one included).
@@ -201,11 +207,14 @@ public final class AnomalyDetector {
     }
 
     /// Distinct values an entity named in the current minute (16 bytes, no allocation), against
-    /// its own normal: the distinct count of its active minutes, smoothed over about 30 of them.
+    /// its own normal: the distinct count of its active minutes, smoothed over about 30 of them
+    /// (kept in half precision: a step too small to register leaves it within 1.5 % of the
+    /// true average). 20 bytes.
     struct DistinctPerMinute {
         var counter = LinearCounter()
-        var normal: Float = 0
-        var samples: UInt32 = 0
+        @Half var normal: Float = 0
+        /// Minutes learned.
+        @Saturating var samples: UInt32 = 0
 
         /// What the current minute must reach: `floor`, and `factor` times the normal.
         func threshold(floor: Double, factor: Double) -> Double { max(floor, factor * Double(normal)) }
@@ -249,60 +258,90 @@ public final class AnomalyDetector {
         }
     }
 
-    /// A subject's record: 128 bytes. Its per-minute counts are of the minute of `lastSeen`.
+    /// A subject's record: 120 bytes (and 8 of key and about 8 of index in ``RecordTable``).
+    /// Its per-minute counts are of the minute of `lastSeen`. Times are kept in whole seconds
+    /// (``Seconds``), rates and scores that tolerate it in half precision (``Half``); the
+    /// baseline, which learns in steps of 1/1,800, keeps single precision.
     struct Subject {
-        var window = Window()
-        var lastBaselineUpdate: Int64
-        var firstSeen: Int64
-        var lastSeen: Int64
-        var lastAlert: Int64 = AnomalyDetector.never
         /// Distinct ids requested (enumeration) and distinct IPs seen from (many sources).
         var ids = DistinctPerMinute()
+        @Seconds var lastSeen: Int64
         var sources = DistinctPerMinute()
-        /// Outcomes reported, and failures among them.
-        var outcomes: UInt32 = 0
-        var failures: UInt32 = 0
+        var window = Window()
+        @Seconds var lastBaselineUpdate: Int64
+        @Seconds var firstSeen: Int64
+        @Seconds var lastAlert = AnomalyDetector.never
+        /// When the rate went over its threshold, and when its distinct resources of the minute
+        /// did (`never`: not over).
+        @Seconds var spikeSince = AnomalyDetector.never
+        @Seconds var enumerationSince = AnomalyDetector.never
+        /// Outcomes reported this minute, and failures among them.
+        @Saturating var outcomes: UInt32 = 0
+        @Saturating var failures: UInt32 = 0
         /// Smoothed hits per second over about 30 minutes: the subject's own normal.
         var baseline: Float = 0
         /// The 30 s rate (hits/s) its bursts reach: a running average of the highest rates of the
         /// bursts that ended on their own, quicker to rise than to fall. Its own spread, so a
         /// partner's batch job is its normal. Fades by half every 6 hours.
-        var peak: Float = 0
-        /// The highest rate of the burst under way, and when it crossed the threshold (`never`: none).
-        var burstMax: Float = 0
-        var spikeSince: Int64 = AnomalyDetector.never
-        /// When its distinct resources of the minute crossed their threshold (`never`: not over).
-        var enumerationSince: Int64 = AnomalyDetector.never
+        @Half var peak: Float = 0
+        /// The highest rate of the burst under way.
+        @Half var burstMax: Float = 0
         /// Hits in the minute of `lastSeen`.
         var minuteHits: UInt32 = 0
         /// The last numeric id it requested (its low 32 bits), and its steps of +1 or +2 from one
         /// id to the next, halved each minute: a walk through ids in order.
         var lastID: UInt32 = 0
-        var sequential: Float = 0
+        @Half var sequential: Float = 0
         /// Distinct resources per minute, averaged over about 5 minutes (closed minutes only).
-        var sustained: Float = 0
-        /// Its peer group (``PeerGroups``), set at the first request of each minute.
-        var group: UInt16 = 0
+        @Half var sustained: Float = 0
+        /// The peer group (low 15 bits) and whether the last alert was a re-alert (the top bit).
+        var packedGroup: UInt16 = 0
         /// Its highest score of the minute: a signal's value against its threshold.
-        var minuteScore: Float = 0
+        @Half var minuteScore: Float = 0
+
+        init(lastBaselineUpdate: Int64, firstSeen: Int64, lastSeen: Int64) {
+            self.lastSeen = lastSeen
+            self.lastBaselineUpdate = lastBaselineUpdate
+            self.firstSeen = firstSeen
+        }
+
+        /// Its peer group (``PeerGroups``), set at the first request of each minute.
+        var group: UInt16 {
+            get { packedGroup & 0x7FFF }
+            set { packedGroup = (packedGroup & 0x8000) | (newValue & 0x7FFF) }
+        }
         /// Whether its last alert came within an hour of the one before: the same incident, not
         /// counted in the alert budget again.
-        var realerted = false
+        var realerted: Bool {
+            get { packedGroup & 0x8000 != 0 }
+            set { packedGroup = (packedGroup & 0x7FFF) | (newValue ? 0x8000 : 0) }
+        }
     }
 
-    /// An address's record: 56 bytes. Its per-minute counts are of the minute of `lastSeen`.
+    /// An address's record: 40 bytes. Its per-minute counts are of the minute of `lastSeen`.
     struct Source {
-        var firstSeen: Int64
-        var lastSeen: Int64
-        var lastAlert: Int64 = AnomalyDetector.never
-        /// Its failures, from its first one (most addresses never fail).
-        var failures: FailureLog?
         /// Distinct subjects named by its requests.
         var subjects = DistinctPerMinute()
-        /// Its hits in the current 30 s (of `hitsWindow`, timestamp / 30 s), of which at most
-        /// `youngShare` count towards a surge of new sources: a crowd is many sources.
-        var hits: UInt32 = 0
-        var hitsWindow: Int64 = 0
+        @Seconds var firstSeen: Int64
+        @Seconds var lastSeen: Int64
+        @Seconds var lastAlert = AnomalyDetector.never
+        /// Its hits in the current 30 s (of `hitsWindow`, timestamp / 30 s; 32 bits hold it for
+        /// 2,000 years), of which at most `youngShare` count towards a surge of new sources: a
+        /// crowd is many sources.
+        var packedHitsWindow: Int32 = 0
+        @Saturating var hits: UInt32 = 0
+        /// Whether it has failed: its ``FailureLog`` is in `failureLogs` (most addresses never fail).
+        var failing = false
+
+        init(firstSeen: Int64, lastSeen: Int64) {
+            self.firstSeen = firstSeen
+            self.lastSeen = lastSeen
+        }
+
+        var hitsWindow: Int64 {
+            get { Int64(packedHitsWindow) }
+            set { packedHitsWindow = Int32(clamping: newValue) }
+        }
     }
 
     /// The failures of an address that has failed: in the current minute, and in the current
@@ -340,13 +379,15 @@ public final class AnomalyDetector {
     }
 
     public let settings: AnomalySettings
-    var subjects: [UInt64: Subject] = [:]
+    var subjects: RecordTable<Subject>
     /// For tenants with a record quota: which tenant each of their records is, and how many
     /// each holds (counted from this detector's start: records restored from a saved state are
     /// not counted until they are forgotten).
     var recordTenants: [UInt64: String] = [:]
     var recordCounts: [String: Int] = [:]
-    var sources: [UInt64: Source] = [:]
+    var sources: RecordTable<Source>
+    /// The failure logs of the addresses that have failed (those marked `failing`).
+    var failureLogs: [UInt64: FailureLog] = [:]
     /// The peer groups and their minutes.
     var peers = PeerGroups()
     /// The subjects' minutes' scores, and the factor (at least 1) the alert budget puts on
@@ -384,6 +425,8 @@ public final class AnomalyDetector {
 
     public init(settings: AnomalySettings = AnomalySettings()) {
         self.settings = settings
+        subjects = RecordTable(maxCount: settings.maxSubjects)
+        sources = RecordTable(maxCount: settings.maxSources)
     }
 
     /// The times detection works with, in milliseconds since the epoch (0 to about the year
@@ -634,11 +677,11 @@ public final class AnomalyDetector {
         return parts.joined(separator: "; ")
     }
 
-    func roll(_ source: inout Source, to minute: Int64) {
+    func roll(_ source: inout Source, key: UInt64, to minute: Int64) {
         guard minute > source.lastSeen / 60_000 else { return }
         source.subjects.close(floor: Double(settings.subjectsPerIP), factor: settings.spikeFactor / 2,
                               settled: settled(source.firstSeen, source.lastSeen))
-        if let failures = source.failures {
+        if source.failing, let failures = failureLogs[key] {
             failures.minuteFailures = 0
             failures.minuteSubjects = []
         }
@@ -672,10 +715,10 @@ public final class AnomalyDetector {
             if failed { untracked.sources &+= 1 }
             return alerts
         }
-        roll(&source, to: minute)
+        roll(&source, key: ipKey, to: minute)
         source.lastSeen = max(source.lastSeen, now)
         if let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, knownSubject: knownSubject, source: &source,
-                               learning: learning) {
+                               sourceKey: ipKey, learning: learning) {
             alerts.append(alert)
         }
         sources[ipKey] = source
@@ -702,10 +745,13 @@ public final class AnomalyDetector {
     /// Credential stuffing: many failures from one IP, naming many subjects: within a minute,
     /// or, slower, twice as many subjects within 5 minutes while most of its outcomes fail.
     func outcome(of observation: CheckEvent, failed: Bool, subjectKey: UInt64, knownSubject: Bool, source: inout Source,
-                 learning: Bool) -> AnomalyAlert? {
+                 sourceKey: UInt64, learning: Bool) -> AnomalyAlert? {
         let now = observation.timestampMs
-        guard let log = source.failures ?? (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
-        source.failures = log
+        guard let log = source.failing ? failureLogs[sourceKey] : (failed ? FailureLog(window: now / 300_000) : nil) else { return nil }
+        if !source.failing {
+            source.failing = true
+            failureLogs[sourceKey] = log
+        }
         log.count(failed: failed, subject: subjectKey, at: now)
         // This address's first failure in 5 to 10 minutes, for a subject not seen before (a name
         // from a list, not one of the service's users mistyping): if many addresses fail that
@@ -766,19 +812,19 @@ public final class AnomalyDetector {
         // The subject's record, looked up before the address's (which does not touch `subjects`,
         // so the index stays valid): a known subject on a new address is a user who moved (a
         // phone, a trip, a crowd reading one story), not a new source.
-        let subjectIndex = subjects.index(forKey: subjectKey)
-        let knownSubject = subjectIndex.map { now - subjects.values[$0].firstSeen > 5 * 60_000 } ?? false
+        let subjectIndex = subjects.position(of: subjectKey)
+        let knownSubject = subjectIndex.map { now - subjects[position: $0].firstSeen > 5 * 60_000 } ?? false
 
         // The IP: how many subjects it names against its own normal; whether it is new.
         let young: Bool
         // What this request adds to the requests of new sources (within one source's share).
         var youngShare: UInt32 = 0
         // Looked up once: the record is written back through its index (no second hash).
-        let sourceIndex = sources.index(forKey: ipKey)
-        if var source = sourceIndex.map({ sources.values[$0] })
+        let sourceIndex = sources.position(of: ipKey)
+        if var source = sourceIndex.map({ sources[position: $0] })
             ?? (sources.count < settings.maxSources ? Source(firstSeen: now, lastSeen: now) : nil) {
             let settled = settled(source.firstSeen, now)
-            roll(&source, to: minute)
+            roll(&source, key: ipKey, to: minute)
             source.lastSeen = max(source.lastSeen, now)
             // New: first seen in the last 5 minutes, but not in the detector's first 5 minutes,
             // when every address is one it had not seen yet (at start, after a restart).
@@ -806,10 +852,10 @@ public final class AnomalyDetector {
                 }
             }
             if withOutcome, let alert = outcome(of: observation, failed: failed, subjectKey: subjectKey, knownSubject: knownSubject,
-                                                source: &source, learning: learning) {
+                                                source: &source, sourceKey: ipKey, learning: learning) {
                 alerts.append(alert)
             }
-            if let sourceIndex { sources.values[sourceIndex] = source } else { sources[ipKey] = source }
+            if let sourceIndex { sources[position: sourceIndex] = source } else { sources.insertOrReplace(source, for: ipKey) }
         } else {
             // The detector is full: an IP it cannot remember is one it does not know.
             young = true
@@ -840,7 +886,7 @@ public final class AnomalyDetector {
         }
 
         // The subject: rate against its own baseline, distinct ids, distinct IPs.
-        guard var subject = subjectIndex.map({ subjects.values[$0] }) ?? (mayTrack(subjectKey, of: observation.tenant)
+        guard var subject = subjectIndex.map({ subjects[position: $0] }) ?? (mayTrack(subjectKey, of: observation.tenant)
                                                      ? newSubject(observation) : nil) else {
             if let alert = observeUntracked(observation, key: subjectKey, learning: learning) { alerts.append(alert) }
             sweepIfDue(now: now)
@@ -899,7 +945,7 @@ public final class AnomalyDetector {
                                                       subject.sources.normal)))
         }
         if withOutcome, let alert = outcome(of: observation, failed: failed, subject: &subject, learning: learning) { alerts.append(alert) }
-        if let subjectIndex { subjects.values[subjectIndex] = subject } else { subjects[subjectKey] = subject }
+        if let subjectIndex { subjects[position: subjectIndex] = subject } else { subjects.insertOrReplace(subject, for: subjectKey) }
         sweepIfDue(now: now)
         return alerts
     }
@@ -950,10 +996,11 @@ public final class AnomalyDetector {
             }
             subject.spikeSince = Self.never
         }
-        if !spiking || !settled {
+        if !spiking || !settled, now / 1_000 > subject.lastBaselineUpdate / 1_000 {
             // The baseline learns from what is not an anomaly (and a subject without a normal
-            // from everything it sends): hits per second, smoothed over ~30 min.
-            let elapsed = Double(now - subject.lastBaselineUpdate) / 1_000
+            // from everything it sends): hits per second, smoothed over ~30 min, at most once a
+            // second (its time is kept in whole seconds).
+            let elapsed = Double(now / 1_000 - subject.lastBaselineUpdate / 1_000)
             subject.baseline = Float(baseline + min(1, elapsed / 1_800) * (rate - baseline))
             subject.lastBaselineUpdate = now
         }
@@ -1025,11 +1072,14 @@ public final class AnomalyDetector {
         lastSweep = now
         untrackedAtSweep = untracked.subjects &+ untracked.sources
         let idle = settings.idleMs
-        for key in subjects.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) {
-            subjects.removeValue(forKey: key)
-            if let tenant = recordTenants.removeValue(forKey: key) { recordCounts[tenant, default: 1] -= 1 }
+        let recordTenants = !self.recordTenants.isEmpty
+        subjects.removeAll(where: { now - $0.lastSeen >= idle }) { key in
+            if recordTenants, let tenant = self.recordTenants.removeValue(forKey: key) { recordCounts[tenant, default: 1] -= 1 }
         }
-        for key in sources.compactMap({ now - $0.value.lastSeen >= idle ? $0.key : nil }) { sources.removeValue(forKey: key) }
+        let failureLogs = !self.failureLogs.isEmpty
+        sources.removeAll(where: { now - $0.lastSeen >= idle }) { key in
+            if failureLogs { self.failureLogs.removeValue(forKey: key) }
+        }
     }
 }
 
