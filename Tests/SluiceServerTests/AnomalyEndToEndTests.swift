@@ -266,8 +266,6 @@ import Testing
             #expect(expired.anomaly.isEmpty)
             await client.close()
         }
-        let refusal = ConfigurationTests.failure("anomaly: { responses: { new_source_surge: { action: block } } }")
-        #expect(refusal.contains("its only action is alert"), "\(refusal)")
         #expect(ConfigurationTests.failure("anomaly: { responses: { flood: { action: block } } }").contains("unknown alert kind"))
         let small = ConfigurationTests.failure("anomaly: { max_subjects: 10 }")
         #expect(small.contains("anomaly.max_subjects") && small.contains("1000"), "\(small)")

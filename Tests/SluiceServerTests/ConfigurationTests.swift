@@ -95,7 +95,7 @@ struct ConfigurationTests {
         for bad in ["peer_quantile: 1.5", "alert_budget_per_hour: 0", "failure_surge_factor: 1", "sequential_steps: 1", "spike_persistence: -1s"] {
             #expect(throws: SluiceError.self) { try ConfigurationLoader.parse("anomaly: { \(bad) }", source: "bad.yaml") }
         }
-        #expect(throws: SluiceError.self) { try ConfigurationLoader.parse("anomaly: { responses: { failure_surge: { action: block, ttl: 1m } } }", source: "bad.yaml") }
+        #expect(throws: SluiceError.self) { try ConfigurationLoader.parse("anomaly: { responses: { failure_surge: { action: penalty, ttl: 1m } } }", source: "bad.yaml") }
     }
 
     @Test("a full file is read: listeners, limits, tenants, durations, per-limit algorithms")

@@ -214,7 +214,7 @@ extension TenantSettingsEndToEndTests {
             AnomalyAlert(timestampMs: at, scope: .subject, subject: "mallory", ip: nil, tenant: tenant, kind: "credential_stuffing",
                          score: 3, detail: "test")
         }
-        AnomalyService.respond(to: alerts, configuration: configuration, responses: book) { _, _, _ in }
+        AnomalyService.respond(to: alerts, configuration: configuration, responses: book, detector: AnomalyDetector()) { _, _, _ in }
         let now = at * 1_000_000
         #expect(book.entry(for: Fingerprint.of(tenant: "lenient", key: "mallory"), at: now) == nil, "alert only")
         let cautious = try #require(book.entry(for: Fingerprint.of(tenant: "cautious", key: "mallory"), at: now))

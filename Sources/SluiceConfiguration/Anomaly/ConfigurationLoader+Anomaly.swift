@@ -85,20 +85,32 @@ extension Reader {
                 throw error(responseNode, responsePath, "unknown alert kind; expected one of \(AnomalyResponseBook.kinds.sorted().joined(separator: ", "))")
             }
             var response = AnomalyResponse(action: .alert)
-            for (key, node) in try mapping(responseNode, responsePath, keys: ["action", "ttl", "factor"]) {
+            let global = kind == "new_source_surge" || kind == "traffic_surge" || kind == "failure_surge"
+            var keys: Set<String> = ["action", "ttl", "factor"]
+            if global { keys.formUnion(["prefix_share", "spare_tiers"]) }
+            for (key, node) in try mapping(responseNode, responsePath, keys: keys) {
                 switch key {
                 case "action":
                     let name = try string(node, "\(responsePath).action")
                     guard let action = AnomalyResponse.Action(rawValue: name) else {
-                        throw error(node, "\(responsePath).action", "expected alert, penalty, block or tighten, got '\(name)'")
+                        throw error(node, "\(responsePath).action", "expected alert, penalty, block, tighten or shed, got '\(name)'")
+                    }
+                    if global, action == .penalty {
+                        throw error(node, "\(responsePath).action",
+                                    "a surge names no subject: expected alert, tighten (unknown sources), block (unknown sources in its prefixes) or shed (unknown sources)")
+                    }
+                    if !global, action == .shed {
+                        throw error(node, "\(responsePath).action", "shed is for surges (new_source_surge, traffic_surge, failure_surge)")
                     }
                     response.action = action
                 case "ttl": response.ttl = try duration(node, "\(responsePath).ttl", 1_000_000_000...30 * 86_400_000_000_000)
+                case "prefix_share": response.prefixShare = try number(node, "\(responsePath).prefix_share", 0.001...1)
+                case "spare_tiers":
+                    response.spareTiers = try sequence(node, "\(responsePath).spare_tiers").enumerated().map { index, tier throws(SluiceError) in
+                        try string(tier, "\(responsePath).spare_tiers[\(index)]")
+                    }
                 default: response.factor = try number(node, "\(responsePath).factor", 0.001...1)
                 }
-            }
-            if kind == "new_source_surge" || kind == "traffic_surge" || kind == "failure_surge", response.action != .alert {
-                throw error(responseNode, responsePath, "a global alert names no subject or address: its only action is alert")
             }
             responses[kind] = response
         }

@@ -200,12 +200,7 @@ struct SurgeShape {
     /// The busiest prefixes and routes with their shares, in words.
     var summary: String {
         func shares(_ sketch: SpaceSaving<String>, _ other: SpaceSaving<String>?) -> String {
-            var merged: [String: UInt64] = [:]
-            for entry in sketch.top(Self.capacity) { merged[entry.key, default: 0] += entry.count }
-            for entry in other?.top(Self.capacity) ?? [] { merged[entry.key, default: 0] += entry.count }
-            let total = max(1, sketch.total + (other?.total ?? 0))
-            return merged.sorted { $0.value > $1.value }.prefix(3)
-                .map { "\($0.key) \(Int((Double($0.value) / Double(total) * 100).rounded())) %" }.joined(separator: ", ")
+            Self.shares(sketch, other).prefix(3).map { "\($0.name) \(Int(($0.share * 100).rounded())) %" }.joined(separator: ", ")
         }
         return "busiest prefixes: \(shares(prefixes, last?.prefixes)); routes: \(shares(routes, last?.routes))"
     }

@@ -150,3 +150,54 @@ public struct SpaceSaving<Key: Hashable> {
         position[heap[b].key] = b
     }
 }
+
+/// A Bloom filter of 64-bit keys (already hashes): whether a key was added, never a false "no",
+/// a false "yes" with probability about `falsePositiveRate` at the count it was sized for.
+/// Written once (by the detector, when a surge's response starts), then only read by checks.
+public struct BloomFilter: Sendable, Equatable {
+    var words: [UInt64]
+    let mask: UInt64
+    let hashes: Int
+
+    /// A filter for `count` keys at `falsePositiveRate` (bits rounded up to a power of two).
+    public init(count: Int, falsePositiveRate: Double = 0.01) {
+        let rate = min(0.5, max(1e-6, falsePositiveRate))
+        let bits = Double(max(64, count)) * -log(rate) / (log(2) * log(2))
+        var rounded = 64
+        while Double(rounded) < bits, rounded < 1 << 34 { rounded <<= 1 }
+        words = Array(repeating: 0, count: rounded / 64)
+        mask = UInt64(rounded - 1)
+        hashes = min(12, max(1, Int((Double(rounded) / Double(max(64, count)) * log(2)).rounded())))
+    }
+
+    /// The two hashes of `key` from which its bit positions are made (double hashing).
+    @inline(__always)
+    static func hashes(_ key: UInt64) -> (UInt64, UInt64) {
+        var first = key &* 0x9E37_79B9_7F4A_7C15
+        first ^= first >> 32
+        return (first, (key ^ (key >> 29)) &* 0xBF58_476D_1CE4_E5B9 | 1)
+    }
+
+    public mutating func insert(_ key: UInt64) {
+        let (first, second) = Self.hashes(key)
+        for round in 0..<hashes {
+            let bit = (first &+ UInt64(truncatingIfNeeded: round) &* second) & mask
+            words[Int(truncatingIfNeeded: bit >> 6)] |= 1 << (bit & 63)
+        }
+    }
+
+    /// Whether `key` may have been added (certainly, if it was).
+    @inline(__always)
+    public func contains(_ key: UInt64) -> Bool {
+        let (first, second) = Self.hashes(key)
+        for round in 0..<hashes {
+            let bit = (first &+ UInt64(truncatingIfNeeded: round) &* second) & mask
+            if words[Int(truncatingIfNeeded: bit >> 6)] & (1 << (bit & 63)) == 0 { return false }
+        }
+        return true
+    }
+
+    /// Bytes of bits.
+    public var bytes: Int { words.count * 8 }
+}
+

@@ -145,7 +145,8 @@ final class AnomalyService: Sendable {
                                                      "anomaly.subject": "\(alert.subject ?? "")", "anomaly.ip": "\(alert.ip ?? "")",
                                                      "anomaly.detail": "\(alert.detail)"])
             }
-            respond(to: alerts, configuration: configuration, responses: responses, share: share, penalize: penalize)
+            respond(to: alerts, configuration: configuration, responses: responses, detector: state.detector, logger: logger, share: share,
+                    penalize: penalize)
             state.recent.append(contentsOf: alerts)
             if state.recent.count > recentLimit { state.recent.removeFirst(state.recent.count - recentLimit) }
             write(alerts, to: configuration.anomalyLog, state: &state, logger: logger)
@@ -156,8 +157,8 @@ final class AnomalyService: Sendable {
 
     /// Carries out each alert's configured response. Blocks and tightenings are put in force in
     /// shadow mode too (checks then report what they would have met); a penalty is not.
-    static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook,
-                        share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)? = nil, penalize: @Sendable (String, String, Int64) -> Void) {
+    static func respond(to alerts: [AnomalyAlert], configuration: Configuration, responses: AnomalyResponseBook, detector: AnomalyDetector,
+                        logger: Logger? = nil, share: (@Sendable (Fingerprint, AnomalyResponseBook.Entry) -> Void)? = nil, penalize: @Sendable (String, String, Int64) -> Void) {
         if let newest = alerts.last?.timestampMs, !responses.isEmpty { responses.expire(now: newest &* 1_000_000) }
         for alert in alerts {
             // The alert's tenant's own response and flag (tenants.NAME), or the global ones.
@@ -171,10 +172,23 @@ final class AnomalyService: Sendable {
             switch alert.scope {
             case .subject: key = Fingerprint.of(tenant: alert.tenant ?? "", key: alert.subject ?? "")
             case .ip: key = AnomalyResponseBook.key(ip: alert.ip ?? "")
-            case .global: continue
+            case .global:
+                // A surge: its response is for the sources the detector did not know before it.
+                guard response.action != .penalty else { continue }
+                let prefixes = response.action == .block ? detector.surgePrefixes(share: response.prefixShare) : []
+                let surge = SurgeGuard(kind: kind, action: response.action, until: alert.timestampMs &* 1_000_000 &+ response.ttl,
+                                       factor: response.factor, known: detector.knownBefore(alert.timestampMs),
+                                       prefixes: prefixes.compactMap { prefix in AnomalyDetector.prefixKey(prefix.name).map { (prefix.name, $0) } },
+                                       spareTiers: response.spareTiers)
+                responses.setSurge(surge)
+                logger?.warning("anomaly surge response", metadata: [
+                    "anomaly.kind": "\(alert.kind)", "anomaly.action": "\(response.action.rawValue)",
+                    "anomaly.prefixes": "\(surge.prefixNames.joined(separator: " "))", "anomaly.known": "\(surge.known.bytes) bytes",
+                ])
+                continue
             }
             switch response.action {
-            case .alert: continue
+            case .alert, .shed: continue
             case .penalty:
                 if !shadow, alert.scope == .subject, let subject = alert.subject, rollout?.includes(key) ?? true {
                     penalize(alert.tenant ?? "", subject, alert.timestampMs)

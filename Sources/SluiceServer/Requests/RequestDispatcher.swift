@@ -52,7 +52,7 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
         self.anomaly = anomaly
         stages = StageList(extra: extraStages, reputation: reputation.map { ReputationStage(hot: $0.hot) },
                            adaptive: AdaptiveStage(tiers: reputation?.tiers, baselines: reputation?.baselines, shedding: shedding),
-                           anomaly: AnomalyStage(anomaly: anomaly), tap: events.map { EventTapStage(events: $0) })
+                           anomaly: AnomalyStage(anomaly: anomaly, tiers: reputation?.tiers), tap: events.map { EventTapStage(events: $0) })
         self.state = state
         self.backend = backend
         answersAtOnce = backend.answersAtOnce
