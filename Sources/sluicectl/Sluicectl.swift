@@ -11,7 +11,7 @@ struct Sluicectl: AsyncParsableCommand {
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
         subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, TiersCommand.self, Flags.self,
-                      Replay.self, Report.self, Alerts.self, StoreCommand.self, TokenCommand.self]
+                      Replay.self, Report.self, Alerts.self, Top.self, StoreCommand.self, TokenCommand.self]
     )
 }
 
@@ -59,7 +59,7 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func connect() async throws -> SluiceClient {
-        let text = endpoint ?? ProcessInfo.processInfo.environment["SLUICE_ENDPOINT"] ?? "unix:/tmp/sluice.sock"
+        let text = endpointName
         let target: Endpoint
         do {
             target = try Endpoint(parsing: text)
@@ -75,6 +75,9 @@ struct ConnectionOptions: ParsableArguments {
             throw Failure("cannot connect to \(target): \(error)")
         }
     }
+
+    /// The endpoint as given, or the default.
+    var endpointName: String { endpoint ?? ProcessInfo.processInfo.environment["SLUICE_ENDPOINT"] ?? "unix:/tmp/sluice.sock" }
 
     func send(_ request: WireRequest) async throws -> WireResponse {
         let client = try await connect()

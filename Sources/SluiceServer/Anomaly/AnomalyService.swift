@@ -34,6 +34,8 @@ final class AnomalyService: Sendable {
         var logPath: String?
         var logFailed = false
         var watchers: [Watcher] = []
+        /// The heaviest keys of the checks drained over the last minute or two (`sluicectl top`).
+        var top = TopSketches()
     }
 
     /// A `WatchAlerts` stream and what it asked for.
@@ -134,7 +136,12 @@ final class AnomalyService: Sendable {
             }
             var alerts: [AnomalyAlert] = []
             for event in events {
-                alerts += event.mark ? state.detector.observeOutcome(event.event) : state.detector.observeRequest(event.event)
+                if event.mark {
+                    alerts += state.detector.observeOutcome(event.event)
+                } else {
+                    alerts += state.detector.observeRequest(event.event)
+                    state.top.add(event.event)
+                }
             }
             guard !alerts.isEmpty else { return }
             for alert in alerts {
@@ -199,6 +206,58 @@ final class AnomalyService: Sendable {
                 responses.set(entry, for: key)
                 share?(key, entry)
             }
+        }
+    }
+
+    /// The `Top` request: the heaviest keys by requests and by denials over the last minute or
+    /// two, and the subjects and addresses of the alerts raised in that window by score.
+    func top(_ request: Sluice_V1_TopRequest, configuration: Configuration) -> WireResponse {
+        guard Self.enabled(configuration) else {
+            return .error(id: 0, .unavailable, "top counts the checks anomaly detection sees: turn features.anomaly on (shadow: true is enough)")
+        }
+        guard request.count <= 100 else { return .error(id: 0, .invalidArgument, "count must be 1 to 100, got \(request.count)") }
+        let count = request.count == 0 ? 10 : Int(request.count)
+        return state.withLockedValue { state in
+            var response = WireResponse()
+            let top = state.top
+            response.top.windowMs = UInt64(top.windowMs)
+            (response.top.requests, response.top.denied) = top.totals
+            for dimension in TopSketches.Dimension.allCases {
+                for measure in TopSketches.Measure.allCases {
+                    response.top.lists.append(.with { list in
+                        list.dimension = dimension.rawValue
+                        list.measure = measure.rawValue
+                        list.entries = top.top(dimension, by: measure, count: count).map { entry in
+                            .with {
+                                $0.key = entry.key
+                                $0.value = Double(entry.count)
+                                $0.rate = entry.rate
+                                $0.error = Double(entry.error)
+                            }
+                        }
+                    })
+                }
+            }
+            // Alerts raised within the window (and the one before it), highest score per key.
+            let since = (state.recent.last?.timestampMs ?? 0) - max(top.windowMs, 60_000)
+            for (dimension, key) in [("subjects", \AnomalyAlert.subject), ("addresses", \AnomalyAlert.ip)] {
+                var best: [String: Double] = [:]
+                for alert in state.recent where alert.timestampMs >= since {
+                    if let name = alert[keyPath: key] { best[name] = max(best[name] ?? 0, alert.score) }
+                }
+                response.top.lists.append(.with { list in
+                    list.dimension = dimension
+                    list.measure = "anomaly_score"
+                    list.entries = best.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }.prefix(count).map { entry in
+                        .with {
+                            $0.key = entry.key
+                            $0.value = entry.value
+                            $0.rate = 0
+                        }
+                    }
+                })
+            }
+            return response
         }
     }
 

@@ -99,7 +99,7 @@ final class AnomalyStage: CheckStage {
                 let view = batch.views[index]
                 tap.offer(timestampMs: batch.items[index].now / 1_000_000, tenant: view.tenant,
                           subject: view.subject.count > 0 ? view.subject : view.key, ip: view.ip, route: view.route,
-                          cost: max(1, batch.items[index].hits))
+                          cost: max(1, batch.items[index].hits), allowed: decisions[index].allowed, reason: decisions[index].reason)
             }
         }
     }

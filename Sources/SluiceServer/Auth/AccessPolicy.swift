@@ -14,7 +14,7 @@ enum AccessPolicy {
         switch body {
         case .check, .release: .check
         case .recordEvents, .reportLoad, .reportOutcome: .report
-        case .stats, .getReputation, .listReputations, .getTier, .listTiers, .watchAlerts: .read
+        case .stats, .getReputation, .listReputations, .getTier, .listTiers, .watchAlerts, .top: .read
         case .setReputation, .setTier, .removeTier, .reload, .snapshot, .flags: .operator
         case .ping, .authenticate, nil: nil
         }
@@ -62,6 +62,7 @@ enum AccessPolicy {
         case .reload: return everyTenant(principal, "reload the daemon's configuration")
         case .snapshot: return everyTenant(principal, "snapshot the whole table")
         case .flags: return everyTenant(principal, "change feature flags")
+        case .top: return everyTenant(principal, "see every tenant's heaviest subjects and addresses")
         case .stats, .ping, .authenticate, nil: return nil
         }
         return nil

@@ -93,6 +93,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             response = shedding.report(report, now: time.now())
         case .reportOutcome(let report):
             response = anomaly.record(report, configuration: state.current.configuration, now: time.now())
+        case .top(let top):
+            response = anomaly.top(top, configuration: state.current.configuration)
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier, .watchAlerts:
             // Reached only without an event loop to defer to (see deferredAnswer).

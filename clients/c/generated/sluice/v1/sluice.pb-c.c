@@ -2347,6 +2347,186 @@ void   sluice__v1__watch_alerts_response__free_unpacked
   assert(message->base.descriptor == &sluice__v1__watch_alerts_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__top_request__init
+                     (Sluice__V1__TopRequest         *message)
+{
+  static const Sluice__V1__TopRequest init_value = SLUICE__V1__TOP_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__top_request__get_packed_size
+                     (const Sluice__V1__TopRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__top_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__top_request__pack
+                     (const Sluice__V1__TopRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__top_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__top_request__pack_to_buffer
+                     (const Sluice__V1__TopRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__top_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TopRequest *
+       sluice__v1__top_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TopRequest *)
+     protobuf_c_message_unpack (&sluice__v1__top_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__top_request__free_unpacked
+                     (Sluice__V1__TopRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__top_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__top_response__init
+                     (Sluice__V1__TopResponse         *message)
+{
+  static const Sluice__V1__TopResponse init_value = SLUICE__V1__TOP_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__top_response__get_packed_size
+                     (const Sluice__V1__TopResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__top_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__top_response__pack
+                     (const Sluice__V1__TopResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__top_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__top_response__pack_to_buffer
+                     (const Sluice__V1__TopResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__top_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TopResponse *
+       sluice__v1__top_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TopResponse *)
+     protobuf_c_message_unpack (&sluice__v1__top_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__top_response__free_unpacked
+                     (Sluice__V1__TopResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__top_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__top_list__init
+                     (Sluice__V1__TopList         *message)
+{
+  static const Sluice__V1__TopList init_value = SLUICE__V1__TOP_LIST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__top_list__get_packed_size
+                     (const Sluice__V1__TopList *message)
+{
+  assert(message->base.descriptor == &sluice__v1__top_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__top_list__pack
+                     (const Sluice__V1__TopList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__top_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__top_list__pack_to_buffer
+                     (const Sluice__V1__TopList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__top_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TopList *
+       sluice__v1__top_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TopList *)
+     protobuf_c_message_unpack (&sluice__v1__top_list__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__top_list__free_unpacked
+                     (Sluice__V1__TopList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__top_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__top_entry__init
+                     (Sluice__V1__TopEntry         *message)
+{
+  static const Sluice__V1__TopEntry init_value = SLUICE__V1__TOP_ENTRY__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__top_entry__get_packed_size
+                     (const Sluice__V1__TopEntry *message)
+{
+  assert(message->base.descriptor == &sluice__v1__top_entry__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__top_entry__pack
+                     (const Sluice__V1__TopEntry *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__top_entry__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__top_entry__pack_to_buffer
+                     (const Sluice__V1__TopEntry *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__top_entry__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__TopEntry *
+       sluice__v1__top_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__TopEntry *)
+     protobuf_c_message_unpack (&sluice__v1__top_entry__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__top_entry__free_unpacked
+                     (Sluice__V1__TopEntry *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__top_entry__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__alert__init
                      (Sluice__V1__Alert         *message)
 {
@@ -2392,7 +2572,7 @@ void   sluice__v1__alert__free_unpacked
   assert(message->base.descriptor == &sluice__v1__alert__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[20] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[21] =
 {
   {
     "id",
@@ -2634,6 +2814,18 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[20]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "top",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, top),
+    &sluice__v1__top_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   19,   /* field[19] = authenticate */
@@ -2655,12 +2847,13 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
   12,   /* field[12] = set_tier */
   6,   /* field[6] = snapshot */
   4,   /* field[4] = stats */
+  20,   /* field[20] = top */
   18,   /* field[18] = watch_alerts */
 };
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 20 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2670,14 +2863,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  20,
+  21,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[19] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[20] =
 {
   {
     "id",
@@ -2907,6 +3100,18 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[19
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "top",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, top),
+    &sluice__v1__top_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   18,   /* field[18] = authenticate */
@@ -2927,12 +3132,13 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   7,   /* field[7] = snapshot */
   5,   /* field[5] = stats */
   13,   /* field[13] = tier */
+  19,   /* field[19] = top */
   17,   /* field[17] = watch_alerts */
 };
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -2942,7 +3148,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  19,
+  20,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -6775,6 +6981,262 @@ const ProtobufCMessageDescriptor sluice__v1__watch_alerts_response__descriptor =
   sluice__v1__watch_alerts_response__field_indices_by_name,
   1,  sluice__v1__watch_alerts_response__number_ranges,
   (ProtobufCMessageInit) sluice__v1__watch_alerts_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__top_request__field_descriptors[1] =
+{
+  {
+    "count",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopRequest, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__top_request__field_indices_by_name[] = {
+  0,   /* field[0] = count */
+};
+static const ProtobufCIntRange sluice__v1__top_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__top_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TopRequest",
+  "TopRequest",
+  "Sluice__V1__TopRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__TopRequest),
+  1,
+  sluice__v1__top_request__field_descriptors,
+  sluice__v1__top_request__field_indices_by_name,
+  1,  sluice__v1__top_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__top_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__top_response__field_descriptors[4] =
+{
+  {
+    "window_ms",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopResponse, window_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "requests",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopResponse, requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "denied",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopResponse, denied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lists",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__TopResponse, n_lists),
+    offsetof(Sluice__V1__TopResponse, lists),
+    &sluice__v1__top_list__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__top_response__field_indices_by_name[] = {
+  2,   /* field[2] = denied */
+  3,   /* field[3] = lists */
+  1,   /* field[1] = requests */
+  0,   /* field[0] = window_ms */
+};
+static const ProtobufCIntRange sluice__v1__top_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__top_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TopResponse",
+  "TopResponse",
+  "Sluice__V1__TopResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__TopResponse),
+  4,
+  sluice__v1__top_response__field_descriptors,
+  sluice__v1__top_response__field_indices_by_name,
+  1,  sluice__v1__top_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__top_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__top_list__field_descriptors[3] =
+{
+  {
+    "dimension",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopList, dimension),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "measure",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopList, measure),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "entries",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__TopList, n_entries),
+    offsetof(Sluice__V1__TopList, entries),
+    &sluice__v1__top_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__top_list__field_indices_by_name[] = {
+  0,   /* field[0] = dimension */
+  2,   /* field[2] = entries */
+  1,   /* field[1] = measure */
+};
+static const ProtobufCIntRange sluice__v1__top_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor sluice__v1__top_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TopList",
+  "TopList",
+  "Sluice__V1__TopList",
+  "sluice.v1",
+  sizeof(Sluice__V1__TopList),
+  3,
+  sluice__v1__top_list__field_descriptors,
+  sluice__v1__top_list__field_indices_by_name,
+  1,  sluice__v1__top_list__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__top_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__top_entry__field_descriptors[4] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopEntry, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rate",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopEntry, rate),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__TopEntry, error),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__top_entry__field_indices_by_name[] = {
+  3,   /* field[3] = error */
+  0,   /* field[0] = key */
+  2,   /* field[2] = rate */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange sluice__v1__top_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor sluice__v1__top_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.TopEntry",
+  "TopEntry",
+  "Sluice__V1__TopEntry",
+  "sluice.v1",
+  sizeof(Sluice__V1__TopEntry),
+  4,
+  sluice__v1__top_entry__field_descriptors,
+  sluice__v1__top_entry__field_indices_by_name,
+  1,  sluice__v1__top_entry__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__top_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor sluice__v1__alert__field_descriptors[8] =

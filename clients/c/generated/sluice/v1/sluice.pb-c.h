@@ -67,6 +67,10 @@ typedef struct Sluice__V1__Outcome Sluice__V1__Outcome;
 typedef struct Sluice__V1__ReportOutcomeResponse Sluice__V1__ReportOutcomeResponse;
 typedef struct Sluice__V1__WatchAlertsRequest Sluice__V1__WatchAlertsRequest;
 typedef struct Sluice__V1__WatchAlertsResponse Sluice__V1__WatchAlertsResponse;
+typedef struct Sluice__V1__TopRequest Sluice__V1__TopRequest;
+typedef struct Sluice__V1__TopResponse Sluice__V1__TopResponse;
+typedef struct Sluice__V1__TopList Sluice__V1__TopList;
+typedef struct Sluice__V1__TopEntry Sluice__V1__TopEntry;
 typedef struct Sluice__V1__Alert Sluice__V1__Alert;
 
 
@@ -236,7 +240,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_REPORT_LOAD = 17,
   SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18,
   SLUICE__V1__REQUEST__BODY_WATCH_ALERTS = 19,
-  SLUICE__V1__REQUEST__BODY_AUTHENTICATE = 20
+  SLUICE__V1__REQUEST__BODY_AUTHENTICATE = 20,
+  SLUICE__V1__REQUEST__BODY_TOP = 21
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -291,6 +296,11 @@ struct  Sluice__V1__Request
      * Presents a token (docs/SECURITY.md): the first request on a listener that requires one.
      */
     Sluice__V1__AuthenticateRequest *authenticate;
+    /*
+     * The heaviest subjects, addresses, routes and tenants of the last minute or two
+     * (docs/ANOMALY.md, "sluicectl top"). Needs the read role and an identity of every tenant.
+     */
+    Sluice__V1__TopRequest *top;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -317,7 +327,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_REPORT_LOAD = 16,
   SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17,
   SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS = 18,
-  SLUICE__V1__RESPONSE__BODY_AUTHENTICATE = 19
+  SLUICE__V1__RESPONSE__BODY_AUTHENTICATE = 19,
+  SLUICE__V1__RESPONSE__BODY_TOP = 20
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -348,6 +359,7 @@ struct  Sluice__V1__Response
     Sluice__V1__ReportOutcomeResponse *report_outcome;
     Sluice__V1__WatchAlertsResponse *watch_alerts;
     Sluice__V1__AuthenticateResponse *authenticate;
+    Sluice__V1__TopResponse *top;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -1475,6 +1487,81 @@ struct  Sluice__V1__WatchAlertsResponse
 
 
 /*
+ * The heaviest keys of the checks anomaly detection saw over the current and the previous
+ * minute, from bounded space-saving sketches (256 keys a list): by requests, by denials, and
+ * the subjects and addresses of the recent alerts by score. Needs anomaly detection on (shadow
+ * is enough): its tap is what feeds them.
+ */
+struct  Sluice__V1__TopRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Entries per list (1 to 100; 0 means 10).
+   */
+  uint32_t count;
+};
+#define SLUICE__V1__TOP_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__top_request__descriptor) \
+    , 0 }
+
+
+struct  Sluice__V1__TopResponse
+{
+  ProtobufCMessage base;
+  /*
+   * How much time the lists cover (ms), from the oldest counted check to the newest.
+   */
+  uint64_t window_ms;
+  /*
+   * Checks and denials counted over it.
+   */
+  uint64_t requests;
+  uint64_t denied;
+  /*
+   * One list per dimension (`subjects`, `addresses`, `routes`, `tenants`) and measure
+   * (`requests`, `denials`), then `subjects`/`addresses` by `anomaly_score`.
+   */
+  size_t n_lists;
+  Sluice__V1__TopList **lists;
+};
+#define SLUICE__V1__TOP_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__top_response__descriptor) \
+    , 0, 0, 0, 0,NULL }
+
+
+struct  Sluice__V1__TopList
+{
+  ProtobufCMessage base;
+  char *dimension;
+  char *measure;
+  size_t n_entries;
+  Sluice__V1__TopEntry **entries;
+};
+#define SLUICE__V1__TOP_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__top_list__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Sluice__V1__TopEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  /*
+   * Requests or denials counted (for anomaly_score: the alert's score), and per second over the window.
+   */
+  double value;
+  double rate;
+  /*
+   * The most `value` may overstate (space-saving's bound); 0 for anomaly_score.
+   */
+  double error;
+};
+#define SLUICE__V1__TOP_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__top_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+/*
  * One anomaly alert: the fields of the alert log (shared/traces/FORMAT.md).
  */
 struct  Sluice__V1__Alert
@@ -2500,6 +2587,82 @@ Sluice__V1__WatchAlertsResponse *
 void   sluice__v1__watch_alerts_response__free_unpacked
                      (Sluice__V1__WatchAlertsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__TopRequest methods */
+void   sluice__v1__top_request__init
+                     (Sluice__V1__TopRequest         *message);
+size_t sluice__v1__top_request__get_packed_size
+                     (const Sluice__V1__TopRequest   *message);
+size_t sluice__v1__top_request__pack
+                     (const Sluice__V1__TopRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__top_request__pack_to_buffer
+                     (const Sluice__V1__TopRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TopRequest *
+       sluice__v1__top_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__top_request__free_unpacked
+                     (Sluice__V1__TopRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TopResponse methods */
+void   sluice__v1__top_response__init
+                     (Sluice__V1__TopResponse         *message);
+size_t sluice__v1__top_response__get_packed_size
+                     (const Sluice__V1__TopResponse   *message);
+size_t sluice__v1__top_response__pack
+                     (const Sluice__V1__TopResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__top_response__pack_to_buffer
+                     (const Sluice__V1__TopResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TopResponse *
+       sluice__v1__top_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__top_response__free_unpacked
+                     (Sluice__V1__TopResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TopList methods */
+void   sluice__v1__top_list__init
+                     (Sluice__V1__TopList         *message);
+size_t sluice__v1__top_list__get_packed_size
+                     (const Sluice__V1__TopList   *message);
+size_t sluice__v1__top_list__pack
+                     (const Sluice__V1__TopList   *message,
+                      uint8_t             *out);
+size_t sluice__v1__top_list__pack_to_buffer
+                     (const Sluice__V1__TopList   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TopList *
+       sluice__v1__top_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__top_list__free_unpacked
+                     (Sluice__V1__TopList *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__TopEntry methods */
+void   sluice__v1__top_entry__init
+                     (Sluice__V1__TopEntry         *message);
+size_t sluice__v1__top_entry__get_packed_size
+                     (const Sluice__V1__TopEntry   *message);
+size_t sluice__v1__top_entry__pack
+                     (const Sluice__V1__TopEntry   *message,
+                      uint8_t             *out);
+size_t sluice__v1__top_entry__pack_to_buffer
+                     (const Sluice__V1__TopEntry   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__TopEntry *
+       sluice__v1__top_entry__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__top_entry__free_unpacked
+                     (Sluice__V1__TopEntry *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Alert methods */
 void   sluice__v1__alert__init
                      (Sluice__V1__Alert         *message);
@@ -2677,6 +2840,18 @@ typedef void (*Sluice__V1__WatchAlertsRequest_Closure)
 typedef void (*Sluice__V1__WatchAlertsResponse_Closure)
                  (const Sluice__V1__WatchAlertsResponse *message,
                   void *closure_data);
+typedef void (*Sluice__V1__TopRequest_Closure)
+                 (const Sluice__V1__TopRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TopResponse_Closure)
+                 (const Sluice__V1__TopResponse *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TopList_Closure)
+                 (const Sluice__V1__TopList *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__TopEntry_Closure)
+                 (const Sluice__V1__TopEntry *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Alert_Closure)
                  (const Sluice__V1__Alert *message,
                   void *closure_data);
@@ -2743,6 +2918,10 @@ extern const ProtobufCMessageDescriptor sluice__v1__outcome__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__report_outcome_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__watch_alerts_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__watch_alerts_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__top_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__top_response__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__top_list__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__top_entry__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__alert__descriptor;
 
 PROTOBUF_C__END_DECLS
