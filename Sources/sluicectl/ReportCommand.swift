@@ -4,6 +4,7 @@ import SluiceConfiguration
 import SluiceCore
 import SluiceIntelligence
 import SluiceLoad
+import SluiceProto
 
 /// `sluicectl report`: a trace replayed through detection, drawn as one HTML page that opens
 /// offline (inline SVG, no script from anywhere).
@@ -14,22 +15,45 @@ struct Report: AsyncParsableCommand {
             The page is one file with inline SVG: traffic over time per tenant, outcomes by class, alerts on the \
             timeline (with the labelled episodes, given --labels), the distribution of the subjects' scores with \
             the alert threshold, and the heaviest subjects, addresses, routes and tenants by requests, failures \
-            and alerts (space-saving sketches, so a trace of any length fits in bounded memory).
+            and alerts (space-saving sketches, so a trace of any length fits in bounded memory). With --live instead \
+            of a trace: the running daemon's last hour, its own verdicts (denials by reason) and alerts.
             """)
 
-    @Argument(help: "A trace: PREFIX.csv.gz or .csv (shared/traces/FORMAT.md).") var trace: String
+    @Argument(help: "A trace: PREFIX.csv.gz or .csv (shared/traces/FORMAT.md).") var trace: String?
+    @Flag(help: "Report the daemon's last hour instead of a trace (anomaly detection must be on).") var live = false
+    @OptionGroup var connection: ConnectionOptions
     @Option(help: "Where to write the page.") var out: String
     @Option(help: "The trace's labels (PREFIX.labels.json), to draw its episodes on the timeline.") var labels: String?
     @Option(help: "A configuration file whose anomaly: section sets the thresholds.") var config: String?
     @Option(help: "Rows in each top-K table.") var top = 10
     @Option(help: "Also write the alerts here (JSON Lines).") var alerts: String?
 
-    func run() async throws {
-        try await Self.reportFailures { try report() }
+    func validate() throws {
+        guard (trace == nil) == live else { throw ValidationError("give a trace, or --live for the daemon's last hour") }
+        guard (1...100).contains(top) else { throw ValidationError("--top must be 1 to 100") }
     }
 
-    func report() throws {
-        guard (1...100).contains(top) else { throw Failure("--top must be 1 to 100") }
+    func run() async throws {
+        try await Self.reportFailures {
+            if live { try await reportLive() } else { try report(trace: trace ?? "") }
+        }
+    }
+
+    /// The daemon's last hour (a `Report` request), drawn as a trace's would be.
+    func reportLive() async throws {
+        var request = WireRequest()
+        request.report.top = UInt32(top)
+        let answer = try await connection.send(request).report
+        guard let snapshot = try? JSONDecoder().decode(ReportSnapshot.self, from: Data(answer.json.utf8)) else {
+            throw Failure("the daemon's report could not be read (a sluicectl of another version?)")
+        }
+        let page = ReportPage(title: "\(snapshot.title) (\(connection.endpointName))", data: snapshot.data, alerts: snapshot.alerts,
+                              episodes: [], scores: (snapshot.bins, snapshot.threshold), top: top).html
+        do { try page.write(toFile: out, atomically: true, encoding: .utf8) } catch { throw Failure("\(out): \(error.localizedDescription)") }
+        FileHandle.standardError.write(Data("\(snapshot.data.rows) checks, \(snapshot.alerts.count) alerts; report written to \(out)\n".utf8))
+    }
+
+    func report(trace: String) throws {
         var settings = AnomalySettings()
         if let config {
             do { settings = try ConfigurationLoader.load(file: config).anomalyWithTenants } catch { throw Failure("\(error)") }
@@ -67,78 +91,11 @@ struct Report: AsyncParsableCommand {
         if let alerts {
             try (raised.map(\.jsonLine).joined(separator: "\n") + (raised.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)
         }
-        let page = ReportPage(title: (trace as NSString).lastPathComponent, tally: tally, alerts: raised, episodes: episodes,
-                              scores: detector.scoreDistribution, top: top).html
+        let scores = detector.scoreDistribution
+        let page = ReportPage(title: (trace as NSString).lastPathComponent, data: tally.data(top: top), alerts: raised, episodes: episodes,
+                              scores: (scores.bins.map { ReportData.Bin(score: $0.score, minutes: $0.minutes) }, scores.threshold), top: top).html
         do { try page.write(toFile: out, atomically: true, encoding: .utf8) } catch { throw Failure("\(out): \(error.localizedDescription)") }
         FileHandle.standardError.write(Data(String(format: "%d rows, %d alerts in %.2f s; report written to %@\n", tally.rows, raised.count,
                                                    Date().timeIntervalSince(started), out).utf8))
-    }
-}
-
-/// What the report counts while the trace goes by: per minute, per tenant and per outcome
-/// class; the heaviest keys in space-saving sketches.
-struct ReportTally {
-    /// Outcome classes, in the order they are drawn.
-    static let classes = ["2xx/3xx", "401/403", "429", "other 4xx", "5xx"]
-    /// Tenants drawn one by one; the rest are summed as "(others)".
-    static let maxTenants = 12
-
-    var rows = 0
-    var first: Int64 = .max
-    var last: Int64 = .min
-    var tenantMinutes: [String: [Int64: Int]] = [:]
-    var classMinutes: [[Int64: Int]] = Array(repeating: [:], count: classes.count)
-    var subjects: SpaceSaving<String>
-    var addresses: SpaceSaving<String>
-    var routes: SpaceSaving<String>
-    var failingSubjects: SpaceSaving<String>
-    var failingAddresses: SpaceSaving<String>
-    var tenants: [String: Int] = [:]
-    var alerted: [String: Int] = [:]
-
-    init(capacity: Int) {
-        subjects = SpaceSaving(capacity: capacity)
-        addresses = SpaceSaving(capacity: capacity)
-        routes = SpaceSaving(capacity: capacity)
-        failingSubjects = SpaceSaving(capacity: capacity)
-        failingAddresses = SpaceSaving(capacity: capacity)
-    }
-
-    static func outcomeClass(_ status: Int) -> Int {
-        switch status {
-        case 401, 403: 1
-        case 429: 2
-        case 400..<500: 3
-        case 500...: 4
-        default: 0
-        }
-    }
-
-    mutating func count(_ row: CheckEvent) {
-        rows += 1
-        first = min(first, row.timestampMs)
-        last = max(last, row.timestampMs)
-        let minute = row.timestampMs / 60_000
-        let tenant = tenantMinutes[row.tenant] != nil || tenantMinutes.count < Self.maxTenants ? row.tenant : "(others)"
-        tenantMinutes[tenant, default: [:]][minute, default: 0] += 1
-        let outcome = Self.outcomeClass(row.status)
-        classMinutes[outcome][minute, default: 0] += 1
-        subjects.add(row.subject)
-        addresses.add(row.ip)
-        routes.add(String(PeerGroups.routeKind(row.route)))
-        tenants[row.tenant, default: 0] += 1
-        if outcome == 1 {
-            failingSubjects.add(row.subject)
-            failingAddresses.add(row.ip)
-        }
-    }
-
-    mutating func count(_ alert: AnomalyAlert) {
-        let name = switch alert.scope {
-        case .subject: "subject \(alert.subject ?? "?")"
-        case .ip: "address \(alert.ip ?? "?")"
-        case .global: "global"
-        }
-        alerted[name, default: 0] += 1
     }
 }

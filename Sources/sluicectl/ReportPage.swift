@@ -14,10 +14,10 @@ struct ReportPage {
     }
 
     let title: String
-    let tally: ReportTally
+    let data: ReportData
     let alerts: [AnomalyAlert]
     let episodes: [Episode]
-    let scores: (bins: [(score: Double, minutes: Double)], threshold: Double)
+    let scores: (bins: [ReportData.Bin], threshold: Double)
     let top: Int
 
     static let width = 960.0
@@ -28,8 +28,8 @@ struct ReportPage {
 
     var html: String {
         var body = "<h1>Sluice report: \(Self.escape(title))</h1>\n"
-        body += "<p class=\"summary\">\(tally.rows) requests from \(Self.time(tally.first)) to \(Self.time(tally.last)) UTC; "
-            + "\(alerts.count) alerts; \(tally.tenants.count) tenants.</p>\n"
+        body += "<p class=\"summary\">\(data.rows) requests from \(Self.time(data.first)) to \(Self.time(data.last)) UTC; "
+            + "\(alerts.count) alerts; \(data.tenantCount) tenants.</p>\n"
         body += section("Traffic over time per tenant", "Requests a minute.", lineChart(series: tenantSeries))
         body += section("Outcomes by class", "Requests a minute by the status the upstream answered: 429 is a denial, 401/403 a failure.",
                         lineChart(series: classSeries))
@@ -38,13 +38,14 @@ struct ReportPage {
         body += section("Scores of the subjects' minutes", String(format: "Minutes by their highest signal against its threshold (the last hour or so, fading); an alert needs a score of at least %.2f.",
                                                                   max(1, scores.threshold)), scoreChart)
         body += "<h2>Heaviest</h2>\n<div class=\"tables\">\n"
-        body += table("Subjects by requests", tally.subjects.top(top).map { ($0.key, $0.count, $0.error) })
-        body += table("Addresses by requests", tally.addresses.top(top).map { ($0.key, $0.count, $0.error) })
-        body += table("Routes by requests", tally.routes.top(top).map { ($0.key, $0.count, $0.error) })
-        body += table("Tenants by requests", tally.tenants.sorted { $0.value > $1.value }.prefix(top).map { ($0.key, UInt64($0.value), 0) })
-        body += table("Subjects by failures (401/403)", tally.failingSubjects.top(top).map { ($0.key, $0.count, $0.error) })
-        body += table("Addresses by failures (401/403)", tally.failingAddresses.top(top).map { ($0.key, $0.count, $0.error) })
-        body += table("Alerted on most", tally.alerted.sorted { $0.value > $1.value }.prefix(top).map { ($0.key, UInt64($0.value), 0) })
+        for (name, title) in [("subjects", "Subjects by requests"), ("addresses", "Addresses by requests"), ("routes", "Routes by requests"),
+                              ("tenants", "Tenants by requests"), ("failing_subjects", "Subjects by failures (401/403)"),
+                              ("failing_addresses", "Addresses by failures (401/403)"), ("alerted", "Alerted on most")] {
+            body += table(title, (data.lists[name] ?? []).prefix(top).map { ($0.key, $0.count, $0.error) })
+        }
+        if let denials = data.lists["denials"], !denials.isEmpty {
+            body += table("Denials by reason", denials.prefix(top).map { ($0.key, $0.count, $0.error) })
+        }
         body += "</div>\n"
         return """
             <!DOCTYPE html>
@@ -89,14 +90,15 @@ struct ReportPage {
 
     // MARK: Series
 
-    var minutes: ClosedRange<Int64> { (tally.first / 60_000)...(max(tally.first, tally.last) / 60_000) }
+    var minutes: ClosedRange<Int64> { (data.first / 60_000)...(max(data.first, data.last) / 60_000) }
 
     var tenantSeries: [(String, [Int64: Int])] {
-        tally.tenantMinutes.sorted { $0.value.values.reduce(0, +) > $1.value.values.reduce(0, +) }.map { ($0.key, $0.value) }
+        data.tenantMinutes.mapValues(ReportData.series).sorted { $0.value.values.reduce(0, +) > $1.value.values.reduce(0, +) }
+            .map { ($0.key, $0.value) }
     }
 
     var classSeries: [(String, [Int64: Int])] {
-        ReportTally.classes.indices.map { (ReportTally.classes[$0], tally.classMinutes[$0]) }
+        ReportTally.classes.indices.map { (ReportTally.classes[$0], $0 < data.classMinutes.count ? ReportData.series(data.classMinutes[$0]) : [:]) }
     }
 
     // MARK: Plots

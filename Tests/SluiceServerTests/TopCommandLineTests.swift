@@ -9,7 +9,7 @@ import Testing
 /// `sluicectl top` as an operator runs it, against a real sluiced with anomaly detection on in
 /// shadow mode: the heaviest subject by requests and by denials, the addresses and routes, the
 /// tenant; as text and as JSON.
-@Suite("sluicectl top")
+@Suite("sluicectl top and report --live")
 struct TopCommandLineTests {
     @Test("the heaviest subjects, addresses, routes and tenants of the last minute, by requests and by denials")
     func top() async throws {
@@ -74,6 +74,16 @@ struct TopCommandLineTests {
         #expect(text.out.contains("150 checks") && text.out.contains("100 denied"), "\(text.out)")
         #expect(text.out.contains("SUBJECTS by requests") && text.out.contains("SUBJECTS by denials") && text.out.contains("heavy"))
         #expect(text.out.contains("ROUTES by requests") && !text.out.contains("ADDRESSES"))
+        // The last hour as a page: the same checks, the daemon's own denials by reason.
+        let page = try daemon.run(["report", "--live", "--out", "\(directory)/live.html", "--top", "5"])
+        #expect(page.status == 0, "\(page.err)")
+        #expect(page.err.contains("150 checks"), "\(page.err)")
+        let html = try String(contentsOfFile: "\(directory)/live.html", encoding: .utf8)
+        #expect(html.contains("Sluice report: sluiced, the last hour") && html.contains("150 requests"))
+        #expect(html.contains("Denials by reason") && html.contains("over_limit") && html.contains("heavy"))
+        #expect(html.contains("<svg"))
+        let neither = try daemon.run(["report", "--out", "\(directory)/x.html"])
+        #expect(neither.status != 0 && neither.err.contains("--live"), "\(neither.err)")
         let bad = try daemon.run(["top", "--show", "nonsense"])
         #expect(bad.status != 0 && bad.err.contains("--show takes"), "\(bad.err)")
         #expect(daemon.stop() == 0)

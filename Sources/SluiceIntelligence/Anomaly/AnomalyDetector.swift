@@ -2,12 +2,12 @@ import Foundation
 import SluiceCore
 
 /// What an alert is about.
-public enum AnomalyScope: String, Sendable {
+public enum AnomalyScope: String, Sendable, Codable {
     case subject, ip, global
 }
 
 /// One alert, in the alert format of `shared/traces/FORMAT.md` (plus `tenant` and `detail`).
-public struct AnomalyAlert: Sendable, Equatable {
+public struct AnomalyAlert: Sendable, Equatable, Codable {
     public var timestampMs: Int64
     public var scope: AnomalyScope
     public var subject: String?

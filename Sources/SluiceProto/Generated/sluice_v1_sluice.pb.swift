@@ -340,6 +340,16 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     set {body = .top(newValue)}
   }
 
+  /// The figures of `sluicectl report` over the daemon's last hour (docs/ANOMALY.md, "Report").
+  /// Needs the read role and an identity of every tenant.
+  public var report: Sluice_V1_ReportRequest {
+    get {
+      if case .report(let v)? = body {return v}
+      return Sluice_V1_ReportRequest()
+    }
+    set {body = .report(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -374,6 +384,9 @@ public nonisolated struct Sluice_V1_Request: Sendable {
     /// The heaviest subjects, addresses, routes and tenants of the last minute or two
     /// (docs/ANOMALY.md, "sluicectl top"). Needs the read role and an identity of every tenant.
     case top(Sluice_V1_TopRequest)
+    /// The figures of `sluicectl report` over the daemon's last hour (docs/ANOMALY.md, "Report").
+    /// Needs the read role and an identity of every tenant.
+    case report(Sluice_V1_ReportRequest)
 
   }
 
@@ -542,6 +555,14 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     set {body = .top(newValue)}
   }
 
+  public var report: Sluice_V1_ReportResponse {
+    get {
+      if case .report(let v)? = body {return v}
+      return Sluice_V1_ReportResponse()
+    }
+    set {body = .report(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -564,6 +585,7 @@ public nonisolated struct Sluice_V1_Response: Sendable {
     case watchAlerts(Sluice_V1_WatchAlertsResponse)
     case authenticate(Sluice_V1_AuthenticateResponse)
     case top(Sluice_V1_TopResponse)
+    case report(Sluice_V1_ReportResponse)
 
   }
 
@@ -2114,6 +2136,37 @@ public nonisolated struct Sluice_V1_TopEntry: Sendable {
   public init() {}
 }
 
+/// The daemon's recent window as `sluicectl report` draws it: traffic per tenant and per outcome
+/// class a minute over the last hour, denials by reason, the top-K tables (over the last one to
+/// two hours), the alerts raised in the window (at most 500) and the alert budget's score
+/// distribution. Needs anomaly detection on (shadow is enough).
+public nonisolated struct Sluice_V1_ReportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Rows per top-K table (1 to 100; 0 means 10).
+  public var top: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Sluice_V1_ReportResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A JSON document (the `ReportSnapshot` of docs/ANOMALY.md, "Report"): the figures are the
+  /// page's, and change with it.
+  public var json: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// One anomaly alert: the fields of the alert log (shared/traces/FORMAT.md).
 public nonisolated struct Sluice_V1_Alert: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -2161,7 +2214,7 @@ nonisolated extension Sluice_V1_Reason: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0\u{1}top\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{3}set_tier\0\u{3}get_tier\0\u{3}list_tiers\0\u{3}remove_tier\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0\u{1}top\0\u{1}report\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2430,6 +2483,19 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
           self.body = .top(v)
         }
       }()
+      case 22: try {
+        var v: Sluice_V1_ReportRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .report(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .report(v)
+        }
+      }()
       default: break
       }
     }
@@ -2524,6 +2590,10 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
       guard case .top(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
     }()
+    case .report?: try {
+      guard case .report(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2539,7 +2609,7 @@ nonisolated extension Sluice_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Response"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0\u{1}top\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}check\0\u{1}error\0\u{1}ping\0\u{1}release\0\u{1}stats\0\u{1}reload\0\u{1}snapshot\0\u{3}record_events\0\u{3}get_reputation\0\u{3}list_reputations\0\u{3}set_reputation\0\u{1}flags\0\u{1}tier\0\u{3}list_tiers\0\u{3}report_load\0\u{3}report_outcome\0\u{3}watch_alerts\0\u{1}authenticate\0\u{1}top\0\u{1}report\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2795,6 +2865,19 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .top(v)
         }
       }()
+      case 21: try {
+        var v: Sluice_V1_ReportResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .report(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .report(v)
+        }
+      }()
       default: break
       }
     }
@@ -2884,6 +2967,10 @@ nonisolated extension Sluice_V1_Response: SwiftProtobuf.Message, SwiftProtobuf._
     case .top?: try {
       guard case .top(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .report?: try {
+      guard case .report(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
     }()
     case nil: break
     }
@@ -5450,6 +5537,66 @@ nonisolated extension Sluice_V1_TopEntry: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.value != rhs.value {return false}
     if lhs.rate != rhs.rate {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}top\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.top) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.top != 0 {
+      try visitor.visitSingularUInt32Field(value: self.top, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportRequest, rhs: Sluice_V1_ReportRequest) -> Bool {
+    if lhs.top != rhs.top {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Sluice_V1_ReportResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.json) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.json.isEmpty {
+      try visitor.visitSingularStringField(value: self.json, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Sluice_V1_ReportResponse, rhs: Sluice_V1_ReportResponse) -> Bool {
+    if lhs.json != rhs.json {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -36,6 +36,9 @@ final class AnomalyService: Sendable {
         var watchers: [Watcher] = []
         /// The heaviest keys of the checks drained over the last minute or two (`sluicectl top`).
         var top = TopSketches()
+        /// The last hour's figures (`sluicectl report --live`), and the minute they were pruned at.
+        var report = ReportTally(capacity: 1_000)
+        var reportMinute: Int64 = 0
     }
 
     /// A `WatchAlerts` stream and what it asked for.
@@ -138,13 +141,20 @@ final class AnomalyService: Sendable {
             for event in events {
                 if event.mark {
                     alerts += state.detector.observeOutcome(event.event)
+                    state.report.countOutcome(event.event)
                 } else {
                     alerts += state.detector.observeRequest(event.event)
                     state.top.add(event.event)
+                    state.report.countCheck(event.event)
                 }
+            }
+            if let last = events.last?.event.timestampMs, last / 60_000 > state.reportMinute {
+                state.reportMinute = last / 60_000
+                state.report.prune(before: state.reportMinute - 59, maxAgeMinutes: 120)
             }
             guard !alerts.isEmpty else { return }
             for alert in alerts {
+                state.report.count(alert)
                 state.alertsByKind[alert.kind, default: 0] &+= 1
                 let tenant = alert.tenant.map { $0.isEmpty ? "(default)" : configuration.tenants[$0] != nil ? $0 : "(undeclared)" } ?? "(none)"
                 state.alertsByTenant[tenant, default: [:]][alert.kind, default: 0] &+= 1
@@ -259,6 +269,28 @@ final class AnomalyService: Sendable {
             }
             return response
         }
+    }
+
+    /// The `Report` request: the last hour's figures, alerts and score distribution, as JSON.
+    func report(_ request: Sluice_V1_ReportRequest, configuration: Configuration) -> WireResponse {
+        guard Self.enabled(configuration) else {
+            return .error(id: 0, .unavailable, "the report counts the checks anomaly detection sees: turn features.anomaly on (shadow: true is enough)")
+        }
+        guard request.top <= 100 else { return .error(id: 0, .invalidArgument, "top must be 1 to 100, got \(request.top)") }
+        let top = request.top == 0 ? 10 : Int(request.top)
+        let snapshot = state.withLockedValue { state in
+            let since = state.reportMinute * 60_000 - 59 * 60_000
+            let scores = state.detector.scoreDistribution
+            return ReportSnapshot(title: "sluiced, the last hour", data: state.report.data(top: top),
+                                  alerts: Array(state.recent.filter { $0.timestampMs >= since }.suffix(500)),
+                                  bins: scores.bins.map { ReportData.Bin(score: $0.score, minutes: $0.minutes) }, threshold: scores.threshold)
+        }
+        guard let json = try? JSONEncoder().encode(snapshot) else {
+            return .error(id: 0, .internal, "the report could not be encoded")
+        }
+        var response = WireResponse()
+        response.report.json = String(decoding: json, as: UTF8.self)
+        return response
     }
 
     /// Pushes `alerts` to every open watcher that wants some of them; forgets closed ones.

@@ -14,7 +14,7 @@ enum AccessPolicy {
         switch body {
         case .check, .release: .check
         case .recordEvents, .reportLoad, .reportOutcome: .report
-        case .stats, .getReputation, .listReputations, .getTier, .listTiers, .watchAlerts, .top: .read
+        case .stats, .getReputation, .listReputations, .getTier, .listTiers, .watchAlerts, .top, .report: .read
         case .setReputation, .setTier, .removeTier, .reload, .snapshot, .flags: .operator
         case .ping, .authenticate, nil: nil
         }
@@ -63,6 +63,7 @@ enum AccessPolicy {
         case .snapshot: return everyTenant(principal, "snapshot the whole table")
         case .flags: return everyTenant(principal, "change feature flags")
         case .top: return everyTenant(principal, "see every tenant's heaviest subjects and addresses")
+        case .report: return everyTenant(principal, "see every tenant's traffic and alerts")
         case .stats, .ping, .authenticate, nil: return nil
         }
         return nil

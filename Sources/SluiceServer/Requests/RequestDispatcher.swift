@@ -95,6 +95,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
             response = anomaly.record(report, configuration: state.current.configuration, now: time.now())
         case .top(let top):
             response = anomaly.top(top, configuration: state.current.configuration)
+        case .report(let report):
+            response = anomaly.report(report, configuration: state.current.configuration)
         case .reload, .snapshot, .recordEvents, .getReputation, .listReputations, .setReputation, .flags,
              .setTier, .getTier, .listTiers, .removeTier, .watchAlerts:
             // Reached only without an event loop to defer to (see deferredAnswer).

@@ -2527,6 +2527,96 @@ void   sluice__v1__top_entry__free_unpacked
   assert(message->base.descriptor == &sluice__v1__top_entry__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   sluice__v1__report_request__init
+                     (Sluice__V1__ReportRequest         *message)
+{
+  static const Sluice__V1__ReportRequest init_value = SLUICE__V1__REPORT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_request__get_packed_size
+                     (const Sluice__V1__ReportRequest *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_request__pack
+                     (const Sluice__V1__ReportRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_request__pack_to_buffer
+                     (const Sluice__V1__ReportRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportRequest *
+       sluice__v1__report_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportRequest *)
+     protobuf_c_message_unpack (&sluice__v1__report_request__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_request__free_unpacked
+                     (Sluice__V1__ReportRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   sluice__v1__report_response__init
+                     (Sluice__V1__ReportResponse         *message)
+{
+  static const Sluice__V1__ReportResponse init_value = SLUICE__V1__REPORT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t sluice__v1__report_response__get_packed_size
+                     (const Sluice__V1__ReportResponse *message)
+{
+  assert(message->base.descriptor == &sluice__v1__report_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t sluice__v1__report_response__pack
+                     (const Sluice__V1__ReportResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &sluice__v1__report_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t sluice__v1__report_response__pack_to_buffer
+                     (const Sluice__V1__ReportResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &sluice__v1__report_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Sluice__V1__ReportResponse *
+       sluice__v1__report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Sluice__V1__ReportResponse *)
+     protobuf_c_message_unpack (&sluice__v1__report_response__descriptor,
+                                allocator, len, data);
+}
+void   sluice__v1__report_response__free_unpacked
+                     (Sluice__V1__ReportResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &sluice__v1__report_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   sluice__v1__alert__init
                      (Sluice__V1__Alert         *message)
 {
@@ -2572,7 +2662,7 @@ void   sluice__v1__alert__free_unpacked
   assert(message->base.descriptor == &sluice__v1__alert__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[21] =
+static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[22] =
 {
   {
     "id",
@@ -2826,6 +2916,18 @@ static const ProtobufCFieldDescriptor sluice__v1__request__field_descriptors[21]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Request, body_case),
+    offsetof(Sluice__V1__Request, report),
+    &sluice__v1__report_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__request__field_indices_by_name[] = {
   19,   /* field[19] = authenticate */
@@ -2841,6 +2943,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
   3,   /* field[3] = release */
   5,   /* field[5] = reload */
   15,   /* field[15] = remove_tier */
+  21,   /* field[21] = report */
   16,   /* field[16] = report_load */
   17,   /* field[17] = report_outcome */
   10,   /* field[10] = set_reputation */
@@ -2853,7 +2956,7 @@ static const unsigned sluice__v1__request__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 21 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
 {
@@ -2863,14 +2966,14 @@ const ProtobufCMessageDescriptor sluice__v1__request__descriptor =
   "Sluice__V1__Request",
   "sluice.v1",
   sizeof(Sluice__V1__Request),
-  21,
+  22,
   sluice__v1__request__field_descriptors,
   sluice__v1__request__field_indices_by_name,
   1,  sluice__v1__request__number_ranges,
   (ProtobufCMessageInit) sluice__v1__request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[20] =
+static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[21] =
 {
   {
     "id",
@@ -3112,6 +3215,18 @@ static const ProtobufCFieldDescriptor sluice__v1__response__field_descriptors[20
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "report",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Sluice__V1__Response, body_case),
+    offsetof(Sluice__V1__Response, report),
+    &sluice__v1__report_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned sluice__v1__response__field_indices_by_name[] = {
   18,   /* field[18] = authenticate */
@@ -3126,6 +3241,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
   8,   /* field[8] = record_events */
   4,   /* field[4] = release */
   6,   /* field[6] = reload */
+  20,   /* field[20] = report */
   15,   /* field[15] = report_load */
   16,   /* field[16] = report_outcome */
   11,   /* field[11] = set_reputation */
@@ -3138,7 +3254,7 @@ static const unsigned sluice__v1__response__field_indices_by_name[] = {
 static const ProtobufCIntRange sluice__v1__response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 20 }
+  { 0, 21 }
 };
 const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
 {
@@ -3148,7 +3264,7 @@ const ProtobufCMessageDescriptor sluice__v1__response__descriptor =
   "Sluice__V1__Response",
   "sluice.v1",
   sizeof(Sluice__V1__Response),
-  20,
+  21,
   sluice__v1__response__field_descriptors,
   sluice__v1__response__field_indices_by_name,
   1,  sluice__v1__response__number_ranges,
@@ -7237,6 +7353,82 @@ const ProtobufCMessageDescriptor sluice__v1__top_entry__descriptor =
   sluice__v1__top_entry__field_indices_by_name,
   1,  sluice__v1__top_entry__number_ranges,
   (ProtobufCMessageInit) sluice__v1__top_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__report_request__field_descriptors[1] =
+{
+  {
+    "top",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportRequest, top),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_request__field_indices_by_name[] = {
+  0,   /* field[0] = top */
+};
+static const ProtobufCIntRange sluice__v1__report_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportRequest",
+  "ReportRequest",
+  "Sluice__V1__ReportRequest",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportRequest),
+  1,
+  sluice__v1__report_request__field_descriptors,
+  sluice__v1__report_request__field_indices_by_name,
+  1,  sluice__v1__report_request__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor sluice__v1__report_response__field_descriptors[1] =
+{
+  {
+    "json",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Sluice__V1__ReportResponse, json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned sluice__v1__report_response__field_indices_by_name[] = {
+  0,   /* field[0] = json */
+};
+static const ProtobufCIntRange sluice__v1__report_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor sluice__v1__report_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "sluice.v1.ReportResponse",
+  "ReportResponse",
+  "Sluice__V1__ReportResponse",
+  "sluice.v1",
+  sizeof(Sluice__V1__ReportResponse),
+  1,
+  sluice__v1__report_response__field_descriptors,
+  sluice__v1__report_response__field_indices_by_name,
+  1,  sluice__v1__report_response__number_ranges,
+  (ProtobufCMessageInit) sluice__v1__report_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor sluice__v1__alert__field_descriptors[8] =

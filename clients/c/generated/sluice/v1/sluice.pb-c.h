@@ -71,6 +71,8 @@ typedef struct Sluice__V1__TopRequest Sluice__V1__TopRequest;
 typedef struct Sluice__V1__TopResponse Sluice__V1__TopResponse;
 typedef struct Sluice__V1__TopList Sluice__V1__TopList;
 typedef struct Sluice__V1__TopEntry Sluice__V1__TopEntry;
+typedef struct Sluice__V1__ReportRequest Sluice__V1__ReportRequest;
+typedef struct Sluice__V1__ReportResponse Sluice__V1__ReportResponse;
 typedef struct Sluice__V1__Alert Sluice__V1__Alert;
 
 
@@ -241,7 +243,8 @@ typedef enum {
   SLUICE__V1__REQUEST__BODY_REPORT_OUTCOME = 18,
   SLUICE__V1__REQUEST__BODY_WATCH_ALERTS = 19,
   SLUICE__V1__REQUEST__BODY_AUTHENTICATE = 20,
-  SLUICE__V1__REQUEST__BODY_TOP = 21
+  SLUICE__V1__REQUEST__BODY_TOP = 21,
+  SLUICE__V1__REQUEST__BODY_REPORT = 22
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__REQUEST__BODY__CASE)
 } Sluice__V1__Request__BodyCase;
 
@@ -301,6 +304,11 @@ struct  Sluice__V1__Request
      * (docs/ANOMALY.md, "sluicectl top"). Needs the read role and an identity of every tenant.
      */
     Sluice__V1__TopRequest *top;
+    /*
+     * The figures of `sluicectl report` over the daemon's last hour (docs/ANOMALY.md, "Report").
+     * Needs the read role and an identity of every tenant.
+     */
+    Sluice__V1__ReportRequest *report;
   };
 };
 #define SLUICE__V1__REQUEST__INIT \
@@ -328,7 +336,8 @@ typedef enum {
   SLUICE__V1__RESPONSE__BODY_REPORT_OUTCOME = 17,
   SLUICE__V1__RESPONSE__BODY_WATCH_ALERTS = 18,
   SLUICE__V1__RESPONSE__BODY_AUTHENTICATE = 19,
-  SLUICE__V1__RESPONSE__BODY_TOP = 20
+  SLUICE__V1__RESPONSE__BODY_TOP = 20,
+  SLUICE__V1__RESPONSE__BODY_REPORT = 21
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(SLUICE__V1__RESPONSE__BODY__CASE)
 } Sluice__V1__Response__BodyCase;
 
@@ -360,6 +369,7 @@ struct  Sluice__V1__Response
     Sluice__V1__WatchAlertsResponse *watch_alerts;
     Sluice__V1__AuthenticateResponse *authenticate;
     Sluice__V1__TopResponse *top;
+    Sluice__V1__ReportResponse *report;
   };
 };
 #define SLUICE__V1__RESPONSE__INIT \
@@ -1562,6 +1572,39 @@ struct  Sluice__V1__TopEntry
 
 
 /*
+ * The daemon's recent window as `sluicectl report` draws it: traffic per tenant and per outcome
+ * class a minute over the last hour, denials by reason, the top-K tables (over the last one to
+ * two hours), the alerts raised in the window (at most 500) and the alert budget's score
+ * distribution. Needs anomaly detection on (shadow is enough).
+ */
+struct  Sluice__V1__ReportRequest
+{
+  ProtobufCMessage base;
+  /*
+   * Rows per top-K table (1 to 100; 0 means 10).
+   */
+  uint32_t top;
+};
+#define SLUICE__V1__REPORT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_request__descriptor) \
+    , 0 }
+
+
+struct  Sluice__V1__ReportResponse
+{
+  ProtobufCMessage base;
+  /*
+   * A JSON document (the `ReportSnapshot` of docs/ANOMALY.md, "Report"): the figures are the
+   * page's, and change with it.
+   */
+  char *json;
+};
+#define SLUICE__V1__REPORT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&sluice__v1__report_response__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+/*
  * One anomaly alert: the fields of the alert log (shared/traces/FORMAT.md).
  */
 struct  Sluice__V1__Alert
@@ -2663,6 +2706,44 @@ Sluice__V1__TopEntry *
 void   sluice__v1__top_entry__free_unpacked
                      (Sluice__V1__TopEntry *message,
                       ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportRequest methods */
+void   sluice__v1__report_request__init
+                     (Sluice__V1__ReportRequest         *message);
+size_t sluice__v1__report_request__get_packed_size
+                     (const Sluice__V1__ReportRequest   *message);
+size_t sluice__v1__report_request__pack
+                     (const Sluice__V1__ReportRequest   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_request__pack_to_buffer
+                     (const Sluice__V1__ReportRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportRequest *
+       sluice__v1__report_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_request__free_unpacked
+                     (Sluice__V1__ReportRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Sluice__V1__ReportResponse methods */
+void   sluice__v1__report_response__init
+                     (Sluice__V1__ReportResponse         *message);
+size_t sluice__v1__report_response__get_packed_size
+                     (const Sluice__V1__ReportResponse   *message);
+size_t sluice__v1__report_response__pack
+                     (const Sluice__V1__ReportResponse   *message,
+                      uint8_t             *out);
+size_t sluice__v1__report_response__pack_to_buffer
+                     (const Sluice__V1__ReportResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Sluice__V1__ReportResponse *
+       sluice__v1__report_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   sluice__v1__report_response__free_unpacked
+                     (Sluice__V1__ReportResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Sluice__V1__Alert methods */
 void   sluice__v1__alert__init
                      (Sluice__V1__Alert         *message);
@@ -2852,6 +2933,12 @@ typedef void (*Sluice__V1__TopList_Closure)
 typedef void (*Sluice__V1__TopEntry_Closure)
                  (const Sluice__V1__TopEntry *message,
                   void *closure_data);
+typedef void (*Sluice__V1__ReportRequest_Closure)
+                 (const Sluice__V1__ReportRequest *message,
+                  void *closure_data);
+typedef void (*Sluice__V1__ReportResponse_Closure)
+                 (const Sluice__V1__ReportResponse *message,
+                  void *closure_data);
 typedef void (*Sluice__V1__Alert_Closure)
                  (const Sluice__V1__Alert *message,
                   void *closure_data);
@@ -2922,6 +3009,8 @@ extern const ProtobufCMessageDescriptor sluice__v1__top_request__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__top_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__top_list__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__top_entry__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_request__descriptor;
+extern const ProtobufCMessageDescriptor sluice__v1__report_response__descriptor;
 extern const ProtobufCMessageDescriptor sluice__v1__alert__descriptor;
 
 PROTOBUF_C__END_DECLS
