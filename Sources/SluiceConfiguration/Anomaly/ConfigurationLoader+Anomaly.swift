@@ -12,7 +12,7 @@ extension Reader {
                          "surge_factor", "surge_minimum", "warmup", "subject_warmup", "new_subject_factor", "cooldown", "idle_after",
                          "alert_log", "responses", "webhook", "spike_persistence", "new_subject_persistence", "peak_factor",
                          "peer_quantile", "peer_margin", "peer_minimum_minutes", "sequential_steps", "sustained_distinct",
-                         "failure_surge_minimum", "failure_surge_factor", "surge_sources", "alert_budget_per_hour"]
+                         "failure_surge_minimum", "failure_surge_factor", "surge_sources", "alert_budget_per_hour", "model"]
         for (key, value) in try mapping(node, "anomaly", keys: keys) {
             let path = "anomaly.\(key)"
             switch key {
@@ -44,6 +44,7 @@ extension Reader {
             case "failure_surge_factor": settings.failureSurgeFactor = try number(value, path, 1.5...1_000)
             case "surge_sources": settings.surgeSources = try number(value, path, 0...100_000_000)
             case "alert_budget_per_hour": settings.alertBudgetPerHour = try number(value, path, 0.1...1_000_000)
+            case "model": settings.model = try bool(value, path)
             case "responses": configuration.anomalyResponses = try readAnomalyResponses(value, path)
             case "webhook":
                 var webhook: WebhookSettings?

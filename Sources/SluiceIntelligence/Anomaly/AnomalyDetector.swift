@@ -107,6 +107,9 @@ public struct AnomalySettings: Sendable, Equatable {
     /// above which at most this many minutes an hour scored. Where the thresholds suit the
     /// traffic the factor is 1; where they do not, the alerts stay within the budget.
     public var alertBudgetPerHour = 10.0
+    /// The model (``HalfSpaceTrees``) over each subject's minutes: off, or on (alerts of kind
+    /// `outlier`, held to their own budget of `alertBudgetPerHour`).
+    public var model = false
     /// A subject's own baseline is trusted after this long (ms); before, it learns from all it sends.
     public var subjectWarmupMs: Int64 = 10 * 60_000
     /// Until then, a rate spike needs this many times `spikeMinimumRate`.
@@ -393,6 +396,11 @@ public final class AnomalyDetector {
     /// The subjects' minutes' scores, and the factor (at least 1) the alert budget puts on
     /// every subject threshold, updated once a minute (``updateBudget(now:)``).
     var scores = FadingLogHistogram()
+    /// The model, and its minutes' outlier values (for its own budget).
+    lazy var model = HalfSpaceTrees(dimensions: MinuteFeatures.dimensions, window: 4_096)
+    var modelScores = FadingLogHistogram()
+    /// The model's last alert per subject it alerted on (at most 10,000, its cooldown).
+    var modelAlerted: [UInt64: Int64] = [:]
     public internal(set) var budget: Double = 1
     var budgetMinute: Int64 = -1
     var start: Int64?
@@ -588,6 +596,7 @@ public final class AnomalyDetector {
             peers.groups[group].distinct.add(closedDistinct, at: now, halfLife: Self.peerHalfLifeMs)
             peers.groups[group].sustained.add(Double(subject.sustained), at: now, halfLife: Self.peerHalfLifeMs)
         }
+        let outlier = settings.model ? modelMinute(&subject, distinct: closedDistinct, gap: gap, observation: observation) : nil
         let normalDistinct = Double(subject.ids.normal)
         let over = closedDistinct >= max(subject.ids.threshold(floor: Double(own.enumerationDistinctIds),
                                                                factor: settings.spikeFactor / 2),
@@ -606,11 +615,11 @@ public final class AnomalyDetector {
         // The largest group the subject has been part of: the one that knows most about its kind.
         let current = peers.group(tenant: observation.tenant, subject: observation.subject, route: observation.route)
         if peers.groups[Int(current)].hits.total > peers.groups[Int(subject.group)].hits.total { subject.group = current }
-        guard gap == 1, now - (start ?? now) >= settings.warmupMs, now - subject.lastAlert >= settings.cooldownMs else { return nil }
+        guard gap == 1, now - (start ?? now) >= settings.warmupMs, now - subject.lastAlert >= settings.cooldownMs else { return outlier }
         let peer = peerThreshold(\.sustained, of: Int(subject.group))
         let threshold = max(own.sustainedDistinct, settled ? own.spikeFactor / 2 * normalDistinct : 0, peer ?? 0)
         let sustained = Double(subject.sustained)
-        guard gate(&subject, sustained / threshold) else { return nil }
+        guard gate(&subject, sustained / threshold) else { return outlier }
         markAlerted(&subject, now)
         return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
                             kind: "enumeration", score: sustained / threshold,
@@ -1112,5 +1121,63 @@ public struct LinearCounter: Sendable, Equatable {
     public var estimate: Double {
         let zeros = 128 - low.nonzeroBitCount - high.nonzeroBitCount
         return zeros == 0 ? 128 * log(128.0) : -128 * log(Double(zeros) / 128)
+    }
+}
+
+/// A subject's closed minute as the model sees it: each feature on a log scale in [0, 1].
+struct MinuteFeatures {
+    static let dimensions = 6
+    static let names = ["requests", "distinct resources", "addresses", "failure share", "steps in order", "requests against its normal"]
+
+    /// `log(1 + value)` against `log(1 + top)`, within [0, 1].
+    static func unit(_ value: Double, _ top: Double) -> Float { Float(min(1, max(0, log1p(max(0, value)) / log1p(top)))) }
+
+    static func of(hits: Double, distinct: Double, sources: Double, outcomes: Double, failures: Double, sequential: Double,
+                   baselinePerMinute: Double) -> [Float] {
+        // Counts are finite and not negative; anything else is taken as 0 or as very large.
+        func finite(_ value: Double) -> Double { value.isNaN ? 0 : min(max(value, 0), 1e12) }
+        let (hits, distinct, sources, outcomes, failures, sequential, baselinePerMinute) = (finite(hits), finite(distinct), finite(sources),
+            finite(outcomes), finite(min(failures, outcomes)), finite(sequential), finite(baselinePerMinute))
+        return [unit(hits, 100_000), unit(distinct, 620), unit(sources, 620), outcomes > 0 ? Float(failures / outcomes) : 0,
+         unit(sequential, 1_000), Float(min(1, max(0, (log2((hits + 1) / (baselinePerMinute + 1)) + 8) / 16)))]
+    }
+}
+
+extension AnomalyDetector {
+    /// The model's turn at a subject's closed minute (``roll(_:to:settled:observation:)``, before
+    /// its counts are reset): the minute is scored against the model's last window, then
+    /// learned. Its outlier value (log2 of the model's ceiling over its score: 0 for the most
+    /// usual minute, up to about 23 where no minute went) enters the model's own budget, and
+    /// alerts as `outlier` above the value at most `alertBudgetPerHour` minutes an hour reach.
+    func modelMinute(_ subject: inout Subject, distinct: Double, gap: Double, observation: CheckEvent) -> AnomalyAlert? {
+        let now = observation.timestampMs
+        let hits = Double(subject.minuteHits), sources = subject.sources.counter.estimate
+        let features = MinuteFeatures.of(hits: hits, distinct: distinct, sources: sources, outcomes: Double(subject.outcomes),
+                                         failures: Double(subject.failures), sequential: Double(subject.sequential),
+                                         baselinePerMinute: Double(subject.baseline) * 60)
+        let score = model.score(features)
+        model.learn(features)
+        guard let score else { return nil }
+        let value = log2(model.ceiling / (score + 1))
+        let warm = now - (start ?? now) >= settings.warmupMs
+        // The budget: the value above which at most `alertBudgetPerHour` minutes an hour lie
+        // (counts fade by half an hour: they hold 1/ln 2 hours), and at least 10 (a region a
+        // thousand times emptier than the usual minute's).
+        let threshold = max(3, modelScores.edge(leavingAtMost: Float(settings.alertBudgetPerHour / log(2))))
+        if warm { modelScores.add(value, at: now, halfLife: Self.budgetHalfLifeMs) }
+        // Its own cooldown (the rules' is theirs): the two are compared, kind by kind.
+        guard warm, gap == 1, value > threshold else { return nil }
+        let key = Self.subjectKey(observation)
+        guard now - (modelAlerted[key] ?? Self.never) >= settings.cooldownMs else { return nil }
+        if modelAlerted.count >= 10_000 { modelAlerted = modelAlerted.filter { now - $0.value < settings.cooldownMs } }
+        guard modelAlerted.count < 10_000 else { return nil }
+        modelAlerted[key] = now
+        let described = zip(MinuteFeatures.names, [hits, distinct, sources, Double(subject.failures), Double(subject.sequential),
+                                                   Double(subject.baseline) * 60])
+            .map { String(format: "%@ %.0f", $0.0, $0.1) }.joined(separator: ", ")
+        return AnomalyAlert(timestampMs: now, scope: .subject, subject: observation.subject, ip: nil, tenant: observation.tenant,
+                            kind: "outlier", score: value / threshold,
+                            detail: String(format: "a minute unlike the others (%@): the model's outlier value %.1f against a threshold of %.1f (at most %.0f minutes an hour beyond it)",
+                                           described, value, threshold, settings.alertBudgetPerHour))
     }
 }

@@ -114,7 +114,7 @@ public final class AnomalyResponseBook: Sendable {
 
     /// The alert kinds, in a fixed order; each name's bytes live as long as the process (written once, then only read).
     public static let kinds = ["rate_spike", "enumeration", "credential_stuffing", "new_source_surge", "many_sources", "brute_force",
-                               "many_subjects", "traffic_surge", "failure_surge"]
+                               "many_subjects", "traffic_surge", "failure_surge", "outlier"]
     nonisolated(unsafe) public static let kindBytes: [UnsafeRawBufferPointer] = kinds.map { name in
         let bytes = Array(name.utf8)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
