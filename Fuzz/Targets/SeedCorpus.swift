@@ -73,6 +73,8 @@ public enum SeedCorpus {
             .with { $0.subject = "user\(index)"; $0.ip = "192.0.2.1"; $0.route = "POST /login"; $0.status = 401; $0.timeMs = epochMs + UInt64(index) * 100 }
         } } }
         add(24) { $0.watchAlerts = .with { $0.kinds = ["credential_stuffing"]; $0.recent = 10 } }
+        add(25) { $0.top = .with { $0.count = 5 } }
+        add(26) { $0.report = .with { $0.top = 5 } }
         return all
     }
 
