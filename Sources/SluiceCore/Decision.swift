@@ -14,6 +14,19 @@ public enum DecisionReason: UInt8, Sendable, Hashable {
     case shed = 6
     /// Anomaly detection responded to the subject or its address with a block.
     case anomaly = 7
+
+    /// The reason as the protocol names it (`REASON_…`, lower case): `over_limit`, `shed` …
+    public var name: String {
+        switch self {
+        case .withinLimit: "within_limit"
+        case .overLimit: "over_limit"
+        case .exceedsCapacity: "exceeds_capacity"
+        case .blocked: "blocked"
+        case .reputation: "reputation"
+        case .shed: "shed"
+        case .anomaly: "anomaly"
+        }
+    }
 }
 
 /// The outcome of one limit (or of a multi-limit check: its tightest limit).

@@ -140,18 +140,8 @@ extension Sluice_V1_Algorithm {
 }
 
 extension Sluice_V1_Reason {
-    var name: String {
-        switch self {
-        case .withinLimit: "within_limit"
-        case .overLimit: "over_limit"
-        case .exceedsCapacity: "exceeds_capacity"
-        case .blocked: "blocked"
-        case .reputation: "reputation"
-        case .shed: "shed"
-        case .anomaly: "anomaly"
-        case .unspecified, .UNRECOGNIZED: "unspecified"
-        }
-    }
+    /// The same numbers as `DecisionReason` (sluice.proto's `Reason`), so its names.
+    var name: String { DecisionReason(rawValue: UInt8(clamping: rawValue)).map(\.name) ?? "unspecified" }
 }
 
 extension Sluice_V1_Verdict {

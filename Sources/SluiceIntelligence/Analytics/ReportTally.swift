@@ -78,20 +78,7 @@ extension ReportTally {
         var row = event
         row.status = event.allowed ? 200 : 429
         count(row)
-        if !event.allowed { denials[Self.name(of: event.reason), default: 0] += 1 }
-    }
-
-    /// A denial's reason as the protocol names it (`REASON_…`, lower case).
-    static func name(of reason: DecisionReason) -> String {
-        switch reason {
-        case .withinLimit: "within_limit"
-        case .overLimit: "over_limit"
-        case .exceedsCapacity: "exceeds_capacity"
-        case .blocked: "blocked"
-        case .reputation: "reputation"
-        case .shed: "shed"
-        case .anomaly: "anomaly"
-        }
+        if !event.allowed { denials[event.reason.name, default: 0] += 1 }
     }
 
     /// An outcome a service reported for a check already counted: its failures only.
