@@ -200,6 +200,7 @@ public final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHan
         let now = NIODeadline.now()
         lastRead = now
         activity?.touch(now)
+        queueDelay?.touch(on: context.eventLoop)
         let hadPartial = partial != nil
         var bytes = unwrapInboundIn(data)
         if socketBacklog?.record(read: bytes.readableBytes, full: bytes.writableBytes == 0, now: now) == true, let bound = queueDelay?.bound,

@@ -8,6 +8,10 @@ import Synchronization
 /// overloaded, and its connections answer checks `CODE_OVERLOADED` at once instead of queueing
 /// them (``ConnectionHandler``), until a sample is back under the bound: clients learn to back
 /// off in milliseconds rather than waiting seconds for answers that come too late.
+///
+/// The gauge samples only while its loop reads: a connection's read arms it (``touch(on:)``),
+/// and after ``idleSamples`` samples with no read it stops, so an idle daemon's loops sleep
+/// instead of waking a hundred times a second each. A loop with nothing to read is not late.
 public final class QueueDelayGauge: Sendable {
     /// The delay past which checks are refused (ns).
     public let bound: Int64
@@ -17,6 +21,17 @@ public final class QueueDelayGauge: Sendable {
     let overloaded = Atomic<Bool>(false)
     /// The longest delay measured since it was last read (ns), for metrics.
     let longest = Atomic<Int64>(0)
+    /// Whether a sample is due; set and cleared on the loop only.
+    let armed = Atomic<Bool>(false)
+    /// Whether a connection read since the last sample.
+    let readSinceSample = Atomic<Bool>(false)
+    /// Samples in a row with no read (on the loop only).
+    let quietSamples = Atomic<Int>(0)
+    /// The sample due, and whether the gauge was stopped (the loop is shutting down).
+    let pending = Mutex<(stopped: Bool, task: Scheduled<Void>?)>((false, nil))
+
+    /// Samples in a row with no read after which the gauge stops until the next read.
+    public static let idleSamples = 10
 
     /// A gauge refusing checks past `bound` (nil: measures, never refuses).
     public init(bound: TimeAmount?, interval: TimeAmount = .milliseconds(10)) {
@@ -24,10 +39,50 @@ public final class QueueDelayGauge: Sendable {
         self.interval = interval
     }
 
-    /// Starts sampling on `loop`; cancel the task returned before the loop shuts down.
-    @discardableResult
-    public func start(on loop: any EventLoop) -> RepeatedTask {
-        loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in sample() }
+    /// A connection on `loop` read: keeps the gauge sampling, or starts it again after a quiet
+    /// spell. Call on `loop`.
+    @inline(__always)
+    public func touch(on loop: any EventLoop) {
+        readSinceSample.store(true, ordering: .relaxed)
+        if !armed.load(ordering: .relaxed) { arm(on: loop) }
+    }
+
+    func arm(on loop: any EventLoop) {
+        armed.store(true, ordering: .relaxed)
+        quietSamples.store(0, ordering: .relaxed)
+        // The quiet spell is not a delay; the last samples before it (of a loop with nothing
+        // to do) stand until the next two.
+        lastRun.store(0, ordering: .relaxed)
+        schedule(on: loop)
+    }
+
+    func schedule(on loop: any EventLoop) {
+        pending.withLock { pending in
+            guard !pending.stopped else { return }
+            pending.task = loop.scheduleTask(in: interval) { [self] in turn(on: loop) }
+        }
+    }
+
+    /// One sample on the loop, then the next unless the loop has been quiet for long.
+    func turn(on loop: any EventLoop) {
+        sample()
+        if readSinceSample.exchange(false, ordering: .relaxed) {
+            quietSamples.store(0, ordering: .relaxed)
+        } else if quietSamples.wrappingAdd(1, ordering: .relaxed).newValue >= Self.idleSamples {
+            armed.store(false, ordering: .relaxed)
+            return
+        }
+        schedule(on: loop)
+    }
+
+    /// Stops sampling for good; call before the loop shuts down (a task left on a loop that
+    /// shuts down is an error NIO will make a crash).
+    public func stop() {
+        pending.withLock { pending in
+            pending.stopped = true
+            pending.task?.cancel()
+            pending.task = nil
+        }
     }
 
     func sample() {

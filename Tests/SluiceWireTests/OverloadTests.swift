@@ -113,6 +113,39 @@ struct OverloadTests {
         #expect(try responses(channel).first?.check.verdicts.first?.allowed == true)
     }
 
+    @Test func theGaugeSamplesWhileItsLoopReadsAndSleepsAfterTenQuietSamples() {
+        let loop = EmbeddedEventLoop()
+        defer { try? loop.syncShutdownGracefully() }
+        let gauge = QueueDelayGauge(bound: .milliseconds(100), interval: .milliseconds(10))
+        var samples = 0
+        func advance(_ turns: Int) {
+            for _ in 0..<turns {
+                let before = gauge.lastRun.load(ordering: .relaxed)
+                loop.advanceTime(by: .milliseconds(10))
+                if gauge.lastRun.load(ordering: .relaxed) != before { samples += 1 }
+            }
+        }
+        advance(5)
+        #expect(samples == 0, "nothing read yet: no sample")
+        gauge.touch(on: loop)
+        for _ in 0..<20 {
+            advance(1)
+            gauge.touch(on: loop)
+        }
+        #expect(samples == 20, "a sample every interval while reads come")
+        advance(30)
+        #expect(samples == 31, "the sample after the last read and ten quiet ones, then it sleeps")
+        let armed = gauge.armed.load(ordering: .relaxed)
+        #expect(!armed)
+        gauge.touch(on: loop)
+        advance(2)
+        #expect(samples == 33, "a read wakes it")
+        gauge.stop()
+        gauge.touch(on: loop)
+        advance(20)
+        #expect(samples == 33, "stopped for good: nothing is scheduled on a loop about to shut down")
+    }
+
     @Test func theLoopIsOverloadedAfterTwoLateSamplesAndNotAfterOne() {
         let gauge = QueueDelayGauge(bound: .milliseconds(100), interval: .milliseconds(10))
         func sample(late milliseconds: Int64) {

@@ -43,9 +43,9 @@ public final class SluiceDaemon: Sendable {
     let operations: Operator
     /// Every background engine and shutdown step, running from start to shutdown.
     let services = NIOLockedValueBox<RunningServices?>(nil)
-    /// The queueing-delay gauges' sampling tasks, cancelled before the event loops stop (a
-    /// repeated task left on a loop that shuts down is an error NIO will make a crash).
-    let sampling: [RepeatedTask]
+    /// The queueing-delay gauges, stopped before the event loops stop (a task left on a loop
+    /// that shuts down is an error NIO will make a crash).
+    let sampling: [QueueDelayGauge]
     /// Which shutdown steps have run.
     let progress = NIOLockedValueBox(Progress())
 
@@ -57,7 +57,7 @@ public final class SluiceDaemon: Sendable {
 
     init(dispatcher: RequestDispatcher, unixPaths: [String], tcpAddresses: [SocketAddress], metricsAddress: SocketAddress?,
          metrics: SluiceMetrics, group: MultiThreadedEventLoopGroup, tracker: ConnectionTracker, listeners: [any Channel],
-         metricsChannel: (any Channel)?, envoy: RateLimitServers?, logger: Logger, operations: Operator, sampling: [RepeatedTask]) {
+         metricsChannel: (any Channel)?, envoy: RateLimitServers?, logger: Logger, operations: Operator, sampling: [QueueDelayGauge]) {
         self.sampling = sampling
         self.envoy = envoy
         self.dispatcher = dispatcher
@@ -175,13 +175,11 @@ public final class SluiceDaemon: Sendable {
                                            shedding: shedding, anomaly: anomaly, operations: operations, time: time,
                                            version: SluiceVersion.current, extraStages: stages)
         let tracker = ConnectionTracker()
-        // One queueing-delay gauge per event loop, read by that loop's connections.
+        // One queueing-delay gauge per event loop, read (and kept sampling) by that loop's connections.
         var gauges: [ObjectIdentifier: QueueDelayGauge] = [:]
         var loopDelays: [QueueDelayGauge] = []
-        var sampling: [RepeatedTask] = []
         for loop in group.makeIterator() {
             let gauge = QueueDelayGauge(bound: configuration.maxQueueDelayMs > 0 ? .milliseconds(configuration.maxQueueDelayMs) : nil)
-            sampling.append(gauge.start(on: loop))
             gauges[ObjectIdentifier(loop)] = gauge
             loopDelays.append(gauge)
         }
@@ -272,7 +270,7 @@ public final class SluiceDaemon: Sendable {
         let daemon = SluiceDaemon(dispatcher: dispatcher, unixPaths: unixPaths, tcpAddresses: tcpAddresses,
                                   metricsAddress: metricsChannel?.localAddress, metrics: metrics, group: group, tracker: tracker,
                                   listeners: bound, metricsChannel: metricsChannel, envoy: envoy, logger: logger, operations: operations,
-                                  sampling: sampling)
+                                  sampling: loopDelays)
         let probe = LoopDelayProbe(group: group)
         // Started in this order, stopped in reverse: first the listeners stop accepting and
         // drain, then the metrics endpoint closes, then detection takes what is queued for it
@@ -448,7 +446,7 @@ public final class SluiceDaemon: Sendable {
     /// Step 4: stops the event loops.
     public func close() async {
         guard progress.withLockedValue({ let was = $0.closed; $0.closed = true; return !was }) else { return }
-        for task in sampling { task.cancel() }
+        for gauge in sampling { gauge.stop() }
         (dispatcher.backend as? RedisBackend)?.shutdown()
         try? await group.shutdownGracefully()
         logger.info("stopped")

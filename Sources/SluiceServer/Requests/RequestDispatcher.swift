@@ -270,7 +270,8 @@ public final class RequestDispatcher: RequestProcessor, Sendable {
     func resolve(_ check: CheckView, index: Int, batchNow: Int64, previous: inout ResolvedLimits,
                  in live: LiveConfiguration) -> Result<(BatchCheck, Int), WireError> {
         let result = resolveLimits(of: check, index: index, batchNow: batchNow, previous: &previous, in: live)
-        guard routesPartitions, let partitions = live.partitions, case .success(var (item, series)) = result else { return result }
+        guard routesPartitions, let partitions = live.partitions, case .success(let (resolved, series)) = result else { return result }
+        var item = resolved
         item.partition = partitions.partition(for: check.tenant)
         return .success((item, series))
     }
