@@ -20,6 +20,8 @@ public final class ChildProcess: @unchecked Sendable {
     public var standardInput: Any?
     public var standardOutput: Any?
     public var standardError: Any?
+    /// Variables added to (or replacing) the parent's environment.
+    public var environment: [String: String] = [:]
     public private(set) var processIdentifier: pid_t = 0
     let lock = NSLock()
     /// The exit status or the signal, once reaped.
@@ -71,10 +73,16 @@ public final class ChildProcess: @unchecked Sendable {
         guard closeFrom(&actions, 3) == 0 else { throw SpawnError(description: "posix_spawn_file_actions_addclosefrom_np failed") }
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        var variables = ProcessInfo.processInfo.environment
+        variables.merge(environment) { _, new in new }
+        let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for pointer in envp { free(pointer) } }
         var pid: pid_t = 0
         let result = argv.withUnsafeBufferPointer { argvBuffer -> Int32 in
-            guard let base = argvBuffer.baseAddress else { return EINVAL }
-            return posix_spawn(&pid, path, &actions, nil, base, environ)
+            envp.withUnsafeBufferPointer { envpBuffer -> Int32 in
+                guard let base = argvBuffer.baseAddress, let variables = envpBuffer.baseAddress else { return EINVAL }
+                return posix_spawn(&pid, path, &actions, nil, base, variables)
+            }
         }
         guard result == 0 else { throw SpawnError(description: "posix_spawn \(path): \(String(cString: strerror(result)))") }
         processIdentifier = pid

@@ -25,7 +25,8 @@ struct SluiceBench: ParsableCommand {
           sluice-bench --rate 20000 --duration 30s --rule default
           sluice-bench --replay ../shared/traces/dev-sample.csv.gz --pace 60 --limit 20/1s
           sluice-bench --target redis -e unix:/tmp/redis.sock --redis-sha SHA --duration 10s
-        """
+        """,
+        version: SluiceVersion.current
     )
 
     @Option(name: [.short, .long], help: "unix:PATH, a path, HOST:PORT or [IPv6]:PORT.")

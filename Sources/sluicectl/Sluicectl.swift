@@ -10,9 +10,58 @@ struct Sluicectl: AsyncParsableCommand {
         commandName: "sluicectl",
         abstract: "Talk to a running sluiced.",
         discussion: "Exit status: 0 success (check: allowed), 1 denied, 2 error.",
+        version: SluiceVersion.current,
         subcommands: [Ping.self, Check.self, Release.self, Stats.self, Reload.self, Snapshot.self, ReputationCommand.self, TiersCommand.self, Flags.self,
                       Replay.self, Report.self, Alerts.self, Top.self, StoreCommand.self, TokenCommand.self]
     )
+
+    /// Runs the command the arguments name. Usage errors exit 2, as every other error does
+    /// (argument-parser's own status for them is 64), and the connection options may come before
+    /// the subcommand (`sluicectl -e HOST:PORT stats`) as well as after it.
+    static func main() async {
+        let arguments = hoistingConnectionOptions(Array(CommandLine.arguments.dropFirst()))
+        do {
+            var command = try parseAsRoot(arguments)
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            guard code == .validationFailure else { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(2)
+        }
+    }
+
+    /// The options every subcommand that talks to a daemon takes (``ConnectionOptions``), moved
+    /// from before the subcommand's name to after it.
+    static let connectionOptions: Set<String> = ["-e", "--endpoint", "--timeout", "--tls-ca", "--tls-cert", "--tls-key", "--token", "--token-file"]
+
+    static func hoistingConnectionOptions(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            if argument == "--tls" {
+                leading.append(argument)
+                index += 1
+            } else if connectionOptions.contains(name) {
+                let takesNext = !argument.contains("=") && index + 1 < arguments.count
+                leading += arguments[index..<(takesNext ? index + 2 : index + 1)]
+                index += takesNext ? 2 : 1
+            } else {
+                break
+            }
+        }
+        guard !leading.isEmpty, index < arguments.count else { return arguments }
+        // The subcommand's path: every word up to the first option (store copy, token create).
+        var path = index
+        while path < arguments.count, !arguments[path].hasPrefix("-") { path += 1 }
+        return Array(arguments[index..<path]) + leading + Array(arguments[path...])
+    }
 }
 
 struct ConnectionOptions: ParsableArguments {
@@ -72,7 +121,7 @@ struct ConnectionOptions: ParsableArguments {
         } catch ClientError.refused(let error) {
             throw Failure("\(error.code.name): \(error.message)")
         } catch {
-            throw Failure("cannot connect to \(target): \(error)")
+            throw Failure("cannot connect to \(endpointName): \(ConnectFailure.describe(error))")
         }
     }
 

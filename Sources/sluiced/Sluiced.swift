@@ -100,6 +100,17 @@ struct Sluiced: AsyncParsableCommand {
             throw ExitCode(1)
         }
         signals.forward(to: daemon)
+        // Under systemd (Type=notify): ready now that every listener is bound; the watchdog
+        // is petted while the event loops run tasks; stopping once shutdown begins.
+        let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
+        if let systemd {
+            systemd.notify("READY=1\nSTATUS=serving\nMAINPID=\(getpid())")
+            systemd.startWatchdog { pet in daemon.whenEventLoopsAnswer(pet) }
+            signals.onShutdown {
+                systemd.stopWatchdog()
+                systemd.notify("STOPPING=1\nSTATUS=stopping: answering what is in flight")
+            }
+        }
         await daemon.run()
         signals.cancel()
         await daemon.close()
@@ -175,7 +186,7 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 /// shutdown once it runs (at once if one came while it started).
 final class ShutdownSignals {
     let sources: [any DispatchSourceSignal]
-    let state = NIOLockedValueBox<(requested: Bool, daemon: SluiceDaemon?)>((false, nil))
+    let state = NIOLockedValueBox<(requested: Bool, daemon: SluiceDaemon?, onShutdown: (@Sendable () -> Void)?)>((false, nil, nil))
 
     init() {
         let queue = DispatchQueue(label: "sluiced.signals")
@@ -188,10 +199,11 @@ final class ShutdownSignals {
         self.sources = sources
         for source in sources {
             source.setEventHandler { [state] in
-                let daemon = state.withLockedValue { state -> SluiceDaemon? in
+                let (daemon, onShutdown) = state.withLockedValue { state in
                     state.requested = true
-                    return state.daemon
+                    return (state.daemon, state.onShutdown)
                 }
+                onShutdown?()
                 daemon?.beginShutdown()
             }
             source.resume()
@@ -205,6 +217,11 @@ final class ShutdownSignals {
             return state.requested
         }
         if requested { daemon.beginShutdown() }
+    }
+
+    /// Runs `body` when a signal asks for shutdown, before the shutdown begins.
+    func onShutdown(_ body: @escaping @Sendable () -> Void) {
+        state.withLockedValue { $0.onShutdown = body }
     }
 
     func cancel() {

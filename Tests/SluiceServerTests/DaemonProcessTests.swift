@@ -269,8 +269,15 @@ struct DaemonProcessTests {
 
     /// Runs sluicectl to completion: its exit status, standard output and standard error.
     static func sluicectl(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        try run("sluicectl", arguments)
+    }
+
+    /// Runs a built executable (or one at an absolute path) to completion: its exit status,
+    /// standard output and standard error.
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
         let process = ChildProcess()
-        process.executableURL = productsDirectory.appendingPathComponent("sluicectl")
+        process.executableURL = executable.hasPrefix("/") ? URL(fileURLWithPath: executable)
+            : productsDirectory.appendingPathComponent(executable)
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -64,7 +64,7 @@ public final class EventPump<Element: Sendable>: Sendable {
 
     /// Drains the tap now, on the pump's queue, and returns when the consumer is done.
     public func drainNow() {
-        queue.sync { drainOnQueue() }
+        queue.sync { _ = drainOnQueue() }
     }
 
     /// Drains the tap; returns whether there was anything in it.

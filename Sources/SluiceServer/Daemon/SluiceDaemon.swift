@@ -432,6 +432,14 @@ public final class SluiceDaemon: Sendable {
         try? await metricsChannel?.close()
     }
 
+    /// Calls `answer` once every event loop has run a task (systemd's watchdog: a loop that is
+    /// stuck never answers, and no answer is the alarm).
+    public func whenEventLoopsAnswer(_ answer: @escaping @Sendable () -> Void) {
+        let loops = Array(group.makeIterator())
+        let futures = loops.map { $0.submit {} }
+        EventLoopFuture.andAllSucceed(futures, on: loops[0]).whenSuccess { answer() }
+    }
+
     /// Begins the shutdown and returns at once (a signal handler's call); ``run()`` returns
     /// when it is done.
     public func beginShutdown() {

@@ -645,9 +645,3 @@ struct WireResponseError: Error {
 
     init(_ response: WireResponse) { self.response = response }
 }
-
-/// The version `sluiced` reports.
-public enum SluiceVersion {
-    /// The current version.
-    public static let current = "0.1.0"
-}

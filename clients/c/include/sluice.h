@@ -41,7 +41,8 @@
 extern "C" {
 #endif
 
-#define SLUICE_VERSION "0.1.0"
+/* SLUICE_VERSION: the version, generated from the repository's VERSION file. */
+#include "sluice_version.h"
 
 /* The largest batch the daemon accepts in one request. */
 #define SLUICE_MAX_BATCH 1000
