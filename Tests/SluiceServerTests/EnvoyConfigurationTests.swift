@@ -160,6 +160,13 @@ struct EnvoyConfigurationTests {
         #expect(missing.contains("/nonexistent/sluice-descriptors does not exist"), "\(missing)")
         let headers = ConfigurationTests.failure("envoy:\n  headers: loud\n")
         #expect(headers.contains("envoy.headers"), "\(headers)")
+        #expect((try? ConfigurationLoader.parse("envoy:\n  near_limit_ratio: 0.9\n", source: "sluice.yaml"))?.envoy.nearLimitRatio == 0.9)
+        #expect((try? ConfigurationLoader.parse("envoy:\n  headers: off\n", source: "sluice.yaml"))?.envoy.nearLimitRatio == 0.8,
+                "envoy ratelimit's NEAR_LIMIT_RATIO by default")
+        for ratio in ["1.5", "-0.1", "most"] {
+            let near = ConfigurationTests.failure("envoy:\n  near_limit_ratio: \(ratio)\n")
+            #expect(near.contains("envoy.near_limit_ratio") && near.contains("from 0.0 to 1.0"), "\(near)")
+        }
         let open = ConfigurationTests.failure("envoy:\n  listen:\n    tcp: [{address: \"0.0.0.0:8081\", auth: none}]\n")
         #expect(open.contains("envoy.listen.tcp[0].auth"), "\(open)")
     }

@@ -204,6 +204,22 @@ struct OperationsEndToEndTests {
             let heap = try #require(sample("sluice_heap_in_use_bytes", in: body))
             #expect(heap > Double(1 << 20) && heap < Double(1 << 40), "what malloc holds: megabytes, not nothing")
             #expect(sample(#"sluice_config_reloads_total{result="ok"}"#, in: body) == 0)
+            // The process metrics every exporter has, for dashboards written for any service.
+            let resident = try #require(sample("process_resident_memory_bytes", in: body))
+            #expect(resident >= heap / 2 && resident < Double(1 << 40))
+            let cpu = try #require(sample("process_cpu_seconds_total", in: body))
+            #expect(cpu > 0 && cpu < 3_600)
+            let descriptors = try #require(sample("process_open_fds", in: body))
+            #expect(descriptors >= 3 && descriptors <= (sample("process_max_fds", in: body) ?? 0))
+            let started = try #require(sample("process_start_time_seconds", in: body))
+            #expect(abs(started - Date().timeIntervalSince1970) < 3_600, "since the epoch, within the hour")
+            // Every family says what it is and what it counts.
+            let families = Set(body.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }.map { line in
+                String(line.prefix { $0 != "{" && $0 != " " }).replacingOccurrences(of: #"_(bucket|sum|count)$"#, with: "", options: .regularExpression)
+            })
+            for family in families {
+                #expect(body.contains("# HELP \(family) ") && body.contains("# TYPE \(family) "), "\(family) has HELP and TYPE")
+            }
             #expect(!body.contains("secret-key"), "no key ever becomes a label")
             #expect(!body.contains("stranger"), "an undeclared tenant is counted as _other")
 

@@ -296,6 +296,24 @@ class EnvoyBehaviourTests(unittest.TestCase):
         self.assertEqual(mixed.overall_code, OVER)
         self.assertEqual(mixed.statuses[0].limit_remaining, 1)
 
+    def test_near_limit_and_over_limit_are_counted_per_limit(self):
+        stub = self.daemon.stub()
+
+        def counts():
+            text = self.daemon.metrics()
+            found = {}
+            for result in ("within_limit", "near_limit", "over_limit"):
+                match = re.search(r'sluice_envoy_rule_descriptors_total\{rule="edge\.user",result="%s"\} (\d+)' % result, text)
+                found[result] = int(match.group(1)) if match else 0
+            return found
+
+        before = counts()
+        # 3 a day: the third leaves none (at least 0.8 of the limit used: near it), the fourth is over.
+        codes = [stub.ShouldRateLimit(request("edge", [("user", "near-limit")])).overall_code for _ in range(4)]
+        self.assertEqual(codes, [OK, OK, OK, OVER])
+        after = counts()
+        self.assertEqual({k: after[k] - before[k] for k in after}, {"within_limit": 3, "near_limit": 1, "over_limit": 1})
+
     def test_unlimited_zero_per_unit_and_shadow_mode(self):
         for _, stub in self.each_target():
             free = stub.ShouldRateLimit(request("edge", [("user", "u"), ("action", "free")]))

@@ -29,6 +29,10 @@ extension Configuration {
         /// The descriptor entry whose value is the caller (reputation, tiers, anomaly detection)
         /// and its address; a descriptor without it counts its own key as the caller.
         public var subjectKey = "remote_address"
+        /// A descriptor allowed with at least this share of its limit used is counted as near its
+        /// limit (`sluice_envoy_rule_descriptors_total{result="near_limit"}`), as envoy ratelimit's
+        /// `near_limit` stat with its `NEAR_LIMIT_RATIO` (0.8).
+        public var nearLimitRatio = 0.8
 
         public init() {}
 

@@ -12,7 +12,7 @@ extension Reader {
     func readEnvoy(_ node: Node, _ configuration: inout Configuration) throws(SluiceError) {
         var settings = Configuration.EnvoySettings()
         var inline: [Node] = []
-        for (key, value) in try mapping(node, "envoy", keys: ["listen", "config", "domains", "headers", "subject_key"]) {
+        for (key, value) in try mapping(node, "envoy", keys: ["listen", "config", "domains", "headers", "subject_key", "near_limit_ratio"]) {
             switch key {
             case "listen": (settings.tcpListeners, settings.unixListeners) = try readListeners(value, "envoy.listen")
             case "config":
@@ -24,6 +24,7 @@ extension Reader {
                 }
             case "domains": inline = try sequence(value, "envoy.domains")
             case "headers": settings.headers = try choice(value, "envoy.headers", expected: "off, draft, legacy or both")
+            case "near_limit_ratio": settings.nearLimitRatio = try number(value, "envoy.near_limit_ratio", 0...1)
             default:
                 settings.subjectKey = try string(value, "envoy.subject_key")
                 guard !settings.subjectKey.isEmpty else { throw error(value, "envoy.subject_key", "expected a descriptor key such as remote_address") }

@@ -59,6 +59,10 @@ final class EnvoyFront: Sendable {
         var plans: [Plan]
         var checks: [Sluice_V1_Check]
         var headers: Configuration.EnvoySettings.Headers
+        /// The request's domain, naming each limit's counters (`domain.path`).
+        var domain = ""
+        /// `envoy.near_limit_ratio`.
+        var nearLimitRatio = 0.8
     }
 
     /// Answers `request` for a caller at `address` presenting `token` (nil: none), deciding
@@ -73,7 +77,7 @@ final class EnvoyFront: Sendable {
         }
         let wanted = planned.plans.compactMap { plan -> Int? in if case .check(let index, _) = plan { index } else { nil } }
         guard !wanted.isEmpty else {
-            return loop.makeSucceededFuture(.success(respond(plans: planned.plans, verdicts: [], headers: planned.headers)))
+            return loop.makeSucceededFuture(.success(respond(planned, verdicts: [])))
         }
         var native = WireRequest()
         // Only the checks still applied: a replaced one is not counted.
@@ -85,7 +89,7 @@ final class EnvoyFront: Sendable {
             case .check(let response) where response.verdicts.count == wanted.count:
                 var byIndex = [Sluice_V1_Verdict](repeating: .init(), count: planned.checks.count)
                 for (slot, index) in wanted.enumerated() { byIndex[index] = response.verdicts[slot] }
-                return .success(self.respond(plans: planned.plans, verdicts: byIndex, headers: planned.headers))
+                return .success(self.respond(planned, verdicts: byIndex))
             case .error(let error): return .failure(self.fail(error))
             default: return .failure(self.fail(.internal, "the check path answered something other than verdicts"))
             }
@@ -166,11 +170,12 @@ final class EnvoyFront: Sendable {
                 }
             }
         }
-        return Planned(plans: plans, checks: checks, headers: settings.headers)
+        return Planned(plans: plans, checks: checks, headers: settings.headers, domain: request.domain, nearLimitRatio: settings.nearLimitRatio)
     }
 
     /// The answer, from the plans and the verdicts of their checks.
-    func respond(plans: [Plan], verdicts: [Sluice_V1_Verdict], headers: Configuration.EnvoySettings.Headers) -> Response {
+    func respond(_ planned: Planned, verdicts: [Sluice_V1_Verdict]) -> Response {
+        let plans = planned.plans, headers = planned.headers
         var response = Response()
         // As envoy ratelimit: OVER_LIMIT when a descriptor not in quota mode is over its limit,
         // or when every quota-mode descriptor is.
@@ -190,7 +195,7 @@ final class EnvoyFront: Sendable {
                 status.currentLimit = Self.current(limit)
                 status.code = limit.shadow ? .ok : .overLimit
                 if let unit = limit.unit { status.durationUntilReset = Self.untilWindowEnds(unit, now: nowNs) }
-                countDecision(allowed: false, shadow: limit.shadow)
+                countDecision(allowed: false, shadow: limit.shadow, limit: limit, domain: planned.domain, near: false)
                 policies.append(.init(name: Self.policyName(limit), quota: 0, windowSeconds: limit.unit?.seconds ?? 0, remaining: 0,
                                       resetSeconds: limit.unit.map { Self.seconds(Self.untilWindowEnds($0, now: nowNs)) } ?? 0))
             case .check(let index, let limit):
@@ -205,7 +210,10 @@ final class EnvoyFront: Sendable {
                 } else {
                     status.durationUntilReset = .init(milliseconds: verdict.allowed ? verdict.resetAfterMs : max(verdict.retryAfterMs, verdict.resetAfterMs))
                 }
-                countDecision(allowed: verdict.allowed, shadow: limit.shadow)
+                // Near its limit, as envoy ratelimit counts it: allowed with at least the ratio used.
+                let near = verdict.allowed && verdict.limit > 0
+                    && Double(verdict.limit - min(verdict.remaining, verdict.limit)) >= planned.nearLimitRatio * Double(verdict.limit)
+                countDecision(allowed: verdict.allowed, shadow: limit.shadow, limit: limit, domain: planned.domain, near: near)
                 policies.append(.init(name: Self.policyName(limit), quota: UInt64(limit.requestsPerUnit), windowSeconds: limit.unit?.seconds ?? 0,
                                       remaining: UInt64(status.limitRemaining), resetSeconds: Self.seconds(status.durationUntilReset)))
             }
@@ -235,13 +243,18 @@ final class EnvoyFront: Sendable {
         return response
     }
 
-    func countDecision(allowed: Bool, shadow: Bool) {
+    func countDecision(allowed: Bool, shadow: Bool, limit: DescriptorRateLimit, domain: String, near: Bool) {
+        let rule = counters.rule("\(domain).\(limit.path)")
         if allowed {
             counters.withinLimit.add(1, ordering: .relaxed)
+            rule.withinLimit.add(1, ordering: .relaxed)
+            if near { rule.nearLimit.add(1, ordering: .relaxed) }
         } else if shadow {
             counters.shadowed.add(1, ordering: .relaxed)
+            rule.shadowed.add(1, ordering: .relaxed)
         } else {
             counters.overLimit.add(1, ordering: .relaxed)
+            rule.overLimit.add(1, ordering: .relaxed)
         }
     }
 
@@ -315,7 +328,28 @@ final class EnvoyCounters: Sendable {
     /// Requests for a domain no file declares.
     let unknownDomain = Atomic<UInt64>(0)
 
+    /// Per limit (`domain.path`, from the configuration: bounded), kept across reloads.
+    let rules = Mutex<[String: RuleCounters]>([:])
+
+    /// One limit's descriptors by result, as envoy ratelimit's per-key stats.
+    final class RuleCounters: Sendable {
+        let withinLimit = Atomic<UInt64>(0)
+        /// Allowed with at least `envoy.near_limit_ratio` of the limit used (also within_limit).
+        let nearLimit = Atomic<UInt64>(0)
+        let overLimit = Atomic<UInt64>(0)
+        let shadowed = Atomic<UInt64>(0)
+    }
+
     func overall(_ over: Bool) {
         if over { overallOverLimit.add(1, ordering: .relaxed) } else { overallOK.add(1, ordering: .relaxed) }
+    }
+
+    func rule(_ name: String) -> RuleCounters {
+        rules.withLock { rules in
+            if let counters = rules[name] { return counters }
+            let counters = RuleCounters()
+            rules[name] = counters
+            return counters
+        }
     }
 }

@@ -130,6 +130,13 @@ final class MetricsExporter: Sendable {
                 counter("sluice_envoy_descriptors_total", descriptors, [("result", "no_limit")], envoy.noLimit.load(ordering: .relaxed))
                 counter("sluice_envoy_unknown_domain_requests_total", "Envoy calls naming a domain no descriptor file declares (answered OK).", [],
                         envoy.unknownDomain.load(ordering: .relaxed))
+                let perRule = "Descriptors of Envoy calls by limit (domain.path) and result, as envoy ratelimit's per-key stats: within_limit, near_limit (allowed with at least envoy.near_limit_ratio of the limit used; also within_limit), over_limit, shadowed."
+                for (rule, counts) in envoy.rules.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+                    counter("sluice_envoy_rule_descriptors_total", perRule, [("rule", rule), ("result", "within_limit")], counts.withinLimit.load(ordering: .relaxed))
+                    counter("sluice_envoy_rule_descriptors_total", perRule, [("rule", rule), ("result", "near_limit")], counts.nearLimit.load(ordering: .relaxed))
+                    counter("sluice_envoy_rule_descriptors_total", perRule, [("rule", rule), ("result", "over_limit")], counts.overLimit.load(ordering: .relaxed))
+                    counter("sluice_envoy_rule_descriptors_total", perRule, [("rule", rule), ("result", "shadowed")], counts.shadowed.load(ordering: .relaxed))
+                }
             }
             for partition in state.current.partitions?.list ?? [] {
                 let own = partition.table.statistics()
@@ -182,6 +189,7 @@ final class MetricsExporter: Sendable {
             buffer.reserveCapacity(16 << 10)
             registry.emit(into: &buffer)
             appendLatency(to: &buffer)
+            if let process = ProcessMetrics.read() { buffer.append(contentsOf: ProcessMetrics.exposition(process).utf8) }
             if let redis {
                 buffer.append(contentsOf: redis.counts.latency.exposition(
                     name: "sluice_redis_round_trip_seconds", help: "From a pipelined write of script calls to Redis to its last reply.").utf8)
