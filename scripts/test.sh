@@ -43,6 +43,9 @@ echo "== the HTTP/JSON API (checked against docs/openapi.json)"
   "$venv/bin/pip" install -q "jsonschema==4.*" "openapi-spec-validator==0.7.*"
 SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/http
 
+echo "== contrib: the Grafana dashboard and the Prometheus alert rules (promtool)"
+"$venv/bin/python" -m unittest discover -s tests/contrib
+
 echo "== the second trace generator (scripts/traces/gen_field.py), and sluicectl report in headless Chromium"
 SLUICECTL=$(swift build --show-bin-path)/sluicectl "$venv/bin/python" -m unittest discover -s tests/traces
 
