@@ -41,6 +41,14 @@
 extern "C" {
 #endif
 
+/* The library's public functions: the only symbols libsluice.so exports (it is built with
+ * -fvisibility=hidden; protobuf-c's generated code and the internals stay private). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SLUICE_API __attribute__((visibility("default")))
+#else
+#define SLUICE_API
+#endif
+
 /* SLUICE_VERSION: the version, generated from the repository's VERSION file. */
 #include "sluice_version.h"
 
@@ -61,8 +69,10 @@ typedef enum sluice_status {
     SLUICE_UNSUPPORTED = 8,
     SLUICE_SHUTTING_DOWN = 9,
     SLUICE_FORBIDDEN = 10,       /* the identity may not make this request, or not for that tenant */
+    SLUICE_INVALID_CONFIGURATION = 11, /* a reload found the file invalid; the one in force stays */
+    SLUICE_UNAVAILABLE = 12,     /* the daemon lacks what the request needs (a store, a snapshot path) */
     SLUICE_UNAUTHENTICATED = 13, /* no token, or a token that is not valid (docs/SECURITY.md) */
-    SLUICE_QUOTA_EXCEEDED = 14,
+    SLUICE_QUOTA_EXCEEDED = 14,  /* the tenant is over a quota; retry later */
 
     /* This library's own. */
     SLUICE_E_ARGUMENT = -1, /* a bad argument to a call of this library */
@@ -140,7 +150,7 @@ typedef struct sluice_client sluice_client;
  * `timeout_ms` bounds the connect and, afterwards, each wait for the daemon within a call
  * (0 or less: 5000 ms). Returns NULL with `error` filled on failure.
  */
-sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error);
+SLUICE_API sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error *error);
 
 /*
  * The same, presenting an API token (`sluicectl token create`) first on this connection and on
@@ -148,7 +158,7 @@ sluice_client *sluice_connect(const char *endpoint, int timeout_ms, sluice_error
  * returns NULL with error->code SLUICE_UNAUTHENTICATED (and the daemon's sentence); NULL or ""
  * presents none. The client keeps a copy of the token.
  */
-sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error);
+SLUICE_API sluice_client *sluice_connect_token(const char *endpoint, const char *token, int timeout_ms, sluice_error *error);
 
 /* Everything a connection may be given; zero-initialise it and set what you need. */
 typedef struct sluice_options {
@@ -166,29 +176,29 @@ typedef struct sluice_options {
  * verified (chain and name); a refused one returns NULL with SLUICE_E_CONNECT and OpenSSL's
  * reason. The client keeps copies of the strings.
  */
-sluice_client *sluice_connect_with(const char *endpoint, const sluice_options *options, sluice_error *error);
+SLUICE_API sluice_client *sluice_connect_with(const char *endpoint, const sluice_options *options, sluice_error *error);
 
 /* Closes the connection and frees the client. NULL is fine. */
-void sluice_close(sluice_client *client);
+SLUICE_API void sluice_close(sluice_client *client);
 
 /* Changes the timeout used for connects and waits. */
-void sluice_set_timeout(sluice_client *client, int timeout_ms);
+SLUICE_API void sluice_set_timeout(sluice_client *client, int timeout_ms);
 
 /* Whether the client holds an open connection now (it reconnects on the next call if not). */
-bool sluice_connected(const sluice_client *client);
+SLUICE_API bool sluice_connected(const sluice_client *client);
 
 /* A round trip to the daemon. */
-int sluice_ping(sluice_client *client, sluice_error *error);
+SLUICE_API int sluice_ping(sluice_client *client, sluice_error *error);
 
 /* Decides one check. */
-int sluice_check_one(sluice_client *client, const sluice_check *check, sluice_verdict *verdict, sluice_error *error);
+SLUICE_API int sluice_check_one(sluice_client *client, const sluice_check *check, sluice_verdict *verdict, sluice_error *error);
 
 /*
  * Decides `count` checks (1 ... SLUICE_MAX_BATCH) in one round trip; verdict i answers check i.
  * A daemon error (say, an unknown rule in check 3) fails the whole batch: nothing is consumed,
  * and error->check_index names the check.
  */
-int sluice_check_batch(sluice_client *client, const sluice_check *checks, size_t count, sluice_verdict *verdicts,
+SLUICE_API int sluice_check_batch(sluice_client *client, const sluice_check *checks, size_t count, sluice_verdict *verdicts,
                        sluice_error *error);
 
 /*
@@ -196,7 +206,7 @@ int sluice_check_batch(sluice_client *client, const sluice_check *checks, size_t
  * limit the lease was granted under (its hits, peek and subject are ignored). `released` (may be
  * NULL) says whether the lease was still held.
  */
-int sluice_release(sluice_client *client, const sluice_check *check, uint64_t lease_id, bool *released,
+SLUICE_API int sluice_release(sluice_client *client, const sluice_check *check, uint64_t lease_id, bool *released,
                    sluice_error *error);
 
 /*
@@ -210,14 +220,14 @@ int sluice_release(sluice_client *client, const sluice_check *check, uint64_t le
  * that one request is returned as its code, and the next collect goes on with the next request.
  * While a flush waits to write, it also reads answers, so a long pipeline cannot deadlock.
  */
-int sluice_submit(sluice_client *client, const sluice_check *checks, size_t count, uint64_t *request_id,
+SLUICE_API int sluice_submit(sluice_client *client, const sluice_check *checks, size_t count, uint64_t *request_id,
                   sluice_error *error);
-int sluice_flush(sluice_client *client, sluice_error *error);
-int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *verdicts, size_t capacity,
+SLUICE_API int sluice_flush(sluice_client *client, sluice_error *error);
+SLUICE_API int sluice_collect(sluice_client *client, uint64_t *request_id, sluice_verdict *verdicts, size_t capacity,
                    size_t *count, sluice_error *error);
 
 /* Requests submitted and not yet collected. */
-size_t sluice_pending(const sluice_client *client);
+SLUICE_API size_t sluice_pending(const sluice_client *client);
 
 /*
  * Anomaly detection (docs/ANOMALY.md). What the upstream answered to a checked request: its
@@ -237,7 +247,7 @@ typedef struct sluice_outcome {
  * receives how many the daemon took: all, or 0 while its anomaly feature is off. A bad outcome
  * fails the whole report, error->check_index naming it.
  */
-int sluice_report_outcomes(sluice_client *client, const sluice_outcome *outcomes, size_t count, uint32_t *recorded,
+SLUICE_API int sluice_report_outcomes(sluice_client *client, const sluice_outcome *outcomes, size_t count, uint32_t *recorded,
                            sluice_error *error);
 
 /* One anomaly alert; strings are truncated to fit and always NUL-terminated. */
@@ -260,7 +270,7 @@ typedef struct sluice_alert {
  * client of their own (they return SLUICE_E_STATE). After the stream ends (SLUICE_E_IO), calling
  * sluice_watch_alerts again reconnects and follows anew.
  */
-int sluice_watch_alerts(sluice_client *client, const char *const *kinds, const char *tenant, uint32_t recent,
+SLUICE_API int sluice_watch_alerts(sluice_client *client, const char *const *kinds, const char *tenant, uint32_t recent,
                         sluice_error *error);
 
 /*
@@ -269,10 +279,10 @@ int sluice_watch_alerts(sluice_client *client, const char *const *kinds, const c
  * how many alerts the daemon dropped for this follower before this one (it did not read fast
  * enough). SLUICE_E_IO: the stream ended (the daemon closed it, say at shutdown).
  */
-int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *dropped, sluice_error *error);
+SLUICE_API int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *dropped, sluice_error *error);
 
 /* A stable name for a status: "ok", "unknown_rule", "io", ... */
-const char *sluice_status_name(int status);
+SLUICE_API const char *sluice_status_name(int status);
 
 /*
  * The HTTP fields that tell your caller its limit, for `verdict`, as header lines ending in
@@ -285,7 +295,7 @@ const char *sluice_status_name(int status);
  */
 #define SLUICE_HEADERS_DRAFT 1
 #define SLUICE_HEADERS_LEGACY 2
-int sluice_ratelimit_headers(const sluice_verdict *verdict, const char *policy, uint64_t window_seconds, int which, char *out,
+SLUICE_API int sluice_ratelimit_headers(const sluice_verdict *verdict, const char *policy, uint64_t window_seconds, int which, char *out,
                              size_t size);
 
 #ifdef __cplusplus

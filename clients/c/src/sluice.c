@@ -159,6 +159,8 @@ const char *sluice_status_name(int status) {
     case SLUICE_UNSUPPORTED: return "unsupported";
     case SLUICE_SHUTTING_DOWN: return "shutting_down";
     case SLUICE_FORBIDDEN: return "forbidden";
+    case SLUICE_INVALID_CONFIGURATION: return "invalid_configuration";
+    case SLUICE_UNAVAILABLE: return "unavailable";
     case SLUICE_UNAUTHENTICATED: return "unauthenticated";
     case SLUICE_QUOTA_EXCEEDED: return "quota_exceeded";
     case SLUICE_E_ARGUMENT: return "argument";

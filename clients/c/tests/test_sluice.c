@@ -159,6 +159,14 @@ static void test_connect_errors(void) {
            error.message);
     EXPECT(sluice_ping(NULL, &error) == SLUICE_E_ARGUMENT, "NULL client");
     sluice_close(NULL);
+    /* Every daemon error code (sluice.v1.Error.Code 1 to 14) has its name. */
+    static const char *const names[] = {"invalid_argument", "unknown_rule", "unknown_tenant", "frame_too_large",
+        "malformed_message", "overloaded", "internal", "unsupported", "shutting_down", "forbidden",
+        "invalid_configuration", "unavailable", "unauthenticated", "quota_exceeded"};
+    for (int code = 1; code <= 14; code++)
+        EXPECT(strcmp(sluice_status_name(code), names[code - 1]) == 0, "code %d: %s", code, sluice_status_name(code));
+    EXPECT(strcmp(sluice_status_name(15), "daemon_error") == 0, "a newer daemon's code");
+    EXPECT(strlen(SLUICE_VERSION) >= 5, "SLUICE_VERSION from VERSION");
 }
 
 static void test_ping(const char *endpoint) {

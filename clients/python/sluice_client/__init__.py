@@ -24,8 +24,12 @@ import ssl
 import struct
 
 from . import sluice_pb2 as pb
+from ._version import __version__
 
-__all__ = ["Client", "Check", "Verdict", "Event", "SluiceError", "SluiceConnectionError", "ALGORITHMS"]
+__all__ = ["Client", "Check", "Verdict", "Event", "SluiceError", "SluiceConnectionError", "SluiceArgumentError",
+           "InvalidArgument", "UnknownRule", "UnknownTenant", "FrameTooLarge", "MalformedMessage", "Overloaded",
+           "InternalError", "Unsupported", "ShuttingDown", "Forbidden", "InvalidConfiguration", "Unavailable",
+           "Unauthenticated", "QuotaExceeded", "ALGORITHMS", "__version__"]
 
 ALGORITHMS = {"gcra": 1, "token_bucket": 2, "sliding_window": 3, "fixed_window": 4, "concurrency": 5}
 MAX_BATCH = 1000
@@ -34,18 +38,117 @@ MAX_FRAME = 16 << 20
 
 class SluiceError(Exception):
     """The daemon answered a request with an error: ``code`` is its stable name, such as
-    ``"unknown_rule"``; ``check_index`` names the failing check of a batch, or is -1."""
+    ``"unknown_rule"``; ``check_index`` names the failing check of a batch, or is -1;
+    ``retry_after_ms`` says when to try again where the daemon says it (quotas), else 0.
 
-    def __init__(self, code: str, message: str, check_index: int = -1):
+    Each of the daemon's codes raises its own subclass (``UnknownRule``, ``Overloaded``,
+    ``QuotaExceeded`` …; ``SluiceError.for_code`` maps a name to it), so a caller catches what
+    it can handle and lets the rest through; catching ``SluiceError`` catches them all."""
+
+    code = "unspecified"
+
+    def __init__(self, code: str, message: str, check_index: int = -1, retry_after_ms: int = 0):
         super().__init__(f"{code}: {message}")
-        self.code, self.message, self.check_index = code, message, check_index
+        self.code, self.message, self.check_index, self.retry_after_ms = code, message, check_index, retry_after_ms
+
+    @staticmethod
+    def for_code(code: str) -> type["SluiceError"]:
+        """The exception class of a daemon error code's name (``"quota_exceeded"``)."""
+        return _BY_CODE.get(code, SluiceError)
 
 
 class SluiceConnectionError(SluiceError):
     """The connection failed, broke, timed out or carried something unreadable; it was closed."""
 
+    code = "connection"
+
     def __init__(self, message: str):
         super().__init__("connection", message)
+
+
+class SluiceArgumentError(SluiceError, ValueError):
+    """The call's arguments were refused before anything was sent (an unknown algorithm, a
+    batch of the wrong size); also a ``ValueError``."""
+
+    code = "argument"
+
+    def __init__(self, message: str):
+        super().__init__("argument", message)
+
+
+class InvalidArgument(SluiceError):
+    """CODE_INVALID_ARGUMENT: a field is missing or out of range (the message names it)."""
+    code = "invalid_argument"
+
+
+class UnknownRule(SluiceError):
+    """CODE_UNKNOWN_RULE: the check named a rule its tenant does not have."""
+    code = "unknown_rule"
+
+
+class UnknownTenant(SluiceError):
+    """CODE_UNKNOWN_TENANT: the check named a tenant that is not configured."""
+    code = "unknown_tenant"
+
+
+class FrameTooLarge(SluiceError):
+    """CODE_FRAME_TOO_LARGE: a frame above the daemon's maximum; the connection is closed."""
+    code = "frame_too_large"
+
+
+class MalformedMessage(SluiceError):
+    """CODE_MALFORMED_MESSAGE: the frame was not a valid Request."""
+    code = "malformed_message"
+
+
+class Overloaded(SluiceError):
+    """CODE_OVERLOADED: the daemon refused work to protect itself; retry with backoff."""
+    code = "overloaded"
+
+
+class InternalError(SluiceError):
+    """CODE_INTERNAL: an unexpected failure inside the daemon."""
+    code = "internal"
+
+
+class Unsupported(SluiceError):
+    """CODE_UNSUPPORTED: a request this daemon does not know."""
+    code = "unsupported"
+
+
+class ShuttingDown(SluiceError):
+    """CODE_SHUTTING_DOWN: the daemon is stopping; another replica should be asked."""
+    code = "shutting_down"
+
+
+class Forbidden(SluiceError):
+    """CODE_FORBIDDEN: this identity's roles or tenant do not allow the request."""
+    code = "forbidden"
+
+
+class InvalidConfiguration(SluiceError):
+    """CODE_INVALID_CONFIGURATION: a reload found the file invalid; the one in force stays."""
+    code = "invalid_configuration"
+
+
+class Unavailable(SluiceError):
+    """CODE_UNAVAILABLE: the daemon lacks what the request needs (a store, a snapshot path)."""
+    code = "unavailable"
+
+
+class Unauthenticated(SluiceError):
+    """CODE_UNAUTHENTICATED: no valid token on a listener that requires one."""
+    code = "unauthenticated"
+
+
+class QuotaExceeded(SluiceError):
+    """CODE_QUOTA_EXCEEDED: the tenant is over a quota; ``retry_after_ms`` says when to retry."""
+    code = "quota_exceeded"
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, UnknownRule, UnknownTenant, FrameTooLarge, MalformedMessage,
+                                      Overloaded, InternalError, Unsupported, ShuttingDown, Forbidden,
+                                      InvalidConfiguration, Unavailable, Unauthenticated, QuotaExceeded)}
 
 
 @dataclasses.dataclass
@@ -151,6 +254,8 @@ class Event:
 
 
 def _limit(c: Check) -> pb.Limit:
+    if c.algorithm and c.algorithm not in ALGORITHMS:
+        raise SluiceArgumentError(f"algorithm {c.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
     algorithm = ALGORITHMS[c.algorithm] if c.algorithm else 0
     return pb.Limit(limit=c.limit, period_ms=c.period_ms, burst=c.burst, algorithm=algorithm)
 
@@ -192,7 +297,7 @@ class Client:
             else:
                 host, _, port = target.rpartition(":")
                 if not host or not port.isdigit():
-                    raise SluiceError("argument", f"endpoint {target!r} is neither unix:PATH nor HOST:PORT")
+                    raise SluiceArgumentError(f"endpoint {target!r} is neither unix:PATH nor HOST:PORT")
                 s = socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._tls is not None:
@@ -248,7 +353,8 @@ class Client:
             raise self._broken(f"the answer for request {response.id} arrived where {expected} was expected")
         if response.WhichOneof("body") == "error":
             e = response.error
-            raise SluiceError(pb.Error.Code.Name(e.code).removeprefix("CODE_").lower(), e.message, e.check_index)
+            code = pb.Error.Code.Name(e.code).removeprefix("CODE_").lower()
+            raise SluiceError.for_code(code)(code, e.message, e.check_index, e.retry_after_ms)
         return response
 
     def _read_frame(self) -> pb.Response:
@@ -303,7 +409,7 @@ class Client:
     def submit(self, checks: list[Check]) -> int:
         """Pipelining: sends a batch without waiting; returns its request id."""
         if not 1 <= len(checks) <= MAX_BATCH:
-            raise SluiceError("argument", f"a batch holds 1 to {MAX_BATCH} checks, got {len(checks)}")
+            raise SluiceArgumentError(f"a batch holds 1 to {MAX_BATCH} checks, got {len(checks)}")
         request = self._request(check=pb.CheckRequest(checks=[c.to_proto() for c in checks]))
         self._send(request)
         return request.id

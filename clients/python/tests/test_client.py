@@ -17,7 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from sluice_client import Check, Client, SluiceConnectionError, SluiceError  # noqa: E402
+import sluice_client  # noqa: E402
+from sluice_client import Check, Client, SluiceArgumentError, SluiceConnectionError, SluiceError  # noqa: E402
 
 T0 = 1767225600000  # 2026-01-01 in ms
 
@@ -122,17 +123,23 @@ class DaemonTests(unittest.TestCase):
             verdict = client.check(self.key("rule"), rule="default", now_ms=T0)
             self.assertTrue(verdict.allowed)
             self.assertEqual(verdict.rule, "default")
-            with self.assertRaises(SluiceError) as caught:
+            with self.assertRaises(sluice_client.UnknownRule) as caught:
                 client.check(self.key("rule"), rule="no-such-rule", now_ms=T0)
+            self.assertIsInstance(caught.exception, SluiceError, "every daemon error is a SluiceError")
             self.assertEqual(caught.exception.code, "unknown_rule")
             self.assertEqual(caught.exception.check_index, 0)
             self.assertIn("no-such-rule", caught.exception.message)
             key = self.key("batch-error")
             batch = [Check(key, limit=2, period_ms=1000, now_ms=T0) for _ in range(5)]
             batch[3].period_ms = 0
-            with self.assertRaises(SluiceError) as caught:
+            with self.assertRaises(sluice_client.InvalidArgument) as caught:
                 client.check_batch(batch)
             self.assertEqual((caught.exception.code, caught.exception.check_index), ("invalid_argument", 3))
+            # Refused before anything is sent: an algorithm the protocol does not have.
+            with self.assertRaises(SluiceArgumentError) as refused:
+                client.check(key, limit=2, period_ms=1000, algorithm="leaky_bucket")
+            self.assertIsInstance(refused.exception, ValueError)
+            self.assertIn("leaky_bucket", str(refused.exception))
             self.assertTrue(client.check(key, limit=2, period_ms=1000, now_ms=T0, hits=2).allowed,
                             "the failed batch consumed nothing")
             client.ping()
@@ -330,6 +337,20 @@ tenants:
         with self.assertRaises(SluiceConnectionError) as refused:
             Client(f"127.0.0.1:{self.port}", tls=ssl.create_default_context(), token=self.token)
         self.assertIn("CERTIFICATE_VERIFY_FAILED", str(refused.exception))
+
+
+
+class ErrorTypesTests(unittest.TestCase):
+    def test_every_daemon_code_has_its_class_and_the_version_is_the_repositorys(self):
+        names = [n.removeprefix("CODE_").lower() for n in sluice_client.pb.Error.Code.keys() if n != "CODE_UNSPECIFIED"]
+        for name in names:
+            cls = SluiceError.for_code(name)
+            self.assertIsNot(cls, SluiceError, f"{name} has a class of its own")
+            self.assertEqual(cls.code, name)
+            self.assertTrue(issubclass(cls, SluiceError))
+        self.assertIs(SluiceError.for_code("something_new"), SluiceError, "a code from a newer daemon is still a SluiceError")
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "VERSION")) as f:
+            self.assertEqual(sluice_client.__version__, f.read().strip())
 
 
 if __name__ == "__main__":
