@@ -43,6 +43,23 @@ echo "== the HTTP/JSON API (checked against docs/openapi.json)"
   "$venv/bin/pip" install -q "jsonschema==4.*" "openapi-spec-validator==0.7.*"
 SLUICED=$sluiced "$venv/bin/python" -m unittest discover -s tests/http
 
+echo "== scripts/install.sh into a staging folder, and the Debian package installed, run and purged"
+staged=$(mktemp -d)
+scripts/install.sh --destdir "$staged" --binaries "$(dirname "$sluiced")" --python "$venv/bin/python" >/dev/null
+for path in usr/local/bin/sluiced usr/local/bin/sluicectl usr/local/share/man/man1/sluicectl.1 usr/local/share/man/man8/sluiced.8 \
+            usr/local/share/bash-completion/completions/sluicectl usr/local/include/sluice.h usr/local/lib/libsluice.so.0 \
+            etc/systemd/system/sluiced.service etc/sluice/sluice.yaml; do
+  [ -e "$staged/$path" ] || { echo "test.sh: install.sh did not install $path" >&2; exit 1; }
+done
+ls "$staged"/usr/local/lib/python3*/site-packages/sluice_client/__init__.py >/dev/null
+[ ! -e clients/python/build ] && ! ls clients/python/*.egg-info >/dev/null 2>&1 || { echo "test.sh: installing the Python package left build files in the source tree" >&2; exit 1; }
+rm -rf "$staged"
+if [ "$(id -u)" = 0 ] && command -v dpkg-deb >/dev/null; then
+  BINARIES=$(dirname "$sluiced") scripts/test-deb.sh
+else
+  echo "(the Debian package test needs root and dpkg-deb: skipped)"
+fi
+
 echo "== contrib: the Grafana dashboard and the Prometheus alert rules (promtool)"
 "$venv/bin/python" -m unittest discover -s tests/contrib
 
