@@ -1,0 +1,186 @@
+"""The asyncio client: the same protocol, requests and answers as :class:`sluice_client.Client`,
+for services written with asyncio (aiohttp, FastAPI, Starlette …).
+
+    from sluice_client.aio import AsyncClient
+    async with await AsyncClient.connect("unix:/tmp/sluice.sock") as sluice:
+        verdict = await sluice.check("login:203.0.113.7", rule="default")
+
+One connection carries every coroutine's requests at once: each request is written as it is
+made and its answer resolves its own future (the daemon answers in order), so a hundred tasks
+sharing one client pipeline on one socket. When the connection breaks, every waiting call
+raises ``SluiceConnectionError`` and the next call connects again.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import struct
+
+from . import (MAX_BATCH, MAX_FRAME, Check, Event, SluiceArgumentError, SluiceConnectionError, SluiceError, Verdict, _limit,
+               pb)
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """One connection to a daemon at ``endpoint`` (``unix:PATH``, a path, ``HOST:PORT``,
+    ``[IPv6]:PORT``), shared by any number of tasks. ``timeout`` (seconds) bounds the connect
+    and each wait for an answer; ``token`` and ``tls`` as :class:`sluice_client.Client`'s.
+    Make one with ``await AsyncClient.connect(...)``."""
+
+    def __init__(self, endpoint: str = "unix:/tmp/sluice.sock", timeout: float = 5.0, token: str | None = None,
+                 tls: ssl.SSLContext | bool | None = None, server_name: str | None = None):
+        self.endpoint, self.timeout, self.token, self.server_name = endpoint, timeout, token, server_name
+        self._tls = ssl.create_default_context() if tls is True else (tls or None)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: collections.deque[tuple[int, asyncio.Future[pb.Response]]] = collections.deque()
+        self._reading: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+        self._next_id = 1
+
+    @classmethod
+    async def connect(cls, endpoint: str = "unix:/tmp/sluice.sock", **options) -> "AsyncClient":
+        client = cls(endpoint, **options)
+        await client._ensure_connected()
+        return client
+
+    async def __aenter__(self) -> "AsyncClient":
+        await self._ensure_connected()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the connection; calls still waiting raise ``SluiceConnectionError``."""
+        self._drop("the client was closed")
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+    # -- connection ------------------------------------------------------------------------
+    async def _ensure_connected(self) -> None:
+        if self._writer is not None:
+            return
+        async with self._connecting:
+            if self._writer is not None:
+                return
+            target = self.endpoint
+            try:
+                if target.startswith("unix:") or "/" in target:
+                    opening = asyncio.open_unix_connection(target.removeprefix("unix:"), limit=MAX_FRAME)
+                else:
+                    host, _, port = target.rpartition(":")
+                    if not host or not port.isdigit():
+                        raise SluiceArgumentError(f"endpoint {target!r} is neither unix:PATH nor HOST:PORT")
+                    name = host.strip("[]")
+                    opening = asyncio.open_connection(name, int(port), ssl=self._tls, limit=MAX_FRAME,
+                                                      server_hostname=(self.server_name or name) if self._tls else None)
+                reader, writer = await asyncio.wait_for(opening, self.timeout)
+            except (OSError, asyncio.TimeoutError) as error:
+                raise SluiceConnectionError(f"cannot connect to {target}: {error or 'timed out'}") from None
+            self._reader, self._writer = reader, writer
+            self._reading = asyncio.get_running_loop().create_task(self._read_answers(reader))
+            if self.token:
+                try:
+                    await self._call(authenticate=pb.AuthenticateRequest(token=self.token))
+                except SluiceError:
+                    await self.close()
+                    raise
+
+    def _drop(self, reason: str) -> None:
+        """Closes the connection and fails every call waiting on it."""
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+        pending, self._pending = self._pending, collections.deque()
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(SluiceConnectionError(reason))
+
+    async def _read_answers(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(4)
+                (length,) = struct.unpack(">I", header)
+                if length > MAX_FRAME:
+                    raise ValueError(f"the daemon sent a frame of {length} bytes")
+                response = pb.Response()
+                response.ParseFromString(await reader.readexactly(length))
+                if not self._pending:
+                    raise ValueError(f"an answer for request {response.id} that nothing waits for")
+                expected, future = self._pending.popleft()
+                if response.id != expected:
+                    raise ValueError(f"the answer for request {response.id} arrived where {expected} was expected")
+                if not future.done():
+                    future.set_result(response)
+        except asyncio.CancelledError:
+            raise
+        except asyncio.IncompleteReadError:
+            self._drop("the daemon closed the connection")
+        except Exception as error:  # OSError, a frame that does not decode, answers out of order
+            self._drop(f"the connection broke: {error}")
+
+    async def _call(self, **body) -> pb.Response:
+        await self._ensure_connected()
+        request = pb.Request(id=self._next_id, **body)
+        self._next_id += 1
+        payload = request.SerializeToString()
+        future: asyncio.Future[pb.Response] = asyncio.get_running_loop().create_future()
+        self._pending.append((request.id, future))
+        try:
+            self._writer.write(struct.pack(">I", len(payload)) + payload)
+            await self._writer.drain()
+        except OSError as error:
+            self._drop(f"writing to the daemon failed: {error}")
+        try:
+            response = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except asyncio.TimeoutError:
+            # The answer may still come; the connection's order cannot be trusted past it.
+            self._drop(f"no answer from the daemon within {self.timeout} s")
+            raise SluiceConnectionError(f"no answer from the daemon within {self.timeout} s") from None
+        if response.WhichOneof("body") == "error":
+            e = response.error
+            code = pb.Error.Code.Name(e.code).removeprefix("CODE_").lower()
+            raise SluiceError.for_code(code)(code, e.message, e.check_index, e.retry_after_ms)
+        return response
+
+    # -- calls -----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._call(ping=pb.PingRequest())
+
+    async def check(self, key: str, **fields) -> Verdict:
+        """One check; ``fields`` are those of :class:`sluice_client.Check`."""
+        return (await self.check_batch([Check(key, **fields)]))[0]
+
+    async def check_batch(self, checks: list[Check]) -> list[Verdict]:
+        """Up to 1,000 checks in one round trip; a daemon error fails the whole batch."""
+        if not 1 <= len(checks) <= MAX_BATCH:
+            raise SluiceArgumentError(f"a batch holds 1 to {MAX_BATCH} checks, got {len(checks)}")
+        response = await self._call(check=pb.CheckRequest(checks=[c.to_proto() for c in checks]))
+        return [Verdict.from_proto(v) for v in response.check.verdicts]
+
+    async def release(self, check: Check, lease_id: int) -> bool:
+        """Returns a concurrency lease early; ``check`` names its tenant, key and limit."""
+        body = pb.ReleaseRequest(tenant=check.tenant, key=check.key, lease_id=lease_id, now_ms=check.now_ms)
+        if check.rule:
+            body.rule = check.rule
+        else:
+            body.limit.CopyFrom(_limit(check))
+        return (await self._call(release=body)).release.released
+
+    async def stats(self) -> dict:
+        s = (await self._call(stats=pb.StatsRequest())).stats
+        return {field.name: value for field, value in s.ListFields()}
+
+    async def report_outcomes(self, outcomes: list[dict]) -> int:
+        """What the upstream answered to checked requests (see ``Client.report_outcomes``)."""
+        body = pb.ReportOutcomeRequest(outcomes=[pb.Outcome(**o) for o in outcomes])
+        return (await self._call(report_outcome=body)).report_outcome.recorded
+
+    async def record_events(self, events: list[Event], durable: bool = False) -> int:
+        """Reputation events (see ``Client.record_events``); returns how many were recorded."""
+        body = pb.RecordEventsRequest(events=[e.to_proto() for e in events], durable=durable)
+        return (await self._call(record_events=body)).record_events.recorded
