@@ -16,31 +16,37 @@ struct CommandLineHabitsTests {
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        try DaemonProcessTests.run(executable, arguments)
+    /// Runs an executable to completion on a thread of its own: waiting for a child process
+    /// must not hold one of the two threads every test shares (CI has two cores).
+    static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try DaemonProcessTests.run(executable, arguments) })
+            }
+        }
     }
 
     @Test("every executable prints the version of the VERSION file with --version", arguments: ["sluiced", "sluicectl", "sluice-bench"])
-    func versions(executable: String) throws {
+    func versions(executable: String) async throws {
         #expect(!Self.version.isEmpty)
         #expect(SluiceVersion.current == Self.version, "scripts/generate.sh copies VERSION into the code")
-        let run = try Self.run(executable, ["--version"])
+        let run = try await Self.run(executable, ["--version"])
         #expect(run.status == 0)
         #expect(run.out.trimmingCharacters(in: .whitespacesAndNewlines) == Self.version)
     }
 
     @Test("a mistyped sluicectl command exits 2 with its usage, as every other error does",
           arguments: [["--bogus"], ["check"], ["check", "k", "--hits", "many"], ["nonsense"]])
-    func usageErrorsExitTwo(arguments: [String]) throws {
-        let run = try Self.run("sluicectl", arguments)
+    func usageErrorsExitTwo(arguments: [String]) async throws {
+        let run = try await Self.run("sluicectl", arguments)
         #expect(run.status == 2, "\(run.err)")
         #expect(run.err.contains("Error:") && run.err.contains("Usage:"), "\(run.err)")
     }
 
     @Test("a daemon that is not there is named with the likely cause, not NIO's syscall text")
-    func noDaemon() throws {
+    func noDaemon() async throws {
         let absent = "/tmp/sluice-absent-\(UInt32.random(in: .min ... .max)).sock"
-        let unix = try Self.run("sluicectl", ["stats", "-e", "unix:\(absent)"])
+        let unix = try await Self.run("sluicectl", ["stats", "-e", "unix:\(absent)"])
         #expect(unix.status == 2)
         #expect(unix.err == "sluicectl: cannot connect to unix:\(absent): no such socket (is sluiced running?)\n", "\(unix.err)")
         // A TCP port nothing listens on: a port of a socket bound here and closed at once.
@@ -57,7 +63,7 @@ struct CommandLineHabitsTests {
             }
         }
         close(probe)
-        let tcp = try Self.run("sluicectl", ["ping", "-e", "127.0.0.1:\(port)"])
+        let tcp = try await Self.run("sluicectl", ["ping", "-e", "127.0.0.1:\(port)"])
         #expect(tcp.status == 2)
         #expect(tcp.err.contains("cannot connect to 127.0.0.1:\(port): connection refused (is sluiced running"), "\(tcp.err)")
     }
@@ -74,12 +80,12 @@ struct CommandLineHabitsTests {
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         #expect(try await DaemonProcessTests.waitForSocket(socket))
 
-        #expect(try Self.run("sluicectl", ["-e", "unix:\(socket)", "check", "--rule", "a", "caller"]).status == 0)
-        #expect(try Self.run("sluicectl", ["--endpoint=unix:\(socket)", "--timeout", "3", "check", "caller", "--rule", "a"]).status == 1,
+        #expect(try await Self.run("sluicectl", ["-e", "unix:\(socket)", "check", "--rule", "a", "caller"]).status == 0)
+        #expect(try await Self.run("sluicectl", ["--endpoint=unix:\(socket)", "--timeout", "3", "check", "caller", "--rule", "a"]).status == 1,
                 "denied: the same key, the options before the subcommand")
-        let stats = try Self.run("sluicectl", ["-e", "unix:\(socket)", "stats", "--json"])
+        let stats = try await Self.run("sluicectl", ["-e", "unix:\(socket)", "stats", "--json"])
         #expect(stats.status == 0 && stats.out.contains("\"checks\":2"), "\(stats.out) \(stats.err)")
-        let flags = try Self.run("sluicectl", ["-e", "unix:\(socket)", "flags"])
+        let flags = try await Self.run("sluicectl", ["-e", "unix:\(socket)", "flags"])
         #expect(flags.status == 0, "\(flags.err)")
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
@@ -91,9 +97,9 @@ struct CommandLineHabitsTests {
     }
 
     @Test("the systemd unit's configuration passes --check-config, and systemd-analyze accepts the unit where systemd is installed")
-    func systemdUnit() throws {
+    func systemdUnit() async throws {
         let configuration = Self.root.appendingPathComponent("contrib/systemd/sluice.yaml").path
-        let check = try Self.run("sluiced", ["--config", configuration, "--check-config"])
+        let check = try await Self.run("sluiced", ["--config", configuration, "--check-config"])
         #expect(check.status == 0, "\(check.err)")
         let unit = try String(contentsOf: Self.root.appendingPathComponent("contrib/systemd/sluiced.service"), encoding: .utf8)
         #expect(unit.contains("Type=notify") && unit.contains("WatchdogSec=") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"))
@@ -104,7 +110,7 @@ struct CommandLineHabitsTests {
         defer { try? FileManager.default.removeItem(atPath: copy) }
         try unit.replacingOccurrences(of: "/usr/bin/sluiced", with: DaemonProcessTests.productsDirectory.appendingPathComponent("sluiced").path)
             .write(toFile: copy, atomically: true, encoding: .utf8)
-        let verify = try Self.run("/usr/bin/systemd-analyze", ["verify", "--man=no", copy])
+        let verify = try await Self.run("/usr/bin/systemd-analyze", ["verify", "--man=no", copy])
         #expect(verify.status == 0, "\(verify.out) \(verify.err)")
         #expect(!verify.err.contains("Unknown key") && !verify.err.contains("Failed to parse"), "\(verify.err)")
     }
