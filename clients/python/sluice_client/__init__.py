@@ -146,6 +146,12 @@ class QuotaExceeded(SluiceError):
     code = "quota_exceeded"
 
 
+def _daemon_error(e: pb.Error) -> SluiceError:
+    """The exception of a daemon's Error message: the class of its code."""
+    code = pb.Error.Code.Name(e.code).removeprefix("CODE_").lower()
+    return SluiceError.for_code(code)(code, e.message, e.check_index, e.retry_after_ms)
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, UnknownRule, UnknownTenant, FrameTooLarge, MalformedMessage,
                                       Overloaded, InternalError, Unsupported, ShuttingDown, Forbidden,
                                       InvalidConfiguration, Unavailable, Unauthenticated, QuotaExceeded)}
@@ -353,8 +359,7 @@ class Client:
             raise self._broken(f"the answer for request {response.id} arrived where {expected} was expected")
         if response.WhichOneof("body") == "error":
             e = response.error
-            code = pb.Error.Code.Name(e.code).removeprefix("CODE_").lower()
-            raise SluiceError.for_code(code)(code, e.message, e.check_index, e.retry_after_ms)
+            raise _daemon_error(e)
         return response
 
     def _read_frame(self) -> pb.Response:

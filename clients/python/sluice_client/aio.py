@@ -17,8 +17,8 @@ import collections
 import ssl
 import struct
 
-from . import (MAX_BATCH, MAX_FRAME, Check, Event, SluiceArgumentError, SluiceConnectionError, SluiceError, Verdict, _limit,
-               pb)
+from . import (MAX_BATCH, MAX_FRAME, Check, Event, SluiceArgumentError, SluiceConnectionError, SluiceError, Verdict,
+               _daemon_error, _limit, pb)
 
 __all__ = ["AsyncClient"]
 
@@ -142,9 +142,7 @@ class AsyncClient:
             self._drop(f"no answer from the daemon within {self.timeout} s")
             raise SluiceConnectionError(f"no answer from the daemon within {self.timeout} s") from None
         if response.WhichOneof("body") == "error":
-            e = response.error
-            code = pb.Error.Code.Name(e.code).removeprefix("CODE_").lower()
-            raise SluiceError.for_code(code)(code, e.message, e.check_index, e.retry_after_ms)
+            raise _daemon_error(response.error)
         return response
 
     # -- calls -----------------------------------------------------------------------------
