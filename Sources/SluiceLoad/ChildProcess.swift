@@ -110,6 +110,31 @@ public final class ChildProcess: @unchecked Sendable {
         _ = reap(blocking: true)
     }
 
+    /// Waits at most `limit` for it to exit, on a thread of its own: an async caller never holds
+    /// a thread of Swift's concurrency pool (two on a two-core machine) while a child runs. A
+    /// child still running past the limit is killed (SIGKILL) and reaped, and false is returned;
+    /// `terminationStatus` then answers at once.
+    @discardableResult
+    public func waitForExit(within limit: Duration) async -> Bool {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread { [self] in
+                let deadline = ContinuousClock.now + limit
+                var pause: UInt32 = 1_000
+                while isRunning {
+                    guard ContinuousClock.now < deadline else {
+                        if processIdentifier > 0 { kill(processIdentifier, SIGKILL) }
+                        waitUntilExit()
+                        continuation.resume(returning: false)
+                        return
+                    }
+                    usleep(pause)
+                    pause = min(pause * 2, 20_000)
+                }
+                continuation.resume(returning: true)
+            }
+        }
+    }
+
     /// Its exit status, or the signal that ended it (waits for it to exit).
     public var terminationStatus: Int32 {
         lock.lock()

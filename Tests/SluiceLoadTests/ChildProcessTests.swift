@@ -1,5 +1,6 @@
 import Foundation
 import SluiceLoad
+import SluiceTestKit
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -7,7 +8,7 @@ import Glibc
 
 /// ChildProcess against real programs: output through a pipe read to its end, exit statuses, a
 /// signal's end, and no descriptor of the parent leaking into the child.
-@Suite("ChildProcess")
+@Suite("ChildProcess", .ownThreads)
 struct ChildProcessTests {
     @Test("output through a pipe reads to its end, and the exit status comes back")
     func outputAndStatus() throws {
@@ -65,6 +66,26 @@ struct ChildProcessTests {
         kill(sleeper.processIdentifier, SIGKILL)
         sleeper.waitUntilExit()
         #expect(sleeper.terminationReason == .uncaughtSignal && sleeper.terminationStatus == SIGKILL)
+    }
+
+    @Test("waitForExit waits for an exit without a thread of the pool, and kills a child still running past its limit")
+    func boundedWait() async throws {
+        let quick = ChildProcess()
+        quick.executableURL = URL(fileURLWithPath: "/bin/sh")
+        quick.arguments = ["-c", "sleep 0.2; exit 4"]
+        try quick.run()
+        #expect(await quick.waitForExit(within: .seconds(30)))
+        #expect(quick.terminationStatus == 4 && quick.terminationReason == .exit)
+
+        let stuck = ChildProcess()
+        stuck.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        stuck.arguments = ["30"]
+        try stuck.run()
+        let started = ContinuousClock.now
+        #expect(await !stuck.waitForExit(within: .milliseconds(300)))
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(!stuck.isRunning)
+        #expect(stuck.terminationReason == .uncaughtSignal && stuck.terminationStatus == SIGKILL)
     }
 
     @Test("a missing executable is an error, not a crash")

@@ -33,9 +33,12 @@ public final class SystemdNotifier: @unchecked Sendable {
         }
     }
 
-    /// Sends `state` (`KEY=VALUE` lines); returns whether the datagram went.
+    /// Sends `state` (`KEY=VALUE` lines); returns whether the datagram went. The send never
+    /// blocks: while systemd's queue is full it is tried again for at most `patience`, then
+    /// given up. A daemon must not stall its shutdown or its event loops on a busy systemd (a
+    /// blocking send did: a reader that stopped reading held SIGTERM's handler forever).
     @discardableResult
-    public func notify(_ state: String) -> Bool {
+    public func notify(_ state: String, patience: Duration = .seconds(1)) -> Bool {
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
@@ -49,12 +52,19 @@ public final class SystemdNotifier: @unchecked Sendable {
         // An abstract name's length is exact (no terminating zero); a path's includes its zero.
         let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
         let message = Array(state.utf8)
-        let sent = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                message.withUnsafeBytes { sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), socketAddress, length) }
+        let deadline = ContinuousClock.now + patience
+        while true {
+            let sent = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                    message.withUnsafeBytes {
+                        sendto(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT), socketAddress, length)
+                    }
+                }
             }
+            if sent == message.count { return true }
+            guard sent < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR, ContinuousClock.now < deadline else { return false }
+            usleep(10_000)
         }
-        return sent == message.count
     }
 
     /// Pets the watchdog every half period while `alive` says the daemon serves (it is asked
@@ -66,7 +76,9 @@ public final class SystemdNotifier: @unchecked Sendable {
             guard timer == nil else { return }
             let timer = DispatchSource.makeTimerSource(queue: queue)
             timer.schedule(deadline: .now(), repeating: .nanoseconds(max(1_000_000, nanoseconds)))
-            timer.setEventHandler { [self] in alive { [self] in notify("WATCHDOG=1") } }
+            // The pet is sent from the notifier's queue, never from the event loop that answered
+            // last, and is dropped when systemd's queue is full: the next comes half a period on.
+            timer.setEventHandler { [self] in alive { [self] in queue.async { [self] in notify("WATCHDOG=1", patience: .zero) } } }
             timer.resume()
             self.timer = timer
         }
