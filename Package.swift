@@ -236,7 +236,7 @@ let package = Package(
             dependencies: ["SluiceCore", "SluiceLoad", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             path: "Tests/SluiceTestKit"
         ),
-        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit"]),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceTestKit", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]),
         .testTarget(
             name: "SluiceRedisTests",
             dependencies: [
@@ -255,9 +255,9 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceProto", "SluiceIntelligence", "SluiceCore",
+        .testTarget(name: "SluiceLoadTests", dependencies: ["SluiceLoad", "SluiceTestKit", "SluiceProto", "SluiceIntelligence", "SluiceCore",
                                                     .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .testTarget(name: "SluiceFuzzTests", dependencies: ["SluiceFuzzTargets"]),
+        .testTarget(name: "SluiceFuzzTests", dependencies: ["SluiceFuzzTargets", "SluiceTestKit"]),
         .testTarget(
             name: "SluiceWireTests",
             dependencies: [

@@ -11,11 +11,21 @@ cd "$(dirname "$0")/.."
 # to six daemons at once, which on CI's two cores starved the tests bound by time (Redis
 # deadlines, stalled frames) when both ran together.
 postgres='PostgresStoreTests|PostgresTLSTests|StoreCopyTests|StoreBehaviourTests|PostgresEndToEndTests|PostgresFleetTests|StoreCommandLineTests|FleetSyncTests'
+# A test process that crashes prints its backtrace at once: symbolicated in full, a debug
+# build's took more than 13 minutes in CI.
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,interactive=no,symbolicate=fast}
+# Each run has a deadline: one that hangs prints its threads' stacks and fails in minutes
+# (scripts/deadline.sh), instead of saying nothing until CI's own limit.
+# The Redis suites run on their own as well: they start servers and Clusters, kill and pause
+# them, and count on replies within deadlines.
+redis='SluiceRedisTests|Redis'
 echo "== swift test"
 swift build --build-tests
-swift test --skip-build --skip "$postgres"
+scripts/deadline.sh 1500 swift test --skip-build --skip "$postgres" --skip "$redis"
+echo "== swift test: the Redis suites"
+scripts/deadline.sh 1500 swift test --skip-build --filter "$redis"
 echo "== swift test: the PostgreSQL suites"
-swift test --skip-build --filter "$postgres"
+SLUICE_TEST_TURNS=2 scripts/deadline.sh 900 swift test --skip-build --filter "$postgres"
 
 sluiced=$(swift build --show-bin-path)/sluiced
 [ -x "$sluiced" ] || swift build --product sluiced

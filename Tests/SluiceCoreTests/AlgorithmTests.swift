@@ -5,7 +5,7 @@ import SluiceTestKit
 private let second: Int64 = 1_000_000_000
 private let start: Int64 = 1_767_225_600_000_000_000
 
-@Suite("Algorithms")
+@Suite("Algorithms", .computes)
 struct AlgorithmTests {
     static let bucketAlgorithms: [Algorithm] = [.gcra, .tokenBucket]
 
@@ -177,7 +177,7 @@ struct AlgorithmTests {
     }
 }
 
-@Suite("Sliding window, empty")
+@Suite("Sliding window, empty", .computes)
 struct SlidingWindowEmptyTests {
     /// A fresh key's state has nothing to recover from: its reset time was `.min &- now`,
     /// which wrapped to about 233 years (found comparing the table with the Redis script).

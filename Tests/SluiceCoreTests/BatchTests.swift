@@ -2,7 +2,7 @@ import Testing
 import SluiceTestKit
 @testable import SluiceCore
 
-@Suite("Batches")
+@Suite("Batches", .computes)
 struct BatchTests {
     /// 8 and 256 shards group a batch by counting sort, 1,024 by comparison sort.
     @Test("a batch decides exactly as one check at a time: same verdicts, leases in the same places, same state after",

@@ -1,8 +1,9 @@
 import SluiceCore
+import SluiceTestKit
 import Testing
 
 /// `LimiterTable.evaluate`: shadow mode's "would this be denied with the capacity scaled?".
-@Suite struct EvaluateTests {
+@Suite(.computes) struct EvaluateTests {
     let second: Int64 = 1_000_000_000
 
     func evaluate(_ table: LimiterTable, _ key: Fingerprint, _ limit: BoundLimit, hits: UInt64 = 1, now: Int64,

@@ -6,7 +6,7 @@ import SluiceTestKit
 private let second: Int64 = 1_000_000_000
 private let start: Int64 = 1_767_225_600_000_000_000
 
-@Suite("LimiterTable")
+@Suite("LimiterTable", .computes)
 struct LimiterTableTests {
     @Test("keys, tenants and limits are counted separately")
     func isolation() throws {
@@ -274,7 +274,7 @@ struct LimiterTableTests {
     }
 }
 
-@Suite("Scaled GCRA checks")
+@Suite("Scaled GCRA checks", .computes)
 struct ScaledGCRATests {
     /// One GCRA limit with a multiplier takes the scalar path (`Shard.checkGCRA`) alone, in a
     /// batch and as a single check; a rule of one limit takes the general one. They must agree.

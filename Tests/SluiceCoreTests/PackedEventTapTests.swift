@@ -1,10 +1,11 @@
 import Dispatch
 import Synchronization
 import SluiceCore
+import SluiceTestKit
 import Testing
 
 /// The byte ring anomaly detection's events travel in, from the event loops to its queue.
-@Suite("Packed event tap")
+@Suite("Packed event tap", .computes)
 struct PackedEventTapTests {
     static func event(_ number: Int, route: String = "GET /x") -> CheckEvent {
         CheckEvent(timestampMs: Int64(number), tenant: number % 2 == 0 ? "" : "acme", subject: "user-\(number)", ip: "10.0.0.\(number % 256)",

@@ -1,10 +1,11 @@
+import SluiceTestKit
 import Testing
 @testable import SluiceCore
 
 /// A snapshot file is outside input: whatever words it holds (a crafted or damaged file whose
 /// checksum matches), deciding against the states it restores never traps, at any time a check
 /// may carry and with any limit (the snapshot fuzz target found a token bucket's refill trapping).
-@Suite("Restored states")
+@Suite("Restored states", .computes)
 struct RestoredStateTests {
     static let words: [UInt64] = [0, 1, 2, 1 << 40, UInt64(Int64.max), UInt64(Int64.max) + 1, UInt64(bitPattern: -1_000_000_000), .max]
     static let times: [Int64] = [0, 1, 1_767_225_600_000_000_000, 7_258_118_399_999_000_000]

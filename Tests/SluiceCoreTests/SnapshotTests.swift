@@ -2,7 +2,7 @@ import Testing
 import SluiceTestKit
 @testable import SluiceCore
 
-@Suite("Snapshots")
+@Suite("Snapshots", .computes)
 struct SnapshotTests {
     static let second: Int64 = 1_000_000_000
     static let start: Int64 = 1_767_225_600 * second

@@ -1,10 +1,11 @@
 import Dispatch
 import SluiceCore
 import Synchronization
+import SluiceTestKit
 import Testing
 
 /// The map every in-memory book keeps its entries in.
-@Suite("Striped map")
+@Suite("Striped map", .computes)
 struct StripedMapTests {
     static func key(_ number: Int) -> Fingerprint { Fingerprint.of(tenant: "t", key: "k\(number)") }
 

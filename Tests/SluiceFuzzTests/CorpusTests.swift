@@ -1,11 +1,12 @@
 import Foundation
 import SluiceFuzzTargets
+import SluiceTestKit
 import Testing
 
 /// Every input of the checked-in corpora, and every seed, through its fuzz target: an input
 /// that once crashed a target or failed one of its properties stays a regression test, in the
 /// plain build the suite runs (the fuzzing build is scripts/fuzz.sh).
-@Suite struct CorpusTests {
+@Suite(.computes) struct CorpusTests {
     static var corpus: String {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }

@@ -6,7 +6,7 @@ import Testing
 
 /// Each signal on small synthetic sequences. Time is the observations' own (simulated), so the
 /// sequences are exact and take milliseconds to run.
-@Suite struct AnomalyDetectorTests {
+@Suite(.computes) struct AnomalyDetectorTests {
     static let t0: Int64 = 1_710_000_000_000
     static let minute: Int64 = 60_000
 

@@ -6,7 +6,7 @@ import Testing
 
 /// Peers, spread and the failure surge: the signals that judge a subject by what others like it
 /// do and by its own bursts, on synthetic sequences in simulated time.
-@Suite struct AnomalyPeerTests {
+@Suite(.computes) struct AnomalyPeerTests {
     static let t0 = AnomalyDetectorTests.t0
     static let minute = AnomalyDetectorTests.minute
     var settings: AnomalySettings { AnomalyDetectorTests().settings }

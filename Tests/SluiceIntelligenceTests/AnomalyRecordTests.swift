@@ -1,8 +1,9 @@
 @testable import SluiceIntelligence
+import SluiceTestKit
 import Testing
 
 /// The detector's records stay the size docs/ANOMALY.md states (memory per million subjects).
-@Suite struct AnomalyRecordTests {
+@Suite(.computes) struct AnomalyRecordTests {
     @Test func recordsAreTheirDocumentedSize() {
         #expect(MemoryLayout<AnomalyDetector.Subject>.stride == 120)
         #expect(MemoryLayout<AnomalyDetector.Source>.stride == 40)

@@ -6,7 +6,7 @@ import Testing
 
 /// The detector's learned state across a restart: a restored detector is as warm as the one saved,
 /// and a damaged file is refused whole, never a crash.
-@Suite struct AnomalyStateTests {
+@Suite(.computes) struct AnomalyStateTests {
     static let t0 = AnomalyDetectorTests.t0
     static let minute = AnomalyDetectorTests.minute
 

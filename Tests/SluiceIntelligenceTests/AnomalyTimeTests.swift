@@ -1,11 +1,12 @@
 import SluiceCore
 import Foundation
 @testable import SluiceIntelligence
+import SluiceTestKit
 import Testing
 
 /// Times from clients and traces are whatever they say: no time, however absurd, may make the
 /// detector's arithmetic trap (a ReportOutcome at 2^64 - 1 ms once killed the daemon).
-@Suite struct AnomalyTimeTests {
+@Suite(.computes) struct AnomalyTimeTests {
     static let extremes: [Int64] = [.min, .min + 1, -(1 << 62), -1, 0, 1, 1 << 52, (1 << 52) + 1, 1 << 62, .max - 1, .max]
 
     static func failure(at time: Int64, subject: String = "a", ip: String = "") -> CheckEvent {

@@ -5,7 +5,7 @@ import SluiceTestKit
 import Testing
 
 /// Learned baselines, fed checks on a manual clock.
-@Suite struct BaselineBookTests {
+@Suite(.computes) struct BaselineBookTests {
     static let second: Int64 = 1_000_000_000
     static let hour: Int64 = 3_600 * second
     static let day: Int64 = 24 * hour

@@ -4,7 +4,7 @@ import Testing
 
 /// The model finds what it was not shown: points far from where the window's mass went score
 /// lower than the usual ones, and nothing scores before a full window.
-@Suite struct HalfSpaceTreesTests {
+@Suite(.computes) struct HalfSpaceTreesTests {
     @Test func pointsOutsideTheMassScoreLowerThanPointsInIt() throws {
         var model = HalfSpaceTrees(dimensions: 3, window: 512)
         var random = SeededGenerator(seed: 11)

@@ -3,7 +3,7 @@ import Testing
 @testable import SluiceIntelligence
 
 /// The detector's compact table behaves as a dictionary would, through growth, removal and sweeps.
-@Suite struct RecordTableTests {
+@Suite(.computes) struct RecordTableTests {
     @Test(arguments: [10, 1_000, 100_000])
     func randomInsertsReplacementsAndRemovalsMatchADictionary(maxCount: Int) {
         var table = RecordTable<Int>(maxCount: maxCount)

@@ -1,9 +1,10 @@
 import NIOConcurrencyHelpers
 import SluiceCore
 import SluiceIntelligence
+import SluiceTestKit
 import Testing
 
-@Suite struct ReputationBookTests {
+@Suite(.computes) struct ReputationBookTests {
     let minute: Int64 = 60_000_000_000
     var model: ReputationModel { ReputationModel(neutral: 50, halfLife: 10 * minute) }
 

@@ -1,9 +1,10 @@
 import Foundation
 import SluiceCore
 import SluiceIntelligence
+import SluiceTestKit
 import Testing
 
-@Suite struct ReputationModelTests {
+@Suite(.computes) struct ReputationModelTests {
     let hour: Int64 = 3_600_000_000_000
 
     @Test func decayHalvesTheDistanceFromNeutralEveryHalfLife() {
@@ -90,7 +91,7 @@ import Testing
     }
 }
 
-@Suite struct FeatureFlagTests {
+@Suite(.computes) struct FeatureFlagTests {
     func subjects(_ count: Int) -> [Fingerprint] {
         (0..<count).map { Fingerprint.of(tenant: "acme", key: "user-\($0)") }
     }

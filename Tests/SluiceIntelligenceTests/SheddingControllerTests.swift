@@ -1,7 +1,8 @@
 import SluiceIntelligence
+import SluiceTestKit
 import Testing
 
-@Suite struct SheddingControllerTests {
+@Suite(.computes) struct SheddingControllerTests {
     let ms: Int64 = 1_000_000
     var settings: SheddingController.Settings { SheddingController.Settings(targetLatency: 100 * ms) }
 
@@ -105,7 +106,7 @@ import Testing
     }
 }
 
-@Suite struct SheddingTests {
+@Suite(.computes) struct SheddingTests {
     let tiers = [
         Shedding.Tier(priority: 100, share: 0.2, floor: 0.8),   // vip: keeps 80 % at least
         Shedding.Tier(priority: 50, share: 0.3, floor: 0.2),    // standard

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// The space-saving sketch against exact counts.
-@Suite struct SpaceSavingTests {
+@Suite(.computes) struct SpaceSavingTests {
     @Test func heavyKeysAreKeptWithCountsWithinTheirErrorOfTheTruth() {
         var sketch = SpaceSaving<Int>(capacity: 50)
         var exact: [Int: UInt64] = [:]

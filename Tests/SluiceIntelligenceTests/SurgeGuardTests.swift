@@ -6,7 +6,7 @@ import Testing
 /// The pieces a surge's response is made of: prefix keys that agree however an address is
 /// written, a Bloom filter with no false "no", and keys the check path computes from bytes
 /// exactly as the detector does from strings.
-@Suite struct SurgeGuardTests {
+@Suite(.computes) struct SurgeGuardTests {
     @Test func aPrefixKeyIsTheSameForEveryAddressInItAndForItsName() throws {
         let v4 = try #require(AnomalyDetector.prefixKey("203.0.113.7"))
         #expect(AnomalyDetector.prefixKey("203.0.113.250") == v4)

@@ -1,9 +1,10 @@
 import SluiceCore
+import SluiceTestKit
 import Testing
 @testable import SluiceIntelligence
 
 /// `sluicectl top`'s lists: the current and the previous minute, merged; older minutes gone.
-@Suite struct TopSketchesTests {
+@Suite(.computes) struct TopSketchesTests {
     static func event(_ subject: String, at timeMs: Int64, allowed: Bool = true, cost: UInt64 = 1) -> CheckEvent {
         var event = CheckEvent(timestampMs: timeMs, tenant: "", subject: subject, ip: "192.0.2.1", route: "GET /x", status: 0, cost: cost)
         event.allowed = allowed

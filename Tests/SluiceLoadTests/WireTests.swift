@@ -2,11 +2,12 @@ import SluiceCore
 import Foundation
 import SwiftProtobuf
 import SluiceIntelligence
+import SluiceTestKit
 import Testing
 @testable import SluiceLoad
 import SluiceProto
 
-@Suite("Load harness wire")
+@Suite("Load harness wire", .computes)
 struct LoadWireTests {
     func check(_ key: String) -> Sluice_V1_Check {
         Sluice_V1_Check.with {
@@ -148,7 +149,7 @@ struct LoadWireTests {
     }
 }
 
-@Suite("Load harness workload")
+@Suite("Load harness workload", .computes)
 struct LoadWorkloadTests {
     @Test("zipf draws rank 1 most, in proportion to 1/k^s; uniform spreads evenly")
     func zipf() {

@@ -1,11 +1,12 @@
 import NIOCore
 import NIOPosix
+import SluiceTestKit
 import Testing
 @testable import SluiceRedis
 
 /// The Cluster client's readings of what nodes answer (redirections, slot maps) and its grouping
 /// of checks by slot; its calls against a real Cluster are in SluiceServerTests (RedisClusterTests).
-@Suite("Redis Cluster client: redirections, slot maps, calls by slot")
+@Suite("Redis Cluster client: redirections, slot maps, calls by slot", .ownThreads)
 struct RedisClusterClientTests {
     typealias Redirect = RedisClusterClient.Redirect
     static let node = RedisEndpoint.tcp(host: "10.0.0.9", port: 7000)

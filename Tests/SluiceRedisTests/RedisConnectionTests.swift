@@ -177,8 +177,10 @@ struct NotRedisTests {
     func garbage(reply: String) async throws {
         let server = try await serve(reply)
         defer { server.close(promise: nil) }
+        // A connect to a local socket given 10 s, not the default 1 s: the run starts many
+        // servers and daemons at once.
         let redis = try await RedisConnection.connect(to: .tcp(host: "127.0.0.1", port: try #require(server.localAddress?.port)),
-                                                      on: MultiThreadedEventLoopGroup.singleton.next()).get()
+                                                      on: MultiThreadedEventLoopGroup.singleton.next(), connectTimeout: .seconds(10)).get()
         defer { _ = redis.close() }
         // Only the cut reply waits out its deadline; the others are refused as soon as they come,
         // which on a loaded machine can take a while.

@@ -12,7 +12,7 @@ import SluiceTestKit
 import Testing
 
 /// Identities, roles and tenant isolation on real daemons, over real TCP and Unix sockets.
-@Suite("Authentication and tenant isolation")
+@Suite("Authentication and tenant isolation", .ownThreads)
 struct AuthEndToEndTests {
     typealias Role = Configuration.Auth.Role
 
@@ -314,12 +314,12 @@ struct AuthEndToEndTests {
 
 /// The whole command line: `sluicectl token` writes the file a real `sluiced` reads; clients
 /// present the token with `--token`; a revoked token stops at the reload.
-@Suite("sluicectl token and a real sluiced", .serialized)
+@Suite("sluicectl token and a real sluiced", .ownThreads, .serialized)
 struct TokenCommandLineTests {
     /// sluicectl run to completion off the cooperative pool (its wait would hold a thread other
     /// tests' tasks need).
     static func ctl(_ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
-        try await blocking { try DaemonProcessTests.sluicectl(arguments) }
+        try await DaemonProcessTests.sluicectl(arguments)
     }
 
     @Test("token create prints a token once and writes its hash; sluiced serves it on TCP; list shows it; revoke and reload stop it, on open connections too")
@@ -381,7 +381,7 @@ struct TokenCommandLineTests {
         #expect(sample(#"sluice_auth_attempts_total{result="rejected"}"#, in: body) == 1)
         #expect((sample(#"sluice_auth_refused_requests_total{reason="forbidden"}"#, in: body) ?? 0) >= 1)
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 }

@@ -3,11 +3,12 @@ import Foundation
 import Glibc
 #endif
 import SluiceCore
+import SluiceTestKit
 import Testing
 
 /// The executables as a new user meets them: `--version`, the exit status of a mistyped command,
 /// the options in either place, and what a daemon that is not there looks like.
-@Suite("Command-line habits")
+@Suite("Command-line habits", .ownThreads)
 struct CommandLineHabitsTests {
     /// The repository's VERSION file: the one place the version is written.
     static var version: String {
@@ -19,11 +20,7 @@ struct CommandLineHabitsTests {
     /// Runs an executable to completion on a thread of its own: waiting for a child process
     /// must not hold one of the two threads every test shares (CI has two cores).
     static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try DaemonProcessTests.run(executable, arguments) })
-            }
-        }
+        try await DaemonProcessTests.run(executable, arguments)
     }
 
     @Test("every executable prints the version of the VERSION file with --version", arguments: ["sluiced", "sluicectl", "sluice-bench"])
@@ -74,7 +71,7 @@ struct CommandLineHabitsTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/s.sock"
-        try "rules:\n  a: { limit: 1, period: 1m }\n".write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
+        try "rules:\n  a: { limit: 1, period: 1h }\n".write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
         let (process, _) = try DaemonProcessTests.launch(["--config", "\(directory)/sluice.yaml", "--unix", socket, "--snapshot", "off",
                                                           "--store", "off", "--metrics", "off", "--log-level", "warning"])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
@@ -88,7 +85,7 @@ struct CommandLineHabitsTests {
         let flags = try await Self.run("sluicectl", ["-e", "unix:\(socket)", "flags"])
         #expect(flags.status == 0, "\(flags.err)")
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
     }
 
     /// The repository's root.

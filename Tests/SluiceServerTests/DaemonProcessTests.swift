@@ -10,7 +10,7 @@ import SluiceTestKit
 import SluiceLoad
 
 /// The real `sluiced` executable, as a user runs it.
-@Suite("sluiced process")
+@Suite("sluiced process", .ownThreads)
 struct DaemonProcessTests {
     /// The built products sit beside the test bundle.
     static var productsDirectory: URL {
@@ -62,7 +62,7 @@ struct DaemonProcessTests {
         let answer = try await client.send(request)
         #expect(answer.check.verdicts.first?.allowed == true, "\(answer)")
         kill(process.processIdentifier, signal)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
         #expect(process.terminationReason == .exit)
         #expect(!FileManager.default.fileExists(atPath: socket))
@@ -91,7 +91,7 @@ struct DaemonProcessTests {
         try await Task.sleep(for: .milliseconds(2_500))
         await client.close()
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(output.contains("sluiced ready"))
@@ -101,31 +101,25 @@ struct DaemonProcessTests {
     }
 
     @Test("a bad configuration file stops sluiced with the file, line and key in one sentence")
-    func badConfiguration() throws {
+    func badConfiguration() async throws {
         let path = "/tmp/sluiced-bad-\(UInt32.random(in: .min ... .max)).yaml"
         try "rules:\n  login:\n    limit: 5\n    perod: 1m\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let (process, pipe) = try Self.launch(["--config", path])
-        process.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(process.terminationStatus == 2)
-        #expect(output == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, replaces, service, shadow, unlimited\n")
+        let run = try await Self.run("sluiced", ["--config", path])
+        #expect(run.status == 2)
+        #expect(run.err == "sluiced: \(path):4:5: rules.login.perod: unknown key; expected one of algorithm, backend, baseline, burst, limit, limits, mode, period, replaces, service, shadow, unlimited\n")
     }
 
     @Test("--print-default-config prints a file that --check-config accepts")
-    func printDefault() throws {
-        let (process, pipe) = try Self.launch(["--print-default-config"])
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+    func printDefault() async throws {
+        let printed = try await Self.run("sluiced", ["--print-default-config"])
+        #expect(printed.status == 0)
         let path = "/tmp/sluiced-default-\(UInt32.random(in: .min ... .max)).yaml"
-        try output.write(to: URL(fileURLWithPath: path))
+        try printed.out.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let (check, checkPipe) = try Self.launch(["--config", path, "--check-config"])
-        check.waitUntilExit()
-        let text = String(decoding: checkPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(check.terminationStatus == 0)
-        #expect(text.contains("ok (1 rules"))
+        let check = try await Self.run("sluiced", ["--config", path, "--check-config"])
+        #expect(check.status == 0)
+        #expect(check.out.contains("ok (1 rules"))
     }
 
     /// Reads `pipe` until a line satisfies `match` (or ~10 s pass); returns every line read.
@@ -193,7 +187,7 @@ struct DaemonProcessTests {
         await client.close()
 
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
         let rest = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let all = startup + reloaded + rejected + rest.split(separator: "\n").map(String.init)
@@ -263,18 +257,23 @@ struct DaemonProcessTests {
         // Closed first: a connection that never reads is otherwise closed by the drain's deadline.
         raw = nil
         kill(pid, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 
     /// Runs sluicectl to completion: its exit status, standard output and standard error.
-    static func sluicectl(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        try run("sluicectl", arguments)
+    static func sluicectl(_ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
+        try await run("sluicectl", arguments)
     }
 
     /// Runs a built executable (or one at an absolute path) to completion: its exit status,
-    /// standard output and standard error.
-    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+    /// standard output and standard error. It runs and is waited for on a thread of its own
+    /// (``blocking(_:)``), never on one of the pool's.
+    static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
+        try await blocking { try runBlocking(executable, arguments) }
+    }
+
+    static func runBlocking(_ executable: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
         let process = ChildProcess()
         process.executableURL = executable.hasPrefix("/") ? URL(fileURLWithPath: executable)
             : productsDirectory.appendingPathComponent(executable)
@@ -290,7 +289,7 @@ struct DaemonProcessTests {
     }
 
     @Test("sluicectl replay writes the alerts of a trace in the alert format, and refuses a bad configuration")
-    func replayCommandLine() throws {
+    func replayCommandLine() async throws {
         let directory = "/tmp/sluicectl-replay-\(UInt32.random(in: .min ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -298,7 +297,7 @@ struct DaemonProcessTests {
         // No warm-up: nothing is learned first, so the first seconds of traffic are a global surge
         // against a normal of next to nothing.
         try "anomaly: { warmup: 1ms }\n".write(toFile: "\(directory)/sluice.yaml", atomically: true, encoding: .utf8)
-        let run = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/alerts.jsonl", "--config", "\(directory)/sluice.yaml"])
+        let run = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/alerts.jsonl", "--config", "\(directory)/sluice.yaml"])
         #expect(run.status == 0, "\(run.err)")
         #expect(run.err.contains("3000 rows"), "\(run.err)")
         let lines = try String(contentsOfFile: "\(directory)/alerts.jsonl", encoding: .utf8).split(separator: "\n")
@@ -310,19 +309,19 @@ struct DaemonProcessTests {
         }
         #expect(lines.contains { $0.contains("\"scope\":\"global\"") && $0.contains("traffic_surge") })
         try "anomaly: { spike_factr: 3 }\n".write(toFile: "\(directory)/bad.yaml", atomically: true, encoding: .utf8)
-        let bad = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/x.jsonl", "--config", "\(directory)/bad.yaml"])
+        let bad = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/x.jsonl", "--config", "\(directory)/bad.yaml"])
         #expect(bad.status == 2)
         #expect(bad.err.contains("anomaly.spike_factr: unknown key"))
-        let missing = try Self.sluicectl(["replay", "\(directory)/none.csv.gz", "--alerts", "\(directory)/x.jsonl"])
+        let missing = try await Self.sluicectl(["replay", "\(directory)/none.csv.gz", "--alerts", "\(directory)/x.jsonl"])
         #expect(missing.status == 2 && missing.err.contains("cannot read the file"))
         // --state: written at the end, read at the start of the next replay; a damaged one is refused.
         let state = "\(directory)/detector.anomaly"
-        let first = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/a.jsonl", "--state", state])
+        let first = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/a.jsonl", "--state", state])
         #expect(first.status == 0 && first.err.contains("state: ") && FileManager.default.fileExists(atPath: state), "\(first.err)")
-        let again = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/b.jsonl", "--state", state])
+        let again = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/b.jsonl", "--state", state])
         #expect(again.status == 0, "\(again.err)")
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: state))
-        let damaged = try Self.sluicectl(["replay", trace, "--alerts", "\(directory)/c.jsonl", "--state", state])
+        let damaged = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/c.jsonl", "--state", state])
         #expect(damaged.status == 2 && damaged.err.contains("not an anomaly state file"), "\(damaged.err)")
     }
 
@@ -355,7 +354,7 @@ struct DaemonProcessTests {
         }
         try await stuff(from: "192.0.2.1", at: start)
         try await Task.sleep(for: .milliseconds(300))
-        let recent = try Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5", "--count", "1", "--json"])
+        let recent = try await Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5", "--count", "1", "--json"])
         #expect(recent.status == 0, "\(recent.err)")
         let alert = try #require(Self.json(recent.out.trimmingCharacters(in: .newlines)))
         #expect(alert["kind"] as? String == "credential_stuffing" && alert["ip"] as? String == "192.0.2.1" && alert["scope"] as? String == "ip")
@@ -371,13 +370,13 @@ struct DaemonProcessTests {
             try await Task.sleep(for: .milliseconds(200))
             try await stuff(from: "198.51.100.\(round + 1)", at: start + 10_000 + UInt64(round) * 2_000)
         }
-        follower.waitUntilExit()
+        await follower.waitForExit(within: .seconds(60))
         #expect(follower.terminationStatus == 0)
         let line = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(line.contains("credential_stuffing ip 198.51.100."), "\(line)")
         #expect(line.contains("failures") && line.contains("naming"), "\(line)")
 
-        let refused = try Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5000"])
+        let refused = try await Self.sluicectl(["alerts", "-e", "unix:\(socket)", "--recent", "5000"])
         #expect(refused.status == 2)
         #expect(refused.err.contains("INVALID_ARGUMENT") && refused.err.contains("recent must be 0 to 1000"), "\(refused.err)")
     }
@@ -397,34 +396,34 @@ struct DaemonProcessTests {
         #expect(try await Self.waitForSocket(socket))
         let endpoint = ["--endpoint", "unix:\(socket)"]
 
-        #expect(try Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 0)
-        #expect(try Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 1, "denied")
+        #expect(try await Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 0)
+        #expect(try await Self.sluicectl(["check", "--rule", "a", "caller"] + endpoint).status == 1, "denied")
 
         try "rules:\n  a: { limit: 1, period: 1m }\n  b: { limit: 5, period: 1s }\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let reload = try Self.sluicectl(["reload"] + endpoint)
+        let reload = try await Self.sluicectl(["reload"] + endpoint)
         #expect(reload.status == 0)
         #expect(reload.out.contains("generation 2") && reload.out.contains("rules added:   b"), "\(reload.out)")
 
         try "rules:\n  a: { limit: 1, period: 1m, burst: -3 }\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let refused = try Self.sluicectl(["reload"] + endpoint)
+        let refused = try await Self.sluicectl(["reload"] + endpoint)
         #expect(refused.status == 2)
         #expect(refused.err.contains("CODE_INVALID_CONFIGURATION") && refused.err.contains("rules.a.burst"), "\(refused.err)")
 
-        let written = try Self.sluicectl(["snapshot", "--json"] + endpoint)
+        let written = try await Self.sluicectl(["snapshot", "--json"] + endpoint)
         #expect(written.status == 0)
         let report = try #require(Self.json(written.out.trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(report["path"] as? String == snapshot)
         #expect(report["entries"] as? Int == 1)
         #expect(FileManager.default.fileExists(atPath: snapshot))
 
-        let stats = try Self.sluicectl(["stats", "--json"] + endpoint)
+        let stats = try await Self.sluicectl(["stats", "--json"] + endpoint)
         let fields = try #require(Self.json(stats.out.trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(fields["config_generation"] as? Int == 2, "the refused reload changed nothing")
         #expect(fields["config_source"] as? String == file)
         #expect(fields["snapshot_path"] as? String == snapshot)
-        #expect(try Self.sluicectl(["check", "--rule", "b", "caller"] + endpoint).status == 0)
+        #expect(try await Self.sluicectl(["check", "--rule", "b", "caller"] + endpoint).status == 0)
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 }

@@ -10,7 +10,7 @@ import SluiceTestKit
 import SluiceLoad
 
 /// Durable reputation events against the real `sluiced`, killed with SIGKILL mid-stream.
-@Suite("sluiced durability")
+@Suite("sluiced durability", .ownThreads)
 struct DurabilityProcessTests {
     static func notes(in database: String) throws -> Set<String> {
         let process = ChildProcess()
@@ -60,7 +60,7 @@ struct DurabilityProcessTests {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
+                await process.waitForExit(within: .seconds(60))
                 stop.withLockedValue { $0 = true }
             }
             try await group.waitForAll()
@@ -106,7 +106,7 @@ struct DurabilityProcessTests {
         #expect(answer.reputation.score < 50)
         await client.close()
         kill(daemon.processIdentifier, SIGTERM)
-        daemon.waitUntilExit()
+        await daemon.waitForExit(within: .seconds(60))
         #expect(daemon.terminationStatus == 0)
     }
 }

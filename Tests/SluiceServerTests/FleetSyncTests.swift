@@ -10,7 +10,7 @@ import Testing
 
 /// `FleetSync` and `FleetCommitStore` on a real PostgreSQL: two daemons' books and write-behinds
 /// in one process, stepped by hand.
-@Suite(.enabled(if: PostgresServer.installed))
+@Suite(.ownThreads, .enabled(if: PostgresServer.installed))
 struct FleetSyncTests {
     struct Member {
         let store: PostgresStore

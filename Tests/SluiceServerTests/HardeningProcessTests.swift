@@ -41,6 +41,16 @@ final class RawSocket: @unchecked Sendable {
         guard connected == 0 else { Glibc.close(fd); throw TestFailure("cannot connect to port \(port): errno \(errno)") }
     }
 
+    /// A connection to a daemon's TCP port, tried for up to `seconds`: its listeners are bound
+    /// one after another, so the Unix socket can answer before the port does.
+    static func connected(tcpPort port: Int, within seconds: Int = 10) async throws -> RawSocket {
+        for _ in 0..<(seconds * 20) {
+            if let socket = try? RawSocket(tcpPort: port) { return socket }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try RawSocket(tcpPort: port)
+    }
+
     deinit { Glibc.close(fd) }
 
     /// Writes all of `bytes`; false if the connection failed.
@@ -133,7 +143,7 @@ final class RawSocket: @unchecked Sendable {
 
 /// Hostile input against the real `sluiced` executable: each test is an attack that once took
 /// the daemon down or grew it without bound.
-@Suite("sluiced under hostile input", .serialized)
+@Suite("sluiced under hostile input", .ownThreads, .serialized)
 struct HardeningProcessTests {
     static func directory(_ name: String) throws -> String {
         let directory = "/tmp/sluiced-\(name)-\(UInt32.random(in: .min ... .max))"
@@ -153,7 +163,7 @@ struct HardeningProcessTests {
                                                           "--metrics", "off", "--snapshot", "off", "--store", "off", "--log-level", "error"])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         #expect(try await DaemonProcessTests.waitForSocket("\(directory)/s.sock"))
-        let socket = try RawSocket(tcpPort: port)
+        let socket = try await RawSocket.connected(tcpPort: port)
         // The two frames of the report, byte for byte: a failure for subject "a" now, then one at 2^64 - 1 ms.
         #expect(socket.write(RawSocket.bytes(hex: "0000000d08019201080a06120161289103")))
         #expect(socket.write(RawSocket.bytes(hex: "0000001808029201130a1112016128910330ffffffffffffffffff01")))
@@ -171,7 +181,7 @@ struct HardeningProcessTests {
         #expect(socket.write(try RawConnection.frame(ping)))
         #expect(socket.readResponse()?.id == 3)
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 
@@ -226,7 +236,7 @@ struct HardeningProcessTests {
         // 150 MB went through; the daemon holds at most a frame or two per connection.
         #expect(peak - baseline < 40 << 20, "the daemon grew by \(peak - baseline) bytes")
         kill(pid, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 
@@ -339,7 +349,7 @@ struct HardeningProcessTests {
         let idle = sample(#"sluice_connections_closed_total{reason="idle"}"#, in: seen.body)
         #expect(seen.activeIdled ? (idle == 1 || idle == 2) : idle == 1)
         kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
         #expect(daemon.process.terminationStatus == 0)
     }
 
@@ -375,7 +385,7 @@ struct HardeningProcessTests {
         #expect(sample(#"sluice_connections_closed_total{reason="evicted"}"#, in: body) == 1)
         #expect(sample(#"sluice_connections_refused_total{reason="max_connections"}"#, in: body) == 1)
         kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
     }
 
     /// CPU seconds `pid` has used.
@@ -412,7 +422,7 @@ struct HardeningProcessTests {
         let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
         #expect((sample("sluice_accept_errors_total", in: body) ?? 0) >= 1)
         kill(pid, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
         let log = String(decoding: daemon.pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(log.contains("the descriptor limit is below what max_connections needs"))
         let failures = log.components(separatedBy: "cannot accept connections").count - 1
@@ -450,7 +460,7 @@ struct HardeningProcessTests {
         let body = try HTTPGet.get(port: daemon.metrics, path: "/metrics").body
         #expect(sample(#"sluice_connections_closed_total{reason="read_timeout"}"#, in: body) == 60)
         kill(pid, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
     }
 
     @Test("checks that would wait in a TCP socket's queue past max_queue_delay are answered CODE_OVERLOADED at once, every request in order")
@@ -491,7 +501,7 @@ struct HardeningProcessTests {
         #expect(socket.write(try RawConnection.frame(check)))
         #expect(socket.readResponse()?.check.verdicts.first?.allowed == true)
         kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
     }
 
     @Test("a client that stops reading is closed after write_timeout, on TCP and Unix sockets; one that pauses for less catches up")
@@ -540,7 +550,7 @@ struct HardeningProcessTests {
         #expect(deafUnix.closedByPeer(within: 5))
         #expect(try Self.ping(pauser, id: 5), "the client that paused less than write_timeout stays open")
         kill(daemon.process.processIdentifier, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
         #expect(daemon.process.terminationStatus == 0)
     }
 
@@ -597,7 +607,7 @@ struct HardeningProcessTests {
         #expect(resident < baseline + max(8 << 20, (loaded - baseline) / 4),
                 "held \(resident - baseline) bytes after every client closed (peak \(loaded - baseline))")
         kill(pid, SIGTERM)
-        daemon.process.waitUntilExit()
+        await daemon.process.waitForExit(within: .seconds(60))
     }
 }
 

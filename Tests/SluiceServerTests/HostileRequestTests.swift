@@ -9,7 +9,7 @@ import Testing
 
 /// The real dispatcher fed requests whose every field takes extreme or random values: it must
 /// answer each one (a verdict or an error with a code), never trap.
-@Suite("Hostile requests")
+@Suite("Hostile requests", .computes)
 struct HostileRequestTests {
     static let extremes: [UInt64] = [0, 1, 2, 999, 1_000, 999_999, 1 << 32, 1 << 40, (1 << 40) + 1, 1 << 62,
                                      UInt64(Int64.max), UInt64.max - 1, UInt64.max]

@@ -10,7 +10,7 @@ import SluiceLoad
 import Testing
 
 /// The real `sluiced` keeping its state in a real PostgreSQL 15 server.
-@Suite("sluiced on a PostgreSQL store", .enabled(if: PostgresServer.installed), .serialized)
+@Suite("sluiced on a PostgreSQL store", .ownThreads, .enabled(if: PostgresServer.installed), .serialized)
 struct PostgresEndToEndTests {
     static func durableEvents(_ notes: [String], subject: String) -> WireRequest {
         var request = WireRequest()
@@ -142,7 +142,7 @@ struct PostgresEndToEndTests {
         await client.close()
         await otherClient.close()
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 }

@@ -11,7 +11,7 @@ import Testing
 
 /// Three real `sluiced` processes sharing one real PostgreSQL 15 database: what one learns, the
 /// others decide with.
-@Suite("a fleet of daemons on one PostgreSQL store", .enabled(if: PostgresServer.installed), .serialized)
+@Suite("a fleet of daemons on one PostgreSQL store", .ownThreads, .enabled(if: PostgresServer.installed), .serialized)
 struct PostgresFleetTests {
     static let configuration = """
         tiers:
@@ -145,7 +145,7 @@ struct PostgresFleetTests {
         // events after them (every row says through which event it reflects its subject).
         try await Task.sleep(for: .milliseconds(1_200))   // score rows are written about once a second
         kill(fleet.processes[2].processIdentifier, SIGKILL)
-        fleet.processes[2].waitUntilExit()
+        await fleet.processes[2].waitForExit(within: .seconds(60))
         await fleet.clients[2].close()
         try? FileManager.default.removeItem(atPath: fleet.sockets[2])
         fleet.processes[2] = try DaemonProcessTests.launch(["--unix", fleet.sockets[2], "--snapshot", "off", "--metrics", "off",
@@ -310,7 +310,7 @@ struct PostgresFleetTests {
 }
 
 /// `sluicectl store`: migrate, status and copy, run as an operator runs them, on real stores.
-@Suite("sluicectl store", .enabled(if: PostgresServer.installed), .serialized)
+@Suite("sluicectl store", .ownThreads, .enabled(if: PostgresServer.installed), .serialized)
 struct StoreCommandLineTests {
     @Test("a deployment moves from its SQLite file to PostgreSQL with sluicectl store copy: every count verified, the scores served the same")
     func copyFromSQLiteToPostgres() async throws {
@@ -346,27 +346,27 @@ struct StoreCommandLineTests {
         for subject in 0..<25 { before["s\(subject)"] = try await PostgresFleetTests.reputation("s\(subject)", on: client).reputation }
         await client.close()
         kill(daemon.processIdentifier, SIGTERM)
-        daemon.waitUntilExit()
+        await daemon.waitForExit(within: .seconds(60))
         #expect(daemon.terminationStatus == 0)
 
         // Migrate ahead of the rollout, copy, verify.
-        let migrate = try DaemonProcessTests.sluicectl(["store", "migrate", url])
+        let migrate = try await DaemonProcessTests.sluicectl(["store", "migrate", url])
         #expect(migrate.status == 0, "\(migrate)")
         #expect(migrate.out.contains("5 migrations applied, 5 known"), "\(migrate.out)")
         #expect(!migrate.out.contains(PostgresServer.password), "the password is never printed")
-        let copy = try DaemonProcessTests.sluicectl(["store", "copy", "--from", "sqlite:" + file, "--to", url])
+        let copy = try await DaemonProcessTests.sluicectl(["store", "copy", "--from", "sqlite:" + file, "--to", url])
         #expect(copy.status == 0, "\(copy)")
         #expect(copy.out.contains("source sqlite:\(file): 1000 events, 25 scores, 1 tiers"), "\(copy.out)")
         #expect(copy.out.contains("1000 events, 25 scores, 1 tiers") && copy.out.contains("copied and verified"), "\(copy.out)")
-        let status = try DaemonProcessTests.sluicectl(["store", "status", url, "--json"])
+        let status = try await DaemonProcessTests.sluicectl(["store", "status", url, "--json"])
         let object = try #require(DaemonProcessTests.json(status.out), "\(status)")
         #expect(object["backend"] as? String == "postgres" && object["events"] as? Int == 1000 && object["tiers"] as? Int == 1, "\(object)")
         // A second copy into the same database is refused: it is not empty.
-        let again = try DaemonProcessTests.sluicectl(["store", "copy", "--from", file, "--to", url])
+        let again = try await DaemonProcessTests.sluicectl(["store", "copy", "--from", file, "--to", url])
         #expect(again.status == 2)
         #expect(again.err.contains("the target already holds 1000 events"), "\(again.err)")
         // A store that cannot be reached: one line, status 2.
-        let unreachable = try DaemonProcessTests.sluicectl(["store", "status", "postgres://sluice@127.0.0.1:1/none", "--timeout", "2"])
+        let unreachable = try await DaemonProcessTests.sluicectl(["store", "status", "postgres://sluice@127.0.0.1:1/none", "--timeout", "2"])
         #expect(unreachable.status == 2 && unreachable.err.hasPrefix("sluicectl: "), "\(unreachable)")
 
         // The daemon, now on PostgreSQL, serves the same scores and the tier.

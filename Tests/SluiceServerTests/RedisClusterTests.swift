@@ -11,7 +11,7 @@ import Testing
 
 /// The Redis backend on a real 3-node Redis Cluster on loopback (`redis-cli --cluster create`):
 /// the same verdicts as the local table, keys over every node, and a slot moved while checks run.
-@Suite("Redis backend on a Redis Cluster", .enabled(if: RedisCluster.installed), .serialized)
+@Suite("Redis backend on a Redis Cluster", .ownThreads, .enabled(if: RedisCluster.installed), .serialized)
 struct RedisClusterTests {
     static let second: Int64 = 1_000_000_000
     /// Now, to the millisecond: the keys' lifetimes are counted on the servers' clocks.
@@ -39,7 +39,10 @@ struct RedisClusterTests {
     /// Waits until the client's slot map names every node.
     static func mapped(_ backend: RedisBackend, nodes: Int = 3) async throws {
         let client = try cluster(backend)
-        try await RedisBackendTests.eventually { client.slotOwners.count == nodes && client.slotOwners.values.reduce(0, +) == KeySlot.count }
+        try await RedisBackendTests.eventually {
+            let owners = client.slotOwners
+            return owners.count == nodes && owners.values.reduce(0, +) == KeySlot.count
+        }
         try #require(client.slotOwners.values.reduce(0, +) == KeySlot.count, "slot map: \(client.slotOwners)")
     }
 

@@ -2,12 +2,13 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import SluiceTestKit
 import Testing
 import SluiceLoad
 
 /// `sluicectl reputation` and `sluicectl flags`, run as processes against the real `sluiced`
 /// started on its embedded default (reputation on, in shadow mode) with its own store.
-@Suite("sluicectl reputation")
+@Suite("sluicectl reputation", .ownThreads)
 struct ReputationCommandLineTests {
     static func json(_ text: String) -> [String: Any]? { DaemonProcessTests.json(text) }
 
@@ -23,14 +24,14 @@ struct ReputationCommandLineTests {
             #expect(try await DaemonProcessTests.waitForSocket(socket))
         }
 
-        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-            try DaemonProcessTests.sluicectl(arguments + ["-e", "unix:\(socket)"])
+        func run(_ arguments: [String]) async throws -> (status: Int32, out: String, err: String) {
+            try await DaemonProcessTests.sluicectl(arguments + ["-e", "unix:\(socket)"])
         }
 
         /// SIGTERM, and the exit status.
-        func stop() -> Int32 {
+        func stop() async -> Int32 {
             kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
+            await process.waitForExit(within: .seconds(60))
             return process.terminationStatus
         }
     }
@@ -52,63 +53,63 @@ struct ReputationCommandLineTests {
             let hours = Double((ContinuousClock.now - recordedAt).components.seconds + 1) / 3_600
             return score >= 10 - 0.05 && score <= 50 - 40 * pow(2, -hours) + 0.05
         }
-        let recorded = try run(["reputation", "record", "mallory", "auth_failure", "--count", "8", "--note", "/login", "--durable"])
+        let recorded = try await run(["reputation", "record", "mallory", "auth_failure", "--count", "8", "--note", "/login", "--durable"])
         #expect(recorded.status == 0)
         #expect(recorded.out.contains("recorded 8 event(s), committed"))
-        let get = try run(["reputation", "get", "mallory", "--json"])
+        let get = try await run(["reputation", "get", "mallory", "--json"])
         let object = try #require(Self.json(get.out), "\(get.out) \(get.err)")
         #expect(decayed(object["score"] as? Double ?? 0), "\(object)")
         #expect(object["tracked"] as? Bool == true)
         #expect((object["recent_events"] as? [[String: Any]])?.first?["note"] as? String == "/login")
-        let text = try run(["reputation", "get", "mallory"]).out
+        let text = try await run(["reputation", "get", "mallory"]).out
         #expect(text.hasPrefix("mallory score="), "\(text)")
         #expect(decayed(Double(text.dropFirst("mallory score=".count).prefix { $0 != " " && $0 != "\n" }) ?? 0), "\(text)")
 
-        _ = try run(["reputation", "record", "eve", "bad_request"])
-        let list = try run(["reputation", "list", "--limit", "1"])
+        _ = try await run(["reputation", "record", "eve", "bad_request"])
+        let list = try await run(["reputation", "list", "--limit", "1"])
         #expect(list.out.hasPrefix("mallory score="))
         #expect(list.out.contains("2 subjects tracked; next page: --page 1"))
 
         // The default is shadow mode: the score is reported, nothing is enforced.
-        let check = try run(["check", "mallory", "--rule", "default", "--json"])
+        let check = try await run(["check", "mallory", "--rule", "default", "--json"])
         let verdict = try #require(Self.json(check.out))
         #expect(verdict["allowed"] as? Bool == true)
         #expect(decayed(verdict["reputation"] as? Double ?? 0), "\(verdict)")
         #expect(verdict["multiplier"] == nil)
-        #expect(try run(["reputation", "pin", "mallory", "2"]).out.contains("BLOCKED pinned"))
-        let shadow = try #require(Self.json(try run(["check", "mallory", "--rule", "default", "--json"]).out))
+        #expect(try await run(["reputation", "pin", "mallory", "2"]).out.contains("BLOCKED pinned"))
+        let shadow = try #require(Self.json(try await run(["check", "mallory", "--rule", "default", "--json"]).out))
         #expect(shadow["allowed"] as? Bool == true)
         #expect(shadow["would_deny"] as? Bool == true)
         #expect(shadow["would_deny_reason"] as? String == "reputation")
 
-        let enforced = try run(["flags", "reputation", "--shadow", "off"])
+        let enforced = try await run(["flags", "reputation", "--shadow", "off"])
         #expect(enforced.out.contains("reputation: on rollout=100% enforced (changed at runtime"))
-        let blocked = try run(["check", "mallory", "--rule", "default"])
+        let blocked = try await run(["check", "mallory", "--rule", "default"])
         #expect(blocked.status == 1)
         #expect(blocked.out.contains("reason=reputation"))
-        #expect(try run(["reputation", "set", "mallory", "10"]).status == 0)   // 0.25x below 20, flat
-        let limited = try run(["check", "mallory", "--rule", "default", "--json"])
+        #expect(try await run(["reputation", "set", "mallory", "10"]).status == 0)   // 0.25x below 20, flat
+        let limited = try await run(["check", "mallory", "--rule", "default", "--json"])
         #expect(Self.json(limited.out)?["multiplier"] as? Double == 0.25)
-        #expect(try run(["reputation", "unpin", "mallory"]).status == 0)
-        #expect(try run(["reputation", "set", "mallory", "90"]).out.contains("score=90.0 multiplier=1.50"))
-        #expect(try run(["reputation", "reset", "mallory"]).out.contains("score=50.0"))
-        #expect(try run(["reputation", "get", "mallory"]).out.contains("no record"))
+        #expect(try await run(["reputation", "unpin", "mallory"]).status == 0)
+        #expect(try await run(["reputation", "set", "mallory", "90"]).out.contains("score=90.0 multiplier=1.50"))
+        #expect(try await run(["reputation", "reset", "mallory"]).out.contains("score=50.0"))
+        #expect(try await run(["reputation", "get", "mallory"]).out.contains("no record"))
 
-        let bad = try run(["reputation", "record", "x", "sneezed"])
+        let bad = try await run(["reputation", "record", "x", "sneezed"])
         #expect(bad.status == 2)
         #expect(bad.err.contains("unknown event kind 'sneezed'"))
-        #expect(try run(["flags", "telepathy", "--enable"]).err.contains("no feature named 'telepathy'"))
-        #expect(try run(["flags"]).out.contains("reputation: on rollout=100% enforced"))
+        #expect(try await run(["flags", "telepathy", "--enable"]).err.contains("no feature named 'telepathy'"))
+        #expect(try await run(["flags"]).out.contains("reputation: on rollout=100% enforced"))
 
         // README's examples, on the embedded default as written there.
-        let tier = try run(["tiers", "set", "acme-corp", "vip"])
+        let tier = try await run(["tiers", "set", "acme-corp", "vip"])
         #expect(tier.status == 0 && tier.out.hasPrefix("acme-corp tier=vip"), "\(tier.out) \(tier.err)")
         // Anomaly detection is off in the default: following alerts says so and fails, at once.
-        let alerts = try run(["alerts"])
+        let alerts = try await run(["alerts"])
         #expect(alerts.status == 2)
         #expect(alerts.err.contains("anomaly detection is off"), "\(alerts.err)")
 
-        #expect(daemon.stop() == 0)
+        #expect(await daemon.stop() == 0)
     }
 
     @Test("sluicectl tiers set, get, list and remove, and the tier in a check's verdict")
@@ -125,16 +126,16 @@ struct ReputationCommandLineTests {
         let daemon = try await Daemon(directory: directory, arguments: ["--config", file])
         defer { if daemon.process.isRunning { kill(daemon.process.processIdentifier, SIGKILL) } }
         let run = daemon.run
-        #expect(try run(["tiers", "set", "acme-corp", "vip"]).out.hasPrefix("acme-corp tier=vip"))
-        #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("limit=30"))
-        #expect(try run(["check", "acme-corp", "--rule", "api"]).out.contains("tier=vip"))
-        #expect(Self.json(try run(["tiers", "get", "acme-corp", "--json"]).out)?["tier"] as? String == "vip")
-        let list = try run(["tiers", "list"]).out
+        #expect(try await run(["tiers", "set", "acme-corp", "vip"]).out.hasPrefix("acme-corp tier=vip"))
+        #expect(try await run(["check", "acme-corp", "--rule", "api"]).out.contains("limit=30"))
+        #expect(try await run(["check", "acme-corp", "--rule", "api"]).out.contains("tier=vip"))
+        #expect(Self.json(try await run(["tiers", "get", "acme-corp", "--json"]).out)?["tier"] as? String == "vip")
+        let list = try await run(["tiers", "list"]).out
         #expect(list.contains("tier vip: multiplier=3 priority=10 subjects=1"))
         #expect(list.contains("tier free: multiplier=0.5 priority=0 subjects=0"))
-        #expect(try run(["tiers", "set", "x", "gold"]).err.contains("no tier named 'gold'"))
-        #expect(try run(["tiers", "remove", "acme-corp"]).out.hasPrefix("removed: acme-corp tier=vip"))
-        #expect(try run(["tiers", "get", "acme-corp"]).out == "no tier\n")
-        #expect(daemon.stop() == 0)
+        #expect(try await run(["tiers", "set", "x", "gold"]).err.contains("no tier named 'gold'"))
+        #expect(try await run(["tiers", "remove", "acme-corp"]).out.hasPrefix("removed: acme-corp tier=vip"))
+        #expect(try await run(["tiers", "get", "acme-corp"]).out == "no tier\n")
+        #expect(await daemon.stop() == 0)
     }
 }

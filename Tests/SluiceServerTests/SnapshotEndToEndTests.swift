@@ -9,7 +9,7 @@ import SluiceTestKit
 import SluiceLoad
 
 /// A restart must not hand callers a fresh quota: through real daemons and a real file.
-@Suite("Snapshots end to end")
+@Suite("Snapshots end to end", .ownThreads)
 struct SnapshotEndToEndTests {
     static let limit = WireLimit(limit: 1, periodMs: 60_000)
 
@@ -48,7 +48,7 @@ struct SnapshotEndToEndTests {
         let gone = ChildProcess()
         gone.executableURL = URL(fileURLWithPath: "/bin/true")
         try gone.run()
-        gone.waitUntilExit()
+        await gone.waitForExit(within: .seconds(60))
         let dead = gone.processIdentifier
         let stale = ["\(path).tmp-\(dead)", "\(path).anomaly.tmp-\(dead)", "\(path).tmp-\(getpid())"]
         let kept = ["\(path).tmp-1", "\(path).tmp-notapid", "\(directory)/other.tmp-\(dead)"]

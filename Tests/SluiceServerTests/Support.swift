@@ -178,8 +178,10 @@ final class RawConnection: @unchecked Sendable {
     }
 
     /// Waits until `count` responses arrived or the connection closed (at most ~5 s).
+    /// The responses read so far, once there are `count` or the daemon closed the connection;
+    /// at most 30 s (a loaded machine), then what came.
     func responses(atLeast count: Int) async throws -> [WireResponse] {
-        for _ in 0..<500 {
+        for _ in 0..<3_000 {
             let current = collector.responses.withLockedValue { $0 }
             if current.count >= count || isClosed { return current }
             try await Task.sleep(for: .milliseconds(10))

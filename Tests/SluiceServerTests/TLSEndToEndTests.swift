@@ -10,7 +10,7 @@ import SluiceLoad
 import Testing
 
 /// TLS on the real `sluiced`'s TCP listeners, with certificates made by `openssl` for each test.
-@Suite("TLS listeners", .enabled(if: TestCertificates.installed), .serialized)
+@Suite("TLS listeners", .ownThreads, .enabled(if: TestCertificates.installed), .serialized)
 struct TLSEndToEndTests {
     /// A daemon with one TLS listener on a free port (and a Unix socket to wait on).
     struct Daemon {
@@ -64,9 +64,9 @@ struct TLSEndToEndTests {
         await byName.close()
 
         // sluicectl too, with --tls-ca (or $SLUICE_TLS_CA).
-        let ping = try DaemonProcessTests.sluicectl(["ping", "-e", "127.0.0.1:\(daemon.port)", "--tls-ca", certificates.authority])
+        let ping = try await DaemonProcessTests.sluicectl(["ping", "-e", "127.0.0.1:\(daemon.port)", "--tls-ca", certificates.authority])
         #expect(ping.status == 0, "\(ping)")
-        let plainPing = try DaemonProcessTests.sluicectl(["ping", "-e", "127.0.0.1:\(daemon.port)", "--timeout", "2"])
+        let plainPing = try await DaemonProcessTests.sluicectl(["ping", "-e", "127.0.0.1:\(daemon.port)", "--timeout", "2"])
         #expect(plainPing.status == 2, "\(plainPing.status) \(plainPing.out) \(plainPing.err)")
         #expect(plainPing.err.contains("--tls-ca"), "the error suggests TLS: \(plainPing.err)")
 
@@ -222,7 +222,7 @@ struct TLSEndToEndTests {
         let old = try await blocking { try Self.curl(trust + ["-H", "Authorization: Bearer first-token-0123456789", "\(url)/metrics"]) }
         #expect(old?.status == 401)
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        await process.waitForExit(within: .seconds(60))
         #expect(process.terminationStatus == 0)
     }
 
@@ -259,7 +259,7 @@ struct TLSEndToEndTests {
 
         // A key that is not a key: the reload is refused, the certificate in force stays.
         try "not a key".write(toFile: certificates.key, atomically: true, encoding: .utf8)
-        let reload = try DaemonProcessTests.sluicectl(["reload", "-e", "unix:\(daemon.directory)/s.sock"])
+        let reload = try await DaemonProcessTests.sluicectl(["reload", "-e", "unix:\(daemon.directory)/s.sock"])
         #expect(reload.status == 2)
         #expect(reload.err.contains("TLS key") && reload.err.contains(certificates.key), "\(reload.err)")
         let after = try await SluiceClient.connect(to: daemon.endpoint, tls: ClientTLS(authority: next.authority))

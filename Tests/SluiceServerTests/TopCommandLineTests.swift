@@ -4,12 +4,13 @@ import Glibc
 #endif
 import SluiceClient
 import SluiceProto
+import SluiceTestKit
 import Testing
 
 /// `sluicectl top` as an operator runs it, against a real sluiced with anomaly detection on in
 /// shadow mode: the heaviest subject by requests and by denials, the addresses and routes, the
 /// tenant; as text and as JSON.
-@Suite("sluicectl top and report --live")
+@Suite("sluicectl top and report --live", .ownThreads)
 struct TopCommandLineTests {
     @Test("the heaviest subjects, addresses, routes and tenants of the last minute, by requests and by denials")
     func top() async throws {
@@ -45,7 +46,7 @@ struct TopCommandLineTests {
         // The pump drains every 100 ms.
         var lists: [[String: Any]] = []
         for _ in 0..<30 {
-            let run = try daemon.run(["top", "--json", "--count", "3"])
+            let run = try await daemon.run(["top", "--json", "--count", "3"])
             #expect(run.status == 0, "\(run.err)")
             let object = try #require(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any], "\(run.out)")
             if object["requests"] as? Int == 150 {
@@ -69,23 +70,23 @@ struct TopCommandLineTests {
         #expect(lists.count == 10, "4 dimensions x 2 measures, and 2 by anomaly score")
 
         // As a person reads it: once, since the output is not a terminal.
-        let text = try daemon.run(["top", "--show", "subjects", "--show", "routes"])
+        let text = try await daemon.run(["top", "--show", "subjects", "--show", "routes"])
         #expect(text.status == 0, "\(text.err)")
         #expect(text.out.contains("150 checks") && text.out.contains("100 denied"), "\(text.out)")
         #expect(text.out.contains("SUBJECTS by requests") && text.out.contains("SUBJECTS by denials") && text.out.contains("heavy"))
         #expect(text.out.contains("ROUTES by requests") && !text.out.contains("ADDRESSES"))
         // The last hour as a page: the same checks, the daemon's own denials by reason.
-        let page = try daemon.run(["report", "--live", "--out", "\(directory)/live.html", "--top", "5"])
+        let page = try await daemon.run(["report", "--live", "--out", "\(directory)/live.html", "--top", "5"])
         #expect(page.status == 0, "\(page.err)")
         #expect(page.err.contains("150 checks"), "\(page.err)")
         let html = try String(contentsOfFile: "\(directory)/live.html", encoding: .utf8)
         #expect(html.contains("Sluice report: sluiced, the last hour") && html.contains("150 requests"))
         #expect(html.contains("Denials by reason") && html.contains("over_limit") && html.contains("heavy"))
         #expect(html.contains("<svg"))
-        let neither = try daemon.run(["report", "--out", "\(directory)/x.html"])
+        let neither = try await daemon.run(["report", "--out", "\(directory)/x.html"])
         #expect(neither.status != 0 && neither.err.contains("--live"), "\(neither.err)")
-        let bad = try daemon.run(["top", "--show", "nonsense"])
+        let bad = try await daemon.run(["top", "--show", "nonsense"])
         #expect(bad.status != 0 && bad.err.contains("--show takes"), "\(bad.err)")
-        #expect(daemon.stop() == 0)
+        #expect(await daemon.stop() == 0)
     }
 }

@@ -8,7 +8,7 @@ import SluiceStore
 import SluiceTestKit
 import Testing
 
-@Suite("The PostgreSQL store", .enabled(if: PostgresServer.installed))
+@Suite("The PostgreSQL store", .ownThreads, .enabled(if: PostgresServer.installed))
 struct PostgresStoreTests {
     @Test func urlsAreReadAsLibpqReadsThemAndMistakesAreSentences() throws {
         let tcp = try PostgresEndpoint(url: "postgres://sluice:p%40ss@db.internal:6432/limits?sslmode=require")
@@ -179,7 +179,7 @@ struct PostgresStoreTests {
 }
 
 /// `StoreCopy`: a SQLite deployment copied into PostgreSQL replays exactly what it would have.
-@Suite(.enabled(if: PostgresServer.installed))
+@Suite(.ownThreads, .enabled(if: PostgresServer.installed))
 struct StoreCopyTests {
     @Test func aCopyKeepsEveryRowAndTheEventsTheScoresDoNotReflectYet() async throws {
         let sqlite = try SQLiteReputationStore(path: temporaryDirectory() + "/sluice.db")
@@ -222,7 +222,7 @@ extension StoreCounts {
 }
 
 /// TLS to PostgreSQL, against a real server with `ssl = on` and real certificates.
-@Suite(.enabled(if: PostgresServer.installed && TestCertificates.installed), .serialized)
+@Suite(.ownThreads, .enabled(if: PostgresServer.installed && TestCertificates.installed), .serialized)
 struct PostgresTLSTests {
     @Test func sslmodesEncryptAndVerifyFullChecksTheCertificate() async throws {
         let certificates = try TestCertificates.make()

@@ -26,7 +26,7 @@ func runSQLite(_ path: String, _ sql: String) throws -> String {
     return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
 }
 
-@Suite struct SQLiteReputationStoreTests {
+@Suite(.ownThreads) struct SQLiteReputationStoreTests {
     func record(_ subject: String, _ score: Double, tenant: String = "acme") -> ReputationRecord {
         ReputationRecord(tenant: tenant, subject: subject, score: score, updatedAt: 1_000, pinned: subject.hasPrefix("pinned"), events: 3)
     }

@@ -68,7 +68,7 @@ struct TestStore: Sendable {
     func blob(_ hex: String) -> String { backend == .sqlite ? "x'\(hex)'" : "'\\x\(hex)'::bytea" }
 }
 
-@Suite struct StoreBehaviourTests {
+@Suite(.ownThreads) struct StoreBehaviourTests {
     func record(_ subject: String, _ score: Double, tenant: String = "acme") -> ReputationRecord {
         ReputationRecord(tenant: tenant, subject: subject, score: score, updatedAt: 1_000, pinned: subject.hasPrefix("pinned"), events: 3)
     }
@@ -286,7 +286,7 @@ struct TestStore: Sendable {
     }
 }
 
-@Suite struct WriteBehindTests {
+@Suite(.ownThreads) struct WriteBehindTests {
     @Test(arguments: Backend.available)
     func changesAreCommittedTogetherAndDurableWaitersAreToldAfter(_ backend: Backend) async throws {
         let store = try await TestStore.make(backend).open()
@@ -347,7 +347,7 @@ struct TestStore: Sendable {
     }
 }
 
-@Suite struct ReplayTests {
+@Suite(.ownThreads) struct ReplayTests {
     /// Scores are written once a second, events every commit: after a crash between the two, the
     /// stored scores plus the replayed events are exactly the scores that were in memory.
     @Test(arguments: Backend.available)

@@ -275,12 +275,3 @@ extension ChildProcess {
         return (process.terminationStatus, output)
     }
 }
-
-/// Runs `body` on a Dispatch thread and waits for it without holding the test's thread: the
-/// tests' tasks share a cooperative pool of one thread per core (two in CI), and a test blocked
-/// for seconds on a socket or a child process would starve every other test's deadlines.
-public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-    }
-}
