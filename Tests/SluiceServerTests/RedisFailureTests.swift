@@ -101,11 +101,11 @@ struct RedisFailureTests {
 
         #expect(degraded > 0, "checks took the \(policy) path while Redis could not answer")
         #expect(backend.breakerState == "closed" && backend.decidedInRedis >= before + 200, "back in Redis")
-        // 100 ms of timeout; the margin is for a loaded machine (a full run on two cores has
-        // stalled the event loops' threads for over a second, and the killed-Redis case with
-        // policy local measured 3.66 and 3.74 s in two full runs on 2026-12-07, 0.2 s alone:
-        // not yet explained, see the issue notes). It still catches a check that hangs.
-        #expect(record.slowest < .seconds(5), "every check answered within the timeout plus a margin: the slowest took \(record.slowest)")
+        // 100 ms of timeout; the margin is for a loaded machine. The killed-Redis case with
+        // policy local once measured 3.66 and 3.74 s in full runs: the test's own task waited
+        // for one of the pool's two threads, which other tests held (see OwnThreads.swift).
+        // With those tests off the pool the Redis suites' run measured 0.30 s at most.
+        #expect(record.slowest < .seconds(3), "every check answered within the timeout plus a margin: the slowest took \(record.slowest)")
         #expect(record.answered > 50)
         switch policy {
         case .failOpen: #expect(record.openAnswers > 0 && record.closedAnswers == 0)
