@@ -17,9 +17,11 @@ struct SystemdNotifyTests {
     /// while a test waits for a thread of the pool.
     final class FakeSystemd: @unchecked Sendable {
         let descriptor: Int32
+        let reading: Bool
         let received = NIOLockedValueBox<(messages: [String], taken: Int, closed: Bool)>(([], 0, false))
 
         init(path: String, reading: Bool = true) throws {
+            self.reading = reading
             descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
@@ -50,8 +52,9 @@ struct SystemdNotifyTests {
         }
 
         deinit {
-            // The reading thread closes the socket once it sees `closed`.
+            // A reading thread closes the socket once it sees `closed`; unread, it is closed here.
             received.withLockedValue { $0.closed = true }
+            if !reading { Glibc.close(descriptor) }
         }
 
         /// The messages received since the last call, once `until` says they are enough or
@@ -114,13 +117,13 @@ struct SystemdNotifyTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // Bound, never read: its queue is full after a few pets (one every 5 ms).
         let systemd = try FakeSystemd(path: "\(directory)/notify.sock", reading: false)
-        defer { Glibc.close(systemd.descriptor) }
+        defer { withExtendedLifetime(systemd) {} }
         let socket = "\(directory)/s.sock"
         let process = try Self.launch(in: directory, watchdogMicroseconds: 10_000)
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         #expect(try await DaemonProcessTests.waitForSocket(socket))
         try await Task.sleep(for: .milliseconds(500))
-        let ping = try await CommandLineHabitsTests.run("sluicectl", ["-e", "unix:\(socket)", "--timeout", "10", "ping"])
+        let ping = try await DaemonProcessTests.sluicectl(["-e", "unix:\(socket)", "--timeout", "10", "ping"])
         #expect(ping.status == 0, "the event loops answer: \(ping.err)")
         kill(process.processIdentifier, SIGTERM)
         #expect(await process.waitForExit(within: .seconds(30)), "SIGTERM is not held by a send to systemd")
