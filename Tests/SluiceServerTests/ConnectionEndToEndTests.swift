@@ -182,6 +182,11 @@ struct ConnectionEndToEndTests {
             let first = try await SluiceClient.connect(to: daemon.unix)
             let second = try await SluiceClient.connect(to: daemon.unix)
             #expect(try await first.verdict(Make.check("c", limit: Self.limit)).allowed)
+            // Each connection is counted when its event loop sets it up, not when the client's
+            // connect returns: with two loops, a third connection made before the second was
+            // answered could be set up first and take its place (CI, stop 34). An answer on the
+            // second proves it was counted.
+            #expect(try await second.verdict(Make.check("c", limit: Self.limit)).allowed)
             let third = try await RawConnection.connect(daemon.unix)
             let answers = try await third.responses(atLeast: 1)
             #expect(answers.first?.error.code == .overloaded)
