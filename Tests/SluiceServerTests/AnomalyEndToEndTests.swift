@@ -343,7 +343,6 @@ import Testing
         }
         try await server.close()
         try await group.shutdownGracefully()
-        #expect(ConfigurationTests.failure("anomaly: { webhook: { url: \"https://example.com/x\" } }").contains("plain HTTP"))
     }
 
     @Test func responsesApplyOnlyToTheRolloutWhileDetectionSeesEveryone() async throws {

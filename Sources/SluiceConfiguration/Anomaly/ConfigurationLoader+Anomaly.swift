@@ -46,27 +46,7 @@ extension Reader {
             case "alert_budget_per_hour": settings.alertBudgetPerHour = try number(value, path, 0.1...1_000_000)
             case "model": settings.model = try bool(value, path)
             case "responses": configuration.anomalyResponses = try readAnomalyResponses(value, path)
-            case "webhook":
-                var webhook: WebhookSettings?
-                var retries: Int?, backoff: Int64?, timeout: Int64?
-                for (key, node) in try mapping(value, path, keys: ["url", "retries", "backoff", "timeout"]) {
-                    switch key {
-                    case "url":
-                        let url = try string(node, "\(path).url")
-                        guard let parsed = WebhookSettings(url: url) else {
-                            throw error(node, "\(path).url", "expected http://HOST[:PORT]/PATH (plain HTTP; put a local relay in front of HTTPS), got '\(url)'")
-                        }
-                        webhook = parsed
-                    case "retries": retries = try integer(node, "\(path).retries", 0...20)
-                    case "backoff": backoff = try duration(node, "\(path).backoff", 1_000_000...600_000_000_000)
-                    default: timeout = try duration(node, "\(path).timeout", 1_000_000...600_000_000_000)
-                    }
-                }
-                guard var settings = webhook else { throw error(value, "\(path).url", "required: where alerts are POSTed") }
-                if let retries { settings.retries = retries }
-                if let backoff { settings.backoff = backoff }
-                if let timeout { settings.timeout = timeout }
-                configuration.anomalyWebhook = settings
+            case "webhook": configuration.anomalyWebhook = try readWebhook(value, path)
             case "alert_log":
                 let path = try string(value, path)
                 configuration.anomalyLog = path.isEmpty ? nil : path
@@ -75,6 +55,65 @@ extension Reader {
             }
         }
         configuration.anomaly = settings
+    }
+
+    /// `webhook:` where alerts are POSTed (docs/ANOMALY.md, Webhook).
+    func readWebhook(_ value: Node, _ path: String) throws(SluiceError) -> WebhookSettings {
+        var webhook: WebhookSettings?
+        var retries: Int?, backoff: Int64?, timeout: Int64?, caFile: String?, format: WebhookSettings.Format?
+        var headers: [WebhookSettings.Header] = []
+        for (key, node) in try mapping(value, path, keys: ["url", "retries", "backoff", "timeout", "ca_file", "headers", "format"]) {
+            switch key {
+            case "url":
+                let url = try string(node, "\(path).url")
+                guard let parsed = WebhookSettings(url: url) else {
+                    throw error(node, "\(path).url", "expected http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH, got '\(url)'")
+                }
+                webhook = parsed
+            case "retries": retries = try integer(node, "\(path).retries", 0...20)
+            case "backoff": backoff = try duration(node, "\(path).backoff", 1_000_000...600_000_000_000)
+            case "timeout": timeout = try duration(node, "\(path).timeout", 1_000_000...600_000_000_000)
+            case "ca_file":
+                let file = try string(node, "\(path).ca_file")
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw error(node, "\(path).ca_file", "cannot read '\(file)'")
+                }
+                guard text.contains("-----BEGIN CERTIFICATE-----") else {
+                    throw error(node, "\(path).ca_file", "'\(file)' holds no PEM certificate")
+                }
+                caFile = file
+            case "format":
+                let name = try string(node, "\(path).format")
+                guard let parsed = WebhookSettings.Format(rawValue: name) else {
+                    throw error(node, "\(path).format", "expected one of \(WebhookSettings.Format.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+                }
+                format = parsed
+            default:
+                for (name, headerNode) in try mapping(node, "\(path).headers", keys: nil) {
+                    let text = try string(headerNode, "\(path).headers.\(name)")
+                    let token = name.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 32 && $0.value < 127 && !"()<>@,;:\\\"/[]?={}".unicodeScalars.contains($0) }
+                    guard !name.isEmpty, token else { throw error(headerNode, "\(path).headers", "'\(name)' is not an HTTP header name") }
+                    guard !text.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+                        throw error(headerNode, "\(path).headers.\(name)", "a header value cannot hold a line break")
+                    }
+                    guard !["host", "content-length", "content-type", "transfer-encoding", "connection"].contains(name.lowercased()) else {
+                        throw error(headerNode, "\(path).headers.\(name)", "set by the daemon itself")
+                    }
+                    headers.append(.init(name: name, value: text))
+                }
+            }
+        }
+        guard var settings = webhook else { throw error(value, "\(path).url", "required: where alerts are POSTed") }
+        if let caFile {
+            guard settings.secure else { throw error(value, "\(path).ca_file", "only for an https:// url") }
+            settings.caFile = caFile
+        }
+        if let retries { settings.retries = retries }
+        if let backoff { settings.backoff = backoff }
+        if let timeout { settings.timeout = timeout }
+        if let format { settings.format = format }
+        settings.headers = headers
+        return settings
     }
 
     /// `responses:` what each alert kind does (`anomaly.responses`, or a tenant's own).

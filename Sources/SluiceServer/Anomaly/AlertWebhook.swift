@@ -1,9 +1,13 @@
+import AsyncHTTPClient
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import SluiceConfiguration
+import SluiceCore
 import SluiceIntelligence
 
 /// Sends alerts to the webhook, one batch at a time, in order.
@@ -50,15 +54,37 @@ final class AlertWebhook: Sendable {
             return batch
         }
         guard !batch.isEmpty else { return }
-        let body = "[" + batch.map(\.jsonLine).joined(separator: ",") + "]"
+        let body = Self.body(batch, format: settings.format)
         attempt(body, count: batch.count, settings: settings, retry: 0)
+    }
+
+    /// A request's body: the alerts as a JSON array, or (`format: slack`) a message of a line each.
+    static func body(_ alerts: [AnomalyAlert], format: WebhookSettings.Format) -> String {
+        switch format {
+        case .json:
+            return "[" + alerts.map(\.jsonLine).joined(separator: ",") + "]"
+        case .slack:
+            let shown = alerts.prefix(20).map { alert -> String in
+                var about = [alert.tenant.map { "tenant \($0)" }, alert.subject.map { "subject \($0)" }, alert.ip.map { "ip \($0)" }].compactMap { $0 }
+                if about.isEmpty { about = [alert.scope.rawValue] }
+                return "• \(alert.kind) (\(about.joined(separator: ", ")), score \(String(format: "%.1f", alert.score))): \(alert.detail)"
+            }
+            var text = "Sluice: \(alerts.count) anomaly alert\(alerts.count == 1 ? "" : "s")\n" + shown.joined(separator: "\n")
+            if alerts.count > shown.count { text += "\n… and \(alerts.count - shown.count) more (sluicectl alerts)" }
+            let data = (try? JSONSerialization.data(withJSONObject: ["text": text], options: [.sortedKeys])) ?? Data("{}".utf8)
+            return String(decoding: data, as: UTF8.self)
+        }
     }
 
     func attempt(_ body: String, count: Int, settings: WebhookSettings, retry: Int) {
         state.withLockedValue { $0.attempts &+= 1 }
-        Self.post(body, settings: settings, group: group).whenComplete { [self] result in
-            let status = (try? result.get()) ?? 0
-            if (200..<300).contains(status) {
+        Self.post(body, settings: settings).whenComplete { [self] result in
+            let outcome: Outcome
+            switch result {
+            case .success(let got): outcome = got
+            case .failure(let error): outcome = Outcome(status: 0, failure: Self.describe(error))
+            }
+            if (200..<300).contains(outcome.status) {
                 state.withLockedValue { state in
                     state.queue.removeFirst(min(count, state.queue.count))
                     state.delivered &+= UInt64(count)
@@ -68,14 +94,19 @@ final class AlertWebhook: Sendable {
             }
             guard retry < settings.retries else {
                 logger.error("anomaly webhook: alerts not delivered after every retry",
-                             metadata: ["webhook.host": "\(settings.host)", "webhook.alerts": "\(count)",
-                                        "webhook.status": "\(status)"])
+                             metadata: ["webhook.url": "\(settings.redactedURL)", "webhook.alerts": "\(count)",
+                                        "webhook.status": "\(outcome.status)", "webhook.error": "\(outcome.failure ?? "-")"])
                 state.withLockedValue { state in
                     state.queue.removeFirst(min(count, state.queue.count))
                     state.failed &+= UInt64(count)
                 }
                 next(settings)
                 return
+            }
+            if retry == 0 {
+                logger.warning("anomaly webhook: a request failed; retrying with backoff",
+                               metadata: ["webhook.url": "\(settings.redactedURL)", "webhook.status": "\(outcome.status)",
+                                          "webhook.error": "\(outcome.failure ?? "-")"])
             }
             let wait = settings.backoff &* (Int64(1) << Int64(min(retry, 20)))
             group.next().scheduleTask(in: .nanoseconds(wait)) { [self] in
@@ -84,82 +115,61 @@ final class AlertWebhook: Sendable {
         }
     }
 
-    /// One POST; succeeds with the response status (0 when the connection failed or timed out).
-    static func post(_ body: String, settings: WebhookSettings, group: any EventLoopGroup) -> EventLoopFuture<Int> {
-        let loop = group.next()
-        let promise = OncePromise(loop.makePromise(of: Int.self))
-        let bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(.nanoseconds(settings.timeout))
-            .channelInitializer { channel in
-                channel.pipeline.addHTTPClientHandlers().flatMap {
-                    channel.pipeline.addHandler(ResponseStatusHandler(promise: promise))
-                }
-            }
-        bootstrap.connect(host: settings.host, port: settings.port).whenComplete { result in
-            switch result {
-            case .failure:
-                promise.succeed(0)
-            case .success(let channel):
-                let timeout = loop.scheduleTask(in: .nanoseconds(settings.timeout)) {
-                    promise.succeed(0)
-                    channel.close(promise: nil)
-                }
-                promise.promise.futureResult.whenComplete { _ in
-                    timeout.cancel()
-                    channel.close(promise: nil)
-                }
-                var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: settings.path)
-                head.headers.add(name: "Host", value: settings.host)
-                head.headers.add(name: "Content-Type", value: "application/json")
-                head.headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-                head.headers.add(name: "Connection", value: "close")
-                channel.write(HTTPClientRequestPart.head(head), promise: nil)
-                channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(string: body))), promise: nil)
-                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-            }
+    /// How one attempt ended: the response's status (0 when there was none) and, when it
+    /// failed, why.
+    struct Outcome: Sendable {
+        var status: Int
+        var failure: String?
+    }
+
+    /// One POST through AsyncHTTPClient's shared client: HTTP or HTTPS (the system's trust store,
+    /// or `ca_file`'s authorities), the whole attempt within `timeout`.
+    static func post(_ body: String, settings: WebhookSettings) -> EventLoopFuture<Outcome> {
+        let client = HTTPClient.shared
+        let request: HTTPClient.Request
+        do {
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "User-Agent", value: "sluiced/\(SluiceVersion.current)")
+            for header in settings.headers { headers.add(name: header.name, value: header.value) }
+            request = try HTTPClient.Request(url: settings.url, method: .POST, headers: headers, body: .string(body),
+                                             tlsConfiguration: try tlsConfiguration(settings))
+        } catch {
+            return client.eventLoopGroup.next().makeSucceededFuture(Outcome(status: 0, failure: describe(error)))
         }
-        return promise.promise.futureResult
+        return client.execute(request: request, deadline: .now() + .nanoseconds(settings.timeout)).map { response in
+            let status = Int(response.status.code)
+            return Outcome(status: status, failure: (200..<300).contains(status) ? nil : "HTTP \(status)")
+        }
+    }
+
+    /// The TLS settings of an `https://` webhook: certificates and host names verified, against
+    /// `ca_file`'s authorities (read at each attempt, so a replaced file takes effect) or the
+    /// system's; nil for plain HTTP.
+    static func tlsConfiguration(_ settings: WebhookSettings) throws -> TLSConfiguration? {
+        guard settings.secure else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let caFile = settings.caFile {
+            let roots = try NIOSSLCertificate.fromPEMFile(caFile)
+            guard !roots.isEmpty else { throw SluiceError(.invalidConfiguration, "anomaly.webhook.ca_file \(caFile): no certificate in the file") }
+            configuration.trustRoots = .certificates(roots)
+        }
+        return configuration
+    }
+
+    /// An error in a sentence for the log.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError {
+            if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout { return "timed out (anomaly.webhook.timeout)" }
+            return "\(error)"
+        }
+        if let error = error as? NIOSSLError { return "TLS: \(error)" }
+        if let error = error as? SluiceError { return error.message }
+        return "\(error)"
     }
 
     var counts: (delivered: UInt64, failed: UInt64, dropped: UInt64, attempts: UInt64) {
         state.withLockedValue { ($0.delivered, $0.failed, $0.dropped, $0.attempts) }
-    }
-}
-
-/// A promise that the first of several outcomes (an answer, a timeout, a closed connection) completes.
-final class OncePromise: Sendable {
-    let promise: EventLoopPromise<Int>
-    let done = NIOLockedValueBox(false)
-
-    init(_ promise: EventLoopPromise<Int>) { self.promise = promise }
-
-    func succeed(_ value: Int) {
-        let first = done.withLockedValue { done -> Bool in
-            defer { done = true }
-            return !done
-        }
-        if first { promise.succeed(value) }
-    }
-}
-
-/// Completes the promise with the response's status, or 0 if the connection closes first.
-final class ResponseStatusHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    let promise: OncePromise
-
-    init(promise: OncePromise) { self.promise = promise }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data) { promise.succeed(Int(head.status.code)) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.succeed(0)
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.succeed(0)
-        context.close(promise: nil)
     }
 }
