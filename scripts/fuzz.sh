@@ -10,6 +10,7 @@
 #   scripts/fuzz.sh --seconds 600 --jobs 2  every target, two processes each
 #   scripts/fuzz.sh --merge                 minimise the found inputs into Fuzz/corpus
 #   scripts/fuzz.sh --no-build ...          run the binary built last (long runs while editing)
+#   scripts/fuzz.sh --build-only            build it and stop (test.sh builds it beside the tests)
 #
 # Exit status: 0 when no target failed; 1 when one crashed or broke a property (the input is
 # named; reproduce with `swift run sluice-fuzz TARGET FILE`).
@@ -20,6 +21,7 @@ seconds=10
 jobs=1
 merge=0
 build=1
+build_only=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,7 +29,8 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --merge) merge=1; shift ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -45,6 +48,7 @@ if [ "$build" = 1 ]; then
   echo "   built in $(( $(date +%s) - start )) s"
 fi
 [ -x "$binary" ] || { echo "fuzz.sh: the build failed (no $binary)" >&2; exit 1; }
+[ "$build_only" = 1 ] && exit 0
 
 mkdir -p "$scratch/crashes" "$scratch/logs"
 failed=0
