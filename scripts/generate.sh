@@ -50,11 +50,13 @@ sync_dir() { # from to pattern
   fi
 }
 
-# Python: protoc --python_out, flattened into the package (the module imports nothing else).
+# Python: protoc --python_out, flattened into the package (the module imports nothing else), and
+# --pyi_out, its type stubs (the package is typed: py.typed, checked with mypy --strict).
 mkdir -p "$out/python"
-(cd proto && protoc --python_out="$out/python" $protos)
+(cd proto && protoc --python_out="$out/python" --pyi_out="$out/python" $protos)
 mkdir -p "$out/python-flat"
 find "$out/python" -name '*_pb2.py' -exec cp {} "$out/python-flat/" \;
+find "$out/python" -name '*_pb2.pyi' -exec cp {} "$out/python-flat/" \;
 
 # The version: VERSION is the only place it is written by hand.
 version=$(tr -d ' \n' < VERSION)
@@ -89,6 +91,7 @@ sync_dir "$out/version-c" "$root/clients/c/include" 'sluice_version.h'
 sync_dir "$out/version-python" "$root/clients/python/sluice_client" '_version.py'
 sync_dir "$out/swift" "$root/Sources/SluiceProto/Generated" '*.pb.swift'
 sync_dir "$out/python-flat" "$root/clients/python/sluice_client" '*_pb2.py'
+sync_dir "$out/python-flat" "$root/clients/python/sluice_client" '*_pb2.pyi'
 if [ $have_c = 1 ]; then
   sync_dir "$out/c" "$root/clients/c/generated" '*.pb-c.[ch]'
 fi

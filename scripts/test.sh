@@ -54,6 +54,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c 'import google.protobuf' 2>/dev/null || "$venv/bin/pip" install -q "protobuf>=4.21,<8"
 SLUICED=$sluiced "$venv/bin/python" -W error::ResourceWarning -m unittest discover -s clients/python/tests
+echo "== sluice_client is typed: mypy --strict"
+"$venv/bin/python" -c 'import mypy' 2>/dev/null || "$venv/bin/pip" install -q "mypy>=1.10,<3" "types-protobuf"
+(cd clients/python && "../../$venv/bin/python" -m mypy --strict sluice_client)
 
 echo "== Envoy's rate limit service (Python grpcio acting as Envoy)"
 "$venv/bin/python" -c 'import grpc, envoy.service.ratelimit.v3.rls_pb2_grpc' 2>/dev/null ||

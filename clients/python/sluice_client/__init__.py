@@ -22,11 +22,12 @@ import dataclasses
 import socket
 import ssl
 import struct
+from typing import Any, Iterator
 
 from . import sluice_pb2 as pb
 from ._version import __version__
 
-__all__ = ["Client", "Check", "Verdict", "Event", "SluiceError", "SluiceConnectionError", "SluiceArgumentError",
+__all__ = ["Client", "Check", "Verdict", "Event", "Load", "TierLoad", "SluiceError", "SluiceConnectionError", "SluiceArgumentError",
            "InvalidArgument", "UnknownRule", "UnknownTenant", "FrameTooLarge", "MalformedMessage", "Overloaded",
            "InternalError", "Unsupported", "ShuttingDown", "Forbidden", "InvalidConfiguration", "Unavailable",
            "Unauthenticated", "QuotaExceeded", "ALGORITHMS", "__version__"]
@@ -47,7 +48,7 @@ class SluiceError(Exception):
 
     code = "unspecified"
 
-    def __init__(self, code: str, message: str, check_index: int = -1, retry_after_ms: int = 0):
+    def __init__(self, code: str, message: str, check_index: int = -1, retry_after_ms: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.check_index, self.retry_after_ms = code, message, check_index, retry_after_ms
 
@@ -62,7 +63,7 @@ class SluiceConnectionError(SluiceError):
 
     code = "connection"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__("connection", message)
 
 
@@ -72,7 +73,7 @@ class SluiceArgumentError(SluiceError, ValueError):
 
     code = "argument"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__("argument", message)
 
 
@@ -188,6 +189,11 @@ class Check:
 
 @dataclasses.dataclass
 class Verdict:
+    """The daemon's answer to one check (docs/PROTOCOL.md, Verdict).
+
+    ``reason`` is why (``within_limit``, ``over_limit``, ``blocked``, ``reputation``, ``shed``,
+    ``anomaly``, ``exceeds_capacity``); ``limit_index`` is the rule's limit that decided;
+    ``lease_id`` is a concurrency lease to release (0 when none)."""
     allowed: bool
     limit: int
     remaining: int
@@ -204,6 +210,12 @@ class Verdict:
     reputation: float | None = None
     multiplier: float = 1.0
     would_deny: str = ""
+    # Adaptive limits (docs/ADAPTIVE.md): the subject's tier when it has one ("" otherwise).
+    tier: str = ""
+    # Anomaly detection (docs/ANOMALY.md): the kind of the alert whose response applied to this
+    # subject or address (``credential_stuffing`` …), "" when none; with reason ``anomaly`` when
+    # it blocked the check.
+    anomaly: str = ""
 
     @staticmethod
     def from_proto(v: pb.Verdict) -> "Verdict":
@@ -212,7 +224,8 @@ class Verdict:
                        _reason(v.reason), v.lease_id, v.limit_index,
                        v.reputation if v.HasField("reputation") else None,
                        v.multiplier or 1.0,
-                       _reason(v.would_deny_reason) if v.would_deny else "")
+                       _reason(v.would_deny_reason) if v.would_deny else "",
+                       v.tier, v.anomaly)
 
     def ratelimit_headers(self, policy: str | None = None, window_seconds: int = 0, legacy: bool = False,
                           draft: bool = True) -> dict[str, str]:
@@ -242,6 +255,58 @@ def _reason(value: int) -> str:
 
 
 @dataclasses.dataclass
+class TierLoad:
+    """One tier's share at the reported load: ``tier`` ("" for subjects without one), the
+    ``multiplier`` its limits get (0: shed), the ``demand`` (hits per second) the daemon measures."""
+    tier: str
+    multiplier: float
+    demand: float
+
+
+@dataclasses.dataclass
+class Load:
+    """The daemon's answer to a load report (docs/ADAPTIVE.md, Load shedding): the share of its
+    normal capacity the service should be sent (1.0: no shedding), the smoothed p99 latency the
+    controller acts on, and each tier's multiplier, highest priority first."""
+    load_factor: float
+    smoothed_p99_us: int
+    tiers: list[TierLoad]
+
+    @staticmethod
+    def from_proto(r: pb.ReportLoadResponse) -> "Load":
+        return Load(r.load_factor, r.smoothed_p99_us, [TierLoad(t.tier, t.multiplier, t.demand) for t in r.tiers])
+
+
+def _load_request(service: str, in_flight: int, latency_p50_us: int, latency_p99_us: int, error_rate: float) -> pb.ReportLoadRequest:
+    if not service:
+        raise SluiceArgumentError("report_load needs the service the report is about")
+    if not 0.0 <= error_rate <= 1.0:
+        raise SluiceArgumentError(f"error_rate is a share, 0 to 1, got {error_rate}")
+    return pb.ReportLoadRequest(service=service, in_flight=in_flight, latency_p50_us=latency_p50_us,
+                                latency_p99_us=latency_p99_us, error_rate=error_rate)
+
+
+def _alert(alert: pb.Alert) -> dict[str, Any]:
+    """An alert as the alert log's keys."""
+    return {"ts_ms": alert.time_ms, "scope": alert.scope, "subject": alert.subject, "ip": alert.ip,
+            "tenant": alert.tenant, "kind": alert.kind, "score": alert.score, "detail": alert.detail}
+
+
+def _stream_items(batch: pb.WatchAlertsResponse) -> list[dict[str, Any]]:
+    """One frame of an alert stream: ``{"dropped": n}`` first when alerts were missed, then each alert."""
+    items: list[dict[str, Any]] = [{"dropped": batch.dropped}] if batch.dropped else []
+    return items + [_alert(alert) for alert in batch.alerts]
+
+
+def _reputation(answer: pb.GetReputationResponse) -> dict[str, Any]:
+    r = answer.reputation
+    return {"score": r.score, "multiplier": r.multiplier, "blocked": r.blocked, "pinned": r.pinned,
+            "neutral_at_ms": r.neutral_at_ms, "events": r.events, "tracked": answer.tracked,
+            "recent_events": [{"kind": e.kind, "weight": e.weight, "at_ms": e.at_ms, "note": e.note}
+                              for e in answer.recent_events]}
+
+
+@dataclasses.dataclass
 class Event:
     """A reputation event: ``kind`` is a built-in kind (``auth_failure``, ``success`` …) or one
     the daemon's configuration names; ``weight=None`` uses the configured weight; ``at_ms=0`` is now."""
@@ -262,7 +327,7 @@ class Event:
 def _limit(c: Check) -> pb.Limit:
     if c.algorithm and c.algorithm not in ALGORITHMS:
         raise SluiceArgumentError(f"algorithm {c.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
-    algorithm = ALGORITHMS[c.algorithm] if c.algorithm else 0
+    algorithm = "ALGORITHM_" + c.algorithm.upper() if c.algorithm else "ALGORITHM_UNSPECIFIED"
     return pb.Limit(limit=c.limit, period_ms=c.period_ms, burst=c.burst, algorithm=algorithm)
 
 
@@ -278,7 +343,7 @@ class Client:
     certificate must carry (default: the endpoint's host)."""
 
     def __init__(self, endpoint: str = "unix:/tmp/sluice.sock", timeout: float = 5.0, token: str | None = None,
-                 tls: "ssl.SSLContext | bool | None" = None, server_name: str | None = None):
+                 tls: "ssl.SSLContext | bool | None" = None, server_name: str | None = None) -> None:
         self.endpoint, self.timeout = endpoint, timeout
         self.token, self.server_name = token, server_name
         self._tls = ssl.create_default_context() if tls is True else (tls or None)
@@ -332,7 +397,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _broken(self, message: str) -> SluiceConnectionError:
@@ -344,6 +409,7 @@ class Client:
         body = request.SerializeToString()
         if self._socket is None:
             self._connect()
+        assert self._socket is not None
         try:
             self._socket.sendall(struct.pack(">I", len(body)) + body)
         except OSError as error:
@@ -372,6 +438,8 @@ class Client:
                     frame = bytes(self._buffer[4:4 + length])
                     del self._buffer[:4 + length]
                     break
+            if self._socket is None:
+                raise SluiceConnectionError("the connection is closed")
             try:
                 chunk = self._socket.recv(65536)
             except OSError as error:  # socket.timeout included
@@ -386,7 +454,7 @@ class Client:
             raise self._broken("the daemon's answer is not a sluice.v1.Response") from None
         return response
 
-    def _request(self, **body) -> pb.Request:
+    def _request(self, **body: Any) -> pb.Request:
         request = pb.Request(id=self._next_id, **body)
         self._next_id += 1
         return request
@@ -401,7 +469,7 @@ class Client:
         self._send(self._request(ping=pb.PingRequest()))
         self._receive()
 
-    def check(self, key: str, **fields) -> Verdict:
+    def check(self, key: str, **fields: Any) -> Verdict:
         """One check; ``fields`` are those of :class:`Check`."""
         return self.check_batch([Check(key, **fields)])[0]
 
@@ -435,14 +503,14 @@ class Client:
         self._send(self._request(release=body))
         return self._receive().release.released
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         self._require_idle()
         self._send(self._request(stats=pb.StatsRequest()))
         s = self._receive().stats
         return {field.name: value for field, value in s.ListFields()}
 
     # -- anomaly detection (docs/ANOMALY.md) -----------------------------------------------
-    def report_outcomes(self, outcomes: list[dict]) -> int:
+    def report_outcomes(self, outcomes: list[dict[str, Any]]) -> int:
         """Reports what the upstream answered to checked requests: each a dict with ``subject``
         and ``status`` (and optionally ``tenant``, ``ip``, ``route``, ``time_ms``). Returns how
         many the daemon took (0 while its anomaly feature is off)."""
@@ -451,7 +519,8 @@ class Client:
         self._send(self._request(report_outcome=body))
         return self._receive().report_outcome.recorded
 
-    def watch_alerts(self, kinds: list[str] | None = None, tenant: str = "", recent: int = 0, timeout: float | None = None):
+    def watch_alerts(self, kinds: list[str] | None = None, tenant: str = "", recent: int = 0,
+                     timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Follows anomaly alerts as the daemon raises them: yields each alert as a dict (the
         alert log's keys: ``ts_ms``, ``scope``, ``subject``, ``ip``, ``tenant``, ``kind``,
         ``score``, ``detail``), starting with up to ``recent`` recent ones. Alerts a slow reader
@@ -463,15 +532,12 @@ class Client:
         request = self._request(watch_alerts=body)
         self._send(request)
         first = self._receive()
+        if self._socket is None:
+            raise SluiceConnectionError("the connection is closed")
         self._socket.settimeout(timeout)
         response = first
         while True:
-            batch = response.watch_alerts
-            if batch.dropped:
-                yield {"dropped": batch.dropped}
-            for alert in batch.alerts:
-                yield {"ts_ms": alert.time_ms, "scope": alert.scope, "subject": alert.subject, "ip": alert.ip,
-                       "tenant": alert.tenant, "kind": alert.kind, "score": alert.score, "detail": alert.detail}
+            yield from _stream_items(response.watch_alerts)
             try:
                 response = self._read_frame()
             except SluiceConnectionError:
@@ -490,15 +556,21 @@ class Client:
         self._send(self._request(record_events=body))
         return self._receive().record_events.recorded
 
-    def reputation(self, subject: str, tenant: str = "", recent_events: int = 10) -> dict:
+    def reputation(self, subject: str, tenant: str = "", recent_events: int = 10) -> dict[str, Any]:
         """A subject's reputation: ``score``, ``multiplier``, ``blocked``, ``pinned``,
         ``neutral_at_ms``, ``tracked`` and its ``recent_events`` (newest first)."""
         self._require_idle()
         body = pb.GetReputationRequest(tenant=tenant, subject=subject, recent_events=recent_events)
         self._send(self._request(get_reputation=body))
-        answer = self._receive().get_reputation
-        r = answer.reputation
-        return {"score": r.score, "multiplier": r.multiplier, "blocked": r.blocked, "pinned": r.pinned,
-                "neutral_at_ms": r.neutral_at_ms, "events": r.events, "tracked": answer.tracked,
-                "recent_events": [{"kind": e.kind, "weight": e.weight, "at_ms": e.at_ms, "note": e.note}
-                                  for e in answer.recent_events]}
+        return _reputation(self._receive().get_reputation)
+
+    # -- adaptive limits (docs/ADAPTIVE.md) ------------------------------------------------
+    def report_load(self, service: str, in_flight: int = 0, latency_p50_us: int = 0, latency_p99_us: int = 0,
+                    error_rate: float = 0.0) -> Load:
+        """Reports how loaded ``service`` is (say once a second): requests in flight, latency
+        percentiles over the last interval (microseconds) and the share of requests that failed.
+        Each report is one step of the daemon's load controller; the answer says how much of its
+        normal capacity the service should be sent now and what each tier gets."""
+        self._require_idle()
+        self._send(self._request(report_load=_load_request(service, in_flight, latency_p50_us, latency_p99_us, error_rate)))
+        return Load.from_proto(self._receive().report_load)

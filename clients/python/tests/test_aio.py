@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import sluice_client  # noqa: E402
 from sluice_client import Check, SluiceArgumentError, SluiceConnectionError  # noqa: E402
 from sluice_client.aio import AsyncClient  # noqa: E402
-from test_client import T0, start_daemon, stop_daemon  # noqa: E402
+from test_client import T0, AdaptiveDaemon, start_daemon, stop_daemon, stuffing  # noqa: E402
 
 
 class AsyncClientTests(unittest.IsolatedAsyncioTestCase):
@@ -51,6 +51,46 @@ class AsyncClientTests(unittest.IsolatedAsyncioTestCase):
     async def test_a_missing_daemon_is_a_connection_error(self):
         with self.assertRaises(SluiceConnectionError):
             await AsyncClient.connect("unix:" + os.path.join(self.dir.name, "absent.sock"), timeout=1)
+
+
+class AsyncEveryRequestTests(AdaptiveDaemon, unittest.IsolatedAsyncioTestCase):
+    """What the blocking client does beyond checks, asynchronously: reputation, load reports,
+    outcomes and the alert stream, against a daemon with adaptive limits and anomaly detection."""
+
+    async def test_reputation_and_events(self):
+        from sluice_client import Event
+        async with await AsyncClient.connect(self.endpoints[0]) as sluice:
+            self.assertEqual(await sluice.record_events([Event("aio-mallory", "auth_failure")] * 6), 6)
+            reputation = await sluice.reputation("aio-mallory")
+            self.assertTrue(reputation["tracked"])
+            self.assertLess(reputation["score"], 50)
+            unknown = await sluice.reputation("aio-nobody")
+            self.assertFalse(unknown["tracked"])
+
+    async def test_report_load(self):
+        async with await AsyncClient.connect(self.endpoints[1]) as sluice:
+            load = await sluice.report_load("checkout", in_flight=1, latency_p99_us=1_000)
+            self.assertEqual(load.load_factor, 1.0)
+            self.assertEqual([t.tier for t in load.tiers], ["vip", ""])
+            with self.assertRaises(sluice_client.InvalidArgument):
+                await sluice.report_load("not-a-service")
+            with self.assertRaises(SluiceArgumentError):
+                await sluice.report_load("checkout", error_rate=-1)
+
+    async def test_watch_alerts_streams_on_its_own_connection_while_the_client_goes_on(self):
+        import time
+        async with await AsyncClient.connect(self.endpoints[0]) as sluice:
+            stream = sluice.watch_alerts(kinds=["credential_stuffing"])
+            first = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0.2)   # the stream is registered before the attack
+            self.assertEqual(await sluice.report_outcomes(stuffing("192.0.2.91", int(time.time() * 1000))), 20)
+            alert = await asyncio.wait_for(first, 10)
+            self.assertEqual((alert["kind"], alert["scope"], alert["ip"]), ("credential_stuffing", "ip", "192.0.2.91"))
+            verdict = await sluice.check("aio-victim", rule="api", ip="192.0.2.91")
+            self.assertEqual((verdict.allowed, verdict.reason, verdict.anomaly), (False, "anomaly", "credential_stuffing"))
+            await stream.aclose()
+            with self.assertRaises(sluice_client.InvalidArgument):
+                await sluice.watch_alerts(recent=5000).__anext__()
 
 
 if __name__ == "__main__":

@@ -234,6 +234,99 @@ class AlertStreamTests(unittest.TestCase):
             self.assertEqual(refused.exception.code, "invalid_argument")
 
 
+ADAPTIVE_AND_ANOMALY = """
+rules:
+  api: { limit: 100, period: 1m, service: checkout }
+tiers:
+  vip: { multiplier: 4, priority: 100 }
+anomaly:
+  warmup: 1ms
+  responses:
+    credential_stuffing: { action: block, ttl: 1h }
+features:
+  adaptive: { enabled: true }
+  anomaly: { enabled: true }
+"""
+
+
+class AdaptiveDaemon:
+    """For a test class: a daemon with adaptive limits (a vip tier, a rule guarding service
+    checkout) and anomaly detection blocking credential stuffing."""
+
+    @classmethod
+    def setUpClass(cls):
+        config = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        config.write(ADAPTIVE_AND_ANOMALY)
+        config.close()
+        cls.config = config.name
+        start_daemon(cls, ["--config", config.name])
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_daemon(cls)
+        os.unlink(cls.config)
+
+
+def stuffing(ip, now):
+    """Twenty failed logins for twenty accounts from one address: credential stuffing."""
+    return [{"subject": f"user{i}", "ip": ip, "route": "POST /login", "status": 401, "time_ms": now + 100 * i}
+            for i in range(20)]
+
+
+class VerdictFieldTests(AdaptiveDaemon, unittest.TestCase):
+    """Every verdict field and report_load, against a daemon with tiers, shedding and anomaly
+    responses on."""
+
+    def test_tier_is_in_the_verdict(self):
+        from sluice_client import pb
+        with Client(f"unix:{self.socket_path}") as sluice:
+            # Tiers are an operator's (sluicectl tiers set); the test sends SetTier itself.
+            sluice._send(sluice._request(set_tier=pb.SetTierRequest(subject="py-vip", tier="vip")))
+            sluice._receive()
+            vip = sluice.check("py-vip", rule="api")
+            self.assertEqual(vip.tier, "vip")
+            self.assertEqual(vip.limit, 400)
+            self.assertEqual(vip.multiplier, 4.0)
+            plain = sluice.check("py-plain", rule="api")
+            self.assertEqual((plain.tier, plain.limit, plain.anomaly), ("", 100, ""))
+
+    def test_report_load_answers_the_factor_and_each_tier(self):
+        from sluice_client import Load
+        with Client(f"127.0.0.1:{self.port}") as sluice:
+            healthy = sluice.report_load("checkout", in_flight=3, latency_p50_us=2_000, latency_p99_us=10_000)
+            self.assertIsInstance(healthy, Load)
+            self.assertEqual(healthy.load_factor, 1.0)
+            self.assertEqual([t.tier for t in healthy.tiers], ["vip", ""])
+            for _ in range(3):
+                loaded = sluice.report_load("checkout", latency_p99_us=5_000_000, error_rate=0.5)
+            self.assertLess(loaded.load_factor, 1.0)
+            self.assertGreater(loaded.smoothed_p99_us, healthy.smoothed_p99_us)
+            by_tier = {t.tier: t.multiplier for t in loaded.tiers}
+            self.assertGreaterEqual(by_tier["vip"], by_tier[""], "the vip tier is shed last")
+            with self.assertRaises(SluiceError) as refused:
+                sluice.report_load("not-a-service", latency_p99_us=1)
+            self.assertEqual(refused.exception.code, "invalid_argument")
+            with self.assertRaises(SluiceArgumentError):
+                sluice.report_load("")
+            with self.assertRaises(SluiceArgumentError):
+                sluice.report_load("checkout", error_rate=2.0)
+            sluice.ping()   # refused arguments cost nothing on the connection
+
+    def test_an_anomaly_block_is_in_the_verdict(self):
+        now = int(time.time() * 1000)
+        with Client(f"unix:{self.socket_path}") as sluice:
+            self.assertEqual(sluice.report_outcomes(stuffing("192.0.2.77", now)), 20)
+            deadline = time.monotonic() + 10
+            verdict = sluice.check("py-victim", rule="api", ip="192.0.2.77")
+            while verdict.allowed and time.monotonic() < deadline:
+                time.sleep(0.1)   # the detector drains every 100 ms
+                verdict = sluice.check("py-victim", rule="api", ip="192.0.2.77")
+            self.assertFalse(verdict.allowed)
+            self.assertEqual(verdict.reason, "anomaly")
+            self.assertEqual(verdict.anomaly, "credential_stuffing")
+            self.assertTrue(sluice.check("py-victim", rule="api", ip="198.51.100.1").allowed, "another address is served")
+
+
 class BrokenConnectionTests(unittest.TestCase):
     def test_unreachable(self):
         with self.assertRaises(SluiceConnectionError):
