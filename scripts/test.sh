@@ -72,7 +72,7 @@ echo "== scripts/install.sh into a staging folder, and the Debian package instal
 staged=$(mktemp -d)
 scripts/install.sh --destdir "$staged" --binaries "$(dirname "$sluiced")" --python "$venv/bin/python" >/dev/null
 for path in usr/local/bin/sluiced usr/local/bin/sluicectl usr/local/share/man/man1/sluicectl.1 usr/local/share/man/man8/sluiced.8 \
-            usr/local/share/bash-completion/completions/sluicectl usr/local/include/sluice.h usr/local/lib/libsluice.so.0 \
+            usr/local/share/bash-completion/completions/sluicectl usr/local/include/sluice.h usr/local/lib/libsluice.so.1 usr/local/share/man/man3/sluice.3 \
             etc/systemd/system/sluiced.service etc/sluice/sluice.yaml; do
   [ -e "$staged/$path" ] || { echo "test.sh: install.sh did not install $path" >&2; exit 1; }
 done

@@ -141,6 +141,17 @@ typedef struct sluice_verdict {
     sluice_algorithm algorithm;
     sluice_reason reason;
     char rule[128];          /* the rule that decided ("" for an inline limit); truncated if longer */
+    /* Reputation (docs/REPUTATION.md): the subject's score, when has_reputation (the feature
+     * applies to it), and the multiplier that scaled the limits (1.0 when none). */
+    bool has_reputation;
+    double reputation;
+    double multiplier;
+    /* Shadow mode: a feature rolled out in shadow would have denied this check, for
+     * would_deny_reason; `allowed` is the enforced answer. */
+    bool would_deny;
+    sluice_reason would_deny_reason;
+    char tier[128];          /* the subject's tier (docs/ADAPTIVE.md), "" when none */
+    char anomaly[64];        /* the kind of the anomaly alert whose response applied ("credential_stuffing"), "" when none */
 } sluice_verdict;
 
 typedef struct sluice_client sluice_client;
@@ -280,6 +291,42 @@ SLUICE_API int sluice_watch_alerts(sluice_client *client, const char *const *kin
  * enough). SLUICE_E_IO: the stream ended (the daemon closed it, say at shutdown).
  */
 SLUICE_API int sluice_next_alert(sluice_client *client, sluice_alert *alert, uint64_t *dropped, sluice_error *error);
+
+/*
+ * Adaptive limits (docs/ADAPTIVE.md, Load shedding). How loaded a protected service is,
+ * reported by it (say once a second); each report is one step of the daemon's controller for
+ * that service, which a rule must name (`service:`). Zero-initialise and set what you measure.
+ */
+typedef struct sluice_load_report {
+    const char *service;     /* required: the service (or tenant) the report is about */
+    uint32_t in_flight;      /* requests in flight now */
+    uint64_t latency_p50_us; /* latency percentiles over the last interval, microseconds */
+    uint64_t latency_p99_us;
+    double error_rate;       /* errors per request over the last interval, 0 to 1 */
+} sluice_load_report;
+
+/* One tier's share at the reported load. */
+typedef struct sluice_tier_load {
+    char tier[128];          /* "" for subjects without a tier */
+    double multiplier;       /* what its limits get on the service's rules; 0: its checks are shed */
+    double demand;           /* hits per second its subjects asked for, as the daemon measures them */
+} sluice_tier_load;
+
+/* The controller's answer to a load report. */
+typedef struct sluice_load {
+    double load_factor;      /* the share of its normal capacity to send the service (1: no shedding) */
+    uint64_t smoothed_p99_us;/* the smoothed p99 latency the controller acts on */
+    size_t tier_count;       /* tiers in the answer (may exceed the room given; those past it are left out) */
+} sluice_load;
+
+/*
+ * Reports `report` and waits for the answer: `load` receives the factor, and `tiers` (room for
+ * `capacity`; NULL with 0 when not wanted) each tier's multiplier and demand, highest priority
+ * first, the last one ("") for subjects without a tier. A service no rule names is refused
+ * SLUICE_E_INVALID_ARGUMENT.
+ */
+SLUICE_API int sluice_report_load(sluice_client *client, const sluice_load_report *report, sluice_load *load,
+                                  sluice_tier_load *tiers, size_t capacity, sluice_error *error);
 
 /* A stable name for a status: "ok", "unknown_rule", "io", ... */
 SLUICE_API const char *sluice_status_name(int status);

@@ -39,7 +39,7 @@
 #define SUBMIT_FLUSH_BYTES (64u << 10)
 #define DEFAULT_TIMEOUT_MS 5000
 
-enum request_kind { KIND_CHECK, KIND_PING, KIND_RELEASE, KIND_OUTCOMES, KIND_WATCH };
+enum request_kind { KIND_CHECK, KIND_PING, KIND_RELEASE, KIND_OUTCOMES, KIND_WATCH, KIND_LOAD };
 
 typedef struct pending_request {
     uint64_t id;
@@ -741,6 +741,13 @@ static void copy_verdict(const Sluice__V1__Verdict *in, sluice_verdict *out) {
     out->algorithm = (sluice_algorithm)in->algorithm;
     out->reason = (sluice_reason)in->reason;
     snprintf(out->rule, sizeof out->rule, "%s", in->rule ? in->rule : "");
+    out->has_reputation = in->reputation_presence_case == SLUICE__V1__VERDICT__REPUTATION_PRESENCE_REPUTATION;
+    out->reputation = out->has_reputation ? in->reputation : 0;
+    out->multiplier = in->multiplier > 0 ? in->multiplier : 1.0;
+    out->would_deny = in->would_deny;
+    out->would_deny_reason = in->would_deny ? (sluice_reason)in->would_deny_reason : SLUICE_REASON_UNSPECIFIED;
+    snprintf(out->tier, sizeof out->tier, "%s", in->tier ? in->tier : "");
+    snprintf(out->anomaly, sizeof out->anomaly, "%s", in->anomaly ? in->anomaly : "");
 }
 
 /*
@@ -955,6 +962,49 @@ int sluice_report_outcomes(sluice_client *client, const sluice_outcome *outcomes
     if (ok && recorded) *recorded = response->report_outcome->recorded;
     sluice__v1__response__free_unpacked(response, NULL);
     return ok ? SLUICE_OK : fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered a report with something else");
+}
+
+int sluice_report_load(sluice_client *client, const sluice_load_report *report, sluice_load *load,
+                       sluice_tier_load *tiers, size_t capacity, sluice_error *error) {
+    int status = begin_call(client, error, true);
+    if (status != SLUICE_OK) return status;
+    if (!report || !report->service || !report->service[0])
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "a load report names its service");
+    if (!(report->error_rate >= 0.0 && report->error_rate <= 1.0))
+        return set_error(error, SLUICE_E_ARGUMENT, -1, "error_rate is a share, 0 to 1, got %g", report->error_rate);
+    if (!tiers && capacity > 0) return set_error(error, SLUICE_E_ARGUMENT, -1, "no room given for the tiers");
+    Sluice__V1__ReportLoadRequest body = SLUICE__V1__REPORT_LOAD_REQUEST__INIT;
+    body.service = (char *)report->service;
+    body.in_flight = report->in_flight;
+    body.latency_p50_us = report->latency_p50_us;
+    body.latency_p99_us = report->latency_p99_us;
+    body.error_rate = report->error_rate;
+    Sluice__V1__Request request = SLUICE__V1__REQUEST__INIT;
+    request.id = client->next_id++;
+    request.body_case = SLUICE__V1__REQUEST__BODY_REPORT_LOAD;
+    request.report_load = &body;
+    if ((status = queue_request(client, &request, KIND_LOAD, 0, error)) != SLUICE_OK) return status;
+    Sluice__V1__Response *response = NULL;
+    pending_request pending;
+    if ((status = next_response(client, &response, &pending, error)) != SLUICE_OK) return status;
+    const Sluice__V1__ReportLoadResponse *answer = response->report_load;
+    if (response->body_case != SLUICE__V1__RESPONSE__BODY_REPORT_LOAD || !answer) {
+        sluice__v1__response__free_unpacked(response, NULL);
+        return fail(client, error, SLUICE_E_PROTOCOL, "the daemon answered a load report with something else");
+    }
+    if (load) {
+        load->load_factor = answer->load_factor;
+        load->smoothed_p99_us = answer->smoothed_p99_us;
+        load->tier_count = answer->n_tiers;
+    }
+    for (size_t i = 0; i < answer->n_tiers && i < capacity; i++) {
+        const Sluice__V1__TierLoad *tier = answer->tiers[i];
+        snprintf(tiers[i].tier, sizeof tiers[i].tier, "%s", tier && tier->tier ? tier->tier : "");
+        tiers[i].multiplier = tier ? tier->multiplier : 0;
+        tiers[i].demand = tier ? tier->demand : 0;
+    }
+    sluice__v1__response__free_unpacked(response, NULL);
+    return SLUICE_OK;
 }
 
 /* Whether a whole frame waits in the read buffer. */

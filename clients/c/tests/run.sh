@@ -46,8 +46,15 @@ grep -q "^  max_queue_delay: 0 " "$dir/sluice.yaml" || { echo "run.sh: the defau
 daemon=$!
 port=$(tcp_port "$daemon" "$dir/log")
 
-# A second daemon with anomaly detection on and no warm-up, for outcomes and the alert stream.
-printf 'anomaly: { warmup: 1ms }\nfeatures: { anomaly: { enabled: true } }\n' >"$dir/anomaly.yaml"
+# A second daemon with anomaly detection on and no warm-up, for outcomes and the alert stream,
+# blocking credential stuffing, and with adaptive limits (a vip tier, a rule guarding a service)
+# for the verdict's tier and load reports.
+cat >"$dir/anomaly.yaml" <<'YAML'
+rules: { api: { limit: 100, period: 1m, service: checkout } }
+tiers: { vip: { multiplier: 4, priority: 100 } }
+anomaly: { warmup: 1ms, responses: { credential_stuffing: { action: block, ttl: 1h } } }
+features: { anomaly: { enabled: true }, adaptive: { enabled: true } }
+YAML
 "$sluiced" --config "$dir/anomaly.yaml" --unix "$dir/anomaly.sock" --snapshot off --store off --metrics off \
   --log-level error >"$dir/anomaly.log" 2>&1 &
 anomaly=$!
@@ -57,6 +64,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -S "$dir/anomaly.sock" ] || { echo "run.sh: the anomaly daemon did not start in 10 s" >&2; cat "$dir/anomaly.log" >&2; exit 1; }
+"$(dirname "$sluiced")/sluicectl" -e "unix:$dir/anomaly.sock" tiers set c-vip vip >/dev/null
 
 # A third with a TCP listener that requires a token, made by sluicectl for tenant acme.
 token=$("$(dirname "$sluiced")/sluicectl" token create --file "$dir/tokens.yaml" --name c-client --tenant acme --role check 2>/dev/null)

@@ -134,6 +134,68 @@ static void test_anomaly(const char *endpoint) {
     sluice_close(follower);
 }
 
+/* Against the anomaly daemon, after test_anomaly reported stuffing from 192.0.2.31 (blocked for
+ * an hour there): every verdict field, and load reports. run.sh put c-vip in tier vip. */
+static void test_verdict_fields_and_load(const char *endpoint) {
+    sluice_error error;
+    sluice_client *client = sluice_connect(endpoint, 5000, &error);
+    EXPECT(client != NULL, "connect %s: %s", endpoint, error.message);
+    if (!client) return;
+    sluice_check check = {.key = "c-vip", .rule = "api"};
+    sluice_verdict verdict;
+    memset(&verdict, 0x5a, sizeof verdict);
+    int status = sluice_check_one(client, &check, &verdict, &error);
+    EXPECT(status == SLUICE_OK && verdict.allowed, "vip check: %s", error.message);
+    EXPECT(strcmp(verdict.tier, "vip") == 0 && verdict.multiplier == 4.0 && verdict.limit == 400,
+           "tier %s multiplier %f limit %llu", verdict.tier, verdict.multiplier, (unsigned long long)verdict.limit);
+    EXPECT(verdict.anomaly[0] == 0 && !verdict.would_deny && verdict.would_deny_reason == SLUICE_REASON_UNSPECIFIED &&
+               !verdict.has_reputation && verdict.reputation == 0,
+           "anomaly '%s' would_deny %d reputation %d", verdict.anomaly, verdict.would_deny, verdict.has_reputation);
+
+    /* The stuffing address is blocked; the verdict says by what. It may take the detector a
+     * drain (100 ms) to respond. */
+    sluice_check blocked = {.key = fresh_key("victim"), .rule = "api", .ip = "192.0.2.31"};
+    for (int i = 0; i < 100; i++) {
+        status = sluice_check_one(client, &blocked, &verdict, &error);
+        if (status != SLUICE_OK || !verdict.allowed) break;
+        usleep(100000);
+    }
+    EXPECT(status == SLUICE_OK && !verdict.allowed && verdict.reason == SLUICE_REASON_ANOMALY &&
+               strcmp(verdict.anomaly, "credential_stuffing") == 0 && verdict.tier[0] == 0 && verdict.multiplier == 1.0,
+           "blocked: %s allowed %d reason %d anomaly '%s'", sluice_status_name(status), verdict.allowed, verdict.reason,
+           verdict.anomaly);
+
+    /* Load reports: a healthy service keeps its whole capacity; a slow, failing one is cut,
+     * the vip tier last. */
+    sluice_load_report report = {.service = "checkout", .in_flight = 3, .latency_p50_us = 2000, .latency_p99_us = 10000};
+    sluice_load load;
+    sluice_tier_load tiers[4];
+    status = sluice_report_load(client, &report, &load, tiers, 4, &error);
+    EXPECT(status == SLUICE_OK && load.load_factor == 1.0 && load.tier_count == 2 && strcmp(tiers[0].tier, "vip") == 0 &&
+               tiers[1].tier[0] == 0,
+           "healthy: %s factor %f tiers %zu", error.message, load.load_factor, load.tier_count);
+    uint64_t healthy_p99 = load.smoothed_p99_us;
+    report = (sluice_load_report){.service = "checkout", .latency_p99_us = 5000000, .error_rate = 0.5};
+    for (int i = 0; i < 3 && status == SLUICE_OK; i++) status = sluice_report_load(client, &report, &load, tiers, 1, &error);
+    EXPECT(status == SLUICE_OK && load.load_factor < 1.0 && load.smoothed_p99_us > healthy_p99 && load.tier_count == 2 &&
+               strcmp(tiers[0].tier, "vip") == 0,
+           "loaded: %s factor %f p99 %llu", error.message, load.load_factor, (unsigned long long)load.smoothed_p99_us);
+    status = sluice_report_load(client, &report, &load, NULL, 0, &error);
+    EXPECT(status == SLUICE_OK, "no room for tiers is fine: %s", error.message);
+    report.service = "not-a-service";
+    EXPECT(sluice_report_load(client, &report, &load, NULL, 0, &error) == SLUICE_INVALID_ARGUMENT, "unknown service: %s",
+           sluice_status_name(error.code));
+    report.service = NULL;
+    EXPECT(sluice_report_load(client, &report, &load, NULL, 0, &error) == SLUICE_E_ARGUMENT, "no service");
+    report = (sluice_load_report){.service = "checkout", .error_rate = 2};
+    EXPECT(sluice_report_load(client, &report, &load, NULL, 0, &error) == SLUICE_E_ARGUMENT, "error rate 2");
+    report.error_rate = 0.0 / 0.0;
+    EXPECT(sluice_report_load(client, &report, &load, NULL, 0, &error) == SLUICE_E_ARGUMENT, "error rate NaN");
+    EXPECT(sluice_report_load(client, NULL, &load, NULL, 0, &error) == SLUICE_E_ARGUMENT, "no report");
+    EXPECT(sluice_ping(client, &error) == SLUICE_OK, "refused reports leave the client usable: %s", error.message);
+    sluice_close(client);
+}
+
 /* Against the daemon with anomaly detection off: outcomes are taken and ignored. */
 static void test_outcomes_while_off(sluice_client *client) {
     sluice_error error;
@@ -594,7 +656,10 @@ int main(int argc, char **argv) {
         test_outcomes_while_off(client);
         sluice_close(client);
     }
-    if (anomaly_endpoint) test_anomaly(anomaly_endpoint);
+    if (anomaly_endpoint) {
+        test_anomaly(anomaly_endpoint);
+        test_verdict_fields_and_load(anomaly_endpoint);
+    }
     if (token_endpoint) test_token(token_endpoint, token);
     if (tls_endpoint) test_tls(tls_endpoint, authority, token);
     test_bad_server(FAKE_CLOSE, SLUICE_E_IO, "a server that hangs up");
