@@ -150,6 +150,12 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
+        // An application's use of the SluiceClient library (docs/SWIFT_CLIENT.md).
+        .executableTarget(
+            name: "sluice-client-example",
+            dependencies: ["SluiceClient"],
+            path: "Examples/SwiftClient"
+        ),
         .executableTarget(
             name: "sluiced",
             dependencies: [
