@@ -96,7 +96,11 @@ public enum TraceReader {
 
     /// Calls `body` with each row of the trace at `path`, in order, without keeping them: the
     /// file is decompressed and parsed 4 MiB at a time, so memory does not grow with its length.
-    public static func forEachRow(path: String, limit: Int? = nil, _ body: (CheckEvent) throws -> Void) throws {
+    ///
+    /// - Parameter progress: after each 4 MiB, the bytes read (decompressed) and how many the
+    ///   whole trace has (an estimate for a `.gz`; ``expectedBytes(path:)``).
+    public static func forEachRow(path: String, limit: Int? = nil, progress: ((_ read: UInt64, _ total: UInt64) -> Void)? = nil,
+                                  _ body: (CheckEvent) throws -> Void) throws {
         guard FileManager.default.isReadableFile(atPath: path) else { throw TraceError(description: "\(path): cannot read the file") }
         let process = ChildProcess()
         let input: FileHandle
@@ -117,10 +121,18 @@ public enum TraceReader {
         }
         var pending = Data()
         var state = ParseState()
+        var total = progress == nil ? 0 : expectedBytes(path: path)
+        var read: UInt64 = 0
         while true {
             let chunk = try input.read(upToCount: 4 << 20) ?? Data()
             if chunk.isEmpty { break }
             pending.append(chunk)
+            if let progress {
+                read &+= UInt64(chunk.count)
+                // gzip keeps the size modulo 4 GiB: past it, the whole is 4 GiB more.
+                while total < read, path.hasSuffix(".gz") { total &+= 1 << 32 }
+                progress(read, max(total, read))
+            }
             // Whole lines only; the rest waits for the next chunk.
             guard let lastNewline = pending.lastIndex(of: 10) else { continue }
             let whole = pending[pending.startIndex...lastNewline]
@@ -133,6 +145,19 @@ public enum TraceReader {
             guard process.terminationStatus == 0 else { throw TraceError(description: "\(path): gzip -dc failed") }
         }
         if state.lineNumber == 0 { throw TraceError(description: "\(path): the file is empty (no header)") }
+    }
+
+    /// How many bytes the trace at `path` holds, decompressed: a plain file's size, or what a
+    /// gzip file's trailer says (the size modulo 4 GiB, of its last member); 0 when unknown.
+    public static func expectedBytes(path: String) -> UInt64 {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return 0 }
+        defer { try? handle.close() }
+        guard let end = try? handle.seekToEnd() else { return 0 }
+        guard path.hasSuffix(".gz") else { return end }
+        guard end >= 18, (try? handle.seek(toOffset: end - 4)) != nil, let trailer = try? handle.read(upToCount: 4), trailer.count == 4 else {
+            return 0
+        }
+        return trailer.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
     }
 
     /// Where a parse stopped, to go on with the next chunk.

@@ -44,7 +44,7 @@ public enum StoreCopy {
     ///
     /// - Parameter progress: told of the events copied so far.
     public static func copy(from source: any InspectableStore, to target: any InspectableStore,
-                            progress: (Int) -> Void = { _ in }) throws(StoreError) -> (source: StoreCounts, target: StoreCounts) {
+                            progress: (_ copied: Int, _ total: Int) -> Void = { _, _ in }) throws(StoreError) -> (source: StoreCounts, target: StoreCounts) {
         let existing = try target.counts()
         guard existing.isEmpty else {
             throw StoreError("the target already holds \(existing); copy into an empty database (a new one, or after dropping its tables)")
@@ -68,7 +68,7 @@ public enum StoreCopy {
             let later = page.dropFirst(reflected.count)
             if !later.isEmpty { try target.commit(events: later.map(\.value)) }
             copied += page.count
-            progress(copied)
+            progress(copied, max(copied, before.events))
             guard let last = page.last, page.count == Self.page else { break }
             cursor = last.id
         }

@@ -37,16 +37,22 @@ struct Replay: AsyncParsableCommand {
         var lines: [String] = []
         var rows = 0
         var highestBudget = 1.0
+        let line = ProgressLine("replaying \((trace as NSString).lastPathComponent)")
+        defer { line.finish() }
         do {
-        try TraceReader.forEachRow(path: trace) { row in
-            rows += 1
-            let raised = detector.observe(CheckEvent(row))
-            highestBudget = max(highestBudget, detector.budget)
-            for alert in raised { lines.append(alert.jsonLine) }
-        }
+            try TraceReader.forEachRow(path: trace, progress: line.enabled ? { read, total in
+                line.update(done: Double(read), total: Double(total),
+                            detail: "\(ProgressLine.count(rows)) rows, \(ProgressLine.count(lines.count)) alerts")
+            } : nil) { row in
+                rows += 1
+                let raised = detector.observe(CheckEvent(row))
+                highestBudget = max(highestBudget, detector.budget)
+                for alert in raised { lines.append(alert.jsonLine) }
+            }
         } catch let error as TraceError {
             throw Failure(error.description)
         }
+        line.finish()
         let seconds = Date().timeIntervalSince(started)
         try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: alerts, atomically: true, encoding: .utf8)
         let tracked = detector.tracked

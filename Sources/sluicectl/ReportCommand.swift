@@ -62,8 +62,13 @@ struct Report: AsyncParsableCommand {
         var tally = ReportTally(capacity: max(100, 10 * top))
         var raised: [AnomalyAlert] = []
         let started = Date()
+        let line = ProgressLine("reading \((trace as NSString).lastPathComponent)")
+        defer { line.finish() }
         do {
-            try TraceReader.forEachRow(path: trace) { row in
+            try TraceReader.forEachRow(path: trace, progress: line.enabled ? { read, total in
+                line.update(done: Double(read), total: Double(total),
+                            detail: "\(ProgressLine.count(tally.rows)) rows, \(ProgressLine.count(raised.count)) alerts")
+            } : nil) { row in
                 tally.count(row)
                 let alerts = detector.observe(row)
                 for alert in alerts { tally.count(alert) }
@@ -72,6 +77,7 @@ struct Report: AsyncParsableCommand {
         } catch let error as TraceError {
             throw Failure(error.description)
         }
+        line.finish()
         guard tally.rows > 0 else { throw Failure("\(trace): no rows") }
         var episodes: [ReportPage.Episode] = []
         if let labels {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import SluiceConfiguration
+import SluiceLoad
 import SluicePostgres
 import SluiceStore
 
@@ -106,13 +107,14 @@ struct StoreCommand: AsyncParsableCommand {
                 let source = try StoreCommand.open(from, options: options)
                 let target = try StoreCommand.open(to, options: options)
                 let started = Date()
-                let interactive = isatty(STDERR_FILENO) != 0
+                let line = ProgressLine("copying events")
+                defer { line.finish() }
                 let (before, after) = try StoreCommand.attempt {
-                    try StoreCopy.copy(from: source, to: target) { copied in
-                        if interactive { FileHandle.standardError.write(Data("\rcopied \(copied) events".utf8)) }
+                    try StoreCopy.copy(from: source, to: target) { copied, total in
+                        line.update(done: Double(copied), total: Double(total), detail: "\(ProgressLine.count(copied)) of \(ProgressLine.count(total)) events")
                     }
                 }
-                if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+                line.finish()
                 print("source \(StoreCommand.location(from)): \(before)")
                 print("target \(StoreCommand.location(to)): \(after)")
                 guard before.events == after.events, before.scores == after.scores, before.tiers == after.tiers,

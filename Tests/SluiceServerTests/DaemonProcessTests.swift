@@ -300,6 +300,7 @@ struct DaemonProcessTests {
         let run = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/alerts.jsonl", "--config", "\(directory)/sluice.yaml"])
         #expect(run.status == 0, "\(run.err)")
         #expect(run.err.contains("3000 rows"), "\(run.err)")
+        #expect(!run.err.contains("\r") && !run.err.contains("replaying"), "no progress line when standard error is not a terminal")
         let lines = try String(contentsOfFile: "\(directory)/alerts.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(!lines.isEmpty)
         for line in lines {
@@ -323,6 +324,29 @@ struct DaemonProcessTests {
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: state))
         let damaged = try await Self.sluicectl(["replay", trace, "--alerts", "\(directory)/c.jsonl", "--state", state])
         #expect(damaged.status == 2 && damaged.err.contains("not an anomaly state file"), "\(damaged.err)")
+    }
+
+    @Test("on a terminal, sluicectl replay draws a progress line with its share and counts, and erases it before the summary",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script")))
+    func replayProgressOnATerminal() async throws {
+        let directory = "/tmp/sluicectl-progress-\(UInt32.random(in: .min ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Three 4 MiB chunks and a bit: the line is drawn after each.
+        var csv = "ts_ms,tenant,subject,ip,route,status,cost\n"
+        for index in 0..<180_000 {
+            csv += "\(1_710_243_000_000 + index * 10),acme,key_\(index % 977),198.51.100.\(index % 200),GET /api/v1/orders,200,1\n"
+        }
+        try csv.write(toFile: "\(directory)/t.csv", atomically: true, encoding: .utf8)
+        let sluicectl = Self.productsDirectory.appendingPathComponent("sluicectl").path
+        // script(1) runs the command on a pseudo-terminal and copies what it wrote.
+        let command = "TERM=xterm \(sluicectl) replay \(directory)/t.csv --alerts \(directory)/a.jsonl"
+        let run = try await Self.run("/usr/bin/script", ["-qefc", command, "/dev/null"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.out.contains("\r\u{1B}[Kreplaying t.csv"), "\(run.out)")
+        #expect(run.out.contains("%  ") && run.out.contains(" rows, "), "\(run.out)")
+        let summary = try #require(run.out.range(of: "180000 rows"))
+        #expect(run.out[..<summary.lowerBound].hasSuffix("\r\u{1B}[K"), "the line is erased before the summary: \(run.out)")
     }
 
     @Test("sluicectl alerts prints recent alerts, follows new ones as they are raised, and refuses bad options")

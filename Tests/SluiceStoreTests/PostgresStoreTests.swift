@@ -197,7 +197,7 @@ struct StoreCopyTests {
         let target = try await TestStore.make(.postgres)
         let postgres = try PostgresStore(PostgresEndpoint(url: target.url))
         var reported: [Int] = []
-        let (source, copied) = try StoreCopy.copy(from: sqlite, to: postgres) { reported.append($0) }
+        let (source, copied) = try StoreCopy.copy(from: sqlite, to: postgres) { copied, _ in reported.append(copied) }
         #expect(source == copied.withNewest(source.newestEventID))
         #expect(copied.events == StoreCopy.page + 10_007 && copied.scores == 10 && copied.tiers == 1 && copied.baselines == 1)
         #expect(reported.last == copied.events && reported.count >= 2)
