@@ -60,10 +60,33 @@ else
 fi
 [ -s /var/lib/sluice/table.snapshot ] || fail "no snapshot in /var/lib/sluice"
 
+# On a machine without Swift: a release package links the Swift runtime in
+# (--static-swift-stdlib), so its programs run with the toolchain hidden (a private mount
+# namespace with an empty folder over it): a daemon answers the packaged sluicectl. Packages of
+# debug binaries need the toolchain, and skip this.
+without_swift=skipped
+toolchain=$(dirname "$(dirname "$(dirname "$(readlink -f "$(command -v swiftc || echo /nonexistent/usr/bin/swiftc)")")")")
+if ldd /usr/bin/sluiced | grep -q 'libswiftCore\|libFoundation'; then
+  echo "(the package's programs need the toolchain's runtime (a debug build): the run without Swift is skipped)"
+elif [ -d "$toolchain" ] && command -v unshare >/dev/null; then
+  install -d "$work/empty" "$work/bare"
+  unshare -m sh -c "
+    mount --bind '$work/empty' '$toolchain' || exit 3
+    [ -z \"\$(ls -A '$toolchain')\" ] || exit 3
+    /usr/bin/sluiced --version >/dev/null || exit 4
+    /usr/bin/sluiced --unix '$work/bare/s.sock' --snapshot off --store off --metrics off >'$work/bare/log' 2>&1 &
+    for i in \$(seq 1 100); do [ -S '$work/bare/s.sock' ] && break; sleep 0.1; done
+    /usr/bin/sluicectl -e 'unix:$work/bare/s.sock' check bare:test --rule default >/dev/null; status=\$?
+    kill -TERM \$! && wait \$! || status=5
+    exit \$status
+  " || { cat "$work/bare/log" >&2 2>/dev/null || true; fail "the packaged programs do not run with the Swift toolchain hidden ($toolchain)"; }
+  without_swift="run with $toolchain hidden"
+fi
+
 # Purge: the files, the state and the user go; the configuration too.
 dpkg --purge sluice >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; fail "dpkg --purge failed"; }
 for path in /usr/bin/sluiced /usr/bin/sluicectl /usr/lib/systemd/system/sluiced.service /etc/sluice/sluice.yaml /var/lib/sluice; do
   [ ! -e "$path" ] || fail "$path is still there after purge"
 done
 ! getent passwd sluice >/dev/null || fail "user sluice is still there after purge"
-echo "test-deb.sh: $(basename "$deb"): installed, started, checked, stopped (snapshot written), purged"
+echo "test-deb.sh: $(basename "$deb"): installed, started, checked, stopped (snapshot written), without Swift: $without_swift, purged"
