@@ -26,8 +26,8 @@ command -v dpkg-deb >/dev/null || { echo "package-deb.sh: dpkg-deb not found (ap
 version=$(tr -d ' \n' < VERSION)
 arch=$(dpkg --print-architecture)
 if [ -z "$binaries" ]; then
-  swift build -c release --static-swift-stdlib --product sluiced
-  swift build -c release --static-swift-stdlib --product sluicectl
+  swift build -c release --static-swift-stdlib --product sluiced >&2
+  swift build -c release --static-swift-stdlib --product sluicectl >&2
   binaries=$(swift build -c release --show-bin-path)
 fi
 for tool in sluiced sluicectl; do

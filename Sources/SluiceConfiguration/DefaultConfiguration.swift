@@ -138,7 +138,7 @@ public enum DefaultConfiguration {
     #   responses:
     #     credential_stuffing: { action: block, ttl: 1h }
     #     rate_spike:          { action: tighten, factor: 0.1, ttl: 10m }
-    #   webhook: { url: "http://127.0.0.1:9000/hooks/sluice" }
+    #   webhook: { url: "https://hooks.slack.com/services/T000/B000/XXXX", format: slack }   # or http://; ca_file: a private CA
 
     # tenants:
     #   acme:
