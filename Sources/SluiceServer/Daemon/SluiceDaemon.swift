@@ -188,19 +188,12 @@ public final class SluiceDaemon: Sendable {
         var unixPaths: [String] = []
         var tcpAddresses: [SocketAddress] = []
         var metricsChannel: (any Channel)?
+        var httpUnixPaths: [String] = []
         var envoy: RateLimitServers?
         let envoyCounters = EnvoyCounters()
         do {
-            for listener in configuration.unixListeners {
-                try UnixSocketPath.prepare(listener.path)
-                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false, gauges: gauges, auth: listener.auth)
-                    .bind(unixDomainSocketPath: listener.path).get()
-                bound.append(channel)
-                unixPaths.append(listener.path)
-                try UnixSocketPath.setMode(listener.path, listener.mode)
-                logger.info("listening", metadata: ["listen.unix": "\(listener.path)", "listen.mode": "\(String(listener.mode, radix: 8))",
-                                                    "listen.auth": "\(listener.auth)"])
-            }
+            // A live daemon on a socket path stops the start before any port is taken.
+            for listener in configuration.unixListeners { try UnixSocketPath.prepare(listener.path) }
             for listener in configuration.tcpListeners {
                 let channel: any Channel
                 do {
@@ -218,7 +211,7 @@ public final class SluiceDaemon: Sendable {
             }
             if configuration.http.isServed {
                 bound += try await HTTPAPI.bind(configuration.http, dispatcher: dispatcher, group: group, tls: tls, logger: logger)
-                unixPaths += configuration.http.unixListeners.map(\.path)
+                httpUnixPaths = configuration.http.unixListeners.map(\.path)
             }
             if configuration.envoy.isServed {
                 envoy = try await RateLimitServers.start(configuration.envoy, threads: threads,
@@ -253,12 +246,24 @@ public final class SluiceDaemon: Sendable {
                 }
                 logger.info("serving metrics", metadata: ["metrics.listen": "\(metricsChannel?.localAddress?.description ?? listener.description)"])
             }
+            // The protocol's Unix sockets last: a local client (or a script waiting for the
+            // socket) that can connect knows every other listener is up too.
+            for listener in configuration.unixListeners {
+                let channel = try await bootstrap(group, tracker, dispatcher, logger, tcp: false, gauges: gauges, auth: listener.auth)
+                    .bind(unixDomainSocketPath: listener.path).get()
+                bound.append(channel)
+                unixPaths.append(listener.path)
+                try UnixSocketPath.setMode(listener.path, listener.mode)
+                logger.info("listening", metadata: ["listen.unix": "\(listener.path)", "listen.mode": "\(String(listener.mode, radix: 8))",
+                                                    "listen.auth": "\(listener.auth)"])
+            }
+            unixPaths += httpUnixPaths
         } catch {
             for channel in bound { try? await channel.close() }
             await envoy?.stop()
             for listener in configuration.envoy.unixListeners { UnixSocketPath.remove(listener.path) }
             try? await metricsChannel?.close()
-            for path in unixPaths { UnixSocketPath.remove(path) }
+            for path in unixPaths + httpUnixPaths { UnixSocketPath.remove(path) }
             reputation.flush()
             try? await group.shutdownGracefully()
             throw error
