@@ -33,7 +33,10 @@ getent passwd sluice >/dev/null || fail "no user sluice"
 [ "$(stat -c %U /var/lib/sluice)" = sluice ] || fail "/var/lib/sluice is not sluice's"
 [ "$(/usr/bin/sluiced --version)" = "$(tr -d ' \n' < VERSION)" ] || fail "sluiced --version"
 /usr/bin/sluiced --config /etc/sluice/sluice.yaml --check-config >/dev/null || fail "the packaged configuration does not pass --check-config"
-zcat /usr/share/man/man1/sluicectl.1.gz | grep -q "^.SH COMMANDS" || fail "sluicectl(1) lists no commands"
+# Output is read whole before it is searched: with pipefail, `grep -q` leaving a pipe early fails
+# the writer with SIGPIPE (it did, for zcat of the man page, in CI).
+manual=$(zcat /usr/share/man/man1/sluicectl.1.gz)
+grep -q "^.SH COMMANDS" <<<"$manual" || fail "sluicectl(1) lists no commands"
 grep -q "sluicectl" /usr/share/bash-completion/completions/sluicectl || fail "bash completion"
 grep -qx "/etc/sluice/sluice.yaml" /var/lib/dpkg/info/sluice.conffiles || fail "the configuration is not a conffile"
 
@@ -48,7 +51,8 @@ fi
 for _ in $(seq 1 300); do [ -S /run/sluice/sluice.sock ] && break; sleep 0.1; done
 [ -S /run/sluice/sluice.sock ] || { cat "$work/sluiced.log" >&2 || true; fail "no socket at /run/sluice/sluice.sock"; }
 /usr/bin/sluicectl -e unix:/run/sluice/sluice.sock check deb:test --rule default >/dev/null || fail "check through the packaged sluicectl"
-/usr/bin/sluicectl -e unix:/run/sluice/sluice.sock stats --json | grep -q '"checks":1' || fail "stats"
+stats=$(/usr/bin/sluicectl -e unix:/run/sluice/sluice.sock stats --json) || fail "stats"
+grep -q '"checks":1' <<<"$stats" || fail "stats: $stats"
 
 # Stop: SIGTERM, exit 0, the snapshot written where the packaged configuration says.
 if [ -d /run/systemd/system ]; then
@@ -66,7 +70,8 @@ fi
 # debug binaries need the toolchain, and skip this.
 without_swift=skipped
 toolchain=$(dirname "$(dirname "$(dirname "$(readlink -f "$(command -v swiftc || echo /nonexistent/usr/bin/swiftc)")")")")
-if ldd /usr/bin/sluiced | grep -q 'libswiftCore\|libFoundation'; then
+libraries=$(ldd /usr/bin/sluiced)
+if grep -q 'libswiftCore\|libFoundation' <<<"$libraries"; then
   echo "(the package's programs need the toolchain's runtime (a debug build): the run without Swift is skipped)"
 elif [ -d "$toolchain" ] && command -v unshare >/dev/null; then
   install -d "$work/empty" "$work/bare"
